@@ -1,0 +1,29 @@
+"""regtheory: the regularization theory of dropout, exact and checkable.
+
+Modules, in the one direction data flows (nothing imports a module below it):
+
+``masks``       mask distributions (Bernoulli, channel, ...), λ = (1 − keep)/keep
+``montecarlo``  generic Monte Carlo engine and the :class:`Estimate` result
+``fc``          fully connected layers: penalty (1), induced regularizer (2),
+                equalization, global optimum (3), Monte Carlo penalty
+``implied``     the implied regularized problems, solved with cvxpy
+``training``    networks trained with real sampled dropout masks (NumPy)
+``figures``     one function per figure and the registry the CLI uses
+``cli``         the ``regtheory`` command
+
+Conventions (THEORY.md): ``keep`` is the retain probability (PyTorch's ``p`` is
+``1 - keep``), dropout is inverted (E[mask] = 1), λ = (1 − keep)/keep.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import fc, masks, montecarlo
+from .masks import dropout_lambda
+from .montecarlo import Estimate
+
+try:
+    __version__ = version("regtheory")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["dropout_lambda", "Estimate", "fc", "masks", "montecarlo", "__version__"]

@@ -1,0 +1,115 @@
+"""Input checks shared by every public entry point.
+
+Validate once, at the boundary (scikit-learn's ``check_array`` habit), with a
+message that names the argument, says what was wrong and what was expected;
+inside the package the data are then trusted.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "check_keep",
+    "check_array",
+    "check_cov",
+    "check_int",
+    "as_generator",
+    "sqrtm_psd",
+]
+
+
+def check_keep(keep, name: str = "keep") -> float:
+    """Return ``keep`` as a float after checking it is a retain probability in (0, 1]."""
+    if isinstance(keep, bool) or not isinstance(keep, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number in (0, 1], got {type(keep).__name__}")
+    keep = float(keep)
+    if not (0.0 < keep <= 1.0):  # also rejects NaN
+        raise ValueError(
+            f"`{name}` (the retain probability) must be in (0, 1], got {keep!r}; "
+            "note PyTorch's `p` is the drop probability, keep = 1 - p"
+        )
+    return keep
+
+
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer >= {minimum}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_array(x, name: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
+    """Return ``x`` as a finite float64 array of the given rank(s)."""
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"`{name}` must be an array of real numbers ({exc})") from None
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            expected = " or ".join(str(a) for a in allowed)
+            raise ValueError(
+                f"`{name}` must have {expected} dimensions, got shape {arr.shape}"
+            )
+    if arr.size == 0:
+        raise ValueError(f"`{name}` must not be empty, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` must contain only finite numbers (found NaN or inf)")
+    return arr
+
+
+def check_cov(cov, dim: int, name: str = "cov", require_pd: bool = False) -> np.ndarray | None:
+    """Check a second-moment matrix E[x x^T]: (dim, dim), symmetric, PSD (or PD).
+
+    ``None`` (isotropic input, C = I) is passed through.
+    """
+    if cov is None:
+        return None
+    cov = check_array(cov, name, ndim=2)
+    if cov.shape != (dim, dim):
+        raise ValueError(f"`{name}` must have shape ({dim}, {dim}), got {cov.shape}")
+    scale = max(float(np.max(np.abs(cov))), np.finfo(float).tiny)
+    if not np.allclose(cov, cov.T, rtol=1e-10, atol=1e-12 * scale):
+        raise ValueError(f"`{name}` must be symmetric")
+    eig_min = float(np.linalg.eigvalsh(cov)[0])
+    tol = 1e-10 * scale * dim
+    if eig_min < -tol:
+        raise ValueError(
+            f"`{name}` must be positive semi-definite, smallest eigenvalue is {eig_min:.3g}"
+        )
+    if require_pd and eig_min <= tol:
+        raise ValueError(
+            f"`{name}` must be positive definite here (the problem is whitened by "
+            f"cov^(-1/2)), smallest eigenvalue is {eig_min:.3g}"
+        )
+    return 0.5 * (cov + cov.T)
+
+
+def sqrtm_psd(cov: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """Symmetric square root C^{1/2} (or C^{-1/2}) of a checked PSD matrix."""
+    eigval, eigvec = np.linalg.eigh(cov)
+    eigval = np.clip(eigval, 0.0, None)
+    power = np.sqrt(eigval)
+    if inverse:
+        power = 1.0 / power
+    return (eigvec * power) @ eigvec.T
+
+
+def as_generator(seed) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from an int seed, a Generator, or a SeedSequence."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool):
+        raise TypeError("`seed` must be an int or a numpy.random.Generator, got bool")
+    if isinstance(seed, (numbers.Integral, np.random.SeedSequence)):
+        if isinstance(seed, numbers.Integral) and seed < 0:
+            raise ValueError(f"`seed` must be a non-negative int, got {seed}")
+        return np.random.default_rng(seed)
+    raise TypeError(
+        f"`seed` must be an int or a numpy.random.Generator, got {type(seed).__name__}"
+    )

@@ -1,0 +1,357 @@
+r"""Dropout on a fully connected hidden layer, in closed form (THEORY.md §1).
+
+The network is :math:`f(x) = U \operatorname{diag}(r/\theta) V^\top x` with
+:math:`U \in \mathbb{R}^{d_{out}\times w}`, :math:`V \in \mathbb{R}^{d_{in}\times w}`
+and :math:`r_i \sim \mathrm{Bernoulli}(\theta)` i.i.d. With
+:math:`C = \mathbb{E}[x x^\top]` (Mianjy, Arora & Vidal, ICML 2018):
+
+.. math::
+
+    \mathbb{E}_{x,y,r}\|y - f(x)\|^2 = \mathbb{E}\|y - UV^\top x\|^2
+        + \lambda \sum_i \|u_i\|^2\, v_i^\top C v_i .                      \quad (1)
+
+References
+----------
+[1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
+[2] J. Cavazza et al., Dropout as a Low-Rank Regularizer for Matrix
+    Factorization, AISTATS 2018.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import check_array, check_cov, check_int, check_keep, sqrtm_psd
+from .masks import Bernoulli, dropout_lambda
+from .montecarlo import Estimate, estimate
+
+__all__ = [
+    "dropout_penalty",
+    "dropout_penalty_mc",
+    "induced_regularizer",
+    "equalize",
+    "is_equalized",
+    "unit_products",
+    "global_optimum",
+]
+
+
+def _check_factors(U, V) -> tuple[np.ndarray, np.ndarray]:
+    U = check_array(U, "U", ndim=2)
+    V = check_array(V, "V", ndim=2)
+    if U.shape[1] != V.shape[1]:
+        raise ValueError(
+            f"`U` and `V` must have the same width (number of columns = hidden units), "
+            f"got U {U.shape} and V {V.shape}"
+        )
+    return U, V
+
+
+def _input_energy(V: np.ndarray, cov: np.ndarray | None) -> np.ndarray:
+    """E[h_i^2] = v_i^T C v_i for each hidden unit."""
+    if cov is None:
+        return np.einsum("ji,ji->i", V, V)
+    return np.einsum("ji,jk,ki->i", V, cov, V)
+
+
+def dropout_penalty(U, V, keep: float, cov=None) -> float:
+    r"""Expected dropout penalty of a fully connected layer, formula (1).
+
+    .. math:: R(U, V) = \lambda \sum_{i=1}^{w} \|u_i\|^2\, v_i^\top C v_i,
+              \qquad \lambda = \frac{1-\theta}{\theta}
+
+    It is the exact gap :math:`\mathbb{E}_r \mathbb{E}_x\|y - f_r(x)\|^2 -
+    \mathbb{E}_x\|y - UV^\top x\|^2` [1], whatever ``y`` is.
+
+    Parameters
+    ----------
+    U : array (d_out, width)
+        Output weights; column ``u_i`` belongs to hidden unit i.
+    V : array (d_in, width)
+        Input weights; column ``v_i`` belongs to hidden unit i.
+    keep : float
+        Retain probability θ in (0, 1].
+    cov : array (d_in, d_in), optional
+        Uncentred second moment C = E[x xᵀ] of the input, symmetric PSD.
+        ``None`` means C = I (white input).
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> dropout_penalty(np.eye(2), np.eye(2), keep=0.5)
+    2.0
+    """
+    U, V = _check_factors(U, V)
+    lam = dropout_lambda(keep)
+    cov = check_cov(cov, V.shape[0])
+    return float(lam * np.dot(np.einsum("ji,ji->i", U, U), _input_energy(V, cov)))
+
+
+def dropout_penalty_mc(
+    U,
+    V,
+    keep: float,
+    X,
+    n_masks: int = 100_000,
+    seed=0,
+    rtol: float | None = None,
+    batch_size: int = 4096,
+) -> Estimate:
+    r"""Monte Carlo estimate of the dropout penalty on input samples, over real masks.
+
+    Each draw samples one Bernoulli mask ``r`` (:class:`regtheory.masks.Bernoulli`)
+    and returns the data average of the output perturbation it causes,
+
+    .. math:: D(r) = \frac1n \sum_{k=1}^n \|U \operatorname{diag}(r/\theta - 1) V^\top x_k\|^2,
+
+    whose expectation over ``r`` is the penalty of :func:`dropout_penalty` with the
+    empirical ``cov = XᵀX/n``. For speed the data average is computed as the exact
+    quadratic form :math:`D(r) = e^\top (U^\top U \circ H^\top H/n)\, e`,
+    :math:`e = r/\theta - 1`, :math:`H = XV`: one w×w matrix, then O(w²) per mask.
+
+    Parameters
+    ----------
+    U, V : arrays (d_out, width), (d_in, width)
+    keep : float
+        Retain probability in (0, 1].
+    X : array (n, d_in)
+        Input samples.
+    n_masks : int
+        Number of masks (the maximum when ``rtol`` is given).
+    seed : int or numpy.random.Generator
+    rtol : float, optional
+        Stop once the relative standard error is at most ``rtol``.
+    batch_size : int
+        Masks per vectorised batch.
+
+    Returns
+    -------
+    Estimate
+    """
+    U, V = _check_factors(U, V)
+    X = check_array(X, "X", ndim=2)
+    if X.shape[1] != V.shape[0]:
+        raise ValueError(f"`X` must have {V.shape[0]} columns (d_in of V), got {X.shape}")
+    masks = Bernoulli(keep)
+    H = X @ V
+    gram = (U.T @ U) * (H.T @ H) / X.shape[0]
+    width = U.shape[1]
+
+    def draw(rng, size):
+        e = masks.sample(width, size, rng) - 1.0
+        return np.einsum("bi,bi->b", e @ gram, e)
+
+    return estimate(draw, n_masks, seed, batch_size=batch_size, rtol=rtol)
+
+
+def _nuclear_norm(A: np.ndarray) -> float:
+    return float(np.linalg.svd(A, compute_uv=False).sum())
+
+
+def _numerical_rank(s: np.ndarray, shape: tuple[int, int]) -> int:
+    if s.size == 0 or s[0] == 0:
+        return 0
+    return int(np.sum(s > s[0] * max(shape) * np.finfo(float).eps))
+
+
+def induced_regularizer(M, keep: float, width: int, cov=None) -> float:
+    r"""Induced regularizer of FC dropout, formula (2).
+
+    The smallest dropout penalty over all width-``w`` factorizations
+    :math:`M = UV^\top` [1, Thm 2.4]:
+
+    .. math:: \Theta(M) = \min_{UV^\top = M} R(U, V)
+                        = \frac{\lambda}{w}\, \|M C^{1/2}\|_*^2 ,
+
+    attained by equalized factorizations (see :func:`equalize`).
+
+    Parameters
+    ----------
+    M : array (d_out, d_in)
+        End-to-end map.
+    keep : float
+        Retain probability in (0, 1].
+    width : int
+        Number of hidden units w; must be at least rank(M).
+    cov : array (d_in, d_in), optional
+        Input second moment (default identity).
+
+    Returns
+    -------
+    float
+    """
+    M = check_array(M, "M", ndim=2)
+    lam = dropout_lambda(keep)
+    width = check_int(width, "width")
+    cov = check_cov(cov, M.shape[1])
+    s = np.linalg.svd(M, compute_uv=False)
+    rank = _numerical_rank(s, M.shape)
+    if width < rank:
+        raise ValueError(
+            f"`width` ({width}) must be at least rank(M) ({rank}): a narrower network "
+            "cannot represent M"
+        )
+    Mc = M if cov is None else M @ sqrtm_psd(cov)
+    return lam / width * _nuclear_norm(Mc) ** 2
+
+
+def unit_products(U, V, cov=None) -> np.ndarray:
+    r"""Per-unit products :math:`\|u_i\|\,\|C^{1/2} v_i\|` (equal for every unit when equalized)."""
+    U, V = _check_factors(U, V)
+    cov = check_cov(cov, V.shape[0])
+    return np.sqrt(np.einsum("ji,ji->i", U, U) * _input_energy(V, cov))
+
+
+def is_equalized(U, V, rtol: float = 1e-6, cov=None) -> bool:
+    r"""Whether every hidden unit has the same product :math:`\|u_i\|\,\|C^{1/2}v_i\|`.
+
+    The definition of Mianjy et al. [1, Def. 2.2]: ``max - min <= rtol * mean``
+    of the products. (A factorization that is equalized *and* balanced across the
+    SVD attains :func:`induced_regularizer`; :func:`equalize` builds one.)
+    """
+    if not (rtol >= 0):
+        raise ValueError(f"`rtol` must be non-negative, got {rtol!r}")
+    p = unit_products(U, V, cov)
+    return bool(p.max() - p.min() <= rtol * p.mean())
+
+
+def _equalizing_rotation(S: np.ndarray) -> np.ndarray:
+    """Orthogonal Q with constant diagonal of QᵀSQ, from at most w−1 Givens rotations.
+
+    Each rotation acts in the plane of the currently largest and smallest diagonal
+    entries (one above, one below the mean t = tr S / w) and sets one of them to t,
+    which is then frozen; a 2×2 block [[a, b], [b, c]] rotated by φ/2 has first
+    diagonal entry (a+c)/2 + (a−c)/2 cos φ + b sin φ, which sweeps [c, a] ∋ t.
+    """
+    w = S.shape[0]
+    A = S.copy()
+    Q = np.eye(w)
+    target = np.trace(S) / w
+    free = np.ones(w, dtype=bool)
+    tol = 1e-13 * max(abs(target), np.finfo(float).tiny)
+    for _ in range(w - 1):
+        d = np.where(free, np.diag(A), np.nan)
+        i, j = int(np.nanargmax(d)), int(np.nanargmin(d))
+        if d[i] - d[j] <= tol:
+            break
+        a, b, c = A[i, i], A[i, j], A[j, j]
+        mid, half = 0.5 * (a + c), 0.5 * (a - c)
+        radius = np.hypot(half, b)
+        phi = np.arctan2(b, half) + np.arccos(np.clip((target - mid) / radius, -1.0, 1.0))
+        cs, sn = np.cos(phi / 2), np.sin(phi / 2)
+        G = np.array([[cs, -sn], [sn, cs]])
+        idx = [i, j]
+        A[:, idx] = A[:, idx] @ G
+        A[idx, :] = G.T @ A[idx, :]
+        Q[:, idx] = Q[:, idx] @ G
+        A[i, i] = target  # exact up to rounding; freeze it
+        free[i] = False
+    return Q
+
+
+def equalize(U, V, cov=None) -> tuple[np.ndarray, np.ndarray]:
+    r"""An equalized factorization of the same map with the same width.
+
+    Returns :math:`(U', V')` with :math:`U'V'^\top = UV^\top`, the same width, and
+    :math:`\|u'_i\|\,\|C^{1/2}v'_i\| = \|MC^{1/2}\|_*/w` for every unit, so the
+    dropout penalty equals :func:`induced_regularizer` (THEORY §1, [1, Thm 2.4]).
+
+    Construction: balanced SVD factors of :math:`MC^{1/2}`, padded with zero columns
+    to width w, rotated by an orthogonal Q (at most w − 1 Givens rotations) that
+    makes the diagonal of :math:`Q^\top \operatorname{diag}(s) Q` constant.
+
+    Parameters
+    ----------
+    U, V : arrays (d_out, width), (d_in, width)
+    cov : array (d_in, d_in), optional
+        Input second moment; must be positive definite when given.
+
+    Returns
+    -------
+    (U', V') : arrays of the shapes of U and V
+    """
+    U, V = _check_factors(U, V)
+    cov = check_cov(cov, V.shape[0], require_pd=True)
+    width = U.shape[1]
+    M = U @ V.T
+    if cov is not None:
+        M = M @ sqrtm_psd(cov)
+    A, s, Bt = np.linalg.svd(M, full_matrices=False)
+    r = min(width, s.size)  # rank(UVᵀ) <= width, so the dropped values are rounding noise
+    root = np.sqrt(s[:r])
+    U0 = np.zeros((U.shape[0], width))
+    V0 = np.zeros((V.shape[0], width))
+    U0[:, :r] = A[:, :r] * root
+    V0[:, :r] = Bt[:r].T * root
+    S = np.zeros(width)
+    S[:r] = s[:r]
+    Q = _equalizing_rotation(np.diag(S))
+    U1, V1 = U0 @ Q, V0 @ Q
+    if cov is not None:
+        V1 = sqrtm_psd(cov, inverse=True) @ V1
+    return U1, V1
+
+
+def _shrinkage(sigma: np.ndarray, lam: float, width: int) -> tuple[np.ndarray, int, float]:
+    """Singular values of the optimum, formula (3), with the rank cap at ``width``."""
+    kappa = np.cumsum(sigma)
+    j = np.arange(1, sigma.size + 1)
+    above = sigma > lam * kappa / (width + lam * j)
+    rho = int(j[above].max()) if above.any() else 0
+    rho = min(rho, width)
+    if rho == 0:
+        return np.zeros_like(sigma), 0, 0.0
+    alpha = lam * kappa[rho - 1] / (width + lam * rho)
+    m = np.zeros_like(sigma)
+    m[:rho] = np.maximum(sigma[:rho] - alpha, 0.0)
+    return m, rho, float(alpha)
+
+
+def global_optimum(T, keep: float, width: int, cov=None) -> np.ndarray:
+    r"""Closed-form global optimum of the dropout objective, formula (3).
+
+    Minimises :math:`\mathbb{E}\|y - Mx\|^2 + \frac{\lambda}{w}\|MC^{1/2}\|_*^2` over
+    maps M of rank at most ``width`` (the maps a width-w network can represent),
+    which is the global optimum :math:`UV^\top` of dropout training (Mianjy et al.
+    [1, Thm 2.5]; Cavazza et al. [2, Thm 3] with γ = λ/w). For C = I and
+    :math:`T = W_1 \operatorname{diag}(\sigma) W_2^\top`, :math:`\kappa_j = \sum_{i\le j}\sigma_i`:
+
+    .. math::
+
+        \rho = \max\{j : \sigma_j > \lambda\kappa_j/(w + \lambda j)\},\quad
+        \alpha = \frac{\lambda \kappa_\rho}{w + \lambda\rho},\quad
+        M^* = W_1 \operatorname{diag}((\sigma_i - \alpha)_+) W_2^\top,
+
+    with ρ capped at w. For C ≻ 0 the formula is applied to :math:`TC^{-1/2}` and
+    the result multiplied by :math:`C^{-1/2}` on the right.
+
+    Parameters
+    ----------
+    T : array (d_out, d_in)
+        Cross moment E[y xᵀ].
+    keep : float
+        Retain probability in (0, 1].
+    width : int
+        Number of hidden units.
+    cov : array (d_in, d_in), optional
+        E[x xᵀ], positive definite (default identity).
+
+    Returns
+    -------
+    M : array (d_out, d_in)
+    """
+    T = check_array(T, "T", ndim=2)
+    lam = dropout_lambda(keep)
+    width = check_int(width, "width")
+    cov = check_cov(cov, T.shape[1], require_pd=True)
+    Tw = T if cov is None else T @ sqrtm_psd(cov, inverse=True)
+    W1, sigma, W2t = np.linalg.svd(Tw, full_matrices=False)
+    m, rho, _ = _shrinkage(sigma, lam, width)
+    M = (W1[:, :rho] * m[:rho]) @ W2t[:rho]
+    if cov is not None:
+        M = M @ sqrtm_psd(cov, inverse=True)
+    return M
