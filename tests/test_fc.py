@@ -1,0 +1,283 @@
+"""Tests of regtheory.fc against independent computations.
+
+Independent references used here: exact enumeration of all 2^w masks, Monte
+Carlo over real Bernoulli masks, direct network evaluation, scipy.optimize over
+factorizations, and cvxpy (tests/test_implied.py).
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+from regtheory import dropout_lambda, fc
+from regtheory.masks import Bernoulli
+from regtheory.montecarlo import estimate
+
+N_SE = 4  # Monte Carlo agreement is required within this many standard errors
+
+
+def whiten(X):
+    """Rows x with empirical second moment XᵀX/n exactly I."""
+    C = X.T @ X / X.shape[0]
+    evals, evecs = np.linalg.eigh(C)
+    return X @ evecs @ np.diag(evals**-0.5) @ evecs.T
+
+
+def random_cov(rng, d):
+    A = rng.normal(size=(d, d))
+    return A @ A.T / d + 0.05 * np.eye(d)
+
+
+# ----------------------------------------------------------------------------- penalty (1)
+
+
+def test_dropout_lambda():
+    assert dropout_lambda(1.0) == 0.0
+    assert dropout_lambda(0.5) == 1.0
+    assert dropout_lambda(0.2) == pytest.approx(4.0)
+
+
+def test_penalty_equals_exact_enumeration_over_all_masks():
+    """Formula (1) against E_r over all 2^w masks, with a real target y (cross term included)."""
+    rng = np.random.default_rng(1)
+    d_in, d_out, w, n, keep = 3, 2, 4, 50, 0.7
+    U, V = rng.normal(size=(d_out, w)), rng.normal(size=(d_in, w))
+    X, Y = rng.normal(size=(n, d_in)), rng.normal(size=(n, d_out))
+    exact = 0.0
+    for r in itertools.product([0, 1], repeat=w):
+        r = np.array(r)
+        prob = np.prod(np.where(r == 1, keep, 1 - keep))
+        pred = X @ V @ np.diag(r / keep) @ U.T
+        exact += prob * np.mean(np.sum((Y - pred) ** 2, axis=1))
+    plain = np.mean(np.sum((Y - X @ V @ U.T) ** 2, axis=1))
+    penalty = fc.dropout_penalty(U, V, keep, cov=X.T @ X / n)
+    assert exact - plain == pytest.approx(penalty, rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "d_in,d_out,width,keep,isotropic",
+    [(5, 3, 8, 0.5, True), (10, 10, 4, 0.9, True), (4, 6, 12, 0.2, False), (7, 2, 3, 0.6, False)],
+)
+def test_penalty_matches_monte_carlo(d_in, d_out, width, keep, isotropic):
+    rng = np.random.default_rng(d_in * 100 + width)
+    U, V = rng.normal(size=(d_out, width)), rng.normal(size=(d_in, width))
+    X = rng.normal(size=(400, d_in))
+    if isotropic:
+        X, cov = whiten(X), None
+    else:
+        X = X @ rng.normal(size=(d_in, d_in))  # correlated input
+        cov = X.T @ X / X.shape[0]
+    closed = fc.dropout_penalty(U, V, keep, cov=cov)
+    est = fc.dropout_penalty_mc(U, V, keep, X, n_masks=50_000, seed=7)
+    assert abs(est.zscore(closed)) < N_SE, (closed, est)
+    lo, hi = est.ci(0.95)
+    assert lo < est.mean < hi
+
+
+def test_monte_carlo_draws_equal_direct_network_evaluation():
+    """The quadratic-form shortcut inside dropout_penalty_mc against forward passes."""
+    rng = np.random.default_rng(3)
+    U, V, X, keep = rng.normal(size=(3, 5)), rng.normal(size=(4, 5)), rng.normal(size=(30, 4)), 0.6
+    full = X @ V @ U.T
+    masks = Bernoulli(keep)
+
+    def direct(gen, size):
+        m = masks.sample(5, size, gen)  # same sampling call, same stream
+        out = np.einsum("nw,bw,ow->bno", X @ V, m, U)
+        return np.mean(np.sum((out - full) ** 2, axis=2), axis=1)
+
+    ref = estimate(direct, 3000, seed=11, batch_size=500)
+    got = fc.dropout_penalty_mc(U, V, keep, X, n_masks=3000, seed=11, batch_size=500)
+    assert got.mean == pytest.approx(ref.mean, rel=1e-12)
+    assert got.stderr == pytest.approx(ref.stderr, rel=1e-9)
+
+
+def test_penalty_mc_reproducible_and_rtol_stop():
+    rng = np.random.default_rng(0)
+    U, V, X = rng.normal(size=(2, 6)), rng.normal(size=(3, 6)), rng.normal(size=(100, 3))
+    a = fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=5000, seed=4)
+    b = fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=5000, seed=4)
+    c = fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=5000, seed=5)
+    assert a == b and a != c
+    stopped = fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=10**7, seed=4, rtol=0.01)
+    assert stopped.rel_stderr <= 0.01 and stopped.n_samples < 10**7
+
+
+def test_penalty_zero_at_keep_one():
+    rng = np.random.default_rng(0)
+    U, V, X = rng.normal(size=(2, 3)), rng.normal(size=(3, 3)), rng.normal(size=(10, 3))
+    assert fc.dropout_penalty(U, V, 1.0) == 0.0
+    assert fc.dropout_penalty_mc(U, V, 1.0, X, n_masks=100, seed=0).mean == 0.0
+
+
+# ----------------------------------------------------------------------------- (2), equalize
+
+
+def factorization_minimum(M, keep, width, cov=None, starts=8, seed=0):
+    """min over width-w factorizations of the penalty, by scipy from random starts.
+
+    With rank M = width every factorization is (U0 G, V0 G^{-T}) for invertible G.
+    """
+    A, s, Bt = np.linalg.svd(M, full_matrices=False)
+    U0, V0 = A[:, :width] * s[:width], Bt[:width].T
+    rng = np.random.default_rng(seed)
+
+    def penalty(g):
+        G = g.reshape(width, width)
+        try:
+            Ginv_t = np.linalg.inv(G).T
+        except np.linalg.LinAlgError:
+            return np.inf
+        return fc.dropout_penalty(U0 @ G, V0 @ Ginv_t, keep, cov)
+
+    best = np.inf
+    for _ in range(starts):
+        g0 = np.eye(width) + 0.3 * rng.normal(size=(width, width))
+        res = optimize.minimize(penalty, g0.ravel(), method="BFGS", options={"gtol": 1e-10})
+        best = min(best, res.fun)
+    return best
+
+
+@pytest.mark.parametrize("use_cov", [False, True])
+def test_induced_regularizer_is_minimum_over_factorizations(use_cov):
+    rng = np.random.default_rng(2)
+    width, keep = 3, 0.6
+    M = rng.normal(size=(4, width)) @ rng.normal(size=(width, 5))
+    cov = random_cov(rng, 5) if use_cov else None
+    theta = fc.induced_regularizer(M, keep, width, cov)
+    found = factorization_minimum(M, keep, width, cov)
+    assert found >= theta * (1 - 1e-9)
+    assert found == pytest.approx(theta, rel=1e-5)
+
+
+@pytest.mark.parametrize("use_cov", [False, True])
+@pytest.mark.parametrize("d_out,d_in,width", [(4, 5, 3), (6, 6, 9), (3, 8, 20), (5, 2, 2)])
+def test_equalize(d_out, d_in, width, use_cov):
+    rng = np.random.default_rng(d_out + d_in + width)
+    U, V = rng.normal(size=(d_out, width)), rng.normal(size=(d_in, width))
+    cov = random_cov(rng, d_in) if use_cov else None
+    U2, V2 = fc.equalize(U, V, cov=cov)
+    assert U2.shape == U.shape and V2.shape == V.shape
+    np.testing.assert_allclose(U2 @ V2.T, U @ V.T, atol=1e-10 * np.abs(U @ V.T).max())
+    assert fc.is_equalized(U2, V2, rtol=1e-9, cov=cov)
+    assert not fc.is_equalized(U, V, rtol=1e-3, cov=cov)
+    theta = fc.induced_regularizer(U @ V.T, 0.3, width, cov)
+    assert fc.dropout_penalty(U2, V2, 0.3, cov) == pytest.approx(theta, rel=1e-10)
+    assert fc.dropout_penalty(U, V, 0.3, cov) >= theta
+    # the products are all ||M C^{1/2}||_* / w
+    Mc = U @ V.T if cov is None else U @ V.T @ np.linalg.cholesky(cov)
+    nuc = np.linalg.svd(Mc, compute_uv=False).sum()
+    np.testing.assert_allclose(fc.unit_products(U2, V2, cov), nuc / width, rtol=1e-9)
+
+
+def test_equalize_rank_deficient_and_zero():
+    rng = np.random.default_rng(8)
+    U = np.zeros((3, 5))
+    U[:, 0] = rng.normal(size=3)
+    V = rng.normal(size=(4, 5))
+    U2, V2 = fc.equalize(U, V)
+    np.testing.assert_allclose(U2 @ V2.T, U @ V.T, atol=1e-12)
+    assert fc.is_equalized(U2, V2, rtol=1e-9)
+    Uz, Vz = fc.equalize(np.zeros((2, 3)), np.zeros((2, 3)))
+    assert np.all(Uz == 0) and np.all(Vz == 0)
+
+
+# ----------------------------------------------------------------------------- optimum (3)
+
+
+def factored_minimum(T, keep, width, starts=6, seed=0):
+    """min over (U, V) of ||UVᵀ − T||² + λ Σ ||u_i||²||v_i||², by L-BFGS from random starts."""
+    lam = dropout_lambda(keep)
+    d_out, d_in = T.shape
+    rng = np.random.default_rng(seed)
+
+    def f(z):
+        U, V = z[: d_out * width].reshape(d_out, width), z[d_out * width :].reshape(d_in, width)
+        R = U @ V.T - T
+        nu, nv = np.sum(U * U, 0), np.sum(V * V, 0)
+        val = np.sum(R * R) + lam * np.dot(nu, nv)
+        gU = 2 * R @ V + 2 * lam * U * nv
+        gV = 2 * R.T @ U + 2 * lam * V * nu
+        return val, np.concatenate([gU.ravel(), gV.ravel()])
+
+    best = np.inf
+    for _ in range(starts):
+        z0 = rng.normal(size=(d_out + d_in) * width)
+        res = optimize.minimize(f, z0, jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 20000})
+        best = min(best, res.fun)
+    return best
+
+
+@pytest.mark.parametrize("width", [2, 3, 8])
+def test_global_optimum_beats_factored_search_including_rank_cap(width):
+    """(3) with the rank cap against non-convex minimisation of the factored objective."""
+    rng = np.random.default_rng(width)
+    T = rng.normal(size=(5, 6)) * np.array([5, 4, 3, 2, 1, 0.5])
+    keep = 0.8
+    M = fc.global_optimum(T, keep, width)
+    assert np.linalg.matrix_rank(M, tol=1e-9) <= width
+    value = np.sum((M - T) ** 2) + fc.induced_regularizer(M, keep, width)
+    found = factored_minimum(T, keep, width) + 0.0
+    assert value <= found + 1e-8
+    assert value == pytest.approx(found, rel=1e-6)
+
+
+def test_global_optimum_shrinks_singular_values_by_alpha():
+    """Direct reading of (3): common shrinkage alpha, fixed-point equation for alpha."""
+    rng = np.random.default_rng(4)
+    T = rng.normal(size=(6, 6))
+    keep, width = 0.5, 6
+    lam = dropout_lambda(keep)
+    sigma = np.linalg.svd(T, compute_uv=False)
+    m = np.linalg.svd(fc.global_optimum(T, keep, width), compute_uv=False)
+    kept = m > 1e-10
+    alpha = sigma[kept] - m[kept]
+    assert np.ptp(alpha) < 1e-10
+    # stationarity: alpha = (λ/w) * sum of the kept singular values of M
+    assert alpha[0] == pytest.approx(lam / width * m[kept].sum(), rel=1e-10)
+    assert np.all(sigma[~kept] <= alpha[0] + 1e-12)
+
+
+def test_global_optimum_zero_target_and_keep_one():
+    assert np.all(fc.global_optimum(np.zeros((3, 4)), 0.5, 2) == 0)
+    T = np.random.default_rng(0).normal(size=(3, 3))
+    np.testing.assert_allclose(fc.global_optimum(T, 1.0, 3), T, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("keep", [0.0, -0.1, 1.5, float("nan")])
+def test_bad_keep(keep):
+    with pytest.raises(ValueError, match="keep"):
+        fc.dropout_penalty(np.eye(2), np.eye(2), keep)
+
+
+def test_bad_inputs_name_the_argument():
+    I2 = np.eye(2)
+    with pytest.raises(TypeError, match="keep"):
+        fc.dropout_penalty(I2, I2, "0.5")
+    with pytest.raises(ValueError, match="same width"):
+        fc.dropout_penalty(np.ones((2, 3)), np.ones((2, 4)), 0.5)
+    with pytest.raises(ValueError, match="`U`"):
+        fc.dropout_penalty(np.array([[np.nan, 1.0]]), np.ones((1, 2)), 0.5)
+    with pytest.raises(ValueError, match="`V`.*dimensions"):
+        fc.dropout_penalty(I2, np.ones(2), 0.5)
+    with pytest.raises(ValueError, match="`cov`.*shape"):
+        fc.dropout_penalty(I2, I2, 0.5, cov=np.eye(3))
+    with pytest.raises(ValueError, match="`cov`.*symmetric"):
+        fc.dropout_penalty(I2, I2, 0.5, cov=np.array([[1.0, 0.5], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="`cov`.*positive semi-definite"):
+        fc.dropout_penalty(I2, I2, 0.5, cov=np.diag([1.0, -1.0]))
+    with pytest.raises(ValueError, match="`width`.*rank"):
+        fc.induced_regularizer(np.eye(3), 0.5, width=2)
+    with pytest.raises(ValueError, match="`cov`.*positive definite"):
+        fc.global_optimum(I2, 0.5, 2, cov=np.diag([1.0, 0.0]))
+    with pytest.raises(ValueError, match="`X`"):
+        fc.dropout_penalty_mc(I2, I2, 0.5, np.ones((5, 3)), n_masks=10, seed=0)
+    with pytest.raises(TypeError, match="`width`"):
+        fc.global_optimum(I2, 0.5, 2.5)
+    with pytest.raises(TypeError, match="`seed`"):
+        fc.dropout_penalty_mc(I2, I2, 0.5, np.ones((5, 2)), n_masks=10, seed="a")

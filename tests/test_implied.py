@@ -1,0 +1,113 @@
+"""The cvxpy implied problems against the closed form (3) and against each other."""
+
+import numpy as np
+import pytest
+
+from regtheory import fc, implied
+
+
+def rel(A, B):
+    return np.linalg.norm(A - B) / max(np.linalg.norm(B), 1e-300)
+
+
+def random_cov(rng, d):
+    A = rng.normal(size=(d, d))
+    return A @ A.T / d + 0.1 * np.eye(d)
+
+
+CASES = [  # (d_out, d_in, width, keep)
+    (6, 8, 8, 0.5),
+    (5, 5, 10, 0.8),
+    (8, 6, 3, 0.5),  # rank cap active
+    (10, 12, 4, 0.3),  # rank cap active
+    (4, 7, 7, 0.95),
+]
+
+
+@pytest.mark.parametrize("use_cov", [False, True])
+@pytest.mark.parametrize("d_out,d_in,width,keep", CASES)
+def test_spectral_matches_closed_form_to_1e8(d_out, d_in, width, keep, use_cov):
+    rng = np.random.default_rng(d_out * 7 + d_in)
+    T = rng.normal(size=(d_out, d_in))
+    cov = random_cov(rng, d_in) if use_cov else None
+    closed = fc.global_optimum(T, keep, width, cov)
+    res = implied.solve_fc(T, keep, width, cov, method="spectral")
+    assert res.status == "optimal" and res.solve_time > 0
+    assert rel(res.M, closed) < 1e-8
+    assert res.objective == pytest.approx(implied.fc_objective(closed, T, keep, width, cov), rel=1e-9)
+
+
+@pytest.mark.parametrize("use_cov", [False, True])
+@pytest.mark.parametrize("d_out,d_in,width,keep", [c for c in CASES if c[2] >= min(c[:2])])
+def test_sdp_matches_closed_form_to_1e6(d_out, d_in, width, keep, use_cov):
+    rng = np.random.default_rng(d_out * 7 + d_in)
+    T = rng.normal(size=(d_out, d_in))
+    cov = random_cov(rng, d_in) if use_cov else None
+    closed = fc.global_optimum(T, keep, width, cov)
+    res = implied.solve_fc(T, keep, width, cov, method="sdp")
+    assert rel(res.M, closed) < 1e-6
+
+
+def test_sdp_rank_cap_active_with_low_rank_solution():
+    """Width below min(d_out, d_in) but above the relaxation's rank: the SDP is exact."""
+    rng = np.random.default_rng(5)
+    T = rng.normal(size=(6, 6)) @ np.diag([8, 6, 0.1, 0.1, 0.05, 0.01]) @ rng.normal(size=(6, 6)) / 6
+    res = implied.solve_fc(T, 0.5, 3, method="sdp")
+    assert rel(res.M, fc.global_optimum(T, 0.5, 3)) < 1e-6
+
+
+def test_sdp_refuses_when_rank_exceeds_width():
+    T = np.diag([3.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match="rank 3 > width 2"):
+        implied.solve_fc(T, 0.9, 2, method="sdp")
+
+
+def test_objective_of_optimum_is_minimal():
+    """No nearby map of rank <= width does better than the closed form."""
+    rng = np.random.default_rng(0)
+    T = rng.normal(size=(4, 5))
+    keep, width = 0.6, 5
+    M = fc.global_optimum(T, keep, width)
+    best = implied.fc_objective(M, T, keep, width)
+    for _ in range(200):
+        P = M + 1e-3 * rng.normal(size=M.shape)
+        assert implied.fc_objective(P, T, keep, width) >= best
+
+
+def test_fc_objective_equals_expected_dropout_risk_minus_ls():
+    """J(M) = E||y − Mx||² + Θ(M) − E||y − TC^{-1}x||² on finite data."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 4)) @ rng.normal(size=(4, 4))
+    Y = rng.normal(size=(200, 3))
+    C, T = X.T @ X / 200, Y.T @ X / 200
+    M = rng.normal(size=(3, 4))
+    risk = lambda A: np.mean(np.sum((Y - X @ A.T) ** 2, axis=1))  # noqa: E731
+    lhs = implied.fc_objective(M, T, 0.5, 4, C)
+    rhs = risk(M) + fc.induced_regularizer(M, 0.5, 4, C) - risk(T @ np.linalg.inv(C))
+    assert lhs == pytest.approx(rhs, rel=1e-10)
+
+
+def test_solver_failure_raises_with_status():
+    T = np.random.default_rng(0).normal(size=(8, 8))
+    with pytest.raises(implied.SolverFailedError, match="status") as info:
+        implied.solve_fc(T, 0.5, 8, method="sdp", solver="SCS", solver_options={"max_iters": 2})
+    assert info.value.status != "optimal"
+    assert "try another solver" in str(info.value)
+
+
+def test_bad_arguments():
+    T = np.eye(3)
+    with pytest.raises(ValueError, match="method"):
+        implied.solve_fc(T, 0.5, 3, method="newton")
+    with pytest.raises(ValueError, match="solver"):
+        implied.solve_fc(T, 0.5, 3, solver="NOPE")
+    with pytest.raises(ValueError, match="keep"):
+        implied.solve_fc(T, 0.0, 3)
+    with pytest.raises(ValueError, match="`T`"):
+        implied.solve_fc(np.ones(3), 0.5, 3)
+    with pytest.raises(ValueError, match="`cov`"):
+        implied.solve_fc(T, 0.5, 3, cov=np.diag([1.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="`M`.*shape"):
+        implied.fc_objective(np.eye(2), T, 0.5, 3)
+    with pytest.raises(TypeError, match="solver_options"):
+        implied.solve_fc(T, 0.5, 3, solver_options=[1])
