@@ -8,6 +8,7 @@ Modules, in the one direction data flows (nothing imports a module below it):
                 equalization, global optimum (3), Monte Carlo penalty
 ``implied``     the implied regularized problems, solved with cvxpy
 ``training``    networks trained with real sampled dropout masks (NumPy)
+``data``        synthetic tasks: exactly white inputs, linear teachers
 ``figures``     one function per figure and the registry the CLI uses
 ``cli``         the ``regtheory`` command
 
@@ -17,7 +18,7 @@ Conventions (THEORY.md): ``keep`` is the retain probability (PyTorch's ``p`` is
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import fc, masks, montecarlo
+from . import data, fc, implied, masks, montecarlo, training
 from .masks import dropout_lambda
 from .montecarlo import Estimate
 
@@ -26,4 +27,14 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-__all__ = ["dropout_lambda", "Estimate", "fc", "masks", "montecarlo", "__version__"]
+__all__ = [
+    "dropout_lambda",
+    "Estimate",
+    "data",
+    "fc",
+    "implied",
+    "masks",
+    "montecarlo",
+    "training",
+    "__version__",
+]

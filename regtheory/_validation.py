@@ -12,11 +12,11 @@ import numbers
 import numpy as np
 
 __all__ = [
-    "check_keep",
+    "as_generator",
     "check_array",
     "check_cov",
     "check_int",
-    "as_generator",
+    "check_keep",
     "sqrtm_psd",
 ]
 

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_array, check_cov, check_int, check_keep, sqrtm_psd
+from ._validation import check_array, check_cov, check_int, sqrtm_psd
 from .masks import Bernoulli, dropout_lambda
 from .montecarlo import Estimate, estimate
 
 __all__ = [
     "dropout_penalty",
     "dropout_penalty_mc",
-    "induced_regularizer",
     "equalize",
+    "global_optimum",
+    "induced_regularizer",
     "is_equalized",
     "unit_products",
-    "global_optimum",
 ]
 
 

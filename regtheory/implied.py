@@ -37,7 +37,7 @@ import numpy as np
 from ._validation import check_array, check_cov, check_int, sqrtm_psd
 from .masks import dropout_lambda
 
-__all__ = ["SolverFailedError", "ImpliedResult", "fc_objective", "solve_fc"]
+__all__ = ["ImpliedResult", "SolverFailedError", "fc_objective", "solve_fc"]
 
 #: Tight interior-point tolerances (Clarabel's defaults are 1e-8).
 CLARABEL_OPTIONS = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12}

@@ -8,6 +8,8 @@ feature shape; every mask is *inverted* (a kept unit is scaled by 1/keep), so
   (Srivastava et al., JMLR 2014).
 * :class:`Channel` -- a whole feature map kept or dropped together,
   ``torch.nn.Dropout2d`` / SpatialDropout (Tompson et al., CVPR 2015).
+* :class:`DropBlock` -- contiguous square blocks of a feature map dropped
+  together (Ghiasi, Lin & Le, NeurIPS 2018; ``torchvision.ops.drop_block2d``).
 
 The feature shape is ``(width,)`` for a fully connected hidden layer and
 ``(channels, H, W)`` (or ``(channels, L)``) for a convolutional feature map.
@@ -16,12 +18,15 @@ The feature shape is ``(width,)`` for a fully connected hidden layer and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.optimize import brentq
 
 from ._validation import as_generator, check_int, check_keep
 
-__all__ = ["dropout_lambda", "MaskDistribution", "Bernoulli", "Channel"]
+__all__ = ["Bernoulli", "Channel", "DropBlock", "MaskDistribution", "dropout_lambda"]
 
 
 def dropout_lambda(keep: float) -> float:
@@ -94,3 +99,146 @@ class Channel(MaskDistribution):
         r = (rng.random((n, shape[0])) < self.keep) / self.keep
         r = r.reshape((n, shape[0]) + (1,) * (len(shape) - 1))
         return np.broadcast_to(r, (n, *shape)).copy()
+
+
+def _block_cover_counts(length: int, block_size: int) -> np.ndarray:
+    """For each position of an axis, how many in-range block starts cover it.
+
+    Block starts ``i`` range over ``0 .. length - block_size`` (the block fits
+    entirely inside the map) and a block covers ``[i, i + block_size)``.
+    """
+    p = np.arange(length)
+    return np.minimum(p, length - block_size) - np.maximum(0, p - block_size + 1) + 1
+
+
+@lru_cache(maxsize=256)
+def _exact_gamma(keep: float, block_size: int, spatial: tuple[int, ...]) -> float:
+    if keep == 1.0:
+        return 0.0
+    counts = _block_cover_counts(spatial[0], block_size)
+    for length in spatial[1:]:
+        counts = np.multiply.outer(counts, _block_cover_counts(length, block_size))
+    values, multiplicity = np.unique(counts, return_counts=True)
+    weights = multiplicity / counts.size
+
+    def excess_kept(gamma):
+        return float(np.dot(weights, (1.0 - gamma) ** values)) - keep
+
+    # excess_kept decreases strictly from 1 - keep >= 0 at gamma = 0 to -keep < 0 at
+    # gamma = 1 (every position is covered by at least one block), so the root is unique.
+    return float(brentq(excess_kept, 0.0, 1.0, xtol=1e-15, rtol=4 * np.finfo(float).eps))
+
+
+_DROPBLOCK_NORMALIZERS = ("ideal", "torchvision")
+
+
+@dataclass(frozen=True)
+class DropBlock(MaskDistribution):
+    r"""DropBlock: square blocks of each channel's map dropped together (Ghiasi et al. 2018).
+
+    For every channel, block *starts* are sampled i.i.d. Bernoulli(γ) on the
+    ``(H - b + 1) × (W - b + 1)`` positions where a ``b × b`` block fits inside
+    the map, and every position covered by a sampled block is dropped. (For odd
+    ``b`` this is exactly the seed region and block placement of
+    ``torchvision.ops.drop_block2d``, which centres the block on the seed.) A
+    position ``p`` is covered by :math:`c(p) = c_H(p_1)\,c_W(p_2)` possible starts,
+    fewer at the border, so
+
+    .. math:: \Pr[p \text{ kept}] = (1-\gamma)^{c(p)},\qquad
+              \frac{1}{HW}\sum_p (1-\gamma)^{c(p)} = \theta .
+
+    γ is the exact root of the second equation (:meth:`gamma`), so the expected
+    kept *fraction* of a map is exactly ``keep``. Ghiasi et al. and torchvision
+    use the approximation :math:`\gamma \approx \frac{(1-\theta) HW}{b^2 (H-b+1)(W-b+1)}`,
+    which ignores overlapping blocks and so keeps fewer units than ``keep``.
+
+    Normalisation of the kept units:
+
+    * ``"ideal"`` -- scale by 1/keep, so the mean of ``E[m]`` over the positions of
+      a map is exactly 1. Not entrywise: border positions are covered by fewer
+      blocks, so :math:`E[m_p] = (1-\gamma)^{c(p)}/\theta` is above 1 at the
+      border and below 1 inside (exactly 1 everywhere only for ``b = 1`` or a block
+      covering the whole map).
+    * ``"torchvision"`` -- scale by ``numel / sum(kept)`` of the mask itself, a
+      *random* normaliser (0 if everything is dropped), as
+      ``torchvision.ops.drop_block2d`` does. torchvision computes that ratio over
+      the whole ``(N, C, H, W)`` batch; here it is computed per mask (one sample's
+      ``(C, H, W)`` feature map), which is torchvision's value for a batch of one.
+      Its expectation differs from the ideal one (THEORY §3).
+
+    ``block_size = 1`` is elementwise dropout (:class:`Bernoulli`) and a block
+    covering the whole map is channel dropout (:class:`Channel`), in distribution.
+
+    The feature shape is ``(channels, *spatial)`` with one or more spatial axes
+    (blocks are cubes of side ``block_size`` in every spatial axis).
+
+    Parameters
+    ----------
+    keep : float
+        Expected kept fraction θ in (0, 1].
+    block_size : int
+        Side ``b`` of the dropped blocks; at most every spatial size of the map
+        (torchvision silently clips it; here a larger one raises ``ValueError``).
+    normalize : {"ideal", "torchvision"}
+
+    References
+    ----------
+    [1] G. Ghiasi, T.-Y. Lin, Q. V. Le, DropBlock: A regularization method for
+        convolutional networks, NeurIPS 2018.
+
+    Examples
+    --------
+    >>> m = DropBlock(keep=0.9, block_size=3).sample((2, 8, 8), n=4, seed=0)
+    >>> m.shape
+    (4, 2, 8, 8)
+    """
+
+    block_size: int = 1
+    normalize: str = "ideal"
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "block_size", check_int(self.block_size, "block_size"))
+        if self.normalize not in _DROPBLOCK_NORMALIZERS:
+            raise ValueError(
+                f"`normalize` must be one of {_DROPBLOCK_NORMALIZERS}, got {self.normalize!r}"
+            )
+
+    def _check_spatial(self, spatial) -> tuple[int, ...]:
+        spatial = tuple(check_int(s, "shape entries") for s in spatial)
+        if len(spatial) == 0:
+            raise ValueError(
+                "DropBlock needs a feature shape (channels, *spatial) with at least one "
+                "spatial axis"
+            )
+        if any(self.block_size > s for s in spatial):
+            raise ValueError(
+                f"`block_size` ({self.block_size}) must not exceed the feature map's "
+                f"spatial size {spatial}"
+            )
+        return spatial
+
+    def gamma(self, spatial_shape) -> float:
+        """Exact block-start rate γ for a map of ``spatial_shape`` (see the class docstring)."""
+        return _exact_gamma(self.keep, self.block_size, self._check_spatial(spatial_shape))
+
+    def _sample(self, shape, n, rng):
+        spatial = self._check_spatial(shape[1:])
+        b = self.block_size
+        gamma = _exact_gamma(self.keep, b, spatial)
+        starts = rng.random((n, shape[0], *(s - b + 1 for s in spatial))) < gamma
+        # Dilation of the start map by a b-long window, one axis at a time (a box is
+        # separable): position p is dropped iff some start lies in [p - b + 1, p].
+        dropped = starts
+        if b > 1:
+            for axis in range(2, 2 + len(spatial)):
+                widths = [(0, 0)] * dropped.ndim
+                widths[axis] = (b - 1, b - 1)
+                padded = np.pad(dropped, widths)
+                dropped = sliding_window_view(padded, b, axis=axis).any(axis=-1)
+        kept = ~dropped
+        if self.normalize == "ideal":
+            return kept / self.keep
+        total = kept.sum(axis=tuple(range(1, kept.ndim)), keepdims=True)
+        scale = np.divide(kept[0].size, total, out=np.zeros(total.shape), where=total > 0)
+        return kept * scale

@@ -12,8 +12,8 @@ interval is the normal one, mean +/- z * stderr.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy import stats

@@ -1,0 +1,10 @@
+"""Figures: one function per figure returning its data, a thin plotting layer, one registry.
+
+``REGISTRY`` maps each figure name to its :class:`FigureSpec`; :func:`render`
+computes, draws and saves one (PNG, PDF and JSON data with version and seed).
+"""
+
+from . import fc_figures  # noqa: F401  (registers its figures)
+from ._registry import REGISTRY, FigureSpec, compute, register, render
+
+__all__ = ["REGISTRY", "FigureSpec", "compute", "register", "render"]

@@ -1,0 +1,40 @@
+"""Every registered figure renders in quick mode, with its data and provenance."""
+
+import json
+
+import numpy as np
+import pytest
+
+import regtheory
+from regtheory.figures import REGISTRY, compute, render
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_figure_renders_png_pdf_and_data(name, tmp_path):
+    paths = render(name, tmp_path, quick=True, seed=3)
+    assert sorted(p.suffix for p in paths) == [".json", ".pdf", ".png"]
+    assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+    record = json.loads((tmp_path / f"{name}.json").read_text())
+    assert record["figure"] == name
+    assert record["regtheory_version"] == regtheory.__version__
+    assert record["seed"] == 3 and record["quick"] is True
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir()), "temporary file left"
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_figure_data_reproducible(name):
+    assert compute(name, quick=True, seed=5) == compute(name, quick=True, seed=5)
+
+
+def test_fc_spectrum_data_agree_three_ways():
+    """The figure's own numbers: cvxpy = closed form (1e-8), training close to both."""
+    for panel in compute("fc_spectrum", quick=True, seed=0)["data"]["panels"]:
+        assert panel["rel_gap_cvxpy"] < 1e-8
+        assert panel["rel_gap_trained"] < 0.1
+        np.testing.assert_allclose(panel["cvxpy"], panel["closed_form"], atol=1e-7)
+
+
+def test_unknown_figure_name():
+    with pytest.raises(ValueError, match="valid names"):
+        compute("no_such_figure")
