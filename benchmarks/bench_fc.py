@@ -33,7 +33,15 @@ def main() -> None:
     T = rng.normal(size=(n, n))
     t_svd = best_time(lambda: np.linalg.svd(T))
     t_opt = best_time(lambda: fc.global_optimum(T, 0.5, n))
-    rows.append((f"global_optimum, n={n}", t_opt, f"numpy.linalg.svd {t_svd:.3f} s", t_opt / t_svd, "<= 1.5"))
+    rows.append(
+        (
+            f"global_optimum, n={n}",
+            t_opt,
+            f"numpy.linalg.svd {t_svd:.3f} s",
+            t_opt / t_svd,
+            "<= 1.5",
+        )
+    )
 
     t_spec = best_time(lambda: implied.solve_fc(T, 0.5, n, method="spectral"), repeat=3)
     rows.append((f"solve_fc spectral, n={n}", t_spec, "global_optimum", t_spec / t_opt, "< 1 s"))
@@ -53,7 +61,13 @@ def main() -> None:
         lambda: fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=10**7, seed=0, rtol=0.01), repeat=3
     )
     rows.append(
-        (f"MC to 1% rel. SE ({est.n_samples} masks), w={w}", t_mc, "dropout_penalty", t_mc / t_pen, "")
+        (
+            f"MC to 1% rel. SE ({est.n_samples} masks), w={w}",
+            t_mc,
+            "dropout_penalty",
+            t_mc / t_pen,
+            "",
+        )
     )
 
     print(f"{'benchmark':<42} {'time [s]':>10}  {'baseline':<30} {'ratio':>9}  target")

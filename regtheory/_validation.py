@@ -53,9 +53,7 @@ def check_array(x, name: str, ndim: int | tuple[int, ...] | None = None) -> np.n
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in allowed:
             expected = " or ".join(str(a) for a in allowed)
-            raise ValueError(
-                f"`{name}` must have {expected} dimensions, got shape {arr.shape}"
-            )
+            raise ValueError(f"`{name}` must have {expected} dimensions, got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"`{name}` must not be empty, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
@@ -110,6 +108,4 @@ def as_generator(seed) -> np.random.Generator:
         if isinstance(seed, numbers.Integral) and seed < 0:
             raise ValueError(f"`seed` must be a non-negative int, got {seed}")
         return np.random.default_rng(seed)
-    raise TypeError(
-        f"`seed` must be an int or a numpy.random.Generator, got {type(seed).__name__}"
-    )
+    raise TypeError(f"`seed` must be an int or a numpy.random.Generator, got {type(seed).__name__}")

@@ -45,7 +45,9 @@ class LinearTask:
     T: np.ndarray
 
 
-def linear_teacher(n: int, singular_values, d_in: int, d_out: int, noise: float, seed) -> LinearTask:
+def linear_teacher(
+    n: int, singular_values, d_in: int, d_out: int, noise: float, seed
+) -> LinearTask:
     """A teacher map with the given singular values (random singular vectors), white X.
 
     Parameters

@@ -61,7 +61,9 @@ class Estimate:
 
     def __str__(self) -> str:
         lo, hi = self.ci()
-        return f"{self.mean:.6g} ± {self.stderr:.2g} (95% CI [{lo:.6g}, {hi:.6g}], n={self.n_samples})"
+        return (
+            f"{self.mean:.6g} ± {self.stderr:.2g} (95% CI [{lo:.6g}, {hi:.6g}], n={self.n_samples})"
+        )
 
 
 def estimate(

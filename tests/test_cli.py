@@ -23,7 +23,9 @@ def test_unknown_figure_exits_2_with_valid_names(capsys, tmp_path):
 def test_only_quick_writes_files(tmp_path):
     assert main(["figures", "--only", "fc_equalization", "--quick", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "fc_equalization.json", "fc_equalization.pdf", "fc_equalization.png"
+        "fc_equalization.json",
+        "fc_equalization.pdf",
+        "fc_equalization.png",
     ]
 
 

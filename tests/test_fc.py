@@ -205,7 +205,13 @@ def factored_minimum(T, keep, width, starts=6, seed=0):
     best = np.inf
     for _ in range(starts):
         z0 = rng.normal(size=(d_out + d_in) * width)
-        res = optimize.minimize(f, z0, jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 20000})
+        res = optimize.minimize(
+            f,
+            z0,
+            jac=True,
+            method="L-BFGS-B",
+            options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 20000},
+        )
         best = min(best, res.fun)
     return best
 

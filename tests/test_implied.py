@@ -34,7 +34,9 @@ def test_spectral_matches_closed_form_to_1e8(d_out, d_in, width, keep, use_cov):
     res = implied.solve_fc(T, keep, width, cov, method="spectral")
     assert res.status == "optimal" and res.solve_time > 0
     assert rel(res.M, closed) < 1e-8
-    assert res.objective == pytest.approx(implied.fc_objective(closed, T, keep, width, cov), rel=1e-9)
+    assert res.objective == pytest.approx(
+        implied.fc_objective(closed, T, keep, width, cov), rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("use_cov", [False, True])
@@ -51,7 +53,12 @@ def test_sdp_matches_closed_form_to_1e6(d_out, d_in, width, keep, use_cov):
 def test_sdp_rank_cap_active_with_low_rank_solution():
     """Width below min(d_out, d_in) but above the relaxation's rank: the SDP is exact."""
     rng = np.random.default_rng(5)
-    T = rng.normal(size=(6, 6)) @ np.diag([8, 6, 0.1, 0.1, 0.05, 0.01]) @ rng.normal(size=(6, 6)) / 6
+    T = (
+        rng.normal(size=(6, 6))
+        @ np.diag([8, 6, 0.1, 0.1, 0.05, 0.01])
+        @ rng.normal(size=(6, 6))
+        / 6
+    )
     res = implied.solve_fc(T, 0.5, 3, method="sdp")
     assert rel(res.M, fc.global_optimum(T, 0.5, 3)) < 1e-6
 

@@ -102,7 +102,10 @@ def render(name: str, out_dir, quick: bool = False, seed: int = 0) -> list[Path]
         meta = {"Title": name, "Subject": record["description"], "Creator": stamp}
         if ext == "pdf":
             meta["CreationDate"] = None
-        _atomic_write(path, lambda tmp, ext=ext, meta=meta: fig.savefig(tmp, format=ext, dpi=150, metadata=meta))
+        _atomic_write(
+            path,
+            lambda tmp, ext=ext, meta=meta: fig.savefig(tmp, format=ext, dpi=150, metadata=meta),
+        )
         paths.append(path)
     path = out / f"{name}.json"
     text = json.dumps(record, indent=1, sort_keys=True)

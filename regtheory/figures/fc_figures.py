@@ -28,9 +28,7 @@ def _sizes(quick: bool) -> dict:
 
 
 def _train(task, keep: float, quick: bool, seed: int):
-    return training.train_fc(
-        task.X, task.Y, width=WIDTH, keep=keep, seed=seed, **_sizes(quick)
-    )
+    return training.train_fc(task.X, task.Y, width=WIDTH, keep=keep, seed=seed, **_sizes(quick))
 
 
 def compute_fc_equalization(quick: bool, seed: int) -> dict:
@@ -67,8 +65,9 @@ def plot_fc_equalization(data: dict) -> Figure:
     steps = np.asarray(data["steps"])[1:]
     products = np.asarray(data["products"])[1:]
     ax1.plot(steps, products, lw=1)
-    ax1.axhline(data["equalized_product"], color="k", ls="--", lw=1.5,
-                label=r"$\|M^*\|_*/w$ (theory)")
+    ax1.axhline(
+        data["equalized_product"], color="k", ls="--", lw=1.5, label=r"$\|M^*\|_*/w$ (theory)"
+    )
     ax1.set_xscale("log")
     ax1.set_xlabel("SGD step")
     ax1.set_ylabel(r"$\|u_i\|\,\|v_i\|$ per hidden unit")
@@ -129,15 +128,19 @@ def plot_fc_spectrum(data: dict) -> Figure:
     return fig
 
 
-register(FigureSpec(
-    "fc_equalization",
-    "(a) per-unit products ||u_i||·||v_i|| converge to one value during dropout training",
-    compute_fc_equalization,
-    plot_fc_equalization,
-))
-register(FigureSpec(
-    "fc_spectrum",
-    "(b) singular values: dropout-trained map vs closed form (3) vs cvxpy, several keep",
-    compute_fc_spectrum,
-    plot_fc_spectrum,
-))
+register(
+    FigureSpec(
+        "fc_equalization",
+        "(a) per-unit products ||u_i||·||v_i|| converge to one value during dropout training",
+        compute_fc_equalization,
+        plot_fc_equalization,
+    )
+)
+register(
+    FigureSpec(
+        "fc_spectrum",
+        "(b) singular values: dropout-trained map vs closed form (3) vs cvxpy, several keep",
+        compute_fc_spectrum,
+        plot_fc_spectrum,
+    )
+)

@@ -1,4 +1,4 @@
-r"""Implied regularized problems of dropout, solved with cvxpy.
+r"""The implied regularized problem of FC dropout, solved with cvxpy.
 
 Dropout training of a width-w FC network minimises, in expectation, the
 *implied problem* over end-to-end maps M (THEORY.md §1, formulas (1)–(2)):
@@ -11,12 +11,7 @@ Dropout training of a width-w FC network minimises, in expectation, the
 This module solves it with cvxpy, independently of the closed form
 :func:`regtheory.fc.global_optimum`, so each checks the other.
 
-Solvers and tolerances: Clarabel (interior point) by default, with its
-feasibility and duality-gap tolerances tightened to 1e-12 so that solutions
-agree with the closed form to ~1e-8; SCS (first order) is accepted through
-``solver="SCS"`` but stops at its ``eps`` and is not accurate enough for the
-verification tests. Every solve checks the status; anything other than
-``optimal`` raises :class:`SolverFailedError`.
+Solvers and tolerances: see :mod:`regtheory.implied._solver`.
 
 References
 ----------
@@ -28,80 +23,15 @@ References
 from __future__ import annotations
 
 import time
-import warnings
-from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
 
-from ._validation import check_array, check_cov, check_int, sqrtm_psd
-from .masks import dropout_lambda
+from .._validation import check_array, check_cov, check_int, sqrtm_psd
+from ..masks import dropout_lambda
+from ._solver import ImpliedResult, solve
 
-__all__ = ["ImpliedResult", "SolverFailedError", "fc_objective", "solve_fc"]
-
-#: Tight interior-point tolerances (Clarabel's defaults are 1e-8).
-CLARABEL_OPTIONS = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12}
-
-
-class SolverFailedError(RuntimeError):
-    """A cvxpy solve ended with a status other than ``optimal``."""
-
-    def __init__(self, status: str, solver: str, hint: str = ""):
-        self.status = status
-        self.solver = solver
-        advice = hint or (
-            "try another solver (solver='CLARABEL' or 'SCS'), looser tolerances, "
-            "or rescale the data"
-        )
-        super().__init__(f"cvxpy solver {solver} ended with status '{status}'; {advice}")
-
-
-@dataclass(frozen=True)
-class ImpliedResult:
-    """Solution of an implied regularized problem.
-
-    Attributes
-    ----------
-    M : ndarray
-        The minimising end-to-end map.
-    objective : float
-        Objective value at ``M`` (see the solving function for its definition).
-    status : str
-        cvxpy status (always ``"optimal"``: anything else raises).
-    solve_time : float
-        Wall-clock seconds for formulation and solve.
-    solver : str
-        Name of the cvxpy solver used.
-    """
-
-    M: np.ndarray
-    objective: float
-    status: str
-    solve_time: float
-    solver: str
-
-
-def _solve(problem: cp.Problem, solver: str | None, options: dict | None = None) -> str:
-    solver = (solver or "CLARABEL").upper()
-    if solver not in cp.installed_solvers():
-        raise ValueError(
-            f"`solver` must be one of the installed cvxpy solvers {cp.installed_solvers()}, "
-            f"got {solver!r}"
-        )
-    if options is None:
-        options = CLARABEL_OPTIONS if solver == "CLARABEL" else {}
-    elif not isinstance(options, dict):
-        raise TypeError(f"`solver_options` must be a dict, got {type(options).__name__}")
-    try:
-        with warnings.catch_warnings():
-            # cvxpy warns on inaccurate solutions; we raise on any non-optimal status instead.
-            warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-            problem.solve(solver=solver, **options)
-    except cp.error.SolverError as exc:
-        raise SolverFailedError("solver_error", solver, f"the solver raised: {exc}") from exc
-    if problem.status != cp.OPTIMAL:
-        raise SolverFailedError(problem.status, solver)
-    return solver
+__all__ = ["fc_objective", "solve_fc"]
 
 
 def _check_problem(T, keep, width, cov):
@@ -155,11 +85,13 @@ def _solve_fc_sdp(T, lam, width, cov, solver, options):
         Mc = M @ root
         # E||y - Mx||^2 - E||y||^2 = tr(M C Mᵀ) - 2 <M, T>; kept in the original variables
         # (no whitening) so this formulation is independent of the spectral one.
-        fit = cp.sum_squares(Mc) - 2 * cp.sum(cp.multiply(T, M)) + np.sum(
-            (T @ sqrtm_psd(cov, inverse=True)) ** 2
+        fit = (
+            cp.sum_squares(Mc)
+            - 2 * cp.sum(cp.multiply(T, M))
+            + np.sum((T @ sqrtm_psd(cov, inverse=True)) ** 2)
         )
     problem = cp.Problem(cp.Minimize(fit + (lam / width) * cp.square(cp.normNuc(Mc))))
-    name = _solve(problem, solver, options)
+    name = solve(problem, solver, options)
     Mval = np.asarray(M.value)
     s = np.linalg.svd(Mval if cov is None else Mval @ sqrtm_psd(cov), compute_uv=False)
     rank = int(np.sum(s > 1e-6 * max(s[0], 1e-300)))
@@ -185,7 +117,7 @@ def _solve_fc_spectral(T, lam, width, cov, solver, options):
         + (lam / width) * cp.square(cp.sum(m))
     )
     problem = cp.Problem(cp.Minimize(objective))
-    name = _solve(problem, solver, options)
+    name = solve(problem, solver, options)
     mval = np.clip(np.asarray(m.value), 0.0, None)
     M = (W1[:, :r] * mval) @ W2t[:r]
     if cov is not None:

@@ -1,0 +1,19 @@
+r"""Implied regularized problems of dropout, solved with cvxpy.
+
+Dropout training minimises, in expectation, the plain loss plus a penalty on
+the factors; minimising that penalty over all factorizations of the same
+end-to-end map gives the *induced regularizer*, and the *implied problem* is
+the plain loss plus it, over maps. Each is solved here with cvxpy,
+independently of the closed forms in :mod:`regtheory.fc`, so each checks the
+other.
+
+* FC dropout: squared nuclear norm, :func:`solve_fc` (THEORY (2)–(3)).
+
+Every solve checks the solver status and raises :class:`SolverFailedError`
+unless it is ``optimal``.
+"""
+
+from ._fc import fc_objective, solve_fc
+from ._solver import CLARABEL_OPTIONS, ImpliedResult, SolverFailedError
+
+__all__ = ["CLARABEL_OPTIONS", "ImpliedResult", "SolverFailedError", "fc_objective", "solve_fc"]
