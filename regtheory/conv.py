@@ -1,0 +1,828 @@
+r"""Convolutional layers as matrices, and dropout on a conv feature map (THEORY.md §2–§3).
+
+Conventions (exactly those of ``torch.nn.functional.conv2d``): weights in PyTorch
+layout ``(out_ch, in_ch, kh, kw)``, cross-correlation, stride 1, odd kernels,
+"same" output size, padding ``"zeros"`` (``padding=k//2``) or ``"circular"``
+(periodic image). Images ``(N, C, H, W)`` are flattened channel first, row-major:
+index ``c*H*W + i*W + j``. 1-D kernels ``(out_ch, in_ch, k)`` on 1-D signals
+``(N, C, L)`` are accepted everywhere and treated as images of height 1.
+
+The model of §3 is the two-layer linear conv net with dropout on the hidden map,
+
+.. math::
+
+    g(x) = u \ast \big(m \circ (v \ast x)\big)
+         = \sum_c U_c \operatorname{diag}(m_c)\, V_c\, x ,
+
+``v`` of shape ``(C_hid, C_in, k, k)``, ``u`` of shape ``(C_out, C_hid, k', k')``,
+:math:`U_c, V_c` the blocks of the expanded matrices (:func:`conv_matrix`) that
+belong to hidden channel c, and ``m`` an inverted dropout mask (E m = 1). Its
+expected squared deviation from the mask-free net is formula (1) applied column
+by column of U (h = V x the hidden map, λ = (1 − θ)/θ):
+
+.. math::
+
+    \text{elementwise:}\quad \lambda \sum_j \|U[:, j]\|^2\, \mathbb{E}[h_j^2]      \quad (5)
+
+    \text{channel:}\quad \lambda \sum_c \mathbb{E}\|U_c h_c\|^2                     \quad (6)
+
+Neither needs a dense matrix: :func:`column_sq_norms` is a correlation of the
+squared kernel with the image's valid-position mask.
+
+References
+----------
+[1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
+[2] R. Arora, P. Bartlett, P. Mianjy, N. Srebro, Dropout: Explicit Forms and
+    Capacity Control, ICML 2021.
+[3] J. Tompson et al., Efficient Object Localization Using Convolutional
+    Networks, CVPR 2015 (SpatialDropout).
+[4] G. Ghiasi, T.-Y. Lin, Q. V. Le, DropBlock: A regularization method for
+    convolutional networks, NeurIPS 2018.
+[5] "Dropout on convolutional layers is weird", Towards Data Science, 2019
+    (the seed of THEORY §2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import check_array, check_int, check_keep
+from .masks import Bernoulli, Channel, DropBlock, dropout_lambda
+from .montecarlo import Estimate, estimate
+
+__all__ = [
+    "column_sq_norms",
+    "conv2d",
+    "conv_matrix",
+    "dropout_penalty",
+    "dropout_penalty_mc",
+    "fc_no_gradient_probability",
+    "no_gradient_probability",
+    "tap_column_counts",
+]
+
+_PADDINGS = ("zeros", "circular")
+# float64 entries of the im2col workspace per chunk of samples (2**24 = 128 MB)
+_WORKSPACE = 1 << 24
+# float64 entries of one Monte Carlo batch of masked hidden maps (2**22 = 32 MB)
+_MC_BATCH_ENTRIES = 1 << 22
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_padding(padding) -> bool:
+    """Return True for circular padding after checking ``padding``."""
+    if not isinstance(padding, str) or padding not in _PADDINGS:
+        raise ValueError(f"`padding` must be one of {_PADDINGS}, got {padding!r}")
+    return padding == "circular"
+
+
+def _check_weight(weight, name: str) -> tuple[np.ndarray, int]:
+    """A conv weight as a 4-D array (1-D kernels get kh = 1) and its number of spatial axes."""
+    w = check_array(weight, name, ndim=(3, 4))
+    n_spatial = w.ndim - 2
+    kernel = w.shape[2:]
+    if any(k % 2 == 0 for k in kernel):
+        raise ValueError(
+            f"`{name}` must have an odd kernel size (a same-size output needs a centre "
+            f"tap), got kernel {kernel} in shape {w.shape}"
+        )
+    return (w if n_spatial == 2 else w[:, :, None, :]), n_spatial
+
+
+def _as_spatial_tuple(shape, name: str) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (int(shape),)
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"`{name}` must be an int or a tuple of ints, got {shape!r}") from None
+    if len(shape) not in (1, 2):
+        raise ValueError(f"`{name}` must have 1 (L,) or 2 (H, W) entries, got {shape}")
+    return tuple(check_int(s, f"{name} entries") for s in shape)
+
+
+def _check_image_shape(image_shape, n_spatial: int, weight_name: str) -> tuple[int, int]:
+    """Spatial size as (H, W), with H = 1 for 1-D signals."""
+    shape = _as_spatial_tuple(image_shape, "image_shape")
+    if len(shape) != n_spatial:
+        raise ValueError(
+            f"`image_shape` must have {n_spatial} entries to match the {n_spatial}-D kernel "
+            f"of `{weight_name}`, got {shape}"
+        )
+    return shape if n_spatial == 2 else (1, shape[0])
+
+
+def _check_fits(kernel: tuple[int, int], spatial: tuple[int, int], name: str) -> None:
+    if kernel[0] > spatial[0] or kernel[1] > spatial[1]:
+        shown_k = kernel if spatial[0] > 1 else kernel[1:]
+        shown_s = spatial if spatial[0] > 1 else spatial[1:]
+        raise ValueError(
+            f"`{name}` has kernel {shown_k}, larger than the image {shown_s}; "
+            "a kernel must fit inside the image (circular padding would wrap it twice)"
+        )
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+def _pad_cn(x: np.ndarray, ph: int, pw: int, circular: bool) -> np.ndarray:
+    """Pad the two spatial axes of ``x`` (C, N, H, W) by (ph, pw) on both sides."""
+    C, N, H, W = x.shape
+    xp = (np.empty if circular else np.zeros)((C, N, H + 2 * ph, W + 2 * pw))
+    xp[:, :, ph : ph + H, pw : pw + W] = x
+    if circular:
+        if ph:
+            xp[:, :, :ph, pw : pw + W] = x[:, :, H - ph :]
+            xp[:, :, ph + H :, pw : pw + W] = x[:, :, :ph]
+        if pw:  # after the rows, so the corners wrap in both directions
+            xp[:, :, :, :pw] = xp[:, :, :, W : W + pw]
+            xp[:, :, :, pw + W :] = xp[:, :, :, pw : 2 * pw]
+    return xp
+
+
+def _conv_cn_block(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
+    C, N, H, W = x.shape
+    Co, _, kh, kw = w.shape
+    xp = _pad_cn(x, kh // 2, kw // 2, circular)
+    if Co >= C:
+        # im2col on the input side, then one GEMM (C_out, C_in·kh·kw) @ (C_in·kh·kw, N·H·W)
+        cols = np.empty((C, kh, kw, N, H, W))
+        for a in range(kh):
+            for b in range(kw):
+                cols[:, a, b] = xp[:, :, a : a + H, b : b + W]
+        return (w.reshape(Co, -1) @ cols.reshape(-1, N * H * W)).reshape(Co, N, H, W)
+    # Fewer outputs than inputs: mix channels first for every tap with one GEMM
+    # (C_out·kh·kw, C_in) @ (C_in, N·Hp·Wp), then shift and add the C_out·kh·kw
+    # partial maps; the workspace scales with C_out instead of C_in.
+    Hp, Wp = xp.shape[2:]
+    taps = w.transpose(0, 2, 3, 1).reshape(Co * kh * kw, C)
+    part = (taps @ xp.reshape(C, -1)).reshape(Co, kh, kw, N, Hp, Wp)
+    out = part[:, 0, 0, :, :H, :W].copy()
+    for a in range(kh):
+        for b in range(kw):
+            if a or b:
+                out += part[:, a, b, :, a : a + H, b : b + W]
+    return out
+
+
+def _conv_cn(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
+    """Same-size cross-correlation in channel-first-then-batch layout: (C_in, N, H, W) -> (C_out, N, H, W).
+
+    Keeping the batch inside the channel axis makes every tap a contiguous block
+    of one big matrix product; the public :func:`conv2d` transposes around it.
+    """
+    C, N, H, W = x.shape
+    Co, _, kh, kw = w.shape
+    # im2col (or per-tap partial maps) on the side with fewer channels, plus input and output
+    per_sample = (min(C, Co) * kh * kw + C + Co) * (H + kh) * (W + kw)
+    chunk = max(1, _WORKSPACE // per_sample)
+    if N <= chunk:
+        return _conv_cn_block(x, w, circular)
+    out = np.empty((Co, N, H, W))
+    for start in range(0, N, chunk):
+        out[:, start : start + chunk] = _conv_cn_block(x[:, start : start + chunk], w, circular)
+    return out
+
+
+def conv2d(x, weight, padding: str = "zeros") -> np.ndarray:
+    r"""Same-size 2-D (or 1-D) cross-correlation, identical to ``torch.nn.functional.conv2d``.
+
+    .. math:: y[n, o, i, j] = \sum_{c}\sum_{a,b} w[o, c, a, b]\;
+              \tilde x[n, c, i + a - \lfloor k_h/2\rfloor, j + b - \lfloor k_w/2\rfloor]
+
+    where :math:`\tilde x` is ``x`` extended by zeros (``padding="zeros"``, torch's
+    ``padding=k//2``) or periodically (``"circular"``, torch's
+    ``F.pad(x, mode="circular")`` followed by an unpadded ``conv2d``). Stride 1,
+    no bias.
+
+    Vectorised as one matrix product per chunk of samples (im2col on the side with
+    fewer channels); no loop over pixels or samples.
+
+    Parameters
+    ----------
+    x : array (N, C_in, H, W), or (N, C_in, L) with a 1-D kernel
+        Input images (or signals).
+    weight : array (C_out, C_in, kh, kw), or (C_out, C_in, k)
+        Kernel in PyTorch layout; odd kernel sizes, at most the image size.
+    padding : {"zeros", "circular"}
+
+    Returns
+    -------
+    array (N, C_out, H, W), or (N, C_out, L)
+
+    References
+    ----------
+    PyTorch documentation of ``torch.nn.functional.conv2d`` (cross-correlation, not
+    flipped convolution).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> conv2d(x, np.ones((1, 1, 3, 3)))[0, 0]
+    array([[ 8., 15., 12.],
+           [21., 36., 27.],
+           [20., 33., 24.]])
+    """
+    circular = _check_padding(padding)
+    w, n_spatial = _check_weight(weight, "weight")
+    x = check_array(x, "x", ndim=n_spatial + 2)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"`x` has {x.shape[1]} channels (axis 1) but `weight` expects in_ch = {w.shape[1]}"
+        )
+    N, C = x.shape[:2]
+    spatial = x.shape[2:] if n_spatial == 2 else (1, x.shape[2])
+    _check_fits(w.shape[2:], spatial, "weight")
+    y = _conv_cn(x.reshape(N, C, *spatial).transpose(1, 0, 2, 3), w, circular)
+    return y.transpose(1, 0, 2, 3).reshape(N, w.shape[0], *x.shape[2:])
+
+
+# ----------------------------------------------------------------------------- the matrix (§2)
+
+
+def conv_matrix(weight, image_shape, padding: str = "zeros") -> np.ndarray:
+    r"""Dense matrix of the convolution ``x ↦ weight ∗ x`` on flattened images (THEORY §2).
+
+    .. math:: \operatorname{vec}(w \ast x) = U \operatorname{vec}(x),\qquad
+              U[(o,i,j),\,(c,i',j')] = \sum_{a,b:\ (i',j') \equiv (i+a-p_h,\ j+b-p_w)} w[o,c,a,b]
+
+    with rows and columns flattened channel first, row-major (``c*H*W + i*W + j``),
+    :math:`p = \lfloor k/2 \rfloor`, and the equivalence an equality inside the image
+    for zero padding, modulo (H, W) for circular padding. For a 3×3 image and a
+    3×3 kernel :math:`u_1 \dots u_9` (row-major) it is the 9×9 matrix of THEORY §2,
+    whose top-left block is ``[[u5, u6, 0], [u4, u5, u6], [0, u4, u5]]``.
+
+    Parameters
+    ----------
+    weight : array (C_out, C_in, kh, kw), or (C_out, C_in, k)
+    image_shape : (H, W), or (L,) / L for a 1-D kernel
+    padding : {"zeros", "circular"}
+
+    Returns
+    -------
+    array (C_out·H·W, C_in·H·W)
+
+    References
+    ----------
+    [5] The seed, "Dropout on convolutional layers is weird" (2019).
+
+    Examples
+    --------
+    >>> conv_matrix(np.arange(1.0, 4.0).reshape(1, 1, 3), 4)
+    array([[2., 3., 0., 0.],
+           [1., 2., 3., 0.],
+           [0., 1., 2., 3.],
+           [0., 0., 1., 2.]])
+    """
+    circular = _check_padding(padding)
+    w, n_spatial = _check_weight(weight, "weight")
+    H, W = _check_image_shape(image_shape, n_spatial, "weight")
+    _check_fits(w.shape[2:], (H, W), "weight")
+    Co, Ci, kh, kw = w.shape
+    M = np.zeros((Co, H, W, Ci, H, W))
+    rows_i, rows_j = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    for a in range(kh):
+        for b in range(kw):
+            cols_i, cols_j = rows_i + a - kh // 2, rows_j + b - kw // 2
+            if circular:
+                cols_i, cols_j = cols_i % H, cols_j % W
+            inside = (cols_i >= 0) & (cols_i < H) & (cols_j >= 0) & (cols_j < W)
+            # advanced indices split by a slice: the indexed axis comes first, (P, Co, Ci)
+            M[:, rows_i[inside], rows_j[inside], :, cols_i[inside], cols_j[inside]] += w[
+                None, :, :, a, b
+            ]
+    return M.reshape(Co * H * W, Ci * H * W)
+
+
+def _check_kernel_size(kernel_size, n_spatial: int) -> tuple[int, int]:
+    if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
+        kernel = (int(kernel_size),) * n_spatial
+    else:
+        kernel = _as_spatial_tuple(kernel_size, "kernel_size")
+        if len(kernel) != n_spatial:
+            raise ValueError(
+                f"`kernel_size` must have {n_spatial} entries to match `image_shape`, got {kernel}"
+            )
+    kernel = tuple(check_int(k, "kernel_size") for k in kernel)
+    if any(k % 2 == 0 for k in kernel):
+        raise ValueError(
+            f"`kernel_size` must be odd (a same-size output needs a centre tap), got {kernel}"
+        )
+    return kernel if n_spatial == 2 else (1, kernel[0])
+
+
+def _axis_counts(k: int, n: int, circular: bool) -> np.ndarray:
+    """Per tap offset d = a - k//2: positions i with i + d inside an axis of length n."""
+    if circular:
+        return np.full(k, n)
+    return n - np.abs(np.arange(k) - k // 2)
+
+
+def tap_column_counts(kernel_size, image_shape, padding: str = "zeros") -> np.ndarray:
+    r"""For each kernel tap, the number of columns of the layer matrix in which it appears.
+
+    A tap with offset :math:`d = (a - p_h, b - p_w)` multiplies hidden unit
+    (column) :math:`q` for the output positions :math:`q - d`, so it appears in the
+    columns :math:`q` with :math:`q - d` inside the image:
+
+    .. math:: n_{ab} = (H - |a - p_h|)\,(W - |b - p_w|)\ \text{(zeros)},\qquad
+              n_{ab} = HW\ \text{(circular)}.
+
+    For a 3×3 kernel on a 3×3 image with zero padding: corners 4, edges 6, centre 9
+    (THEORY §2). The count is the same for every (out, in) channel pair.
+
+    Parameters
+    ----------
+    kernel_size : int or (kh, kw) or (k,)
+        Odd kernel size; an int means a square kernel (or length k in 1-D).
+    image_shape : (H, W), or (L,) / L for 1-D signals
+    padding : {"zeros", "circular"}
+
+    Returns
+    -------
+    int array of the kernel's shape (kh, kw), or (k,)
+
+    References
+    ----------
+    [5] The seed, "Dropout on convolutional layers is weird" (2019).
+
+    Examples
+    --------
+    >>> tap_column_counts(3, (3, 3))
+    array([[4, 6, 4],
+           [6, 9, 6],
+           [4, 6, 4]])
+    """
+    circular = _check_padding(padding)
+    spatial = _as_spatial_tuple(image_shape, "image_shape")
+    n_spatial = len(spatial)
+    H, W = spatial if n_spatial == 2 else (1, spatial[0])
+    kh, kw = _check_kernel_size(kernel_size, n_spatial)
+    _check_fits((kh, kw), (H, W), "kernel_size")
+    counts = np.multiply.outer(_axis_counts(kh, H, circular), _axis_counts(kw, W, circular))
+    return counts if n_spatial == 2 else counts[0]
+
+
+_NO_GRADIENT_MODES = ("element", "channel")
+
+
+def no_gradient_probability(
+    kernel_size, image_shape, keep: float, padding: str = "zeros", mode: str = "element"
+) -> np.ndarray:
+    r"""Probability that a kernel tap of the layer after the mask gets no gradient.
+
+    The gradient of tap :math:`w_{ab}` sums over the :math:`n_{ab}` columns
+    (hidden units) it appears in (:func:`tap_column_counts`); for generic data it is
+    zero exactly when all of them are dropped. Elementwise dropout drops hidden
+    units independently, channel dropout drops all units of a channel together:
+
+    .. math:: P_\text{element}(ab) = (1-\theta)^{n_{ab}},\qquad
+              P_\text{channel}(ab) = 1-\theta ,
+
+    against :math:`1-\theta` for a weight of a fully connected layer
+    (:func:`fc_no_gradient_probability`). This is the quantitative form of
+    "elementwise dropout on conv layers does not drop weights" (THEORY §2).
+
+    Parameters
+    ----------
+    kernel_size : int or (kh, kw) or (k,)
+    image_shape : (H, W), or (L,) / L
+    keep : float
+        Retain probability θ in (0, 1].
+    padding : {"zeros", "circular"}
+    mode : {"element", "channel"}
+
+    Returns
+    -------
+    float array of the kernel's shape
+
+    References
+    ----------
+    [5] The seed, "Dropout on convolutional layers is weird" (2019).
+
+    Examples
+    --------
+    >>> no_gradient_probability(3, (3, 3), keep=0.5)[1]
+    array([0.015625  , 0.00195312, 0.015625  ])
+    """
+    counts = tap_column_counts(kernel_size, image_shape, padding)
+    keep = check_keep(keep)
+    if mode not in _NO_GRADIENT_MODES:
+        raise ValueError(f"`mode` must be one of {_NO_GRADIENT_MODES}, got {mode!r}")
+    if mode == "channel":
+        return np.full(counts.shape, 1.0 - keep)
+    return (1.0 - keep) ** counts
+
+
+def fc_no_gradient_probability(keep: float) -> float:
+    r"""Probability that a weight of a fully connected layer after the mask gets no gradient.
+
+    Column :math:`u_i` of U multiplies hidden unit i only, so it gets no gradient
+    exactly when that unit is dropped: :math:`1 - \theta` (THEORY §1, the seed's
+    "r = e₁ keeps only column u₁"). Compare :func:`no_gradient_probability`.
+
+    References
+    ----------
+    [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
+    """
+    return 1.0 - check_keep(keep)
+
+
+# ----------------------------------------------------------------------------- closed forms (§3)
+
+
+def _tap_indicator(n: int, k: int, circular: bool) -> np.ndarray:
+    """R[i, a] = 1 if position i - (a - k//2) lies inside an axis of length n."""
+    if circular:
+        return np.ones((n, k))
+    i = np.arange(n)[:, None] - (np.arange(k) - k // 2)[None, :]
+    return ((i >= 0) & (i < n)).astype(float)
+
+
+def _diag_gram(w: np.ndarray, spatial: tuple[int, int], circular: bool) -> np.ndarray:
+    """diag(U_cᵀU_c) for every input channel c of ``w`` (A, C, kh, kw): shape (C, H, W).
+
+    ‖U[:, (c, q)]‖² = Σ_d s_c[d] 1[q − d inside], s_c = Σ_o w[o, c]²: the squared
+    kernel correlated with the valid-position mask, separable in the two axes.
+    """
+    kh, kw = w.shape[2:]
+    s = np.einsum("ocab,ocab->cab", w, w)
+    Ri = _tap_indicator(spatial[0], kh, circular)
+    Rj = _tap_indicator(spatial[1], kw, circular)
+    return np.einsum("ia,cab,jb->cij", Ri, s, Rj)
+
+
+def _tap_pair_lags(w: np.ndarray) -> np.ndarray:
+    """L[c, a, b, x, y] = Σ_o w[o, c, a, b] w[o, c, (a, b) + δ], lag δ = (x − kh + 1, y − kw + 1).
+
+    The entries of U_cᵀU_c (``w`` of shape (A, C, kh, kw)) are sums of these products
+    over the taps that fit; shape (C, kh, kw, 2kh − 1, 2kw − 1), zero where the
+    second tap (a, b) + δ is not a tap.
+    """
+    C, (kh, kw) = w.shape[1], w.shape[2:]
+    pair = np.einsum("ocab,ocxy->cabxy", w, w)
+    lag = np.zeros((C, kh, kw, 2 * kh - 1, 2 * kw - 1))
+    for a in range(kh):
+        for b in range(kw):
+            lag[:, a, b, kh - 1 - a : 2 * kh - 1 - a, kw - 1 - b : 2 * kw - 1 - b] = pair[:, a, b]
+    return lag
+
+
+def _fold(n: int, k: int) -> np.ndarray:
+    """F[r, s] = 1 if lag s − k + 1 ≡ r (mod n): circular lags that alias are added up."""
+    fold = np.zeros((n, 2 * k - 1))
+    fold[(np.arange(2 * k - 1) - k + 1) % n, np.arange(2 * k - 1)] = 1.0
+    return fold
+
+
+def _band_overlap(n: int, k: int) -> np.ndarray:
+    """T[x, a, a'] = #{i : i − (a − k//2) and i − (a' − k//2) inside, i + δ_x inside}.
+
+    The number of positions (of one axis of length n) at which tap a of the first
+    Gram factor and tap a' of the second are both in range and the lag δ_x = x − k + 1
+    keeps the second position inside; zero padding only.
+    """
+    R = _tap_indicator(n, k, False)
+    Q = _tap_indicator(n, 2 * k - 1, False)[:, ::-1]  # Q[i, x] = 1[i + δ_x inside]
+    return np.einsum("ix,ia,ib->xab", Q, R, R)
+
+
+def _pad_kernel(w: np.ndarray, kh: int, kw: int) -> np.ndarray:
+    """Embed a kernel in a larger odd one, centred, with zero taps (same operator)."""
+    ph, pw = (kh - w.shape[2]) // 2, (kw - w.shape[3]) // 2
+    return np.pad(w, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def _flipped_transpose(v: np.ndarray) -> np.ndarray:
+    """Kernel of Vᵀ (the adjoint of v ∗ ·): (C_in, C_hid, kh, kw), spatially flipped."""
+    return v[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+
+
+def _white_element(u, v, spatial, circular) -> float:
+    # Σ_q ‖U[:, q]‖² E[h_q²] with E[h_q²] = ‖V[q, :]‖², the column norms of the adjoint
+    # Vᵀ. Both are squared kernels correlated with separable range indicators, so the
+    # sum over positions q reduces to tap-by-tap overlap counts P = RᵤᵀR_v per axis.
+    vt = _flipped_transpose(v)
+    su, sv = np.einsum("ocab->cab", u * u), np.einsum("ocab->cab", vt * vt)
+    overlap = [
+        _tap_indicator(n, ku, circular).T @ _tap_indicator(n, kv, circular)
+        for n, ku, kv in zip(spatial, u.shape[2:], v.shape[2:])
+    ]
+    return float(np.einsum("cab,cde,ad,be->", su, sv, *overlap, optimize=True))
+
+
+def _white_channel(u, v, spatial, circular) -> float:
+    # E‖U_c V_c x‖² = tr(U_cᵀU_c · V_c V_cᵀ) for E xxᵀ = I. Both factors are banded
+    # (circulant for circular padding): entry (q, q + δ) is a sum over tap pairs at lag
+    # δ of the tap products (_tap_pair_lags) restricted to the taps in range at q. The
+    # range indicators are separable, so summing over positions first leaves a
+    # contraction over taps and lags only: the cost does not grow with the image.
+    kh = max(u.shape[2], v.shape[2])
+    kw = max(u.shape[3], v.shape[3])
+    lag_u = _tap_pair_lags(_pad_kernel(u, kh, kw))
+    lag_v = _tap_pair_lags(_flipped_transpose(_pad_kernel(v, kh, kw)))
+    H, W = spatial
+    if circular:
+        fold_i, fold_j = _fold(H, kh), _fold(W, kw)
+        gu = fold_i @ lag_u.sum(axis=(1, 2)) @ fold_j.T
+        gv = fold_i @ lag_v.sum(axis=(1, 2)) @ fold_j.T
+        return float(H * W * np.sum(gu * gv))
+    Ti, Tj = _band_overlap(H, kh), _band_overlap(W, kw)
+    return float(np.einsum("cabxy,cdexy,xad,ybe->", lag_u, lag_v, Ti, Tj, optimize=True))
+
+
+def _data_element(u, h, circular) -> float:
+    # h (C_hid, N, H, W): λ Σ_q ‖U[:, q]‖² mean_n h_q²
+    return float(np.sum(_diag_gram(u, h.shape[2:], circular) * np.mean(h * h, axis=1)))
+
+
+def _data_channel(u, h, circular) -> float:
+    total = 0.0
+    for c in range(h.shape[0]):  # each hidden channel through its own slice u[:, c]
+        y = _conv_cn(h[c : c + 1], u[:, c : c + 1], circular)
+        total += float(np.einsum("onij,onij->", y, y)) / h.shape[1]
+    return total
+
+
+_WHITE_PENALTIES = {"element": _white_element, "channel": _white_channel}
+_DATA_PENALTIES = {"element": _data_element, "channel": _data_channel}
+_ACTIVATIONS = {None: lambda h: h, "relu": lambda h: np.maximum(h, 0.0)}
+
+
+def _check_choice(value, name: str, choices) -> None:
+    if not (value is None or isinstance(value, str)) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}")
+
+
+def _check_net(u, v, image_shape, x):
+    """Validate the two kernels (and data); return 4-D u, v, (H, W), CN-layout x, spatial shape."""
+    v4, nv = _check_weight(v, "v")
+    u4, nu = _check_weight(u, "u")
+    if nu != nv:
+        raise ValueError(
+            f"`u` and `v` must both be 2-D kernels or both 1-D kernels, got u {np.shape(u)} "
+            f"and v {np.shape(v)}"
+        )
+    if u4.shape[1] != v4.shape[0]:
+        raise ValueError(
+            f"`u` has {u4.shape[1]} input channels (axis 1) but `v` has {v4.shape[0]} output "
+            f"channels (axis 0); both must equal the number of hidden channels, got u "
+            f"{np.shape(u)} and v {np.shape(v)}"
+        )
+    spatial = _check_image_shape(image_shape, nv, "v")
+    _check_fits(v4.shape[2:], spatial, "v")
+    _check_fits(u4.shape[2:], spatial, "u")
+    map_shape = spatial if nv == 2 else spatial[1:]
+    xc = None
+    if x is not None:
+        x = check_array(x, "x", ndim=nv + 2)
+        if x.shape[1] != v4.shape[1] or x.shape[2:] != map_shape:
+            raise ValueError(
+                f"`x` must have shape (N, {v4.shape[1]}, {', '.join(map(str, map_shape))}) "
+                f"(in_ch of `v`, then `image_shape`), got {x.shape}"
+            )
+        xc = x.reshape(x.shape[0], x.shape[1], *spatial).transpose(1, 0, 2, 3)
+    return u4, v4, spatial, xc, map_shape
+
+
+def dropout_penalty(
+    u,
+    v,
+    keep: float,
+    image_shape,
+    padding: str = "zeros",
+    mode: str = "element",
+    x=None,
+    activation: str | None = None,
+) -> float:
+    r"""Closed-form dropout penalty of a two-layer conv net, formulas (5) and (6).
+
+    For :math:`g(x) = u \ast (m \circ a(v \ast x))` with an inverted mask ``m`` on
+    the hidden map :math:`h = a(v \ast x)` (``a`` the identity or a ReLU), the
+    penalty :math:`\mathbb{E}_{x,m}\|u \ast (m\circ h) - u \ast h\|^2` is
+
+    .. math::
+
+        \text{element:}\quad \lambda \sum_{c,q} \|U[:, (c,q)]\|^2\, \mathbb{E}[h_{c,q}^2],
+        \qquad
+        \text{channel:}\quad \lambda \sum_c \mathbb{E}\|U_c h_c\|^2 ,
+
+    λ = (1 − θ)/θ, exact for any target (it is the gap between the dropout loss and
+    the plain loss, as in (1)). :math:`\|U[:,(c,q)]\|^2 = \sum_d s_c[d]\,
+    \mathbb 1[q - d \in \text{image}]`, :math:`s_c = \sum_o u[o,c]^2`
+    (:func:`column_sq_norms`); no dense matrix is built.
+
+    * White input (``x=None``, :math:`\mathbb{E}[xx^\top] = I` over the
+      :math:`C_{in}HW` pixels): :math:`\mathbb{E}[h_q^2] = \|V[q,:]\|^2`, and
+      :math:`\mathbb{E}\|U_cV_cx\|^2 = \operatorname{tr}(U_c^\top U_c\, V_cV_c^\top)`,
+      a sum over positions and lags of the two banded Gram matrices. With circular
+      padding the element penalty is :math:`\lambda\, HW \sum_c \|u_c\|^2\|v_c\|^2`.
+    * Data ``x``: the expectations are means over the N samples (:math:`\mathbb{E}\|U_ch_c\|^2`
+      through :func:`conv2d` applied to each hidden channel).
+    * ``activation="relu"`` (Arora et al. [2]: (5)–(6) hold for any features h):
+      with data, h is the ReLU of the hidden map. With white input only the element
+      mode is available, assuming the input is *symmetric* (x and −x equally
+      likely), so that :math:`\mathbb{E}[\mathrm{relu}(h_q)^2] = \tfrac12\mathbb{E}[h_q^2]`;
+      the channel mode would need :math:`\mathbb{E}[\mathrm{relu}(h_p)\mathrm{relu}(h_q)]`,
+      which :math:`\mathbb{E}[xx^\top]` does not determine.
+
+    Parameters
+    ----------
+    u : array (C_out, C_hid, k', k'), or (C_out, C_hid, k')
+        Kernel of the layer after the mask.
+    v : array (C_hid, C_in, k, k), or (C_hid, C_in, k)
+        Kernel of the layer before the mask.
+    keep : float
+        Retain probability θ in (0, 1].
+    image_shape : (H, W), or (L,) / L for 1-D kernels
+    padding : {"zeros", "circular"}
+        Padding of both layers.
+    mode : {"element", "channel"}
+        Elementwise dropout (``nn.Dropout``) or channel dropout (``nn.Dropout2d``).
+        DropBlock has no closed form here; use :func:`dropout_penalty_mc`.
+    x : array (N, C_in, H, W), optional
+        Input samples; ``None`` means white input.
+    activation : {None, "relu"}
+        Non-linearity on the hidden map before the mask.
+
+    Returns
+    -------
+    float
+
+    References
+    ----------
+    [1] Mianjy, Arora & Vidal, ICML 2018 (formula (1)); [2] Arora et al., ICML 2021
+    (non-linear features); [3] Tompson et al., CVPR 2015 (channel dropout).
+
+    Examples
+    --------
+    >>> u, v = np.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 3))
+    >>> dropout_penalty(u, v, keep=0.5, image_shape=(4, 4), padding="circular")
+    1296.0
+    """
+    circular = _check_padding(padding)
+    _check_choice(mode, "mode", _WHITE_PENALTIES)
+    _check_choice(activation, "activation", _ACTIVATIONS)
+    lam = dropout_lambda(keep)
+    u4, v4, spatial, xc, _ = _check_net(u, v, image_shape, x)
+    if xc is not None:
+        h = _ACTIVATIONS[activation](_conv_cn(xc, v4, circular))
+        return float(lam * _DATA_PENALTIES[mode](u4, h, circular))
+    if activation is not None and mode == "channel":
+        raise ValueError(
+            "`activation` with mode='channel' needs data `x`: E[relu(h_p) relu(h_q)] is not "
+            "determined by white input E[xxᵀ] = I"
+        )
+    energy = _WHITE_PENALTIES[mode](u4, v4, spatial, circular)
+    if activation == "relu":
+        energy *= 0.5  # symmetric input: h_q and -h_q equally likely
+    return float(lam * energy)
+
+
+def column_sq_norms(weight, image_shape, padding: str = "zeros") -> np.ndarray:
+    r"""Squared column norms :math:`\|U[:, (c, q)]\|^2` of the layer matrix, without building it.
+
+    .. math:: \|U[:, (c,q)]\|^2 = \sum_{a,b} \Big(\sum_o w[o,c,a,b]^2\Big)\,
+              \mathbb 1[q - (a - p_h, b - p_w) \in \text{image}]
+
+    (the squared kernel correlated with the valid-position mask; constant
+    :math:`\|w_{:,c}\|^2` for circular padding). The per-position weight of
+    formula (5).
+
+    Parameters
+    ----------
+    weight : array (C_out, C_in, kh, kw), or (C_out, C_in, k)
+    image_shape : (H, W), or (L,) / L
+    padding : {"zeros", "circular"}
+
+    Returns
+    -------
+    array (C_in, H, W), or (C_in, L)
+
+    Examples
+    --------
+    >>> column_sq_norms(np.ones((1, 1, 3)), 4)
+    array([[2., 3., 3., 2.]])
+    """
+    circular = _check_padding(padding)
+    w, n_spatial = _check_weight(weight, "weight")
+    spatial = _check_image_shape(image_shape, n_spatial, "weight")
+    _check_fits(w.shape[2:], spatial, "weight")
+    out = _diag_gram(w, spatial, circular)
+    return out if n_spatial == 2 else out[:, 0]
+
+
+# ----------------------------------------------------------------------------- Monte Carlo
+
+
+def _mask_distribution(mode, keep, block_size):
+    _check_choice(mode, "mode", ("element", "channel", "block"))
+    if mode == "block":
+        if block_size is None:
+            raise ValueError("`block_size` is required with mode='block'")
+        return DropBlock(keep, block_size)
+    if block_size is not None:
+        raise ValueError(f"`block_size` is only used with mode='block', got mode={mode!r}")
+    return {"element": Bernoulli, "channel": Channel}[mode](keep)
+
+
+def dropout_penalty_mc(
+    u,
+    v,
+    keep: float,
+    image_shape,
+    padding: str = "zeros",
+    mode: str = "element",
+    block_size: int | None = None,
+    n_masks: int = 20_000,
+    seed=0,
+    x=None,
+    activation: str | None = None,
+    rtol: float | None = None,
+    batch_size: int | None = None,
+) -> Estimate:
+    r"""Monte Carlo estimate of the conv dropout penalty over real sampled masks.
+
+    Each draw samples one mask ``m`` (:class:`~regtheory.masks.Bernoulli`,
+    :class:`~regtheory.masks.Channel` or :class:`~regtheory.masks.DropBlock`) and
+    returns the squared output perturbation it causes,
+
+    .. math:: D(m) = \frac1N\sum_{n=1}^N \|u \ast ((m - 1)\circ h_n)\|^2,\qquad
+              h_n = a(v \ast x_n),
+
+    averaged over the data when ``x`` is given; with ``x=None`` every draw uses one
+    fresh standard normal input (:math:`\mathbb{E}[xx^\top] = I`, symmetric), so
+    :math:`\mathbb{E}D` is the white-input penalty of :func:`dropout_penalty`.
+    Everything is computed with :func:`conv2d` on batches of masks (the
+    independent check of formulas (5)–(6)); for DropBlock, whose masks are
+    correlated in space, it is the general tool (THEORY §3, formula (4)).
+
+    Parameters
+    ----------
+    u, v : arrays (C_out, C_hid, k', k'), (C_hid, C_in, k, k) (or 1-D kernels)
+    keep : float
+        Retain probability in (0, 1] (for DropBlock the expected kept fraction).
+    image_shape : (H, W), or (L,) / L
+    padding : {"zeros", "circular"}
+    mode : {"element", "channel", "block"}
+    block_size : int, optional
+        DropBlock block side (``mode="block"`` only; ideal 1/keep normalisation).
+    n_masks : int
+        Number of masks (the maximum when ``rtol`` is given).
+    seed : int or numpy.random.Generator
+    x : array (N, C_in, H, W), optional
+        Input samples (every mask is applied to all of them).
+    activation : {None, "relu"}
+        Non-linearity on the hidden map before the mask.
+    rtol : float, optional
+        Stop once the relative standard error is at most ``rtol``.
+    batch_size : int, optional
+        Masks per vectorised batch (default: about 32 MB of hidden maps per batch).
+
+    Returns
+    -------
+    Estimate
+
+    References
+    ----------
+    [1] Mianjy, Arora & Vidal, ICML 2018; [4] Ghiasi et al., NeurIPS 2018.
+    """
+    circular = _check_padding(padding)
+    _check_choice(activation, "activation", _ACTIVATIONS)
+    masks = _mask_distribution(mode, keep, block_size)
+    u4, v4, spatial, xc, map_shape = _check_net(u, v, image_shape, x)
+    act = _ACTIVATIONS[activation]
+    c_hid, c_in = v4.shape[:2]
+    hidden_shape = (c_hid, *map_shape)
+    if mode == "block":
+        masks.gamma(map_shape)  # raises early if the block does not fit the map
+    n_data = 1 if xc is None else xc.shape[1]
+    if batch_size is None:
+        per_mask = n_data * max(c_in, c_hid, u4.shape[0]) * spatial[0] * spatial[1]
+        batch_size = int(np.clip(_MC_BATCH_ENTRIES // per_mask, 1, 4096))
+
+    def deviations(rng, size):
+        m = masks.sample(hidden_shape, size, rng).reshape(size, c_hid, *spatial)
+        return m.transpose(1, 0, 2, 3) - 1.0  # (C_hid, size, H, W)
+
+    if xc is None:
+
+        def draw(rng, size):
+            e = deviations(rng, size)
+            h = act(_conv_cn(rng.standard_normal((c_in, size, *spatial)), v4, circular))
+            y = _conv_cn(e * h, u4, circular)
+            return np.einsum("osij,osij->s", y, y)
+
+    else:
+        h0 = act(_conv_cn(xc, v4, circular))
+
+        def draw(rng, size):
+            e = deviations(rng, size)
+            z = (e[:, :, None] * h0[:, None]).reshape(c_hid, size * n_data, *spatial)
+            y = _conv_cn(z, u4, circular).reshape(u4.shape[0], size, n_data, -1)
+            return np.einsum("osnp,osnp->s", y, y) / n_data
+
+    return estimate(draw, n_masks, seed, batch_size=batch_size, rtol=rtol)

@@ -1,0 +1,488 @@
+"""Tests of regtheory.conv against independent computations.
+
+Independent references used here: a brute-force loop over output pixels and
+taps (the definition of cross-correlation), the dense layer matrices of
+:func:`conv_matrix` plugged into formula (1) column by column, Monte Carlo over
+real sampled masks (including DropBlock), and the literal 9×9 matrix of
+THEORY §2. PyTorch cross-checks are in tests/test_torch_crosscheck.py.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+from regtheory import conv, dropout_lambda
+from regtheory.masks import Bernoulli, DropBlock
+
+N_SE = 4  # Monte Carlo agreement is required within this many standard errors
+PADDINGS = ["zeros", "circular"]
+
+
+def brute_conv(x, w, padding):
+    """Cross-correlation by its definition: loops over samples, pixels and taps."""
+    N, C, H, W = x.shape
+    Co, _, kh, kw = w.shape
+    y = np.zeros((N, Co, H, W))
+    for n in range(N):
+        for o in range(Co):
+            for i in range(H):
+                for j in range(W):
+                    for c in range(C):
+                        for a in range(kh):
+                            for b in range(kw):
+                                ii, jj = i + a - kh // 2, j + b - kw // 2
+                                if padding == "circular":
+                                    ii, jj = ii % H, jj % W
+                                elif not (0 <= ii < H and 0 <= jj < W):
+                                    continue
+                                y[n, o, i, j] += w[o, c, a, b] * x[n, c, ii, jj]
+    return y
+
+
+def brute_matrix(w, H, W, padding):
+    """Column by column: the image of each unit impulse under brute_conv."""
+    C = w.shape[1]
+    eye = np.eye(C * H * W).reshape(C * H * W, C, H, W)
+    return brute_conv(eye, w, padding).reshape(C * H * W, -1).T
+
+
+def dense_penalty(u, v, keep, image_shape, padding, mode, x=None, activation=None):
+    """Formula (1) on the expanded matrices: λ Σ_j ‖U[:, j]‖² E[h_j²], or per-channel blocks."""
+    U = conv.conv_matrix(u, image_shape, padding)
+    V = conv.conv_matrix(v, image_shape, padding)
+    n = int(np.prod(image_shape))
+    if x is None:
+        S = V @ V.T  # E[h hᵀ] for E[x xᵀ] = I
+        if activation == "relu":
+            S = S / 2
+    else:
+        H = x.reshape(x.shape[0], -1) @ V.T
+        if activation == "relu":
+            H = np.maximum(H, 0)
+        S = H.T @ H / x.shape[0]
+    G = U.T @ U
+    if mode == "element":
+        return dropout_lambda(keep) * np.sum(np.diag(G) * np.diag(S))
+    blocks = [slice(c * n, (c + 1) * n) for c in range(v.shape[0])]
+    return dropout_lambda(keep) * sum(np.sum(G[s, s] * S[s, s]) for s in blocks)
+
+
+# ----------------------------------------------------------------------------- conv2d, conv_matrix
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize(
+    "N,C_in,C_out,H,W,kh,kw",
+    [(2, 3, 2, 5, 4, 3, 3), (1, 2, 4, 4, 6, 3, 5), (2, 4, 1, 3, 3, 3, 1), (1, 1, 1, 5, 5, 5, 5)],
+)
+def test_conv2d_and_conv_matrix_against_brute_force(padding, N, C_in, C_out, H, W, kh, kw):
+    rng = np.random.default_rng(H * 10 + kw)
+    x = rng.normal(size=(N, C_in, H, W))
+    w = rng.normal(size=(C_out, C_in, kh, kw))
+    y = conv.conv2d(x, w, padding)
+    assert y.shape == (N, C_out, H, W)
+    assert np.allclose(y, brute_conv(x, w, padding), atol=1e-12)
+    M = conv.conv_matrix(w, (H, W), padding)
+    assert M.shape == (C_out * H * W, C_in * H * W)
+    assert np.allclose(M, brute_matrix(w, H, W, padding), atol=1e-12)
+    # flattening c*H*W + i*W + j: the matrix acts on reshaped images exactly as conv2d
+    assert np.allclose(x.reshape(N, -1) @ M.T, y.reshape(N, -1), atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_conv2d_one_dimensional_is_height_one(padding):
+    rng = np.random.default_rng(3)
+    x, w = rng.normal(size=(3, 2, 9)), rng.normal(size=(4, 2, 5))
+    y = conv.conv2d(x, w, padding)
+    assert y.shape == (3, 4, 9)
+    assert np.allclose(y, brute_conv(x[:, :, None], w[:, :, None], padding)[:, :, 0])
+    M = conv.conv_matrix(w, 9, padding)
+    assert np.allclose(x.reshape(3, -1) @ M.T, y.reshape(3, -1))
+
+
+def test_conv2d_large_batches_are_chunked_consistently(monkeypatch):
+    rng = np.random.default_rng(4)
+    x, w = rng.normal(size=(37, 3, 6, 6)), rng.normal(size=(2, 3, 3, 3))
+    whole = conv.conv2d(x, w, "circular")
+    monkeypatch.setattr(conv, "_WORKSPACE", 3 * 3 * 3 * 9 * 9 * 5)  # chunks of 5 samples
+    assert np.allclose(conv.conv2d(x, w, "circular"), whole, atol=1e-12)
+
+
+def test_seed_matrix_of_theory_section_2():
+    """The 9×9 matrix of a 3×3 kernel u1..u9 on a 3×3 image, written out from THEORY §2."""
+    u = np.arange(1.0, 10.0)  # u_k = k, so entry value k stands for u_k and 0 for zero
+    expected = np.array(
+        [
+            [5, 6, 0, 8, 9, 0, 0, 0, 0],
+            [4, 5, 6, 7, 8, 9, 0, 0, 0],
+            [0, 4, 5, 0, 7, 8, 0, 0, 0],
+            [2, 3, 0, 5, 6, 0, 8, 9, 0],
+            [1, 2, 3, 4, 5, 6, 7, 8, 9],
+            [0, 1, 2, 0, 4, 5, 0, 7, 8],
+            [0, 0, 0, 2, 3, 0, 5, 6, 0],
+            [0, 0, 0, 1, 2, 3, 4, 5, 6],
+            [0, 0, 0, 0, 1, 2, 0, 4, 5],
+        ],
+        dtype=float,
+    )
+    M = conv.conv_matrix(u.reshape(1, 1, 3, 3), (3, 3))
+    assert np.array_equal(M, expected)
+    assert np.array_equal(M[:3, :3], [[5, 6, 0], [4, 5, 6], [0, 4, 5]])
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("kernel,image", [((3, 3), (3, 3)), ((3, 5), (4, 6)), ((3,), (7,))])
+def test_tap_column_counts_against_the_matrix(padding, kernel, image):
+    """Count, for each one-hot kernel, the columns of conv_matrix it appears in."""
+    counts = conv.tap_column_counts(kernel, image, padding)
+    assert counts.shape == kernel
+    for tap in np.ndindex(*kernel):
+        one_hot = np.zeros((1, 1, *kernel))
+        one_hot[(0, 0, *tap)] = 1.0
+        M = conv.conv_matrix(one_hot, image, padding)
+        assert counts[tap] == np.count_nonzero(M.any(axis=0))
+
+
+def test_tap_column_counts_of_the_seed():
+    assert np.array_equal(conv.tap_column_counts(3, (3, 3)), [[4, 6, 4], [6, 9, 6], [4, 6, 4]])
+    assert np.all(conv.tap_column_counts(3, (3, 3), "circular") == 9)
+
+
+def test_no_gradient_probability_matches_simulated_gradients():
+    """Zero gradient of each tap of u, over real masks on the seed's 3×3 map, generic data."""
+    keep, n = 0.4, 200_000
+    rng = np.random.default_rng(5)
+    h, delta = rng.normal(size=(3, 3)), rng.normal(size=(3, 3))  # hidden map, output error
+    r = rng.random((n, 3, 3)) < keep
+    hm = np.pad(r * h, ((0, 0), (1, 1), (1, 1)))
+    grad = np.empty((n, 3, 3))  # dL/du[a, b] = Σ_i δ[i] (m∘h)[i + (a-1, b-1)]
+    for a in range(3):
+        for b in range(3):
+            grad[:, a, b] = np.einsum("ij,nij->n", delta, hm[:, a : a + 3, b : b + 3])
+    freq = (grad == 0).mean(axis=0)
+    expected = conv.no_gradient_probability(3, (3, 3), keep)
+    assert np.allclose(expected, (1 - keep) ** np.array([[4, 6, 4], [6, 9, 6], [4, 6, 4]]))
+    se = np.sqrt(expected * (1 - expected) / n)
+    assert np.all(np.abs(freq - expected) < N_SE * se + 1e-12)
+    assert np.all(expected < conv.fc_no_gradient_probability(keep))
+    assert conv.fc_no_gradient_probability(keep) == pytest.approx(1 - keep)
+    channel = conv.no_gradient_probability(3, (3, 3), keep, mode="channel")
+    assert np.allclose(channel, 1 - keep)
+
+
+# ----------------------------------------------------------------------------- closed forms (5), (6)
+
+
+CASES = [  # (u shape, v shape, image)
+    ((2, 3, 3, 3), (3, 2, 3, 3), (5, 4)),
+    ((3, 2, 5, 3), (2, 1, 3, 5), (6, 5)),
+    ((1, 2, 3, 3), (2, 3, 1, 1), (3, 3)),
+    ((2, 2, 5), (2, 3, 3), (8,)),
+    ((2, 3, 5, 5), (3, 2, 5, 5), (5, 5)),
+]
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("mode", ["element", "channel"])
+@pytest.mark.parametrize("case", CASES)
+def test_penalty_equals_dense_matrix_formula(padding, mode, case):
+    u_shape, v_shape, image = case
+    rng = np.random.default_rng(sum(u_shape) + len(image))
+    u, v = rng.normal(size=u_shape), rng.normal(size=v_shape)
+    x = rng.normal(size=(7, v_shape[1], *image))
+    keep = 0.7
+    for data, act in [(None, None), (x, None), (x, "relu")]:
+        closed = conv.dropout_penalty(u, v, keep, image, padding, mode, x=data, activation=act)
+        dense = dense_penalty(u, v, keep, image, padding, mode, x=data, activation=act)
+        assert closed == pytest.approx(dense, rel=1e-10)
+    if mode == "element":
+        closed = conv.dropout_penalty(u, v, keep, image, padding, mode, activation="relu")
+        assert closed == pytest.approx(dense_penalty(u, v, keep, image, padding, mode) / 2)
+
+
+def test_column_sq_norms_are_the_matrix_column_norms():
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=(3, 2, 3, 5))
+    for padding in PADDINGS:
+        M = conv.conv_matrix(w, (4, 6), padding)
+        norms = conv.column_sq_norms(w, (4, 6), padding)
+        assert np.allclose(norms.ravel(), np.sum(M**2, axis=0))
+
+
+def test_circular_white_element_penalty_is_lambda_n_sum_of_norm_products():
+    """λ·n·Σ_c ‖u_c‖²‖v_c‖² (THEORY §3): every column of a circulant U_c has norm ‖u_c‖."""
+    rng = np.random.default_rng(7)
+    u, v = rng.normal(size=(2, 4, 3, 3)), rng.normal(size=(4, 3, 5, 3))
+    keep, H, W = 0.3, 6, 7
+    closed = conv.dropout_penalty(u, v, keep, (H, W), "circular", "element")
+    norms = np.sum(u**2, axis=(0, 2, 3)) * np.sum(v**2, axis=(1, 2, 3))
+    assert closed == pytest.approx(dropout_lambda(keep) * H * W * np.sum(norms), rel=1e-12)
+
+
+def test_circular_white_channel_penalty_is_ridge_on_end_to_end_kernels():
+    """λ·n·Σ_c ‖u_c ⋆ v_c‖² (THEORY §3), the end-to-end kernel of hidden channel c read off
+    as the response of the two circular layers to a unit impulse in each input channel."""
+    rng = np.random.default_rng(7)
+    u, v = rng.normal(size=(2, 4, 3, 3)), rng.normal(size=(4, 3, 3, 5))
+    keep, H, W = 0.3, 6, 7
+    impulses = np.zeros((3, 3, H, W))
+    impulses[np.arange(3), np.arange(3), 0, 0] = 1.0
+    total = 0.0
+    for c in range(4):
+        hidden = conv.conv2d(impulses, v[c : c + 1], "circular")
+        total += np.sum(conv.conv2d(hidden, u[:, c : c + 1], "circular") ** 2)
+    closed = conv.dropout_penalty(u, v, keep, (H, W), "circular", "channel")
+    assert closed == pytest.approx(dropout_lambda(keep) * H * W * total, rel=1e-12)
+
+
+def test_zero_padding_penalty_is_below_circular():
+    rng = np.random.default_rng(8)
+    u, v = rng.normal(size=(2, 3, 3, 3)), rng.normal(size=(3, 2, 3, 3))
+    zeros = conv.dropout_penalty(u, v, 0.5, (8, 8), "zeros")
+    circular = conv.dropout_penalty(u, v, 0.5, (8, 8), "circular")
+    assert 0 < zeros < circular  # zero padding truncates the kernels at the border
+
+
+def test_keep_one_has_no_penalty():
+    rng = np.random.default_rng(9)
+    u, v = rng.normal(size=(2, 3, 3, 3)), rng.normal(size=(3, 2, 3, 3))
+    assert conv.dropout_penalty(u, v, 1.0, (4, 4)) == 0.0
+    assert conv.dropout_penalty_mc(u, v, 1.0, (4, 4), n_masks=10).mean == 0.0
+
+
+def test_closed_form_is_fast_for_a_64_channel_layer():
+    rng = np.random.default_rng(10)
+    v, u = rng.normal(size=(64, 3, 3, 3)), rng.normal(size=(3, 64, 3, 3))
+    for mode in ("element", "channel"):
+        conv.dropout_penalty(u, v, 0.5, (32, 32), mode=mode)
+        start = time.perf_counter()
+        conv.dropout_penalty(u, v, 0.5, (32, 32), mode=mode)
+        assert time.perf_counter() - start < 0.5  # measured: a few milliseconds
+
+
+# ----------------------------------------------------------------------------- Monte Carlo
+
+
+MC_NET = {"u_shape": (2, 3, 3, 3), "v_shape": (3, 2, 3, 3), "image": (6, 6)}
+
+
+def mc_net(seed=11):
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=MC_NET["u_shape"])
+    v = rng.normal(size=MC_NET["v_shape"])
+    x = rng.normal(size=(8, 2, *MC_NET["image"]))
+    return u, v, x
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize(
+    "mode,data,activation",
+    [
+        ("element", False, None),
+        ("element", True, None),
+        ("element", True, "relu"),
+        ("element", False, "relu"),
+        ("channel", False, None),
+        ("channel", True, None),
+        ("channel", True, "relu"),
+    ],
+)
+def test_closed_form_matches_monte_carlo(padding, mode, data, activation):
+    u, v, x = mc_net()
+    x = x if data else None
+    keep = 0.6
+    closed = conv.dropout_penalty(u, v, keep, MC_NET["image"], padding, mode, x, activation)
+    est = conv.dropout_penalty_mc(
+        u,
+        v,
+        keep,
+        MC_NET["image"],
+        padding,
+        mode,
+        n_masks=4000,
+        seed=12,
+        x=x,
+        activation=activation,
+    )
+    assert abs(est.zscore(closed)) < N_SE, (closed, est)
+    assert est.rel_stderr < 0.02  # the test has power
+
+
+def test_one_dimensional_closed_form_matches_monte_carlo():
+    rng = np.random.default_rng(13)
+    u, v = rng.normal(size=(2, 3, 5)), rng.normal(size=(3, 2, 3))
+    for mode in ("element", "channel"):
+        closed = conv.dropout_penalty(u, v, 0.5, 10, "zeros", mode)
+        est = conv.dropout_penalty_mc(u, v, 0.5, 10, "zeros", mode, n_masks=4000, seed=14)
+        assert abs(est.zscore(closed)) < N_SE, (mode, closed, est)
+
+
+def test_monte_carlo_draws_equal_direct_network_evaluation():
+    """Two draws of dropout_penalty_mc against forward passes with the same masks and data."""
+    u, v, x = mc_net()
+    image, x = MC_NET["image"], x[:3]
+    est = conv.dropout_penalty_mc(
+        u, v, 0.5, image, "zeros", "element", n_masks=2, seed=15, x=x, batch_size=1
+    )
+    # re-draw the masks exactly as the estimator does (same generator, same calls)
+    rng = np.random.default_rng(15)
+    m1 = Bernoulli(0.5).sample((3, *image), 1, rng)[0]
+    m2 = Bernoulli(0.5).sample((3, *image), 1, rng)[0]
+    h = brute_conv(x, v, "zeros")
+    draws = [  # each draw averages the squared perturbation over the 3 samples
+        np.sum((brute_conv(m * h, u, "zeros") - brute_conv(h, u, "zeros")) ** 2) / 3
+        for m in (m1, m2)
+    ]
+    assert est.mean == pytest.approx(np.mean(draws), rel=1e-10)
+
+
+def test_dropblock_of_size_one_is_elementwise_dropout():
+    u, v, _ = mc_net()
+    image, keep = MC_NET["image"], 0.7
+    block = conv.dropout_penalty_mc(
+        u, v, keep, image, mode="block", block_size=1, n_masks=4000, seed=16
+    )
+    element = conv.dropout_penalty_mc(u, v, keep, image, mode="element", n_masks=4000, seed=17)
+    assert abs(block.mean - element.mean) < N_SE * np.hypot(block.stderr, element.stderr)
+    closed = conv.dropout_penalty(u, v, keep, image, mode="element")
+    assert abs(block.zscore(closed)) < N_SE
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_dropblock_covering_the_map_is_channel_dropout(padding):
+    u, v, x = mc_net()
+    image, keep = MC_NET["image"], 0.7
+    est = conv.dropout_penalty_mc(
+        u, v, keep, image, padding, mode="block", block_size=6, n_masks=4000, seed=18, x=x
+    )
+    closed = conv.dropout_penalty(u, v, keep, image, padding, mode="channel", x=x)
+    assert abs(est.zscore(closed)) < N_SE, (closed, est)
+
+
+def dropblock_deviation_moments(keep, b, H, W, channels):
+    """Exact E[(m_p - 1)(m_q - 1)] of ideal DropBlock masks over (channel, position) pairs.
+
+    Position p is kept iff none of the block starts covering it fires, so
+    P[p and q kept] = (1 - γ)^|S_p ∪ S_q| (S_p = starts covering p, counted by brute
+    force); different channels are independent but each mask entry is biased,
+    E[m_p] = (1 - γ)^|S_p| / keep ≠ 1 near the border.
+    """
+    gamma = DropBlock(keep, b).gamma((H, W))
+    starts = [(i, j) for i in range(H - b + 1) for j in range(W - b + 1)]
+    cover = np.zeros((H * W, len(starts)))
+    for s, (i, j) in enumerate(starts):
+        block = np.zeros((H, W))
+        block[i : i + b, j : j + b] = 1
+        cover[:, s] = block.ravel()
+    count = cover.sum(axis=1)
+    union = count[:, None] + count[None, :] - cover @ cover.T
+    kept = (1 - gamma) ** count
+    same = (1 - gamma) ** union / keep**2 - (kept[:, None] + kept[None, :]) / keep + 1
+    bias = kept / keep - 1
+    n = H * W
+    moments = np.tile(np.outer(bias, bias), (channels, channels))
+    for c in range(channels):
+        moments[c * n : (c + 1) * n, c * n : (c + 1) * n] = same
+    return moments
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_dropblock_monte_carlo_matches_exact_mask_moments(padding):
+    """Formula (4) with DropBlock's exact (biased, correlated) mask moments, dense matrices."""
+    u, v, _ = mc_net()
+    image, keep = MC_NET["image"], 0.7
+    U, V = conv.conv_matrix(u, image, padding), conv.conv_matrix(v, image, padding)
+    moments = dropblock_deviation_moments(keep, 3, *image, channels=v.shape[0])
+    exact = np.sum((U.T @ U) * moments * (V @ V.T))
+    est = conv.dropout_penalty_mc(
+        u, v, keep, image, padding, mode="block", block_size=3, n_masks=4000, seed=19
+    )
+    assert abs(est.zscore(exact)) < N_SE, (exact, est)
+
+
+def test_monte_carlo_same_seed_same_estimate_and_rtol_stops_early():
+    u, v, _ = mc_net()
+    a = conv.dropout_penalty_mc(u, v, 0.5, MC_NET["image"], n_masks=300, seed=3)
+    b = conv.dropout_penalty_mc(u, v, 0.5, MC_NET["image"], n_masks=300, seed=3)
+    assert a == b
+    c = conv.dropout_penalty_mc(
+        u, v, 0.5, MC_NET["image"], n_masks=100_000, seed=3, rtol=0.05, batch_size=500
+    )
+    assert c.n_samples < 100_000 and c.rel_stderr <= 0.05
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+GOOD_U, GOOD_V = np.ones((2, 3, 3, 3)), np.ones((3, 2, 3, 3))
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: conv.conv2d(np.ones((1, 2, 5, 5)), np.ones((1, 2, 2, 3))), "weight.*odd"),
+        (lambda: conv.conv2d(np.ones((1, 2, 3, 3)), np.ones((1, 2, 5, 5))), "weight.*larger"),
+        (lambda: conv.conv2d(np.ones((1, 3, 5, 5)), np.ones((1, 2, 3, 3))), "x.*channels"),
+        (lambda: conv.conv2d(np.ones((2, 5, 5)), np.ones((1, 2, 3, 3))), "x.*dimensions"),
+        (lambda: conv.conv2d(np.ones((1, 2, 5, 5)), np.ones((2, 3, 3))), "x.*dimensions"),
+        (lambda: conv.conv2d(np.ones((1, 2, 5, 5)), np.ones((3, 3))), "weight.*dimensions"),
+        (lambda: conv.conv2d(np.ones((1, 2, 5, 5)), np.ones((1, 2, 3, 3)), "reflect"), "padding"),
+        (lambda: conv.conv_matrix(np.ones((1, 1, 3, 3)), (4,)), "image_shape"),
+        (lambda: conv.conv_matrix(np.ones((1, 1, 4, 3)), (5, 5)), "weight.*odd"),
+        (lambda: conv.conv_matrix(np.ones((1, 1, 3)), 2), "weight.*larger"),
+        (lambda: conv.tap_column_counts(2, (3, 3)), "kernel_size.*odd"),
+        (lambda: conv.tap_column_counts(5, (3, 3)), "kernel_size.*larger"),
+        (lambda: conv.tap_column_counts((3, 3, 3), (3, 3)), "kernel_size"),
+        (lambda: conv.tap_column_counts(3, (3, 3), "same"), "padding"),
+        (lambda: conv.no_gradient_probability(3, (3, 3), 0.5, mode="block"), "mode"),
+        (lambda: conv.no_gradient_probability(3, (3, 3), 0.0), "keep"),
+        (lambda: conv.dropout_penalty(np.ones((2, 3, 2, 2)), GOOD_V, 0.5, (5, 5)), "`u`.*odd"),
+        (lambda: conv.dropout_penalty(GOOD_U, np.ones((3, 2, 4, 4)), 0.5, (5, 5)), "`v`.*odd"),
+        (lambda: conv.dropout_penalty(GOOD_U, np.ones((3, 2, 7, 7)), 0.5, (5, 5)), "`v`.*larger"),
+        (lambda: conv.dropout_penalty(np.ones((2, 3, 7, 7)), GOOD_V, 0.5, (5, 5)), "`u`.*larger"),
+        (lambda: conv.dropout_penalty(np.ones((2, 4, 3, 3)), GOOD_V, 0.5, (5, 5)), "`u`.*`v`"),
+        (lambda: conv.dropout_penalty(np.ones((2, 3, 3)), GOOD_V, 0.5, (5, 5)), "`u` and `v`"),
+        (lambda: conv.dropout_penalty(GOOD_U, np.ones((3, 3)), 0.5, (5, 5)), "`v`"),
+        (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), "wrap"), "padding"),
+        (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), mode="block"), "mode"),
+        (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), mode="Element"), "mode"),
+        (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 1.5, (5, 5)), "keep"),
+        (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5, 5)), "image_shape"),
+        (
+            lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), x=np.ones((4, 3, 5, 5))),
+            "`x`",
+        ),
+        (
+            lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), x=np.ones((4, 2, 5, 6))),
+            "`x`",
+        ),
+        (
+            lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), activation="tanh"),
+            "activation",
+        ),
+        (
+            lambda: conv.dropout_penalty(
+                GOOD_U, GOOD_V, 0.5, (5, 5), mode="channel", activation="relu"
+            ),
+            "activation",
+        ),
+        (
+            lambda: conv.dropout_penalty_mc(
+                GOOD_U, GOOD_V, 0.5, (5, 5), mode="block", block_size=6
+            ),
+            "block_size",
+        ),
+        (lambda: conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), mode="block"), "block_size"),
+        (lambda: conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), block_size=3), "block_size"),
+        (lambda: conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), mode="drop"), "mode"),
+        (lambda: conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), "reflect"), "padding"),
+        (
+            lambda: conv.dropout_penalty_mc(GOOD_U, np.ones((4, 2, 3, 3)), 0.5, (5, 5)),
+            "`u`.*`v`",
+        ),
+    ],
+)
+def test_bad_input_raises_value_error_naming_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
