@@ -1,0 +1,173 @@
+"""Cross-checks of regtheory.conv against PyTorch itself (float64, CPU).
+
+CI installs ``torch==2.13.0`` (README's test command), so these run there; the
+importorskip only guards a bare checkout. Independent references: PyTorch's own
+``F.conv2d``/``F.conv1d``, its own dropout masks (``F.dropout`` for
+``nn.Dropout``, ``F.dropout2d`` for ``nn.Dropout2d``), and torchvision's
+DropBlock placement (seed region, zero pad, stride-1 max-pool) rebuilt in torch.
+The Monte Carlo here runs entirely in torch: nothing of regtheory but the closed
+form (and DropBlock's seed rate) is used.
+"""
+
+import numpy as np
+import pytest
+
+from regtheory import conv
+from regtheory.masks import DropBlock
+from regtheory.montecarlo import estimate
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+N_SE = 4  # Monte Carlo agreement is required within this many standard errors
+PADDINGS = ["zeros", "circular"]
+IMAGE = (6, 6)
+
+
+def torch_conv(x, w, padding):
+    """Same-size conv in torch: padding=k//2, or circular F.pad then an unpadded conv."""
+    ks = w.shape[2:]
+    if padding == "zeros":
+        op = F.conv2d if w.dim() == 4 else F.conv1d
+        return op(x, w, padding=tuple(k // 2 for k in ks))
+    pads = [p for k in reversed(ks) for p in (k // 2, k // 2)]  # last axis first
+    op = F.conv2d if w.dim() == 4 else F.conv1d
+    return op(F.pad(x, pads, mode="circular"), w)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize(
+    "x_shape,w_shape",
+    [
+        ((4, 3, 8, 7), (5, 3, 3, 3)),
+        ((2, 6, 9, 9), (2, 6, 5, 3)),
+        ((3, 16, 6, 6), (16, 16, 1, 5)),
+        ((5, 2, 11), (3, 2, 5)),
+        ((2, 4, 5, 5), (3, 4, 5, 5)),
+    ],
+)
+def test_conv2d_equals_torch(padding, x_shape, w_shape):
+    rng = np.random.default_rng(sum(x_shape))
+    x, w = rng.normal(size=x_shape), rng.normal(size=w_shape)
+    ours = conv.conv2d(x, w, padding)
+    theirs = torch_conv(torch.from_numpy(x), torch.from_numpy(w), padding).numpy()
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_conv_matrix_applies_torch_conv(padding):
+    rng = np.random.default_rng(1)
+    x, w = rng.normal(size=(3, 2, 5, 6)), rng.normal(size=(4, 2, 3, 5))
+    M = conv.conv_matrix(w, (5, 6), padding)
+    theirs = torch_conv(torch.from_numpy(x), torch.from_numpy(w), padding).numpy()
+    np.testing.assert_allclose(x.reshape(3, -1) @ M.T, theirs.reshape(3, -1), atol=1e-12)
+
+
+def torch_penalty_mc(u, v, masks, padding, n_masks, x=None, activation=None, seed=0):
+    """E‖u∗(m∘h) − u∗h‖² with torch masks ``masks(ones) -> masked ones`` and torch convs."""
+    torch.manual_seed(seed)
+    ut, vt = torch.from_numpy(u), torch.from_numpy(v)
+    act = torch.relu if activation == "relu" else (lambda t: t)
+    c_hid = v.shape[0]
+    image = IMAGE if x is None else x.shape[2:]
+    h_data = None if x is None else act(torch_conv(torch.from_numpy(x), vt, padding))
+
+    def draw(_rng, size):
+        with torch.no_grad():
+            if h_data is None:  # one fresh standard normal input per mask: E[xxᵀ] = I
+                xs = torch.randn((size, v.shape[1], *image), dtype=torch.float64)
+                h = act(torch_conv(xs, vt, padding))
+                m = masks(torch.ones((size, c_hid, *image), dtype=torch.float64))
+                y = torch_conv((m - 1) * h, ut, padding)
+                return y.pow(2).sum(dim=(1, 2, 3)).numpy()
+            n = h_data.shape[0]
+            m = masks(torch.ones((size, c_hid, *image), dtype=torch.float64))
+            z = ((m - 1)[:, None] * h_data[None]).reshape(size * n, c_hid, *image)
+            y = torch_conv(z, ut, padding).reshape(size, n, -1)
+            return (y.pow(2).sum(dim=2).mean(dim=1)).numpy()
+
+    return estimate(draw, n_masks, seed, batch_size=500)
+
+
+def small_net(seed=21):
+    rng = np.random.default_rng(seed)
+    u, v = rng.normal(size=(2, 3, 3, 3)), rng.normal(size=(3, 2, 3, 3))
+    x = rng.normal(size=(6, 2, *IMAGE))
+    return u, v, x
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize(
+    "mode,data,activation",
+    [
+        ("element", False, None),
+        ("element", True, None),
+        ("element", True, "relu"),
+        ("channel", False, None),
+        ("channel", True, None),
+    ],
+)
+def test_closed_form_matches_torch_dropout_masks(padding, mode, data, activation):
+    u, v, x = small_net()
+    keep = 0.6
+    drop = {"element": F.dropout, "channel": F.dropout2d}[mode]
+
+    def masks(ones):  # torch's own inverted masks: 0 or 1/keep, p = 1 − keep
+        return drop(ones, p=1 - keep, training=True)
+
+    x = x if data else None
+    closed = conv.dropout_penalty(u, v, keep, IMAGE, padding, mode, x=x, activation=activation)
+    est = torch_penalty_mc(u, v, masks, padding, 4000, x=x, activation=activation, seed=22)
+    assert abs(est.zscore(closed)) < N_SE, (closed, est)
+    assert est.rel_stderr < 0.02
+
+
+def test_torch_masks_are_what_regtheory_assumes():
+    keep, ones = 0.3, torch.ones((4000, 3, 4, 4), dtype=torch.float64)
+    torch.manual_seed(23)
+    element = F.dropout(ones, p=1 - keep, training=True).numpy()
+    channel = F.dropout2d(ones, p=1 - keep, training=True).numpy()
+    for m in (element, channel):
+        np.testing.assert_allclose(np.unique(m), [0.0, 1 / keep], rtol=1e-15)
+    assert np.all(channel == channel[:, :, :1, :1])
+    assert abs(element.mean() - 1) < N_SE * element.std() / np.sqrt(element.size)
+
+
+def torchvision_block_masks(keep, block_size, gamma):
+    """torchvision.ops.drop_block2d's placement (odd block_size), with the given seed rate,
+    scaled by 1/keep (regtheory's "ideal" normalisation)."""
+
+    def masks(ones):
+        n, c, H, W = ones.shape
+        b = block_size
+        seeds = torch.bernoulli(torch.full((n, c, H - b + 1, W - b + 1), gamma, dtype=ones.dtype))
+        seeds = F.pad(seeds, [b // 2] * 4, value=0)
+        dropped = F.max_pool2d(seeds, stride=(1, 1), kernel_size=(b, b), padding=b // 2)
+        return ones * (1 - dropped) / keep
+
+    return masks
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_dropblock_penalty_matches_torchvision_placement(padding):
+    u, v, _ = small_net()
+    keep, b = 0.7, 3
+    gamma = DropBlock(keep, b).gamma(IMAGE)
+    theirs = torch_penalty_mc(u, v, torchvision_block_masks(keep, b, gamma), padding, 4000, seed=24)
+    ours = conv.dropout_penalty_mc(
+        u, v, keep, IMAGE, padding, mode="block", block_size=b, n_masks=4000, seed=25
+    )
+    assert abs(ours.mean - theirs.mean) < N_SE * np.hypot(ours.stderr, theirs.stderr)
+
+
+def test_dropblock_kept_fraction_matches_torchvision_placement():
+    keep, b, image = 0.8, 3, (7, 9)
+    gamma = DropBlock(keep, b).gamma(image)
+    torch.manual_seed(26)
+    ones = torch.ones((20_000, 1, *image), dtype=torch.float64)
+    theirs = (torchvision_block_masks(keep, b, gamma)(ones).numpy()[:, 0] > 0).mean(axis=0)
+    ours = (DropBlock(keep, b).sample((1, *image), 20_000, seed=27)[:, 0] > 0).mean(axis=0)
+    se = np.sqrt((theirs * (1 - theirs) + ours * (1 - ours)) / 20_000)
+    assert np.all(np.abs(theirs - ours) < N_SE * se + 1e-12)  # position by position
+    assert abs(theirs.mean() - keep) < 0.01
