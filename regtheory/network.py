@@ -1,0 +1,203 @@
+r"""Dropout penalty of a small sequential network, by Monte Carlo.
+
+Where no closed form exists -- dropout before a non-linearity, dropout in a
+middle layer, DropBlock masks -- the dropout penalty of a network on given data
+
+.. math::
+
+    P = \mathbb{E}_r\, L(r) - L(\mathbf 1),\qquad
+    L(r) = \frac1n \sum_{k=1}^{n} \|y_k - f_{r_k}(x_k)\|^2 ,
+
+is estimated over real sampled masks, one independent mask per sample per
+dropout layer (as in training). Each Monte Carlo draw is the data average
+:math:`L(r) - L(\mathbf 1)` for one set of masks, so the estimate is unbiased
+for P and its standard error is honest.
+
+Where a closed form does exist it checks this estimator: dropout on the input
+of the *last* linear layer gives :math:`\lambda\sum_i \|u_i\|^2\,\frac1n\sum_k a_i(x_k)^2`
+for any features a(x), linear or ReLU (Arora, Bartlett, Mianjy & Srebro,
+ICML 2021), which is :func:`regtheory.fc.dropout_penalty` /
+:func:`regtheory.conv.dropout_penalty`.
+
+A network is a sequence of layers: :class:`Conv` (PyTorch layout, same-size,
+stride 1), :class:`Linear` (``nn.Linear`` weight ``(out, in)``, flattens its
+input channel first as ``torch.flatten`` does), :class:`ReLU`, and
+:class:`Dropout` holding any :mod:`regtheory.masks` distribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import as_generator, check_array, check_int
+from .conv import conv2d
+from .masks import MaskDistribution
+from .montecarlo import Estimate, estimate
+
+__all__ = ["Conv", "Dropout", "Linear", "ReLU", "dropout_penalty_mc", "forward"]
+
+
+@dataclass(frozen=True)
+class Conv:
+    """Same-size convolution, weight (C_out, C_in, k, k) or (C_out, C_in, k)."""
+
+    weight: np.ndarray
+    padding: str = "zeros"
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return conv2d(z, self.weight, self.padding)
+
+
+@dataclass(frozen=True)
+class Linear:
+    """Fully connected layer ``z -> z W^T`` with W of shape (out, in); flattens its input."""
+
+    weight: np.ndarray
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        flat = z.reshape(z.shape[0], -1)
+        if flat.shape[1] != self.weight.shape[1]:
+            raise ValueError(
+                f"Linear layer expects {self.weight.shape[1]} input features, got {flat.shape[1]}"
+            )
+        return flat @ self.weight.T
+
+
+@dataclass(frozen=True)
+class ReLU:
+    """Elementwise max(z, 0)."""
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return np.maximum(z, 0.0)
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Multiply the features by a mask drawn from ``masks`` (one mask per sample)."""
+
+    masks: MaskDistribution
+
+
+def _check_layers(layers) -> tuple:
+    if isinstance(layers, (Conv, Linear, ReLU, Dropout)) or not isinstance(layers, Sequence):
+        raise TypeError("`layers` must be a sequence of Conv, Linear, ReLU and Dropout layers")
+    checked = []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Conv):
+            layer = Conv(
+                check_array(layer.weight, f"layers[{i}].weight", ndim=(3, 4)), layer.padding
+            )
+        elif isinstance(layer, Linear):
+            layer = Linear(check_array(layer.weight, f"layers[{i}].weight", ndim=2))
+        elif isinstance(layer, Dropout):
+            if not isinstance(layer.masks, MaskDistribution):
+                raise TypeError(f"`layers[{i}]` must hold a regtheory.masks distribution")
+        elif not isinstance(layer, ReLU):
+            raise TypeError(
+                f"`layers[{i}]` must be Conv, Linear, ReLU or Dropout, got {type(layer).__name__}"
+            )
+        checked.append(layer)
+    if not any(isinstance(layer, Dropout) for layer in checked):
+        raise ValueError("`layers` has no Dropout layer: the penalty would be zero by definition")
+    return tuple(checked)
+
+
+def forward(layers, x, seed=None, n_draws: int = 1) -> np.ndarray:
+    """Run the network on ``x`` (n, ...) for ``n_draws`` independent sets of masks.
+
+    With ``seed=None`` every Dropout layer is the identity (the mask-free network
+    f_1). Returns shape ``(n_draws, n, ...)`` with masks, ``(n, ...)`` without.
+    """
+    layers = _check_layers(layers) if seed is not None else tuple(layers)
+    x = check_array(x, "x")
+    if seed is None:
+        z = x
+        for layer in layers:
+            if not isinstance(layer, Dropout):
+                z = layer(z)
+        return z
+    return _forward_masked(layers, x, as_generator(seed), check_int(n_draws, "n_draws"))
+
+
+def _forward_masked(layers, x, rng, n_draws):
+    # Stack the draws along the sample axis so every layer runs once per batch.
+    n = x.shape[0]
+    z = np.broadcast_to(x, (n_draws, *x.shape)).reshape(n_draws * n, *x.shape[1:])
+    for layer in layers:
+        if isinstance(layer, Dropout):
+            z = z * layer.masks.sample(z.shape[1:], z.shape[0], rng)
+        else:
+            z = layer(z)
+    return z.reshape(n_draws, n, *z.shape[1:])
+
+
+def _activation_sizes(layers, x) -> list[int]:
+    sizes, z = [x.size], x
+    for layer in layers:
+        if not isinstance(layer, Dropout):
+            z = layer(z)
+            sizes.append(z.size)
+    return sizes
+
+
+def dropout_penalty_mc(
+    layers,
+    X,
+    Y,
+    n_masks: int = 2000,
+    seed=0,
+    rtol: float | None = None,
+    batch_size: int | None = None,
+) -> Estimate:
+    r"""Monte Carlo estimate of :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` for a network on data.
+
+    Parameters
+    ----------
+    layers : sequence of Conv, Linear, ReLU, Dropout
+        The network, first layer first; at least one Dropout.
+    X : array (n, ...)
+        Inputs, (n, C, H, W) for a conv first layer, (n, d) for a linear one.
+    Y : array (n, ...)
+        Targets, the shape of the network's output.
+    n_masks : int
+        Number of draws (each a fresh independent mask for every sample and every
+        Dropout layer); the maximum when ``rtol`` is given.
+    seed : int or numpy.random.Generator
+    rtol : float, optional
+        Stop once the relative standard error is at most ``rtol``.
+    batch_size : int, optional
+        Draws per vectorised batch (default: about 32 MB of activations).
+
+    Returns
+    -------
+    Estimate
+
+    References
+    ----------
+    R. Arora, P. Bartlett, P. Mianjy, N. Srebro, Dropout: Explicit Forms and
+    Capacity Control, ICML 2021.
+    """
+    layers = _check_layers(layers)
+    X = check_array(X, "X")
+    Y = check_array(Y, "Y")
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"`X` and `Y` must have the same number of samples, got {X.shape[0]} and {Y.shape[0]}"
+        )
+    clean = forward(layers, X)
+    if clean.shape != Y.shape:
+        raise ValueError(f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}")
+    base = np.mean(np.sum((Y - clean).reshape(len(Y), -1) ** 2, axis=1))
+    if batch_size is None:
+        widest = max(_activation_sizes(layers, X[:1]))  # per sample, any layer
+        batch_size = int(np.clip((1 << 22) // (widest * len(X)), 1, 4096))
+
+    def draw(rng, size):
+        out = _forward_masked(layers, X, rng, size)
+        resid = (Y[None] - out).reshape(size, len(Y), -1)
+        return np.mean(np.sum(resid**2, axis=2), axis=1) - base
+
+    return estimate(draw, n_masks, seed, batch_size=batch_size, rtol=rtol)

@@ -1,0 +1,106 @@
+"""Monte Carlo network penalty against closed forms (last-layer dropout) and exact enumeration."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from regtheory import conv, fc, network
+from regtheory.masks import Bernoulli, Channel, DropBlock
+from regtheory.network import Conv, Dropout, Linear, ReLU
+
+N_SE = 4
+
+
+def test_last_layer_linear_matches_fc_closed_form():
+    rng = np.random.default_rng(0)
+    U, V = rng.normal(size=(3, 6)), rng.normal(size=(5, 6))
+    X, Y = rng.normal(size=(40, 5)), rng.normal(size=(40, 3))
+    keep = 0.6
+    layers = [Linear(V.T), Dropout(Bernoulli(keep)), Linear(U)]
+    est = network.dropout_penalty_mc(layers, X, Y, n_masks=4000, seed=1)
+    closed = fc.dropout_penalty(U, V, keep, cov=X.T @ X / len(X))
+    assert abs(est.zscore(closed)) < N_SE, (closed, est)
+
+
+def test_last_layer_relu_matches_arora_et_al():
+    """f(x) = U diag(r/θ) relu(Vᵀx): penalty λ Σ ||u_i||² mean_k relu(h_ki)² (ICML 2021)."""
+    rng = np.random.default_rng(2)
+    U, V = rng.normal(size=(2, 8)), rng.normal(size=(4, 8))
+    X, Y = rng.normal(size=(60, 4)), rng.normal(size=(60, 2))
+    keep = 0.3
+    A = np.maximum(X @ V, 0)
+    closed = fc.dropout_penalty(U, np.eye(8), keep, cov=A.T @ A / len(X))
+    layers = [Linear(V.T), ReLU(), Dropout(Bernoulli(keep)), Linear(U)]
+    est = network.dropout_penalty_mc(layers, X, Y, n_masks=4000, seed=3)
+    assert abs(est.zscore(closed)) < N_SE, (closed, est)
+
+
+@pytest.mark.parametrize("mode,masks", [("element", Bernoulli(0.5)), ("channel", Channel(0.5))])
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+def test_conv_last_layer_matches_conv_closed_form(mode, masks, padding):
+    rng = np.random.default_rng(4)
+    v, u = rng.normal(size=(3, 2, 3, 3)), rng.normal(size=(2, 3, 3, 3))
+    X = rng.normal(size=(10, 2, 5, 6))
+    Y = rng.normal(size=(10, 2, 5, 6))
+    layers = [Conv(v, padding), ReLU(), Dropout(masks), Conv(u, padding)]
+    est = network.dropout_penalty_mc(layers, X, Y, n_masks=3000, seed=5)
+    closed = conv.dropout_penalty(u, v, 0.5, (5, 6), padding, mode=mode, x=X, activation="relu")
+    assert abs(est.zscore(closed)) < N_SE, (closed, est)
+
+
+def test_middle_layer_dropout_matches_exact_enumeration():
+    """Dropout before a ReLU (no closed form): against the exact mean over all 2^w masks."""
+    rng = np.random.default_rng(6)
+    w, keep = 4, 0.7
+    W1, W2, W3 = rng.normal(size=(w, 3)), rng.normal(size=(w, w)), rng.normal(size=(2, w))
+    X, Y = rng.normal(size=(12, 3)), rng.normal(size=(12, 2))
+    layers = [Linear(W1), Dropout(Bernoulli(keep)), ReLU(), Linear(W2), ReLU(), Linear(W3)]
+
+    def f(r):
+        return np.maximum(np.maximum(X @ W1.T * r / keep, 0) @ W2.T, 0) @ W3.T
+
+    exact = 0.0
+    for r in itertools.product([0, 1], repeat=w):
+        r = np.array(r, dtype=float)
+        prob = np.prod(np.where(r == 1, keep, 1 - keep))
+        exact += prob * np.mean(np.sum((Y - f(r)) ** 2, axis=1))
+    exact -= np.mean(np.sum((Y - f(np.full(w, keep))) ** 2, axis=1))
+    est = network.dropout_penalty_mc(layers, X, Y, n_masks=20_000, seed=7)
+    assert abs(est.zscore(exact)) < N_SE, (exact, est)
+
+
+def test_dropblock_network_runs_and_is_reproducible():
+    rng = np.random.default_rng(8)
+    v, u = rng.normal(size=(2, 1, 3, 3)), rng.normal(size=(1, 2, 3, 3))
+    X, Y = rng.normal(size=(4, 1, 8, 8)), rng.normal(size=(4, 1, 8, 8))
+    layers = [Conv(v), Dropout(DropBlock(0.8, 3)), Conv(u)]
+    a = network.dropout_penalty_mc(layers, X, Y, n_masks=500, seed=9)
+    b = network.dropout_penalty_mc(layers, X, Y, n_masks=500, seed=9)
+    assert a == b and a.mean > 0 and a.stderr > 0
+
+
+def test_forward_without_masks_is_the_plain_network():
+    rng = np.random.default_rng(10)
+    W1, W2 = rng.normal(size=(5, 3)), rng.normal(size=(2, 5))
+    X = rng.normal(size=(7, 3))
+    out = network.forward([Linear(W1), ReLU(), Dropout(Bernoulli(0.5)), Linear(W2)], X)
+    np.testing.assert_allclose(out, np.maximum(X @ W1.T, 0) @ W2.T)
+    draws = network.forward([Linear(W1), Dropout(Bernoulli(0.5))], X, seed=0, n_draws=3)
+    assert draws.shape == (3, 7, 5)
+
+
+def test_bad_inputs():
+    X, Y = np.ones((3, 2)), np.ones((3, 1))
+    with pytest.raises(ValueError, match="no Dropout"):
+        network.dropout_penalty_mc([Linear(np.ones((1, 2)))], X, Y)
+    with pytest.raises(TypeError, match=r"layers\[1\]"):
+        network.dropout_penalty_mc([Linear(np.ones((1, 2))), "relu"], X, Y)
+    with pytest.raises(ValueError, match="output shape"):
+        network.dropout_penalty_mc([Dropout(Bernoulli(0.5)), Linear(np.ones((2, 2)))], X, Y)
+    with pytest.raises(ValueError, match="same number of samples"):
+        network.dropout_penalty_mc([Dropout(Bernoulli(0.5)), Linear(np.ones((1, 2)))], X, Y[:2])
+    with pytest.raises(ValueError, match="input features"):
+        network.dropout_penalty_mc([Dropout(Bernoulli(0.5)), Linear(np.ones((1, 5)))], X, Y)
+    with pytest.raises(TypeError, match="layers"):
+        network.dropout_penalty_mc(Linear(np.ones((1, 2))), X, Y)
