@@ -8,12 +8,34 @@ independently of the closed forms in :mod:`regtheory.fc`, so each checks the
 other.
 
 * FC dropout: squared nuclear norm, :func:`solve_fc` (THEORY (2)–(3)).
+* Conv dropout (circular, white input): squared nuclear norm of the lifted
+  kernel, :func:`conv_induced_regularizer` and :func:`solve_conv` (THEORY (7));
+  channel dropout as its ridge relaxation.
 
 Every solve checks the solver status and raises :class:`SolverFailedError`
 unless it is ``optimal``.
 """
 
+from ._conv import (
+    ConvRegularizerResult,
+    ConvSolution,
+    conv_induced_regularizer,
+    lifted_operator,
+    solve_conv,
+)
 from ._fc import fc_objective, solve_fc
-from ._solver import CLARABEL_OPTIONS, ImpliedResult, SolverFailedError
+from ._solver import CLARABEL_OPTIONS, CLARABEL_SDP_OPTIONS, ImpliedResult, SolverFailedError
 
-__all__ = ["CLARABEL_OPTIONS", "ImpliedResult", "SolverFailedError", "fc_objective", "solve_fc"]
+__all__ = [
+    "CLARABEL_OPTIONS",
+    "CLARABEL_SDP_OPTIONS",
+    "ConvRegularizerResult",
+    "ConvSolution",
+    "ImpliedResult",
+    "SolverFailedError",
+    "conv_induced_regularizer",
+    "fc_objective",
+    "lifted_operator",
+    "solve_conv",
+    "solve_fc",
+]

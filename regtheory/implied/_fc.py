@@ -91,7 +91,7 @@ def _solve_fc_sdp(T, lam, width, cov, solver, options):
             + np.sum((T @ sqrtm_psd(cov, inverse=True)) ** 2)
         )
     problem = cp.Problem(cp.Minimize(fit + (lam / width) * cp.square(cp.normNuc(Mc))))
-    name = solve(problem, solver, options)
+    name = solve(problem, solver, options, sdp=True)
     Mval = np.asarray(M.value)
     s = np.linalg.svd(Mval if cov is None else Mval @ sqrtm_psd(cov), compute_uv=False)
     rank = int(np.sum(s > 1e-6 * max(s[0], 1e-300)))
@@ -164,7 +164,7 @@ def solve_fc(
         the whitened target (one SVD + a cvxpy problem in min(n, w) scalars),
         exact with the rank constraint; scales to n = 1000.
     solver : str, optional
-        cvxpy solver name (default Clarabel with tolerances 1e-12).
+        cvxpy solver name (default Clarabel, tolerances 1e-12, 1e-9 for "sdp").
     solver_options : dict, optional
         Keyword arguments for ``problem.solve`` (replace the defaults above).
 

@@ -1,0 +1,394 @@
+r"""Implied problems of dropout on a two-layer linear conv net (THEORY.md §3).
+
+The net :math:`x \mapsto u \ast (m \circ (v \ast x))` with C hidden channels,
+circular padding and kernels of K taps computes the convolution with the
+end-to-end kernel :math:`w = \sum_c u_c \star v_c = \mathcal A(Z)`,
+:math:`Z = \sum_c u_c v_c^\top` (the *lifted kernel*), where
+:math:`\mathcal A` sums Z over the pairs of taps whose offsets add up (folded
+modulo the image when the end-to-end kernel is wider than it). With white
+input, elementwise dropout costs :math:`\lambda n \sum_c \|u_c\|^2\|v_c\|^2`
+(formula (5), n pixels), and its minimum over all C-channel factorizations of
+w is
+
+.. math::
+
+    \Theta_{conv}(w) = \frac{\lambda n}{C}\,
+        \min\{\|Z\|_*^2 : \mathcal A(Z) = w\}                              \quad (7)
+
+a convex problem in the K×K lifted variable: its size does not grow with the
+image. Channel dropout (SpatialDropout) costs :math:`\lambda n \sum_c \|u_c\star v_c\|^2`,
+whose convex relaxation is the ridge :math:`(\lambda n/C)\|w\|^2` (exact when w/C
+is itself a composition of two K-tap kernels).
+
+Multi-channel input and output are handled by stacking: Z has rows
+(out-channel, tap of u) and columns (in-channel, tap of v).
+
+References
+----------
+[1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
+[2] S. Gunasekar et al., Implicit Bias of Gradient Descent on Linear
+    Convolutional Networks, NeurIPS 2018 (the ℓ₁ of the DFT for full-width kernels).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+
+from .. import fc
+from .._validation import check_array, check_int
+from ..masks import dropout_lambda
+from ._solver import solve
+
+__all__ = [
+    "ConvRegularizerResult",
+    "ConvSolution",
+    "conv_induced_regularizer",
+    "lifted_operator",
+    "solve_conv",
+]
+
+
+@dataclass(frozen=True)
+class ConvRegularizerResult:
+    """The induced regularizer (7) of one end-to-end kernel, with its minimiser.
+
+    Attributes
+    ----------
+    value : float
+        Θ_conv(w).
+    Z : ndarray (C_out·K, C_in·K)
+        Minimising lifted kernel.
+    u, v : ndarrays
+        A factorization with C channels attaining the value, equalized over
+        channels: ``u`` (C_out, C, kh, kw), ``v`` (C, C_in, kh, kw) (1-D: no kh axis).
+    status, solve_time, solver
+        As in :class:`regtheory.implied.ImpliedResult`.
+    """
+
+    value: float
+    Z: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    status: str
+    solve_time: float
+    solver: str
+
+
+@dataclass(frozen=True)
+class ConvSolution:
+    """Solution of the conv implied problem :func:`solve_conv`.
+
+    Attributes
+    ----------
+    w : ndarray (C_out, C_in, 2kh−1, 2kw−1) (1-D: no height axis)
+        End-to-end kernel (folded modulo the image where it is wider than it).
+    Z : ndarray or None
+        Lifted kernel (``mode="element"``), else None.
+    objective : float
+        Mean squared error on the data plus the regularizer.
+    regularizer : float
+        The regularizer's value at the solution.
+    status, solve_time, solver
+        As in :class:`regtheory.implied.ImpliedResult`.
+    """
+
+    w: np.ndarray
+    Z: np.ndarray | None
+    objective: float
+    regularizer: float
+    status: str
+    solve_time: float
+    solver: str
+
+
+def _axis_index(k: int, n: int) -> np.ndarray:
+    """Where each end-to-end offset s = a + b (0 ≤ s ≤ 2k − 2) lands along one axis."""
+    s = np.arange(2 * k - 1)
+    return s if 2 * k - 1 <= n else (s - (k - 1)) % n
+
+
+def _axis_length(k: int, n: int) -> int:
+    return min(2 * k - 1, n)
+
+
+def _axis_displacement(k: int, n: int) -> np.ndarray:
+    """Pixel displacement of each entry of the (folded) end-to-end kernel along one axis."""
+    idx = np.arange(_axis_length(k, n))
+    return idx - (k - 1) if 2 * k - 1 <= n else idx
+
+
+def lifted_operator(
+    kernel_size, image_shape, in_channels: int = 1, out_channels: int = 1
+) -> np.ndarray:
+    r"""The matrix of :math:`\mathcal A`: ``vec(w) = A @ vec(Z)`` (row-major vecs).
+
+    Z has rows (out-channel o, tap a of u) and columns (in-channel i, tap b of v);
+    its entry lands in w[o, i, a + b] (per axis), folded modulo the image along an
+    axis where the end-to-end kernel (2k − 1 taps) is wider than the image.
+
+    Returns
+    -------
+    ndarray (C_out·C_in·Lh·Lw, C_out·K·C_in·K), entries 0/1
+    """
+    (kh, kw), (H, W) = kernel_size, image_shape
+    ih, iw = _axis_index(kh, H), _axis_index(kw, W)
+    Lh, Lw = _axis_length(kh, H), _axis_length(kw, W)
+    K = kh * kw
+    o, a1, a2, i, b1, b2 = np.meshgrid(
+        np.arange(out_channels),
+        np.arange(kh),
+        np.arange(kw),
+        np.arange(in_channels),
+        np.arange(kh),
+        np.arange(kw),
+        indexing="ij",
+    )
+    row = ((o * in_channels + i) * Lh + ih[a1 + b1]) * Lw + iw[a2 + b2]
+    col = (o * K + a1 * kw + a2) * (in_channels * K) + i * K + b1 * kw + b2
+    A = np.zeros((out_channels * in_channels * Lh * Lw, out_channels * K * in_channels * K))
+    np.add.at(A, (row.ravel(), col.ravel()), 1.0)
+    return A
+
+
+def _check_image_shape(image_shape, n_spatial: int) -> tuple[int, int]:
+    if isinstance(image_shape, (int, np.integer)):
+        image_shape = (int(image_shape),)
+    shape = tuple(image_shape)
+    if len(shape) != n_spatial:
+        raise ValueError(
+            f"`image_shape` must have {n_spatial} entr{'y' if n_spatial == 1 else 'ies'} "
+            f"for this kernel, got {shape}"
+        )
+    shape = tuple(check_int(s, "image_shape") for s in shape)
+    return (1, shape[0]) if n_spatial == 1 else shape
+
+
+def _check_end_to_end(w, image_shape):
+    """w as (C_out, C_in, 2kh−1, 2kw−1), the per-axis k, the (H, W), and whether 1-D."""
+    w = check_array(w, "w", ndim=(1, 2, 3, 4))
+    one_d = w.ndim in (1, 3)
+    w4 = w[None, None] if w.ndim <= 2 else w
+    if one_d:
+        w4 = w4[:, :, None, :]
+    lengths = w4.shape[2:]
+    if any(L % 2 == 0 for L in lengths):
+        raise ValueError(
+            "`w` must have odd length 2K − 1 along each spatial axis (a composition of two "
+            f"K-tap kernels), got shape {w.shape}"
+        )
+    k = tuple((L + 1) // 2 for L in lengths)
+    H, W = _check_image_shape(image_shape, 1 if one_d else 2)
+    if k[0] > H or k[1] > W:
+        raise ValueError(f"the K-tap kernels ({k}) must fit the image {image_shape}")
+    return w4, k, (H, W), one_d
+
+
+def _fold(w4: np.ndarray, k, hw) -> np.ndarray:
+    """Fold an end-to-end kernel modulo the image (identity when it fits)."""
+    ih, iw = _axis_index(k[0], hw[0]), _axis_index(k[1], hw[1])
+    out = np.zeros(w4.shape[:2] + (_axis_length(k[0], hw[0]), _axis_length(k[1], hw[1])))
+    np.add.at(out, (slice(None), slice(None), ih[:, None], iw[None, :]), w4)
+    return out
+
+
+def _factor(Z: np.ndarray, channels: int, k, c_out: int, c_in: int, one_d: bool):
+    """An equalized C-channel factorization Z = Σ_c u_c v_cᵀ (fc.equalize on the SVD)."""
+    A, s, Bt = np.linalg.svd(Z, full_matrices=False)
+    rank = int(np.sum(s > 1e-7 * max(s[0], 1e-300)))
+    if rank > channels:
+        raise ValueError(
+            f"the optimal lifted kernel has rank {rank} > `channels` = {channels}: with so few "
+            "channels (7) is only a lower bound (the theory needs channels >= K)"
+        )
+    U0 = np.zeros((Z.shape[0], channels))
+    V0 = np.zeros((Z.shape[1], channels))
+    U0[:, :rank] = A[:, :rank] * np.sqrt(s[:rank])
+    V0[:, :rank] = Bt[:rank].T * np.sqrt(s[:rank])
+    U, V = fc.equalize(U0, V0)
+    kh, kw = k
+    u = U.T.reshape(channels, c_out, kh, kw).transpose(1, 0, 2, 3)
+    v = V.T.reshape(channels, c_in, kh, kw)
+    if one_d:
+        u, v = u[:, :, 0], v[:, :, 0]
+    return u, v
+
+
+def conv_induced_regularizer(
+    w, keep: float, channels: int, image_shape, solver: str | None = None
+) -> ConvRegularizerResult:
+    r"""Induced regularizer of elementwise dropout on a two-layer linear conv net, formula (7).
+
+    .. math::
+
+        \Theta_{conv}(w) = \min_{\sum_c u_c \star v_c = w} \lambda n \sum_{c=1}^{C}\|u_c\|^2\|v_c\|^2
+            = \frac{\lambda n}{C}\,\min\{\|Z\|_*^2 : \mathcal A(Z) = w\}
+
+    (circular padding, white input, n = H·W pixels, C ≥ rank of the minimiser).
+    For full-size kernels (K = n) it equals :math:`(\lambda/(nC))\|\hat w\|_1^2`,
+    ŵ the unnormalised DFT of the (folded) kernel.
+
+    Parameters
+    ----------
+    w : array
+        End-to-end kernel: (2K−1,) for 1-D, (2K−1, 2K−1) for 2-D single channel;
+        (C_out, C_in, 2K−1) or (C_out, C_in, 2Kh−1, 2Kw−1) for several channels.
+    keep : float
+        Retain probability in (0, 1].
+    channels : int
+        Hidden channels C.
+    image_shape : int or tuple
+        (L,) / L for 1-D, (H, W) for 2-D; the K-tap kernels must fit.
+    solver : str, optional
+        cvxpy solver (default Clarabel, tolerances 1e-9).
+
+    Returns
+    -------
+    ConvRegularizerResult
+    """
+    lam = dropout_lambda(keep)
+    channels = check_int(channels, "channels")
+    w4, k, hw, one_d = _check_end_to_end(w, image_shape)
+    c_out, c_in = w4.shape[:2]
+    start = time.perf_counter()
+    A = lifted_operator(k, hw, c_in, c_out)
+    K = k[0] * k[1]
+    Z = cp.Variable((c_out * K, c_in * K))
+    problem = cp.Problem(
+        cp.Minimize(cp.normNuc(Z)), [A @ cp.vec(Z, order="C") == _fold(w4, k, hw).ravel()]
+    )
+    name = solve(problem, solver, sdp=True)
+    elapsed = time.perf_counter() - start
+    Zv = np.asarray(Z.value)
+    u, v = _factor(Zv, channels, k, c_out, c_in, one_d)
+    nuc = np.linalg.svd(Zv, compute_uv=False).sum()
+    return ConvRegularizerResult(
+        value=float(lam * hw[0] * hw[1] / channels * nuc**2),
+        Z=Zv,
+        u=u,
+        v=v,
+        status=cp.OPTIMAL,
+        solve_time=elapsed,
+        solver=name,
+    )
+
+
+def _shift_features(X: np.ndarray, k, hw) -> np.ndarray:
+    """F[n, i, t, p]: input channel i shifted by the displacement of kernel entry t."""
+    dh, dw = _axis_displacement(k[0], hw[0]), _axis_displacement(k[1], hw[1])
+    # circular cross-correlation: y[p] = Σ_d w[d] x[p + d]  ->  x rolled by −d
+    feats = [np.roll(X, shift=(-a, -b), axis=(2, 3)) for a in dh for b in dw]
+    return np.stack(feats, axis=2).reshape(X.shape[0], X.shape[1], len(dh) * len(dw), -1)
+
+
+_MODES = ("element", "channel")
+
+
+def solve_conv(
+    X,
+    Y,
+    keep: float,
+    channels: int,
+    kernel_size: int,
+    mode: str = "element",
+    solver: str | None = None,
+) -> ConvSolution:
+    r"""Learn a circular conv map from data under the implied regularizer of conv dropout.
+
+    .. math::
+
+        \min_{Z}\ \frac1N\sum_n \|y_n - \mathcal A(Z) \ast x_n\|^2
+            + \frac{\lambda n}{C}\|Z\|_*^2         \qquad (\text{mode="element"})
+
+        \min_{w}\ \frac1N\sum_n \|y_n - w \ast x_n\|^2 + \frac{\lambda n}{C}\|w\|^2
+            \qquad (\text{mode="channel"}, \text{the ridge relaxation})
+
+    The data enter only through the Gram matrix of the shifted inputs (computed
+    once), so the cvxpy problem has the size of the lifted kernel, not the image.
+    The regularizers are exact for white input (:math:`\mathbb E xx^\top = I`);
+    for other inputs this is the problem with the white-input regularizer.
+
+    Parameters
+    ----------
+    X : array (N, C_in, H, W) or (N, C_in, L)
+    Y : array (N, C_out, H, W) or (N, C_out, L)
+    keep : float
+    channels : int
+        Hidden channels C of the factored net.
+    kernel_size : int
+        Taps K per axis of each of the two kernels (odd).
+    mode : {"element", "channel"}
+    solver : str, optional
+
+    Returns
+    -------
+    ConvSolution
+    """
+    lam = dropout_lambda(keep)
+    channels = check_int(channels, "channels")
+    kernel_size = check_int(kernel_size, "kernel_size")
+    if kernel_size % 2 == 0:
+        raise ValueError(f"`kernel_size` must be odd, got {kernel_size}")
+    if mode not in _MODES:
+        raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
+    X = check_array(X, "X", ndim=(3, 4))
+    Y = check_array(Y, "Y", ndim=X.ndim)
+    if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
+        raise ValueError(
+            f"`Y` must have the samples and spatial shape of `X` {X.shape}, got {Y.shape}"
+        )
+    one_d = X.ndim == 3
+    if one_d:
+        X, Y = X[:, :, None], Y[:, :, None]
+    hw = X.shape[2:]
+    k = (1 if one_d else kernel_size, kernel_size)
+    if k[0] > hw[0] or k[1] > hw[1]:
+        raise ValueError(f"`kernel_size` {kernel_size} must fit the image {hw}")
+    N, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
+    start = time.perf_counter()
+    F = _shift_features(X, k, hw)  # (N, C_in, T, P)
+    T = F.shape[2]
+    Fm = F.transpose(0, 3, 1, 2).reshape(N * F.shape[3], c_in * T)
+    Ym = Y.transpose(0, 2, 3, 1).reshape(N * F.shape[3], c_out)
+    G = Fm.T @ Fm / N
+    B = Fm.T @ Ym / N
+    yy = float(np.sum(Ym * Ym) / N)
+    evals, evecs = np.linalg.eigh(G)
+    R = (evecs * np.sqrt(np.clip(evals, 0, None))).T  # RᵀR = G
+    n_pix = hw[0] * hw[1]
+    if mode == "element":
+        K = k[0] * k[1]
+        Z = cp.Variable((c_out * K, c_in * K))
+        wvec = lifted_operator(k, hw, c_in, c_out) @ cp.vec(Z, order="C")
+        Wm = cp.reshape(wvec, (c_out, c_in * T), order="C").T
+        reg = lam * n_pix / channels * cp.square(cp.normNuc(Z))
+    else:
+        Z = None
+        Wm = cp.Variable((c_in * T, c_out))
+        reg = lam * n_pix / channels * cp.sum_squares(Wm)
+    fit = cp.sum_squares(R @ Wm) - 2 * cp.sum(cp.multiply(B, Wm)) + yy
+    problem = cp.Problem(cp.Minimize(fit + reg))
+    name = solve(problem, solver, sdp=True)
+    elapsed = time.perf_counter() - start
+    Wv = np.asarray(Wm.value)
+    shape = (c_out, c_in, _axis_length(k[0], hw[0]), _axis_length(k[1], hw[1]))
+    w = Wv.T.reshape(shape)
+    if mode == "element":
+        Zv = np.asarray(Z.value)
+        reg_value = lam * n_pix / channels * np.linalg.svd(Zv, compute_uv=False).sum() ** 2
+    else:
+        Zv = None
+        reg_value = lam * n_pix / channels * float(np.sum(Wv**2))
+    fit_value = float(np.sum((R @ Wv) ** 2) - 2 * np.sum(B * Wv) + yy)
+    return ConvSolution(
+        w=w[:, :, 0] if one_d else w,
+        Z=Zv,
+        objective=fit_value + reg_value,
+        regularizer=float(reg_value),
+        status=cp.OPTIMAL,
+        solve_time=elapsed,
+        solver=name,
+    )

@@ -1,0 +1,217 @@
+"""The conv implied problems (THEORY (7)) against non-convex search, the DFT, Monte Carlo,
+dense conv matrices and numpy least squares."""
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+from regtheory import conv, implied
+from regtheory.masks import dropout_lambda
+
+N_SE = 4
+
+
+def fold_1d(w, n):
+    """Circular end-to-end kernel of length n, entry d = displacement mod n."""
+    K = (len(w) + 1) // 2
+    out = np.zeros(n)
+    np.add.at(out, (np.arange(len(w)) - (K - 1)) % n, w)
+    return out
+
+
+def factored_minimum(w, keep, channels, image_shape, starts, seed=0):
+    """min λn Σ_c ||u_c||²||v_c||² s.t. Σ_c u_c ⋆ v_c = w, by SLSQP over (u, v) from random starts.
+
+    The constraint is evaluated with numpy's full convolution, independently of the
+    package's lifted operator.
+    """
+    w = np.atleast_2d(w) if w.ndim == 1 else w
+    one_d = w.shape[0] == 1
+    kh, kw = (1 if one_d else (w.shape[0] + 1) // 2), (w.shape[1] + 1) // 2
+    K, C = kh * kw, channels
+    n = int(np.prod(image_shape))
+    lam = dropout_lambda(keep)
+    rng = np.random.default_rng(seed)
+
+    def split(z):
+        return z[: K * C].reshape(C, kh, kw), z[K * C :].reshape(C, kh, kw)
+
+    def full_conv2(a, b):
+        out = np.zeros((a.shape[0] + b.shape[0] - 1, a.shape[1] + b.shape[1] - 1))
+        for i in range(b.shape[0]):
+            for j in range(b.shape[1]):
+                out[i : i + a.shape[0], j : j + a.shape[1]] += a * b[i, j]
+        return out
+
+    def objective(z):
+        u, v = split(z)
+        nu, nv = (u**2).sum((1, 2)), (v**2).sum((1, 2))
+        grad = np.concatenate(
+            [(2 * u * nv[:, None, None]).ravel(), (2 * v * nu[:, None, None]).ravel()]
+        )
+        return lam * n * nu @ nv, lam * n * grad
+
+    def constraint(z):
+        u, v = split(z)
+        return (sum(full_conv2(u[c], v[c]) for c in range(C)) - w).ravel()
+
+    def jacobian(z):
+        # bilinear: d(u_c ⋆ v_c)/du_c[a] is v_c placed at offset a (and symmetrically)
+        u, v = split(z)
+        Ju, Jv = np.zeros((w.size, C, kh, kw)), np.zeros((w.size, C, kh, kw))
+        for c in range(C):
+            for a in range(kh):
+                for b in range(kw):
+                    block = np.zeros((2 * kh - 1, 2 * kw - 1))
+                    block[a : a + kh, b : b + kw] = v[c]
+                    Ju[:, c, a, b] = block.ravel()
+                    block = np.zeros((2 * kh - 1, 2 * kw - 1))
+                    block[a : a + kh, b : b + kw] = u[c]
+                    Jv[:, c, a, b] = block.ravel()
+        return np.concatenate([Ju.reshape(w.size, -1), Jv.reshape(w.size, -1)], axis=1)
+
+    best = np.inf
+    for _ in range(starts):
+        res = optimize.minimize(
+            objective,
+            rng.normal(size=2 * K * C),
+            jac=True,
+            method="SLSQP",
+            constraints=[{"type": "eq", "fun": constraint, "jac": jacobian}],
+            options={"maxiter": 3000, "ftol": 1e-12},
+        )
+        if np.abs(constraint(res.x)).max() < 1e-7:
+            best = min(best, res.fun)
+    return best
+
+
+@pytest.mark.parametrize(
+    "shape,image,channels,starts",
+    [((5,), 8, 3, 5), ((7,), 9, 4, 5), ((5, 5), (6, 6), 9, 3)],
+)
+def test_value_equals_nonconvex_minimum_of_factored_penalty(shape, image, channels, starts):
+    rng = np.random.default_rng(sum(shape))
+    w = rng.normal(size=shape)
+    res = implied.conv_induced_regularizer(w, 0.5, channels, image)
+    found = factored_minimum(
+        w, 0.5, channels, image if isinstance(image, tuple) else (image,), starts
+    )
+    assert found >= res.value * (1 - 1e-7)  # (7) is a lower bound ...
+    assert found == pytest.approx(res.value, rel=1e-6)  # ... and it is attained
+
+
+@pytest.mark.parametrize("n,keep", [(5, 0.5), (7, 0.8)])
+def test_full_size_1d_is_l1_of_dft(n, keep):
+    w = np.random.default_rng(n).normal(size=2 * n - 1)
+    res = implied.conv_induced_regularizer(w, keep, channels=n, image_shape=n)
+    expected = dropout_lambda(keep) / (n * n) * np.abs(np.fft.fft(fold_1d(w, n))).sum() ** 2
+    assert res.value == pytest.approx(expected, rel=1e-7)
+
+
+def test_full_size_2d_is_l1_of_dft():
+    n, C, keep = 3, 9, 0.5
+    w = np.random.default_rng(0).normal(size=(5, 5))
+    folded = np.zeros((n, n))
+    idx = (np.arange(5) - 2) % n
+    np.add.at(folded, (idx[:, None], idx[None, :]), w)
+    res = implied.conv_induced_regularizer(w, keep, C, (n, n))
+    expected = dropout_lambda(keep) / (n * n * C) * np.abs(np.fft.fft2(folded)).sum() ** 2
+    assert res.value == pytest.approx(expected, rel=1e-7)
+
+
+@pytest.mark.parametrize("shape,image,channels", [((5,), (8,), 3), ((5, 5), (6, 7), 9)])
+def test_attained_factorization(shape, image, channels):
+    """The returned (u, v): right end-to-end map, penalty = value (closed form and MC), equalized."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=shape)
+    res = implied.conv_induced_regularizer(w, 0.6, channels, image)
+    # end-to-end operator from dense matrices equals the convolution with w
+    composed = conv.conv_matrix(res.u, image, "circular") @ conv.conv_matrix(
+        res.v, image, "circular"
+    )
+    direct = conv.conv_matrix(
+        w.reshape((1, 1) + w.shape) if w.ndim == 2 else w.reshape(1, 1, -1), image, "circular"
+    )
+    np.testing.assert_allclose(composed, direct, atol=1e-7)
+    closed = conv.dropout_penalty(res.u, res.v, 0.6, image, "circular")
+    assert closed == pytest.approx(res.value, rel=1e-7)
+    est = conv.dropout_penalty_mc(res.u, res.v, 0.6, image, "circular", n_masks=20_000, seed=4)
+    assert abs(est.zscore(res.value)) < N_SE, (res.value, est)
+    prods = np.sqrt(
+        (res.u**2).sum(axis=tuple(i for i in range(res.u.ndim) if i != 1))
+        * (res.v**2).sum(axis=tuple(range(1, res.v.ndim)))
+    )
+    np.testing.assert_allclose(prods, prods.mean(), rtol=1e-6)
+
+
+def teacher_task(rng, N=150, H=6, k_teacher=5, noise=0.1):
+    X = rng.normal(size=(N, 1, H, H))
+    teacher = 0.3 * rng.normal(size=(1, 1, k_teacher, k_teacher))
+    Y = conv.conv2d(X, teacher, "circular") + noise * rng.normal(size=X.shape)
+    return X, Y
+
+
+def data_fit(X, Y, w):
+    return np.mean(np.sum((Y - conv.conv2d(X, w, "circular")) ** 2, axis=(1, 2, 3)))
+
+
+def test_solve_conv_element_objective_and_regularizer_independently():
+    rng = np.random.default_rng(5)
+    X, Y = teacher_task(rng)
+    sol = implied.solve_conv(X, Y, keep=0.5, channels=9, kernel_size=3)
+    assert sol.w.shape == (1, 1, 5, 5)
+    reg = implied.conv_induced_regularizer(sol.w[0, 0], 0.5, 9, (6, 6)).value
+    assert sol.regularizer == pytest.approx(reg, rel=1e-6)
+    assert sol.objective == pytest.approx(data_fit(X, Y, sol.w) + reg, rel=1e-6)
+    # optimality: random perturbations of w do not improve the objective
+    for _ in range(5):
+        w2 = sol.w[0, 0] + 1e-2 * rng.normal(size=(5, 5))
+        other = (
+            data_fit(X, Y, w2[None, None])
+            + implied.conv_induced_regularizer(w2, 0.5, 9, (6, 6)).value
+        )
+        assert other >= sol.objective - 1e-7
+
+
+def test_solve_conv_channel_is_ridge():
+    rng = np.random.default_rng(6)
+    X, Y = teacher_task(rng)
+    C, keep, n = 4, 0.7, 36
+    sol = implied.solve_conv(X, Y, keep=keep, channels=C, kernel_size=3, mode="channel")
+    # ridge by numpy: features = input convolved with each unit kernel (via conv2d)
+    feats = []
+    for t in range(25):
+        e = np.zeros((1, 1, 5, 5))
+        e.flat[t] = 1.0
+        feats.append(conv.conv2d(X, e, "circular").reshape(len(X), -1))
+    F = np.stack(feats, axis=2).reshape(-1, 25)
+    mu = dropout_lambda(keep) * n / C
+    w_ridge = np.linalg.solve(F.T @ F / len(X) + mu * np.eye(25), F.T @ Y.reshape(-1) / len(X))
+    np.testing.assert_allclose(sol.w.ravel(), w_ridge, atol=1e-7)
+
+
+def test_solve_conv_keep_one_is_least_squares_1d():
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(80, 1, 9))
+    teacher = rng.normal(size=(1, 1, 5))
+    Y = conv.conv2d(X, teacher, "circular")
+    sol = implied.solve_conv(X, Y, keep=1.0, channels=3, kernel_size=3)
+    np.testing.assert_allclose(sol.w, teacher, atol=1e-6)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="odd length"):
+        implied.conv_induced_regularizer(np.ones(4), 0.5, 3, 8)
+    with pytest.raises(ValueError, match="fit the image"):
+        implied.conv_induced_regularizer(np.ones(9), 0.5, 3, 3)
+    with pytest.raises(ValueError, match="image_shape"):
+        implied.conv_induced_regularizer(np.ones((3, 3)), 0.5, 3, 8)
+    with pytest.raises(ValueError, match="rank .* > `channels`"):
+        implied.conv_induced_regularizer(np.random.default_rng(0).normal(size=5), 0.5, 1, 8)
+    X = np.ones((4, 1, 6, 6))
+    with pytest.raises(ValueError, match="kernel_size"):
+        implied.solve_conv(X, X, 0.5, 3, kernel_size=4)
+    with pytest.raises(ValueError, match="mode"):
+        implied.solve_conv(X, X, 0.5, 3, kernel_size=3, mode="block")
+    with pytest.raises(ValueError, match="`Y`"):
+        implied.solve_conv(X, np.ones((3, 1, 6, 6)), 0.5, 3, kernel_size=3)
