@@ -4,8 +4,11 @@ Modules, in the one direction data flows (nothing imports a module below it):
 
 ``masks``       mask distributions (Bernoulli, channel, ...), λ = (1 − keep)/keep
 ``montecarlo``  generic Monte Carlo engine and the :class:`Estimate` result
+``conv``        convolution as a matrix (§2), tap counts, conv penalties (5)/(6)
+                in closed form and by Monte Carlo for every mask type
 ``fc``          fully connected layers: penalty (1), induced regularizer (2),
                 equalization, global optimum (3), Monte Carlo penalty
+``network``     Monte Carlo penalty of small sequential nets (no closed form)
 ``implied``     the implied regularized problems, solved with cvxpy
 ``training``    networks trained with real sampled dropout masks (NumPy)
 ``data``        synthetic tasks: exactly white inputs, linear teachers
@@ -18,7 +21,7 @@ Conventions (THEORY.md): ``keep`` is the retain probability (PyTorch's ``p`` is
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, fc, implied, masks, montecarlo, training
+from . import conv, data, fc, implied, masks, montecarlo, network, training
 from .masks import dropout_lambda
 from .montecarlo import Estimate
 
@@ -30,11 +33,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "dropout_lambda",
     "Estimate",
+    "conv",
     "data",
     "fc",
     "implied",
     "masks",
     "montecarlo",
+    "network",
     "training",
     "__version__",
 ]
