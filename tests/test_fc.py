@@ -287,3 +287,103 @@ def test_bad_inputs_name_the_argument():
         fc.global_optimum(I2, 0.5, 2.5)
     with pytest.raises(TypeError, match="`seed`"):
         fc.dropout_penalty_mc(I2, I2, 0.5, np.ones((5, 2)), n_masks=10, seed="a")
+
+
+# ----------------------------------------------------------------------------- structured masks (4)
+
+
+def test_structured_penalty_matches_exact_expectation_over_a_discrete_mask_law():
+    """(4) against E over an explicit finite mask distribution (correlated entries)."""
+    rng = np.random.default_rng(12)
+    U, V, X = rng.normal(size=(3, 4)), rng.normal(size=(5, 4)), rng.normal(size=(50, 5))
+    masks = rng.random((6, 4)) * 2
+    masks /= masks.mean(axis=0)  # E m = 1 under the uniform law on the 6 masks
+    mask_cov = (masks - 1).T @ (masks - 1) / 6
+    H = X @ V
+    exact = np.mean([np.mean(np.sum(((H * (m - 1)) @ U.T) ** 2, axis=1)) for m in masks])
+    assert fc.structured_penalty(U, V, mask_cov, cov=X.T @ X / 50) == pytest.approx(
+        exact, rel=1e-10
+    )
+    lam = dropout_lambda(0.3)
+    assert fc.structured_penalty(U, V, lam * np.eye(4)) == pytest.approx(
+        fc.dropout_penalty(U, V, 0.3)
+    )
+
+
+@pytest.mark.parametrize("block_size,isotropic", [(2, True), (3, False), (6, True)])
+def test_block_penalty_matches_monte_carlo_and_formula_4(block_size, isotropic):
+    rng = np.random.default_rng(block_size)
+    U, V = rng.normal(size=(3, 6)), rng.normal(size=(4, 6))
+    X = rng.normal(size=(300, 4))
+    X, cov = (whiten(X), None) if isotropic else (X @ rng.normal(size=(4, 4)), None)
+    cov = None if isotropic else X.T @ X / 300
+    keep = 0.6
+    closed = fc.block_dropout_penalty(U, V, keep, block_size, cov)
+    est = fc.dropout_penalty_mc(U, V, keep, X, n_masks=50_000, seed=1, block_size=block_size)
+    assert abs(est.zscore(closed)) < N_SE, (closed, est)
+    G = 6 // block_size
+    mask_cov = dropout_lambda(keep) * np.kron(np.eye(G), np.ones((block_size, block_size)))
+    assert fc.structured_penalty(U, V, mask_cov, cov) == pytest.approx(closed, rel=1e-12)
+    assert fc.block_dropout_penalty(U, V, keep, 1, cov) == pytest.approx(
+        fc.dropout_penalty(U, V, keep, cov), rel=1e-12
+    )
+
+
+def test_spectral_k_support_norm_limits_and_cvxpy():
+    import cvxpy as cp
+
+    from regtheory.implied import k_support_norm_sq
+
+    rng = np.random.default_rng(3)
+    M = rng.normal(size=(5, 7)) * np.array([5, 3, 1, 1, 0.5, 0.2, 0.1])
+    s = np.linalg.svd(M, compute_uv=False)
+    assert fc.spectral_k_support_norm(M, 1) == pytest.approx(s.sum())
+    assert fc.spectral_k_support_norm(M, 5) == pytest.approx(np.sqrt(np.sum(s**2)))
+    for k in (2, 3, 4):
+        x = cp.Variable(s.size)
+        term, cons = k_support_norm_sq(x, k)
+        problem = cp.Problem(cp.Minimize(term), [*cons, x == s])
+        problem.solve(solver="CLARABEL")
+        assert fc.spectral_k_support_norm(M, k) ** 2 == pytest.approx(problem.value, rel=1e-6)
+
+
+def block_factorization_minimum(M, keep, width, k, starts, seed=0):
+    """min of the block penalty over width-w factorizations (rank M = w), by BFGS over G."""
+    A, s, Bt = np.linalg.svd(M, full_matrices=False)
+    U0, V0 = A[:, :width] * s[:width], Bt[:width].T
+    rng = np.random.default_rng(seed)
+
+    def penalty(g):
+        G = g.reshape(width, width)
+        try:
+            Ginv_t = np.linalg.inv(G).T
+        except np.linalg.LinAlgError:
+            return np.inf
+        return fc.block_dropout_penalty(U0 @ G, V0 @ Ginv_t, keep, k)
+
+    best = np.inf
+    for _ in range(starts):
+        g0 = np.eye(width) + 0.5 * rng.normal(size=(width, width))
+        res = optimize.minimize(penalty, g0.ravel(), method="BFGS", options={"gtol": 1e-10})
+        best = min(best, res.fun)
+    return best
+
+
+def test_block_bound_is_attained_with_three_blocks():
+    M = np.random.default_rng(11).normal(size=(6, 6))
+    bound = fc.block_induced_regularizer(M, 0.5, 6, 2)
+    found = block_factorization_minimum(M, 0.5, 6, 2, starts=6)
+    assert found >= bound * (1 - 1e-9)
+    assert found == pytest.approx(bound, rel=1e-6)
+
+
+def test_block_bound_is_strict_with_two_unpairable_blocks():
+    """w = 4, k = 2: singular values (4, 3, 2, 0.5) pair into sums 4.5 and 5 -- not equal,
+    so the bound is not attainable (docstring of block_induced_regularizer)."""
+    rng = np.random.default_rng(0)
+    Q1, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    Q2, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    M = Q1 @ np.diag([4.0, 3.0, 2.0, 0.5]) @ Q2.T
+    bound = fc.block_induced_regularizer(M, 0.5, 4, 2)
+    found = block_factorization_minimum(M, 0.5, 4, 2, starts=10)
+    assert found > bound * 1.001

@@ -8,6 +8,8 @@ independently of the closed forms in :mod:`regtheory.fc`, so each checks the
 other.
 
 * FC dropout: squared nuclear norm, :func:`solve_fc` (THEORY (2)–(3)).
+* Block dropout on an FC layer: squared spectral k-support norm,
+  :func:`solve_fc_block` (Pal et al., CVPR 2020).
 * Conv dropout (circular, white input): squared nuclear norm of the lifted
   kernel, :func:`conv_induced_regularizer` and :func:`solve_conv` (THEORY (7));
   channel dropout as its ridge relaxation.
@@ -16,6 +18,7 @@ Every solve checks the solver status and raises :class:`SolverFailedError`
 unless it is ``optimal``.
 """
 
+from ._blocks import k_support_norm_sq, solve_fc_block
 from ._conv import (
     ConvRegularizerResult,
     ConvSolution,
@@ -35,7 +38,9 @@ __all__ = [
     "SolverFailedError",
     "conv_induced_regularizer",
     "fc_objective",
+    "k_support_norm_sq",
     "lifted_operator",
     "solve_conv",
     "solve_fc",
+    "solve_fc_block",
 ]
