@@ -6,6 +6,7 @@ import pytest
 from scipy import optimize
 
 from regtheory import conv, implied
+from regtheory.data import white_inputs
 from regtheory.masks import dropout_lambda
 
 N_SE = 4
@@ -215,3 +216,44 @@ def test_bad_inputs():
         implied.solve_conv(X, X, 0.5, 3, kernel_size=3, mode="block")
     with pytest.raises(ValueError, match="`Y`"):
         implied.solve_conv(X, np.ones((3, 1, 6, 6)), 0.5, 3, kernel_size=3)
+
+
+# ----------------------------------------------------------------------------- exact factored problem
+
+
+def white_task(rng, n=10, N=40, k_teacher=5, padding="circular"):
+    X = white_inputs(N, n, rng).reshape(N, 1, n)
+    Y = conv.conv2d(X, rng.normal(size=(1, 1, k_teacher)), padding) + 0.1 * rng.normal(size=X.shape)
+    return X, Y
+
+
+def test_factored_circular_element_reaches_the_convex_optimum():
+    """Non-convex L-BFGS over (u, v) meets the convex lifted solve (C >= K, white data)."""
+    X, Y = white_task(np.random.default_rng(0))
+    exact = implied.solve_conv_factored(X, Y, 0.5, 3, 3, padding="circular", starts=3, seed=1)
+    convex = implied.solve_conv(X, Y, 0.5, 3, 3)
+    assert exact.objective == pytest.approx(convex.objective, rel=1e-6)
+
+
+def test_factored_channel_is_above_its_ridge_relaxation():
+    X, Y = white_task(np.random.default_rng(1))
+    exact = implied.solve_conv_factored(
+        X, Y, 0.5, 3, 3, padding="circular", mode="channel", starts=3
+    )
+    ridge = implied.solve_conv(X, Y, 0.5, 3, 3, mode="channel")
+    assert exact.objective >= ridge.objective * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+@pytest.mark.parametrize("mode", ["element", "channel"])
+def test_factored_objective_parts_match_independent_formulas(padding, mode):
+    """Its penalty equals conv.dropout_penalty on the data; its fit equals conv2d's."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(8, 2, 5, 5))
+    Y = rng.normal(size=(8, 1, 5, 5))
+    sol = implied.solve_conv_factored(X, Y, 0.6, 2, 3, padding=padding, mode=mode, starts=1)
+    pen = conv.dropout_penalty(sol.u, sol.v, 0.6, (5, 5), padding, mode=mode, x=X)
+    assert sol.penalty == pytest.approx(pen, rel=1e-9)
+    pred = conv.conv2d(conv.conv2d(X, sol.v, padding), sol.u, padding)
+    fit = np.mean(np.sum((Y - pred) ** 2, axis=(1, 2, 3)))
+    assert sol.objective == pytest.approx(fit + pen, rel=1e-9)

@@ -13,6 +13,8 @@ other.
 * Conv dropout (circular, white input): squared nuclear norm of the lifted
   kernel, :func:`conv_induced_regularizer` and :func:`solve_conv` (THEORY (7));
   channel dropout as its ridge relaxation.
+* The exact, non-convex objective of the factored conv net (zero padding
+  included), minimised numerically: :func:`solve_conv_factored`.
 
 Every solve checks the solver status and raises :class:`SolverFailedError`
 unless it is ``optimal``.
@@ -26,6 +28,7 @@ from ._conv import (
     lifted_operator,
     solve_conv,
 )
+from ._conv_factored import FactoredConvSolution, solve_conv_factored
 from ._fc import fc_objective, solve_fc
 from ._solver import CLARABEL_OPTIONS, CLARABEL_SDP_OPTIONS, ImpliedResult, SolverFailedError
 
@@ -34,6 +37,7 @@ __all__ = [
     "CLARABEL_SDP_OPTIONS",
     "ConvRegularizerResult",
     "ConvSolution",
+    "FactoredConvSolution",
     "ImpliedResult",
     "SolverFailedError",
     "conv_induced_regularizer",
@@ -41,6 +45,7 @@ __all__ = [
     "k_support_norm_sq",
     "lifted_operator",
     "solve_conv",
+    "solve_conv_factored",
     "solve_fc",
     "solve_fc_block",
 ]

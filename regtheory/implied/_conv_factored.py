@@ -1,0 +1,181 @@
+r"""The exact (non-convex) dropout objective of the factored conv net, minimised numerically.
+
+With zero padding the kernels are truncated at the border, so formula (5) weighs
+each hidden position by how much of u fits in the image, and the neat lifted
+problem (7) is only a relaxation (THEORY §3). Here the true expected dropout
+objective of the two-layer linear conv net,
+
+.. math::
+
+    J(u, v) = \frac1N\sum_n \|y_n - UVx_n\|^2 + \text{penalty (5) or (6)},
+
+with U, V the conv matrices of u, v (:func:`regtheory.conv.conv_matrix`) and the
+penalty on the data's second moment, is minimised with L-BFGS from several
+random starts. The matrices are dense, so this is for the small images of the
+comparisons (up to a few thousand pixels·channels).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize
+
+from .._validation import as_generator, check_array, check_int
+from ..conv import conv_matrix
+from ..masks import dropout_lambda
+
+__all__ = ["FactoredConvSolution", "solve_conv_factored"]
+
+
+@dataclass(frozen=True)
+class FactoredConvSolution:
+    """Best local minimum of the factored conv dropout objective over several starts.
+
+    Attributes
+    ----------
+    u, v : ndarrays
+        Kernels, (C_out, C, k, k) and (C, C_in, k, k) (1-D: no height axis).
+    objective : float
+        J(u, v) at the best start: mean squared error plus the dropout penalty.
+    penalty : float
+        The dropout penalty part of ``objective``.
+    start_objectives : ndarray
+        J at the end of every start (how rugged the landscape is).
+    solve_time : float
+    """
+
+    u: np.ndarray
+    v: np.ndarray
+    objective: float
+    penalty: float
+    start_objectives: np.ndarray
+    solve_time: float
+
+
+def _tap_labels(shape, image_shape, padding) -> np.ndarray:
+    """Conv matrix whose entries are the (1-based) index of the tap there, 0 for none."""
+    labels = np.arange(1, int(np.prod(shape)) + 1, dtype=float).reshape(shape)
+    return np.rint(conv_matrix(labels, image_shape, padding)).astype(np.intp)
+
+
+def solve_conv_factored(
+    X,
+    Y,
+    keep: float,
+    channels: int,
+    kernel_size: int,
+    padding: str = "zeros",
+    mode: str = "element",
+    starts: int = 5,
+    seed=0,
+    init_scale: float = 0.5,
+) -> FactoredConvSolution:
+    r"""Minimise the exact expected dropout objective of the factored linear conv net.
+
+    .. math::
+
+        J(u, v) = \operatorname{tr}(UVCV^\top U^\top) - 2\operatorname{tr}(UVT^\top)
+                  + \overline{\|y\|^2}
+                  + \begin{cases}
+                      \lambda \sum_j \|U[:,j]\|^2 (VCV^\top)_{jj} & \text{element (5)}\\
+                      \lambda \sum_c \operatorname{tr}(U_cV_cCV_c^\top U_c^\top) & \text{channel (6)}
+                    \end{cases}
+
+    C = XᵀX/N, T = YᵀX/N on the flattened images. L-BFGS with exact gradients
+    (the adjoint of ``conv_matrix`` is a sum over the entries holding each tap).
+
+    Parameters
+    ----------
+    X, Y : arrays (N, C_in, H, W), (N, C_out, H, W) (or 1-D signals (N, C, L))
+    keep : float
+    channels : int
+        Hidden channels C.
+    kernel_size : int
+        Odd taps per axis of both kernels.
+    padding : {"zeros", "circular"}
+    mode : {"element", "channel"}
+    starts : int
+        Random initialisations (i.i.d. N(0, init_scale²) kernel entries).
+    seed : int or numpy.random.Generator
+
+    Returns
+    -------
+    FactoredConvSolution
+    """
+    lam = dropout_lambda(keep)
+    channels = check_int(channels, "channels")
+    kernel_size = check_int(kernel_size, "kernel_size")
+    starts = check_int(starts, "starts")
+    if mode not in ("element", "channel"):
+        raise ValueError(f"`mode` must be 'element' or 'channel', got {mode!r}")
+    X = check_array(X, "X", ndim=(3, 4))
+    Y = check_array(Y, "Y", ndim=X.ndim)
+    if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
+        raise ValueError(
+            f"`Y` must have the samples and spatial shape of `X` {X.shape}, got {Y.shape}"
+        )
+    rng = as_generator(seed)
+    image = X.shape[2:]
+    N, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
+    k = (kernel_size,) * len(image)
+    u_shape, v_shape = (c_out, channels, *k), (channels, c_in, *k)
+    lab_u = _tap_labels(u_shape, image, padding)  # validates padding, kernel vs image
+    lab_v = _tap_labels(v_shape, image, padding)
+    n_u, n_v = int(np.prod(u_shape)), int(np.prod(v_shape))
+    Xf, Yf = X.reshape(N, -1), Y.reshape(N, -1)
+    Cx, T, yy = Xf.T @ Xf / N, Yf.T @ Xf / N, float(np.sum(Yf * Yf) / N)
+    n_pix = int(np.prod(image))
+
+    def objective(z):
+        U = np.concatenate([[0.0], z[:n_u]])[lab_u]
+        V = np.concatenate([[0.0], z[n_u:]])[lab_v]
+        VC = V @ Cx
+        UV = U @ V
+        fit = np.sum((UV @ Cx) * UV) - 2 * np.sum(UV * T) + yy
+        gU = 2 * (UV @ Cx - T) @ V.T
+        gV = 2 * U.T @ (UV @ Cx - T)
+        if mode == "element":
+            a = np.sum(U * U, axis=0)
+            b = np.sum(VC * V, axis=1)
+            pen = lam * a @ b
+            gU += 2 * lam * U * b
+            gV += 2 * lam * a[:, None] * VC
+        else:
+            Ub = U.reshape(U.shape[0], channels, n_pix)
+            Vb = V.reshape(channels, n_pix, -1)
+            UVb = np.einsum("ocp,cpi->coi", Ub, Vb)  # U_c V_c
+            UVC = np.einsum("coi,ij->coj", UVb, Cx)
+            pen = lam * np.sum(UVC * UVb)
+            gU += 2 * lam * np.einsum("coi,cpi->ocp", UVC, Vb).reshape(U.shape)
+            gV += 2 * lam * np.einsum("ocp,coj->cpj", Ub, UVC).reshape(V.shape)
+        gu = np.bincount(lab_u.ravel(), weights=gU.ravel(), minlength=n_u + 1)[1:]
+        gv = np.bincount(lab_v.ravel(), weights=gV.ravel(), minlength=n_v + 1)[1:]
+        return fit + pen, np.concatenate([gu, gv]), pen
+
+    start = time.perf_counter()
+    results = []
+    for _ in range(starts):
+        z0 = init_scale * rng.standard_normal(n_u + n_v)
+        res = optimize.minimize(
+            lambda z: objective(z)[:2],
+            z0,
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 20_000, "gtol": 1e-10, "ftol": 1e-14},
+        )
+        results.append(res)
+    best = min(results, key=lambda r: r.fun)
+    value, _, pen = objective(best.x)
+    u = best.x[:n_u].reshape(u_shape)
+    v = best.x[n_u:].reshape(v_shape)
+    return FactoredConvSolution(
+        u=u,
+        v=v,
+        objective=float(value),
+        penalty=float(pen),
+        start_objectives=np.array([r.fun for r in results]),
+        solve_time=time.perf_counter() - start,
+    )
