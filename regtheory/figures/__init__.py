@@ -5,6 +5,9 @@ computes, draws and saves one (PNG, PDF and JSON data with version and seed).
 """
 
 from . import fc_figures  # noqa: F401  (registers its figures)
+
+# isort: split
+from . import conv_figures  # noqa: F401
 from ._registry import REGISTRY, FigureSpec, compute, register, render
 
 __all__ = ["REGISTRY", "FigureSpec", "compute", "register", "render"]
