@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import as_generator, check_array, check_int
+from .conv import conv2d
 
 __all__ = ["LinearTask", "linear_teacher", "white_inputs"]
 
@@ -76,3 +77,68 @@ def linear_teacher(
     teacher = (A * s) @ B.T
     Y = X @ teacher.T + noise * rng.standard_normal((n, d_out))
     return LinearTask(X=X, Y=Y, teacher=teacher, T=Y.T @ X / n)
+
+
+@dataclass(frozen=True)
+class ConvTask:
+    """A 1-D circular convolution task y = w₀ ⋆ x + noise, with a held-out test set.
+
+    Attributes
+    ----------
+    X, Y : (N, 1, n) training signals and targets.
+    X_test, Y_test : (N_test, 1, n) test signals and targets (same law).
+    teacher : (1, 1, 2K−1) the end-to-end kernel that made Y (PyTorch layout).
+    inputs : "white" or "natural".
+    """
+
+    X: np.ndarray
+    Y: np.ndarray
+    X_test: np.ndarray
+    Y_test: np.ndarray
+    teacher: np.ndarray
+    inputs: str
+
+
+def _signals(N: int, n: int, inputs: str, rng) -> np.ndarray:
+    if inputs == "white":
+        return white_inputs(N, n, rng)
+    # "natural": a 1/f power spectrum (amplitude f^{-1/2}, floor at f = 1), unit variance per
+    # pixel -- the second-order statistics of natural images along a line.
+    f = np.abs(np.fft.fftfreq(n) * n)
+    amplitude = 1.0 / np.sqrt(np.maximum(f, 1.0))
+    X = np.fft.ifft(np.fft.fft(rng.standard_normal((N, n)), axis=1) * amplitude, axis=1).real
+    return X / np.sqrt(np.mean(amplitude**2))
+
+
+def conv_task(
+    n: int,
+    teacher,
+    n_train: int,
+    n_test: int,
+    noise: float,
+    seed,
+    inputs: str = "white",
+) -> ConvTask:
+    """Signals of length ``n``, targets ``teacher ⋆ x`` (circular) plus Gaussian noise.
+
+    ``inputs="white"`` makes the training signals exactly white (XᵀX/N = I, needs
+    n_train ≥ n), the setting where the conv implied problem (7) is exact;
+    ``"natural"`` draws signals with a 1/f power spectrum.
+    """
+    n = check_int(n, "n")
+    teacher = check_array(teacher, "teacher", ndim=1)
+    if teacher.size % 2 == 0 or teacher.size > 2 * n - 1:
+        raise ValueError(
+            f"`teacher` must have odd length at most 2n − 1 = {2 * n - 1}, got {teacher.size}"
+        )
+    if inputs not in ("white", "natural"):
+        raise ValueError(f"`inputs` must be 'white' or 'natural', got {inputs!r}")
+    if not (noise >= 0):
+        raise ValueError(f"`noise` must be non-negative, got {noise!r}")
+    rng = as_generator(seed)
+    w = teacher.reshape(1, 1, -1)
+    X = _signals(check_int(n_train, "n_train"), n, inputs, rng)[:, None, :]
+    X_test = _signals(check_int(n_test, "n_test"), n, inputs, rng)[:, None, :]
+    Y = conv2d(X, w, "circular") + noise * rng.standard_normal(X.shape)
+    Y_test = conv2d(X_test, w, "circular") + noise * rng.standard_normal(X_test.shape)
+    return ConvTask(X=X, Y=Y, X_test=X_test, Y_test=Y_test, teacher=w, inputs=inputs)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from regtheory.data import linear_teacher, white_inputs
+from regtheory.data import conv_task, linear_teacher, white_inputs
 
 
 def test_white_inputs_have_identity_second_moment():
@@ -23,3 +23,24 @@ def test_bad_arguments():
         linear_teacher(10, [1, 2, 3], d_in=2, d_out=4, noise=0.1, seed=0)
     with pytest.raises(ValueError, match="noise"):
         linear_teacher(10, [1], d_in=2, d_out=2, noise=-1.0, seed=0)
+
+
+def test_conv_task_white_and_natural():
+    teacher = np.array([0.2, -0.5, 1.0, 0.3, 0.1])
+    task = conv_task(16, teacher, n_train=64, n_test=32, noise=0.0, seed=0)
+    X = task.X[:, 0]
+    np.testing.assert_allclose(X.T @ X / 64, np.eye(16), atol=1e-12)
+    # noise-free targets are the circular correlation with the teacher, by explicit rolls
+    expected = sum(t * np.roll(X, -(i - 2), axis=1) for i, t in enumerate(teacher))
+    np.testing.assert_allclose(task.Y[:, 0], expected, atol=1e-12)
+    nat = conv_task(64, teacher, n_train=4000, n_test=10, noise=0.1, seed=1, inputs="natural")
+    power = np.mean(np.abs(np.fft.fft(nat.X[:, 0], axis=1)) ** 2, axis=0)
+    assert power[1] > 5 * power[20]  # 1/f: low frequencies dominate
+    assert np.mean(nat.X**2) == pytest.approx(1.0, rel=0.05)
+
+
+def test_conv_task_bad_arguments():
+    with pytest.raises(ValueError, match="teacher"):
+        conv_task(4, np.ones(9), 10, 10, 0.1, seed=0)
+    with pytest.raises(ValueError, match="inputs"):
+        conv_task(8, np.ones(3), 10, 10, 0.1, seed=0, inputs="pink")
