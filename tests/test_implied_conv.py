@@ -257,3 +257,28 @@ def test_factored_objective_parts_match_independent_formulas(padding, mode):
     pred = conv.conv2d(conv.conv2d(X, sol.v, padding), sol.u, padding)
     fit = np.mean(np.sum((Y - pred) ** 2, axis=(1, 2, 3)))
     assert sol.objective == pytest.approx(fit + pen, rel=1e-9)
+
+
+@pytest.mark.parametrize("kernel_size", [7, 9])
+def test_solve_conv_folded_kernel_matches_factored_operator(kernel_size):
+    """2K − 1 > n: the folded, centred kernel gives the same operator as the factored optimum."""
+    rng = np.random.default_rng(kernel_size)
+    n = 9
+    X = white_inputs(60, n, rng).reshape(60, 1, n)
+    Y = conv.conv2d(X, rng.normal(size=(1, 1, 5)), "circular") + 0.3 * rng.normal(size=X.shape)
+    convex = implied.solve_conv(X, Y, 0.5, kernel_size, kernel_size)
+    exact = implied.solve_conv_factored(
+        X, Y, 0.5, kernel_size, kernel_size, padding="circular", starts=2
+    )
+    assert convex.w.shape == (1, 1, n)
+    assert exact.objective == pytest.approx(convex.objective, rel=1e-6)
+    M_exact = conv.conv_matrix(exact.u, (n,), "circular") @ conv.conv_matrix(
+        exact.v, (n,), "circular"
+    )
+    np.testing.assert_allclose(conv.conv_matrix(convex.w, (n,), "circular"), M_exact, atol=1e-4)
+
+
+def test_solve_conv_refuses_even_folded_kernels():
+    X = np.random.default_rng(0).normal(size=(20, 1, 8))
+    with pytest.raises(ValueError, match="even image side"):
+        implied.solve_conv(X, X, 0.5, 3, kernel_size=5)

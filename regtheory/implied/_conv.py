@@ -85,7 +85,9 @@ class ConvSolution:
     Attributes
     ----------
     w : ndarray (C_out, C_in, 2kh−1, 2kw−1) (1-D: no height axis)
-        End-to-end kernel (folded modulo the image where it is wider than it).
+        End-to-end kernel in the layout of :func:`regtheory.conv.conv2d`; along an
+        axis where 2k − 1 exceeds the (odd) image side n it is folded modulo n
+        into n centred taps.
     Z : ndarray or None
         Lifted kernel (``mode="element"``), else None.
     objective : float
@@ -347,6 +349,12 @@ def solve_conv(
     k = (1 if one_d else kernel_size, kernel_size)
     if k[0] > hw[0] or k[1] > hw[1]:
         raise ValueError(f"`kernel_size` {kernel_size} must fit the image {hw}")
+    if any(2 * kk - 1 > n and n % 2 == 0 for kk, n in zip(k, hw)):
+        raise ValueError(
+            f"`kernel_size` {kernel_size}: the end-to-end kernel (2K - 1 taps) is wider than an "
+            f"even image side {hw}, so it folds into an even-length kernel that a same-size "
+            "convolution cannot represent; use an odd image side or a smaller kernel"
+        )
     N, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
     start = time.perf_counter()
     F = _shift_features(X, k, hw)  # (N, C_in, T, P)
@@ -375,7 +383,11 @@ def solve_conv(
     elapsed = time.perf_counter() - start
     Wv = np.asarray(Wm.value)
     shape = (c_out, c_in, _axis_length(k[0], hw[0]), _axis_length(k[1], hw[1]))
-    w = Wv.T.reshape(shape)
+    # Folded axes are indexed by displacement mod n; roll them to the centred layout that
+    # conv2d / conv_matrix read (index j <-> displacement j - (n - 1)/2).
+    w = np.roll(
+        Wv.T.reshape(shape), [(n - 1) // 2 * (2 * kk - 1 > n) for kk, n in zip(k, hw)], axis=(2, 3)
+    )
     if mode == "element":
         Zv = np.asarray(Z.value)
         reg_value = lam * n_pix / channels * np.linalg.svd(Zv, compute_uv=False).sum() ** 2
