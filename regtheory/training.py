@@ -1,6 +1,7 @@
-r"""Training a fully connected network with real dropout masks (THEORY.md §1).
+r"""Training networks with real dropout masks (THEORY.md §1 and §3).
 
-The network is the factored linear map with inverted dropout on its hidden layer,
+The fully connected network (§1) is the factored linear map with inverted dropout on
+its hidden layer,
 
 .. math:: f_r(x) = U \operatorname{diag}(r/\theta)\, V^\top x, \qquad
           U \in \mathbb{R}^{d_{out}\times w},\; V \in \mathbb{R}^{d_{in}\times w},\;
@@ -25,6 +26,15 @@ the sampled loss. The point of the module is the experiment of Cavazza et al.
 optimum :func:`regtheory.fc.global_optimum` and at an *equalized* factorization
 (every unit carrying the same product :math:`\|u_i\|\,\|C^{1/2}v_i\|`).
 
+The same experiment for the two-layer conv net of THEORY §3,
+:math:`g_m(x) = u \ast (m \circ a(v \ast x))`, is :func:`train_conv`: elementwise,
+channel (SpatialDropout) or DropBlock masks on the hidden feature map, and the
+recorded objective is the plain loss plus the conv penalty (5)/(6)
+(:func:`regtheory.conv.dropout_penalty`). With circular padding, white input and
+elementwise masks it ends at the solution of the implied problem (7)
+(:func:`regtheory.implied.solve_conv`), with every channel carrying the same
+product :math:`\|u_c\|\,\|v_c\|`.
+
 References
 ----------
 [1] N. Srivastava, G. Hinton, A. Krizhevsky, I. Sutskever, R. Salakhutdinov,
@@ -42,11 +52,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import fc
+from . import conv, fc
 from ._validation import as_generator, check_array, check_int, check_keep
+from .conv import (
+    _check_choice,
+    _check_padding,
+    _conv_cn,
+    _flipped_transpose,
+    _mask_distribution,
+    _pad_cn,
+)
+from .implied import lifted_operator
 from .masks import Bernoulli
 
-__all__ = ["FCTrainingResult", "train_fc"]
+__all__ = ["ConvTrainingResult", "FCTrainingResult", "train_conv", "train_fc"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -331,4 +350,432 @@ def _diverged(lr: float, step: int) -> str:
     return (
         f"dropout training diverged (non-finite loss or weights at step {step}): "
         f"`lr` = {lr!r} is too large for this data; reduce it"
+    )
+
+
+# ----------------------------------------------------------------------------- conv net (§3)
+
+
+@dataclass(frozen=True, eq=False)
+class ConvTrainingResult:
+    r"""Outcome of :func:`train_conv`: final kernels, a history, and the settings used.
+
+    Every array is read-only. Shapes are written for 2-D images; for 1-D signals
+    the height axis is absent (kernels ``(out, in, k)``).
+
+    Attributes
+    ----------
+    u : array (C_out, C, kh, kw)
+        Final kernel of the layer after the mask.
+    v : array (C, C_in, kh, kw)
+        Final kernel of the layer before the mask.
+    steps : int array (n_records,)
+        Number of gradient steps taken at each record; starts at 0 (the
+        initialisation) and ends at ``n_steps``.
+    loss : array (n_records,)
+        ``loss_kind == "expected"`` (elementwise and channel masks): the exact
+        expected dropout objective on the full training data,
+        :math:`\frac1N\sum_n\|y_n - g(x_n)\|^2` plus the penalty (5)/(6) of
+        :func:`regtheory.conv.dropout_penalty` with ``x = X`` (g the mask-free net).
+        ``loss_kind == "sampled"`` (DropBlock, no closed form): the mean of the
+        sampled minibatch losses of the steps since the previous record (each
+        at the weights before that step); at step 0, the first step's loss.
+    loss_kind : {"expected", "sampled"}
+    kernels : array (n_records, C_out, C_in, Lh, Lw)
+        Composed kernel :math:`w = \sum_c u_c \star v_c` at each record,
+        :math:`w[o, i, s] = \sum_c \sum_{a + b = s} u[o, c, a]\, v[c, i, b]` per axis
+        (:func:`regtheory.implied.lifted_operator` applied to the lifted kernel
+        :math:`Z = \sum_c u_c v_c^\top`), entry s at displacement s − (k − 1).
+        With circular padding it is folded modulo the image where 2k − 1 exceeds
+        it (L = min(2k − 1, n)), exactly the ``w`` of
+        :func:`regtheory.implied.solve_conv`; with zero padding it is unfolded
+        (L = 2k − 1) and is the net's kernel away from the border. For the linear
+        net it is the end-to-end kernel; with a ReLU it is only the composition
+        of the two kernels.
+    products : array (n_records, C)
+        Per-channel products :math:`\|u_c\|\,\|v_c\|` (``u[:, c]`` and ``v[c]``
+        over all their channels and taps). Equal across channels when equalized.
+    keep, channels, kernel_size, mode, block_size, padding, activation
+        The network and its masks (``kernel_size`` as a tuple, one entry per axis).
+    n_steps, lr, lr_decay, batch_size, init_scale, record_every
+        The settings of the run (``batch_size`` resolved to an int).
+    seed : int or None
+        The integer seed, or ``None`` when a Generator / SeedSequence was passed.
+    """
+
+    u: np.ndarray
+    v: np.ndarray
+    steps: np.ndarray
+    loss: np.ndarray
+    loss_kind: str
+    kernels: np.ndarray
+    products: np.ndarray
+    keep: float
+    channels: int
+    kernel_size: tuple[int, ...]
+    mode: str
+    block_size: int | None
+    padding: str
+    activation: str | None
+    n_steps: int
+    lr: float
+    lr_decay: float | None
+    batch_size: int
+    init_scale: float
+    record_every: int
+    seed: int | None
+
+    @property
+    def final_kernel(self) -> np.ndarray:
+        """Composed kernel :math:`\\sum_c u_c \\star v_c` of the final weights."""
+        return self.kernels[-1]
+
+
+_CONV_ACTIVATIONS = (None, "relu")
+
+
+def _im2col(x: np.ndarray, kh: int, kw: int, circular: bool) -> np.ndarray:
+    """cols[(c, a, b), (n, i, j)] = x̃[c, n, i + a − kh//2, j + b − kw//2] for x (C, N, H, W).
+
+    x̃ is x padded as in :func:`regtheory.conv.conv2d`, so ``w.reshape(C_out, -1) @ cols``
+    is the same-size cross-correlation and ``g.reshape(C_out, -1) @ cols.T`` the
+    gradient with respect to its weight.
+    """
+    C, N, H, W = x.shape
+    xp = _pad_cn(x, kh // 2, kw // 2, circular)
+    cols = np.empty((C, kh, kw, N, H, W))
+    for a in range(kh):
+        for b in range(kw):
+            cols[:, a, b] = xp[:, :, a : a + H, b : b + W]
+    return cols.reshape(C * kh * kw, N * H * W)
+
+
+def _conv_loss_and_grad(
+    u: np.ndarray,
+    v: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    masks: np.ndarray,
+    circular: bool,
+    relu: bool,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    r"""Sampled dropout loss of one minibatch of the conv net and its gradient, by hand.
+
+    Channel-first-then-batch layout (as ``regtheory.conv._conv_cn``): ``x``
+    (C_in, b, H, W), ``y`` (C_out, b, H, W), ``masks`` (C, b, H, W) already scaled
+    (one independent mask per sample), 4-D kernels ``u`` (C_out, C, kh, kw) and
+    ``v`` (C, C_in, kh, kw). With the pre-activation :math:`p = v \ast x`, the
+    masked hidden map :math:`z = m \circ a(p)` and the residual
+    :math:`e = u \ast z - y`,
+
+    .. math::
+
+        \ell = \frac1b \sum_n \|e_n\|^2, \qquad
+        \nabla_u \ell = \frac2b \sum_n e_n \star z_n, \qquad
+        \nabla_v \ell = \frac2b \sum_n \big(m \circ a'(p) \circ (u^\top \ast e)\big)_n \star x_n,
+
+    where :math:`u^\top \ast` is the adjoint of :math:`u \ast`: the cross-correlation
+    with the spatially flipped, channel-transposed kernel (exact for circular
+    padding, and for zero padding with odd "same" kernels, whose adjoint pads by
+    zeros too), and :math:`g \star x` (the weight gradient) correlates the output
+    gradient with the padded input (:func:`_im2col`).
+
+    Returns
+    -------
+    (loss, grad_u, grad_v)
+    """
+    C, b = masks.shape[:2]
+    c_out, _, kh, kw = u.shape
+    cols_x = _im2col(x, v.shape[2], v.shape[3], circular)
+    pre = (v.reshape(C, -1) @ cols_x).reshape(masks.shape)
+    z = (np.maximum(pre, 0.0) if relu else pre) * masks
+    cols_z = _im2col(z, kh, kw, circular)
+    err = u.reshape(c_out, -1) @ cols_z - y.reshape(c_out, -1)
+    loss = float(np.einsum("ij,ij->", err, err)) / b
+    g_out = (2.0 / b) * err
+    grad_u = (g_out @ cols_z.T).reshape(u.shape)
+    g_pre = _conv_cn(g_out.reshape(y.shape), _flipped_transpose(u), circular) * masks
+    if relu:
+        g_pre *= pre > 0.0
+    grad_v = (g_pre.reshape(C, -1) @ cols_x.T).reshape(v.shape)
+    return loss, grad_u, grad_v
+
+
+def _check_conv_kernel_size(kernel_size, spatial: tuple[int, ...]) -> tuple[int, ...]:
+    """kernel_size as a tuple with one odd entry per spatial axis that fits the image."""
+    n_spatial = len(spatial)
+    if isinstance(kernel_size, numbers.Integral) and not isinstance(kernel_size, bool):
+        kernel = (kernel_size,) * n_spatial
+    elif isinstance(kernel_size, (tuple, list)):
+        kernel = tuple(kernel_size)
+        if len(kernel) != n_spatial:
+            raise ValueError(
+                f"`kernel_size` must have {n_spatial} entr{'y' if n_spatial == 1 else 'ies'} "
+                f"(one per spatial axis of `X`), got {kernel_size!r}"
+            )
+    else:
+        raise TypeError(
+            f"`kernel_size` must be an int or a tuple of ints, got {type(kernel_size).__name__}"
+        )
+    kernel = tuple(check_int(k, "kernel_size") for k in kernel)
+    if any(k % 2 == 0 for k in kernel):
+        raise ValueError(
+            f"`kernel_size` must be odd (a same-size output needs a centre tap), got {kernel}"
+        )
+    if any(k > n for k, n in zip(kernel, spatial)):
+        raise ValueError(f"`kernel_size` {kernel} must fit the image {spatial}")
+    return kernel
+
+
+def train_conv(
+    X,
+    Y,
+    channels: int,
+    kernel_size,
+    keep: float,
+    steps: int,
+    lr: float,
+    seed,
+    mode: str = "element",
+    block_size: int | None = None,
+    padding: str = "circular",
+    activation: str | None = None,
+    batch_size: int | None = None,
+    init_scale: float = 0.1,
+    lr_decay: float | None = None,
+    record_every: int | None = None,
+) -> ConvTrainingResult:
+    r"""Train the two-layer conv net :math:`u \ast (m \circ a(v \ast x))` by SGD with real dropout.
+
+    The net of THEORY §3: ``v`` (C, C_in, k, k) maps the input to C hidden
+    channels, ``a`` is the identity or a ReLU, the inverted mask ``m`` drops
+    hidden units, and ``u`` (C_out, C, k, k) maps back; both layers are
+    same-size stride-1 cross-correlations without bias (:func:`regtheory.conv.conv2d`).
+    Each step draws a minibatch of ``batch_size`` distinct samples and one
+    independent mask per sample (:class:`~regtheory.masks.Bernoulli`,
+    :class:`~regtheory.masks.Channel` or :class:`~regtheory.masks.DropBlock` with
+    the ideal 1/keep scaling), and takes a gradient step on the sampled loss
+
+    .. math:: \ell_t = \frac1b \sum_{n \in B_t} \|y_n - u \ast (m_n \circ a(v \ast x_n))\|^2,
+              \qquad (u, v) \leftarrow (u, v) - \eta_t \nabla \ell_t,
+              \qquad \eta_t = \frac{\eta}{1 + t/\tau},
+
+    with hand-written, vectorised gradients (``_conv_loss_and_grad``). For
+    elementwise and channel masks :math:`\mathbb E\,\ell_t` is the plain loss plus
+    the penalty (5)/(6) (exact for any features, so with the ReLU too [2]), and
+    that objective is what is recorded; with circular padding, white input
+    (:math:`\frac1N\sum_n x_n x_n^\top = I` over the :math:`C_{in}HW` pixels) and a
+    linear net it is the problem whose minimum over factorizations is the
+    implied problem (7), :func:`regtheory.implied.solve_conv`. Both kernels start
+    with i.i.d. :math:`\mathcal N(0, \text{init\_scale}^2)` taps (zero is a
+    saddle point).
+
+    Parameters
+    ----------
+    X : array (N, C_in, H, W), or (N, C_in, L)
+        Input images (or 1-D signals).
+    Y : array (N, C_out, H, W), or (N, C_out, L)
+        Targets, same samples and spatial shape as ``X``.
+    channels : int
+        Hidden channels C.
+    kernel_size : int or tuple
+        Odd kernel size of both layers, k (square) or (kh, kw) ((k,) in 1-D); must
+        fit the image.
+    keep : float
+        Retain probability θ in (0, 1] (for DropBlock the expected kept fraction).
+    steps : int
+        Number of gradient steps, at least 1.
+    lr : float
+        Initial step size η > 0.
+    seed : int or numpy.random.Generator
+        Source of the initialisation, the minibatches and the masks; the same
+        seed gives the same result.
+    mode : {"element", "channel", "block"}
+        ``nn.Dropout``, ``nn.Dropout2d`` (SpatialDropout) or DropBlock on the
+        hidden map.
+    block_size : int, optional
+        DropBlock block side (``mode="block"`` only, required there).
+    padding : {"circular", "zeros"}
+        Padding of both layers.
+    activation : {None, "relu"}
+        Non-linearity on the hidden map, before the mask.
+    batch_size : int, optional
+        Samples per minibatch, in [1, N]; default N (full batch, masks still sampled).
+    init_scale : float
+        Standard deviation of the initial taps, > 0.
+    lr_decay : float, optional
+        Decay time τ > 0 of the step size, :math:`\eta_t = \eta/(1 + t/\tau)`;
+        ``None`` keeps it constant.
+    record_every : int, optional
+        Record the history every this many steps (plus the initial and final
+        state); default ``ceil(steps / 100)``.
+
+    Returns
+    -------
+    ConvTrainingResult
+
+    Raises
+    ------
+    FloatingPointError
+        If the loss or the weights become non-finite: ``lr`` is too large.
+
+    Examples
+    --------
+    No dropout (keep = 1) on exactly white signals recovers a 5-tap teacher:
+
+    >>> import numpy as np
+    >>> from regtheory.data import white_inputs
+    >>> X = white_inputs(32, 8, seed=0).reshape(32, 1, 8)
+    >>> teacher = np.array([[[0.5, -1.0, 2.0, 1.0, 0.25]]])
+    >>> Y = conv.conv2d(X, teacher, padding="circular")
+    >>> res = train_conv(X, Y, channels=3, kernel_size=3, keep=1.0, steps=2000, lr=0.02, seed=0)
+    >>> bool(np.allclose(res.final_kernel, teacher, atol=1e-3))
+    True
+
+    References
+    ----------
+    [1] Mianjy, Arora & Vidal, ICML 2018 (formula (1)). [2] Arora et al., ICML 2021
+    (penalties of non-linear features). [3] Tompson et al., CVPR 2015
+    (SpatialDropout). [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
+    """
+    X = check_array(X, "X", ndim=(3, 4))
+    Y = check_array(Y, "Y", ndim=X.ndim)
+    if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
+        raise ValueError(
+            f"`Y` must have the samples (axis 0) and spatial shape of `X` {X.shape}, got {Y.shape}"
+        )
+    n, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
+    map_shape = X.shape[2:]
+    spatial = map_shape if X.ndim == 4 else (1, map_shape[0])
+    channels = check_int(channels, "channels")
+    kernel = _check_conv_kernel_size(kernel_size, map_shape)
+    kh, kw = kernel if len(kernel) == 2 else (1, kernel[0])
+    keep = check_keep(keep)
+    steps = check_int(steps, "steps")
+    lr = _check_positive(lr, "lr")
+    mask_dist = _mask_distribution(mode, keep, block_size)
+    if mode == "block":
+        mask_dist.gamma(map_shape)  # raises early if the block does not fit the map
+    circular = _check_padding(padding)
+    _check_choice(activation, "activation", _CONV_ACTIVATIONS)
+    init_scale = _check_positive(init_scale, "init_scale")
+    if lr_decay is not None:
+        lr_decay = _check_positive(lr_decay, "lr_decay")
+    if batch_size is None:
+        batch_size = n
+    batch_size = check_int(batch_size, "batch_size")
+    if batch_size > n:
+        raise ValueError(f"`batch_size` must be in [1, N] = [1, {n}], got {batch_size}")
+    if record_every is None:
+        record_every = -(-steps // 100)
+    record_every = check_int(record_every, "record_every")
+    seed_record = int(seed) if isinstance(seed, numbers.Integral) else None
+    rng = as_generator(seed)
+
+    relu = activation == "relu"
+    exact_loss = mode != "block"
+    # channel-first-then-batch layout: a minibatch is a slice along axis 1
+    Xc = X.reshape(n, c_in, *spatial).transpose(1, 0, 2, 3)
+    Yc = Y.reshape(n, c_out, *spatial).transpose(1, 0, 2, 3)
+    hidden_shape = (channels, *map_shape)
+    u = init_scale * rng.standard_normal((c_out, channels, kh, kw))
+    v = init_scale * rng.standard_normal((channels, c_in, kh, kw))
+
+    # The composed kernel in the convention of implied.solve_conv: folded modulo the
+    # image for circular padding, unfolded (an image that holds 2k − 1 taps) for zeros.
+    # The operator A acts alike on every (out, in) channel pair, so its single-channel
+    # matrix is applied pair by pair (the multi-channel one grows with (C_out·C_in)²).
+    fold_shape = spatial if circular else (2 * kh - 1, 2 * kw - 1)
+    lift = lifted_operator((kh, kw), fold_shape).reshape(-1, kh * kw, kh * kw)
+    kernel_len = (min(2 * kh - 1, fold_shape[0]), min(2 * kw - 1, fold_shape[1]))
+
+    def public(w: np.ndarray) -> np.ndarray:
+        return w if X.ndim == 4 else w[:, :, 0]
+
+    def composed_kernel() -> np.ndarray:
+        # lifted kernel Z[o, a, i, b] = Σ_c u[o, c, a] v[c, i, b] (taps a, b flattened)
+        Z = np.einsum(
+            "oca,cib->oaib", u.reshape(c_out, channels, -1), v.reshape(channels, c_in, -1)
+        )
+        return public(np.einsum("xab,oaib->oix", lift, Z).reshape(c_out, c_in, *kernel_len))
+
+    rec_steps, rec_loss, rec_kernels, rec_products = [], [], [], []
+
+    def expected_objective() -> float:
+        h = _conv_cn(Xc, v, circular)
+        if relu:
+            h = np.maximum(h, 0.0)
+        err = _conv_cn(h, u, circular) - Yc
+        fit = float(np.einsum("onij,onij->", err, err)) / n
+        penalty = conv.dropout_penalty(
+            public(u), public(v), keep, map_shape, padding, mode, x=X, activation=activation
+        )
+        return fit + penalty
+
+    def record(t: int, sampled: float | None) -> None:
+        if not (np.all(np.isfinite(u)) and np.all(np.isfinite(v))):
+            raise FloatingPointError(_diverged(lr, t))
+        loss = expected_objective() if exact_loss else sampled
+        if not math.isfinite(loss):
+            raise FloatingPointError(_diverged(lr, t))
+        rec_steps.append(t)
+        rec_loss.append(loss)
+        rec_kernels.append(composed_kernel())
+        rec_products.append(
+            np.sqrt(np.einsum("ocab,ocab->c", u, u) * np.einsum("ciab,ciab->c", v, v))
+        )
+
+    if exact_loss:
+        record(0, None)
+    window_sum, window_len = 0.0, 0
+    # Overflow is expected when lr is too large; it is reported as one clear error below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(steps):
+            if batch_size == n:
+                xb, yb = Xc, Yc
+            else:
+                idx = rng.choice(n, size=batch_size, replace=False)
+                xb, yb = Xc[:, idx], Yc[:, idx]
+            masks = mask_dist.sample(hidden_shape, batch_size, rng)
+            masks = masks.reshape(batch_size, channels, *spatial).transpose(1, 0, 2, 3)
+            loss, grad_u, grad_v = _conv_loss_and_grad(u, v, xb, yb, masks, circular, relu)
+            if not math.isfinite(loss):
+                raise FloatingPointError(_diverged(lr, t))
+            if t == 0 and not exact_loss:
+                record(0, loss)
+            window_sum, window_len = window_sum + loss, window_len + 1
+            eta = lr if lr_decay is None else lr / (1.0 + t / lr_decay)
+            u = u - eta * grad_u
+            v = v - eta * grad_v
+            if (t + 1) % record_every == 0 or t + 1 == steps:
+                record(t + 1, window_sum / window_len)
+                window_sum, window_len = 0.0, 0
+
+    def frozen(a) -> np.ndarray:
+        a = np.array(a)
+        a.flags.writeable = False
+        return a
+
+    return ConvTrainingResult(
+        u=frozen(public(u)),
+        v=frozen(public(v)),
+        steps=frozen(np.asarray(rec_steps, dtype=np.int64)),
+        loss=frozen(rec_loss),
+        loss_kind="expected" if exact_loss else "sampled",
+        kernels=frozen(rec_kernels),
+        products=frozen(rec_products),
+        keep=keep,
+        channels=channels,
+        kernel_size=kernel,
+        mode=mode,
+        block_size=mask_dist.block_size if mode == "block" else None,
+        padding=padding,
+        activation=activation,
+        n_steps=steps,
+        lr=lr,
+        lr_decay=lr_decay,
+        batch_size=batch_size,
+        init_scale=init_scale,
+        record_every=record_every,
+        seed=seed_record,
     )
