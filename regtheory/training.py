@@ -385,13 +385,16 @@ class ConvTrainingResult:
         Composed kernel :math:`w = \sum_c u_c \star v_c` at each record,
         :math:`w[o, i, s] = \sum_c \sum_{a + b = s} u[o, c, a]\, v[c, i, b]` per axis
         (:func:`regtheory.implied.lifted_operator` applied to the lifted kernel
-        :math:`Z = \sum_c u_c v_c^\top`), entry s at displacement s − (k − 1).
-        With circular padding it is folded modulo the image where 2k − 1 exceeds
-        it (L = min(2k − 1, n)), exactly the ``w`` of
-        :func:`regtheory.implied.solve_conv`; with zero padding it is unfolded
-        (L = 2k − 1) and is the net's kernel away from the border. For the linear
-        net it is the end-to-end kernel; with a ReLU it is only the composition
-        of the two kernels.
+        :math:`Z = \sum_c u_c v_c^\top`), in the centred layout of
+        :func:`regtheory.conv.conv2d`: entry s at displacement s − (k − 1). With
+        circular padding, along an axis where 2k − 1 exceeds the image side n it
+        is folded modulo n into n taps, entry j at displacement j − ⌊(n − 1)/2⌋
+        (mod n) — for odd n conv2d's centred layout and exactly the ``w`` of
+        :func:`regtheory.implied.solve_conv` (which refuses even folded sides), so
+        ``conv2d(x, w, "circular")`` is the linear net. With zero padding it is
+        unfolded (2k − 1 taps) and is the net's kernel away from the border. For
+        the linear net it is the end-to-end kernel; with a ReLU it is only the
+        composition of the two kernels.
     products : array (n_records, C)
         Per-channel products :math:`\|u_c\|\,\|v_c\|` (``u[:, c]`` and ``v[c]``
         over all their channels and taps). Equal across channels when equalized.
@@ -681,13 +684,16 @@ def train_conv(
     u = init_scale * rng.standard_normal((c_out, channels, kh, kw))
     v = init_scale * rng.standard_normal((channels, c_in, kh, kw))
 
-    # The composed kernel in the convention of implied.solve_conv: folded modulo the
-    # image for circular padding, unfolded (an image that holds 2k − 1 taps) for zeros.
-    # The operator A acts alike on every (out, in) channel pair, so its single-channel
-    # matrix is applied pair by pair (the multi-channel one grows with (C_out·C_in)²).
+    # The composed kernel in the layout of conv2d and implied.solve_conv: for circular
+    # padding folded modulo the image along an axis where 2k − 1 taps exceed it, then
+    # rolled from displacement-mod-n indexing (lifted_operator's) to centred taps;
+    # unfolded for zero padding (an image that holds 2k − 1 taps). The operator A acts
+    # alike on every (out, in) channel pair, so its single-channel matrix is applied
+    # pair by pair (the multi-channel one grows with (C_out·C_in)²).
     fold_shape = spatial if circular else (2 * kh - 1, 2 * kw - 1)
     lift = lifted_operator((kh, kw), fold_shape).reshape(-1, kh * kw, kh * kw)
     kernel_len = (min(2 * kh - 1, fold_shape[0]), min(2 * kw - 1, fold_shape[1]))
+    centre = [(m - 1) // 2 * (2 * k - 1 > m) for k, m in zip((kh, kw), fold_shape)]
 
     def public(w: np.ndarray) -> np.ndarray:
         return w if X.ndim == 4 else w[:, :, 0]
@@ -697,7 +703,8 @@ def train_conv(
         Z = np.einsum(
             "oca,cib->oaib", u.reshape(c_out, channels, -1), v.reshape(channels, c_in, -1)
         )
-        return public(np.einsum("xab,oaib->oix", lift, Z).reshape(c_out, c_in, *kernel_len))
+        w = np.einsum("xab,oaib->oix", lift, Z).reshape(c_out, c_in, *kernel_len)
+        return public(np.roll(w, centre, axis=(2, 3)))
 
     rec_steps, rec_loss, rec_kernels, rec_products = [], [], [], []
 
