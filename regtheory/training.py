@@ -63,7 +63,7 @@ from .conv import (
     _pad_cn,
 )
 from .implied import lifted_operator
-from .masks import Bernoulli
+from .masks import Bernoulli, Channel
 
 __all__ = ["ConvTrainingResult", "FCTrainingResult", "train_conv", "train_fc"]
 
@@ -96,6 +96,8 @@ class FCTrainingResult:
         The settings of the run (``batch_size`` resolved to an int).
     seed : int or None
         The integer seed, or ``None`` when a Generator / SeedSequence was passed.
+    block_size : int
+        Hidden units dropped together (1: ordinary dropout).
     """
 
     U: np.ndarray
@@ -113,6 +115,7 @@ class FCTrainingResult:
     init_scale: float
     record_every: int
     seed: int | None
+    block_size: int = 1
 
     @property
     def final_map(self) -> np.ndarray:
@@ -165,12 +168,19 @@ def _loss_and_grad(
 
 
 def _expected_objective(
-    U: np.ndarray, V: np.ndarray, keep: float, yy: float, yx: np.ndarray, xx: np.ndarray
+    U: np.ndarray,
+    V: np.ndarray,
+    keep: float,
+    yy: float,
+    yx: np.ndarray,
+    xx: np.ndarray,
+    block_size: int = 1,
 ) -> float:
-    """Formula (1) on the data, from the moments mean‖y‖², YᵀX/n, XᵀX/n (O(d²w), no pass over X)."""
+    """Formula (1) (blocks: Pal et al.'s group penalty) on the data, from the moments mean‖y‖²,
+    YᵀX/n, XᵀX/n (O(d²w), no pass over X)."""
     M = U @ V.T
     fit = yy - 2.0 * np.einsum("ij,ij->", M, yx) + np.einsum("ij,jk,ik->", M, xx, M)
-    return float(fit) + fc.dropout_penalty(U, V, keep, cov=xx)
+    return float(fit) + fc.block_dropout_penalty(U, V, keep, block_size, cov=xx)
 
 
 def train_fc(
@@ -185,6 +195,7 @@ def train_fc(
     init_scale: float = 0.1,
     lr_decay: float | None = None,
     record_every: int | None = None,
+    block_size: int = 1,
 ) -> FCTrainingResult:
     r"""Train :math:`f(x) = U\operatorname{diag}(r/\theta)V^\top x` by SGD with real dropout.
 
@@ -230,6 +241,11 @@ def train_fc(
     record_every : int, optional
         Record the history every this many steps (plus the initial and final
         state); default ``ceil(steps / 100)``.
+    block_size : int
+        Drop blocks of this many consecutive hidden units together (DropBlock on
+        an FC layer, Pal et al. CVPR 2020; one Bernoulli draw per block,
+        :class:`regtheory.masks.Channel` on the units viewed as (w/k, k)); must
+        divide ``width``. 1 (default) is ordinary dropout.
 
     Returns
     -------
@@ -283,7 +299,9 @@ def train_fc(
     seed_record = int(seed) if isinstance(seed, numbers.Integral) else None
     rng = as_generator(seed)
 
-    mask_dist = Bernoulli(keep)
+    block_size = fc._check_block_size(block_size, width)
+    mask_dist = Bernoulli(keep) if block_size == 1 else Channel(keep)
+    mask_shape = (width,) if block_size == 1 else (width // block_size, block_size)
     yy = float(np.einsum("ij,ij->", Y, Y)) / n
     yx = Y.T @ X / n
     xx = X.T @ X / n
@@ -295,7 +313,7 @@ def train_fc(
     def record(t: int) -> None:
         if not (np.all(np.isfinite(U)) and np.all(np.isfinite(V))):
             raise FloatingPointError(_diverged(lr, t))
-        loss = _expected_objective(U, V, keep, yy, yx, xx)
+        loss = _expected_objective(U, V, keep, yy, yx, xx, block_size)
         if not math.isfinite(loss):
             raise FloatingPointError(_diverged(lr, t))
         rec_steps.append(t)
@@ -312,7 +330,7 @@ def train_fc(
             else:
                 idx = rng.choice(n, size=batch_size, replace=False)
                 Xb, Yb = X[idx], Y[idx]
-            masks = mask_dist.sample(width, batch_size, rng)
+            masks = mask_dist.sample(mask_shape, batch_size, rng).reshape(batch_size, width)
             loss, grad_U, grad_V = _loss_and_grad(U, V, Xb, Yb, masks)
             if not math.isfinite(loss):
                 raise FloatingPointError(_diverged(lr, t))
@@ -343,6 +361,7 @@ def train_fc(
         init_scale=init_scale,
         record_every=record_every,
         seed=seed_record,
+        block_size=block_size,
     )
 
 

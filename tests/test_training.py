@@ -246,3 +246,38 @@ def test_divergence_raises_floating_point_error(problem, lr):
         warnings.simplefilter("error")  # no overflow RuntimeWarning leaks out either
         with pytest.raises(FloatingPointError, match="`lr`.*too large"):
             train_fc(X, Y, WIDTH, 0.5, steps=5000, lr=lr, seed=0, batch_size=32)
+
+
+def test_block_dropout_training_reaches_the_block_implied_problem():
+    """DropBlock on the FC layer (groups of 2 units) trains to the k-support solution, which
+    is exact on this instance (tests/test_implied.py checks the factored minimum there)."""
+    from regtheory import implied
+    from regtheory.data import linear_teacher
+
+    task = linear_teacher(300, [4.0, 3.0, 2.0, 1.0, 0.5], d_in=6, d_out=6, noise=0.1, seed=3)
+    keep, width, k = 0.5, 8, 2
+    run = train_fc(
+        task.X,
+        task.Y,
+        width,
+        keep,
+        steps=8000,
+        lr=0.02,
+        seed=4,
+        lr_decay=1000.0,
+        init_scale=0.5,
+        block_size=k,
+    )
+    target = implied.solve_fc_block(task.T, keep, width, k)
+    err = np.linalg.norm(run.final_map - target.M) / np.linalg.norm(target.M)
+    assert err < 0.05, err
+    assert run.block_size == 2
+    # the recorded loss is the block objective: its end is close to the convex optimum value
+    resid = task.Y - task.X @ target.M.T
+    optimum = np.mean(np.sum(resid**2, axis=1)) + fc.block_induced_regularizer(
+        target.M, keep, width, k
+    )
+    assert run.loss[-1] >= optimum * (1 - 1e-9)
+    assert run.loss[-1] == pytest.approx(optimum, rel=0.01)
+    with pytest.raises(ValueError, match="block_size"):
+        train_fc(task.X, task.Y, 7, keep, steps=1, lr=0.01, seed=0, block_size=2)
