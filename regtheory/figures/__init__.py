@@ -8,6 +8,9 @@ from . import fc_figures  # noqa: F401  (registers its figures)
 
 # isort: split
 from . import conv_figures  # noqa: F401
+
+# isort: split
+from . import implied_figures  # noqa: F401
 from ._registry import REGISTRY, FigureSpec, compute, register, render
 
 __all__ = ["REGISTRY", "FigureSpec", "compute", "register", "render"]

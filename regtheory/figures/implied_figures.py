@@ -1,0 +1,302 @@
+"""Figures of the implied problems (THEORY.md §3, issue 4).
+
+(h) ``implied_spectra`` -- Fourier magnitudes and singular values of the end-to-end
+    map under FC, conv elementwise, channel and block dropout, on one task.
+(i) ``trained_vs_implied`` -- real dropout training against the implied solutions.
+(j) ``padding_gap`` -- the exact zero-padding optimum against the circular convex
+    relaxation as the signal grows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .. import implied
+from ..compare import METHODS, circulant_spectrum, compare
+from ..conv import conv2d
+from ..data import conv_task, white_inputs
+from ._registry import FigureSpec, register
+
+COLORS = {"fc": "k", "element": "C0", "channel": "C1", "block": "C2", "teacher": "0.6"}
+# distinct markers and dashes, so methods that coincide stay visible on top of each other
+STYLES = {"fc": "x--", "element": "o-", "channel": "s-", "block": "^:"}
+TEACHER = (0.15, -0.4, 1.0, 0.5, -0.2)  # a 5-tap end-to-end kernel: K = 3 per layer
+# (h), (i): full-size kernels (K = n, C = n hidden channels), where conv dropout's regularizer
+# is the l1 norm of the DFT (THEORY §3), and strong dropout (keep 0.1) so the differences show.
+TEACHER_FULL = (0.1, -0.3, 0.2, 0.6, 1.0, 0.6, 0.2, -0.3, 0.1)
+
+
+def _task_settings(quick: bool) -> dict:
+    return {
+        "n": 9,
+        "n_train": 60 if quick else 200,
+        "n_test": 1000,
+        "noise": 0.5,
+        "keep": 0.1,
+        "channels": 9,
+        "kernel_size": 9,
+        "block_size": 9,
+    }
+
+
+def _training(quick: bool) -> tuple[dict, dict]:
+    steps = 1500 if quick else 6000
+    fc_run = {"steps": steps, "lr": 0.005, "lr_decay": 2000.0, "init_scale": 0.3}
+    conv_run = {"steps": steps, "lr": 0.0015, "lr_decay": 2000.0, "init_scale": 0.3}
+    return fc_run, conv_run
+
+
+def _comparison(quick: bool, seed: int, train: bool):
+    st = _task_settings(quick)
+    task = conv_task(
+        st["n"], np.array(TEACHER_FULL), st["n_train"], st["n_test"], st["noise"], seed
+    )
+    result = compare(
+        task,
+        st["keep"],
+        st["channels"],
+        st["kernel_size"],
+        block_size=st["block_size"],
+        train=train,
+        seed=seed + 1,
+        fc_training=_training(quick)[0],
+        conv_training=_training(quick)[1],
+    )
+    # the teacher's operator: its response to each unit impulse, one column each
+    teacher_op = conv2d(np.eye(st["n"])[:, None, :], task.teacher, "circular")[:, 0, :].T
+    return st, result, teacher_op
+
+
+def compute_implied_spectra(quick: bool, seed: int) -> dict:
+    st, result, teacher_op = _comparison(quick, seed, train=False)
+    return {
+        "settings": st,
+        "task_seed": seed,
+        "teacher": {
+            "fourier": circulant_spectrum(teacher_op),
+            "singular_values": np.linalg.svd(teacher_op, compute_uv=False),
+        },
+        "methods": {
+            m: {
+                "label": METHODS[m],
+                "fourier": r.fourier_magnitudes,
+                "singular_values": r.singular_values,
+                "rank": r.rank,
+                "objective": r.objective,
+                "test_risk": r.test_risk,
+            }
+            for m, r in result.results.items()
+        },
+    }
+
+
+def plot_implied_spectra(data: dict) -> Figure:
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    n = len(data["teacher"]["fourier"])
+    freq = np.fft.fftfreq(n) * n
+    order = np.argsort(freq)
+    ax1.plot(
+        freq[order],
+        np.asarray(data["teacher"]["fourier"])[order],
+        color=COLORS["teacher"],
+        lw=4,
+        alpha=0.6,
+        label="teacher",
+    )
+    ax2.plot(
+        np.arange(1, n + 1),
+        data["teacher"]["singular_values"],
+        color=COLORS["teacher"],
+        lw=4,
+        alpha=0.6,
+        label="teacher",
+    )
+    for m, d in data["methods"].items():
+        ax1.plot(
+            freq[order],
+            np.asarray(d["fourier"])[order],
+            STYLES[m],
+            ms=6,
+            mfc="none",
+            color=COLORS[m],
+            label=f"{m}: test risk {d['test_risk']:.3f}",
+        )
+        ax2.semilogy(
+            np.arange(1, n + 1),
+            np.maximum(d["singular_values"], 1e-12),
+            STYLES[m],
+            ms=6,
+            mfc="none",
+            color=COLORS[m],
+            label=f"{m} (rank {d['rank']})",
+        )
+    ax1.set_xlabel("frequency k")
+    ax1.set_ylabel(r"$|\hat w_k|$ (circulant part of the map)")
+    ax1.set_title("Fourier magnitudes of the end-to-end map (circulant part)")
+    ax1.legend(fontsize=8)
+    ax2.set_xlabel("index i")
+    ax2.set_ylabel(r"$\sigma_i$ of the end-to-end operator")
+    ax2.set_ylim(bottom=1e-4)
+    ax2.set_title("singular values (log): low rank vs shrinkage")
+    ax2.legend(fontsize=8)
+    st = data["settings"]
+    ranks = ", ".join(f"{m} {d['rank']}" for m, d in data["methods"].items())
+    fig.suptitle(
+        f"(h) one task (n={st['n']}, full-size kernels K={st['kernel_size']}, C={st['channels']}, "
+        f"keep={st['keep']}, noise {st['noise']}, blocks of {st['block_size']} units); ranks: "
+        f"{ranks}\nconv and FC dropout threshold the spectrum (ℓ₁ of the DFT = nuclear norm here); "
+        "channel dropout and n-unit blocks (both a ridge) only shrink"
+    )
+    return fig
+
+
+def compute_trained_vs_implied(quick: bool, seed: int) -> dict:
+    st, result, _ = _comparison(quick, seed, train=True)
+    return {
+        "settings": st,
+        "task_seed": seed,
+        "training_seed": seed + 1,
+        "training": result.settings,
+        "methods": {
+            m: {
+                "implied_fourier": r.fourier_magnitudes,
+                "trained_fourier": circulant_spectrum(r.trained_operator),
+                "implied_sv": r.singular_values,
+                "trained_sv": np.linalg.svd(r.trained_operator, compute_uv=False),
+                "gap": r.gap,
+                "test_risk": r.test_risk,
+                "trained_test_risk": r.trained_test_risk,
+            }
+            for m, r in result.results.items()
+        },
+    }
+
+
+def plot_trained_vs_implied(data: dict) -> Figure:
+    methods = data["methods"]
+    fig = Figure(figsize=(3.2 * len(methods), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(methods), sharey=True)
+    for ax, (m, d) in zip(axes, methods.items()):
+        n = len(d["implied_sv"])
+        idx = np.arange(1, n + 1)
+        ax.plot(idx, d["implied_sv"], "-", color=COLORS[m], lw=2, label="implied (cvxpy)")
+        ax.plot(idx, d["trained_sv"], "o", mfc="none", color=COLORS[m], label="trained, real masks")
+        ax.set_title(
+            f"{m}: gap {d['gap']:.1e}\nrisk {d['test_risk']:.3f} vs {d['trained_test_risk']:.3f}",
+            fontsize=9,
+        )
+        ax.set_xlabel("index i")
+    axes[0].set_ylabel(r"$\sigma_i$ of the end-to-end operator")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(
+        "(i) dropout training with real masks lands on the implied solution "
+        "(gap = relative Frobenius distance of the maps)"
+    )
+    return fig
+
+
+def compute_padding_gap(quick: bool, seed: int) -> dict:
+    sizes = [5, 8, 12] if quick else [5, 6, 8, 12, 16, 24, 32]
+    keep, C, K, noise = 0.5, 3, 3, 0.1
+    rows = []
+    rng = np.random.default_rng(seed)
+    teacher = np.array(TEACHER).reshape(1, 1, -1)
+    for n in sizes:
+        N = 4 * n
+        X = white_inputs(N, n, rng).reshape(N, 1, n)
+        Y = conv2d(X, teacher, "zeros") + noise * rng.standard_normal(X.shape)
+        convex = implied.solve_conv(X, Y, keep, C, K)
+        exact = {
+            pad: implied.solve_conv_factored(
+                X, Y, keep, C, K, padding=pad, starts=2 if quick else 4, seed=seed
+            )
+            for pad in ("zeros", "circular")
+        }
+        rows.append(
+            {
+                "n": n,
+                "convex_relaxation": convex.objective,
+                "exact_zeros": exact["zeros"].objective,
+                "exact_circular": exact["circular"].objective,
+                "penalty_zeros": exact["zeros"].penalty,
+                "penalty_zeros_if_circular": float(
+                    (1 - keep)
+                    / keep
+                    * n
+                    * np.sum(
+                        np.sum(exact["zeros"].u ** 2, axis=(0, 2))
+                        * np.sum(exact["zeros"].v ** 2, axis=(1, 2))
+                    )
+                ),
+            }
+        )
+    return {
+        "keep": keep,
+        "channels": C,
+        "kernel_size": K,
+        "noise": noise,
+        "data_seed": seed,
+        "teacher": TEACHER,
+        "rows": rows,
+    }
+
+
+def plot_padding_gap(data: dict) -> Figure:
+    rows = data["rows"]
+    n = np.array([r["n"] for r in rows])
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    for key, style, label in [
+        ("convex_relaxation", "k-", "circular convex relaxation (7)"),
+        ("exact_circular", "C0o", "exact factored optimum, circular"),
+        ("exact_zeros", "C3s-", "exact factored optimum, zero padding"),
+    ]:
+        ax1.plot(n, [r[key] for r in rows], style, mfc="none", label=label)
+    ax1.set_xlabel("signal length n")
+    ax1.set_ylabel("dropout objective (per signal)")
+    ax1.set_title("optimal objective (teacher with zero padding)")
+    ax1.legend(fontsize=8)
+    rel = [(r["exact_zeros"] - r["convex_relaxation"]) / r["convex_relaxation"] for r in rows]
+    ratio = [r["penalty_zeros"] / r["penalty_zeros_if_circular"] for r in rows]
+    ax2.plot(n, rel, "C3s-", mfc="none", label="(zeros − relaxation) / relaxation")
+    ax2.plot(
+        n, ratio, "C2^-", mfc="none", label="exact penalty (5) / circular formula, same kernels"
+    )
+    ax2.axhline(0, color="0.5", lw=0.8)
+    ax2.axhline(1, color="0.5", lw=0.8, ls=":")
+    ax2.set_xlabel("signal length n")
+    ax2.set_title("the border effect fades like K/n")
+    ax2.legend(fontsize=8)
+    fig.suptitle(
+        f"(j) zero vs circular padding (K={data['kernel_size']}, C={data['channels']}, "
+        f"keep={data['keep']}): the exact penalty against the convex relaxation as the signal grows"
+    )
+    return fig
+
+
+register(
+    FigureSpec(
+        "implied_spectra",
+        "(h) Fourier magnitudes and singular values under FC, conv, channel, block dropout",
+        compute_implied_spectra,
+        plot_implied_spectra,
+    )
+)
+register(
+    FigureSpec(
+        "trained_vs_implied",
+        "(i) dropout training with real masks vs the implied-problem solutions",
+        compute_trained_vs_implied,
+        plot_trained_vs_implied,
+    )
+)
+register(
+    FigureSpec(
+        "padding_gap",
+        "(j) zero vs circular padding: exact optimum vs the convex relaxation as n grows",
+        compute_padding_gap,
+        plot_padding_gap,
+    )
+)
