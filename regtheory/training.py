@@ -132,6 +132,22 @@ def _check_positive(value, name: str) -> float:
     return value
 
 
+def _check_schedule(steps, lr, init_scale, lr_decay, batch_size, record_every, n: int):
+    """Validate the SGD settings shared by every trainer; fill in the defaults."""
+    steps = check_int(steps, "steps")
+    lr = _check_positive(lr, "lr")
+    init_scale = _check_positive(init_scale, "init_scale")
+    if lr_decay is not None:
+        lr_decay = _check_positive(lr_decay, "lr_decay")
+    batch_size = check_int(n if batch_size is None else batch_size, "batch_size")
+    if batch_size > n:
+        raise ValueError(f"`batch_size` must be in [1, n] = [1, {n}] (samples), got {batch_size}")
+    record_every = check_int(
+        -(-steps // 100) if record_every is None else record_every, "record_every"
+    )
+    return steps, lr, init_scale, lr_decay, batch_size, record_every
+
+
 def _loss_and_grad(
     U: np.ndarray, V: np.ndarray, X: np.ndarray, Y: np.ndarray, masks: np.ndarray
 ) -> tuple[float, np.ndarray, np.ndarray]:
@@ -283,19 +299,9 @@ def train_fc(
     d_out = Y.shape[1]
     width = check_int(width, "width")
     keep = check_keep(keep)
-    steps = check_int(steps, "steps")
-    lr = _check_positive(lr, "lr")
-    init_scale = _check_positive(init_scale, "init_scale")
-    if lr_decay is not None:
-        lr_decay = _check_positive(lr_decay, "lr_decay")
-    if batch_size is None:
-        batch_size = n
-    batch_size = check_int(batch_size, "batch_size")
-    if batch_size > n:
-        raise ValueError(f"`batch_size` must be in [1, n] = [1, {n}], got {batch_size}")
-    if record_every is None:
-        record_every = -(-steps // 100)
-    record_every = check_int(record_every, "record_every")
+    steps, lr, init_scale, lr_decay, batch_size, record_every = _check_schedule(
+        steps, lr, init_scale, lr_decay, batch_size, record_every, n
+    )
     seed_record = int(seed) if isinstance(seed, numbers.Integral) else None
     rng = as_generator(seed)
 
@@ -673,24 +679,14 @@ def train_conv(
     kernel = _check_conv_kernel_size(kernel_size, map_shape)
     kh, kw = kernel if len(kernel) == 2 else (1, kernel[0])
     keep = check_keep(keep)
-    steps = check_int(steps, "steps")
-    lr = _check_positive(lr, "lr")
+    steps, lr, init_scale, lr_decay, batch_size, record_every = _check_schedule(
+        steps, lr, init_scale, lr_decay, batch_size, record_every, n
+    )
     mask_dist = _mask_distribution(mode, keep, block_size)
     if mode == "block":
         mask_dist.gamma(map_shape)  # raises early if the block does not fit the map
     circular = _check_padding(padding)
     _check_choice(activation, "activation", _CONV_ACTIVATIONS)
-    init_scale = _check_positive(init_scale, "init_scale")
-    if lr_decay is not None:
-        lr_decay = _check_positive(lr_decay, "lr_decay")
-    if batch_size is None:
-        batch_size = n
-    batch_size = check_int(batch_size, "batch_size")
-    if batch_size > n:
-        raise ValueError(f"`batch_size` must be in [1, N] = [1, {n}], got {batch_size}")
-    if record_every is None:
-        record_every = -(-steps // 100)
-    record_every = check_int(record_every, "record_every")
     seed_record = int(seed) if isinstance(seed, numbers.Integral) else None
     rng = as_generator(seed)
 
