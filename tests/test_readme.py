@@ -9,8 +9,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_python_blocks_run():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python example"
+    namespace: dict = {}  # the tour is one session: later blocks use earlier names
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})
+        exec(compile(block, "README.md", "exec"), namespace)
 
 
 def test_readme_has_exactly_the_two_setup_commands():
