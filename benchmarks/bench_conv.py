@@ -26,12 +26,12 @@ with its default threads.
 
 from __future__ import annotations
 
-import time
 from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _timing import best_time
 
 from regtheory import conv
 
@@ -39,15 +39,6 @@ KEEP = 0.5
 IMAGE = (32, 32)
 C_IN, C_HID, C_OUT, K = 3, 64, 3, 3
 TORCH_THREADS = 2
-
-
-def best_time(fn, repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def default_batch() -> int:

@@ -9,20 +9,10 @@ standard error against the closed-form penalty.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
+from _timing import best_time
 
 from regtheory import fc, implied
-
-
-def best_time(fn, repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
