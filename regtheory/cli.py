@@ -3,16 +3,31 @@
 ``regtheory figures [--list] [--only NAME ...] [--out DIR] [--quick] [--seed N]``
 reproduces the figures into ``figures/``.
 
+``regtheory penalty fc|conv [--keep P] [--weights FILE.npz] ...`` prints the
+closed-form dropout penalty of one layer (formula (1), the block penalty, (5) or
+(6)) beside a Monte Carlo estimate over real masks with its 95 % interval
+(``--json`` for scripts).
+
 ``regtheory compare [--n N] [--kernel-size K] [--channels C] [--keep P] ...``
 solves one convolution task under FC, conv elementwise, channel and block
 dropout and prints what each learns (``--json`` for scripts).
+
+A user error (a bad argument, an unreadable file, an input the library rejects)
+ends with status 2 and one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from .montecarlo import Estimate
 
 
 def _figures(args: argparse.Namespace) -> int:
@@ -40,10 +55,6 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    import json
-
-    import numpy as np
-
     from .compare import compare
     from .data import conv_task
 
@@ -98,8 +109,268 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- penalty
+
+# Shapes of the random layers when neither the flags nor --weights give them.
+_FC_DEFAULTS = {"d_in": 5, "d_out": 4, "width": 6}
+_CONV_DEFAULTS = {"in_channels": 1, "hidden_channels": 4, "out_channels": 1, "kernel_size": 3}
+_CONV_DEFAULT_IMAGE = (8, 8)
+
+
+def _load_weights(path: str, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """The two named arrays of an ``.npz`` archive; a ValueError naming the file otherwise."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read --weights {path}: {exc}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise TypeError(
+            f"--weights {path} holds a single array; it must be an .npz archive with arrays "
+            f"{' and '.join(names)} (numpy.savez)"
+        )
+    with archive:
+        missing = [n for n in names if n not in archive.files]
+        if missing:
+            held = ", ".join(archive.files) or "no arrays"
+            raise ValueError(
+                f"--weights {path} has no array {' or '.join(missing)} (it holds {held}); "
+                f"it must hold {' and '.join(names)}"
+            )
+        try:
+            return archive[names[0]], archive[names[1]]
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"cannot read --weights {path}: {exc}") from None
+
+
+def _shapes(args: argparse.Namespace, defaults: dict[str, int]) -> dict[str, int]:
+    """The shape flags, filled with defaults; refused beside --weights, which sets them."""
+    given = {k: getattr(args, k) for k in defaults if getattr(args, k) is not None}
+    if args.weights is not None and given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"--weights sets the shapes; drop {flags}")
+    return defaults | given
+
+
+@dataclass(frozen=True)
+class _PenaltyCheck:
+    """What ``regtheory penalty`` reports: one closed form beside its Monte Carlo estimate."""
+
+    layer: str  # one line naming the layer, its weights and its input
+    closed_form: float | None  # None: no closed form (DropBlock on a conv map)
+    formula: str  # where the closed form comes from
+    estimate: Estimate
+    settings: dict  # the resolved arguments, as written to --json
+
+
+def _seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
+    """Independent streams, spawned from ``seed``, for the weights, the inputs and the
+    masks: the masks do not depend on whether the weights were drawn or read from a file."""
+    if seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {seed}")
+    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+
+
+def _penalty_fc(args: argparse.Namespace) -> _PenaltyCheck:
+    from . import fc
+    from .data import white_inputs
+
+    weight_rng, input_rng, mask_rng = _seeds(args.seed)
+    shapes = _shapes(args, _FC_DEFAULTS)
+    if args.weights is None:
+        U = weight_rng.standard_normal((shapes["d_out"], shapes["width"]))
+        V = weight_rng.standard_normal((shapes["d_in"], shapes["width"]))
+        source = f"standard normal U, V from seed {args.seed}"
+    else:
+        U, V = _load_weights(args.weights, ("U", "V"))
+        source = f"U, V from {args.weights}"
+    if args.block_size == 1:
+        closed_form = fc.dropout_penalty(U, V, args.keep)
+        formula = "formula (1)"
+    else:
+        closed_form = fc.block_dropout_penalty(U, V, args.keep, args.block_size)
+        formula = f"blocks of {args.block_size} units (Pal et al. 2020)"
+    (d_out, width), d_in = U.shape, V.shape[0]  # checked by the closed form above
+    if args.n_samples < d_in:
+        raise ValueError(
+            f"--n-samples ({args.n_samples}) must be at least d_in ({d_in}): the inputs are "
+            "whitened so that XᵀX/n = I exactly, as the closed form assumes"
+        )
+    # Exactly white samples make the empirical C = XᵀX/n equal to I, so the Monte Carlo
+    # estimates the very number of the closed form, not a nearby one.
+    X = white_inputs(args.n_samples, d_in, input_rng)
+    mc = fc.dropout_penalty_mc(
+        U, V, args.keep, X, n_masks=args.n_masks, seed=mask_rng, block_size=args.block_size
+    )
+    settings = {
+        "d_in": d_in,
+        "d_out": d_out,
+        "width": width,
+        "block_size": args.block_size,
+        "input": "white",
+        "n_samples": args.n_samples,
+        "n_masks": args.n_masks,
+        "seed": args.seed,
+        "weights": args.weights,
+    }
+    layer = (
+        f"fc layer: d_in={d_in}, d_out={d_out}, width={width} ({source}); "
+        f"white input, {args.n_samples} samples with XᵀX/n = I"
+    )
+    return _PenaltyCheck(layer, closed_form, formula, mc, settings)
+
+
+def _penalty_conv(args: argparse.Namespace) -> _PenaltyCheck:
+    from . import conv
+
+    weight_rng, _, mask_rng = _seeds(args.seed)
+    shapes = _shapes(args, _CONV_DEFAULTS)
+    image = tuple(args.image) if args.image is not None else _CONV_DEFAULT_IMAGE
+    if len(image) not in (1, 2):
+        raise ValueError(f"--image takes H W (or L for 1-D kernels), got {len(image)} numbers")
+    if args.weights is None:
+        kernel = (shapes["kernel_size"],) * len(image)
+        hid = shapes["hidden_channels"]
+        v = weight_rng.standard_normal((hid, shapes["in_channels"], *kernel))
+        u = weight_rng.standard_normal((shapes["out_channels"], hid, *kernel))
+        source = f"standard normal kernels from seed {args.seed}"
+    else:
+        u, v = _load_weights(args.weights, ("u", "v"))
+        source = f"u, v from {args.weights}"
+    common = (args.keep, image, args.padding)
+    if args.mode == "block":
+        closed_form, formula = None, "none (Monte Carlo only)"
+    else:
+        closed_form = conv.dropout_penalty(u, v, *common, mode=args.mode)
+        formula = {"element": "formula (5)", "channel": "formula (6)"}[args.mode]
+    # With x=None every mask meets a fresh standard normal input: E[xxᵀ] = I, the
+    # white input of the closed form.
+    mc = conv.dropout_penalty_mc(
+        u,
+        v,
+        *common,
+        mode=args.mode,
+        block_size=args.block_size,
+        n_masks=args.n_masks,
+        seed=mask_rng,
+    )
+    settings = {
+        "in_channels": v.shape[1],
+        "hidden_channels": v.shape[0],
+        "out_channels": u.shape[0],
+        "v_shape": list(v.shape),
+        "u_shape": list(u.shape),
+        "image": list(image),
+        "padding": args.padding,
+        "mode": args.mode,
+        "block_size": args.block_size,
+        "input": "white",
+        "n_masks": args.n_masks,
+        "seed": args.seed,
+        "weights": args.weights,
+    }
+    layer = (
+        f"conv layer: v {v.shape} -> u {u.shape} on a {'x'.join(map(str, image))} image, "
+        f"{args.padding} padding, {args.mode} dropout ({source}); white input"
+    )
+    return _PenaltyCheck(layer, closed_form, formula, mc, settings)
+
+
+_PENALTIES = {"fc": _penalty_fc, "conv": _penalty_conv}
+
+
+def _penalty(args: argparse.Namespace) -> int:
+    from .masks import dropout_lambda
+
+    lam = dropout_lambda(args.keep)  # checks keep before any work
+    check = _PENALTIES[args.layer](args)
+    closed_form, mc = check.closed_form, check.estimate
+    lo, hi = mc.ci(0.95)
+    z = None if closed_form is None else mc.zscore(closed_form)
+    if z is not None and not np.isfinite(z):  # zero stderr (keep = 1): no z, and valid JSON
+        z = None
+    if args.json:
+        record = {
+            "layer": args.layer,
+            "keep": args.keep,
+            "closed_form": closed_form,
+            "monte_carlo": {
+                "mean": mc.mean,
+                "stderr": mc.stderr,
+                "n_samples": mc.n_samples,
+                "ci95": [lo, hi],
+            },
+            "z": z,
+            "settings": check.settings,
+        }
+        print(json.dumps(record, indent=1))
+        return 0
+    print(check.layer)
+    print(f"keep {args.keep} (λ = (1 − keep)/keep = {lam:.6g})")
+    shown = check.formula if closed_form is None else f"{closed_form:.6g}  {check.formula}"
+    print(f"  closed form   {shown}")
+    print(
+        f"  Monte Carlo   {mc.mean:.6g} ± {mc.stderr:.2g}  95 % CI [{lo:.6g}, {hi:.6g}], "
+        f"{mc.n_samples} masks"
+    )
+    if z is not None:
+        print(f"  z = {z:+.2f}  (Monte Carlo − closed form)/stderr; |z| > 1.96 one seed in 20")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+class _UsageError(Exception):
+    """A command line argparse rejects; carries the one line to print."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (the usage block is one ``--help`` away).
+
+    The stock parser prints the usage and exits from inside ``parse_args``; raising
+    lets :func:`main` report every user error the same way, with status 2.
+    """
+
+    def error(self, message: str):
+        raise _UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+_positive = _int_at_least(1)
+
+
+def _penalty_options(parser: argparse.ArgumentParser, n_masks: int) -> None:
+    parser.add_argument("--keep", type=float, default=0.5, help="retain probability (default 0.5)")
+    parser.add_argument(
+        "--n-masks",
+        type=_int_at_least(2),
+        default=n_masks,
+        help=f"Monte Carlo masks (default {n_masks})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random weights, inputs and masks (default 0)",
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="regtheory", description="Regularization theory of dropout: figures and checks."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +381,77 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     fig.add_argument("--list", action="store_true", help="list the figures and exit")
     fig.set_defaults(func=_figures)
+
+    pen = sub.add_parser(
+        "penalty",
+        help="closed-form dropout penalty of one layer beside a Monte Carlo estimate",
+        description="Closed-form dropout penalty of one layer (white input) beside a Monte "
+        "Carlo estimate over real masks, with its 95 % interval and z-score.",
+    )
+    layers = pen.add_subparsers(dest="layer", required=True)
+    fcp = layers.add_parser(
+        "fc",
+        help="fully connected layer U diag(r) Vᵀ",
+        description="Penalty (1) of x -> U diag(r/keep) Vᵀ x (or of groups of --block-size "
+        "units dropped together), Monte Carlo on --n-samples inputs whitened so that "
+        "XᵀX/n = I exactly. Weights: standard normal from --seed, or arrays U (d_out, width) "
+        "and V (d_in, width) of an .npz file.",
+    )
+    fcp.add_argument("--d-in", type=_positive, help=f"input size (default {_FC_DEFAULTS['d_in']})")
+    fcp.add_argument(
+        "--d-out", type=_positive, help=f"output size (default {_FC_DEFAULTS['d_out']})"
+    )
+    fcp.add_argument(
+        "--width", type=_positive, help=f"hidden units (default {_FC_DEFAULTS['width']})"
+    )
+    fcp.add_argument(
+        "--weights", metavar="FILE.npz", help="arrays U (d_out, width), V (d_in, width)"
+    )
+    fcp.add_argument(
+        "--block-size",
+        type=_positive,
+        default=1,
+        help="units dropped together; must divide the width (default 1: plain dropout)",
+    )
+    fcp.add_argument(
+        "--n-samples", type=_positive, default=1000, help="white input samples (default 1000)"
+    )
+    _penalty_options(fcp, n_masks=100_000)
+    fcp.set_defaults(func=_penalty)
+
+    cvp = layers.add_parser(
+        "conv",
+        help="two-layer conv net u * (m ∘ (v * x))",
+        description="Penalty (5) (element) or (6) (channel) of x -> u * (m ∘ (v * x)) on white "
+        "input; DropBlock (block) by Monte Carlo only. Kernels in PyTorch layout: standard "
+        "normal from --seed, or arrays v (hidden, in, k, k) and u (out, hidden, k, k) of an "
+        ".npz file (1-D kernels with --image L).",
+    )
+    what = {
+        "in_channels": "input channels",
+        "hidden_channels": "channels of the hidden map, where the mask acts",
+        "out_channels": "output channels",
+        "kernel_size": "odd kernel side of u and v",
+    }
+    for flag, default in _CONV_DEFAULTS.items():
+        cvp.add_argument(
+            "--" + flag.replace("_", "-"), type=_positive, help=f"{what[flag]} (default {default})"
+        )
+    cvp.add_argument(
+        "--image",
+        nargs="+",
+        type=_positive,
+        metavar="N",
+        help="image size H W, or L for 1-D kernels (default 8 8)",
+    )
+    cvp.add_argument(
+        "--weights", metavar="FILE.npz", help="arrays u (out, hidden, ...), v (hidden, in, ...)"
+    )
+    cvp.add_argument("--padding", choices=["zeros", "circular"], default="zeros")
+    cvp.add_argument("--mode", choices=["element", "channel", "block"], default="element")
+    cvp.add_argument("--block-size", type=_positive, help="DropBlock block side (--mode block)")
+    _penalty_options(cvp, n_masks=20_000)
+    cvp.set_defaults(func=_penalty)
 
     from .compare import METHODS
 
@@ -138,12 +480,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    # KeyError quotes its argument; other messages may span lines (the contract is one).
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    prog = " ".join(["regtheory", args.command, *([args.layer] if "layer" in args else [])])
     try:
         return args.func(args)
-    except (ValueError, TypeError) as exc:  # a user error: one line, no traceback
-        print(f"regtheory {args.command}: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, KeyError) as exc:  # a user error: no traceback
+        print(f"{prog}: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

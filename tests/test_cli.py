@@ -1,9 +1,264 @@
+"""Tests of the `regtheory` command line (regtheory/cli.py).
+
+The penalties the CLI prints are checked against the library called directly on
+the same weights (saved to an .npz by the test) and against dense formulas
+written out here: λ Σᵢ ‖uᵢ‖² ‖vᵢ‖² for (1), λ Σ_g ‖U_g V_gᵀ‖_F² for groups of
+units, and formula (1) applied to the columns of the dense conv matrices for (5).
+"""
+
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from regtheory import conv, fc
 from regtheory.cli import main
 from regtheory.figures import REGISTRY
+
+N_SE = 4  # Monte Carlo agreement is required within this many standard errors
+TOP_KEYS = {"layer", "keep", "closed_form", "monte_carlo", "z", "settings"}
+MC_KEYS = {"mean", "stderr", "n_samples", "ci95"}
+
+
+def run_json(argv, capsys) -> dict:
+    assert main([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    return json.loads(captured.out)
+
+
+def check_schema(record: dict, layer: str, keep: float, n_masks: int) -> None:
+    assert set(record) == TOP_KEYS
+    assert set(record["monte_carlo"]) == MC_KEYS
+    assert record["layer"] == layer and record["keep"] == keep
+    mc = record["monte_carlo"]
+    assert mc["n_samples"] == n_masks and mc["stderr"] > 0
+    lo, hi = mc["ci95"]
+    assert lo == pytest.approx(mc["mean"] - 1.959964 * mc["stderr"])
+    assert hi == pytest.approx(mc["mean"] + 1.959964 * mc["stderr"])
+
+
+def check_agreement(record: dict, expected: float) -> None:
+    """The closed form is `expected`, and the Monte Carlo interval agrees with it."""
+    assert record["closed_form"] == pytest.approx(expected, rel=1e-12)
+    mc = record["monte_carlo"]
+    assert record["z"] == pytest.approx((mc["mean"] - expected) / mc["stderr"])
+    lo, hi = mc["ci95"]
+    assert lo <= expected <= hi or abs(record["z"]) < N_SE
+
+
+# ----------------------------------------------------------------------------- penalty fc
+
+
+@pytest.fixture
+def fc_weights(tmp_path):
+    rng = np.random.default_rng(7)
+    U, V = rng.normal(size=(3, 6)), rng.normal(size=(4, 6))
+    path = tmp_path / "fc.npz"
+    np.savez(path, U=U, V=V)
+    return path, U, V
+
+
+def test_penalty_fc_json_matches_formula_1(fc_weights, capsys):
+    path, U, V = fc_weights
+    keep = 0.7
+    record = run_json(["penalty", "fc", "--weights", str(path), "--keep", str(keep)], capsys)
+    check_schema(record, "fc", keep, n_masks=100_000)
+    direct = (1 - keep) / keep * np.sum(np.sum(U**2, axis=0) * np.sum(V**2, axis=0))
+    assert fc.dropout_penalty(U, V, keep) == pytest.approx(direct, rel=1e-12)
+    check_agreement(record, direct)
+    settings = record["settings"]
+    assert (settings["d_in"], settings["d_out"], settings["width"]) == (4, 3, 6)
+    assert settings["weights"] == str(path) and settings["block_size"] == 1
+
+
+def test_penalty_fc_blocks_match_group_penalty(fc_weights, capsys):
+    path, U, V = fc_weights
+    keep, k = 0.6, 3
+    argv = ["penalty", "fc", "--weights", str(path), "--keep", str(keep), "--block-size", str(k)]
+    record = run_json([*argv, "--n-masks", "40000"], capsys)
+    check_schema(record, "fc", keep, n_masks=40_000)
+    groups = [slice(g, g + k) for g in range(0, U.shape[1], k)]
+    direct = (1 - keep) / keep * sum(np.sum((U[:, g] @ V[:, g].T) ** 2) for g in groups)
+    assert fc.block_dropout_penalty(U, V, keep, k) == pytest.approx(direct, rel=1e-12)
+    check_agreement(record, direct)
+
+
+def test_penalty_fc_random_layer_text_output_and_same_seed_same_numbers(capsys):
+    argv = ["penalty", "fc", "--d-in", "3", "--d-out", "2", "--width", "4", "--seed", "5"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "closed form" in first and "formula (1)" in first and "95 % CI" in first
+    assert "d_in=3, d_out=2, width=4" in first
+    assert main(argv) == 0
+    assert capsys.readouterr().out == first
+
+
+# ----------------------------------------------------------------------------- penalty conv
+
+
+@pytest.fixture
+def conv_weights(tmp_path):
+    rng = np.random.default_rng(3)
+    v, u = rng.normal(size=(3, 2, 3, 3)), rng.normal(size=(2, 3, 3, 3))
+    path = tmp_path / "conv.npz"
+    np.savez(path, u=u, v=v)
+    return path, u, v
+
+
+def dense_element_penalty(u, v, keep, image, padding):
+    """Formula (1) column by column of the dense layer matrices: λ Σ_j ‖U[:, j]‖² ‖V[j, :]‖²."""
+    U, V = conv.conv_matrix(u, image, padding), conv.conv_matrix(v, image, padding)
+    return (1 - keep) / keep * np.sum(np.sum(U**2, axis=0) * np.sum(V**2, axis=1))
+
+
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+@pytest.mark.parametrize("mode", ["element", "channel"])
+def test_penalty_conv_json_matches_closed_form(conv_weights, capsys, mode, padding):
+    path, u, v = conv_weights
+    keep, image = 0.6, (5, 6)
+    argv = ["penalty", "conv", "--weights", str(path), "--keep", str(keep), "--image", "5", "6"]
+    argv += ["--mode", mode, "--padding", padding, "--n-masks", "4000"]
+    record = run_json(argv, capsys)
+    check_schema(record, "conv", keep, n_masks=4000)
+    expected = conv.dropout_penalty(u, v, keep, image, padding, mode=mode)
+    if mode == "element":
+        assert expected == pytest.approx(dense_element_penalty(u, v, keep, image, padding))
+    check_agreement(record, expected)
+    settings = record["settings"]
+    assert settings["v_shape"] == [3, 2, 3, 3] and settings["u_shape"] == [2, 3, 3, 3]
+    assert settings["image"] == [5, 6] and settings["mode"] == mode
+
+
+def test_penalty_conv_block_has_no_closed_form(capsys):
+    argv = ["penalty", "conv", "--mode", "block", "--block-size", "3", "--n-masks", "500"]
+    record = run_json(argv, capsys)
+    check_schema(record, "conv", 0.5, n_masks=500)
+    assert record["closed_form"] is None and record["z"] is None
+    assert main(argv) == 0
+    assert "none (Monte Carlo only)" in capsys.readouterr().out
+
+
+def test_penalty_conv_random_kernels_follow_the_shape_flags(capsys):
+    argv = ["penalty", "conv", "--in-channels", "2", "--hidden-channels", "3"]
+    argv += ["--out-channels", "1", "--kernel-size", "3", "--image", "7", "--n-masks", "500"]
+    settings = run_json(argv, capsys)["settings"]
+    assert settings["v_shape"] == [3, 2, 3] and settings["u_shape"] == [1, 3, 3]
+
+
+# ----------------------------------------------------------------------------- user errors
+
+
+def _npz(tmp_path, name, **arrays):
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return str(path)
+
+
+BAD_ARGUMENTS = {
+    "keep above 1": lambda t: ["penalty", "fc", "--keep", "1.5"],
+    "keep 0": lambda t: ["penalty", "fc", "--keep", "0"],
+    "keep not a number": lambda t: ["penalty", "conv", "--keep", "half"],
+    "no such file": lambda t: ["penalty", "fc", "--weights", str(t / "missing.npz")],
+    "directory": lambda t: ["penalty", "fc", "--weights", str(t)],
+    "not an npz": lambda t: ["penalty", "fc", "--weights", _text(t)],
+    "single .npy": lambda t: ["penalty", "fc", "--weights", _npy(t)],
+    "missing V": lambda t: ["penalty", "fc", "--weights", _npz(t, "u.npz", U=np.ones((2, 3)))],
+    "fc widths differ": lambda t: [
+        "penalty",
+        "fc",
+        "--weights",
+        _npz(t, "uv.npz", U=np.ones((2, 3)), V=np.ones((4, 2))),
+    ],
+    "weights and shapes": lambda t: [
+        "penalty",
+        "fc",
+        "--width",
+        "3",
+        "--weights",
+        _npz(t, "uv.npz", U=np.ones((2, 3)), V=np.ones((4, 3))),
+    ],
+    "block does not divide width": lambda t: ["penalty", "fc", "--width", "5", "--block-size", "2"],
+    "too few samples": lambda t: ["penalty", "fc", "--n-samples", "3"],
+    "one mask": lambda t: ["penalty", "fc", "--n-masks", "1"],
+    "negative width": lambda t: ["penalty", "fc", "--width", "-2"],
+    "negative seed": lambda t: ["penalty", "fc", "--seed", "-1"],
+    "unknown mode": lambda t: ["penalty", "conv", "--mode", "spatial"],
+    "unknown padding": lambda t: ["penalty", "conv", "--padding", "reflect"],
+    "block without size": lambda t: ["penalty", "conv", "--mode", "block"],
+    "block size in element mode": lambda t: ["penalty", "conv", "--block-size", "2"],
+    "even kernel": lambda t: ["penalty", "conv", "--kernel-size", "4"],
+    "kernel larger than image": lambda t: [
+        "penalty",
+        "conv",
+        "--image",
+        "4",
+        "4",
+        "--kernel-size",
+        "5",
+    ],
+    "three image sizes": lambda t: ["penalty", "conv", "--image", "8", "8", "8"],
+    "conv channels differ": lambda t: [
+        "penalty",
+        "conv",
+        "--weights",
+        _npz(t, "k.npz", u=np.ones((1, 2, 3, 3)), v=np.ones((3, 1, 3, 3))),
+    ],
+    "fc weights to conv": lambda t: [
+        "penalty",
+        "conv",
+        "--weights",
+        _npz(t, "uv.npz", U=np.ones((2, 3)), V=np.ones((4, 3))),
+    ],
+    "no layer": lambda t: ["penalty"],
+    "unknown layer": lambda t: ["penalty", "rnn"],
+    "no command": lambda t: [],
+    "unknown command": lambda t: ["train"],
+    "unknown option": lambda t: ["penalty", "fc", "--dropout", "0.5"],
+    "figures out is a file": lambda t: [
+        "figures",
+        "--only",
+        "no_gradient_probability",
+        "--quick",
+        "--out",
+        _text(t),
+    ],
+}
+
+
+def _text(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not an archive\n")
+    return str(path)
+
+
+def _npy(tmp_path):
+    path = tmp_path / "one.npy"
+    np.save(path, np.ones(3))
+    return str(path)
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGUMENTS))
+def test_bad_arguments_exit_2_with_one_line(case, tmp_path, capsys):
+    assert main(BAD_ARGUMENTS[case](tmp_path)) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("regtheory"), captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_installed_command_reports_user_errors_without_traceback(tmp_path):
+    script = Path(sys.executable).parent / "regtheory"
+    for argv in (["penalty", "fc", "--keep", "2"], ["penalty", "conv", "--mode", "x"]):
+        done = subprocess.run([str(script), *argv], capture_output=True, text=True, check=False)
+        assert done.returncode == 2 and done.stdout == ""
+        assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+# ----------------------------------------------------------------------------- figures
 
 
 def test_list_names_every_figure(capsys):
@@ -16,6 +271,7 @@ def test_list_names_every_figure(capsys):
 def test_unknown_figure_exits_2_with_valid_names(capsys, tmp_path):
     assert main(["figures", "--only", "nope", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
     assert "nope" in err and all(name in err for name in REGISTRY)
     assert not any(tmp_path.iterdir())
 
@@ -34,4 +290,4 @@ def test_console_script_entry_point():
     script = Path(sys.executable).parent / "regtheory"
     assert script.exists(), "the console script is not installed (pyproject [project.scripts])"
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
-    assert done.returncode == 0 and "figures" in done.stdout
+    assert done.returncode == 0 and "figures" in done.stdout and "penalty" in done.stdout
