@@ -1,7 +1,7 @@
 """The ``regtheory`` command line.
 
 ``regtheory figures [--list] [--only NAME ...] [--out DIR] [--quick] [--seed N]``
-reproduces the figures into ``figures/``.
+reproduces the figures into ``figures/``, with a progress bar on a terminal.
 
 ``regtheory penalty fc|conv [--keep P] [--weights FILE.npz] ...`` prints the
 closed-form dropout penalty of one layer (formula (1), the block penalty, (5) or
@@ -31,6 +31,8 @@ from .montecarlo import Estimate
 
 
 def _figures(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from .figures import REGISTRY, render
 
     if args.list:
@@ -47,10 +49,21 @@ def _figures(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    for name in names:
+    # The bar goes to stderr and only to a terminal: stdout keeps one line per
+    # figure, so logs and pipes read the same with or without it.
+    bar = tqdm(
+        names,
+        desc="figures",
+        unit="figure",
+        file=sys.stderr,
+        disable=args.no_progress or not sys.stderr.isatty(),
+    )
+    for name in bar:
+        bar.set_postfix_str(name)
         start = time.perf_counter()
         paths = render(name, args.out, quick=args.quick, seed=args.seed)
-        print(f"{name}: {', '.join(str(p) for p in paths)} ({time.perf_counter() - start:.1f} s)")
+        line = f"{name}: {', '.join(str(p) for p in paths)} ({time.perf_counter() - start:.1f} s)"
+        tqdm.write(line, file=sys.stdout)  # above the bar, not through it
     return 0
 
 
@@ -380,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--quick", action="store_true", help="small sizes, for smoke runs")
     fig.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     fig.add_argument("--list", action="store_true", help="list the figures and exit")
+    fig.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it is shown only when stderr is a terminal)",
+    )
     fig.set_defaults(func=_figures)
 
     pen = sub.add_parser(

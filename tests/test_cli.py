@@ -6,6 +6,7 @@ written out here: λ Σᵢ ‖uᵢ‖² ‖vᵢ‖² for (1), λ Σ_g ‖U_g V_g
 units, and formula (1) applied to the columns of the dense conv matrices for (5).
 """
 
+import io
 import json
 import subprocess
 import sys
@@ -283,6 +284,41 @@ def test_only_quick_writes_files(tmp_path):
         "fc_equalization.pdf",
         "fc_equalization.png",
     ]
+
+
+def test_rerun_with_the_same_seed_writes_identical_json(tmp_path):
+    # figures whose data come from sampled masks, SGD with real masks, and cvxpy
+    names = ["fc_equalization", "conv_matrix_seed", "trained_vs_implied"]
+    for run in ("a", "b"):
+        argv = ["figures", "--only", *names, "--quick", "--seed", "3", "--out", str(tmp_path / run)]
+        assert main([*argv, "--no-progress"]) == 0
+    for name in names:
+        first = (tmp_path / "a" / f"{name}.json").read_bytes()
+        assert first == (tmp_path / "b" / f"{name}.json").read_bytes(), name
+        assert json.loads(first)["seed"] == 3
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("no_progress", [False, True])
+def test_progress_bar_on_a_terminal_only(no_progress, tmp_path, monkeypatch, capsys):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = ["figures", "--only", "no_gradient_probability", "--quick", "--out", str(tmp_path)]
+    assert main(argv + ["--no-progress"] * no_progress) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("no_gradient_probability: ") and len(out.splitlines()) == 1
+    bar = terminal.getvalue()
+    assert ("1/1" in bar) is not no_progress
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    argv = ["figures", "--only", "no_gradient_probability", "--quick", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_console_script_entry_point():
