@@ -8,6 +8,7 @@ units, and formula (1) applied to the columns of the dense conv matrices for (5)
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,14 @@ def test_penalty_fc_random_layer_text_output_and_same_seed_same_numbers(capsys):
     assert "d_in=3, d_out=2, width=4" in first
     assert main(argv) == 0
     assert capsys.readouterr().out == first
+
+
+def test_readme_penalty_example_is_what_the_command_prints(capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    match = re.search(r"```text\n\$ regtheory (penalty .+?)\n(.*?)```", readme, flags=re.DOTALL)
+    assert match, "README lacks the `regtheory penalty` example"
+    assert main(match.group(1).split()) == 0
+    assert capsys.readouterr().out == match.group(2)
 
 
 # ----------------------------------------------------------------------------- penalty conv
