@@ -1,5 +1,6 @@
 """The cvxpy implied problems against the closed form (3) and against each other."""
 
+import cvxpy as cp
 import numpy as np
 import pytest
 from scipy import optimize
@@ -100,7 +101,7 @@ def test_solver_failure_raises_with_status():
     with pytest.raises(implied.SolverFailedError, match="status") as info:
         implied.solve_fc(T, 0.5, 8, method="sdp", solver="SCS", solver_options={"max_iters": 2})
     assert info.value.status != "optimal"
-    assert "try another solver" in str(info.value)
+    assert "stopped short of its tolerances" in str(info.value)
 
 
 def test_bad_arguments():
@@ -184,3 +185,23 @@ def test_solve_fc_block_is_a_lower_bound_and_tight_here(k):
 def test_solve_fc_block_bad_block_size():
     with pytest.raises(ValueError, match="block_size"):
         implied.solve_fc_block(np.eye(3), 0.5, 4, 3)
+
+
+@pytest.mark.parametrize(
+    "make,status,advice",
+    [
+        (
+            lambda x: cp.Problem(cp.Minimize(cp.sum(x)), [x >= 1, x <= 0]),
+            "infeasible",
+            "constraints",
+        ),
+        (lambda x: cp.Problem(cp.Minimize(cp.sum(x))), "unbounded", "unbounded below"),
+    ],
+)
+def test_solver_plumbing_raises_with_status_and_advice(make, status, advice):
+    """Every implied problem goes through implied._solver.solve: force each failure there."""
+    from regtheory.implied._solver import solve
+
+    with pytest.raises(implied.SolverFailedError, match=status) as info:
+        solve(make(cp.Variable(3)), None)
+    assert info.value.status == status and advice in str(info.value)

@@ -96,5 +96,23 @@ def solve(
     except cp.error.SolverError as exc:
         raise SolverFailedError("solver_error", solver, f"the solver raised: {exc}") from exc
     if problem.status != cp.OPTIMAL:
-        raise SolverFailedError(problem.status, solver)
+        raise SolverFailedError(problem.status, solver, _ADVICE.get(problem.status, ""))
     return solver
+
+
+# What to try, by status. The implied problems are feasible and bounded by construction,
+# so infeasible / unbounded mean the data (or a hand-built problem) are wrong.
+_ADVICE = {
+    cp.INFEASIBLE: "the constraints cannot be met: check the data (e.g. an end-to-end kernel "
+    "the lifted operator cannot reach) or try solver='SCS' to get a certificate",
+    cp.UNBOUNDED: "the objective is unbounded below: check the data for a non-PSD second "
+    "moment, or the problem for a missing regularizer",
+    cp.OPTIMAL_INACCURATE: "the solver stopped short of its tolerances: try solver='CLARABEL' "
+    "(interior point), looser tolerances via solver_options, or rescale the data to O(1)",
+    cp.INFEASIBLE_INACCURATE: "probably infeasible, but inaccurate: rescale the data or try "
+    "another solver",
+    cp.UNBOUNDED_INACCURATE: "probably unbounded, but inaccurate: rescale the data or try "
+    "another solver",
+    cp.USER_LIMIT: "the solver hit an iteration or time limit: raise max_iters in "
+    "solver_options or use solver='CLARABEL'",
+}
