@@ -15,7 +15,7 @@ import numpy as np
 from ._validation import as_generator, check_array, check_int
 from .conv import conv2d
 
-__all__ = ["LinearTask", "linear_teacher", "white_inputs"]
+__all__ = ["ConvTask", "LinearTask", "conv_task", "linear_teacher", "white_inputs"]
 
 
 def white_inputs(n: int, d: int, seed) -> np.ndarray:
