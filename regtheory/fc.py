@@ -144,6 +144,7 @@ def dropout_penalty_mc(
     """
     U, V = _check_factors(U, V)
     X = check_array(X, "X", ndim=2)
+    n_masks = check_int(n_masks, "n_masks", minimum=2)
     if X.shape[1] != V.shape[0]:
         raise ValueError(f"`X` must have {V.shape[0]} columns (d_in of V), got {X.shape}")
     width = U.shape[1]

@@ -183,6 +183,7 @@ def dropout_penalty_mc(
     layers = _check_layers(layers)
     X = check_array(X, "X")
     Y = check_array(Y, "Y")
+    n_masks = check_int(n_masks, "n_masks", minimum=2)
     if X.shape[0] != Y.shape[0]:
         raise ValueError(
             f"`X` and `Y` must have the same number of samples, got {X.shape[0]} and {Y.shape[0]}"
