@@ -1,0 +1,124 @@
+"""Tests of regtheory/sweep.py: every backend returns what the serial run returns.
+
+The serial run is itself checked against the task function called directly; joblib
+(two processes) and a Dask ``LocalCluster`` (two worker processes) must then give
+the same results to the last bit, in task order, on a small seeded function, on a
+BLAS product whose rounding depends on the thread count.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from regtheory.sweep import Sweep
+
+
+def normal_draws(task: dict) -> np.ndarray:
+    """Three standard normal draws from the task's own seed, scaled by its index."""
+    return task["index"] * np.random.default_rng(task["seed"]).standard_normal(3)
+
+
+def where_run(task: dict) -> int:
+    return os.getpid()
+
+
+def blas_product(task: dict) -> np.ndarray:
+    """A 30 × 512 by 512 × 512 product: OpenBLAS rounds it differently for 1 and 2 threads."""
+    rng = np.random.default_rng(task["seed"])
+    return rng.standard_normal((30, 512)) @ rng.standard_normal((512, 512))
+
+
+TASKS = [{"index": i, "seed": 1000 + 7 * i} for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def dask_sweep(cluster):
+    with Sweep(scheduler=cluster.scheduler_address) as sweep:
+        yield sweep
+
+
+@pytest.fixture(params=["joblib", "dask"])
+def parallel(request):
+    """A sweep on two local processes, or on the two workers of the local Dask cluster."""
+    if request.param == "joblib":
+        return Sweep(n_jobs=2)
+    return request.getfixturevalue("dask_sweep")
+
+
+def test_serial_run_is_the_function_called_on_each_task_in_order():
+    expected = [
+        task["index"] * np.random.default_rng(task["seed"]).standard_normal(3) for task in TASKS
+    ]
+    results = Sweep().map(normal_draws, TASKS)
+    assert len(results) == len(TASKS)
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+    assert Sweep().map(where_run, TASKS) == [os.getpid()] * len(TASKS)
+
+
+def test_parallel_backends_return_the_serial_results(parallel):
+    assert parallel.backend in ("joblib", "dask")
+    for fn in (normal_draws, blas_product):
+        serial = Sweep().map(fn, TASKS)
+        results = parallel.map(fn, TASKS)
+        assert len(results) == len(serial)
+        for got, want in zip(results, serial):
+            assert got.tobytes() == want.tobytes(), fn.__name__
+    pids = set(parallel.map(where_run, TASKS))
+    assert os.getpid() not in pids, "the tasks ran in this process"
+    assert parallel.map(normal_draws, []) == []
+
+
+def test_dask_map_outside_a_with_block_connects_for_that_call(cluster):
+    sweep = Sweep(scheduler=cluster.scheduler_address)
+    assert sweep.map(where_run, TASKS[:2]) != [os.getpid()] * 2
+    assert sweep._client is None
+
+
+def test_missing_dask_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)  # import fails
+    sweep = Sweep(scheduler="tcp://127.0.0.1:8786")
+    with pytest.raises(ImportError, match=r"pip install 'regtheory\[dask\]'"):
+        sweep.open()
+    with pytest.raises(ImportError, match="dask"):
+        sweep.map(normal_draws, TASKS)
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:1", "nonsense://here", "tcp://host:port"])
+def test_unreachable_or_malformed_scheduler_is_an_oserror(address):
+    pytest.importorskip("dask.distributed")
+    with pytest.raises(OSError, match="cannot connect to the Dask scheduler at"):
+        Sweep(scheduler=address, timeout=1).open()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_jobs": 0}, "positive integer or -1"),
+        ({"n_jobs": -2}, "positive integer or -1"),
+        ({"n_jobs": 2.0}, "positive integer or -1"),
+        ({"n_jobs": True}, "positive integer or -1"),
+        ({"scheduler": ""}, "address string"),
+        ({"n_jobs": 2, "scheduler": "tcp://127.0.0.1:8786"}, "not both"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Sweep(**kwargs)
+
+
+def test_backend_names():
+    assert Sweep().backend == "serial"
+    assert Sweep(n_jobs=-1).backend == "joblib"
+    assert Sweep(scheduler="tcp://127.0.0.1:8786").backend == "dask"
