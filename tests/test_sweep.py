@@ -3,16 +3,22 @@
 The serial run is itself checked against the task function called directly; joblib
 (two processes) and a Dask ``LocalCluster`` (two worker processes) must then give
 the same results to the last bit, in task order, on a small seeded function, on a
-BLAS product whose rounding depends on the thread count.
+BLAS product whose rounding depends on the thread count, and on the data of every
+figure that sweeps.
 """
 
+import functools
+import json
 import os
 import sys
 
 import numpy as np
 import pytest
 
+from regtheory.figures import REGISTRY, compute
 from regtheory.sweep import Sweep
+
+SWEEPING = sorted(name for name, spec in REGISTRY.items() if spec.sweeps)
 
 
 def normal_draws(task: dict) -> np.ndarray:
@@ -78,6 +84,27 @@ def test_parallel_backends_return_the_serial_results(parallel):
     pids = set(parallel.map(where_run, TASKS))
     assert os.getpid() not in pids, "the tasks ran in this process"
     assert parallel.map(normal_draws, []) == []
+
+
+@functools.cache
+def serial_data(name: str) -> str:
+    return json.dumps(compute(name, quick=True, seed=0), sort_keys=True)
+
+
+@pytest.mark.parametrize("name", SWEEPING)
+def test_figure_data_identical_on_every_backend(name, parallel):
+    data = json.dumps(compute(name, quick=True, seed=0, sweep=parallel), sort_keys=True)
+    assert data == serial_data(name)
+
+
+def test_the_sweeping_figures():
+    assert {"penalty_vs_keep", "mc_error_vs_n", "fc_spectrum"} <= set(SWEEPING)
+
+
+def test_a_figure_that_does_not_sweep_ignores_the_sweep():
+    name = "no_gradient_probability"
+    assert not REGISTRY[name].sweeps
+    assert compute(name, quick=True, sweep=Sweep(n_jobs=2)) == compute(name, quick=True)
 
 
 def test_dask_map_outside_a_with_block_connects_for_that_call(cluster):

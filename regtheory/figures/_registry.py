@@ -3,6 +3,13 @@
 A figure is two functions: ``compute(quick, seed) -> dict`` returns its data
 (JSON-serialisable; the numbers a reader can re-plot or check), and
 ``plot(data) -> matplotlib.figure.Figure`` draws it and computes nothing.
+
+A figure whose data is a grid of independent runs (``FigureSpec.sweeps``) takes
+one more argument, ``compute(quick, seed, sweep=None)``: a
+:class:`regtheory.sweep.Sweep` that runs the grid serially (``None``), on local
+processes or on a Dask cluster. Its data do not depend on which, so the record
+does not name the backend.
+
 :func:`render` writes ``NAME.png``, ``NAME.pdf`` and ``NAME.json`` (the data,
 the package version, the seed and the mode) atomically: each file is written
 to a temporary name and renamed, so an interrupted run leaves no half file.
@@ -20,17 +27,24 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..sweep import Sweep
+
 __all__ = ["REGISTRY", "FigureSpec", "compute", "register", "render"]
 
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """A registered figure: a name, one line of description, compute and plot."""
+    """A registered figure: a name, one line of description, compute and plot.
+
+    ``sweeps`` marks a figure whose ``compute`` takes ``sweep=`` (a
+    :class:`regtheory.sweep.Sweep`) and runs its grid of independent runs on it.
+    """
 
     name: str
     description: str
-    compute: Callable[[bool, int], dict]
+    compute: Callable[..., dict]
     plot: Callable[[dict], Figure]
+    sweeps: bool = False
 
 
 REGISTRY: dict[str, FigureSpec] = {}
@@ -61,11 +75,16 @@ def _spec(name: str) -> FigureSpec:
     return REGISTRY[name]
 
 
-def compute(name: str, quick: bool = False, seed: int = 0) -> dict:
-    """The data of figure ``name`` with the provenance record, without drawing it."""
+def compute(name: str, quick: bool = False, seed: int = 0, sweep: Sweep | None = None) -> dict:
+    """The data of figure ``name`` with the provenance record, without drawing it.
+
+    ``sweep`` runs the grid of a sweeping figure (serially when ``None``); the other
+    figures ignore it. The data are the same whatever it is.
+    """
     from .. import __version__
 
-    data = _spec(name).compute(quick, seed)
+    spec = _spec(name)
+    data = spec.compute(quick, seed, sweep=sweep) if spec.sweeps else spec.compute(quick, seed)
     return {
         "figure": name,
         "description": REGISTRY[name].description,
@@ -88,9 +107,14 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def render(name: str, out_dir, quick: bool = False, seed: int = 0) -> list[Path]:
-    """Compute, draw and save figure ``name`` into ``out_dir``; returns the written paths."""
-    record = compute(name, quick, seed)
+def render(
+    name: str, out_dir, quick: bool = False, seed: int = 0, sweep: Sweep | None = None
+) -> list[Path]:
+    """Compute, draw and save figure ``name`` into ``out_dir``; returns the written paths.
+
+    ``sweep`` as in :func:`compute`.
+    """
+    record = compute(name, quick, seed, sweep)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig = _spec(name).plot(record["data"])

@@ -12,6 +12,10 @@ connected counterpart is the *same end-to-end map* M = UV realised by an
 equalized FC layer of the same width (8 channels × 64 positions = 512 hidden
 units), whose penalty is the least any width-512 factorization of M pays,
 Θ(M) = (λ/w)‖M‖_*², formula (2).
+
+The Monte Carlo grids of (e) and (g) are sweeps (:mod:`regtheory.sweep`): every run
+is one task holding its own seed (:func:`_mc_seed`), so the grid gives the same
+numbers serially, on local processes or on a Dask cluster.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from matplotlib.patches import Rectangle
 
 from .. import conv, fc
 from ..masks import Bernoulli, dropout_lambda
+from ..montecarlo import Estimate
+from ..sweep import Sweep
 from ._registry import FigureSpec, register
 
 # The net of figures (e)-(g).
@@ -232,33 +238,58 @@ def plot_no_gradient_probability(data: dict) -> Figure:
 CONV_MODES = (("element", None), ("channel", None), ("block", BLOCK_SIZE))
 
 
-def compute_penalty_vs_keep(quick: bool, seed: int) -> dict:
+def _penalty_mc(cell: dict) -> Estimate:
+    """One Monte Carlo estimate of the penalty of the net of (e)-(g): one cell of a sweep.
+
+    ``cell["layer"]`` is ``"fc"`` (the equalized FC layer ``cell["fc"]`` = (U', V', X)
+    of :func:`_equalized_fc`) or a conv mode (kernels ``cell["u"]``, ``cell["v"]``);
+    the cell also holds its keep, padding, block size, number of masks and seed.
+    """
+    if cell["layer"] == "fc":
+        Ue, Ve, X = cell["fc"]
+        return fc.dropout_penalty_mc(
+            Ue, Ve, cell["keep"], X, n_masks=cell["n_masks"], seed=cell["seed"]
+        )
+    return conv.dropout_penalty_mc(
+        cell["u"], cell["v"], cell["keep"], IMAGE, cell["padding"], cell["layer"],
+        block_size=cell["block_size"], n_masks=cell["n_masks"], seed=cell["seed"],
+    )
+
+
+def _penalty_cell(u, v, fc_layer, layer: str, padding: str, keep: float, block_size, n_masks: int,
+                  mc_seed: int) -> dict:
+    """The sweep cell of :func:`_penalty_mc`, with only the weights its layer needs."""
+    weights = {"fc": fc_layer} if layer == "fc" else {"u": u, "v": v}
+    return {"layer": layer, "padding": padding, "keep": keep, "block_size": block_size,
+            "n_masks": n_masks, "seed": mc_seed, **weights}
+
+
+def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) -> dict:
     keeps = np.array([0.2, 0.5, 0.8]) if quick else np.round(np.arange(0.1, 0.91, 0.1), 2)
     n_masks = 2000 if quick else 20_000
     u, v = _net(seed)
-    k = 0
+    fc_layers = {padding: _equalized_fc(u, v, padding) for padding in PADDINGS}
+    # The keep × layer × padding grid of Monte Carlo runs, numbered (for their seeds)
+    # padding by padding, layer by layer, keep by keep.
+    grid = [(padding, layer, block, keep) for padding in PADDINGS
+            for layer, block in (("fc", None), *CONV_MODES) for keep in keeps]
+    cells = [_penalty_cell(u, v, fc_layers[padding], layer, padding, keep, block, n_masks,
+                           _mc_seed(seed, k))
+             for k, (padding, layer, block, keep) in enumerate(grid)]
+    estimates = (sweep or Sweep()).map(_penalty_mc, cells)
+    mc = {}
+    for (padding, layer, _, _), cell, est in zip(grid, cells, estimates):
+        mc.setdefault((padding, layer), []).append(_estimate_record(est, cell["seed"]))
     panels = []
     for padding in PADDINGS:
-        Ue, Ve, X = _equalized_fc(u, v, padding)
-        series = {}
-        fc_closed, fc_mc = [], []
-        for keep in keeps:
-            fc_closed.append(fc.dropout_penalty(Ue, Ve, keep))
-            est = fc.dropout_penalty_mc(Ue, Ve, keep, X, n_masks=n_masks, seed=_mc_seed(seed, k))
-            fc_mc.append(_estimate_record(est, _mc_seed(seed, k)))
-            k += 1
-        series["fc"] = {"closed_form": fc_closed, "mc": fc_mc}
-        for mode, block in CONV_MODES:
+        Ue, Ve, _ = fc_layers[padding]
+        series = {"fc": {"closed_form": [fc.dropout_penalty(Ue, Ve, keep) for keep in keeps],
+                         "mc": mc[padding, "fc"]}}
+        for mode, _ in CONV_MODES:
             closed = None
             if mode != "block":
                 closed = [conv.dropout_penalty(u, v, keep, IMAGE, padding, mode) for keep in keeps]
-            mc = []
-            for keep in keeps:
-                est = conv.dropout_penalty_mc(u, v, keep, IMAGE, padding, mode, block_size=block,
-                                              n_masks=n_masks, seed=_mc_seed(seed, k))
-                mc.append(_estimate_record(est, _mc_seed(seed, k)))
-                k += 1
-            series[mode] = {"closed_form": closed, "mc": mc}
+            series[mode] = {"closed_form": closed, "mc": mc[padding, mode]}
         panels.append({"padding": padding, "series": series})
     return {
         "kernel_seed": seed,
@@ -452,29 +483,30 @@ def plot_border_penalty_map(data: dict) -> Figure:
 MC_KEEP = 0.5
 
 
-def compute_mc_error_vs_n(quick: bool, seed: int) -> dict:
+def compute_mc_error_vs_n(quick: bool, seed: int, sweep: Sweep | None = None) -> dict:
     n_values = [30, 100, 300, 1000] if quick else [30, 100, 300, 1000, 3000, 10_000]
     n_seeds = 20
     u, v = _net(seed)
-    Ue, Ve, X = _equalized_fc(u, v, "zeros")
-    estimators = {
-        "fc": (fc.dropout_penalty(Ue, Ve, MC_KEEP),
-               lambda n, s: fc.dropout_penalty_mc(Ue, Ve, MC_KEEP, X, n_masks=n, seed=s)),
-        "element": (conv.dropout_penalty(u, v, MC_KEEP, IMAGE, "zeros", "element"),
-                    lambda n, s: conv.dropout_penalty_mc(u, v, MC_KEEP, IMAGE, "zeros", "element",
-                                                         n_masks=n, seed=s)),
-        "channel": (conv.dropout_penalty(u, v, MC_KEEP, IMAGE, "zeros", "channel"),
-                    lambda n, s: conv.dropout_penalty_mc(u, v, MC_KEEP, IMAGE, "zeros", "channel",
-                                                         n_masks=n, seed=s)),
+    fc_layer = _equalized_fc(u, v, "zeros")
+    Ue, Ve, _ = fc_layer
+    closed_forms = {
+        "fc": fc.dropout_penalty(Ue, Ve, MC_KEEP),
+        "element": conv.dropout_penalty(u, v, MC_KEEP, IMAGE, "zeros", "element"),
+        "channel": conv.dropout_penalty(u, v, MC_KEEP, IMAGE, "zeros", "channel"),
     }
-    k = 0
+    # The estimator × N × seed grid, numbered (for the seeds) in that order.
+    grid = [(name, n, i) for name in closed_forms for n in n_values for i in range(n_seeds)]
+    cells = [_penalty_cell(u, v, fc_layer, name, "zeros", MC_KEEP, None, n, _mc_seed(seed, k))
+             for k, (name, n, _) in enumerate(grid)]
+    runs = {}
+    for (name, n, _), cell, est in zip(grid, cells, (sweep or Sweep()).map(_penalty_mc, cells)):
+        runs.setdefault((name, n), []).append((cell["seed"], est))
     out = {}
-    for name, (closed, run) in estimators.items():
+    for name, closed in closed_forms.items():
         rows = []
         for n in n_values:
-            seeds = [_mc_seed(seed, k + i) for i in range(n_seeds)]
-            k += n_seeds
-            ests = [run(n, s) for s in seeds]
+            seeds = [s for s, _ in runs[name, n]]
+            ests = [e for _, e in runs[name, n]]
             err = np.array([e.mean - closed for e in ests])
             se = np.array([e.stderr for e in ests])
             rows.append({
@@ -560,6 +592,7 @@ register(FigureSpec(
     "(e) penalty vs keep: closed forms (2), (5), (6) with Monte Carlo CIs; DropBlock by Monte Carlo",
     compute_penalty_vs_keep,
     plot_penalty_vs_keep,
+    sweeps=True,
 ))
 register(FigureSpec(
     "border_penalty_map",
@@ -572,4 +605,5 @@ register(FigureSpec(
     "(g) Monte Carlo error vs number of masks: observed RMS error and stderr against 1/√N",
     compute_mc_error_vs_n,
     plot_mc_error_vs_n,
+    sweeps=True,
 ))

@@ -1,7 +1,8 @@
 """Figures of the fully connected theory (THEORY.md §1).
 
 (a) ``fc_equalization`` -- dropout training equalizes the hidden units.
-(b) ``fc_spectrum`` -- singular values: trained with real dropout vs closed form (3) vs cvxpy.
+(b) ``fc_spectrum`` -- singular values: trained with real dropout vs closed form (3) vs cvxpy;
+    one training run per keep, run as a sweep (:mod:`regtheory.sweep`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from matplotlib.figure import Figure
 
 from .. import fc, implied, training
 from ..data import linear_teacher
+from ..sweep import Sweep
 from ._registry import FigureSpec, register
 
 # One task for both figures: 8 -> 8 map with a spread spectrum, width 12 > rank,
@@ -88,25 +90,36 @@ def plot_fc_equalization(data: dict) -> Figure:
 KEEPS = (0.2, 0.4, 0.6, 0.8)
 
 
-def compute_fc_spectrum(quick: bool, seed: int) -> dict:
+def _spectrum_panel(cell: dict) -> dict:
+    """One panel of (b), one cell of its sweep: train at one keep, solve, compare spectra.
+
+    ``cell`` holds the task (``"data"``, a :class:`regtheory.data.LinearTask`), the
+    keep, the training seed and the mode.
+    """
+    task, keep, train_seed = cell["data"], cell["keep"], cell["train_seed"]
+    run = _train(task, keep, cell["quick"], train_seed)
+    closed = fc.global_optimum(task.T, keep, WIDTH)
+    solved = implied.solve_fc(task.T, keep, WIDTH, method="spectral")
+    return {
+        "keep": keep,
+        "train_seed": train_seed,
+        "target": np.linalg.svd(task.T, compute_uv=False),
+        "trained": np.linalg.svd(run.final_map, compute_uv=False),
+        "closed_form": np.linalg.svd(closed, compute_uv=False),
+        "cvxpy": np.linalg.svd(solved.M, compute_uv=False),
+        "rel_gap_trained": np.linalg.norm(run.final_map - closed) / np.linalg.norm(closed),
+        "rel_gap_cvxpy": np.linalg.norm(solved.M - closed) / np.linalg.norm(closed),
+    }
+
+
+def compute_fc_spectrum(quick: bool, seed: int, sweep: Sweep | None = None) -> dict:
     task = linear_teacher(N_SAMPLES, TEACHER_SINGULAR_VALUES, DIM, DIM, NOISE, seed)
-    panels = []
-    for i, keep in enumerate(KEEPS):
-        run = _train(task, keep, quick, seed + 1 + i)
-        closed = fc.global_optimum(task.T, keep, WIDTH)
-        solved = implied.solve_fc(task.T, keep, WIDTH, method="spectral")
-        panels.append(
-            {
-                "keep": keep,
-                "train_seed": seed + 1 + i,
-                "target": np.linalg.svd(task.T, compute_uv=False),
-                "trained": np.linalg.svd(run.final_map, compute_uv=False),
-                "closed_form": np.linalg.svd(closed, compute_uv=False),
-                "cvxpy": np.linalg.svd(solved.M, compute_uv=False),
-                "rel_gap_trained": np.linalg.norm(run.final_map - closed) / np.linalg.norm(closed),
-                "rel_gap_cvxpy": np.linalg.norm(solved.M - closed) / np.linalg.norm(closed),
-            }
-        )
+    # one training run per keep, each with its own seed
+    cells = [
+        {"data": task, "keep": keep, "train_seed": seed + 1 + i, "quick": quick}
+        for i, keep in enumerate(KEEPS)
+    ]
+    panels = (sweep or Sweep()).map(_spectrum_panel, cells)
     return {"width": WIDTH, "task_seed": seed, "hyperparameters": _sizes(quick), "panels": panels}
 
 
@@ -142,5 +155,6 @@ register(
         "(b) singular values: dropout-trained map vs closed form (3) vs cvxpy, several keep",
         compute_fc_spectrum,
         plot_fc_spectrum,
+        sweeps=True,
     )
 )
