@@ -1,7 +1,12 @@
 """The ``regtheory`` command line.
 
-``regtheory figures [--list] [--only NAME ...] [--out DIR] [--quick] [--seed N]``
-reproduces the figures into ``figures/``, with a progress bar on a terminal.
+``regtheory figures [--list] [--only NAME ...] [--out DIR] [--quick] [--seed N]
+[--jobs N | --scheduler ADDRESS]`` reproduces the figures into ``figures/``, with a
+progress bar on a terminal. The figures' sweeps (grids of independent Monte Carlo
+and training runs) run on joblib processes, one per core unless ``--jobs`` says
+otherwise (``--jobs 1``: serially in this process), or on the Dask cluster whose
+scheduler is at ``--scheduler`` (the ``dask`` extra). The data are the same on
+every backend (:mod:`regtheory.sweep`).
 
 ``regtheory penalty fc|conv [--keep P] [--weights FILE.npz] ...`` prints the
 closed-form dropout penalty of one layer (formula (1), the block penalty, (5) or
@@ -34,6 +39,7 @@ def _figures(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .figures import REGISTRY, render
+    from .sweep import Sweep
 
     if args.list:
         width = max(len(n) for n in REGISTRY)
@@ -49,21 +55,32 @@ def _figures(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    # The bar goes to stderr and only to a terminal: stdout keeps one line per
-    # figure, so logs and pipes read the same with or without it.
-    bar = tqdm(
-        names,
-        desc="figures",
-        unit="figure",
-        file=sys.stderr,
-        disable=args.no_progress or not sys.stderr.isatty(),
-    )
-    for name in bar:
-        bar.set_postfix_str(name)
-        start = time.perf_counter()
-        paths = render(name, args.out, quick=args.quick, seed=args.seed)
-        line = f"{name}: {', '.join(str(p) for p in paths)} ({time.perf_counter() - start:.1f} s)"
-        tqdm.write(line, file=sys.stdout)  # above the bar, not through it
+    if args.scheduler is not None:
+        sweep = Sweep(scheduler=args.scheduler)
+    else:
+        sweep = Sweep(n_jobs=-1 if args.jobs is None else args.jobs)
+    try:
+        sweep.open()  # a scheduler that does not answer fails here, before any figure
+    except ImportError as exc:  # no dask extra: a user error, one line
+        print(f"regtheory figures: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    with sweep:
+        # The bar goes to stderr and only to a terminal: stdout keeps one line per
+        # figure, so logs and pipes read the same with or without it.
+        bar = tqdm(
+            names,
+            desc="figures",
+            unit="figure",
+            file=sys.stderr,
+            disable=args.no_progress or not sys.stderr.isatty(),
+        )
+        for name in bar:
+            bar.set_postfix_str(name)
+            start = time.perf_counter()
+            paths = render(name, args.out, quick=args.quick, seed=args.seed, sweep=sweep)
+            seconds = time.perf_counter() - start
+            line = f"{name}: {', '.join(str(p) for p in paths)} ({seconds:.1f} s)"
+            tqdm.write(line, file=sys.stdout)  # above the bar, not through it
     return 0
 
 
@@ -397,6 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress",
         action="store_true",
         help="no progress bar (it is shown only when stderr is a terminal)",
+    )
+    where = fig.add_mutually_exclusive_group()
+    where.add_argument(
+        "--jobs",
+        type=_positive,
+        metavar="N",
+        help="local processes for the figures' sweeps (default: one per core; "
+        "1 runs them serially in this process); the data do not depend on it",
+    )
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the sweeps on the Dask cluster of this scheduler (tcp://host:8786); "
+        "needs the dask extra, pip install 'regtheory[dask]'",
     )
     fig.set_defaults(func=_figures)
 

@@ -236,6 +236,26 @@ BAD_ARGUMENTS = {
         "--out",
         _text(t),
     ],
+    "figures no jobs": lambda t: ["figures", "--jobs", "0", "--out", str(t)],
+    "figures jobs and scheduler": lambda t: [
+        "figures",
+        "--jobs",
+        "2",
+        "--scheduler",
+        "tcp://127.0.0.1:8786",
+        "--out",
+        str(t),
+    ],
+    "figures malformed scheduler": lambda t: [
+        "figures",
+        "--only",
+        "penalty_vs_keep",
+        "--quick",
+        "--scheduler",
+        "nonsense://here",
+        "--out",
+        str(t),
+    ],
 }
 
 
@@ -305,6 +325,51 @@ def test_rerun_with_the_same_seed_writes_identical_json(tmp_path):
         first = (tmp_path / "a" / f"{name}.json").read_bytes()
         assert first == (tmp_path / "b" / f"{name}.json").read_bytes(), name
         assert json.loads(first)["seed"] == 3
+
+
+def test_jobs_do_not_change_the_data(tmp_path):
+    """The sweeps of (e) on two processes write the JSON of the serial run, byte for byte."""
+    for jobs in ("1", "2"):
+        argv = ["figures", "--only", "penalty_vs_keep", "--quick", "--jobs", jobs]
+        assert main([*argv, "--out", str(tmp_path / jobs), "--no-progress"]) == 0
+    first = (tmp_path / "1" / "penalty_vs_keep.json").read_bytes()
+    assert first == (tmp_path / "2" / "penalty_vs_keep.json").read_bytes()
+
+
+def test_scheduler_runs_the_sweeps_on_a_dask_cluster(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    argv = ["figures", "--only", "mc_error_vs_n", "--quick", "--no-progress"]
+    assert main([*argv, "--jobs", "1", "--out", str(tmp_path / "serial")]) == 0
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        address = cluster.scheduler_address
+        assert main([*argv, "--scheduler", address, "--out", str(tmp_path / "dask")]) == 0
+    serial = (tmp_path / "serial" / "mc_error_vs_n.json").read_bytes()
+    assert serial == (tmp_path / "dask" / "mc_error_vs_n.json").read_bytes()
+
+
+def _check_one_line_and_nothing_written(captured, out_dir, *words):
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("regtheory figures: "), captured.err
+    assert all(w in lines[0] for w in words), lines[0]
+    assert captured.out == "" and not out_dir.exists()
+
+
+def test_unreachable_scheduler_exits_2_before_any_figure(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("dask.distributed")
+    monkeypatch.setattr("regtheory.sweep.CONNECT_TIMEOUT", 1.0)
+    out = tmp_path / "out"
+    argv = ["figures", "--scheduler", "tcp://127.0.0.1:1", "--out", str(out), "--quick"]
+    assert main(argv) == 2
+    _check_one_line_and_nothing_written(capsys.readouterr(), out, "tcp://127.0.0.1:1")
+
+
+def test_scheduler_without_dask_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)  # the import fails
+    out = tmp_path / "out"
+    assert main(["figures", "--scheduler", "tcp://127.0.0.1:8786", "--out", str(out)]) == 2
+    _check_one_line_and_nothing_written(capsys.readouterr(), out, "regtheory[dask]")
 
 
 class _Terminal(io.StringIO):
