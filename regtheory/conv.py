@@ -64,8 +64,9 @@ __all__ = [
 _PADDINGS = ("zeros", "circular")
 # float64 entries of the im2col workspace per chunk of samples (2**24 = 128 MB)
 _WORKSPACE = 1 << 24
-# float64 entries of one Monte Carlo batch of masked hidden maps (2**22 = 32 MB)
-_MC_BATCH_ENTRIES = 1 << 22
+# float64 entries of one Monte Carlo batch of masked hidden maps (2**19 = 4 MB): a
+# batch's work arrays, reused from batch to batch (`_Scratch`), then stay in cache
+_MC_BATCH_ENTRIES = 1 << 19
 
 
 # ----------------------------------------------------------------------------- checks
@@ -127,39 +128,89 @@ def _check_fits(kernel: tuple[int, int], spatial: tuple[int, int], name: str) ->
 # ----------------------------------------------------------------------------- convolution
 
 
-def _pad_cn(x: np.ndarray, ph: int, pw: int, circular: bool) -> np.ndarray:
-    """Pad the two spatial axes of ``x`` (C, N, H, W) by (ph, pw) on both sides."""
-    C, N, H, W = x.shape
-    xp = (np.empty if circular else np.zeros)((C, N, H + 2 * ph, W + 2 * pw))
-    xp[:, :, ph : ph + H, pw : pw + W] = x
+def _fresh(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The default scratch of the convolutions: a new array for every request."""
+    return np.empty(shape)
+
+
+class _Scratch:
+    """Named float64 work arrays that live from one call to the next.
+
+    The Monte Carlo loop convolves batches of one shape again and again. Arrays of
+    several MB come from fresh mmap-ed pages, whose page faults cost about as much
+    as the arithmetic; asking this object instead of :func:`_fresh` hands back the
+    same memory each batch. A request is a view of one flat buffer per name, so a
+    smaller last batch gets a contiguous array too.
+    """
+
+    def __init__(self) -> None:
+        self._flat: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        size = int(np.prod(shape))
+        flat = self._flat.get(name)
+        if flat is None or flat.size < size:
+            flat = self._flat[name] = np.empty(size)
+        return flat[:size].reshape(shape)
+
+
+def _fill_border(xp: np.ndarray, ph: int, pw: int, circular: bool) -> np.ndarray:
+    """Write the border of ``xp`` (C, N, H + 2ph, W + 2pw) whose interior holds the image."""
+    H, W = xp.shape[2] - 2 * ph, xp.shape[3] - 2 * pw
     if circular:
         if ph:
-            xp[:, :, :ph, pw : pw + W] = x[:, :, H - ph :]
-            xp[:, :, ph + H :, pw : pw + W] = x[:, :, :ph]
+            xp[:, :, :ph, pw : pw + W] = xp[:, :, H : H + ph, pw : pw + W]
+            xp[:, :, ph + H :, pw : pw + W] = xp[:, :, ph : 2 * ph, pw : pw + W]
         if pw:  # after the rows, so the corners wrap in both directions
             xp[:, :, :, :pw] = xp[:, :, :, W : W + pw]
             xp[:, :, :, pw + W :] = xp[:, :, :, pw : 2 * pw]
+    else:
+        xp[:, :, :ph] = 0.0
+        xp[:, :, ph + H :] = 0.0
+        xp[:, :, ph : ph + H, :pw] = 0.0
+        xp[:, :, ph : ph + H, pw + W :] = 0.0
     return xp
 
 
-def _conv_cn_block(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
+def _interior(xp: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    """The image inside the padded ``xp`` (..., H + 2ph, W + 2pw), as a view."""
+    return xp[..., ph : xp.shape[-2] - ph, pw : xp.shape[-1] - pw]
+
+
+def _pad_cn(x: np.ndarray, ph: int, pw: int, circular: bool, scratch=_fresh) -> np.ndarray:
+    """Pad the two spatial axes of ``x`` (C, N, H, W) by (ph, pw) on both sides (into
+    ``scratch("padded", ...)``, see :func:`_conv_cn_block`)."""
     C, N, H, W = x.shape
+    xp = scratch("padded", (C, N, H + 2 * ph, W + 2 * pw))
+    _interior(xp, ph, pw)[...] = x
+    return _fill_border(xp, ph, pw, circular)
+
+
+def _conv_cn_block(xp: np.ndarray, w: np.ndarray, scratch=_fresh) -> np.ndarray:
+    """Cross-correlation of an already padded ``xp`` (C_in, N, H + kh − 1, W + kw − 1) -> (C_out, N, H, W).
+
+    ``scratch(name, shape)`` supplies the output and the work array (fresh ones by
+    default; a :class:`_Scratch` reuses them across calls).
+    """
+    C, N, Hp, Wp = xp.shape
     Co, _, kh, kw = w.shape
-    xp = _pad_cn(x, kh // 2, kw // 2, circular)
+    H, W = Hp - kh + 1, Wp - kw + 1
+    out = scratch("out", (Co, N, H, W))
     if Co >= C:
         # im2col on the input side, then one GEMM (C_out, C_in·kh·kw) @ (C_in·kh·kw, N·H·W)
-        cols = np.empty((C, kh, kw, N, H, W))
+        cols = scratch("cols", (C, kh, kw, N, H, W))
         for a in range(kh):
             for b in range(kw):
                 cols[:, a, b] = xp[:, :, a : a + H, b : b + W]
-        return (w.reshape(Co, -1) @ cols.reshape(-1, N * H * W)).reshape(Co, N, H, W)
+        np.matmul(w.reshape(Co, -1), cols.reshape(-1, N * H * W), out=out.reshape(Co, -1))
+        return out
     # Fewer outputs than inputs: mix channels first for every tap with one GEMM
     # (C_out·kh·kw, C_in) @ (C_in, N·Hp·Wp), then shift and add the C_out·kh·kw
     # partial maps; the workspace scales with C_out instead of C_in.
-    Hp, Wp = xp.shape[2:]
     taps = w.transpose(0, 2, 3, 1).reshape(Co * kh * kw, C)
-    part = (taps @ xp.reshape(C, -1)).reshape(Co, kh, kw, N, Hp, Wp)
-    out = part[:, 0, 0, :, :H, :W].copy()
+    part = scratch("part", (Co, kh, kw, N, Hp, Wp))
+    np.matmul(taps, xp.reshape(C, -1), out=part.reshape(Co * kh * kw, -1))
+    out[...] = part[:, 0, 0, :, :H, :W]
     for a in range(kh):
         for b in range(kw):
             if a or b:
@@ -175,14 +226,16 @@ def _conv_cn(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
     """
     C, N, H, W = x.shape
     Co, _, kh, kw = w.shape
+    ph, pw = kh // 2, kw // 2
     # im2col (or per-tap partial maps) on the side with fewer channels, plus input and output
     per_sample = (min(C, Co) * kh * kw + C + Co) * (H + kh) * (W + kw)
     chunk = max(1, _WORKSPACE // per_sample)
     if N <= chunk:
-        return _conv_cn_block(x, w, circular)
+        return _conv_cn_block(_pad_cn(x, ph, pw, circular), w)
     out = np.empty((Co, N, H, W))
     for start in range(0, N, chunk):
-        out[:, start : start + chunk] = _conv_cn_block(x[:, start : start + chunk], w, circular)
+        xp = _pad_cn(x[:, start : start + chunk], ph, pw, circular)
+        out[:, start : start + chunk] = _conv_cn_block(xp, w)
     return out
 
 
@@ -549,7 +602,8 @@ def _data_channel(u, h, circular) -> float:
 
 _WHITE_PENALTIES = {"element": _white_element, "channel": _white_channel}
 _DATA_PENALTIES = {"element": _data_element, "channel": _data_channel}
-_ACTIVATIONS = {None: lambda h: h, "relu": lambda h: np.maximum(h, 0.0)}
+# in place: h is always a fresh (or scratch) array of the caller
+_ACTIVATIONS = {None: lambda h: h, "relu": lambda h: np.maximum(h, 0.0, out=h)}
 
 
 def _check_choice(value, name: str, choices) -> None:
@@ -780,7 +834,7 @@ def dropout_penalty_mc(
     rtol : float, optional
         Stop once the relative standard error is at most ``rtol``.
     batch_size : int, optional
-        Masks per vectorised batch (default: about 32 MB of hidden maps per batch).
+        Masks per vectorised batch (default: about 4 MB of hidden maps per batch).
 
     Returns
     -------
@@ -803,26 +857,36 @@ def dropout_penalty_mc(
     if batch_size is None:
         per_mask = n_data * max(c_in, c_hid, u4.shape[0]) * spatial[0] * spatial[1]
         batch_size = int(np.clip(_MC_BATCH_ENTRIES // per_mask, 1, 4096))
-
-    def deviations(rng, size):
-        m = masks.sample(hidden_shape, size, rng).reshape(size, c_hid, *spatial)
-        return m.transpose(1, 0, 2, 3) - 1.0  # (C_hid, size, H, W)
+    H, W = spatial
+    pv, pu = (v4.shape[2] // 2, v4.shape[3] // 2), (u4.shape[2] // 2, u4.shape[3] // 2)
+    # Work arrays reused by every batch: each convolution has its own (both name their
+    # output "out", and h must outlive the second), the rest share `work`.
+    hidden_work, output_work, work = _Scratch(), _Scratch(), _Scratch()
 
     if xc is None:
 
-        def draw(rng, size):
-            e = deviations(rng, size)
-            h = act(_conv_cn(rng.standard_normal((c_in, size, *spatial)), v4, circular))
-            y = _conv_cn(e * h, u4, circular)
-            return np.einsum("osij,osij->s", y, y)
+        def hidden(rng, size):  # a fresh white input per mask: (C_hid, size, 1, H, W)
+            x = rng.standard_normal(out=work("x", (c_in, size, H, W)))
+            h = _conv_cn_block(_pad_cn(x, *pv, circular, work), v4, hidden_work)
+            return act(h)[:, :, None]
 
     else:
-        h0 = act(_conv_cn(xc, v4, circular))
+        h0 = act(_conv_cn(xc, v4, circular))[:, None]  # the same data under every mask
 
-        def draw(rng, size):
-            e = deviations(rng, size)
-            z = (e[:, :, None] * h0[:, None]).reshape(c_hid, size * n_data, *spatial)
-            y = _conv_cn(z, u4, circular).reshape(u4.shape[0], size, n_data, -1)
-            return np.einsum("osnp,osnp->s", y, y) / n_data
+        def hidden(rng, size):
+            return h0
+
+    def draw(rng, size):
+        # the masks first, then the input: the order in which the generator is used
+        m = masks.sample(hidden_shape, size, rng).reshape(size, c_hid, H, W)
+        h = hidden(rng, size)
+        e = np.subtract(m, 1.0, out=m)  # a new array of `sample`: m − 1 may overwrite it
+        # the deviation (m − 1) ∘ h, written straight into the interior of its padding
+        zp = work("deviation", (c_hid, size, n_data, H + 2 * pu[0], W + 2 * pu[1]))
+        np.multiply(e.transpose(1, 0, 2, 3)[:, :, None], h, out=_interior(zp, *pu))
+        zp = _fill_border(zp.reshape(c_hid, size * n_data, *zp.shape[3:]), *pu, circular)
+        y = _conv_cn_block(zp, u4, output_work)
+        y = y.reshape(u4.shape[0], size, n_data, H * W)
+        return np.einsum("osnp,osnp->s", y, y) / n_data
 
     return estimate(draw, n_masks, seed, batch_size=batch_size, rtol=rtol)

@@ -337,6 +337,47 @@ def test_monte_carlo_draws_equal_direct_network_evaluation():
     assert est.mean == pytest.approx(np.mean(draws), rel=1e-10)
 
 
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("data,activation", [(False, None), (False, "relu"), (True, "relu")])
+def test_monte_carlo_draws_equal_direct_network_evaluation_across_batches(
+    padding, data, activation
+):
+    """Five draws in batches of 2, 2, 1 (the work arrays are reused, the last batch is
+    smaller) against forward passes with the same masks and inputs."""
+    u, v, x = mc_net()
+    image, keep, n_masks = MC_NET["image"], 0.6, 5
+    x = x[:3] if data else None
+    est = conv.dropout_penalty_mc(
+        u,
+        v,
+        keep,
+        image,
+        padding,
+        n_masks=n_masks,
+        seed=20,
+        x=x,
+        activation=activation,
+        batch_size=2,
+    )
+    # re-draw exactly as the estimator does: per batch the masks, then (white input)
+    # one standard normal input per mask
+    rng = np.random.default_rng(20)
+    draws = []
+    for size in (2, 2, 1):
+        masks = Bernoulli(keep).sample((3, *image), size, rng)
+        inputs = x if data else rng.standard_normal((2, size, *image)).transpose(1, 0, 2, 3)
+        for i, m in enumerate(masks):
+            batch = inputs if data else inputs[i : i + 1]
+            h = brute_conv(batch, v, padding)
+            if activation == "relu":
+                h = np.maximum(h, 0)
+            deviation = brute_conv(m * h, u, padding) - brute_conv(h, u, padding)
+            draws.append(np.sum(deviation**2) / len(batch))
+    assert est.n_samples == n_masks
+    assert est.mean == pytest.approx(np.mean(draws), rel=1e-10)
+    assert est.stderr == pytest.approx(np.std(draws, ddof=1) / np.sqrt(n_masks), rel=1e-8)
+
+
 def test_dropblock_of_size_one_is_elementwise_dropout():
     u, v, _ = mc_net()
     image, keep = MC_NET["image"], 0.7
