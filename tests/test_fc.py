@@ -115,8 +115,8 @@ def test_penalty_zero_at_keep_one():
 # ----------------------------------------------------------------------------- (2), equalize
 
 
-def factorization_minimum(M, keep, width, cov=None, starts=8, seed=0):
-    """min over width-w factorizations of the penalty, by scipy from random starts.
+def factorization_minimum(M, width, penalty_of, starts=8, seed=0, spread=0.3):
+    """min over width-w factorizations of ``penalty_of(U, V)``, by BFGS from random starts.
 
     With rank M = width every factorization is (U0 G, V0 G^{-T}) for invertible G.
     """
@@ -130,11 +130,11 @@ def factorization_minimum(M, keep, width, cov=None, starts=8, seed=0):
             Ginv_t = np.linalg.inv(G).T
         except np.linalg.LinAlgError:
             return np.inf
-        return fc.dropout_penalty(U0 @ G, V0 @ Ginv_t, keep, cov)
+        return penalty_of(U0 @ G, V0 @ Ginv_t)
 
     best = np.inf
     for _ in range(starts):
-        g0 = np.eye(width) + 0.3 * rng.normal(size=(width, width))
+        g0 = np.eye(width) + spread * rng.normal(size=(width, width))
         res = optimize.minimize(penalty, g0.ravel(), method="BFGS", options={"gtol": 1e-10})
         best = min(best, res.fun)
     return best
@@ -147,7 +147,7 @@ def test_induced_regularizer_is_minimum_over_factorizations(use_cov):
     M = rng.normal(size=(4, width)) @ rng.normal(size=(width, 5))
     cov = random_cov(rng, 5) if use_cov else None
     theta = fc.induced_regularizer(M, keep, width, cov)
-    found = factorization_minimum(M, keep, width, cov)
+    found = factorization_minimum(M, width, lambda U, V: fc.dropout_penalty(U, V, keep, cov))
     assert found >= theta * (1 - 1e-9)
     assert found == pytest.approx(theta, rel=1e-5)
 
@@ -348,25 +348,10 @@ def test_spectral_k_support_norm_limits_and_cvxpy():
 
 
 def block_factorization_minimum(M, keep, width, k, starts, seed=0):
-    """min of the block penalty over width-w factorizations (rank M = w), by BFGS over G."""
-    A, s, Bt = np.linalg.svd(M, full_matrices=False)
-    U0, V0 = A[:, :width] * s[:width], Bt[:width].T
-    rng = np.random.default_rng(seed)
-
-    def penalty(g):
-        G = g.reshape(width, width)
-        try:
-            Ginv_t = np.linalg.inv(G).T
-        except np.linalg.LinAlgError:
-            return np.inf
-        return fc.block_dropout_penalty(U0 @ G, V0 @ Ginv_t, keep, k)
-
-    best = np.inf
-    for _ in range(starts):
-        g0 = np.eye(width) + 0.5 * rng.normal(size=(width, width))
-        res = optimize.minimize(penalty, g0.ravel(), method="BFGS", options={"gtol": 1e-10})
-        best = min(best, res.fun)
-    return best
+    """min of the block penalty over width-w factorizations (rank M = w)."""
+    return factorization_minimum(
+        M, width, lambda U, V: fc.block_dropout_penalty(U, V, keep, k), starts, seed, spread=0.5
+    )
 
 
 def test_block_bound_is_attained_with_three_blocks():

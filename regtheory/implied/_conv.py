@@ -278,6 +278,17 @@ def conv_induced_regularizer(
     )
 
 
+def check_conv_data(X, Y) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (N, C_in, H, W) or (N, C_in, L) and targets with the same samples and image."""
+    X = check_array(X, "X", ndim=(3, 4))
+    Y = check_array(Y, "Y", ndim=X.ndim)
+    if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
+        raise ValueError(
+            f"`Y` must have the samples and spatial shape of `X` {X.shape}, got {Y.shape}"
+        )
+    return X, Y
+
+
 def _shift_features(X: np.ndarray, k, hw) -> np.ndarray:
     """F[n, i, t, p]: input channel i shifted by the displacement of kernel entry t."""
     dh, dw = _axis_displacement(k[0], hw[0]), _axis_displacement(k[1], hw[1])
@@ -336,12 +347,7 @@ def solve_conv(
         raise ValueError(f"`kernel_size` must be odd, got {kernel_size}")
     if mode not in _MODES:
         raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
-    X = check_array(X, "X", ndim=(3, 4))
-    Y = check_array(Y, "Y", ndim=X.ndim)
-    if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
-        raise ValueError(
-            f"`Y` must have the samples and spatial shape of `X` {X.shape}, got {Y.shape}"
-        )
+    X, Y = check_conv_data(X, Y)
     one_d = X.ndim == 3
     if one_d:
         X, Y = X[:, :, None], Y[:, :, None]

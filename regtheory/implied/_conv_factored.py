@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from .._validation import as_generator, check_array, check_int
+from .._validation import as_generator, check_int
 from ..conv import conv_matrix
 from ..masks import dropout_lambda
+from ._conv import check_conv_data
 
 __all__ = ["FactoredConvSolution", "solve_conv_factored"]
 
@@ -111,12 +112,7 @@ def solve_conv_factored(
     starts = check_int(starts, "starts")
     if mode not in ("element", "channel"):
         raise ValueError(f"`mode` must be 'element' or 'channel', got {mode!r}")
-    X = check_array(X, "X", ndim=(3, 4))
-    Y = check_array(Y, "Y", ndim=X.ndim)
-    if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
-        raise ValueError(
-            f"`Y` must have the samples and spatial shape of `X` {X.shape}, got {Y.shape}"
-        )
+    X, Y = check_conv_data(X, Y)
     rng = as_generator(seed)
     image = X.shape[2:]
     N, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
