@@ -258,13 +258,14 @@ def conv_induced_regularizer(
     start = time.perf_counter()
     A = lifted_operator(k, hw, c_in, c_out)
     K = k[0] * k[1]
+    # (7) is 2-homogeneous in w: solve for w / s and scale Z back (O(1) numbers for the solver)
+    target = _fold(w4, k, hw).ravel()
+    scale = float(np.linalg.norm(target)) or 1.0
     Z = cp.Variable((c_out * K, c_in * K))
-    problem = cp.Problem(
-        cp.Minimize(cp.normNuc(Z)), [A @ cp.vec(Z, order="C") == _fold(w4, k, hw).ravel()]
-    )
+    problem = cp.Problem(cp.Minimize(cp.normNuc(Z)), [A @ cp.vec(Z, order="C") == target / scale])
     name = solve(problem, solver, sdp=True)
     elapsed = time.perf_counter() - start
-    Zv = np.asarray(Z.value)
+    Zv = scale * np.asarray(Z.value)
     u, v = _factor(Zv, channels, k, c_out, c_in, one_d)
     nuc = np.linalg.svd(Zv, compute_uv=False).sum()
     return ConvRegularizerResult(
@@ -383,11 +384,13 @@ def solve_conv(
         Z = None
         Wm = cp.Variable((c_in * T, c_out))
         reg = lam * n_pix / channels * cp.sum_squares(Wm)
-    fit = cp.sum_squares(R @ Wm) - 2 * cp.sum(cp.multiply(B, Wm)) + yy
+    # 2-homogeneous in (w, Y): solve for Y / s (O(1) numbers for the solver), scale back
+    scale = float(np.sqrt(yy)) or 1.0
+    fit = cp.sum_squares(R @ Wm) - 2 * cp.sum(cp.multiply(B / scale, Wm)) + yy / scale**2
     problem = cp.Problem(cp.Minimize(fit + reg))
     name = solve(problem, solver, sdp=True)
     elapsed = time.perf_counter() - start
-    Wv = np.asarray(Wm.value)
+    Wv = scale * np.asarray(Wm.value)
     shape = (c_out, c_in, _axis_length(k[0], hw[0]), _axis_length(k[1], hw[1]))
     # Folded axes are indexed by displacement mod n; roll them to the centred layout that
     # conv2d / conv_matrix read (index j <-> displacement j - (n - 1)/2).
@@ -395,7 +398,7 @@ def solve_conv(
         Wv.T.reshape(shape), [(n - 1) // 2 * (2 * kk - 1 > n) for kk, n in zip(k, hw)], axis=(2, 3)
     )
     if mode == "element":
-        Zv = np.asarray(Z.value)
+        Zv = scale * np.asarray(Z.value)
         reg_value = lam * n_pix / channels * np.linalg.svd(Zv, compute_uv=False).sum() ** 2
     else:
         Zv = None

@@ -181,7 +181,14 @@ def solve_fc(
     if method not in _FC_METHODS:
         raise ValueError(f"`method` must be one of {sorted(_FC_METHODS)}, got {method!r}")
     start = time.perf_counter()
-    M, name = _FC_METHODS[method](T, lam, width, cov, solver, solver_options)
+    # The objective is 2-homogeneous in (M, T): solve for T / s and scale back, so the
+    # solvers' absolute tolerances see O(1) numbers whatever the units of the data.
+    scale = float(np.linalg.norm(T))
+    if scale == 0.0:
+        M, name = np.zeros_like(T), (solver or "CLARABEL").upper()
+    else:
+        M, name = _FC_METHODS[method](T / scale, lam, width, cov, solver, solver_options)
+        M = scale * M
     elapsed = time.perf_counter() - start
     return ImpliedResult(
         M=M,
