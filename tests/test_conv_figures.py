@@ -9,6 +9,7 @@ starts that cover each position. Rendering is covered by tests/test_figures.py.
 
 import numpy as np
 import pytest
+from _dropblock import dropblock_penalty_exact
 
 from regtheory import conv
 from regtheory.figures import compute
@@ -33,17 +34,19 @@ def mc_data():
 # ----------------------------------------------------------------------------- (c)
 
 # THEORY §2, typed from the document: tap numbers (0 = structural zero).
-THEORY_MATRIX = np.array([
-    [5, 6, 0, 8, 9, 0, 0, 0, 0],
-    [4, 5, 6, 7, 8, 9, 0, 0, 0],
-    [0, 4, 5, 0, 7, 8, 0, 0, 0],
-    [2, 3, 0, 5, 6, 0, 8, 9, 0],
-    [1, 2, 3, 4, 5, 6, 7, 8, 9],
-    [0, 1, 2, 0, 4, 5, 0, 7, 8],
-    [0, 0, 0, 2, 3, 0, 5, 6, 0],
-    [0, 0, 0, 1, 2, 3, 4, 5, 6],
-    [0, 0, 0, 0, 1, 2, 0, 4, 5],
-])
+THEORY_MATRIX = np.array(
+    [
+        [5, 6, 0, 8, 9, 0, 0, 0, 0],
+        [4, 5, 6, 7, 8, 9, 0, 0, 0],
+        [0, 4, 5, 0, 7, 8, 0, 0, 0],
+        [2, 3, 0, 5, 6, 0, 8, 9, 0],
+        [1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [0, 1, 2, 0, 4, 5, 0, 7, 8],
+        [0, 0, 0, 2, 3, 0, 5, 6, 0],
+        [0, 0, 0, 1, 2, 3, 4, 5, 6],
+        [0, 0, 0, 0, 1, 2, 0, 4, 5],
+    ]
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
@@ -84,8 +87,10 @@ def test_no_gradient_probability_matches_formula_and_dense_counts():
     d = compute("no_gradient_probability", quick=True, seed=0)["data"]
     drop = np.asarray(d["drop_rate"])
     np.testing.assert_allclose(d["fc"], drop, rtol=1e-12)
-    literal = {(3, 3): {"centre": 9, "edge": 6, "corner": 4},
-               (32, 32): {"centre": 1024, "edge": 992, "corner": 961}}
+    literal = {
+        (3, 3): {"centre": 9, "edge": 6, "corner": 4},
+        (32, 32): {"centre": 1024, "edge": 992, "corner": 961},
+    }
     taps = {"centre": (1, 1), "edge": (0, 1), "corner": (0, 0)}
     i = int(np.argmin(np.abs(drop - 0.9)))  # one drop rate, away from underflow for 3×3
     j = int(np.argmin(np.abs(drop - 0.999)))  # one where the 32×32 values are visible
@@ -112,43 +117,11 @@ def dense_penalties(u, v, keep, image, padding):
     C = v.shape[0]
     element = lam(keep) * np.sum((U**2).sum(axis=0) * (V**2).sum(axis=1))
     channel = lam(keep) * sum(
-        np.sum((U[:, c * n:(c + 1) * n] @ V[c * n:(c + 1) * n]) ** 2) for c in range(C)
+        np.sum((U[:, c * n : (c + 1) * n] @ V[c * n : (c + 1) * n]) ** 2) for c in range(C)
     )
     width = C * n
     fc_min = lam(keep) / width * np.linalg.svd(U @ V, compute_uv=False).sum() ** 2
     return {"element": element, "channel": channel, "fc": fc_min}
-
-
-def _cover_sets(length, block):
-    """For each position of an axis, the set of block starts (0..length-block) covering it."""
-    return [{s for s in range(length - block + 1) if s <= p < s + block} for p in range(length)]
-
-
-def dropblock_penalty_exact(u, v, keep, image, padding, block):
-    """Formula (4) for ideal-normalised DropBlock, mask second moments computed exactly.
-
-    Position p is kept iff none of the block starts covering it fires (i.i.d. Bernoulli(γ)
-    per channel), so P(p and q kept) = (1-γ)^{|S(p) ∪ S(q)|}; channels are independent.
-    """
-    from regtheory.masks import DropBlock
-
-    gamma = DropBlock(keep, block).gamma(image)
-    H, W = image
-    rows, cols = _cover_sets(H, block), _cover_sets(W, block)
-    S = [{(a, b) for a in rows[i] for b in cols[j]} for i in range(H) for j in range(W)]
-    n = H * W
-    p1 = np.array([(1 - gamma) ** len(s) for s in S])
-    p2 = np.array([[(1 - gamma) ** len(s | t) for t in S] for s in S])
-    Em = p1 / keep  # E[m_p]
-    same = p2 / keep**2 - Em[:, None] - Em[None, :] + 1  # E[(m_p-1)(m_q-1)], same channel
-    e = Em - 1
-    C = v.shape[0]
-    cov = np.tile(np.outer(e, e), (C, C))
-    for c in range(C):
-        cov[c * n:(c + 1) * n, c * n:(c + 1) * n] = same
-    U = conv.conv_matrix(u, image, padding)
-    V = conv.conv_matrix(v, image, padding)
-    return float(np.sum(cov * (U.T @ U) * (V @ V.T)))
 
 
 def test_penalty_vs_keep_closed_forms_match_dense_matrices(penalty_data):
@@ -162,7 +135,8 @@ def test_penalty_vs_keep_closed_forms_match_dense_matrices(penalty_data):
             dense = dense_penalties(u, v, keep, image, panel["padding"])
             for name in ("element", "channel", "fc"):
                 assert panel["series"][name]["closed_form"][i] == pytest.approx(
-                    dense[name], rel=1e-9)
+                    dense[name], rel=1e-9
+                )
         assert panel["series"]["block"]["closed_form"] is None
 
 
@@ -181,8 +155,9 @@ def test_penalty_vs_keep_monte_carlo_within_ci(penalty_data):
                 assert lo < est["mean"] < hi
                 assert hi - lo == pytest.approx(2 * 1.959964 * est["stderr"], rel=1e-5)
                 if name == "block":
-                    ref = dropblock_penalty_exact(u, v, keep, image, panel["padding"],
-                                                  d["block_size"])
+                    ref = dropblock_penalty_exact(
+                        u, v, keep, image, panel["padding"], d["block_size"]
+                    )
                 else:
                     ref = dense_penalties(u, v, keep, image, panel["padding"])[name]
                 assert abs(est["mean"] - ref) < N_SE * est["stderr"], (panel["padding"], name, keep)
@@ -194,9 +169,17 @@ def test_penalty_vs_keep_mc_reproducible_from_recorded_seed(penalty_data):
     u, v = np.asarray(d["u"]), np.asarray(d["v"])
     panel = d["panels"][0]
     est = panel["series"]["block"]["mc"][1]
-    again = conv.dropout_penalty_mc(u, v, d["keeps"][1], tuple(d["image_shape"]),
-                                    panel["padding"], "block", block_size=d["block_size"],
-                                    n_masks=d["n_masks"], seed=est["seed"])
+    again = conv.dropout_penalty_mc(
+        u,
+        v,
+        d["keeps"][1],
+        tuple(d["image_shape"]),
+        panel["padding"],
+        "block",
+        block_size=d["block_size"],
+        n_masks=d["n_masks"],
+        seed=est["seed"],
+    )
     assert again.mean == est["mean"]
 
 
@@ -230,9 +213,9 @@ def test_border_map_sums_to_closed_form_and_matches_dense_matrices():
         # zero padding loses only within the kernels' radius of the border
         r = net["kernel_size"] // 2
         ratio = np.asarray(net["maps"]["zeros"]) / np.asarray(net["maps"]["circular"])
-        np.testing.assert_allclose(ratio[r:H - r, r:W - r], 1.0, rtol=1e-10)
+        np.testing.assert_allclose(ratio[r : H - r, r : W - r], 1.0, rtol=1e-10)
         assert np.all(ratio[:r] < 1) and np.all(ratio[:, :r] < 1)
-        assert np.all(ratio[H - r:] < 1) and np.all(ratio[:, W - r:] < 1)
+        assert np.all(ratio[H - r :] < 1) and np.all(ratio[:, W - r :] < 1)
 
 
 # ----------------------------------------------------------------------------- (g)
@@ -260,8 +243,16 @@ def test_mc_error_reproducible_from_recorded_seed(mc_data):
     d = mc_data
     u, v = np.asarray(d["u"]), np.asarray(d["v"])
     row = d["estimators"]["element"]["rows"][1]
-    again = conv.dropout_penalty_mc(u, v, d["keep"], (8, 8), d["padding"], "element",
-                                    n_masks=row["n_masks"], seed=row["seeds"][3])
+    again = conv.dropout_penalty_mc(
+        u,
+        v,
+        d["keep"],
+        (8, 8),
+        d["padding"],
+        "element",
+        n_masks=row["n_masks"],
+        seed=row["seeds"][3],
+    )
     closed = d["estimators"]["element"]["closed_form"]
     assert again.mean - closed == pytest.approx(row["errors"][3], rel=1e-12, abs=1e-12)
     assert again.stderr == pytest.approx(row["stderrs"][3], rel=1e-12)

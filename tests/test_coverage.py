@@ -71,3 +71,28 @@ def test_network_interval_coverage():
         lambda s: network.dropout_penalty_mc(layers, X, Y, n_masks=N_MASKS, seed=s), exact
     )
     assert 0.92 <= cov <= 0.98, cov
+
+
+def test_dropblock_interval_coverage():
+    """DropBlock: exact value from formula (4) with exact mask moments (tests/_dropblock.py)."""
+    from _dropblock import dropblock_penalty_exact
+
+    rng = np.random.default_rng(4)
+    v, u = rng.normal(size=(2, 1, 3, 3)), rng.normal(size=(1, 2, 3, 3))
+    exact = dropblock_penalty_exact(u, v, 0.7, (5, 5), "zeros", 2)
+    cov = coverage(
+        lambda s: conv.dropout_penalty_mc(
+            u,
+            v,
+            0.7,
+            (5, 5),
+            "zeros",
+            mode="block",
+            block_size=2,
+            n_masks=N_MASKS,
+            seed=s,
+            batch_size=N_MASKS,
+        ),
+        exact,
+    )
+    assert 0.92 <= cov <= 0.98, cov
