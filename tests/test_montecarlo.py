@@ -62,3 +62,14 @@ def test_bad_arguments():
         estimate(lambda rng, size: rng.random((size, 2)), 100, seed=0)
     with pytest.raises(FloatingPointError):
         estimate(lambda rng, size: np.full(size, np.nan), 100, seed=0)
+
+
+def test_samples_for_predicts_the_needed_draws():
+    pilot = estimate(uniform_draw, 2000, seed=7)
+    n = pilot.samples_for(0.002)
+    # σ/μ of U(0, 1) is sqrt(1/12)/0.5 = 0.577: n ≈ (0.577 / 0.002)² ≈ 83,000
+    assert n == pytest.approx((np.sqrt(1 / 12) / 0.5 / 0.002) ** 2, rel=0.1)
+    assert estimate(uniform_draw, n, seed=8).rel_stderr == pytest.approx(0.002, rel=0.1)
+    assert pilot.std == pytest.approx(np.sqrt(1 / 12), rel=0.05)
+    with pytest.raises(ValueError, match="rtol"):
+        pilot.samples_for(0)
