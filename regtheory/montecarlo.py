@@ -13,8 +13,8 @@ How many masks? A draw's standard deviation σ sets everything: the relative
 standard error after n draws is σ/(|μ|·sqrt(n)), so a target ε needs
 n ≈ (σ/(ε|μ|))². :meth:`Estimate.samples_for` computes that from a pilot
 estimate, and ``rtol=`` stops a run once it is reached. Measured σ/|μ| of one
-draw (a random 5-unit FC layer on 200 Gaussian samples; the 8-channel 3×3 conv
-net of figure (e) on 8×8 white noise): FC 0.19 at keep 0.5 (every inverted
+draw (a random 5-unit FC layer on 200 Gaussian samples; a random 8-channel 3×3 conv
+net on 8×8 white noise, zero padding): FC 0.19 at keep 0.5 (every inverted
 mask entry is ±1 there, so only the cross terms vary), 1.48 at keep 0.1 and
 1.50 at keep 0.9; conv element 0.27, channel 0.43, DropBlock 3×3 0.28 at keep
 0.5. The defaults (100,000 masks FC, 20,000 conv, 2,000 network) therefore
