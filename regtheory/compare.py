@@ -95,9 +95,33 @@ class Comparison:
 def circulant_spectrum(M) -> np.ndarray:
     r"""|DFT| of the circulant part of an n×n map.
 
-    The circulant projection of M has kernel :math:`c_d = \frac1n\sum_i M_{i,(i+d)\bmod n}`;
-    for a circular convolution M this is its kernel and the result is |ŵ|, the
+    The circulant projection of M (the nearest circulant matrix in Frobenius norm)
+    has kernel c, the means of the wrapped diagonals, and the result is the modulus
+    of its unnormalised DFT (``numpy.fft.fft``):
+
+    .. math:: c_d = \frac1n\sum_{i=0}^{n-1} M_{i,(i+d)\bmod n},\qquad
+              \text{out}_j = \Big|\sum_{d=0}^{n-1} c_d\, e^{-2\pi \mathrm{i}\, jd/n}\Big| .
+
+    For a circular convolution M (:func:`regtheory.conv.conv_matrix` with
+    ``padding="circular"``) c is its kernel and the result is |ŵ|, the
     singular values of M in frequency order.
+
+    Parameters
+    ----------
+    M : array (n, n)
+        Square map (not validated).
+
+    Returns
+    -------
+    ndarray (n,)
+        :math:`|\hat c_j|`, j = 0, …, n − 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from regtheory.conv import conv_matrix
+    >>> circulant_spectrum(conv_matrix(np.array([[[1.0, 2.0, 1.0]]]), 4, "circular"))
+    array([4., 2., 0., 2.])
     """
     M = np.asarray(M, dtype=float)
     n = M.shape[0]

@@ -474,12 +474,35 @@ def fc_no_gradient_probability(keep: float) -> float:
     r"""Probability that a weight of a fully connected layer after the mask gets no gradient.
 
     Column :math:`u_i` of U multiplies hidden unit i only, so it gets no gradient
-    exactly when that unit is dropped: :math:`1 - \theta` (THEORY §1, the seed's
-    "r = e₁ keeps only column u₁"). Compare :func:`no_gradient_probability`.
+    exactly when that unit is dropped (THEORY §1, the seed's "r = e₁ keeps only
+    column u₁"):
+
+    .. math:: P_\text{FC} = \Pr[r_i = 0] = 1 - \theta ,
+
+    the same for every weight, against :math:`(1-\theta)^{n_{ab}}` for a kernel
+    tap under elementwise dropout (:func:`no_gradient_probability`).
+
+    Parameters
+    ----------
+    keep : float
+        Retain probability θ in (0, 1].
+
+    Returns
+    -------
+    float
+        1 − θ.
 
     References
     ----------
     [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
+    [2] N. Srivastava, G. Hinton, A. Krizhevsky, I. Sutskever, R. Salakhutdinov,
+        Dropout: A Simple Way to Prevent Neural Networks from Overfitting,
+        JMLR 15, 2014.
+
+    Examples
+    --------
+    >>> fc_no_gradient_probability(0.75)
+    0.25
     """
     return 1.0 - check_keep(keep)
 

@@ -19,7 +19,37 @@ __all__ = ["ConvTask", "LinearTask", "conv_task", "linear_teacher", "white_input
 
 
 def white_inputs(n: int, d: int, seed) -> np.ndarray:
-    """``n`` Gaussian samples in ℝ^d transformed so that ``XᵀX/n = I`` exactly (n ≥ d)."""
+    r"""``n`` Gaussian samples in ℝ^d transformed so that ``XᵀX/n = I`` exactly (n ≥ d).
+
+    A standard normal sample G (n, d) is whitened by its own empirical second
+    moment (symmetric inverse square root, by eigendecomposition):
+
+    .. math:: X = G\,\big(G^\top G/n\big)^{-1/2},\qquad X^\top X/n = I_d
+
+    exactly up to rounding (not only in expectation), so the isotropic closed
+    forms (C = I) hold for the sample itself.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples, at least ``d`` (else ``ValueError``).
+    d : int
+        Dimension.
+    seed : int or numpy.random.Generator
+        Source of G.
+
+    Returns
+    -------
+    ndarray (n, d)
+        The samples, one per row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = white_inputs(50, 3, seed=0)
+    >>> X.shape, np.allclose(X.T @ X / 50, np.eye(3))
+    ((50, 3), True)
+    """
     n, d = check_int(n, "n"), check_int(d, "d")
     if n < d:
         raise ValueError(f"`n` must be at least `d` ({d}) to whiten the sample, got {n}")
@@ -49,18 +79,47 @@ class LinearTask:
 def linear_teacher(
     n: int, singular_values, d_in: int, d_out: int, noise: float, seed
 ) -> LinearTask:
-    """A teacher map with the given singular values (random singular vectors), white X.
+    r"""A teacher map with the given singular values (random singular vectors), white X.
+
+    .. math:: T_0 = A \operatorname{diag}(s) B^\top,\qquad
+              Y = X T_0^\top + \text{noise}\cdot E,\qquad X^\top X/n = I,
+
+    A (d_out, k) and B (d_in, k) with orthonormal columns (Q factors of Gaussian
+    matrices), X from :func:`white_inputs`, E i.i.d. standard normal. Because X is
+    exactly white, the empirical cross moment is
+    :math:`T = Y^\top X/n = T_0 + \text{noise}\cdot E^\top X/n`, and the FC closed
+    forms with C = I apply to (X, Y) exactly.
 
     Parameters
     ----------
     n : int
-        Number of samples (≥ d_in).
+        Number of samples (≥ d_in, else ``ValueError``).
     singular_values : array (k,)
-        Singular values of the teacher, k ≤ min(d_in, d_out).
-    d_in, d_out : int
+        Singular values s of the teacher, k ≤ min(d_in, d_out) (else
+        ``ValueError``); the teacher's singular values are their absolute values.
+    d_in : int
+        Input dimension.
+    d_out : int
+        Output dimension.
     noise : float
-        Standard deviation of the Gaussian label noise.
+        Standard deviation of the Gaussian label noise, ≥ 0.
     seed : int or numpy.random.Generator
+        One generator draws X, then A and B, then the noise.
+
+    Returns
+    -------
+    LinearTask
+        ``X`` (n, d_in) with XᵀX/n = I, ``Y`` (n, d_out), ``teacher`` T₀
+        (d_out, d_in) and ``T`` = YᵀX/n (d_out, d_in).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> task = linear_teacher(40, [3.0, 1.0], d_in=4, d_out=3, noise=0.0, seed=0)
+    >>> np.linalg.svd(task.teacher, compute_uv=False).round(12)
+    array([3., 1., 0.])
+    >>> np.allclose(task.T, task.teacher)  # noise-free and white: T = T0
+    True
     """
     s = check_array(singular_values, "singular_values", ndim=1)
     d_in, d_out = check_int(d_in, "d_in"), check_int(d_out, "d_out")
@@ -119,11 +178,55 @@ def conv_task(
     seed,
     inputs: str = "white",
 ) -> ConvTask:
-    """Signals of length ``n``, targets ``teacher ⋆ x`` (circular) plus Gaussian noise.
+    r"""Signals of length ``n``, targets ``teacher ⋆ x`` (circular) plus Gaussian noise.
 
-    ``inputs="white"`` makes the training signals exactly white (XᵀX/N = I, needs
-    n_train ≥ n), the setting where the conv implied problem (7) is exact;
-    ``"natural"`` draws signals with a 1/f power spectrum.
+    Every target is the circular cross-correlation of its signal with the
+    teacher (:func:`regtheory.conv.conv2d` with ``padding="circular"``), L = len(teacher):
+
+    .. math:: y[i] = \sum_{a=0}^{L-1} w_0[a]\; x\big[(i + a - \tfrac{L-1}{2}) \bmod n\big]
+              + \text{noise}\cdot\varepsilon[i],\qquad \varepsilon[i] \sim \mathcal N(0, 1).
+
+    ``inputs="white"``: the training signals and, separately, the test signals are
+    exactly white (:func:`white_inputs`: XᵀX/N = I for each set, so n_train ≥ n and
+    n_test ≥ n), the setting where the conv implied problem (7) is exact.
+    ``"natural"``: Gaussian signals with power spectrum 1/|f| (amplitude
+    :math:`|f|^{-1/2}`, floored at |f| = 1, f the integer DFT frequency), scaled to
+    unit variance per pixel in expectation.
+
+    Parameters
+    ----------
+    n : int
+        Signal length.
+    teacher : array (L,)
+        End-to-end kernel w₀, odd length L. The check accepts L ≤ 2n − 1, but the
+        convolution needs L ≤ n and raises ``ValueError`` otherwise.
+    n_train : int
+        Training signals N (≥ n for white inputs).
+    n_test : int
+        Test signals (≥ n for white inputs).
+    noise : float
+        Standard deviation of the Gaussian target noise, ≥ 0.
+    seed : int or numpy.random.Generator
+        One generator draws the training signals, the test signals, then the
+        training noise and the test noise.
+    inputs : {"white", "natural"}
+        Law of the signals.
+
+    Returns
+    -------
+    ConvTask
+        ``X``, ``Y`` (n_train, 1, n); ``X_test``, ``Y_test`` (n_test, 1, n);
+        ``teacher`` (1, 1, L) in PyTorch layout; ``inputs``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> task = conv_task(5, [1.0, 2.0, 1.0], n_train=10, n_test=5, noise=0.0, seed=0)
+    >>> task.X.shape, task.X_test.shape, task.teacher.shape
+    ((10, 1, 5), (5, 1, 5), (1, 1, 3))
+    >>> x = task.X[0, 0]
+    >>> np.allclose(task.Y[0, 0], np.roll(x, 1) + 2 * x + np.roll(x, -1))
+    True
     """
     n = check_int(n, "n")
     teacher = check_array(teacher, "teacher", ndim=1)

@@ -174,21 +174,49 @@ def _check_block_size(block_size, width: int) -> int:
 def structured_penalty(U, V, mask_cov, cov=None) -> float:
     r"""Dropout penalty of an FC layer under any mask distribution, formula (4).
 
-    For a mask m with :math:`\mathbb{E}m = 1` and covariance :math:`\Sigma_m`,
+    For a multiplicative mask m on the hidden units with :math:`\mathbb{E}m = 1`
+    and covariance :math:`\Sigma_m`, the expected excess loss
+    :math:`\mathbb{E}_{x,m}\|U \operatorname{diag}(m) V^\top x - UV^\top x\|^2` is
 
     .. math:: R = \mathbb{E}_x\, h^\top (\Sigma_m \circ U^\top U)\, h
                 = \operatorname{tr}\big((\Sigma_m \circ U^\top U)\, V^\top C V\big),
-              \qquad h = V^\top x .
+              \qquad h = V^\top x ,
 
-    Elementwise dropout is :math:`\Sigma_m = \lambda I` (formula (1)).
+    computed as the sum of the entries of
+    :math:`\Sigma_m \circ U^\top U \circ V^\top C V`. Elementwise dropout is
+    :math:`\Sigma_m = \lambda I` (formula (1), :func:`dropout_penalty`); groups of k
+    units dropped together are :math:`\Sigma_m = \lambda\, I_G \otimes \mathbf 1_k
+    \mathbf 1_k^\top` (:func:`block_dropout_penalty`).
 
     Parameters
     ----------
-    U, V : arrays (d_out, width), (d_in, width)
+    U : array (d_out, width)
+        Output weights; column ``u_i`` belongs to hidden unit i.
+    V : array (d_in, width)
+        Input weights; column ``v_i`` belongs to hidden unit i.
     mask_cov : array (width, width)
-        Covariance of the mask, symmetric PSD.
+        Covariance :math:`\Sigma_m` of the mask (E m = 1), symmetric PSD.
     cov : array (d_in, d_in), optional
-        E[x xᵀ] (default identity).
+        Uncentred second moment C = E[x xᵀ] of the input, symmetric PSD.
+        ``None`` means C = I (white input).
+
+    Returns
+    -------
+    float
+        The penalty R ≥ 0.
+
+    References
+    ----------
+    [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018
+        (the elementwise case, formula (1)).
+    [2] A. Pal, C. Lane, R. Vidal, B. D. Haeffele, On the Regularization
+        Properties of Structured Dropout, CVPR 2020 (structured masks).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> structured_penalty(np.eye(2), np.eye(2), mask_cov=np.eye(2))  # = dropout at keep 1/2
+    2.0
     """
     U, V = _check_factors(U, V)
     mask_cov = check_cov(mask_cov, U.shape[1], name="mask_cov")
@@ -198,14 +226,52 @@ def structured_penalty(U, V, mask_cov, cov=None) -> float:
 
 
 def block_dropout_penalty(U, V, keep: float, block_size: int, cov=None) -> float:
-    r"""Penalty of dropping groups of ``block_size`` consecutive hidden units together.
+    r"""Dropout penalty of an FC layer whose hidden units are dropped in blocks of ``block_size``.
 
-    DropBlock on an FC layer (Pal, Lane, Vidal & Haeffele, CVPR 2020): with G = w/k
-    groups :math:`g` of k units, each kept with probability θ,
+    DropBlock on an FC layer (Pal, Lane, Vidal & Haeffele [1]): the w hidden units
+    form G = w/k groups of k consecutive units (group g = units gk, …, gk + k − 1),
+    and one Bernoulli(θ) draw, scaled by 1/θ, keeps or drops each whole group.
+    The mask covariance is :math:`\lambda\, I_G \otimes \mathbf 1_k\mathbf 1_k^\top`,
+    so formula (4) (:func:`structured_penalty`) becomes
 
-    .. math:: R = \lambda \sum_{g=1}^{G} \|U_g V_g^\top C^{1/2}\|_F^2 .
+    .. math:: R = \lambda \sum_{g=1}^{G} \|U_g V_g^\top C^{1/2}\|_F^2 ,
+              \qquad \lambda = \frac{1-\theta}{\theta},
 
+    with :math:`U_g, V_g` the k columns of U and V that belong to group g.
     ``block_size=1`` is :func:`dropout_penalty`.
+
+    Parameters
+    ----------
+    U : array (d_out, width)
+        Output weights; column ``u_i`` belongs to hidden unit i.
+    V : array (d_in, width)
+        Input weights; column ``v_i`` belongs to hidden unit i.
+    keep : float
+        Retain probability θ in (0, 1] of each group.
+    block_size : int
+        Units per group k; must divide the width (else ``ValueError``).
+    cov : array (d_in, d_in), optional
+        Uncentred second moment C = E[x xᵀ] of the input, symmetric PSD.
+        ``None`` means C = I (white input).
+
+    Returns
+    -------
+    float
+        The penalty R ≥ 0.
+
+    References
+    ----------
+    [1] A. Pal, C. Lane, R. Vidal, B. D. Haeffele, On the Regularization
+        Properties of Structured Dropout, CVPR 2020.
+    [2] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018
+        (the case k = 1, formula (1)).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> U, V = np.ones((1, 2)), np.ones((1, 2))
+    >>> block_dropout_penalty(U, V, keep=0.5, block_size=2), dropout_penalty(U, V, keep=0.5)
+    (4.0, 2.0)
     """
     U, V = _check_factors(U, V)
     lam = dropout_lambda(keep)
@@ -219,17 +285,47 @@ def block_dropout_penalty(U, V, keep: float, block_size: int, cov=None) -> float
 
 
 def spectral_k_support_norm(M, k: int) -> float:
-    r"""Spectral k-support norm :math:`\|M\|_{(k)}` (Argyriou, Foygel & Srebro, NeurIPS 2012).
+    r"""Spectral k-support norm :math:`\|M\|_{(k)}` of a matrix.
 
-    The gauge of the convex hull of matrices of rank ≤ k and unit Frobenius norm,
-    i.e. the k-support norm of the singular values σ (sorted, descending):
+    The gauge of the convex hull of the matrices of rank ≤ k and unit Frobenius
+    norm (McDonald, Pontil & Stamos [2]), i.e. the k-support norm (Argyriou,
+    Foygel & Srebro [1, Prop. 2.1]) of the singular values
+    :math:`\sigma_1 \ge \dots \ge \sigma_d`, d = min(m, n):
 
-    .. math:: \|\sigma\|_{(k)}^2 = \sum_{i=1}^{k-r-1}\sigma_i^2
+    .. math:: \|M\|_{(k)}^2 = \sum_{i=1}^{k-r-1}\sigma_i^2
               + \frac{1}{r+1}\Big(\sum_{i=k-r}^{d}\sigma_i\Big)^2 ,
 
     r ∈ {0, …, k−1} the unique integer with
     :math:`\sigma_{k-r-1} > \frac{1}{r+1}\sum_{i\ge k-r}\sigma_i \ge \sigma_{k-r}`
-    (σ₀ = ∞). k = 1 gives the nuclear norm, k ≥ rank the Frobenius norm.
+    (σ₀ = ∞). k = 1 gives the nuclear norm, k ≥ rank M the Frobenius norm (for
+    k ≥ d it is returned directly).
+
+    Parameters
+    ----------
+    M : array (m, n)
+        The matrix.
+    k : int
+        Rank parameter, k ≥ 1.
+
+    Returns
+    -------
+    float
+        :math:`\|M\|_{(k)}` (not squared).
+
+    References
+    ----------
+    [1] A. Argyriou, R. Foygel, N. Srebro, Sparse Prediction with the k-Support
+        Norm, NeurIPS 2012.
+    [2] A. M. McDonald, M. Pontil, D. Stamos, Spectral k-Support Norm
+        Regularization, NeurIPS 2014.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> spectral_k_support_norm(np.diag([3.0, 4.0]), 1)  # nuclear norm
+    7.0
+    >>> spectral_k_support_norm(np.diag([3.0, 4.0]), 2)  # Frobenius norm
+    5.0
     """
     M = check_array(M, "M", ndim=2)
     k = check_int(k, "k")
@@ -268,13 +364,38 @@ def block_induced_regularizer(M, keep: float, width: int, block_size: int, cov=N
     Parameters
     ----------
     M : array (d_out, d_in)
+        End-to-end map.
     keep : float
+        Retain probability θ in (0, 1] of each block.
     width : int
-        Hidden units w, a multiple of ``block_size``.
+        Hidden units w, a multiple of ``block_size`` (else ``ValueError``). Unlike
+        :func:`induced_regularizer`, it is not checked against rank(M).
     block_size : int
         Units per block k.
     cov : array (d_in, d_in), optional
-        E[x xᵀ] (default identity).
+        Uncentred second moment C = E[x xᵀ] of the input, symmetric PSD.
+        ``None`` means C = I (white input).
+
+    Returns
+    -------
+    float
+        The bound :math:`\frac{\lambda}{G}\|MC^{1/2}\|_{(k)}^2`, λ = (1 − θ)/θ.
+
+    References
+    ----------
+    [1] A. Pal, C. Lane, R. Vidal, B. D. Haeffele, On the Regularization
+        Properties of Structured Dropout, CVPR 2020.
+    [2] A. M. McDonald, M. Pontil, D. Stamos, Spectral k-Support Norm
+        Regularization, NeurIPS 2014.
+    [3] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018
+        (k = 1, formula (2)).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> M = np.diag([3.0, 4.0])
+    >>> block_induced_regularizer(M, 0.5, width=2, block_size=1)  # (1/2) * 7**2, as formula (2)
+    24.5
     """
     M = check_array(M, "M", ndim=2)
     lam = dropout_lambda(keep)
@@ -337,7 +458,39 @@ def induced_regularizer(M, keep: float, width: int, cov=None) -> float:
 
 
 def unit_products(U, V, cov=None) -> np.ndarray:
-    r"""Per-unit products :math:`\|u_i\|\,\|C^{1/2} v_i\|` (equal for every unit when equalized)."""
+    r"""Per-unit products :math:`\|u_i\|\,\|C^{1/2} v_i\|` of a factorization.
+
+    .. math:: p_i = \|u_i\|\,\|C^{1/2} v_i\| = \sqrt{\|u_i\|^2\, v_i^\top C v_i},
+              \qquad i = 1, \dots, w ,
+
+    so the dropout penalty (1) is :math:`\lambda \sum_i p_i^2`. All :math:`p_i`
+    are equal exactly when the factorization is equalized (:func:`is_equalized`).
+
+    Parameters
+    ----------
+    U : array (d_out, width)
+        Output weights; column ``u_i`` belongs to hidden unit i.
+    V : array (d_in, width)
+        Input weights; column ``v_i`` belongs to hidden unit i.
+    cov : array (d_in, d_in), optional
+        Uncentred second moment C = E[x xᵀ] of the input, symmetric PSD.
+        ``None`` means C = I (white input).
+
+    Returns
+    -------
+    array (width,)
+        The products :math:`p_i \ge 0`, in the order of the hidden units.
+
+    References
+    ----------
+    [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> unit_products(np.array([[1.0, 2.0]]), np.array([[3.0, 1.0]]))
+    array([3., 2.])
+    """
     U, V = _check_factors(U, V)
     cov = check_cov(cov, V.shape[0])
     return np.sqrt(np.einsum("ji,ji->i", U, U) * _input_energy(V, cov))
@@ -346,9 +499,41 @@ def unit_products(U, V, cov=None) -> np.ndarray:
 def is_equalized(U, V, rtol: float = 1e-6, cov=None) -> bool:
     r"""Whether every hidden unit has the same product :math:`\|u_i\|\,\|C^{1/2}v_i\|`.
 
-    The definition of Mianjy et al. [1, Def. 2.2]: ``max - min <= rtol * mean``
-    of the products. (A factorization that is equalized *and* balanced across the
-    SVD attains :func:`induced_regularizer`; :func:`equalize` builds one.)
+    The definition of an equalized network of Mianjy et al. [1, Def. 2.2], with a
+    relative tolerance: for the products :math:`p_i` of :func:`unit_products`,
+
+    .. math:: \max_i p_i - \min_i p_i \le \mathrm{rtol} \cdot \frac1w \sum_i p_i .
+
+    (All-zero products count as equalized.) A factorization that is equalized
+    *and* balanced across the SVD attains :func:`induced_regularizer`;
+    :func:`equalize` builds one.
+
+    Parameters
+    ----------
+    U : array (d_out, width)
+        Output weights; column ``u_i`` belongs to hidden unit i.
+    V : array (d_in, width)
+        Input weights; column ``v_i`` belongs to hidden unit i.
+    rtol : float
+        Relative tolerance, ≥ 0 (else ``ValueError``).
+    cov : array (d_in, d_in), optional
+        Uncentred second moment C = E[x xᵀ] of the input, symmetric PSD.
+        ``None`` means C = I (white input).
+
+    Returns
+    -------
+    bool
+        True if the inequality above holds.
+
+    References
+    ----------
+    [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_equalized(np.array([[1.0, 2.0]]), np.array([[3.0, 1.5]]))  # products 3 and 3
+    True
     """
     if not (rtol >= 0):
         raise ValueError(f"`rtol` must be non-negative, got {rtol!r}")

@@ -33,12 +33,29 @@ def dropout_lambda(keep: float) -> float:
     r"""Dropout regularization strength :math:`\lambda = (1 - \theta)/\theta`.
 
     It is the variance of one inverted Bernoulli mask entry ``r / keep``,
-    ``r ~ Bernoulli(keep)`` (Mianjy, Arora & Vidal, ICML 2018).
+    ``r ~ Bernoulli(keep)`` (Mianjy, Arora & Vidal [1]; inverted dropout of
+    Srivastava et al. [2]):
+
+    .. math:: \lambda = \operatorname{Var}\Big[\frac{r}{\theta}\Big]
+              = \frac{1-\theta}{\theta},\qquad r \sim \mathrm{Bernoulli}(\theta).
 
     Parameters
     ----------
     keep : float
-        Retain probability θ in (0, 1] (PyTorch's ``p`` is ``1 - keep``).
+        Retain probability θ in (0, 1] (PyTorch's ``p`` is ``1 - keep``); anything
+        else raises ``TypeError`` (not a real number) or ``ValueError``.
+
+    Returns
+    -------
+    float
+        λ ≥ 0 (0 at keep = 1, no dropout).
+
+    References
+    ----------
+    [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
+    [2] N. Srivastava, G. Hinton, A. Krizhevsky, I. Sutskever, R. Salakhutdinov,
+        Dropout: A Simple Way to Prevent Neural Networks from Overfitting,
+        JMLR 15, 2014.
 
     Examples
     --------

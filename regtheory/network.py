@@ -106,10 +106,53 @@ def _check_layers(layers) -> tuple:
 
 
 def forward(layers, x, seed=None, n_draws: int = 1) -> np.ndarray:
-    """Run the network on ``x`` (n, ...) for ``n_draws`` independent sets of masks.
+    r"""Run the network on ``x`` (n, ...) for ``n_draws`` independent sets of masks.
 
-    With ``seed=None`` every Dropout layer is the identity (the mask-free network
-    f_1). Returns shape ``(n_draws, n, ...)`` with masks, ``(n, ...)`` without.
+    The layers are applied first to last,
+
+    .. math:: f_r(x) = \phi_L \circ \dots \circ \phi_1 (x),\qquad
+              \phi_\ell(z) = m_\ell \circ z \ \text{for a Dropout layer},
+
+    with a fresh mask :math:`m_\ell` from the layer's distribution for every
+    sample, every Dropout layer and every draw (inverted dropout, E m = 1, as in
+    training; Srivastava et al. [1]). With ``seed=None`` every Dropout layer is the
+    identity: the mask-free network :math:`f_{\mathbf 1}`.
+
+    Parameters
+    ----------
+    layers : sequence of Conv, Linear, ReLU, Dropout
+        The network, first layer first. With a ``seed`` the layers are validated
+        and at least one Dropout is required (else ``ValueError``).
+    x : array (n, ...)
+        Inputs, (n, C, H, W) or (n, C, L) for a conv first layer, (n, d) for a
+        linear one.
+    seed : int or numpy.random.Generator, optional
+        Source of the masks; ``None`` runs the mask-free network.
+    n_draws : int
+        Independent sets of masks (ignored when ``seed`` is ``None``).
+
+    Returns
+    -------
+    ndarray
+        Shape ``(n_draws, n, ...)`` with masks (draw d in ``out[d]``), ``(n, ...)``
+        without; ``...`` is the network's output shape per sample.
+
+    References
+    ----------
+    [1] N. Srivastava, G. Hinton, A. Krizhevsky, I. Sutskever, R. Salakhutdinov,
+        Dropout: A Simple Way to Prevent Neural Networks from Overfitting,
+        JMLR 15, 2014.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from regtheory.masks import Bernoulli
+    >>> layers = [Linear(np.ones((2, 3))), ReLU(), Dropout(Bernoulli(0.5)), Linear(np.ones((1, 2)))]
+    >>> x = np.ones((4, 3))
+    >>> forward(layers, x)[:, 0]  # mask-free: 2 hidden units of value 3
+    array([6., 6., 6., 6.])
+    >>> forward(layers, x, seed=0, n_draws=5).shape
+    (5, 4, 1)
     """
     layers = _check_layers(layers) if seed is not None else tuple(layers)
     x = check_array(x, "x")

@@ -31,10 +31,50 @@ __all__ = ["k_support_norm_sq", "solve_fc_block"]
 
 
 def k_support_norm_sq(x: cp.Expression, k: int) -> tuple[cp.Expression, list]:
-    r"""cvxpy epigraph of :math:`\|x\|_{(k)}^2` for a vector expression x.
+    r"""cvxpy epigraph of the squared k-support norm :math:`\|x\|_{(k)}^2` of a vector expression.
 
-    Returns ``(objective_term, constraints)``: minimising the term subject to the
-    constraints gives the squared k-support norm (variational form above).
+    The variational form of McDonald, Pontil & Stamos [2] (the k-support norm of
+    Argyriou, Foygel & Srebro [1] as a box norm),
+
+    .. math:: \|x\|_{(k)}^2 = \min_{\theta}\Big\{\sum_{i=1}^n \frac{x_i^2}{\theta_i} :
+              0 < \theta_i \le 1,\ \sum_i \theta_i \le k\Big\}
+              = \min\Big\{\sum_i s_i : x_i^2 \le s_i\theta_i,\ \theta_i \le 1,\
+              \sum_i\theta_i \le k\Big\},
+
+    with each :math:`x_i^2 \le s_i\theta_i` (:math:`s_i, \theta_i \ge 0`) written as
+    the rotated second-order cone :math:`\|(2x_i,\ s_i - \theta_i)\|_2 \le s_i + \theta_i`.
+    Each call creates fresh variables θ and s (shape (n,)).
+
+    Parameters
+    ----------
+    x : cvxpy.Expression, shape (n,)
+        The vector (a variable, or any affine expression; constants are allowed).
+    k : int
+        Support parameter, 1 ≤ k (k ≥ n gives the squared Euclidean norm). Not
+        validated here.
+
+    Returns
+    -------
+    term : cvxpy.Expression (scalar)
+        :math:`\sum_i s_i`, to be minimised.
+    constraints : list of cvxpy.Constraint
+        The cones and the constraints on θ; add them to the problem. Minimising
+        ``term`` subject to them gives :math:`\|x\|_{(k)}^2`.
+
+    References
+    ----------
+    [1] A. Argyriou, R. Foygel, N. Srebro, Sparse Prediction with the k-Support
+        Norm, NeurIPS 2012.
+    [2] A. M. McDonald, M. Pontil, D. Stamos, Spectral k-Support Norm
+        Regularization, NeurIPS 2014.
+
+    Examples
+    --------
+    >>> import cvxpy as cp
+    >>> import numpy as np
+    >>> term, constraints = k_support_norm_sq(cp.Constant(np.array([3.0, 4.0])), k=1)
+    >>> round(float(cp.Problem(cp.Minimize(term), constraints).solve()), 3)  # (3 + 4)**2
+    49.0
     """
     n = x.shape[0]
     theta = cp.Variable(n)
@@ -65,12 +105,46 @@ def solve_fc_block(
 
     .. math:: \min_{m \ge 0}\ \sum_i(\sigma_i - m_i)^2 + \frac{\lambda}{G}\|m\|_{(k)}^2 ,
 
-    with m_i = 0 beyond the width. ``block_size=1`` is the FC problem (2).
+    with m_i = 0 beyond the width, λ = (1 − θ)/θ and G = w/k. ``block_size=1`` is
+    the FC problem (2) (:func:`solve_fc`).
+
+    Parameters
+    ----------
+    T : array (d_out, d_in)
+        Cross moment E[y xᵀ].
+    keep : float
+        Retain probability θ in (0, 1] of each block.
+    width : int
+        Hidden units w, a multiple of ``block_size`` (else ``ValueError``).
+    block_size : int
+        Units per block k.
+    cov : array (d_in, d_in), optional
+        Uncentred second moment C = E[x xᵀ], positive definite. ``None`` means
+        C = I (white input).
+    solver : str, optional
+        cvxpy solver name (default Clarabel, tolerances 1e-9).
+    solver_options : dict, optional
+        Keyword arguments for ``problem.solve`` (replace the defaults above).
 
     Returns
     -------
     ImpliedResult
-        ``objective`` is :func:`fc_objective`'s fit term plus the block regularizer.
+        ``M`` of shape (d_out, d_in); ``objective`` is :func:`fc_objective`'s fit
+        term (``keep=1``) plus :func:`regtheory.fc.block_induced_regularizer` at ``M``.
+
+    Raises
+    ------
+    SolverFailedError
+        If the solver status is not ``optimal``.
+
+    References
+    ----------
+    [1] A. Pal, C. Lane, R. Vidal, B. D. Haeffele, On the Regularization
+        Properties of Structured Dropout, CVPR 2020.
+    [2] A. M. McDonald, M. Pontil, D. Stamos, Spectral k-Support Norm
+        Regularization, NeurIPS 2014.
+    [3] A. Argyriou, R. Foygel, N. Srebro, Sparse Prediction with the k-Support
+        Norm, NeurIPS 2012.
     """
     T, lam, width, cov = _check_problem(T, keep, width, cov)
     k = _check_block_size(block_size, width)

@@ -126,15 +126,47 @@ def _axis_displacement(k: int, n: int) -> np.ndarray:
 def lifted_operator(
     kernel_size, image_shape, in_channels: int = 1, out_channels: int = 1
 ) -> np.ndarray:
-    r"""The matrix of :math:`\mathcal A`: ``vec(w) = A @ vec(Z)`` (row-major vecs).
+    r"""The matrix of the lifting map :math:`\mathcal A`: ``vec(w) = A @ vec(Z)`` (row-major vecs).
 
     Z has rows (out-channel o, tap a of u) and columns (in-channel i, tap b of v);
-    its entry lands in w[o, i, a + b] (per axis), folded modulo the image along an
-    axis where the end-to-end kernel (2k − 1 taps) is wider than the image.
+    its entry is added to the end-to-end kernel at the summed offset, per axis,
+
+    .. math:: w[o, i, \iota_h(a_1 + b_1), \iota_w(a_2 + b_2)]
+              = \sum_{\text{taps}} Z[(o, a_1, a_2), (i, b_1, b_2)],\qquad
+              \iota(s) = \begin{cases} s & 2k - 1 \le n \\
+                                         (s - k + 1) \bmod n & 2k - 1 > n \end{cases}
+
+    (a, b ∈ {0, …, k − 1}), i.e. folded modulo the image side n along an axis where
+    the end-to-end kernel (2k − 1 taps) is wider than the image; formula (7).
+    ``vec(Z)`` flattens Z of shape (C_out·K, C_in·K) row-major (K = kh·kw, taps
+    row-major) and ``vec(w)`` flattens w of shape (C_out, C_in, Lh, Lw) row-major,
+    :math:`L = \min(2k - 1, n)` per axis.
+
+    Parameters
+    ----------
+    kernel_size : (kh, kw)
+        Taps per axis of each of the two kernels; a pair of ints (1-D: ``(1, k)``).
+        Not validated here.
+    image_shape : (H, W)
+        Image size; a pair of ints (1-D signals of length L: ``(1, L)``).
+    in_channels : int
+        Input channels C_in (columns of Z are (in-channel, tap) pairs).
+    out_channels : int
+        Output channels C_out (rows of Z are (out-channel, tap) pairs).
 
     Returns
     -------
-    ndarray (C_out·C_in·Lh·Lw, C_out·K·C_in·K), entries 0/1
+    ndarray (C_out·C_in·Lh·Lw, C_out·K·C_in·K)
+        Entries 0/1; each column has exactly one 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A = lifted_operator((1, 3), (1, 5))  # 1-D, K = 3 taps, signals of length 5
+    >>> A.shape
+    (5, 9)
+    >>> A @ np.eye(3).ravel()  # the sums of the anti-diagonals of Z = I
+    array([1., 0., 1., 0., 1.])
     """
     (kh, kw), (H, W) = kernel_size, image_shape
     ih, iw = _axis_index(kh, H), _axis_index(kw, W)

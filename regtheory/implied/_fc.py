@@ -55,12 +55,34 @@ def fc_objective(M, T, keep: float, width: int, cov=None) -> float:
 
     Parameters
     ----------
-    M, T : arrays (d_out, d_in)
-        Candidate map and cross moment E[y xᵀ].
+    M : array (d_out, d_in)
+        Candidate end-to-end map.
+    T : array (d_out, d_in)
+        Cross moment E[y xᵀ]; ``M`` must have its shape (else ``ValueError``).
     keep : float
+        Retain probability θ in (0, 1]; ``keep=1`` (λ = 0) leaves the fit term alone.
     width : int
+        Hidden units w.
     cov : array (d_in, d_in), optional
-        E[x xᵀ], positive definite (default identity).
+        Uncentred second moment C = E[x xᵀ], positive definite. ``None`` means
+        C = I (white input).
+
+    Returns
+    -------
+    float
+        J(M) as in the first expression above, λ = (1 − θ)/θ.
+
+    References
+    ----------
+    [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
+    [2] J. Cavazza et al., Dropout as a Low-Rank Regularizer for Matrix
+        Factorization, AISTATS 2018.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fc_objective(np.eye(2), 2 * np.eye(2), keep=0.5, width=2)  # 2 + (1/2) * 2**2
+    4.0
     """
     T, lam, width, cov = _check_problem(T, keep, width, cov)
     M = check_array(M, "M", ndim=2)
