@@ -230,9 +230,10 @@ def conv_task(
     """
     n = check_int(n, "n")
     teacher = check_array(teacher, "teacher", ndim=1)
-    if teacher.size % 2 == 0 or teacher.size > 2 * n - 1:
+    if teacher.size % 2 == 0 or teacher.size > n:
         raise ValueError(
-            f"`teacher` must have odd length at most 2n − 1 = {2 * n - 1}, got {teacher.size}"
+            f"`teacher` must have odd length at most the signal length n = {n} (a same-size "
+            f"circular convolution kernel), got {teacher.size}"
         )
     if inputs not in ("white", "natural"):
         raise ValueError(f"`inputs` must be 'white' or 'natural', got {inputs!r}")

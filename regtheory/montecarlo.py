@@ -114,6 +114,9 @@ def estimate(
     rtol : float, optional
         Stop early once ``stderr / |mean| <= rtol`` (checked after each batch,
         not before ``min_samples`` draws, so the variance estimate is stable).
+    min_samples : int
+        No early stop before this many draws (default 1000), so the standard
+        deviation behind the stopping rule is itself well estimated.
 
     Returns
     -------

@@ -42,5 +42,9 @@ def test_conv_task_white_and_natural():
 def test_conv_task_bad_arguments():
     with pytest.raises(ValueError, match="teacher"):
         conv_task(4, np.ones(9), 10, 10, 0.1, seed=0)
+    with pytest.raises(
+        ValueError, match="teacher"
+    ):  # longer than the signal: not a same-size kernel
+        conv_task(5, np.ones(7), 10, 10, 0.1, seed=0)
     with pytest.raises(ValueError, match="inputs"):
         conv_task(8, np.ones(3), 10, 10, 0.1, seed=0, inputs="pink")

@@ -101,6 +101,8 @@ def solve_conv_factored(
     starts : int
         Random initialisations (i.i.d. N(0, init_scale²) kernel entries).
     seed : int or numpy.random.Generator
+    init_scale : float
+        Standard deviation of the random initial kernel entries.
 
     Returns
     -------
