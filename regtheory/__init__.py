@@ -11,9 +11,12 @@ Modules, in the one direction data flows (nothing imports a module below it):
 ``network``     Monte Carlo penalty of small sequential nets (no closed form)
 ``implied``     the implied regularized problems, solved with cvxpy
 ``training``    networks trained with real sampled dropout masks (NumPy)
-``data``        synthetic tasks: exactly white inputs, linear teachers
+``compare``     one task under FC, conv, channel and block dropout
+``sweep``       grids of independent tasks: serial, joblib or Dask, same bits
 ``figures``     one function per figure and the registry the CLI uses
 ``cli``         the ``regtheory`` command
+
+``data`` (white inputs, teacher tasks) is used by the layers above ``conv``.
 
 Conventions (THEORY.md): ``keep`` is the retain probability (PyTorch's ``p`` is
 ``1 - keep``), dropout is inverted (E[mask] = 1), λ = (1 − keep)/keep.
@@ -21,7 +24,7 @@ Conventions (THEORY.md): ``keep`` is the retain probability (PyTorch's ``p`` is
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import conv, data, fc, implied, masks, montecarlo, network, training
+from . import compare, conv, data, fc, implied, masks, montecarlo, network, sweep, training
 from .masks import dropout_lambda
 from .montecarlo import Estimate
 
@@ -31,15 +34,17 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
-    "dropout_lambda",
     "Estimate",
+    "__version__",
+    "compare",
     "conv",
     "data",
+    "dropout_lambda",
     "fc",
     "implied",
     "masks",
     "montecarlo",
     "network",
+    "sweep",
     "training",
-    "__version__",
 ]
