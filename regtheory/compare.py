@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import fc, implied, training
-from ._validation import check_int, check_keep
+from ._validation import check_array, check_int, check_keep
 from .conv import conv_matrix
 from .data import ConvTask
 
@@ -123,7 +123,9 @@ def circulant_spectrum(M) -> np.ndarray:
     >>> circulant_spectrum(conv_matrix(np.array([[[1.0, 2.0, 1.0]]]), 4, "circular"))
     array([4., 2., 0., 2.])
     """
-    M = np.asarray(M, dtype=float)
+    M = check_array(M, "M", ndim=2)
+    if M.shape[0] != M.shape[1]:
+        raise ValueError(f"`M` must be square (n, n), got shape {M.shape}")
     n = M.shape[0]
     idx = np.arange(n)
     c = np.array([M[idx, (idx + d) % n].mean() for d in range(n)])

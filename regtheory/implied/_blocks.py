@@ -22,7 +22,7 @@ import time
 import cvxpy as cp
 import numpy as np
 
-from .._validation import sqrtm_psd
+from .._validation import check_int, sqrtm_psd
 from ..fc import _check_block_size, block_induced_regularizer
 from ._fc import _check_problem, fc_objective
 from ._solver import ImpliedResult, solve
@@ -76,6 +76,9 @@ def k_support_norm_sq(x: cp.Expression, k: int) -> tuple[cp.Expression, list]:
     >>> round(float(cp.Problem(cp.Minimize(term), constraints).solve()), 3)  # (3 + 4)**2
     49.0
     """
+    if not isinstance(x, cp.Expression) or x.ndim != 1:
+        raise TypeError(f"`x` must be a 1-D cvxpy expression, got {type(x).__name__}")
+    k = check_int(k, "k")
     n = x.shape[0]
     theta = cp.Variable(n)
     s = cp.Variable(n)

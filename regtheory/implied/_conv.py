@@ -123,6 +123,13 @@ def _axis_displacement(k: int, n: int) -> np.ndarray:
     return idx - (k - 1) if 2 * k - 1 <= n else idx
 
 
+def _check_pair(value, name: str) -> tuple[int, int]:
+    """(height, width) of positive ints (1-D: height 1)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"`{name}` must be a pair (height, width) of positive ints, got {value!r}")
+    return tuple(check_int(x, name) for x in value)
+
+
 def lifted_operator(
     kernel_size, image_shape, in_channels: int = 1, out_channels: int = 1
 ) -> np.ndarray:
@@ -168,7 +175,14 @@ def lifted_operator(
     >>> A @ np.eye(3).ravel()  # the sums of the anti-diagonals of Z = I
     array([1., 0., 1., 0., 1.])
     """
-    (kh, kw), (H, W) = kernel_size, image_shape
+    (kh, kw), (H, W) = (
+        _check_pair(kernel_size, "kernel_size"),
+        _check_pair(image_shape, "image_shape"),
+    )
+    in_channels = check_int(in_channels, "in_channels")
+    out_channels = check_int(out_channels, "out_channels")
+    if kh > H or kw > W:
+        raise ValueError(f"`kernel_size` {kernel_size} must fit `image_shape` {image_shape}")
     ih, iw = _axis_index(kh, H), _axis_index(kw, W)
     Lh, Lw = _axis_length(kh, H), _axis_length(kw, W)
     K = kh * kw

@@ -1,0 +1,155 @@
+# ruff: noqa: C408  -- keyword dict() calls read as function calls here
+"""Walk the public API with bad arguments: every public function of the numerical modules,
+each argument in turn replaced by a bad value of its kind, must raise ValueError or
+TypeError (never an error from deep inside NumPy, SciPy or cvxpy, and never return NaN).
+
+The walk is generic: one valid call per function (``VALID``), then every argument is
+spoiled by the rules of ``BAD`` for its type. A public function missing from ``VALID``
+fails the completeness test, so new API cannot skip the walk.
+"""
+
+import inspect
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+from regtheory import compare, conv, data, fc, implied, masks, montecarlo, network, training
+
+rng = np.random.default_rng(0)
+U, V, X = rng.normal(size=(3, 4)), rng.normal(size=(5, 4)), rng.normal(size=(30, 5))
+u, v = rng.normal(size=(1, 2, 3, 3)), rng.normal(size=(2, 1, 3, 3))
+XC = rng.normal(size=(6, 1, 5, 5))
+X1, Y1 = rng.normal(size=(12, 1, 7)), rng.normal(size=(12, 1, 7))
+T = rng.normal(size=(3, 5))
+TASK = data.conv_task(7, np.array([0.2, 1.0, -0.3]), 12, 12, 0.1, 0)
+
+# One valid call per public function: keyword arguments only.
+VALID = {
+    fc.dropout_penalty: dict(U=U, V=V, keep=0.5),
+    fc.dropout_penalty_mc: dict(U=U, V=V, keep=0.5, X=X, n_masks=50, seed=0),
+    fc.induced_regularizer: dict(M=U @ V.T, keep=0.5, width=4),
+    fc.equalize: dict(U=U, V=V),
+    fc.is_equalized: dict(U=U, V=V, rtol=1e-6),
+    fc.unit_products: dict(U=U, V=V),
+    fc.global_optimum: dict(T=T, keep=0.5, width=4),
+    fc.structured_penalty: dict(U=U, V=V, mask_cov=np.eye(4)),
+    fc.block_dropout_penalty: dict(U=U, V=V, keep=0.5, block_size=2),
+    fc.spectral_k_support_norm: dict(M=T, k=2),
+    fc.block_induced_regularizer: dict(M=T, keep=0.5, width=4, block_size=2),
+    masks.dropout_lambda: dict(keep=0.5),
+    conv.conv2d: dict(x=XC, weight=v),
+    conv.conv_matrix: dict(weight=v, image_shape=(5, 5)),
+    conv.tap_column_counts: dict(kernel_size=3, image_shape=(5, 5)),
+    conv.no_gradient_probability: dict(kernel_size=3, image_shape=(5, 5), keep=0.5),
+    conv.fc_no_gradient_probability: dict(keep=0.5),
+    conv.column_sq_norms: dict(weight=u, image_shape=(5, 5)),
+    conv.dropout_penalty: dict(u=u, v=v, keep=0.5, image_shape=(5, 5)),
+    conv.dropout_penalty_mc: dict(u=u, v=v, keep=0.5, image_shape=(5, 5), n_masks=20, seed=0),
+    implied.solve_fc: dict(T=T, keep=0.5, width=4),
+    implied.fc_objective: dict(M=T, T=T, keep=0.5, width=4),
+    implied.solve_fc_block: dict(T=T, keep=0.5, width=4, block_size=2),
+    implied.conv_induced_regularizer: dict(
+        w=rng.normal(size=5), keep=0.5, channels=3, image_shape=8
+    ),
+    implied.lifted_operator: dict(kernel_size=(1, 3), image_shape=(1, 8)),
+    implied.solve_conv: dict(X=X1, Y=Y1, keep=0.5, channels=3, kernel_size=3),
+    implied.solve_conv_factored: dict(X=X1, Y=Y1, keep=0.5, channels=2, kernel_size=3, starts=1),
+    training.train_fc: dict(X=X, Y=X[:, :3], width=4, keep=0.5, steps=3, lr=0.01, seed=0),
+    training.train_conv: dict(
+        X=X1, Y=Y1, channels=2, kernel_size=3, keep=0.5, steps=3, lr=0.01, seed=0
+    ),
+    network.dropout_penalty_mc: dict(
+        layers=[
+            network.Linear(rng.normal(size=(4, 5))),
+            network.Dropout(masks.Bernoulli(0.5)),
+            network.Linear(rng.normal(size=(3, 4))),
+        ],
+        X=X,
+        Y=X[:, :3],
+        n_masks=10,
+        seed=0,
+    ),
+    data.white_inputs: dict(n=10, d=3, seed=0),
+    data.linear_teacher: dict(n=10, singular_values=[2.0, 1.0], d_in=3, d_out=3, noise=0.1, seed=0),
+    data.conv_task: dict(
+        n=7, teacher=np.array([0.2, 1.0, -0.3]), n_train=12, n_test=12, noise=0.1, seed=0
+    ),
+    compare.compare: dict(task=TASK, keep=0.5, channels=2, kernel_size=3, train=False),
+    compare.circulant_spectrum: dict(M=np.eye(4)),
+    implied.k_support_norm_sq: dict(x=cp.Variable(3), k=2),
+    network.forward: dict(layers=[network.Linear(rng.normal(size=(2, 5)))], x=X),
+    montecarlo.estimate: dict(draw=lambda g, n: g.random(n), n_samples=10, seed=0),
+}
+
+# Arguments whose bad values are not of their type's kind (callables, objects, options).
+SKIP = {"draw", "layers", "task", "solver", "solver_options"}
+
+
+def bad_values(name, value):
+    """Bad replacements for one argument, by the kind of its valid value."""
+    if isinstance(value, cp.Expression):
+        yield "numpy", np.ones(3)
+    elif isinstance(value, np.ndarray) or (isinstance(value, list) and name != "layers"):
+        arr = np.asarray(value, dtype=float)
+        yield "nan", np.full(arr.shape, np.nan)
+        yield "wrong-rank", arr.reshape(-1)[:, None, None, None, None]
+        yield "text", "not an array"
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int):
+        yield "negative", -3
+        yield "text", "3"
+    elif isinstance(value, float):
+        yield "nan", float("nan")
+        yield "negative", -0.5
+        yield "text", "0.5"
+    elif isinstance(value, str):
+        yield "unknown", "no-such-option"
+    elif isinstance(value, tuple):
+        yield "negative", tuple(-abs(int(t)) for t in value)
+        yield "text", "5x5"
+
+
+def public_functions():
+    modules = [fc, conv, masks, montecarlo, implied, training, network, data, compare]
+    return {
+        getattr(m, name)
+        for m in modules
+        for name in m.__all__
+        if inspect.isfunction(getattr(m, name))
+    }
+
+
+def test_every_public_function_is_walked():
+    missing = {f"{f.__module__}.{f.__name__}" for f in public_functions() if f not in VALID}
+    assert not missing, f"add a valid call to VALID for: {sorted(missing)}"
+
+
+def test_valid_calls_return_finite_results():
+    for fn, kwargs in VALID.items():
+        out = fn(**kwargs)
+        if isinstance(out, (float, np.ndarray)):
+            assert np.all(np.isfinite(out)), fn.__name__
+
+
+CASES = [
+    (fn, arg, kind, bad)
+    for fn, kwargs in VALID.items()
+    for arg, value in kwargs.items()
+    if arg not in SKIP
+    for kind, bad in bad_values(arg, value)
+]
+
+
+@pytest.mark.parametrize(
+    "fn,arg,kind,bad", CASES, ids=[f"{c[0].__name__}-{c[1]}-{c[2]}" for c in CASES]
+)
+def test_bad_argument_raises_value_or_type_error(fn, arg, kind, bad):
+    kwargs = dict(VALID[fn], **{arg: bad})
+    with pytest.raises((ValueError, TypeError)):
+        out = fn(**kwargs)
+        # a silently accepted bad value must at least not produce NaN
+        if isinstance(out, (float, np.ndarray)) and not np.all(np.isfinite(out)):
+            raise AssertionError(f"{fn.__name__} returned non-finite output for {arg}={bad!r}")
+        raise AssertionError(f"{fn.__name__} accepted {arg}={bad!r} ({kind})")
