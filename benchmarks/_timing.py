@@ -13,3 +13,12 @@ def best_time(fn, repeat: int = 5) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def report_targets(rows, notes) -> None:
+    """Print a loud line naming every missed target (row[0] = name, row[5] = met), then notes."""
+    missed = [row[0] for row in rows if row[5] is False]
+    if missed:
+        print("TARGET MISSED: " + "; ".join(missed))
+    for note in notes:
+        print("note: " + note)

@@ -31,7 +31,7 @@ from functools import partial
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _timing import best_time
+from _timing import best_time, report_targets
 
 from regtheory import conv
 
@@ -187,11 +187,7 @@ def main() -> None:
         shown = "" if target is None else f">= {target:g}"
         result = "" if met is None else ("met" if met else "MISSED")
         print(f"{name:<36} {value:>17}  {base:<30} {ratio:>9.4g}  {shown:<8} {result}")
-    missed = [row[0] for row in rows if row[5] is False]
-    if missed:
-        print("TARGET MISSED: " + "; ".join(missed))
-    for note in notes:
-        print("note: " + note)
+    report_targets(rows, notes)
 
 
 if __name__ == "__main__":

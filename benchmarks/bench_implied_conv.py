@@ -34,6 +34,7 @@ from functools import partial
 
 import cvxpy as cp
 import numpy as np
+from _timing import report_targets
 
 from regtheory import conv, implied
 from regtheory.masks import dropout_lambda
@@ -213,11 +214,7 @@ def main() -> None:
     for name, t, base, ratio, target, met in rows:
         result = "" if met is None else ("met" if met else "MISSED")
         print(f"{name:<48} {t:>9.4f}  {base:<22} {ratio:>8.2f}  {target:<7} {result}")
-    missed = [row[0] for row in rows if row[5] is False]
-    if missed:
-        print("TARGET MISSED: " + "; ".join(missed))
-    for note in notes:
-        print("note: " + note)
+    report_targets(rows, notes)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from _theory import THEORY_MATRIX
 
 from regtheory import conv, dropout_lambda
 from regtheory.masks import Bernoulli, DropBlock
@@ -112,22 +113,8 @@ def test_conv2d_large_batches_are_chunked_consistently(monkeypatch):
 def test_seed_matrix_of_theory_section_2():
     """The 9×9 matrix of a 3×3 kernel u1..u9 on a 3×3 image, written out from THEORY §2."""
     u = np.arange(1.0, 10.0)  # u_k = k, so entry value k stands for u_k and 0 for zero
-    expected = np.array(
-        [
-            [5, 6, 0, 8, 9, 0, 0, 0, 0],
-            [4, 5, 6, 7, 8, 9, 0, 0, 0],
-            [0, 4, 5, 0, 7, 8, 0, 0, 0],
-            [2, 3, 0, 5, 6, 0, 8, 9, 0],
-            [1, 2, 3, 4, 5, 6, 7, 8, 9],
-            [0, 1, 2, 0, 4, 5, 0, 7, 8],
-            [0, 0, 0, 2, 3, 0, 5, 6, 0],
-            [0, 0, 0, 1, 2, 3, 4, 5, 6],
-            [0, 0, 0, 0, 1, 2, 0, 4, 5],
-        ],
-        dtype=float,
-    )
     M = conv.conv_matrix(u.reshape(1, 1, 3, 3), (3, 3))
-    assert np.array_equal(M, expected)
+    assert np.array_equal(M, THEORY_MATRIX)
     assert np.array_equal(M[:3, :3], [[5, 6, 0], [4, 5, 6], [0, 4, 5]])
 
 

@@ -10,6 +10,7 @@ starts that cover each position. Rendering is covered by tests/test_figures.py.
 import numpy as np
 import pytest
 from _dropblock import dropblock_penalty_exact
+from _theory import THEORY_MATRIX
 
 from regtheory import conv
 from regtheory.figures import compute
@@ -32,22 +33,6 @@ def mc_data():
 
 
 # ----------------------------------------------------------------------------- (c)
-
-# THEORY §2, typed from the document: tap numbers (0 = structural zero).
-THEORY_MATRIX = np.array(
-    [
-        [5, 6, 0, 8, 9, 0, 0, 0, 0],
-        [4, 5, 6, 7, 8, 9, 0, 0, 0],
-        [0, 4, 5, 0, 7, 8, 0, 0, 0],
-        [2, 3, 0, 5, 6, 0, 8, 9, 0],
-        [1, 2, 3, 4, 5, 6, 7, 8, 9],
-        [0, 1, 2, 0, 4, 5, 0, 7, 8],
-        [0, 0, 0, 2, 3, 0, 5, 6, 0],
-        [0, 0, 0, 1, 2, 3, 4, 5, 6],
-        [0, 0, 0, 0, 1, 2, 0, 4, 5],
-    ]
-)
-
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_conv_matrix_seed_is_theory_matrix_and_gradients_follow_the_mask(seed):
