@@ -34,7 +34,8 @@ def test_spectral_matches_closed_form_to_1e8(d_out, d_in, width, keep, use_cov):
     cov = random_cov(rng, d_in) if use_cov else None
     closed = fc.global_optimum(T, keep, width, cov)
     res = implied.solve_fc(T, keep, width, cov, method="spectral")
-    assert res.status == "optimal" and res.solve_time > 0
+    assert res.status in ("optimal", "optimal_inaccurate") and res.gap <= implied.GAP_RTOL
+    assert res.solve_time > 0
     assert rel(res.M, closed) < 1e-8
     assert res.objective == pytest.approx(
         implied.fc_objective(closed, T, keep, width, cov), rel=1e-9
@@ -101,7 +102,7 @@ def test_solver_failure_raises_with_status():
     with pytest.raises(implied.SolverFailedError, match="status") as info:
         implied.solve_fc(T, 0.5, 8, method="sdp", solver="SCS", solver_options={"max_iters": 2})
     assert info.value.status != "optimal"
-    assert "stopped short of its tolerances" in str(info.value)
+    assert "certifies a relative gap" in str(info.value)
 
 
 def test_bad_arguments():

@@ -16,8 +16,12 @@ other.
 * The exact, non-convex objective of the factored conv net (zero padding
   included), minimised numerically: :func:`solve_conv_factored`.
 
-Every solve checks the solver status and raises :class:`SolverFailedError`
-unless it is ``optimal``.
+Every solve is certified: a duality gap computed in NumPy from the solution,
+independently of the solver, bounds its relative sub-optimality, and a result is
+returned only when that gap is at most :data:`GAP_RTOL` (1e-6); the result's
+``status`` is what the solver said and ``gap`` what was certified. When the
+first solver stops short, others are tried (:mod:`regtheory.implied._solver`);
+:class:`SolverFailedError` is raised only when none yields a certified solution.
 """
 
 from ._blocks import k_support_norm_sq, solve_fc_block
@@ -30,11 +34,20 @@ from ._conv import (
 )
 from ._conv_factored import FactoredConvSolution, solve_conv_factored
 from ._fc import fc_objective, solve_fc
-from ._solver import CLARABEL_OPTIONS, CLARABEL_SDP_OPTIONS, ImpliedResult, SolverFailedError
+from ._solver import (
+    CLARABEL_OPTIONS,
+    CLARABEL_SDP_OPTIONS,
+    GAP_RTOL,
+    Attempt,
+    ImpliedResult,
+    SolverFailedError,
+)
 
 __all__ = [
     "CLARABEL_OPTIONS",
     "CLARABEL_SDP_OPTIONS",
+    "GAP_RTOL",
+    "Attempt",
     "ConvRegularizerResult",
     "ConvSolution",
     "FactoredConvSolution",

@@ -41,7 +41,9 @@ import numpy as np
 from .. import fc
 from .._validation import check_array, check_int
 from ..masks import dropout_lambda
-from ._solver import solve
+from .._linalg import numerical_rank
+from ._certificate import frobenius, min_norm_gap, nuclear, spectral, squared_norm_gap
+from ._solver import as_array, solve
 
 __all__ = [
     "ConvRegularizerResult",
@@ -65,8 +67,9 @@ class ConvRegularizerResult:
     u, v : ndarrays
         A factorization with C channels attaining the value, equalized over
         channels: ``u`` (C_out, C, kh, kw), ``v`` (C, C_in, kh, kw) (1-D: no kh axis).
-    status, solve_time, solver
-        As in :class:`regtheory.implied.ImpliedResult`.
+    status, gap, solve_time, solver
+        As in :class:`regtheory.implied.ImpliedResult`; ``gap`` bounds the relative
+        error of ``value``.
     """
 
     value: float
@@ -74,6 +77,7 @@ class ConvRegularizerResult:
     u: np.ndarray
     v: np.ndarray
     status: str
+    gap: float
     solve_time: float
     solver: str
 
@@ -94,8 +98,9 @@ class ConvSolution:
         Mean squared error on the data plus the regularizer.
     regularizer : float
         The regularizer's value at the solution.
-    status, solve_time, solver
-        As in :class:`regtheory.implied.ImpliedResult`.
+    status, gap, solve_time, solver
+        As in :class:`regtheory.implied.ImpliedResult`; ``gap`` bounds the relative
+        sub-optimality of ``objective``.
     """
 
     w: np.ndarray
@@ -103,6 +108,7 @@ class ConvSolution:
     objective: float
     regularizer: float
     status: str
+    gap: float
     solve_time: float
     solver: str
 
@@ -246,7 +252,7 @@ def _fold(w4: np.ndarray, k, hw) -> np.ndarray:
 def _factor(Z: np.ndarray, channels: int, k, c_out: int, c_in: int, one_d: bool):
     """An equalized C-channel factorization Z = Σ_c u_c v_cᵀ (fc.equalize on the SVD)."""
     A, s, Bt = np.linalg.svd(Z, full_matrices=False)
-    rank = int(np.sum(s > 1e-7 * max(s[0], 1e-300)))
+    rank = numerical_rank(s, 1e-7)
     if rank > channels:
         raise ValueError(
             f"the optimal lifted kernel has rank {rank} > `channels` = {channels}: with so few "
@@ -266,7 +272,12 @@ def _factor(Z: np.ndarray, channels: int, k, c_out: int, c_in: int, one_d: bool)
 
 
 def conv_induced_regularizer(
-    w, keep: float, channels: int, image_shape, solver: str | None = None
+    w,
+    keep: float,
+    channels: int,
+    image_shape,
+    solver: str | None = None,
+    solver_options: dict | None = None,
 ) -> ConvRegularizerResult:
     r"""Induced regularizer of elementwise dropout on a two-layer linear conv net, formula (7).
 
@@ -291,11 +302,21 @@ def conv_induced_regularizer(
     image_shape : int or tuple
         (L,) / L for 1-D, (H, W) for 2-D; the K-tap kernels must fit.
     solver : str, optional
-        cvxpy solver (default Clarabel, tolerances 1e-9).
+        cvxpy solver; by default the ladder of :mod:`regtheory.implied._solver`
+        (Clarabel at 1e-9, then at its defaults, then SCS).
+    solver_options : dict, optional
+        Keyword arguments for ``problem.solve`` (one solve with exactly these).
 
     Returns
     -------
     ConvRegularizerResult
+        ``gap`` bounds the relative error of ``value`` (certified in NumPy from a
+        dual point; ``Z`` satisfies :math:`\mathcal A(Z) = w` to rounding).
+
+    Raises
+    ------
+    SolverFailedError
+        If no solver returns a solution whose certified gap is at most 1e-6.
     """
     lam = dropout_lambda(keep)
     channels = check_int(channels, "channels")
@@ -304,24 +325,54 @@ def conv_induced_regularizer(
     start = time.perf_counter()
     A = lifted_operator(k, hw, c_in, c_out)
     K = k[0] * k[1]
+    shape = (c_out * K, c_in * K)
     # (7) is 2-homogeneous in w: solve for w / s and scale Z back (O(1) numbers for the solver)
     target = _fold(w4, k, hw).ravel()
     scale = float(np.linalg.norm(target)) or 1.0
-    Z = cp.Variable((c_out * K, c_in * K))
-    problem = cp.Problem(cp.Minimize(cp.normNuc(Z)), [A @ cp.vec(Z, order="C") == target / scale])
-    name = solve(problem, solver, sdp=True)
+    t = target / scale
+    Z = cp.Variable(shape)
+    constraint = A @ cp.vec(Z, order="C") == t
+    problem = cp.Problem(cp.Minimize(cp.normNuc(Z)), [constraint])
+    # Each column of A holds one 1, so A Aᵀ is diagonal (how many entries of Z land on
+    # each entry of w) and the least-norm correction onto {A(Z) = t} is exact and cheap.
+    counts = A.sum(axis=1)
+
+    def feasible():
+        Zv = as_array(Z.value)
+        residual = t - A @ Zv.ravel()
+        return Zv + (A.T @ (residual / counts)).reshape(shape)
+
+    def adjoint(y):
+        return (A.T @ y).reshape(shape)
+
+    def certify():
+        Zf = feasible()
+        value = nuclear(Zf)
+        # Dual points: the solver's multiplier, and the least-squares fit of Aᵀy to the
+        # subgradient P Qᵀ of the nuclear norm at Zf (independent of the solver's duals).
+        P, sv, Qt = np.linalg.svd(Zf, full_matrices=False)
+        r = numerical_rank(sv)
+        candidates = [(A @ (P[:, :r] @ Qt[:r]).ravel()) / counts]
+        if constraint.dual_value is not None:
+            candidates.append(np.asarray(constraint.dual_value, dtype=float).ravel())
+        gaps = [min_norm_gap(value, t, y, adjoint, spectral) for y in candidates]
+        # (7) is the square of the nuclear norm: (P² − D²)/P² ≤ 2 (P − D)/P.
+        return min(1.0, 2 * min(gaps))
+
+    solved = solve(problem, solver, solver_options, sdp=True, certify=certify)
     elapsed = time.perf_counter() - start
-    Zv = scale * np.asarray(Z.value)
+    Zv = scale * feasible()
     u, v = _factor(Zv, channels, k, c_out, c_in, one_d)
-    nuc = np.linalg.svd(Zv, compute_uv=False).sum()
+    nuc = nuclear(Zv)
     return ConvRegularizerResult(
         value=float(lam * hw[0] * hw[1] / channels * nuc**2),
         Z=Zv,
         u=u,
         v=v,
-        status=cp.OPTIMAL,
+        status=solved.status,
+        gap=solved.gap,
         solve_time=elapsed,
-        solver=name,
+        solver=solved.solver,
     )
 
 
@@ -355,6 +406,7 @@ def solve_conv(
     kernel_size: int,
     mode: str = "element",
     solver: str | None = None,
+    solver_options: dict | None = None,
 ) -> ConvSolution:
     r"""Learn a circular conv map from data under the implied regularizer of conv dropout.
 
@@ -382,10 +434,20 @@ def solve_conv(
         Taps K per axis of each of the two kernels (odd).
     mode : {"element", "channel"}
     solver : str, optional
+        cvxpy solver; by default the ladder of :mod:`regtheory.implied._solver`.
+    solver_options : dict, optional
+        Keyword arguments for ``problem.solve`` (one solve with exactly these).
 
     Returns
     -------
     ConvSolution
+        ``gap`` bounds the relative sub-optimality of ``objective`` (certified in
+        NumPy by a Fenchel duality gap).
+
+    Raises
+    ------
+    SolverFailedError
+        If no solver returns a solution whose certified gap is at most 1e-6.
     """
     lam = dropout_lambda(keep)
     channels = check_int(channels, "channels")
@@ -420,23 +482,44 @@ def solve_conv(
     evals, evecs = np.linalg.eigh(G)
     R = (evecs * np.sqrt(np.clip(evals, 0, None))).T  # RᵀR = G
     n_pix = hw[0] * hw[1]
+    c = lam * n_pix / channels
+    # 2-homogeneous in (w, Y): solve for Y / s (O(1) numbers for the solver), scale back
+    scale = float(np.sqrt(yy)) or 1.0
+    Bs, yys = B / scale, yy / scale**2
     if mode == "element":
         K = k[0] * k[1]
+        A = lifted_operator(k, hw, c_in, c_out)
         Z = cp.Variable((c_out * K, c_in * K))
-        wvec = lifted_operator(k, hw, c_in, c_out) @ cp.vec(Z, order="C")
-        Wm = cp.reshape(wvec, (c_out, c_in * T), order="C").T
-        reg = lam * n_pix / channels * cp.square(cp.normNuc(Z))
+        Wm = cp.reshape(A @ cp.vec(Z, order="C"), (c_out, c_in * T), order="C").T
+        reg = c * cp.square(cp.normNuc(Z))
     else:
         Z = None
         Wm = cp.Variable((c_in * T, c_out))
-        reg = lam * n_pix / channels * cp.sum_squares(Wm)
-    # 2-homogeneous in (w, Y): solve for Y / s (O(1) numbers for the solver), scale back
-    scale = float(np.sqrt(yy)) or 1.0
-    fit = cp.sum_squares(R @ Wm) - 2 * cp.sum(cp.multiply(B / scale, Wm)) + yy / scale**2
+        reg = c * cp.sum_squares(Wm)
+    fit = cp.sum_squares(R @ Wm) - 2 * cp.sum(cp.multiply(Bs, Wm)) + yys
     problem = cp.Problem(cp.Minimize(fit + reg))
-    name = solve(problem, solver, sdp=True)
+    # The fit alone is minimised by least squares (A is onto, so Z reaches every w).
+    fit_min = yys - float(np.sum(Bs * np.linalg.lstsq(G, Bs, rcond=None)[0]))
+
+    def fit_and_gradient(W):
+        GW = G @ W
+        return float(np.sum(GW * W) - 2 * np.sum(Bs * W) + yys), 2 * (GW - Bs)
+
+    def certify():
+        if mode == "element":
+            Zv = as_array(Z.value)
+            value, grad = fit_and_gradient((A @ Zv.ravel()).reshape(c_out, c_in * T).T)
+            gZ = (A.T @ grad.T.ravel()).reshape(Zv.shape)  # chain rule through the lifting
+            value += c * nuclear(Zv) ** 2
+            return squared_norm_gap(value, Zv, gZ, c, nuclear, spectral, fit_min)
+        W = as_array(Wm.value)
+        value, grad = fit_and_gradient(W)
+        value += c * frobenius(W) ** 2
+        return squared_norm_gap(value, W, grad, c, frobenius, frobenius, fit_min)
+
+    solved = solve(problem, solver, solver_options, sdp=True, certify=certify)
     elapsed = time.perf_counter() - start
-    Wv = scale * np.asarray(Wm.value)
+    Wv = scale * as_array(Wm.value)
     shape = (c_out, c_in, _axis_length(k[0], hw[0]), _axis_length(k[1], hw[1]))
     # Folded axes are indexed by displacement mod n; roll them to the centred layout that
     # conv2d / conv_matrix read (index j <-> displacement j - (n - 1)/2).
@@ -444,18 +527,19 @@ def solve_conv(
         Wv.T.reshape(shape), [(n - 1) // 2 * (2 * kk - 1 > n) for kk, n in zip(k, hw)], axis=(2, 3)
     )
     if mode == "element":
-        Zv = scale * np.asarray(Z.value)
-        reg_value = lam * n_pix / channels * np.linalg.svd(Zv, compute_uv=False).sum() ** 2
+        Zv = scale * as_array(Z.value)
+        reg_value = c * nuclear(Zv) ** 2
     else:
         Zv = None
-        reg_value = lam * n_pix / channels * float(np.sum(Wv**2))
+        reg_value = c * float(np.sum(Wv**2))
     fit_value = float(np.sum((R @ Wv) ** 2) - 2 * np.sum(B * Wv) + yy)
     return ConvSolution(
         w=w[:, :, 0] if one_d else w,
         Z=Zv,
         objective=fit_value + reg_value,
         regularizer=float(reg_value),
-        status=cp.OPTIMAL,
+        status=solved.status,
+        gap=solved.gap,
         solve_time=elapsed,
-        solver=name,
+        solver=solved.solver,
     )

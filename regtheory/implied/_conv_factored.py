@@ -45,6 +45,16 @@ class FactoredConvSolution:
         The dropout penalty part of ``objective``.
     start_objectives : ndarray
         J at the end of every start (how rugged the landscape is).
+    success : bool
+        Whether L-BFGS-B reported convergence at the best start. It can report a
+        failed line search at a point where no further progress is possible in
+        floating point; ``grad_norm`` says how stationary the point is.
+    message : str
+        L-BFGS-B's message at the best start.
+    grad_norm : float
+        Stationarity at the best start, free of units: ‖∇J‖·‖z‖/J for the stacked
+        kernels z (the first-order change of J, relative to J, under a relative
+        change of the kernels). A local minimum has it near 0 (the gradient is exact).
     solve_time : float
     """
 
@@ -53,6 +63,9 @@ class FactoredConvSolution:
     objective: float
     penalty: float
     start_objectives: np.ndarray
+    success: bool
+    message: str
+    grad_norm: float
     solve_time: float
 
 
@@ -102,7 +115,9 @@ def solve_conv_factored(
         Random initialisations (i.i.d. N(0, init_scale²) kernel entries).
     seed : int or numpy.random.Generator
     init_scale : float
-        Standard deviation of the random initial kernel entries.
+        Standard deviation of the random initial kernel entries, in units where
+        the targets have unit mean square (the solve rescales Y; the kernels are
+        scaled back).
 
     Returns
     -------
@@ -124,6 +139,11 @@ def solve_conv_factored(
     lab_v = _tap_labels(v_shape, image, padding)
     n_u, n_v = int(np.prod(u_shape)), int(np.prod(v_shape))
     Xf, Yf = X.reshape(N, -1), Y.reshape(N, -1)
+    # J is homogeneous: J(√s u, √s v; sY) = s² J(u, v; Y). Minimise for targets of unit
+    # mean square and scale back, so L-BFGS's tolerances and init_scale see O(1) numbers
+    # whatever the units of Y (at Y ~ 1e-3 it otherwise stops at the initial point).
+    scale = float(np.sqrt(np.sum(Yf * Yf) / N)) or 1.0
+    Yf = Yf / scale
     Cx, T, yy = Xf.T @ Xf / N, Yf.T @ Xf / N, float(np.sum(Yf * Yf) / N)
     n_pix = int(np.prod(image))
 
@@ -166,14 +186,20 @@ def solve_conv_factored(
         )
         results.append(res)
     best = min(results, key=lambda r: r.fun)
-    value, _, pen = objective(best.x)
-    u = best.x[:n_u].reshape(u_shape)
-    v = best.x[n_u:].reshape(v_shape)
+    value, grad, pen = objective(best.x)
+    root = np.sqrt(scale)
+    u = root * best.x[:n_u].reshape(u_shape)
+    v = root * best.x[n_u:].reshape(v_shape)
     return FactoredConvSolution(
         u=u,
         v=v,
-        objective=float(value),
-        penalty=float(pen),
-        start_objectives=np.array([r.fun for r in results]),
+        objective=float(value) * scale**2,
+        penalty=float(pen) * scale**2,
+        start_objectives=np.array([r.fun for r in results]) * scale**2,
+        success=bool(best.success),
+        message=str(best.message),
+        grad_norm=float(
+            np.linalg.norm(grad) * np.linalg.norm(best.x) / max(abs(value), 1e-300)
+        ),
         solve_time=time.perf_counter() - start,
     )

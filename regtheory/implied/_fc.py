@@ -27,9 +27,11 @@ import time
 import cvxpy as cp
 import numpy as np
 
+from .._linalg import numerical_rank
 from .._validation import check_array, check_cov, check_int, sqrtm_psd
 from ..masks import dropout_lambda
-from ._solver import ImpliedResult, solve
+from ._certificate import l1_nonneg, linf_positive, nuclear, spectral, squared_norm_gap
+from ._solver import ImpliedResult, Solved, as_array, solve
 
 __all__ = ["fc_objective", "solve_fc"]
 
@@ -100,29 +102,37 @@ def fc_objective(M, T, keep: float, width: int, cov=None) -> float:
 
 def _solve_fc_sdp(T, lam, width, cov, solver, options):
     M = cp.Variable(T.shape)
+    root = None if cov is None else sqrtm_psd(cov)
+    Tw = T if cov is None else T @ sqrtm_psd(cov, inverse=True)
     if cov is None:
         Mc, fit = M, cp.sum_squares(M - T)
     else:
-        root = sqrtm_psd(cov)
         Mc = M @ root
         # E||y - Mx||^2 - E||y||^2 = tr(M C Mᵀ) - 2 <M, T>; kept in the original variables
         # (no whitening) so this formulation is independent of the spectral one.
-        fit = (
-            cp.sum_squares(Mc)
-            - 2 * cp.sum(cp.multiply(T, M))
-            + np.sum((T @ sqrtm_psd(cov, inverse=True)) ** 2)
-        )
+        fit = cp.sum_squares(Mc) - 2 * cp.sum(cp.multiply(T, M)) + np.sum(Tw**2)
     problem = cp.Problem(cp.Minimize(fit + (lam / width) * cp.square(cp.normNuc(Mc))))
-    name = solve(problem, solver, options, sdp=True)
-    Mval = np.asarray(M.value)
-    s = np.linalg.svd(Mval if cov is None else Mval @ sqrtm_psd(cov), compute_uv=False)
-    rank = int(np.sum(s > 1e-6 * max(s[0], 1e-300)))
+
+    def whitened():
+        Mval = as_array(M.value)
+        return Mval, (Mval if cov is None else Mval @ root)
+
+    def certify():
+        # In the whitened variable N = M C^½ the objective is ‖N − T C^-½‖² + (λ/w)‖N‖_*².
+        N = whitened()[1]
+        value = float(np.sum((N - Tw) ** 2)) + lam / width * nuclear(N) ** 2
+        return squared_norm_gap(value, N, 2 * (N - Tw), lam / width, nuclear, spectral, 0.0)
+
+    solved = solve(problem, solver, options, sdp=True, certify=certify)
+    Mval, N = whitened()
+    s = np.linalg.svd(N, compute_uv=False)
+    rank = numerical_rank(s)
     if rank > width:
         raise ValueError(
             f"the nuclear-norm relaxation has rank {rank} > width {width}: the 'sdp' method "
             "cannot impose the rank constraint; use method='spectral'"
         )
-    return Mval, name
+    return Mval, solved
 
 
 def _solve_fc_spectral(T, lam, width, cov, solver, options):
@@ -132,19 +142,25 @@ def _solve_fc_spectral(T, lam, width, cov, solver, options):
     Tw = T if cov is None else T @ sqrtm_psd(cov, inverse=True)
     W1, sigma, W2t = np.linalg.svd(Tw, full_matrices=False)
     r = min(width, sigma.size)
+    tail = float(np.sum(sigma[r:] ** 2))
     m = cp.Variable(r, nonneg=True)
-    objective = (
-        cp.sum_squares(sigma[:r] - m)
-        + float(np.sum(sigma[r:] ** 2))
-        + (lam / width) * cp.square(cp.sum(m))
-    )
+    objective = cp.sum_squares(sigma[:r] - m) + tail + (lam / width) * cp.square(cp.sum(m))
     problem = cp.Problem(cp.Minimize(objective))
-    name = solve(problem, solver, options)
-    mval = np.clip(np.asarray(m.value), 0.0, None)
-    M = (W1[:, :r] * mval) @ W2t[:r]
+
+    def values():
+        return np.clip(as_array(m.value), 0.0, None)
+
+    def certify():
+        mv = values()
+        value = float(np.sum((sigma[:r] - mv) ** 2)) + tail + lam / width * np.sum(mv) ** 2
+        grad = 2 * (mv - sigma[:r])
+        return squared_norm_gap(value, mv, grad, lam / width, l1_nonneg, linf_positive, tail)
+
+    solved = solve(problem, solver, options, certify=certify)
+    M = (W1[:, :r] * values()) @ W2t[:r]
     if cov is not None:
         M = M @ sqrtm_psd(cov, inverse=True)
-    return M, name
+    return M, solved
 
 
 _FC_METHODS = {"sdp": _solve_fc_sdp, "spectral": _solve_fc_spectral}
@@ -186,18 +202,21 @@ def solve_fc(
         the whitened target (one SVD + a cvxpy problem in min(n, w) scalars),
         exact with the rank constraint; scales to n = 1000.
     solver : str, optional
-        cvxpy solver name (default Clarabel, tolerances 1e-12, 1e-9 for "sdp").
+        cvxpy solver name. By default Clarabel at tolerances 1e-12 (1e-9 for
+        "sdp"), then at its defaults, then SCS, until one solution certifies.
     solver_options : dict, optional
-        Keyword arguments for ``problem.solve`` (replace the defaults above).
+        Keyword arguments for ``problem.solve``: one solve with exactly these.
 
     Returns
     -------
     ImpliedResult
+        ``gap`` is the relative duality gap certified in NumPy from ``M`` (a
+        Fenchel bound in the whitened variable), at most 1e-6.
 
     Raises
     ------
     SolverFailedError
-        If the solver status is not ``optimal``.
+        If no solver returns a solution whose certified gap is at most 1e-6.
     """
     T, lam, width, cov = _check_problem(T, keep, width, cov)
     if method not in _FC_METHODS:
@@ -207,15 +226,17 @@ def solve_fc(
     # solvers' absolute tolerances see O(1) numbers whatever the units of the data.
     scale = float(np.linalg.norm(T))
     if scale == 0.0:
-        M, name = np.zeros_like(T), (solver or "CLARABEL").upper()
+        M = np.zeros_like(T)
+        solved = Solved((solver or "CLARABEL").upper(), cp.OPTIMAL, 0.0, ())
     else:
-        M, name = _FC_METHODS[method](T / scale, lam, width, cov, solver, solver_options)
+        M, solved = _FC_METHODS[method](T / scale, lam, width, cov, solver, solver_options)
         M = scale * M
     elapsed = time.perf_counter() - start
     return ImpliedResult(
         M=M,
         objective=fc_objective(M, T, keep, width, cov),
-        status=cp.OPTIMAL,
+        status=solved.status,
+        gap=solved.gap,
         solve_time=elapsed,
-        solver=name,
+        solver=solved.solver,
     )
