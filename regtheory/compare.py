@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import fc, implied, training
-from ._validation import check_array, check_int, check_keep
+from ._validation import InvalidParameterError, check_array, check_int, check_keep
 from .conv import conv_matrix
 from .data import ConvTask
 
@@ -125,7 +125,7 @@ def circulant_spectrum(M) -> np.ndarray:
     """
     M = check_array(M, "M", ndim=2)
     if M.shape[0] != M.shape[1]:
-        raise ValueError(f"`M` must be square (n, n), got shape {M.shape}")
+        raise InvalidParameterError(f"`M` must be square (n, n), got shape {M.shape}")
     n = M.shape[0]
     idx = np.arange(n)
     c = np.array([M[idx, (idx + d) % n].mean() for d in range(n)])
@@ -211,14 +211,16 @@ def compare(
     Comparison
     """
     if not isinstance(task, ConvTask):
-        raise TypeError(f"`task` must be a regtheory.data.ConvTask, got {type(task).__name__}")
+        raise InvalidParameterError(
+            f"`task` must be a regtheory.data.ConvTask, got {type(task).__name__}"
+        )
     keep = check_keep(keep)
     channels = check_int(channels, "channels")
     kernel_size = check_int(kernel_size, "kernel_size")
     methods = tuple(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"`methods` must be among {list(METHODS)}, got {unknown}")
+        raise InvalidParameterError(f"`methods` must be among {list(METHODS)}, got {unknown}")
     fc_training = FC_TRAINING if fc_training is None else dict(fc_training)
     conv_training = CONV_TRAINING if conv_training is None else dict(conv_training)
     X, Y = task.X[:, 0], task.Y[:, 0]

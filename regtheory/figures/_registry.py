@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from .._validation import InvalidParameterError
 from ..sweep import Sweep
 
 __all__ = ["REGISTRY", "FigureSpec", "compute", "register", "render"]
@@ -52,7 +53,7 @@ REGISTRY: dict[str, FigureSpec] = {}
 
 def register(spec: FigureSpec) -> FigureSpec:
     if spec.name in REGISTRY:
-        raise ValueError(f"figure {spec.name!r} is registered twice")
+        raise InvalidParameterError(f"figure {spec.name!r} is registered twice")
     REGISTRY[spec.name] = spec
     return spec
 
@@ -71,7 +72,9 @@ def _jsonable(obj):
 
 def _spec(name: str) -> FigureSpec:
     if name not in REGISTRY:
-        raise ValueError(f"unknown figure {name!r}; valid names: {', '.join(sorted(REGISTRY))}")
+        raise InvalidParameterError(
+            f"unknown figure {name!r}; valid names: {', '.join(sorted(REGISTRY))}"
+        )
     return REGISTRY[name]
 
 
