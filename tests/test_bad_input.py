@@ -25,6 +25,7 @@ I2 = np.eye(2)
 X4 = np.ones((4, 2))
 u33 = np.ones((1, 2, 3, 3))
 v33 = np.ones((2, 1, 3, 3))
+TASK8 = data.conv_task(8, np.ones(3), 10, 10, 0.1, 0)
 
 # TEMPORARY, delete when regtheory/implied/ raises InvalidParameterError (issue 9), and
 # expect InvalidParameterError in the cases that use it.
@@ -173,6 +174,12 @@ CASES = [
     (lambda: sweep.Sweep(n_jobs=0), InvalidParameterError, "n_jobs"),
     (lambda: sweep.Sweep(n_jobs=2, scheduler="tcp://h:1"), InvalidParameterError, "scheduler"),
     (lambda: compute("no_such_figure"), InvalidParameterError, "no_such_figure"),
+    (lambda: compare.compare(TASK8, 0.5, 3, 3, solver="NOPE"), InvalidParameterError, "solver"),
+    (lambda: compare.compare(TASK8, 0.5, 3, 4), InvalidParameterError, "kernel_size"),
+    (lambda: compare.compare(TASK8, 0.5, 3, 9), InvalidParameterError, "kernel_size"),
+    (lambda: compare.compare(TASK8, 0.5, 3, 5), InvalidParameterError, "even signal length"),
+    (lambda: compare.compare(TASK8, 0.5, 3, 3, block_size=5), InvalidParameterError, "block_size"),
+    (lambda: compare.compare(TASK8, 0.5, 3, 3, methods=3), InvalidParameterError, "methods"),
 ]
 
 
