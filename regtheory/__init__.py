@@ -18,6 +18,10 @@ Modules, in the one direction data flows (nothing imports a module below it):
 
 ``data`` (white inputs, teacher tasks) is used by the layers above ``conv``.
 
+A refused argument raises :class:`InvalidParameterError` (a ``ValueError`` and a
+``TypeError``) naming it; a cvxpy solve that does not end ``optimal`` raises
+:class:`regtheory.implied.SolverFailedError`.
+
 Conventions (THEORY.md): ``keep`` is the retain probability (PyTorch's ``p`` is
 ``1 - keep``), dropout is inverted (E[mask] = 1), λ = (1 − keep)/keep.
 """
@@ -25,6 +29,7 @@ Conventions (THEORY.md): ``keep`` is the retain probability (PyTorch's ``p`` is
 from importlib.metadata import PackageNotFoundError, version
 
 from . import compare, conv, data, fc, implied, masks, montecarlo, network, sweep, training
+from ._validation import InvalidParameterError
 from .masks import dropout_lambda
 from .montecarlo import Estimate
 
@@ -35,6 +40,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Estimate",
+    "InvalidParameterError",
     "__version__",
     "compare",
     "conv",

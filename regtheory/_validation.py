@@ -2,7 +2,9 @@
 
 Validate once, at the boundary (scikit-learn's ``check_array`` habit), with a
 message that names the argument, says what was wrong and what was expected;
-inside the package the data are then trusted.
+inside the package the data are then trusted. Every refusal is one exception
+type, :class:`InvalidParameterError` (scikit-learn's), so a caller can tell "the
+package refused this argument" from "NumPy broke deep inside".
 """
 
 from __future__ import annotations
@@ -12,22 +14,37 @@ import numbers
 import numpy as np
 
 __all__ = [
+    "InvalidParameterError",
     "as_generator",
     "check_array",
     "check_cov",
     "check_int",
     "check_keep",
+    "check_nonnegative",
     "sqrtm_psd",
 ]
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """An argument of a public regtheory function was refused (scikit-learn's convention).
+
+    A subclass of both ``ValueError`` (a bad value) and ``TypeError`` (a bad type),
+    so ``except ValueError`` and ``except TypeError`` written before it existed still
+    catch it, while ``except InvalidParameterError`` catches only what the package
+    refused at its boundary, not an error from deep inside NumPy, SciPy or cvxpy.
+    The message names the argument, what was wrong and what was expected.
+    """
 
 
 def check_keep(keep, name: str = "keep") -> float:
     """Return ``keep`` as a float after checking it is a retain probability in (0, 1]."""
     if isinstance(keep, bool) or not isinstance(keep, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number in (0, 1], got {type(keep).__name__}")
+        raise InvalidParameterError(
+            f"`{name}` must be a real number in (0, 1], got {type(keep).__name__}"
+        )
     keep = float(keep)
     if not (0.0 < keep <= 1.0):  # also rejects NaN
-        raise ValueError(
+        raise InvalidParameterError(
             f"`{name}` (the retain probability) must be in (0, 1], got {keep!r}; "
             "note PyTorch's `p` is the drop probability, keep = 1 - p"
         )
@@ -37,10 +54,23 @@ def check_keep(keep, name: str = "keep") -> float:
 def check_int(value, name: str, minimum: int = 1) -> int:
     """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer >= {minimum}, got {type(value).__name__}")
+        raise InvalidParameterError(
+            f"`{name}` must be an integer >= {minimum}, got {type(value).__name__}"
+        )
     if value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}")
+        raise InvalidParameterError(f"`{name}` must be an integer >= {minimum}, got {value}")
     return int(value)
+
+
+def check_nonnegative(value, name: str) -> float:
+    """Return ``value`` as a float after checking it is a real number >= 0 (not NaN)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidParameterError(
+            f"`{name}` must be a non-negative real number, got {type(value).__name__}"
+        )
+    if not (value >= 0):  # also rejects NaN
+        raise InvalidParameterError(f"`{name}` must be non-negative, got {value!r}")
+    return float(value)
 
 
 def check_array(x, name: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
@@ -48,16 +78,18 @@ def check_array(x, name: str, ndim: int | tuple[int, ...] | None = None) -> np.n
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"`{name}` must be an array of real numbers ({exc})") from None
+        raise InvalidParameterError(f"`{name}` must be an array of real numbers ({exc})") from None
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in allowed:
             expected = " or ".join(str(a) for a in allowed)
-            raise ValueError(f"`{name}` must have {expected} dimensions, got shape {arr.shape}")
+            raise InvalidParameterError(
+                f"`{name}` must have {expected} dimensions, got shape {arr.shape}"
+            )
     if arr.size == 0:
-        raise ValueError(f"`{name}` must not be empty, got shape {arr.shape}")
+        raise InvalidParameterError(f"`{name}` must not be empty, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"`{name}` must contain only finite numbers (found NaN or inf)")
+        raise InvalidParameterError(f"`{name}` must contain only finite numbers (found NaN or inf)")
     return arr
 
 
@@ -70,18 +102,18 @@ def check_cov(cov, dim: int, name: str = "cov", require_pd: bool = False) -> np.
         return None
     cov = check_array(cov, name, ndim=2)
     if cov.shape != (dim, dim):
-        raise ValueError(f"`{name}` must have shape ({dim}, {dim}), got {cov.shape}")
+        raise InvalidParameterError(f"`{name}` must have shape ({dim}, {dim}), got {cov.shape}")
     scale = max(float(np.max(np.abs(cov))), np.finfo(float).tiny)
     if not np.allclose(cov, cov.T, rtol=1e-10, atol=1e-12 * scale):
-        raise ValueError(f"`{name}` must be symmetric")
+        raise InvalidParameterError(f"`{name}` must be symmetric")
     eig_min = float(np.linalg.eigvalsh(cov)[0])
     tol = 1e-10 * scale * dim
     if eig_min < -tol:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`{name}` must be positive semi-definite, smallest eigenvalue is {eig_min:.3g}"
         )
     if require_pd and eig_min <= tol:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`{name}` must be positive definite here (the problem is whitened by "
             f"cov^(-1/2)), smallest eigenvalue is {eig_min:.3g}"
         )
@@ -103,9 +135,11 @@ def as_generator(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     if isinstance(seed, bool):
-        raise TypeError("`seed` must be an int or a numpy.random.Generator, got bool")
+        raise InvalidParameterError("`seed` must be an int or a numpy.random.Generator, got bool")
     if isinstance(seed, (numbers.Integral, np.random.SeedSequence)):
         if isinstance(seed, numbers.Integral) and seed < 0:
-            raise ValueError(f"`seed` must be a non-negative int, got {seed}")
+            raise InvalidParameterError(f"`seed` must be a non-negative int, got {seed}")
         return np.random.default_rng(seed)
-    raise TypeError(f"`seed` must be an int or a numpy.random.Generator, got {type(seed).__name__}")
+    raise InvalidParameterError(
+        f"`seed` must be an int or a numpy.random.Generator, got {type(seed).__name__}"
+    )

@@ -13,12 +13,28 @@ closed-form dropout penalty of one layer (formula (1), the block penalty, (5) or
 (6)) beside a Monte Carlo estimate over real masks with its 95 % interval
 (``--json`` for scripts).
 
-``regtheory compare [--n N] [--kernel-size K] [--channels C] [--keep P] ...``
-solves one convolution task under FC, conv elementwise, channel and block
-dropout and prints what each learns (``--json`` for scripts).
+``regtheory compare [--n N] [--kernel-size K] [--channels C] [--keep P] ...
+[--solver NAME]`` solves one convolution task under FC, conv elementwise, channel
+and block dropout and prints what each learns (``--json`` for scripts).
 
-A user error (a bad argument, an unreadable file, an input the library rejects)
-ends with status 2 and one line on stderr, never a traceback.
+``--solver NAME`` (``compare`` and ``figures``) picks the cvxpy solver of every
+implied problem, among ``cvxpy.installed_solvers()`` (default Clarabel).
+``regtheory --version`` prints the version; ``python -m regtheory`` is the same
+command.
+
+Exit statuses (also in ``regtheory --help``):
+
+* 0 -- success;
+* 1 -- a check disagreed (reserved for a command that checks a result);
+* 2 -- a user error: a refused argument (:class:`regtheory.InvalidParameterError`),
+  a command line argparse rejects, a file that cannot be read or written;
+* 3 -- a numerical failure: a cvxpy solve that did not end ``optimal``
+  (:class:`regtheory.implied.SolverFailedError`; the line names a ``--solver`` to
+  try instead), a NumPy linear-algebra failure, or a diverging computation
+  (``FloatingPointError``).
+
+Statuses 2 and 3 print one line on stderr, never a traceback. Any other exception
+is a bug in regtheory and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -32,7 +48,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import InvalidParameterError
 from .montecarlo import Estimate
+
+#: Exit statuses of the command (module docstring, ``regtheory --help``).
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1  # reserved: a command that checks a result and finds it wrong
+EXIT_USER_ERROR = 2
+EXIT_NUMERICAL_FAILURE = 3
 
 
 def _figures(args: argparse.Namespace) -> int:
@@ -54,7 +77,7 @@ def _figures(args: argparse.Namespace) -> int:
             f"valid names: {', '.join(REGISTRY)}",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_USER_ERROR
     if args.scheduler is not None:
         sweep = Sweep(scheduler=args.scheduler)
     else:
@@ -63,7 +86,7 @@ def _figures(args: argparse.Namespace) -> int:
         sweep.open()  # a scheduler that does not answer fails here, before any figure
     except ImportError as exc:  # no dask extra: a user error, one line
         print(f"regtheory figures: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     with sweep:
         # The bar goes to stderr and only to a terminal: stdout keeps one line per
         # figure, so logs and pipes read the same with or without it.
@@ -77,7 +100,9 @@ def _figures(args: argparse.Namespace) -> int:
         for name in bar:
             bar.set_postfix_str(name)
             start = time.perf_counter()
-            paths = render(name, args.out, quick=args.quick, seed=args.seed, sweep=sweep)
+            paths = render(
+                name, args.out, quick=args.quick, seed=args.seed, sweep=sweep, solver=args.solver
+            )
             seconds = time.perf_counter() - start
             line = f"{name}: {', '.join(str(p) for p in paths)} ({seconds:.1f} s)"
             tqdm.write(line, file=sys.stdout)  # above the bar, not through it
@@ -102,6 +127,7 @@ def _compare(args: argparse.Namespace) -> int:
         methods=args.methods,
         train=args.train,
         seed=args.seed,
+        solver=args.solver,
     )
     rows = []
     for name, r in result.results.items():
@@ -123,6 +149,7 @@ def _compare(args: argparse.Namespace) -> int:
     print(
         f"task: n={args.n}, K={args.kernel_size}, C={args.channels}, keep={args.keep}, "
         f"{args.inputs} inputs, noise {args.noise}, seed {args.seed}"
+        + ("" if args.solver is None else f", solver {args.solver}")
     )
     print(
         f"{'method':<9} {'objective':>10} {'test risk':>10} {'rank':>5} {'trained risk':>13} {'gap':>9}"
@@ -148,13 +175,15 @@ _CONV_DEFAULT_IMAGE = (8, 8)
 
 
 def _load_weights(path: str, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    """The two named arrays of an ``.npz`` archive; a ValueError naming the file otherwise."""
+    """The two named arrays of an ``.npz`` archive; an InvalidParameterError naming the
+    file otherwise (NumPy's errors for a file that is no archive are caught here, at the
+    read, and nowhere else)."""
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"cannot read --weights {path}: {exc}") from None
+        raise InvalidParameterError(f"cannot read --weights {path}: {exc}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise TypeError(
+        raise InvalidParameterError(
             f"--weights {path} holds a single array; it must be an .npz archive with arrays "
             f"{' and '.join(names)} (numpy.savez)"
         )
@@ -162,14 +191,14 @@ def _load_weights(path: str, names: tuple[str, str]) -> tuple[np.ndarray, np.nda
         missing = [n for n in names if n not in archive.files]
         if missing:
             held = ", ".join(archive.files) or "no arrays"
-            raise ValueError(
+            raise InvalidParameterError(
                 f"--weights {path} has no array {' or '.join(missing)} (it holds {held}); "
                 f"it must hold {' and '.join(names)}"
             )
         try:
             return archive[names[0]], archive[names[1]]
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"cannot read --weights {path}: {exc}") from None
+            raise InvalidParameterError(f"cannot read --weights {path}: {exc}") from None
 
 
 def _shapes(args: argparse.Namespace, defaults: dict[str, int]) -> dict[str, int]:
@@ -177,7 +206,7 @@ def _shapes(args: argparse.Namespace, defaults: dict[str, int]) -> dict[str, int
     given = {k: getattr(args, k) for k in defaults if getattr(args, k) is not None}
     if args.weights is not None and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ValueError(f"--weights sets the shapes; drop {flags}")
+        raise InvalidParameterError(f"--weights sets the shapes; drop {flags}")
     return defaults | given
 
 
@@ -196,7 +225,7 @@ def _seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.rand
     """Independent streams, spawned from ``seed``, for the weights, the inputs and the
     masks: the masks do not depend on whether the weights were drawn or read from a file."""
     if seed < 0:
-        raise ValueError(f"--seed must be a non-negative integer, got {seed}")
+        raise InvalidParameterError(f"--seed must be a non-negative integer, got {seed}")
     return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
 
 
@@ -221,7 +250,7 @@ def _penalty_fc(args: argparse.Namespace) -> _PenaltyCheck:
         formula = f"blocks of {args.block_size} units (Pal et al. 2020)"
     (d_out, width), d_in = U.shape, V.shape[0]  # checked by the closed form above
     if args.n_samples < d_in:
-        raise ValueError(
+        raise InvalidParameterError(
             f"--n-samples ({args.n_samples}) must be at least d_in ({d_in}): the inputs are "
             "whitened so that XᵀX/n = I exactly, as the closed form assumes"
         )
@@ -256,7 +285,9 @@ def _penalty_conv(args: argparse.Namespace) -> _PenaltyCheck:
     shapes = _shapes(args, _CONV_DEFAULTS)
     image = tuple(args.image) if args.image is not None else _CONV_DEFAULT_IMAGE
     if len(image) not in (1, 2):
-        raise ValueError(f"--image takes H W (or L for 1-D kernels), got {len(image)} numbers")
+        raise InvalidParameterError(
+            f"--image takes H W (or L for 1-D kernels), got {len(image)} numbers"
+        )
     if args.weights is None:
         kernel = (shapes["kernel_size"],) * len(image)
         hid = shapes["hidden_channels"]
@@ -399,10 +430,38 @@ def _penalty_options(parser: argparse.ArgumentParser, n_masks: int) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="regtheory", description="Regularization theory of dropout: figures and checks."
+_EXIT_STATUSES = """exit status:
+  0  success
+  1  a check disagreed (reserved for a command that checks a result)
+  2  user error: a refused argument, an unreadable file (one line on stderr)
+  3  numerical failure: a cvxpy solve that did not end optimal, a linear-algebra
+     failure, a diverging computation (one line on stderr)
+any other error is a bug in regtheory and shows its traceback"""
+
+
+def _solver_option(parser: argparse.ArgumentParser, what: str) -> None:
+    import cvxpy as cp
+
+    installed = cp.installed_solvers()
+    parser.add_argument(
+        "--solver",
+        type=str.upper,
+        choices=installed,
+        metavar="NAME",
+        help=f"cvxpy solver of {what}: one of {', '.join(installed)} (default CLARABEL)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(
+        prog="regtheory",
+        description="Regularization theory of dropout: figures and checks.",
+        epilog=_EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"regtheory {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     fig = sub.add_parser("figures", help="reproduce the figures (PNG, PDF and JSON data)")
     fig.add_argument("--out", default="figures", help="output directory (default: figures/)")
@@ -428,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run the sweeps on the Dask cluster of this scheduler (tcp://host:8786); "
         "needs the dask extra, pip install 'regtheory[dask]'",
+    )
+    _solver_option(
+        fig,
+        "the figures that solve implied problems (fc_spectrum, implied_spectra, "
+        "trained_vs_implied, padding_gap)",
     )
     fig.set_defaults(func=_figures)
 
@@ -524,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="implied problems only (no dropout training)",
     )
     cmp.add_argument("--seed", type=int, default=0)
+    _solver_option(cmp, "every implied problem")
     cmp.add_argument("--json", action="store_true", help="machine-readable output")
     cmp.set_defaults(func=_compare)
     return parser
@@ -535,18 +600,65 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
+# Solvers to suggest after a failed solve, best first: Clarabel and SCS solve every
+# implied problem (they have the semidefinite cone), the others only some.
+_SOLVER_PREFERENCE = ("CLARABEL", "SCS")
+
+
+def _other_solver(failed: str) -> str | None:
+    """An installed cvxpy solver other than ``failed``, the most capable first."""
+    import cvxpy as cp
+
+    installed = cp.installed_solvers()
+    ordered = [s for s in _SOLVER_PREFERENCE if s in installed]
+    ordered += [s for s in installed if s not in ordered]
+    return next((s for s in ordered if s != str(failed).upper()), None)
+
+
+def _numerical_failure(exc: BaseException) -> str:
+    """The one line for a numerical failure; after a failed solve, a --solver to try."""
+    from .implied import SolverFailedError
+
+    line = f"numerical failure: {_one_line(exc)}"
+    if isinstance(exc, SolverFailedError):
+        other = _other_solver(exc.solver)
+        if other is not None:
+            line += f" -- on the command line, try --solver {other}"
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``regtheory`` command on ``argv`` (default ``sys.argv[1:]``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The command line after the program name.
+
+    Returns
+    -------
+    int
+        The exit status: 0 success, 1 a check disagreed, 2 a user error, 3 a
+        numerical failure (module docstring). Other exceptions, bugs, propagate.
+    """
+    from .implied import SolverFailedError
+
     try:
         args = build_parser().parse_args(argv)
     except _UsageError as exc:
         print(exc, file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     prog = " ".join(["regtheory", args.command, *([args.layer] if "layer" in args else [])])
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError, KeyError) as exc:  # a user error: no traceback
+    # A refused argument, or a file the user named that cannot be read or written.
+    except (InvalidParameterError, OSError) as exc:
         print(f"{prog}: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    # The input was accepted but the numbers failed: not a user error, not a bug.
+    except (SolverFailedError, np.linalg.LinAlgError, FloatingPointError) as exc:
+        print(f"{prog}: {_numerical_failure(exc)}", file=sys.stderr)
+        return EXIT_NUMERICAL_FAILURE
 
 
 if __name__ == "__main__":  # pragma: no cover

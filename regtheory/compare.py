@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cvxpy as cp
 import numpy as np
 
 from . import fc, implied, training
-from ._validation import check_array, check_int, check_keep
+from ._validation import InvalidParameterError, check_array, check_int, check_keep
 from .conv import conv_matrix
 from .data import ConvTask
 
@@ -125,7 +126,7 @@ def circulant_spectrum(M) -> np.ndarray:
     """
     M = check_array(M, "M", ndim=2)
     if M.shape[0] != M.shape[1]:
-        raise ValueError(f"`M` must be square (n, n), got shape {M.shape}")
+        raise InvalidParameterError(f"`M` must be square (n, n), got shape {M.shape}")
     n = M.shape[0]
     idx = np.arange(n)
     c = np.array([M[idx, (idx + d) % n].mean() for d in range(n)])
@@ -158,6 +159,36 @@ def _summary(method, objective, M, X_test, Y_test, trained=None) -> MethodResult
     )
 
 
+def _check_kernel_size(kernel_size: int, n: int) -> None:
+    """The conv net's K-tap kernels on signals of length n: what the conv problems need."""
+    if kernel_size % 2 == 0:
+        raise InvalidParameterError(
+            f"`kernel_size` must be odd (a same-size output needs a centre tap), got {kernel_size}"
+        )
+    if kernel_size > n:
+        raise InvalidParameterError(
+            f"`kernel_size` ({kernel_size}) must fit the signal length n = {n}"
+        )
+    if 2 * kernel_size - 1 > n and n % 2 == 0:
+        raise InvalidParameterError(
+            f"`kernel_size` ({kernel_size}): the end-to-end kernel (2K − 1 taps) is wider than "
+            f"the even signal length n = {n}, so it folds into an even-length kernel that a "
+            "same-size convolution cannot represent; use an odd n or a smaller kernel"
+        )
+
+
+def _check_solver(solver) -> str | None:
+    """``None`` (the default solver) or the upper-case name of an installed cvxpy solver."""
+    if solver is None:
+        return None
+    installed = cp.installed_solvers()
+    if not isinstance(solver, str) or solver.upper() not in installed:
+        raise InvalidParameterError(
+            f"`solver` must be one of the installed cvxpy solvers {installed}, got {solver!r}"
+        )
+    return solver.upper()
+
+
 #: Default training schedules (full-batch steps, fresh masks per sample). Measured on the
 #: figure task (n = 9, K = C = 9, keep 0.1): trained-vs-implied gaps 1-2.4 % (FC, block),
 #: 1-1.2 % (conv); the conv net diverges at lr 0.01 there. Pass your own for other tasks.
@@ -176,6 +207,8 @@ def compare(
     seed: int = 0,
     fc_training: dict | None = None,
     conv_training: dict | None = None,
+    *,
+    solver: str | None = None,
 ) -> Comparison:
     """Solve ``task`` under each kind of dropout (implied problem, optionally training).
 
@@ -205,27 +238,54 @@ def compare(
         Keyword arguments (steps, lr, lr_decay, init_scale, ...) for
         :func:`regtheory.training.train_fc` / :func:`~regtheory.training.train_conv`;
         default :data:`FC_TRAINING` / :data:`CONV_TRAINING`.
+    solver : str, optional
+        cvxpy solver of every implied problem (one of ``cvxpy.installed_solvers()``;
+        default Clarabel with the tolerances of :mod:`regtheory.implied`). The conv
+        problems have a semidefinite cone, which only Clarabel and SCS solve among
+        cvxpy's usual solvers.
 
     Returns
     -------
     Comparison
+
+    Raises
+    ------
+    InvalidParameterError
+        An argument is refused (before any solve).
+    regtheory.implied.SolverFailedError
+        A solve did not end ``optimal``.
     """
     if not isinstance(task, ConvTask):
-        raise TypeError(f"`task` must be a regtheory.data.ConvTask, got {type(task).__name__}")
+        raise InvalidParameterError(
+            f"`task` must be a regtheory.data.ConvTask, got {type(task).__name__}"
+        )
     keep = check_keep(keep)
     channels = check_int(channels, "channels")
     kernel_size = check_int(kernel_size, "kernel_size")
-    methods = tuple(methods)
+    seed = check_int(seed, "seed", minimum=0)
+    try:
+        methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    except TypeError:
+        raise InvalidParameterError(
+            f"`methods` must be an iterable of names among {list(METHODS)}, got {methods!r}"
+        ) from None
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"`methods` must be among {list(METHODS)}, got {unknown}")
+        raise InvalidParameterError(f"`methods` must be among {list(METHODS)}, got {unknown}")
     fc_training = FC_TRAINING if fc_training is None else dict(fc_training)
     conv_training = CONV_TRAINING if conv_training is None else dict(conv_training)
     X, Y = task.X[:, 0], task.Y[:, 0]
     Xt, Yt = task.X_test[:, 0], task.Y_test[:, 0]
     N, n = X.shape
+    _check_kernel_size(kernel_size, n)
     block_size = n if block_size is None else check_int(block_size, "block_size")
     width = channels * n
+    if "block" in methods and width % block_size:
+        raise InvalidParameterError(
+            f"`block_size` ({block_size}) must divide the FC width C·n = {width} (units are "
+            "dropped in groups of block_size)"
+        )
+    solver = _check_solver(solver)
     T, cov = Y.T @ X / N, X.T @ X / N
     results = {}
     for i, method in enumerate(methods):
@@ -234,9 +294,9 @@ def compare(
         if method in ("fc", "block"):
             bs = 1 if method == "fc" else block_size
             sol = (
-                implied.solve_fc(T, keep, width, cov)
+                implied.solve_fc(T, keep, width, cov, solver=solver)
                 if bs == 1
-                else implied.solve_fc_block(T, keep, width, bs, cov)
+                else implied.solve_fc_block(T, keep, width, bs, cov, solver=solver)
             )
             M = sol.M
             objective = _risk(M, X, Y) + fc.block_induced_regularizer(M, keep, width, bs, cov)
@@ -246,7 +306,9 @@ def compare(
                 )
                 trained = run.final_map
         else:
-            sol = implied.solve_conv(task.X, task.Y, keep, channels, kernel_size, mode=method)
+            sol = implied.solve_conv(
+                task.X, task.Y, keep, channels, kernel_size, mode=method, solver=solver
+            )
             M = conv_matrix(sol.w, (n,), "circular")
             objective = sol.objective
             if train:
@@ -270,5 +332,10 @@ def compare(
         kernel_size=kernel_size,
         block_size=block_size,
         seed=seed,
-        settings={"fc_training": fc_training, "conv_training": conv_training, "train": train},
+        settings={
+            "fc_training": fc_training,
+            "conv_training": conv_training,
+            "train": train,
+            "solver": solver,
+        },
     )

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_array, check_int, check_keep
+from ._validation import InvalidParameterError, check_array, check_int, check_keep
 from .masks import Bernoulli, Channel, DropBlock, dropout_lambda
 from .montecarlo import Estimate, estimate
 
@@ -75,7 +75,7 @@ _MC_BATCH_ENTRIES = 1 << 19
 def _check_padding(padding) -> bool:
     """Return True for circular padding after checking ``padding``."""
     if not isinstance(padding, str) or padding not in _PADDINGS:
-        raise ValueError(f"`padding` must be one of {_PADDINGS}, got {padding!r}")
+        raise InvalidParameterError(f"`padding` must be one of {_PADDINGS}, got {padding!r}")
     return padding == "circular"
 
 
@@ -85,7 +85,7 @@ def _check_weight(weight, name: str) -> tuple[np.ndarray, int]:
     n_spatial = w.ndim - 2
     kernel = w.shape[2:]
     if any(k % 2 == 0 for k in kernel):
-        raise ValueError(
+        raise InvalidParameterError(
             f"`{name}` must have an odd kernel size (a same-size output needs a centre "
             f"tap), got kernel {kernel} in shape {w.shape}"
         )
@@ -98,9 +98,11 @@ def _as_spatial_tuple(shape, name: str) -> tuple[int, ...]:
     try:
         shape = tuple(shape)
     except TypeError:
-        raise TypeError(f"`{name}` must be an int or a tuple of ints, got {shape!r}") from None
+        raise InvalidParameterError(
+            f"`{name}` must be an int or a tuple of ints, got {shape!r}"
+        ) from None
     if len(shape) not in (1, 2):
-        raise ValueError(f"`{name}` must have 1 (L,) or 2 (H, W) entries, got {shape}")
+        raise InvalidParameterError(f"`{name}` must have 1 (L,) or 2 (H, W) entries, got {shape}")
     return tuple(check_int(s, f"{name} entries") for s in shape)
 
 
@@ -108,7 +110,7 @@ def _check_image_shape(image_shape, n_spatial: int, weight_name: str) -> tuple[i
     """Spatial size as (H, W), with H = 1 for 1-D signals."""
     shape = _as_spatial_tuple(image_shape, "image_shape")
     if len(shape) != n_spatial:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`image_shape` must have {n_spatial} entries to match the {n_spatial}-D kernel "
             f"of `{weight_name}`, got {shape}"
         )
@@ -119,7 +121,7 @@ def _check_fits(kernel: tuple[int, int], spatial: tuple[int, int], name: str) ->
     if kernel[0] > spatial[0] or kernel[1] > spatial[1]:
         shown_k = kernel if spatial[0] > 1 else kernel[1:]
         shown_s = spatial if spatial[0] > 1 else spatial[1:]
-        raise ValueError(
+        raise InvalidParameterError(
             f"`{name}` has kernel {shown_k}, larger than the image {shown_s}; "
             "a kernel must fit inside the image (circular padding would wrap it twice)"
         )
@@ -283,7 +285,7 @@ def conv2d(x, weight, padding: str = "zeros") -> np.ndarray:
     w, n_spatial = _check_weight(weight, "weight")
     x = check_array(x, "x", ndim=n_spatial + 2)
     if x.shape[1] != w.shape[1]:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`x` has {x.shape[1]} channels (axis 1) but `weight` expects in_ch = {w.shape[1]}"
         )
     N, C = x.shape[:2]
@@ -356,12 +358,12 @@ def _check_kernel_size(kernel_size, n_spatial: int) -> tuple[int, int]:
     else:
         kernel = _as_spatial_tuple(kernel_size, "kernel_size")
         if len(kernel) != n_spatial:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"`kernel_size` must have {n_spatial} entries to match `image_shape`, got {kernel}"
             )
     kernel = tuple(check_int(k, "kernel_size") for k in kernel)
     if any(k % 2 == 0 for k in kernel):
-        raise ValueError(
+        raise InvalidParameterError(
             f"`kernel_size` must be odd (a same-size output needs a centre tap), got {kernel}"
         )
     return kernel if n_spatial == 2 else (1, kernel[0])
@@ -464,7 +466,7 @@ def no_gradient_probability(
     counts = tap_column_counts(kernel_size, image_shape, padding)
     keep = check_keep(keep)
     if mode not in _NO_GRADIENT_MODES:
-        raise ValueError(f"`mode` must be one of {_NO_GRADIENT_MODES}, got {mode!r}")
+        raise InvalidParameterError(f"`mode` must be one of {_NO_GRADIENT_MODES}, got {mode!r}")
     if mode == "channel":
         return np.full(counts.shape, 1.0 - keep)
     return (1.0 - keep) ** counts
@@ -631,7 +633,7 @@ _ACTIVATIONS = {None: lambda h: h, "relu": lambda h: np.maximum(h, 0.0, out=h)}
 
 def _check_choice(value, name: str, choices) -> None:
     if not (value is None or isinstance(value, str)) or value not in choices:
-        raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}")
+        raise InvalidParameterError(f"`{name}` must be one of {tuple(choices)}, got {value!r}")
 
 
 def _check_net(u, v, image_shape, x):
@@ -639,12 +641,12 @@ def _check_net(u, v, image_shape, x):
     v4, nv = _check_weight(v, "v")
     u4, nu = _check_weight(u, "u")
     if nu != nv:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`u` and `v` must both be 2-D kernels or both 1-D kernels, got u {np.shape(u)} "
             f"and v {np.shape(v)}"
         )
     if u4.shape[1] != v4.shape[0]:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`u` has {u4.shape[1]} input channels (axis 1) but `v` has {v4.shape[0]} output "
             f"channels (axis 0); both must equal the number of hidden channels, got u "
             f"{np.shape(u)} and v {np.shape(v)}"
@@ -657,7 +659,7 @@ def _check_net(u, v, image_shape, x):
     if x is not None:
         x = check_array(x, "x", ndim=nv + 2)
         if x.shape[1] != v4.shape[1] or x.shape[2:] != map_shape:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"`x` must have shape (N, {v4.shape[1]}, {', '.join(map(str, map_shape))}) "
                 f"(in_ch of `v`, then `image_shape`), got {x.shape}"
             )
@@ -749,7 +751,7 @@ def dropout_penalty(
         h = _ACTIVATIONS[activation](_conv_cn(xc, v4, circular))
         return float(lam * _DATA_PENALTIES[mode](u4, h, circular))
     if activation is not None and mode == "channel":
-        raise ValueError(
+        raise InvalidParameterError(
             "`activation` with mode='channel' needs data `x`: E[relu(h_p) relu(h_q)] is not "
             "determined by white input E[xxᵀ] = I"
         )
@@ -799,10 +801,12 @@ def _mask_distribution(mode, keep, block_size):
     _check_choice(mode, "mode", ("element", "channel", "block"))
     if mode == "block":
         if block_size is None:
-            raise ValueError("`block_size` is required with mode='block'")
+            raise InvalidParameterError("`block_size` is required with mode='block'")
         return DropBlock(keep, block_size)
     if block_size is not None:
-        raise ValueError(f"`block_size` is only used with mode='block', got mode={mode!r}")
+        raise InvalidParameterError(
+            f"`block_size` is only used with mode='block', got mode={mode!r}"
+        )
     return {"element": Bernoulli, "channel": Channel}[mode](keep)
 
 

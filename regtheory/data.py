@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_generator, check_array, check_int
+from ._validation import (
+    InvalidParameterError,
+    as_generator,
+    check_array,
+    check_int,
+    check_nonnegative,
+)
 from .conv import conv2d
 
 __all__ = ["ConvTask", "LinearTask", "conv_task", "linear_teacher", "white_inputs"]
@@ -52,7 +58,7 @@ def white_inputs(n: int, d: int, seed) -> np.ndarray:
     """
     n, d = check_int(n, "n"), check_int(d, "d")
     if n < d:
-        raise ValueError(f"`n` must be at least `d` ({d}) to whiten the sample, got {n}")
+        raise InvalidParameterError(f"`n` must be at least `d` ({d}) to whiten the sample, got {n}")
     X = as_generator(seed).standard_normal((n, d))
     evals, evecs = np.linalg.eigh(X.T @ X / n)
     return X @ (evecs * evals**-0.5) @ evecs.T
@@ -124,11 +130,10 @@ def linear_teacher(
     s = check_array(singular_values, "singular_values", ndim=1)
     d_in, d_out = check_int(d_in, "d_in"), check_int(d_out, "d_out")
     if s.size > min(d_in, d_out):
-        raise ValueError(
+        raise InvalidParameterError(
             f"`singular_values` has {s.size} entries, more than min(d_in, d_out) = {min(d_in, d_out)}"
         )
-    if not (noise >= 0):
-        raise ValueError(f"`noise` must be non-negative, got {noise!r}")
+    noise = check_nonnegative(noise, "noise")
     rng = as_generator(seed)
     X = white_inputs(n, d_in, rng)
     A, _ = np.linalg.qr(rng.standard_normal((d_out, s.size)))
@@ -231,14 +236,13 @@ def conv_task(
     n = check_int(n, "n")
     teacher = check_array(teacher, "teacher", ndim=1)
     if teacher.size % 2 == 0 or teacher.size > n:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`teacher` must have odd length at most the signal length n = {n} (a same-size "
             f"circular convolution kernel), got {teacher.size}"
         )
     if inputs not in ("white", "natural"):
-        raise ValueError(f"`inputs` must be 'white' or 'natural', got {inputs!r}")
-    if not (noise >= 0):
-        raise ValueError(f"`noise` must be non-negative, got {noise!r}")
+        raise InvalidParameterError(f"`inputs` must be 'white' or 'natural', got {inputs!r}")
+    noise = check_nonnegative(noise, "noise")
     rng = as_generator(seed)
     w = teacher.reshape(1, 1, -1)
     X = _signals(check_int(n_train, "n_train"), n, inputs, rng)[:, None, :]

@@ -21,7 +21,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_array, check_cov, check_int, sqrtm_psd
+from ._validation import (
+    InvalidParameterError,
+    check_array,
+    check_cov,
+    check_int,
+    check_nonnegative,
+    sqrtm_psd,
+)
 from .masks import Bernoulli, Channel, dropout_lambda
 from .montecarlo import Estimate, estimate
 
@@ -44,7 +51,7 @@ def _check_factors(U, V) -> tuple[np.ndarray, np.ndarray]:
     U = check_array(U, "U", ndim=2)
     V = check_array(V, "V", ndim=2)
     if U.shape[1] != V.shape[1]:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`U` and `V` must have the same width (number of columns = hidden units), "
             f"got U {U.shape} and V {V.shape}"
         )
@@ -146,7 +153,9 @@ def dropout_penalty_mc(
     X = check_array(X, "X", ndim=2)
     n_masks = check_int(n_masks, "n_masks", minimum=2)
     if X.shape[1] != V.shape[0]:
-        raise ValueError(f"`X` must have {V.shape[0]} columns (d_in of V), got {X.shape}")
+        raise InvalidParameterError(
+            f"`X` must have {V.shape[0]} columns (d_in of V), got {X.shape}"
+        )
     width = U.shape[1]
     groups = width // _check_block_size(block_size, width)
     masks = Bernoulli(keep) if block_size == 1 else Channel(keep)
@@ -164,7 +173,7 @@ def dropout_penalty_mc(
 def _check_block_size(block_size, width: int) -> int:
     block_size = check_int(block_size, "block_size")
     if width % block_size:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`block_size` ({block_size}) must divide the width ({width}): units are "
             "dropped in groups of block_size consecutive units"
         )
@@ -449,7 +458,7 @@ def induced_regularizer(M, keep: float, width: int, cov=None) -> float:
     s = np.linalg.svd(M, compute_uv=False)
     rank = _numerical_rank(s, M.shape)
     if width < rank:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`width` ({width}) must be at least rank(M) ({rank}): a narrower network "
             "cannot represent M"
         )
@@ -535,8 +544,7 @@ def is_equalized(U, V, rtol: float = 1e-6, cov=None) -> bool:
     >>> is_equalized(np.array([[1.0, 2.0]]), np.array([[3.0, 1.5]]))  # products 3 and 3
     True
     """
-    if not (rtol >= 0):
-        raise ValueError(f"`rtol` must be non-negative, got {rtol!r}")
+    rtol = check_nonnegative(rtol, "rtol")
     p = unit_products(U, V, cov)
     return bool(p.max() - p.min() <= rtol * p.mean())
 

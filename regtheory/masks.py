@@ -24,7 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.optimize import brentq
 
-from ._validation import as_generator, check_int, check_keep
+from ._validation import InvalidParameterError, as_generator, check_int, check_keep
 
 __all__ = ["Bernoulli", "Channel", "DropBlock", "MaskDistribution", "dropout_lambda"]
 
@@ -71,7 +71,7 @@ def _check_feature_shape(shape) -> tuple[int, ...]:
         shape = (int(shape),)
     shape = tuple(shape)
     if len(shape) == 0:
-        raise ValueError("`shape` must have at least one dimension")
+        raise InvalidParameterError("`shape` must have at least one dimension")
     return tuple(check_int(s, "shape entries") for s in shape)
 
 
@@ -217,19 +217,19 @@ class DropBlock(MaskDistribution):
         super().__post_init__()
         object.__setattr__(self, "block_size", check_int(self.block_size, "block_size"))
         if self.normalize not in _DROPBLOCK_NORMALIZERS:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"`normalize` must be one of {_DROPBLOCK_NORMALIZERS}, got {self.normalize!r}"
             )
 
     def _check_spatial(self, spatial) -> tuple[int, ...]:
         spatial = tuple(check_int(s, "shape entries") for s in spatial)
         if len(spatial) == 0:
-            raise ValueError(
+            raise InvalidParameterError(
                 "DropBlock needs a feature shape (channels, *spatial) with at least one "
                 "spatial axis"
             )
         if any(self.block_size > s for s in spatial):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"`block_size` ({self.block_size}) must not exceed the feature map's "
                 f"spatial size {spatial}"
             )

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from ._validation import as_generator, check_int
+from ._validation import InvalidParameterError, as_generator, check_int
 
 __all__ = ["Estimate", "estimate"]
 
@@ -56,7 +56,7 @@ class Estimate:
     def ci(self, level: float = 0.95) -> tuple[float, float]:
         """Normal confidence interval ``mean +/- z_{(1+level)/2} * stderr``."""
         if not (0.0 < level < 1.0):
-            raise ValueError(f"`level` must be in (0, 1), got {level!r}")
+            raise InvalidParameterError(f"`level` must be in (0, 1), got {level!r}")
         z = float(stats.norm.ppf(0.5 + level / 2.0))
         return (self.mean - z * self.stderr, self.mean + z * self.stderr)
 
@@ -73,7 +73,7 @@ class Estimate:
     def samples_for(self, rtol: float) -> int:
         """Draws needed for a relative standard error ``rtol``, (std / (rtol·|mean|))²."""
         if not (rtol > 0):
-            raise ValueError(f"`rtol` must be positive, got {rtol!r}")
+            raise InvalidParameterError(f"`rtol` must be positive, got {rtol!r}")
         if self.mean == 0:
             raise ValueError("the mean is 0: a relative standard error is undefined")
         return int(np.ceil((self.std / (rtol * abs(self.mean))) ** 2))
@@ -125,7 +125,7 @@ def estimate(
     n_samples = check_int(n_samples, "n_samples", minimum=2)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     if rtol is not None and not (rtol > 0):
-        raise ValueError(f"`rtol` must be positive, got {rtol!r}")
+        raise InvalidParameterError(f"`rtol` must be positive, got {rtol!r}")
     rng = as_generator(seed)
     # Chan et al.'s pairwise update of (count, mean, M2): stable for any number of batches.
     count, mean, m2 = 0, 0.0, 0.0
@@ -133,7 +133,7 @@ def estimate(
         size = min(batch_size, n_samples - count)
         values = np.asarray(draw(rng, size), dtype=np.float64)
         if values.shape != (size,):
-            raise ValueError(f"draw returned shape {values.shape}, expected ({size},)")
+            raise InvalidParameterError(f"draw returned shape {values.shape}, expected ({size},)")
         if not np.all(np.isfinite(values)):
             raise FloatingPointError("Monte Carlo draw produced NaN or inf")
         b_mean = float(values.mean())

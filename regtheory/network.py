@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_generator, check_array, check_int
+from ._validation import InvalidParameterError, as_generator, check_array, check_int
 from .conv import conv2d
 from .masks import MaskDistribution
 from .montecarlo import Estimate, estimate
@@ -60,7 +60,7 @@ class Linear:
     def __call__(self, z: np.ndarray) -> np.ndarray:
         flat = z.reshape(z.shape[0], -1)
         if flat.shape[1] != self.weight.shape[1]:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"Linear layer expects {self.weight.shape[1]} input features, got {flat.shape[1]}"
             )
         return flat @ self.weight.T
@@ -83,7 +83,9 @@ class Dropout:
 
 def _check_layers(layers) -> tuple:
     if isinstance(layers, (Conv, Linear, ReLU, Dropout)) or not isinstance(layers, Sequence):
-        raise TypeError("`layers` must be a sequence of Conv, Linear, ReLU and Dropout layers")
+        raise InvalidParameterError(
+            "`layers` must be a sequence of Conv, Linear, ReLU and Dropout layers"
+        )
     checked = []
     for i, layer in enumerate(layers):
         if isinstance(layer, Conv):
@@ -94,14 +96,18 @@ def _check_layers(layers) -> tuple:
             layer = Linear(check_array(layer.weight, f"layers[{i}].weight", ndim=2))
         elif isinstance(layer, Dropout):
             if not isinstance(layer.masks, MaskDistribution):
-                raise TypeError(f"`layers[{i}]` must hold a regtheory.masks distribution")
+                raise InvalidParameterError(
+                    f"`layers[{i}]` must hold a regtheory.masks distribution"
+                )
         elif not isinstance(layer, ReLU):
-            raise TypeError(
+            raise InvalidParameterError(
                 f"`layers[{i}]` must be Conv, Linear, ReLU or Dropout, got {type(layer).__name__}"
             )
         checked.append(layer)
     if not any(isinstance(layer, Dropout) for layer in checked):
-        raise ValueError("`layers` has no Dropout layer: the penalty would be zero by definition")
+        raise InvalidParameterError(
+            "`layers` has no Dropout layer: the penalty would be zero by definition"
+        )
     return tuple(checked)
 
 
@@ -228,12 +234,14 @@ def dropout_penalty_mc(
     Y = check_array(Y, "Y")
     n_masks = check_int(n_masks, "n_masks", minimum=2)
     if X.shape[0] != Y.shape[0]:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`X` and `Y` must have the same number of samples, got {X.shape[0]} and {Y.shape[0]}"
         )
     clean = forward(layers, X)
     if clean.shape != Y.shape:
-        raise ValueError(f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}")
+        raise InvalidParameterError(
+            f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
+        )
     base = np.mean(np.sum((Y - clean).reshape(len(Y), -1) ** 2, axis=1))
     if batch_size is None:
         widest = max(_activation_sizes(layers, X[:1]))  # per sample, any layer

@@ -36,6 +36,8 @@ from typing import Any, final
 
 from threadpoolctl import threadpool_limits
 
+from ._validation import InvalidParameterError
+
 __all__ = ["Sweep"]
 
 # How long a Dask client waits for the scheduler before giving up, in seconds.
@@ -123,12 +125,18 @@ class Sweep:
             or not isinstance(n_jobs, int)
             or not (n_jobs >= 1 or n_jobs == -1)
         ):
-            raise ValueError(f"`n_jobs` must be a positive integer or -1, got {n_jobs!r}")
+            raise InvalidParameterError(
+                f"`n_jobs` must be a positive integer or -1, got {n_jobs!r}"
+            )
         if scheduler is not None:
             if not isinstance(scheduler, str) or not scheduler.strip():
-                raise ValueError(f"`scheduler` must be an address string, got {scheduler!r}")
+                raise InvalidParameterError(
+                    f"`scheduler` must be an address string, got {scheduler!r}"
+                )
             if n_jobs != 1:
-                raise ValueError("give `n_jobs` (local processes) or `scheduler` (Dask), not both")
+                raise InvalidParameterError(
+                    "give `n_jobs` (local processes) or `scheduler` (Dask), not both"
+                )
         self.n_jobs = n_jobs
         self.scheduler = scheduler
         self.timeout = timeout

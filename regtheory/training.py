@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import conv, fc
-from ._validation import as_generator, check_array, check_int, check_keep
+from ._validation import InvalidParameterError, as_generator, check_array, check_int, check_keep
 from .conv import (
     _check_choice,
     _check_padding,
@@ -125,10 +125,12 @@ class FCTrainingResult:
 
 def _check_positive(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a positive real number, got {type(value).__name__}")
+        raise InvalidParameterError(
+            f"`{name}` must be a positive real number, got {type(value).__name__}"
+        )
     value = float(value)
     if not (0.0 < value < math.inf):  # also rejects NaN
-        raise ValueError(f"`{name}` must be positive and finite, got {value!r}")
+        raise InvalidParameterError(f"`{name}` must be positive and finite, got {value!r}")
     return value
 
 
@@ -141,7 +143,9 @@ def _check_schedule(steps, lr, init_scale, lr_decay, batch_size, record_every, n
         lr_decay = _check_positive(lr_decay, "lr_decay")
     batch_size = check_int(n if batch_size is None else batch_size, "batch_size")
     if batch_size > n:
-        raise ValueError(f"`batch_size` must be in [1, n] = [1, {n}] (samples), got {batch_size}")
+        raise InvalidParameterError(
+            f"`batch_size` must be in [1, n] = [1, {n}] (samples), got {batch_size}"
+        )
     record_every = check_int(
         -(-steps // 100) if record_every is None else record_every, "record_every"
     )
@@ -292,7 +296,7 @@ def train_fc(
     Y = check_array(Y, "Y", ndim=2)
     n, d_in = X.shape
     if Y.shape[0] != n:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`X` and `Y` must have the same number of rows (samples), got X {X.shape} "
             f"and Y {Y.shape}"
         )
@@ -537,21 +541,21 @@ def _check_conv_kernel_size(kernel_size, spatial: tuple[int, ...]) -> tuple[int,
     elif isinstance(kernel_size, (tuple, list)):
         kernel = tuple(kernel_size)
         if len(kernel) != n_spatial:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"`kernel_size` must have {n_spatial} entr{'y' if n_spatial == 1 else 'ies'} "
                 f"(one per spatial axis of `X`), got {kernel_size!r}"
             )
     else:
-        raise TypeError(
+        raise InvalidParameterError(
             f"`kernel_size` must be an int or a tuple of ints, got {type(kernel_size).__name__}"
         )
     kernel = tuple(check_int(k, "kernel_size") for k in kernel)
     if any(k % 2 == 0 for k in kernel):
-        raise ValueError(
+        raise InvalidParameterError(
             f"`kernel_size` must be odd (a same-size output needs a centre tap), got {kernel}"
         )
     if any(k > n for k, n in zip(kernel, spatial)):
-        raise ValueError(f"`kernel_size` {kernel} must fit the image {spatial}")
+        raise InvalidParameterError(f"`kernel_size` {kernel} must fit the image {spatial}")
     return kernel
 
 
@@ -669,7 +673,7 @@ def train_conv(
     X = check_array(X, "X", ndim=(3, 4))
     Y = check_array(Y, "Y", ndim=X.ndim)
     if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`Y` must have the samples (axis 0) and spatial shape of `X` {X.shape}, got {Y.shape}"
         )
     n, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]

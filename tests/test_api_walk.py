@@ -1,7 +1,9 @@
 # ruff: noqa: C408  -- keyword dict() calls read as function calls here
 """Walk the public API with bad arguments: every public function of the numerical modules,
-each argument in turn replaced by a bad value of its kind, must raise ValueError or
-TypeError (never an error from deep inside NumPy, SciPy or cvxpy, and never return NaN).
+each argument in turn replaced by a bad value of its kind, must raise
+``regtheory.InvalidParameterError`` -- the package refused the argument at its boundary --
+never an error from deep inside NumPy, SciPy or cvxpy (a bare ValueError or TypeError
+there), and never return NaN.
 
 The walk is generic: one valid call per function (``VALID``), then every argument is
 spoiled by the rules of ``BAD`` for its type. A public function missing from ``VALID``
@@ -14,7 +16,18 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from regtheory import compare, conv, data, fc, implied, masks, montecarlo, network, training
+from regtheory import (
+    InvalidParameterError,
+    compare,
+    conv,
+    data,
+    fc,
+    implied,
+    masks,
+    montecarlo,
+    network,
+    training,
+)
 
 rng = np.random.default_rng(0)
 U, V, X = rng.normal(size=(3, 4)), rng.normal(size=(5, 4)), rng.normal(size=(30, 5))
@@ -142,12 +155,38 @@ CASES = [
 ]
 
 
+# TEMPORARY, delete when regtheory/implied/ raises InvalidParameterError (issue 9): the
+# entries of regtheory.implied may still refuse an argument with a plain ValueError or
+# TypeError. Everything else, compare.compare included, must raise InvalidParameterError.
+IMPLIED_NOT_YET_CONVERTED = {
+    implied.conv_induced_regularizer,
+    implied.fc_objective,
+    implied.k_support_norm_sq,
+    implied.lifted_operator,
+    implied.solve_conv,
+    implied.solve_conv_factored,
+    implied.solve_fc,
+    implied.solve_fc_block,
+}
+
+
+def expected_error(fn) -> tuple[type[Exception], ...]:
+    if fn in IMPLIED_NOT_YET_CONVERTED:
+        return (InvalidParameterError, ValueError, TypeError)
+    return (InvalidParameterError,)
+
+
+def test_invalid_parameter_error_is_a_value_and_a_type_error():
+    assert issubclass(InvalidParameterError, ValueError)
+    assert issubclass(InvalidParameterError, TypeError)
+
+
 @pytest.mark.parametrize(
     "fn,arg,kind,bad", CASES, ids=[f"{c[0].__name__}-{c[1]}-{c[2]}" for c in CASES]
 )
-def test_bad_argument_raises_value_or_type_error(fn, arg, kind, bad):
+def test_bad_argument_raises_invalid_parameter_error(fn, arg, kind, bad):
     kwargs = dict(VALID[fn], **{arg: bad})
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(expected_error(fn)):
         out = fn(**kwargs)
         # a silently accepted bad value must at least not produce NaN
         if isinstance(out, (float, np.ndarray)) and not np.all(np.isfinite(out)):

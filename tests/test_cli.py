@@ -13,10 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cvxpy as cp
 import numpy as np
 import pytest
 
-from regtheory import conv, fc
+import regtheory
+from regtheory import conv, fc, implied
 from regtheory.cli import main
 from regtheory.figures import REGISTRY
 
@@ -228,6 +230,18 @@ BAD_ARGUMENTS = {
     "no command": lambda t: [],
     "unknown command": lambda t: ["train"],
     "unknown option": lambda t: ["penalty", "fc", "--dropout", "0.5"],
+    "compare unknown solver": lambda t: ["compare", "--solver", "NOPE", "--no-train"],
+    "compare even kernel": lambda t: ["compare", "--kernel-size", "4", "--no-train"],
+    "compare block size does not divide C·n": lambda t: [
+        "compare",
+        "--n",
+        "8",
+        "--block-size",
+        "5",
+        "--no-train",
+    ],
+    "compare negative noise": lambda t: ["compare", "--noise", "-1", "--no-train"],
+    "figures unknown solver": lambda t: ["figures", "--solver", "NOPE", "--out", str(t)],
     "figures out is a file": lambda t: [
         "figures",
         "--only",
@@ -401,3 +415,137 @@ def test_console_script_entry_point():
     assert script.exists(), "the console script is not installed (pyproject [project.scripts])"
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "figures" in done.stdout and "penalty" in done.stdout
+
+
+# ----------------------------------------------------------------------------- exit statuses
+
+COMPARE_FAST = ["compare", "--n", "8", "--no-train", "--n-train", "40", "--n-test", "40"]
+
+
+def _failing_solve(status="optimal_inaccurate"):
+    """A stand-in for an implied solve that fails the way cvxpy reports it."""
+
+    def solve(*args, solver=None, **kwargs):
+        raise implied.SolverFailedError(status, (solver or "CLARABEL").upper())
+
+    return solve
+
+
+@pytest.mark.parametrize("flags", [[], ["--solver", "SCS"], ["--solver", "clarabel"]])
+def test_failed_solve_exits_3_with_one_line_naming_another_solver(flags, monkeypatch, capsys):
+    monkeypatch.setattr(implied, "solve_conv", _failing_solve())
+    assert main([*COMPARE_FAST, "--methods", "element", *flags]) == 3
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert lines[0].startswith("regtheory compare: ") and "optimal_inaccurate" in lines[0]
+    failed = flags[1].upper() if flags else "CLARABEL"
+    advice = re.findall(r"try --solver (\w+)", lines[0])
+    assert len(advice) == 1 and advice[0] != failed, lines[0]
+    assert advice[0] in cp.installed_solvers()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [np.linalg.LinAlgError("SVD did not converge"), FloatingPointError("training diverged")],
+    ids=["LinAlgError", "FloatingPointError"],
+)
+def test_other_numerical_failures_exit_3_with_one_line(error, monkeypatch, capsys):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(implied, "solve_fc", fail)
+    assert main([*COMPARE_FAST, "--methods", "fc"]) == 3
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and str(error) in lines[0] and "Traceback" not in captured.err
+    assert "--solver" not in lines[0]  # no solver failed: nothing to swap
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [KeyError("cells"), ValueError("operands could not be broadcast"), TypeError("bad operand")],
+    ids=["KeyError", "ValueError", "TypeError"],
+)
+def test_an_internal_error_propagates_out_of_main(bug, monkeypatch, capsys):
+    """A plain ValueError from deep inside is a bug, not a user error: its traceback shows."""
+
+    def deep_inside(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(implied, "solve_conv", deep_inside)
+    with pytest.raises(type(bug)) as info:
+        main([*COMPARE_FAST, "--methods", "element"])
+    assert info.value is bug and capsys.readouterr().err == ""
+
+
+def test_help_lists_the_exit_statuses(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for status, words in [("0", "success"), ("1", "check"), ("2", "user"), ("3", "numerical")]:
+        assert re.search(rf"^\s+{status}\s+.*{words}", out, flags=re.MULTILINE), (status, out)
+
+
+# ----------------------------------------------------------------------------- --solver
+
+
+def _recording(monkeypatch, names):
+    """Wrap the implied solves ``names`` so that each records the solver it was given."""
+    seen = []
+    for name in names:
+        original = getattr(implied, name)
+
+        def solve(*args, _original=original, _name=name, **kwargs):
+            seen.append((_name, kwargs.get("solver")))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(implied, name, solve)
+    return seen
+
+
+def test_compare_solver_reaches_every_solve(monkeypatch, capsys):
+    seen = _recording(monkeypatch, ["solve_fc", "solve_fc_block", "solve_conv"])
+    assert main([*COMPARE_FAST, "--solver", "scs", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["settings"]["solver"] == "SCS"
+    assert sorted(seen) == [
+        ("solve_conv", "SCS"),
+        ("solve_conv", "SCS"),
+        ("solve_fc", "SCS"),
+        ("solve_fc_block", "SCS"),
+    ]
+
+
+def test_figures_solver_reaches_the_solves_and_the_record(monkeypatch, tmp_path):
+    seen = _recording(monkeypatch, ["solve_fc", "solve_fc_block", "solve_conv"])
+    argv = ["figures", "--only", "implied_spectra", "--quick", "--no-progress"]
+    assert main([*argv, "--solver", "SCS", "--out", str(tmp_path)]) == 0
+    assert seen and {solver for _, solver in seen} == {"SCS"}
+    assert json.loads((tmp_path / "implied_spectra.json").read_text())["solver"] == "SCS"
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def test_python_m_regtheory_version():
+    done = subprocess.run(
+        [sys.executable, "-m", "regtheory", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout == f"regtheory {regtheory.__version__}\n"
+
+
+def test_python_m_regtheory_reports_a_user_error_like_the_console_script():
+    done = subprocess.run(
+        [sys.executable, "-m", "regtheory", "compare", "--solver", "NO-SUCH-SOLVER"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and "--solver" in done.stderr

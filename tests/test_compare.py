@@ -38,6 +38,18 @@ def test_implied_results_match_their_solvers(task):
     np.testing.assert_allclose(res["block"].operator, T / (1 + 1.0 / 3), atol=1e-5)
 
 
+def test_solver_is_the_one_that_solves(task):
+    """Another solver (first-order SCS) lands on the same closed form (3), to its accuracy."""
+    result = compare(
+        task, 0.5, channels=3, kernel_size=3, methods=["fc"], train=False, solver="scs"
+    )
+    assert result.settings["solver"] == "SCS"
+    X, Y = task.X[:, 0], task.Y[:, 0]
+    T, cov = Y.T @ X / len(X), X.T @ X / len(X)
+    closed = fc.global_optimum(T, 0.5, 36, cov)
+    np.testing.assert_allclose(result.results["fc"].operator, closed, atol=1e-5)
+
+
 def test_circulant_spectrum_of_a_convolution_is_its_dft():
     w = np.array([0.3, -1.0, 2.0, 0.5, 0.1])
     M = conv_matrix(w.reshape(1, 1, -1), (8,), "circular")

@@ -10,6 +10,11 @@ one more argument, ``compute(quick, seed, sweep=None)``: a
 processes or on a Dask cluster. Its data do not depend on which, so the record
 does not name the backend.
 
+A figure that solves implied problems with cvxpy (``FigureSpec.solves``) takes
+``solver=None`` too: the cvxpy solver of those solves (default Clarabel). Its
+numbers do depend on the solver (in the digits beyond the solver's tolerance),
+so its record names it.
+
 :func:`render` writes ``NAME.png``, ``NAME.pdf`` and ``NAME.json`` (the data,
 the package version, the seed and the mode) atomically: each file is written
 to a temporary name and renamed, so an interrupted run leaves no half file.
@@ -27,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from .._validation import InvalidParameterError
 from ..sweep import Sweep
 
 __all__ = ["REGISTRY", "FigureSpec", "compute", "register", "render"]
@@ -37,7 +43,9 @@ class FigureSpec:
     """A registered figure: a name, one line of description, compute and plot.
 
     ``sweeps`` marks a figure whose ``compute`` takes ``sweep=`` (a
-    :class:`regtheory.sweep.Sweep`) and runs its grid of independent runs on it.
+    :class:`regtheory.sweep.Sweep`) and runs its grid of independent runs on it;
+    ``solves`` one whose ``compute`` takes ``solver=`` (a cvxpy solver name or None)
+    for its implied problems.
     """
 
     name: str
@@ -45,6 +53,7 @@ class FigureSpec:
     compute: Callable[..., dict]
     plot: Callable[[dict], Figure]
     sweeps: bool = False
+    solves: bool = False
 
 
 REGISTRY: dict[str, FigureSpec] = {}
@@ -52,7 +61,7 @@ REGISTRY: dict[str, FigureSpec] = {}
 
 def register(spec: FigureSpec) -> FigureSpec:
     if spec.name in REGISTRY:
-        raise ValueError(f"figure {spec.name!r} is registered twice")
+        raise InvalidParameterError(f"figure {spec.name!r} is registered twice")
     REGISTRY[spec.name] = spec
     return spec
 
@@ -71,21 +80,36 @@ def _jsonable(obj):
 
 def _spec(name: str) -> FigureSpec:
     if name not in REGISTRY:
-        raise ValueError(f"unknown figure {name!r}; valid names: {', '.join(sorted(REGISTRY))}")
+        raise InvalidParameterError(
+            f"unknown figure {name!r}; valid names: {', '.join(sorted(REGISTRY))}"
+        )
     return REGISTRY[name]
 
 
-def compute(name: str, quick: bool = False, seed: int = 0, sweep: Sweep | None = None) -> dict:
+def compute(
+    name: str,
+    quick: bool = False,
+    seed: int = 0,
+    sweep: Sweep | None = None,
+    solver: str | None = None,
+) -> dict:
     """The data of figure ``name`` with the provenance record, without drawing it.
 
     ``sweep`` runs the grid of a sweeping figure (serially when ``None``); the other
-    figures ignore it. The data are the same whatever it is.
+    figures ignore it. The data are the same whatever it is. ``solver`` is the cvxpy
+    solver of a figure that solves implied problems (default Clarabel), named in its
+    record; the other figures ignore it.
     """
     from .. import __version__
 
     spec = _spec(name)
-    data = spec.compute(quick, seed, sweep=sweep) if spec.sweeps else spec.compute(quick, seed)
-    return {
+    options = {}
+    if spec.sweeps:
+        options["sweep"] = sweep
+    if spec.solves:
+        options["solver"] = solver
+    data = spec.compute(quick, seed, **options)
+    record = {
         "figure": name,
         "description": REGISTRY[name].description,
         "regtheory_version": __version__,
@@ -93,6 +117,9 @@ def compute(name: str, quick: bool = False, seed: int = 0, sweep: Sweep | None =
         "quick": quick,
         "data": _jsonable(data),
     }
+    if spec.solves:
+        record["solver"] = solver
+    return record
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -108,13 +135,18 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 
 def render(
-    name: str, out_dir, quick: bool = False, seed: int = 0, sweep: Sweep | None = None
+    name: str,
+    out_dir,
+    quick: bool = False,
+    seed: int = 0,
+    sweep: Sweep | None = None,
+    solver: str | None = None,
 ) -> list[Path]:
     """Compute, draw and save figure ``name`` into ``out_dir``; returns the written paths.
 
-    ``sweep`` as in :func:`compute`.
+    ``sweep`` and ``solver`` as in :func:`compute`.
     """
-    record = compute(name, quick, seed, sweep)
+    record = compute(name, quick, seed, sweep, solver)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig = _spec(name).plot(record["data"])

@@ -94,12 +94,12 @@ def _spectrum_panel(cell: dict) -> dict:
     """One panel of (b), one cell of its sweep: train at one keep, solve, compare spectra.
 
     ``cell`` holds the task (``"data"``, a :class:`regtheory.data.LinearTask`), the
-    keep, the training seed and the mode.
+    keep, the training seed, the mode and the cvxpy solver (None: the default).
     """
     task, keep, train_seed = cell["data"], cell["keep"], cell["train_seed"]
     run = _train(task, keep, cell["quick"], train_seed)
     closed = fc.global_optimum(task.T, keep, WIDTH)
-    solved = implied.solve_fc(task.T, keep, WIDTH, method="spectral")
+    solved = implied.solve_fc(task.T, keep, WIDTH, method="spectral", solver=cell["solver"])
     return {
         "keep": keep,
         "train_seed": train_seed,
@@ -112,11 +112,13 @@ def _spectrum_panel(cell: dict) -> dict:
     }
 
 
-def compute_fc_spectrum(quick: bool, seed: int, sweep: Sweep | None = None) -> dict:
+def compute_fc_spectrum(
+    quick: bool, seed: int, sweep: Sweep | None = None, solver: str | None = None
+) -> dict:
     task = linear_teacher(N_SAMPLES, TEACHER_SINGULAR_VALUES, DIM, DIM, NOISE, seed)
     # one training run per keep, each with its own seed
     cells = [
-        {"data": task, "keep": keep, "train_seed": seed + 1 + i, "quick": quick}
+        {"data": task, "keep": keep, "train_seed": seed + 1 + i, "quick": quick, "solver": solver}
         for i, keep in enumerate(KEEPS)
     ]
     panels = (sweep or Sweep()).map(_spectrum_panel, cells)
@@ -156,5 +158,6 @@ register(
         compute_fc_spectrum,
         plot_fc_spectrum,
         sweeps=True,
+        solves=True,
     )
 )

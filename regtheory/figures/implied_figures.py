@@ -47,7 +47,7 @@ def _training(quick: bool) -> tuple[dict, dict]:
     return fc_run, conv_run
 
 
-def _comparison(quick: bool, seed: int, train: bool):
+def _comparison(quick: bool, seed: int, train: bool, solver: str | None):
     st = _task_settings(quick)
     task = conv_task(
         st["n"], np.array(TEACHER_FULL), st["n_train"], st["n_test"], st["noise"], seed
@@ -62,14 +62,15 @@ def _comparison(quick: bool, seed: int, train: bool):
         seed=seed + 1,
         fc_training=_training(quick)[0],
         conv_training=_training(quick)[1],
+        solver=solver,
     )
     # the teacher's operator: its response to each unit impulse, one column each
     teacher_op = conv2d(np.eye(st["n"])[:, None, :], task.teacher, "circular")[:, 0, :].T
     return st, result, teacher_op
 
 
-def compute_implied_spectra(quick: bool, seed: int) -> dict:
-    st, result, teacher_op = _comparison(quick, seed, train=False)
+def compute_implied_spectra(quick: bool, seed: int, solver: str | None = None) -> dict:
+    st, result, teacher_op = _comparison(quick, seed, train=False, solver=solver)
     return {
         "settings": st,
         "task_seed": seed,
@@ -152,8 +153,8 @@ def plot_implied_spectra(data: dict) -> Figure:
     return fig
 
 
-def compute_trained_vs_implied(quick: bool, seed: int) -> dict:
-    st, result, _ = _comparison(quick, seed, train=True)
+def compute_trained_vs_implied(quick: bool, seed: int, solver: str | None = None) -> dict:
+    st, result, _ = _comparison(quick, seed, train=True, solver=solver)
     return {
         "settings": st,
         "task_seed": seed,
@@ -197,7 +198,7 @@ def plot_trained_vs_implied(data: dict) -> Figure:
     return fig
 
 
-def compute_padding_gap(quick: bool, seed: int) -> dict:
+def compute_padding_gap(quick: bool, seed: int, solver: str | None = None) -> dict:
     sizes = [5, 8] if quick else [5, 6, 8, 12, 16, 24, 32]
     keep, C, K, noise = 0.5, 3, 3, 0.1
     rows = []
@@ -207,7 +208,8 @@ def compute_padding_gap(quick: bool, seed: int) -> dict:
         N = 4 * n
         X = white_inputs(N, n, rng).reshape(N, 1, n)
         Y = conv2d(X, teacher, "zeros") + noise * rng.standard_normal(X.shape)
-        convex = implied.solve_conv(X, Y, keep, C, K)
+        # the exact factored optima below are scipy minimisations, not cvxpy solves
+        convex = implied.solve_conv(X, Y, keep, C, K, solver=solver)
         exact = {
             pad: implied.solve_conv_factored(
                 X, Y, keep, C, K, padding=pad, starts=1 if quick else 4, seed=seed
@@ -282,6 +284,7 @@ register(
         "(h) Fourier magnitudes and singular values under FC, conv, channel, block dropout",
         compute_implied_spectra,
         plot_implied_spectra,
+        solves=True,
     )
 )
 register(
@@ -290,6 +293,7 @@ register(
         "(i) dropout training with real masks vs the implied-problem solutions",
         compute_trained_vs_implied,
         plot_trained_vs_implied,
+        solves=True,
     )
 )
 register(
@@ -298,5 +302,6 @@ register(
         "(j) zero vs circular padding: exact optimum vs the convex relaxation as n grows",
         compute_padding_gap,
         plot_padding_gap,
+        solves=True,
     )
 )
