@@ -155,24 +155,7 @@ CASES = [
 ]
 
 
-# TEMPORARY, delete when regtheory/implied/ raises InvalidParameterError (issue 9): the
-# entries of regtheory.implied may still refuse an argument with a plain ValueError or
-# TypeError. Everything else, compare.compare included, must raise InvalidParameterError.
-IMPLIED_NOT_YET_CONVERTED = {
-    implied.conv_induced_regularizer,
-    implied.fc_objective,
-    implied.k_support_norm_sq,
-    implied.lifted_operator,
-    implied.solve_conv,
-    implied.solve_conv_factored,
-    implied.solve_fc,
-    implied.solve_fc_block,
-}
-
-
 def expected_error(fn) -> tuple[type[Exception], ...]:
-    if fn in IMPLIED_NOT_YET_CONVERTED:
-        return (InvalidParameterError, ValueError, TypeError)
     return (InvalidParameterError,)
 
 

@@ -27,10 +27,6 @@ u33 = np.ones((1, 2, 3, 3))
 v33 = np.ones((2, 1, 3, 3))
 TASK8 = data.conv_task(8, np.ones(3), 10, 10, 0.1, 0)
 
-# TEMPORARY, delete when regtheory/implied/ raises InvalidParameterError (issue 9), and
-# expect InvalidParameterError in the cases that use it.
-IMPLIED_NOT_YET_CONVERTED = ValueError
-
 CASES = [
     # (call, exception, argument named in the message)
     (lambda: fc.dropout_penalty(NAN, I2, 0.5), InvalidParameterError, "U"),
@@ -106,30 +102,30 @@ CASES = [
         InvalidParameterError,
         "activation",
     ),
-    (lambda: implied.solve_fc(NAN, 0.5, 2), IMPLIED_NOT_YET_CONVERTED, "T"),
-    (lambda: implied.solve_fc_block(I2, 0.5, 2, 0), IMPLIED_NOT_YET_CONVERTED, "block_size"),
+    (lambda: implied.solve_fc(NAN, 0.5, 2), InvalidParameterError, "T"),
+    (lambda: implied.solve_fc_block(I2, 0.5, 2, 0), InvalidParameterError, "block_size"),
     (
         lambda: implied.conv_induced_regularizer(np.ones(5), 0.5, 0, 8),
-        IMPLIED_NOT_YET_CONVERTED,
+        InvalidParameterError,
         "channels",
     ),
     (
         lambda: implied.conv_induced_regularizer(np.full(5, np.nan), 0.5, 3, 8),
-        IMPLIED_NOT_YET_CONVERTED,
+        InvalidParameterError,
         "w",
     ),
     (
         lambda: implied.solve_conv(
             np.ones((4, 1, 6)), np.ones((4, 1, 6)), 0.5, 3, 3, solver="NOPE"
         ),
-        IMPLIED_NOT_YET_CONVERTED,
+        InvalidParameterError,
         "solver",
     ),
     (
         lambda: implied.solve_conv_factored(
             np.ones((4, 1, 6)), np.ones((4, 1, 6)), 0.5, 3, 3, mode="x"
         ),
-        IMPLIED_NOT_YET_CONVERTED,
+        InvalidParameterError,
         "mode",
     ),
     (

@@ -22,7 +22,7 @@ import time
 import cvxpy as cp
 import numpy as np
 
-from .._validation import check_int, sqrtm_psd
+from .._validation import InvalidParameterError, check_int, sqrtm_psd
 from ..fc import _check_block_size, block_induced_regularizer, spectral_k_support_norm
 from ._certificate import squared_norm_gap, top_k_positive
 from ._fc import _check_problem, fc_objective
@@ -78,7 +78,7 @@ def k_support_norm_sq(x: cp.Expression, k: int) -> tuple[cp.Expression, list]:
     49.0
     """
     if not isinstance(x, cp.Expression) or x.ndim != 1:
-        raise TypeError(f"`x` must be a 1-D cvxpy expression, got {type(x).__name__}")
+        raise InvalidParameterError(f"`x` must be a 1-D cvxpy expression, got {type(x).__name__}")
     k = check_int(k, "k")
     n = x.shape[0]
     theta = cp.Variable(n)

@@ -39,9 +39,9 @@ import cvxpy as cp
 import numpy as np
 
 from .. import fc
-from .._validation import check_array, check_int
-from ..masks import dropout_lambda
 from .._linalg import numerical_rank
+from .._validation import InvalidParameterError, check_array, check_int
+from ..masks import dropout_lambda
 from ._certificate import frobenius, min_norm_gap, nuclear, spectral, squared_norm_gap
 from ._solver import as_array, solve
 
@@ -132,7 +132,7 @@ def _axis_displacement(k: int, n: int) -> np.ndarray:
 def _check_pair(value, name: str) -> tuple[int, int]:
     """(height, width) of positive ints (1-D: height 1)."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise TypeError(f"`{name}` must be a pair (height, width) of positive ints, got {value!r}")
+        raise InvalidParameterError(f"`{name}` must be a pair (height, width) of positive ints, got {value!r}")
     return tuple(check_int(x, name) for x in value)
 
 
@@ -188,7 +188,7 @@ def lifted_operator(
     in_channels = check_int(in_channels, "in_channels")
     out_channels = check_int(out_channels, "out_channels")
     if kh > H or kw > W:
-        raise ValueError(f"`kernel_size` {kernel_size} must fit `image_shape` {image_shape}")
+        raise InvalidParameterError(f"`kernel_size` {kernel_size} must fit `image_shape` {image_shape}")
     ih, iw = _axis_index(kh, H), _axis_index(kw, W)
     Lh, Lw = _axis_length(kh, H), _axis_length(kw, W)
     K = kh * kw
@@ -213,7 +213,7 @@ def _check_image_shape(image_shape, n_spatial: int) -> tuple[int, int]:
         image_shape = (int(image_shape),)
     shape = tuple(image_shape)
     if len(shape) != n_spatial:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`image_shape` must have {n_spatial} entr{'y' if n_spatial == 1 else 'ies'} "
             f"for this kernel, got {shape}"
         )
@@ -230,14 +230,14 @@ def _check_end_to_end(w, image_shape):
         w4 = w4[:, :, None, :]
     lengths = w4.shape[2:]
     if any(L % 2 == 0 for L in lengths):
-        raise ValueError(
+        raise InvalidParameterError(
             "`w` must have odd length 2K − 1 along each spatial axis (a composition of two "
             f"K-tap kernels), got shape {w.shape}"
         )
     k = tuple((L + 1) // 2 for L in lengths)
     H, W = _check_image_shape(image_shape, 1 if one_d else 2)
     if k[0] > H or k[1] > W:
-        raise ValueError(f"the K-tap kernels ({k}) must fit the image {image_shape}")
+        raise InvalidParameterError(f"the K-tap kernels ({k}) must fit the image {image_shape}")
     return w4, k, (H, W), one_d
 
 
@@ -254,7 +254,7 @@ def _factor(Z: np.ndarray, channels: int, k, c_out: int, c_in: int, one_d: bool)
     A, s, Bt = np.linalg.svd(Z, full_matrices=False)
     rank = numerical_rank(s, 1e-7)
     if rank > channels:
-        raise ValueError(
+        raise InvalidParameterError(
             f"the optimal lifted kernel has rank {rank} > `channels` = {channels}: with so few "
             "channels (7) is only a lower bound (the theory needs channels >= K)"
         )
@@ -381,7 +381,7 @@ def check_conv_data(X, Y) -> tuple[np.ndarray, np.ndarray]:
     X = check_array(X, "X", ndim=(3, 4))
     Y = check_array(Y, "Y", ndim=X.ndim)
     if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
-        raise ValueError(
+        raise InvalidParameterError(
             f"`Y` must have the samples and spatial shape of `X` {X.shape}, got {Y.shape}"
         )
     return X, Y
@@ -453,9 +453,9 @@ def solve_conv(
     channels = check_int(channels, "channels")
     kernel_size = check_int(kernel_size, "kernel_size")
     if kernel_size % 2 == 0:
-        raise ValueError(f"`kernel_size` must be odd, got {kernel_size}")
+        raise InvalidParameterError(f"`kernel_size` must be odd, got {kernel_size}")
     if mode not in _MODES:
-        raise ValueError(f"`mode` must be one of {_MODES}, got {mode!r}")
+        raise InvalidParameterError(f"`mode` must be one of {_MODES}, got {mode!r}")
     X, Y = check_conv_data(X, Y)
     one_d = X.ndim == 3
     if one_d:
@@ -463,9 +463,9 @@ def solve_conv(
     hw = X.shape[2:]
     k = (1 if one_d else kernel_size, kernel_size)
     if k[0] > hw[0] or k[1] > hw[1]:
-        raise ValueError(f"`kernel_size` {kernel_size} must fit the image {hw}")
+        raise InvalidParameterError(f"`kernel_size` {kernel_size} must fit the image {hw}")
     if any(2 * kk - 1 > n and n % 2 == 0 for kk, n in zip(k, hw)):
-        raise ValueError(
+        raise InvalidParameterError(
             f"`kernel_size` {kernel_size}: the end-to-end kernel (2K - 1 taps) is wider than an "
             f"even image side {hw}, so it folds into an even-length kernel that a same-size "
             "convolution cannot represent; use an odd image side or a smaller kernel"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
-from .._validation import as_generator, check_int
+from .._validation import InvalidParameterError, as_generator, check_int
 from ..conv import conv_matrix
 from ..masks import dropout_lambda
 from ._conv import check_conv_data
@@ -128,7 +128,7 @@ def solve_conv_factored(
     kernel_size = check_int(kernel_size, "kernel_size")
     starts = check_int(starts, "starts")
     if mode not in ("element", "channel"):
-        raise ValueError(f"`mode` must be 'element' or 'channel', got {mode!r}")
+        raise InvalidParameterError(f"`mode` must be 'element' or 'channel', got {mode!r}")
     X, Y = check_conv_data(X, Y)
     rng = as_generator(seed)
     image = X.shape[2:]

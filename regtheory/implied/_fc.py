@@ -28,7 +28,7 @@ import cvxpy as cp
 import numpy as np
 
 from .._linalg import numerical_rank
-from .._validation import check_array, check_cov, check_int, sqrtm_psd
+from .._validation import InvalidParameterError, check_array, check_cov, check_int, sqrtm_psd
 from ..masks import dropout_lambda
 from ._certificate import l1_nonneg, linf_positive, nuclear, spectral, squared_norm_gap
 from ._solver import ImpliedResult, Solved, as_array, solve
@@ -89,7 +89,7 @@ def fc_objective(M, T, keep: float, width: int, cov=None) -> float:
     T, lam, width, cov = _check_problem(T, keep, width, cov)
     M = check_array(M, "M", ndim=2)
     if M.shape != T.shape:
-        raise ValueError(f"`M` must have the shape of `T` {T.shape}, got {M.shape}")
+        raise InvalidParameterError(f"`M` must have the shape of `T` {T.shape}, got {M.shape}")
     if cov is None:
         D, Mc = M - T, M
     else:
@@ -128,7 +128,7 @@ def _solve_fc_sdp(T, lam, width, cov, solver, options):
     s = np.linalg.svd(N, compute_uv=False)
     rank = numerical_rank(s)
     if rank > width:
-        raise ValueError(
+        raise InvalidParameterError(
             f"the nuclear-norm relaxation has rank {rank} > width {width}: the 'sdp' method "
             "cannot impose the rank constraint; use method='spectral'"
         )
@@ -220,7 +220,7 @@ def solve_fc(
     """
     T, lam, width, cov = _check_problem(T, keep, width, cov)
     if method not in _FC_METHODS:
-        raise ValueError(f"`method` must be one of {sorted(_FC_METHODS)}, got {method!r}")
+        raise InvalidParameterError(f"`method` must be one of {sorted(_FC_METHODS)}, got {method!r}")
     start = time.perf_counter()
     # The objective is 2-homogeneous in (M, T): solve for T / s and scale back, so the
     # solvers' absolute tolerances see O(1) numbers whatever the units of the data.

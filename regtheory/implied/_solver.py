@@ -38,6 +38,8 @@ from types import MappingProxyType
 import cvxpy as cp
 import numpy as np
 
+from .._validation import InvalidParameterError
+
 __all__ = [
     "CLARABEL_OPTIONS",
     "CLARABEL_SDP_OPTIONS",
@@ -162,10 +164,10 @@ class Solved:
 def _ladder(solver: str | None, options: dict | None, sdp: bool) -> list[tuple[str, dict]]:
     tight = dict(CLARABEL_SDP_OPTIONS if sdp else CLARABEL_OPTIONS)
     if solver is not None and not isinstance(solver, str):
-        raise TypeError(f"`solver` must be a cvxpy solver name (str), got {type(solver).__name__}")
+        raise InvalidParameterError(f"`solver` must be a cvxpy solver name (str), got {type(solver).__name__}")
     if options is not None:
         if not isinstance(options, dict):
-            raise TypeError(f"`solver_options` must be a dict, got {type(options).__name__}")
+            raise InvalidParameterError(f"`solver_options` must be a dict, got {type(options).__name__}")
         return [((solver or "CLARABEL").upper(), dict(options))]
     if solver is None:
         return [("CLARABEL", tight), ("CLARABEL", {}), ("SCS", dict(_SCS_OPTIONS))]
@@ -196,7 +198,7 @@ def solve(
     installed = cp.installed_solvers()
     for name, _ in ladder:
         if name not in installed:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"`solver` must be one of the installed cvxpy solvers {installed}, got {name!r}"
             )
     attempts = []
