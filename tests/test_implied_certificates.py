@@ -58,8 +58,13 @@ def test_fc_certificate_bounds_the_true_suboptimality(seed):
     m = best[::-1][:r]
     value = spectral_value(m, sigma, lam, width)
     gap = _certificate.squared_norm_gap(
-        value, m, 2 * (m - sigma[:r]), lam / width, _certificate.l1_nonneg,
-        _certificate.linf_positive, float(np.sum(sigma[r:] ** 2)),
+        value,
+        m,
+        2 * (m - sigma[:r]),
+        lam / width,
+        _certificate.l1_nonneg,
+        _certificate.linf_positive,
+        float(np.sum(sigma[r:] ** 2)),
     )
     assert gap < 1e-12
 
@@ -80,8 +85,11 @@ def test_min_norm_certificate_is_a_lower_bound(seed):
     target = folded / np.linalg.norm(folded)
     for y in rng.normal(size=(20, n)):
         gap = _certificate.min_norm_gap(
-            np.abs(np.fft.fft(target)).sum() / n, target, y,
-            lambda v: (A.T @ v).reshape(n, n), _certificate.spectral,
+            np.abs(np.fft.fft(target)).sum() / n,
+            target,
+            y,
+            lambda v: (A.T @ v).reshape(n, n),
+            _certificate.spectral,
         )
         assert 0.0 <= gap <= 1.0
 
@@ -213,9 +221,7 @@ def run_ladder(outcomes, **kwargs):
 
 
 def test_ladder_moves_on_until_a_solution_certifies():
-    problem, solved = run_ladder(
-        [("optimal_inaccurate", 1e-2), ("raise", None), ("optimal", 1e-9)]
-    )
+    problem, solved = run_ladder([("optimal_inaccurate", 1e-2), ("raise", None), ("optimal", 1e-9)])
     assert [c[0] for c in problem.calls] == ["CLARABEL", "CLARABEL", "SCS"]
     assert problem.calls[0][1] == dict(_solver.CLARABEL_SDP_OPTIONS)
     assert problem.calls[1][1] == {}  # Clarabel's own (looser) defaults
@@ -292,7 +298,9 @@ def test_padding_gap_figure_survives_a_failing_first_rung(monkeypatch):
     forced here by a first rung no solve can satisfy."""
     from regtheory.figures import compute
 
-    impossible = MappingProxyType({"tol_gap_abs": 1e-16, "tol_gap_rel": 1e-16, "tol_feas": 1e-16, "max_iter": 3})
+    impossible = MappingProxyType(
+        {"tol_gap_abs": 1e-16, "tol_gap_rel": 1e-16, "tol_feas": 1e-16, "max_iter": 3}
+    )
     monkeypatch.setattr(_solver, "CLARABEL_SDP_OPTIONS", impossible)
     data = compute("padding_gap", quick=True, seed=3)["data"]
     for row in data["rows"]:

@@ -132,7 +132,9 @@ def _axis_displacement(k: int, n: int) -> np.ndarray:
 def _check_pair(value, name: str) -> tuple[int, int]:
     """(height, width) of positive ints (1-D: height 1)."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise InvalidParameterError(f"`{name}` must be a pair (height, width) of positive ints, got {value!r}")
+        raise InvalidParameterError(
+            f"`{name}` must be a pair (height, width) of positive ints, got {value!r}"
+        )
     return tuple(check_int(x, name) for x in value)
 
 
@@ -188,7 +190,9 @@ def lifted_operator(
     in_channels = check_int(in_channels, "in_channels")
     out_channels = check_int(out_channels, "out_channels")
     if kh > H or kw > W:
-        raise InvalidParameterError(f"`kernel_size` {kernel_size} must fit `image_shape` {image_shape}")
+        raise InvalidParameterError(
+            f"`kernel_size` {kernel_size} must fit `image_shape` {image_shape}"
+        )
     ih, iw = _axis_index(kh, H), _axis_index(kw, W)
     Lh, Lw = _axis_length(kh, H), _axis_length(kw, W)
     K = kh * kw

@@ -198,8 +198,6 @@ def solve_conv_factored(
         start_objectives=np.array([r.fun for r in results]) * scale**2,
         success=bool(best.success),
         message=str(best.message),
-        grad_norm=float(
-            np.linalg.norm(grad) * np.linalg.norm(best.x) / max(abs(value), 1e-300)
-        ),
+        grad_norm=float(np.linalg.norm(grad) * np.linalg.norm(best.x) / max(abs(value), 1e-300)),
         solve_time=time.perf_counter() - start,
     )

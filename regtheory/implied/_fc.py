@@ -220,7 +220,9 @@ def solve_fc(
     """
     T, lam, width, cov = _check_problem(T, keep, width, cov)
     if method not in _FC_METHODS:
-        raise InvalidParameterError(f"`method` must be one of {sorted(_FC_METHODS)}, got {method!r}")
+        raise InvalidParameterError(
+            f"`method` must be one of {sorted(_FC_METHODS)}, got {method!r}"
+        )
     start = time.perf_counter()
     # The objective is 2-homogeneous in (M, T): solve for T / s and scale back, so the
     # solvers' absolute tolerances see O(1) numbers whatever the units of the data.

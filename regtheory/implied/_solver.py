@@ -164,10 +164,14 @@ class Solved:
 def _ladder(solver: str | None, options: dict | None, sdp: bool) -> list[tuple[str, dict]]:
     tight = dict(CLARABEL_SDP_OPTIONS if sdp else CLARABEL_OPTIONS)
     if solver is not None and not isinstance(solver, str):
-        raise InvalidParameterError(f"`solver` must be a cvxpy solver name (str), got {type(solver).__name__}")
+        raise InvalidParameterError(
+            f"`solver` must be a cvxpy solver name (str), got {type(solver).__name__}"
+        )
     if options is not None:
         if not isinstance(options, dict):
-            raise InvalidParameterError(f"`solver_options` must be a dict, got {type(options).__name__}")
+            raise InvalidParameterError(
+                f"`solver_options` must be a dict, got {type(options).__name__}"
+            )
         return [((solver or "CLARABEL").upper(), dict(options))]
     if solver is None:
         return [("CLARABEL", tight), ("CLARABEL", {}), ("SCS", dict(_SCS_OPTIONS))]
