@@ -207,8 +207,6 @@ def test_bad_inputs():
         implied.conv_induced_regularizer(np.ones(9), 0.5, 3, 3)
     with pytest.raises(ValueError, match="image_shape"):
         implied.conv_induced_regularizer(np.ones((3, 3)), 0.5, 3, 8)
-    with pytest.raises(ValueError, match="rank .* > `channels`"):
-        implied.conv_induced_regularizer(np.random.default_rng(0).normal(size=5), 0.5, 1, 8)
     X = np.ones((4, 1, 6, 6))
     with pytest.raises(ValueError, match="kernel_size"):
         implied.solve_conv(X, X, 0.5, 3, kernel_size=4)
@@ -282,3 +280,74 @@ def test_solve_conv_refuses_even_folded_kernels():
     X = np.random.default_rng(0).normal(size=(20, 1, 8))
     with pytest.raises(ValueError, match="even image side"):
         implied.solve_conv(X, X, 0.5, 3, kernel_size=5)
+
+
+def one_channel_minimum(w, lam, n):
+    """min λ n ‖u‖²‖v‖² over u ⋆ v = w (1-D, K = 3, no folding), by enumerating the ways
+    to split the 4 roots of w's polynomial into two real quadratics (an independent oracle)."""
+    roots = np.roots(w)
+    best = np.inf
+    for pair in [(0, 1), (0, 2), (0, 3)]:
+        rest = [i for i in range(4) if i not in pair]
+        a, b = np.poly(roots[list(pair)]), np.poly(roots[rest])
+        if np.abs(a.imag).max() > 1e-9 or np.abs(b.imag).max() > 1e-9:
+            continue  # a conjugate pair split: complex factors
+        a, b = a.real, b.real * w[0]
+        best = min(best, lam * n * np.sum(a * a) * np.sum(b * b))
+    return best
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+@pytest.mark.parametrize("n", [3, 5, 7])
+def test_full_size_kernels_need_one_channel(n, channels):
+    """Issue 10: (λ/(nC))‖ŵ‖₁² is attained with any C ≥ 1 (|ŵ_k| = |û_k||v̂_k|); the
+    returned factorization rebuilds w and pays exactly that (checked with NumPy)."""
+    rng = np.random.default_rng(10 * n + channels)
+    u, v = rng.normal(size=(2, n))
+    w = np.convolve(u, v)
+    folded = np.zeros(n)
+    np.add.at(folded, (np.arange(2 * n - 1) - (n - 1)) % n, w)
+    keep = 0.5  # λ = 1
+    exact = 1.0 / (n * channels) * np.abs(np.fft.fft(folded)).sum() ** 2
+    res = implied.conv_induced_regularizer(w, keep, channels, n)
+    assert res.value == pytest.approx(exact, rel=1e-7)
+    assert res.u.shape == (1, channels, n) and res.v.shape == (channels, 1, n)
+    rebuilt = np.zeros(n)
+    for c in range(channels):
+        np.add.at(
+            rebuilt, (np.arange(2 * n - 1) - (n - 1)) % n, np.convolve(res.u[0, c], res.v[c, 0])
+        )
+    np.testing.assert_allclose(rebuilt, folded, atol=1e-7 * np.abs(folded).max())
+    penalty = n * np.sum(np.sum(res.u**2, axis=(0, 2)) * np.sum(res.v**2, axis=(1, 2)))
+    assert penalty == pytest.approx(exact, rel=1e-7)
+
+
+def test_issue_reproducer_one_channel_value():
+    rng = np.random.default_rng(0)
+    u, v = rng.normal(size=(2, 5))
+    assert implied.conv_induced_regularizer(np.convolve(u, v), 0.5, 1, 5).value == pytest.approx(
+        11.4958, abs=5e-5
+    )
+
+
+def test_fewer_channels_than_taps_attained_or_refused_truthfully():
+    """K = 3, one channel, signals of 9: when a rank-1 minimiser is found, its value is the
+    true one-channel minimum (root-splitting oracle); when it is refused, that minimum is
+    indeed above the convex value (7)."""
+    rng = np.random.default_rng(3)
+    attained = refused = 0
+    for _ in range(30):
+        w = rng.normal(size=5)
+        oracle = one_channel_minimum(w, 1.0, 9)
+        convex = implied.conv_induced_regularizer(w, 0.5, 3, 9).value * 3  # (λn)‖Z‖_*², C = 1
+        try:
+            res = implied.conv_induced_regularizer(w, 0.5, 1, 9)
+        except ValueError as exc:
+            assert "channels" in str(exc)
+            assert oracle > convex * (1 + 1e-6)
+            refused += 1
+        else:
+            assert res.value == pytest.approx(oracle, rel=1e-6)
+            assert res.value == pytest.approx(convex, rel=1e-6)
+            attained += 1
+    assert attained > 0 and refused > 0

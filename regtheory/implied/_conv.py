@@ -42,7 +42,15 @@ from .. import fc
 from .._linalg import numerical_rank
 from .._validation import InvalidParameterError, check_array, check_int
 from ..masks import dropout_lambda
-from ._certificate import frobenius, min_norm_gap, nuclear, spectral, squared_norm_gap
+from ._certificate import (
+    frobenius,
+    min_norm_gap,
+    nuclear,
+    relative_gap,
+    spectral,
+    squared_norm_gap,
+)
+from ._least_rank import RANK_RTOL, least_rank_minimiser
 from ._solver import as_array, solve
 
 __all__ = [
@@ -256,12 +264,9 @@ def _fold(w4: np.ndarray, k, hw) -> np.ndarray:
 def _factor(Z: np.ndarray, channels: int, k, c_out: int, c_in: int, one_d: bool):
     """An equalized C-channel factorization Z = Σ_c u_c v_cᵀ (fc.equalize on the SVD)."""
     A, s, Bt = np.linalg.svd(Z, full_matrices=False)
-    rank = numerical_rank(s, 1e-7)
-    if rank > channels:
-        raise InvalidParameterError(
-            f"the optimal lifted kernel has rank {rank} > `channels` = {channels}: with so few "
-            "channels (7) is only a lower bound (the theory needs channels >= K)"
-        )
+    rank = numerical_rank(s, RANK_RTOL)
+    if rank > channels:  # least_rank_minimiser found a rank <= channels: cannot happen
+        raise AssertionError(f"a lifted kernel of rank {rank} for {channels} channels")
     U0 = np.zeros((Z.shape[0], channels))
     V0 = np.zeros((Z.shape[1], channels))
     U0[:, :rank] = A[:, :rank] * np.sqrt(s[:rank])
@@ -290,9 +295,16 @@ def conv_induced_regularizer(
         \Theta_{conv}(w) = \min_{\sum_c u_c \star v_c = w} \lambda n \sum_{c=1}^{C}\|u_c\|^2\|v_c\|^2
             = \frac{\lambda n}{C}\,\min\{\|Z\|_*^2 : \mathcal A(Z) = w\}
 
-    (circular padding, white input, n = H·W pixels, C ≥ rank of the minimiser).
-    For full-size kernels (K = n) it equals :math:`(\lambda/(nC))\|\hat w\|_1^2`,
-    ŵ the unnormalised DFT of the (folded) kernel.
+    (circular padding, white input, n = H·W pixels). The convex value is a lower
+    bound for every C; C channels attain it exactly when some minimiser Z has rank
+    ≤ C. The solver returns a minimiser of largest rank, so this function then
+    looks for one of rank ≤ C on the set of minimisers (rank reduction, then a
+    factored search: :mod:`regtheory.implied._least_rank`) and returns it with a
+    C-channel factorization; if none is found it raises, because the C-channel
+    regularizer may then lie above (7). For full-size kernels (K = n) the value is
+    :math:`(\lambda/(nC))\|\hat w\|_1^2`, ŵ the unnormalised DFT of the (folded)
+    kernel, attained with one channel already (:math:`|\hat w_k| = |\hat u_k||\hat v_k|`
+    with :math:`|\hat u_k| = |\hat v_k|`).
 
     Parameters
     ----------
@@ -321,6 +333,9 @@ def conv_induced_regularizer(
     ------
     SolverFailedError
         If no solver returns a solution whose certified gap is at most 1e-6.
+    InvalidParameterError
+        If no minimiser of rank ≤ ``channels`` is found (the message gives the
+        least rank found, for which (7) is attained).
     """
     lam = dropout_lambda(keep)
     channels = check_int(channels, "channels")
@@ -349,9 +364,7 @@ def conv_induced_regularizer(
     def adjoint(y):
         return (A.T @ y).reshape(shape)
 
-    def certify():
-        Zf = feasible()
-        value = nuclear(Zf)
+    def dual_bound(Zf):
         # Dual points: the solver's multiplier, and the least-squares fit of Aᵀy to the
         # subgradient P Qᵀ of the nuclear norm at Zf (independent of the solver's duals).
         P, sv, Qt = np.linalg.svd(Zf, full_matrices=False)
@@ -359,13 +372,34 @@ def conv_induced_regularizer(
         candidates = [(A @ (P[:, :r] @ Qt[:r]).ravel()) / counts]
         if constraint.dual_value is not None:
             candidates.append(np.asarray(constraint.dual_value, dtype=float).ravel())
-        gaps = [min_norm_gap(value, t, y, adjoint, spectral) for y in candidates]
+        value = nuclear(Zf)
+        return value * (1 - min(min_norm_gap(value, t, y, adjoint, spectral) for y in candidates))
+
+    def squared_gap(Zf, lower):
         # (7) is the square of the nuclear norm: (P² − D²)/P² ≤ 2 (P − D)/P.
-        return min(1.0, 2 * min(gaps))
+        return min(1.0, 2 * relative_gap(nuclear(Zf), lower))
+
+    def certify():
+        Zf = feasible()
+        return squared_gap(Zf, dual_bound(Zf))
 
     solved = solve(problem, solver, solver_options, sdp=True, certify=certify)
+    Zf = feasible()
+    lower = dual_bound(Zf)
+    # The solver's minimiser has the largest rank; C channels need one of rank <= C.
+    Zr, found = least_rank_minimiser(Zf, A, channels)
+    if not found:
+        rank = numerical_rank(np.linalg.svd(Zr, compute_uv=False), RANK_RTOL)
+        raise InvalidParameterError(
+            f"`channels` = {channels}: no minimiser of (7) with rank <= {channels} was found "
+            f"(the least rank found is {rank}), so with {channels} channels the induced "
+            "regularizer may lie above the convex value (7); use channels >= "
+            f"{rank}, where (7) is attained"
+        )
+    Zr = Zr + (A.T @ ((t - A @ Zr.ravel()) / counts)).reshape(shape)  # exactly feasible
+    gap = max(solved.gap, squared_gap(Zr, lower))
     elapsed = time.perf_counter() - start
-    Zv = scale * feasible()
+    Zv = scale * Zr
     u, v = _factor(Zv, channels, k, c_out, c_in, one_d)
     nuc = nuclear(Zv)
     return ConvRegularizerResult(
@@ -374,7 +408,7 @@ def conv_induced_regularizer(
         u=u,
         v=v,
         status=solved.status,
-        gap=solved.gap,
+        gap=gap,
         solve_time=elapsed,
         solver=solved.solver,
     )
