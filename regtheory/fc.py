@@ -40,6 +40,7 @@ __all__ = [
     "equalize",
     "global_optimum",
     "induced_regularizer",
+    "has_equal_products",
     "is_equalized",
     "spectral_k_support_norm",
     "structured_penalty",
@@ -473,7 +474,7 @@ def unit_products(U, V, cov=None) -> np.ndarray:
               \qquad i = 1, \dots, w ,
 
     so the dropout penalty (1) is :math:`\lambda \sum_i p_i^2`. All :math:`p_i`
-    are equal exactly when the factorization is equalized (:func:`is_equalized`).
+    are equal when the factorization is equalized (:func:`is_equalized`).
 
     Parameters
     ----------
@@ -505,17 +506,17 @@ def unit_products(U, V, cov=None) -> np.ndarray:
     return np.sqrt(np.einsum("ji,ji->i", U, U) * _input_energy(V, cov))
 
 
-def is_equalized(U, V, rtol: float = 1e-6, cov=None) -> bool:
+def has_equal_products(U, V, rtol: float = 1e-6, cov=None) -> bool:
     r"""Whether every hidden unit has the same product :math:`\|u_i\|\,\|C^{1/2}v_i\|`.
 
-    The definition of an equalized network of Mianjy et al. [1, Def. 2.2], with a
-    relative tolerance: for the products :math:`p_i` of :func:`unit_products`,
+    The *equal products* condition of Mianjy et al. [1, Def. 2.2], with a relative
+    tolerance: for the products :math:`p_i` of :func:`unit_products`,
 
     .. math:: \max_i p_i - \min_i p_i \le \mathrm{rtol} \cdot \frac1w \sum_i p_i .
 
-    (All-zero products count as equalized.) A factorization that is equalized
-    *and* balanced across the SVD attains :func:`induced_regularizer`;
-    :func:`equalize` builds one.
+    (All-zero products count as equal.) Necessary for a factorization to attain the
+    induced regularizer (2), not sufficient: columns of unit norm have equal
+    products whatever the map. :func:`is_equalized` tests the full condition.
 
     Parameters
     ----------
@@ -534,6 +535,10 @@ def is_equalized(U, V, rtol: float = 1e-6, cov=None) -> bool:
     bool
         True if the inequality above holds.
 
+    See Also
+    --------
+    is_equalized : equal products *and* a factorization that attains the nuclear norm.
+
     References
     ----------
     [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
@@ -541,12 +546,75 @@ def is_equalized(U, V, rtol: float = 1e-6, cov=None) -> bool:
     Examples
     --------
     >>> import numpy as np
-    >>> is_equalized(np.array([[1.0, 2.0]]), np.array([[3.0, 1.5]]))  # products 3 and 3
+    >>> has_equal_products(np.array([[1.0, 2.0]]), np.array([[3.0, 1.5]]))  # products 3 and 3
     True
     """
     rtol = check_nonnegative(rtol, "rtol")
     p = unit_products(U, V, cov)
     return bool(p.max() - p.min() <= rtol * p.mean())
+
+
+def is_equalized(U, V, rtol: float = 1e-6, cov=None) -> bool:
+    r"""Whether the factorization attains the induced regularizer (2): its penalty is minimal.
+
+    By Cauchy–Schwarz and the triangle inequality, for the products
+    :math:`p_i = \|u_i\|\,\|C^{1/2}v_i\|` of :func:`unit_products`,
+
+    .. math:: \sum_i p_i^2 \;\ge\; \frac1w\Big(\sum_i p_i\Big)^2
+              \;\ge\; \frac1w\,\|UV^\top C^{1/2}\|_*^2 ,
+
+    so the penalty (1) equals (2) exactly when both hold with equality: the
+    products are equal (:func:`has_equal_products`) *and* their sum is the nuclear
+    norm of :math:`MC^{1/2}` (the units split M along a decomposition that attains
+    it). This function checks both, each to relative tolerance ``rtol``. Equal
+    products alone are not enough: unit-norm columns have them for any map.
+    :func:`equalize` builds a factorization for which this is True.
+
+    Parameters
+    ----------
+    U : array (d_out, width)
+        Output weights; column ``u_i`` belongs to hidden unit i.
+    V : array (d_in, width)
+        Input weights; column ``v_i`` belongs to hidden unit i.
+    rtol : float
+        Relative tolerance, ≥ 0 (else ``ValueError``).
+    cov : array (d_in, d_in), optional
+        Uncentred second moment C = E[x xᵀ] of the input, symmetric PSD.
+        ``None`` means C = I (white input).
+
+    Returns
+    -------
+    bool
+        True if the products are equal and sum to :math:`\|UV^\top C^{1/2}\|_*`,
+        each within ``rtol`` (a zero map with zero products counts as equalized).
+
+    See Also
+    --------
+    has_equal_products : the necessary condition alone.
+    induced_regularizer : the value (2) an equalized factorization pays.
+
+    References
+    ----------
+    [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_equalized(np.array([[1.0, 2.0]]), np.array([[3.0, 1.5]]))  # one direction, equal shares
+    True
+    >>> is_equalized(np.eye(2), np.eye(2))  # identity map split over its singular vectors
+    True
+    >>> is_equalized(np.eye(2), np.array([[1.0, 1.0], [0.0, 0.0]]))  # equal products, rank 1 map
+    False
+    """
+    if not has_equal_products(U, V, rtol, cov):
+        return False
+    p = unit_products(U, V, cov)
+    M = np.asarray(U, dtype=float) @ np.asarray(V, dtype=float).T
+    if cov is not None:
+        M = M @ sqrtm_psd(check_cov(cov, M.shape[1]))
+    nuc = float(np.linalg.svd(M, compute_uv=False).sum())
+    return bool(p.sum() - nuc <= rtol * max(nuc, p.sum()))
 
 
 def _equalizing_rotation(S: np.ndarray) -> np.ndarray:

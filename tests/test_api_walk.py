@@ -44,6 +44,7 @@ VALID = {
     fc.induced_regularizer: dict(M=U @ V.T, keep=0.5, width=4),
     fc.equalize: dict(U=U, V=V),
     fc.is_equalized: dict(U=U, V=V, rtol=1e-6),
+    fc.has_equal_products: dict(U=U, V=V, rtol=1e-6),
     fc.unit_products: dict(U=U, V=V),
     fc.global_optimum: dict(T=T, keep=0.5, width=4),
     fc.structured_penalty: dict(U=U, V=V, mask_cov=np.eye(4)),

@@ -372,3 +372,38 @@ def test_block_bound_is_strict_with_two_unpairable_blocks():
     bound = fc.block_induced_regularizer(M, 0.5, 4, 2)
     found = block_factorization_minimum(M, 0.5, 4, 2, starts=10)
     assert found > bound * 1.001
+
+
+def test_is_equalized_means_the_penalty_attains_the_induced_regularizer():
+    """Issue 10: unit-norm columns have equal products yet pay 5.0 against (2) = 2.62; the
+    verdict must agree with the penalty computed directly (λ Σ‖u_i‖²‖v_i‖² vs (λ/w)‖M‖_*²)."""
+    rng = np.random.default_rng(4)
+    verdicts = []
+    for trial in range(200):
+        d_out, d_in, width = rng.integers(2, 6, size=3)
+        U = rng.normal(size=(d_out, width))
+        V = rng.normal(size=(d_in, width))
+        if trial % 2:
+            U /= np.linalg.norm(U, axis=0)
+            V /= np.linalg.norm(V, axis=0)
+        if trial % 4 == 3:
+            U, V = fc.equalize(U, V)
+        penalty = np.sum(np.sum(U**2, axis=0) * np.sum(V**2, axis=0))
+        bound = np.linalg.svd(U @ V.T, compute_uv=False).sum() ** 2 / width
+        attains = penalty <= bound * (1 + 1e-7)
+        assert fc.is_equalized(U, V, rtol=1e-8) == attains
+        if trial % 2:
+            assert fc.has_equal_products(U, V, rtol=1e-8)
+        verdicts.append(attains)
+    assert 0 < sum(verdicts) < len(verdicts)
+
+
+def test_unit_columns_are_not_equalized():
+    rng = np.random.default_rng(0)
+    U = rng.normal(size=(3, 4))
+    V = rng.normal(size=(5, 4))
+    U /= np.linalg.norm(U, axis=0)
+    V /= np.linalg.norm(V, axis=0)
+    penalty = fc.dropout_penalty(U, V, 0.5)
+    assert penalty > 1.2 * fc.induced_regularizer(U @ V.T, 0.5, 4)
+    assert fc.has_equal_products(U, V) and not fc.is_equalized(U, V)
