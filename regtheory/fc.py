@@ -368,8 +368,10 @@ def block_induced_regularizer(M, keep: float, width: int, block_size: int, cov=N
     counterexample: w = 4, k = 2 (G = 2) and rank M = 4 with singular values that
     cannot be paired into two pairs of equal sums: equality would need
     :math:`M = c\,(P_1 + P_2)` in M's singular basis with rank-2 projections P_g,
-    whose eigenvalues come in pairs summing to 2c (Jordan's lemma); non-convex
-    search then stays 0.1–3 % above the bound (tests/test_fc.py).
+    whose eigenvalues come in pairs summing to 2c (Jordan's lemma). The gap can be
+    large: at σ = (2.301, 2.029, 1.965), k = 2, G = 2 (w = 4) the factored minimum
+    is 7.2 % above the bound (tests/test_fc.py). So the convex problem with this
+    bound (:func:`regtheory.implied.solve_fc_block`) is a relaxation of block dropout.
 
     Parameters
     ----------

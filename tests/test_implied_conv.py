@@ -351,3 +351,21 @@ def test_fewer_channels_than_taps_attained_or_refused_truthfully():
             assert res.value == pytest.approx(convex, rel=1e-6)
             attained += 1
     assert attained > 0 and refused > 0
+
+
+@pytest.mark.parametrize("K", [3, 5, 7])
+def test_every_1d_kernel_splits_for_odd_k(K):
+    """The channel ridge is exact in 1-D, one channel, odd K: every end-to-end kernel of
+    2K − 1 taps is u ⋆ v for real K-tap u, v (group the roots: conjugate pairs together)."""
+    rng = np.random.default_rng(K)
+    for _ in range(200):
+        w = rng.normal(size=2 * K - 1)
+        roots = np.roots(w)
+        pairs = [r for r in roots if r.imag > 1e-12]
+        reals = [r.real for r in roots if abs(r.imag) <= 1e-12]
+        take = min(len(pairs), (K - 1) // 2)
+        first = [*pairs[:take], *np.conj(pairs[:take]), *reals[: K - 1 - 2 * take]]
+        rest = [*pairs[take:], *np.conj(pairs[take:]), *reals[K - 1 - 2 * take :]]
+        u, v = np.real(np.poly(first)), w[0] * np.real(np.poly(rest))
+        assert u.size == v.size == K
+        np.testing.assert_allclose(np.convolve(u, v), w, atol=1e-8 * np.abs(w).max())

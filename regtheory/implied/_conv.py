@@ -17,8 +17,17 @@ w is
 
 a convex problem in the K×K lifted variable: its size does not grow with the
 image. Channel dropout (SpatialDropout) costs :math:`\lambda n \sum_c \|u_c\star v_c\|^2`,
-whose convex relaxation is the ridge :math:`(\lambda n/C)\|w\|^2` (exact when w/C
-is itself a composition of two K-tap kernels).
+whose convex relaxation is the ridge :math:`(\lambda n/C)\|w\|^2`, a lower bound
+(Cauchy–Schwarz over channels) attained exactly when w/C splits into two real K-tap
+kernels. In 1-D with one input and one output channel and odd K every kernel
+splits (a real polynomial of even degree 2(K − 1) factors into two real factors
+of degree K − 1), so there the ridge is exact; in 2-D (a polynomial in two
+variables need not factor) and with several channels it is only a bound.
+
+With zero padding none of this is exact: the penalty (5) then weighs each hidden
+position by how much of u fits in the image, and it is not even a function of Z
+(rotating the channels keeps Z and the map but changes the penalty);
+:func:`regtheory.implied.solve_conv_factored` minimises the exact objective.
 
 Multi-channel input and output are handled by stacking: Z has rows
 (out-channel, tap of u) and columns (in-channel, tap of v).
