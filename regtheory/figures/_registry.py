@@ -11,14 +11,18 @@ processes or on a Dask cluster. Its data do not depend on which, so the record
 does not name the backend.
 
 :func:`render` writes ``NAME.png``, ``NAME.pdf`` and ``NAME.json`` (the data,
-the package version, the seed and the mode) atomically: each file is written
-to a temporary name and renamed, so an interrupted run leaves no half file.
+the package version, the seed, the mode and the environment: versions of Python,
+the numerical packages and the solvers, the platform and the BLAS) atomically:
+each file is written to a temporary name and renamed, so an interrupted run
+leaves no half file.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import platform
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +79,41 @@ def _spec(name: str) -> FigureSpec:
     return REGISTRY[name]
 
 
+# The distributions whose versions a record names: the numerical stack and the solvers.
+_PACKAGES = ("regtheory", "numpy", "scipy", "cvxpy", "clarabel", "scs")
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _environment() -> dict:
+    """Where a record was computed: Python, package versions, platform and the BLAS.
+
+    Not data: two machines may differ here and still agree on every number, and when
+    they do not, this says why (a different OpenBLAS kernel rounds differently).
+    """
+    from threadpoolctl import threadpool_info
+
+    keys = ("internal_api", "prefix", "version", "architecture", "num_threads")
+    # numpy, scipy and scs each load their own OpenBLAS; sorted, so that the order in
+    # which they were loaded does not change the record.
+    blas = sorted(
+        ({k: lib.get(k) for k in keys} for lib in threadpool_info() if lib["user_api"] == "blas"),
+        key=lambda lib: json.dumps(lib, sort_keys=True),
+    )
+    return {
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in _PACKAGES},
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "blas": blas,
+    }
+
+
 def compute(name: str, quick: bool = False, seed: int = 0, sweep: Sweep | None = None) -> dict:
     """The data of figure ``name`` with the provenance record, without drawing it.
 
@@ -91,6 +130,7 @@ def compute(name: str, quick: bool = False, seed: int = 0, sweep: Sweep | None =
         "regtheory_version": __version__,
         "seed": seed,
         "quick": quick,
+        "environment": _environment(),
         "data": _jsonable(data),
     }
 
