@@ -9,12 +9,24 @@ fails the completeness test, so new API cannot skip the walk.
 """
 
 import inspect
+from pathlib import Path
 
 import cvxpy as cp
 import numpy as np
 import pytest
 
-from regtheory import compare, conv, data, fc, implied, masks, montecarlo, network, training
+from regtheory import (
+    compare,
+    conv,
+    data,
+    fc,
+    figures,
+    implied,
+    masks,
+    montecarlo,
+    network,
+    training,
+)
 
 rng = np.random.default_rng(0)
 U, V, X = rng.normal(size=(3, 4)), rng.normal(size=(5, 4)), rng.normal(size=(30, 5))
@@ -80,10 +92,15 @@ VALID = {
     implied.k_support_norm_sq: dict(x=cp.Variable(3), k=2),
     network.forward: dict(layers=[network.Linear(rng.normal(size=(2, 5)))], x=X),
     montecarlo.estimate: dict(draw=lambda g, n: g.random(n), n_samples=10, seed=0),
+    # the committed record of a figure that regenerates in milliseconds
+    figures.check: dict(
+        directory=str(Path(__file__).resolve().parents[1] / "figures"), names=["conv_matrix_seed"]
+    ),
 }
 
-# Arguments whose bad values are not of their type's kind (callables, objects, options).
-SKIP = {"draw", "layers", "task", "solver", "solver_options"}
+# Arguments whose bad values are not of their type's kind (callables, objects, options,
+# lists of names).
+SKIP = {"draw", "layers", "task", "solver", "solver_options", "names"}
 
 
 def bad_values(name, value):
@@ -113,12 +130,13 @@ def bad_values(name, value):
 
 def public_functions():
     modules = [fc, conv, masks, montecarlo, implied, training, network, data, compare]
+    # of regtheory.figures, the functions that validate their arguments so far
     return {
         getattr(m, name)
         for m in modules
         for name in m.__all__
         if inspect.isfunction(getattr(m, name))
-    }
+    } | {figures.check}
 
 
 def test_every_public_function_is_walked():

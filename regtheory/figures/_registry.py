@@ -4,6 +4,11 @@ A figure is two functions: ``compute(quick, seed) -> dict`` returns its data
 (JSON-serialisable; the numbers a reader can re-plot or check), and
 ``plot(data) -> matplotlib.figure.Figure`` draws it and computes nothing.
 
+Each figure also declares how its data are re-checked (``FigureSpec.checks``, the
+rules of :mod:`regtheory.figures._check`): which fields must agree exactly, which to
+rounding, to a solver's accuracy, within Monte Carlo error or to the stated
+tolerance of a training run.
+
 A figure whose data is a grid of independent runs (``FigureSpec.sweeps``) takes
 one more argument, ``compute(quick, seed, sweep=None)``: a
 :class:`regtheory.sweep.Sweep` that runs the grid serially (``None``), on local
@@ -24,8 +29,8 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +47,9 @@ class FigureSpec:
 
     ``sweeps`` marks a figure whose ``compute`` takes ``sweep=`` (a
     :class:`regtheory.sweep.Sweep`) and runs its grid of independent runs on it.
+    ``checks`` maps the fields of its data to the rules by which
+    :func:`regtheory.figures.check` compares a regenerated record with a stored one
+    (:mod:`regtheory.figures._check`); every field must have one.
     """
 
     name: str
@@ -49,6 +57,7 @@ class FigureSpec:
     compute: Callable[..., dict]
     plot: Callable[[dict], Figure]
     sweeps: bool = False
+    checks: Mapping[str, object] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, FigureSpec] = {}

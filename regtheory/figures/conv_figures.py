@@ -30,6 +30,7 @@ from .. import conv, fc
 from ..masks import Bernoulli, dropout_lambda
 from ..montecarlo import Estimate
 from ..sweep import Sweep
+from ._check import EXACT, closed_form, monte_carlo, spread
 from ._registry import FigureSpec, register
 
 # The net of figures (e)-(g).
@@ -575,17 +576,34 @@ def plot_mc_error_vs_n(data: dict) -> Figure:
 
 # ----------------------------------------------------------------------------- registry
 
+# The kernels u, v of (e)-(g) are drawn from the seed: NumPy's generators give the same
+# bits everywhere, and dividing by k rounds the same, so they are checked as closed forms.
+# A standard error from n draws varies by c/√n with c ≤ 1.25 measured (Rule ``spread``);
+# two independent ones agree within MC_Z·√2·1.5/√n ≈ 8.5/√n.
+STDERR_RTOL = 8.5
+
 register(FigureSpec(
     "conv_matrix_seed",
     "(c) the seed's 9×9 conv matrix with one mask's dropped columns, beside a dense FC layer",
     compute_conv_matrix_seed,
     plot_conv_matrix_seed,
+    checks={
+        # the mask is sampled, but its bits come from the seed alone
+        "keep mask_seed mask tap_index columns_per_tap kept_columns_per_tap taps_with_gradient "
+        "fc_zeroed_weights": EXACT,
+        "no_gradient_probability fc_no_gradient_probability": closed_form(),
+    },
 ))
 register(FigureSpec(
     "no_gradient_probability",
     "(d) P(weight gets no gradient) vs drop rate: FC 1−keep vs conv taps (1−keep)^n_k",
     compute_no_gradient_probability,
     plot_no_gradient_probability,
+    checks={
+        "uses_seed kernel_size padding images/*/image_shape images/*/counts": EXACT,
+        # a grid, but computed through exp: libm may round its last bit differently
+        "drop_rate fc images/*/probability": closed_form(),
+    },
 ))
 register(FigureSpec(
     "penalty_vs_keep",
@@ -593,12 +611,24 @@ register(FigureSpec(
     compute_penalty_vs_keep,
     plot_penalty_vs_keep,
     sweeps=True,
+    checks={
+        "kernel_seed v_shape u_shape image_shape block_size fc_width n_masks keeps "
+        "panels/*/padding panels/*/series/*/mc/*/n_samples panels/*/series/*/mc/*/seed": EXACT,
+        "u v panels/*/series/*/closed_form": closed_form(),
+        "panels/*/series/*/mc/*/mean panels/*/series/*/mc/*/ci95": monte_carlo("stderr"),
+        "panels/*/series/*/mc/*/stderr": spread(STDERR_RTOL, draws="n_samples"),
+    },
 ))
 register(FigureSpec(
     "border_penalty_map",
     "(f) per-position terms of the elementwise penalty (5): zero vs circular padding",
     compute_border_penalty_map,
     plot_border_penalty_map,
+    checks={
+        "kernel_seed keep hidden_channels nets/*/kernel_size nets/*/image_shape": EXACT,
+        "nets/*/u nets/*/v nets/*/maps nets/*/closed_form_total nets/*/circular_formula_total":
+            closed_form(),
+    },
 ))
 register(FigureSpec(
     "mc_error_vs_n",
@@ -606,4 +636,19 @@ register(FigureSpec(
     compute_mc_error_vs_n,
     plot_mc_error_vs_n,
     sweeps=True,
+    checks={
+        "kernel_seed keep padding n_seeds n_values estimators/*/rows/*/n_masks "
+        "estimators/*/rows/*/seeds": EXACT,
+        "u v estimators/*/closed_form": closed_form(),
+        # estimate − closed form: the closed form is exact, so the stderr is the estimate's
+        "estimators/*/rows/*/errors": monte_carlo("stderrs"),
+        "estimators/*/rows/*/stderrs": spread(STDERR_RTOL, draws="n_masks"),
+        # the RMS over the 20 seeds of a row
+        "estimators/*/rows/*/rms_stderr": spread(STDERR_RTOL / np.sqrt(20), draws="n_masks"),
+        # from the 20 runs of the largest N (1000 masks in quick mode): 8.5/√20000
+        "estimators/*/sigma_one_draw": spread(0.06),
+        # The RMS of 20 errors of mean 0 varies by 1/√40 = 16 % whatever N is; two
+        # independent ones agree within 4·√2·16 % ≈ 90 %: a weak check, as it can only be.
+        "estimators/*/rows/*/rms_error": spread(1.0),
+    },
 ))

@@ -16,6 +16,7 @@ from .. import implied
 from ..compare import METHODS, circulant_spectrum, compare
 from ..conv import conv2d
 from ..data import conv_task, white_inputs
+from ._check import EXACT, SOLVE_RTOL, TRAINING_RTOL, closed_form, solve, trajectory
 from ._registry import FigureSpec, register
 
 COLORS = {"fc": "k", "element": "C0", "channel": "C1", "block": "C2", "teacher": "0.6"}
@@ -282,6 +283,12 @@ register(
         "(h) Fourier magnitudes and singular values under FC, conv, channel, block dropout",
         compute_implied_spectra,
         plot_implied_spectra,
+        checks={
+            "settings task_seed methods/*/label methods/*/rank": EXACT,
+            "teacher": closed_form(),
+            "methods/*/fourier methods/*/singular_values methods/*/objective "
+            "methods/*/test_risk": solve(),
+        },
     )
 )
 register(
@@ -290,6 +297,16 @@ register(
         "(i) dropout training with real masks vs the implied-problem solutions",
         compute_trained_vs_implied,
         plot_trained_vs_implied,
+        checks={
+            "settings task_seed training_seed training": EXACT,
+            "methods/*/implied_fourier methods/*/implied_sv methods/*/test_risk": solve(),
+            "methods/*/trained_fourier methods/*/trained_sv": trajectory(
+                TRAINING_RTOL, scale="field"
+            ),
+            "methods/*/trained_test_risk": trajectory(TRAINING_RTOL),
+            # ‖trained − implied‖/‖implied‖: moved by the errors of both
+            "methods/*/gap": trajectory(TRAINING_RTOL + SOLVE_RTOL, scale=1.0),
+        },
     )
 )
 register(
@@ -298,5 +315,13 @@ register(
         "(j) zero vs circular padding: exact optimum vs the convex relaxation as n grows",
         compute_padding_gap,
         plot_padding_gap,
+        checks={
+            "keep channels kernel_size noise data_seed teacher rows/*/n": EXACT,
+            "rows/*/convex_relaxation rows/*/exact_zeros rows/*/exact_circular": solve(),
+            # Where an optimum lies is known to about the square root of its objective's
+            # accuracy, and so are the penalty of the factors found (1.9e-7 apart between
+            # two machines that agree on the objectives to 2.5e-14).
+            "rows/*/penalty_zeros rows/*/penalty_zeros_if_circular": solve(1e-5),
+        },
     )
 )
