@@ -66,6 +66,10 @@ class MethodResult:
         End-to-end map after real dropout training.
     trained_test_risk, gap : float or None
         Test risk of the trained map; ‖M_trained − M‖_F/‖M‖_F.
+    certified_gap : float
+        Relative duality gap certified for the implied solve (see
+        :class:`regtheory.implied.ImpliedResult`): the true minimum of the solved
+        problem lies within this fraction below its objective.
     """
 
     method: str
@@ -78,6 +82,7 @@ class MethodResult:
     trained_operator: np.ndarray | None = None
     trained_test_risk: float | None = None
     gap: float | None = None
+    certified_gap: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,7 @@ def _risk(M, X, Y) -> float:
     return float(np.mean(np.sum((Y - X @ M.T) ** 2, axis=1)))
 
 
-def _summary(method, objective, M, X_test, Y_test, trained=None) -> MethodResult:
+def _summary(method, objective, M, X_test, Y_test, certified_gap, trained=None) -> MethodResult:
     s = np.linalg.svd(M, compute_uv=False)
     rank = int(np.sum(s > 1e-6 * max(s[0], 1e-300)))
     extra = {}
@@ -155,6 +160,7 @@ def _summary(method, objective, M, X_test, Y_test, trained=None) -> MethodResult
         singular_values=s,
         fourier_magnitudes=circulant_spectrum(M),
         rank=rank,
+        certified_gap=float(certified_gap),
         **extra,
     )
 
@@ -324,7 +330,7 @@ def compare(
                     **conv_training,
                 )
                 trained = conv_matrix(run.kernels[-1], (n,), "circular")
-        results[method] = _summary(method, objective, M, Xt, Yt, trained)
+        results[method] = _summary(method, objective, M, Xt, Yt, sol.gap, trained)
     return Comparison(
         results=results,
         keep=keep,

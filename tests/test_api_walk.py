@@ -11,6 +11,7 @@ fails the completeness test, so new API cannot skip the walk.
 """
 
 import inspect
+from pathlib import Path
 
 import cvxpy as cp
 import numpy as np
@@ -22,6 +23,7 @@ from regtheory import (
     conv,
     data,
     fc,
+    figures,
     implied,
     masks,
     montecarlo,
@@ -94,10 +96,15 @@ VALID = {
     implied.k_support_norm_sq: dict(x=cp.Variable(3), k=2),
     network.forward: dict(layers=[network.Linear(rng.normal(size=(2, 5)))], x=X),
     montecarlo.estimate: dict(draw=lambda g, n: g.random(n), n_samples=10, seed=0),
+    # the committed record of a figure that regenerates in milliseconds
+    figures.check: dict(
+        directory=str(Path(__file__).resolve().parents[1] / "figures"), names=["conv_matrix_seed"]
+    ),
 }
 
-# Arguments whose bad values are not of their type's kind (callables, objects, options).
-SKIP = {"draw", "layers", "task", "solver", "solver_options"}
+# Arguments whose bad values are not of their type's kind (callables, objects, options,
+# lists of names).
+SKIP = {"draw", "layers", "task", "solver", "solver_options", "names"}
 
 
 def bad_values(name, value):
@@ -127,12 +134,13 @@ def bad_values(name, value):
 
 def public_functions():
     modules = [fc, conv, masks, montecarlo, implied, training, network, data, compare]
+    # of regtheory.figures, the functions that validate their arguments so far
     return {
         getattr(m, name)
         for m in modules
         for name in m.__all__
         if inspect.isfunction(getattr(m, name))
-    }
+    } | {figures.check}
 
 
 def test_every_public_function_is_walked():

@@ -1,9 +1,13 @@
 """Every registered figure renders in quick mode, with its data and provenance."""
 
 import json
+import os
+import sys
 
+import cvxpy
 import numpy as np
 import pytest
+import scipy
 
 import regtheory
 from regtheory.figures import REGISTRY, compute, render
@@ -33,6 +37,39 @@ def test_fc_spectrum_data_agree_three_ways():
         assert panel["rel_gap_cvxpy"] < 1e-8
         assert panel["rel_gap_trained"] < 0.1
         np.testing.assert_allclose(panel["cvxpy"], panel["closed_form"], atol=1e-7)
+
+
+def test_record_names_its_environment(monkeypatch):
+    record = compute("conv_matrix_seed", quick=True)
+    assert set(record) == {
+        "figure",
+        "description",
+        "regtheory_version",
+        "seed",
+        "quick",
+        "environment",
+        "data",
+    }
+    env = record["environment"]
+    assert env["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert env["machine"] == os.uname().machine
+    packages = env["packages"]
+    assert packages["regtheory"] == regtheory.__version__
+    assert (packages["numpy"], packages["scipy"]) == (np.__version__, scipy.__version__)
+    assert packages["cvxpy"] == cvxpy.__version__
+    assert packages["clarabel"] and packages["scs"]
+    assert env["blas"], "no BLAS found"
+    for lib in env["blas"]:
+        assert set(lib) == {"internal_api", "prefix", "version", "architecture", "num_threads"}
+        assert isinstance(lib["num_threads"], int) and lib["num_threads"] >= 1
+    # a solver that is not installed is recorded as null
+    from regtheory.figures import _registry
+
+    monkeypatch.setattr(_registry, "_PACKAGES", (*_registry._PACKAGES, "no-such-solver-x"))
+    assert (
+        compute("conv_matrix_seed", quick=True)["environment"]["packages"]["no-such-solver-x"]
+        is None
+    )
 
 
 def test_unknown_figure_name():

@@ -1,7 +1,9 @@
 """Figures: one function per figure returning its data, a thin plotting layer, one registry.
 
 ``REGISTRY`` maps each figure name to its :class:`FigureSpec`; :func:`render`
-computes, draws and saves one (PNG, PDF and JSON data with version and seed).
+computes, draws and saves one (PNG, PDF and JSON data with version, seed and
+environment); :func:`check` regenerates stored figures and compares them with
+their JSON, field by field, by the rules each figure declares.
 """
 
 from . import fc_figures  # noqa: F401  (registers its figures)
@@ -11,6 +13,7 @@ from . import conv_figures  # noqa: F401
 
 # isort: split
 from . import implied_figures  # noqa: F401
+from ._check import CheckReport, check
 from ._registry import REGISTRY, FigureSpec, compute, register, render
 
-__all__ = ["REGISTRY", "FigureSpec", "compute", "register", "render"]
+__all__ = ["REGISTRY", "CheckReport", "FigureSpec", "check", "compute", "register", "render"]

@@ -4,6 +4,11 @@ A figure is two functions: ``compute(quick, seed) -> dict`` returns its data
 (JSON-serialisable; the numbers a reader can re-plot or check), and
 ``plot(data) -> matplotlib.figure.Figure`` draws it and computes nothing.
 
+Each figure also declares how its data are re-checked (``FigureSpec.checks``, the
+rules of :mod:`regtheory.figures._check`): which fields must agree exactly, which to
+rounding, to a solver's accuracy, within Monte Carlo error or to the stated
+tolerance of a training run.
+
 A figure whose data is a grid of independent runs (``FigureSpec.sweeps``) takes
 one more argument, ``compute(quick, seed, sweep=None)``: a
 :class:`regtheory.sweep.Sweep` that runs the grid serially (``None``), on local
@@ -16,17 +21,21 @@ numbers do depend on the solver (in the digits beyond the solver's tolerance),
 so its record names it.
 
 :func:`render` writes ``NAME.png``, ``NAME.pdf`` and ``NAME.json`` (the data,
-the package version, the seed and the mode) atomically: each file is written
-to a temporary name and renamed, so an interrupted run leaves no half file.
+the package version, the seed, the mode and the environment: versions of Python,
+the numerical packages and the solvers, the platform and the BLAS) atomically:
+each file is written to a temporary name and renamed, so an interrupted run
+leaves no half file.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import platform
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +54,9 @@ class FigureSpec:
     ``sweeps`` marks a figure whose ``compute`` takes ``sweep=`` (a
     :class:`regtheory.sweep.Sweep`) and runs its grid of independent runs on it;
     ``solves`` one whose ``compute`` takes ``solver=`` (a cvxpy solver name or None)
-    for its implied problems.
+    for its implied problems. ``checks`` maps the fields of its data to the rules by
+    which :func:`regtheory.figures.check` compares a regenerated record with a stored
+    one (:mod:`regtheory.figures._check`); every field must have one.
     """
 
     name: str
@@ -54,6 +65,7 @@ class FigureSpec:
     plot: Callable[[dict], Figure]
     sweeps: bool = False
     solves: bool = False
+    checks: Mapping[str, object] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, FigureSpec] = {}
@@ -86,6 +98,41 @@ def _spec(name: str) -> FigureSpec:
     return REGISTRY[name]
 
 
+# The distributions whose versions a record names: the numerical stack and the solvers.
+_PACKAGES = ("regtheory", "numpy", "scipy", "cvxpy", "clarabel", "scs")
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _environment() -> dict:
+    """Where a record was computed: Python, package versions, platform and the BLAS.
+
+    Not data: two machines may differ here and still agree on every number, and when
+    they do not, this says why (a different OpenBLAS kernel rounds differently).
+    """
+    from threadpoolctl import threadpool_info
+
+    keys = ("internal_api", "prefix", "version", "architecture", "num_threads")
+    # numpy, scipy and scs each load their own OpenBLAS; sorted, so that the order in
+    # which they were loaded does not change the record.
+    blas = sorted(
+        ({k: lib.get(k) for k in keys} for lib in threadpool_info() if lib["user_api"] == "blas"),
+        key=lambda lib: json.dumps(lib, sort_keys=True),
+    )
+    return {
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in _PACKAGES},
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "blas": blas,
+    }
+
+
 def compute(
     name: str,
     quick: bool = False,
@@ -115,6 +162,7 @@ def compute(
         "regtheory_version": __version__,
         "seed": seed,
         "quick": quick,
+        "environment": _environment(),
         "data": _jsonable(data),
     }
     if spec.solves:

@@ -30,6 +30,7 @@ from .. import conv, fc
 from ..masks import Bernoulli, dropout_lambda
 from ..montecarlo import Estimate
 from ..sweep import Sweep
+from ._check import EXACT, closed_form, monte_carlo, spread
 from ._registry import FigureSpec, register
 
 # The net of figures (e)-(g).
@@ -77,7 +78,9 @@ def compute_conv_matrix_seed(quick: bool, seed: int) -> dict:
     mask = Bernoulli(SEED_KEEP).sample(9, 1, seed)[0]
     kept = mask > 0
     tap_index = taps.astype(int)
-    kept_columns_per_tap = [int(np.sum(np.any(tap_index[:, kept] == t, axis=0))) for t in range(1, 10)]
+    kept_columns_per_tap = [
+        int(np.sum(np.any(tap_index[:, kept] == t, axis=0))) for t in range(1, 10)
+    ]
     return {
         "keep": SEED_KEEP,
         "mask_seed": seed,
@@ -103,12 +106,20 @@ def _matrix_panel(ax, labels, kept, title, fontsize):
     for i in range(n):
         for j in range(n):
             if labels[i][j]:
-                ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=fontsize,
-                        color="k" if kept[j] else "0.35")
+                ax.text(
+                    j,
+                    i,
+                    labels[i][j],
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize,
+                    color="k" if kept[j] else "0.35",
+                )
     ax.set_xlim(-0.5, n - 0.5)
     ax.set_ylim(n - 0.5, -0.5)
-    ax.set_xticks(np.arange(n), [f"{j + 1}\n{'kept' if kept[j] else 'drop'}" for j in range(n)],
-                  fontsize=7)
+    ax.set_xticks(
+        np.arange(n), [f"{j + 1}\n{'kept' if kept[j] else 'drop'}" for j in range(n)], fontsize=7
+    )
     ax.set_yticks(np.arange(n), [str(i + 1) for i in range(n)], fontsize=8)
     ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
     ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
@@ -124,9 +135,7 @@ def plot_conv_matrix_seed(data: dict) -> Figure:
     kept = np.asarray(data["mask"]) > 0
     n_kept = int(kept.sum())
     fig = Figure(figsize=(13.5, 5.0), layout="constrained")
-    ax_conv, ax_taps, ax_fc = fig.subplots(
-        1, 3, gridspec_kw={"width_ratios": [1, 0.55, 1]}
-    )
+    ax_conv, ax_taps, ax_fc = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 0.55, 1]})
     labels = [[f"u{t}" if t else "" for t in row] for row in tap_index]
     _matrix_panel(ax_conv, labels, kept, "conv layer U (3×3 kernel, 3×3 image, zero padding)", 9)
     ax_conv.set_xlabel("column = hidden unit j (grey: dropped by the mask)")
@@ -139,33 +148,65 @@ def plot_conv_matrix_seed(data: dict) -> Figure:
     for a in range(3):
         for b in range(3):
             ok = with_grad[a, b] > 0
-            ax_taps.add_patch(Rectangle((b - 0.5, a - 0.5), 1, 1, lw=1, ec="0.5",
-                                        fc="#c7e9c0" if ok else "#fcbba1"))
-            ax_taps.text(b, a - 0.18, f"u{3 * a + b + 1}", ha="center", va="center",
-                         fontsize=11, weight="bold")
-            ax_taps.text(b, a + 0.1, f"{with_grad[a, b]} of its {total[a, b]}\ncolumns kept",
-                         ha="center", va="center", fontsize=7.5, linespacing=1.1)
-            ax_taps.text(b, a + 0.36, f"P(none) = {p_none[a, b]:.2g}", ha="center",
-                         va="center", fontsize=7, color="0.25")
+            ax_taps.add_patch(
+                Rectangle(
+                    (b - 0.5, a - 0.5), 1, 1, lw=1, ec="0.5", fc="#c7e9c0" if ok else "#fcbba1"
+                )
+            )
+            ax_taps.text(
+                b,
+                a - 0.18,
+                f"u{3 * a + b + 1}",
+                ha="center",
+                va="center",
+                fontsize=11,
+                weight="bold",
+            )
+            ax_taps.text(
+                b,
+                a + 0.1,
+                f"{with_grad[a, b]} of its {total[a, b]}\ncolumns kept",
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                linespacing=1.1,
+            )
+            ax_taps.text(
+                b,
+                a + 0.36,
+                f"P(none) = {p_none[a, b]:.2g}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="0.25",
+            )
     ax_taps.set_xlim(-0.5, 2.5)
     ax_taps.set_ylim(2.5, -0.5)
     ax_taps.set_aspect("equal")
     ax_taps.set_xticks([])
     ax_taps.set_yticks([])
     n_grad = len(data["taps_with_gradient"])
-    ax_taps.set_title(f"kernel taps: {n_grad} of 9 still get a gradient\n"
-                      "(green: in ≥1 kept column; red: none)", fontsize=10)
-    ax_taps.set_xlabel(f"P(none) = P(tap gets no gradient) = (1−keep)^n_k, keep = {data['keep']};\n"
-                       f"an FC weight: 1−keep = {data['fc_no_gradient_probability']:.3g}",
-                       fontsize=9)
+    ax_taps.set_title(
+        f"kernel taps: {n_grad} of 9 still get a gradient\n(green: in ≥1 kept column; red: none)",
+        fontsize=10,
+    )
+    ax_taps.set_xlabel(
+        f"P(none) = P(tap gets no gradient) = (1−keep)^n_k, keep = {data['keep']};\n"
+        f"an FC weight: 1−keep = {data['fc_no_gradient_probability']:.3g}",
+        fontsize=9,
+    )
 
     fc_labels = [[f"w{i + 1}{j + 1}" for j in range(9)] for i in range(9)]
     _matrix_panel(ax_fc, fc_labels, kept, "FC layer W (dense 9×9), same mask", 7)
-    ax_fc.set_xlabel(f"{data['fc_zeroed_weights']} of 81 weights get no gradient "
-                     f"(every weight of the {9 - n_kept} dropped columns)")
-    fig.suptitle(f"(c) one Bernoulli mask (keep = {data['keep']}, seed {data['mask_seed']}) keeps "
-                 f"{n_kept} of 9 hidden units: it zeroes FC weights, "
-                 "but conv taps live in several columns")
+    ax_fc.set_xlabel(
+        f"{data['fc_zeroed_weights']} of 81 weights get no gradient "
+        f"(every weight of the {9 - n_kept} dropped columns)"
+    )
+    fig.suptitle(
+        f"(c) one Bernoulli mask (keep = {data['keep']}, seed {data['mask_seed']}) keeps "
+        f"{n_kept} of 9 hidden units: it zeroes FC weights, "
+        "but conv taps live in several columns"
+    )
     return fig
 
 
@@ -183,12 +224,16 @@ def compute_no_gradient_probability(quick: bool, seed: int) -> dict:
     images = []
     for shape in NO_GRAD_IMAGES:
         counts = conv.tap_column_counts(KERNEL, shape, "zeros")
-        probs = np.array([conv.no_gradient_probability(KERNEL, shape, 1.0 - r, "zeros") for r in drop])
-        images.append({
-            "image_shape": shape,
-            "counts": {k: int(counts[ij]) for k, ij in _TAP_CLASSES.items()},
-            "probability": {k: probs[:, ij[0], ij[1]] for k, ij in _TAP_CLASSES.items()},
-        })
+        probs = np.array(
+            [conv.no_gradient_probability(KERNEL, shape, 1.0 - r, "zeros") for r in drop]
+        )
+        images.append(
+            {
+                "image_shape": shape,
+                "counts": {k: int(counts[ij]) for k, ij in _TAP_CLASSES.items()},
+                "probability": {k: probs[:, ij[0], ij[1]] for k, ij in _TAP_CLASSES.items()},
+            }
+        )
     return {
         "uses_seed": False,  # exact formulas only; the record's seed does not enter
         "kernel_size": KERNEL,
@@ -203,8 +248,9 @@ def plot_no_gradient_probability(data: dict) -> Figure:
     drop = np.asarray(data["drop_rate"])
     fig = Figure(figsize=(8.5, 5.2), layout="constrained")
     ax = fig.subplots()
-    ax.plot(drop, data["fc"], "k-", lw=2.2,
-            label="FC weight: 1−keep  (= any tap under channel dropout)")
+    ax.plot(
+        drop, data["fc"], "k-", lw=2.2, label="FC weight: 1−keep  (= any tap under channel dropout)"
+    )
     styles = {"centre": "-", "edge": "--", "corner": ":"}
     for color, img in zip(("C0", "C3"), data["images"]):
         H, W = img["image_shape"]
@@ -212,8 +258,14 @@ def plot_no_gradient_probability(data: dict) -> Figure:
             n = img["counts"][tap]
             p = np.asarray(img["probability"][tap], dtype=float)
             p[p <= 0] = np.nan  # underflow: far below the axis
-            ax.plot(drop, p, ls=ls, color=color, lw=1.6,
-                    label=f"conv {H}×{W} image, {tap} tap: (1−keep)^{n}")
+            ax.plot(
+                drop,
+                p,
+                ls=ls,
+                color=color,
+                lw=1.6,
+                label=f"conv {H}×{W} image, {tap} tap: (1−keep)^{n}",
+            )
     ax.set_xscale("logit")
     ax.set_yscale("log")
     ax.set_ylim(1e-12, 2)
@@ -227,9 +279,12 @@ def plot_no_gradient_probability(data: dict) -> Figure:
     ax.set_ylabel("P(weight receives no gradient)")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("(d) a conv tap loses its gradient only if all n_k columns it sits in are\n"
-                 f"dropped ({data['kernel_size']}×{data['kernel_size']} kernel, zero padding, "
-                 "elementwise dropout)", fontsize=11)
+    ax.set_title(
+        "(d) a conv tap loses its gradient only if all n_k columns it sits in are\n"
+        f"dropped ({data['kernel_size']}×{data['kernel_size']} kernel, zero padding, "
+        "elementwise dropout)",
+        fontsize=11,
+    )
     return fig
 
 
@@ -251,17 +306,32 @@ def _penalty_mc(cell: dict) -> Estimate:
             Ue, Ve, cell["keep"], X, n_masks=cell["n_masks"], seed=cell["seed"]
         )
     return conv.dropout_penalty_mc(
-        cell["u"], cell["v"], cell["keep"], IMAGE, cell["padding"], cell["layer"],
-        block_size=cell["block_size"], n_masks=cell["n_masks"], seed=cell["seed"],
+        cell["u"],
+        cell["v"],
+        cell["keep"],
+        IMAGE,
+        cell["padding"],
+        cell["layer"],
+        block_size=cell["block_size"],
+        n_masks=cell["n_masks"],
+        seed=cell["seed"],
     )
 
 
-def _penalty_cell(u, v, fc_layer, layer: str, padding: str, keep: float, block_size, n_masks: int,
-                  mc_seed: int) -> dict:
+def _penalty_cell(
+    u, v, fc_layer, layer: str, padding: str, keep: float, block_size, n_masks: int, mc_seed: int
+) -> dict:
     """The sweep cell of :func:`_penalty_mc`, with only the weights its layer needs."""
     weights = {"fc": fc_layer} if layer == "fc" else {"u": u, "v": v}
-    return {"layer": layer, "padding": padding, "keep": keep, "block_size": block_size,
-            "n_masks": n_masks, "seed": mc_seed, **weights}
+    return {
+        "layer": layer,
+        "padding": padding,
+        "keep": keep,
+        "block_size": block_size,
+        "n_masks": n_masks,
+        "seed": mc_seed,
+        **weights,
+    }
 
 
 def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) -> dict:
@@ -271,11 +341,18 @@ def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) 
     fc_layers = {padding: _equalized_fc(u, v, padding) for padding in PADDINGS}
     # The keep × layer × padding grid of Monte Carlo runs, numbered (for their seeds)
     # padding by padding, layer by layer, keep by keep.
-    grid = [(padding, layer, block, keep) for padding in PADDINGS
-            for layer, block in (("fc", None), *CONV_MODES) for keep in keeps]
-    cells = [_penalty_cell(u, v, fc_layers[padding], layer, padding, keep, block, n_masks,
-                           _mc_seed(seed, k))
-             for k, (padding, layer, block, keep) in enumerate(grid)]
+    grid = [
+        (padding, layer, block, keep)
+        for padding in PADDINGS
+        for layer, block in (("fc", None), *CONV_MODES)
+        for keep in keeps
+    ]
+    cells = [
+        _penalty_cell(
+            u, v, fc_layers[padding], layer, padding, keep, block, n_masks, _mc_seed(seed, k)
+        )
+        for k, (padding, layer, block, keep) in enumerate(grid)
+    ]
     estimates = (sweep or Sweep()).map(_penalty_mc, cells)
     mc = {}
     for (padding, layer, _, _), cell, est in zip(grid, cells, estimates):
@@ -283,8 +360,12 @@ def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) 
     panels = []
     for padding in PADDINGS:
         Ue, Ve, _ = fc_layers[padding]
-        series = {"fc": {"closed_form": [fc.dropout_penalty(Ue, Ve, keep) for keep in keeps],
-                         "mc": mc[padding, "fc"]}}
+        series = {
+            "fc": {
+                "closed_form": [fc.dropout_penalty(Ue, Ve, keep) for keep in keeps],
+                "mc": mc[padding, "fc"],
+            }
+        }
         for mode, _ in CONV_MODES:
             closed = None
             if mode != "block":
@@ -308,8 +389,13 @@ def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) 
 
 def _estimate_record(est, mc_seed: int) -> dict:
     lo, hi = est.ci(0.95)
-    return {"mean": est.mean, "stderr": est.stderr, "ci95": [lo, hi],
-            "n_samples": est.n_samples, "seed": mc_seed}
+    return {
+        "mean": est.mean,
+        "stderr": est.stderr,
+        "ci95": [lo, hi],
+        "n_samples": est.n_samples,
+        "seed": mc_seed,
+    }
 
 
 _PAD_NAMES = {"zeros": "zero", "circular": "circular"}
@@ -338,28 +424,44 @@ def plot_penalty_vs_keep(data: dict) -> Figure:
             if s["closed_form"] is not None:
                 closed = np.asarray(s["closed_form"])
                 line = ax.plot(keeps, closed, "-", color=color, lw=1.4)[0]
-                bars = ax.errorbar(keeps, mean, yerr, fmt="o", color=color, ms=3.5, capsize=3,
-                                   mfc="none")
+                bars = ax.errorbar(
+                    keeps, mean, yerr, fmt="o", color=color, ms=3.5, capsize=3, mfc="none"
+                )
                 handle = (line, bars)
             else:
-                handle = ax.errorbar(keeps, mean, yerr, fmt="s--", color=color, ms=4, capsize=3,
-                                     lw=1)
+                handle = ax.errorbar(
+                    keeps, mean, yerr, fmt="s--", color=color, ms=4, capsize=3, lw=1
+                )
             if col == 0:
                 handles.append(handle)
                 labels.append(label.format(b=data["block_size"]))
             if name == "fc":
                 mid = len(keeps) // 2
-                ax.annotate(f"FC / conv elementwise = {closed[mid] / ref[mid]:.3f}",
-                            (keeps[mid], closed[mid]), textcoords="offset points",
-                            xytext=(4, 10), fontsize=8.5, ha="left")
+                ax.annotate(
+                    f"FC / conv elementwise = {closed[mid] / ref[mid]:.3f}",
+                    (keeps[mid], closed[mid]),
+                    textcoords="offset points",
+                    xytext=(4, 10),
+                    fontsize=8.5,
+                    ha="left",
+                )
                 continue
             if s["closed_form"] is not None:
                 ax_ratio.plot(keeps, np.asarray(s["closed_form"]) / ref, "-", color=color, lw=1.4)
                 marker = "o"
             else:
                 marker = "s--"
-            ax_ratio.errorbar(keeps, mean / ref, yerr / ref, fmt=marker, color=color, ms=3.5,
-                              capsize=3, mfc="none" if marker == "o" else color, lw=1)
+            ax_ratio.errorbar(
+                keeps,
+                mean / ref,
+                yerr / ref,
+                fmt=marker,
+                color=color,
+                ms=3.5,
+                capsize=3,
+                mfc="none" if marker == "o" else color,
+                lw=1,
+            )
         ax.set_yscale("log")
         ax.set_title(f"{_PAD_NAMES[panel['padding']]} padding", fontsize=11)
         ax.grid(True, which="both", alpha=0.25)
@@ -368,16 +470,29 @@ def plot_penalty_vs_keep(data: dict) -> Figure:
         ax_ratio.set_xlabel("keep θ")
     # DropBlock's exact start rate γ grows as keep falls; border positions are covered by
     # fewer block starts, so E[m_p] = (1-γ)^c(p)/keep is far above 1 there and near 0 inside.
-    axes[1, 0].text(0.98, 0.05, "DropBlock (1/keep scaling): at low keep the kept units sit\n"
-                    "at the border (E[m] ≫ 1 there, ≈ 0 inside), where zero padding\n"
-                    "makes U's columns short, so it pays less than elementwise",
-                    transform=axes[1, 0].transAxes, ha="right", va="bottom", fontsize=8,
-                    color="C2")
+    axes[1, 0].text(
+        0.98,
+        0.05,
+        "DropBlock (1/keep scaling): at low keep the kept units sit\n"
+        "at the border (E[m] ≫ 1 there, ≈ 0 inside), where zero padding\n"
+        "makes U's columns short, so it pays less than elementwise",
+        transform=axes[1, 0].transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        color="C2",
+    )
     axes[0, 0].set_ylabel("dropout penalty (white input)")
     axes[1, 0].set_ylabel("÷ conv elementwise (5)")
-    axes[0, 0].legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=1)},
-                      fontsize=8, loc="upper right",
-                      title="line: closed form; marker: Monte Carlo ± 95% CI", title_fontsize=8)
+    axes[0, 0].legend(
+        handles,
+        labels,
+        handler_map={tuple: HandlerTuple(ndivide=1)},
+        fontsize=8,
+        loc="upper right",
+        title="line: closed form; marker: Monte Carlo ± 95% CI",
+        title_fontsize=8,
+    )
     fig.suptitle(
         f"(e) dropout penalty vs keep: conv net v {tuple(data['v_shape'])}, u {tuple(data['u_shape'])}, "
         f"{data['image_shape'][0]}×{data['image_shape'][1]} image; FC = the same map on an "
@@ -423,20 +538,23 @@ def compute_border_penalty_map(quick: bool, seed: int) -> dict:
     for kernel, image in BORDER_NETS:
         u, v = _net(seed, kernel)
         lam = dropout_lambda(BORDER_KEEP)
-        nets.append({
-            "kernel_size": kernel,
-            "image_shape": image,
-            "u": u,
-            "v": v,
-            "maps": {p: position_penalty(u, v, BORDER_KEEP, image, p) for p in PADDINGS},
-            "closed_form_total": {
-                p: conv.dropout_penalty(u, v, BORDER_KEEP, image, p) for p in PADDINGS
-            },
-            # THEORY §3: circular padding gives λ n Σ_c ‖u_c‖²‖v_c‖² (n pixels)
-            "circular_formula_total": lam * image[0] * image[1] * float(
-                np.sum(np.sum(u**2, axis=(0, 2, 3)) * np.sum(v**2, axis=(1, 2, 3)))
-            ),
-        })
+        nets.append(
+            {
+                "kernel_size": kernel,
+                "image_shape": image,
+                "u": u,
+                "v": v,
+                "maps": {p: position_penalty(u, v, BORDER_KEEP, image, p) for p in PADDINGS},
+                "closed_form_total": {
+                    p: conv.dropout_penalty(u, v, BORDER_KEEP, image, p) for p in PADDINGS
+                },
+                # THEORY §3: circular padding gives λ n Σ_c ‖u_c‖²‖v_c‖² (n pixels)
+                "circular_formula_total": lam
+                * image[0]
+                * image[1]
+                * float(np.sum(np.sum(u**2, axis=(0, 2, 3)) * np.sum(v**2, axis=(1, 2, 3)))),
+            }
+        )
     return {"kernel_seed": seed, "keep": BORDER_KEEP, "hidden_channels": HIDDEN, "nets": nets}
 
 
@@ -455,26 +573,41 @@ def plot_border_penalty_map(data: dict) -> Figure:
         for ax, m, pad in ((row[0], zeros, "zeros"), (row[1], circ, "circular")):
             im = ax.imshow(m, cmap="viridis", vmin=0, vmax=vmax)
             total = net["closed_form_total"][pad]
-            ax.set_title(f"{_PAD_NAMES[pad]} padding: map sums to {m.sum():.2f}\n"
-                         f"(closed form (5): {total:.2f})", fontsize=10)
+            ax.set_title(
+                f"{_PAD_NAMES[pad]} padding: map sums to {m.sum():.2f}\n"
+                f"(closed form (5): {total:.2f})",
+                fontsize=10,
+            )
         fig.colorbar(im, ax=row[:2], shrink=0.9, label=cbar_label)
         im = row[2].imshow(ratio, cmap="magma", vmin=0, vmax=1)
         if H * W <= 100:
             for (i, j), r in np.ndenumerate(ratio):
-                row[2].text(j, i, f"{r:.2f}", ha="center", va="center", fontsize=7,
-                            color="k" if r > 0.6 else "w")
-        row[2].set_title(f"ratio zero / circular (min {ratio.min():.2f}, "
-                         f"interior {ratio[H // 2, W // 2]:.2f})", fontsize=10)
+                row[2].text(
+                    j,
+                    i,
+                    f"{r:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="k" if r > 0.6 else "w",
+                )
+        row[2].set_title(
+            f"ratio zero / circular (min {ratio.min():.2f}, interior {ratio[H // 2, W // 2]:.2f})",
+            fontsize=10,
+        )
         fig.colorbar(im, ax=row[2], shrink=0.9, label="ratio")
         for ax in row:
             ax.set_xticks(np.arange(0, W, 1 if W <= 8 else 3))
             ax.set_yticks(np.arange(0, H, 1 if H <= 8 else 3))
             ax.set_xlabel("hidden-map column")
         row[0].set_ylabel(f"{k}×{k} kernels, {H}×{W} image\nhidden-map row", fontsize=10.5)
-    fig.suptitle(f"(f) border effect of zero padding: per-position terms of the elementwise "
-                 f"penalty (5), white input, keep = {data['keep']},\n"
-                 f"{data['hidden_channels']} hidden channels summed; the border band is as deep "
-                 "as the kernels' radius", fontsize=12)
+    fig.suptitle(
+        f"(f) border effect of zero padding: per-position terms of the elementwise "
+        f"penalty (5), white input, keep = {data['keep']},\n"
+        f"{data['hidden_channels']} hidden channels summed; the border band is as deep "
+        "as the kernels' radius",
+        fontsize=12,
+    )
     return fig
 
 
@@ -496,8 +629,10 @@ def compute_mc_error_vs_n(quick: bool, seed: int, sweep: Sweep | None = None) ->
     }
     # The estimator × N × seed grid, numbered (for the seeds) in that order.
     grid = [(name, n, i) for name in closed_forms for n in n_values for i in range(n_seeds)]
-    cells = [_penalty_cell(u, v, fc_layer, name, "zeros", MC_KEEP, None, n, _mc_seed(seed, k))
-             for k, (name, n, _) in enumerate(grid)]
+    cells = [
+        _penalty_cell(u, v, fc_layer, name, "zeros", MC_KEEP, None, n, _mc_seed(seed, k))
+        for k, (name, n, _) in enumerate(grid)
+    ]
     runs = {}
     for (name, n, _), cell, est in zip(grid, cells, (sweep or Sweep()).map(_penalty_mc, cells)):
         runs.setdefault((name, n), []).append((cell["seed"], est))
@@ -509,14 +644,16 @@ def compute_mc_error_vs_n(quick: bool, seed: int, sweep: Sweep | None = None) ->
             ests = [e for _, e in runs[name, n]]
             err = np.array([e.mean - closed for e in ests])
             se = np.array([e.stderr for e in ests])
-            rows.append({
-                "n_masks": n,
-                "seeds": seeds,
-                "errors": err,
-                "stderrs": se,
-                "rms_error": float(np.sqrt(np.mean(err**2))),
-                "rms_stderr": float(np.sqrt(np.mean(se**2))),
-            })
+            rows.append(
+                {
+                    "n_masks": n,
+                    "seeds": seeds,
+                    "errors": err,
+                    "stderrs": se,
+                    "rms_error": float(np.sqrt(np.mean(err**2))),
+                    "rms_stderr": float(np.sqrt(np.mean(se**2))),
+                }
+            )
         # σ of one draw, from the largest runs: the 1/√N law is σ/√N.
         sigma = float(np.sqrt(np.mean(np.asarray(rows[-1]["stderrs"]) ** 2) * n_values[-1]))
         out[name] = {"closed_form": closed, "sigma_one_draw": sigma, "rows": rows}
@@ -551,59 +688,133 @@ def plot_mc_error_vs_n(data: dict) -> Figure:
         se = np.array([r["rms_stderr"] for r in est["rows"]]) / closed
         ax.plot(n, rms, "o", color=color, ms=6)
         ax.plot(n, se, "x", color=color, ms=7, mew=1.6)
-        ax.plot(grid, est["sigma_one_draw"] / closed / np.sqrt(grid), "-", color=color, lw=0.9,
-                alpha=0.7)
-    what = [Line2D([], [], color="0.3", ls="none", marker="o", label="RMS |estimate − closed form|"),
-            Line2D([], [], color="0.3", ls="none", marker="x", mew=1.6,
-                   label="reported stderr (RMS over seeds)"),
-            Line2D([], [], color="0.3", lw=0.9, label="σ/√N, σ of one draw (largest N)")]
-    who = [Line2D([], [], color=_MC_LABELS[k][0], lw=4, label=_MC_LABELS[k][1])
-           for k in data["estimators"]]
-    ax.add_artist(ax.legend(handles=who, fontsize=8, loc="upper right", title="estimator",
-                            title_fontsize=8))
+        ax.plot(
+            grid,
+            est["sigma_one_draw"] / closed / np.sqrt(grid),
+            "-",
+            color=color,
+            lw=0.9,
+            alpha=0.7,
+        )
+    what = [
+        Line2D([], [], color="0.3", ls="none", marker="o", label="RMS |estimate − closed form|"),
+        Line2D(
+            [],
+            [],
+            color="0.3",
+            ls="none",
+            marker="x",
+            mew=1.6,
+            label="reported stderr (RMS over seeds)",
+        ),
+        Line2D([], [], color="0.3", lw=0.9, label="σ/√N, σ of one draw (largest N)"),
+    ]
+    who = [
+        Line2D([], [], color=_MC_LABELS[k][0], lw=4, label=_MC_LABELS[k][1])
+        for k in data["estimators"]
+    ]
+    ax.add_artist(
+        ax.legend(handles=who, fontsize=8, loc="upper right", title="estimator", title_fontsize=8)
+    )
     ax.legend(handles=what, fontsize=8, loc="lower left", title="quantity", title_fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("number of masks N")
     ax.set_ylabel("relative error  (÷ closed-form penalty)")
     ax.grid(True, which="both", alpha=0.25)
-    ax.set_title(f"(g) Monte Carlo error follows 1/√N and the reported stderr is honest\n"
-                 f"{data['n_seeds']} seeds per N, keep = {data['keep']}, net of (e), "
-                 f"{_PAD_NAMES[data['padding']]} padding", fontsize=11)
+    ax.set_title(
+        f"(g) Monte Carlo error follows 1/√N and the reported stderr is honest\n"
+        f"{data['n_seeds']} seeds per N, keep = {data['keep']}, net of (e), "
+        f"{_PAD_NAMES[data['padding']]} padding",
+        fontsize=11,
+    )
     return fig
 
 
 # ----------------------------------------------------------------------------- registry
 
-register(FigureSpec(
-    "conv_matrix_seed",
-    "(c) the seed's 9×9 conv matrix with one mask's dropped columns, beside a dense FC layer",
-    compute_conv_matrix_seed,
-    plot_conv_matrix_seed,
-))
-register(FigureSpec(
-    "no_gradient_probability",
-    "(d) P(weight gets no gradient) vs drop rate: FC 1−keep vs conv taps (1−keep)^n_k",
-    compute_no_gradient_probability,
-    plot_no_gradient_probability,
-))
-register(FigureSpec(
-    "penalty_vs_keep",
-    "(e) penalty vs keep: closed forms (2), (5), (6) with Monte Carlo CIs; DropBlock by Monte Carlo",
-    compute_penalty_vs_keep,
-    plot_penalty_vs_keep,
-    sweeps=True,
-))
-register(FigureSpec(
-    "border_penalty_map",
-    "(f) per-position terms of the elementwise penalty (5): zero vs circular padding",
-    compute_border_penalty_map,
-    plot_border_penalty_map,
-))
-register(FigureSpec(
-    "mc_error_vs_n",
-    "(g) Monte Carlo error vs number of masks: observed RMS error and stderr against 1/√N",
-    compute_mc_error_vs_n,
-    plot_mc_error_vs_n,
-    sweeps=True,
-))
+# The kernels u, v of (e)-(g) are drawn from the seed: NumPy's generators give the same
+# bits everywhere, and dividing by k rounds the same, so they are checked as closed forms.
+# A standard error from n draws varies by c/√n with c ≤ 1.25 measured (Rule ``spread``);
+# two independent ones agree within MC_Z·√2·1.5/√n ≈ 8.5/√n.
+STDERR_RTOL = 8.5
+
+register(
+    FigureSpec(
+        "conv_matrix_seed",
+        "(c) the seed's 9×9 conv matrix with one mask's dropped columns, beside a dense FC layer",
+        compute_conv_matrix_seed,
+        plot_conv_matrix_seed,
+        checks={
+            # the mask is sampled, but its bits come from the seed alone
+            "keep mask_seed mask tap_index columns_per_tap kept_columns_per_tap taps_with_gradient "
+            "fc_zeroed_weights": EXACT,
+            "no_gradient_probability fc_no_gradient_probability": closed_form(),
+        },
+    )
+)
+register(
+    FigureSpec(
+        "no_gradient_probability",
+        "(d) P(weight gets no gradient) vs drop rate: FC 1−keep vs conv taps (1−keep)^n_k",
+        compute_no_gradient_probability,
+        plot_no_gradient_probability,
+        checks={
+            "uses_seed kernel_size padding images/*/image_shape images/*/counts": EXACT,
+            # a grid, but computed through exp: libm may round its last bit differently
+            "drop_rate fc images/*/probability": closed_form(),
+        },
+    )
+)
+register(
+    FigureSpec(
+        "penalty_vs_keep",
+        "(e) penalty vs keep: closed forms (2), (5), (6) with Monte Carlo CIs; DropBlock by Monte Carlo",
+        compute_penalty_vs_keep,
+        plot_penalty_vs_keep,
+        sweeps=True,
+        checks={
+            "kernel_seed v_shape u_shape image_shape block_size fc_width n_masks keeps "
+            "panels/*/padding panels/*/series/*/mc/*/n_samples panels/*/series/*/mc/*/seed": EXACT,
+            "u v panels/*/series/*/closed_form": closed_form(),
+            "panels/*/series/*/mc/*/mean panels/*/series/*/mc/*/ci95": monte_carlo("stderr"),
+            "panels/*/series/*/mc/*/stderr": spread(STDERR_RTOL, draws="n_samples"),
+        },
+    )
+)
+register(
+    FigureSpec(
+        "border_penalty_map",
+        "(f) per-position terms of the elementwise penalty (5): zero vs circular padding",
+        compute_border_penalty_map,
+        plot_border_penalty_map,
+        checks={
+            "kernel_seed keep hidden_channels nets/*/kernel_size nets/*/image_shape": EXACT,
+            "nets/*/u nets/*/v nets/*/maps nets/*/closed_form_total nets/*/circular_formula_total": closed_form(),
+        },
+    )
+)
+register(
+    FigureSpec(
+        "mc_error_vs_n",
+        "(g) Monte Carlo error vs number of masks: observed RMS error and stderr against 1/√N",
+        compute_mc_error_vs_n,
+        plot_mc_error_vs_n,
+        sweeps=True,
+        checks={
+            "kernel_seed keep padding n_seeds n_values estimators/*/rows/*/n_masks "
+            "estimators/*/rows/*/seeds": EXACT,
+            "u v estimators/*/closed_form": closed_form(),
+            # estimate − closed form: the closed form is exact, so the stderr is the estimate's
+            "estimators/*/rows/*/errors": monte_carlo("stderrs"),
+            "estimators/*/rows/*/stderrs": spread(STDERR_RTOL, draws="n_masks"),
+            # the RMS over the 20 seeds of a row
+            "estimators/*/rows/*/rms_stderr": spread(STDERR_RTOL / np.sqrt(20), draws="n_masks"),
+            # from the 20 runs of the largest N (1000 masks in quick mode): 8.5/√20000
+            "estimators/*/sigma_one_draw": spread(0.06),
+            # The RMS of 20 errors of mean 0 varies by 1/√40 = 16 % whatever N is; two
+            # independent ones agree within 4·√2·16 % ≈ 90 %: a weak check, as it can only be.
+            "estimators/*/rows/*/rms_error": spread(1.0),
+        },
+    )
+)

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from .. import fc, implied, training
 from ..data import linear_teacher
 from ..sweep import Sweep
+from ._check import CERTIFIED, EXACT, TRAINING_RTOL, closed_form, solve, trajectory
 from ._registry import FigureSpec, register
 
 # One task for both figures: 8 -> 8 map with a spread spectrum, width 12 > rank,
@@ -109,6 +110,7 @@ def _spectrum_panel(cell: dict) -> dict:
         "cvxpy": np.linalg.svd(solved.M, compute_uv=False),
         "rel_gap_trained": np.linalg.norm(run.final_map - closed) / np.linalg.norm(closed),
         "rel_gap_cvxpy": np.linalg.norm(solved.M - closed) / np.linalg.norm(closed),
+        "certified_gap": solved.gap,
     }
 
 
@@ -149,6 +151,11 @@ register(
         "(a) per-unit products ||u_i||·||v_i|| converge to one value during dropout training",
         compute_fc_equalization,
         plot_fc_equalization,
+        checks={
+            "keep width train_seed task_seed hyperparameters steps": EXACT,
+            "equalized_product optimal_loss": closed_form(),
+            "products rel_error_to_optimum loss": trajectory(TRAINING_RTOL),
+        },
     )
 )
 register(
@@ -159,5 +166,18 @@ register(
         plot_fc_spectrum,
         sweeps=True,
         solves=True,
+        checks={
+            "width task_seed hyperparameters panels/*/keep panels/*/train_seed": EXACT,
+            "panels/*/target": closed_form(),
+            # (3) zeroes the small singular values; the SVD returns them as rounding
+            # noise, ~1e-16 σ₁, so they are compared relative to the largest.
+            "panels/*/closed_form": closed_form(scale="field"),
+            "panels/*/cvxpy": solve(),
+            # ‖cvxpy − (3)‖/‖(3)‖ is itself a relative error of the solve (~1e-11)
+            "panels/*/rel_gap_cvxpy": solve(scale=1.0),
+            "panels/*/certified_gap": CERTIFIED,
+            "panels/*/trained": trajectory(TRAINING_RTOL, scale="field"),
+            "panels/*/rel_gap_trained": trajectory(TRAINING_RTOL, scale=1.0),
+        },
     )
 )

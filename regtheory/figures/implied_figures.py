@@ -16,6 +16,7 @@ from .. import implied
 from ..compare import METHODS, circulant_spectrum, compare
 from ..conv import conv2d
 from ..data import conv_task, white_inputs
+from ._check import CERTIFIED, EXACT, SOLVE_RTOL, TRAINING_RTOL, closed_form, solve, trajectory
 from ._registry import FigureSpec, register
 
 COLORS = {"fc": "k", "element": "C0", "channel": "C1", "block": "C2", "teacher": "0.6"}
@@ -85,6 +86,7 @@ def compute_implied_spectra(quick: bool, seed: int, solver: str | None = None) -
                 "singular_values": r.singular_values,
                 "rank": r.rank,
                 "objective": r.objective,
+                "certified_gap": r.certified_gap,
                 "test_risk": r.test_risk,
             }
             for m, r in result.results.items()
@@ -220,6 +222,7 @@ def compute_padding_gap(quick: bool, seed: int, solver: str | None = None) -> di
             {
                 "n": n,
                 "convex_relaxation": convex.objective,
+                "convex_gap": convex.gap,
                 "exact_zeros": exact["zeros"].objective,
                 "exact_circular": exact["circular"].objective,
                 "penalty_zeros": exact["zeros"].penalty,
@@ -285,6 +288,14 @@ register(
         compute_implied_spectra,
         plot_implied_spectra,
         solves=True,
+        checks={
+            "settings task_seed methods/*/label methods/*/rank": EXACT,
+            "teacher": closed_form(),
+            "methods/*/fourier methods/*/singular_values methods/*/test_risk": solve(),
+            # an objective is known to its certified gap, stored and regenerated
+            "methods/*/objective": solve("certified_gap", scale="value"),
+            "methods/*/certified_gap": CERTIFIED,
+        },
     )
 )
 register(
@@ -294,6 +305,16 @@ register(
         compute_trained_vs_implied,
         plot_trained_vs_implied,
         solves=True,
+        checks={
+            "settings task_seed training_seed training": EXACT,
+            "methods/*/implied_fourier methods/*/implied_sv methods/*/test_risk": solve(),
+            "methods/*/trained_fourier methods/*/trained_sv": trajectory(
+                TRAINING_RTOL, scale="field"
+            ),
+            "methods/*/trained_test_risk": trajectory(TRAINING_RTOL),
+            # ‖trained − implied‖/‖implied‖: moved by the errors of both
+            "methods/*/gap": trajectory(TRAINING_RTOL + SOLVE_RTOL, scale=1.0),
+        },
     )
 )
 register(
@@ -303,5 +324,15 @@ register(
         compute_padding_gap,
         plot_padding_gap,
         solves=True,
+        checks={
+            "keep channels kernel_size noise data_seed teacher rows/*/n": EXACT,
+            "rows/*/convex_relaxation": solve("convex_gap", scale="value"),
+            "rows/*/convex_gap": CERTIFIED,
+            "rows/*/exact_zeros rows/*/exact_circular": solve(),
+            # Where an optimum lies is known to about the square root of its objective's
+            # accuracy, and so are the penalty of the factors found (1.9e-7 apart between
+            # two machines that agree on the objectives to 2.5e-14).
+            "rows/*/penalty_zeros rows/*/penalty_zeros_if_circular": solve(1e-5),
+        },
     )
 )

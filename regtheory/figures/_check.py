@@ -1,0 +1,764 @@
+"""Re-check stored figures: regenerate each figure's data and compare it with its JSON.
+
+:func:`check` reads ``NAME.json`` (written by :func:`regtheory.figures.render`),
+recomputes the data with the seed and mode recorded there, and compares the two
+records field by field. How a field is compared is declared by its figure
+(``FigureSpec.checks``): a mapping from field paths to a :class:`Rule`. A path
+names a field by its keys, ``/``-separated, with ``*`` for any one key or list
+index; one string may hold several paths separated by spaces. A rule applies to
+every number under the field it names (a nested list is one field). The kinds:
+
+============ =================================================================
+exact        equal: ints, strings, bools, settings, counts, grids, sampled masks
+closed_form  relative 1e-9: a formula in floating point, only rounding differs
+solve        relative, the solve's accuracy (:data:`SOLVE_RTOL`, or read from a
+             field beside the result)
+monte_carlo  z = |new − old| / √(se_new² + se_old²) ≤ :data:`MC_Z`, from the
+             standard errors stored beside the estimates
+spread       relative, stated by the figure: a standard error or an RMS
+             estimated from the draws, which has no standard error of its own
+trajectory   relative, :data:`TRAINING_RTOL`: SGD runs, the same bits on one
+             machine, within rounding of many steps across machines
+============ =================================================================
+
+A relative tolerance is relative to each value (``scale="value"``), to the largest
+magnitude in its field (``scale="field"``: a spectrum whose zero singular values
+are rounding noise), or to a fixed number (``scale=1.0``: a field that is itself
+a relative gap).
+
+A leaf of the data that no rule names is an error of the figure's schema
+(ValueError), so a new field cannot go unchecked; a field present in one record
+and not in the other is a disagreement, as is a value outside its tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .._validation import InvalidParameterError
+from ..implied import GAP_RTOL
+from ..sweep import Sweep
+from ._registry import REGISTRY, _environment, _spec, compute
+
+__all__ = ["CheckReport", "FigureCheck", "KindCheck", "Rule", "check"]
+
+KINDS = ("exact", "closed_form", "solve", "monte_carlo", "spread", "trajectory")
+
+# Closed forms differ across machines only by rounding: measured ≤ 4e-14 relative
+# between two machines and between OpenBLAS kernels; 1e-9 leaves room for formulas
+# that lose digits (differences, ill-conditioned SVDs).
+CLOSED_FORM_RTOL = 1e-9
+# Values a closed form gives as exactly 0 on one machine may underflow to a subnormal
+# on another ((1 - keep)^1000 in figure (d)).
+CLOSED_FORM_ATOL = 1e-300
+# A cvxpy solve is accurate to its solver's tolerances, not to rounding: results move
+# by up to 3e-9 relative between OpenBLAS kernels (the k-support solve of block
+# dropout). A result that certifies its own accuracy names the field holding it.
+SOLVE_RTOL = 1e-6
+# The figures hold 432 independent Monte Carlo estimates (360 in mc_error_vs_n, 72 in
+# penalty_vs_keep). Where the draws differ (another NumPy's generators; or the fc
+# estimates of (e), z ≤ 0.5 measured between OpenBLAS kernels: an equalized factorization
+# is not unique and each kernel finds another), two estimates of one mean differ by
+# |z| > 4 with probability 6.3e-5: a
+# false alarm in about one check of all figures in 40 (Bonferroni: 432 × 6.3e-5 =
+# 2.7 %), while a shift of 6 standard errors is caught (z = 6/√2). With the same draws
+# (one machine, one seed) the estimates are the same bits: z = 0.
+MC_Z = 4.0
+# SGD with real masks (figures (a), (b), (i)): the same bits on one machine; a different
+# BLAS kernel rounds each step differently, but the decaying steps damp the difference
+# instead of amplifying it. Against OpenBLAS's Haswell kernels, its SandyBridge and
+# Prescott kernels (OPENBLAS_CORETYPE) move the trained values by at most 2e-13
+# relative: 1e-6 leaves a wide margin for other CPUs and libraries and still catches
+# any change to the training itself.
+TRAINING_RTOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one field of a figure's data is compared (see the module docstring).
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`KINDS`.
+    tolerance : float or str
+        The relative tolerance, or the z bound (``monte_carlo``), or the name of a
+        sibling field that holds each value's relative accuracy (``solve``; the
+        tolerance is then the sum of the stored and the regenerated accuracies).
+        0 for ``exact``.
+    scale : str or float
+        What a relative tolerance is relative to: ``"value"``, ``"field"`` (the
+        largest magnitude in the field) or a fixed number.
+    stderr : str or None
+        ``monte_carlo``: the sibling field holding the standard errors of the values
+        (one per value, or one for the whole field).
+    draws : str or None
+        ``spread``: the sibling field holding the number n of draws each value was
+        estimated from; the tolerance is then ``tolerance / √n``.
+    atol : float
+        An absolute floor added to the relative tolerance, for values that are 0.
+    """
+
+    kind: str
+    tolerance: float | str = 0.0
+    scale: str | float = "value"
+    stderr: str | None = None
+    draws: str | None = None
+    atol: float = 0.0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"`kind` must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == "monte_carlo" and not self.stderr:
+            raise ValueError("a monte_carlo rule must name its `stderr` field")
+        if not (self.scale in ("value", "field") or isinstance(self.scale, numbers.Real)):
+            raise ValueError(f"`scale` must be 'value', 'field' or a number, got {self.scale!r}")
+
+    @property
+    def label(self) -> str:
+        """The tolerance as the report prints it."""
+        if self.kind == "exact":
+            return "equal"
+        if self.kind == "monte_carlo":
+            return f"z ≤ {self.tolerance:g}"
+        tol = self.tolerance if isinstance(self.tolerance, str) else f"{self.tolerance:.2g}"
+        if self.draws:
+            tol = f"{tol}/√{self.draws}"
+        if self.scale == "value":
+            return f"{tol} rel"
+        return f"{tol} rel of " + ("field max" if self.scale == "field" else f"{self.scale:g}")
+
+
+EXACT = Rule("exact")
+#: A certified duality gap: each side's is at most GAP_RTOL (the solve refuses more), so
+#: two agree within it; the value itself is the solver's, not reproducible.
+CERTIFIED = Rule("solve", 1.0, GAP_RTOL)
+
+
+def closed_form(*, scale: str | float = "value") -> Rule:
+    """A formula evaluated in floating point: :data:`CLOSED_FORM_RTOL`."""
+    return Rule("closed_form", CLOSED_FORM_RTOL, scale, atol=CLOSED_FORM_ATOL)
+
+
+def solve(rtol: float | str = SOLVE_RTOL, *, scale: str | float = "field") -> Rule:
+    """A cvxpy (or other optimizer's) result: relative to its field, as a solve is accurate."""
+    return Rule("solve", rtol, scale)
+
+
+def monte_carlo(stderr: str, *, z: float = MC_Z) -> Rule:
+    """A Monte Carlo estimate whose standard error is in the sibling field ``stderr``."""
+    return Rule("monte_carlo", z, stderr=stderr)
+
+
+def spread(rtol: float, *, draws: str | None = None) -> Rule:
+    """A standard error or RMS estimated from Monte Carlo draws: relative ``rtol``, or
+    ``rtol/√n`` with n in the sibling field ``draws``.
+
+    A standard error estimated from n draws has a relative standard deviation of
+    about c/√n, c = √((κ − 1)/4) for draws of kurtosis κ; the estimators of the conv
+    figures measure c = 0.5 to 1.25 (20 seeds per N in ``mc_error_vs_n``). Two
+    independent estimates then agree within MC_Z·√2·c/√n, the ``rtol`` of a figure.
+    """
+    return Rule("spread", rtol, draws=draws)
+
+
+def trajectory(rtol: float, *, scale: str | float = "value") -> Rule:
+    """A value of an SGD run (or computed from one): relative ``rtol``."""
+    return Rule("trajectory", rtol, scale)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True)
+class KindCheck:
+    """One row of a figure's table: the values compared under one kind and tolerance.
+
+    Attributes
+    ----------
+    kind, tolerance : str
+        The kind of the rules and the tolerance as printed (``Rule.label``).
+    n_values : int
+        Numbers (or strings, bools) compared.
+    worst : float
+        The largest deviation: relative, or z for ``monte_carlo``; for ``exact`` 0
+        when all are equal and ``inf`` otherwise.
+    worst_field : str or None
+        The path of the value where it occurs.
+    failures : tuple of str
+        One line per value outside its tolerance: path, both values, deviation.
+    """
+
+    kind: str
+    tolerance: str
+    n_values: int
+    worst: float
+    worst_field: str | None
+    failures: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass(frozen=True)
+class FigureCheck:
+    """A figure's stored record against its regeneration.
+
+    Attributes
+    ----------
+    name : str
+        The figure.
+    path : str
+        The stored JSON.
+    seed : int
+        The seed of the stored record, used for the regeneration.
+    quick : bool
+        Its mode, likewise.
+    rows : tuple of KindCheck
+        One per kind and tolerance.
+    disagreements : tuple of str
+        Fields present in one record only, or of different structure.
+    stored_environment : dict or None
+        The environment recorded in the JSON (None in a record that predates it).
+    environment_changes : tuple of str
+        How the environment of the regeneration differs from the stored one: the
+        first place to look when values disagree.
+    seconds : float
+        Time taken by the regeneration.
+    """
+
+    name: str
+    path: str
+    seed: int
+    quick: bool
+    rows: tuple[KindCheck, ...]
+    disagreements: tuple[str, ...]
+    stored_environment: dict | None
+    environment_changes: tuple[str, ...]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return not self.disagreements and all(row.passed for row in self.rows)
+
+    @property
+    def n_values(self) -> int:
+        return sum(row.n_values for row in self.rows)
+
+    def to_text(self, max_failures: int = 10) -> str:
+        """The figure's table: a row per kind, then the values that disagree."""
+        return _figure_text(self, max_failures)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What :func:`check` found: one :class:`FigureCheck` per figure.
+
+    Attributes
+    ----------
+    directory : str
+        Where the stored records were read.
+    figures : tuple of FigureCheck
+        The figures, in the order checked.
+    environment : dict
+        The environment of the regeneration (as recorded in a figure's JSON).
+    """
+
+    directory: str
+    figures: tuple[FigureCheck, ...]
+    environment: dict
+
+    @property
+    def passed(self) -> bool:
+        """True when every figure agrees with its stored record."""
+        return all(f.passed for f in self.figures)
+
+    def to_dict(self) -> dict:
+        """The report as JSON-ready dicts, with each figure's and row's verdict."""
+        out = asdict(self)
+        out["passed"] = self.passed
+        for fig, record in zip(self.figures, out["figures"]):
+            record["passed"] = fig.passed
+            for row, row_record in zip(fig.rows, record["rows"]):
+                row_record["passed"] = row.passed
+                row_record["worst"] = _finite_or_none(row.worst)
+        return out
+
+    def to_text(self, max_failures: int = 10) -> str:
+        """The report as text: a table per figure and a summary line."""
+        return "\n".join([*(f.to_text(max_failures) for f in self.figures), self.summary()])
+
+    def summary(self) -> str:
+        """One line: do the figures agree with the stored records?"""
+        failed = [f.name for f in self.figures if not f.passed]
+        n_values = sum(f.n_values for f in self.figures)
+        if not failed:
+            return (
+                f"PASS: all {len(self.figures)} figures agree with {self.directory} "
+                f"({n_values} values compared)"
+            )
+        return (
+            f"FAIL: {len(failed)} of {len(self.figures)} figures disagree with "
+            f"{self.directory}: {', '.join(failed)}"
+        )
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _format_worst(kind: str, worst: float) -> str:
+    if kind == "exact":
+        return "equal" if worst == 0 else "differs"
+    if not math.isfinite(worst):
+        return "differs"
+    if worst == 0:
+        return "0"
+    return f"z {worst:.2g}" if kind == "monte_carlo" else f"{worst:.1e}"
+
+
+def _environment_changes(stored: dict | None, now: dict) -> tuple[str, ...]:
+    """What differs between the environment of a stored record and this one."""
+    if stored is None:
+        return ("the stored record names no environment",)
+    before = stored.get("packages", {})
+    changed = [
+        f"{k} {before.get(k)} -> {v}" for k, v in now["packages"].items() if before.get(k) != v
+    ]
+    for key in ("python", "platform", "machine"):
+        if stored.get(key) != now[key]:
+            changed.append(f"{key} {stored.get(key)} -> {now[key]}")
+    if stored.get("blas") != now["blas"]:
+        changed.append("blas")
+    return tuple(changed)
+
+
+def _figure_text(fig: FigureCheck, max_failures: int) -> str:
+    mode = "quick" if fig.quick else "full"
+    lines = [
+        f"{fig.name} ({fig.path}, seed {fig.seed}, {mode}; regenerated in {fig.seconds:.1f} s)"
+    ]
+    if fig.environment_changes:
+        lines.append(
+            f"  environment differs from the stored one: {'; '.join(fig.environment_changes)}"
+        )
+    header = (
+        f"  {'kind':<12} {'values':>7}  {'worst':>9}  {'tolerance':<24} {'result':<6}  worst at"
+    )
+    lines.append(header)
+    for row in fig.rows:
+        lines.append(
+            f"  {row.kind:<12} {row.n_values:>7}  {_format_worst(row.kind, row.worst):>9}"
+            f"  {row.tolerance:<24} {'PASS' if row.passed else 'FAIL':<6}  "
+            f"{row.worst_field or ''}".rstrip()
+        )
+    if fig.disagreements:
+        lines.append(
+            f"  {'structure':<12} {len(fig.disagreements):>7}  {'differs':>9}  "
+            f"{'same fields':<24} FAIL"
+        )
+    problems = [*fig.disagreements, *(f for row in fig.rows for f in row.failures)]
+    for line in problems[:max_failures]:
+        lines.append(f"    {line}")
+    if len(problems) > max_failures:
+        lines.append(f"    ... and {len(problems) - max_failures} more")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the walk
+
+
+def _patterns(checks: Mapping[str, Rule]) -> list[tuple[tuple[str, ...], str, Rule]]:
+    out = []
+    for key, rule in checks.items():
+        if not isinstance(rule, Rule):
+            raise TypeError(f"the check of {key!r} must be a Rule, got {type(rule).__name__}")
+        for path in key.split():
+            out.append((tuple(path.split("/")), path, rule))
+    return out
+
+
+def _matching(patterns, path: tuple[str, ...]) -> list[tuple[str, Rule]]:
+    return [
+        (text, rule)
+        for segs, text, rule in patterns
+        if len(segs) == len(path) and all(s in ("*", p) for s, p in zip(segs, path))
+    ]
+
+
+def _match(patterns, path: tuple[str, ...]) -> tuple[str, Rule] | None:
+    found = _matching(patterns, path)
+    if len({rule for _, rule in found}) > 1:
+        raise ValueError(f"field {'/'.join(path)} matches rules {', '.join(t for t, _ in found)}")
+    return found[0] if found else None
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _children(old, new, path: tuple[str, ...], problems: list[str]):
+    """The (key, old child, new child) of two dicts or two lists, with a line in
+    ``problems`` for each key or length they do not share; None for two leaves."""
+    where = "/".join(path)
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(old.keys() - new.keys()):
+            problems.append(f"{'/'.join((*path, key))}: in the stored record only")
+        for key in sorted(new.keys() - old.keys()):
+            problems.append(f"{'/'.join((*path, key))}: in the regenerated record only")
+        return [(key, old[key], new[key]) for key in sorted(old.keys() & new.keys())]
+    if isinstance(old, list) and isinstance(new, list):
+        if len(old) != len(new):
+            problems.append(f"{where}: {len(old)} values stored, {len(new)} regenerated")
+            return []
+        return [(str(i), a, b) for i, (a, b) in enumerate(zip(old, new))]
+    if isinstance(old, (dict, list)) or isinstance(new, (dict, list)):
+        problems.append(f"{where}: {_kind_of(old)} stored, {_kind_of(new)} regenerated")
+        return []
+    return None
+
+
+def _leaves(old, new, path: tuple[str, ...], problems: list[str]):
+    """(path, old, new) for each pair of leaves of two subtrees."""
+    children = _children(old, new, path, problems)
+    if children is None:
+        yield "/".join(path), old, new
+        return
+    for key, a, b in children:
+        yield from _leaves(a, b, (*path, key), problems)
+
+
+def _kind_of(x) -> str:
+    return {dict: "a mapping", list: "a list"}.get(type(x), "a value")
+
+
+def _numbers(x) -> list[float]:
+    if isinstance(x, dict):
+        return [v for value in x.values() for v in _numbers(value)]
+    if isinstance(x, list):
+        return [v for value in x for v in _numbers(value)]
+    return [abs(float(x))] if _is_number(x) else []
+
+
+def _sibling(parent: dict, name: str, n: int, side: str, where: str) -> list[float]:
+    """The ``n`` numbers of sibling field ``name`` (one number is broadcast)."""
+    if name not in parent:
+        raise _Missing(f"{where}: its field {name!r} is not in the {side} record")
+    values = _flat(parent[name])
+    if len(values) == 1:
+        return values * n
+    if len(values) != n or not all(_is_number(v) for v in values):
+        raise _Missing(
+            f"{where}: field {name!r} does not hold one number per value in the {side} record"
+        )
+    return [float(v) for v in values]
+
+
+class _Missing(Exception):
+    """A sibling field a rule needs is absent or misshapen: a disagreement."""
+
+
+def _flat(x) -> list:
+    if isinstance(x, dict):
+        return [v for value in x.values() for v in _flat(value)]
+    if isinstance(x, list):
+        return [v for value in x for v in _flat(value)]
+    return [x]
+
+
+def _same(a, b) -> bool:
+    if _is_number(a) and _is_number(b):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return type(a) is type(b) and a == b
+
+
+@dataclass
+class _Tally:
+    """The running worst of one (kind, tolerance) row, and its failures."""
+
+    n_values: int = 0
+    worst: float = 0.0
+    worst_ratio: float = 0.0
+    worst_field: str | None = None
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, path: str, deviation: float, tolerance: float, failure: str | None):
+        self.n_values += 1
+        ratio = deviation / tolerance if tolerance > 0 else (0.0 if deviation == 0 else math.inf)
+        if ratio > self.worst_ratio:
+            self.worst_ratio, self.worst, self.worst_field = ratio, deviation, path
+        if ratio > 1:
+            self.failures.append(failure)
+
+
+def _deviations(rule: Rule, pairs, scale_old: float, tol: list[float], se_old, se_new):
+    """(deviation, tolerance) of each (path, old, new) under ``rule``."""
+    for i, (path, a, b) in enumerate(pairs):
+        if rule.kind == "exact" or not (_is_number(a) and _is_number(b)):
+            yield (0.0 if _same(a, b) else math.inf), 1.0
+            continue
+        a, b = float(a), float(b)
+        if a == b or (math.isnan(a) and math.isnan(b)):
+            yield 0.0, tol[i]
+            continue
+        diff = abs(a - b)
+        if math.isnan(diff):
+            yield math.inf, tol[i]
+        elif rule.kind == "monte_carlo":
+            se = math.hypot(se_old[i], se_new[i])
+            yield (diff / se if se > 0 else math.inf), tol[i]
+        else:
+            scale = (
+                abs(a)
+                if rule.scale == "value"
+                else (scale_old if rule.scale == "field" else float(rule.scale))
+            )
+            # |Δ| ≤ tol·scale + atol, as a relative deviation: Δ / (scale + atol/tol)
+            denominator = scale + (rule.atol / tol[i] if tol[i] > 0 else 0.0)
+            yield (diff / denominator if denominator > 0 else math.inf), tol[i]
+
+
+def _compare_field(rule: Rule, old, new, path, parents, tallies, problems) -> None:
+    where = "/".join(path)
+    pairs = list(_leaves(old, new, path, problems))
+    if not pairs:
+        return
+    n = len(pairs)
+    try:
+        se_old = se_new = None
+        if rule.kind == "monte_carlo":
+            se_old = _sibling(parents[0], rule.stderr, n, "stored", where)
+            se_new = _sibling(parents[1], rule.stderr, n, "regenerated", where)
+            tol = [float(rule.tolerance)] * n
+        elif rule.draws:
+            n_draws = _sibling(parents[0], rule.draws, n, "stored", where)
+            tol = [rule.tolerance / math.sqrt(max(k, 1.0)) for k in n_draws]
+        elif isinstance(rule.tolerance, str):  # each side's certified accuracy
+            acc_old = _sibling(parents[0], rule.tolerance, n, "stored", where)
+            acc_new = _sibling(parents[1], rule.tolerance, n, "regenerated", where)
+            tol = [x + y for x, y in zip(acc_old, acc_new)]
+        else:
+            tol = [float(rule.tolerance)] * n
+    except _Missing as exc:
+        problems.append(str(exc))
+        return
+    scale_old = max(_numbers(old), default=0.0)
+    tally = tallies.setdefault((rule.kind, rule.label), _Tally())
+    for (p, a, b), (dev, t) in zip(pairs, _deviations(rule, pairs, scale_old, tol, se_old, se_new)):
+        shown = "z" if rule.kind == "monte_carlo" else "rel"
+        message = f"{p}: stored {a!r}, regenerated {b!r}" + (
+            ""
+            if rule.kind == "exact" or not math.isfinite(dev)
+            else f" ({shown} {dev:.2g} > {t:.2g})"
+        )
+        tally.add(p, dev, t, message)
+
+
+def _walk(patterns, old, new, path, parents, tallies, problems, figure: str) -> None:
+    matched = _match(patterns, path) if path else None
+    if matched is not None:
+        _compare_field(matched[1], old, new, path, parents, tallies, problems)
+        return
+    children = _children(old, new, path, problems)
+    if children is None:
+        raise ValueError(
+            f"figure {figure!r} has no check for field {'/'.join(path)!r}: add a rule to its "
+            "FigureSpec.checks (regtheory.figures._check)"
+        )
+    for key, a, b in children:
+        _walk(patterns, a, b, (*path, key), (old, new), tallies, problems, figure)
+
+
+def compare_data(
+    name: str, stored: dict, regenerated: dict
+) -> tuple[tuple[KindCheck, ...], tuple[str, ...]]:
+    """The rows and structural disagreements of two data dicts of figure ``name``."""
+    patterns = _patterns(_spec(name).checks)
+    tallies: dict[tuple[str, str], _Tally] = {}
+    problems: list[str] = []
+    _walk(patterns, stored, regenerated, (), (None, None), tallies, problems, name)
+    order = {k: i for i, k in enumerate(KINDS)}
+    rows = tuple(
+        KindCheck(kind, label, t.n_values, t.worst, t.worst_field, tuple(t.failures))
+        for (kind, label), t in sorted(tallies.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+    )
+    return rows, tuple(problems)
+
+
+def schema_gaps(name: str, data: dict) -> tuple[list[str], list[str]]:
+    """What the rules of figure ``name`` miss in ``data``: the leaves that no rule
+    names, and the rule paths that name nothing (stale). Both empty when complete."""
+    patterns = _patterns(_spec(name).checks)
+    unchecked, used = [], set()
+
+    def walk(x, path):
+        if path and _match(patterns, path) is not None:
+            used.update(text for text, _ in _matching(patterns, path))
+        elif isinstance(x, dict):
+            for key, value in x.items():
+                walk(value, (*path, key))
+        elif isinstance(x, list):
+            for i, value in enumerate(x):
+                walk(value, (*path, str(i)))
+        else:
+            unchecked.append("/".join(path))
+
+    walk(data, ())
+    return unchecked, [t for _, t, _ in patterns if t not in used]
+
+
+# ----------------------------------------------------------------------------- check
+
+
+def _load(directory: Path, name: str) -> dict:
+    path = directory / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no stored record of figure {name!r}: {path} does not exist "
+            "(regtheory figures writes it)"
+        )
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidParameterError(f"cannot read {path}: {exc}") from None
+    if not isinstance(record, dict) or not {"figure", "seed", "quick", "data"} <= record.keys():
+        raise InvalidParameterError(
+            f"{path} is not a figure record (it needs figure, seed, quick, data)"
+        )
+    if record["figure"] != name:
+        raise InvalidParameterError(f"{path} holds figure {record['figure']!r}, not {name!r}")
+    if isinstance(record["seed"], bool) or not isinstance(record["seed"], int):
+        raise InvalidParameterError(f"{path}: seed must be an integer, got {record['seed']!r}")
+    if not isinstance(record["quick"], bool):
+        raise InvalidParameterError(f"{path}: quick must be true or false, got {record['quick']!r}")
+    return record
+
+
+def check(
+    directory="figures",
+    names: Iterable[str] | None = None,
+    *,
+    quick: bool | None = None,
+    sweep: Sweep | None = None,
+    on_figure: Callable[[FigureCheck], None] | None = None,
+) -> CheckReport:
+    """Regenerate stored figures and compare each with its record, field by field.
+
+    Each ``NAME.json`` in ``directory`` is recomputed with the seed and the mode
+    (quick or full) it records, and every field of its data is compared with the
+    regenerated one by the rule its figure declares: exactly, to rounding, to a
+    solve's accuracy, by the z-score of two Monte Carlo estimates, or to a stated
+    relative tolerance (module docstring of :mod:`regtheory.figures._check`).
+
+    Parameters
+    ----------
+    directory : str or path-like
+        Where the records are (default ``figures``).
+    names : iterable of str, optional
+        The figures to check; every registered figure by default. Each must have
+        its ``NAME.json`` in ``directory``.
+    quick : bool, optional
+        ``True`` (``False``) refuses a record made in full (quick) mode, so a smoke
+        check never starts a full regeneration; ``None`` takes each record's mode.
+    sweep : regtheory.sweep.Sweep, optional
+        Where the figures' grids run (serially when ``None``); the data do not
+        depend on it.
+    on_figure : callable, optional
+        Called with each :class:`FigureCheck` as soon as it is done (progress).
+
+    Returns
+    -------
+    CheckReport
+        One :class:`FigureCheck` per figure, with a table row per kind of field;
+        ``report.passed`` says whether all agree.
+
+    Raises
+    ------
+    ValueError
+        An unknown figure, a directory that is not one, a record that cannot be
+        read or is in the mode ``quick`` refuses, or a field of a figure's data
+        that its schema gives no rule (an error of the figure's ``checks``).
+    FileNotFoundError
+        A figure's ``NAME.json`` is missing.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from regtheory.figures import render
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     _ = render("conv_matrix_seed", out, quick=True)
+    ...     report = check(out, ["conv_matrix_seed"])
+    >>> report.passed, [row.kind for row in report.figures[0].rows]
+    (True, ['exact', 'closed_form'])
+    """
+    if isinstance(directory, bool) or not isinstance(directory, (str, Path)):
+        raise InvalidParameterError(f"`directory` must be a path, got {type(directory).__name__}")
+    if isinstance(names, str):
+        raise InvalidParameterError(
+            f"`names` must be a list of figure names, not the string {names!r}"
+        )
+    names = list(REGISTRY) if names is None else list(names)
+    for name in names:
+        if not isinstance(name, str):
+            raise InvalidParameterError(
+                f"`names` must hold figure names (str), got {type(name).__name__}"
+            )
+        _spec(name)  # unknown: ValueError with the valid names
+    if not names:
+        raise InvalidParameterError("`names` is empty: name at least one figure")
+    if quick is not None and not isinstance(quick, bool):
+        raise InvalidParameterError(f"`quick` must be True, False or None, got {quick!r}")
+    if sweep is not None and not isinstance(sweep, Sweep):
+        raise InvalidParameterError(
+            f"`sweep` must be a regtheory.sweep.Sweep, got {type(sweep).__name__}"
+        )
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InvalidParameterError(f"`directory` {str(directory)!r} is not a directory")
+    # Every record is read before any is regenerated: a missing one fails at once.
+    records = {name: _load(directory, name) for name in names}
+    for name, record in records.items():
+        if quick is not None and record["quick"] != quick:
+            made = "quick" if record["quick"] else "full"
+            raise InvalidParameterError(
+                f"{directory / name}.json is a {made} run; quick={quick} checks "
+                f"only {'quick' if quick else 'full'} runs"
+            )
+    environment = _environment()
+    figures = []
+    for name, record in records.items():
+        start = time.perf_counter()
+        fresh = compute(
+            name,
+            quick=record["quick"],
+            seed=record["seed"],
+            sweep=sweep,
+            solver=record.get("solver"),
+        )
+        seconds = time.perf_counter() - start
+        # compared as stored: through JSON (tuples become lists, keys strings)
+        regenerated = json.loads(json.dumps(fresh["data"]))
+        rows, problems = compare_data(name, record["data"], regenerated)
+        stored_environment = record.get("environment")
+        result = FigureCheck(
+            name,
+            str(directory / f"{name}.json"),
+            record["seed"],
+            record["quick"],
+            rows,
+            problems,
+            stored_environment,
+            _environment_changes(stored_environment, environment),
+            seconds,
+        )
+        if on_figure is not None:
+            on_figure(result)
+        figures.append(result)
+    return CheckReport(str(directory), tuple(figures), environment)
