@@ -19,8 +19,11 @@ References
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
+from ._ties import TIE_RTOL, lowest_index
 from ._validation import (
     InvalidParameterError,
     check_array,
@@ -619,25 +622,40 @@ def is_equalized(U, V, rtol: float = 1e-6, cov=None) -> bool:
     return bool(p.sum() - nuc <= rtol * max(nuc, p.sum()))
 
 
+# equalize makes discrete choices (tied singular values, the Givens planes) with the
+# ties of regtheory._ties: numbers within TIE_RTOL of the scale are equal, the lowest
+# index wins, so the factors do not depend on rounding (see that module for why).
+# Products within SETTLED_RTOL of their mean count as equal: rotating two units that
+# differ by less would only mix them (by 45°, however small the difference), and
+# whether it happened would depend on rounding.
+SETTLED_RTOL = 1e-10
+
+
 def _equalizing_rotation(S: np.ndarray) -> np.ndarray:
     """Orthogonal Q with constant diagonal of QᵀSQ, from at most w−1 Givens rotations.
 
-    Each rotation acts in the plane of the currently largest and smallest diagonal
-    entries (one above, one below the mean t = tr S / w) and sets one of them to t,
-    which is then frozen; a 2×2 block [[a, b], [b, c]] rotated by φ/2 has first
-    diagonal entry (a+c)/2 + (a−c)/2 cos φ + b sin φ, which sweeps [c, a] ∋ t.
+    ``S`` is symmetric PSD. Each rotation acts in the plane of the currently largest
+    and smallest free diagonal entries (one above, one below the mean t = tr S / w)
+    and sets the first of them to t, which is then frozen; a 2×2 block
+    [[a, b], [b, c]] rotated by φ/2 has first diagonal entry
+    (a+c)/2 + (a−c)/2 cos φ + b sin φ, which sweeps [c, a] ∋ t. Entries within
+    TIE_RTOL · max diag S of the largest (smallest) tie, and the lowest index wins;
+    the loop stops once the free entries agree to SETTLED_RTOL · t.
     """
     w = S.shape[0]
     A = S.copy()
     Q = np.eye(w)
     target = np.trace(S) / w
     free = np.ones(w, dtype=bool)
-    tol = 1e-13 * max(abs(target), np.finfo(float).tiny)
+    tie = TIE_RTOL * max(float(np.max(np.diag(S))), np.finfo(float).tiny)
+    settled = SETTLED_RTOL * max(abs(target), np.finfo(float).tiny)
     for _ in range(w - 1):
-        d = np.where(free, np.diag(A), np.nan)
-        i, j = int(np.nanargmax(d)), int(np.nanargmin(d))
-        if d[i] - d[j] <= tol:
+        d = np.diag(A)
+        high, low = np.max(d[free]), np.min(d[free])
+        if high - low <= settled:
             break
+        i = lowest_index(free & (d > target) & (d >= high - tie))
+        j = lowest_index(free & (d < target) & (d <= low + tie))
         a, b, c = A[i, i], A[i, j], A[j, j]
         mid, half = 0.5 * (a + c), 0.5 * (a - c)
         radius = np.hypot(half, b)
@@ -653,6 +671,38 @@ def _equalizing_rotation(S: np.ndarray) -> np.ndarray:
     return Q
 
 
+def _tied_runs(s: np.ndarray) -> list[slice]:
+    """Runs of consecutive (descending) singular values within TIE_RTOL · s[0] of each other."""
+    if s.size == 0:
+        return []
+    breaks = np.flatnonzero(s[:-1] - s[1:] > TIE_RTOL * s[0]) + 1
+    edges = [0, *breaks.tolist(), s.size]
+    return [slice(a, b) for a, b in pairwise(edges)]
+
+
+# A fixed generic frame (the same on every machine: NumPy's PCG64 and normal sampler
+# are bit-reproducible) that picks one basis in each space of tied singular vectors.
+_FRAME_SEED = 20180710
+
+
+def _canonical_basis(A: np.ndarray, runs: list[slice]) -> np.ndarray:
+    """Per run of tied singular values, the orthogonal R_c that fixes its basis.
+
+    Singular vectors of tied singular values are determined only up to a rotation
+    inside their space, and LAPACK's choice depends on rounding. R_c is the polar
+    factor of A_cᵀZ_c for a fixed frame Z, so A_c R_c = P_c Z_c (Z_cᵀ P_c Z_c)^{-1/2}
+    depends on the projector P_c = A_c A_cᵀ only; a run of one value gets the sign
+    that makes a_cᵀz_c positive.
+    """
+    r = A.shape[1]
+    Z = np.random.default_rng(_FRAME_SEED).standard_normal((A.shape[0], r))
+    R = np.zeros((r, r))
+    for run in runs:
+        W, _, Yt = np.linalg.svd(A[:, run].T @ Z[:, run])
+        R[run, run] = W @ Yt
+    return R
+
+
 def equalize(U, V, cov=None) -> tuple[np.ndarray, np.ndarray]:
     r"""An equalized factorization of the same map with the same width.
 
@@ -660,9 +710,18 @@ def equalize(U, V, cov=None) -> tuple[np.ndarray, np.ndarray]:
     :math:`\|u'_i\|\,\|C^{1/2}v'_i\| = \|MC^{1/2}\|_*/w` for every unit, so the
     dropout penalty equals :func:`induced_regularizer` (THEORY §1, [1, Thm 2.4]).
 
-    Construction: balanced SVD factors of :math:`MC^{1/2}`, padded with zero columns
-    to width w, rotated by an orthogonal Q (at most w − 1 Givens rotations) that
-    makes the diagonal of :math:`Q^\top \operatorname{diag}(s) Q` constant.
+    Construction: balanced SVD factors of :math:`MC^{1/2} = A\,\mathrm{diag}(s)B^\top`
+    (singular values below the numerical rank dropped), padded with zero columns to
+    width w, rotated by an orthogonal Q (at most w − 1 Givens rotations) that makes
+    the diagonal of :math:`Q^\top \operatorname{diag}(s) Q` constant.
+
+    The result depends continuously on the input, not on rounding: singular values
+    within ``TIE_RTOL`` (1e-9) of :math:`s_1` count as tied and their singular
+    vectors are put in one fixed basis (their SVD basis is arbitrary), and the
+    Givens planes are chosen with ties broken by the lowest index. The same input
+    gives the same factors on every machine up to rounding, and an input changed by
+    1e-12 gives factors changed by about that much, so Monte Carlo estimates on them
+    do not move.
 
     Parameters
     ----------
@@ -673,6 +732,10 @@ def equalize(U, V, cov=None) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     (U', V') : arrays of the shapes of U and V
+
+    References
+    ----------
+    [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
     """
     U, V = _check_factors(U, V)
     cov = check_cov(cov, V.shape[0], require_pd=True)
@@ -681,15 +744,19 @@ def equalize(U, V, cov=None) -> tuple[np.ndarray, np.ndarray]:
     if cov is not None:
         M = M @ sqrtm_psd(cov)
     A, s, Bt = np.linalg.svd(M, full_matrices=False)
-    r = min(width, s.size)  # rank(UVᵀ) <= width, so the dropped values are rounding noise
-    root = np.sqrt(s[:r])
+    # rank(UVᵀ) <= width; the values past the numerical rank are rounding noise whose
+    # singular vectors are arbitrary, so they are dropped rather than equalized.
+    r = min(width, _numerical_rank(s, M.shape))
+    A, s, B = A[:, :r], s[:r], Bt[:r].T
+    R = _canonical_basis(A, _tied_runs(s))
+    root = np.sqrt(s)[:, None] * R  # S^{1/2} R: A S^{1/2} R (B S^{1/2} R)ᵀ = A S Bᵀ
     U0 = np.zeros((U.shape[0], width))
     V0 = np.zeros((V.shape[0], width))
-    U0[:, :r] = A[:, :r] * root
-    V0[:, :r] = Bt[:r].T * root
-    S = np.zeros(width)
-    S[:r] = s[:r]
-    Q = _equalizing_rotation(np.diag(S))
+    U0[:, :r] = A @ root
+    V0[:, :r] = B @ root
+    gram = np.zeros((width, width))
+    gram[:r, :r] = root.T @ root  # U0ᵀU0 = V0ᵀV0: the factors are balanced
+    Q = _equalizing_rotation(gram)
     U1, V1 = U0 @ Q, V0 @ Q
     if cov is not None:
         V1 = sqrtm_psd(cov, inverse=True) @ V1

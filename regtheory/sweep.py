@@ -13,8 +13,18 @@ needs, its own seed included, given to a top-level (picklable) function. A
 
 and returns the results in task order.
 
-Two rules make the results the same on every backend and for any number of
-workers, to the last bit:
+The contract
+------------
+*Same machine, same versions* (numpy, scipy, OpenBLAS, cvxpy, Clarabel): the results
+are the same on every backend and for any number of workers, **to the last bit**.
+*Across machines*: they agree within stated tolerances, not to the bit, since two
+CPUs that run different OpenBLAS kernels (AVX2, AVX-512, ...) round differently:
+closed forms and solver outputs to ~1e-10 relative; Monte Carlo means to ~1e-9
+relative (the draws depend on the seed only, and the factors they are drawn for,
+:func:`regtheory.fc.equalize` included, depend continuously on the input -- no
+tie broken by rounding); SGD training runs to the tolerances their tests state.
+
+Three rules make the first half hold:
 
 1. *Each task carries its own seed.* No random stream is shared between tasks,
    so which worker runs a task, and when, cannot change its draws.
@@ -23,17 +33,37 @@ workers, to the last bit:
    differently, for different thread counts (a 30 × 512 by 512 × 512 product
    differs in the last bit between 1 and 2 threads), and joblib and Dask workers
    start with one thread while this process has one per core. The parallelism of
-   a sweep is across tasks, not inside BLAS.
-
-What stays machine-dependent is what always was: two machines whose CPUs run
-different OpenBLAS kernels may still differ in the last bits.
+   a sweep is across tasks, not inside BLAS. OpenBLAS's pool is process-wide, so
+   the limit is taken once for all the tasks that run at the same time in one
+   process -- the threads of a multi-threaded Dask worker -- and lifted when the
+   last ends. A ``threadpool_limits`` block per task is not enough there: the
+   first task to end restores the pool under the others, and threadpoolctl
+   ignores a limit set from a thread other than the one that set it first (on a
+   two-thread worker one task in eight ran with two BLAS threads and differed
+   from the serial run, and the process was left at one thread).
+3. *Each task gets its arrays in the same memory on every backend*: a fresh
+   copy of the task (through pickle, as joblib and Dask send it) whose arrays sit
+   in new buffers aligned to 64 bytes (read-only where the caller's array was).
+   What a task receives otherwise depends on the backend: the caller's arrays
+   (serial), fresh 16-byte-aligned
+   copies (joblib), or views into Dask's network frames at any offset -- a
+   (2000, 8) array arrived at an address of 33 mod 64, not even 8-byte aligned.
+   OpenBLAS kernels that peel to an aligned boundary round differently for the
+   same numbers at another address (``dasum`` returns two different sums over
+   the eight 8-byte offsets of one 1000-vector on AVX2; its AVX-512 kernels peel
+   to 64 bytes). The copy also keeps a task from changing the caller's arrays.
+   Tasks must therefore be picklable on every backend, the serial one included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import pickle
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, final
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ._validation import InvalidParameterError
@@ -43,15 +73,100 @@ __all__ = ["Sweep"]
 # How long a Dask client waits for the scheduler before giving up, in seconds.
 CONNECT_TIMEOUT = 10.0
 
+# Alignment of every array a task receives (rule 3): 64 bytes is an AVX-512 register
+# and a cache line, the coarsest boundary an x86 BLAS kernel peels to.
+ALIGNMENT = 64
 
-def _run_task(fn: Callable[[dict], Any], task: dict) -> Any:
-    """``fn(task)`` with every BLAS and OpenMP pool of this process limited to one thread."""
-    with threadpool_limits(limits=1):
+# Rule 2: the tasks running in this process, and the limiter they share.
+_limit_lock = threading.Lock()
+_limit_users = 0
+_limiter = None
+
+
+def _release_blas_control() -> None:
+    """Let any thread set OpenBLAS's (process-wide) pool size next.
+
+    threadpoolctl >= 3.7 lets only the first thread that limits a pthreads OpenBLAS
+    change it while that thread lives; a limit set from any other thread is
+    silently ignored. The tasks of one process run in several threads, so the
+    sweep takes and gives back that control explicitly.
+    """
+    try:
+        from threadpoolctl import OpenBLASController
+    except ImportError:  # older threadpoolctl: every thread may set the limit
+        return
+    release = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if release is not None:
+        release(force=True)
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Every BLAS and OpenMP pool at one thread while any task of this process runs.
+
+    Process-wide pools (pthreads OpenBLAS) are limited once, by the first task to
+    start, and restored by the last to end, whichever threads those are; per-thread
+    pools (OpenMP) are limited in each task's own thread.
+    """
+    global _limit_users, _limiter
+    with _limit_lock:
+        if _limit_users == 0:
+            _release_blas_control()
+            _limiter = threadpool_limits(limits=1)
+            _release_blas_control()
+        _limit_users += 1
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        with _limit_lock:
+            _limit_users -= 1
+            if _limit_users == 0:
+                _release_blas_control()
+                _limiter.restore_original_limits()
+                _release_blas_control()
+                _limiter = None
+
+
+def _aligned_copy(buffer: pickle.PickleBuffer) -> np.ndarray:
+    """The bytes of ``buffer`` in a new writeable buffer that starts on an ALIGNMENT boundary."""
+    raw = buffer.raw()
+    block = np.empty(raw.nbytes + ALIGNMENT, dtype=np.uint8)
+    start = -block.ctypes.data % ALIGNMENT
+    copy = block[start : start + raw.nbytes]
+    copy[:] = np.frombuffer(raw, dtype=np.uint8)
+    return copy
+
+
+def _fresh_task(task: dict, index: int) -> dict:
+    """``task`` rebuilt from pickle, each contiguous array in new 64-byte-aligned memory (rule 3)."""
+    buffers = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        if isinstance(buffer.raw().obj, np.ndarray):
+            buffers.append(buffer)
+            return False
+        return True  # anything else stays in the pickle stream
+
+    try:
+        stream = pickle.dumps(task, protocol=5, buffer_callback=out_of_band)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise TypeError(
+            f"`tasks[{index}]` must be picklable (a task is sent to joblib and Dask workers "
+            f"as a pickle, and copied the same way when run serially): {exc}"
+        ) from exc
+    return pickle.loads(stream, buffers=[_aligned_copy(b) for b in buffers])
+
+
+def _run_task(fn: Callable[[dict], Any], task: dict, index: int = 0) -> Any:
+    """``fn`` on a fresh aligned copy of ``task``, with one BLAS thread (rules 2 and 3)."""
+    task = _fresh_task(task, index)
+    with _one_blas_thread():
         return fn(task)
 
 
 def _map_serial(sweep: Sweep, fn, tasks: list[dict]) -> list:
-    return [_run_task(fn, task) for task in tasks]
+    return [_run_task(fn, task, i) for i, task in enumerate(tasks)]
 
 
 def _map_joblib(sweep: Sweep, fn, tasks: list[dict]) -> list:
@@ -60,7 +175,7 @@ def _map_joblib(sweep: Sweep, fn, tasks: list[dict]) -> list:
     if len(tasks) < 2 or effective_n_jobs(sweep.n_jobs) == 1:
         return _map_serial(sweep, fn, tasks)  # no processes to start for one worker
     return Parallel(n_jobs=sweep.n_jobs, backend="loky")(
-        delayed(_run_task)(fn, task) for task in tasks
+        delayed(_run_task)(fn, task, i) for i, task in enumerate(tasks)
     )
 
 
@@ -75,7 +190,7 @@ def _gather(client, fn, tasks: list[dict]) -> list:
     # Scattered, the tasks' arrays go to the workers directly instead of inside the
     # task graph, which Dask warns about beyond 10 MB.
     data = client.scatter(tasks, hash=False)
-    futures = client.map(_run_task, [fn] * len(tasks), data, pure=False)
+    futures = client.map(_run_task, [fn] * len(tasks), data, range(len(tasks)), pure=False)
     return client.gather(futures)
 
 
@@ -101,8 +216,9 @@ class Sweep:
 
     Notes
     -----
-    The results do not depend on the backend or on ``n_jobs`` (see the module
-    docstring for the two rules that make this so). A Dask client connects in
+    The results do not depend on the backend or on ``n_jobs``: identical bits on one
+    machine, agreement within stated tolerances across machines (see the module
+    docstring for the contract and the three rules behind it). A Dask client connects in
     :meth:`open` (or on entering a ``with`` block) and is closed by :meth:`close`;
     a :meth:`map` outside of it connects for that call only. Closing a client
     never stops the cluster.
@@ -163,12 +279,19 @@ class Sweep:
             A function of one task. For joblib and Dask it must be picklable: a
             module-level function, not a lambda or a closure.
         tasks : sequence of dict
-            The tasks, each with everything ``fn`` needs, its seed included.
+            The tasks, each with everything ``fn`` needs, its seed included; each
+            must be picklable (``fn`` receives a fresh copy, on every backend).
 
         Returns
         -------
         list
             The results, in the order of ``tasks``.
+
+        Raises
+        ------
+        TypeError
+            A task cannot be pickled (serial backend; joblib and Dask raise their own
+            pickling errors).
         """
         tasks = list(tasks)
         if not tasks:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from regtheory import dropout_lambda, fc
+from regtheory import conv, dropout_lambda, fc
 from regtheory.masks import Bernoulli
 from regtheory.montecarlo import estimate
 
@@ -182,6 +182,76 @@ def test_equalize_rank_deficient_and_zero():
     assert fc.is_equalized(U2, V2, rtol=1e-9)
     Uz, Vz = fc.equalize(np.zeros((2, 3)), np.zeros((2, 3)))
     assert np.all(Uz == 0) and np.all(Vz == 0)
+
+
+def tied_spectrum(rng, rank, kind):
+    """Singular values 30 % apart, in exact pairs, in pairs 1e-13 apart, or all equal."""
+    levels = 3.0 * 0.7 ** np.arange(rank)
+    if kind == "separated":
+        return levels
+    if kind == "all_equal":
+        return np.full(rank, 2.0)
+    pairs = np.repeat(levels[: (rank + 1) // 2], 2)[:rank]
+    if kind == "near_tied":
+        pairs = pairs * (1 + 1e-13 * rng.normal(size=rank))
+    return np.sort(pairs)[::-1]
+
+
+def factors_with_spectrum(rng, kind):
+    """Unbalanced factors (U, V) of a map with a spectrum of ``kind``; often width > rank."""
+    d_out, d_in = rng.integers(2, 7, size=2)
+    rank = int(rng.integers(1, min(d_out, d_in) + 1))
+    width = int(rng.integers(rank, rank + 4))
+    s = tied_spectrum(rng, rank, kind)
+    A = np.linalg.qr(rng.normal(size=(d_out, rank)))[0]
+    B = np.linalg.qr(rng.normal(size=(d_in, rank)))[0]
+    rows = np.linalg.qr(rng.normal(size=(width, width)))[0][:rank]
+    scale = rng.uniform(0.5, 2.0, rank)  # unbalanced: unit norms differ between U and V
+    return (A * (np.sqrt(s) * scale)) @ rows, (B * (np.sqrt(s) / scale)) @ rows
+
+
+@pytest.mark.parametrize("kind", ["separated", "tied", "near_tied", "all_equal"])
+def test_equalize_does_not_depend_on_rounding(kind):
+    # A 1e-12 change of the input may not pick another equalized factorization (ties
+    # among singular values or diagonal entries broken by rounding): the factors move
+    # by about as much as the input, and both are equalized factorizations of their map.
+    rng = np.random.default_rng(["separated", "tied", "near_tied", "all_equal"].index(kind))
+    for _ in range(100):
+        U, V = factors_with_spectrum(rng, kind)
+        Up = U * (1 + 1e-12 * rng.normal(size=U.shape))
+        Vp = V * (1 + 1e-12 * rng.normal(size=V.shape))
+        U1, V1 = fc.equalize(U, V)
+        U2, V2 = fc.equalize(Up, Vp)
+        size = max(np.abs(U1).max(), np.abs(V1).max())
+        assert np.abs(U2 - U1).max() <= 1e-8 * size
+        assert np.abs(V2 - V1).max() <= 1e-8 * size
+        for (X, Y), (Xe, Ye) in (((U, V), (U1, V1)), ((Up, Vp), (U2, V2))):
+            M = X @ Y.T
+            np.testing.assert_allclose(Xe @ Ye.T, M, atol=1e-12 * np.abs(M).max())
+            products = np.linalg.norm(Xe, axis=0) * np.linalg.norm(Ye, axis=0)
+            nuclear = np.linalg.svd(M, compute_uv=False).sum()
+            np.testing.assert_allclose(products, nuclear / X.shape[1], rtol=1e-9)
+
+
+def test_equalized_circulant_map_and_its_monte_carlo_do_not_move_with_rounding():
+    # A circular conv net's end-to-end map has its singular values in exact pairs
+    # (frequencies ±f), as in figure (e). A 1e-15 change of the input used to give
+    # another factorization and move the FC Monte Carlo mean by 0.1 % at the same seed.
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(4, 1, 3, 3)) / 3
+    u = rng.normal(size=(1, 4, 3, 3)) / 3
+    U = conv.conv_matrix(u, (6, 6), "circular")
+    V = conv.conv_matrix(v, (6, 6), "circular").T
+    s = np.linalg.svd(U @ V.T, compute_uv=False)
+    assert np.sum(np.abs(np.diff(s)) <= 1e-12 * s[0]) >= 10  # many exact ties
+    Up = U * (1 + 1e-15 * rng.normal(size=U.shape))
+    (U1, V1), (U2, V2) = fc.equalize(U, V), fc.equalize(Up, V)
+    assert np.abs(U2 - U1).max() <= 1e-7 * np.abs(U1).max()
+    assert np.abs(V2 - V1).max() <= 1e-7 * np.abs(V1).max()
+    X = 6.0 * np.eye(36)  # XᵀX/n = I
+    mc1 = fc.dropout_penalty_mc(U1, V1, 0.9, X, n_masks=2000, seed=5)
+    mc2 = fc.dropout_penalty_mc(U2, V2, 0.9, X, n_masks=2000, seed=5)
+    assert mc2.mean == pytest.approx(mc1.mean, rel=1e-9)
 
 
 # ----------------------------------------------------------------------------- optimum (3)

@@ -11,12 +11,15 @@ import functools
 import json
 import os
 import sys
+import threading
 
 import numpy as np
 import pytest
+from scipy.linalg.blas import dasum
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from regtheory.figures import REGISTRY, compute
-from regtheory.sweep import Sweep
+from regtheory.sweep import Sweep, _run_task
 
 SWEEPING = sorted(name for name, spec in REGISTRY.items() if spec.sweeps)
 
@@ -34,6 +37,34 @@ def blas_product(task: dict) -> np.ndarray:
     """A 30 × 512 by 512 × 512 product: OpenBLAS rounds it differently for 1 and 2 threads."""
     rng = np.random.default_rng(task["seed"])
     return rng.standard_normal((30, 512)) @ rng.standard_normal((512, 512))
+
+
+def abs_sum(task: dict) -> float:
+    """BLAS ``dasum``: its kernels peel to an aligned boundary, so the rounding depends on the address."""
+    return float(dasum(task["x"]))
+
+
+def memory_of(task: dict) -> list:
+    """Where and how each array of the task sits: address mod 64, flags, and its bytes."""
+    return [
+        (
+            a.ctypes.data % 64,
+            a.flags.writeable,
+            a.flags.c_contiguous,
+            a.flags.f_contiguous,
+            a.tobytes(order="A"),
+        )
+        for a in (task["c"], task["f"], task["frozen"])
+    ]
+
+
+def at_offset(x: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of ``x`` starting ``offset`` bytes past a 64-byte boundary (as Dask may deliver it)."""
+    block = np.zeros(x.nbytes + 128, dtype=np.uint8)
+    start = -block.ctypes.data % 64 + offset
+    out = block[start : start + x.nbytes].view(x.dtype)
+    out[...] = x
+    return out
 
 
 TASKS = [{"index": i, "seed": 1000 + 7 * i} for i in range(6)]
@@ -84,6 +115,87 @@ def test_parallel_backends_return_the_serial_results(parallel):
     pids = set(parallel.map(where_run, TASKS))
     assert os.getpid() not in pids, "the tasks ran in this process"
     assert parallel.map(normal_draws, []) == []
+
+
+def test_arrays_reach_the_task_in_the_same_memory_on_every_backend(parallel):
+    frozen = np.arange(5.0)
+    frozen.flags.writeable = False
+    tasks = [
+        {
+            "c": np.full((40, 3), float(i)),
+            "f": np.asfortranarray(np.ones((3, 50)) * i),
+            "frozen": frozen,
+        }
+        for i in range(4)
+    ]
+    serial = Sweep().map(memory_of, tasks)
+    for task, arrays in zip(tasks, serial):
+        assert [a[0] for a in arrays] == [0, 0, 0]  # on a 64-byte boundary
+        assert [a[1:4] for a in arrays] == [
+            (True, True, False),
+            (True, False, True),
+            (False, True, True),
+        ]
+        assert [a[4] for a in arrays] == [
+            task["c"].tobytes(),
+            task["f"].tobytes(order="F"),
+            frozen.tobytes(),
+        ]
+    assert parallel.map(memory_of, tasks) == serial
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_result_that_depends_on_the_address_does_not_depend_on_where_the_task_arrays_were(seed):
+    # Dask hands a task views into its network frames, at any offset (even unaligned);
+    # OpenBLAS's dasum rounds differently at different offsets. Every offset must give
+    # the sum that the array gives on a 64-byte boundary.
+    x = np.random.default_rng(seed).standard_normal(1000)
+    on_boundary = dasum(at_offset(x, 0))
+    assert on_boundary == pytest.approx(np.abs(x).sum(), rel=1e-13)  # it is the 1-norm
+    tasks = [{"x": at_offset(x, offset)} for offset in (0, 8, 16, 24, 32, 40, 48, 56, 1, 33)]
+    assert Sweep().map(abs_sum, tasks) == [on_boundary] * len(tasks)
+
+
+def test_concurrent_tasks_in_one_process_all_run_with_one_blas_thread():
+    # Dask runs the tasks of a multi-threaded worker in threads of one process, and BLAS
+    # thread pools are per process. Order forced: A starts, B starts, A ends, B computes.
+    seen, a_started, a_done = {}, threading.Event(), threading.Event()
+
+    def task_a(task):
+        a_started.set()
+
+    def task_b(task):
+        a_done.wait(10)
+        seen["b"] = max(pool["num_threads"] for pool in threadpool_info())
+
+    def run_a():
+        _run_task(task_a, {})
+        a_done.set()
+
+    with threadpool_limits(limits=2):
+        before = [pool["num_threads"] for pool in threadpool_info()]
+        assert max(before) > 1, "the check needs a BLAS pool of more than one thread"
+        thread_b = threading.Thread(target=lambda: (a_started.wait(10), _run_task(task_b, {})))
+        thread_b.start()
+        thread_a = threading.Thread(target=run_a)
+        thread_a.start()
+        thread_a.join(10)
+        thread_b.join(10)
+        assert seen["b"] == 1
+        assert [pool["num_threads"] for pool in threadpool_info()] == before
+
+
+def test_a_task_gets_a_copy_and_must_be_picklable():
+    x = np.zeros(3)
+
+    def overwrite(task):
+        task["x"][:] = 1.0
+        return task["x"].sum()
+
+    assert Sweep().map(overwrite, [{"x": x}]) == [3.0]
+    np.testing.assert_array_equal(x, np.zeros(3))  # the caller's array is untouched
+    with pytest.raises(TypeError, match=r"`tasks\[1\]` must be picklable"):
+        Sweep().map(overwrite, [{"x": x}, {"x": x, "f": lambda: 0}])
 
 
 @functools.cache

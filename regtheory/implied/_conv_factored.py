@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
+from .._ties import argmin_tied
 from .._validation import InvalidParameterError, as_generator, check_int
 from ..conv import conv_matrix
 from ..masks import dropout_lambda
@@ -40,7 +41,8 @@ class FactoredConvSolution:
     u, v : ndarrays
         Kernels, (C_out, C, k, k) and (C, C_in, k, k) (1-D: no height axis).
     objective : float
-        J(u, v) at the best start: mean squared error plus the dropout penalty.
+        J(u, v) at the best start: mean squared error plus the dropout penalty. Starts
+        within 1e-9 (relative) of the lowest J count as tied; the first of them is best.
     penalty : float
         The dropout penalty part of ``objective``.
     start_objectives : ndarray
@@ -185,7 +187,9 @@ def solve_conv_factored(
             options={"maxiter": 20_000, "gtol": 1e-10, "ftol": 1e-14},
         )
         results.append(res)
-    best = min(results, key=lambda r: r.fun)
+    # Starts that reach the same minimum end within rounding of each other, possibly at
+    # different (u, v): the first of them is kept, not whichever rounding favours.
+    best = results[argmin_tied([r.fun for r in results])]
     value, grad, pen = objective(best.x)
     root = np.sqrt(scale)
     u = root * best.x[:n_u].reshape(u_shape)
