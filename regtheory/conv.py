@@ -47,7 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import InvalidParameterError, check_array, check_int, check_keep
-from .masks import Bernoulli, Channel, DropBlock, dropout_lambda
+from .masks import Bernoulli, Channel, DropBlock
 from .montecarlo import Estimate, estimate
 
 __all__ = [
@@ -625,8 +625,194 @@ def _data_channel(u, h, circular) -> float:
     return total
 
 
+# DropBlock with the ideal 1/keep normaliser (THEORY §3). Its masks are neither independent
+# nor of mean one: with e = m − 1, E[e] = ē ≠ 0 at the border, and E[e eᵀ] = ē ēᵀ plus
+# Cov(m) within a channel (channels are independent). Cov(m) is local: positions further
+# apart than the block along either axis share no block start. Every sum below runs over the
+# pairs (p, p + δ) of a few offsets δ per axis, never over a dense (C·H·W)² matrix.
+
+
+def _block_starts(n: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and last block start (0 .. n − b) covering each position of an axis."""
+    i = np.arange(n)
+    return np.maximum(0, i - b + 1), np.minimum(i, n - b)
+
+
+def _shift_inside(n: int, deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index i + δ (clipped) and whether it is inside the axis: two (len(deltas), n) arrays."""
+    j = np.arange(n)[None, :] + deltas[:, None]
+    return np.clip(j, 0, n - 1), (j >= 0) & (j < n)
+
+
+def _block_overlap(n: int, b: int, deltas: np.ndarray) -> np.ndarray:
+    """O[δ, i] = number of block starts covering both i and i + δ (0 if i + δ is outside)."""
+    lo, hi = _block_starts(n, b)
+    j, inside = _shift_inside(n, deltas)
+    common = np.minimum(hi[None, :], hi[j]) - np.maximum(lo[None, :], lo[j]) + 1
+    return np.where(inside, np.maximum(common, 0), 0)
+
+
+def _shifted_map(a: np.ndarray, deltas) -> np.ndarray:
+    """a[p + δ] as (len(δ_H), len(δ_W), H, W), 0 where p + δ is outside the map."""
+    (j1, in1), (j2, in2) = (_shift_inside(n, d) for n, d in zip(a.shape, deltas))
+    inside = in1[:, None, :, None] & in2[None, :, None, :]
+    return np.where(inside, a[j1[:, None, :, None], j2[None, :, None, :]], 0.0)
+
+
+def _dropblock_moments(keep, gamma, spatial, blocks, deltas):
+    """ē = E[m] − 1 of shape (H, W), and Cov(m_p, m_{p+δ}) of shape (δ_H, δ_W, H, W).
+
+    p is kept iff none of the c(p) = c_H(i) c_W(j) starts covering it fires; p and q are
+    both kept iff none of the c(p) + c(q) − o(p, q) starts covering either fires, where the
+    shared starts o = o_H(i, i') o_W(j, j') factorise per axis. With β = 1 − γ:
+    E[m_p] = β^c(p)/θ and Cov(m_p, m_q) = β^(c(p) + c(q) − o) (1 − β^o)/θ².
+    """
+    log_beta = np.log1p(-gamma)
+    zero = np.zeros(1, dtype=int)
+    count = np.multiply.outer(*(_block_overlap(n, b, zero)[0] for n, b in zip(spatial, blocks)))
+    shared = np.einsum(
+        "xi,yj->xyij", *(_block_overlap(n, b, d) for n, b, d in zip(spatial, blocks, deltas))
+    )
+    union = count + _shifted_map(count, deltas) - shared
+    cov = np.exp(union * log_beta) * -np.expm1(shared * log_beta) / keep**2  # 0 if o = 0
+    return np.exp(count * log_beta) / keep - 1.0, cov
+
+
+def _gram_axis(n: int, k: int, circular: bool, deltas: np.ndarray):
+    """One axis of the column Gram WᵀW of a conv layer whose kernel has length k there.
+
+    Column i holds tap a in output row t = i − a + k//2 (mod n if circular); column i + δ
+    holds tap a' ≡ a + δ (mod n) in that row. Returns R[δ, i, a] = 1 when t is inside, a'
+    is a tap and i + δ is inside, and a' (clipped to a tap) of shape (len(deltas), k):
+
+        (WᵀW)[(c, p), (c', p + δ)] = Σ_{a, b} Σ_o w[o, c, a, b] w[o, c', a'_H, b'_W]
+                                      R_H[δ_H, i, a] R_W[δ_W, j, b].
+    """
+    taps = np.arange(k)
+    row = np.arange(n)[:, None] - taps[None, :] + k // 2
+    row_inside = np.full(row.shape, True) if circular else (row >= 0) & (row < n)
+    partner = taps[None, :] + deltas[:, None]
+    if circular:
+        partner = partner % n  # k <= n: at most one tap is congruent to a + δ
+    is_tap = (partner >= 0) & (partner < k)
+    _, col_inside = _shift_inside(n, deltas)
+    R = row_inside[None] & is_tap[:, None, :] & col_inside[:, :, None]
+    return R.astype(float), np.where(is_tap, partner, 0)
+
+
+def _gram_axes(spatial, kernels, circular, reaches):
+    """Offsets δ per axis (|δ| <= reach) at which every kernel's Gram can be nonzero, and
+    for each kernel its (R_H, R_W) and tap partners (a'_H, a'_W) on those offsets."""
+    deltas, per_kernel = [], [([], []) for _ in kernels]
+    for axis, (n, reach) in enumerate(zip(spatial, reaches)):
+        d = np.arange(-min(n - 1, reach), min(n - 1, reach) + 1)
+        found = [_gram_axis(n, w.shape[2 + axis], circular, d) for w in kernels]
+        used = np.logical_and.reduce([R.any(axis=(1, 2)) for R, _ in found])
+        deltas.append(d[used])
+        for (rows, partners), (R, partner) in zip(per_kernel, found):
+            rows.append(R[used])
+            partners.append(partner[used])
+    return deltas, per_kernel
+
+
+def _lag_products(w: np.ndarray, partners, diagonal: bool) -> np.ndarray:
+    """Σ_o w[o, c, a, b] w[o, c', a'_H(δ_H, a), b'_W(δ_W, b)] of shape
+    (δ_H, δ_W, kh, kw, C, C), or (C, δ_H, δ_W, kh, kw) for c = c' only (``diagonal``)."""
+    if diagonal:
+        shifted = w[:, :, partners[0]][..., partners[1]]  # (O, C, δ_H, kh, δ_W, kw)
+        return np.einsum("ocab,ocxayb->cxyab", w, shifted)
+    O, C, kh, kw = w.shape
+    nx, ny = len(partners[0]), len(partners[1])
+    out = np.empty((nx, ny, kh, kw, C, C))
+    for a in range(kh):  # one (C, O) @ (O, C·δ_H·δ_W) product per tap
+        for b in range(kw):
+            partner = w[:, :, partners[0][:, a]][:, :, :, partners[1][:, b]]  # (O, C, δ_H, δ_W)
+            prod = w[:, :, a, b].T @ partner.reshape(O, -1)
+            out[:, :, a, b] = prod.reshape(C, C, nx, ny).transpose(2, 3, 0, 1)
+    return out
+
+
+def _pair_sums(weight: np.ndarray, rows_u, rows_v) -> np.ndarray:
+    """Position sums of a weighted product of two separable Grams, one axis at a time:
+
+        Z[x, a, e, y, b, f] = Σ_{i,j} weight[x, y, i, j] R_H[x, i, a] S_H[x, i, e]
+                                                          R_W[y, j, b] S_W[y, j, f]
+
+    for ``rows_u`` = (R_H, R_W) and ``rows_v`` = (S_H, S_W).
+    """
+    nx, ny, H, W = weight.shape
+    t_h = rows_u[0][:, :, :, None] * rows_v[0][:, :, None, :]  # (x, i, a, e)
+    t_w = rows_u[1][:, :, :, None] * rows_v[1][:, :, None, :]  # (y, j, b, f)
+    ka, ke = t_h.shape[2:]
+    kb, kf = t_w.shape[2:]
+    rows = weight.transpose(1, 0, 2, 3).reshape(ny, nx * H, W)
+    over_j = rows @ t_w.reshape(ny, W, kb * kf)  # (y, x·i, b·f)
+    over_j = over_j.reshape(ny, nx, H, kb * kf).transpose(1, 2, 0, 3).reshape(nx, H, -1)
+    z = t_h.reshape(nx, H, ka * ke).transpose(0, 2, 1) @ over_j
+    return z.reshape(nx, ka, ke, ny, kb, kf)
+
+
+def _block_white(u, v, keep, gamma, spatial, blocks, circular) -> float:
+    # E_x‖U diag(e) V x‖² = Σ E[e eᵀ] ∘ UᵀU ∘ VVᵀ for E xxᵀ = I, where VVᵀ is the column
+    # Gram of the adjoint kernel. Both Grams are banded (mod n if circular), so only the
+    # offsets where both can be nonzero enter; the sums over channels are taken on the
+    # lag products, before the sums over positions.
+    vt = _flipped_transpose(v)
+    deltas, ((ru, pu), (rv, pv)) = _gram_axes(spatial, (u, vt), circular, spatial)
+    mean_dev, cov = _dropblock_moments(keep, gamma, spatial, blocks, deltas)
+    # Offsets congruent mod n (circular wrap-around) pair the same taps: their lag
+    # products are computed once. The mask moments still see the true offset.
+    first, seen = [], []
+    for axis in range(2):
+        pairs = np.concatenate([pu[axis], pv[axis]], axis=1)
+        _, index, inverse = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+        first.append(index)
+        seen.append(inverse.ravel())
+    lu = _lag_products(u, [p[i] for p, i in zip(pu, first)], diagonal=False)  # (x, y, a, b, c, c')
+    lv = _lag_products(vt, [p[i] for p, i in zip(pv, first)], diagonal=False)  # (x, y, e, f, c, c')
+    nx, ny, ka, kb, C, _ = lu.shape
+    ke, kf = lv.shape[2:4]
+    flat_u = lu.reshape(nx * ny, ka * kb, C * C)
+    flat_v = lv.reshape(nx * ny, ke * kf, C * C)
+    across = flat_u @ flat_v.transpose(0, 2, 1)  # Σ over every channel pair
+    diag_u = np.diagonal(lu, axis1=-2, axis2=-1).reshape(nx * ny, ka * kb, C)
+    diag_v = np.diagonal(lv, axis1=-2, axis2=-1).reshape(nx * ny, ke * kf, C)
+    within = diag_u @ diag_v.transpose(0, 2, 1)  # Σ over c = c'
+    rank_one = mean_dev * _shifted_map(mean_dev, deltas)  # ē_p ē_{p+δ}
+    total = 0.0
+    for lags, weight in ((across, rank_one), (within, cov)):
+        lags = lags.reshape(nx, ny, ka, kb, ke, kf)[seen[0]][:, seen[1]]
+        total += np.einsum("xyabef,xaeybf->", lags, _pair_sums(weight, ru, rv))
+    return float(total)
+
+
+def _block_data(u, h, keep, gamma, spatial, blocks, circular, residual) -> float:
+    # mean_n [‖U(ē∘h_n)‖² − 2⟨r_n, U(ē∘h_n)⟩] by one convolution (the mean mask's loss change),
+    # plus the covariance part Σ_c Σ_{p,δ} Cov(m_p, m_{p+δ}) (U_cᵀU_c)_{p,p+δ} mean_n h_p h_{p+δ}
+    # over offsets shorter than the block where U's Gram is nonzero.
+    N = h.shape[1]
+    reaches = [b - 1 for b in blocks]
+    deltas, ((rows, partners),) = _gram_axes(spatial, (u,), circular, reaches)
+    mean_dev, cov = _dropblock_moments(keep, gamma, spatial, blocks, deltas)
+    dev = _conv_cn(h * mean_dev, u, circular)
+    gap = float(np.einsum("onij,onij->", dev, dev if residual is None else dev - 2 * residual))
+    gram = np.einsum(
+        "cxyab,xia,yjb->cxyij", _lag_products(u, partners, diagonal=True), *rows, optimize=True
+    )
+    weight = gram * cov
+    H, W = spatial
+    for x, d1 in enumerate(deltas[0]):
+        p1, q1 = slice(max(0, -d1), min(H, H - d1)), slice(max(0, d1), min(H, H + d1))
+        for y, d2 in enumerate(deltas[1]):
+            p2, q2 = slice(max(0, -d2), min(W, W - d2)), slice(max(0, d2), min(W, W + d2))
+            products = np.einsum("cnij,cnij->cij", h[:, :, p1, p2], h[:, :, q1, q2])
+            gap += float(np.sum(products * weight[:, x, y, p1, p2]))
+    return gap / N
+
+
 _WHITE_PENALTIES = {"element": _white_element, "channel": _white_channel}
 _DATA_PENALTIES = {"element": _data_element, "channel": _data_channel}
+_MODES = ("element", "channel", "block")
 # in place: h is always a fresh (or scratch) array of the caller
 _ACTIVATIONS = {None: lambda h: h, "relu": lambda h: np.maximum(h, 0.0, out=h)}
 
@@ -667,6 +853,43 @@ def _check_net(u, v, image_shape, x):
     return u4, v4, spatial, xc, map_shape
 
 
+def _check_target(y, xc, u4, spatial, map_shape):
+    """Targets ``y`` (N, C_out, *map) in CN layout (C_out, N, H, W), or None."""
+    if y is None:
+        return None
+    if xc is None:
+        raise InvalidParameterError(
+            "`y` (targets) needs the inputs `x` they belong to; with white input (x=None) "
+            "the target is the clean output f(x)"
+        )
+    y = check_array(y, "y", ndim=len(map_shape) + 2)
+    expected = (xc.shape[1], u4.shape[0], *map_shape)
+    if y.shape != expected:
+        raise InvalidParameterError(
+            f"`y` must have shape {expected} (N of `x`, out_ch of `u`, then `image_shape`), "
+            f"got {y.shape}"
+        )
+    return y.reshape(expected[0], expected[1], *spatial).transpose(1, 0, 2, 3)
+
+
+def _mask_distribution(mode, keep, block_size, normalize="ideal"):
+    _check_choice(mode, "mode", _MODES)
+    _check_choice(normalize, "normalize", ("ideal", "torchvision"))
+    if mode == "block":
+        if block_size is None:
+            raise InvalidParameterError("`block_size` is required with mode='block'")
+        return DropBlock(keep, block_size, normalize)
+    if block_size is not None:
+        raise InvalidParameterError(
+            f"`block_size` is only used with mode='block', got mode={mode!r}"
+        )
+    if normalize != "ideal":
+        raise InvalidParameterError(
+            f"`normalize` is only used with mode='block', got mode={mode!r}"
+        )
+    return {"element": Bernoulli, "channel": Channel}[mode](keep)
+
+
 def dropout_penalty(
     u,
     v,
@@ -676,36 +899,98 @@ def dropout_penalty(
     mode: str = "element",
     x=None,
     activation: str | None = None,
+    *,
+    block_size: int | None = None,
+    y=None,
+    normalize: str = "ideal",
 ) -> float:
-    r"""Closed-form dropout penalty of a two-layer conv net, formulas (5) and (6).
+    r"""Exact dropout loss gap of a two-layer conv net: formulas (5), (6) and DropBlock.
 
-    For :math:`g(x) = u \ast (m \circ a(v \ast x))` with an inverted mask ``m`` on
-    the hidden map :math:`h = a(v \ast x)` (``a`` the identity or a ReLU), the
-    penalty :math:`\mathbb{E}_{x,m}\|u \ast (m\circ h) - u \ast h\|^2` is
+    The net is :math:`f_m(x) = u \ast (m \circ h)` with :math:`h = a(v \ast x)` (``a``
+    the identity or a ReLU) and a dropout mask ``m`` on the hidden map; :math:`f = f_1`
+    is the net without dropout. Returned is the expected increase of the squared loss,
 
     .. math::
 
-        \text{element:}\quad \lambda \sum_{c,q} \|U[:, (c,q)]\|^2\, \mathbb{E}[h_{c,q}^2],
-        \qquad
-        \text{channel:}\quad \lambda \sum_c \mathbb{E}\|U_c h_c\|^2 ,
+        \Delta = \mathbb{E}_m \frac1N\sum_n \|y_n - f_m(x_n)\|^2
+                 - \frac1N\sum_n \|y_n - f(x_n)\|^2 .
 
-    λ = (1 − θ)/θ, exact for any target (it is the gap between the dropout loss and
-    the plain loss, as in (1)). :math:`\|U[:,(c,q)]\|^2 = \sum_d s_c[d]\,
-    \mathbb 1[q - d \in \text{image}]`, :math:`s_c = \sum_o u[o,c]^2`
-    (:func:`column_sq_norms`); no dense matrix is built.
+    With :math:`e = m - 1` and U the matrix of ``u ∗ ·``,
+    :math:`f_m(x) - f(x) = U(e \circ h)`, so
 
+    .. math::
+
+        \Delta = \frac1N\sum_n \Big( \langle \mathbb{E}[e e^\top],\;
+                 U^\top U \circ h_n h_n^\top \rangle
+                 - 2\,\langle y_n - f(x_n),\; U(\mathbb{E}[e] \circ h_n) \rangle \Big),
+
+    formula (4) with the *second moment* of e, plus a first-moment cross term.
+
+    * ``mode="element"`` / ``"channel"`` (inverted Bernoulli / channel masks): E e = 0,
+      so Δ does not depend on ``y`` and is formula (5) or (6) (λ = (1 − θ)/θ):
+
+      .. math::
+
+          \lambda \sum_{c,q} \|U[:, (c,q)]\|^2\, \mathbb{E}[h_{c,q}^2],
+          \qquad \lambda \sum_c \mathbb{E}\|U_c h_c\|^2 ,
+
+      :math:`\|U[:,(c,q)]\|^2 = \sum_d s_c[d]\, \mathbb 1[q - d \in \text{image}]`,
+      :math:`s_c = \sum_o u[o,c]^2` (:func:`column_sq_norms`).
+    * ``mode="block"``: :class:`~regtheory.masks.DropBlock` with ``block_size`` b and the
+      1/θ normaliser, independent per channel. Position p is kept iff none of the
+      :math:`c(p)` block starts covering it fires, p and q iff none of the
+      :math:`c(p) + c(q) - o(p,q)` starts covering either does (:math:`o` = starts covering
+      both; β = 1 − γ):
+
+      .. math::
+
+          \mathbb{E}[m_p] = \frac{\beta^{c(p)}}{\theta},\qquad
+          \operatorname{Cov}(m_p, m_q) = \frac{\beta^{c(p)+c(q)-o(p,q)}\,(1-\beta^{o(p,q)})}
+                                              {\theta^2},
+
+      so :math:`\mathbb{E}[ee^\top] = \bar e\bar e^\top + \operatorname{blockdiag}_c
+      \operatorname{Cov}(m)`, :math:`\bar e = \mathbb{E}m - 1`, and
+
+      .. math::
+
+          \Delta = \frac1N\sum_n \Big(\|U(\bar e\circ h_n) - r_n\|^2 - \|r_n\|^2
+                   + \sum_c \sum_{p,q} \operatorname{Cov}(m_p, m_q)\,
+                     (U_c^\top U_c)_{pq}\, h_{c,p} h_{c,q}\Big),
+          \quad r_n = y_n - f(x_n):
+
+      the loss change of the mean mask plus the mask's variance. :math:`\bar e \ne 0` at
+      the border (:math:`c(p)` is smaller there), so the cross term is real: with a
+      target, Δ is not the perturbation energy.
+      Cost: :math:`o(p,q) = o_H o_W` factorises per axis and vanishes unless p and q are
+      closer than b along both axes, and the Gram matrices are banded, so only pairs
+      (p, p + δ) with a few offsets δ enter: :math:`n_\delta \le (2\min(b, k') - 1)^2`
+      with data, :math:`(2\min(k, k') - 1)^2` with white input (k', k the kernel sides of
+      u and v; circular padding adds the wrapped copies of these offsets). With data the
+      cost is three convolutions plus O(N·C_hid·HW·n_δ); with white input
+      O(n_δ·C_hid²·(C_out k'² + C_in k² + k'²k²) + n_δ·k'²k²·HW), independent of N.
+      Both are linear in the number of pixels; no (C·H·W)² matrix is formed.
+      The torchvision normaliser (``normalize="torchvision"``, the random
+      numel/sum(kept)) has no closed form here: its moments need the distribution of
+      the kept count, a sum over all :math:`2^{\#\text{starts}}` start patterns; it
+      is refused (``InvalidParameterError``, a ``ValueError``; use :func:`dropout_penalty_mc`).
+
+    Data and targets:
+
+    * ``x`` given: the expectations over the data are means over the N samples.
+    * ``y=None``: the target is the clean output, :math:`y_n = f(x_n)`, so
+      :math:`\Delta = \mathbb{E}_m \frac1N\sum_n\|f_m(x_n) - f(x_n)\|^2`, the perturbation
+      energy (the cross term is zero). For element and channel masks that is Δ for every
+      target; for DropBlock it is Δ only at the target f(x).
     * White input (``x=None``, :math:`\mathbb{E}[xx^\top] = I` over the
-      :math:`C_{in}HW` pixels): :math:`\mathbb{E}[h_q^2] = \|V[q,:]\|^2`, and
-      :math:`\mathbb{E}\|U_cV_cx\|^2 = \operatorname{tr}(U_c^\top U_c\, V_cV_c^\top)`,
-      a sum over positions and lags of the two banded Gram matrices. With circular
-      padding the element penalty is :math:`\lambda\, HW \sum_c \|u_c\|^2\|v_c\|^2`.
-    * Data ``x``: the expectations are means over the N samples (:math:`\mathbb{E}\|U_ch_c\|^2`
-      through :func:`conv2d` applied to each hidden channel).
-    * ``activation="relu"`` (Arora et al. [2]: (5)–(6) hold for any features h):
+      :math:`C_{in}HW` pixels, zero mean): likewise the perturbation energy
+      :math:`\mathbb{E}_{x,m}\|f_m(x) - f(x)\|^2`, with :math:`\mathbb{E}[hh^\top] = VV^\top`
+      (:math:`\mathbb{E}[h_q^2] = \|V[q,:]\|^2`; with circular padding the element
+      penalty is :math:`\lambda\, HW \sum_c \|u_c\|^2\|v_c\|^2`). ``y`` needs ``x``.
+    * ``activation="relu"`` (Arora et al. [2]: the formulas hold for any features h):
       with data, h is the ReLU of the hidden map. With white input only the element
       mode is available, assuming the input is *symmetric* (x and −x equally
       likely), so that :math:`\mathbb{E}[\mathrm{relu}(h_q)^2] = \tfrac12\mathbb{E}[h_q^2]`;
-      the channel mode would need :math:`\mathbb{E}[\mathrm{relu}(h_p)\mathrm{relu}(h_q)]`,
+      channel and block modes would need :math:`\mathbb{E}[\mathrm{relu}(h_p)\mathrm{relu}(h_q)]`,
       which :math:`\mathbb{E}[xx^\top]` does not determine.
 
     Parameters
@@ -715,50 +1000,77 @@ def dropout_penalty(
     v : array (C_hid, C_in, k, k), or (C_hid, C_in, k)
         Kernel of the layer before the mask.
     keep : float
-        Retain probability θ in (0, 1].
+        Retain probability θ in (0, 1] (for DropBlock the expected kept fraction).
     image_shape : (H, W), or (L,) / L for 1-D kernels
     padding : {"zeros", "circular"}
-        Padding of both layers.
-    mode : {"element", "channel"}
-        Elementwise dropout (``nn.Dropout``) or channel dropout (``nn.Dropout2d``).
-        DropBlock has no closed form here; use :func:`dropout_penalty_mc`.
+        Padding of both layers (DropBlock's blocks never wrap around).
+    mode : {"element", "channel", "block"}
+        Elementwise dropout (``nn.Dropout``), channel dropout (``nn.Dropout2d``) or
+        DropBlock (needs ``block_size``).
     x : array (N, C_in, H, W), optional
         Input samples; ``None`` means white input.
     activation : {None, "relu"}
         Non-linearity on the hidden map before the mask.
+    block_size : int, optional
+        DropBlock's block side b (``mode="block"`` only), at most the map's size.
+    y : array (N, C_out, H, W), optional
+        Targets of the samples ``x``; ``None`` means the clean output f(x).
+    normalize : {"ideal", "torchvision"}
+        DropBlock's normaliser; only ``"ideal"`` (1/θ) has a closed form.
 
     Returns
     -------
     float
 
+    See Also
+    --------
+    dropout_penalty_mc : the same Δ by Monte Carlo over real masks.
+    regtheory.masks.DropBlock : the mask distribution and its start rate γ.
+
     References
     ----------
     [1] Mianjy, Arora & Vidal, ICML 2018 (formula (1)); [2] Arora et al., ICML 2021
-    (non-linear features); [3] Tompson et al., CVPR 2015 (channel dropout).
+    (non-linear features); [3] Tompson et al., CVPR 2015 (channel dropout);
+    [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
 
     Examples
     --------
     >>> u, v = np.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 3))
     >>> dropout_penalty(u, v, keep=0.5, image_shape=(4, 4), padding="circular")
     1296.0
+    >>> dropout_penalty(u, v, 0.5, (4, 4), "circular", mode="block", block_size=1)
+    1296.0
     """
     circular = _check_padding(padding)
-    _check_choice(mode, "mode", _WHITE_PENALTIES)
     _check_choice(activation, "activation", _ACTIVATIONS)
-    lam = dropout_lambda(keep)
-    u4, v4, spatial, xc, _ = _check_net(u, v, image_shape, x)
+    masks = _mask_distribution(mode, keep, block_size, normalize)
+    u4, v4, spatial, xc, map_shape = _check_net(u, v, image_shape, x)
+    yc = _check_target(y, xc, u4, spatial, map_shape)
+    if mode == "block":
+        gamma = masks.gamma(map_shape)  # raises if the block does not fit the map
+        if normalize != "ideal":
+            raise InvalidParameterError(
+                "`normalize`='torchvision' (the random normaliser numel/sum(kept)) has no "
+                "closed form; estimate it with dropout_penalty_mc(..., normalize='torchvision')"
+            )
+        blocks = (1, masks.block_size) if len(map_shape) == 1 else (masks.block_size,) * 2
     if xc is not None:
         h = _ACTIVATIONS[activation](_conv_cn(xc, v4, circular))
-        return float(lam * _DATA_PENALTIES[mode](u4, h, circular))
-    if activation is not None and mode == "channel":
+        if mode == "block":
+            residual = None if yc is None else yc - _conv_cn(h, u4, circular)
+            return _block_data(u4, h, masks.keep, gamma, spatial, blocks, circular, residual)
+        return float(masks.lam * _DATA_PENALTIES[mode](u4, h, circular))
+    if activation is not None and mode != "element":
         raise InvalidParameterError(
-            "`activation` with mode='channel' needs data `x`: E[relu(h_p) relu(h_q)] is not "
+            f"`activation` with mode={mode!r} needs data `x`: E[relu(h_p) relu(h_q)] is not "
             "determined by white input E[xxᵀ] = I"
         )
+    if mode == "block":
+        return _block_white(u4, v4, masks.keep, gamma, spatial, blocks, circular)
     energy = _WHITE_PENALTIES[mode](u4, v4, spatial, circular)
     if activation == "relu":
         energy *= 0.5  # symmetric input: h_q and -h_q equally likely
-    return float(lam * energy)
+    return float(masks.lam * energy)
 
 
 def column_sq_norms(weight, image_shape, padding: str = "zeros") -> np.ndarray:
@@ -797,19 +1109,6 @@ def column_sq_norms(weight, image_shape, padding: str = "zeros") -> np.ndarray:
 # ----------------------------------------------------------------------------- Monte Carlo
 
 
-def _mask_distribution(mode, keep, block_size):
-    _check_choice(mode, "mode", ("element", "channel", "block"))
-    if mode == "block":
-        if block_size is None:
-            raise InvalidParameterError("`block_size` is required with mode='block'")
-        return DropBlock(keep, block_size)
-    if block_size is not None:
-        raise InvalidParameterError(
-            f"`block_size` is only used with mode='block', got mode={mode!r}"
-        )
-    return {"element": Bernoulli, "channel": Channel}[mode](keep)
-
-
 def dropout_penalty_mc(
     u,
     v,
@@ -824,22 +1123,30 @@ def dropout_penalty_mc(
     activation: str | None = None,
     rtol: float | None = None,
     batch_size: int | None = None,
+    *,
+    y=None,
+    normalize: str = "ideal",
 ) -> Estimate:
-    r"""Monte Carlo estimate of the conv dropout penalty over real sampled masks.
+    r"""Monte Carlo estimate, over real sampled masks, of the loss gap of :func:`dropout_penalty`.
 
     Each draw samples one mask ``m`` (:class:`~regtheory.masks.Bernoulli`,
     :class:`~regtheory.masks.Channel` or :class:`~regtheory.masks.DropBlock`) and
-    returns the squared output perturbation it causes,
+    returns the loss gap it causes on the data (:math:`h_n = a(v \ast x_n)`,
+    :math:`f_m(x) = u \ast (m \circ h)`, :math:`f = f_1`):
 
-    .. math:: D(m) = \frac1N\sum_{n=1}^N \|u \ast ((m - 1)\circ h_n)\|^2,\qquad
-              h_n = a(v \ast x_n),
+    .. math:: G(m) = \frac1N\sum_{n=1}^N \Big(\|y_n - f_m(x_n)\|^2 - \|y_n - f(x_n)\|^2\Big)
+              = \frac1N\sum_n \Big(\|d_n\|^2 - 2\langle y_n - f(x_n), d_n\rangle\Big),
+              \quad d_n = u \ast ((m - 1)\circ h_n).
 
-    averaged over the data when ``x`` is given; with ``x=None`` every draw uses one
-    fresh standard normal input (:math:`\mathbb{E}[xx^\top] = I`, symmetric), so
-    :math:`\mathbb{E}D` is the white-input penalty of :func:`dropout_penalty`.
-    Everything is computed with :func:`conv2d` on batches of masks (the
-    independent check of formulas (5)–(6)); for DropBlock, whose masks are
-    correlated in space, it is the general tool (THEORY §3, formula (4)).
+    Without targets (``y=None``) the target is the clean output f(x), and G is the
+    perturbation energy :math:`\frac1N\sum_n\|d_n\|^2`; with ``x=None`` every draw uses
+    one fresh standard normal input (:math:`\mathbb{E}[xx^\top] = I`, symmetric) and
+    that energy. So :math:`\mathbb{E}G` is exactly the Δ of :func:`dropout_penalty` for
+    the same ``x`` and ``y``: formulas (5)–(6), and for DropBlock (whose masks are
+    correlated and, with the 1/θ normaliser, not of mean one at the border) its exact
+    second- and first-moment form. Everything is computed with :func:`conv2d` on batches
+    of masks, independently of the closed forms. With ``normalize="torchvision"`` (a
+    random normaliser with no closed form) it is the only tool.
 
     Parameters
     ----------
@@ -850,7 +1157,7 @@ def dropout_penalty_mc(
     padding : {"zeros", "circular"}
     mode : {"element", "channel", "block"}
     block_size : int, optional
-        DropBlock block side (``mode="block"`` only; ideal 1/keep normalisation).
+        DropBlock block side (``mode="block"`` only).
     n_masks : int
         Number of masks (the maximum when ``rtol`` is given).
     seed : int or numpy.random.Generator
@@ -862,10 +1169,18 @@ def dropout_penalty_mc(
         Stop once the relative standard error is at most ``rtol``.
     batch_size : int, optional
         Masks per vectorised batch (default: about 4 MB of hidden maps per batch).
+    y : array (N, C_out, H, W), optional
+        Targets of the samples ``x`` (needs ``x``); ``None`` means the clean output f(x).
+    normalize : {"ideal", "torchvision"}
+        DropBlock's normaliser: 1/keep, or torchvision's numel/sum(kept) per mask.
 
     Returns
     -------
     Estimate
+
+    See Also
+    --------
+    dropout_penalty : the exact value of the same Δ (not for the torchvision normaliser).
 
     References
     ----------
@@ -873,8 +1188,9 @@ def dropout_penalty_mc(
     """
     circular = _check_padding(padding)
     _check_choice(activation, "activation", _ACTIVATIONS)
-    masks = _mask_distribution(mode, keep, block_size)
+    masks = _mask_distribution(mode, keep, block_size, normalize)
     u4, v4, spatial, xc, map_shape = _check_net(u, v, image_shape, x)
+    yc = _check_target(y, xc, u4, spatial, map_shape)
     act = _ACTIVATIONS[activation]
     c_hid, c_in = v4.shape[:2]
     hidden_shape = (c_hid, *map_shape)
@@ -889,6 +1205,7 @@ def dropout_penalty_mc(
     # Work arrays reused by every batch: each convolution has its own (both name their
     # output "out", and h must outlive the second), the rest share `work`.
     hidden_work, output_work, work = _Scratch(), _Scratch(), _Scratch()
+    residual = None
 
     if xc is None:
 
@@ -899,6 +1216,8 @@ def dropout_penalty_mc(
 
     else:
         h0 = act(_conv_cn(xc, v4, circular))[:, None]  # the same data under every mask
+        if yc is not None:  # y − f(x): (C_out, N, H·W)
+            residual = (yc - _conv_cn(h0[:, 0], u4, circular)).reshape(u4.shape[0], n_data, -1)
 
         def hidden(rng, size):
             return h0
@@ -912,8 +1231,11 @@ def dropout_penalty_mc(
         zp = work("deviation", (c_hid, size, n_data, H + 2 * pu[0], W + 2 * pu[1]))
         np.multiply(e.transpose(1, 0, 2, 3)[:, :, None], h, out=_interior(zp, *pu))
         zp = _fill_border(zp.reshape(c_hid, size * n_data, *zp.shape[3:]), *pu, circular)
-        y = _conv_cn_block(zp, u4, output_work)
-        y = y.reshape(u4.shape[0], size, n_data, H * W)
-        return np.einsum("osnp,osnp->s", y, y) / n_data
+        d = _conv_cn_block(zp, u4, output_work)
+        d = d.reshape(u4.shape[0], size, n_data, H * W)
+        energy = np.einsum("osnp,osnp->s", d, d)
+        if residual is not None:  # ‖r − d‖² − ‖r‖² = ‖d‖² − 2⟨r, d⟩
+            energy -= 2.0 * np.einsum("osnp,onp->s", d, residual)
+        return energy / n_data
 
     return estimate(draw, n_masks, seed, batch_size=batch_size, rtol=rtol)

@@ -35,6 +35,7 @@ rng = np.random.default_rng(0)
 U, V, X = rng.normal(size=(3, 4)), rng.normal(size=(5, 4)), rng.normal(size=(30, 5))
 u, v = rng.normal(size=(1, 2, 3, 3)), rng.normal(size=(2, 1, 3, 3))
 XC = rng.normal(size=(6, 1, 5, 5))
+YC = rng.normal(size=(6, 1, 5, 5))  # targets of XC under the conv net u ∗ (v ∗ ·)
 X1, Y1 = rng.normal(size=(12, 1, 7)), rng.normal(size=(12, 1, 7))
 T = rng.normal(size=(3, 5))
 TASK = data.conv_task(7, np.array([0.2, 1.0, -0.3]), 12, 12, 0.1, 0)
@@ -60,8 +61,30 @@ VALID = {
     conv.no_gradient_probability: dict(kernel_size=3, image_shape=(5, 5), keep=0.5),
     conv.fc_no_gradient_probability: dict(keep=0.5),
     conv.column_sq_norms: dict(weight=u, image_shape=(5, 5)),
-    conv.dropout_penalty: dict(u=u, v=v, keep=0.5, image_shape=(5, 5)),
-    conv.dropout_penalty_mc: dict(u=u, v=v, keep=0.5, image_shape=(5, 5), n_masks=20, seed=0),
+    conv.dropout_penalty: dict(
+        u=u,
+        v=v,
+        keep=0.5,
+        image_shape=(5, 5),
+        mode="block",
+        block_size=2,
+        x=XC,
+        y=YC,
+        normalize="ideal",
+    ),
+    conv.dropout_penalty_mc: dict(
+        u=u,
+        v=v,
+        keep=0.5,
+        image_shape=(5, 5),
+        mode="block",
+        block_size=2,
+        x=XC,
+        y=YC,
+        normalize="ideal",
+        n_masks=20,
+        seed=0,
+    ),
     implied.solve_fc: dict(T=T, keep=0.5, width=4),
     implied.fc_objective: dict(M=T, T=T, keep=0.5, width=4),
     implied.solve_fc_block: dict(T=T, keep=0.5, width=4, block_size=2),

@@ -88,7 +88,7 @@ CASES = [
     (
         lambda: conv.dropout_penalty(u33, v33, 0.5, (5, 5), mode="block"),
         InvalidParameterError,
-        "mode",
+        "block_size",
     ),
     (
         lambda: conv.dropout_penalty_mc(

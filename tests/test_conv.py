@@ -7,10 +7,12 @@ real sampled masks (including DropBlock), and the literal 9×9 matrix of
 THEORY §2. PyTorch cross-checks are in tests/test_torch_crosscheck.py.
 """
 
+import itertools
 import time
 
 import numpy as np
 import pytest
+from _dropblock import dropblock_penalty_exact
 from _theory import THEORY_MATRIX
 
 from regtheory import conv, dropout_lambda
@@ -429,6 +431,174 @@ def test_dropblock_monte_carlo_matches_exact_mask_moments(padding):
     assert abs(est.zscore(exact)) < N_SE, (exact, est)
 
 
+# ----------------------------------------------------------------------------- DropBlock closed form
+
+
+def random_block_case(rng, one_d=False):
+    """Random small net, image, block, keep, padding, data and targets for the DropBlock gap."""
+    ks = lambda n: [k for k in (1, 3, 5) if k <= n]  # odd kernels that fit
+    c_hid, c_in, c_out = (int(c) for c in rng.integers(1, 4, size=3))
+    if one_d:
+        image = (int(rng.integers(2, 9)),)
+        u = rng.normal(size=(c_out, c_hid, rng.choice(ks(image[0]))))
+        v = rng.normal(size=(c_hid, c_in, rng.choice(ks(image[0]))))
+    else:
+        image = tuple(int(n) for n in rng.integers(2, 8, size=2))
+        u = rng.normal(size=(c_out, c_hid, rng.choice(ks(image[0])), rng.choice(ks(image[1]))))
+        v = rng.normal(size=(c_hid, c_in, rng.choice(ks(image[0])), rng.choice(ks(image[1]))))
+    block = int(rng.integers(1, min(4, *image) + 1))
+    keep = float(rng.uniform(0.1, 0.9))
+    x = rng.normal(size=(int(rng.integers(1, 5)), c_in, *image))
+    y = 3 * rng.normal(size=(len(x), c_out, *image))
+    return u, v, image, block, keep, x, y
+
+
+def test_dropblock_closed_form_matches_dense_oracle_on_random_shapes():
+    """The banded closed form against formula (4) + cross term on dense matrices, with mask
+    moments from brute-force sets of covering block starts (tests/_dropblock.py)."""
+    rng = np.random.default_rng(30)
+    for trial in range(240):
+        u, v, image, block, keep, x, y = random_block_case(rng, one_d=trial % 8 == 7)
+        padding = PADDINGS[trial % 2]
+        data = [(None, None), (x, None), (x, y)][trial % 3]
+        closed = conv.dropout_penalty(
+            u, v, keep, image, padding, "block", block_size=block, x=data[0], y=data[1]
+        )
+        dense = dropblock_penalty_exact(u, v, keep, image, padding, block, *data)
+        case = (trial, image, block, keep, padding, u.shape, v.shape)
+        assert closed == pytest.approx(dense, rel=1e-10, abs=1e-10), case
+
+
+def all_block_masks(image, block, channels, keep):
+    """Every start pattern of ideal DropBlock on ``channels`` maps, with its probability.
+
+    A position is dropped iff it lies in the block of a start that fired; starts fire
+    i.i.d. with DropBlock's rate γ. Yields (probability, mask of shape (channels, *image)).
+    """
+    gamma = DropBlock(keep, block).gamma(image)
+    spatial = image if len(image) == 2 else (1, image[0])
+    sides = (block, block) if len(image) == 2 else (1, block)
+    starts = list(itertools.product(*(range(n - b + 1) for n, b in zip(spatial, sides))))
+    single = []
+    for fired in itertools.product([False, True], repeat=len(starts)):
+        kept = np.ones(spatial)
+        for on, (i, j) in zip(fired, starts):
+            if on:
+                kept[i : i + sides[0], j : j + sides[1]] = 0
+        prob = gamma ** sum(fired) * (1 - gamma) ** (len(starts) - sum(fired))
+        single.append((prob, kept.reshape(image) / keep))
+    for combo in itertools.product(single, repeat=channels):
+        yield np.prod([p for p, _ in combo]), np.stack([m for _, m in combo])
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("image,block", [((3, 3), 2), ((3, 4), 3), ((4, 4), 3), ((5,), 2)])
+def test_dropblock_closed_form_matches_enumeration_of_all_start_patterns(padding, image, block):
+    """Exact expectation by summing the loss gap of every start pattern (16 per channel on
+    a 3×3 map with 2×2 blocks) times its probability; the net is evaluated with conv2d."""
+    rng = np.random.default_rng(31)
+    kernel = (3,) * len(image)
+    u, v = rng.normal(size=(2, 2, *kernel)), rng.normal(size=(2, 1, *kernel))
+    x, y = rng.normal(size=(3, 1, *image)), 2 * rng.normal(size=(3, 2, *image))
+    keep = 0.65
+    h = conv.conv2d(x, v, padding)
+    clean = conv.conv2d(h, u, padding)
+    # white input: E_x ‖U diag(e) V x‖² = ‖U diag(e) V‖_F², columns = images of unit impulses
+    h_eye = conv.conv2d(np.eye(int(np.prod(image))).reshape(-1, 1, *image), v, padding)
+    gap = {"white": 0.0, "data": 0.0, "target": 0.0}
+    total_prob = 0.0
+    for prob, m in all_block_masks(image, block, 2, keep):
+        dropped = conv.conv2d(m * h, u, padding)
+        gap["data"] += prob * np.sum((dropped - clean) ** 2) / len(x)
+        gap["target"] += prob * np.sum((y - dropped) ** 2 - (y - clean) ** 2) / len(x)
+        gap["white"] += prob * np.sum(conv.conv2d((m - 1) * h_eye, u, padding) ** 2)
+        total_prob += prob
+    assert total_prob == pytest.approx(1, rel=1e-12)
+    args = (u, v, keep, image, padding, "block")
+    closed = {
+        "white": conv.dropout_penalty(*args, block_size=block),
+        "data": conv.dropout_penalty(*args, x=x, block_size=block),
+        "target": conv.dropout_penalty(*args, x=x, block_size=block, y=y),
+    }
+    for key, exact in gap.items():
+        assert closed[key] == pytest.approx(exact, rel=1e-10), key
+    assert abs(gap["target"] - gap["data"]) > 1e-3 * gap["data"]  # the cross term is real
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("block", [2, 3])
+def test_dropblock_loss_gap_monte_carlo_matches_closed_form(padding, block):
+    """Monte Carlo over real DropBlock masks of the loss gap with a target: within N_SE
+    standard errors of the closed form. On zero padding the perturbation energy (the
+    former 'penalty', the gap only at the target f(x)) is far outside."""
+    u, v, x = mc_net()
+    y = 2 * np.random.default_rng(32).normal(size=(len(x), u.shape[0], *MC_NET["image"]))
+    image, keep = MC_NET["image"], 0.6
+    args = (u, v, keep, image, padding, "block")
+    closed = conv.dropout_penalty(*args, x=x, y=y, block_size=block)
+    est = conv.dropout_penalty_mc(*args, block, n_masks=4000, seed=33, x=x, y=y)
+    assert abs(est.zscore(closed)) < N_SE, (closed, est)
+    energy = conv.dropout_penalty(*args, x=x, block_size=block)
+    relu = conv.dropout_penalty(*args, x=x, y=y, block_size=block, activation="relu")
+    est = conv.dropout_penalty_mc(*args, block, n_masks=4000, seed=34, x=x, y=y, activation="relu")
+    assert abs(est.zscore(relu)) < N_SE, (relu, est)
+    if padding == "zeros":
+        assert abs(closed - energy) > 0.2 * closed
+
+
+def test_dropblock_without_target_is_the_perturbation_energy_at_the_clean_output():
+    u, v, x = mc_net()
+    image, keep = MC_NET["image"], 0.6
+    clean = conv.conv2d(conv.conv2d(x, v), u)
+    args = (u, v, keep, image, "zeros", "block")
+    at_clean = conv.dropout_penalty(*args, x=x, y=clean, block_size=3)
+    assert conv.dropout_penalty(*args, x=x, block_size=3) == pytest.approx(at_clean, rel=1e-12)
+    est = conv.dropout_penalty_mc(*args, 3, n_masks=3000, seed=35, x=x, y=clean)
+    again = conv.dropout_penalty_mc(*args, 3, n_masks=3000, seed=35, x=x)
+    assert est.mean == pytest.approx(again.mean, rel=1e-9)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_element_and_channel_gaps_do_not_depend_on_the_target(padding):
+    """E m = 1: the cross term vanishes, so y changes neither the closed form nor (in
+    expectation) the Monte Carlo loss gap."""
+    u, v, x = mc_net()
+    y = 2 * np.random.default_rng(36).normal(size=(len(x), u.shape[0], *MC_NET["image"]))
+    image, keep = MC_NET["image"], 0.6
+    for mode in ("element", "channel"):
+        closed = conv.dropout_penalty(u, v, keep, image, padding, mode, x=x)
+        assert conv.dropout_penalty(u, v, keep, image, padding, mode, x=x, y=y) == closed
+        est = conv.dropout_penalty_mc(
+            u, v, keep, image, padding, mode, n_masks=3000, seed=37, x=x, y=y
+        )
+        assert abs(est.zscore(closed)) < N_SE, (mode, closed, est)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_dropblock_limits_are_the_element_and_channel_closed_forms(padding):
+    """b = 1 is elementwise dropout, formula (5); a block covering the map is channel
+    dropout, formula (6) (both with and without data)."""
+    u, v, x = mc_net()
+    image, keep = MC_NET["image"], 0.35
+    for data in (None, x):
+        for block, mode in ((1, "element"), (6, "channel")):
+            closed = conv.dropout_penalty(u, v, keep, image, padding, mode, x=data)
+            block_form = conv.dropout_penalty(
+                u, v, keep, image, padding, "block", x=data, block_size=block
+            )
+            assert block_form == pytest.approx(closed, rel=1e-9), (block, data is None)
+
+
+def test_dropblock_closed_form_refuses_the_torchvision_normaliser():
+    u, v, _ = mc_net()
+    with pytest.raises(ValueError, match="normalize.*dropout_penalty_mc"):
+        conv.dropout_penalty(u, v, 0.5, (6, 6), mode="block", block_size=3, normalize="torchvision")
+    est = conv.dropout_penalty_mc(
+        u, v, 0.5, (6, 6), mode="block", block_size=3, n_masks=50, seed=0, normalize="torchvision"
+    )
+    assert np.isfinite(est.mean)
+
+
 def test_monte_carlo_same_seed_same_estimate_and_rtol_stops_early():
     u, v, _ = mc_net()
     a = conv.dropout_penalty_mc(u, v, 0.5, MC_NET["image"], n_masks=300, seed=3)
@@ -473,7 +643,48 @@ GOOD_U, GOOD_V = np.ones((2, 3, 3, 3)), np.ones((3, 2, 3, 3))
         (lambda: conv.dropout_penalty(np.ones((2, 3, 3)), GOOD_V, 0.5, (5, 5)), "`u` and `v`"),
         (lambda: conv.dropout_penalty(GOOD_U, np.ones((3, 3)), 0.5, (5, 5)), "`v`"),
         (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), "wrap"), "padding"),
-        (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), mode="block"), "mode"),
+        (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), mode="block"), "block_size"),
+        (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), block_size=2), "block_size"),
+        (
+            lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), mode="block", block_size=6),
+            "block_size",
+        ),
+        (
+            lambda: conv.dropout_penalty(
+                GOOD_U, GOOD_V, 0.5, (5, 5), mode="block", block_size=2, activation="relu"
+            ),
+            "activation",
+        ),
+        (
+            lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), normalize="torchvision"),
+            "normalize",
+        ),
+        (
+            lambda: conv.dropout_penalty(
+                GOOD_U, GOOD_V, 0.5, (5, 5), mode="block", block_size=2, normalize="mean"
+            ),
+            "normalize",
+        ),
+        (
+            lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), y=np.ones((4, 2, 5, 5))),
+            "`y`.*`x`",
+        ),
+        (
+            lambda: conv.dropout_penalty(
+                GOOD_U, GOOD_V, 0.5, (5, 5), x=np.ones((4, 2, 5, 5)), y=np.ones((3, 2, 5, 5))
+            ),
+            "`y` must have shape",
+        ),
+        (
+            lambda: conv.dropout_penalty_mc(
+                GOOD_U, GOOD_V, 0.5, (5, 5), x=np.ones((4, 2, 5, 5)), y=np.ones((4, 3, 5, 5))
+            ),
+            "`y` must have shape",
+        ),
+        (
+            lambda: conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), y=np.ones((4, 2, 5, 5))),
+            "`y`",
+        ),
         (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), mode="Element"), "mode"),
         (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 1.5, (5, 5)), "keep"),
         (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5, 5)), "image_shape"),

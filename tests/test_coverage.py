@@ -73,13 +73,19 @@ def test_network_interval_coverage():
     assert 0.92 <= cov <= 0.98, cov
 
 
-def test_dropblock_interval_coverage():
-    """DropBlock: exact value from formula (4) with exact mask moments (tests/_dropblock.py)."""
+@pytest.mark.parametrize("with_target", [False, True])
+def test_dropblock_interval_coverage(with_target):
+    """DropBlock: exact value from formula (4) with exact mask moments, plus the target's
+    cross term (tests/_dropblock.py, dense matrices). White input without a target; data
+    with a target, where the estimator averages the loss gap per mask."""
     from _dropblock import dropblock_penalty_exact
 
     rng = np.random.default_rng(4)
     v, u = rng.normal(size=(2, 1, 3, 3)), rng.normal(size=(1, 2, 3, 3))
-    exact = dropblock_penalty_exact(u, v, 0.7, (5, 5), "zeros", 2)
+    x = y = None
+    if with_target:
+        x, y = rng.normal(size=(4, 1, 5, 5)), 2 * rng.normal(size=(4, 1, 5, 5))
+    exact = dropblock_penalty_exact(u, v, 0.7, (5, 5), "zeros", 2, x=x, y=y)
     cov = coverage(
         lambda s: conv.dropout_penalty_mc(
             u,
@@ -92,6 +98,8 @@ def test_dropblock_interval_coverage():
             n_masks=N_MASKS,
             seed=s,
             batch_size=N_MASKS,
+            x=x,
+            y=y,
         ),
         exact,
     )
