@@ -166,9 +166,20 @@ class DropBlock(MaskDistribution):
 
     γ is the exact root of the second equation (:meth:`gamma`), so the expected
     kept *fraction* of a map is exactly ``keep``. Ghiasi et al. and torchvision
-    use the approximation :math:`\gamma \approx \frac{(1-\theta) HW}{b^2 (H-b+1)(W-b+1)}`,
-    which counts every block as b² fresh drops although blocks overlap, so it drops too
-    little and keeps *more* units than ``keep`` (0.627 of a 16×16 map at b = 5, keep 0.5).
+    use instead :math:`\gamma_0 = \frac{(1-\theta) HW}{b^2 (H-b+1)(W-b+1)}`, which
+    counts every sampled block as :math:`b^2` freshly dropped units. Blocks overlap,
+    and :math:`1 - (1-\gamma)^{c} < \gamma c`, so fewer units are dropped than that
+    count says: :math:`\gamma_0` is *smaller* than the exact γ and keeps *more* units
+    than ``keep`` (16×16 map, b = 5, keep = 0.5: :math:`\gamma_0 = 0.0356` against
+    γ = 0.0550, and :math:`\gamma_0` keeps a fraction 0.627 in expectation).
+
+    Two positions p, q are both kept iff none of the starts covering either fires.
+    Their numbers of shared starts :math:`o(p, q) = o_H(p_1, q_1)\, o_W(p_2, q_2)`
+    factorise per axis and vanish unless p and q are closer than b along every axis:
+
+    .. math:: \Pr[p, q \text{ kept}] = (1-\gamma)^{c(p) + c(q) - o(p, q)} ,
+
+    so the masks of one channel are correlated only locally (channels are independent).
 
     Normalisation of the kept units:
 
@@ -176,13 +187,15 @@ class DropBlock(MaskDistribution):
       a map is exactly 1. Not entrywise: border positions are covered by fewer
       blocks, so :math:`E[m_p] = (1-\gamma)^{c(p)}/\theta` is above 1 at the
       border and below 1 inside (exactly 1 everywhere only for ``b = 1`` or a block
-      covering the whole map).
+      covering the whole map). Hence a loss gap under DropBlock has a first-moment
+      term besides the mask's covariance (:func:`regtheory.conv.dropout_penalty`).
     * ``"torchvision"`` -- scale by ``numel / sum(kept)`` of the mask itself, a
       *random* normaliser (0 if everything is dropped), as
       ``torchvision.ops.drop_block2d`` does. torchvision computes that ratio over
       the whole ``(N, C, H, W)`` batch; here it is computed per mask (one sample's
       ``(C, H, W)`` feature map), which is torchvision's value for a batch of one.
-      Its expectation differs from the ideal one (THEORY §3).
+      Its expectation differs from the ideal one (THEORY §3), and its moments depend
+      on the distribution of the kept count, so only Monte Carlo evaluates it.
 
     ``block_size = 1`` is elementwise dropout (:class:`Bernoulli`) and a block
     covering the whole map is channel dropout (:class:`Channel`), in distribution.

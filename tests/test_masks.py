@@ -121,13 +121,34 @@ def test_dropblock_limits_are_bernoulli_and_channel():
 
 
 def test_dropblock_gamma_exceeds_the_papers_approximation():
-    """Ghiasi/torchvision's γ ignores overlapping blocks, so it drops too little."""
+    """Ghiasi/torchvision's γ ignores overlapping blocks, so it drops too little (keeps more)."""
     keep, b, H, W = 0.9, 3, 8, 8
     approx = (1 - keep) * H * W / (b**2 * (H - b + 1) * (W - b + 1))
     exact = DropBlock(keep, b).gamma((H, W))
     assert exact > approx
     kept_with_approx = np.mean((1 - approx) ** brute_cover_counts((H, W), b))
     assert kept_with_approx > keep  # the approximation drops too little on this map
+
+
+def test_papers_gamma_keeps_more_than_keep_on_a_16_by_16_map():
+    """Ghiasi et al.'s / torchvision's γ₀ = (1 − θ)HW / (b²(H − b + 1)(W − b + 1)) on a
+    16×16 map, b = 5, keep 0.5. Exact expected kept fraction under γ₀: the mean over
+    positions of (1 − γ₀)^c(p) with brute-force cover counts, 0.627 > keep; that formula
+    is checked against block starts sampled here directly (not through DropBlock)."""
+    keep, b, H, W = 0.5, 5, 16, 16
+    gamma0 = (1 - keep) * H * W / (b**2 * (H - b + 1) * (W - b + 1))
+    counts = brute_cover_counts((H, W), b)
+    kept = np.mean((1 - gamma0) ** counts)
+    assert round(gamma0, 4) == 0.0356 and round(kept, 3) == 0.627
+    exact = DropBlock(keep, b).gamma((H, W))
+    assert np.mean((1 - exact) ** counts) == pytest.approx(keep, rel=1e-12)
+    assert exact > gamma0 and round(exact, 4) == 0.0550
+    rng = np.random.default_rng(8)
+    starts = rng.random((4000, H - b + 1, W - b + 1)) < gamma0
+    dropped = np.zeros((4000, H, W), dtype=bool)
+    for i, j in itertools.product(range(H - b + 1), range(W - b + 1)):
+        dropped[:, i : i + b, j : j + b] |= starts[:, i, j, None, None]
+    assert_mean_within((~dropped).mean(axis=(1, 2)), kept)
 
 
 def test_dropblock_torchvision_normaliser_is_numel_over_kept():
