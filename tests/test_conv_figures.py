@@ -3,7 +3,7 @@
 References used here: the literal 9×9 matrix of THEORY §2, tap counts read off
 dense conv matrices, formula (5)/(6)/(2) evaluated on the dense matrices of
 :func:`regtheory.conv.conv_matrix` (with an SVD for the nuclear norm), and for
-DropBlock formula (4) with the mask covariance computed exactly from the block
+DropBlock formula (4) with the mask second moments computed exactly from the block
 starts that cover each position. Rendering is covered by tests/test_figures.py.
 """
 
@@ -122,7 +122,9 @@ def test_penalty_vs_keep_closed_forms_match_dense_matrices(penalty_data):
                 assert panel["series"][name]["closed_form"][i] == pytest.approx(
                     dense[name], rel=1e-9
                 )
-        assert panel["series"]["block"]["closed_form"] is None
+            # DropBlock: formula (4) with mask moments from brute-force cover sets
+            block = dropblock_penalty_exact(u, v, keep, image, panel["padding"], d["block_size"])
+            assert panel["series"]["block"]["closed_form"][i] == pytest.approx(block, rel=1e-9)
 
 
 def test_penalty_vs_keep_monte_carlo_within_ci(penalty_data):

@@ -2,7 +2,7 @@ r"""Figures of the convolutional theory (THEORY.md §2–§3).
 
 (c) ``conv_matrix_seed`` -- the seed's 9×9 conv matrix with the columns one mask drops, beside FC.
 (d) ``no_gradient_probability`` -- P(a weight gets no gradient) vs drop rate: FC vs conv taps.
-(e) ``penalty_vs_keep`` -- closed forms (5), (6), (2) against Monte Carlo, DropBlock by Monte Carlo.
+(e) ``penalty_vs_keep`` -- closed forms (5), (6), (2) and DropBlock's exact form against Monte Carlo.
 (f) ``border_penalty_map`` -- per-position terms of (5): zero padding pays less at the border.
 (g) ``mc_error_vs_n`` -- observed Monte Carlo error and reported stderr against the 1/√N law.
 
@@ -366,10 +366,12 @@ def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) 
                 "mc": mc[padding, "fc"],
             }
         }
-        for mode, _ in CONV_MODES:
-            closed = None
-            if mode != "block":
-                closed = [conv.dropout_penalty(u, v, keep, IMAGE, padding, mode) for keep in keeps]
+        for mode, block in CONV_MODES:
+            # white input, no target: E‖f_m(x) − f(x)‖², the quantity the Monte Carlo draws
+            closed = [
+                conv.dropout_penalty(u, v, keep, IMAGE, padding, mode, block_size=block)
+                for keep in keeps
+            ]
             series[mode] = {"closed_form": closed, "mc": mc[padding, mode]}
         panels.append({"padding": padding, "series": series})
     return {
@@ -404,7 +406,7 @@ _SERIES_STYLE = {
     "fc": ("k", "FC, same map, equalized: Θ(M), (2)"),
     "element": ("C0", "conv elementwise, (5)"),
     "channel": ("C1", "conv channel, (6)"),
-    "block": ("C2", "conv DropBlock {b}×{b}, Monte Carlo only"),
+    "block": ("C2", "conv DropBlock {b}×{b}, exact mask moments"),
 }
 
 
@@ -421,19 +423,13 @@ def plot_penalty_vs_keep(data: dict) -> Figure:
             mean = np.array([e["mean"] for e in s["mc"]])
             ci = np.array([e["ci95"] for e in s["mc"]])
             yerr = np.abs(ci.T - mean)
-            if s["closed_form"] is not None:
-                closed = np.asarray(s["closed_form"])
-                line = ax.plot(keeps, closed, "-", color=color, lw=1.4)[0]
-                bars = ax.errorbar(
-                    keeps, mean, yerr, fmt="o", color=color, ms=3.5, capsize=3, mfc="none"
-                )
-                handle = (line, bars)
-            else:
-                handle = ax.errorbar(
-                    keeps, mean, yerr, fmt="s--", color=color, ms=4, capsize=3, lw=1
-                )
+            closed = np.asarray(s["closed_form"])
+            line = ax.plot(keeps, closed, "-", color=color, lw=1.4)[0]
+            bars = ax.errorbar(
+                keeps, mean, yerr, fmt="o", color=color, ms=3.5, capsize=3, mfc="none"
+            )
             if col == 0:
-                handles.append(handle)
+                handles.append((line, bars))
                 labels.append(label.format(b=data["block_size"]))
             if name == "fc":
                 mid = len(keeps) // 2
@@ -446,20 +442,16 @@ def plot_penalty_vs_keep(data: dict) -> Figure:
                     ha="left",
                 )
                 continue
-            if s["closed_form"] is not None:
-                ax_ratio.plot(keeps, np.asarray(s["closed_form"]) / ref, "-", color=color, lw=1.4)
-                marker = "o"
-            else:
-                marker = "s--"
+            ax_ratio.plot(keeps, closed / ref, "-", color=color, lw=1.4)
             ax_ratio.errorbar(
                 keeps,
                 mean / ref,
                 yerr / ref,
-                fmt=marker,
+                fmt="o",
                 color=color,
                 ms=3.5,
                 capsize=3,
-                mfc="none" if marker == "o" else color,
+                mfc="none",
                 lw=1,
             )
         ax.set_yscale("log")
@@ -482,7 +474,7 @@ def plot_penalty_vs_keep(data: dict) -> Figure:
         fontsize=8,
         color="C2",
     )
-    axes[0, 0].set_ylabel("dropout penalty (white input)")
+    axes[0, 0].set_ylabel("dropout penalty E‖f_m(x) − f(x)‖² (white input)")
     axes[1, 0].set_ylabel("÷ conv elementwise (5)")
     axes[0, 0].legend(
         handles,
@@ -769,7 +761,7 @@ register(
 register(
     FigureSpec(
         "penalty_vs_keep",
-        "(e) penalty vs keep: closed forms (2), (5), (6) with Monte Carlo CIs; DropBlock by Monte Carlo",
+        "(e) penalty vs keep: closed forms (2), (5), (6) and DropBlock's with Monte Carlo CIs",
         compute_penalty_vs_keep,
         plot_penalty_vs_keep,
         sweeps=True,
