@@ -236,7 +236,7 @@ class _PenaltyCheck:
     """What ``regtheory penalty`` reports: one closed form beside its Monte Carlo estimate."""
 
     layer: str  # one line naming the layer, its weights and its input
-    closed_form: float | None  # None: no closed form (DropBlock on a conv map)
+    closed_form: float | None  # None: a layer without a closed form
     formula: str  # where the closed form comes from
     estimate: Estimate
     settings: dict  # the resolved arguments, as written to --json
@@ -319,11 +319,14 @@ def _penalty_conv(args: argparse.Namespace) -> _PenaltyCheck:
         u, v = _load_weights(args.weights, ("u", "v"))
         source = f"u, v from {args.weights}"
     common = (args.keep, image, args.padding)
-    if args.mode == "block":
-        closed_form, formula = None, "none (Monte Carlo only)"
-    else:
-        closed_form = conv.dropout_penalty(u, v, *common, mode=args.mode)
-        formula = {"element": "formula (5)", "channel": "formula (6)"}[args.mode]
+    closed_form = conv.dropout_penalty(
+        u, v, *common, mode=args.mode, block_size=args.block_size
+    )
+    formula = {
+        "element": "formula (5)",
+        "channel": "formula (6)",
+        "block": "DropBlock, exact mask moments (THEORY §3.2)",
+    }[args.mode]
     # With x=None every mask meets a fresh standard normal input: E[xxᵀ] = I, the
     # white input of the closed form.
     mc = conv.dropout_penalty_mc(
@@ -557,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
         "conv",
         help="two-layer conv net u * (m ∘ (v * x))",
         description="Penalty (5) (element) or (6) (channel) of x -> u * (m ∘ (v * x)) on white "
-        "input; DropBlock (block) by Monte Carlo only. Kernels in PyTorch layout: standard "
+        "input, or the exact DropBlock penalty (block). Kernels in PyTorch layout: standard "
         "normal from --seed, or arrays v (hidden, in, k, k) and u (out, hidden, k, k) of an "
         ".npz file (1-D kernels with --image L).",
     )

@@ -145,13 +145,14 @@ def test_penalty_conv_json_matches_closed_form(conv_weights, capsys, mode, paddi
     assert settings["image"] == [5, 6] and settings["mode"] == mode
 
 
-def test_penalty_conv_block_has_no_closed_form(capsys):
-    argv = ["penalty", "conv", "--mode", "block", "--block-size", "3", "--n-masks", "500"]
+def test_penalty_conv_block_closed_form_agrees_with_its_monte_carlo(capsys):
+    """DropBlock's exact penalty beside Monte Carlo over real masks: |z| < 4 at a fixed seed."""
+    argv = ["penalty", "conv", "--mode", "block", "--block-size", "3", "--n-masks", "4000"]
     record = run_json(argv, capsys)
-    check_schema(record, "conv", 0.5, n_masks=500)
-    assert record["closed_form"] is None and record["z"] is None
+    check_schema(record, "conv", 0.5, n_masks=4000)
+    assert record["closed_form"] > 0 and abs(record["z"]) < 4
     assert main(argv) == 0
-    assert "none (Monte Carlo only)" in capsys.readouterr().out
+    assert "DropBlock, exact mask moments" in capsys.readouterr().out
 
 
 def test_penalty_conv_random_kernels_follow_the_shape_flags(capsys):
