@@ -27,7 +27,7 @@ TASK = data.conv_task(7, np.array([0.2, 1.0, -0.3]), 12, 12, 0.1, 0)
 # One valid call per public function: keyword arguments only.
 VALID = {
     fc.dropout_penalty: dict(U=U, V=V, keep=0.5),
-    fc.dropout_penalty_mc: dict(U=U, V=V, keep=0.5, X=X, n_masks=50, seed=0),
+    fc.dropout_penalty_mc: dict(U=U, V=V, keep=0.5, X=X, n_masks=60, seed=0),
     fc.induced_regularizer: dict(M=U @ V.T, keep=0.5, width=4),
     fc.equalize: dict(U=U, V=V),
     fc.is_equalized: dict(U=U, V=V, rtol=1e-6),
@@ -45,7 +45,7 @@ VALID = {
     conv.fc_no_gradient_probability: dict(keep=0.5),
     conv.column_sq_norms: dict(weight=u, image_shape=(5, 5)),
     conv.dropout_penalty: dict(u=u, v=v, keep=0.5, image_shape=(5, 5)),
-    conv.dropout_penalty_mc: dict(u=u, v=v, keep=0.5, image_shape=(5, 5), n_masks=20, seed=0),
+    conv.dropout_penalty_mc: dict(u=u, v=v, keep=0.5, image_shape=(5, 5), n_masks=60, seed=0),
     implied.solve_fc: dict(T=T, keep=0.5, width=4),
     implied.fc_objective: dict(M=T, T=T, keep=0.5, width=4),
     implied.solve_fc_block: dict(T=T, keep=0.5, width=4, block_size=2),
@@ -67,7 +67,7 @@ VALID = {
         ],
         X=X,
         Y=X[:, :3],
-        n_masks=10,
+        n_masks=60,
         seed=0,
     ),
     data.white_inputs: dict(n=10, d=3, seed=0),
@@ -80,6 +80,7 @@ VALID = {
     implied.k_support_norm_sq: dict(x=cp.Variable(3), k=2),
     network.forward: dict(layers=[network.Linear(rng.normal(size=(2, 5)))], x=X),
     montecarlo.estimate: dict(draw=lambda g, n: g.random(n), n_samples=10, seed=0),
+    montecarlo.min_draws: dict(event_probabilities=[0.02, 0.5]),
 }
 
 # Arguments whose bad values are not of their type's kind (callables, objects, options).
