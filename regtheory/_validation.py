@@ -17,6 +17,7 @@ __all__ = [
     "check_cov",
     "check_int",
     "check_keep",
+    "check_n_masks",
     "sqrtm_psd",
 ]
 
@@ -41,6 +42,22 @@ def check_int(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value}")
     return int(value)
+
+
+def check_n_masks(n_masks, minimum: int, setting: str) -> int:
+    """Return ``n_masks`` after checking it is an integer >= 2 and >= ``minimum``.
+
+    ``minimum`` is :func:`regtheory.montecarlo.min_draws` for the masks at hand and
+    ``setting`` names them in the message (e.g. ``"keep = 0.02, elementwise masks"``).
+    """
+    n_masks = check_int(n_masks, "n_masks", minimum=2)
+    if n_masks < minimum:
+        raise ValueError(
+            f"`n_masks` must be at least {minimum} for {setting}, got {n_masks}: the "
+            "confidence interval is honest only when n_masks·q(1 - q) >= 14 for every random "
+            "mask event of probability q (see regtheory.montecarlo.min_draws)"
+        )
+    return n_masks
 
 
 def check_array(x, name: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:

@@ -46,9 +46,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_array, check_int, check_keep
+from ._validation import check_array, check_int, check_keep, check_n_masks
 from .masks import Bernoulli, Channel, DropBlock, dropout_lambda
-from .montecarlo import Estimate, estimate
+from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
     "column_sq_norms",
@@ -876,6 +876,11 @@ def dropout_penalty_mc(
     hidden_shape = (c_hid, *map_shape)
     if mode == "block":
         masks.gamma(map_shape)  # raises early if the block does not fit the map
+    need = min_draws(masks.event_probabilities(hidden_shape))
+    setting = f"keep = {masks.keep:g}, {mode} masks" + (
+        f" of side {block_size} on a {'×'.join(map(str, map_shape))} map" if mode == "block" else ""
+    )
+    n_masks = check_n_masks(n_masks, need, setting)
     n_data = 1 if xc is None else xc.shape[1]
     if batch_size is None:
         per_mask = n_data * max(c_in, c_hid, u4.shape[0]) * spatial[0] * spatial[1]
@@ -912,4 +917,6 @@ def dropout_penalty_mc(
         y = y.reshape(u4.shape[0], size, n_data, H * W)
         return np.einsum("osnp,osnp->s", y, y) / n_data
 
-    return estimate(draw, n_masks, seed, batch_size=batch_size, rtol=rtol)
+    return estimate(
+        draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+    )

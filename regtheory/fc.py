@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_array, check_cov, check_int, sqrtm_psd
+from ._validation import check_array, check_cov, check_int, check_n_masks, sqrtm_psd
 from .masks import Bernoulli, Channel, dropout_lambda
-from .montecarlo import Estimate, estimate
+from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
     "block_dropout_penalty",
@@ -144,13 +144,17 @@ def dropout_penalty_mc(
     """
     U, V = _check_factors(U, V)
     X = check_array(X, "X", ndim=2)
-    n_masks = check_int(n_masks, "n_masks", minimum=2)
     if X.shape[1] != V.shape[0]:
         raise ValueError(f"`X` must have {V.shape[0]} columns (d_in of V), got {X.shape}")
     width = U.shape[1]
     groups = width // _check_block_size(block_size, width)
     masks = Bernoulli(keep) if block_size == 1 else Channel(keep)
     shape = (width,) if block_size == 1 else (groups, block_size)
+    need = min_draws(masks.event_probabilities(shape))
+    setting = f"keep = {masks.keep:g}" + (
+        f", blocks of {block_size} units" if block_size > 1 else ""
+    )
+    n_masks = check_n_masks(n_masks, need, setting)
     H = X @ V
     gram = (U.T @ U) * (H.T @ H) / X.shape[0]
 
@@ -158,7 +162,9 @@ def dropout_penalty_mc(
         e = masks.sample(shape, size, rng).reshape(size, width) - 1.0
         return np.einsum("bi,bi->b", e @ gram, e)
 
-    return estimate(draw, n_masks, seed, batch_size=batch_size, rtol=rtol)
+    return estimate(
+        draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+    )
 
 
 def _check_block_size(block_size, width: int) -> int:

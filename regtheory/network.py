@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_generator, check_array, check_int
+from ._validation import as_generator, check_array, check_int, check_n_masks
 from .conv import conv2d
 from .masks import MaskDistribution
-from .montecarlo import Estimate, estimate
+from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = ["Conv", "Dropout", "Linear", "ReLU", "dropout_penalty_mc", "forward"]
 
@@ -186,6 +186,36 @@ def _activation_sizes(layers, x) -> list[int]:
     return sizes
 
 
+def _dropout_shapes(layers, x) -> list[tuple[MaskDistribution, tuple[int, ...]]]:
+    """Each Dropout layer's mask distribution and the feature shape it is applied to."""
+    found, z = [], x
+    for layer in layers:
+        if isinstance(layer, Dropout):
+            found.append((layer.masks, z.shape[1:]))
+        else:
+            z = layer(z)
+    return found
+
+
+def _mask_events(dropouts) -> tuple[list[float], str]:
+    """The rare mask events a draw hinges on, and the words naming them.
+
+    Every layer's own events, and, with several Dropout layers in series, a unit kept
+    in all of them: a product of inverted masks scales like 1/Π keep², so that event,
+    of probability Π kept_probability, can carry the penalty at small keep.
+    """
+    events = [q for masks, shape in dropouts for q in masks.event_probabilities(shape)]
+    keeps = ", ".join(f"{masks.keep:g}" for masks, _ in dropouts)
+    if len(dropouts) == 1:
+        return events, f"keep = {keeps}"
+    all_kept = float(np.prod([masks.kept_probability(shape) for masks, shape in dropouts]))
+    events.append(all_kept)
+    return events, (
+        f"{len(dropouts)} dropout layers of keep {keeps} (a unit kept in all of them: "
+        f"probability {all_kept:.3g})"
+    )
+
+
 def dropout_penalty_mc(
     layers,
     X,
@@ -226,7 +256,6 @@ def dropout_penalty_mc(
     layers = _check_layers(layers)
     X = check_array(X, "X")
     Y = check_array(Y, "Y")
-    n_masks = check_int(n_masks, "n_masks", minimum=2)
     if X.shape[0] != Y.shape[0]:
         raise ValueError(
             f"`X` and `Y` must have the same number of samples, got {X.shape[0]} and {Y.shape[0]}"
@@ -235,6 +264,9 @@ def dropout_penalty_mc(
     if clean.shape != Y.shape:
         raise ValueError(f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}")
     base = np.mean(np.sum((Y - clean).reshape(len(Y), -1) ** 2, axis=1))
+    events, setting = _mask_events(_dropout_shapes(layers, X[:1]))
+    need = min_draws(events)
+    n_masks = check_n_masks(n_masks, need, setting)
     if batch_size is None:
         widest = max(_activation_sizes(layers, X[:1]))  # per sample, any layer
         batch_size = int(np.clip((1 << 22) // (widest * len(X)), 1, 4096))
@@ -244,4 +276,6 @@ def dropout_penalty_mc(
         resid = (Y[None] - out).reshape(size, len(Y), -1)
         return np.mean(np.sum(resid**2, axis=2), axis=1) - base
 
-    return estimate(draw, n_masks, seed, batch_size=batch_size, rtol=rtol)
+    return estimate(
+        draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+    )

@@ -19,9 +19,9 @@ CASES = [
     (lambda: fc.dropout_penalty(I2, I2, None), TypeError, "keep"),
     (lambda: fc.dropout_penalty(I2, I2, 0.5, cov=np.eye(2) * np.nan), ValueError, "cov"),
     (lambda: fc.dropout_penalty_mc(I2, I2, 0.5, X4, n_masks=-3, seed=0), ValueError, "n_masks"),
-    (lambda: fc.dropout_penalty_mc(I2, I2, 0.5, X4, n_masks=10, seed=-1), ValueError, "seed"),
+    (lambda: fc.dropout_penalty_mc(I2, I2, 0.5, X4, n_masks=100, seed=-1), ValueError, "seed"),
     (
-        lambda: fc.dropout_penalty_mc(I2, I2, 0.5, X4, n_masks=10, seed=0, block_size=3),
+        lambda: fc.dropout_penalty_mc(I2, I2, 0.5, X4, n_masks=100, seed=0, block_size=3),
         ValueError,
         "block_size",
     ),
@@ -53,13 +53,13 @@ CASES = [
     (lambda: conv.dropout_penalty(u33, v33, 0.5, (5, 5), mode="block"), ValueError, "mode"),
     (
         lambda: conv.dropout_penalty_mc(
-            u33, v33, 0.5, (5, 5), mode="block", block_size=7, n_masks=10
+            u33, v33, 0.5, (5, 5), mode="block", block_size=7, n_masks=100
         ),
         ValueError,
         "block",
     ),
     (
-        lambda: conv.dropout_penalty_mc(u33, v33, 0.5, (5, 5), activation="tanh", n_masks=10),
+        lambda: conv.dropout_penalty_mc(u33, v33, 0.5, (5, 5), activation="tanh", n_masks=100),
         ValueError,
         "activation",
     ),
