@@ -4,6 +4,8 @@ exactly from the block starts covering each position (dense matrices; small imag
 An independent reference for the Monte Carlo estimator with ``mode="block"``.
 """
 
+import itertools
+
 import numpy as np
 
 from regtheory import conv
@@ -20,12 +22,13 @@ def dropblock_penalty_exact(u, v, keep, image, padding, block):
 
     Position p is kept iff none of the block starts covering it fires (i.i.d. Bernoulli(γ)
     per channel), so P(p and q kept) = (1-γ)^{|S(p) ∪ S(q)|}; channels are independent.
+    ``image`` is (H, W) or (L,), with 2-D or 1-D kernels to match.
     """
+    image = (image,) if isinstance(image, int) else tuple(image)
     gamma = DropBlock(keep, block).gamma(image)
-    H, W = image
-    rows, cols = _cover_sets(H, block), _cover_sets(W, block)
-    S = [{(a, b) for a in rows[i] for b in cols[j]} for i in range(H) for j in range(W)]
-    n = H * W
+    axes = [_cover_sets(length, block) for length in image]
+    S = [set(itertools.product(*(axes[a][i] for a, i in enumerate(p)))) for p in np.ndindex(image)]
+    n = len(S)
     p1 = np.array([(1 - gamma) ** len(s) for s in S])
     p2 = np.array([[(1 - gamma) ** len(s | t) for t in S] for s in S])
     Em = p1 / keep  # E[m_p]
