@@ -128,10 +128,14 @@ def dropout_penalty_mc(
     X : array (n, d_in)
         Input samples.
     n_masks : int
-        Number of masks (the maximum when ``rtol`` is given).
+        Number of masks (the maximum when ``rtol`` is given). At least
+        :func:`regtheory.montecarlo.min_draws` of ``keep`` (56 at keep 0.5, 156 at
+        0.1 or 0.9, 715 at 0.02), else ``ValueError``: with fewer masks the rarely
+        kept (or dropped) units may not be drawn at all, and no interval is honest.
     seed : int or numpy.random.Generator
     rtol : float, optional
-        Stop once the relative standard error is at most ``rtol``.
+        Stop once the relative standard error is at most ``rtol`` (not before
+        1000 masks, nor before the minimum above).
     batch_size : int
         Masks per vectorised batch.
     block_size : int
@@ -141,6 +145,8 @@ def dropout_penalty_mc(
     Returns
     -------
     Estimate
+        Its :meth:`~regtheory.montecarlo.Estimate.ci` is corrected for the skewed
+        draws and covers 92-98 % at every accepted ``n_masks`` (tests/test_coverage.py).
     """
     U, V = _check_factors(U, V)
     X = check_array(X, "X", ndim=2)

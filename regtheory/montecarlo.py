@@ -17,8 +17,8 @@ lacks the rare large ones, and its standard error is small exactly then. On
 2000 seeds of a random 3×5 FC layer (50 inputs) the normal interval covered
 88.6 % at keep 0.1 with 10 masks (below the exact value in 10.0 % of the seeds,
 above in 1.5 %), 84 % at keep 0.02 with 30 (15.5 % below, 0.3 % above) and 66 %
-at keep 0.5 with 2 (54-88 % over eight random layers), and on 1000 seeds of a
-3-channel conv layer 84 % at keep 0.05 with 5 (13.4 % below).
+at keep 0.5 with 2 (65-89 %, 54-84 % and 48-77 % over eight random layers), and
+on 1000 seeds of a 3-channel conv layer 84 % at keep 0.05 with 5 (13.4 % below).
 
 When it is honest. No interval built from the draws can be honest while the
 sample may not contain the rare mask events the penalty hinges on: at keep 0.02
@@ -34,22 +34,24 @@ for elementwise, channel and FC block dropout; a block start and the most
 covered position kept for DropBlock (:meth:`regtheory.masks.DropBlock.event_probabilities`);
 and, for several dropout layers in series, also a unit kept in all of them (the
 product of their keeps). 14 is the smallest count for which the interval stays
-within 92-98 % for the worst draws: draws with two values (one hidden unit
-carries the penalty: exact binomial coverage 94.3-97.5 % for every q in
-[0.002, 0.99] and every n >= n_min) and such a two-valued mask times a squared
-Gaussian (a conv layer on fresh white inputs: 93.4-96.5 %). Both bounds bind:
-with 7 events the first reaches 98.6 % (Hall's interval is wide when only a few
-events were drawn) and the second 91.4 %. Minimum masks: 56 at keep 0.5, 156 at
-keep 0.1 or 0.9, 715 at keep 0.02. :func:`estimate` itself does not know the
-events behind its draws, so it only asks for two; its callers do the rest.
+within 92-98 % (at level 0.95) for the worst draws: draws with two values (one
+hidden unit carries the penalty: exact binomial coverage 94.3-97.5 % for q in
+[0.002, 0.99] and n from n_min to 2·n_min, and 94.5-97.5 % in the Poisson limit
+for every n) and such a two-valued mask times a squared Gaussian (a conv layer on
+fresh white inputs: 93.4-96.5 % at n_min and 2·n_min, 20,000 simulated samples).
+Both bounds bind: with 7 events the first reaches 98.6 % (Hall's interval is wide
+when only a few events were drawn) and the second 91.4 %. Minimum masks: 56 at
+keep 0.5, 156 at keep 0.1 or 0.9, 715 at keep 0.02. :func:`estimate` itself
+does not know the events behind its draws, so it only asks for two; its callers
+do the rest.
 
 How many masks for a given precision? A draw's standard deviation σ sets it:
 the relative standard error after n draws is σ/(|μ|·sqrt(n)), so a target ε
 needs n ≈ (σ/(ε|μ|))². :meth:`Estimate.samples_for` computes that from a pilot
 estimate, and ``rtol=`` stops a run once it is reached (never before
-``min_samples`` draws). Measured σ/|μ| of one
-draw (a random 5-unit FC layer on 200 Gaussian samples; a random 8-channel 3×3 conv
-net on 8×8 white noise, zero padding): FC 0.19 at keep 0.5 (every inverted
+``min_samples`` draws). Measured σ/|μ| of one draw (a random 5-unit FC layer on
+200 Gaussian samples; a random 8-channel 3×3 conv net on 8×8 white noise, zero
+padding): FC 0.19 at keep 0.5 (every inverted
 mask entry is ±1 there, so only the cross terms vary), 1.48 at keep 0.1 and
 1.50 at keep 0.9; conv element 0.27, channel 0.43, DropBlock 3×3 0.28 at keep
 0.5. The defaults (100,000 masks FC, 20,000 conv, 2,000 network) therefore

@@ -237,16 +237,23 @@ def dropout_penalty_mc(
         Targets, the shape of the network's output.
     n_masks : int
         Number of draws (each a fresh independent mask for every sample and every
-        Dropout layer); the maximum when ``rtol`` is given.
+        Dropout layer); the maximum when ``rtol`` is given. At least
+        :func:`regtheory.montecarlo.min_draws` of the layers' rarest mask events,
+        else ``ValueError``: each layer's own (``keep`` for elementwise masks) and,
+        with several Dropout layers, a unit kept in all of them (the product of
+        their keeps: 1415 draws for two layers at keep 0.1).
     seed : int or numpy.random.Generator
     rtol : float, optional
-        Stop once the relative standard error is at most ``rtol``.
+        Stop once the relative standard error is at most ``rtol`` (not before
+        1000 draws, nor before the minimum above).
     batch_size : int, optional
         Draws per vectorised batch (default: about 32 MB of activations).
 
     Returns
     -------
     Estimate
+        Its :meth:`~regtheory.montecarlo.Estimate.ci` is corrected for the skewed
+        draws and covers 92-98 % at every accepted ``n_masks`` (tests/test_coverage.py).
 
     References
     ----------
