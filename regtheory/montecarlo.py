@@ -17,7 +17,7 @@ lacks the rare large ones, and its standard error is small exactly then. On
 2000 seeds of a random 3×5 FC layer (50 inputs) the normal interval covered
 88.6 % at keep 0.1 with 10 masks (below the exact value in 10.0 % of the seeds,
 above in 1.5 %), 84 % at keep 0.02 with 30 (15.5 % below, 0.3 % above) and 66 %
-at keep 0.5 with 2 (65-89 %, 54-84 % and 48-77 % over eight random layers), and
+at keep 0.5 with 2 (65-88 %, 54-84 % and 48-77 % over eight random layers), and
 on 1000 seeds of a 3-channel conv layer 84 % at keep 0.05 with 5 (13.4 % below).
 
 When it is honest. No interval built from the draws can be honest while the
