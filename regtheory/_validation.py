@@ -20,6 +20,7 @@ __all__ = [
     "check_cov",
     "check_int",
     "check_keep",
+    "check_n_masks",
     "check_nonnegative",
     "sqrtm_psd",
 ]
@@ -71,6 +72,22 @@ def check_nonnegative(value, name: str) -> float:
     if not (value >= 0):  # also rejects NaN
         raise InvalidParameterError(f"`{name}` must be non-negative, got {value!r}")
     return float(value)
+
+
+def check_n_masks(n_masks, minimum: int, setting: str) -> int:
+    """Return ``n_masks`` after checking it is an integer >= 2 and >= ``minimum``.
+
+    ``minimum`` is :func:`regtheory.montecarlo.min_draws` for the masks at hand and
+    ``setting`` names them in the message (e.g. ``"keep = 0.02, elementwise masks"``).
+    """
+    n_masks = check_int(n_masks, "n_masks", minimum=2)
+    if n_masks < minimum:
+        raise InvalidParameterError(
+            f"`n_masks` must be at least {minimum} for {setting}, got {n_masks}: the "
+            "confidence interval is honest only when n_masks·q(1 - q) >= 14 for every random "
+            "mask event of probability q (see regtheory.montecarlo.min_draws)"
+        )
+    return n_masks
 
 
 def check_array(x, name: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:

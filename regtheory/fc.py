@@ -29,11 +29,12 @@ from ._validation import (
     check_array,
     check_cov,
     check_int,
+    check_n_masks,
     check_nonnegative,
     sqrtm_psd,
 )
 from .masks import Bernoulli, Channel, dropout_lambda
-from .montecarlo import Estimate, estimate
+from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
     "block_dropout_penalty",
@@ -139,10 +140,14 @@ def dropout_penalty_mc(
     X : array (n, d_in)
         Input samples.
     n_masks : int
-        Number of masks (the maximum when ``rtol`` is given).
+        Number of masks (the maximum when ``rtol`` is given). At least
+        :func:`regtheory.montecarlo.min_draws` of ``keep`` (56 at keep 0.5, 156 at
+        0.1 or 0.9, 715 at 0.02), else ``ValueError``: with fewer masks the rarely
+        kept (or dropped) units may not be drawn at all, and no interval is honest.
     seed : int or numpy.random.Generator
     rtol : float, optional
-        Stop once the relative standard error is at most ``rtol``.
+        Stop once the relative standard error is at most ``rtol`` (not before
+        1000 masks, nor before the minimum above).
     batch_size : int
         Masks per vectorised batch.
     block_size : int
@@ -152,10 +157,11 @@ def dropout_penalty_mc(
     Returns
     -------
     Estimate
+        Its :meth:`~regtheory.montecarlo.Estimate.ci` is corrected for the skewed
+        draws and covers 92-98 % at every accepted ``n_masks`` (tests/test_coverage.py).
     """
     U, V = _check_factors(U, V)
     X = check_array(X, "X", ndim=2)
-    n_masks = check_int(n_masks, "n_masks", minimum=2)
     if X.shape[1] != V.shape[0]:
         raise InvalidParameterError(
             f"`X` must have {V.shape[0]} columns (d_in of V), got {X.shape}"
@@ -164,6 +170,11 @@ def dropout_penalty_mc(
     groups = width // _check_block_size(block_size, width)
     masks = Bernoulli(keep) if block_size == 1 else Channel(keep)
     shape = (width,) if block_size == 1 else (groups, block_size)
+    need = min_draws(masks.event_probabilities(shape))
+    setting = f"keep = {masks.keep:g}" + (
+        f", blocks of {block_size} units" if block_size > 1 else ""
+    )
+    n_masks = check_n_masks(n_masks, need, setting)
     H = X @ V
     gram = (U.T @ U) * (H.T @ H) / X.shape[0]
 
@@ -171,7 +182,9 @@ def dropout_penalty_mc(
         e = masks.sample(shape, size, rng).reshape(size, width) - 1.0
         return np.einsum("bi,bi->b", e @ gram, e)
 
-    return estimate(draw, n_masks, seed, batch_size=batch_size, rtol=rtol)
+    return estimate(
+        draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+    )
 
 
 def _check_block_size(block_size, width: int) -> int:

@@ -98,6 +98,25 @@ class MaskDistribution:
     def _sample(self, shape, n, rng):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def kept_probability(self, shape) -> float:
+        """Smallest probability, over the units of a mask of ``shape``, that a unit is kept.
+
+        ``keep`` for elementwise and channel dropout, where every unit is kept with
+        probability ``keep``.
+        """
+        _check_feature_shape(shape)
+        return self.keep
+
+    def event_probabilities(self, shape) -> tuple[float, ...]:
+        """Probabilities of the rarest independent events a mask of ``shape`` is made of.
+
+        A Monte Carlo draw of a penalty hinges on these events, so they set how many
+        masks an honest interval needs (:func:`regtheory.montecarlo.min_draws`).
+        For elementwise and channel dropout it is one Bernoulli(keep) draw per unit
+        or channel: ``(keep,)``.
+        """
+        return (self.kept_probability(shape),)
+
 
 @dataclass(frozen=True)
 class Bernoulli(MaskDistribution):
@@ -252,6 +271,26 @@ class DropBlock(MaskDistribution):
     def gamma(self, spatial_shape) -> float:
         """Exact block-start rate γ for a map of ``spatial_shape`` (see the class docstring)."""
         return _exact_gamma(self.keep, self.block_size, self._check_spatial(spatial_shape))
+
+    def kept_probability(self, shape) -> float:
+        r"""Smallest probability that a position of a ``(channels, *spatial)`` map is kept.
+
+        :math:`(1-\gamma)^{c_{\max}}`, where :math:`c_{\max} = \prod_a \min(b, s_a - b + 1)`
+        block starts cover the most covered positions (the interior of a map at least
+        2b - 1 wide); below ``keep``, and far below it at small ``keep``.
+        """
+        spatial = self._check_spatial(_check_feature_shape(shape)[1:])
+        most_covers = int(np.prod([min(self.block_size, s - self.block_size + 1) for s in spatial]))
+        return (1.0 - self.gamma(spatial)) ** most_covers
+
+    def event_probabilities(self, shape) -> tuple[float, ...]:
+        """Probabilities of the rarest events a DropBlock mask of ``shape`` is made of.
+
+        A block start (γ, rare near keep = 1) and the rarest kept position
+        (:meth:`kept_probability`, rare at small keep).
+        """
+        spatial = self._check_spatial(_check_feature_shape(shape)[1:])
+        return (self.gamma(spatial), self.kept_probability(shape))
 
     def _sample(self, shape, n, rng):
         spatial = self._check_spatial(shape[1:])

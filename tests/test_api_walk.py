@@ -43,7 +43,7 @@ TASK = data.conv_task(7, np.array([0.2, 1.0, -0.3]), 12, 12, 0.1, 0)
 # One valid call per public function: keyword arguments only.
 VALID = {
     fc.dropout_penalty: dict(U=U, V=V, keep=0.5),
-    fc.dropout_penalty_mc: dict(U=U, V=V, keep=0.5, X=X, n_masks=50, seed=0),
+    fc.dropout_penalty_mc: dict(U=U, V=V, keep=0.5, X=X, n_masks=60, seed=0),
     fc.induced_regularizer: dict(M=U @ V.T, keep=0.5, width=4),
     fc.equalize: dict(U=U, V=V),
     fc.is_equalized: dict(U=U, V=V, rtol=1e-6),
@@ -82,7 +82,7 @@ VALID = {
         x=XC,
         y=YC,
         normalize="ideal",
-        n_masks=20,
+        n_masks=200,
         seed=0,
     ),
     implied.solve_fc: dict(T=T, keep=0.5, width=4),
@@ -106,7 +106,7 @@ VALID = {
         ],
         X=X,
         Y=X[:, :3],
-        n_masks=10,
+        n_masks=60,
         seed=0,
     ),
     data.white_inputs: dict(n=10, d=3, seed=0),
@@ -123,6 +123,7 @@ VALID = {
     figures.check: dict(
         directory=str(Path(__file__).resolve().parents[1] / "figures"), names=["conv_matrix_seed"]
     ),
+    montecarlo.min_draws: dict(event_probabilities=[0.02, 0.5]),
 }
 
 # Arguments whose bad values are not of their type's kind (callables, objects, options,

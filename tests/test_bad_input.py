@@ -39,12 +39,12 @@ CASES = [
         "n_masks",
     ),
     (
-        lambda: fc.dropout_penalty_mc(I2, I2, 0.5, X4, n_masks=10, seed=-1),
+        lambda: fc.dropout_penalty_mc(I2, I2, 0.5, X4, n_masks=100, seed=-1),
         InvalidParameterError,
         "seed",
     ),
     (
-        lambda: fc.dropout_penalty_mc(I2, I2, 0.5, X4, n_masks=10, seed=0, block_size=3),
+        lambda: fc.dropout_penalty_mc(I2, I2, 0.5, X4, n_masks=100, seed=0, block_size=3),
         InvalidParameterError,
         "block_size",
     ),
@@ -92,13 +92,13 @@ CASES = [
     ),
     (
         lambda: conv.dropout_penalty_mc(
-            u33, v33, 0.5, (5, 5), mode="block", block_size=7, n_masks=10
+            u33, v33, 0.5, (5, 5), mode="block", block_size=7, n_masks=100
         ),
         InvalidParameterError,
         "block",
     ),
     (
-        lambda: conv.dropout_penalty_mc(u33, v33, 0.5, (5, 5), activation="tanh", n_masks=10),
+        lambda: conv.dropout_penalty_mc(u33, v33, 0.5, (5, 5), activation="tanh", n_masks=100),
         InvalidParameterError,
         "activation",
     ),

@@ -41,8 +41,10 @@ def check_schema(record: dict, layer: str, keep: float, n_masks: int) -> None:
     mc = record["monte_carlo"]
     assert mc["n_samples"] == n_masks and mc["stderr"] > 0
     lo, hi = mc["ci95"]
-    assert lo == pytest.approx(mc["mean"] - 1.959964 * mc["stderr"])
-    assert hi == pytest.approx(mc["mean"] + 1.959964 * mc["stderr"])
+    # Estimate.ci corrects for skewed draws: the normal width 2·1.96·stderr up to terms
+    # in skewness²/n_masks, around the mean
+    assert lo < mc["mean"] < hi
+    assert hi - lo == pytest.approx(2 * 1.959964 * mc["stderr"], rel=0.02)
 
 
 def check_agreement(record: dict, expected: float) -> None:

@@ -140,7 +140,8 @@ def test_penalty_vs_keep_monte_carlo_within_ci(penalty_data):
                 assert est["n_samples"] == d["n_masks"]
                 lo, hi = est["ci95"]
                 assert lo < est["mean"] < hi
-                assert hi - lo == pytest.approx(2 * 1.959964 * est["stderr"], rel=1e-5)
+                # skewness-corrected (Estimate.ci): 2·1.96·stderr up to skewness²/n_masks
+                assert hi - lo == pytest.approx(2 * 1.959964 * est["stderr"], rel=0.02)
                 if name == "block":
                     ref = dropblock_penalty_exact(
                         u, v, keep, image, panel["padding"], d["block_size"]

@@ -356,7 +356,7 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(TypeError, match="`width`"):
         fc.global_optimum(I2, 0.5, 2.5)
     with pytest.raises(TypeError, match="`seed`"):
-        fc.dropout_penalty_mc(I2, I2, 0.5, np.ones((5, 2)), n_masks=10, seed="a")
+        fc.dropout_penalty_mc(I2, I2, 0.5, np.ones((5, 2)), n_masks=100, seed="a")
 
 
 # ----------------------------------------------------------------------------- structured masks (4)

@@ -185,3 +185,27 @@ def test_dropblock_bad_arguments():
         DropBlock(0.5, 3, normalize="mean")
     with pytest.raises(ValueError, match="keep"):
         DropBlock(1.5, 3)
+
+
+# ----------------------------------------------------------------------------- rare events
+
+
+@pytest.mark.parametrize("dist", [Bernoulli(0.3), Channel(0.02)])
+def test_elementwise_and_channel_events_are_one_keep_draw(dist):
+    assert dist.event_probabilities((4, 3, 3)) == (dist.keep,)
+    assert dist.kept_probability((4, 3, 3)) == dist.keep
+
+
+@pytest.mark.parametrize(
+    "keep,block_size,spatial", [(0.1, 2, (5, 5)), (0.9, 3, (8, 8)), (0.5, 2, (2, 6))]
+)
+def test_dropblock_events_are_a_start_and_the_most_covered_position_kept(keep, block_size, spatial):
+    """The rarest kept position, from brute-force cover counts and from sampled masks."""
+    dist = DropBlock(keep, block_size)
+    gamma = dist.gamma(spatial)
+    kept = (1 - gamma) ** brute_cover_counts(spatial, block_size)  # P(position kept)
+    assert dist.kept_probability((2, *spatial)) == pytest.approx(kept.min(), rel=1e-12)
+    assert dist.event_probabilities((2, *spatial)) == pytest.approx((gamma, kept.min()), rel=1e-12)
+    where = np.unravel_index(np.argmin(kept), spatial)
+    samples = dist.sample((1, *spatial), 20_000, seed=3)[(slice(None), 0, *where)] > 0
+    assert_mean_within(samples, kept.min())

@@ -104,3 +104,29 @@ def test_bad_inputs():
         network.dropout_penalty_mc([Dropout(Bernoulli(0.5)), Linear(np.ones((1, 5)))], X, Y)
     with pytest.raises(TypeError, match="layers"):
         network.dropout_penalty_mc(Linear(np.ones((1, 2))), X, Y)
+
+
+def test_too_few_masks_refused_with_the_minimum_for_the_layers():
+    """One dropout layer: n·q(1-q) >= 14 at q = keep. Two in series: a unit kept in both
+    (probability keep², whose inverted masks scale its draw like 1/keep⁴) counts too."""
+    rng = np.random.default_rng(11)
+    X, Y = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    one = [
+        Linear(rng.normal(size=(4, 3))),
+        Dropout(Bernoulli(0.5)),
+        Linear(rng.normal(size=(2, 4))),
+    ]
+    with pytest.raises(ValueError, match="`n_masks` must be at least 56 "):
+        network.dropout_penalty_mc(one, X, Y, n_masks=55)
+    assert network.dropout_penalty_mc(one, X, Y, n_masks=56).n_samples == 56
+    two = [
+        Linear(rng.normal(size=(4, 3))),
+        Dropout(Bernoulli(0.1)),
+        Linear(rng.normal(size=(4, 4))),
+        Dropout(Bernoulli(0.1)),
+        Linear(rng.normal(size=(2, 4))),
+    ]
+    need = int(np.ceil(14 / (0.01 * 0.99)))  # 1415
+    with pytest.raises(ValueError, match=f"`n_masks` must be at least {need} .*0.01"):
+        network.dropout_penalty_mc(two, X, Y, n_masks=need - 1)
+    assert network.dropout_penalty_mc(two, X, Y, n_masks=need).n_samples == need

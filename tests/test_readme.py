@@ -170,7 +170,7 @@ def check_formula_1(value, ns, st):
 
 def check_estimate(value, ns, st):
     assert isinstance(value, Estimate)
-    assert [f.name for f in dataclasses.fields(value)] == ["mean", "stderr", "n_samples"]
+    assert [f.name for f in dataclasses.fields(value)] == ["mean", "stderr", "n_samples", "skewness"]
     assert value.n_samples == keyword(st, "n_masks") and value.stderr > 0
     keep = argument(st, 2)
     exact = penalty_1(ns["U"], ns["V"], keep, ns["C"])
@@ -308,7 +308,7 @@ def check_equalized_factorization(value, ns, st):
 
 CLAIMS = {
     "formula (1), exact": check_formula_1,
-    "Estimate(mean, stderr, n_samples)": check_estimate,
+    "Estimate(mean, stderr, n_samples, skewness)": check_estimate,
     "(λ/w)‖M C^½‖_*², formula (2)": check_formula_2,
     "same map, penalty = (2)": check_equalized_same_map,
     "True": check_true,
