@@ -369,3 +369,32 @@ def test_every_1d_kernel_splits_for_odd_k(K):
         u, v = np.real(np.poly(first)), w[0] * np.real(np.poly(rest))
         assert u.size == v.size == K
         np.testing.assert_allclose(np.convolve(u, v), w, atol=1e-8 * np.abs(w).max())
+
+
+def test_zero_padding_penalty_is_not_a_function_of_the_lifted_kernel():
+    """Rotating the channels of a factorization keeps Z = Σ_c u_c v_cᵀ (so the map) and, for
+    orthonormal factors of equal weight, the circular penalty λ n Σ‖u_c‖²‖v_c‖²; the zero-padded
+    penalty (5), computed here from the dense conv matrices, still changes."""
+    n, K, lam = 6, 3, 1.0
+    P = np.linalg.qr(np.random.default_rng(0).normal(size=(K, 2)))[0]
+    Q = np.linalg.qr(np.random.default_rng(1).normal(size=(K, 2)))[0]
+
+    def penalties(angle):
+        R = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        u, v = (P @ R).T, (Q @ R).T  # channels c: u_c = (P R)[:, c]
+        values = {}
+        for padding in ("zeros", "circular"):
+            U = conv.conv_matrix(u[None, :, :], (n,), padding)  # (n, 2n)
+            V = conv.conv_matrix(v[:, None, :], (n,), padding)  # (2n, n)
+            values[padding] = lam * np.sum(np.sum(U**2, axis=0) * np.sum(V**2, axis=1))
+        Z = u.T @ v
+        return values, Z
+
+    reference, Z0 = penalties(0.0)
+    zeros = []
+    for angle in np.linspace(0.1, 1.5, 8):
+        values, Z = penalties(angle)
+        np.testing.assert_allclose(Z, Z0, atol=1e-12)
+        assert values["circular"] == pytest.approx(reference["circular"], rel=1e-12)
+        zeros.append(values["zeros"])
+    assert np.ptp(zeros) > 1e-3 * np.mean(zeros)
