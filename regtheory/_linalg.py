@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["numerical_rank"]
+__all__ = ["numerical_rank", "sqrtm_psd"]
 
 
 def numerical_rank(s: np.ndarray, rtol: float = 1e-6) -> int:
@@ -17,3 +17,13 @@ def numerical_rank(s: np.ndarray, rtol: float = 1e-6) -> int:
     if s.size == 0 or s.max() <= 0.0:
         return 0
     return int(np.sum(s > rtol * s.max()))
+
+
+def sqrtm_psd(cov: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """Symmetric square root C^{1/2} (or C^{-1/2}) of a checked PSD matrix."""
+    eigval, eigvec = np.linalg.eigh(cov)
+    eigval = np.clip(eigval, 0.0, None)
+    power = np.sqrt(eigval)
+    if inverse:
+        power = 1.0 / power
+    return (eigvec * power) @ eigvec.T

@@ -22,7 +22,6 @@ __all__ = [
     "check_keep",
     "check_n_masks",
     "check_nonnegative",
-    "sqrtm_psd",
 ]
 
 
@@ -135,16 +134,6 @@ def check_cov(cov, dim: int, name: str = "cov", require_pd: bool = False) -> np.
             f"cov^(-1/2)), smallest eigenvalue is {eig_min:.3g}"
         )
     return 0.5 * (cov + cov.T)
-
-
-def sqrtm_psd(cov: np.ndarray, inverse: bool = False) -> np.ndarray:
-    """Symmetric square root C^{1/2} (or C^{-1/2}) of a checked PSD matrix."""
-    eigval, eigvec = np.linalg.eigh(cov)
-    eigval = np.clip(eigval, 0.0, None)
-    power = np.sqrt(eigval)
-    if inverse:
-        power = 1.0 / power
-    return (eigvec * power) @ eigvec.T
 
 
 def as_generator(seed) -> np.random.Generator:

@@ -27,6 +27,7 @@ import cvxpy as cp
 import numpy as np
 
 from . import fc, implied, training
+from ._linalg import numerical_rank
 from ._validation import InvalidParameterError, check_array, check_int, check_keep
 from .conv import conv_matrix
 from .data import ConvTask
@@ -144,7 +145,7 @@ def _risk(M, X, Y) -> float:
 
 def _summary(method, objective, M, X_test, Y_test, certified_gap, trained=None) -> MethodResult:
     s = np.linalg.svd(M, compute_uv=False)
-    rank = int(np.sum(s > 1e-6 * max(s[0], 1e-300)))
+    rank = numerical_rank(s)
     extra = {}
     if trained is not None:
         extra = {

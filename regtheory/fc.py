@@ -23,6 +23,7 @@ from itertools import pairwise
 
 import numpy as np
 
+from ._linalg import sqrtm_psd
 from ._ties import TIE_RTOL, lowest_index
 from ._validation import (
     InvalidParameterError,
@@ -31,7 +32,6 @@ from ._validation import (
     check_int,
     check_n_masks,
     check_nonnegative,
-    sqrtm_psd,
 )
 from .masks import Bernoulli, Channel, dropout_lambda
 from .montecarlo import Estimate, estimate, min_draws

@@ -22,7 +22,8 @@ import time
 import cvxpy as cp
 import numpy as np
 
-from .._validation import InvalidParameterError, check_int, sqrtm_psd
+from .._linalg import sqrtm_psd
+from .._validation import InvalidParameterError, check_int
 from ..fc import _check_block_size, block_induced_regularizer, spectral_k_support_norm
 from ._certificate import squared_norm_gap, top_k_positive
 from ._fc import _check_problem, fc_objective

@@ -27,8 +27,8 @@ import time
 import cvxpy as cp
 import numpy as np
 
-from .._linalg import numerical_rank
-from .._validation import InvalidParameterError, check_array, check_cov, check_int, sqrtm_psd
+from .._linalg import numerical_rank, sqrtm_psd
+from .._validation import InvalidParameterError, check_array, check_cov, check_int
 from ..masks import dropout_lambda
 from ._certificate import l1_nonneg, linf_positive, nuclear, spectral, squared_norm_gap
 from ._solver import ImpliedResult, Solved, as_array, solve
