@@ -41,6 +41,19 @@ T = rng.normal(size=(3, 5))
 TASK = data.conv_task(7, np.array([0.2, 1.0, -0.3]), 12, 12, 0.1, 0)
 
 # One valid call per public function: keyword arguments only.
+# DropBlock with data and a target: the call that reaches every argument of the conv penalty
+BLOCK_PENALTY = dict(
+    u=u,
+    v=v,
+    keep=0.5,
+    image_shape=(5, 5),
+    mode="block",
+    block_size=2,
+    x=XC,
+    y=YC,
+    normalize="ideal",
+)
+
 VALID = {
     fc.dropout_penalty: dict(U=U, V=V, keep=0.5),
     fc.dropout_penalty_mc: dict(U=U, V=V, keep=0.5, X=X, n_masks=60, seed=0),
@@ -61,30 +74,8 @@ VALID = {
     conv.no_gradient_probability: dict(kernel_size=3, image_shape=(5, 5), keep=0.5),
     conv.fc_no_gradient_probability: dict(keep=0.5),
     conv.column_sq_norms: dict(weight=u, image_shape=(5, 5)),
-    conv.dropout_penalty: dict(
-        u=u,
-        v=v,
-        keep=0.5,
-        image_shape=(5, 5),
-        mode="block",
-        block_size=2,
-        x=XC,
-        y=YC,
-        normalize="ideal",
-    ),
-    conv.dropout_penalty_mc: dict(
-        u=u,
-        v=v,
-        keep=0.5,
-        image_shape=(5, 5),
-        mode="block",
-        block_size=2,
-        x=XC,
-        y=YC,
-        normalize="ideal",
-        n_masks=200,
-        seed=0,
-    ),
+    conv.dropout_penalty: BLOCK_PENALTY,
+    conv.dropout_penalty_mc: dict(BLOCK_PENALTY, n_masks=200, seed=0),
     implied.solve_fc: dict(T=T, keep=0.5, width=4),
     implied.fc_objective: dict(M=T, T=T, keep=0.5, width=4),
     implied.solve_fc_block: dict(T=T, keep=0.5, width=4, block_size=2),
