@@ -149,3 +149,30 @@ def as_generator(seed) -> np.random.Generator:
     raise InvalidParameterError(
         f"`seed` must be an int or a numpy.random.Generator, got {type(seed).__name__}"
     )
+
+
+def check_choice(value, name: str, choices) -> None:
+    """Check that ``value`` is one of ``choices`` (strings, or None where allowed)."""
+    if not (value is None or isinstance(value, str)) or value not in choices:
+        raise InvalidParameterError(f"`{name}` must be one of {tuple(choices)}, got {value!r}")
+
+
+PADDINGS = ("zeros", "circular")
+
+
+def check_padding(padding) -> bool:
+    """Return True for circular padding after checking ``padding``."""
+    if not isinstance(padding, str) or padding not in PADDINGS:
+        raise InvalidParameterError(f"`padding` must be one of {PADDINGS}, got {padding!r}")
+    return padding == "circular"
+
+
+def check_block_size(block_size, width: int) -> int:
+    """Check a group size of units dropped together: a positive integer dividing ``width``."""
+    block_size = check_int(block_size, "block_size")
+    if width % block_size:
+        raise InvalidParameterError(
+            f"`block_size` ({block_size}) must divide the width ({width}): units are "
+            "dropped in groups of block_size consecutive units"
+        )
+    return block_size

@@ -46,7 +46,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import InvalidParameterError, check_array, check_int, check_keep, check_n_masks
+from ._validation import (
+    InvalidParameterError,
+    check_array,
+    check_choice,
+    check_int,
+    check_keep,
+    check_n_masks,
+    check_padding,
+)
 from .masks import Bernoulli, Channel, DropBlock
 from .montecarlo import Estimate, estimate, min_draws
 
@@ -61,7 +69,6 @@ __all__ = [
     "tap_column_counts",
 ]
 
-_PADDINGS = ("zeros", "circular")
 # float64 entries of the im2col workspace per chunk of samples (2**24 = 128 MB)
 _WORKSPACE = 1 << 24
 # float64 entries of one Monte Carlo batch of masked hidden maps (2**19 = 4 MB): a
@@ -70,13 +77,6 @@ _MC_BATCH_ENTRIES = 1 << 19
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def _check_padding(padding) -> bool:
-    """Return True for circular padding after checking ``padding``."""
-    if not isinstance(padding, str) or padding not in _PADDINGS:
-        raise InvalidParameterError(f"`padding` must be one of {_PADDINGS}, got {padding!r}")
-    return padding == "circular"
 
 
 def _check_weight(weight, name: str) -> tuple[np.ndarray, int]:
@@ -281,7 +281,7 @@ def conv2d(x, weight, padding: str = "zeros") -> np.ndarray:
            [21., 36., 27.],
            [20., 33., 24.]])
     """
-    circular = _check_padding(padding)
+    circular = check_padding(padding)
     w, n_spatial = _check_weight(weight, "weight")
     x = check_array(x, "x", ndim=n_spatial + 2)
     if x.shape[1] != w.shape[1]:
@@ -332,7 +332,7 @@ def conv_matrix(weight, image_shape, padding: str = "zeros") -> np.ndarray:
            [0., 1., 2., 3.],
            [0., 0., 1., 2.]])
     """
-    circular = _check_padding(padding)
+    circular = check_padding(padding)
     w, n_spatial = _check_weight(weight, "weight")
     H, W = _check_image_shape(image_shape, n_spatial, "weight")
     _check_fits(w.shape[2:], (H, W), "weight")
@@ -411,7 +411,7 @@ def tap_column_counts(kernel_size, image_shape, padding: str = "zeros") -> np.nd
            [6, 9, 6],
            [4, 6, 4]])
     """
-    circular = _check_padding(padding)
+    circular = check_padding(padding)
     spatial = _as_spatial_tuple(image_shape, "image_shape")
     n_spatial = len(spatial)
     H, W = spatial if n_spatial == 2 else (1, spatial[0])
@@ -817,11 +817,6 @@ _MODES = ("element", "channel", "block")
 _ACTIVATIONS = {None: lambda h: h, "relu": lambda h: np.maximum(h, 0.0, out=h)}
 
 
-def _check_choice(value, name: str, choices) -> None:
-    if not (value is None or isinstance(value, str)) or value not in choices:
-        raise InvalidParameterError(f"`{name}` must be one of {tuple(choices)}, got {value!r}")
-
-
 def _check_net(u, v, image_shape, x):
     """Validate the two kernels (and data); return 4-D u, v, (H, W), CN-layout x, spatial shape."""
     v4, nv = _check_weight(v, "v")
@@ -873,8 +868,8 @@ def _check_target(y, xc, u4, spatial, map_shape):
 
 
 def _mask_distribution(mode, keep, block_size, normalize="ideal"):
-    _check_choice(mode, "mode", _MODES)
-    _check_choice(normalize, "normalize", ("ideal", "torchvision"))
+    check_choice(mode, "mode", _MODES)
+    check_choice(normalize, "normalize", ("ideal", "torchvision"))
     if mode == "block":
         if block_size is None:
             raise InvalidParameterError("`block_size` is required with mode='block'")
@@ -1041,8 +1036,8 @@ def dropout_penalty(
     >>> dropout_penalty(u, v, 0.5, (4, 4), "circular", mode="block", block_size=1)
     1296.0
     """
-    circular = _check_padding(padding)
-    _check_choice(activation, "activation", _ACTIVATIONS)
+    circular = check_padding(padding)
+    check_choice(activation, "activation", _ACTIVATIONS)
     masks = _mask_distribution(mode, keep, block_size, normalize)
     u4, v4, spatial, xc, map_shape = _check_net(u, v, image_shape, x)
     yc = _check_target(y, xc, u4, spatial, map_shape)
@@ -1098,7 +1093,7 @@ def column_sq_norms(weight, image_shape, padding: str = "zeros") -> np.ndarray:
     >>> column_sq_norms(np.ones((1, 1, 3)), 4)
     array([[2., 3., 3., 2.]])
     """
-    circular = _check_padding(padding)
+    circular = check_padding(padding)
     w, n_spatial = _check_weight(weight, "weight")
     spatial = _check_image_shape(image_shape, n_spatial, "weight")
     _check_fits(w.shape[2:], spatial, "weight")
@@ -1194,8 +1189,8 @@ def dropout_penalty_mc(
     ----------
     [1] Mianjy, Arora & Vidal, ICML 2018; [4] Ghiasi et al., NeurIPS 2018.
     """
-    circular = _check_padding(padding)
-    _check_choice(activation, "activation", _ACTIVATIONS)
+    circular = check_padding(padding)
+    check_choice(activation, "activation", _ACTIVATIONS)
     masks = _mask_distribution(mode, keep, block_size, normalize)
     u4, v4, spatial, xc, map_shape = _check_net(u, v, image_shape, x)
     yc = _check_target(y, xc, u4, spatial, map_shape)

@@ -28,6 +28,7 @@ from ._ties import TIE_RTOL, lowest_index
 from ._validation import (
     InvalidParameterError,
     check_array,
+    check_block_size,
     check_cov,
     check_int,
     check_n_masks,
@@ -167,7 +168,7 @@ def dropout_penalty_mc(
             f"`X` must have {V.shape[0]} columns (d_in of V), got {X.shape}"
         )
     width = U.shape[1]
-    groups = width // _check_block_size(block_size, width)
+    groups = width // check_block_size(block_size, width)
     masks = Bernoulli(keep) if block_size == 1 else Channel(keep)
     shape = (width,) if block_size == 1 else (groups, block_size)
     need = min_draws(masks.event_probabilities(shape))
@@ -185,16 +186,6 @@ def dropout_penalty_mc(
     return estimate(
         draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
     )
-
-
-def _check_block_size(block_size, width: int) -> int:
-    block_size = check_int(block_size, "block_size")
-    if width % block_size:
-        raise InvalidParameterError(
-            f"`block_size` ({block_size}) must divide the width ({width}): units are "
-            "dropped in groups of block_size consecutive units"
-        )
-    return block_size
 
 
 def structured_penalty(U, V, mask_cov, cov=None) -> float:
@@ -301,7 +292,7 @@ def block_dropout_penalty(U, V, keep: float, block_size: int, cov=None) -> float
     """
     U, V = _check_factors(U, V)
     lam = dropout_lambda(keep)
-    k = _check_block_size(block_size, U.shape[1])
+    k = check_block_size(block_size, U.shape[1])
     cov = check_cov(cov, V.shape[0])
     G = U.shape[1] // k
     Ug = U.T.reshape(G, k, -1)  # (G, k, d_out)
@@ -428,7 +419,7 @@ def block_induced_regularizer(M, keep: float, width: int, block_size: int, cov=N
     M = check_array(M, "M", ndim=2)
     lam = dropout_lambda(keep)
     width = check_int(width, "width")
-    k = _check_block_size(block_size, width)
+    k = check_block_size(block_size, width)
     cov = check_cov(cov, M.shape[1])
     Mc = M if cov is None else M @ sqrtm_psd(cov)
     return lam / (width // k) * spectral_k_support_norm(Mc, k) ** 2

@@ -53,10 +53,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import conv, fc
-from ._validation import InvalidParameterError, as_generator, check_array, check_int, check_keep
+from ._validation import (
+    InvalidParameterError,
+    as_generator,
+    check_array,
+    check_block_size,
+    check_choice,
+    check_int,
+    check_keep,
+    check_padding,
+)
 from .conv import (
-    _check_choice,
-    _check_padding,
     _conv_cn,
     _flipped_transpose,
     _mask_distribution,
@@ -309,7 +316,7 @@ def train_fc(
     seed_record = int(seed) if isinstance(seed, numbers.Integral) else None
     rng = as_generator(seed)
 
-    block_size = fc._check_block_size(block_size, width)
+    block_size = check_block_size(block_size, width)
     mask_dist = Bernoulli(keep) if block_size == 1 else Channel(keep)
     mask_shape = (width,) if block_size == 1 else (width // block_size, block_size)
     yy = float(np.einsum("ij,ij->", Y, Y)) / n
@@ -689,8 +696,8 @@ def train_conv(
     mask_dist = _mask_distribution(mode, keep, block_size)
     if mode == "block":
         mask_dist.gamma(map_shape)  # raises early if the block does not fit the map
-    circular = _check_padding(padding)
-    _check_choice(activation, "activation", _CONV_ACTIVATIONS)
+    circular = check_padding(padding)
+    check_choice(activation, "activation", _CONV_ACTIVATIONS)
     seed_record = int(seed) if isinstance(seed, numbers.Integral) else None
     rng = as_generator(seed)
 

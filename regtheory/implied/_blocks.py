@@ -23,8 +23,8 @@ import cvxpy as cp
 import numpy as np
 
 from .._linalg import sqrtm_psd
-from .._validation import InvalidParameterError, check_int
-from ..fc import _check_block_size, block_induced_regularizer, spectral_k_support_norm
+from .._validation import InvalidParameterError, check_block_size, check_int
+from ..fc import block_induced_regularizer, spectral_k_support_norm
 from ._certificate import squared_norm_gap, top_k_positive
 from ._fc import _check_problem, fc_objective
 from ._solver import ImpliedResult, as_array, solve
@@ -155,7 +155,7 @@ def solve_fc_block(
         Norm, NeurIPS 2012.
     """
     T, lam, width, cov = _check_problem(T, keep, width, cov)
-    k = _check_block_size(block_size, width)
+    k = check_block_size(block_size, width)
     G = width // k
     start = time.perf_counter()
     Tw = T if cov is None else T @ sqrtm_psd(cov, inverse=True)
