@@ -685,10 +685,10 @@ def dropout_penalty_terms(ops: Sequence[_Op], X, Y=None) -> PenaltyTerms:
     n = X.shape[0]
     clean, h = X, X
     for t, op in enumerate(ops):
-        if not isinstance(op, (_Mask, _Connect)):
+        if not isinstance(op, _Mask):  # a DropConnect layer's mean is its weight
             clean = op.apply(clean)
-            if t < first:
-                h = clean
+        if t < first:
+            h = clean
     if Y is None:
         Y = clean
     else:
