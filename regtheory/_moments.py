@@ -85,10 +85,12 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._validation import InvalidParameterError, check_array, check_keep, check_padding
 from .conv import conv2d
@@ -337,8 +339,8 @@ class _State:
     right: np.ndarray | None = None
     exact: bool = True
     dense: np.ndarray | None = None
-    origin: tuple | None = None
-    steps: list = field(default_factory=list)
+    origin: tuple[str, Any] | None = None
+    steps: list[_Conv | tuple[str, ...] | tuple[str, np.ndarray]] = field(default_factory=list)
 
     def rights(self) -> np.ndarray:
         assert self.left is not None
@@ -362,21 +364,22 @@ class _State:
             return float(np.trace(self.dense))
         return float(np.sum(self.diag()))
 
-    def map_probes(self, fn) -> None:
+    def map_probes(self, fn: Callable[[np.ndarray], np.ndarray]) -> None:
         assert self.left is not None
-        same = self.right is None
         self.left = fn(self.left)
-        self.right = None if same else fn(self.right)
+        if self.right is not None:
+            self.right = fn(self.right)
 
 
 def _shift(z: np.ndarray, lag: Sequence[int]) -> np.ndarray:
     """out[..., q] = z[..., q + lag] over the trailing spatial axes, zero outside."""
     out = np.zeros_like(z)
-    src, dst = [], []
+    src: list[slice] = [slice(None)] * (z.ndim - len(lag))
+    dst = list(src)
     for n, d in zip(z.shape[z.ndim - len(lag) :], lag):
         dst.append(slice(max(0, -d), min(n, n - d)))
         src.append(slice(max(0, d), min(n, n + d)))
-    out[(Ellipsis, *dst)] = z[(Ellipsis, *src)]
+    out[tuple(dst)] = z[tuple(src)]
     return out
 
 
@@ -461,12 +464,13 @@ def _dropblock_moments(
     blocks = (b, b) if two_d else (1, b)
     deltas = [np.arange(-(k - 1), k) for k in blocks]
     mean_dev, cov = moments(masks.keep, gamma, spatial2, blocks, deltas)
-    lags = []
+    lags: list[tuple[tuple[int, ...], np.ndarray]] = []
     for x, dh in enumerate(deltas[0]):
         for y, dw in enumerate(deltas[1]):
-            lag = (int(dh), int(dw)) if two_d else (int(dw),)
+            lag: tuple[int, ...] = (int(dh), int(dw)) if two_d else (int(dw),)
             lags.append((lag, cov[x, y].reshape(spatial)))
-    return (mean_dev + 1.0).reshape(spatial), lags
+    mean: np.ndarray = (mean_dev + 1.0).reshape(spatial)
+    return mean, lags
 
 
 # ----------------------------------------------------------------------------- engine
@@ -504,7 +508,7 @@ def _periods(spatial: tuple[int, ...], seg: _Segment, own_reach: int) -> tuple[i
     )
 
 
-def _element_child(st: _State, lam: float, seg: _Segment | None, subset) -> _State:
+def _element_child(st: _State, lam: float, seg: _Segment | None, subset: tuple[int, ...]) -> _State:
     s = np.maximum(lam * st.diag(), 0.0)  # a diagonal of a second moment: >= 0 up to rounding
     if s.ndim == 1 or seg is None:
         return _State(subset=subset, dense=np.diag(s.ravel()))
@@ -518,7 +522,7 @@ def _element_child(st: _State, lam: float, seg: _Segment | None, subset) -> _Sta
     )
 
 
-def _channel_child(st: _State, lam: float, subset) -> _State:
+def _channel_child(st: _State, lam: float, subset: tuple[int, ...]) -> _State:
     assert st.left is not None
     return _State(
         subset=subset,
@@ -531,7 +535,13 @@ def _channel_child(st: _State, lam: float, subset) -> _State:
     )
 
 
-def _block_child(st: _State, lags, seg: _Segment, reach: int, subset) -> _State:
+def _block_child(
+    st: _State,
+    lags: list[tuple[tuple[int, ...], np.ndarray]],
+    seg: _Segment,
+    reach: int,
+    subset: tuple[int, ...],
+) -> _State:
     assert st.left is not None
     spatial = st.left.shape[2:]
     periods = _periods(spatial, seg, reach)
@@ -639,11 +649,13 @@ def _check_chain(ops: Sequence[_Op]) -> int:
     return first
 
 
-def _subset_order(subsets) -> list[tuple[int, ...]]:
+def _subset_order(subsets: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
     return sorted(subsets, key=lambda t: (len(t), t))
 
 
-def dropout_penalty_terms(ops: Sequence[_Op], X, Y=None) -> PenaltyTerms:
+def dropout_penalty_terms(
+    ops: Sequence[_Op], X: ArrayLike, Y: ArrayLike | None = None
+) -> PenaltyTerms:
     r"""Exact dropout penalty of a network on data, split over its dropout layers.
 
     .. math:: P = \frac1n\sum_k \Big(\mathbb E_r\|y_k - f_r(x_k)\|^2 - \|y_k - f(x_k)\|^2\Big)
@@ -756,7 +768,41 @@ def dropout_penalty_terms(ops: Sequence[_Op], X, Y=None) -> PenaltyTerms:
     )
 
 
-def network_dropout_penalty(layers: Sequence[object], X, Y=None) -> PenaltyTerms:
-    """Exact penalty of a :mod:`regtheory.network` layer list: :func:`dropout_penalty_terms`
-    of :func:`from_network` (``layers`` may also hold :class:`DropConnect` layers)."""
+def network_dropout_penalty(
+    layers: Sequence[object], X: ArrayLike, Y: ArrayLike | None = None
+) -> PenaltyTerms:
+    r"""Exact dropout penalty of a :mod:`regtheory.network` layer list, split over its layers.
+
+    :func:`dropout_penalty_terms` of :func:`from_network`: ``layers`` holds ``Conv``,
+    ``Linear``, ``ReLU`` and ``Dropout`` of :mod:`regtheory.network`, and
+    :class:`DropConnect`; every ReLU must come before the first random layer.
+
+    Parameters
+    ----------
+    layers : sequence of layers
+        The network, first layer first.
+    X : array (n, ...)
+        Inputs.
+    Y : array (n, ...), optional
+        Targets; ``None`` means the mask-free output.
+
+    Returns
+    -------
+    PenaltyTerms
+        The total, the mean shift and one term per non-empty subset of random layers.
+
+    Examples
+    --------
+    Two dropout layers (keep 0.5, λ = 1) around an all-ones layer, on x = (1, 1): each
+    alone costs 8, and both together add an interaction of 4.
+
+    >>> import numpy as np
+    >>> from regtheory.masks import Bernoulli
+    >>> from regtheory.network import Dropout, Linear
+    >>> layers = [Dropout(Bernoulli(0.5)), Linear(np.ones((2, 2))),
+    ...           Dropout(Bernoulli(0.5)), Linear(np.ones((1, 2)))]
+    >>> terms = network_dropout_penalty(layers, np.ones((1, 2)))
+    >>> terms.total, terms.own.tolist(), terms.term(0, 2)
+    (20.0, [8.0, 8.0], 4.0)
+    """
     return dropout_penalty_terms(from_network(layers), X, Y)
