@@ -308,6 +308,11 @@ class PenaltyTerms:
         """Sum of the interaction terms (subsets of two or more layers)."""
         return float(sum(v for t, v in zip(self.subsets, self.values) if len(t) > 1))
 
+    @property
+    def interactions(self) -> tuple[tuple[tuple[int, ...], float], ...]:
+        """The interaction terms as (subset, value) pairs, subsets of two or more layers."""
+        return tuple((t, float(v)) for t, v in zip(self.subsets, self.values) if len(t) > 1)
+
     def term(self, *layers: int) -> float:
         """The term of the subset of dropout layers at positions ``layers``."""
         key = tuple(sorted(layers))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from regtheory import InvalidParameterError, network
-from regtheory._moments import DropConnect, PenaltyTerms, network_dropout_penalty
+from regtheory._moments import DropConnect, PenaltyTerms, _period, network_dropout_penalty
 from regtheory.conv import conv_matrix
 from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian
 from regtheory.network import Conv, Dropout, Linear, ReLU
@@ -399,9 +399,9 @@ def _moments_of(spec):
 DENSE_CASES = {
     # maps large enough that every colour class holds several impulses
     "2d-zeros": ((10, 11), (3, 3), "zeros"),
-    "2d-circular": ((12, 12), (3, 3), "circular"),
+    "2d-circular": ((16, 16), (3, 3), "circular"),
     "1d-zeros": ((23,), (3,), "zeros"),
-    "1d-circular": ((20,), (5,), "circular"),
+    "1d-circular": ((24,), (5,), "circular"),
 }
 
 
@@ -427,9 +427,19 @@ def test_conv_three_layers_match_dense_matrices(case, kinds):
     assert exact.total == pytest.approx(reference, rel=RTOL)
 
 
+HEAD_MASKS = {
+    "element-channel": (("mask", "element", 0.5), ("mask", "channel", 0.7)),
+    "block-channel": (("mask", "block", 0.7, 2), ("mask", "channel", 0.7)),
+    "channel-block": (("mask", "channel", 0.6), ("mask", "block", 0.7, 3)),
+}
+
+
+@pytest.mark.parametrize("masks", HEAD_MASKS)
 @pytest.mark.parametrize("case", ["2d-zeros", "1d-circular"])
-def test_conv_maps_into_fully_connected_head_match_dense_matrices(case):
-    """Coloured probes are pulled back exactly through a Linear layer (adjoint convs)."""
+def test_conv_maps_into_fully_connected_head_match_dense_matrices(case, masks):
+    """Coloured probes (diagonal and banded origins, channel splits, DropBlock's mean
+    scaling) are pulled back exactly through a Linear layer by adjoint convolutions;
+    then a DropConnect layer (Wan et al. 2013)."""
     spatial, k, padding = DENSE_CASES[case]
     rng = np.random.default_rng(13)
     w0, w1 = rng.normal(size=(2, 1, *k)), rng.normal(size=(2, 2, *k))
@@ -439,9 +449,9 @@ def test_conv_maps_into_fully_connected_head_match_dense_matrices(case):
     spec = [
         ("conv", w0, padding),
         ("relu",),
-        ("mask", "element", 0.5),
+        HEAD_MASKS[masks][0],
         ("conv", w1, padding),
-        ("mask", "channel", 0.7),
+        HEAD_MASKS[masks][1],
         ("linear", W),
         ("mask", "element", 0.8),
         ("connect", V, 0.6),
@@ -545,6 +555,12 @@ def test_conv_state_is_never_a_dense_matrix():
     assert peak < dense_bytes / 4, (peak, dense_bytes)
 
 
+def test_colour_spacing_separates_responses():
+    """Zero padding: 2R + 1 (or the whole axis); circular: the next divisor of the axis."""
+    assert [_period(10, 5, False), _period(4, 5, False)] == [5, 4]
+    assert [_period(16, 5, True), _period(12, 7, True), _period(7, 3, True)] == [8, 12, 7]
+
+
 # ----------------------------------------------------------------------------- 4. attribution
 
 
@@ -564,6 +580,7 @@ def test_attribution_sums_to_the_total_and_interactions_are_not_single_layer_sum
     np.testing.assert_allclose(terms.own, [a.total for a in alone], rtol=1e-12)
     assert terms.interaction > 0 and terms.total > sum(a.total for a in alone)
     assert terms.term(1, 3) == pytest.approx(terms.interaction)
+    assert terms.interactions == (((1, 3), terms.term(1, 3)),)
 
 
 def test_attribution_result_is_frozen_and_read_only():
