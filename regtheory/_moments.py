@@ -85,7 +85,7 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -323,57 +323,16 @@ class PenaltyTerms:
         return float(self.values[self.subsets.index(key)])
 
 
-# ----------------------------------------------------------------------------- states
+# ----------------------------------------------------------------------------- probes
+
+# float64 entries of one chunk of probes: the conv phase streams every state through the
+# network in chunks of this size, so its memory does not grow with the number of probes
+_CHUNK_ENTRIES = 1 << 21
 
 
-@dataclass
-class _State:
-    r"""Second moment :math:`S_T` of one subset's term, at the current point of the chain.
-
-    Either ``dense`` (a (d, d) matrix, on vectors) or a batch of probes, left and right,
-    :math:`S = w\sum_r a_r b_r^\top`. Probes are ``exact`` (data, impulses, splits of
-    those) or coloured: then S is right only on the diagonal and on the band the spacing
-    allows, which is all the masks and the trace ask for. A coloured state also keeps its
-    origin (``origin``: ``("diag", s)`` or ``("band", {lag: x})``) and the linear steps
-    taken since (``steps``), to be pulled back exactly at a fully connected layer.
-    """
-
-    subset: tuple[int, ...]
-    weight: float = 1.0
-    left: np.ndarray | None = None
-    right: np.ndarray | None = None
-    exact: bool = True
-    dense: np.ndarray | None = None
-    origin: tuple[str, Any] | None = None
-    steps: list[_Conv | tuple[str, ...] | tuple[str, np.ndarray]] = field(default_factory=list)
-
-    def rights(self) -> np.ndarray:
-        assert self.left is not None
-        return self.left if self.right is None else self.right
-
-    def diag(self) -> np.ndarray:
-        """diag S, in the feature shape."""
-        if self.dense is not None:
-            return np.diagonal(self.dense).copy()
-        assert self.left is not None
-        return self.weight * np.einsum("r...,r...->...", self.left, self.rights())
-
-    def band(self, lag: tuple[int, ...]) -> np.ndarray:
-        """S[(c, q), (c, q + lag)] for every (c, q), zero where q + lag is outside."""
-        assert self.left is not None
-        shifted = _shift(self.rights(), lag)
-        return self.weight * np.einsum("r...,r...->...", self.left, shifted)
-
-    def trace(self) -> float:
-        if self.dense is not None:
-            return float(np.trace(self.dense))
-        return float(np.sum(self.diag()))
-
-    def map_probes(self, fn: Callable[[np.ndarray], np.ndarray]) -> None:
-        assert self.left is not None
-        self.left = fn(self.left)
-        if self.right is not None:
-            self.right = fn(self.right)
+def _dot(left: np.ndarray, right: np.ndarray | None) -> np.ndarray:
+    """Σ_r left_r ∘ right_r (right = left when None): the diagonal of Σ_r a_r b_rᵀ."""
+    return np.einsum("r...,r...->...", left, left if right is None else right)
 
 
 def _shift(z: np.ndarray, lag: Sequence[int]) -> np.ndarray:
@@ -398,22 +357,24 @@ def _period(n: int, need: int, circular: bool) -> int:
     return next(p for p in range(need, n + 1) if n % p == 0)
 
 
-def _colour(values: np.ndarray, periods: Sequence[int]) -> np.ndarray:
-    """Coloured probes of ``values`` (C, *spatial): probe (c, o) holds values[c, q] at the
-    positions q ≡ o (mod periods) of channel c and zero elsewhere; (C·ΠP, C, *spatial)."""
-    C, spatial = values.shape[0], values.shape[1:]
-    indicators = [
-        (np.arange(n)[None, :] % p == np.arange(p)[:, None]).astype(float)
-        for n, p in zip(spatial, periods)
-    ]
-    pattern = indicators[0]
-    for ind in indicators[1:]:
-        pattern = np.einsum("ai,bj->abij", pattern, ind).reshape(
-            pattern.shape[0] * ind.shape[0], *pattern.shape[1:], ind.shape[1]
-        )
-    out = np.zeros((C, pattern.shape[0], C, *spatial))
-    out[np.arange(C), :, np.arange(C)] = pattern[None] * values[:, None]
-    return out.reshape(C * pattern.shape[0], C, *spatial)
+def _class_patterns(spatial: tuple[int, ...], periods: Sequence[int]) -> np.ndarray:
+    """Indicators (ΠP, *spatial) of the colour classes: q ≡ o (mod periods), one per o."""
+    pattern = np.ones((1,))
+    for n, p in zip(spatial, periods):
+        axis = (np.arange(n)[None, :] % p == np.arange(p)[:, None]).astype(float)
+        pattern = np.einsum("a...,bi->ab...i", pattern, axis)
+        pattern = pattern.reshape(-1, *pattern.shape[2:])
+    return pattern.reshape(-1, *spatial)
+
+
+def _colour_rows(values: np.ndarray, pattern: np.ndarray, rows: range) -> np.ndarray:
+    """Coloured probes ``rows`` of ``values`` (C, *spatial): probe i is values restricted to
+    channel i // n_classes and to the positions of class i % n_classes."""
+    index = np.arange(rows.start, rows.stop)
+    channel, colour = np.divmod(index, len(pattern))
+    out = np.zeros((len(index), *values.shape))
+    out[np.arange(len(index)), channel] = pattern[colour] * values[channel]
+    return out
 
 
 def _channel_split(z: np.ndarray) -> np.ndarray:
@@ -478,7 +439,7 @@ def _dropblock_moments(
     return mean, lags
 
 
-# ----------------------------------------------------------------------------- engine
+# ----------------------------------------------------------------------------- conv phase
 
 
 @dataclass(frozen=True)
@@ -513,76 +474,25 @@ def _periods(spatial: tuple[int, ...], seg: _Segment, own_reach: int) -> tuple[i
     )
 
 
-def _element_child(st: _State, lam: float, seg: _Segment | None, subset: tuple[int, ...]) -> _State:
-    s = np.maximum(lam * st.diag(), 0.0)  # a diagonal of a second moment: >= 0 up to rounding
-    if s.ndim == 1 or seg is None:
-        return _State(subset=subset, dense=np.diag(s.ravel()))
-    spatial = s.shape[1:]
-    periods = _periods(spatial, seg, 0)
-    return _State(
-        subset=subset,
-        left=_colour(np.sqrt(s), periods),
-        exact=periods == spatial,
-        origin=("diag", s),
-    )
+@dataclass(frozen=True)
+class _Pending:
+    r"""A coloured state reaching the fully connected layer that ends the conv phase: its
+    origin D (``("diag", s)`` or ``("band", {lag: x})``), the linear steps A since (convs,
+    ``("scale", mean)``, ``("split",)``) and its weight w, so that it arrives as
+    :math:`w\,W A D A^\top W^\top`."""
+
+    origin: tuple[str, Any]
+    steps: tuple[Any, ...]
+    weight: float
 
 
-def _channel_child(st: _State, lam: float, subset: tuple[int, ...]) -> _State:
-    assert st.left is not None
-    return _State(
-        subset=subset,
-        weight=lam * st.weight,
-        left=_channel_split(st.left),
-        right=None if st.right is None else _channel_split(st.right),
-        exact=st.exact,
-        origin=st.origin,
-        steps=[*st.steps, ("split",)],
-    )
-
-
-def _block_child(
-    st: _State,
-    lags: list[tuple[tuple[int, ...], np.ndarray]],
-    seg: _Segment,
-    reach: int,
-    subset: tuple[int, ...],
-) -> _State:
-    assert st.left is not None
-    spatial = st.left.shape[2:]
-    periods = _periods(spatial, seg, reach)
-    ones = _colour(np.ones(st.left.shape[1:]), periods)
-    left, right, band = [], [], {}
-    for lag, cov in lags:
-        x = st.band(lag) * cov
-        if not np.any(x):
-            continue
-        band[lag] = x
-        probes = _colour(x, periods)
-        used = np.any(probes.reshape(len(probes), -1) != 0, axis=1)
-        left.append(probes[used])
-        # right probe of class G: Σ_{q∈G} e_{q+lag}, so that Σ_G left right^T = Σ_q x_q e_q e_{q+lag}^T
-        right.append(_shift(ones, tuple(-d for d in lag))[used])
-    if not left:
-        return _State(subset=subset, left=np.zeros((1, *st.left.shape[1:])), exact=True)
-    return _State(
-        subset=subset,
-        left=np.concatenate(left),
-        right=np.concatenate(right),
-        exact=periods == spatial,
-        origin=("band", band),
-    )
-
-
-def _pullback(st: _State, weight: np.ndarray) -> np.ndarray:
-    r"""W S W^T of a coloured state, exactly: :math:`S = \sum_g A_g D A_g^\top` with D its
-    origin (diagonal or banded) and :math:`A_g` its steps (one per channel branch), so
-    :math:`W S W^\top = \sum_g (W A_g) D (W A_g)^\top`; the rows of :math:`W A_g` come from
-    the adjoint steps applied to the rows of W."""
-    assert st.left is not None and st.origin is not None
-    shape = st.left.shape[1:]
+def _pullback(pending: _Pending, weight: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    r""":math:`w\,W S W^\top` of a coloured state, exactly: :math:`S = \sum_g A_g D A_g^\top`,
+    one branch g per channel split, so :math:`W S W^\top = \sum_g (W A_g) D (W A_g)^\top`;
+    the rows of :math:`W A_g` are the adjoint steps applied to the rows of W."""
     d = weight.shape[0]
     g = weight.reshape(1, d, *shape)
-    for step in reversed(st.steps):
+    for step in reversed(pending.steps):
         if isinstance(step, _Conv):
             out = step.adjoint(g.reshape(-1, *g.shape[2:]))
             g = out.reshape(g.shape[0], d, *out.shape[1:])
@@ -593,7 +503,7 @@ def _pullback(st: _State, weight: np.ndarray) -> np.ndarray:
             split = _channel_split(g.reshape(n_groups * d, *g.shape[2:]))
             g = split.reshape(n_groups, d, C, *g.shape[2:]).swapaxes(1, 2)
             g = g.reshape(n_groups * C, d, *g.shape[3:])
-    kind, data = st.origin
+    kind, data = pending.origin
     if kind == "diag":
         flat = g.reshape(g.shape[0], d, -1)
         dense = np.einsum("gdq,q,geq->de", flat, data.ravel(), flat, optimize=True)
@@ -603,36 +513,220 @@ def _pullback(st: _State, weight: np.ndarray) -> np.ndarray:
             a = (g * x).reshape(g.shape[0], d, -1)
             b = _shift(g, lag).reshape(g.shape[0], d, -1)
             dense += np.einsum("gdq,geq->de", a, b, optimize=True)
-    dense *= st.weight
+    dense *= pending.weight
     return 0.5 * (dense + dense.T)
 
 
-def _linear_step(st: _State, weight: np.ndarray) -> None:
-    if st.dense is not None:
-        st.dense = weight @ st.dense @ weight.T
-        return
-    assert st.left is not None
-    if not st.exact:
-        st.dense = _pullback(st, weight)
-        st.left = st.right = None
-        return
-    st.map_probes(lambda z: z.reshape(len(z), -1) @ weight.T)
-    if st.subset and len(st.left) > weight.shape[0]:
-        dense = st.weight * st.left.T @ st.rights()
-        st.dense = 0.5 * (dense + dense.T)
-        st.left = st.right = None
+def _add(store: dict, key: Any, value: Any) -> None:
+    store[key] = store[key] + value if key in store else value
 
 
-def _conv_step(st: _State, op: _Conv) -> None:
-    st.map_probes(op.apply)
-    if not st.exact:
-        st.steps.append(op)
+class _ConvPhase:
+    r"""Second moments of every subset's term on conv maps, from the first mask to the first
+    fully connected layer (``boundary``) or the output.
+
+    A state is a batch of probes, left and right, :math:`S = w\sum_r a_r b_r^\top`: exact
+    (the data, impulses, their channel splits) or coloured, then right on the diagonal
+    and on the band its spacing allows, which is all that masks, the trace and DropConnect
+    read. Each state is streamed in chunks from its birth to the boundary, leaving what its
+    children need: diag S at element masks, the band of S at DropBlock masks (channel
+    children are streamed on the spot, from the split probes). States are born mask by
+    mask, so a parent's sums are complete before its children start.
+    """
+
+    def __init__(self, ops: tuple[_Op, ...], first: int, boundary: int, h: np.ndarray):
+        self.ops, self.boundary = ops, boundary
+        self.shapes: dict[int, tuple[int, ...]] = {}  # feature shape at the input of op t
+        self.kinds: dict[int, str] = {}
+        self.moments: dict[int, tuple[np.ndarray, list]] = {}
+        z = h[:1]
+        for t in range(first, boundary + 1):
+            self.shapes[t] = z.shape[1:]
+            op = ops[t] if t < len(ops) else None
+            if isinstance(op, _Conv):
+                z = op.apply(z)
+            elif isinstance(op, _Mask):
+                self.kinds[t] = _mask_kind(op.masks, z.shape[1:])
+                if self.kinds[t] == "block":
+                    assert isinstance(op.masks, DropBlock)
+                    self.moments[t] = _dropblock_moments(op.masks, z.shape[2:])
+        widest = max(int(np.prod(shape)) for shape in self.shapes.values())
+        self.rows = max(1, _CHUNK_ENTRIES // widest)
+        self.diag: dict[tuple[tuple[int, ...], int], np.ndarray] = {}
+        self.band: dict[tuple[tuple[int, ...], int], dict[tuple[int, ...], np.ndarray]] = {}
+        self.trace: dict[tuple[int, ...], float] = {}
+        self.dense: dict[tuple[int, ...], np.ndarray] = {}
+        self.pending: dict[tuple[int, ...], _Pending] = {}
+        self.outputs: list[np.ndarray] = []
+
+    def stream(
+        self,
+        subset: tuple[int, ...],
+        weight: float,
+        left: np.ndarray,
+        right: np.ndarray | None,
+        exact: bool,
+        origin: tuple[str, Any] | None,
+        steps: tuple[Any, ...],
+        start: int,
+    ) -> None:
+        """Push one chunk of a state's probes from op ``start`` to the boundary."""
+        for t in range(start, self.boundary):
+            op = self.ops[t]
+            if isinstance(op, _Conv):
+                left = op.apply(left)
+                right = None if right is None else op.apply(right)
+                steps = (*steps, op)
+                continue
+            assert isinstance(op, _Mask)
+            kind = self.kinds[t]
+            if kind == "element":
+                _add(self.diag, (subset, t), weight * _dot(left, right))
+            elif kind == "channel":
+                # S ∘ Cov(m) = λ Σ_c P_c S P_c: the child holds every probe cut to each channel
+                step = max(1, self.rows // left.shape[1])
+                for a in range(0, len(left), step):
+                    self.stream(
+                        (*subset, op.index),
+                        op.masks.lam * weight,
+                        _channel_split(left[a : a + step]),
+                        None if right is None else _channel_split(right[a : a + step]),
+                        exact,
+                        origin,
+                        (*steps, ("split",)),
+                        t + 1,
+                    )
+            else:
+                mean, lags = self.moments[t]
+                bands = self.band.setdefault((subset, t), {})
+                other = left if right is None else right
+                for lag, _ in lags:
+                    _add(bands, lag, weight * _dot(left, _shift(other, lag)))
+                left = left * mean
+                right = None if right is None else right * mean
+                steps = (*steps, ("scale", mean))
+        self._finish(subset, weight, left, right, exact, origin, steps)
+
+    def _finish(self, subset, weight, left, right, exact, origin, steps) -> None:
+        if subset == ():
+            self.outputs.append(left)
+        if self.boundary == len(self.ops):
+            _add(self.trace, subset, weight * float(np.sum(_dot(left, right))))
+            return
+        op = self.ops[self.boundary]
+        assert isinstance(op, (_Linear, _Connect))
+        if isinstance(op, _Connect):  # its child needs diag S at its input
+            _add(self.diag, (subset, self.boundary), weight * _dot(left, right).ravel())
+        if subset == ():
+            return
+        if exact:
+            a = left.reshape(len(left), -1) @ op.weight.T
+            b = a if right is None else right.reshape(len(right), -1) @ op.weight.T
+            _add(self.dense, subset, weight * a.T @ b)
+        else:
+            assert origin is not None
+            self.pending.setdefault(subset, _Pending(origin, steps, weight))
+
+    def births(self, t: int) -> None:
+        """Stream the children born at the element or DropBlock mask at op ``t``."""
+        op = self.ops[t]
+        assert isinstance(op, _Mask)
+        kind = self.kinds[t]
+        if kind == "channel":
+            return  # born while their parents streamed
+        parents: dict[tuple[tuple[int, ...], int], Any] = (
+            self.diag if kind == "element" else self.band
+        )
+        shape = self.shapes[t]
+        own_reach = op.masks.block_size - 1 if isinstance(op.masks, DropBlock) else 0
+        periods = _periods(shape[1:], _segment(self.ops, t, len(shape) - 1), own_reach)
+        pattern = _class_patterns(shape[1:], periods)
+        exact = periods == shape[1:]
+        n_rows = shape[0] * len(pattern)
+        for (subset, at), moment in list(parents.items()):
+            if at != t:
+                continue
+            child = (*subset, op.index)
+            if kind == "element":
+                # diag(A Diag(s) Aᵀ) = Σ_q s_q (A e_q)²: probes √s on each colour class
+                s = np.maximum(op.masks.lam * moment, 0.0)  # >= 0 up to rounding
+                root = np.sqrt(s)
+                for a in range(0, n_rows, self.rows):
+                    rows = range(a, min(n_rows, a + self.rows))
+                    left = _colour_rows(root, pattern, rows)
+                    self.stream(child, 1.0, left, None, exact, ("diag", s), (), t + 1)
+                continue
+            # DropBlock: X = S ∘ Cov(m), banded within channels. Class G of channel c:
+            # left = 1_G, right = Σ_{q∈G} X[q, :], so Σ_G left rightᵀ = X up to cross terms
+            # between impulses of G, which the spacing (widened by the band) keeps apart.
+            band = {lag: moment[lag] * cov for lag, cov in self.moments[t][1]}
+            band = {lag: x for lag, x in band.items() if np.any(x)}
+            ones = np.ones(shape)
+            for a in range(0, n_rows, self.rows):
+                rows = range(a, min(n_rows, a + self.rows))
+                right = np.zeros((len(rows), *shape))
+                for lag, x in band.items():
+                    right += _shift(_colour_rows(x, pattern, rows), tuple(-d for d in lag))
+                left = _colour_rows(ones, pattern, rows)
+                self.stream(child, 1.0, left, right, exact, ("band", band), (), t + 1)
 
 
-def _scale_step(st: _State, mean: np.ndarray) -> None:
-    st.map_probes(lambda z: z * mean)
-    if not st.exact:
-        st.steps.append(("scale", mean))
+# ----------------------------------------------------------------------------- FC phase
+
+
+@dataclass
+class _State:
+    """A subset's second moment on vectors: ``dense`` (d, d), or for the empty subset the
+    samples themselves (``samples`` (n, d), S = w Σ_k z_k z_kᵀ)."""
+
+    subset: tuple[int, ...]
+    weight: float = 1.0
+    samples: np.ndarray | None = None
+    dense: np.ndarray | None = None
+
+    def diag(self) -> np.ndarray:
+        if self.dense is not None:
+            return np.diagonal(self.dense).copy()
+        assert self.samples is not None
+        return self.weight * _dot(self.samples.reshape(len(self.samples), -1), None)
+
+    def trace(self) -> float:
+        return float(np.sum(self.diag()))
+
+    def linear(self, weight: np.ndarray) -> None:
+        if self.dense is not None:
+            self.dense = weight @ self.dense @ weight.T
+        else:
+            assert self.samples is not None
+            self.samples = self.samples.reshape(len(self.samples), -1) @ weight.T
+
+
+def _fc_phase(ops: tuple[_Op, ...], start: int, states: list[_State]) -> list[_State]:
+    """Walk ops[start:] on vector features: S ← W S Wᵀ, masks λ Diag(diag S) (elementwise,
+    Gaussian and channel masks alike on vectors), DropConnect λ Diag((W∘W) diag S)."""
+    for op in ops[start:]:
+        if isinstance(op, _Linear):
+            for st in states:
+                st.linear(op.weight)
+        elif isinstance(op, _Connect):
+            w2 = op.weight * op.weight
+            children = [
+                _State((*st.subset, op.index), dense=np.diag(op.lam * (w2 @ st.diag())))
+                for st in states
+            ]
+            for st in states:
+                st.linear(op.weight)
+            states += children
+        elif isinstance(op, _Mask):
+            assert states[0].samples is not None
+            _mask_kind(op.masks, states[0].samples.shape[1:])  # refuses DropBlock on vectors
+            states += [
+                _State((*st.subset, op.index), dense=np.diag(op.masks.lam * st.diag()))
+                for st in states
+            ]
+        else:  # a conv or a ReLU cannot act on vectors here: _check_chain and shapes refuse
+            raise InvalidParameterError(f"{type(op).__name__} after a fully connected layer")
+    return states
 
 
 def _check_chain(ops: Sequence[_Op]) -> int:
@@ -714,55 +808,49 @@ def dropout_penalty_terms(
             raise InvalidParameterError(
                 f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
             )
-    empty = _State(subset=(), weight=1.0 / n, left=h)
-    states = [empty]
-    for t in range(first, len(ops)):
-        op = ops[t]
-        if isinstance(op, _Conv):
-            for st in states:
-                _conv_step(st, op)
-        elif isinstance(op, _Linear):
-            for st in states:
-                _linear_step(st, op.weight)
-        elif isinstance(op, _Connect):
-            w2 = op.weight * op.weight
-            children = [
-                _State(
-                    subset=st.subset + (op.index,),
-                    dense=np.diag(op.lam * (w2 @ st.diag().ravel())),
-                )
-                for st in states
+    if h.ndim > 2:  # conv maps: stream to the first fully connected layer
+        boundary = next(
+            (t for t in range(first, len(ops)) if isinstance(ops[t], (_Linear, _Connect))),
+            len(ops),
+        )
+        phase = _ConvPhase(ops, first, boundary, h)
+        for a in range(0, n, phase.rows):
+            phase.stream((), 1.0 / n, h[a : a + phase.rows], None, True, None, (), first)
+        for t in range(first, boundary):
+            if t in phase.kinds:
+                phase.births(t)
+        g = np.concatenate(phase.outputs)
+        traces = {t: v for t, v in phase.trace.items() if t}
+        if boundary < len(ops):
+            op = ops[boundary]
+            assert isinstance(op, (_Linear, _Connect))
+            states = [_State((), 1.0 / n, samples=g.reshape(n, -1) @ op.weight.T)]
+            states += [_State(t, dense=d) for t, d in phase.dense.items()]
+            states += [
+                _State(t, dense=_pullback(p, op.weight, g.shape[1:]))
+                for t, p in phase.pending.items()
             ]
-            for st in states:
-                _linear_step(st, op.weight)
-            states += children
-        else:
-            assert isinstance(op, _Mask) and empty.left is not None
-            shape = empty.left.shape[1:]
-            kind = _mask_kind(op.masks, shape)
-            seg = _segment(ops, t, len(shape) - 1) if len(shape) > 1 else None
-            lam = op.masks.lam
-            if kind == "element":
-                children = [_element_child(st, lam, seg, st.subset + (op.index,)) for st in states]
-            elif kind == "channel":
-                children = [_channel_child(st, lam, st.subset + (op.index,)) for st in states]
-            else:
-                assert seg is not None and isinstance(op.masks, DropBlock)
-                mean, lags = _dropblock_moments(op.masks, shape[1:])
-                reach = op.masks.block_size - 1
-                children = [
-                    _block_child(st, lags, seg, reach, st.subset + (op.index,)) for st in states
+            if isinstance(op, _Connect):
+                w2 = op.weight * op.weight
+                states += [
+                    _State((*t, op.index), dense=np.diag(op.lam * (w2 @ d)))
+                    for (t, at), d in phase.diag.items()
+                    if at == boundary
                 ]
-                for st in states:
-                    _scale_step(st, mean)
-            states += children
-    assert empty.left is not None
-    g = empty.left.reshape(n, -1)
+            states = _fc_phase(ops, boundary + 1, states)
+            traces = {st.subset: st.trace() for st in states if st.subset}
+            assert states[0].samples is not None
+            g = states[0].samples
+    else:
+        states = _fc_phase(ops, first, [_State((), 1.0 / n, samples=h.reshape(n, -1))])
+        traces = {st.subset: st.trace() for st in states if st.subset}
+        assert states[0].samples is not None
+        g = states[0].samples
+    g = g.reshape(n, -1)
     f, y = clean.reshape(n, -1), Y.reshape(n, -1)
     mean_shift = float(np.mean(np.sum((g - y) ** 2, axis=1) - np.sum((f - y) ** 2, axis=1)))
-    traces = {st.subset: st.trace() for st in states if st.subset}
     subsets = _subset_order(traces)
-    values = np.array([traces[s] for s in subsets])
+    values = np.array([traces[t] for t in subsets])
     random_layers = tuple(op.index for op in ops if isinstance(op, (_Mask, _Connect)))
     return PenaltyTerms(
         total=mean_shift + float(np.sum(values)),
