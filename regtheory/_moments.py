@@ -347,6 +347,19 @@ def _shift(z: np.ndarray, lag: Sequence[int]) -> np.ndarray:
     return out
 
 
+def _band_dot(left: np.ndarray, right: np.ndarray, lag: Sequence[int]) -> np.ndarray:
+    """Σ_r left_r[..., q] right_r[..., q + lag] (zero where q + lag is outside), without
+    shifting copies: the band of Σ_r a_r b_rᵀ at one lag."""
+    out = np.zeros(left.shape[1:])
+    src: list[slice] = [slice(None)] * (left.ndim - len(lag))
+    dst = list(src)
+    for n, d in zip(left.shape[left.ndim - len(lag) :], lag):
+        dst.append(slice(max(0, -d), min(n, n - d)))
+        src.append(slice(max(0, d), min(n, n + d)))
+    out[tuple(dst[1:])] = np.einsum("r...,r...->...", left[tuple(dst)], right[tuple(src)])
+    return out
+
+
 def _period(n: int, need: int, circular: bool) -> int:
     """Spacing of one colour class along an axis of length n: at least ``need``; for
     circular padding a divisor of n (the classes wrap around); n means one impulse."""
@@ -375,6 +388,16 @@ def _colour_rows(values: np.ndarray, pattern: np.ndarray, rows: range) -> np.nda
     out = np.zeros((len(index), *values.shape))
     out[np.arange(len(index)), channel] = pattern[colour] * values[channel]
     return out
+
+
+def _split_conv(z: np.ndarray, op: _Conv) -> np.ndarray:
+    """The convolution ``op`` of every probe of z (r, C, *spatial) cut to each channel:
+    (r·C, C_out, *spatial), probe (r, c) = op(P_c z_r) = w[:, c] ∗ z_r[c]."""
+    per_channel = [
+        conv2d(z[:, c : c + 1], op.weight[:, c : c + 1], op.padding) for c in range(z.shape[1])
+    ]
+    out = np.stack(per_channel, axis=1)
+    return out.reshape(-1, *out.shape[2:])
 
 
 def _channel_split(z: np.ndarray) -> np.ndarray:
@@ -583,25 +606,36 @@ class _ConvPhase:
             if kind == "element":
                 _add(self.diag, (subset, t), weight * _dot(left, right))
             elif kind == "channel":
-                # S ∘ Cov(m) = λ Σ_c P_c S P_c: the child holds every probe cut to each channel
+                # S ∘ Cov(m) = λ Σ_c P_c S P_c: the child holds every probe cut to each
+                # channel. A convolution right after costs, on a probe cut to channel c, only
+                # its slice w[:, c]: it is applied here, once per channel, to the uncut probes.
                 step = max(1, self.rows // left.shape[1])
+                after = self.ops[t + 1] if t + 1 < self.boundary else None
                 for a in range(0, len(left), step):
+                    cut = [left[a : a + step], None if right is None else right[a : a + step]]
+                    if isinstance(after, _Conv):
+                        cut = [None if z is None else _split_conv(z, after) for z in cut]
+                        done: tuple[Any, ...] = (("split",), after)
+                    else:
+                        cut = [None if z is None else _channel_split(z) for z in cut]
+                        done = (("split",),)
+                    assert cut[0] is not None
                     self.stream(
                         (*subset, op.index),
                         op.masks.lam * weight,
-                        _channel_split(left[a : a + step]),
-                        None if right is None else _channel_split(right[a : a + step]),
+                        cut[0],
+                        cut[1],
                         exact,
                         origin,
-                        (*steps, ("split",)),
-                        t + 1,
+                        (*steps, *done),
+                        t + len(done),
                     )
             else:
                 mean, lags = self.moments[t]
                 bands = self.band.setdefault((subset, t), {})
                 other = left if right is None else right
                 for lag, _ in lags:
-                    _add(bands, lag, weight * _dot(left, _shift(other, lag)))
+                    _add(bands, lag, weight * _band_dot(left, other, lag))
                 left = left * mean
                 right = None if right is None else right * mean
                 steps = (*steps, ("scale", mean))
