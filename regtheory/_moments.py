@@ -37,7 +37,10 @@ moment of the term of subset T. Hence the exact decomposition returned by
 bars denoting means over the samples. The mean shift is zero unless some
 :math:`\mathbb E m \ne 1` (DropBlock's ideal masks at the border); then the targets
 enter. The single-layer terms are the penalties of each layer alone (the others at
-their mean mask); the interactions are what the total adds beyond their sum.
+their mean mask); the interactions are what the total adds beyond their sum. With one
+dropout layer, before the last linear layer U, the only term is the explicit
+regularizer :math:`\lambda\sum_i \|u_i\|^2\, \overline{h_i^2}` of Mianjy & Arora [3]
+and Arora et al. [4], for any features h (the non-linearities all come before it).
 
 Moment propagation
 ------------------
@@ -62,9 +65,11 @@ the sum of the kernel radii), so impulses :math:`\sqrt{s_q}e_q` spaced at least 
 apart (one *colour* class) have disjoint responses, and one pass of A over their sum
 gives all their squares at once. A state born at a mask is therefore a batch of
 :math:`C\prod_a P_a` coloured probes (:math:`P_a \ge 2R_a + 1` per spatial axis, a
-divisor of the axis for circular padding) pushed through the remaining convolutions;
-DropBlock's banded covariance adds one pair of probe batches per lag and widens the
-spacing by the lag. At a fully connected layer such a state is pulled back exactly:
+divisor of the axis for circular padding), streamed in chunks through the remaining
+convolutions. DropBlock's banded :math:`X = S\circ\operatorname{Cov}(m)` takes two
+probes per class G, :math:`1_G` and :math:`\sum_{q\in G} X[q, :]`, and widens the
+spacing by the band; a channel mask cuts every probe of its parent to each channel
+(C times the probes). At a fully connected layer such a state is pulled back exactly:
 :math:`W A\,\mathrm{Diag}(s)A^\top W^\top = (WA)\,\mathrm{Diag}(s)\,(WA)^\top`, with
 :math:`WA = (A^\top W^\top)^\top` from the adjoint convolutions applied to the rows of W.
 
@@ -92,7 +97,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._validation import InvalidParameterError, check_array, check_keep, check_padding
+from ._validation import (
+    InvalidParameterError,
+    as_generator,
+    check_array,
+    check_keep,
+    check_padding,
+)
 from .conv import conv2d
 from .masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
 
@@ -144,10 +155,12 @@ class DropConnect:
         """λ = (1 − keep)/keep, the variance of one weight mask entry."""
         return (1.0 - self.keep) / self.keep
 
-    def sample(self, z: np.ndarray, seed: np.random.Generator) -> np.ndarray:
-        """Apply the layer to ``z`` (n, ...) with a fresh weight mask per sample."""
+    def sample(self, z: np.ndarray, seed: int | np.random.Generator) -> np.ndarray:
+        """Apply the layer to ``z`` (n, ...) with a fresh weight mask per sample (Monte Carlo);
+        ``seed`` is an int or a ``numpy.random.Generator``."""
         flat = z.reshape(z.shape[0], -1)
-        kept = seed.random((flat.shape[0], *self.weight.shape)) < self.keep
+        rng = as_generator(seed)
+        kept = rng.random((flat.shape[0], *self.weight.shape)) < self.keep
         return np.einsum("noi,ni->no", kept * (self.weight / self.keep), flat)
 
 
@@ -819,10 +832,13 @@ def dropout_penalty_terms(
     PenaltyTerms
 
     Cost. Fully connected features: a (d, d) matrix per subset of dropout layers.
-    Conv maps: per subset, one batch of :math:`C\prod_a P_a` coloured probes
-    (:math:`P_a = 2R_a + 1`, R the receptive radius of the convolutions left before the
-    next fully connected layer; channel masks multiply the batch by C, DropBlock by its
-    number of lags) pushed once through those convolutions; the data's n samples once.
+    Conv maps: the n samples once, and per subset of dropout layers one batch of
+    :math:`C\prod_a P_a` coloured probes (:math:`P_a = 2R_a + 1`, R the receptive radius
+    of the convolutions left before the next fully connected layer, widened by DropBlock's
+    band), streamed once through those convolutions in chunks of fixed memory; DropBlock
+    doubles the batch, a channel mask multiplies its parents' batches by C. At the first
+    fully connected layer (d outputs) a coloured batch is pulled back by d adjoint passes.
+    Nothing of size (C·H·W)² is formed.
     """
     ops = tuple(ops)
     first = _check_chain(ops)

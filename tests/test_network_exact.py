@@ -18,7 +18,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from regtheory import InvalidParameterError, network
+from regtheory import InvalidParameterError, fc, network
 from regtheory._moments import DropConnect, PenaltyTerms, _period, network_dropout_penalty
 from regtheory.conv import conv_matrix
 from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian
@@ -232,6 +232,18 @@ def test_fc_dropconnect_last_layer_closed_form():
     exact = network_dropout_penalty([Dropout(Bernoulli(1.0)), DropConnect(W, keep)], X)
     closed = (1 - keep) / keep * np.sum(W**2 * np.mean(X**2, axis=0))
     assert exact.term(1) == pytest.approx(closed, rel=1e-12)
+
+
+def test_last_layer_dropout_is_the_explicit_regularizer_of_fc():
+    """One dropout layer before the last linear layer, ReLU features: regtheory.fc's closed
+    form λ Σ ||u_i||² mean h_i² (Mianjy & Arora 2019; Arora et al. 2021)."""
+    rng = np.random.default_rng(25)
+    V, U = rng.normal(size=(6, 4)), rng.normal(size=(3, 6))
+    X, Y = rng.normal(size=(40, 4)), rng.normal(size=(40, 3))
+    layers = [Linear(V), ReLU(), Dropout(Bernoulli(0.3)), Linear(U)]
+    H = np.maximum(X @ V.T, 0)
+    closed = fc.dropout_penalty(U, np.eye(6), 0.3, cov=H.T @ H / len(X))
+    assert network_dropout_penalty(layers, X, Y).total == pytest.approx(closed, rel=1e-12)
 
 
 def test_fc_matches_monte_carlo_over_real_masks():
