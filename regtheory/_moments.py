@@ -875,7 +875,7 @@ def dropout_penalty_terms(
             op = ops[boundary]
             assert isinstance(op, (_Linear, _Connect))
             states = [_State((), 1.0 / n, samples=g.reshape(n, -1) @ op.weight.T)]
-            states += [_State(t, dense=d) for t, d in phase.dense.items()]
+            states += [_State(t, dense=0.5 * (d + d.T)) for t, d in phase.dense.items()]
             states += [
                 _State(t, dense=_pullback(p, op.weight, g.shape[1:]))
                 for t, p in phase.pending.items()
