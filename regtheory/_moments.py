@@ -348,28 +348,33 @@ def _dot(left: np.ndarray, right: np.ndarray | None) -> np.ndarray:
     return np.einsum("r...,r...->...", left, left if right is None else right)
 
 
+def _lag_slices(
+    shape: tuple[int, ...], lag: Sequence[int]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices (q, q + lag) over the trailing spatial axes of ``shape``, for every q with
+    q + lag inside (the leading axes whole)."""
+    dst: list[slice] = [slice(None)] * (len(shape) - len(lag))
+    src = list(dst)
+    for n, d in zip(shape[len(shape) - len(lag) :], lag):
+        dst.append(slice(max(0, -d), min(n, n - d)))
+        src.append(slice(max(0, d), min(n, n + d)))
+    return tuple(dst), tuple(src)
+
+
 def _shift(z: np.ndarray, lag: Sequence[int]) -> np.ndarray:
     """out[..., q] = z[..., q + lag] over the trailing spatial axes, zero outside."""
     out = np.zeros_like(z)
-    src: list[slice] = [slice(None)] * (z.ndim - len(lag))
-    dst = list(src)
-    for n, d in zip(z.shape[z.ndim - len(lag) :], lag):
-        dst.append(slice(max(0, -d), min(n, n - d)))
-        src.append(slice(max(0, d), min(n, n + d)))
-    out[tuple(dst)] = z[tuple(src)]
+    dst, src = _lag_slices(z.shape, lag)
+    out[dst] = z[src]
     return out
 
 
 def _band_dot(left: np.ndarray, right: np.ndarray, lag: Sequence[int]) -> np.ndarray:
     """Σ_r left_r[..., q] right_r[..., q + lag] (zero where q + lag is outside), without
-    shifting copies: the band of Σ_r a_r b_rᵀ at one lag."""
+    shifted copies: the band of Σ_r a_r b_rᵀ at one lag."""
     out = np.zeros(left.shape[1:])
-    src: list[slice] = [slice(None)] * (left.ndim - len(lag))
-    dst = list(src)
-    for n, d in zip(left.shape[left.ndim - len(lag) :], lag):
-        dst.append(slice(max(0, -d), min(n, n - d)))
-        src.append(slice(max(0, d), min(n, n + d)))
-    out[tuple(dst[1:])] = np.einsum("r...,r...->...", left[tuple(dst)], right[tuple(src)])
+    dst, src = _lag_slices(left.shape, lag)
+    out[dst[1:]] = np.einsum("r...,r...->...", left[dst], right[src])
     return out
 
 
