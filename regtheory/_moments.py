@@ -485,16 +485,22 @@ def _dropblock_moments(
 
 @dataclass(frozen=True)
 class _Segment:
-    """What lies between a mask and the next fully connected layer (or the output)."""
+    """What a state born at a mask meets before the next fully connected layer (or the
+    output): the spacing its colour classes need per spatial axis, and the padding."""
 
-    radius: tuple[int, ...]
-    block_reach: int
+    need: tuple[int, ...]
     circular: bool
 
 
 def _segment(ops: Sequence[_Op], start: int, n_spatial: int) -> _Segment:
+    # Impulses of a class must keep disjoint responses (radius R each, the kernel radii
+    # summed) wherever the state is read: on the diagonal (spacing 2R + 1) by element masks,
+    # DropConnect and the trace, on a band of reach b − 1 by a DropBlock mask (2R + b).
+    # (Up to the output, band entries further apart than the convolutions after the mask
+    # reach never enter, and 2R + 1 over the whole segment would do; before a fully
+    # connected layer every entry does, and the test with blocks of 5 needs 2R + b.)
     radius = [0] * n_spatial
-    reach, circular = 0, False
+    need, circular = [1] * n_spatial, False
     for op in ops[start + 1 :]:
         if isinstance(op, (_Linear, _Connect)):
             break
@@ -502,17 +508,14 @@ def _segment(ops: Sequence[_Op], start: int, n_spatial: int) -> _Segment:
             radius = [r + k for r, k in zip(radius, op.radius)]
             circular = circular or op.padding == "circular"
         elif isinstance(op, _Mask) and isinstance(op.masks, DropBlock):
-            reach = max(reach, op.masks.block_size - 1)
-    return _Segment(tuple(radius), reach, circular)
+            need = [max(s, 2 * r + op.masks.block_size) for s, r in zip(need, radius)]
+    need = [max(s, 2 * r + 1) for s, r in zip(need, radius)]
+    return _Segment(tuple(need), circular)
 
 
 def _periods(spatial: tuple[int, ...], seg: _Segment, own_reach: int) -> tuple[int, ...]:
-    # Two impulses of a class must keep disjoint responses (radius R each) even when one
-    # is read at a lag of up to own_reach + block_reach: spacing 2R + 1 + both reaches.
-    return tuple(
-        _period(n, 2 * r + 1 + own_reach + seg.block_reach, seg.circular)
-        for n, r in zip(spatial, seg.radius)
-    )
+    # A DropBlock state's right probes reach own_reach further: the spacing grows by it.
+    return tuple(_period(n, s + own_reach, seg.circular) for n, s in zip(spatial, seg.need))
 
 
 @dataclass(frozen=True)

@@ -533,6 +533,32 @@ def test_dropblock_mixed_with_element_masks_matches_dense_matrices(case, order):
     assert exact.total == pytest.approx(reference, rel=RTOL)
 
 
+@pytest.mark.parametrize(
+    "spatial,padding", [((12, 13), "zeros"), ((28,), "circular")], ids=["2d-zeros", "1d-circular"]
+)
+def test_wide_dropblock_band_before_a_linear_layer_sets_the_colour_spacing(spatial, padding):
+    """Blocks of 5 read the band of the state before them 4 positions away. Before a Linear
+    layer (which mixes all positions) every lag of that band enters, so the colour classes
+    must be spaced for it (2R + b), more than the diagonal needs (2R + 1)."""
+    rng = np.random.default_rng(26)
+    k = (3,) * len(spatial)
+    w0, w1, w2 = (rng.normal(size=(c_out, c_in, *k)) for c_out, c_in in [(2, 1), (2, 2), (1, 2)])
+    W = rng.normal(size=(3, int(np.prod(spatial))))
+    X, Y = rng.normal(size=(3, 1, *spatial)), rng.normal(size=(3, 3))
+    spec = [
+        ("conv", w0, padding),
+        ("relu",),
+        ("mask", "element", 0.6),
+        ("conv", w1, padding),
+        ("mask", "block", 0.7, 5),
+        ("conv", w2, padding),
+        ("linear", W),
+    ]
+    exact = network_dropout_penalty(_layers(spec), X, Y)
+    reference = _dense_reference(spec, X, Y, _moments_of(spec))
+    assert exact.total == pytest.approx(reference, rel=RTOL)
+
+
 def test_mixed_conv_net_matches_monte_carlo_over_real_masks():
     rng = np.random.default_rng(17)
     w = [rng.normal(size=s) / 3 for s in [(3, 2, 3, 3), (3, 3, 3, 3), (3, 3, 3, 3), (2, 3, 3, 3)]]
