@@ -23,7 +23,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from ._linalg import sqrtm_psd
+from ._linalg import numerical_rank, rounding_rtol, sqrtm_psd
 from ._ties import TIE_RTOL, lowest_index
 from ._validation import (
     InvalidParameterError,
@@ -429,12 +429,6 @@ def _nuclear_norm(A: np.ndarray) -> float:
     return float(np.linalg.svd(A, compute_uv=False).sum())
 
 
-def _numerical_rank(s: np.ndarray, shape: tuple[int, int]) -> int:
-    if s.size == 0 or s[0] == 0:
-        return 0
-    return int(np.sum(s > s[0] * max(shape) * np.finfo(float).eps))
-
-
 def induced_regularizer(M, keep: float, width: int, cov=None) -> float:
     r"""Induced regularizer of FC dropout, formula (2).
 
@@ -466,7 +460,7 @@ def induced_regularizer(M, keep: float, width: int, cov=None) -> float:
     width = check_int(width, "width")
     cov = check_cov(cov, M.shape[1])
     s = np.linalg.svd(M, compute_uv=False)
-    rank = _numerical_rank(s, M.shape)
+    rank = numerical_rank(s, rtol=rounding_rtol(M.shape))
     if width < rank:
         raise InvalidParameterError(
             f"`width` ({width}) must be at least rank(M) ({rank}): a narrower network "
@@ -750,7 +744,7 @@ def equalize(U, V, cov=None) -> tuple[np.ndarray, np.ndarray]:
     A, s, Bt = np.linalg.svd(M, full_matrices=False)
     # rank(UVᵀ) <= width; the values past the numerical rank are rounding noise whose
     # singular vectors are arbitrary, so they are dropped rather than equalized.
-    r = min(width, _numerical_rank(s, M.shape))
+    r = min(width, numerical_rank(s, rtol=rounding_rtol(M.shape)))
     A, s, B = A[:, :r], s[:r], Bt[:r].T
     R = _canonical_basis(A, _tied_runs(s))
     root = np.sqrt(s)[:, None] * R  # S^{1/2} R: A S^{1/2} R (B S^{1/2} R)ᵀ = A S Bᵀ

@@ -48,7 +48,7 @@ import cvxpy as cp
 import numpy as np
 
 from .. import fc
-from .._linalg import numerical_rank
+from .._linalg import balanced_factors, numerical_rank
 from .._validation import InvalidParameterError, check_array, check_int
 from ..masks import dropout_lambda
 from ._certificate import (
@@ -273,13 +273,12 @@ def _fold(w4: np.ndarray, k, hw) -> np.ndarray:
 def _factor(Z: np.ndarray, channels: int, k, c_out: int, c_in: int, one_d: bool):
     """An equalized C-channel factorization Z = Σ_c u_c v_cᵀ (fc.equalize on the SVD)."""
     A, s, Bt = np.linalg.svd(Z, full_matrices=False)
-    rank = numerical_rank(s, RANK_RTOL)
+    rank = numerical_rank(s, rtol=RANK_RTOL)
     if rank > channels:  # least_rank_minimiser found a rank <= channels: cannot happen
         raise AssertionError(f"a lifted kernel of rank {rank} for {channels} channels")
     U0 = np.zeros((Z.shape[0], channels))
     V0 = np.zeros((Z.shape[1], channels))
-    U0[:, :rank] = A[:, :rank] * np.sqrt(s[:rank])
-    V0[:, :rank] = Bt[:rank].T * np.sqrt(s[:rank])
+    U0[:, :rank], V0[:, :rank] = balanced_factors(A, s, Bt, rank)
     U, V = fc.equalize(U0, V0)
     kh, kw = k
     u = U.T.reshape(channels, c_out, kh, kw).transpose(1, 0, 2, 3)
@@ -398,7 +397,7 @@ def conv_induced_regularizer(
     # The solver's minimiser has the largest rank; C channels need one of rank <= C.
     Zr, found = least_rank_minimiser(Zf, A, channels)
     if not found:
-        rank = numerical_rank(np.linalg.svd(Zr, compute_uv=False), RANK_RTOL)
+        rank = numerical_rank(np.linalg.svd(Zr, compute_uv=False), rtol=RANK_RTOL)
         raise InvalidParameterError(
             f"`channels` = {channels}: no minimiser of (7) with rank <= {channels} was found "
             f"(the least rank found is {rank}), so with {channels} channels the induced "
