@@ -176,3 +176,18 @@ def check_block_size(block_size, width: int) -> int:
             "dropped in groups of block_size consecutive units"
         )
     return block_size
+
+
+# ----------------------------------------------------------------------------- implied problems
+
+
+def check_fc_problem(
+    T: object, keep: object, width: object, cov: object
+) -> tuple[np.ndarray, float, int, np.ndarray | None]:
+    """The data of an FC implied problem: a 2-D target ``T``, ``keep``, ``width`` and a
+    positive definite ``cov`` over T's columns (or None), checked in that order."""
+    T = check_array(T, "T", ndim=2)
+    keep = check_keep(keep)
+    width = check_int(width, "width")
+    cov = check_cov(cov, T.shape[1], require_pd=True)
+    return T, keep, width, cov

@@ -44,7 +44,7 @@ from pathlib import Path
 from .._validation import InvalidParameterError
 from ..implied import GAP_RTOL
 from ..sweep import Sweep
-from ._registry import REGISTRY, _environment, _spec, compute
+from ._registry import REGISTRY, compute, environment, spec_of
 
 __all__ = ["CheckReport", "FigureCheck", "KindCheck", "Rule", "check"]
 
@@ -580,7 +580,7 @@ def compare_data(
     name: str, stored: dict, regenerated: dict
 ) -> tuple[tuple[KindCheck, ...], tuple[str, ...]]:
     """The rows and structural disagreements of two data dicts of figure ``name``."""
-    patterns = _patterns(_spec(name).checks)
+    patterns = _patterns(spec_of(name).checks)
     tallies: dict[tuple[str, str], _Tally] = {}
     problems: list[str] = []
     _walk(patterns, stored, regenerated, (), (None, None), tallies, problems, name)
@@ -595,7 +595,7 @@ def compare_data(
 def schema_gaps(name: str, data: dict) -> tuple[list[str], list[str]]:
     """What the rules of figure ``name`` miss in ``data``: the leaves that no rule
     names, and the rule paths that name nothing (stale). Both empty when complete."""
-    patterns = _patterns(_spec(name).checks)
+    patterns = _patterns(spec_of(name).checks)
     unchecked, used = [], set()
 
     def walk(x, path):
@@ -698,11 +698,31 @@ def check(
     >>> report.passed, [row.kind for row in report.figures[0].rows]
     (True, ['exact', 'closed_form'])
     """
+    path, names = _check_arguments(directory, names, quick, sweep)
+    records = _load_all(path, names, quick)
+    now = environment()
+    figures = []
+    for name, record in records.items():
+        result = _check_figure(path, name, record, sweep, now)
+        if on_figure is not None:
+            on_figure(result)
+        figures.append(result)
+    return CheckReport(str(path), tuple(figures), now)
+
+
+def _check_arguments(
+    directory: object, names: object, quick: object, sweep: object
+) -> tuple[Path, list[str]]:
+    """The checked directory and figure names of :func:`check`, refused at the boundary."""
     if isinstance(directory, bool) or not isinstance(directory, (str, Path)):
         raise InvalidParameterError(f"`directory` must be a path, got {type(directory).__name__}")
     if isinstance(names, str):
         raise InvalidParameterError(
             f"`names` must be a list of figure names, not the string {names!r}"
+        )
+    if names is not None and not isinstance(names, Iterable):
+        raise InvalidParameterError(
+            f"`names` must be a list of figure names, got {type(names).__name__}"
         )
     names = list(REGISTRY) if names is None else list(names)
     for name in names:
@@ -710,7 +730,7 @@ def check(
             raise InvalidParameterError(
                 f"`names` must hold figure names (str), got {type(name).__name__}"
             )
-        _spec(name)  # unknown: ValueError with the valid names
+        spec_of(name)  # unknown: ValueError with the valid names
     if not names:
         raise InvalidParameterError("`names` is empty: name at least one figure")
     if quick is not None and not isinstance(quick, bool):
@@ -719,10 +739,14 @@ def check(
         raise InvalidParameterError(
             f"`sweep` must be a regtheory.sweep.Sweep, got {type(sweep).__name__}"
         )
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InvalidParameterError(f"`directory` {str(directory)!r} is not a directory")
-    # Every record is read before any is regenerated: a missing one fails at once.
+    path = Path(directory)
+    if not path.is_dir():
+        raise InvalidParameterError(f"`directory` {str(path)!r} is not a directory")
+    return path, names
+
+
+def _load_all(directory: Path, names: list[str], quick: bool | None) -> dict[str, dict]:
+    """Every record, read before any is regenerated: a missing one fails at once."""
     records = {name: _load(directory, name) for name in names}
     for name, record in records.items():
         if quick is not None and record["quick"] != quick:
@@ -731,34 +755,34 @@ def check(
                 f"{directory / name}.json is a {made} run; quick={quick} checks "
                 f"only {'quick' if quick else 'full'} runs"
             )
-    environment = _environment()
-    figures = []
-    for name, record in records.items():
-        start = time.perf_counter()
-        fresh = compute(
-            name,
-            quick=record["quick"],
-            seed=record["seed"],
-            sweep=sweep,
-            solver=record.get("solver"),
-        )
-        seconds = time.perf_counter() - start
-        # compared as stored: through JSON (tuples become lists, keys strings)
-        regenerated = json.loads(json.dumps(fresh["data"]))
-        rows, problems = compare_data(name, record["data"], regenerated)
-        stored_environment = record.get("environment")
-        result = FigureCheck(
-            name,
-            str(directory / f"{name}.json"),
-            record["seed"],
-            record["quick"],
-            rows,
-            problems,
-            stored_environment,
-            _environment_changes(stored_environment, environment),
-            seconds,
-        )
-        if on_figure is not None:
-            on_figure(result)
-        figures.append(result)
-    return CheckReport(str(directory), tuple(figures), environment)
+    return records
+
+
+def _check_figure(
+    directory: Path, name: str, record: dict, sweep: Sweep | None, now: dict
+) -> FigureCheck:
+    """Regenerate one figure with its record's seed and mode and compare the two."""
+    start = time.perf_counter()
+    fresh = compute(
+        name,
+        quick=record["quick"],
+        seed=record["seed"],
+        sweep=sweep,
+        solver=record.get("solver"),
+    )
+    seconds = time.perf_counter() - start
+    # compared as stored: through JSON (tuples become lists, keys strings)
+    regenerated = json.loads(json.dumps(fresh["data"]))
+    rows, problems = compare_data(name, record["data"], regenerated)
+    stored_environment = record.get("environment")
+    return FigureCheck(
+        name,
+        str(directory / f"{name}.json"),
+        record["seed"],
+        record["quick"],
+        rows,
+        problems,
+        stored_environment,
+        _environment_changes(stored_environment, now),
+        seconds,
+    )

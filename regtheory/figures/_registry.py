@@ -44,7 +44,7 @@ from matplotlib.figure import Figure
 from .._validation import InvalidParameterError
 from ..sweep import Sweep
 
-__all__ = ["REGISTRY", "FigureSpec", "compute", "register", "render"]
+__all__ = ["REGISTRY", "FigureSpec", "compute", "environment", "register", "render", "spec_of"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ def _jsonable(obj):
     return obj
 
 
-def _spec(name: str) -> FigureSpec:
+def spec_of(name: str) -> FigureSpec:
+    """The registered figure ``name``; an InvalidParameterError listing the valid names."""
     if name not in REGISTRY:
         raise InvalidParameterError(
             f"unknown figure {name!r}; valid names: {', '.join(sorted(REGISTRY))}"
@@ -109,7 +110,7 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _environment() -> dict:
+def environment() -> dict:
     """Where a record was computed: Python, package versions, platform and the BLAS.
 
     Not data: two machines may differ here and still agree on every number, and when
@@ -149,7 +150,7 @@ def compute(
     """
     from .. import __version__
 
-    spec = _spec(name)
+    spec = spec_of(name)
     options = {}
     if spec.sweeps:
         options["sweep"] = sweep
@@ -162,7 +163,7 @@ def compute(
         "regtheory_version": __version__,
         "seed": seed,
         "quick": quick,
-        "environment": _environment(),
+        "environment": environment(),
         "data": _jsonable(data),
     }
     if spec.solves:
@@ -197,7 +198,7 @@ def render(
     record = compute(name, quick, seed, sweep, solver)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fig = _spec(name).plot(record["data"])
+    fig = spec_of(name).plot(record["data"])
     stamp = f"regtheory {record['regtheory_version']}, seed {seed}{', quick' if quick else ''}"
     paths = []
     for ext in ("png", "pdf"):

@@ -23,10 +23,11 @@ import cvxpy as cp
 import numpy as np
 
 from .._linalg import sqrtm_psd
-from .._validation import InvalidParameterError, check_block_size, check_int
+from .._validation import InvalidParameterError, check_block_size, check_fc_problem, check_int
 from ..fc import block_induced_regularizer, spectral_k_support_norm
+from ..masks import dropout_lambda
 from ._certificate import squared_norm_gap, top_k_positive
-from ._fc import _check_problem, fc_objective
+from ._fc import fc_objective
 from ._solver import ImpliedResult, as_array, solve
 
 __all__ = ["k_support_norm_sq", "solve_fc_block"]
@@ -154,7 +155,8 @@ def solve_fc_block(
     [3] A. Argyriou, R. Foygel, N. Srebro, Sparse Prediction with the k-Support
         Norm, NeurIPS 2012.
     """
-    T, lam, width, cov = _check_problem(T, keep, width, cov)
+    T, keep, width, cov = check_fc_problem(T, keep, width, cov)
+    lam = dropout_lambda(keep)
     k = check_block_size(block_size, width)
     G = width // k
     start = time.perf_counter()

@@ -28,20 +28,12 @@ import cvxpy as cp
 import numpy as np
 
 from .._linalg import numerical_rank, sqrtm_psd
-from .._validation import InvalidParameterError, check_array, check_cov, check_int
+from .._validation import InvalidParameterError, check_array, check_fc_problem
 from ..masks import dropout_lambda
 from ._certificate import l1_nonneg, linf_positive, nuclear, spectral, squared_norm_gap
 from ._solver import ImpliedResult, Solved, as_array, solve
 
 __all__ = ["fc_objective", "solve_fc"]
-
-
-def _check_problem(T, keep, width, cov):
-    T = check_array(T, "T", ndim=2)
-    lam = dropout_lambda(keep)
-    width = check_int(width, "width")
-    cov = check_cov(cov, T.shape[1], require_pd=True)
-    return T, lam, width, cov
 
 
 def fc_objective(M, T, keep: float, width: int, cov=None) -> float:
@@ -86,7 +78,8 @@ def fc_objective(M, T, keep: float, width: int, cov=None) -> float:
     >>> fc_objective(np.eye(2), 2 * np.eye(2), keep=0.5, width=2)  # 2 + (1/2) * 2**2
     4.0
     """
-    T, lam, width, cov = _check_problem(T, keep, width, cov)
+    T, keep, width, cov = check_fc_problem(T, keep, width, cov)
+    lam = dropout_lambda(keep)
     M = check_array(M, "M", ndim=2)
     if M.shape != T.shape:
         raise InvalidParameterError(f"`M` must have the shape of `T` {T.shape}, got {M.shape}")
@@ -218,7 +211,8 @@ def solve_fc(
     SolverFailedError
         If no solver returns a solution whose certified gap is at most 1e-6.
     """
-    T, lam, width, cov = _check_problem(T, keep, width, cov)
+    T, keep, width, cov = check_fc_problem(T, keep, width, cov)
+    lam = dropout_lambda(keep)
     if method not in _FC_METHODS:
         raise InvalidParameterError(
             f"`method` must be one of {sorted(_FC_METHODS)}, got {method!r}"
