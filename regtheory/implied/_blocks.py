@@ -28,7 +28,7 @@ from ..fc import block_induced_regularizer, spectral_k_support_norm
 from ..masks import dropout_lambda
 from ._certificate import squared_norm_gap, top_k_positive
 from ._fc import fc_objective
-from ._solver import ImpliedResult, as_array, solve
+from ._solver import ImpliedResult, Solved, as_array, solve
 
 __all__ = ["k_support_norm_sq", "solve_fc_block"]
 
@@ -158,35 +158,13 @@ def solve_fc_block(
     T, keep, width, cov = check_fc_problem(T, keep, width, cov)
     lam = dropout_lambda(keep)
     k = check_block_size(block_size, width)
-    G = width // k
     start = time.perf_counter()
     Tw = T if cov is None else T @ sqrtm_psd(cov, inverse=True)
     W1, sigma, W2t = np.linalg.svd(Tw, full_matrices=False)
     r = min(width, sigma.size)
-    # The problem is 2-homogeneous in (sigma, m): solve it for sigma / sigma_1 so the
-    # interior-point tolerances are relative to O(1) numbers.
-    scale = sigma[0] if sigma.size and sigma[0] > 0 else 1.0
-    m = cp.Variable(r, nonneg=True)
-    reg, constraints = k_support_norm_sq(m, k)
-    s = sigma[:r] / scale
-    tail = float(np.sum(sigma[r:] ** 2)) / scale**2
-    objective = cp.sum_squares(s - m) + tail + (lam / G) * reg
-    problem = cp.Problem(cp.Minimize(objective), constraints)
-
-    def values():
-        return np.clip(as_array(m.value), 0.0, None)
-
-    def k_support(x):
-        return spectral_k_support_norm(np.diag(x), k) if x.size else 0.0
-
-    def certify():
-        mv = values()
-        value = float(np.sum((s - mv) ** 2)) + tail + lam / G * k_support(mv) ** 2
-        grad = 2 * (mv - s)
-        return squared_norm_gap(value, mv, grad, lam / G, k_support, top_k_positive(k), tail)
-
-    solved = solve(problem, solver, solver_options, sdp=True, certify=certify)
-    mval = scale * values()
+    mval, solved = _block_singular_values(
+        sigma, r, lam / (width // k), k, solver=solver, solver_options=solver_options
+    )
     M = (W1[:, :r] * mval) @ W2t[:r]
     if cov is not None:
         M = M @ sqrtm_psd(cov, inverse=True)
@@ -200,3 +178,42 @@ def solve_fc_block(
         solve_time=elapsed,
         solver=solved.solver,
     )
+
+
+def _block_singular_values(
+    sigma: np.ndarray,
+    r: int,
+    c: float,
+    k: int,
+    *,
+    solver: str | None,
+    solver_options: dict | None,
+) -> tuple[np.ndarray, Solved]:
+    r"""The optimal singular values m (r of them) of the block problem, with the accepted solve.
+
+    Minimises :math:`\sum_i(\sigma_i - m_i)^2 + c\,\|m\|_{(k)}^2` over m ≥ 0, c = λ/G.
+    """
+    # The problem is 2-homogeneous in (sigma, m): solve it for sigma / sigma_1 so the
+    # interior-point tolerances are relative to O(1) numbers.
+    scale = sigma[0] if sigma.size and sigma[0] > 0 else 1.0
+    m = cp.Variable(r, nonneg=True)
+    reg, constraints = k_support_norm_sq(m, k)
+    s = sigma[:r] / scale
+    tail = float(np.sum(sigma[r:] ** 2)) / scale**2
+    objective = cp.sum_squares(s - m) + tail + c * reg
+    problem = cp.Problem(cp.Minimize(objective), constraints)
+
+    def values() -> np.ndarray:
+        return np.clip(as_array(m.value), 0.0, None)
+
+    def k_support(x: np.ndarray) -> float:
+        return spectral_k_support_norm(np.diag(x), k) if x.size else 0.0
+
+    def certify() -> float:
+        mv = values()
+        value = float(np.sum((s - mv) ** 2)) + tail + c * k_support(mv) ** 2
+        grad = 2 * (mv - s)
+        return squared_norm_gap(value, mv, grad, c, k_support, top_k_positive(k), tail)
+
+    solved = solve(problem, solver, solver_options, sdp=True, certify=certify)
+    return scale * values(), solved
