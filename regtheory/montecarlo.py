@@ -73,6 +73,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -182,6 +183,15 @@ class Estimate:
         if self.stderr == 0:
             return 0.0 if value == self.mean else float("inf")
         return (self.mean - value) / self.stderr
+
+    def to_dict(self) -> dict[str, Any]:
+        """The estimate as JSON values: mean, stderr, n_samples and the 95 % interval ``ci95``."""
+        return {
+            "mean": self.mean,
+            "stderr": self.stderr,
+            "n_samples": self.n_samples,
+            "ci95": list(self.ci(level=0.95)),
+        }
 
     def __str__(self) -> str:
         lo, hi = self.ci()

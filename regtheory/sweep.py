@@ -61,6 +61,7 @@ import pickle
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any, final
 
 import numpy as np
@@ -194,7 +195,7 @@ def _gather(client, fn, tasks: list[dict]) -> list:
     return client.gather(futures)
 
 
-_BACKENDS = {"serial": _map_serial, "joblib": _map_joblib, "dask": _map_dask}
+_BACKENDS = MappingProxyType({"serial": _map_serial, "joblib": _map_joblib, "dask": _map_dask})
 
 
 @final

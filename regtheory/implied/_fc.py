@@ -23,6 +23,7 @@ References
 from __future__ import annotations
 
 import time
+from types import MappingProxyType
 
 import cvxpy as cp
 import numpy as np
@@ -156,7 +157,7 @@ def _solve_fc_spectral(T, lam, width, cov, solver, options):
     return M, solved
 
 
-_FC_METHODS = {"sdp": _solve_fc_sdp, "spectral": _solve_fc_spectral}
+_FC_METHODS = MappingProxyType({"sdp": _solve_fc_sdp, "spectral": _solve_fc_spectral})
 
 
 def solve_fc(

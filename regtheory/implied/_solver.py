@@ -252,19 +252,21 @@ _CONIC = ("CLARABEL", "SCS", "MOSEK", "CVXOPT", "COPT")
 
 # What a status means for the implied problems, which are feasible and bounded by
 # construction: infeasible / unbounded mean the data (or a hand-built problem) are wrong.
-_ADVICE = {
-    cp.INFEASIBLE: "the constraints cannot be met: check the data (e.g. an end-to-end kernel "
-    "the lifted operator cannot reach)",
-    cp.UNBOUNDED: "the objective is unbounded below: check the data for a non-PSD second "
-    "moment, or the problem for a missing regularizer",
-    cp.OPTIMAL_INACCURATE: "the solver stopped short of its tolerances: rescale the data to "
-    "O(1) or loosen its tolerances via solver_options",
-    cp.INFEASIBLE_INACCURATE: "probably infeasible, but inaccurate: rescale the data",
-    cp.UNBOUNDED_INACCURATE: "probably unbounded, but inaccurate: rescale the data",
-    cp.USER_LIMIT: "the solver hit an iteration or time limit: raise its iteration limit "
-    "in solver_options",
-    "solver_error": "the solver raised an error",
-}
+_ADVICE: Mapping[str, str] = MappingProxyType(
+    {
+        cp.INFEASIBLE: "the constraints cannot be met: check the data (e.g. an end-to-end kernel "
+        "the lifted operator cannot reach)",
+        cp.UNBOUNDED: "the objective is unbounded below: check the data for a non-PSD second "
+        "moment, or the problem for a missing regularizer",
+        cp.OPTIMAL_INACCURATE: "the solver stopped short of its tolerances: rescale the data to "
+        "O(1) or loosen its tolerances via solver_options",
+        cp.INFEASIBLE_INACCURATE: "probably infeasible, but inaccurate: rescale the data",
+        cp.UNBOUNDED_INACCURATE: "probably unbounded, but inaccurate: rescale the data",
+        cp.USER_LIMIT: "the solver hit an iteration or time limit: raise its iteration limit "
+        "in solver_options",
+        "solver_error": "the solver raised an error",
+    }
+)
 
 
 def as_array(value) -> np.ndarray:
