@@ -126,7 +126,11 @@ def _check(args: argparse.Namespace) -> int:
 
     with Sweep(n_jobs=-1 if args.jobs is None else args.jobs) as sweep:
         report = check(
-            args.dir, args.only, quick=True if args.quick else None, sweep=sweep, on_figure=progress
+            directory=args.dir,
+            names=args.only,
+            quick=True if args.quick else None,
+            sweep=sweep,
+            on_figure=progress,
         )
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
     return 0 if report.passed else 1
@@ -255,7 +259,10 @@ def _seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.rand
     masks: the masks do not depend on whether the weights were drawn or read from a file."""
     if seed < 0:
         raise InvalidParameterError(f"--seed must be a non-negative integer, got {seed}")
-    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    weights, inputs, masks = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+    )
+    return weights, inputs, masks
 
 
 def _penalty_fc(args: argparse.Namespace) -> _PenaltyCheck:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, cast
 
 import cvxpy as cp
 import numpy as np
@@ -32,6 +32,7 @@ from numpy.typing import ArrayLike
 
 from . import fc, implied, training
 from ._linalg import numerical_rank
+from ._results import freeze_arrays
 from ._validation import InvalidParameterError, check_array, check_int, check_keep
 from .conv import conv_matrix
 from .data import ConvTask
@@ -98,6 +99,9 @@ class MethodResult:
     gap: float | None = None
     certified_gap: float = 0.0
 
+    def __post_init__(self) -> None:
+        freeze_arrays(self)
+
     def to_dict(self) -> dict[str, Any]:
         """The numbers of this result as JSON values (``regtheory compare --json``).
 
@@ -120,13 +124,13 @@ class MethodResult:
 class Comparison:
     """Results of :func:`compare`, keyed by method, with the settings that made them."""
 
-    results: dict[str, MethodResult]
+    results: Mapping[str, MethodResult]
     keep: float
     channels: int
     kernel_size: int
     block_size: int
     seed: int
-    settings: dict = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def teacher_kernel(kernel_size: int, *, seed: int = 0) -> np.ndarray:
@@ -340,8 +344,8 @@ def compare(
     kernel_size = check_int(kernel_size, "kernel_size")
     seed = check_int(seed, "seed", minimum=0)
     methods = _check_methods(methods)
-    fc_training = FC_TRAINING if fc_training is None else dict(fc_training)
-    conv_training = CONV_TRAINING if conv_training is None else dict(conv_training)
+    fc_training = _schedule(fc_training, FC_TRAINING)
+    conv_training = _schedule(conv_training, CONV_TRAINING)
     X, Y = task.X[:, 0], task.Y[:, 0]
     N, n = X.shape
     _check_kernel_size(kernel_size, n)
@@ -349,6 +353,7 @@ def compare(
     solver = _check_solver(solver)
     T, cov = Y.T @ X / N, X.T @ X / N
     results = {}
+    sol: implied.ImpliedResult | implied.ConvSolution
     for i, method in enumerate(methods):
         bs = 1 if method == "fc" else block_size
         if method in ("fc", "block"):
@@ -363,18 +368,36 @@ def compare(
         )
         results[method] = _summary(method, objective, M, task, sol.gap, trained)
     return Comparison(
-        results=results,
+        results=MappingProxyType(results),
         keep=keep,
         channels=channels,
         kernel_size=kernel_size,
         block_size=block_size,
         seed=seed,
-        settings={
+        settings=_settings(fc_training, conv_training, train=train, solver=solver),
+    )
+
+
+def _schedule(given: Mapping[str, Any] | None, default: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A training schedule as a read-only mapping: a copy of ``given``, else ``default``."""
+    return default if given is None else MappingProxyType(dict(given))
+
+
+def _settings(
+    fc_training: Mapping[str, Any],
+    conv_training: Mapping[str, Any],
+    *,
+    train: bool,
+    solver: str | None,
+) -> Mapping[str, Any]:
+    """The settings a :class:`Comparison` records beside its results."""
+    return MappingProxyType(
+        {
             "fc_training": fc_training,
             "conv_training": conv_training,
             "train": train,
             "solver": solver,
-        },
+        }
     )
 
 
@@ -436,7 +459,10 @@ def _solve_conv(
     task: ConvTask, keep: float, channels: int, kernel_size: int, mode: str, solver: str | None
 ) -> tuple[implied.ConvSolution, np.ndarray, float]:
     """The conv implied problem of ``mode``: (result, its circulant map M, objective)."""
-    sol = implied.solve_conv(task.X, task.Y, keep, channels, kernel_size, mode=mode, solver=solver)
+    conv_mode = cast(Literal["element", "channel"], mode)  # checked against METHODS
+    sol = implied.solve_conv(
+        task.X, task.Y, keep, channels, kernel_size, mode=conv_mode, solver=solver
+    )
     M = conv_matrix(sol.w, (task.X.shape[-1],), padding="circular")
     return sol, M, sol.objective
 

@@ -36,10 +36,12 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from .._validation import InvalidParameterError
 from ..implied import GAP_RTOL
@@ -252,7 +254,7 @@ class FigureCheck:
     def n_values(self) -> int:
         return sum(row.n_values for row in self.rows)
 
-    def to_text(self, max_failures: int = 10) -> str:
+    def to_text(self, *, max_failures: int = 10) -> str:
         """The figure's table: a row per kind, then the values that disagree."""
         return _figure_text(self, max_failures)
 
@@ -291,9 +293,11 @@ class CheckReport:
                 row_record["worst"] = _finite_or_none(row.worst)
         return out
 
-    def to_text(self, max_failures: int = 10) -> str:
+    def to_text(self, *, max_failures: int = 10) -> str:
         """The report as text: a table per figure and a summary line."""
-        return "\n".join([*(f.to_text(max_failures) for f in self.figures), self.summary()])
+        return "\n".join(
+            [*(f.to_text(max_failures=max_failures) for f in self.figures), self.summary()]
+        )
 
     def summary(self) -> str:
         """One line: do the figures agree with the stored records?"""
@@ -375,7 +379,7 @@ def _figure_text(fig: FigureCheck, max_failures: int) -> str:
 # ----------------------------------------------------------------------------- the walk
 
 
-def _patterns(checks: Mapping[str, Rule]) -> list[tuple[tuple[str, ...], str, Rule]]:
+def _patterns(checks: Mapping[str, object]) -> list[tuple[tuple[str, ...], str, Rule]]:
     out = []
     for key, rule in checks.items():
         if not isinstance(rule, Rule):
@@ -435,8 +439,11 @@ def _leaves(old, new, path: tuple[str, ...], problems: list[str]):
         yield from _leaves(a, b, (*path, key), problems)
 
 
-def _kind_of(x) -> str:
-    return {dict: "a mapping", list: "a list"}.get(type(x), "a value")
+_KINDS_OF: Mapping[type, str] = MappingProxyType({dict: "a mapping", list: "a list"})
+
+
+def _kind_of(x: object) -> str:
+    return _KINDS_OF.get(type(x), "a value")
 
 
 def _numbers(x) -> list[float]:
@@ -489,7 +496,7 @@ class _Tally:
     worst_field: str | None = None
     failures: list[str] = field(default_factory=list)
 
-    def add(self, path: str, deviation: float, tolerance: float, failure: str | None):
+    def add(self, path: str, deviation: float, tolerance: float, failure: str) -> None:
         self.n_values += 1
         ratio = deviation / tolerance if tolerance > 0 else (0.0 if deviation == 0 else math.inf)
         if ratio > self.worst_ratio:
@@ -533,13 +540,13 @@ def _compare_field(rule: Rule, old, new, path, parents, tallies, problems) -> No
     n = len(pairs)
     try:
         se_old = se_new = None
-        if rule.kind == "monte_carlo":
+        if rule.kind == "monte_carlo" and rule.stderr is not None:  # it always names one
             se_old = _sibling(parents[0], rule.stderr, n, "stored", where)
             se_new = _sibling(parents[1], rule.stderr, n, "regenerated", where)
             tol = [float(rule.tolerance)] * n
         elif rule.draws:
             n_draws = _sibling(parents[0], rule.draws, n, "stored", where)
-            tol = [rule.tolerance / math.sqrt(max(k, 1.0)) for k in n_draws]
+            tol = [float(rule.tolerance) / math.sqrt(max(k, 1.0)) for k in n_draws]
         elif isinstance(rule.tolerance, str):  # each side's certified accuracy
             acc_old = _sibling(parents[0], rule.tolerance, n, "stored", where)
             acc_new = _sibling(parents[1], rule.tolerance, n, "regenerated", where)
@@ -596,7 +603,8 @@ def schema_gaps(name: str, data: dict) -> tuple[list[str], list[str]]:
     """What the rules of figure ``name`` miss in ``data``: the leaves that no rule
     names, and the rule paths that name nothing (stale). Both empty when complete."""
     patterns = _patterns(spec_of(name).checks)
-    unchecked, used = [], set()
+    unchecked: list[str] = []
+    used: set[str] = set()
 
     def walk(x, path):
         if path and _match(patterns, path) is not None:
@@ -642,9 +650,9 @@ def _load(directory: Path, name: str) -> dict:
 
 
 def check(
-    directory="figures",
-    names: Iterable[str] | None = None,
     *,
+    directory: str | os.PathLike[str] = "figures",
+    names: Iterable[str] | None = None,
     quick: bool | None = None,
     sweep: Sweep | None = None,
     on_figure: Callable[[FigureCheck], None] | None = None,
@@ -694,7 +702,7 @@ def check(
     >>> from regtheory.figures import render
     >>> with tempfile.TemporaryDirectory() as out:
     ...     _ = render("conv_matrix_seed", out, quick=True)
-    ...     report = check(out, ["conv_matrix_seed"])
+    ...     report = check(directory=out, names=["conv_matrix_seed"])
     >>> report.passed, [row.kind for row in report.figures[0].rows]
     (True, ['exact', 'closed_form'])
     """

@@ -37,6 +37,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -72,14 +73,15 @@ REGISTRY: dict[str, FigureSpec] = {}
 
 
 def register(spec: FigureSpec) -> FigureSpec:
+    """Add ``spec`` to :data:`REGISTRY` (each name once); returns it."""
     if spec.name in REGISTRY:
         raise InvalidParameterError(f"figure {spec.name!r} is registered twice")
     REGISTRY[spec.name] = spec
     return spec
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
+def _jsonable(obj: object) -> object:
+    if isinstance(obj, Mapping):  # dicts, and the read-only mappings of results
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
@@ -136,6 +138,7 @@ def environment() -> dict:
 
 def compute(
     name: str,
+    *,
     quick: bool = False,
     seed: int = 0,
     sweep: Sweep | None = None,
@@ -151,7 +154,7 @@ def compute(
     from .. import __version__
 
     spec = spec_of(name)
-    options = {}
+    options: dict[str, Any] = {}
     if spec.sweeps:
         options["sweep"] = sweep
     if spec.solves:
@@ -171,7 +174,7 @@ def compute(
     return record
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
@@ -185,7 +188,8 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 def render(
     name: str,
-    out_dir,
+    out_dir: str | os.PathLike[str],
+    *,
     quick: bool = False,
     seed: int = 0,
     sweep: Sweep | None = None,
@@ -195,7 +199,7 @@ def render(
 
     ``sweep`` and ``solver`` as in :func:`compute`.
     """
-    record = compute(name, quick, seed, sweep, solver)
+    record = compute(name, quick=quick, seed=seed, sweep=sweep, solver=solver)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig = spec_of(name).plot(record["data"])
@@ -207,10 +211,11 @@ def render(
         meta = {"Title": name, "Subject": record["description"], "Creator": stamp}
         if ext == "pdf":
             meta["CreationDate"] = None
-        _atomic_write(
-            path,
-            lambda tmp, ext=ext, meta=meta: fig.savefig(tmp, format=ext, dpi=150, metadata=meta),
-        )
+
+        def save(tmp: str, ext: str = ext, meta: dict = meta) -> None:
+            fig.savefig(tmp, format=ext, dpi=150, metadata=meta)
+
+        _atomic_write(path, save)
         paths.append(path)
     path = out / f"{name}.json"
     text = json.dumps(record, indent=1, sort_keys=True)

@@ -21,6 +21,7 @@ import time
 
 import cvxpy as cp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._linalg import sqrtm_psd
 from .._validation import InvalidParameterError, check_block_size, check_fc_problem, check_int
@@ -53,8 +54,7 @@ def k_support_norm_sq(x: cp.Expression, k: int) -> tuple[cp.Expression, list]:
     x : cvxpy.Expression, shape (n,)
         The vector (a variable, or any affine expression; constants are allowed).
     k : int
-        Support parameter, 1 ≤ k (k ≥ n gives the squared Euclidean norm). Not
-        validated here.
+        Support parameter, an integer k ≥ 1 (k ≥ n gives the squared Euclidean norm).
 
     Returns
     -------
@@ -91,11 +91,12 @@ def k_support_norm_sq(x: cp.Expression, k: int) -> tuple[cp.Expression, list]:
 
 
 def solve_fc_block(
-    T,
+    T: ArrayLike,
     keep: float,
     width: int,
     block_size: int,
-    cov=None,
+    *,
+    cov: ArrayLike | None = None,
     solver: str | None = None,
     solver_options: dict | None = None,
 ) -> ImpliedResult:
@@ -169,10 +170,10 @@ def solve_fc_block(
     if cov is not None:
         M = M @ sqrtm_psd(cov, inverse=True)
     elapsed = time.perf_counter() - start
-    fit = fc_objective(M, T, 1.0, width, cov)  # keep = 1: the fit term alone
+    fit = fc_objective(M, T, 1.0, width, cov=cov)  # keep = 1: the fit term alone
     return ImpliedResult(
         M=M,
-        objective=fit + block_induced_regularizer(M, keep, width, k, cov),
+        objective=fit + block_induced_regularizer(M, keep, width, k, cov=cov),
         status=solved.status,
         gap=solved.gap,
         solve_time=elapsed,

@@ -42,14 +42,17 @@ References
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import cvxpy as cp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import fc
 from .._linalg import balanced_factors, numerical_rank
+from .._results import freeze_arrays
 from .._validation import InvalidParameterError, check_array, check_int
 from ..masks import dropout_lambda
 from ._certificate import (
@@ -99,6 +102,9 @@ class ConvRegularizerResult:
     solve_time: float
     solver: str
 
+    def __post_init__(self) -> None:
+        freeze_arrays(self)
+
 
 @dataclass(frozen=True)
 class ConvSolution:
@@ -130,6 +136,9 @@ class ConvSolution:
     solve_time: float
     solver: str
 
+    def __post_init__(self) -> None:
+        freeze_arrays(self)
+
 
 def _axis_index(k: int, n: int) -> np.ndarray:
     """Where each end-to-end offset s = a + b (0 ≤ s ≤ 2k − 2) lands along one axis."""
@@ -147,13 +156,14 @@ def _axis_displacement(k: int, n: int) -> np.ndarray:
     return idx - (k - 1) if 2 * k - 1 <= n else idx
 
 
-def _check_pair(value, name: str) -> tuple[int, int]:
+def _check_pair(value: Sequence[int], name: str) -> tuple[int, int]:
     """(height, width) of positive ints (1-D: height 1)."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise InvalidParameterError(
             f"`{name}` must be a pair (height, width) of positive ints, got {value!r}"
         )
-    return tuple(check_int(x, name) for x in value)
+    height, width = (check_int(x, name) for x in value)
+    return height, width
 
 
 def lifted_operator(
@@ -267,7 +277,8 @@ def _fold(w4: np.ndarray, k, hw) -> np.ndarray:
     """Fold an end-to-end kernel modulo the image (identity when it fits)."""
     ih, iw = _axis_index(k[0], hw[0]), _axis_index(k[1], hw[1])
     out = np.zeros(w4.shape[:2] + (_axis_length(k[0], hw[0]), _axis_length(k[1], hw[1])))
-    np.add.at(out, (slice(None), slice(None), ih[:, None], iw[None, :]), w4)
+    index: tuple[Any, ...] = (slice(None), slice(None), ih[:, None], iw[None, :])
+    np.add.at(out, index, w4)
     return out
 
 
@@ -290,10 +301,11 @@ def _factor(Z: np.ndarray, channels: int, k, c_out: int, c_in: int, one_d: bool)
 
 
 def conv_induced_regularizer(
-    w,
+    w: ArrayLike,
     keep: float,
     channels: int,
-    image_shape,
+    image_shape: int | Sequence[int],
+    *,
     solver: str | None = None,
     solver_options: dict | None = None,
 ) -> ConvRegularizerResult:
@@ -438,7 +450,7 @@ def _least_rank(Zf: np.ndarray, A: np.ndarray, channels: int) -> np.ndarray:
     return Zr
 
 
-def check_conv_data(X, Y) -> tuple[np.ndarray, np.ndarray]:
+def check_conv_data(X: ArrayLike, Y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (N, C_in, H, W) or (N, C_in, L) and targets with the same samples and image."""
     X = check_array(X, "X", ndim=(3, 4))
     Y = check_array(Y, "Y", ndim=X.ndim)
@@ -461,12 +473,13 @@ _MODES = ("element", "channel")
 
 
 def solve_conv(
-    X,
-    Y,
+    X: ArrayLike,
+    Y: ArrayLike,
     keep: float,
     channels: int,
     kernel_size: int,
-    mode: str = "element",
+    *,
+    mode: Literal["element", "channel"] = "element",
     solver: str | None = None,
     solver_options: dict | None = None,
 ) -> ConvSolution:
@@ -559,7 +572,7 @@ def solve_conv(
 
 
 def _check_conv_problem(
-    X: object, Y: object, kernel_size: object, mode: object
+    X: ArrayLike, Y: ArrayLike, kernel_size: object, mode: object
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """The data and the per-axis taps (1-D: height 1) of :func:`solve_conv`, checked."""
     kernel_size = check_int(kernel_size, "kernel_size")
@@ -607,12 +620,12 @@ def _unknowns(
     c_out: int,
     T: int,
     c: float,
-) -> tuple[cp.Variable | None, cp.Expression, cp.Expression, np.ndarray | None]:
+) -> tuple[Any, cp.Expression, cp.Expression, np.ndarray | None]:
     """The variable of :func:`solve_conv` and the kernel matrix W (C_in·T, C_out) it gives.
 
-    Returns (Z, W, regularizer, A): element mode solves for the lifted kernel Z with
-    W = A(Z) and the squared nuclear norm; channel mode for W itself (Z and A None)
-    with the ridge.
+    Returns (Z, W, regularizer, A): element mode solves for the lifted kernel Z (a
+    cvxpy Variable) with W = A(Z) and the squared nuclear norm; channel mode for W
+    itself (Z and A None) with the ridge.
     """
     if mode == "element":
         K = k[0] * k[1]

@@ -20,12 +20,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import optimize
 
+from .._results import freeze_arrays
 from .._ties import argmin_tied
-from .._validation import InvalidParameterError, as_generator, check_int
+from .._validation import InvalidParameterError, SeedLike, as_generator, check_int, check_positive
 from ..conv import conv_matrix
 from ..masks import dropout_lambda
 from ._conv import check_conv_data
@@ -71,23 +74,27 @@ class FactoredConvSolution:
     grad_norm: float
     solve_time: float
 
+    def __post_init__(self) -> None:
+        freeze_arrays(self)
 
-def _tap_labels(shape, image_shape, padding) -> np.ndarray:
+
+def _tap_labels(shape: tuple[int, ...], image_shape: tuple[int, ...], padding: str) -> np.ndarray:
     """Conv matrix whose entries are the (1-based) index of the tap there, 0 for none."""
     labels = np.arange(1, int(np.prod(shape)) + 1, dtype=float).reshape(shape)
-    return np.rint(conv_matrix(labels, image_shape, padding)).astype(np.intp)
+    return np.rint(conv_matrix(labels, image_shape, padding=padding)).astype(np.intp)
 
 
 def solve_conv_factored(
-    X,
-    Y,
+    X: ArrayLike,
+    Y: ArrayLike,
     keep: float,
     channels: int,
     kernel_size: int,
-    padding: str = "zeros",
-    mode: str = "element",
+    *,
+    padding: Literal["zeros", "circular"] = "zeros",
+    mode: Literal["element", "channel"] = "element",
     starts: int = 5,
-    seed=0,
+    seed: SeedLike = 0,
     init_scale: float = 0.5,
 ) -> FactoredConvSolution:
     r"""Minimise the exact expected dropout objective of the factored linear conv net.
@@ -130,6 +137,7 @@ def solve_conv_factored(
     channels = check_int(channels, "channels")
     kernel_size = check_int(kernel_size, "kernel_size")
     starts = check_int(starts, "starts")
+    init_scale = check_positive(init_scale, "init_scale")
     if mode not in ("element", "channel"):
         raise InvalidParameterError(f"`mode` must be 'element' or 'channel', got {mode!r}")
     X, Y = check_conv_data(X, Y)

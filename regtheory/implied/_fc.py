@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import time
 from types import MappingProxyType
+from typing import Literal
 
 import cvxpy as cp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._linalg import numerical_rank, sqrtm_psd
 from .._validation import InvalidParameterError, check_array, check_fc_problem
@@ -37,7 +39,9 @@ from ._solver import ImpliedResult, Solved, as_array, solve
 __all__ = ["fc_objective", "solve_fc"]
 
 
-def fc_objective(M, T, keep: float, width: int, cov=None) -> float:
+def fc_objective(
+    M: ArrayLike, T: ArrayLike, keep: float, width: int, *, cov: ArrayLike | None = None
+) -> float:
     r"""Objective of the FC implied problem at M, up to a constant independent of M.
 
     .. math::
@@ -161,11 +165,12 @@ _FC_METHODS = MappingProxyType({"sdp": _solve_fc_sdp, "spectral": _solve_fc_spec
 
 
 def solve_fc(
-    T,
+    T: ArrayLike,
     keep: float,
     width: int,
-    cov=None,
-    method: str = "spectral",
+    *,
+    cov: ArrayLike | None = None,
+    method: Literal["spectral", "sdp"] = "spectral",
     solver: str | None = None,
     solver_options: dict | None = None,
 ) -> ImpliedResult:
@@ -231,7 +236,7 @@ def solve_fc(
     elapsed = time.perf_counter() - start
     return ImpliedResult(
         M=M,
-        objective=fc_objective(M, T, keep, width, cov),
+        objective=fc_objective(M, T, keep, width, cov=cov),
         status=solved.status,
         gap=solved.gap,
         solve_time=elapsed,

@@ -38,6 +38,7 @@ from types import MappingProxyType
 import cvxpy as cp
 import numpy as np
 
+from .._results import freeze_arrays
 from .._validation import InvalidParameterError
 
 __all__ = [
@@ -77,8 +78,8 @@ class Attempt:
     ----------
     solver : str
         cvxpy solver name.
-    options : dict
-        Keyword arguments given to ``problem.solve``.
+    options : Mapping
+        Keyword arguments given to ``problem.solve`` (read-only).
     status : str
         The solver's status (``"solver_error"`` if it raised).
     gap : float or None
@@ -86,13 +87,14 @@ class Attempt:
     """
 
     solver: str
-    options: dict
+    options: Mapping[str, object]
     status: str
     gap: float | None
 
     def describe(self) -> str:
+        """One line: the solver, its options, its status and the certified gap."""
         gap = "no solution" if self.gap is None else f"certified gap {self.gap:.1e}"
-        return f"{self.solver} {self.options or '(defaults)'}: {self.status}, {gap}"
+        return f"{self.solver} {dict(self.options) or '(defaults)'}: {self.status}, {gap}"
 
 
 class SolverFailedError(RuntimeError):
@@ -149,6 +151,9 @@ class ImpliedResult:
     gap: float
     solve_time: float
     solver: str
+
+    def __post_init__(self) -> None:
+        freeze_arrays(self)
 
 
 @dataclass(frozen=True)
@@ -221,7 +226,7 @@ def solve(
                 gap = float(certify())
             elif status == cp.OPTIMAL:
                 gap = 0.0
-        attempts.append(Attempt(name, opts, status, gap))
+        attempts.append(Attempt(name, MappingProxyType(opts), status, gap))
         if gap is not None and gap <= GAP_RTOL:
             return Solved(name, status, gap, tuple(attempts))
         if status in (cp.INFEASIBLE, cp.UNBOUNDED):
