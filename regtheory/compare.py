@@ -65,8 +65,10 @@ class MethodResult:
     method : str
         Key of :data:`METHODS`.
     objective : float
-        Implied-problem objective on the training data: mean ‖y − Mx‖² plus the
-        method's regularizer at M.
+        Implied-problem objective on the training data, fit + regularizer: the mean
+        ‖y − Mx‖² over the training data plus the method's regularizer at M (the same
+        for every method, whether its implied problem is posed on the data or on
+        their moments).
     test_risk : float
         Mean ‖y − Mx‖² on the test set, implied solution.
     operator : ndarray (n, n)
@@ -357,16 +359,16 @@ def compare(
     for i, method in enumerate(methods):
         bs = 1 if method == "fc" else block_size
         if method in ("fc", "block"):
-            sol, M, objective = _solve_fc(X, Y, T, cov, keep, channels * n, bs, solver=solver)
+            sol, M, fit, reg = _solve_fc(X, Y, T, cov, keep, channels * n, bs, solver)
         else:
-            sol, M, objective = _solve_conv(task, keep, channels, kernel_size, method, solver)
+            sol, M, fit, reg = _solve_conv(task, keep, channels, kernel_size, method, solver)
         schedule = fc_training if method in ("fc", "block") else conv_training
         trained = (
             _train(task, keep, channels, kernel_size, method, bs, seed=seed + i, schedule=schedule)
             if train
             else None
         )
-        results[method] = _summary(method, objective, M, task, sol.gap, trained)
+        results[method] = _summary(method, fit + reg, M, task, sol.gap, trained)
     return Comparison(
         results=MappingProxyType(results),
         keep=keep,
@@ -441,10 +443,16 @@ def _solve_fc(
     keep: float,
     width: int,
     block_size: int,
-    *,
     solver: str | None,
-) -> tuple[implied.ImpliedResult, np.ndarray, float]:
-    """The FC implied problem (block_size 1) or the block one: (result, M, objective)."""
+) -> tuple[implied.ImpliedResult, np.ndarray, float, float]:
+    """The FC implied problem (block_size 1) or the block one: (result, M, fit, regularizer).
+
+    The FC problems are posed on the moments (T, C), so the result's ``fit`` leaves out
+    the squared error of the least-squares map; the fit here is the mean squared error
+    on the training data, as for the conv problems. The regularizer is evaluated by its
+    closed form in :mod:`regtheory.fc` (for block_size 1 the k-support norm with k = 1,
+    the nuclear norm summed in another order than the result's ``regularizer``).
+    """
     sol = (
         implied.solve_fc(T, keep, width, cov=cov, solver=solver)
         if block_size == 1
@@ -452,19 +460,22 @@ def _solve_fc(
     )
     M = sol.M
     regularizer = fc.block_induced_regularizer(M, keep, width, block_size, cov=cov)
-    return sol, M, _risk(M, X, Y) + regularizer
+    return sol, M, _risk(M, X, Y), regularizer
 
 
 def _solve_conv(
     task: ConvTask, keep: float, channels: int, kernel_size: int, mode: str, solver: str | None
-) -> tuple[implied.ConvSolution, np.ndarray, float]:
-    """The conv implied problem of ``mode``: (result, its circulant map M, objective)."""
+) -> tuple[implied.ConvSolution, np.ndarray, float, float]:
+    """The conv implied problem of ``mode``: (result, its circulant map M, fit, regularizer).
+
+    It is posed on the data, so its ``fit`` is the mean squared error on them already.
+    """
     conv_mode = cast(Literal["element", "channel"], mode)  # checked against METHODS
     sol = implied.solve_conv(
         task.X, task.Y, keep, channels, kernel_size, mode=conv_mode, solver=solver
     )
     M = conv_matrix(sol.w, (task.X.shape[-1],), padding="circular")
-    return sol, M, sol.objective
+    return sol, M, sol.fit, sol.regularizer
 
 
 def _train(

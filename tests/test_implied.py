@@ -206,3 +206,26 @@ def test_solver_plumbing_raises_with_status_and_advice(make, status, advice):
     with pytest.raises(implied.SolverFailedError, match=status) as info:
         solve(make(cp.Variable(3)), None)
     assert info.value.status == status and advice in str(info.value)
+
+
+@pytest.mark.parametrize("block_size", [1, 2])
+def test_objective_is_fit_plus_regularizer(block_size):
+    """Every implied result: objective = fit + regularizer; for the FC problems (posed on the
+    moments) the fit is ‖(M − TC⁻¹)C^½‖², the squared error above the least-squares map."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(200, 5))
+    Y = X @ rng.normal(size=(5, 4)) + 0.3 * rng.normal(size=(200, 4))
+    T, C = Y.T @ X / len(X), X.T @ X / len(X)
+    if block_size == 1:
+        res = implied.solve_fc(T, 0.6, 4, cov=C)
+        reg = fc.induced_regularizer(res.M, 0.6, 4, cov=C)
+    else:
+        res = implied.solve_fc_block(T, 0.6, 4, block_size, cov=C)
+        reg = fc.block_induced_regularizer(res.M, 0.6, 4, block_size, cov=C)
+    assert res.objective == res.fit + res.regularizer
+    assert res.regularizer == pytest.approx(reg, rel=1e-12)
+
+    def risk(M):
+        return np.mean(np.sum((Y - X @ M.T) ** 2, axis=1))
+
+    assert res.fit == pytest.approx(risk(res.M) - risk(T @ np.linalg.inv(C)), rel=1e-9)

@@ -137,8 +137,9 @@ def solve_fc_block(
     Returns
     -------
     ImpliedResult
-        ``M`` of shape (d_out, d_in); ``objective`` is :func:`fc_objective`'s fit
-        term (``keep=1``) plus :func:`regtheory.fc.block_induced_regularizer` at ``M``.
+        ``M`` of shape (d_out, d_in); ``objective`` is ``fit`` (:func:`fc_objective`'s
+        fit term, ``keep=1``) plus ``regularizer``
+        (:func:`regtheory.fc.block_induced_regularizer` at ``M``).
 
     Raises
     ------
@@ -171,13 +172,16 @@ def solve_fc_block(
         M = M @ sqrtm_psd(cov, inverse=True)
     elapsed = time.perf_counter() - start
     fit = fc_objective(M, T, 1.0, width, cov=cov)  # keep = 1: the fit term alone
+    regularizer = block_induced_regularizer(M, keep, width, k, cov=cov)
     return ImpliedResult(
         M=M,
-        objective=fit + block_induced_regularizer(M, keep, width, k, cov=cov),
+        objective=fit + regularizer,
         status=solved.status,
         gap=solved.gap,
         solve_time=elapsed,
         solver=solved.solver,
+        fit=fit,
+        regularizer=regularizer,
     )
 
 

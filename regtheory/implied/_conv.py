@@ -108,7 +108,7 @@ class ConvRegularizerResult:
 
 @dataclass(frozen=True)
 class ConvSolution:
-    """Solution of the conv implied problem :func:`solve_conv`.
+    r"""Solution of the conv implied problem :func:`solve_conv`.
 
     Attributes
     ----------
@@ -119,9 +119,13 @@ class ConvSolution:
     Z : ndarray or None
         Lifted kernel (``mode="element"``), else None.
     objective : float
-        Mean squared error on the data plus the regularizer.
+        ``fit + regularizer`` at the solution: the objective of the problem solved.
+    fit : float
+        The data term: mean squared error :math:`\frac1N\sum_n\|y_n - w \ast x_n\|^2` on
+        the data (X, Y).
     regularizer : float
-        The regularizer's value at the solution.
+        The induced regularizer at the solution (element: :math:`(\lambda n/C)\|Z\|_*^2`;
+        channel: the ridge :math:`(\lambda n/C)\|w\|^2`).
     status, gap, solve_time, solver
         As in :class:`regtheory.implied.ImpliedResult`; ``gap`` bounds the relative
         sub-optimality of ``objective``.
@@ -135,6 +139,7 @@ class ConvSolution:
     gap: float
     solve_time: float
     solver: str
+    fit: float
 
     def __post_init__(self) -> None:
         freeze_arrays(self)
@@ -568,6 +573,7 @@ def solve_conv(
         gap=solved.gap,
         solve_time=elapsed,
         solver=solved.solver,
+        fit=fit_value,
     )
 
 

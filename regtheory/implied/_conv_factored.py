@@ -45,8 +45,9 @@ class FactoredConvSolution:
     u, v : ndarrays
         Kernels, (C_out, C, k, k) and (C, C_in, k, k) (1-D: no height axis).
     objective : float
-        J(u, v) at the best start: mean squared error plus the dropout penalty. Starts
-        within 1e-9 (relative) of the lowest J count as tied; the first of them is best.
+        J(u, v) at the best start: the fit (mean squared error on the data) plus the
+        regularizer (here the exact dropout penalty, ``penalty``). Starts within 1e-9
+        (relative) of the lowest J count as tied; the first of them is best.
     penalty : float
         The dropout penalty part of ``objective``.
     start_objectives : ndarray

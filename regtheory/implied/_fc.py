@@ -88,6 +88,14 @@ def fc_objective(
     M = check_array(M, "M", ndim=2)
     if M.shape != T.shape:
         raise InvalidParameterError(f"`M` must have the shape of `T` {T.shape}, got {M.shape}")
+    fit, regularizer = _fc_terms(M, T, lam, width, cov)
+    return float(fit + regularizer)
+
+
+def _fc_terms(
+    M: np.ndarray, T: np.ndarray, lam: float, width: int, cov: np.ndarray | None
+) -> tuple[float, float]:
+    """The two terms of :func:`fc_objective` on checked data: the fit and the regularizer."""
     if cov is None:
         D, Mc = M - T, M
     else:
@@ -95,7 +103,7 @@ def fc_objective(
         D = M @ root - T @ sqrtm_psd(cov, inverse=True)
         Mc = M @ root
     nuc = np.linalg.svd(Mc, compute_uv=False).sum()
-    return float(np.sum(D * D) + lam / width * nuc**2)
+    return np.sum(D * D), lam / width * nuc**2
 
 
 def _solve_fc_sdp(T, lam, width, cov, solver, options):
@@ -181,7 +189,8 @@ def solve_fc(
         \min_{M,\ \operatorname{rank} M \le w}\ \|(M - TC^{-1})C^{1/2}\|_F^2
             + \frac{\lambda}{w}\|MC^{1/2}\|_*^2
 
-    (the dropout objective up to a constant, see :func:`fc_objective`).
+    (the dropout objective up to a constant, see :func:`fc_objective`): ``fit`` is the
+    first term, ``regularizer`` the second, ``objective`` their sum.
 
     Parameters
     ----------
@@ -234,11 +243,14 @@ def solve_fc(
         M, solved = _FC_METHODS[method](T / scale, lam, width, cov, solver, solver_options)
         M = scale * M
     elapsed = time.perf_counter() - start
+    fit, regularizer = _fc_terms(M, T, lam, width, cov)
     return ImpliedResult(
         M=M,
-        objective=fc_objective(M, T, keep, width, cov=cov),
+        objective=float(fit + regularizer),
         status=solved.status,
         gap=solved.gap,
         solve_time=elapsed,
         solver=solved.solver,
+        fit=float(fit),
+        regularizer=float(regularizer),
     )

@@ -125,14 +125,22 @@ class SolverFailedError(RuntimeError):
 
 @dataclass(frozen=True)
 class ImpliedResult:
-    """Solution of an implied regularized problem.
+    r"""Solution of an implied regularized problem.
 
     Attributes
     ----------
     M : ndarray
         The minimising end-to-end map.
     objective : float
-        Objective value at ``M`` (see the solving function for its definition).
+        ``fit + regularizer`` at ``M``: the objective of the problem solved.
+    fit : float
+        The data term at ``M``. The FC problems are posed on the moments
+        T = E[y xᵀ] and C = E[x xᵀ], which do not determine E‖y‖², so their fit is
+        :math:`\|(M - TC^{-1})C^{1/2}\|_F^2
+        = \mathbb E\|y - Mx\|^2 - \mathbb E\|y - TC^{-1}x\|^2`, the expected squared
+        error above that of the least-squares map.
+    regularizer : float
+        The induced regularizer of the problem at ``M``.
     status : str
         What the solver said: ``"optimal"``, or ``"optimal_inaccurate"`` when it
         stopped short of its tolerances but the certificate below still holds.
@@ -151,6 +159,8 @@ class ImpliedResult:
     gap: float
     solve_time: float
     solver: str
+    fit: float
+    regularizer: float
 
     def __post_init__(self) -> None:
         freeze_arrays(self)
