@@ -369,8 +369,7 @@ def conv_induced_regularizer(
     c_out, c_in = w4.shape[:2]
     start = time.perf_counter()
     A = lifted_operator(k, hw, in_channels=c_in, out_channels=c_out)
-    K = k[0] * k[1]
-    shape = (c_out * K, c_in * K)
+    shape = (c_out * k[0] * k[1], c_in * k[0] * k[1])  # rows (out, tap of u), cols (in, tap of v)
     # (7) is 2-homogeneous in w: solve for w / s and scale Z back (O(1) numbers for the solver)
     target = _fold(w4, k, hw).ravel()
     scale = float(np.linalg.norm(target)) or 1.0
