@@ -46,6 +46,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._convops import (
+    ACTIVATIONS,
+    MC_BATCH_ENTRIES,
+    Scratch,
+    conv_cn,
+    conv_cn_block,
+    fill_border,
+    flipped_transpose,
+    interior,
+    mask_distribution,
+    pad_cn,
+    pad_kernel,
+)
 from ._validation import (
     InvalidParameterError,
     check_array,
@@ -55,7 +68,6 @@ from ._validation import (
     check_n_masks,
     check_padding,
 )
-from .masks import Bernoulli, Channel, DropBlock
 from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
@@ -68,13 +80,6 @@ __all__ = [
     "no_gradient_probability",
     "tap_column_counts",
 ]
-
-# float64 entries of the im2col workspace per chunk of samples (2**24 = 128 MB)
-_WORKSPACE = 1 << 24
-# float64 entries of one Monte Carlo batch of masked hidden maps (2**19 = 4 MB): a
-# batch's work arrays, reused from batch to batch (`_Scratch`), then stay in cache
-_MC_BATCH_ENTRIES = 1 << 19
-
 
 # ----------------------------------------------------------------------------- checks
 
@@ -130,117 +135,6 @@ def _check_fits(kernel: tuple[int, int], spatial: tuple[int, int], name: str) ->
 # ----------------------------------------------------------------------------- convolution
 
 
-def _fresh(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """The default scratch of the convolutions: a new array for every request."""
-    return np.empty(shape)
-
-
-class _Scratch:
-    """Named float64 work arrays that live from one call to the next.
-
-    The Monte Carlo loop convolves batches of one shape again and again. Arrays of
-    several MB come from fresh mmap-ed pages, whose page faults cost about as much
-    as the arithmetic; asking this object instead of :func:`_fresh` hands back the
-    same memory each batch. A request is a view of one flat buffer per name, so a
-    smaller last batch gets a contiguous array too.
-    """
-
-    def __init__(self) -> None:
-        self._flat: dict[str, np.ndarray] = {}
-
-    def __call__(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        size = int(np.prod(shape))
-        flat = self._flat.get(name)
-        if flat is None or flat.size < size:
-            flat = self._flat[name] = np.empty(size)
-        return flat[:size].reshape(shape)
-
-
-def _fill_border(xp: np.ndarray, ph: int, pw: int, circular: bool) -> np.ndarray:
-    """Write the border of ``xp`` (C, N, H + 2ph, W + 2pw) whose interior holds the image."""
-    H, W = xp.shape[2] - 2 * ph, xp.shape[3] - 2 * pw
-    if circular:
-        if ph:
-            xp[:, :, :ph, pw : pw + W] = xp[:, :, H : H + ph, pw : pw + W]
-            xp[:, :, ph + H :, pw : pw + W] = xp[:, :, ph : 2 * ph, pw : pw + W]
-        if pw:  # after the rows, so the corners wrap in both directions
-            xp[:, :, :, :pw] = xp[:, :, :, W : W + pw]
-            xp[:, :, :, pw + W :] = xp[:, :, :, pw : 2 * pw]
-    else:
-        xp[:, :, :ph] = 0.0
-        xp[:, :, ph + H :] = 0.0
-        xp[:, :, ph : ph + H, :pw] = 0.0
-        xp[:, :, ph : ph + H, pw + W :] = 0.0
-    return xp
-
-
-def _interior(xp: np.ndarray, ph: int, pw: int) -> np.ndarray:
-    """The image inside the padded ``xp`` (..., H + 2ph, W + 2pw), as a view."""
-    return xp[..., ph : xp.shape[-2] - ph, pw : xp.shape[-1] - pw]
-
-
-def _pad_cn(x: np.ndarray, ph: int, pw: int, circular: bool, scratch=_fresh) -> np.ndarray:
-    """Pad the two spatial axes of ``x`` (C, N, H, W) by (ph, pw) on both sides (into
-    ``scratch("padded", ...)``, see :func:`_conv_cn_block`)."""
-    C, N, H, W = x.shape
-    xp = scratch("padded", (C, N, H + 2 * ph, W + 2 * pw))
-    _interior(xp, ph, pw)[...] = x
-    return _fill_border(xp, ph, pw, circular)
-
-
-def _conv_cn_block(xp: np.ndarray, w: np.ndarray, scratch=_fresh) -> np.ndarray:
-    """Cross-correlation of an already padded ``xp`` (C_in, N, H + kh − 1, W + kw − 1) -> (C_out, N, H, W).
-
-    ``scratch(name, shape)`` supplies the output and the work array (fresh ones by
-    default; a :class:`_Scratch` reuses them across calls).
-    """
-    C, N, Hp, Wp = xp.shape
-    Co, _, kh, kw = w.shape
-    H, W = Hp - kh + 1, Wp - kw + 1
-    out = scratch("out", (Co, N, H, W))
-    if Co >= C:
-        # im2col on the input side, then one GEMM (C_out, C_in·kh·kw) @ (C_in·kh·kw, N·H·W)
-        cols = scratch("cols", (C, kh, kw, N, H, W))
-        for a in range(kh):
-            for b in range(kw):
-                cols[:, a, b] = xp[:, :, a : a + H, b : b + W]
-        np.matmul(w.reshape(Co, -1), cols.reshape(-1, N * H * W), out=out.reshape(Co, -1))
-        return out
-    # Fewer outputs than inputs: mix channels first for every tap with one GEMM
-    # (C_out·kh·kw, C_in) @ (C_in, N·Hp·Wp), then shift and add the C_out·kh·kw
-    # partial maps; the workspace scales with C_out instead of C_in.
-    taps = w.transpose(0, 2, 3, 1).reshape(Co * kh * kw, C)
-    part = scratch("part", (Co, kh, kw, N, Hp, Wp))
-    np.matmul(taps, xp.reshape(C, -1), out=part.reshape(Co * kh * kw, -1))
-    out[...] = part[:, 0, 0, :, :H, :W]
-    for a in range(kh):
-        for b in range(kw):
-            if a or b:
-                out += part[:, a, b, :, a : a + H, b : b + W]
-    return out
-
-
-def _conv_cn(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
-    """Same-size cross-correlation in channel-first-then-batch layout: (C_in, N, H, W) -> (C_out, N, H, W).
-
-    Keeping the batch inside the channel axis makes every tap a contiguous block
-    of one big matrix product; the public :func:`conv2d` transposes around it.
-    """
-    C, N, H, W = x.shape
-    Co, _, kh, kw = w.shape
-    ph, pw = kh // 2, kw // 2
-    # im2col (or per-tap partial maps) on the side with fewer channels, plus input and output
-    per_sample = (min(C, Co) * kh * kw + C + Co) * (H + kh) * (W + kw)
-    chunk = max(1, _WORKSPACE // per_sample)
-    if N <= chunk:
-        return _conv_cn_block(_pad_cn(x, ph, pw, circular), w)
-    out = np.empty((Co, N, H, W))
-    for start in range(0, N, chunk):
-        xp = _pad_cn(x[:, start : start + chunk], ph, pw, circular)
-        out[:, start : start + chunk] = _conv_cn_block(xp, w)
-    return out
-
-
 def conv2d(x, weight, padding: str = "zeros") -> np.ndarray:
     r"""Same-size 2-D (or 1-D) cross-correlation, identical to ``torch.nn.functional.conv2d``.
 
@@ -291,7 +185,7 @@ def conv2d(x, weight, padding: str = "zeros") -> np.ndarray:
     N, C = x.shape[:2]
     spatial = x.shape[2:] if n_spatial == 2 else (1, x.shape[2])
     _check_fits(w.shape[2:], spatial, "weight")
-    y = _conv_cn(x.reshape(N, C, *spatial).transpose(1, 0, 2, 3), w, circular)
+    y = conv_cn(x.reshape(N, C, *spatial).transpose(1, 0, 2, 3), w, circular)
     return y.transpose(1, 0, 2, 3).reshape(N, w.shape[0], *x.shape[2:])
 
 
@@ -568,22 +462,11 @@ def _band_overlap(n: int, k: int) -> np.ndarray:
     return np.einsum("ix,ia,ib->xab", Q, R, R)
 
 
-def _pad_kernel(w: np.ndarray, kh: int, kw: int) -> np.ndarray:
-    """Embed a kernel in a larger odd one, centred, with zero taps (same operator)."""
-    ph, pw = (kh - w.shape[2]) // 2, (kw - w.shape[3]) // 2
-    return np.pad(w, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-
-
-def _flipped_transpose(v: np.ndarray) -> np.ndarray:
-    """Kernel of Vᵀ (the adjoint of v ∗ ·): (C_in, C_hid, kh, kw), spatially flipped."""
-    return v[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-
-
 def _white_element(u, v, spatial, circular) -> float:
     # Σ_q ‖U[:, q]‖² E[h_q²] with E[h_q²] = ‖V[q, :]‖², the column norms of the adjoint
     # Vᵀ. Both are squared kernels correlated with separable range indicators, so the
     # sum over positions q reduces to tap-by-tap overlap counts P = RᵤᵀR_v per axis.
-    vt = _flipped_transpose(v)
+    vt = flipped_transpose(v)
     su, sv = np.einsum("ocab->cab", u * u), np.einsum("ocab->cab", vt * vt)
     overlap = [
         _tap_indicator(n, ku, circular).T @ _tap_indicator(n, kv, circular)
@@ -600,8 +483,8 @@ def _white_channel(u, v, spatial, circular) -> float:
     # contraction over taps and lags only: the cost does not grow with the image.
     kh = max(u.shape[2], v.shape[2])
     kw = max(u.shape[3], v.shape[3])
-    lag_u = _tap_pair_lags(_pad_kernel(u, kh, kw))
-    lag_v = _tap_pair_lags(_flipped_transpose(_pad_kernel(v, kh, kw)))
+    lag_u = _tap_pair_lags(pad_kernel(u, kh, kw))
+    lag_v = _tap_pair_lags(flipped_transpose(pad_kernel(v, kh, kw)))
     H, W = spatial
     if circular:
         fold_i, fold_j = _fold(H, kh), _fold(W, kw)
@@ -620,7 +503,7 @@ def _data_element(u, h, circular) -> float:
 def _data_channel(u, h, circular) -> float:
     total = 0.0
     for c in range(h.shape[0]):  # each hidden channel through its own slice u[:, c]
-        y = _conv_cn(h[c : c + 1], u[:, c : c + 1], circular)
+        y = conv_cn(h[c : c + 1], u[:, c : c + 1], circular)
         total += float(np.einsum("onij,onij->", y, y)) / h.shape[1]
     return total
 
@@ -757,7 +640,7 @@ def _block_white(u, v, keep, gamma, spatial, blocks, circular) -> float:
     # Gram of the adjoint kernel. Both Grams are banded (mod n if circular), so only the
     # offsets where both can be nonzero enter; the sums over channels are taken on the
     # lag products, before the sums over positions.
-    vt = _flipped_transpose(v)
+    vt = flipped_transpose(v)
     deltas, ((ru, pu), (rv, pv)) = _gram_axes(spatial, (u, vt), circular, spatial)
     mean_dev, cov = _dropblock_moments(keep, gamma, spatial, blocks, deltas)
     # Offsets congruent mod n (circular wrap-around) pair the same taps: their lag
@@ -794,7 +677,7 @@ def _block_data(u, h, keep, gamma, spatial, blocks, circular, residual) -> float
     reaches = [b - 1 for b in blocks]
     deltas, ((rows, partners),) = _gram_axes(spatial, (u,), circular, reaches)
     mean_dev, cov = _dropblock_moments(keep, gamma, spatial, blocks, deltas)
-    dev = _conv_cn(h * mean_dev, u, circular)
+    dev = conv_cn(h * mean_dev, u, circular)
     gap = float(np.einsum("onij,onij->", dev, dev if residual is None else dev - 2 * residual))
     gram = np.einsum(
         "cxyab,xia,yjb->cxyij", _lag_products(u, partners, diagonal=True), *rows, optimize=True
@@ -812,11 +695,6 @@ def _block_data(u, h, keep, gamma, spatial, blocks, circular, residual) -> float
 
 _WHITE_PENALTIES = {"element": _white_element, "channel": _white_channel}
 _DATA_PENALTIES = {"element": _data_element, "channel": _data_channel}
-_MODES = ("element", "channel", "block")
-# in place: h is always a fresh (or scratch) array of the caller
-_ACTIVATIONS = {None: lambda h: h, "relu": lambda h: np.maximum(h, 0.0, out=h)}
-
-
 def _check_net(u, v, image_shape, x):
     """Validate the two kernels (and data); return 4-D u, v, (H, W), CN-layout x, spatial shape."""
     v4, nv = _check_weight(v, "v")
@@ -865,24 +743,6 @@ def _check_target(y, xc, u4, spatial, map_shape):
             f"got {y.shape}"
         )
     return y.reshape(expected[0], expected[1], *spatial).transpose(1, 0, 2, 3)
-
-
-def _mask_distribution(mode, keep, block_size, normalize="ideal"):
-    check_choice(mode, "mode", _MODES)
-    check_choice(normalize, "normalize", ("ideal", "torchvision"))
-    if mode == "block":
-        if block_size is None:
-            raise InvalidParameterError("`block_size` is required with mode='block'")
-        return DropBlock(keep, block_size, normalize)
-    if block_size is not None:
-        raise InvalidParameterError(
-            f"`block_size` is only used with mode='block', got mode={mode!r}"
-        )
-    if normalize != "ideal":
-        raise InvalidParameterError(
-            f"`normalize` is only used with mode='block', got mode={mode!r}"
-        )
-    return {"element": Bernoulli, "channel": Channel}[mode](keep)
 
 
 def dropout_penalty(
@@ -1037,8 +897,8 @@ def dropout_penalty(
     1296.0
     """
     circular = check_padding(padding)
-    check_choice(activation, "activation", _ACTIVATIONS)
-    masks = _mask_distribution(mode, keep, block_size, normalize)
+    check_choice(activation, "activation", ACTIVATIONS)
+    masks = mask_distribution(mode, keep, block_size, normalize)
     u4, v4, spatial, xc, map_shape = _check_net(u, v, image_shape, x)
     yc = _check_target(y, xc, u4, spatial, map_shape)
     if mode == "block":
@@ -1050,9 +910,9 @@ def dropout_penalty(
             )
         blocks = (1, masks.block_size) if len(map_shape) == 1 else (masks.block_size,) * 2
     if xc is not None:
-        h = _ACTIVATIONS[activation](_conv_cn(xc, v4, circular))
+        h = ACTIVATIONS[activation](conv_cn(xc, v4, circular))
         if mode == "block":
-            residual = None if yc is None else yc - _conv_cn(h, u4, circular)
+            residual = None if yc is None else yc - conv_cn(h, u4, circular)
             return _block_data(u4, h, masks.keep, gamma, spatial, blocks, circular, residual)
         return float(masks.lam * _DATA_PENALTIES[mode](u4, h, circular))
     if activation is not None and mode != "element":
@@ -1190,11 +1050,11 @@ def dropout_penalty_mc(
     [1] Mianjy, Arora & Vidal, ICML 2018; [4] Ghiasi et al., NeurIPS 2018.
     """
     circular = check_padding(padding)
-    check_choice(activation, "activation", _ACTIVATIONS)
-    masks = _mask_distribution(mode, keep, block_size, normalize)
+    check_choice(activation, "activation", ACTIVATIONS)
+    masks = mask_distribution(mode, keep, block_size, normalize)
     u4, v4, spatial, xc, map_shape = _check_net(u, v, image_shape, x)
     yc = _check_target(y, xc, u4, spatial, map_shape)
-    act = _ACTIVATIONS[activation]
+    act = ACTIVATIONS[activation]
     c_hid, c_in = v4.shape[:2]
     hidden_shape = (c_hid, *map_shape)
     if mode == "block":
@@ -1207,25 +1067,25 @@ def dropout_penalty_mc(
     n_data = 1 if xc is None else xc.shape[1]
     if batch_size is None:
         per_mask = n_data * max(c_in, c_hid, u4.shape[0]) * spatial[0] * spatial[1]
-        batch_size = int(np.clip(_MC_BATCH_ENTRIES // per_mask, 1, 4096))
+        batch_size = int(np.clip(MC_BATCH_ENTRIES // per_mask, 1, 4096))
     H, W = spatial
     pv, pu = (v4.shape[2] // 2, v4.shape[3] // 2), (u4.shape[2] // 2, u4.shape[3] // 2)
     # Work arrays reused by every batch: each convolution has its own (both name their
     # output "out", and h must outlive the second), the rest share `work`.
-    hidden_work, output_work, work = _Scratch(), _Scratch(), _Scratch()
+    hidden_work, output_work, work = Scratch(), Scratch(), Scratch()
     residual = None
 
     if xc is None:
 
         def hidden(rng, size):  # a fresh white input per mask: (C_hid, size, 1, H, W)
             x = rng.standard_normal(out=work("x", (c_in, size, H, W)))
-            h = _conv_cn_block(_pad_cn(x, *pv, circular, work), v4, hidden_work)
+            h = conv_cn_block(pad_cn(x, *pv, circular, work), v4, hidden_work)
             return act(h)[:, :, None]
 
     else:
-        h0 = act(_conv_cn(xc, v4, circular))[:, None]  # the same data under every mask
+        h0 = act(conv_cn(xc, v4, circular))[:, None]  # the same data under every mask
         if yc is not None:  # y − f(x): (C_out, N, H·W)
-            residual = (yc - _conv_cn(h0[:, 0], u4, circular)).reshape(u4.shape[0], n_data, -1)
+            residual = (yc - conv_cn(h0[:, 0], u4, circular)).reshape(u4.shape[0], n_data, -1)
 
         def hidden(rng, size):
             return h0
@@ -1237,9 +1097,9 @@ def dropout_penalty_mc(
         e = np.subtract(m, 1.0, out=m)  # a new array of `sample`: m − 1 may overwrite it
         # the deviation (m − 1) ∘ h, written straight into the interior of its padding
         zp = work("deviation", (c_hid, size, n_data, H + 2 * pu[0], W + 2 * pu[1]))
-        np.multiply(e.transpose(1, 0, 2, 3)[:, :, None], h, out=_interior(zp, *pu))
-        zp = _fill_border(zp.reshape(c_hid, size * n_data, *zp.shape[3:]), *pu, circular)
-        d = _conv_cn_block(zp, u4, output_work)
+        np.multiply(e.transpose(1, 0, 2, 3)[:, :, None], h, out=interior(zp, *pu))
+        zp = fill_border(zp.reshape(c_hid, size * n_data, *zp.shape[3:]), *pu, circular)
+        d = conv_cn_block(zp, u4, output_work)
         d = d.reshape(u4.shape[0], size, n_data, H * W)
         energy = np.einsum("osnp,osnp->s", d, d)
         if residual is not None:  # ‖r − d‖² − ‖r‖² = ‖d‖² − 2⟨r, d⟩

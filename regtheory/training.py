@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import conv, fc
+from ._convops import ACTIVATIONS, conv_cn, flipped_transpose, mask_distribution, unfold
 from ._validation import (
     InvalidParameterError,
     as_generator,
@@ -62,12 +63,6 @@ from ._validation import (
     check_int,
     check_keep,
     check_padding,
-)
-from .conv import (
-    _conv_cn,
-    _flipped_transpose,
-    _mask_distribution,
-    _pad_cn,
 )
 from .implied import lifted_operator
 from .masks import Bernoulli, Channel
@@ -470,25 +465,6 @@ class ConvTrainingResult:
         return self.kernels[-1]
 
 
-_CONV_ACTIVATIONS = (None, "relu")
-
-
-def _im2col(x: np.ndarray, kh: int, kw: int, circular: bool) -> np.ndarray:
-    """cols[(c, a, b), (n, i, j)] = x̃[c, n, i + a − kh//2, j + b − kw//2] for x (C, N, H, W).
-
-    x̃ is x padded as in :func:`regtheory.conv.conv2d`, so ``w.reshape(C_out, -1) @ cols``
-    is the same-size cross-correlation and ``g.reshape(C_out, -1) @ cols.T`` the
-    gradient with respect to its weight.
-    """
-    C, N, H, W = x.shape
-    xp = _pad_cn(x, kh // 2, kw // 2, circular)
-    cols = np.empty((C, kh, kw, N, H, W))
-    for a in range(kh):
-        for b in range(kw):
-            cols[:, a, b] = xp[:, :, a : a + H, b : b + W]
-    return cols.reshape(C * kh * kw, N * H * W)
-
-
 def _conv_loss_and_grad(
     u: np.ndarray,
     v: np.ndarray,
@@ -500,7 +476,7 @@ def _conv_loss_and_grad(
 ) -> tuple[float, np.ndarray, np.ndarray]:
     r"""Sampled dropout loss of one minibatch of the conv net and its gradient, by hand.
 
-    Channel-first-then-batch layout (as ``regtheory.conv._conv_cn``): ``x``
+    Channel-first-then-batch layout (as ``regtheory._convops.conv_cn``): ``x``
     (C_in, b, H, W), ``y`` (C_out, b, H, W), ``masks`` (C, b, H, W) already scaled
     (one independent mask per sample), 4-D kernels ``u`` (C_out, C, kh, kw) and
     ``v`` (C, C_in, kh, kw). With the pre-activation :math:`p = v \ast x`, the
@@ -517,7 +493,7 @@ def _conv_loss_and_grad(
     with the spatially flipped, channel-transposed kernel (exact for circular
     padding, and for zero padding with odd "same" kernels, whose adjoint pads by
     zeros too), and :math:`g \star x` (the weight gradient) correlates the output
-    gradient with the padded input (:func:`_im2col`).
+    gradient with the padded input (:func:`regtheory._convops.unfold`).
 
     Returns
     -------
@@ -525,15 +501,15 @@ def _conv_loss_and_grad(
     """
     C, b = masks.shape[:2]
     c_out, _, kh, kw = u.shape
-    cols_x = _im2col(x, v.shape[2], v.shape[3], circular)
+    cols_x = unfold(x, v.shape[2], v.shape[3], circular)
     pre = (v.reshape(C, -1) @ cols_x).reshape(masks.shape)
     z = (np.maximum(pre, 0.0) if relu else pre) * masks
-    cols_z = _im2col(z, kh, kw, circular)
+    cols_z = unfold(z, kh, kw, circular)
     err = u.reshape(c_out, -1) @ cols_z - y.reshape(c_out, -1)
     loss = float(np.einsum("ij,ij->", err, err)) / b
     g_out = (2.0 / b) * err
     grad_u = (g_out @ cols_z.T).reshape(u.shape)
-    g_pre = _conv_cn(g_out.reshape(y.shape), _flipped_transpose(u), circular) * masks
+    g_pre = conv_cn(g_out.reshape(y.shape), flipped_transpose(u), circular) * masks
     if relu:
         g_pre *= pre > 0.0
     grad_v = (g_pre.reshape(C, -1) @ cols_x.T).reshape(v.shape)
@@ -693,11 +669,11 @@ def train_conv(
     steps, lr, init_scale, lr_decay, batch_size, record_every = _check_schedule(
         steps, lr, init_scale, lr_decay, batch_size, record_every, n
     )
-    mask_dist = _mask_distribution(mode, keep, block_size)
+    mask_dist = mask_distribution(mode, keep, block_size)
     if mode == "block":
         mask_dist.gamma(map_shape)  # raises early if the block does not fit the map
     circular = check_padding(padding)
-    check_choice(activation, "activation", _CONV_ACTIVATIONS)
+    check_choice(activation, "activation", ACTIVATIONS)
     seed_record = int(seed) if isinstance(seed, numbers.Integral) else None
     rng = as_generator(seed)
 
@@ -735,10 +711,10 @@ def train_conv(
     rec_steps, rec_loss, rec_kernels, rec_products = [], [], [], []
 
     def expected_objective() -> float:
-        h = _conv_cn(Xc, v, circular)
+        h = conv_cn(Xc, v, circular)
         if relu:
             h = np.maximum(h, 0.0)
-        err = _conv_cn(h, u, circular) - Yc
+        err = conv_cn(h, u, circular) - Yc
         fit = float(np.einsum("onij,onij->", err, err)) / n
         penalty = conv.dropout_penalty(
             public(u), public(v), keep, map_shape, padding, mode, x=X, activation=activation

@@ -15,7 +15,7 @@ import pytest
 from _dropblock import dropblock_penalty_exact
 from _theory import THEORY_MATRIX
 
-from regtheory import conv, dropout_lambda
+from regtheory import _convops, conv, dropout_lambda
 from regtheory.masks import Bernoulli, DropBlock
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
@@ -108,7 +108,7 @@ def test_conv2d_large_batches_are_chunked_consistently(monkeypatch):
     rng = np.random.default_rng(4)
     x, w = rng.normal(size=(37, 3, 6, 6)), rng.normal(size=(2, 3, 3, 3))
     whole = conv.conv2d(x, w, "circular")
-    monkeypatch.setattr(conv, "_WORKSPACE", 3 * 3 * 3 * 9 * 9 * 5)  # chunks of 5 samples
+    monkeypatch.setattr(_convops, "WORKSPACE", 3 * 3 * 3 * 9 * 9 * 5)  # chunks of 5 samples
     assert np.allclose(conv.conv2d(x, w, "circular"), whole, atol=1e-12)
 
 
