@@ -53,7 +53,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import conv, fc
-from ._convops import ACTIVATIONS, conv_cn, flipped_transpose, mask_distribution, unfold
+from ._convops import (
+    ACTIVATIONS,
+    centre_roll,
+    conv_cn,
+    flipped_transpose,
+    lifted_matrix,
+    mask_distribution,
+    unfold,
+)
 from ._validation import (
     InvalidParameterError,
     as_generator,
@@ -64,7 +72,6 @@ from ._validation import (
     check_keep,
     check_padding,
 )
-from .implied import lifted_operator
 from .masks import Bernoulli, Channel
 
 __all__ = ["ConvTrainingResult", "FCTrainingResult", "train_conv", "train_fc"]
@@ -693,9 +700,8 @@ def train_conv(
     # alike on every (out, in) channel pair, so its single-channel matrix is applied
     # pair by pair (the multi-channel one grows with (C_out·C_in)²).
     fold_shape = spatial if circular else (2 * kh - 1, 2 * kw - 1)
-    lift = lifted_operator((kh, kw), fold_shape).reshape(-1, kh * kw, kh * kw)
+    lift = lifted_matrix((kh, kw), fold_shape).reshape(-1, kh * kw, kh * kw)
     kernel_len = (min(2 * kh - 1, fold_shape[0]), min(2 * kw - 1, fold_shape[1]))
-    centre = [(m - 1) // 2 * (2 * k - 1 > m) for k, m in zip((kh, kw), fold_shape)]
 
     def public(w: np.ndarray) -> np.ndarray:
         return w if X.ndim == 4 else w[:, :, 0]
@@ -706,7 +712,7 @@ def train_conv(
             "oca,cib->oaib", u.reshape(c_out, channels, -1), v.reshape(channels, c_in, -1)
         )
         w = np.einsum("xab,oaib->oix", lift, Z).reshape(c_out, c_in, *kernel_len)
-        return public(np.roll(w, centre, axis=(2, 3)))
+        return public(centre_roll(w, (kh, kw), fold_shape))
 
     rec_steps, rec_loss, rec_kernels, rec_products = [], [], [], []
 
