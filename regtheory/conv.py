@@ -63,10 +63,14 @@ from ._validation import (
     InvalidParameterError,
     check_array,
     check_choice,
-    check_int,
+    check_conv_weight,
+    check_image_shape,
     check_keep,
+    check_kernel_fits,
+    check_kernel_size,
     check_n_masks,
     check_padding,
+    check_spatial_shape,
 )
 from .montecarlo import Estimate, estimate, min_draws
 
@@ -80,57 +84,6 @@ __all__ = [
     "no_gradient_probability",
     "tap_column_counts",
 ]
-
-# ----------------------------------------------------------------------------- checks
-
-
-def _check_weight(weight, name: str) -> tuple[np.ndarray, int]:
-    """A conv weight as a 4-D array (1-D kernels get kh = 1) and its number of spatial axes."""
-    w = check_array(weight, name, ndim=(3, 4))
-    n_spatial = w.ndim - 2
-    kernel = w.shape[2:]
-    if any(k % 2 == 0 for k in kernel):
-        raise InvalidParameterError(
-            f"`{name}` must have an odd kernel size (a same-size output needs a centre "
-            f"tap), got kernel {kernel} in shape {w.shape}"
-        )
-    return (w if n_spatial == 2 else w[:, :, None, :]), n_spatial
-
-
-def _as_spatial_tuple(shape, name: str) -> tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
-        shape = (int(shape),)
-    try:
-        shape = tuple(shape)
-    except TypeError:
-        raise InvalidParameterError(
-            f"`{name}` must be an int or a tuple of ints, got {shape!r}"
-        ) from None
-    if len(shape) not in (1, 2):
-        raise InvalidParameterError(f"`{name}` must have 1 (L,) or 2 (H, W) entries, got {shape}")
-    return tuple(check_int(s, f"{name} entries") for s in shape)
-
-
-def _check_image_shape(image_shape, n_spatial: int, weight_name: str) -> tuple[int, int]:
-    """Spatial size as (H, W), with H = 1 for 1-D signals."""
-    shape = _as_spatial_tuple(image_shape, "image_shape")
-    if len(shape) != n_spatial:
-        raise InvalidParameterError(
-            f"`image_shape` must have {n_spatial} entries to match the {n_spatial}-D kernel "
-            f"of `{weight_name}`, got {shape}"
-        )
-    return shape if n_spatial == 2 else (1, shape[0])
-
-
-def _check_fits(kernel: tuple[int, int], spatial: tuple[int, int], name: str) -> None:
-    if kernel[0] > spatial[0] or kernel[1] > spatial[1]:
-        shown_k = kernel if spatial[0] > 1 else kernel[1:]
-        shown_s = spatial if spatial[0] > 1 else spatial[1:]
-        raise InvalidParameterError(
-            f"`{name}` has kernel {shown_k}, larger than the image {shown_s}; "
-            "a kernel must fit inside the image (circular padding would wrap it twice)"
-        )
-
 
 # ----------------------------------------------------------------------------- convolution
 
@@ -176,7 +129,7 @@ def conv2d(x, weight, padding: str = "zeros") -> np.ndarray:
            [20., 33., 24.]])
     """
     circular = check_padding(padding)
-    w, n_spatial = _check_weight(weight, "weight")
+    w, n_spatial = check_conv_weight(weight, "weight")
     x = check_array(x, "x", ndim=n_spatial + 2)
     if x.shape[1] != w.shape[1]:
         raise InvalidParameterError(
@@ -184,7 +137,7 @@ def conv2d(x, weight, padding: str = "zeros") -> np.ndarray:
         )
     N, C = x.shape[:2]
     spatial = x.shape[2:] if n_spatial == 2 else (1, x.shape[2])
-    _check_fits(w.shape[2:], spatial, "weight")
+    check_kernel_fits(w.shape[2:], spatial, "weight")
     y = conv_cn(x.reshape(N, C, *spatial).transpose(1, 0, 2, 3), w, circular)
     return y.transpose(1, 0, 2, 3).reshape(N, w.shape[0], *x.shape[2:])
 
@@ -227,9 +180,9 @@ def conv_matrix(weight, image_shape, padding: str = "zeros") -> np.ndarray:
            [0., 0., 1., 2.]])
     """
     circular = check_padding(padding)
-    w, n_spatial = _check_weight(weight, "weight")
-    H, W = _check_image_shape(image_shape, n_spatial, "weight")
-    _check_fits(w.shape[2:], (H, W), "weight")
+    w, n_spatial = check_conv_weight(weight, "weight")
+    H, W = check_image_shape(image_shape, n_spatial, "weight")
+    check_kernel_fits(w.shape[2:], (H, W), "weight")
     Co, Ci, kh, kw = w.shape
     M = np.zeros((Co, H, W, Ci, H, W))
     rows_i, rows_j = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
@@ -244,23 +197,6 @@ def conv_matrix(weight, image_shape, padding: str = "zeros") -> np.ndarray:
                 None, :, :, a, b
             ]
     return M.reshape(Co * H * W, Ci * H * W)
-
-
-def _check_kernel_size(kernel_size, n_spatial: int) -> tuple[int, int]:
-    if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
-        kernel = (int(kernel_size),) * n_spatial
-    else:
-        kernel = _as_spatial_tuple(kernel_size, "kernel_size")
-        if len(kernel) != n_spatial:
-            raise InvalidParameterError(
-                f"`kernel_size` must have {n_spatial} entries to match `image_shape`, got {kernel}"
-            )
-    kernel = tuple(check_int(k, "kernel_size") for k in kernel)
-    if any(k % 2 == 0 for k in kernel):
-        raise InvalidParameterError(
-            f"`kernel_size` must be odd (a same-size output needs a centre tap), got {kernel}"
-        )
-    return kernel if n_spatial == 2 else (1, kernel[0])
 
 
 def _axis_counts(k: int, n: int, circular: bool) -> np.ndarray:
@@ -306,11 +242,12 @@ def tap_column_counts(kernel_size, image_shape, padding: str = "zeros") -> np.nd
            [4, 6, 4]])
     """
     circular = check_padding(padding)
-    spatial = _as_spatial_tuple(image_shape, "image_shape")
+    spatial = check_spatial_shape(image_shape, "image_shape")
     n_spatial = len(spatial)
     H, W = spatial if n_spatial == 2 else (1, spatial[0])
-    kh, kw = _check_kernel_size(kernel_size, n_spatial)
-    _check_fits((kh, kw), (H, W), "kernel_size")
+    kernel = check_kernel_size(kernel_size, n_spatial)
+    kh, kw = kernel if n_spatial == 2 else (1, kernel[0])
+    check_kernel_fits((kh, kw), (H, W), "kernel_size")
     counts = np.multiply.outer(_axis_counts(kh, H, circular), _axis_counts(kw, W, circular))
     return counts if n_spatial == 2 else counts[0]
 
@@ -697,8 +634,8 @@ _WHITE_PENALTIES = {"element": _white_element, "channel": _white_channel}
 _DATA_PENALTIES = {"element": _data_element, "channel": _data_channel}
 def _check_net(u, v, image_shape, x):
     """Validate the two kernels (and data); return 4-D u, v, (H, W), CN-layout x, spatial shape."""
-    v4, nv = _check_weight(v, "v")
-    u4, nu = _check_weight(u, "u")
+    v4, nv = check_conv_weight(v, "v")
+    u4, nu = check_conv_weight(u, "u")
     if nu != nv:
         raise InvalidParameterError(
             f"`u` and `v` must both be 2-D kernels or both 1-D kernels, got u {np.shape(u)} "
@@ -710,9 +647,9 @@ def _check_net(u, v, image_shape, x):
             f"channels (axis 0); both must equal the number of hidden channels, got u "
             f"{np.shape(u)} and v {np.shape(v)}"
         )
-    spatial = _check_image_shape(image_shape, nv, "v")
-    _check_fits(v4.shape[2:], spatial, "v")
-    _check_fits(u4.shape[2:], spatial, "u")
+    spatial = check_image_shape(image_shape, nv, "v")
+    check_kernel_fits(v4.shape[2:], spatial, "v")
+    check_kernel_fits(u4.shape[2:], spatial, "u")
     map_shape = spatial if nv == 2 else spatial[1:]
     xc = None
     if x is not None:
@@ -954,9 +891,9 @@ def column_sq_norms(weight, image_shape, padding: str = "zeros") -> np.ndarray:
     array([[2., 3., 3., 2.]])
     """
     circular = check_padding(padding)
-    w, n_spatial = _check_weight(weight, "weight")
-    spatial = _check_image_shape(image_shape, n_spatial, "weight")
-    _check_fits(w.shape[2:], spatial, "weight")
+    w, n_spatial = check_conv_weight(weight, "weight")
+    spatial = check_image_shape(image_shape, n_spatial, "weight")
+    check_kernel_fits(w.shape[2:], spatial, "weight")
     out = _diag_gram(w, spatial, circular)
     return out if n_spatial == 2 else out[:, 0]
 

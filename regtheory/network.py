@@ -32,7 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import InvalidParameterError, as_generator, check_array, check_int, check_n_masks
+from ._validation import (
+    InvalidParameterError,
+    as_generator,
+    check_array,
+    check_int,
+    check_n_masks,
+    check_paired_rows,
+)
 from .conv import conv2d
 from .masks import MaskDistribution
 from .montecarlo import Estimate, estimate, min_draws
@@ -269,10 +276,7 @@ def dropout_penalty_mc(
     layers = _check_layers(layers)
     X = check_array(X, "X")
     Y = check_array(Y, "Y")
-    if X.shape[0] != Y.shape[0]:
-        raise InvalidParameterError(
-            f"`X` and `Y` must have the same number of samples, got {X.shape[0]} and {Y.shape[0]}"
-        )
+    check_paired_rows(X, Y)
     clean = forward(layers, X)
     if clean.shape != Y.shape:
         raise InvalidParameterError(

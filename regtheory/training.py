@@ -68,9 +68,14 @@ from ._validation import (
     check_array,
     check_block_size,
     check_choice,
+    check_conv_data,
     check_int,
     check_keep,
+    check_kernel_fits,
+    check_kernel_size,
     check_padding,
+    check_paired_rows,
+    check_positive,
 )
 from .masks import Bernoulli, Channel
 
@@ -132,24 +137,13 @@ class FCTrainingResult:
         return self.U @ self.V.T
 
 
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidParameterError(
-            f"`{name}` must be a positive real number, got {type(value).__name__}"
-        )
-    value = float(value)
-    if not (0.0 < value < math.inf):  # also rejects NaN
-        raise InvalidParameterError(f"`{name}` must be positive and finite, got {value!r}")
-    return value
-
-
 def _check_schedule(steps, lr, init_scale, lr_decay, batch_size, record_every, n: int):
     """Validate the SGD settings shared by every trainer; fill in the defaults."""
     steps = check_int(steps, "steps")
-    lr = _check_positive(lr, "lr")
-    init_scale = _check_positive(init_scale, "init_scale")
+    lr = check_positive(lr, "lr")
+    init_scale = check_positive(init_scale, "init_scale")
     if lr_decay is not None:
-        lr_decay = _check_positive(lr_decay, "lr_decay")
+        lr_decay = check_positive(lr_decay, "lr_decay")
     batch_size = check_int(n if batch_size is None else batch_size, "batch_size")
     if batch_size > n:
         raise InvalidParameterError(
@@ -303,12 +297,8 @@ def train_fc(
     """
     X = check_array(X, "X", ndim=2)
     Y = check_array(Y, "Y", ndim=2)
+    check_paired_rows(X, Y)
     n, d_in = X.shape
-    if Y.shape[0] != n:
-        raise InvalidParameterError(
-            f"`X` and `Y` must have the same number of rows (samples), got X {X.shape} "
-            f"and Y {Y.shape}"
-        )
     d_out = Y.shape[1]
     width = check_int(width, "width")
     keep = check_keep(keep)
@@ -523,32 +513,6 @@ def _conv_loss_and_grad(
     return loss, grad_u, grad_v
 
 
-def _check_conv_kernel_size(kernel_size, spatial: tuple[int, ...]) -> tuple[int, ...]:
-    """kernel_size as a tuple with one odd entry per spatial axis that fits the image."""
-    n_spatial = len(spatial)
-    if isinstance(kernel_size, numbers.Integral) and not isinstance(kernel_size, bool):
-        kernel = (kernel_size,) * n_spatial
-    elif isinstance(kernel_size, (tuple, list)):
-        kernel = tuple(kernel_size)
-        if len(kernel) != n_spatial:
-            raise InvalidParameterError(
-                f"`kernel_size` must have {n_spatial} entr{'y' if n_spatial == 1 else 'ies'} "
-                f"(one per spatial axis of `X`), got {kernel_size!r}"
-            )
-    else:
-        raise InvalidParameterError(
-            f"`kernel_size` must be an int or a tuple of ints, got {type(kernel_size).__name__}"
-        )
-    kernel = tuple(check_int(k, "kernel_size") for k in kernel)
-    if any(k % 2 == 0 for k in kernel):
-        raise InvalidParameterError(
-            f"`kernel_size` must be odd (a same-size output needs a centre tap), got {kernel}"
-        )
-    if any(k > n for k, n in zip(kernel, spatial)):
-        raise InvalidParameterError(f"`kernel_size` {kernel} must fit the image {spatial}")
-    return kernel
-
-
 def train_conv(
     X,
     Y,
@@ -660,18 +624,14 @@ def train_conv(
     (penalties of non-linear features). [3] Tompson et al., CVPR 2015
     (SpatialDropout). [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
     """
-    X = check_array(X, "X", ndim=(3, 4))
-    Y = check_array(Y, "Y", ndim=X.ndim)
-    if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
-        raise InvalidParameterError(
-            f"`Y` must have the samples (axis 0) and spatial shape of `X` {X.shape}, got {Y.shape}"
-        )
+    X, Y = check_conv_data(X, Y)
     n, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
     map_shape = X.shape[2:]
     spatial = map_shape if X.ndim == 4 else (1, map_shape[0])
     channels = check_int(channels, "channels")
-    kernel = _check_conv_kernel_size(kernel_size, map_shape)
+    kernel = check_kernel_size(kernel_size, len(map_shape))
     kh, kw = kernel if len(kernel) == 2 else (1, kernel[0])
+    check_kernel_fits((kh, kw), spatial, "kernel_size")
     keep = check_keep(keep)
     steps, lr, init_scale, lr_decay, batch_size, record_every = _check_schedule(
         steps, lr, init_scale, lr_decay, batch_size, record_every, n

@@ -53,7 +53,8 @@ from .._convops import axis_index as _axis_index
 from .._convops import axis_length as _axis_length
 from .._convops import centre_roll, lifted_matrix
 from .._linalg import numerical_rank
-from .._validation import InvalidParameterError, check_array, check_int
+from .._validation import InvalidParameterError, check_array, check_conv_data, check_int
+from .._validation import check_image_shape as _check_image_shape
 from ..masks import dropout_lambda
 from ._certificate import (
     frobenius,
@@ -210,19 +211,6 @@ def lifted_operator(
             f"`kernel_size` {kernel_size} must fit `image_shape` {image_shape}"
         )
     return lifted_matrix((kh, kw), (H, W), in_channels, out_channels)
-
-
-def _check_image_shape(image_shape, n_spatial: int) -> tuple[int, int]:
-    if isinstance(image_shape, (int, np.integer)):
-        image_shape = (int(image_shape),)
-    shape = tuple(image_shape)
-    if len(shape) != n_spatial:
-        raise InvalidParameterError(
-            f"`image_shape` must have {n_spatial} entr{'y' if n_spatial == 1 else 'ies'} "
-            f"for this kernel, got {shape}"
-        )
-    shape = tuple(check_int(s, "image_shape") for s in shape)
-    return (1, shape[0]) if n_spatial == 1 else shape
 
 
 def _check_end_to_end(w, image_shape):
@@ -404,17 +392,6 @@ def conv_induced_regularizer(
         solve_time=elapsed,
         solver=solved.solver,
     )
-
-
-def check_conv_data(X, Y) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (N, C_in, H, W) or (N, C_in, L) and targets with the same samples and image."""
-    X = check_array(X, "X", ndim=(3, 4))
-    Y = check_array(Y, "Y", ndim=X.ndim)
-    if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
-        raise InvalidParameterError(
-            f"`Y` must have the samples and spatial shape of `X` {X.shape}, got {Y.shape}"
-        )
-    return X, Y
 
 
 def _shift_features(X: np.ndarray, k, hw) -> np.ndarray:
