@@ -72,6 +72,7 @@ from ._validation import (
     check_padding,
     check_spatial_shape,
 )
+from .masks import dropout_lambda
 from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
@@ -82,6 +83,7 @@ __all__ = [
     "dropout_penalty_mc",
     "fc_no_gradient_probability",
     "no_gradient_probability",
+    "position_penalty",
     "tap_column_counts",
 ]
 
@@ -896,6 +898,58 @@ def column_sq_norms(weight, image_shape, padding: str = "zeros") -> np.ndarray:
     check_kernel_fits(w.shape[2:], spatial, "weight")
     out = _diag_gram(w, spatial, circular)
     return out if n_spatial == 2 else out[:, 0]
+
+
+def position_penalty(u, v, keep: float, image_shape, *, padding: str = "zeros") -> np.ndarray:
+    r"""Where on the hidden map the dropout penalty sits: the per-position terms of formula (5).
+
+    For white input (:math:`\mathbb E[xx^\top] = I`, so :math:`\mathbb E[h_{c,q}^2] =
+    \|V[(c,q), :]\|^2`) and elementwise dropout, the penalty (5) is a sum over hidden
+    positions q of
+
+    .. math:: P[q] = \lambda \sum_c \|U[:, (c, q)]\|^2\, \|V[(c, q), :]\|^2 ,
+              \qquad \lambda = \frac{1-\theta}{\theta}.
+
+    Both factors are column norms (:func:`column_sq_norms`): of u, and of the adjoint
+    kernel of v (spatially flipped, channels swapped), whose layer matrix is Vᵀ. With
+    circular padding P is constant; with zero padding it drops in a border band as deep
+    as the two kernels' radii (THEORY §3). The map sums to :func:`dropout_penalty`.
+
+    Parameters
+    ----------
+    u : array (C_out, C_hid, k', k'), or (C_out, C_hid, k')
+        Kernel of the layer after the mask.
+    v : array (C_hid, C_in, k, k), or (C_hid, C_in, k)
+        Kernel of the layer before the mask.
+    keep : float
+        Retain probability θ in (0, 1].
+    image_shape : (H, W), or (L,) / L for 1-D kernels
+    padding : {"zeros", "circular"}
+        Padding of both layers.
+
+    Returns
+    -------
+    array (H, W), or (L,)
+
+    See Also
+    --------
+    dropout_penalty : the sum of this map (``mode="element"``, ``x=None``).
+
+    Examples
+    --------
+    >>> u, v = np.ones((1, 1, 3)), np.ones((1, 1, 3))
+    >>> position_penalty(u, v, keep=0.5, image_shape=4)
+    array([4., 9., 9., 4.])
+    >>> dropout_penalty(u, v, keep=0.5, image_shape=4)
+    26.0
+    """
+    circular = check_padding(padding)
+    lam = dropout_lambda(keep)
+    u4, v4, spatial, _, map_shape = _check_net(u, v, image_shape, None)
+    col_u = _diag_gram(u4, spatial, circular)
+    row_v = _diag_gram(flipped_transpose(v4), spatial, circular)
+    out = lam * np.sum(col_u * row_v, axis=0)
+    return out if len(map_shape) == 2 else out[0]
 
 
 # ----------------------------------------------------------------------------- Monte Carlo

@@ -199,6 +199,31 @@ def test_column_sq_norms_are_the_matrix_column_norms():
         assert np.allclose(norms.ravel(), np.sum(M**2, axis=0))
 
 
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize(
+    ("u_shape", "v_shape", "image"),
+    [((2, 3, 3, 5), (3, 2, 5, 3), (6, 7)), ((1, 2, 5), (2, 3, 3), (9,))],
+    ids=["2d", "1d"],
+)
+def test_position_penalty_is_formula_5_per_position_of_the_dense_matrices(
+    padding, u_shape, v_shape, image
+):
+    """P[q] = λ Σ_c ‖U[:, (c, q)]‖² ‖V[(c, q), :]‖² read off the dense layer matrices, and
+    the map sums to the white-input elementwise penalty."""
+    rng = np.random.default_rng(11)
+    u, v = rng.normal(size=u_shape), rng.normal(size=v_shape)
+    keep, hidden = 0.3, v_shape[0]
+    U = conv.conv_matrix(u, image, padding=padding)
+    V = conv.conv_matrix(v, image, padding=padding)
+    per_unit = np.sum(U**2, axis=0) * np.sum(V**2, axis=1)  # hidden unit (c, q)
+    expected = dropout_lambda(keep) * per_unit.reshape(hidden, *image).sum(axis=0)
+    found = conv.position_penalty(u, v, keep, image, padding=padding)
+    assert found.shape == tuple(image)
+    assert np.allclose(found, expected, rtol=1e-12)
+    total = conv.dropout_penalty(u, v, keep, image, padding=padding)
+    assert float(found.sum()) == pytest.approx(total, rel=1e-12)
+
+
 def test_circular_white_element_penalty_is_lambda_n_sum_of_norm_products():
     """λ·n·Σ_c ‖u_c‖²‖v_c‖² (THEORY §3): every column of a circulant U_c has norm ‖u_c‖."""
     rng = np.random.default_rng(7)

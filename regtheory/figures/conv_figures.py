@@ -501,25 +501,6 @@ def plot_penalty_vs_keep(data: dict) -> Figure:
 BORDER_KEEP = 0.5
 
 
-def _adjoint_kernel(v: np.ndarray) -> np.ndarray:
-    """Kernel of Vᵀ: channels swapped and taps flipped (the adjoint of a cross-correlation)."""
-    return v[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-
-
-def position_penalty(u, v, keep: float, image_shape, padding: str) -> np.ndarray:
-    r"""Per-position terms of formula (5) for white input, summed over hidden channels.
-
-    .. math:: P[q] = \lambda \sum_c \|U[:, (c, q)]\|^2\, \|V[(c, q), :]\|^2
-
-    (E[h_{c,q}²] = ‖V[(c,q), :]‖² for E xxᵀ = I). Both factors are column norms
-    (:func:`regtheory.conv.column_sq_norms`): of u, and of the adjoint kernel of v,
-    whose layer matrix is Vᵀ. The map sums to :func:`regtheory.conv.dropout_penalty`.
-    """
-    col_u = conv.column_sq_norms(u, image_shape, padding)
-    row_v = conv.column_sq_norms(_adjoint_kernel(v), image_shape, padding)
-    return dropout_lambda(keep) * np.sum(col_u * row_v, axis=0)
-
-
 # The net of (e), and a wider one (5×5 kernels, 16×16 image) whose border band is
 # two pixels deep: the band is as deep as the two kernels' radii.
 BORDER_NETS = ((KERNEL, IMAGE), (5, (16, 16)))
@@ -536,7 +517,9 @@ def compute_border_penalty_map(quick: bool, seed: int) -> dict:
                 "image_shape": image,
                 "u": u,
                 "v": v,
-                "maps": {p: position_penalty(u, v, BORDER_KEEP, image, p) for p in PADDINGS},
+                "maps": {
+                    p: conv.position_penalty(u, v, BORDER_KEEP, image, padding=p) for p in PADDINGS
+                },
                 "closed_form_total": {
                     p: conv.dropout_penalty(u, v, BORDER_KEEP, image, p) for p in PADDINGS
                 },
