@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -37,6 +38,12 @@ __all__ = [
     "MC_BATCH_ENTRIES",
     "MODES",
     "WORKSPACE",
+    "Activation",
+    "ImageShape",
+    "KernelSize",
+    "Mode",
+    "Normalize",
+    "Padding",
     "Scratch",
     "axis_index",
     "axis_length",
@@ -54,6 +61,14 @@ __all__ = [
     "pad_kernel",
     "unfold",
 ]
+
+# The vocabulary of the conv functions' options, for their signatures.
+Padding = Literal["zeros", "circular"]
+Mode = Literal["element", "channel", "block"]
+Activation = Literal["relu"] | None
+Normalize = Literal["ideal", "torchvision"]
+ImageShape = int | Sequence[int]  # L, (L,) or (H, W)
+KernelSize = int | Sequence[int]  # k (the same on every axis), (k,) or (kh, kw)
 
 # float64 entries of the im2col workspace per chunk of samples (2**24 = 128 MB)
 WORKSPACE = 1 << 24

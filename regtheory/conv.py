@@ -29,6 +29,44 @@ by column of U (h = V x the hidden map, λ = (1 − θ)/θ):
 Neither needs a dense matrix: :func:`column_sq_norms` is a correlation of the
 squared kernel with the image's valid-position mask.
 
+DropBlock [4] with the ideal 1/θ normaliser (THEORY §3.2) drops square blocks whose
+starts fire independently at rate γ, independently per channel. Its masks are neither
+independent nor of mean one. Position p is kept iff none of the :math:`c(p)` block
+starts covering it fires, p and q iff none of the :math:`c(p) + c(q) - o(p,q)` starts
+covering either does (:math:`o` = starts covering both; β = 1 − γ):
+
+.. math::
+
+    \mathbb{E}[m_p] = \frac{\beta^{c(p)}}{\theta},\qquad
+    \operatorname{Cov}(m_p, m_q) = \frac{\beta^{c(p)+c(q)-o(p,q)}\,(1-\beta^{o(p,q)})}
+                                        {\theta^2},
+
+so with :math:`e = m - 1`, :math:`\mathbb{E}[ee^\top] = \bar e\bar e^\top +
+\operatorname{blockdiag}_c \operatorname{Cov}(m)`, :math:`\bar e = \mathbb{E}m - 1`, and
+the loss gap Δ of :func:`dropout_penalty` is
+
+.. math::
+
+    \Delta = \frac1N\sum_n \Big(\|U(\bar e\circ h_n) - r_n\|^2 - \|r_n\|^2
+             + \sum_c \sum_{p,q} \operatorname{Cov}(m_p, m_q)\,
+               (U_c^\top U_c)_{pq}\, h_{c,p} h_{c,q}\Big),
+    \quad r_n = y_n - f(x_n):
+
+the loss change of the mean mask plus the mask's variance. :math:`\bar e \ne 0` at the
+border (:math:`c(p)` is smaller there), so the cross term is real: with a target, Δ is
+not the perturbation energy, and without one (the target f(x)) it is Δ only at f(x).
+Cost: :math:`o(p,q) = o_H o_W` factorises per axis and vanishes unless p and q are closer
+than b along both axes, and the Gram matrices are banded, so only pairs (p, p + δ) with
+a few offsets δ enter: :math:`n_\delta \le (2\min(b, k') - 1)^2` with data,
+:math:`(2\min(k, k') - 1)^2` with white input (k', k the kernel sides of u and v;
+circular padding adds the wrapped copies of these offsets). With data the cost is three
+convolutions plus O(N·C_hid·HW·n_δ); with white input
+O(n_δ·C_hid²·(C_out k'² + C_in k² + k'²k²) + n_δ·k'²k²·HW), independent of N. Both are
+linear in the number of pixels; no (C·H·W)² matrix is formed. The torchvision normaliser
+(the random numel/sum(kept)) has no closed form here: its moments need the distribution
+of the kept count, a sum over all :math:`2^{\#\text{starts}}` start patterns; only
+:func:`dropout_penalty_mc` estimates it.
+
 References
 ----------
 [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
@@ -44,11 +82,20 @@ References
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._convops import (
     ACTIVATIONS,
     MC_BATCH_ENTRIES,
+    Activation,
+    ImageShape,
+    KernelSize,
+    Mode,
+    Normalize,
+    Padding,
     Scratch,
     conv_cn,
     conv_cn_block,
@@ -72,7 +119,7 @@ from ._validation import (
     check_padding,
     check_spatial_shape,
 )
-from .masks import dropout_lambda
+from .masks import DropBlock, dropout_lambda
 from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
@@ -90,7 +137,7 @@ __all__ = [
 # ----------------------------------------------------------------------------- convolution
 
 
-def conv2d(x, weight, padding: str = "zeros") -> np.ndarray:
+def conv2d(x: ArrayLike, weight: ArrayLike, *, padding: Padding = "zeros") -> np.ndarray:
     r"""Same-size 2-D (or 1-D) cross-correlation, identical to ``torch.nn.functional.conv2d``.
 
     .. math:: y[n, o, i, j] = \sum_{c}\sum_{a,b} w[o, c, a, b]\;
@@ -147,7 +194,9 @@ def conv2d(x, weight, padding: str = "zeros") -> np.ndarray:
 # ----------------------------------------------------------------------------- the matrix (§2)
 
 
-def conv_matrix(weight, image_shape, padding: str = "zeros") -> np.ndarray:
+def conv_matrix(
+    weight: ArrayLike, image_shape: ImageShape, *, padding: Padding = "zeros"
+) -> np.ndarray:
     r"""Dense matrix of the convolution ``x ↦ weight ∗ x`` on flattened images (THEORY §2).
 
     .. math:: \operatorname{vec}(w \ast x) = U \operatorname{vec}(x),\qquad
@@ -208,7 +257,9 @@ def _axis_counts(k: int, n: int, circular: bool) -> np.ndarray:
     return n - np.abs(np.arange(k) - k // 2)
 
 
-def tap_column_counts(kernel_size, image_shape, padding: str = "zeros") -> np.ndarray:
+def tap_column_counts(
+    kernel_size: KernelSize, image_shape: ImageShape, *, padding: Padding = "zeros"
+) -> np.ndarray:
     r"""For each kernel tap, the number of columns of the layer matrix in which it appears.
 
     A tap with offset :math:`d = (a - p_h, b - p_w)` multiplies hidden unit
@@ -258,7 +309,12 @@ _NO_GRADIENT_MODES = ("element", "channel")
 
 
 def no_gradient_probability(
-    kernel_size, image_shape, keep: float, padding: str = "zeros", mode: str = "element"
+    kernel_size: KernelSize,
+    image_shape: ImageShape,
+    keep: float,
+    *,
+    padding: Padding = "zeros",
+    mode: Literal["element", "channel"] = "element",
 ) -> np.ndarray:
     r"""Probability that a kernel tap of the layer after the mask gets no gradient.
 
@@ -296,7 +352,7 @@ def no_gradient_probability(
     >>> no_gradient_probability(3, (3, 3), keep=0.5)[1]
     array([0.015625  , 0.00195312, 0.015625  ])
     """
-    counts = tap_column_counts(kernel_size, image_shape, padding)
+    counts = tap_column_counts(kernel_size, image_shape, padding=padding)
     keep = check_keep(keep)
     if mode not in _NO_GRADIENT_MODES:
         raise InvalidParameterError(f"`mode` must be one of {_NO_GRADIENT_MODES}, got {mode!r}")
@@ -634,6 +690,8 @@ def _block_data(u, h, keep, gamma, spatial, blocks, circular, residual) -> float
 
 _WHITE_PENALTIES = {"element": _white_element, "channel": _white_channel}
 _DATA_PENALTIES = {"element": _data_element, "channel": _data_channel}
+
+
 def _check_net(u, v, image_shape, x):
     """Validate the two kernels (and data); return 4-D u, v, (H, W), CN-layout x, spatial shape."""
     v4, nv = check_conv_weight(v, "v")
@@ -684,131 +742,95 @@ def _check_target(y, xc, u4, spatial, map_shape):
     return y.reshape(expected[0], expected[1], *spatial).transpose(1, 0, 2, 3)
 
 
+def _check_white_activation(activation: str | None, mode: str) -> None:
+    if activation is not None and mode != "element":
+        raise InvalidParameterError(
+            f"`activation` with mode={mode!r} needs data `x`: E[relu(h_p) relu(h_q)] is not "
+            "determined by white input E[xxᵀ] = I"
+        )
+
+
+def _block_penalty(u4, v4, masks, spatial, map_shape, circular, xc, yc, activation) -> float:
+    """DropBlock's exact loss gap (module docstring), with data ``xc`` or white input."""
+    gamma = masks.gamma(map_shape)  # raises if the block does not fit the map
+    if masks.normalize != "ideal":
+        raise InvalidParameterError(
+            "`normalize`='torchvision' (the random normaliser numel/sum(kept)) has no "
+            "closed form; estimate it with dropout_penalty_mc(..., normalize='torchvision')"
+        )
+    blocks = (1, masks.block_size) if len(map_shape) == 1 else (masks.block_size,) * 2
+    if xc is not None:
+        h = ACTIVATIONS[activation](conv_cn(xc, v4, circular))
+        residual = None if yc is None else yc - conv_cn(h, u4, circular)
+        return _block_data(u4, h, masks.keep, gamma, spatial, blocks, circular, residual)
+    _check_white_activation(activation, "block")
+    return _block_white(u4, v4, masks.keep, gamma, spatial, blocks, circular)
+
+
 def dropout_penalty(
-    u,
-    v,
+    u: ArrayLike,
+    v: ArrayLike,
     keep: float,
-    image_shape,
-    padding: str = "zeros",
-    mode: str = "element",
-    x=None,
-    activation: str | None = None,
+    image_shape: ImageShape,
     *,
+    padding: Padding = "zeros",
+    mode: Mode = "element",
+    x: ArrayLike | None = None,
+    activation: Activation = None,
     block_size: int | None = None,
-    y=None,
-    normalize: str = "ideal",
+    y: ArrayLike | None = None,
+    normalize: Normalize = "ideal",
 ) -> float:
     r"""Exact dropout loss gap of a two-layer conv net: formulas (5), (6) and DropBlock.
 
-    The net is :math:`f_m(x) = u \ast (m \circ h)` with :math:`h = a(v \ast x)` (``a``
-    the identity or a ReLU) and a dropout mask ``m`` on the hidden map; :math:`f = f_1`
-    is the net without dropout. Returned is the expected increase of the squared loss,
+    The net is :math:`f_m(x) = u \ast (m \circ h)`, :math:`h = a(v \ast x)` (``a`` the
+    identity or a ReLU), with a dropout mask ``m`` on the hidden map; :math:`f = f_1`.
+    Returned is the expected increase of the squared loss; with :math:`e = m - 1` and U
+    the matrix of ``u ∗ ·``, :math:`f_m(x) - f(x) = U(e \circ h)`, so
 
     .. math::
 
-        \Delta = \mathbb{E}_m \frac1N\sum_n \|y_n - f_m(x_n)\|^2
-                 - \frac1N\sum_n \|y_n - f(x_n)\|^2 .
-
-    With :math:`e = m - 1` and U the matrix of ``u ∗ ·``,
-    :math:`f_m(x) - f(x) = U(e \circ h)`, so
-
-    .. math::
-
-        \Delta = \frac1N\sum_n \Big( \langle \mathbb{E}[e e^\top],\;
+        \Delta = \mathbb{E}_m \frac1N\sum_n \|y_n - f_m(x_n)\|^2 - \|y_n - f(x_n)\|^2
+               = \frac1N\sum_n \Big( \langle \mathbb{E}[e e^\top],\;
                  U^\top U \circ h_n h_n^\top \rangle
                  - 2\,\langle y_n - f(x_n),\; U(\mathbb{E}[e] \circ h_n) \rangle \Big),
 
-    formula (4) with the *second moment* of e, plus a first-moment cross term.
+    formula (4) with the second moment of e, plus a first-moment cross term. For
+    inverted Bernoulli and channel masks E e = 0: Δ does not depend on ``y`` and is
+    (5) or (6) of the module docstring, λ = (1 − θ)/θ,
 
-    * ``mode="element"`` / ``"channel"`` (inverted Bernoulli / channel masks): E e = 0,
-      so Δ does not depend on ``y`` and is formula (5) or (6) (λ = (1 − θ)/θ):
+    .. math:: \lambda \sum_{c,q} \|U[:, (c,q)]\|^2\, \mathbb{E}[h_{c,q}^2],
+              \qquad \lambda \sum_c \mathbb{E}\|U_c h_c\|^2 ,
 
-      .. math::
-
-          \lambda \sum_{c,q} \|U[:, (c,q)]\|^2\, \mathbb{E}[h_{c,q}^2],
-          \qquad \lambda \sum_c \mathbb{E}\|U_c h_c\|^2 ,
-
-      :math:`\|U[:,(c,q)]\|^2 = \sum_d s_c[d]\, \mathbb 1[q - d \in \text{image}]`,
-      :math:`s_c = \sum_o u[o,c]^2` (:func:`column_sq_norms`).
-    * ``mode="block"``: :class:`~regtheory.masks.DropBlock` with ``block_size`` b and the
-      1/θ normaliser, independent per channel. Position p is kept iff none of the
-      :math:`c(p)` block starts covering it fires, p and q iff none of the
-      :math:`c(p) + c(q) - o(p,q)` starts covering either does (:math:`o` = starts covering
-      both; β = 1 − γ):
-
-      .. math::
-
-          \mathbb{E}[m_p] = \frac{\beta^{c(p)}}{\theta},\qquad
-          \operatorname{Cov}(m_p, m_q) = \frac{\beta^{c(p)+c(q)-o(p,q)}\,(1-\beta^{o(p,q)})}
-                                              {\theta^2},
-
-      so :math:`\mathbb{E}[ee^\top] = \bar e\bar e^\top + \operatorname{blockdiag}_c
-      \operatorname{Cov}(m)`, :math:`\bar e = \mathbb{E}m - 1`, and
-
-      .. math::
-
-          \Delta = \frac1N\sum_n \Big(\|U(\bar e\circ h_n) - r_n\|^2 - \|r_n\|^2
-                   + \sum_c \sum_{p,q} \operatorname{Cov}(m_p, m_q)\,
-                     (U_c^\top U_c)_{pq}\, h_{c,p} h_{c,q}\Big),
-          \quad r_n = y_n - f(x_n):
-
-      the loss change of the mean mask plus the mask's variance. :math:`\bar e \ne 0` at
-      the border (:math:`c(p)` is smaller there), so the cross term is real: with a
-      target, Δ is not the perturbation energy.
-      Cost: :math:`o(p,q) = o_H o_W` factorises per axis and vanishes unless p and q are
-      closer than b along both axes, and the Gram matrices are banded, so only pairs
-      (p, p + δ) with a few offsets δ enter: :math:`n_\delta \le (2\min(b, k') - 1)^2`
-      with data, :math:`(2\min(k, k') - 1)^2` with white input (k', k the kernel sides of
-      u and v; circular padding adds the wrapped copies of these offsets). With data the
-      cost is three convolutions plus O(N·C_hid·HW·n_δ); with white input
-      O(n_δ·C_hid²·(C_out k'² + C_in k² + k'²k²) + n_δ·k'²k²·HW), independent of N.
-      Both are linear in the number of pixels; no (C·H·W)² matrix is formed.
-      The torchvision normaliser (``normalize="torchvision"``, the random
-      numel/sum(kept)) has no closed form here: its moments need the distribution of
-      the kept count, a sum over all :math:`2^{\#\text{starts}}` start patterns; it
-      is refused (``InvalidParameterError``, a ``ValueError``; use :func:`dropout_penalty_mc`).
-
-    Data and targets:
-
-    * ``x`` given: the expectations over the data are means over the N samples.
-    * ``y=None``: the target is the clean output, :math:`y_n = f(x_n)`, so
-      :math:`\Delta = \mathbb{E}_m \frac1N\sum_n\|f_m(x_n) - f(x_n)\|^2`, the perturbation
-      energy (the cross term is zero). For element and channel masks that is Δ for every
-      target; for DropBlock it is Δ only at the target f(x).
-    * White input (``x=None``, :math:`\mathbb{E}[xx^\top] = I` over the
-      :math:`C_{in}HW` pixels, zero mean): likewise the perturbation energy
-      :math:`\mathbb{E}_{x,m}\|f_m(x) - f(x)\|^2`, with :math:`\mathbb{E}[hh^\top] = VV^\top`
-      (:math:`\mathbb{E}[h_q^2] = \|V[q,:]\|^2`; with circular padding the element
-      penalty is :math:`\lambda\, HW \sum_c \|u_c\|^2\|v_c\|^2`). ``y`` needs ``x``.
-    * ``activation="relu"`` (Arora et al. [2]: the formulas hold for any features h):
-      with data, h is the ReLU of the hidden map. With white input only the element
-      mode is available, assuming the input is *symmetric* (x and −x equally
-      likely), so that :math:`\mathbb{E}[\mathrm{relu}(h_q)^2] = \tfrac12\mathbb{E}[h_q^2]`;
-      channel and block modes would need :math:`\mathbb{E}[\mathrm{relu}(h_p)\mathrm{relu}(h_q)]`,
-      which :math:`\mathbb{E}[xx^\top]` does not determine.
+    with :math:`\|U[:,(c,q)]\|^2` from :func:`column_sq_norms`. DropBlock's masks
+    (``mode="block"``, 1/θ normaliser) are correlated and not of mean one at the border:
+    its exact Δ, the loss change of the mean mask plus the mask's variance, and its cost
+    (linear in the pixels, no (C·H·W)² matrix) are derived in the module docstring.
 
     Parameters
     ----------
-    u : array (C_out, C_hid, k', k'), or (C_out, C_hid, k')
-        Kernel of the layer after the mask.
-    v : array (C_hid, C_in, k, k), or (C_hid, C_in, k)
-        Kernel of the layer before the mask.
+    u, v : arrays (C_out, C_hid, k', k'), (C_hid, C_in, k, k), or 1-D kernels (·, ·, k)
+        Kernels of the layers after and before the mask.
     keep : float
         Retain probability θ in (0, 1] (for DropBlock the expected kept fraction).
     image_shape : (H, W), or (L,) / L for 1-D kernels
     padding : {"zeros", "circular"}
         Padding of both layers (DropBlock's blocks never wrap around).
     mode : {"element", "channel", "block"}
-        Elementwise dropout (``nn.Dropout``), channel dropout (``nn.Dropout2d``) or
-        DropBlock (needs ``block_size``).
+        ``nn.Dropout``, ``nn.Dropout2d`` or DropBlock (needs ``block_size``).
     x : array (N, C_in, H, W), optional
-        Input samples; ``None`` means white input.
+        Input samples (expectations over the data are means over them); ``None`` is
+        white input, :math:`\mathbb{E}[xx^\top] = I` over the pixels, zero mean.
     activation : {None, "relu"}
-        Non-linearity on the hidden map before the mask.
+        Non-linearity on the hidden map before the mask ([2]: the formulas hold for any
+        features). With white input only for ``mode="element"``, assuming symmetric
+        input (x and −x equally likely: E[relu(h)²] = E[h²]/2).
     block_size : int, optional
         DropBlock's block side b (``mode="block"`` only), at most the map's size.
     y : array (N, C_out, H, W), optional
-        Targets of the samples ``x``; ``None`` means the clean output f(x).
+        Targets of ``x``; ``None`` is the clean output f(x), where Δ is the perturbation
+        energy :math:`\mathbb{E}\|f_m(x) - f(x)\|^2` (for element and channel masks Δ is
+        that for every target).
     normalize : {"ideal", "torchvision"}
         DropBlock's normaliser; only ``"ideal"`` (1/θ) has a closed form.
 
@@ -819,20 +841,19 @@ def dropout_penalty(
     See Also
     --------
     dropout_penalty_mc : the same Δ by Monte Carlo over real masks.
-    regtheory.masks.DropBlock : the mask distribution and its start rate γ.
+    position_penalty : where on the hidden map the elementwise penalty sits.
 
     References
     ----------
-    [1] Mianjy, Arora & Vidal, ICML 2018 (formula (1)); [2] Arora et al., ICML 2021
-    (non-linear features); [3] Tompson et al., CVPR 2015 (channel dropout);
-    [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
+    [1] Mianjy, Arora & Vidal, ICML 2018 (formula (1)); [2] Arora et al., ICML 2021;
+    [3] Tompson et al., CVPR 2015; [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
 
     Examples
     --------
     >>> u, v = np.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 3))
     >>> dropout_penalty(u, v, keep=0.5, image_shape=(4, 4), padding="circular")
     1296.0
-    >>> dropout_penalty(u, v, 0.5, (4, 4), "circular", mode="block", block_size=1)
+    >>> dropout_penalty(u, v, 0.5, (4, 4), padding="circular", mode="block", block_size=1)
     1296.0
     """
     circular = check_padding(padding)
@@ -840,34 +861,21 @@ def dropout_penalty(
     masks = mask_distribution(mode, keep, block_size, normalize)
     u4, v4, spatial, xc, map_shape = _check_net(u, v, image_shape, x)
     yc = _check_target(y, xc, u4, spatial, map_shape)
-    if mode == "block":
-        gamma = masks.gamma(map_shape)  # raises if the block does not fit the map
-        if normalize != "ideal":
-            raise InvalidParameterError(
-                "`normalize`='torchvision' (the random normaliser numel/sum(kept)) has no "
-                "closed form; estimate it with dropout_penalty_mc(..., normalize='torchvision')"
-            )
-        blocks = (1, masks.block_size) if len(map_shape) == 1 else (masks.block_size,) * 2
+    if isinstance(masks, DropBlock):
+        return _block_penalty(u4, v4, masks, spatial, map_shape, circular, xc, yc, activation)
     if xc is not None:
         h = ACTIVATIONS[activation](conv_cn(xc, v4, circular))
-        if mode == "block":
-            residual = None if yc is None else yc - conv_cn(h, u4, circular)
-            return _block_data(u4, h, masks.keep, gamma, spatial, blocks, circular, residual)
         return float(masks.lam * _DATA_PENALTIES[mode](u4, h, circular))
-    if activation is not None and mode != "element":
-        raise InvalidParameterError(
-            f"`activation` with mode={mode!r} needs data `x`: E[relu(h_p) relu(h_q)] is not "
-            "determined by white input E[xxᵀ] = I"
-        )
-    if mode == "block":
-        return _block_white(u4, v4, masks.keep, gamma, spatial, blocks, circular)
+    _check_white_activation(activation, mode)
     energy = _WHITE_PENALTIES[mode](u4, v4, spatial, circular)
     if activation == "relu":
         energy *= 0.5  # symmetric input: h_q and -h_q equally likely
     return float(masks.lam * energy)
 
 
-def column_sq_norms(weight, image_shape, padding: str = "zeros") -> np.ndarray:
+def column_sq_norms(
+    weight: ArrayLike, image_shape: ImageShape, *, padding: Padding = "zeros"
+) -> np.ndarray:
     r"""Squared column norms :math:`\|U[:, (c, q)]\|^2` of the layer matrix, without building it.
 
     .. math:: \|U[:, (c,q)]\|^2 = \sum_{a,b} \Big(\sum_o w[o,c,a,b]^2\Big)\,
@@ -900,7 +908,9 @@ def column_sq_norms(weight, image_shape, padding: str = "zeros") -> np.ndarray:
     return out if n_spatial == 2 else out[:, 0]
 
 
-def position_penalty(u, v, keep: float, image_shape, *, padding: str = "zeros") -> np.ndarray:
+def position_penalty(
+    u: ArrayLike, v: ArrayLike, keep: float, image_shape: ImageShape, *, padding: Padding = "zeros"
+) -> np.ndarray:
     r"""Where on the hidden map the dropout penalty sits: the per-position terms of formula (5).
 
     For white input (:math:`\mathbb E[xx^\top] = I`, so :math:`\mathbb E[h_{c,q}^2] =
@@ -955,110 +965,12 @@ def position_penalty(u, v, keep: float, image_shape, *, padding: str = "zeros") 
 # ----------------------------------------------------------------------------- Monte Carlo
 
 
-def dropout_penalty_mc(
-    u,
-    v,
-    keep: float,
-    image_shape,
-    padding: str = "zeros",
-    mode: str = "element",
-    block_size: int | None = None,
-    n_masks: int = 20_000,
-    seed=0,
-    x=None,
-    activation: str | None = None,
-    rtol: float | None = None,
-    batch_size: int | None = None,
-    *,
-    y=None,
-    normalize: str = "ideal",
-) -> Estimate:
-    r"""Monte Carlo estimate, over real sampled masks, of the loss gap of :func:`dropout_penalty`.
-
-    Each draw samples one mask ``m`` (:class:`~regtheory.masks.Bernoulli`,
-    :class:`~regtheory.masks.Channel` or :class:`~regtheory.masks.DropBlock`) and
-    returns the loss gap it causes on the data (:math:`h_n = a(v \ast x_n)`,
-    :math:`f_m(x) = u \ast (m \circ h)`, :math:`f = f_1`):
-
-    .. math:: G(m) = \frac1N\sum_{n=1}^N \Big(\|y_n - f_m(x_n)\|^2 - \|y_n - f(x_n)\|^2\Big)
-              = \frac1N\sum_n \Big(\|d_n\|^2 - 2\langle y_n - f(x_n), d_n\rangle\Big),
-              \quad d_n = u \ast ((m - 1)\circ h_n).
-
-    Without targets (``y=None``) the target is the clean output f(x), and G is the
-    perturbation energy :math:`\frac1N\sum_n\|d_n\|^2`; with ``x=None`` every draw uses
-    one fresh standard normal input (:math:`\mathbb{E}[xx^\top] = I`, symmetric) and
-    that energy. So :math:`\mathbb{E}G` is exactly the Δ of :func:`dropout_penalty` for
-    the same ``x`` and ``y``: formulas (5)–(6), and for DropBlock (whose masks are
-    correlated and, with the 1/θ normaliser, not of mean one at the border) its exact
-    second- and first-moment form. Everything is computed with :func:`conv2d` on batches
-    of masks, independently of the closed forms. With ``normalize="torchvision"`` (a
-    random normaliser with no closed form) it is the only tool.
-
-    Parameters
-    ----------
-    u, v : arrays (C_out, C_hid, k', k'), (C_hid, C_in, k, k) (or 1-D kernels)
-    keep : float
-        Retain probability in (0, 1] (for DropBlock the expected kept fraction).
-    image_shape : (H, W), or (L,) / L
-    padding : {"zeros", "circular"}
-    mode : {"element", "channel", "block"}
-    block_size : int, optional
-        DropBlock block side (``mode="block"`` only).
-    n_masks : int
-        Number of masks (the maximum when ``rtol`` is given). At least
-        :func:`regtheory.montecarlo.min_draws` of the masks' rarest events, else
-        ``ValueError``: ``keep`` for element and channel masks (56 at keep 0.5,
-        715 at 0.02); for DropBlock a block start and the most covered position
-        kept, far rarer than ``keep`` at small keep (about 4,800 masks at keep
-        0.02 for blocks of 2 on a 6-long map).
-    seed : int or numpy.random.Generator
-    x : array (N, C_in, H, W), optional
-        Input samples (every mask is applied to all of them).
-    activation : {None, "relu"}
-        Non-linearity on the hidden map before the mask.
-    rtol : float, optional
-        Stop once the relative standard error is at most ``rtol`` (not before
-        1000 masks, nor before the minimum above).
-    batch_size : int, optional
-        Masks per vectorised batch (default: about 4 MB of hidden maps per batch).
-    y : array (N, C_out, H, W), optional
-        Targets of the samples ``x`` (needs ``x``); ``None`` means the clean output f(x).
-    normalize : {"ideal", "torchvision"}
-        DropBlock's normaliser: 1/keep, or torchvision's numel/sum(kept) per mask.
-
-    Returns
-    -------
-    Estimate
-        Its :meth:`~regtheory.montecarlo.Estimate.ci` is corrected for the skewed
-        draws and covers 92-98 % at every accepted ``n_masks`` (tests/test_coverage.py).
-
-    See Also
-    --------
-    dropout_penalty : the exact value of the same Δ (not for the torchvision normaliser).
-
-    References
-    ----------
-    [1] Mianjy, Arora & Vidal, ICML 2018; [4] Ghiasi et al., NeurIPS 2018.
-    """
-    circular = check_padding(padding)
-    check_choice(activation, "activation", ACTIVATIONS)
-    masks = mask_distribution(mode, keep, block_size, normalize)
-    u4, v4, spatial, xc, map_shape = _check_net(u, v, image_shape, x)
-    yc = _check_target(y, xc, u4, spatial, map_shape)
+def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation):
+    """The draw of :func:`dropout_penalty_mc`: draw(rng, size) -> the loss gaps of size masks."""
     act = ACTIVATIONS[activation]
     c_hid, c_in = v4.shape[:2]
     hidden_shape = (c_hid, *map_shape)
-    if mode == "block":
-        masks.gamma(map_shape)  # raises early if the block does not fit the map
-    need = min_draws(masks.event_probabilities(hidden_shape))
-    setting = f"keep = {masks.keep:g}, {mode} masks" + (
-        f" of side {block_size} on a {'×'.join(map(str, map_shape))} map" if mode == "block" else ""
-    )
-    n_masks = check_n_masks(n_masks, need, setting)
     n_data = 1 if xc is None else xc.shape[1]
-    if batch_size is None:
-        per_mask = n_data * max(c_in, c_hid, u4.shape[0]) * spatial[0] * spatial[1]
-        batch_size = int(np.clip(MC_BATCH_ENTRIES // per_mask, 1, 4096))
     H, W = spatial
     pv, pu = (v4.shape[2] // 2, v4.shape[3] // 2), (u4.shape[2] // 2, u4.shape[3] // 2)
     # Work arrays reused by every batch: each convolution has its own (both name their
@@ -1097,6 +1009,96 @@ def dropout_penalty_mc(
             energy -= 2.0 * np.einsum("osnp,onp->s", d, residual)
         return energy / n_data
 
+    return draw
+
+
+def dropout_penalty_mc(
+    u: ArrayLike,
+    v: ArrayLike,
+    keep: float,
+    image_shape: ImageShape,
+    *,
+    padding: Padding = "zeros",
+    mode: Mode = "element",
+    block_size: int | None = None,
+    n_masks: int = 20_000,
+    seed: int | np.random.Generator = 0,
+    x: ArrayLike | None = None,
+    activation: Activation = None,
+    rtol: float | None = None,
+    batch_size: int | None = None,
+    y: ArrayLike | None = None,
+    normalize: Normalize = "ideal",
+) -> Estimate:
+    r"""Monte Carlo estimate, over real sampled masks, of the loss gap of :func:`dropout_penalty`.
+
+    Each draw samples one mask ``m`` (:class:`~regtheory.masks.Bernoulli`,
+    :class:`~regtheory.masks.Channel` or :class:`~regtheory.masks.DropBlock`) and
+    returns the loss gap it causes on the data (:math:`h_n = a(v \ast x_n)`,
+    :math:`f_m(x) = u \ast (m \circ h)`, :math:`f = f_1`):
+
+    .. math:: G(m) = \frac1N\sum_{n=1}^N \Big(\|y_n - f_m(x_n)\|^2 - \|y_n - f(x_n)\|^2\Big)
+              = \frac1N\sum_n \Big(\|d_n\|^2 - 2\langle y_n - f(x_n), d_n\rangle\Big),
+              \quad d_n = u \ast ((m - 1)\circ h_n).
+
+    Without targets (``y=None``) the target is f(x), and G is the perturbation energy
+    :math:`\frac1N\sum_n\|d_n\|^2`; with ``x=None`` every draw uses one fresh standard
+    normal input (:math:`\mathbb{E}[xx^\top] = I`, symmetric) and that energy. So
+    :math:`\mathbb{E}G` is exactly the Δ of :func:`dropout_penalty` for the same ``x``
+    and ``y``, computed here with convolutions on batches of masks, independently of the
+    closed forms. With ``normalize="torchvision"`` (no closed form) it is the only tool.
+
+    Parameters
+    ----------
+    u, v, keep, image_shape, padding, mode, block_size, x, activation, y
+        As in :func:`dropout_penalty`.
+    n_masks : int
+        Number of masks (the maximum when ``rtol`` is given). At least
+        :func:`regtheory.montecarlo.min_draws` of the masks' rarest events, else
+        ``ValueError``: ``keep`` for element and channel masks (56 at keep 0.5,
+        715 at 0.02); for DropBlock a block start and the most covered position
+        kept, far rarer than ``keep`` at small keep (about 4,800 masks at keep
+        0.02 for blocks of 2 on a 6-long map).
+    seed : int or numpy.random.Generator
+    rtol : float, optional
+        Stop once the relative standard error is at most ``rtol`` (not before
+        1000 masks, nor before the minimum above).
+    batch_size : int, optional
+        Masks per vectorised batch (default: about 4 MB of hidden maps per batch).
+    normalize : {"ideal", "torchvision"}
+        DropBlock's normaliser: 1/keep, or torchvision's numel/sum(kept) per mask.
+
+    Returns
+    -------
+    Estimate
+        Its :meth:`~regtheory.montecarlo.Estimate.ci` is corrected for the skewed
+        draws and covers 92-98 % at every accepted ``n_masks`` (tests/test_coverage.py).
+
+    See Also
+    --------
+    dropout_penalty : the exact value of the same Δ (not for the torchvision normaliser).
+
+    References
+    ----------
+    [1] Mianjy, Arora & Vidal, ICML 2018; [4] Ghiasi et al., NeurIPS 2018.
+    """
+    circular = check_padding(padding)
+    check_choice(activation, "activation", ACTIVATIONS)
+    masks = mask_distribution(mode, keep, block_size, normalize)
+    u4, v4, spatial, xc, map_shape = _check_net(u, v, image_shape, x)
+    yc = _check_target(y, xc, u4, spatial, map_shape)
+    if isinstance(masks, DropBlock):
+        masks.gamma(map_shape)  # raises early if the block does not fit the map
+    need = min_draws(masks.event_probabilities((v4.shape[0], *map_shape)))
+    setting = f"keep = {masks.keep:g}, {mode} masks" + (
+        f" of side {block_size} on a {'×'.join(map(str, map_shape))} map" if mode == "block" else ""
+    )
+    n_masks = check_n_masks(n_masks, need, setting)
+    if batch_size is None:
+        n_data = 1 if xc is None else xc.shape[1]
+        per_mask = n_data * max(v4.shape[1], v4.shape[0], u4.shape[0]) * spatial[0] * spatial[1]
+        batch_size = int(np.clip(MC_BATCH_ENTRIES // per_mask, 1, 4096))
+    draw = _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation)
     return estimate(
         draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
     )

@@ -54,8 +54,8 @@ def _equalized_fc(u, v, padding: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
     width C_hid·H·W, and inputs X = √d·I whose empirical second moment XᵀX/d is
     exactly I (so the FC Monte Carlo estimates the white-input penalty).
     """
-    U = conv.conv_matrix(u, IMAGE, padding)
-    V = conv.conv_matrix(v, IMAGE, padding)
+    U = conv.conv_matrix(u, IMAGE, padding=padding)
+    V = conv.conv_matrix(v, IMAGE, padding=padding)
     Ue, Ve = fc.equalize(U, V.T)
     d = V.shape[1]
     return Ue, Ve, np.sqrt(d) * np.eye(d)
@@ -74,7 +74,7 @@ SEED_KEEP = 0.5
 def compute_conv_matrix_seed(quick: bool, seed: int) -> dict:
     # Taps numbered 1..9 row-major: conv_matrix of that kernel holds each cell's tap index
     # (a 3×3 kernel on a 3×3 zero-padded image puts at most one tap in a cell).
-    taps = conv.conv_matrix(np.arange(1.0, 10.0).reshape(1, 1, 3, 3), (3, 3), "zeros")
+    taps = conv.conv_matrix(np.arange(1.0, 10.0).reshape(1, 1, 3, 3), (3, 3), padding="zeros")
     mask = Bernoulli(SEED_KEEP).sample(9, 1, seed)[0]
     kept = mask > 0
     tap_index = taps.astype(int)
@@ -86,7 +86,7 @@ def compute_conv_matrix_seed(quick: bool, seed: int) -> dict:
         "mask_seed": seed,
         "mask": mask,
         "tap_index": tap_index,
-        "columns_per_tap": conv.tap_column_counts(3, (3, 3), "zeros").ravel(),
+        "columns_per_tap": conv.tap_column_counts(3, (3, 3), padding="zeros").ravel(),
         "kept_columns_per_tap": kept_columns_per_tap,
         "taps_with_gradient": [t for t in range(1, 10) if kept_columns_per_tap[t - 1] > 0],
         "fc_zeroed_weights": int(9 * np.sum(~kept)),
@@ -223,9 +223,9 @@ def compute_no_gradient_probability(quick: bool, seed: int) -> dict:
     drop = 1.0 / (1.0 + np.exp(-np.linspace(np.log(0.02 / 0.98), np.log(0.99999 / 1e-5), n_points)))
     images = []
     for shape in NO_GRAD_IMAGES:
-        counts = conv.tap_column_counts(KERNEL, shape, "zeros")
+        counts = conv.tap_column_counts(KERNEL, shape, padding="zeros")
         probs = np.array(
-            [conv.no_gradient_probability(KERNEL, shape, 1.0 - r, "zeros") for r in drop]
+            [conv.no_gradient_probability(KERNEL, shape, 1.0 - r, padding="zeros") for r in drop]
         )
         images.append(
             {
@@ -310,8 +310,8 @@ def _penalty_mc(cell: dict) -> Estimate:
         cell["v"],
         cell["keep"],
         IMAGE,
-        cell["padding"],
-        cell["layer"],
+        padding=cell["padding"],
+        mode=cell["layer"],
         block_size=cell["block_size"],
         n_masks=cell["n_masks"],
         seed=cell["seed"],
@@ -369,7 +369,9 @@ def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) 
         for mode, block in CONV_MODES:
             # white input, no target: E‖f_m(x) − f(x)‖², the quantity the Monte Carlo draws
             closed = [
-                conv.dropout_penalty(u, v, keep, IMAGE, padding, mode, block_size=block)
+                conv.dropout_penalty(
+                    u, v, keep, IMAGE, padding=padding, mode=mode, block_size=block
+                )
                 for keep in keeps
             ]
             series[mode] = {"closed_form": closed, "mc": mc[padding, mode]}
@@ -521,7 +523,7 @@ def compute_border_penalty_map(quick: bool, seed: int) -> dict:
                     p: conv.position_penalty(u, v, BORDER_KEEP, image, padding=p) for p in PADDINGS
                 },
                 "closed_form_total": {
-                    p: conv.dropout_penalty(u, v, BORDER_KEEP, image, p) for p in PADDINGS
+                    p: conv.dropout_penalty(u, v, BORDER_KEEP, image, padding=p) for p in PADDINGS
                 },
                 # THEORY §3: circular padding gives λ n Σ_c ‖u_c‖²‖v_c‖² (n pixels)
                 "circular_formula_total": lam
@@ -600,8 +602,8 @@ def compute_mc_error_vs_n(quick: bool, seed: int, sweep: Sweep | None = None) ->
     Ue, Ve, _ = fc_layer
     closed_forms = {
         "fc": fc.dropout_penalty(Ue, Ve, MC_KEEP),
-        "element": conv.dropout_penalty(u, v, MC_KEEP, IMAGE, "zeros", "element"),
-        "channel": conv.dropout_penalty(u, v, MC_KEEP, IMAGE, "zeros", "channel"),
+        "element": conv.dropout_penalty(u, v, MC_KEEP, IMAGE, padding="zeros", mode="element"),
+        "channel": conv.dropout_penalty(u, v, MC_KEEP, IMAGE, padding="zeros", mode="channel"),
     }
     # The estimator × N × seed grid, numbered (for the seeds) in that order.
     grid = [(name, n, i) for name in closed_forms for n in n_values for i in range(n_seeds)]
