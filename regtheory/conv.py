@@ -581,7 +581,8 @@ def _gram_axis(n: int, k: int, circular: bool, deltas: np.ndarray):
 def _gram_axes(spatial, kernels, circular, reaches):
     """Offsets δ per axis (|δ| <= reach) at which every kernel's Gram can be nonzero, and
     for each kernel its (R_H, R_W) and tap partners (a'_H, a'_W) on those offsets."""
-    deltas, per_kernel = [], [([], []) for _ in kernels]
+    deltas: list[np.ndarray] = []
+    per_kernel: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in kernels]
     for axis, (n, reach) in enumerate(zip(spatial, reaches)):
         d = np.arange(-min(n - 1, reach), min(n - 1, reach) + 1)
         found = [_gram_axis(n, w.shape[2 + axis], circular, d) for w in kernels]
@@ -783,10 +784,9 @@ def dropout_penalty(
 ) -> float:
     r"""Exact dropout loss gap of a two-layer conv net: formulas (5), (6) and DropBlock.
 
-    The net is :math:`f_m(x) = u \ast (m \circ h)`, :math:`h = a(v \ast x)` (``a`` the
-    identity or a ReLU), with a dropout mask ``m`` on the hidden map; :math:`f = f_1`.
-    Returned is the expected increase of the squared loss; with :math:`e = m - 1` and U
-    the matrix of ``u ∗ ·``, :math:`f_m(x) - f(x) = U(e \circ h)`, so
+    The net :math:`f_m(x) = u \ast (m \circ a(v \ast x))` (``a`` the identity or a ReLU,
+    ``m`` a dropout mask on the hidden map h, :math:`f = f_1`): with :math:`e = m - 1`, U the
+    matrix of ``u ∗ ·``, :math:`f_m(x) - f(x) = U(e \circ h)`, so the expected loss gap is
 
     .. math::
 
@@ -802,10 +802,9 @@ def dropout_penalty(
     .. math:: \lambda \sum_{c,q} \|U[:, (c,q)]\|^2\, \mathbb{E}[h_{c,q}^2],
               \qquad \lambda \sum_c \mathbb{E}\|U_c h_c\|^2 ,
 
-    with :math:`\|U[:,(c,q)]\|^2` from :func:`column_sq_norms`. DropBlock's masks
-    (``mode="block"``, 1/θ normaliser) are correlated and not of mean one at the border:
-    its exact Δ, the loss change of the mean mask plus the mask's variance, and its cost
-    (linear in the pixels, no (C·H·W)² matrix) are derived in the module docstring.
+    with :math:`\|U[:,(c,q)]\|^2` from :func:`column_sq_norms`. DropBlock (``mode="block"``,
+    1/θ normaliser; correlated masks, not of mean one at the border): the exact Δ and its
+    cost, linear in the pixels, are derived in the module docstring.
 
     Parameters
     ----------
@@ -822,15 +821,13 @@ def dropout_penalty(
         Input samples (expectations over the data are means over them); ``None`` is
         white input, :math:`\mathbb{E}[xx^\top] = I` over the pixels, zero mean.
     activation : {None, "relu"}
-        Non-linearity on the hidden map before the mask ([2]: the formulas hold for any
-        features). With white input only for ``mode="element"``, assuming symmetric
-        input (x and −x equally likely: E[relu(h)²] = E[h²]/2).
+        On the hidden map before the mask ([2]: the formulas hold for any features). With
+        white input only ``mode="element"``, for symmetric input (E[relu(h)²] = E[h²]/2).
     block_size : int, optional
         DropBlock's block side b (``mode="block"`` only), at most the map's size.
     y : array (N, C_out, H, W), optional
-        Targets of ``x``; ``None`` is the clean output f(x), where Δ is the perturbation
-        energy :math:`\mathbb{E}\|f_m(x) - f(x)\|^2` (for element and channel masks Δ is
-        that for every target).
+        Targets of ``x``; ``None`` is f(x), where Δ is the perturbation energy
+        :math:`\mathbb{E}\|f_m(x) - f(x)\|^2` (for element and channel masks, at any target).
     normalize : {"ideal", "torchvision"}
         DropBlock's normaliser; only ``"ideal"`` (1/θ) has a closed form.
 
@@ -845,8 +842,7 @@ def dropout_penalty(
 
     References
     ----------
-    [1] Mianjy, Arora & Vidal, ICML 2018 (formula (1)); [2] Arora et al., ICML 2021;
-    [3] Tompson et al., CVPR 2015; [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
+    [1] Mianjy et al., ICML 2018; [2] Arora et al., ICML 2021; [4] Ghiasi et al., NeurIPS 2018.
 
     Examples
     --------

@@ -207,7 +207,8 @@ class _FCProblem:
         Xb, Yb = (self.X, self.Y) if rows is None else (self.X[rows], self.Y[rows])
         b = self.batch_size
         masks = self.masks.sample(self.mask_shape, b, rng).reshape(b, self.width)
-        loss, grad_U, grad_V = _loss_and_grad(*params, Xb, Yb, masks)
+        U, V = params
+        loss, grad_U, grad_V = _loss_and_grad(U, V, Xb, Yb, masks)
         return loss, (grad_U, grad_V)
 
     def expected_objective(self, params) -> float:

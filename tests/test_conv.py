@@ -15,7 +15,7 @@ import pytest
 from _dropblock import dropblock_penalty_exact
 from _theory import THEORY_MATRIX
 
-from regtheory import _convops, conv, dropout_lambda
+from regtheory import InvalidParameterError, _convops, conv, dropout_lambda
 from regtheory.masks import Bernoulli, DropBlock
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
@@ -779,3 +779,15 @@ GOOD_U, GOOD_V = np.ones((2, 3, 3, 3)), np.ones((3, 2, 3, 3))
 def test_bad_input_raises_value_error_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("n_masks", -3), ("n_masks", "3"), ("n_masks", 3.0), ("rtol", -1.0), ("batch_size", 0)],
+)
+def test_monte_carlo_refusals_name_the_callers_argument(option, value):
+    """The estimator underneath calls it n_samples; the caller wrote n_masks."""
+    kwargs = {"n_masks": 100, option: value}
+    with pytest.raises(InvalidParameterError, match=f"`{option}`") as refused:
+        conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), **kwargs)
+    assert "n_samples" not in str(refused.value)

@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from .. import conv, fc
+from .._convops import Mode, Padding
 from ..masks import Bernoulli, dropout_lambda
 from ..montecarlo import Estimate
 from ..sweep import Sweep
@@ -36,7 +37,7 @@ from ._registry import FigureSpec, register
 # The net of figures (e)-(g).
 HIDDEN, KERNEL, IMAGE = 8, 3, (8, 8)
 BLOCK_SIZE = 3  # DropBlock side on the 8×8 hidden map
-PADDINGS = ("zeros", "circular")
+PADDINGS: tuple[Padding, ...] = ("zeros", "circular")
 
 
 def _net(seed: int, kernel: int = KERNEL) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +48,7 @@ def _net(seed: int, kernel: int = KERNEL) -> tuple[np.ndarray, np.ndarray]:
     return u, v
 
 
-def _equalized_fc(u, v, padding: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _equalized_fc(u, v, padding: Padding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The conv net's end-to-end map as an equalized FC layer of the same width.
 
     Returns (U', V', X): factors with U'V'ᵀ = conv_matrix(u) conv_matrix(v) and
@@ -290,7 +291,11 @@ def plot_no_gradient_probability(data: dict) -> Figure:
 
 # ----------------------------------------------------------------------------- (e)
 
-CONV_MODES = (("element", None), ("channel", None), ("block", BLOCK_SIZE))
+CONV_MODES: tuple[tuple[Mode, int | None], ...] = (
+    ("element", None),
+    ("channel", None),
+    ("block", BLOCK_SIZE),
+)
 
 
 def _penalty_mc(cell: dict) -> Estimate:
@@ -354,7 +359,7 @@ def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) 
         for k, (padding, layer, block, keep) in enumerate(grid)
     ]
     estimates = (sweep or Sweep()).map(_penalty_mc, cells)
-    mc = {}
+    mc: dict[tuple[str, str], list[dict]] = {}
     for (padding, layer, _, _), cell, est in zip(grid, cells, estimates):
         mc.setdefault((padding, layer), []).append(_estimate_record(est, cell["seed"]))
     panels = []
@@ -611,7 +616,7 @@ def compute_mc_error_vs_n(quick: bool, seed: int, sweep: Sweep | None = None) ->
         _penalty_cell(u, v, fc_layer, name, "zeros", MC_KEEP, None, n, _mc_seed(seed, k))
         for k, (name, n, _) in enumerate(grid)
     ]
-    runs = {}
+    runs: dict[tuple[str, int], list[tuple[int, Estimate]]] = {}
     for (name, n, _), cell, est in zip(grid, cells, (sweep or Sweep()).map(_penalty_mc, cells)):
         runs.setdefault((name, n), []).append((cell["seed"], est))
     out = {}
