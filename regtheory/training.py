@@ -49,10 +49,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _sgd, conv, fc
 from ._convops import (
     ACTIVATIONS,
+    Activation,
+    KernelSize,
+    Mode,
+    Padding,
     centre_roll,
     conv_cn,
     flipped_transpose,
@@ -241,13 +246,13 @@ class _FCProblem:
 
 
 def train_fc(
-    X,
-    Y,
+    X: ArrayLike,
+    Y: ArrayLike,
     width: int,
     keep: float,
     steps: int,
     lr: float,
-    seed,
+    seed: int | np.random.Generator,
     *,
     batch_size: int | None = None,
     init_scale: float = 0.1,
@@ -576,19 +581,19 @@ class _ConvProblem:
 
 
 def train_conv(
-    X,
-    Y,
+    X: ArrayLike,
+    Y: ArrayLike,
     channels: int,
-    kernel_size,
+    kernel_size: KernelSize,
     keep: float,
     steps: int,
     lr: float,
-    seed,
+    seed: int | np.random.Generator,
     *,
-    mode: str = "element",
+    mode: Mode = "element",
     block_size: int | None = None,
-    padding: str = "circular",
-    activation: str | None = None,
+    padding: Padding = "circular",
+    activation: Activation = None,
     batch_size: int | None = None,
     init_scale: float = 0.1,
     lr_decay: float | None = None,
