@@ -26,7 +26,7 @@ import numpy as np
 
 from ._validation import InvalidParameterError, check_int, check_positive
 
-__all__ = ["History", "Schedule", "check_schedule", "frozen", "run", "seed_record"]
+__all__ = ["History", "Schedule", "check_schedule", "diverged", "frozen", "run", "seed_record"]
 
 Params = tuple[np.ndarray, ...]
 # step(params, rows, rng) -> (sampled loss, gradients); rows None means every sample

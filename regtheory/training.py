@@ -196,12 +196,8 @@ class _FCProblem:
 
     def __init__(self, X, Y, width, keep, block_size, batch_size):
         self.X, self.Y, self.n = X, Y, X.shape[0]
-        self.width, self.keep, self.block_size, self.batch_size = (
-            width,
-            keep,
-            block_size,
-            batch_size,
-        )
+        self.width, self.keep = width, keep
+        self.block_size, self.batch_size = block_size, batch_size
         self.masks = Bernoulli(keep) if block_size == 1 else Channel(keep)
         self.mask_shape = (width,) if block_size == 1 else (width // block_size, block_size)
         self.yy = float(np.einsum("ij,ij->", Y, Y)) / self.n
