@@ -318,9 +318,9 @@ def _penalty_conv(args: argparse.Namespace) -> _PenaltyCheck:
     else:
         u, v = _load_weights(args.weights, ("u", "v"))
         source = f"u, v from {args.weights}"
-    common = (args.keep, image, args.padding)
+    common = (args.keep, image)
     closed_form = conv.dropout_penalty(
-        u, v, *common, mode=args.mode, block_size=args.block_size
+        u, v, *common, padding=args.padding, mode=args.mode, block_size=args.block_size
     )
     formula = {
         "element": "formula (5)",
@@ -333,6 +333,7 @@ def _penalty_conv(args: argparse.Namespace) -> _PenaltyCheck:
         u,
         v,
         *common,
+        padding=args.padding,
         mode=args.mode,
         block_size=args.block_size,
         n_masks=args.n_masks,

@@ -127,7 +127,7 @@ def circulant_spectrum(M) -> np.ndarray:
     --------
     >>> import numpy as np
     >>> from regtheory.conv import conv_matrix
-    >>> circulant_spectrum(conv_matrix(np.array([[[1.0, 2.0, 1.0]]]), 4, "circular"))
+    >>> circulant_spectrum(conv_matrix(np.array([[[1.0, 2.0, 1.0]]]), 4, padding="circular"))
     array([4., 2., 0., 2.])
     """
     M = check_array(M, "M", ndim=2)
@@ -316,7 +316,7 @@ def compare(
             sol = implied.solve_conv(
                 task.X, task.Y, keep, channels, kernel_size, mode=method, solver=solver
             )
-            M = conv_matrix(sol.w, (n,), "circular")
+            M = conv_matrix(sol.w, (n,), padding="circular")
             objective = sol.objective
             if train:
                 run = training.train_conv(
@@ -330,7 +330,7 @@ def compare(
                     padding="circular",
                     **conv_training,
                 )
-                trained = conv_matrix(run.kernels[-1], (n,), "circular")
+                trained = conv_matrix(run.kernels[-1], (n,), padding="circular")
         results[method] = _summary(method, objective, M, Xt, Yt, sol.gap, trained)
     return Comparison(
         results=results,

@@ -74,7 +74,7 @@ class FactoredConvSolution:
 def _tap_labels(shape, image_shape, padding) -> np.ndarray:
     """Conv matrix whose entries are the (1-based) index of the tap there, 0 for none."""
     labels = np.arange(1, int(np.prod(shape)) + 1, dtype=float).reshape(shape)
-    return np.rint(conv_matrix(labels, image_shape, padding)).astype(np.intp)
+    return np.rint(conv_matrix(labels, image_shape, padding=padding)).astype(np.intp)
 
 
 def solve_conv_factored(
