@@ -504,7 +504,7 @@ def _train(
         kernel_size,
         keep,
         seed=seed,
-        mode=method,
+        mode=cast(Literal["element", "channel", "block"], method),  # a conv key of METHODS
         padding="circular",
         **schedule,
     )

@@ -74,6 +74,7 @@ VALID = {
     conv.no_gradient_probability: dict(kernel_size=3, image_shape=(5, 5), keep=0.5),
     conv.fc_no_gradient_probability: dict(keep=0.5),
     conv.column_sq_norms: dict(weight=u, image_shape=(5, 5)),
+    conv.position_penalty: dict(u=u, v=v, keep=0.5, image_shape=(5, 5)),
     conv.dropout_penalty: BLOCK_PENALTY,
     conv.dropout_penalty_mc: dict(BLOCK_PENALTY, n_masks=200, seed=0),
     implied.solve_fc: dict(T=T, keep=0.5, width=4),

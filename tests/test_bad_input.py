@@ -73,7 +73,7 @@ CASES = [
     ),
     (lambda: conv.conv2d(np.ones((1, 2, 5, 5)), np.ones((1, 1, 3, 3))), InvalidParameterError, "x"),
     (
-        lambda: conv.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), "reflect"),
+        lambda: conv.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), padding="reflect"),
         InvalidParameterError,
         "padding",
     ),

@@ -240,8 +240,8 @@ def test_equalized_circulant_map_and_its_monte_carlo_do_not_move_with_rounding()
     rng = np.random.default_rng(0)
     v = rng.normal(size=(4, 1, 3, 3)) / 3
     u = rng.normal(size=(1, 4, 3, 3)) / 3
-    U = conv.conv_matrix(u, (6, 6), "circular")
-    V = conv.conv_matrix(v, (6, 6), "circular").T
+    U = conv.conv_matrix(u, (6, 6), padding="circular")
+    V = conv.conv_matrix(v, (6, 6), padding="circular").T
     s = np.linalg.svd(U @ V.T, compute_uv=False)
     assert np.sum(np.abs(np.diff(s)) <= 1e-12 * s[0]) >= 10  # many exact ties
     Up = U * (1 + 1e-15 * rng.normal(size=U.shape))

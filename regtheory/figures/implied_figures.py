@@ -70,7 +70,7 @@ def _comparison(quick: bool, seed: int, train: bool, solver: str | None):
         solver=solver,
     )
     # the teacher's operator: its response to each unit impulse, one column each
-    teacher_op = conv2d(np.eye(st["n"])[:, None, :], task.teacher, "circular")[:, 0, :].T
+    teacher_op = conv2d(np.eye(st["n"])[:, None, :], task.teacher, padding="circular")[:, 0, :].T
     return st, result, teacher_op
 
 
@@ -213,7 +213,7 @@ def compute_padding_gap(quick: bool, seed: int, solver: str | None = None) -> di
     for n in sizes:
         N = 4 * n
         X = white_inputs(N, n, rng).reshape(N, 1, n)
-        Y = conv2d(X, teacher, "zeros") + noise * rng.standard_normal(X.shape)
+        Y = conv2d(X, teacher, padding="zeros") + noise * rng.standard_normal(X.shape)
         # the exact factored optima below are scipy minimisations, not cvxpy solves
         convex = implied.solve_conv(X, Y, keep, C, K, solver=solver)
         exact = {

@@ -51,9 +51,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .. import fc
+from .._convops import axis_index as _axis_index
+from .._convops import axis_length as _axis_length
+from .._convops import centre_roll, lifted_matrix
 from .._linalg import balanced_factors, numerical_rank
 from .._results import freeze_arrays
-from .._validation import InvalidParameterError, check_array, check_int
+from .._validation import InvalidParameterError, check_array, check_conv_data, check_int
+from .._validation import check_image_shape as _check_image_shape
 from ..masks import dropout_lambda
 from ._certificate import (
     frobenius,
@@ -145,16 +149,6 @@ class ConvSolution:
         freeze_arrays(self)
 
 
-def _axis_index(k: int, n: int) -> np.ndarray:
-    """Where each end-to-end offset s = a + b (0 ≤ s ≤ 2k − 2) lands along one axis."""
-    s = np.arange(2 * k - 1)
-    return s if 2 * k - 1 <= n else (s - (k - 1)) % n
-
-
-def _axis_length(k: int, n: int) -> int:
-    return min(2 * k - 1, n)
-
-
 def _axis_displacement(k: int, n: int) -> np.ndarray:
     """Pixel displacement of each entry of the (folded) end-to-end kernel along one axis."""
     idx = np.arange(_axis_length(k, n))
@@ -172,7 +166,11 @@ def _check_pair(value: Sequence[int], name: str) -> tuple[int, int]:
 
 
 def lifted_operator(
-    kernel_size, image_shape, in_channels: int = 1, out_channels: int = 1
+    kernel_size: Sequence[int],
+    image_shape: Sequence[int],
+    *,
+    in_channels: int = 1,
+    out_channels: int = 1,
 ) -> np.ndarray:
     r"""The matrix of the lifting map :math:`\mathcal A`: ``vec(w) = A @ vec(Z)`` (row-major vecs).
 
@@ -193,8 +191,8 @@ def lifted_operator(
     Parameters
     ----------
     kernel_size : (kh, kw)
-        Taps per axis of each of the two kernels; a pair of ints (1-D: ``(1, k)``).
-        Not validated here.
+        Taps per axis of each of the two kernels; a pair of ints (1-D: ``(1, k)``),
+        at most the image size.
     image_shape : (H, W)
         Image size; a pair of ints (1-D signals of length L: ``(1, L)``).
     in_channels : int
@@ -226,36 +224,7 @@ def lifted_operator(
         raise InvalidParameterError(
             f"`kernel_size` {kernel_size} must fit `image_shape` {image_shape}"
         )
-    ih, iw = _axis_index(kh, H), _axis_index(kw, W)
-    Lh, Lw = _axis_length(kh, H), _axis_length(kw, W)
-    K = kh * kw
-    o, a1, a2, i, b1, b2 = np.meshgrid(
-        np.arange(out_channels),
-        np.arange(kh),
-        np.arange(kw),
-        np.arange(in_channels),
-        np.arange(kh),
-        np.arange(kw),
-        indexing="ij",
-    )
-    row = ((o * in_channels + i) * Lh + ih[a1 + b1]) * Lw + iw[a2 + b2]
-    col = (o * K + a1 * kw + a2) * (in_channels * K) + i * K + b1 * kw + b2
-    A = np.zeros((out_channels * in_channels * Lh * Lw, out_channels * K * in_channels * K))
-    np.add.at(A, (row.ravel(), col.ravel()), 1.0)
-    return A
-
-
-def _check_image_shape(image_shape, n_spatial: int) -> tuple[int, int]:
-    if isinstance(image_shape, (int, np.integer)):
-        image_shape = (int(image_shape),)
-    shape = tuple(image_shape)
-    if len(shape) != n_spatial:
-        raise InvalidParameterError(
-            f"`image_shape` must have {n_spatial} entr{'y' if n_spatial == 1 else 'ies'} "
-            f"for this kernel, got {shape}"
-        )
-    shape = tuple(check_int(s, "image_shape") for s in shape)
-    return (1, shape[0]) if n_spatial == 1 else shape
+    return lifted_matrix((kh, kw), (H, W), in_channels, out_channels)
 
 
 def _check_end_to_end(w, image_shape):
@@ -454,17 +423,6 @@ def _least_rank(Zf: np.ndarray, A: np.ndarray, channels: int) -> np.ndarray:
     return Zr
 
 
-def check_conv_data(X: ArrayLike, Y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (N, C_in, H, W) or (N, C_in, L) and targets with the same samples and image."""
-    X = check_array(X, "X", ndim=(3, 4))
-    Y = check_array(Y, "Y", ndim=X.ndim)
-    if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
-        raise InvalidParameterError(
-            f"`Y` must have the samples and spatial shape of `X` {X.shape}, got {Y.shape}"
-        )
-    return X, Y
-
-
 def _shift_features(X: np.ndarray, k, hw) -> np.ndarray:
     """F[n, i, t, p]: input channel i shifted by the displacement of kernel entry t."""
     dh, dw = _axis_displacement(k[0], hw[0]), _axis_displacement(k[1], hw[1])
@@ -553,9 +511,7 @@ def solve_conv(
     shape = (c_out, c_in, _axis_length(k[0], hw[0]), _axis_length(k[1], hw[1]))
     # Folded axes are indexed by displacement mod n; roll them to the centred layout that
     # conv2d / conv_matrix read (index j <-> displacement j - (n - 1)/2).
-    w = np.roll(
-        Wv.T.reshape(shape), [(n - 1) // 2 * (2 * kk - 1 > n) for kk, n in zip(k, hw)], axis=(2, 3)
-    )
+    w = centre_roll(Wv.T.reshape(shape), k, hw)
     if mode == "element":
         Zv = scale * as_array(Z.value)
         reg_value = c * nuclear(Zv) ** 2

@@ -79,7 +79,11 @@ class FactoredConvSolution:
         freeze_arrays(self)
 
 
-def _tap_labels(shape: tuple[int, ...], image_shape: tuple[int, ...], padding: str) -> np.ndarray:
+def _tap_labels(
+    shape: tuple[int, ...],
+    image_shape: tuple[int, ...],
+    padding: Literal["zeros", "circular"],
+) -> np.ndarray:
     """Conv matrix whose entries are the (1-based) index of the tap there, 0 for none."""
     labels = np.arange(1, int(np.prod(shape)) + 1, dtype=float).reshape(shape)
     return np.rint(conv_matrix(labels, image_shape, padding=padding)).astype(np.intp)
