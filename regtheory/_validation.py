@@ -10,6 +10,7 @@ package refused this argument" from "NumPy broke deep inside".
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -57,6 +58,7 @@ def check_int(value, name: str, minimum: int = 1) -> int:
         raise InvalidParameterError(
             f"`{name}` must be an integer >= {minimum}, got {type(value).__name__}"
         )
+    value = int(value)
     if value < minimum:
         raise InvalidParameterError(f"`{name}` must be an integer >= {minimum}, got {value}")
     return int(value)
@@ -68,9 +70,10 @@ def check_nonnegative(value, name: str) -> float:
         raise InvalidParameterError(
             f"`{name}` must be a non-negative real number, got {type(value).__name__}"
         )
+    value = float(value)
     if not (value >= 0):  # also rejects NaN
         raise InvalidParameterError(f"`{name}` must be non-negative, got {value!r}")
-    return float(value)
+    return value
 
 
 def check_n_masks(n_masks, minimum: int, setting: str) -> int:
@@ -145,7 +148,7 @@ def as_generator(seed) -> np.random.Generator:
     if isinstance(seed, (numbers.Integral, np.random.SeedSequence)):
         if isinstance(seed, numbers.Integral) and seed < 0:
             raise InvalidParameterError(f"`seed` must be a non-negative int, got {seed}")
-        return np.random.default_rng(seed)
+        return np.random.default_rng(int(seed) if isinstance(seed, numbers.Integral) else seed)
     raise InvalidParameterError(
         f"`seed` must be an int or a numpy.random.Generator, got {type(seed).__name__}"
     )
@@ -178,6 +181,26 @@ def check_block_size(block_size, width: int) -> int:
     return block_size
 
 
+# ----------------------------------------------------------------------------- implied problems
+
+#: What a ``seed`` argument accepts (see :func:`as_generator`).
+SeedLike = int | np.random.Generator | np.random.SeedSequence
+#: A shape: one int, or a sequence of ints.
+ShapeLike = int | Sequence[int]
+
+
+def check_fc_problem(
+    T: object, keep: object, width: object, cov: object
+) -> tuple[np.ndarray, float, int, np.ndarray | None]:
+    """The data of an FC implied problem: a 2-D target ``T``, ``keep``, ``width`` and a
+    positive definite ``cov`` over T's columns (or None), checked in that order."""
+    T = check_array(T, "T", ndim=2)
+    keep = check_keep(keep)
+    width = check_int(width, "width")
+    cov = check_cov(cov, T.shape[1], require_pd=True)
+    return T, keep, width, cov
+
+
 # ----------------------------------------------------------------------------- conv shapes, SGD
 
 
@@ -190,6 +213,28 @@ def check_positive(value, name: str) -> float:
     value = float(value)
     if not (0.0 < value < np.inf):  # also rejects NaN
         raise InvalidParameterError(f"`{name}` must be positive and finite, got {value!r}")
+    return value
+
+
+def check_real(value: object, name: str) -> float:
+    """Return ``value`` as a float after checking it is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidParameterError(f"`{name}` must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise InvalidParameterError(f"`{name}` must be finite, got {value!r}")
+    return value
+
+
+def check_fraction(value: object, name: str) -> float:
+    """Return ``value`` as a float after checking it is a real number in (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidParameterError(
+            f"`{name}` must be a real number in (0, 1), got {type(value).__name__}"
+        )
+    value = float(value)
+    if not (0.0 < value < 1.0):  # also rejects NaN
+        raise InvalidParameterError(f"`{name}` must be in (0, 1), got {value!r}")
     return value
 
 

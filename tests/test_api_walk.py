@@ -108,6 +108,7 @@ VALID = {
     ),
     compare.compare: dict(task=TASK, keep=0.5, channels=2, kernel_size=3, train=False),
     compare.circulant_spectrum: dict(M=np.eye(4)),
+    compare.teacher_kernel: dict(kernel_size=3, seed=0),
     implied.k_support_norm_sq: dict(x=cp.Variable(3), k=2),
     network.forward: dict(layers=[network.Linear(rng.normal(size=(2, 5)))], x=X),
     montecarlo.estimate: dict(draw=lambda g, n: g.random(n), n_samples=10, seed=0),

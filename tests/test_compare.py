@@ -25,7 +25,9 @@ def test_implied_results_match_their_solvers(task):
     X, Y = task.X[:, 0], task.Y[:, 0]
     T, cov = Y.T @ X / len(X), X.T @ X / len(X)
     # FC: the closed form (3) on the whitened problem, independent of cvxpy
-    np.testing.assert_allclose(res["fc"].operator, fc.global_optimum(T, 0.5, 36, cov), atol=1e-6)
+    np.testing.assert_allclose(
+        res["fc"].operator, fc.global_optimum(T, 0.5, 36, cov=cov), atol=1e-6
+    )
     conv = implied.solve_conv(task.X, task.Y, 0.5, 3, 3)
     assert res["element"].objective == pytest.approx(conv.objective, rel=1e-9)
     np.testing.assert_allclose(
@@ -48,7 +50,7 @@ def test_solver_is_the_one_that_solves(task):
     assert result.settings["solver"] == "SCS"
     X, Y = task.X[:, 0], task.Y[:, 0]
     T, cov = Y.T @ X / len(X), X.T @ X / len(X)
-    closed = fc.global_optimum(T, 0.5, 36, cov)
+    closed = fc.global_optimum(T, 0.5, 36, cov=cov)
     np.testing.assert_allclose(result.results["fc"].operator, closed, atol=1e-5)
 
 

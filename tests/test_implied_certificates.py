@@ -137,14 +137,14 @@ def solve_instance(kind, rng):
     keep = float(rng.choice([0.1, 0.5, 0.9]))
     if kind == "fc_spectral":
         T, keep, cov = fc_instance(rng)
-        return implied.solve_fc(T, keep, int(rng.integers(1, 2 * T.shape[0])), cov)
+        return implied.solve_fc(T, keep, int(rng.integers(1, 2 * T.shape[0])), cov=cov)
     if kind == "fc_sdp":
         T, keep, cov = fc_instance(rng)
-        return implied.solve_fc(T, keep, T.shape[0], cov, method="sdp")
+        return implied.solve_fc(T, keep, T.shape[0], cov=cov, method="sdp")
     if kind == "fc_block":
         T, keep, cov = fc_instance(rng)
         k = int(rng.integers(1, 4))
-        return implied.solve_fc_block(T, keep, k * int(rng.integers(1, 4)), k, cov)
+        return implied.solve_fc_block(T, keep, k * int(rng.integers(1, 4)), k, cov=cov)
     if kind == "conv_regularizer":
         w, C, shape = conv_reg_instance(rng)
         return implied.conv_induced_regularizer(w, keep, C, shape)
@@ -185,10 +185,10 @@ def test_certified_results_agree_with_the_closed_form():
     for _ in range(30):
         T, keep, cov = fc_instance(rng)
         width = T.shape[0]
-        closed = fc.global_optimum(T, keep, width, cov)
-        best = implied.fc_objective(closed, T, keep, width, cov)
+        closed = fc.global_optimum(T, keep, width, cov=cov)
+        best = implied.fc_objective(closed, T, keep, width, cov=cov)
         for method in ("spectral", "sdp"):
-            res = implied.solve_fc(T, keep, width, cov, method=method)
+            res = implied.solve_fc(T, keep, width, cov=cov, method=method)
             assert best <= res.objective * (1 + 1e-9)
             assert res.objective - best <= res.gap * res.objective + 1e-9 * best
 

@@ -168,6 +168,9 @@ def test_solve_conv_element_objective_and_regularizer_independently():
     reg = implied.conv_induced_regularizer(sol.w[0, 0], 0.5, 9, (6, 6)).value
     assert sol.regularizer == pytest.approx(reg, rel=1e-6)
     assert sol.objective == pytest.approx(data_fit(X, Y, sol.w) + reg, rel=1e-6)
+    # the fit is the mean squared error on the data, and the objective is its sum with the regularizer
+    assert sol.fit == pytest.approx(data_fit(X, Y, sol.w), rel=1e-9)
+    assert sol.objective == sol.fit + sol.regularizer
     # optimality: random perturbations of w do not improve the objective
     for _ in range(5):
         w2 = sol.w[0, 0] + 1e-2 * rng.normal(size=(5, 5))

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -19,9 +21,11 @@ from ..data import conv_task, white_inputs
 from ._check import CERTIFIED, EXACT, SOLVE_RTOL, TRAINING_RTOL, closed_form, solve, trajectory
 from ._registry import FigureSpec, register
 
-COLORS = {"fc": "k", "element": "C0", "channel": "C1", "block": "C2", "teacher": "0.6"}
+COLORS = MappingProxyType(
+    {"fc": "k", "element": "C0", "channel": "C1", "block": "C2", "teacher": "0.6"}
+)
 # distinct markers and dashes, so methods that coincide stay visible on top of each other
-STYLES = {"fc": "x--", "element": "o-", "channel": "s-", "block": "^:"}
+STYLES = MappingProxyType({"fc": "x--", "element": "o-", "channel": "s-", "block": "^:"})
 TEACHER = (0.15, -0.4, 1.0, 0.5, -0.2)  # a 5-tap end-to-end kernel: K = 3 per layer
 # (h), (i): full-size kernels (K = n, C = n hidden channels), where conv dropout's regularizer
 # is the l1 norm of the DFT (THEORY §3), and strong dropout (keep 0.1) so the differences show.
