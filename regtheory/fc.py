@@ -121,8 +121,8 @@ def dropout_penalty_mc(
     n_masks: int = 100_000,
     seed: SeedLike = 0,
     rtol: float | None = None,
-    batch_size: int = 4096,
-    block_size: int = 1,
+    batch_size: int | None = None,
+    block_size: int | None = None,
 ) -> Estimate:
     r"""Monte Carlo estimate of the dropout penalty on input samples, over real masks.
 
@@ -154,11 +154,11 @@ def dropout_penalty_mc(
     rtol : float, optional
         Stop once the relative standard error is at most ``rtol`` (not before
         1000 masks, nor before the minimum above).
-    batch_size : int
-        Masks per vectorised batch.
-    block_size : int
+    batch_size : int, optional
+        Masks per vectorised batch (default 4096).
+    block_size : int, optional
         Units dropped together (DropBlock on an FC layer, Pal et al. 2020); must
-        divide the width. 1 is ordinary dropout.
+        divide the width. ``None`` (default) or 1 is ordinary dropout.
 
     Returns
     -------
@@ -173,6 +173,7 @@ def dropout_penalty_mc(
             f"`X` must have {V.shape[0]} columns (d_in of V), got {X.shape}"
         )
     width = U.shape[1]
+    block_size = 1 if block_size is None else block_size
     groups = width // check_block_size(block_size, width)
     masks = Bernoulli(keep) if block_size == 1 else Channel(keep)
     shape = (width,) if block_size == 1 else (groups, block_size)

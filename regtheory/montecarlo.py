@@ -121,7 +121,7 @@ class Estimate:
     n_samples: int
     skewness: float = 0.0
 
-    def ci(self, level: float = 0.95) -> tuple[float, float]:
+    def ci(self, *, level: float = 0.95) -> tuple[float, float]:
         r"""Confidence interval for the expectation, corrected for skewed draws.
 
         Hall's (1992) transformation of the studentized mean: with
@@ -214,7 +214,7 @@ def estimate(
     n_samples: int,
     seed: SeedLike,
     *,
-    batch_size: int = 4096,
+    batch_size: int | None = None,
     rtol: float | None = None,
     min_samples: int = 1000,
 ) -> Estimate:
@@ -228,8 +228,8 @@ def estimate(
         Number of draws; with ``rtol`` it is the maximum.
     seed : int or numpy.random.Generator
         Same seed, same estimate.
-    batch_size : int
-        Draws per vectorised call.
+    batch_size : int, optional
+        Draws per vectorised call (default 4096).
     rtol : float, optional
         Stop early once ``stderr / |mean| <= rtol`` (checked after each batch,
         not before ``min_samples`` draws, so the variance estimate is stable).
@@ -249,7 +249,7 @@ def estimate(
         :func:`min_draws`.
     """
     n_samples = check_int(n_samples, "n_samples", minimum=2)
-    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    batch_size = 4096 if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
     if rtol is not None:
         rtol = check_positive(rtol, "rtol")
     rng = as_generator(seed)

@@ -254,7 +254,7 @@ def train_fc(
     init_scale: float = 0.1,
     lr_decay: float | None = None,
     record_every: int | None = None,
-    block_size: int = 1,
+    block_size: int | None = None,
 ) -> FCTrainingResult:
     r"""Train :math:`f(x) = U\operatorname{diag}(r/\theta)V^\top x` by SGD with real dropout.
 
@@ -294,10 +294,10 @@ def train_fc(
         Decay time τ > 0 of the step size η/(1 + t/τ); ``None`` keeps it constant.
     record_every : int, optional
         Record every this many steps (and the first and last state); default ⌈steps/100⌉.
-    block_size : int
+    block_size : int, optional
         Drop blocks of this many consecutive hidden units together (DropBlock on an FC
         layer, Pal et al. CVPR 2020: :class:`regtheory.masks.Channel` on the units viewed
-        as (w/k, k)); must divide ``width``. 1 (default) is ordinary dropout.
+        as (w/k, k)); must divide ``width``. ``None`` (default) or 1 is ordinary dropout.
 
     Returns
     -------
@@ -331,7 +331,7 @@ def train_fc(
     keep = check_keep(keep)
     schedule = check_schedule(steps, lr, init_scale, lr_decay, batch_size, record_every, len(X))
     rng = as_generator(seed)
-    block_size = check_block_size(block_size, width)
+    block_size = check_block_size(1 if block_size is None else block_size, width)
     return _FCProblem(X, Y, width, keep, block_size, schedule.batch_size).train(schedule, rng, seed)
 
 

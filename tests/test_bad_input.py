@@ -157,7 +157,7 @@ CASES = [
         "draw",
     ),
     (
-        lambda: montecarlo.estimate(lambda r, n: r.random(n), 10, seed=0).ci(1.5),
+        lambda: montecarlo.estimate(lambda r, n: r.random(n), 10, seed=0).ci(level=1.5),
         InvalidParameterError,
         "level",
     ),

@@ -217,7 +217,7 @@ TOO_MANY = {("network-2-dropouts", 0.02)}  # a unit kept in both layers: 4e-4, 3
 def coverage(run, n, exact):
     hits = 0
     for seed in SEEDS:
-        lo, hi = run(n, seed).ci(0.95)
+        lo, hi = run(n, seed).ci(level=0.95)
         hits += lo <= exact <= hi
     return hits / len(SEEDS)
 

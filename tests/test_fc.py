@@ -72,7 +72,7 @@ def test_penalty_matches_monte_carlo(d_in, d_out, width, keep, isotropic):
     closed = fc.dropout_penalty(U, V, keep, cov=cov)
     est = fc.dropout_penalty_mc(U, V, keep, X, n_masks=50_000, seed=7)
     assert abs(est.zscore(closed)) < N_SE, (closed, est)
-    lo, hi = est.ci(0.95)
+    lo, hi = est.ci(level=0.95)
     assert lo < est.mean < hi
 
 

@@ -397,7 +397,7 @@ def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) 
 
 
 def _estimate_record(est, mc_seed: int) -> dict:
-    lo, hi = est.ci(0.95)
+    lo, hi = est.ci(level=0.95)
     return {
         "mean": est.mean,
         "stderr": est.stderr,
