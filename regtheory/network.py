@@ -70,7 +70,7 @@ class Linear:
         flat = z.reshape(z.shape[0], -1)
         if flat.shape[1] != self.weight.shape[1]:
             raise InvalidParameterError(
-                f"Linear layer expects {self.weight.shape[1]} input features, got {flat.shape[1]}"
+                f"a Linear layer expects {self.weight.shape[1]} input features, got {flat.shape[1]}"
             )
         return flat @ self.weight.T
 
@@ -180,12 +180,22 @@ def forward(
     layers = _check_layers(layers) if seed is not None else tuple(layers)
     x = check_array(x, "x")
     if seed is None:
-        z = x
-        for layer in layers:
-            if not isinstance(layer, Dropout):
-                z = layer(z)
-        return z
+        return _mask_free(layers, x, "x")
+    _mask_free(layers, x[:1], "x")  # the shapes fit before any mask is drawn
     return _forward_masked(layers, x, as_generator(seed), check_int(n_draws, "n_draws"))
+
+
+def _mask_free(layers, x: np.ndarray, name: str) -> np.ndarray:
+    """The network without its masks on ``x``; a layer that does not fit names ``name``."""
+    z = x
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Dropout):
+            continue
+        try:
+            z = layer(z)
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(f"`{name}` does not fit `layers[{i}]`: {exc}") from None
+    return z
 
 
 def _forward_masked(layers, x, rng, n_draws):
@@ -288,7 +298,7 @@ def dropout_penalty_mc(
     X = check_array(X, "X")
     Y = check_array(Y, "Y")
     check_paired_rows(X, Y)
-    clean = forward(layers, X)
+    clean = _mask_free(layers, X, "X")
     if clean.shape != Y.shape:
         raise InvalidParameterError(
             f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
