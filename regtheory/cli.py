@@ -137,8 +137,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import compare, teacher_kernel
-    from .data import conv_task
+    from .compare import compare
+    from .data import conv_task, teacher_kernel
 
     teacher = teacher_kernel(args.kernel_size, seed=args.seed)
     task = conv_task(

@@ -43,7 +43,6 @@ __all__ = [
     "MethodResult",
     "circulant_spectrum",
     "compare",
-    "teacher_kernel",
 ]
 
 METHODS: Mapping[str, str] = MappingProxyType(
@@ -133,36 +132,6 @@ class Comparison:
     block_size: int
     seed: int
     settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-
-
-def teacher_kernel(kernel_size: int, *, seed: int = 0) -> np.ndarray:
-    r"""A random end-to-end kernel for a comparison task: 2K − 1 i.i.d. taps N(0, 1/(2K − 1)).
-
-    The teacher of ``regtheory compare``: the composition of two K-tap kernels has
-    2K − 1 taps, so a two-layer conv net with K-tap kernels can represent it; the
-    variance makes its expected squared norm 1. Pass it to
-    :func:`regtheory.data.conv_task`.
-
-    Parameters
-    ----------
-    kernel_size : int
-        Taps K of each of the two kernels of the net.
-    seed : int
-        Seed of ``numpy.random.default_rng``.
-
-    Returns
-    -------
-    ndarray (2K − 1,)
-
-    Examples
-    --------
-    >>> teacher_kernel(3, seed=0).shape
-    (5,)
-    """
-    kernel_size = check_int(kernel_size, "kernel_size")
-    seed = check_int(seed, "seed", minimum=0)
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal(2 * kernel_size - 1) / np.sqrt(2 * kernel_size - 1)
 
 
 def circulant_spectrum(M: ArrayLike) -> np.ndarray:

@@ -23,7 +23,14 @@ from ._validation import (
 )
 from .conv import conv2d
 
-__all__ = ["ConvTask", "LinearTask", "conv_task", "linear_teacher", "white_inputs"]
+__all__ = [
+    "ConvTask",
+    "LinearTask",
+    "conv_task",
+    "linear_teacher",
+    "teacher_kernel",
+    "white_inputs",
+]
 
 
 def white_inputs(n: int, d: int, seed: int | np.random.Generator) -> np.ndarray:
@@ -258,3 +265,33 @@ def conv_task(
     Y = conv2d(X, w, padding="circular") + noise * rng.standard_normal(X.shape)
     Y_test = conv2d(X_test, w, padding="circular") + noise * rng.standard_normal(X_test.shape)
     return ConvTask(X=X, Y=Y, X_test=X_test, Y_test=Y_test, teacher=w, inputs=inputs)
+
+
+def teacher_kernel(kernel_size: int, *, seed: int = 0) -> np.ndarray:
+    r"""A random end-to-end kernel for a comparison task: 2K − 1 i.i.d. taps N(0, 1/(2K − 1)).
+
+    The teacher of ``regtheory compare``: the composition of two K-tap kernels has
+    2K − 1 taps, so a two-layer conv net with K-tap kernels can represent it; the
+    variance makes its expected squared norm 1. Pass it to
+    :func:`regtheory.data.conv_task`.
+
+    Parameters
+    ----------
+    kernel_size : int
+        Taps K of each of the two kernels of the net.
+    seed : int
+        Seed of ``numpy.random.default_rng``.
+
+    Returns
+    -------
+    ndarray (2K − 1,)
+
+    Examples
+    --------
+    >>> teacher_kernel(3, seed=0).shape
+    (5,)
+    """
+    kernel_size = check_int(kernel_size, "kernel_size")
+    seed = check_int(seed, "seed", minimum=0)
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(2 * kernel_size - 1) / np.sqrt(2 * kernel_size - 1)
