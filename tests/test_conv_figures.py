@@ -34,6 +34,7 @@ def mc_data():
 
 # ----------------------------------------------------------------------------- (c)
 
+
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_conv_matrix_seed_is_theory_matrix_and_gradients_follow_the_mask(seed):
     d = compute("conv_matrix_seed", quick=True, seed=seed)["data"]
