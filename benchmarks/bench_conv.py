@@ -13,7 +13,7 @@ zero padding, white input, keep 0.5, elementwise dropout. Prints one table:
   u ∗ (dropout(h) − h), draw = ‖deviation‖²), batched over the same number of
   masks, in float64 and in float32;
 * the GFLOP/s of our Monte Carlo loop (flops of the two convolutions per mask)
-  against ``numpy.matmul`` on the two GEMMs that ``conv._conv_cn_block``
+  against ``numpy.matmul`` on the two GEMMs that ``_convops.conv_cn_block``
   performs for one batch: the im2col product (C_hid, C_in·k²) @ (C_in·k², B·H·W)
   for v, and the tap product (C_out·k², C_hid) @ (C_hid, B·(H+2p)(W+2p)) for u
   (fewer outputs than inputs, so channels are mixed first).
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from _timing import best_time, report_targets
 
-from regtheory import conv
+from regtheory import _convops, conv
 
 KEEP = 0.5
 IMAGE = (32, 32)
@@ -44,7 +44,7 @@ TORCH_THREADS = 2
 def default_batch() -> int:
     # the batch dropout_penalty_mc picks without `batch_size` (white input: one datum per mask)
     per_mask = max(C_IN, C_HID, C_OUT) * IMAGE[0] * IMAGE[1]
-    return int(np.clip(conv._MC_BATCH_ENTRIES // per_mask, 1, 4096))
+    return int(np.clip(_convops.MC_BATCH_ENTRIES // per_mask, 1, 4096))
 
 
 def torch_penalty_mc(u, v, n_masks: int, batch: int, dtype, seed: int = 0) -> np.ndarray:

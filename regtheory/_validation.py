@@ -10,6 +10,7 @@ package refused this argument" from "NumPy broke deep inside".
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -57,6 +58,7 @@ def check_int(value, name: str, minimum: int = 1) -> int:
         raise InvalidParameterError(
             f"`{name}` must be an integer >= {minimum}, got {type(value).__name__}"
         )
+    value = int(value)
     if value < minimum:
         raise InvalidParameterError(f"`{name}` must be an integer >= {minimum}, got {value}")
     return int(value)
@@ -68,9 +70,10 @@ def check_nonnegative(value, name: str) -> float:
         raise InvalidParameterError(
             f"`{name}` must be a non-negative real number, got {type(value).__name__}"
         )
+    value = float(value)
     if not (value >= 0):  # also rejects NaN
         raise InvalidParameterError(f"`{name}` must be non-negative, got {value!r}")
-    return float(value)
+    return value
 
 
 def check_n_masks(n_masks, minimum: int, setting: str) -> int:
@@ -145,7 +148,7 @@ def as_generator(seed) -> np.random.Generator:
     if isinstance(seed, (numbers.Integral, np.random.SeedSequence)):
         if isinstance(seed, numbers.Integral) and seed < 0:
             raise InvalidParameterError(f"`seed` must be a non-negative int, got {seed}")
-        return np.random.default_rng(seed)
+        return np.random.default_rng(int(seed) if isinstance(seed, numbers.Integral) else seed)
     raise InvalidParameterError(
         f"`seed` must be an int or a numpy.random.Generator, got {type(seed).__name__}"
     )
@@ -176,3 +179,153 @@ def check_block_size(block_size, width: int) -> int:
             "dropped in groups of block_size consecutive units"
         )
     return block_size
+
+
+# ----------------------------------------------------------------------------- implied problems
+
+#: What a ``seed`` argument accepts (see :func:`as_generator`).
+SeedLike = int | np.random.Generator | np.random.SeedSequence
+#: A shape: one int, or a sequence of ints.
+ShapeLike = int | Sequence[int]
+
+
+def check_fc_problem(
+    T: object, keep: object, width: object, cov: object
+) -> tuple[np.ndarray, float, int, np.ndarray | None]:
+    """The data of an FC implied problem: a 2-D target ``T``, ``keep``, ``width`` and a
+    positive definite ``cov`` over T's columns (or None), checked in that order."""
+    T = check_array(T, "T", ndim=2)
+    keep = check_keep(keep)
+    width = check_int(width, "width")
+    cov = check_cov(cov, T.shape[1], require_pd=True)
+    return T, keep, width, cov
+
+
+# ----------------------------------------------------------------------------- conv shapes, SGD
+
+
+def check_positive(value, name: str) -> float:
+    """Return ``value`` as a float after checking it is a positive, finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidParameterError(
+            f"`{name}` must be a positive real number, got {type(value).__name__}"
+        )
+    value = float(value)
+    if not (0.0 < value < np.inf):  # also rejects NaN
+        raise InvalidParameterError(f"`{name}` must be positive and finite, got {value!r}")
+    return value
+
+
+def check_real(value: object, name: str) -> float:
+    """Return ``value`` as a float after checking it is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidParameterError(f"`{name}` must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise InvalidParameterError(f"`{name}` must be finite, got {value!r}")
+    return value
+
+
+def check_fraction(value: object, name: str) -> float:
+    """Return ``value`` as a float after checking it is a real number in (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidParameterError(
+            f"`{name}` must be a real number in (0, 1), got {type(value).__name__}"
+        )
+    value = float(value)
+    if not (0.0 < value < 1.0):  # also rejects NaN
+        raise InvalidParameterError(f"`{name}` must be in (0, 1), got {value!r}")
+    return value
+
+
+def check_spatial_shape(shape, name: str) -> tuple[int, ...]:
+    """An int L, or a tuple of 1 (L,) or 2 (H, W) positive ints, as a tuple."""
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+        shape = (shape,)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise InvalidParameterError(f"`{name}` must be an int or a tuple of ints, got {shape!r}")
+    shape = tuple(shape)
+    if len(shape) not in (1, 2):
+        raise InvalidParameterError(f"`{name}` must have 1 (L,) or 2 (H, W) entries, got {shape}")
+    return tuple(check_int(s, name) for s in shape)
+
+
+def _entries(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
+def check_image_shape(image_shape, n_spatial: int, kernel: str | None = None) -> tuple[int, int]:
+    """Spatial size (H, W) of an image for a kernel with ``n_spatial`` axes (1-D: H = 1).
+
+    ``kernel`` names the weight argument whose rank sets ``n_spatial``, for the message.
+    """
+    shape = check_spatial_shape(image_shape, "image_shape")
+    if len(shape) != n_spatial:
+        of = f" of `{kernel}`" if kernel else ""
+        raise InvalidParameterError(
+            f"`image_shape` must have {_entries(n_spatial)} to match the {n_spatial}-D "
+            f"kernel{of}, got {shape}"
+        )
+    return (shape[0], shape[1]) if n_spatial == 2 else (1, shape[0])
+
+
+def check_kernel_size(kernel_size, n_spatial: int) -> tuple[int, ...]:
+    """Odd kernel size, one entry per spatial axis (an int means the same on every axis)."""
+    if isinstance(kernel_size, numbers.Integral) and not isinstance(kernel_size, bool):
+        kernel = (check_int(kernel_size, "kernel_size"),) * n_spatial
+    else:
+        kernel = check_spatial_shape(kernel_size, "kernel_size")
+        if len(kernel) != n_spatial:
+            raise InvalidParameterError(
+                f"`kernel_size` must have {_entries(n_spatial)}, one per spatial axis of the "
+                f"image, got {kernel}"
+            )
+    if any(k % 2 == 0 for k in kernel):
+        raise InvalidParameterError(
+            f"`kernel_size` must be odd (a same-size output needs a centre tap), got {kernel}"
+        )
+    return kernel
+
+
+def check_conv_weight(weight, name: str) -> tuple[np.ndarray, int]:
+    """A conv weight as a 4-D array (1-D kernels get kh = 1) and its number of spatial axes."""
+    w = check_array(weight, name, ndim=(3, 4))
+    n_spatial = w.ndim - 2
+    kernel = w.shape[2:]
+    if any(k % 2 == 0 for k in kernel):
+        raise InvalidParameterError(
+            f"`{name}` must have an odd kernel size (a same-size output needs a centre "
+            f"tap), got kernel {kernel} in shape {w.shape}"
+        )
+    return (w if n_spatial == 2 else w[:, :, None, :]), n_spatial
+
+
+def check_kernel_fits(kernel: tuple[int, ...], spatial: tuple[int, ...], name: str) -> None:
+    """Check a kernel (kh, kw) fits an image (H, W) (1-D: kh = H = 1)."""
+    if kernel[0] > spatial[0] or kernel[1] > spatial[1]:
+        shown_k = kernel if spatial[0] > 1 else kernel[1:]
+        shown_s = spatial if spatial[0] > 1 else spatial[1:]
+        raise InvalidParameterError(
+            f"`{name}` has kernel {shown_k}, larger than the image {shown_s}; "
+            "a kernel must fit inside the image (circular padding would wrap it twice)"
+        )
+
+
+def check_conv_data(X, Y) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (N, C_in, H, W) or (N, C_in, L) and targets with the same samples and image."""
+    X = check_array(X, "X", ndim=(3, 4))
+    Y = check_array(Y, "Y", ndim=X.ndim)
+    if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
+        raise InvalidParameterError(
+            f"`Y` must have the samples (axis 0) and spatial shape of `X` {X.shape}, got {Y.shape}"
+        )
+    return X, Y
+
+
+def check_paired_rows(X: np.ndarray, Y: np.ndarray) -> None:
+    """Check that the arrays ``X`` and ``Y`` hold the same number of samples (rows)."""
+    if X.shape[0] != Y.shape[0]:
+        raise InvalidParameterError(
+            "`X` and `Y` must have the same number of samples (the same number of rows, "
+            f"axis 0), got X {X.shape} and Y {Y.shape}"
+        )

@@ -49,7 +49,9 @@ import json
 import sys
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -124,7 +126,11 @@ def _check(args: argparse.Namespace) -> int:
 
     with Sweep(n_jobs=-1 if args.jobs is None else args.jobs) as sweep:
         report = check(
-            args.dir, args.only, quick=True if args.quick else None, sweep=sweep, on_figure=progress
+            directory=args.dir,
+            names=args.only,
+            quick=True if args.quick else None,
+            sweep=sweep,
+            on_figure=progress,
         )
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
     return 0 if report.passed else 1
@@ -132,10 +138,9 @@ def _check(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from .compare import compare
-    from .data import conv_task
+    from .data import conv_task, teacher_kernel
 
-    rng = np.random.default_rng(args.seed)
-    teacher = rng.standard_normal(2 * args.kernel_size - 1) / np.sqrt(2 * args.kernel_size - 1)
+    teacher = teacher_kernel(args.kernel_size, seed=args.seed)
     task = conv_task(
         args.n, teacher, args.n_train, args.n_test, args.noise, args.seed, inputs=args.inputs
     )
@@ -150,20 +155,7 @@ def _compare(args: argparse.Namespace) -> int:
         seed=args.seed,
         solver=args.solver,
     )
-    rows = []
-    for name, r in result.results.items():
-        rows.append(
-            {
-                "method": name,
-                "objective": r.objective,
-                "test_risk": r.test_risk,
-                "rank": r.rank,
-                "singular_values": r.singular_values.tolist(),
-                "fourier_magnitudes": r.fourier_magnitudes.tolist(),
-                "trained_test_risk": r.trained_test_risk,
-                "gap_trained_vs_implied": r.gap,
-            }
-        )
+    rows = [r.to_dict() for r in result.results.values()]
     if args.json:
         print(json.dumps({"settings": vars(args) | {"func": None}, "results": rows}, indent=1))
         return 0
@@ -190,8 +182,10 @@ def _compare(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- penalty
 
 # Shapes of the random layers when neither the flags nor --weights give them.
-_FC_DEFAULTS = {"d_in": 5, "d_out": 4, "width": 6}
-_CONV_DEFAULTS = {"in_channels": 1, "hidden_channels": 4, "out_channels": 1, "kernel_size": 3}
+_FC_DEFAULTS: Mapping[str, int] = MappingProxyType({"d_in": 5, "d_out": 4, "width": 6})
+_CONV_DEFAULTS: Mapping[str, int] = MappingProxyType(
+    {"in_channels": 1, "hidden_channels": 4, "out_channels": 1, "kernel_size": 3}
+)
 _CONV_DEFAULT_IMAGE = (8, 8)
 
 
@@ -222,13 +216,13 @@ def _load_weights(path: str, names: tuple[str, str]) -> tuple[np.ndarray, np.nda
             raise InvalidParameterError(f"cannot read --weights {path}: {exc}") from None
 
 
-def _shapes(args: argparse.Namespace, defaults: dict[str, int]) -> dict[str, int]:
+def _shapes(args: argparse.Namespace, defaults: Mapping[str, int]) -> dict[str, int]:
     """The shape flags, filled with defaults; refused beside --weights, which sets them."""
     given = {k: getattr(args, k) for k in defaults if getattr(args, k) is not None}
     if args.weights is not None and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise InvalidParameterError(f"--weights sets the shapes; drop {flags}")
-    return defaults | given
+    return dict(defaults) | given
 
 
 @dataclass(frozen=True)
@@ -241,13 +235,34 @@ class _PenaltyCheck:
     estimate: Estimate
     settings: dict  # the resolved arguments, as written to --json
 
+    def zscore(self) -> float | None:
+        """(Monte Carlo − closed form)/stderr; None without a closed form or a stderr."""
+        if self.closed_form is None:
+            return None
+        z = self.estimate.zscore(self.closed_form)
+        return z if np.isfinite(z) else None  # zero stderr (keep = 1): no z, and valid JSON
+
+    def to_dict(self, layer: str, keep: float) -> dict:
+        """The record ``regtheory penalty --json`` prints."""
+        return {
+            "layer": layer,
+            "keep": keep,
+            "closed_form": self.closed_form,
+            "monte_carlo": self.estimate.to_dict(),
+            "z": self.zscore(),
+            "settings": self.settings,
+        }
+
 
 def _seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
     """Independent streams, spawned from ``seed``, for the weights, the inputs and the
     masks: the masks do not depend on whether the weights were drawn or read from a file."""
     if seed < 0:
         raise InvalidParameterError(f"--seed must be a non-negative integer, got {seed}")
-    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    weights, inputs, masks = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+    )
+    return weights, inputs, masks
 
 
 def _penalty_fc(args: argparse.Namespace) -> _PenaltyCheck:
@@ -318,10 +333,8 @@ def _penalty_conv(args: argparse.Namespace) -> _PenaltyCheck:
     else:
         u, v = _load_weights(args.weights, ("u", "v"))
         source = f"u, v from {args.weights}"
-    common = (args.keep, image, args.padding)
-    closed_form = conv.dropout_penalty(
-        u, v, *common, mode=args.mode, block_size=args.block_size
-    )
+    options = {"padding": args.padding, "mode": args.mode, "block_size": args.block_size}
+    closed_form = conv.dropout_penalty(u, v, args.keep, image, **options)
     formula = {
         "element": "formula (5)",
         "channel": "formula (6)",
@@ -330,13 +343,7 @@ def _penalty_conv(args: argparse.Namespace) -> _PenaltyCheck:
     # With x=None every mask meets a fresh standard normal input: E[xxᵀ] = I, the
     # white input of the closed form.
     mc = conv.dropout_penalty_mc(
-        u,
-        v,
-        *common,
-        mode=args.mode,
-        block_size=args.block_size,
-        n_masks=args.n_masks,
-        seed=mask_rng,
+        u, v, args.keep, image, **options, n_masks=args.n_masks, seed=mask_rng
     )
     settings = {
         "in_channels": v.shape[1],
@@ -360,7 +367,7 @@ def _penalty_conv(args: argparse.Namespace) -> _PenaltyCheck:
     return _PenaltyCheck(layer, closed_form, formula, mc, settings)
 
 
-_PENALTIES = {"fc": _penalty_fc, "conv": _penalty_conv}
+_PENALTIES = MappingProxyType({"fc": _penalty_fc, "conv": _penalty_conv})
 
 
 def _penalty(args: argparse.Namespace) -> int:
@@ -368,27 +375,12 @@ def _penalty(args: argparse.Namespace) -> int:
 
     lam = dropout_lambda(args.keep)  # checks keep before any work
     check = _PENALTIES[args.layer](args)
-    closed_form, mc = check.closed_form, check.estimate
-    lo, hi = mc.ci(0.95)
-    z = None if closed_form is None else mc.zscore(closed_form)
-    if z is not None and not np.isfinite(z):  # zero stderr (keep = 1): no z, and valid JSON
-        z = None
     if args.json:
-        record = {
-            "layer": args.layer,
-            "keep": args.keep,
-            "closed_form": closed_form,
-            "monte_carlo": {
-                "mean": mc.mean,
-                "stderr": mc.stderr,
-                "n_samples": mc.n_samples,
-                "ci95": [lo, hi],
-            },
-            "z": z,
-            "settings": check.settings,
-        }
-        print(json.dumps(record, indent=1))
+        print(json.dumps(check.to_dict(args.layer, args.keep), indent=1))
         return 0
+    closed_form, mc = check.closed_form, check.estimate
+    lo, hi = mc.ci(level=0.95)
+    z = check.zscore()
     print(check.layer)
     print(f"keep {args.keep} (λ = (1 − keep)/keep = {lam:.6g})")
     shown = check.formula if closed_form is None else f"{closed_form:.6g}  {check.formula}"
@@ -477,6 +469,7 @@ def _solver_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``regtheory`` command: one subcommand per task."""
     from . import __version__
 
     parser = _Parser(
@@ -487,6 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"regtheory {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_figures(sub)
+    _add_penalty(sub)
+    _add_check(sub)
+    _add_compare(sub)
+    return parser
+
+
+def _add_figures(sub: argparse._SubParsersAction) -> None:
     fig = sub.add_parser("figures", help="reproduce the figures (PNG, PDF and JSON data)")
     fig.add_argument("--out", default="figures", help="output directory (default: figures/)")
     fig.add_argument("--only", nargs="+", metavar="NAME", help="render only these figures")
@@ -519,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fig.set_defaults(func=_figures)
 
+
+def _add_penalty(sub: argparse._SubParsersAction) -> None:
     pen = sub.add_parser(
         "penalty",
         help="closed-form dropout penalty of one layer beside a Monte Carlo estimate",
@@ -555,7 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _penalty_options(fcp, n_masks=100_000)
     fcp.set_defaults(func=_penalty)
+    _add_penalty_conv(layers)
 
+
+def _add_penalty_conv(layers: argparse._SubParsersAction) -> None:
     cvp = layers.add_parser(
         "conv",
         help="two-layer conv net u * (m ∘ (v * x))",
@@ -590,6 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     _penalty_options(cvp, n_masks=20_000)
     cvp.set_defaults(func=_penalty)
 
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
     chk = sub.add_parser(
         "check",
         help="regenerate stored figures and compare them with their JSON, field by field",
@@ -614,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--json", action="store_true", help="machine-readable report")
     chk.set_defaults(func=_check)
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     from .compare import METHODS
 
     cmp = sub.add_parser("compare", help="one conv task under FC, conv, channel and block dropout")
@@ -639,7 +649,6 @@ def build_parser() -> argparse.ArgumentParser:
     _solver_option(cmp, "every implied problem")
     cmp.add_argument("--json", action="store_true", help="machine-readable output")
     cmp.set_defaults(func=_compare)
-    return parser
 
 
 def _one_line(exc: BaseException) -> str:

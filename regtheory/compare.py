@@ -21,25 +21,38 @@ magnitudes of its circulant part, its rank and the trained-vs-implied gap.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, cast
 
 import cvxpy as cp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import fc, implied, training
 from ._linalg import numerical_rank
+from ._results import freeze_arrays
 from ._validation import InvalidParameterError, check_array, check_int, check_keep
 from .conv import conv_matrix
 from .data import ConvTask
 
-__all__ = ["METHODS", "Comparison", "MethodResult", "circulant_spectrum", "compare"]
+__all__ = [
+    "METHODS",
+    "Comparison",
+    "MethodResult",
+    "circulant_spectrum",
+    "compare",
+]
 
-METHODS = {
-    "fc": "FC layer, elementwise dropout: (λ/w)‖M‖_*²",
-    "element": "conv net, elementwise dropout: (λn/C)‖Z‖_*², A(Z) = w",
-    "channel": "conv net, channel dropout: ridge relaxation (λn/C)‖w‖²",
-    "block": "FC layer, block dropout: (λ/G)‖M‖_(k)² (k-support)",
-}
+METHODS: Mapping[str, str] = MappingProxyType(
+    {
+        "fc": "FC layer, elementwise dropout: (λ/w)‖M‖_*²",
+        "element": "conv net, elementwise dropout: (λn/C)‖Z‖_*², A(Z) = w",
+        "channel": "conv net, channel dropout: ridge relaxation (λn/C)‖w‖²",
+        "block": "FC layer, block dropout: (λ/G)‖M‖_(k)² (k-support)",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +64,10 @@ class MethodResult:
     method : str
         Key of :data:`METHODS`.
     objective : float
-        Implied-problem objective on the training data: mean ‖y − Mx‖² plus the
-        method's regularizer at M.
+        Implied-problem objective on the training data, fit + regularizer: the mean
+        ‖y − Mx‖² over the training data plus the method's regularizer at M (the same
+        for every method, whether its implied problem is posed on the data or on
+        their moments).
     test_risk : float
         Mean ‖y − Mx‖² on the test set, implied solution.
     operator : ndarray (n, n)
@@ -85,21 +100,41 @@ class MethodResult:
     gap: float | None = None
     certified_gap: float = 0.0
 
+    def __post_init__(self) -> None:
+        freeze_arrays(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The numbers of this result as JSON values (``regtheory compare --json``).
+
+        The scalars, the rank and the two spectra; the n×n operators are left out.
+        ``gap`` is written as ``gap_trained_vs_implied`` (not the certified gap).
+        """
+        return {
+            "method": self.method,
+            "objective": self.objective,
+            "test_risk": self.test_risk,
+            "rank": self.rank,
+            "singular_values": self.singular_values.tolist(),
+            "fourier_magnitudes": self.fourier_magnitudes.tolist(),
+            "trained_test_risk": self.trained_test_risk,
+            "gap_trained_vs_implied": self.gap,
+        }
+
 
 @dataclass(frozen=True)
 class Comparison:
     """Results of :func:`compare`, keyed by method, with the settings that made them."""
 
-    results: dict[str, MethodResult]
+    results: Mapping[str, MethodResult]
     keep: float
     channels: int
     kernel_size: int
     block_size: int
     seed: int
-    settings: dict = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
-def circulant_spectrum(M) -> np.ndarray:
+def circulant_spectrum(M: ArrayLike) -> np.ndarray:
     r"""|DFT| of the circulant part of an n×n map.
 
     The circulant projection of M (the nearest circulant matrix in Frobenius norm)
@@ -116,7 +151,7 @@ def circulant_spectrum(M) -> np.ndarray:
     Parameters
     ----------
     M : array (n, n)
-        Square map (not validated).
+        Square map.
 
     Returns
     -------
@@ -127,7 +162,7 @@ def circulant_spectrum(M) -> np.ndarray:
     --------
     >>> import numpy as np
     >>> from regtheory.conv import conv_matrix
-    >>> circulant_spectrum(conv_matrix(np.array([[[1.0, 2.0, 1.0]]]), 4, "circular"))
+    >>> circulant_spectrum(conv_matrix(np.array([[[1.0, 2.0, 1.0]]]), 4, padding="circular"))
     array([4., 2., 0., 2.])
     """
     M = check_array(M, "M", ndim=2)
@@ -139,14 +174,23 @@ def circulant_spectrum(M) -> np.ndarray:
     return np.abs(np.fft.fft(c))
 
 
-def _risk(M, X, Y) -> float:
+def _risk(M: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:
     return float(np.mean(np.sum((Y - X @ M.T) ** 2, axis=1)))
 
 
-def _summary(method, objective, M, X_test, Y_test, certified_gap, trained=None) -> MethodResult:
+def _summary(
+    method: str,
+    objective: float,
+    M: np.ndarray,
+    task: ConvTask,
+    certified_gap: float,
+    trained: np.ndarray | None = None,
+) -> MethodResult:
+    """What ``method`` learned on ``task``, with the risks on its test set."""
+    X_test, Y_test = task.X_test[:, 0], task.Y_test[:, 0]
     s = np.linalg.svd(M, compute_uv=False)
     rank = numerical_rank(s)
-    extra = {}
+    extra: dict[str, Any] = {}
     if trained is not None:
         extra = {
             "trained_operator": trained,
@@ -184,7 +228,7 @@ def _check_kernel_size(kernel_size: int, n: int) -> None:
         )
 
 
-def _check_solver(solver) -> str | None:
+def _check_solver(solver: object) -> str | None:
     """``None`` (the default solver) or the upper-case name of an installed cvxpy solver."""
     if solver is None:
         return None
@@ -199,8 +243,12 @@ def _check_solver(solver) -> str | None:
 #: Default training schedules (full-batch steps, fresh masks per sample). Measured on the
 #: figure task (n = 9, K = C = 9, keep 0.1): trained-vs-implied gaps 1-2.4 % (FC, block),
 #: 1-1.2 % (conv); the conv net diverges at lr 0.01 there. Pass your own for other tasks.
-FC_TRAINING = {"steps": 6000, "lr": 0.02, "lr_decay": 1000.0, "init_scale": 0.3}
-CONV_TRAINING = {"steps": 6000, "lr": 0.003, "lr_decay": 1000.0, "init_scale": 0.3}
+FC_TRAINING: Mapping[str, float] = MappingProxyType(
+    {"steps": 6000, "lr": 0.02, "lr_decay": 1000.0, "init_scale": 0.3}
+)
+CONV_TRAINING: Mapping[str, float] = MappingProxyType(
+    {"steps": 6000, "lr": 0.003, "lr_decay": 1000.0, "init_scale": 0.3}
+)
 
 
 def compare(
@@ -208,13 +256,13 @@ def compare(
     keep: float,
     channels: int,
     kernel_size: int,
+    *,
     block_size: int | None = None,
-    methods=tuple(METHODS),
+    methods: str | Iterable[str] = tuple(METHODS),
     train: bool = True,
     seed: int = 0,
-    fc_training: dict | None = None,
-    conv_training: dict | None = None,
-    *,
+    fc_training: Mapping[str, Any] | None = None,
+    conv_training: Mapping[str, Any] | None = None,
     solver: str | None = None,
 ) -> Comparison:
     """Solve ``task`` under each kind of dropout (implied problem, optionally training).
@@ -246,10 +294,9 @@ def compare(
         :func:`regtheory.training.train_fc` / :func:`~regtheory.training.train_conv`;
         default :data:`FC_TRAINING` / :data:`CONV_TRAINING`.
     solver : str, optional
-        cvxpy solver of every implied problem (one of ``cvxpy.installed_solvers()``;
-        default Clarabel with the tolerances of :mod:`regtheory.implied`). The conv
-        problems have a semidefinite cone, which only Clarabel and SCS solve among
-        cvxpy's usual solvers.
+        cvxpy solver of every implied problem (one of ``cvxpy.installed_solvers()``; default
+        Clarabel with the tolerances of :mod:`regtheory.implied`). The conv problems have a
+        semidefinite cone, which only Clarabel and SCS solve among cvxpy's usual solvers.
 
     Returns
     -------
@@ -260,89 +307,174 @@ def compare(
     InvalidParameterError
         An argument is refused (before any solve).
     regtheory.implied.SolverFailedError
-        A solve did not end ``optimal``.
+        No solver returned a solution of an implied problem with a certified gap.
     """
-    if not isinstance(task, ConvTask):
-        raise InvalidParameterError(
-            f"`task` must be a regtheory.data.ConvTask, got {type(task).__name__}"
-        )
+    _check_task(task)
     keep = check_keep(keep)
     channels = check_int(channels, "channels")
     kernel_size = check_int(kernel_size, "kernel_size")
     seed = check_int(seed, "seed", minimum=0)
-    try:
-        methods = (methods,) if isinstance(methods, str) else tuple(methods)
-    except TypeError:
-        raise InvalidParameterError(
-            f"`methods` must be an iterable of names among {list(METHODS)}, got {methods!r}"
-        ) from None
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise InvalidParameterError(f"`methods` must be among {list(METHODS)}, got {unknown}")
-    fc_training = FC_TRAINING if fc_training is None else dict(fc_training)
-    conv_training = CONV_TRAINING if conv_training is None else dict(conv_training)
+    methods = _check_methods(methods)
+    fc_training = _schedule(fc_training, FC_TRAINING)
+    conv_training = _schedule(conv_training, CONV_TRAINING)
     X, Y = task.X[:, 0], task.Y[:, 0]
-    Xt, Yt = task.X_test[:, 0], task.Y_test[:, 0]
     N, n = X.shape
     _check_kernel_size(kernel_size, n)
-    block_size = n if block_size is None else check_int(block_size, "block_size")
-    width = channels * n
-    if "block" in methods and width % block_size:
-        raise InvalidParameterError(
-            f"`block_size` ({block_size}) must divide the FC width C·n = {width} (units are "
-            "dropped in groups of block_size)"
-        )
+    block_size = _check_block_size(block_size, n, channels * n, methods)
     solver = _check_solver(solver)
     T, cov = Y.T @ X / N, X.T @ X / N
     results = {}
+    sol: implied.ImpliedResult | implied.ConvSolution
     for i, method in enumerate(methods):
-        run_seed = seed + i
-        trained = None
+        bs = 1 if method == "fc" else block_size
         if method in ("fc", "block"):
-            bs = 1 if method == "fc" else block_size
-            sol = (
-                implied.solve_fc(T, keep, width, cov, solver=solver)
-                if bs == 1
-                else implied.solve_fc_block(T, keep, width, bs, cov, solver=solver)
-            )
-            M = sol.M
-            objective = _risk(M, X, Y) + fc.block_induced_regularizer(M, keep, width, bs, cov)
-            if train:
-                run = training.train_fc(
-                    X, Y, width, keep, seed=run_seed, block_size=bs, **fc_training
-                )
-                trained = run.final_map
+            sol, M, fit, reg = _solve_fc(X, Y, T, cov, keep, channels * n, bs, solver)
         else:
-            sol = implied.solve_conv(
-                task.X, task.Y, keep, channels, kernel_size, mode=method, solver=solver
-            )
-            M = conv_matrix(sol.w, (n,), "circular")
-            objective = sol.objective
-            if train:
-                run = training.train_conv(
-                    task.X,
-                    task.Y,
-                    channels,
-                    kernel_size,
-                    keep,
-                    seed=run_seed,
-                    mode=method,
-                    padding="circular",
-                    **conv_training,
-                )
-                trained = conv_matrix(run.kernels[-1], (n,), "circular")
-        results[method] = _summary(method, objective, M, Xt, Yt, sol.gap, trained)
+            sol, M, fit, reg = _solve_conv(task, keep, channels, kernel_size, method, solver)
+        schedule = fc_training if method in ("fc", "block") else conv_training
+        trained = (
+            _train(task, keep, channels, kernel_size, method, bs, seed=seed + i, schedule=schedule)
+            if train
+            else None
+        )
+        results[method] = _summary(method, fit + reg, M, task, sol.gap, trained)
     return Comparison(
-        results=results,
+        results=MappingProxyType(results),
         keep=keep,
         channels=channels,
         kernel_size=kernel_size,
         block_size=block_size,
         seed=seed,
-        settings={
+        settings=_settings(fc_training, conv_training, train=train, solver=solver),
+    )
+
+
+def _schedule(given: Mapping[str, Any] | None, default: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A training schedule as a read-only mapping: a copy of ``given``, else ``default``."""
+    return default if given is None else MappingProxyType(dict(given))
+
+
+def _settings(
+    fc_training: Mapping[str, Any],
+    conv_training: Mapping[str, Any],
+    *,
+    train: bool,
+    solver: str | None,
+) -> Mapping[str, Any]:
+    """The settings a :class:`Comparison` records beside its results."""
+    return MappingProxyType(
+        {
             "fc_training": fc_training,
             "conv_training": conv_training,
             "train": train,
             "solver": solver,
-        },
+        }
     )
+
+
+def _check_task(task: object) -> None:
+    if not isinstance(task, ConvTask):
+        raise InvalidParameterError(
+            f"`task` must be a regtheory.data.ConvTask, got {type(task).__name__}"
+        )
+
+
+def _check_block_size(block_size: object, n: int, width: int, methods: tuple[str, ...]) -> int:
+    """Units per dropped block of ``"block"``: n by default; must divide the FC width C·n."""
+    block_size = n if block_size is None else check_int(block_size, "block_size")
+    if "block" in methods and width % block_size:
+        raise InvalidParameterError(
+            f"`block_size` ({block_size}) must divide the FC width C·n = {width} (units are "
+            "dropped in groups of block_size)"
+        )
+    return block_size
+
+
+def _check_methods(methods: object) -> tuple[str, ...]:
+    """``methods`` as a tuple of keys of :data:`METHODS` (one name is one method)."""
+    try:
+        names = (methods,) if isinstance(methods, str) else tuple(methods)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidParameterError(
+            f"`methods` must be an iterable of names among {list(METHODS)}, got {methods!r}"
+        ) from None
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise InvalidParameterError(f"`methods` must be among {list(METHODS)}, got {unknown}")
+    return names
+
+
+def _solve_fc(
+    X: np.ndarray,
+    Y: np.ndarray,
+    T: np.ndarray,
+    cov: np.ndarray,
+    keep: float,
+    width: int,
+    block_size: int,
+    solver: str | None,
+) -> tuple[implied.ImpliedResult, np.ndarray, float, float]:
+    """The FC implied problem (block_size 1) or the block one: (result, M, fit, regularizer).
+
+    The FC problems are posed on the moments (T, C), so the result's ``fit`` leaves out
+    the squared error of the least-squares map; the fit here is the mean squared error
+    on the training data, as for the conv problems. The regularizer is evaluated by its
+    closed form in :mod:`regtheory.fc` (for block_size 1 the k-support norm with k = 1,
+    the nuclear norm summed in another order than the result's ``regularizer``).
+    """
+    sol = (
+        implied.solve_fc(T, keep, width, cov=cov, solver=solver)
+        if block_size == 1
+        else implied.solve_fc_block(T, keep, width, block_size, cov=cov, solver=solver)
+    )
+    M = sol.M
+    regularizer = fc.block_induced_regularizer(M, keep, width, block_size, cov=cov)
+    return sol, M, _risk(M, X, Y), regularizer
+
+
+def _solve_conv(
+    task: ConvTask, keep: float, channels: int, kernel_size: int, mode: str, solver: str | None
+) -> tuple[implied.ConvSolution, np.ndarray, float, float]:
+    """The conv implied problem of ``mode``: (result, its circulant map M, fit, regularizer).
+
+    It is posed on the data, so its ``fit`` is the mean squared error on them already.
+    """
+    conv_mode = cast(Literal["element", "channel"], mode)  # checked against METHODS
+    sol = implied.solve_conv(
+        task.X, task.Y, keep, channels, kernel_size, mode=conv_mode, solver=solver
+    )
+    M = conv_matrix(sol.w, (task.X.shape[-1],), padding="circular")
+    return sol, M, sol.fit, sol.regularizer
+
+
+def _train(
+    task: ConvTask,
+    keep: float,
+    channels: int,
+    kernel_size: int,
+    method: str,
+    block_size: int,
+    *,
+    seed: int,
+    schedule: Mapping[str, Any],
+) -> np.ndarray:
+    """The end-to-end map after real dropout training of the network of ``method``."""
+    n = task.X.shape[-1]
+    if method in ("fc", "block"):
+        X, Y = task.X[:, 0], task.Y[:, 0]
+        run = training.train_fc(
+            X, Y, channels * n, keep, seed=seed, block_size=block_size, **schedule
+        )
+        return run.final_map
+    conv_run = training.train_conv(
+        task.X,
+        task.Y,
+        channels,
+        kernel_size,
+        keep,
+        seed=seed,
+        mode=cast(Literal["element", "channel", "block"], method),  # a conv key of METHODS
+        padding="circular",
+        **schedule,
+    )
+    return conv_matrix(conv_run.kernels[-1], (n,), padding="circular")

@@ -29,6 +29,44 @@ by column of U (h = V x the hidden map, λ = (1 − θ)/θ):
 Neither needs a dense matrix: :func:`column_sq_norms` is a correlation of the
 squared kernel with the image's valid-position mask.
 
+DropBlock [4] with the ideal 1/θ normaliser (THEORY §3.2) drops square blocks whose
+starts fire independently at rate γ, independently per channel. Its masks are neither
+independent nor of mean one. Position p is kept iff none of the :math:`c(p)` block
+starts covering it fires, p and q iff none of the :math:`c(p) + c(q) - o(p,q)` starts
+covering either does (:math:`o` = starts covering both; β = 1 − γ):
+
+.. math::
+
+    \mathbb{E}[m_p] = \frac{\beta^{c(p)}}{\theta},\qquad
+    \operatorname{Cov}(m_p, m_q) = \frac{\beta^{c(p)+c(q)-o(p,q)}\,(1-\beta^{o(p,q)})}
+                                        {\theta^2},
+
+so with :math:`e = m - 1`, :math:`\mathbb{E}[ee^\top] = \bar e\bar e^\top +
+\operatorname{blockdiag}_c \operatorname{Cov}(m)`, :math:`\bar e = \mathbb{E}m - 1`, and
+the loss gap Δ of :func:`dropout_penalty` is
+
+.. math::
+
+    \Delta = \frac1N\sum_n \Big(\|U(\bar e\circ h_n) - r_n\|^2 - \|r_n\|^2
+             + \sum_c \sum_{p,q} \operatorname{Cov}(m_p, m_q)\,
+               (U_c^\top U_c)_{pq}\, h_{c,p} h_{c,q}\Big),
+    \quad r_n = y_n - f(x_n):
+
+the loss change of the mean mask plus the mask's variance. :math:`\bar e \ne 0` at the
+border (:math:`c(p)` is smaller there), so the cross term is real: with a target, Δ is
+not the perturbation energy, and without one (the target f(x)) it is Δ only at f(x).
+Cost: :math:`o(p,q) = o_H o_W` factorises per axis and vanishes unless p and q are closer
+than b along both axes, and the Gram matrices are banded, so only pairs (p, p + δ) with
+a few offsets δ enter: :math:`n_\delta \le (2\min(b, k') - 1)^2` with data,
+:math:`(2\min(k, k') - 1)^2` with white input (k', k the kernel sides of u and v;
+circular padding adds the wrapped copies of these offsets). With data the cost is three
+convolutions plus O(N·C_hid·HW·n_δ); with white input
+O(n_δ·C_hid²·(C_out k'² + C_in k² + k'²k²) + n_δ·k'²k²·HW), independent of N. Both are
+linear in the number of pixels; no (C·H·W)² matrix is formed. The torchvision normaliser
+(the random numel/sum(kept)) has no closed form here: its moments need the distribution
+of the kept count, a sum over all :math:`2^{\#\text{starts}}` start patterns; only
+:func:`dropout_penalty_mc` estimates it.
+
 References
 ----------
 [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
@@ -44,18 +82,44 @@ References
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Literal
 
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ._convops import (
+    ACTIVATIONS,
+    MC_BATCH_ENTRIES,
+    Activation,
+    ImageShape,
+    KernelSize,
+    Mode,
+    Normalize,
+    Padding,
+    Scratch,
+    conv_cn,
+    conv_cn_block,
+    fill_border,
+    flipped_transpose,
+    interior,
+    mask_distribution,
+    pad_cn,
+    pad_kernel,
+)
 from ._validation import (
     InvalidParameterError,
     check_array,
     check_choice,
-    check_int,
+    check_conv_weight,
+    check_image_shape,
     check_keep,
+    check_kernel_fits,
+    check_kernel_size,
     check_n_masks,
     check_padding,
+    check_spatial_shape,
 )
-from .masks import Bernoulli, Channel, DropBlock
+from .masks import DropBlock, dropout_lambda
 from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
@@ -66,182 +130,14 @@ __all__ = [
     "dropout_penalty_mc",
     "fc_no_gradient_probability",
     "no_gradient_probability",
+    "position_penalty",
     "tap_column_counts",
 ]
-
-# float64 entries of the im2col workspace per chunk of samples (2**24 = 128 MB)
-_WORKSPACE = 1 << 24
-# float64 entries of one Monte Carlo batch of masked hidden maps (2**19 = 4 MB): a
-# batch's work arrays, reused from batch to batch (`_Scratch`), then stay in cache
-_MC_BATCH_ENTRIES = 1 << 19
-
-
-# ----------------------------------------------------------------------------- checks
-
-
-def _check_weight(weight, name: str) -> tuple[np.ndarray, int]:
-    """A conv weight as a 4-D array (1-D kernels get kh = 1) and its number of spatial axes."""
-    w = check_array(weight, name, ndim=(3, 4))
-    n_spatial = w.ndim - 2
-    kernel = w.shape[2:]
-    if any(k % 2 == 0 for k in kernel):
-        raise InvalidParameterError(
-            f"`{name}` must have an odd kernel size (a same-size output needs a centre "
-            f"tap), got kernel {kernel} in shape {w.shape}"
-        )
-    return (w if n_spatial == 2 else w[:, :, None, :]), n_spatial
-
-
-def _as_spatial_tuple(shape, name: str) -> tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
-        shape = (int(shape),)
-    try:
-        shape = tuple(shape)
-    except TypeError:
-        raise InvalidParameterError(
-            f"`{name}` must be an int or a tuple of ints, got {shape!r}"
-        ) from None
-    if len(shape) not in (1, 2):
-        raise InvalidParameterError(f"`{name}` must have 1 (L,) or 2 (H, W) entries, got {shape}")
-    return tuple(check_int(s, f"{name} entries") for s in shape)
-
-
-def _check_image_shape(image_shape, n_spatial: int, weight_name: str) -> tuple[int, int]:
-    """Spatial size as (H, W), with H = 1 for 1-D signals."""
-    shape = _as_spatial_tuple(image_shape, "image_shape")
-    if len(shape) != n_spatial:
-        raise InvalidParameterError(
-            f"`image_shape` must have {n_spatial} entries to match the {n_spatial}-D kernel "
-            f"of `{weight_name}`, got {shape}"
-        )
-    return shape if n_spatial == 2 else (1, shape[0])
-
-
-def _check_fits(kernel: tuple[int, int], spatial: tuple[int, int], name: str) -> None:
-    if kernel[0] > spatial[0] or kernel[1] > spatial[1]:
-        shown_k = kernel if spatial[0] > 1 else kernel[1:]
-        shown_s = spatial if spatial[0] > 1 else spatial[1:]
-        raise InvalidParameterError(
-            f"`{name}` has kernel {shown_k}, larger than the image {shown_s}; "
-            "a kernel must fit inside the image (circular padding would wrap it twice)"
-        )
-
 
 # ----------------------------------------------------------------------------- convolution
 
 
-def _fresh(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """The default scratch of the convolutions: a new array for every request."""
-    return np.empty(shape)
-
-
-class _Scratch:
-    """Named float64 work arrays that live from one call to the next.
-
-    The Monte Carlo loop convolves batches of one shape again and again. Arrays of
-    several MB come from fresh mmap-ed pages, whose page faults cost about as much
-    as the arithmetic; asking this object instead of :func:`_fresh` hands back the
-    same memory each batch. A request is a view of one flat buffer per name, so a
-    smaller last batch gets a contiguous array too.
-    """
-
-    def __init__(self) -> None:
-        self._flat: dict[str, np.ndarray] = {}
-
-    def __call__(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        size = int(np.prod(shape))
-        flat = self._flat.get(name)
-        if flat is None or flat.size < size:
-            flat = self._flat[name] = np.empty(size)
-        return flat[:size].reshape(shape)
-
-
-def _fill_border(xp: np.ndarray, ph: int, pw: int, circular: bool) -> np.ndarray:
-    """Write the border of ``xp`` (C, N, H + 2ph, W + 2pw) whose interior holds the image."""
-    H, W = xp.shape[2] - 2 * ph, xp.shape[3] - 2 * pw
-    if circular:
-        if ph:
-            xp[:, :, :ph, pw : pw + W] = xp[:, :, H : H + ph, pw : pw + W]
-            xp[:, :, ph + H :, pw : pw + W] = xp[:, :, ph : 2 * ph, pw : pw + W]
-        if pw:  # after the rows, so the corners wrap in both directions
-            xp[:, :, :, :pw] = xp[:, :, :, W : W + pw]
-            xp[:, :, :, pw + W :] = xp[:, :, :, pw : 2 * pw]
-    else:
-        xp[:, :, :ph] = 0.0
-        xp[:, :, ph + H :] = 0.0
-        xp[:, :, ph : ph + H, :pw] = 0.0
-        xp[:, :, ph : ph + H, pw + W :] = 0.0
-    return xp
-
-
-def _interior(xp: np.ndarray, ph: int, pw: int) -> np.ndarray:
-    """The image inside the padded ``xp`` (..., H + 2ph, W + 2pw), as a view."""
-    return xp[..., ph : xp.shape[-2] - ph, pw : xp.shape[-1] - pw]
-
-
-def _pad_cn(x: np.ndarray, ph: int, pw: int, circular: bool, scratch=_fresh) -> np.ndarray:
-    """Pad the two spatial axes of ``x`` (C, N, H, W) by (ph, pw) on both sides (into
-    ``scratch("padded", ...)``, see :func:`_conv_cn_block`)."""
-    C, N, H, W = x.shape
-    xp = scratch("padded", (C, N, H + 2 * ph, W + 2 * pw))
-    _interior(xp, ph, pw)[...] = x
-    return _fill_border(xp, ph, pw, circular)
-
-
-def _conv_cn_block(xp: np.ndarray, w: np.ndarray, scratch=_fresh) -> np.ndarray:
-    """Cross-correlation of an already padded ``xp`` (C_in, N, H + kh − 1, W + kw − 1) -> (C_out, N, H, W).
-
-    ``scratch(name, shape)`` supplies the output and the work array (fresh ones by
-    default; a :class:`_Scratch` reuses them across calls).
-    """
-    C, N, Hp, Wp = xp.shape
-    Co, _, kh, kw = w.shape
-    H, W = Hp - kh + 1, Wp - kw + 1
-    out = scratch("out", (Co, N, H, W))
-    if Co >= C:
-        # im2col on the input side, then one GEMM (C_out, C_in·kh·kw) @ (C_in·kh·kw, N·H·W)
-        cols = scratch("cols", (C, kh, kw, N, H, W))
-        for a in range(kh):
-            for b in range(kw):
-                cols[:, a, b] = xp[:, :, a : a + H, b : b + W]
-        np.matmul(w.reshape(Co, -1), cols.reshape(-1, N * H * W), out=out.reshape(Co, -1))
-        return out
-    # Fewer outputs than inputs: mix channels first for every tap with one GEMM
-    # (C_out·kh·kw, C_in) @ (C_in, N·Hp·Wp), then shift and add the C_out·kh·kw
-    # partial maps; the workspace scales with C_out instead of C_in.
-    taps = w.transpose(0, 2, 3, 1).reshape(Co * kh * kw, C)
-    part = scratch("part", (Co, kh, kw, N, Hp, Wp))
-    np.matmul(taps, xp.reshape(C, -1), out=part.reshape(Co * kh * kw, -1))
-    out[...] = part[:, 0, 0, :, :H, :W]
-    for a in range(kh):
-        for b in range(kw):
-            if a or b:
-                out += part[:, a, b, :, a : a + H, b : b + W]
-    return out
-
-
-def _conv_cn(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
-    """Same-size cross-correlation in channel-first-then-batch layout: (C_in, N, H, W) -> (C_out, N, H, W).
-
-    Keeping the batch inside the channel axis makes every tap a contiguous block
-    of one big matrix product; the public :func:`conv2d` transposes around it.
-    """
-    C, N, H, W = x.shape
-    Co, _, kh, kw = w.shape
-    ph, pw = kh // 2, kw // 2
-    # im2col (or per-tap partial maps) on the side with fewer channels, plus input and output
-    per_sample = (min(C, Co) * kh * kw + C + Co) * (H + kh) * (W + kw)
-    chunk = max(1, _WORKSPACE // per_sample)
-    if N <= chunk:
-        return _conv_cn_block(_pad_cn(x, ph, pw, circular), w)
-    out = np.empty((Co, N, H, W))
-    for start in range(0, N, chunk):
-        xp = _pad_cn(x[:, start : start + chunk], ph, pw, circular)
-        out[:, start : start + chunk] = _conv_cn_block(xp, w)
-    return out
-
-
-def conv2d(x, weight, padding: str = "zeros") -> np.ndarray:
+def conv2d(x: ArrayLike, weight: ArrayLike, *, padding: Padding = "zeros") -> np.ndarray:
     r"""Same-size 2-D (or 1-D) cross-correlation, identical to ``torch.nn.functional.conv2d``.
 
     .. math:: y[n, o, i, j] = \sum_{c}\sum_{a,b} w[o, c, a, b]\;
@@ -282,7 +178,7 @@ def conv2d(x, weight, padding: str = "zeros") -> np.ndarray:
            [20., 33., 24.]])
     """
     circular = check_padding(padding)
-    w, n_spatial = _check_weight(weight, "weight")
+    w, n_spatial = check_conv_weight(weight, "weight")
     x = check_array(x, "x", ndim=n_spatial + 2)
     if x.shape[1] != w.shape[1]:
         raise InvalidParameterError(
@@ -290,15 +186,17 @@ def conv2d(x, weight, padding: str = "zeros") -> np.ndarray:
         )
     N, C = x.shape[:2]
     spatial = x.shape[2:] if n_spatial == 2 else (1, x.shape[2])
-    _check_fits(w.shape[2:], spatial, "weight")
-    y = _conv_cn(x.reshape(N, C, *spatial).transpose(1, 0, 2, 3), w, circular)
+    check_kernel_fits(w.shape[2:], spatial, "weight")
+    y = conv_cn(x.reshape(N, C, *spatial).transpose(1, 0, 2, 3), w, circular)
     return y.transpose(1, 0, 2, 3).reshape(N, w.shape[0], *x.shape[2:])
 
 
 # ----------------------------------------------------------------------------- the matrix (§2)
 
 
-def conv_matrix(weight, image_shape, padding: str = "zeros") -> np.ndarray:
+def conv_matrix(
+    weight: ArrayLike, image_shape: ImageShape, *, padding: Padding = "zeros"
+) -> np.ndarray:
     r"""Dense matrix of the convolution ``x ↦ weight ∗ x`` on flattened images (THEORY §2).
 
     .. math:: \operatorname{vec}(w \ast x) = U \operatorname{vec}(x),\qquad
@@ -333,9 +231,9 @@ def conv_matrix(weight, image_shape, padding: str = "zeros") -> np.ndarray:
            [0., 0., 1., 2.]])
     """
     circular = check_padding(padding)
-    w, n_spatial = _check_weight(weight, "weight")
-    H, W = _check_image_shape(image_shape, n_spatial, "weight")
-    _check_fits(w.shape[2:], (H, W), "weight")
+    w, n_spatial = check_conv_weight(weight, "weight")
+    H, W = check_image_shape(image_shape, n_spatial, "weight")
+    check_kernel_fits(w.shape[2:], (H, W), "weight")
     Co, Ci, kh, kw = w.shape
     M = np.zeros((Co, H, W, Ci, H, W))
     rows_i, rows_j = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
@@ -352,23 +250,6 @@ def conv_matrix(weight, image_shape, padding: str = "zeros") -> np.ndarray:
     return M.reshape(Co * H * W, Ci * H * W)
 
 
-def _check_kernel_size(kernel_size, n_spatial: int) -> tuple[int, int]:
-    if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
-        kernel = (int(kernel_size),) * n_spatial
-    else:
-        kernel = _as_spatial_tuple(kernel_size, "kernel_size")
-        if len(kernel) != n_spatial:
-            raise InvalidParameterError(
-                f"`kernel_size` must have {n_spatial} entries to match `image_shape`, got {kernel}"
-            )
-    kernel = tuple(check_int(k, "kernel_size") for k in kernel)
-    if any(k % 2 == 0 for k in kernel):
-        raise InvalidParameterError(
-            f"`kernel_size` must be odd (a same-size output needs a centre tap), got {kernel}"
-        )
-    return kernel if n_spatial == 2 else (1, kernel[0])
-
-
 def _axis_counts(k: int, n: int, circular: bool) -> np.ndarray:
     """Per tap offset d = a - k//2: positions i with i + d inside an axis of length n."""
     if circular:
@@ -376,7 +257,9 @@ def _axis_counts(k: int, n: int, circular: bool) -> np.ndarray:
     return n - np.abs(np.arange(k) - k // 2)
 
 
-def tap_column_counts(kernel_size, image_shape, padding: str = "zeros") -> np.ndarray:
+def tap_column_counts(
+    kernel_size: KernelSize, image_shape: ImageShape, *, padding: Padding = "zeros"
+) -> np.ndarray:
     r"""For each kernel tap, the number of columns of the layer matrix in which it appears.
 
     A tap with offset :math:`d = (a - p_h, b - p_w)` multiplies hidden unit
@@ -412,11 +295,12 @@ def tap_column_counts(kernel_size, image_shape, padding: str = "zeros") -> np.nd
            [4, 6, 4]])
     """
     circular = check_padding(padding)
-    spatial = _as_spatial_tuple(image_shape, "image_shape")
+    spatial = check_spatial_shape(image_shape, "image_shape")
     n_spatial = len(spatial)
     H, W = spatial if n_spatial == 2 else (1, spatial[0])
-    kh, kw = _check_kernel_size(kernel_size, n_spatial)
-    _check_fits((kh, kw), (H, W), "kernel_size")
+    kernel = check_kernel_size(kernel_size, n_spatial)
+    kh, kw = kernel if n_spatial == 2 else (1, kernel[0])
+    check_kernel_fits((kh, kw), (H, W), "kernel_size")
     counts = np.multiply.outer(_axis_counts(kh, H, circular), _axis_counts(kw, W, circular))
     return counts if n_spatial == 2 else counts[0]
 
@@ -425,7 +309,12 @@ _NO_GRADIENT_MODES = ("element", "channel")
 
 
 def no_gradient_probability(
-    kernel_size, image_shape, keep: float, padding: str = "zeros", mode: str = "element"
+    kernel_size: KernelSize,
+    image_shape: ImageShape,
+    keep: float,
+    *,
+    padding: Padding = "zeros",
+    mode: Literal["element", "channel"] = "element",
 ) -> np.ndarray:
     r"""Probability that a kernel tap of the layer after the mask gets no gradient.
 
@@ -463,7 +352,7 @@ def no_gradient_probability(
     >>> no_gradient_probability(3, (3, 3), keep=0.5)[1]
     array([0.015625  , 0.00195312, 0.015625  ])
     """
-    counts = tap_column_counts(kernel_size, image_shape, padding)
+    counts = tap_column_counts(kernel_size, image_shape, padding=padding)
     keep = check_keep(keep)
     if mode not in _NO_GRADIENT_MODES:
         raise InvalidParameterError(f"`mode` must be one of {_NO_GRADIENT_MODES}, got {mode!r}")
@@ -568,22 +457,11 @@ def _band_overlap(n: int, k: int) -> np.ndarray:
     return np.einsum("ix,ia,ib->xab", Q, R, R)
 
 
-def _pad_kernel(w: np.ndarray, kh: int, kw: int) -> np.ndarray:
-    """Embed a kernel in a larger odd one, centred, with zero taps (same operator)."""
-    ph, pw = (kh - w.shape[2]) // 2, (kw - w.shape[3]) // 2
-    return np.pad(w, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-
-
-def _flipped_transpose(v: np.ndarray) -> np.ndarray:
-    """Kernel of Vᵀ (the adjoint of v ∗ ·): (C_in, C_hid, kh, kw), spatially flipped."""
-    return v[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-
-
 def _white_element(u, v, spatial, circular) -> float:
     # Σ_q ‖U[:, q]‖² E[h_q²] with E[h_q²] = ‖V[q, :]‖², the column norms of the adjoint
     # Vᵀ. Both are squared kernels correlated with separable range indicators, so the
     # sum over positions q reduces to tap-by-tap overlap counts P = RᵤᵀR_v per axis.
-    vt = _flipped_transpose(v)
+    vt = flipped_transpose(v)
     su, sv = np.einsum("ocab->cab", u * u), np.einsum("ocab->cab", vt * vt)
     overlap = [
         _tap_indicator(n, ku, circular).T @ _tap_indicator(n, kv, circular)
@@ -600,8 +478,8 @@ def _white_channel(u, v, spatial, circular) -> float:
     # contraction over taps and lags only: the cost does not grow with the image.
     kh = max(u.shape[2], v.shape[2])
     kw = max(u.shape[3], v.shape[3])
-    lag_u = _tap_pair_lags(_pad_kernel(u, kh, kw))
-    lag_v = _tap_pair_lags(_flipped_transpose(_pad_kernel(v, kh, kw)))
+    lag_u = _tap_pair_lags(pad_kernel(u, kh, kw))
+    lag_v = _tap_pair_lags(flipped_transpose(pad_kernel(v, kh, kw)))
     H, W = spatial
     if circular:
         fold_i, fold_j = _fold(H, kh), _fold(W, kw)
@@ -620,7 +498,7 @@ def _data_element(u, h, circular) -> float:
 def _data_channel(u, h, circular) -> float:
     total = 0.0
     for c in range(h.shape[0]):  # each hidden channel through its own slice u[:, c]
-        y = _conv_cn(h[c : c + 1], u[:, c : c + 1], circular)
+        y = conv_cn(h[c : c + 1], u[:, c : c + 1], circular)
         total += float(np.einsum("onij,onij->", y, y)) / h.shape[1]
     return total
 
@@ -703,7 +581,8 @@ def _gram_axis(n: int, k: int, circular: bool, deltas: np.ndarray):
 def _gram_axes(spatial, kernels, circular, reaches):
     """Offsets δ per axis (|δ| <= reach) at which every kernel's Gram can be nonzero, and
     for each kernel its (R_H, R_W) and tap partners (a'_H, a'_W) on those offsets."""
-    deltas, per_kernel = [], [([], []) for _ in kernels]
+    deltas: list[np.ndarray] = []
+    per_kernel: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in kernels]
     for axis, (n, reach) in enumerate(zip(spatial, reaches)):
         d = np.arange(-min(n - 1, reach), min(n - 1, reach) + 1)
         found = [_gram_axis(n, w.shape[2 + axis], circular, d) for w in kernels]
@@ -757,7 +636,7 @@ def _block_white(u, v, keep, gamma, spatial, blocks, circular) -> float:
     # Gram of the adjoint kernel. Both Grams are banded (mod n if circular), so only the
     # offsets where both can be nonzero enter; the sums over channels are taken on the
     # lag products, before the sums over positions.
-    vt = _flipped_transpose(v)
+    vt = flipped_transpose(v)
     deltas, ((ru, pu), (rv, pv)) = _gram_axes(spatial, (u, vt), circular, spatial)
     mean_dev, cov = _dropblock_moments(keep, gamma, spatial, blocks, deltas)
     # Offsets congruent mod n (circular wrap-around) pair the same taps: their lag
@@ -794,7 +673,7 @@ def _block_data(u, h, keep, gamma, spatial, blocks, circular, residual) -> float
     reaches = [b - 1 for b in blocks]
     deltas, ((rows, partners),) = _gram_axes(spatial, (u,), circular, reaches)
     mean_dev, cov = _dropblock_moments(keep, gamma, spatial, blocks, deltas)
-    dev = _conv_cn(h * mean_dev, u, circular)
+    dev = conv_cn(h * mean_dev, u, circular)
     gap = float(np.einsum("onij,onij->", dev, dev if residual is None else dev - 2 * residual))
     gram = np.einsum(
         "cxyab,xia,yjb->cxyij", _lag_products(u, partners, diagonal=True), *rows, optimize=True
@@ -812,15 +691,12 @@ def _block_data(u, h, keep, gamma, spatial, blocks, circular, residual) -> float
 
 _WHITE_PENALTIES = {"element": _white_element, "channel": _white_channel}
 _DATA_PENALTIES = {"element": _data_element, "channel": _data_channel}
-_MODES = ("element", "channel", "block")
-# in place: h is always a fresh (or scratch) array of the caller
-_ACTIVATIONS = {None: lambda h: h, "relu": lambda h: np.maximum(h, 0.0, out=h)}
 
 
 def _check_net(u, v, image_shape, x):
     """Validate the two kernels (and data); return 4-D u, v, (H, W), CN-layout x, spatial shape."""
-    v4, nv = _check_weight(v, "v")
-    u4, nu = _check_weight(u, "u")
+    v4, nv = check_conv_weight(v, "v")
+    u4, nu = check_conv_weight(u, "u")
     if nu != nv:
         raise InvalidParameterError(
             f"`u` and `v` must both be 2-D kernels or both 1-D kernels, got u {np.shape(u)} "
@@ -832,9 +708,9 @@ def _check_net(u, v, image_shape, x):
             f"channels (axis 0); both must equal the number of hidden channels, got u "
             f"{np.shape(u)} and v {np.shape(v)}"
         )
-    spatial = _check_image_shape(image_shape, nv, "v")
-    _check_fits(v4.shape[2:], spatial, "v")
-    _check_fits(u4.shape[2:], spatial, "u")
+    spatial = check_image_shape(image_shape, nv, "v")
+    check_kernel_fits(v4.shape[2:], spatial, "v")
+    check_kernel_fits(u4.shape[2:], spatial, "u")
     map_shape = spatial if nv == 2 else spatial[1:]
     xc = None
     if x is not None:
@@ -867,149 +743,91 @@ def _check_target(y, xc, u4, spatial, map_shape):
     return y.reshape(expected[0], expected[1], *spatial).transpose(1, 0, 2, 3)
 
 
-def _mask_distribution(mode, keep, block_size, normalize="ideal"):
-    check_choice(mode, "mode", _MODES)
-    check_choice(normalize, "normalize", ("ideal", "torchvision"))
-    if mode == "block":
-        if block_size is None:
-            raise InvalidParameterError("`block_size` is required with mode='block'")
-        return DropBlock(keep, block_size, normalize)
-    if block_size is not None:
+def _check_white_activation(activation: str | None, mode: str) -> None:
+    if activation is not None and mode != "element":
         raise InvalidParameterError(
-            f"`block_size` is only used with mode='block', got mode={mode!r}"
+            f"`activation` with mode={mode!r} needs data `x`: E[relu(h_p) relu(h_q)] is not "
+            "determined by white input E[xxᵀ] = I"
         )
-    if normalize != "ideal":
+
+
+def _block_penalty(u4, v4, masks, spatial, map_shape, circular, xc, yc, activation) -> float:
+    """DropBlock's exact loss gap (module docstring), with data ``xc`` or white input."""
+    gamma = masks.gamma(map_shape)  # raises if the block does not fit the map
+    if masks.normalize != "ideal":
         raise InvalidParameterError(
-            f"`normalize` is only used with mode='block', got mode={mode!r}"
+            "`normalize`='torchvision' (the random normaliser numel/sum(kept)) has no "
+            "closed form; estimate it with dropout_penalty_mc(..., normalize='torchvision')"
         )
-    return {"element": Bernoulli, "channel": Channel}[mode](keep)
+    blocks = (1, masks.block_size) if len(map_shape) == 1 else (masks.block_size,) * 2
+    if xc is not None:
+        h = ACTIVATIONS[activation](conv_cn(xc, v4, circular))
+        residual = None if yc is None else yc - conv_cn(h, u4, circular)
+        return _block_data(u4, h, masks.keep, gamma, spatial, blocks, circular, residual)
+    _check_white_activation(activation, "block")
+    return _block_white(u4, v4, masks.keep, gamma, spatial, blocks, circular)
 
 
 def dropout_penalty(
-    u,
-    v,
+    u: ArrayLike,
+    v: ArrayLike,
     keep: float,
-    image_shape,
-    padding: str = "zeros",
-    mode: str = "element",
-    x=None,
-    activation: str | None = None,
+    image_shape: ImageShape,
     *,
+    padding: Padding = "zeros",
+    mode: Mode = "element",
+    x: ArrayLike | None = None,
+    activation: Activation = None,
     block_size: int | None = None,
-    y=None,
-    normalize: str = "ideal",
+    y: ArrayLike | None = None,
+    normalize: Normalize = "ideal",
 ) -> float:
     r"""Exact dropout loss gap of a two-layer conv net: formulas (5), (6) and DropBlock.
 
-    The net is :math:`f_m(x) = u \ast (m \circ h)` with :math:`h = a(v \ast x)` (``a``
-    the identity or a ReLU) and a dropout mask ``m`` on the hidden map; :math:`f = f_1`
-    is the net without dropout. Returned is the expected increase of the squared loss,
+    The net :math:`f_m(x) = u \ast (m \circ a(v \ast x))` (``a`` the identity or a ReLU,
+    ``m`` a dropout mask on the hidden map h, :math:`f = f_1`): with :math:`e = m - 1`, U the
+    matrix of ``u ∗ ·``, :math:`f_m(x) - f(x) = U(e \circ h)`, so the expected loss gap is
 
     .. math::
 
-        \Delta = \mathbb{E}_m \frac1N\sum_n \|y_n - f_m(x_n)\|^2
-                 - \frac1N\sum_n \|y_n - f(x_n)\|^2 .
-
-    With :math:`e = m - 1` and U the matrix of ``u ∗ ·``,
-    :math:`f_m(x) - f(x) = U(e \circ h)`, so
-
-    .. math::
-
-        \Delta = \frac1N\sum_n \Big( \langle \mathbb{E}[e e^\top],\;
+        \Delta = \mathbb{E}_m \frac1N\sum_n \|y_n - f_m(x_n)\|^2 - \|y_n - f(x_n)\|^2
+               = \frac1N\sum_n \Big( \langle \mathbb{E}[e e^\top],\;
                  U^\top U \circ h_n h_n^\top \rangle
                  - 2\,\langle y_n - f(x_n),\; U(\mathbb{E}[e] \circ h_n) \rangle \Big),
 
-    formula (4) with the *second moment* of e, plus a first-moment cross term.
+    formula (4) with the second moment of e, plus a first-moment cross term. For
+    inverted Bernoulli and channel masks E e = 0: Δ does not depend on ``y`` and is
+    (5) or (6) of the module docstring, λ = (1 − θ)/θ,
 
-    * ``mode="element"`` / ``"channel"`` (inverted Bernoulli / channel masks): E e = 0,
-      so Δ does not depend on ``y`` and is formula (5) or (6) (λ = (1 − θ)/θ):
+    .. math:: \lambda \sum_{c,q} \|U[:, (c,q)]\|^2\, \mathbb{E}[h_{c,q}^2],
+              \qquad \lambda \sum_c \mathbb{E}\|U_c h_c\|^2 ,
 
-      .. math::
-
-          \lambda \sum_{c,q} \|U[:, (c,q)]\|^2\, \mathbb{E}[h_{c,q}^2],
-          \qquad \lambda \sum_c \mathbb{E}\|U_c h_c\|^2 ,
-
-      :math:`\|U[:,(c,q)]\|^2 = \sum_d s_c[d]\, \mathbb 1[q - d \in \text{image}]`,
-      :math:`s_c = \sum_o u[o,c]^2` (:func:`column_sq_norms`).
-    * ``mode="block"``: :class:`~regtheory.masks.DropBlock` with ``block_size`` b and the
-      1/θ normaliser, independent per channel. Position p is kept iff none of the
-      :math:`c(p)` block starts covering it fires, p and q iff none of the
-      :math:`c(p) + c(q) - o(p,q)` starts covering either does (:math:`o` = starts covering
-      both; β = 1 − γ):
-
-      .. math::
-
-          \mathbb{E}[m_p] = \frac{\beta^{c(p)}}{\theta},\qquad
-          \operatorname{Cov}(m_p, m_q) = \frac{\beta^{c(p)+c(q)-o(p,q)}\,(1-\beta^{o(p,q)})}
-                                              {\theta^2},
-
-      so :math:`\mathbb{E}[ee^\top] = \bar e\bar e^\top + \operatorname{blockdiag}_c
-      \operatorname{Cov}(m)`, :math:`\bar e = \mathbb{E}m - 1`, and
-
-      .. math::
-
-          \Delta = \frac1N\sum_n \Big(\|U(\bar e\circ h_n) - r_n\|^2 - \|r_n\|^2
-                   + \sum_c \sum_{p,q} \operatorname{Cov}(m_p, m_q)\,
-                     (U_c^\top U_c)_{pq}\, h_{c,p} h_{c,q}\Big),
-          \quad r_n = y_n - f(x_n):
-
-      the loss change of the mean mask plus the mask's variance. :math:`\bar e \ne 0` at
-      the border (:math:`c(p)` is smaller there), so the cross term is real: with a
-      target, Δ is not the perturbation energy.
-      Cost: :math:`o(p,q) = o_H o_W` factorises per axis and vanishes unless p and q are
-      closer than b along both axes, and the Gram matrices are banded, so only pairs
-      (p, p + δ) with a few offsets δ enter: :math:`n_\delta \le (2\min(b, k') - 1)^2`
-      with data, :math:`(2\min(k, k') - 1)^2` with white input (k', k the kernel sides of
-      u and v; circular padding adds the wrapped copies of these offsets). With data the
-      cost is three convolutions plus O(N·C_hid·HW·n_δ); with white input
-      O(n_δ·C_hid²·(C_out k'² + C_in k² + k'²k²) + n_δ·k'²k²·HW), independent of N.
-      Both are linear in the number of pixels; no (C·H·W)² matrix is formed.
-      The torchvision normaliser (``normalize="torchvision"``, the random
-      numel/sum(kept)) has no closed form here: its moments need the distribution of
-      the kept count, a sum over all :math:`2^{\#\text{starts}}` start patterns; it
-      is refused (``InvalidParameterError``, a ``ValueError``; use :func:`dropout_penalty_mc`).
-
-    Data and targets:
-
-    * ``x`` given: the expectations over the data are means over the N samples.
-    * ``y=None``: the target is the clean output, :math:`y_n = f(x_n)`, so
-      :math:`\Delta = \mathbb{E}_m \frac1N\sum_n\|f_m(x_n) - f(x_n)\|^2`, the perturbation
-      energy (the cross term is zero). For element and channel masks that is Δ for every
-      target; for DropBlock it is Δ only at the target f(x).
-    * White input (``x=None``, :math:`\mathbb{E}[xx^\top] = I` over the
-      :math:`C_{in}HW` pixels, zero mean): likewise the perturbation energy
-      :math:`\mathbb{E}_{x,m}\|f_m(x) - f(x)\|^2`, with :math:`\mathbb{E}[hh^\top] = VV^\top`
-      (:math:`\mathbb{E}[h_q^2] = \|V[q,:]\|^2`; with circular padding the element
-      penalty is :math:`\lambda\, HW \sum_c \|u_c\|^2\|v_c\|^2`). ``y`` needs ``x``.
-    * ``activation="relu"`` (Arora et al. [2]: the formulas hold for any features h):
-      with data, h is the ReLU of the hidden map. With white input only the element
-      mode is available, assuming the input is *symmetric* (x and −x equally
-      likely), so that :math:`\mathbb{E}[\mathrm{relu}(h_q)^2] = \tfrac12\mathbb{E}[h_q^2]`;
-      channel and block modes would need :math:`\mathbb{E}[\mathrm{relu}(h_p)\mathrm{relu}(h_q)]`,
-      which :math:`\mathbb{E}[xx^\top]` does not determine.
+    with :math:`\|U[:,(c,q)]\|^2` from :func:`column_sq_norms`. DropBlock (``mode="block"``,
+    1/θ normaliser; correlated masks, not of mean one at the border): the exact Δ and its
+    cost, linear in the pixels, are derived in the module docstring.
 
     Parameters
     ----------
-    u : array (C_out, C_hid, k', k'), or (C_out, C_hid, k')
-        Kernel of the layer after the mask.
-    v : array (C_hid, C_in, k, k), or (C_hid, C_in, k)
-        Kernel of the layer before the mask.
+    u, v : arrays (C_out, C_hid, k', k'), (C_hid, C_in, k, k), or 1-D kernels (·, ·, k)
+        Kernels of the layers after and before the mask.
     keep : float
         Retain probability θ in (0, 1] (for DropBlock the expected kept fraction).
     image_shape : (H, W), or (L,) / L for 1-D kernels
     padding : {"zeros", "circular"}
         Padding of both layers (DropBlock's blocks never wrap around).
     mode : {"element", "channel", "block"}
-        Elementwise dropout (``nn.Dropout``), channel dropout (``nn.Dropout2d``) or
-        DropBlock (needs ``block_size``).
+        ``nn.Dropout``, ``nn.Dropout2d`` or DropBlock (needs ``block_size``).
     x : array (N, C_in, H, W), optional
-        Input samples; ``None`` means white input.
+        Input samples (expectations over the data are means over them); ``None`` is
+        white input, :math:`\mathbb{E}[xx^\top] = I` over the pixels, zero mean.
     activation : {None, "relu"}
-        Non-linearity on the hidden map before the mask.
+        On the hidden map before the mask ([2]: the formulas hold for any features). With
+        white input only ``mode="element"``, for symmetric input (E[relu(h)²] = E[h²]/2).
     block_size : int, optional
         DropBlock's block side b (``mode="block"`` only), at most the map's size.
     y : array (N, C_out, H, W), optional
-        Targets of the samples ``x``; ``None`` means the clean output f(x).
+        Targets of ``x``; ``None`` is f(x), where Δ is the perturbation energy
+        :math:`\mathbb{E}\|f_m(x) - f(x)\|^2` (for element and channel masks, at any target).
     normalize : {"ideal", "torchvision"}
         DropBlock's normaliser; only ``"ideal"`` (1/θ) has a closed form.
 
@@ -1020,55 +838,40 @@ def dropout_penalty(
     See Also
     --------
     dropout_penalty_mc : the same Δ by Monte Carlo over real masks.
-    regtheory.masks.DropBlock : the mask distribution and its start rate γ.
+    position_penalty : where on the hidden map the elementwise penalty sits.
 
     References
     ----------
-    [1] Mianjy, Arora & Vidal, ICML 2018 (formula (1)); [2] Arora et al., ICML 2021
-    (non-linear features); [3] Tompson et al., CVPR 2015 (channel dropout);
-    [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
+    [1] Mianjy et al., ICML 2018; [2] Arora et al., ICML 2021; [4] Ghiasi et al., NeurIPS 2018.
 
     Examples
     --------
     >>> u, v = np.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 3))
     >>> dropout_penalty(u, v, keep=0.5, image_shape=(4, 4), padding="circular")
     1296.0
-    >>> dropout_penalty(u, v, 0.5, (4, 4), "circular", mode="block", block_size=1)
+    >>> dropout_penalty(u, v, 0.5, (4, 4), padding="circular", mode="block", block_size=1)
     1296.0
     """
     circular = check_padding(padding)
-    check_choice(activation, "activation", _ACTIVATIONS)
-    masks = _mask_distribution(mode, keep, block_size, normalize)
+    check_choice(activation, "activation", ACTIVATIONS)
+    masks = mask_distribution(mode, keep, block_size, normalize)
     u4, v4, spatial, xc, map_shape = _check_net(u, v, image_shape, x)
     yc = _check_target(y, xc, u4, spatial, map_shape)
-    if mode == "block":
-        gamma = masks.gamma(map_shape)  # raises if the block does not fit the map
-        if normalize != "ideal":
-            raise InvalidParameterError(
-                "`normalize`='torchvision' (the random normaliser numel/sum(kept)) has no "
-                "closed form; estimate it with dropout_penalty_mc(..., normalize='torchvision')"
-            )
-        blocks = (1, masks.block_size) if len(map_shape) == 1 else (masks.block_size,) * 2
+    if isinstance(masks, DropBlock):
+        return _block_penalty(u4, v4, masks, spatial, map_shape, circular, xc, yc, activation)
     if xc is not None:
-        h = _ACTIVATIONS[activation](_conv_cn(xc, v4, circular))
-        if mode == "block":
-            residual = None if yc is None else yc - _conv_cn(h, u4, circular)
-            return _block_data(u4, h, masks.keep, gamma, spatial, blocks, circular, residual)
+        h = ACTIVATIONS[activation](conv_cn(xc, v4, circular))
         return float(masks.lam * _DATA_PENALTIES[mode](u4, h, circular))
-    if activation is not None and mode != "element":
-        raise InvalidParameterError(
-            f"`activation` with mode={mode!r} needs data `x`: E[relu(h_p) relu(h_q)] is not "
-            "determined by white input E[xxᵀ] = I"
-        )
-    if mode == "block":
-        return _block_white(u4, v4, masks.keep, gamma, spatial, blocks, circular)
+    _check_white_activation(activation, mode)
     energy = _WHITE_PENALTIES[mode](u4, v4, spatial, circular)
     if activation == "relu":
         energy *= 0.5  # symmetric input: h_q and -h_q equally likely
     return float(masks.lam * energy)
 
 
-def column_sq_norms(weight, image_shape, padding: str = "zeros") -> np.ndarray:
+def column_sq_norms(
+    weight: ArrayLike, image_shape: ImageShape, *, padding: Padding = "zeros"
+) -> np.ndarray:
     r"""Squared column norms :math:`\|U[:, (c, q)]\|^2` of the layer matrix, without building it.
 
     .. math:: \|U[:, (c,q)]\|^2 = \sum_{a,b} \Big(\sum_o w[o,c,a,b]^2\Big)\,
@@ -1094,33 +897,134 @@ def column_sq_norms(weight, image_shape, padding: str = "zeros") -> np.ndarray:
     array([[2., 3., 3., 2.]])
     """
     circular = check_padding(padding)
-    w, n_spatial = _check_weight(weight, "weight")
-    spatial = _check_image_shape(image_shape, n_spatial, "weight")
-    _check_fits(w.shape[2:], spatial, "weight")
+    w, n_spatial = check_conv_weight(weight, "weight")
+    spatial = check_image_shape(image_shape, n_spatial, "weight")
+    check_kernel_fits(w.shape[2:], spatial, "weight")
     out = _diag_gram(w, spatial, circular)
     return out if n_spatial == 2 else out[:, 0]
+
+
+def position_penalty(
+    u: ArrayLike, v: ArrayLike, keep: float, image_shape: ImageShape, *, padding: Padding = "zeros"
+) -> np.ndarray:
+    r"""Where on the hidden map the dropout penalty sits: the per-position terms of formula (5).
+
+    For white input (:math:`\mathbb E[xx^\top] = I`, so :math:`\mathbb E[h_{c,q}^2] =
+    \|V[(c,q), :]\|^2`) and elementwise dropout, the penalty (5) is a sum over hidden
+    positions q of
+
+    .. math:: P[q] = \lambda \sum_c \|U[:, (c, q)]\|^2\, \|V[(c, q), :]\|^2 ,
+              \qquad \lambda = \frac{1-\theta}{\theta}.
+
+    Both factors are column norms (:func:`column_sq_norms`): of u, and of the adjoint
+    kernel of v (spatially flipped, channels swapped), whose layer matrix is Vᵀ. With
+    circular padding P is constant; with zero padding it drops in a border band as deep
+    as the two kernels' radii (THEORY §3). The map sums to :func:`dropout_penalty`.
+
+    Parameters
+    ----------
+    u : array (C_out, C_hid, k', k'), or (C_out, C_hid, k')
+        Kernel of the layer after the mask.
+    v : array (C_hid, C_in, k, k), or (C_hid, C_in, k)
+        Kernel of the layer before the mask.
+    keep : float
+        Retain probability θ in (0, 1].
+    image_shape : (H, W), or (L,) / L for 1-D kernels
+    padding : {"zeros", "circular"}
+        Padding of both layers.
+
+    Returns
+    -------
+    array (H, W), or (L,)
+
+    See Also
+    --------
+    dropout_penalty : the sum of this map (``mode="element"``, ``x=None``).
+
+    Examples
+    --------
+    >>> u, v = np.ones((1, 1, 3)), np.ones((1, 1, 3))
+    >>> position_penalty(u, v, keep=0.5, image_shape=4)
+    array([4., 9., 9., 4.])
+    >>> dropout_penalty(u, v, keep=0.5, image_shape=4)
+    26.0
+    """
+    circular = check_padding(padding)
+    lam = dropout_lambda(keep)
+    u4, v4, spatial, _, map_shape = _check_net(u, v, image_shape, None)
+    col_u = _diag_gram(u4, spatial, circular)
+    row_v = _diag_gram(flipped_transpose(v4), spatial, circular)
+    out = lam * np.sum(col_u * row_v, axis=0)
+    return out if len(map_shape) == 2 else out[0]
 
 
 # ----------------------------------------------------------------------------- Monte Carlo
 
 
+def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation):
+    """The draw of :func:`dropout_penalty_mc`: draw(rng, size) -> the loss gaps of size masks."""
+    act = ACTIVATIONS[activation]
+    c_hid, c_in = v4.shape[:2]
+    hidden_shape = (c_hid, *map_shape)
+    n_data = 1 if xc is None else xc.shape[1]
+    H, W = spatial
+    pv, pu = (v4.shape[2] // 2, v4.shape[3] // 2), (u4.shape[2] // 2, u4.shape[3] // 2)
+    # Work arrays reused by every batch: each convolution has its own (both name their
+    # output "out", and h must outlive the second), the rest share `work`.
+    hidden_work, output_work, work = Scratch(), Scratch(), Scratch()
+    residual = None
+
+    if xc is None:
+
+        def hidden(rng, size):  # a fresh white input per mask: (C_hid, size, 1, H, W)
+            x = rng.standard_normal(out=work("x", (c_in, size, H, W)))
+            h = conv_cn_block(pad_cn(x, *pv, circular, work), v4, hidden_work)
+            return act(h)[:, :, None]
+
+    else:
+        h0 = act(conv_cn(xc, v4, circular))[:, None]  # the same data under every mask
+        if yc is not None:  # y − f(x): (C_out, N, H·W)
+            residual = (yc - conv_cn(h0[:, 0], u4, circular)).reshape(u4.shape[0], n_data, -1)
+
+        def hidden(rng, size):
+            return h0
+
+    def draw(rng, size):
+        # the masks first, then the input: the order in which the generator is used
+        m = masks.sample(hidden_shape, size, rng).reshape(size, c_hid, H, W)
+        h = hidden(rng, size)
+        e = np.subtract(m, 1.0, out=m)  # a new array of `sample`: m − 1 may overwrite it
+        # the deviation (m − 1) ∘ h, written straight into the interior of its padding
+        zp = work("deviation", (c_hid, size, n_data, H + 2 * pu[0], W + 2 * pu[1]))
+        np.multiply(e.transpose(1, 0, 2, 3)[:, :, None], h, out=interior(zp, *pu))
+        zp = fill_border(zp.reshape(c_hid, size * n_data, *zp.shape[3:]), *pu, circular)
+        d = conv_cn_block(zp, u4, output_work)
+        d = d.reshape(u4.shape[0], size, n_data, H * W)
+        energy = np.einsum("osnp,osnp->s", d, d)
+        if residual is not None:  # ‖r − d‖² − ‖r‖² = ‖d‖² − 2⟨r, d⟩
+            energy -= 2.0 * np.einsum("osnp,onp->s", d, residual)
+        return energy / n_data
+
+    return draw
+
+
 def dropout_penalty_mc(
-    u,
-    v,
+    u: ArrayLike,
+    v: ArrayLike,
     keep: float,
-    image_shape,
-    padding: str = "zeros",
-    mode: str = "element",
+    image_shape: ImageShape,
+    *,
+    padding: Padding = "zeros",
+    mode: Mode = "element",
     block_size: int | None = None,
     n_masks: int = 20_000,
-    seed=0,
-    x=None,
-    activation: str | None = None,
+    seed: int | np.random.Generator = 0,
+    x: ArrayLike | None = None,
+    activation: Activation = None,
     rtol: float | None = None,
     batch_size: int | None = None,
-    *,
-    y=None,
-    normalize: str = "ideal",
+    y: ArrayLike | None = None,
+    normalize: Normalize = "ideal",
 ) -> Estimate:
     r"""Monte Carlo estimate, over real sampled masks, of the loss gap of :func:`dropout_penalty`.
 
@@ -1133,26 +1037,17 @@ def dropout_penalty_mc(
               = \frac1N\sum_n \Big(\|d_n\|^2 - 2\langle y_n - f(x_n), d_n\rangle\Big),
               \quad d_n = u \ast ((m - 1)\circ h_n).
 
-    Without targets (``y=None``) the target is the clean output f(x), and G is the
-    perturbation energy :math:`\frac1N\sum_n\|d_n\|^2`; with ``x=None`` every draw uses
-    one fresh standard normal input (:math:`\mathbb{E}[xx^\top] = I`, symmetric) and
-    that energy. So :math:`\mathbb{E}G` is exactly the Δ of :func:`dropout_penalty` for
-    the same ``x`` and ``y``: formulas (5)–(6), and for DropBlock (whose masks are
-    correlated and, with the 1/θ normaliser, not of mean one at the border) its exact
-    second- and first-moment form. Everything is computed with :func:`conv2d` on batches
-    of masks, independently of the closed forms. With ``normalize="torchvision"`` (a
-    random normaliser with no closed form) it is the only tool.
+    Without targets (``y=None``) the target is f(x), and G is the perturbation energy
+    :math:`\frac1N\sum_n\|d_n\|^2`; with ``x=None`` every draw uses one fresh standard
+    normal input (:math:`\mathbb{E}[xx^\top] = I`, symmetric) and that energy. So
+    :math:`\mathbb{E}G` is exactly the Δ of :func:`dropout_penalty` for the same ``x``
+    and ``y``, computed here with convolutions on batches of masks, independently of the
+    closed forms. With ``normalize="torchvision"`` (no closed form) it is the only tool.
 
     Parameters
     ----------
-    u, v : arrays (C_out, C_hid, k', k'), (C_hid, C_in, k, k) (or 1-D kernels)
-    keep : float
-        Retain probability in (0, 1] (for DropBlock the expected kept fraction).
-    image_shape : (H, W), or (L,) / L
-    padding : {"zeros", "circular"}
-    mode : {"element", "channel", "block"}
-    block_size : int, optional
-        DropBlock block side (``mode="block"`` only).
+    u, v, keep, image_shape, padding, mode, block_size, x, activation, y
+        As in :func:`dropout_penalty`.
     n_masks : int
         Number of masks (the maximum when ``rtol`` is given). At least
         :func:`regtheory.montecarlo.min_draws` of the masks' rarest events, else
@@ -1161,17 +1056,11 @@ def dropout_penalty_mc(
         kept, far rarer than ``keep`` at small keep (about 4,800 masks at keep
         0.02 for blocks of 2 on a 6-long map).
     seed : int or numpy.random.Generator
-    x : array (N, C_in, H, W), optional
-        Input samples (every mask is applied to all of them).
-    activation : {None, "relu"}
-        Non-linearity on the hidden map before the mask.
     rtol : float, optional
         Stop once the relative standard error is at most ``rtol`` (not before
         1000 masks, nor before the minimum above).
     batch_size : int, optional
         Masks per vectorised batch (default: about 4 MB of hidden maps per batch).
-    y : array (N, C_out, H, W), optional
-        Targets of the samples ``x`` (needs ``x``); ``None`` means the clean output f(x).
     normalize : {"ideal", "torchvision"}
         DropBlock's normaliser: 1/keep, or torchvision's numel/sum(kept) per mask.
 
@@ -1190,62 +1079,22 @@ def dropout_penalty_mc(
     [1] Mianjy, Arora & Vidal, ICML 2018; [4] Ghiasi et al., NeurIPS 2018.
     """
     circular = check_padding(padding)
-    check_choice(activation, "activation", _ACTIVATIONS)
-    masks = _mask_distribution(mode, keep, block_size, normalize)
+    check_choice(activation, "activation", ACTIVATIONS)
+    masks = mask_distribution(mode, keep, block_size, normalize)
     u4, v4, spatial, xc, map_shape = _check_net(u, v, image_shape, x)
     yc = _check_target(y, xc, u4, spatial, map_shape)
-    act = _ACTIVATIONS[activation]
-    c_hid, c_in = v4.shape[:2]
-    hidden_shape = (c_hid, *map_shape)
-    if mode == "block":
+    if isinstance(masks, DropBlock):
         masks.gamma(map_shape)  # raises early if the block does not fit the map
-    need = min_draws(masks.event_probabilities(hidden_shape))
+    need = min_draws(masks.event_probabilities((v4.shape[0], *map_shape)))
     setting = f"keep = {masks.keep:g}, {mode} masks" + (
         f" of side {block_size} on a {'×'.join(map(str, map_shape))} map" if mode == "block" else ""
     )
     n_masks = check_n_masks(n_masks, need, setting)
-    n_data = 1 if xc is None else xc.shape[1]
     if batch_size is None:
-        per_mask = n_data * max(c_in, c_hid, u4.shape[0]) * spatial[0] * spatial[1]
-        batch_size = int(np.clip(_MC_BATCH_ENTRIES // per_mask, 1, 4096))
-    H, W = spatial
-    pv, pu = (v4.shape[2] // 2, v4.shape[3] // 2), (u4.shape[2] // 2, u4.shape[3] // 2)
-    # Work arrays reused by every batch: each convolution has its own (both name their
-    # output "out", and h must outlive the second), the rest share `work`.
-    hidden_work, output_work, work = _Scratch(), _Scratch(), _Scratch()
-    residual = None
-
-    if xc is None:
-
-        def hidden(rng, size):  # a fresh white input per mask: (C_hid, size, 1, H, W)
-            x = rng.standard_normal(out=work("x", (c_in, size, H, W)))
-            h = _conv_cn_block(_pad_cn(x, *pv, circular, work), v4, hidden_work)
-            return act(h)[:, :, None]
-
-    else:
-        h0 = act(_conv_cn(xc, v4, circular))[:, None]  # the same data under every mask
-        if yc is not None:  # y − f(x): (C_out, N, H·W)
-            residual = (yc - _conv_cn(h0[:, 0], u4, circular)).reshape(u4.shape[0], n_data, -1)
-
-        def hidden(rng, size):
-            return h0
-
-    def draw(rng, size):
-        # the masks first, then the input: the order in which the generator is used
-        m = masks.sample(hidden_shape, size, rng).reshape(size, c_hid, H, W)
-        h = hidden(rng, size)
-        e = np.subtract(m, 1.0, out=m)  # a new array of `sample`: m − 1 may overwrite it
-        # the deviation (m − 1) ∘ h, written straight into the interior of its padding
-        zp = work("deviation", (c_hid, size, n_data, H + 2 * pu[0], W + 2 * pu[1]))
-        np.multiply(e.transpose(1, 0, 2, 3)[:, :, None], h, out=_interior(zp, *pu))
-        zp = _fill_border(zp.reshape(c_hid, size * n_data, *zp.shape[3:]), *pu, circular)
-        d = _conv_cn_block(zp, u4, output_work)
-        d = d.reshape(u4.shape[0], size, n_data, H * W)
-        energy = np.einsum("osnp,osnp->s", d, d)
-        if residual is not None:  # ‖r − d‖² − ‖r‖² = ‖d‖² − 2⟨r, d⟩
-            energy -= 2.0 * np.einsum("osnp,onp->s", d, residual)
-        return energy / n_data
-
+        n_data = 1 if xc is None else xc.shape[1]
+        per_mask = n_data * max(v4.shape[1], v4.shape[0], u4.shape[0]) * spatial[0] * spatial[1]
+        batch_size = int(np.clip(MC_BATCH_ENTRIES // per_mask, 1, 4096))
+    draw = _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation)
     return estimate(
         draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
     )

@@ -9,8 +9,10 @@ isotropic closed forms apply to the sample itself, not only in expectation
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._validation import (
     InvalidParameterError,
@@ -21,10 +23,17 @@ from ._validation import (
 )
 from .conv import conv2d
 
-__all__ = ["ConvTask", "LinearTask", "conv_task", "linear_teacher", "white_inputs"]
+__all__ = [
+    "ConvTask",
+    "LinearTask",
+    "conv_task",
+    "linear_teacher",
+    "teacher_kernel",
+    "white_inputs",
+]
 
 
-def white_inputs(n: int, d: int, seed) -> np.ndarray:
+def white_inputs(n: int, d: int, seed: int | np.random.Generator) -> np.ndarray:
     r"""``n`` Gaussian samples in ℝ^d transformed so that ``XᵀX/n = I`` exactly (n ≥ d).
 
     A standard normal sample G (n, d) is whitened by its own empirical second
@@ -83,7 +92,12 @@ class LinearTask:
 
 
 def linear_teacher(
-    n: int, singular_values, d_in: int, d_out: int, noise: float, seed
+    n: int,
+    singular_values: ArrayLike,
+    d_in: int,
+    d_out: int,
+    noise: float,
+    seed: int | np.random.Generator,
 ) -> LinearTask:
     r"""A teacher map with the given singular values (random singular vectors), white X.
 
@@ -176,12 +190,13 @@ def _signals(N: int, n: int, inputs: str, rng) -> np.ndarray:
 
 def conv_task(
     n: int,
-    teacher,
+    teacher: ArrayLike,
     n_train: int,
     n_test: int,
     noise: float,
-    seed,
-    inputs: str = "white",
+    seed: int | np.random.Generator,
+    *,
+    inputs: Literal["white", "natural"] = "white",
 ) -> ConvTask:
     r"""Signals of length ``n``, targets ``teacher ⋆ x`` (circular) plus Gaussian noise.
 
@@ -247,6 +262,36 @@ def conv_task(
     w = teacher.reshape(1, 1, -1)
     X = _signals(check_int(n_train, "n_train"), n, inputs, rng)[:, None, :]
     X_test = _signals(check_int(n_test, "n_test"), n, inputs, rng)[:, None, :]
-    Y = conv2d(X, w, "circular") + noise * rng.standard_normal(X.shape)
-    Y_test = conv2d(X_test, w, "circular") + noise * rng.standard_normal(X_test.shape)
+    Y = conv2d(X, w, padding="circular") + noise * rng.standard_normal(X.shape)
+    Y_test = conv2d(X_test, w, padding="circular") + noise * rng.standard_normal(X_test.shape)
     return ConvTask(X=X, Y=Y, X_test=X_test, Y_test=Y_test, teacher=w, inputs=inputs)
+
+
+def teacher_kernel(kernel_size: int, *, seed: int = 0) -> np.ndarray:
+    r"""A random end-to-end kernel for a comparison task: 2K − 1 i.i.d. taps N(0, 1/(2K − 1)).
+
+    The teacher of ``regtheory compare``: the composition of two K-tap kernels has
+    2K − 1 taps, so a two-layer conv net with K-tap kernels can represent it; the
+    variance makes its expected squared norm 1. Pass it to
+    :func:`regtheory.data.conv_task`.
+
+    Parameters
+    ----------
+    kernel_size : int
+        Taps K of each of the two kernels of the net.
+    seed : int
+        Seed of ``numpy.random.default_rng``.
+
+    Returns
+    -------
+    ndarray (2K − 1,)
+
+    Examples
+    --------
+    >>> teacher_kernel(3, seed=0).shape
+    (5,)
+    """
+    kernel_size = check_int(kernel_size, "kernel_size")
+    seed = check_int(seed, "seed", minimum=0)
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(2 * kernel_size - 1) / np.sqrt(2 * kernel_size - 1)

@@ -22,11 +22,13 @@ from __future__ import annotations
 from itertools import pairwise
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ._linalg import sqrtm_psd
+from ._linalg import numerical_rank, rounding_rtol, sqrtm_psd
 from ._ties import TIE_RTOL, lowest_index
 from ._validation import (
     InvalidParameterError,
+    SeedLike,
     check_array,
     check_block_size,
     check_cov,
@@ -53,7 +55,7 @@ __all__ = [
 ]
 
 
-def _check_factors(U, V) -> tuple[np.ndarray, np.ndarray]:
+def _check_factors(U: ArrayLike, V: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     U = check_array(U, "U", ndim=2)
     V = check_array(V, "V", ndim=2)
     if U.shape[1] != V.shape[1]:
@@ -71,7 +73,9 @@ def _input_energy(V: np.ndarray, cov: np.ndarray | None) -> np.ndarray:
     return np.einsum("ji,jk,ki->i", V, cov, V)
 
 
-def dropout_penalty(U, V, keep: float, cov=None) -> float:
+def dropout_penalty(
+    U: ArrayLike, V: ArrayLike, keep: float, *, cov: ArrayLike | None = None
+) -> float:
     r"""Expected dropout penalty of a fully connected layer, formula (1).
 
     .. math:: R(U, V) = \lambda \sum_{i=1}^{w} \|u_i\|^2\, v_i^\top C v_i,
@@ -109,15 +113,16 @@ def dropout_penalty(U, V, keep: float, cov=None) -> float:
 
 
 def dropout_penalty_mc(
-    U,
-    V,
+    U: ArrayLike,
+    V: ArrayLike,
     keep: float,
-    X,
+    X: ArrayLike,
+    *,
     n_masks: int = 100_000,
-    seed=0,
+    seed: SeedLike = 0,
     rtol: float | None = None,
-    batch_size: int = 4096,
-    block_size: int = 1,
+    batch_size: int | None = None,
+    block_size: int | None = None,
 ) -> Estimate:
     r"""Monte Carlo estimate of the dropout penalty on input samples, over real masks.
 
@@ -149,11 +154,11 @@ def dropout_penalty_mc(
     rtol : float, optional
         Stop once the relative standard error is at most ``rtol`` (not before
         1000 masks, nor before the minimum above).
-    batch_size : int
-        Masks per vectorised batch.
-    block_size : int
+    batch_size : int, optional
+        Masks per vectorised batch (default 4096).
+    block_size : int, optional
         Units dropped together (DropBlock on an FC layer, Pal et al. 2020); must
-        divide the width. 1 is ordinary dropout.
+        divide the width. ``None`` (default) or 1 is ordinary dropout.
 
     Returns
     -------
@@ -168,6 +173,7 @@ def dropout_penalty_mc(
             f"`X` must have {V.shape[0]} columns (d_in of V), got {X.shape}"
         )
     width = U.shape[1]
+    block_size = 1 if block_size is None else block_size
     groups = width // check_block_size(block_size, width)
     masks = Bernoulli(keep) if block_size == 1 else Channel(keep)
     shape = (width,) if block_size == 1 else (groups, block_size)
@@ -188,7 +194,9 @@ def dropout_penalty_mc(
     )
 
 
-def structured_penalty(U, V, mask_cov, cov=None) -> float:
+def structured_penalty(
+    U: ArrayLike, V: ArrayLike, mask_cov: ArrayLike, *, cov: ArrayLike | None = None
+) -> float:
     r"""Dropout penalty of an FC layer under any mask distribution, formula (4).
 
     For a multiplicative mask m on the hidden units with :math:`\mathbb{E}m = 1`
@@ -236,13 +244,15 @@ def structured_penalty(U, V, mask_cov, cov=None) -> float:
     2.0
     """
     U, V = _check_factors(U, V)
-    mask_cov = check_cov(mask_cov, U.shape[1], name="mask_cov")
-    cov = check_cov(cov, V.shape[0])
-    VCV = V.T @ V if cov is None else V.T @ cov @ V
-    return float(np.sum(mask_cov * (U.T @ U) * VCV))
+    Sigma = check_cov(mask_cov, U.shape[1], name="mask_cov")
+    C = check_cov(cov, V.shape[0])
+    VCV = V.T @ V if C is None else V.T @ C @ V
+    return float(np.sum(Sigma * (U.T @ U) * VCV))
 
 
-def block_dropout_penalty(U, V, keep: float, block_size: int, cov=None) -> float:
+def block_dropout_penalty(
+    U: ArrayLike, V: ArrayLike, keep: float, block_size: int, *, cov: ArrayLike | None = None
+) -> float:
     r"""Dropout penalty of an FC layer whose hidden units are dropped in blocks of ``block_size``.
 
     DropBlock on an FC layer (Pal, Lane, Vidal & Haeffele [1]): the w hidden units
@@ -301,7 +311,7 @@ def block_dropout_penalty(U, V, keep: float, block_size: int, cov=None) -> float
     return float(lam * np.sum(blocks**2))
 
 
-def spectral_k_support_norm(M, k: int) -> float:
+def spectral_k_support_norm(M: ArrayLike, k: int) -> float:
     r"""Spectral k-support norm :math:`\|M\|_{(k)}` of a matrix.
 
     The gauge of the convex hull of the matrices of rank ≤ k and unit Frobenius
@@ -360,7 +370,9 @@ def spectral_k_support_norm(M, k: int) -> float:
     raise AssertionError("no valid r in the k-support norm")  # pragma: no cover
 
 
-def block_induced_regularizer(M, keep: float, width: int, block_size: int, cov=None) -> float:
+def block_induced_regularizer(
+    M: ArrayLike, keep: float, width: int, block_size: int, *, cov: ArrayLike | None = None
+) -> float:
     r"""Convex lower bound of the induced regularizer of block dropout on an FC layer.
 
     .. math:: \Theta_k(M) = \min_{UV^\top = M} \lambda\sum_g \|U_gV_g^\top C^{1/2}\|_F^2
@@ -429,13 +441,9 @@ def _nuclear_norm(A: np.ndarray) -> float:
     return float(np.linalg.svd(A, compute_uv=False).sum())
 
 
-def _numerical_rank(s: np.ndarray, shape: tuple[int, int]) -> int:
-    if s.size == 0 or s[0] == 0:
-        return 0
-    return int(np.sum(s > s[0] * max(shape) * np.finfo(float).eps))
-
-
-def induced_regularizer(M, keep: float, width: int, cov=None) -> float:
+def induced_regularizer(
+    M: ArrayLike, keep: float, width: int, *, cov: ArrayLike | None = None
+) -> float:
     r"""Induced regularizer of FC dropout, formula (2).
 
     The smallest dropout penalty over all width-``w`` factorizations
@@ -466,7 +474,7 @@ def induced_regularizer(M, keep: float, width: int, cov=None) -> float:
     width = check_int(width, "width")
     cov = check_cov(cov, M.shape[1])
     s = np.linalg.svd(M, compute_uv=False)
-    rank = _numerical_rank(s, M.shape)
+    rank = numerical_rank(s, rtol=rounding_rtol(M.shape))
     if width < rank:
         raise InvalidParameterError(
             f"`width` ({width}) must be at least rank(M) ({rank}): a narrower network "
@@ -476,7 +484,7 @@ def induced_regularizer(M, keep: float, width: int, cov=None) -> float:
     return lam / width * _nuclear_norm(Mc) ** 2
 
 
-def unit_products(U, V, cov=None) -> np.ndarray:
+def unit_products(U: ArrayLike, V: ArrayLike, *, cov: ArrayLike | None = None) -> np.ndarray:
     r"""Per-unit products :math:`\|u_i\|\,\|C^{1/2} v_i\|` of a factorization.
 
     .. math:: p_i = \|u_i\|\,\|C^{1/2} v_i\| = \sqrt{\|u_i\|^2\, v_i^\top C v_i},
@@ -515,7 +523,9 @@ def unit_products(U, V, cov=None) -> np.ndarray:
     return np.sqrt(np.einsum("ji,ji->i", U, U) * _input_energy(V, cov))
 
 
-def has_equal_products(U, V, rtol: float = 1e-6, cov=None) -> bool:
+def has_equal_products(
+    U: ArrayLike, V: ArrayLike, *, rtol: float = 1e-6, cov: ArrayLike | None = None
+) -> bool:
     r"""Whether every hidden unit has the same product :math:`\|u_i\|\,\|C^{1/2}v_i\|`.
 
     The *equal products* condition of Mianjy et al. [1, Def. 2.2], with a relative
@@ -559,11 +569,13 @@ def has_equal_products(U, V, rtol: float = 1e-6, cov=None) -> bool:
     True
     """
     rtol = check_nonnegative(rtol, "rtol")
-    p = unit_products(U, V, cov)
+    p = unit_products(U, V, cov=cov)
     return bool(p.max() - p.min() <= rtol * p.mean())
 
 
-def is_equalized(U, V, rtol: float = 1e-6, cov=None) -> bool:
+def is_equalized(
+    U: ArrayLike, V: ArrayLike, *, rtol: float = 1e-6, cov: ArrayLike | None = None
+) -> bool:
     r"""Whether the factorization attains the induced regularizer (2): its penalty is minimal.
 
     By Cauchy–Schwarz and the triangle inequality, for the products
@@ -616,12 +628,13 @@ def is_equalized(U, V, rtol: float = 1e-6, cov=None) -> bool:
     >>> is_equalized(np.eye(2), np.array([[1.0, 1.0], [0.0, 0.0]]))  # equal products, rank 1 map
     False
     """
-    if not has_equal_products(U, V, rtol, cov):
+    if not has_equal_products(U, V, rtol=rtol, cov=cov):
         return False
-    p = unit_products(U, V, cov)
+    p = unit_products(U, V, cov=cov)
     M = np.asarray(U, dtype=float) @ np.asarray(V, dtype=float).T
-    if cov is not None:
-        M = M @ sqrtm_psd(check_cov(cov, M.shape[1]))
+    C = check_cov(cov, M.shape[1])
+    if C is not None:
+        M = M @ sqrtm_psd(C)
     nuc = float(np.linalg.svd(M, compute_uv=False).sum())
     return bool(p.sum() - nuc <= rtol * max(nuc, p.sum()))
 
@@ -707,7 +720,9 @@ def _canonical_basis(A: np.ndarray, runs: list[slice]) -> np.ndarray:
     return R
 
 
-def equalize(U, V, cov=None) -> tuple[np.ndarray, np.ndarray]:
+def equalize(
+    U: ArrayLike, V: ArrayLike, *, cov: ArrayLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     r"""An equalized factorization of the same map with the same width.
 
     Returns :math:`(U', V')` with :math:`U'V'^\top = UV^\top`, the same width, and
@@ -750,7 +765,7 @@ def equalize(U, V, cov=None) -> tuple[np.ndarray, np.ndarray]:
     A, s, Bt = np.linalg.svd(M, full_matrices=False)
     # rank(UVᵀ) <= width; the values past the numerical rank are rounding noise whose
     # singular vectors are arbitrary, so they are dropped rather than equalized.
-    r = min(width, _numerical_rank(s, M.shape))
+    r = min(width, numerical_rank(s, rtol=rounding_rtol(M.shape)))
     A, s, B = A[:, :r], s[:r], Bt[:r].T
     R = _canonical_basis(A, _tied_runs(s))
     root = np.sqrt(s)[:, None] * R  # S^{1/2} R: A S^{1/2} R (B S^{1/2} R)ᵀ = A S Bᵀ
@@ -782,7 +797,9 @@ def _shrinkage(sigma: np.ndarray, lam: float, width: int) -> tuple[np.ndarray, i
     return m, rho, float(alpha)
 
 
-def global_optimum(T, keep: float, width: int, cov=None) -> np.ndarray:
+def global_optimum(
+    T: ArrayLike, keep: float, width: int, *, cov: ArrayLike | None = None
+) -> np.ndarray:
     r"""Closed-form global optimum of the dropout objective, formula (3).
 
     Minimises :math:`\mathbb{E}\|y - Mx\|^2 + \frac{\lambda}{w}\|MC^{1/2}\|_*^2` over

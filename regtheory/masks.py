@@ -24,7 +24,14 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.optimize import brentq
 
-from ._validation import InvalidParameterError, as_generator, check_int, check_keep
+from ._validation import (
+    InvalidParameterError,
+    SeedLike,
+    ShapeLike,
+    as_generator,
+    check_int,
+    check_keep,
+)
 
 __all__ = ["Bernoulli", "Channel", "DropBlock", "MaskDistribution", "dropout_lambda"]
 
@@ -66,7 +73,7 @@ def dropout_lambda(keep: float) -> float:
     return (1.0 - keep) / keep
 
 
-def _check_feature_shape(shape) -> tuple[int, ...]:
+def _check_feature_shape(shape: ShapeLike) -> tuple[int, ...]:
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
     shape = tuple(shape)
@@ -81,7 +88,7 @@ class MaskDistribution:
 
     keep: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "keep", check_keep(self.keep))
 
     @property
@@ -89,7 +96,7 @@ class MaskDistribution:
         """Variance of one mask entry, λ = (1 − keep)/keep."""
         return (1.0 - self.keep) / self.keep
 
-    def sample(self, shape, n: int, seed) -> np.ndarray:
+    def sample(self, shape: ShapeLike, n: int, seed: SeedLike) -> np.ndarray:
         """Draw ``n`` independent masks; returns an array of shape ``(n, *shape)``."""
         shape = _check_feature_shape(shape)
         n = check_int(n, "n")
@@ -98,7 +105,7 @@ class MaskDistribution:
     def _sample(self, shape, n, rng):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def kept_probability(self, shape) -> float:
+    def kept_probability(self, shape: ShapeLike) -> float:
         """Smallest probability, over the units of a mask of ``shape``, that a unit is kept.
 
         ``keep`` for elementwise and channel dropout, where every unit is kept with
@@ -107,7 +114,7 @@ class MaskDistribution:
         _check_feature_shape(shape)
         return self.keep
 
-    def event_probabilities(self, shape) -> tuple[float, ...]:
+    def event_probabilities(self, shape: ShapeLike) -> tuple[float, ...]:
         """Probabilities of the rarest independent events a mask of ``shape`` is made of.
 
         A Monte Carlo draw of a penalty hinges on these events, so they set how many
@@ -268,11 +275,11 @@ class DropBlock(MaskDistribution):
             )
         return spatial
 
-    def gamma(self, spatial_shape) -> float:
+    def gamma(self, spatial_shape: ShapeLike) -> float:
         """Exact block-start rate γ for a map of ``spatial_shape`` (see the class docstring)."""
         return _exact_gamma(self.keep, self.block_size, self._check_spatial(spatial_shape))
 
-    def kept_probability(self, shape) -> float:
+    def kept_probability(self, shape: ShapeLike) -> float:
         r"""Smallest probability that a position of a ``(channels, *spatial)`` map is kept.
 
         :math:`(1-\gamma)^{c_{\max}}`, where :math:`c_{\max} = \prod_a \min(b, s_a - b + 1)`
@@ -283,7 +290,7 @@ class DropBlock(MaskDistribution):
         most_covers = int(np.prod([min(self.block_size, s - self.block_size + 1) for s in spatial]))
         return (1.0 - self.gamma(spatial)) ** most_covers
 
-    def event_probabilities(self, shape) -> tuple[float, ...]:
+    def event_probabilities(self, shape: ShapeLike) -> tuple[float, ...]:
         """Probabilities of the rarest events a DropBlock mask of ``shape`` is made of.
 
         A block start (γ, rare near keep = 1) and the rarest kept position

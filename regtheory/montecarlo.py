@@ -73,11 +73,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats
 
-from ._validation import InvalidParameterError, as_generator, check_array, check_int
+from ._validation import (
+    InvalidParameterError,
+    SeedLike,
+    as_generator,
+    check_array,
+    check_fraction,
+    check_int,
+    check_positive,
+    check_real,
+)
 
 __all__ = ["Estimate", "estimate", "min_draws"]
 
@@ -110,7 +121,7 @@ class Estimate:
     n_samples: int
     skewness: float = 0.0
 
-    def ci(self, level: float = 0.95) -> tuple[float, float]:
+    def ci(self, *, level: float = 0.95) -> tuple[float, float]:
         r"""Confidence interval for the expectation, corrected for skewed draws.
 
         Hall's (1992) transformation of the studentized mean: with
@@ -146,8 +157,7 @@ class Estimate:
         P. Hall, On the removal of skewness by transformation, J. R. Statist.
         Soc. B 54 (1992) 221-228.
         """
-        if not (0.0 < level < 1.0):
-            raise InvalidParameterError(f"`level` must be in (0, 1), got {level!r}")
+        level = check_fraction(level, "level")
         z = float(stats.norm.ppf(0.5 + level / 2.0))
         a = self.skewness / (3.0 * np.sqrt(self.n_samples))
         # Draws that are all equal (keep = 1; a single unit at keep 0.5, where (r/θ - 1)²
@@ -171,17 +181,26 @@ class Estimate:
 
     def samples_for(self, rtol: float) -> int:
         """Draws needed for a relative standard error ``rtol``, (std / (rtol·|mean|))²."""
-        if not (rtol > 0):
-            raise InvalidParameterError(f"`rtol` must be positive, got {rtol!r}")
+        rtol = check_positive(rtol, "rtol")
         if self.mean == 0:
             raise ValueError("the mean is 0: a relative standard error is undefined")
         return int(np.ceil((self.std / (rtol * abs(self.mean))) ** 2))
 
     def zscore(self, value: float) -> float:
         """How many standard errors ``value`` lies from the mean."""
+        value = check_real(value, "value")
         if self.stderr == 0:
             return 0.0 if value == self.mean else float("inf")
         return (self.mean - value) / self.stderr
+
+    def to_dict(self) -> dict[str, Any]:
+        """The estimate as JSON values: mean, stderr, n_samples and the 95 % interval ``ci95``."""
+        return {
+            "mean": self.mean,
+            "stderr": self.stderr,
+            "n_samples": self.n_samples,
+            "ci95": list(self.ci(level=0.95)),
+        }
 
     def __str__(self) -> str:
         lo, hi = self.ci()
@@ -193,8 +212,9 @@ class Estimate:
 def estimate(
     draw: Callable[[np.random.Generator, int], np.ndarray],
     n_samples: int,
-    seed,
-    batch_size: int = 4096,
+    seed: SeedLike,
+    *,
+    batch_size: int | None = None,
     rtol: float | None = None,
     min_samples: int = 1000,
 ) -> Estimate:
@@ -208,8 +228,8 @@ def estimate(
         Number of draws; with ``rtol`` it is the maximum.
     seed : int or numpy.random.Generator
         Same seed, same estimate.
-    batch_size : int
-        Draws per vectorised call.
+    batch_size : int, optional
+        Draws per vectorised call (default 4096).
     rtol : float, optional
         Stop early once ``stderr / |mean| <= rtol`` (checked after each batch,
         not before ``min_samples`` draws, so the variance estimate is stable).
@@ -229,9 +249,9 @@ def estimate(
         :func:`min_draws`.
     """
     n_samples = check_int(n_samples, "n_samples", minimum=2)
-    batch_size = check_int(batch_size, "batch_size", minimum=1)
-    if rtol is not None and not (rtol > 0):
-        raise InvalidParameterError(f"`rtol` must be positive, got {rtol!r}")
+    batch_size = 4096 if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+    if rtol is not None:
+        rtol = check_positive(rtol, "rtol")
     rng = as_generator(seed)
     # Pairwise update of (count, mean, M2, M3) (Chan, Golub & LeVeque 1983; the third
     # moment as in Pébay 2008): stable for any number of batches, and M3 gives the
@@ -267,7 +287,7 @@ def estimate(
     return Estimate(mean=float(mean), stderr=stderr, n_samples=int(count), skewness=skewness)
 
 
-def min_draws(event_probabilities) -> int:
+def min_draws(event_probabilities: ArrayLike) -> int:
     r"""Fewest draws for which the interval of :meth:`Estimate.ci` is honest.
 
     A penalty draw is a function of independent mask events: a unit kept (probability

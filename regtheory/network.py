@@ -28,11 +28,20 @@ input channel first as ``torch.flatten`` does), :class:`ReLU`, and
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ._validation import InvalidParameterError, as_generator, check_array, check_int, check_n_masks
+from ._convops import Padding
+from ._validation import (
+    InvalidParameterError,
+    as_generator,
+    check_array,
+    check_int,
+    check_n_masks,
+    check_paired_rows,
+)
 from .conv import conv2d
 from .masks import MaskDistribution
 from .montecarlo import Estimate, estimate, min_draws
@@ -45,10 +54,10 @@ class Conv:
     """Same-size convolution, weight (C_out, C_in, k, k) or (C_out, C_in, k)."""
 
     weight: np.ndarray
-    padding: str = "zeros"
+    padding: Padding = field(default="zeros", kw_only=True)
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
-        return conv2d(z, self.weight, self.padding)
+        return conv2d(z, self.weight, padding=self.padding)
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ class Linear:
         flat = z.reshape(z.shape[0], -1)
         if flat.shape[1] != self.weight.shape[1]:
             raise InvalidParameterError(
-                f"Linear layer expects {self.weight.shape[1]} input features, got {flat.shape[1]}"
+                f"a Linear layer expects {self.weight.shape[1]} input features, got {flat.shape[1]}"
             )
         return flat @ self.weight.T
 
@@ -81,6 +90,9 @@ class Dropout:
     masks: MaskDistribution
 
 
+Layer = Conv | Linear | ReLU | Dropout
+
+
 def _check_layers(layers) -> tuple:
     if isinstance(layers, (Conv, Linear, ReLU, Dropout)) or not isinstance(layers, Sequence):
         raise InvalidParameterError(
@@ -89,9 +101,8 @@ def _check_layers(layers) -> tuple:
     checked = []
     for i, layer in enumerate(layers):
         if isinstance(layer, Conv):
-            layer = Conv(
-                check_array(layer.weight, f"layers[{i}].weight", ndim=(3, 4)), layer.padding
-            )
+            weight = check_array(layer.weight, f"layers[{i}].weight", ndim=(3, 4))
+            layer = Conv(weight, padding=layer.padding)
         elif isinstance(layer, Linear):
             layer = Linear(check_array(layer.weight, f"layers[{i}].weight", ndim=2))
         elif isinstance(layer, Dropout):
@@ -111,7 +122,13 @@ def _check_layers(layers) -> tuple:
     return tuple(checked)
 
 
-def forward(layers, x, seed=None, n_draws: int = 1) -> np.ndarray:
+def forward(
+    layers: Sequence[Layer],
+    x: ArrayLike,
+    *,
+    seed: int | np.random.Generator | None = None,
+    n_draws: int = 1,
+) -> np.ndarray:
     r"""Run the network on ``x`` (n, ...) for ``n_draws`` independent sets of masks.
 
     The layers are applied first to last,
@@ -163,12 +180,22 @@ def forward(layers, x, seed=None, n_draws: int = 1) -> np.ndarray:
     layers = _check_layers(layers) if seed is not None else tuple(layers)
     x = check_array(x, "x")
     if seed is None:
-        z = x
-        for layer in layers:
-            if not isinstance(layer, Dropout):
-                z = layer(z)
-        return z
+        return _mask_free(layers, x, "x")
+    _mask_free(layers, x[:1], "x")  # the shapes fit before any mask is drawn
     return _forward_masked(layers, x, as_generator(seed), check_int(n_draws, "n_draws"))
+
+
+def _mask_free(layers, x: np.ndarray, name: str) -> np.ndarray:
+    """The network without its masks on ``x``; a layer that does not fit names ``name``."""
+    z = x
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Dropout):
+            continue
+        try:
+            z = layer(z)
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(f"`{name}` does not fit `layers[{i}]`: {exc}") from None
+    return z
 
 
 def _forward_masked(layers, x, rng, n_draws):
@@ -223,11 +250,12 @@ def _mask_events(dropouts) -> tuple[list[float], str]:
 
 
 def dropout_penalty_mc(
-    layers,
-    X,
-    Y,
+    layers: Sequence[Layer],
+    X: ArrayLike,
+    Y: ArrayLike,
+    *,
     n_masks: int = 2000,
-    seed=0,
+    seed: int | np.random.Generator = 0,
     rtol: float | None = None,
     batch_size: int | None = None,
 ) -> Estimate:
@@ -269,11 +297,8 @@ def dropout_penalty_mc(
     layers = _check_layers(layers)
     X = check_array(X, "X")
     Y = check_array(Y, "Y")
-    if X.shape[0] != Y.shape[0]:
-        raise InvalidParameterError(
-            f"`X` and `Y` must have the same number of samples, got {X.shape[0]} and {Y.shape[0]}"
-        )
-    clean = forward(layers, X)
+    check_paired_rows(X, Y)
+    clean = _mask_free(layers, X, "X")
     if clean.shape != Y.shape:
         raise InvalidParameterError(
             f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"

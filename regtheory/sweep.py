@@ -61,6 +61,7 @@ import pickle
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any, final
 
 import numpy as np
@@ -80,7 +81,7 @@ ALIGNMENT = 64
 # Rule 2: the tasks running in this process, and the limiter they share.
 _limit_lock = threading.Lock()
 _limit_users = 0
-_limiter = None
+_limiter: Any = None
 
 
 def _release_blas_control() -> None:
@@ -123,7 +124,8 @@ def _one_blas_thread() -> Iterator[None]:
             _limit_users -= 1
             if _limit_users == 0:
                 _release_blas_control()
-                _limiter.restore_original_limits()
+                if _limiter is not None:
+                    _limiter.restore_original_limits()
                 _release_blas_control()
                 _limiter = None
 
@@ -194,7 +196,7 @@ def _gather(client, fn, tasks: list[dict]) -> list:
     return client.gather(futures)
 
 
-_BACKENDS = {"serial": _map_serial, "joblib": _map_joblib, "dask": _map_dask}
+_BACKENDS = MappingProxyType({"serial": _map_serial, "joblib": _map_joblib, "dask": _map_dask})
 
 
 @final
@@ -256,7 +258,7 @@ class Sweep:
         self.n_jobs = n_jobs
         self.scheduler = scheduler
         self.timeout = timeout
-        self._client = None
+        self._client: Any = None
 
     @property
     def backend(self) -> str:
@@ -322,7 +324,7 @@ class Sweep:
         # __del__ then prints a traceback at exit; holding it lets us close it cleanly.
         client = Client.__new__(Client)
         try:
-            client.__init__(self.scheduler, timeout=timeout, set_as_default=False)
+            Client.__init__(client, self.scheduler, timeout=timeout, set_as_default=False)
         except (OSError, ValueError, TypeError) as exc:
             client.close()
             raise OSError(

@@ -46,31 +46,40 @@ References
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from . import conv, fc
+from . import _sgd, conv, fc
+from ._convops import (
+    ACTIVATIONS,
+    Activation,
+    KernelSize,
+    Mode,
+    Padding,
+    centre_roll,
+    conv_cn,
+    flipped_transpose,
+    lifted_matrix,
+    mask_distribution,
+    unfold,
+)
+from ._sgd import check_schedule
 from ._validation import (
-    InvalidParameterError,
     as_generator,
     check_array,
     check_block_size,
     check_choice,
+    check_conv_data,
     check_int,
     check_keep,
+    check_kernel_fits,
+    check_kernel_size,
     check_padding,
+    check_paired_rows,
 )
-from .conv import (
-    _conv_cn,
-    _flipped_transpose,
-    _mask_distribution,
-    _pad_cn,
-)
-from .implied import lifted_operator
-from .masks import Bernoulli, Channel
+from .masks import Bernoulli, Channel, DropBlock
 
 __all__ = ["ConvTrainingResult", "FCTrainingResult", "train_conv", "train_fc"]
 
@@ -130,35 +139,6 @@ class FCTrainingResult:
         return self.U @ self.V.T
 
 
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidParameterError(
-            f"`{name}` must be a positive real number, got {type(value).__name__}"
-        )
-    value = float(value)
-    if not (0.0 < value < math.inf):  # also rejects NaN
-        raise InvalidParameterError(f"`{name}` must be positive and finite, got {value!r}")
-    return value
-
-
-def _check_schedule(steps, lr, init_scale, lr_decay, batch_size, record_every, n: int):
-    """Validate the SGD settings shared by every trainer; fill in the defaults."""
-    steps = check_int(steps, "steps")
-    lr = _check_positive(lr, "lr")
-    init_scale = _check_positive(init_scale, "init_scale")
-    if lr_decay is not None:
-        lr_decay = _check_positive(lr_decay, "lr_decay")
-    batch_size = check_int(n if batch_size is None else batch_size, "batch_size")
-    if batch_size > n:
-        raise InvalidParameterError(
-            f"`batch_size` must be in [1, n] = [1, {n}] (samples), got {batch_size}"
-        )
-    record_every = check_int(
-        -(-steps // 100) if record_every is None else record_every, "record_every"
-    )
-    return steps, lr, init_scale, lr_decay, batch_size, record_every
-
-
 def _loss_and_grad(
     U: np.ndarray, V: np.ndarray, X: np.ndarray, Y: np.ndarray, masks: np.ndarray
 ) -> tuple[float, np.ndarray, np.ndarray]:
@@ -207,22 +187,74 @@ def _expected_objective(
     YᵀX/n, XᵀX/n (O(d²w), no pass over X)."""
     M = U @ V.T
     fit = yy - 2.0 * np.einsum("ij,ij->", M, yx) + np.einsum("ij,jk,ik->", M, xx, M)
-    return float(fit) + fc.block_dropout_penalty(U, V, keep, block_size, cov=xx)
+    return float(fit) + fc.block_dropout_penalty(U, V, keep, block_size=block_size, cov=xx)
+
+
+class _FCProblem:
+    """The data and the fixed parts of one :func:`train_fc` run: the trainer's loss and
+    gradient, its expected objective and what it records, for the SGD loop of ``_sgd``."""
+
+    def __init__(self, X, Y, width, keep, block_size, batch_size):
+        self.X, self.Y, self.n = X, Y, X.shape[0]
+        self.width, self.keep = width, keep
+        self.block_size, self.batch_size = block_size, batch_size
+        self.masks = Bernoulli(keep) if block_size == 1 else Channel(keep)
+        self.mask_shape = (width,) if block_size == 1 else (width // block_size, block_size)
+        self.yy = float(np.einsum("ij,ij->", Y, Y)) / self.n
+        self.yx = Y.T @ X / self.n
+        self.xx = X.T @ X / self.n
+
+    def step(self, params, rows, rng):
+        Xb, Yb = (self.X, self.Y) if rows is None else (self.X[rows], self.Y[rows])
+        b = self.batch_size
+        masks = self.masks.sample(self.mask_shape, b, rng).reshape(b, self.width)
+        U, V = params
+        loss, grad_U, grad_V = _loss_and_grad(U, V, Xb, Yb, masks)
+        return loss, (grad_U, grad_V)
+
+    def expected_objective(self, params) -> float:
+        U, V = params
+        return _expected_objective(U, V, self.keep, self.yy, self.yx, self.xx, self.block_size)
+
+    def snapshot(self, params) -> tuple[np.ndarray, np.ndarray]:
+        U, V = params
+        return U @ V.T, fc.unit_products(U, V, cov=self.xx)
+
+    def train(self, schedule: _sgd.Schedule, rng: np.random.Generator, seed) -> FCTrainingResult:
+        U = schedule.init_scale * rng.standard_normal((self.Y.shape[1], self.width))
+        V = schedule.init_scale * rng.standard_normal((self.X.shape[1], self.width))
+        history = _sgd.run(
+            (U, V), self.step, schedule, self.n, rng, self.expected_objective, self.snapshot
+        )
+        return FCTrainingResult(
+            U=history.params[0],
+            V=history.params[1],
+            steps=history.steps,
+            loss=history.loss,
+            maps=history.snapshots[0],
+            products=history.snapshots[1],
+            keep=self.keep,
+            width=self.width,
+            block_size=self.block_size,
+            seed=_sgd.seed_record(seed),
+            **_settings(schedule),
+        )
 
 
 def train_fc(
-    X,
-    Y,
+    X: ArrayLike,
+    Y: ArrayLike,
     width: int,
     keep: float,
     steps: int,
     lr: float,
-    seed,
+    seed: int | np.random.Generator,
+    *,
     batch_size: int | None = None,
     init_scale: float = 0.1,
     lr_decay: float | None = None,
     record_every: int | None = None,
-    block_size: int = 1,
+    block_size: int | None = None,
 ) -> FCTrainingResult:
     r"""Train :math:`f(x) = U\operatorname{diag}(r/\theta)V^\top x` by SGD with real dropout.
 
@@ -234,19 +266,16 @@ def train_fc(
               \qquad (U, V) \leftarrow (U, V) - \eta_t \nabla \ell_t,
               \qquad \eta_t = \frac{\eta}{1 + t/\tau},
 
-    with hand-written gradients (see ``_loss_and_grad``). :math:`\mathbb{E}\,\ell_t`
-    is the dropout objective :math:`L_\theta(U, V)` of formula (1) [2], so this is
-    unbiased SGD on it; the step :math:`\eta_t` decays like :math:`1/t` (Robbins–Monro)
-    when ``lr_decay`` = τ is given, which is what lets the iterates settle despite the
-    mask noise, and is constant otherwise. Both factors start with i.i.d.
+    with hand-written gradients. :math:`\mathbb{E}\,\ell_t` is the dropout objective
+    :math:`L_\theta(U, V)` of formula (1) [2], so this is unbiased SGD on it; the step
+    decays like :math:`1/t` (Robbins–Monro) when ``lr_decay`` = τ is given, which lets
+    the iterates settle despite the mask noise. Both factors start with i.i.d.
     :math:`\mathcal N(0, \text{init\_scale}^2)` entries (zero is a saddle point).
 
     Parameters
     ----------
-    X : array (n, d_in)
-        Inputs, one sample per row.
-    Y : array (n, d_out)
-        Targets, one sample per row.
+    X, Y : arrays (n, d_in), (n, d_out)
+        Inputs and targets, one sample per row.
     width : int
         Number of hidden units w.
     keep : float
@@ -256,23 +285,19 @@ def train_fc(
     lr : float
         Initial step size η > 0.
     seed : int or numpy.random.Generator
-        Source of the initialisation, the minibatches and the masks; the same
-        seed gives the same result.
+        Source of the initialisation, the minibatches and the masks (same seed, same result).
     batch_size : int, optional
         Rows per minibatch, in [1, n]; default n (full batch, masks still sampled).
     init_scale : float
         Standard deviation of the initial weights, > 0.
     lr_decay : float, optional
-        Decay time τ > 0 of the step size, :math:`\eta_t = \eta/(1 + t/\tau)`;
-        ``None`` keeps it constant.
+        Decay time τ > 0 of the step size η/(1 + t/τ); ``None`` keeps it constant.
     record_every : int, optional
-        Record the history every this many steps (plus the initial and final
-        state); default ``ceil(steps / 100)``.
-    block_size : int
-        Drop blocks of this many consecutive hidden units together (DropBlock on
-        an FC layer, Pal et al. CVPR 2020; one Bernoulli draw per block,
-        :class:`regtheory.masks.Channel` on the units viewed as (w/k, k)); must
-        divide ``width``. 1 (default) is ordinary dropout.
+        Record every this many steps (and the first and last state); default ⌈steps/100⌉.
+    block_size : int, optional
+        Drop blocks of this many consecutive hidden units together (DropBlock on an FC
+        layer, Pal et al. CVPR 2020: :class:`regtheory.masks.Channel` on the units viewed
+        as (w/k, k)); must divide ``width``. ``None`` (default) or 1 is ordinary dropout.
 
     Returns
     -------
@@ -301,92 +326,25 @@ def train_fc(
     """
     X = check_array(X, "X", ndim=2)
     Y = check_array(Y, "Y", ndim=2)
-    n, d_in = X.shape
-    if Y.shape[0] != n:
-        raise InvalidParameterError(
-            f"`X` and `Y` must have the same number of rows (samples), got X {X.shape} "
-            f"and Y {Y.shape}"
-        )
-    d_out = Y.shape[1]
+    check_paired_rows(X, Y)
     width = check_int(width, "width")
     keep = check_keep(keep)
-    steps, lr, init_scale, lr_decay, batch_size, record_every = _check_schedule(
-        steps, lr, init_scale, lr_decay, batch_size, record_every, n
-    )
-    seed_record = int(seed) if isinstance(seed, numbers.Integral) else None
+    schedule = check_schedule(steps, lr, init_scale, lr_decay, batch_size, record_every, len(X))
     rng = as_generator(seed)
-
-    block_size = check_block_size(block_size, width)
-    mask_dist = Bernoulli(keep) if block_size == 1 else Channel(keep)
-    mask_shape = (width,) if block_size == 1 else (width // block_size, block_size)
-    yy = float(np.einsum("ij,ij->", Y, Y)) / n
-    yx = Y.T @ X / n
-    xx = X.T @ X / n
-    U = init_scale * rng.standard_normal((d_out, width))
-    V = init_scale * rng.standard_normal((d_in, width))
-
-    rec_steps, rec_loss, rec_maps, rec_products = [], [], [], []
-
-    def record(t: int) -> None:
-        if not (np.all(np.isfinite(U)) and np.all(np.isfinite(V))):
-            raise FloatingPointError(_diverged(lr, t))
-        loss = _expected_objective(U, V, keep, yy, yx, xx, block_size)
-        if not math.isfinite(loss):
-            raise FloatingPointError(_diverged(lr, t))
-        rec_steps.append(t)
-        rec_loss.append(loss)
-        rec_maps.append(U @ V.T)
-        rec_products.append(fc.unit_products(U, V, cov=xx))
-
-    record(0)
-    # Overflow is expected when lr is too large; it is reported as one clear error below.
-    with np.errstate(over="ignore", invalid="ignore"):
-        for t in range(steps):
-            if batch_size == n:
-                Xb, Yb = X, Y
-            else:
-                idx = rng.choice(n, size=batch_size, replace=False)
-                Xb, Yb = X[idx], Y[idx]
-            masks = mask_dist.sample(mask_shape, batch_size, rng).reshape(batch_size, width)
-            loss, grad_U, grad_V = _loss_and_grad(U, V, Xb, Yb, masks)
-            if not math.isfinite(loss):
-                raise FloatingPointError(_diverged(lr, t))
-            eta = lr if lr_decay is None else lr / (1.0 + t / lr_decay)
-            U = U - eta * grad_U
-            V = V - eta * grad_V
-            if (t + 1) % record_every == 0 or t + 1 == steps:
-                record(t + 1)
-
-    def frozen(a) -> np.ndarray:
-        a = np.array(a)
-        a.flags.writeable = False
-        return a
-
-    return FCTrainingResult(
-        U=frozen(U),
-        V=frozen(V),
-        steps=frozen(np.asarray(rec_steps, dtype=np.int64)),
-        loss=frozen(rec_loss),
-        maps=frozen(rec_maps),
-        products=frozen(rec_products),
-        keep=keep,
-        width=width,
-        n_steps=steps,
-        lr=lr,
-        lr_decay=lr_decay,
-        batch_size=batch_size,
-        init_scale=init_scale,
-        record_every=record_every,
-        seed=seed_record,
-        block_size=block_size,
-    )
+    block_size = check_block_size(1 if block_size is None else block_size, width)
+    return _FCProblem(X, Y, width, keep, block_size, schedule.batch_size).train(schedule, rng, seed)
 
 
-def _diverged(lr: float, step: int) -> str:
-    return (
-        f"dropout training diverged (non-finite loss or weights at step {step}): "
-        f"`lr` = {lr!r} is too large for this data; reduce it"
-    )
+def _settings(schedule: _sgd.Schedule) -> dict:
+    """The SGD settings as recorded in a training result."""
+    return {
+        "n_steps": schedule.steps,
+        "lr": schedule.lr,
+        "lr_decay": schedule.lr_decay,
+        "batch_size": schedule.batch_size,
+        "init_scale": schedule.init_scale,
+        "record_every": schedule.record_every,
+    }
 
 
 # ----------------------------------------------------------------------------- conv net (§3)
@@ -470,25 +428,6 @@ class ConvTrainingResult:
         return self.kernels[-1]
 
 
-_CONV_ACTIVATIONS = (None, "relu")
-
-
-def _im2col(x: np.ndarray, kh: int, kw: int, circular: bool) -> np.ndarray:
-    """cols[(c, a, b), (n, i, j)] = x̃[c, n, i + a − kh//2, j + b − kw//2] for x (C, N, H, W).
-
-    x̃ is x padded as in :func:`regtheory.conv.conv2d`, so ``w.reshape(C_out, -1) @ cols``
-    is the same-size cross-correlation and ``g.reshape(C_out, -1) @ cols.T`` the
-    gradient with respect to its weight.
-    """
-    C, N, H, W = x.shape
-    xp = _pad_cn(x, kh // 2, kw // 2, circular)
-    cols = np.empty((C, kh, kw, N, H, W))
-    for a in range(kh):
-        for b in range(kw):
-            cols[:, a, b] = xp[:, :, a : a + H, b : b + W]
-    return cols.reshape(C * kh * kw, N * H * W)
-
-
 def _conv_loss_and_grad(
     u: np.ndarray,
     v: np.ndarray,
@@ -500,7 +439,7 @@ def _conv_loss_and_grad(
 ) -> tuple[float, np.ndarray, np.ndarray]:
     r"""Sampled dropout loss of one minibatch of the conv net and its gradient, by hand.
 
-    Channel-first-then-batch layout (as ``regtheory.conv._conv_cn``): ``x``
+    Channel-first-then-batch layout (as ``regtheory._convops.conv_cn``): ``x``
     (C_in, b, H, W), ``y`` (C_out, b, H, W), ``masks`` (C, b, H, W) already scaled
     (one independent mask per sample), 4-D kernels ``u`` (C_out, C, kh, kw) and
     ``v`` (C, C_in, kh, kw). With the pre-activation :math:`p = v \ast x`, the
@@ -517,7 +456,7 @@ def _conv_loss_and_grad(
     with the spatially flipped, channel-transposed kernel (exact for circular
     padding, and for zero padding with odd "same" kernels, whose adjoint pads by
     zeros too), and :math:`g \star x` (the weight gradient) correlates the output
-    gradient with the padded input (:func:`_im2col`).
+    gradient with the padded input (:func:`regtheory._convops.unfold`).
 
     Returns
     -------
@@ -525,60 +464,132 @@ def _conv_loss_and_grad(
     """
     C, b = masks.shape[:2]
     c_out, _, kh, kw = u.shape
-    cols_x = _im2col(x, v.shape[2], v.shape[3], circular)
+    cols_x = unfold(x, v.shape[2], v.shape[3], circular)
     pre = (v.reshape(C, -1) @ cols_x).reshape(masks.shape)
     z = (np.maximum(pre, 0.0) if relu else pre) * masks
-    cols_z = _im2col(z, kh, kw, circular)
+    cols_z = unfold(z, kh, kw, circular)
     err = u.reshape(c_out, -1) @ cols_z - y.reshape(c_out, -1)
     loss = float(np.einsum("ij,ij->", err, err)) / b
     g_out = (2.0 / b) * err
     grad_u = (g_out @ cols_z.T).reshape(u.shape)
-    g_pre = _conv_cn(g_out.reshape(y.shape), _flipped_transpose(u), circular) * masks
+    g_pre = conv_cn(g_out.reshape(y.shape), flipped_transpose(u), circular) * masks
     if relu:
         g_pre *= pre > 0.0
     grad_v = (g_pre.reshape(C, -1) @ cols_x.T).reshape(v.shape)
     return loss, grad_u, grad_v
 
 
-def _check_conv_kernel_size(kernel_size, spatial: tuple[int, ...]) -> tuple[int, ...]:
-    """kernel_size as a tuple with one odd entry per spatial axis that fits the image."""
-    n_spatial = len(spatial)
-    if isinstance(kernel_size, numbers.Integral) and not isinstance(kernel_size, bool):
-        kernel = (kernel_size,) * n_spatial
-    elif isinstance(kernel_size, (tuple, list)):
-        kernel = tuple(kernel_size)
-        if len(kernel) != n_spatial:
-            raise InvalidParameterError(
-                f"`kernel_size` must have {n_spatial} entr{'y' if n_spatial == 1 else 'ies'} "
-                f"(one per spatial axis of `X`), got {kernel_size!r}"
-            )
-    else:
-        raise InvalidParameterError(
-            f"`kernel_size` must be an int or a tuple of ints, got {type(kernel_size).__name__}"
+class _ConvProblem:
+    """The data and the fixed parts of one :func:`train_conv` run: the trainer's loss and
+    gradient, its expected objective and what it records, for the SGD loop of ``_sgd``."""
+
+    def __init__(self, X, Y, channels, kernel, keep, mode, masks, padding, activation, batch_size):
+        self.X, self.n, self.one_d = X, X.shape[0], X.ndim == 3
+        self.map_shape = X.shape[2:]
+        self.spatial = (1, *self.map_shape) if self.one_d else self.map_shape
+        # channel-first-then-batch layout: a minibatch is a slice along axis 1
+        self.Xc = X.reshape(self.n, X.shape[1], *self.spatial).transpose(1, 0, 2, 3)
+        self.Yc = Y.reshape(self.n, Y.shape[1], *self.spatial).transpose(1, 0, 2, 3)
+        self.channels, self.keep, self.masks = channels, keep, masks
+        self.kernel_size = kernel  # one entry per axis of the data
+        self.kernel = (1, kernel[0]) if self.one_d else kernel
+        self.mode, self.padding, self.circular = mode, padding, padding == "circular"
+        self.activation, self.relu = activation, activation == "relu"
+        self.batch_size = batch_size
+        # The composed kernel in the layout of conv2d and implied.solve_conv: for circular
+        # padding folded modulo the image along an axis where 2k − 1 taps exceed it, then
+        # rolled from displacement-mod-n indexing (lifted_operator's) to centred taps;
+        # unfolded for zero padding (an image that holds 2k − 1 taps). The operator A acts
+        # alike on every (out, in) channel pair, so its single-channel matrix is applied
+        # pair by pair (the multi-channel one grows with (C_out·C_in)²).
+        kh, kw = self.kernel
+        self.fold_shape = self.spatial if self.circular else (2 * kh - 1, 2 * kw - 1)
+        self.lift = lifted_matrix(self.kernel, self.fold_shape).reshape(-1, kh * kw, kh * kw)
+        self.kernel_len = tuple(min(2 * k - 1, m) for k, m in zip(self.kernel, self.fold_shape))
+
+    def public(self, w: np.ndarray) -> np.ndarray:
+        return w[:, :, 0] if self.one_d else w
+
+    def step(self, params, rows, rng):
+        u, v = params
+        xb, yb = (self.Xc, self.Yc) if rows is None else (self.Xc[:, rows], self.Yc[:, rows])
+        b = self.batch_size
+        masks = self.masks.sample((self.channels, *self.map_shape), b, rng)
+        masks = masks.reshape(b, self.channels, *self.spatial).transpose(1, 0, 2, 3)
+        loss, grad_u, grad_v = _conv_loss_and_grad(u, v, xb, yb, masks, self.circular, self.relu)
+        return loss, (grad_u, grad_v)
+
+    def expected_objective(self, params) -> float:
+        u, v = params
+        h = conv_cn(self.Xc, v, self.circular)
+        if self.relu:
+            h = np.maximum(h, 0.0)
+        err = conv_cn(h, u, self.circular) - self.Yc
+        fit = float(np.einsum("onij,onij->", err, err)) / self.n
+        penalty = conv.dropout_penalty(
+            self.public(u),
+            self.public(v),
+            self.keep,
+            self.map_shape,
+            padding=self.padding,
+            mode=self.mode,
+            x=self.X,
+            activation=self.activation,
         )
-    kernel = tuple(check_int(k, "kernel_size") for k in kernel)
-    if any(k % 2 == 0 for k in kernel):
-        raise InvalidParameterError(
-            f"`kernel_size` must be odd (a same-size output needs a centre tap), got {kernel}"
+        return fit + penalty
+
+    def snapshot(self, params) -> tuple[np.ndarray, np.ndarray]:
+        u, v = params
+        c_out, c_in = u.shape[0], v.shape[1]
+        # lifted kernel Z[o, a, i, b] = Σ_c u[o, c, a] v[c, i, b] (taps a, b flattened)
+        Z = np.einsum(
+            "oca,cib->oaib", u.reshape(c_out, self.channels, -1), v.reshape(self.channels, c_in, -1)
         )
-    if any(k > n for k, n in zip(kernel, spatial)):
-        raise InvalidParameterError(f"`kernel_size` {kernel} must fit the image {spatial}")
-    return kernel
+        w = np.einsum("xab,oaib->oix", self.lift, Z).reshape(c_out, c_in, *self.kernel_len)
+        kernel = self.public(centre_roll(w, self.kernel, self.fold_shape))
+        return kernel, np.sqrt(np.einsum("ocab,ocab->c", u, u) * np.einsum("ciab,ciab->c", v, v))
+
+    def train(self, schedule: _sgd.Schedule, rng: np.random.Generator, seed) -> ConvTrainingResult:
+        kh, kw = self.kernel
+        u = schedule.init_scale * rng.standard_normal((self.Yc.shape[0], self.channels, kh, kw))
+        v = schedule.init_scale * rng.standard_normal((self.channels, self.Xc.shape[0], kh, kw))
+        exact_loss = not isinstance(self.masks, DropBlock)
+        objective = self.expected_objective if exact_loss else None
+        history = _sgd.run((u, v), self.step, schedule, self.n, rng, objective, self.snapshot)
+        return ConvTrainingResult(
+            u=_sgd.frozen(self.public(history.params[0])),
+            v=_sgd.frozen(self.public(history.params[1])),
+            steps=history.steps,
+            loss=history.loss,
+            loss_kind="expected" if exact_loss else "sampled",
+            kernels=history.snapshots[0],
+            products=history.snapshots[1],
+            keep=self.keep,
+            channels=self.channels,
+            kernel_size=self.kernel_size,
+            mode=self.mode,
+            block_size=self.masks.block_size if isinstance(self.masks, DropBlock) else None,
+            padding=self.padding,
+            activation=self.activation,
+            seed=_sgd.seed_record(seed),
+            **_settings(schedule),
+        )
 
 
 def train_conv(
-    X,
-    Y,
+    X: ArrayLike,
+    Y: ArrayLike,
     channels: int,
-    kernel_size,
+    kernel_size: KernelSize,
     keep: float,
     steps: int,
     lr: float,
-    seed,
-    mode: str = "element",
+    seed: int | np.random.Generator,
+    *,
+    mode: Mode = "element",
     block_size: int | None = None,
-    padding: str = "circular",
-    activation: str | None = None,
+    padding: Padding = "circular",
+    activation: Activation = None,
     batch_size: int | None = None,
     init_scale: float = 0.1,
     lr_decay: float | None = None,
@@ -586,68 +597,41 @@ def train_conv(
 ) -> ConvTrainingResult:
     r"""Train the two-layer conv net :math:`u \ast (m \circ a(v \ast x))` by SGD with real dropout.
 
-    The net of THEORY §3: ``v`` (C, C_in, k, k) maps the input to C hidden
-    channels, ``a`` is the identity or a ReLU, the inverted mask ``m`` drops
-    hidden units, and ``u`` (C_out, C, k, k) maps back; both layers are
-    same-size stride-1 cross-correlations without bias (:func:`regtheory.conv.conv2d`).
-    Each step draws a minibatch of ``batch_size`` distinct samples and one
-    independent mask per sample (:class:`~regtheory.masks.Bernoulli`,
-    :class:`~regtheory.masks.Channel` or :class:`~regtheory.masks.DropBlock` with
-    the ideal 1/keep scaling), and takes a gradient step on the sampled loss
+    The net of THEORY §3: ``v`` (C, C_in, k, k) maps the input to C hidden channels,
+    ``a`` is the identity or a ReLU, the inverted mask ``m`` drops hidden units, and
+    ``u`` (C_out, C, k, k) maps back (same-size stride-1 cross-correlations without
+    bias, :func:`regtheory.conv.conv2d`). Each step draws a minibatch of distinct
+    samples and one independent mask per sample (:class:`~regtheory.masks.Bernoulli`,
+    :class:`~regtheory.masks.Channel` or :class:`~regtheory.masks.DropBlock` with the
+    ideal 1/keep scaling), and steps on the sampled loss as :func:`train_fc` does,
 
     .. math:: \ell_t = \frac1b \sum_{n \in B_t} \|y_n - u \ast (m_n \circ a(v \ast x_n))\|^2,
-              \qquad (u, v) \leftarrow (u, v) - \eta_t \nabla \ell_t,
-              \qquad \eta_t = \frac{\eta}{1 + t/\tau},
 
-    with hand-written, vectorised gradients (``_conv_loss_and_grad``). For
-    elementwise and channel masks :math:`\mathbb E\,\ell_t` is the plain loss plus
-    the penalty (5)/(6) (exact for any features, so with the ReLU too [2]), and
-    that objective is what is recorded; with circular padding, white input
-    (:math:`\frac1N\sum_n x_n x_n^\top = I` over the :math:`C_{in}HW` pixels) and a
-    linear net it is the problem whose minimum over factorizations is the
-    implied problem (7), :func:`regtheory.implied.solve_conv`. Both kernels start
-    with i.i.d. :math:`\mathcal N(0, \text{init\_scale}^2)` taps (zero is a
-    saddle point).
+    with hand-written, vectorised gradients. For elementwise and channel masks
+    :math:`\mathbb E\,\ell_t` is the plain loss plus the penalty (5)/(6) (exact for any
+    features [2]), the objective recorded; with circular padding, white input and a
+    linear net its minimum over factorizations is (7), :func:`regtheory.implied.solve_conv`.
 
     Parameters
     ----------
-    X : array (N, C_in, H, W), or (N, C_in, L)
-        Input images (or 1-D signals).
-    Y : array (N, C_out, H, W), or (N, C_out, L)
-        Targets, same samples and spatial shape as ``X``.
+    X, Y : arrays (N, C_in, H, W), (N, C_out, H, W), or (N, C, L) for 1-D signals
+        Inputs and targets, the same samples and spatial shape.
     channels : int
         Hidden channels C.
     kernel_size : int or tuple
-        Odd kernel size of both layers, k (square) or (kh, kw) ((k,) in 1-D); must
-        fit the image.
+        Odd kernel size of both layers: k (square), (kh, kw), or (k,) in 1-D; fits the image.
     keep : float
         Retain probability θ in (0, 1] (for DropBlock the expected kept fraction).
-    steps : int
-        Number of gradient steps, at least 1.
-    lr : float
-        Initial step size η > 0.
-    seed : int or numpy.random.Generator
-        Source of the initialisation, the minibatches and the masks; the same
-        seed gives the same result.
+    steps, lr, seed, batch_size, init_scale, lr_decay, record_every
+        The SGD settings, as in :func:`train_fc`.
     mode : {"element", "channel", "block"}
-        ``nn.Dropout``, ``nn.Dropout2d`` (SpatialDropout) or DropBlock on the
-        hidden map.
+        ``nn.Dropout``, ``nn.Dropout2d`` (SpatialDropout) or DropBlock on the hidden map.
     block_size : int, optional
         DropBlock block side (``mode="block"`` only, required there).
     padding : {"circular", "zeros"}
         Padding of both layers.
     activation : {None, "relu"}
         Non-linearity on the hidden map, before the mask.
-    batch_size : int, optional
-        Samples per minibatch, in [1, N]; default N (full batch, masks still sampled).
-    init_scale : float
-        Standard deviation of the initial taps, > 0.
-    lr_decay : float, optional
-        Decay time τ > 0 of the step size, :math:`\eta_t = \eta/(1 + t/\tau)`;
-        ``None`` keeps it constant.
-    record_every : int, optional
-        Record the history every this many steps (plus the initial and final
-        state); default ``ceil(steps / 100)``.
 
     Returns
     -------
@@ -673,142 +657,21 @@ def train_conv(
 
     References
     ----------
-    [1] Mianjy, Arora & Vidal, ICML 2018 (formula (1)). [2] Arora et al., ICML 2021
-    (penalties of non-linear features). [3] Tompson et al., CVPR 2015
-    (SpatialDropout). [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
+    [1] Mianjy, Arora & Vidal, ICML 2018. [2] Arora et al., ICML 2021. [3] Tompson et
+    al., CVPR 2015 (SpatialDropout). [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
     """
-    X = check_array(X, "X", ndim=(3, 4))
-    Y = check_array(Y, "Y", ndim=X.ndim)
-    if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
-        raise InvalidParameterError(
-            f"`Y` must have the samples (axis 0) and spatial shape of `X` {X.shape}, got {Y.shape}"
-        )
-    n, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
-    map_shape = X.shape[2:]
-    spatial = map_shape if X.ndim == 4 else (1, map_shape[0])
+    X, Y = check_conv_data(X, Y)
     channels = check_int(channels, "channels")
-    kernel = _check_conv_kernel_size(kernel_size, map_shape)
+    kernel = check_kernel_size(kernel_size, X.ndim - 2)
     kh, kw = kernel if len(kernel) == 2 else (1, kernel[0])
+    check_kernel_fits((kh, kw), X.shape[2:] if X.ndim == 4 else (1, X.shape[2]), "kernel_size")
     keep = check_keep(keep)
-    steps, lr, init_scale, lr_decay, batch_size, record_every = _check_schedule(
-        steps, lr, init_scale, lr_decay, batch_size, record_every, n
-    )
-    mask_dist = _mask_distribution(mode, keep, block_size)
-    if mode == "block":
-        mask_dist.gamma(map_shape)  # raises early if the block does not fit the map
-    circular = check_padding(padding)
-    check_choice(activation, "activation", _CONV_ACTIVATIONS)
-    seed_record = int(seed) if isinstance(seed, numbers.Integral) else None
+    schedule = check_schedule(steps, lr, init_scale, lr_decay, batch_size, record_every, len(X))
+    masks = mask_distribution(mode, keep, block_size)
+    if isinstance(masks, DropBlock):
+        masks.gamma(X.shape[2:])  # raises early if the block does not fit the map
+    check_padding(padding)
+    check_choice(activation, "activation", ACTIVATIONS)
     rng = as_generator(seed)
-
-    relu = activation == "relu"
-    exact_loss = mode != "block"
-    # channel-first-then-batch layout: a minibatch is a slice along axis 1
-    Xc = X.reshape(n, c_in, *spatial).transpose(1, 0, 2, 3)
-    Yc = Y.reshape(n, c_out, *spatial).transpose(1, 0, 2, 3)
-    hidden_shape = (channels, *map_shape)
-    u = init_scale * rng.standard_normal((c_out, channels, kh, kw))
-    v = init_scale * rng.standard_normal((channels, c_in, kh, kw))
-
-    # The composed kernel in the layout of conv2d and implied.solve_conv: for circular
-    # padding folded modulo the image along an axis where 2k − 1 taps exceed it, then
-    # rolled from displacement-mod-n indexing (lifted_operator's) to centred taps;
-    # unfolded for zero padding (an image that holds 2k − 1 taps). The operator A acts
-    # alike on every (out, in) channel pair, so its single-channel matrix is applied
-    # pair by pair (the multi-channel one grows with (C_out·C_in)²).
-    fold_shape = spatial if circular else (2 * kh - 1, 2 * kw - 1)
-    lift = lifted_operator((kh, kw), fold_shape).reshape(-1, kh * kw, kh * kw)
-    kernel_len = (min(2 * kh - 1, fold_shape[0]), min(2 * kw - 1, fold_shape[1]))
-    centre = [(m - 1) // 2 * (2 * k - 1 > m) for k, m in zip((kh, kw), fold_shape)]
-
-    def public(w: np.ndarray) -> np.ndarray:
-        return w if X.ndim == 4 else w[:, :, 0]
-
-    def composed_kernel() -> np.ndarray:
-        # lifted kernel Z[o, a, i, b] = Σ_c u[o, c, a] v[c, i, b] (taps a, b flattened)
-        Z = np.einsum(
-            "oca,cib->oaib", u.reshape(c_out, channels, -1), v.reshape(channels, c_in, -1)
-        )
-        w = np.einsum("xab,oaib->oix", lift, Z).reshape(c_out, c_in, *kernel_len)
-        return public(np.roll(w, centre, axis=(2, 3)))
-
-    rec_steps, rec_loss, rec_kernels, rec_products = [], [], [], []
-
-    def expected_objective() -> float:
-        h = _conv_cn(Xc, v, circular)
-        if relu:
-            h = np.maximum(h, 0.0)
-        err = _conv_cn(h, u, circular) - Yc
-        fit = float(np.einsum("onij,onij->", err, err)) / n
-        penalty = conv.dropout_penalty(
-            public(u), public(v), keep, map_shape, padding, mode, x=X, activation=activation
-        )
-        return fit + penalty
-
-    def record(t: int, sampled: float | None) -> None:
-        if not (np.all(np.isfinite(u)) and np.all(np.isfinite(v))):
-            raise FloatingPointError(_diverged(lr, t))
-        loss = expected_objective() if exact_loss else sampled
-        if not math.isfinite(loss):
-            raise FloatingPointError(_diverged(lr, t))
-        rec_steps.append(t)
-        rec_loss.append(loss)
-        rec_kernels.append(composed_kernel())
-        rec_products.append(
-            np.sqrt(np.einsum("ocab,ocab->c", u, u) * np.einsum("ciab,ciab->c", v, v))
-        )
-
-    if exact_loss:
-        record(0, None)
-    window_sum, window_len = 0.0, 0
-    # Overflow is expected when lr is too large; it is reported as one clear error below.
-    with np.errstate(over="ignore", invalid="ignore"):
-        for t in range(steps):
-            if batch_size == n:
-                xb, yb = Xc, Yc
-            else:
-                idx = rng.choice(n, size=batch_size, replace=False)
-                xb, yb = Xc[:, idx], Yc[:, idx]
-            masks = mask_dist.sample(hidden_shape, batch_size, rng)
-            masks = masks.reshape(batch_size, channels, *spatial).transpose(1, 0, 2, 3)
-            loss, grad_u, grad_v = _conv_loss_and_grad(u, v, xb, yb, masks, circular, relu)
-            if not math.isfinite(loss):
-                raise FloatingPointError(_diverged(lr, t))
-            if t == 0 and not exact_loss:
-                record(0, loss)
-            window_sum, window_len = window_sum + loss, window_len + 1
-            eta = lr if lr_decay is None else lr / (1.0 + t / lr_decay)
-            u = u - eta * grad_u
-            v = v - eta * grad_v
-            if (t + 1) % record_every == 0 or t + 1 == steps:
-                record(t + 1, window_sum / window_len)
-                window_sum, window_len = 0.0, 0
-
-    def frozen(a) -> np.ndarray:
-        a = np.array(a)
-        a.flags.writeable = False
-        return a
-
-    return ConvTrainingResult(
-        u=frozen(public(u)),
-        v=frozen(public(v)),
-        steps=frozen(np.asarray(rec_steps, dtype=np.int64)),
-        loss=frozen(rec_loss),
-        loss_kind="expected" if exact_loss else "sampled",
-        kernels=frozen(rec_kernels),
-        products=frozen(rec_products),
-        keep=keep,
-        channels=channels,
-        kernel_size=kernel,
-        mode=mode,
-        block_size=mask_dist.block_size if mode == "block" else None,
-        padding=padding,
-        activation=activation,
-        n_steps=steps,
-        lr=lr,
-        lr_decay=lr_decay,
-        batch_size=batch_size,
-        init_scale=init_scale,
-        record_every=record_every,
-        seed=seed_record,
-    )
+    options = (mode, masks, padding, activation, schedule.batch_size)
+    return _ConvProblem(X, Y, channels, kernel, keep, *options).train(schedule, rng, seed)

@@ -52,8 +52,8 @@ def dropblock_penalty_exact(u, v, keep, image, padding, block, x=None, y=None):
     moment = np.tile(np.outer(e, e), (C, C))
     for c in range(C):
         moment[c * n : (c + 1) * n, c * n : (c + 1) * n] = same
-    U = conv.conv_matrix(u, image, padding)
-    V = conv.conv_matrix(v, image, padding)
+    U = conv.conv_matrix(u, image, padding=padding)
+    V = conv.conv_matrix(v, image, padding=padding)
     if x is None:
         assert y is None, "a target needs inputs"
         return float(np.sum(moment * (U.T @ U) * (V @ V.T)))

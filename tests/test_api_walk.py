@@ -74,6 +74,7 @@ VALID = {
     conv.no_gradient_probability: dict(kernel_size=3, image_shape=(5, 5), keep=0.5),
     conv.fc_no_gradient_probability: dict(keep=0.5),
     conv.column_sq_norms: dict(weight=u, image_shape=(5, 5)),
+    conv.position_penalty: dict(u=u, v=v, keep=0.5, image_shape=(5, 5)),
     conv.dropout_penalty: BLOCK_PENALTY,
     conv.dropout_penalty_mc: dict(BLOCK_PENALTY, n_masks=200, seed=0),
     implied.solve_fc: dict(T=T, keep=0.5, width=4),
@@ -107,6 +108,7 @@ VALID = {
     ),
     compare.compare: dict(task=TASK, keep=0.5, channels=2, kernel_size=3, train=False),
     compare.circulant_spectrum: dict(M=np.eye(4)),
+    data.teacher_kernel: dict(kernel_size=3, seed=0),
     implied.k_support_norm_sq: dict(x=cp.Variable(3), k=2),
     network.forward: dict(layers=[network.Linear(rng.normal(size=(2, 5)))], x=X),
     montecarlo.estimate: dict(draw=lambda g, n: g.random(n), n_samples=10, seed=0),
@@ -193,7 +195,7 @@ def test_invalid_parameter_error_is_a_value_and_a_type_error():
 )
 def test_bad_argument_raises_invalid_parameter_error(fn, arg, kind, bad):
     kwargs = dict(VALID[fn], **{arg: bad})
-    with pytest.raises(expected_error(fn)):
+    with pytest.raises(expected_error(fn), match=rf"\b{arg}\b"):
         out = fn(**kwargs)
         # a silently accepted bad value must at least not produce NaN
         if isinstance(out, (float, np.ndarray)) and not np.all(np.isfinite(out)):

@@ -73,7 +73,7 @@ CASES = [
     ),
     (lambda: conv.conv2d(np.ones((1, 2, 5, 5)), np.ones((1, 1, 3, 3))), InvalidParameterError, "x"),
     (
-        lambda: conv.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), "reflect"),
+        lambda: conv.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), padding="reflect"),
         InvalidParameterError,
         "padding",
     ),
@@ -157,7 +157,7 @@ CASES = [
         "draw",
     ),
     (
-        lambda: montecarlo.estimate(lambda r, n: r.random(n), 10, seed=0).ci(1.5),
+        lambda: montecarlo.estimate(lambda r, n: r.random(n), 10, seed=0).ci(level=1.5),
         InvalidParameterError,
         "level",
     ),

@@ -64,7 +64,7 @@ def _run(argv, capsys):
 
 
 def test_every_figure_passes_against_its_own_quick_record(quick_dir):
-    report = check(quick_dir, quick=True)
+    report = check(directory=quick_dir, quick=True)
     assert isinstance(report, CheckReport) and report.passed
     assert [f.name for f in report.figures] == list(REGISTRY)
     for fig in report.figures:
@@ -168,7 +168,7 @@ def test_a_tampered_record_fails_naming_the_field(case, quick_dir, tmp_path, cap
 
 def test_reported_deviations_are_the_tampered_amounts(quick_dir, tmp_path):
     directory = _tampered(quick_dir, tmp_path, "penalty_vs_keep", _shift_by_stderrs(10))
-    (fig,) = check(directory, ["penalty_vs_keep"]).figures
+    (fig,) = check(directory=directory, names=["penalty_vs_keep"]).figures
     (row,) = [r for r in fig.rows if r.kind == "monte_carlo"]
     # the same stderr on both sides: z = 10 se / √(se² + se²)
     assert row.worst == pytest.approx(10 / math.sqrt(2), rel=1e-9)
@@ -177,7 +177,7 @@ def test_reported_deviations_are_the_tampered_amounts(quick_dir, tmp_path):
 
     name, path = "border_penalty_map", ["nets", 0, "closed_form_total", "circular"]
     directory = _tampered(quick_dir, tmp_path, name, _scale(path, 1 + 3e-6))
-    (fig,) = check(directory, [name]).figures
+    (fig,) = check(directory=directory, names=[name]).figures
     (row,) = [r for r in fig.rows if r.kind == "closed_form"]
     assert row.worst == pytest.approx(3e-6 / (1 + 3e-6), rel=1e-6)  # relative to the stored
     assert row.worst_field == "nets/0/closed_form_total/circular"
@@ -193,7 +193,7 @@ def test_reported_deviations_are_the_tampered_amounts(quick_dir, tmp_path):
 )
 def test_changes_within_the_tolerance_pass(name, change, quick_dir, tmp_path):
     directory = _tampered(quick_dir, tmp_path, name, change)
-    report = check(directory, [name])
+    report = check(directory=directory, names=[name])
     assert report.passed, report.to_text()
     assert any(row.worst > 0 for row in report.figures[0].rows)
 
@@ -292,13 +292,13 @@ def test_quick_refuses_a_full_record(capsys):
 
 def test_bad_arguments_of_the_function(quick_dir):
     with pytest.raises(TypeError, match="names"):
-        check(quick_dir, "conv_matrix_seed")
+        check(directory=quick_dir, names="conv_matrix_seed")
     with pytest.raises(ValueError, match="names"):
-        check(quick_dir, [])
+        check(directory=quick_dir, names=[])
     with pytest.raises(TypeError, match="directory"):
-        check(3, ["conv_matrix_seed"])
+        check(directory=3, names=["conv_matrix_seed"])
     with pytest.raises(TypeError, match="quick"):
-        check(quick_dir, ["conv_matrix_seed"], quick="yes")
+        check(directory=quick_dir, names=["conv_matrix_seed"], quick="yes")
 
 
 # ----------------------------------------------------------------------------- schemas
@@ -320,7 +320,7 @@ def test_a_field_without_a_rule_is_an_error_of_the_schema(quick_dir, monkeypatch
     checks = {k.replace("fc_zeroed_weights", "").strip(): v for k, v in spec.checks.items()}
     monkeypatch.setitem(REGISTRY, "conv_matrix_seed", replace(spec, checks=checks))
     with pytest.raises(ValueError, match="no check for field 'fc_zeroed_weights'"):
-        check(quick_dir, ["conv_matrix_seed"])
+        check(directory=quick_dir, names=["conv_matrix_seed"])
 
 
 def test_a_field_under_two_rules_is_an_error_of_the_schema(quick_dir, monkeypatch):
@@ -328,4 +328,4 @@ def test_a_field_under_two_rules_is_an_error_of_the_schema(quick_dir, monkeypatc
     checks = dict(spec.checks, fc_zeroed_weights=closed_form())
     monkeypatch.setitem(REGISTRY, "conv_matrix_seed", replace(spec, checks=checks))
     with pytest.raises(ValueError, match="fc_zeroed_weights matches rules"):
-        check(quick_dir, ["conv_matrix_seed"])
+        check(directory=quick_dir, names=["conv_matrix_seed"])

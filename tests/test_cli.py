@@ -125,7 +125,7 @@ def conv_weights(tmp_path):
 
 def dense_element_penalty(u, v, keep, image, padding):
     """Formula (1) column by column of the dense layer matrices: λ Σ_j ‖U[:, j]‖² ‖V[j, :]‖²."""
-    U, V = conv.conv_matrix(u, image, padding), conv.conv_matrix(v, image, padding)
+    U, V = conv.conv_matrix(u, image, padding=padding), conv.conv_matrix(v, image, padding=padding)
     return (1 - keep) / keep * np.sum(np.sum(U**2, axis=0) * np.sum(V**2, axis=1))
 
 
@@ -138,7 +138,7 @@ def test_penalty_conv_json_matches_closed_form(conv_weights, capsys, mode, paddi
     argv += ["--mode", mode, "--padding", padding, "--n-masks", "4000"]
     record = run_json(argv, capsys)
     check_schema(record, "conv", keep, n_masks=4000)
-    expected = conv.dropout_penalty(u, v, keep, image, padding, mode=mode)
+    expected = conv.dropout_penalty(u, v, keep, image, padding=padding, mode=mode)
     if mode == "element":
         assert expected == pytest.approx(dense_element_penalty(u, v, keep, image, padding))
     check_agreement(record, expected)

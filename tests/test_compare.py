@@ -25,10 +25,14 @@ def test_implied_results_match_their_solvers(task):
     X, Y = task.X[:, 0], task.Y[:, 0]
     T, cov = Y.T @ X / len(X), X.T @ X / len(X)
     # FC: the closed form (3) on the whitened problem, independent of cvxpy
-    np.testing.assert_allclose(res["fc"].operator, fc.global_optimum(T, 0.5, 36, cov), atol=1e-6)
+    np.testing.assert_allclose(
+        res["fc"].operator, fc.global_optimum(T, 0.5, 36, cov=cov), atol=1e-6
+    )
     conv = implied.solve_conv(task.X, task.Y, 0.5, 3, 3)
     assert res["element"].objective == pytest.approx(conv.objective, rel=1e-9)
-    np.testing.assert_allclose(res["element"].operator, conv_matrix(conv.w, (12,), "circular"))
+    np.testing.assert_allclose(
+        res["element"].operator, conv_matrix(conv.w, (12,), padding="circular")
+    )
     # test risk is the plain mean squared error of the operator on the test set
     Xt, Yt = task.X_test[:, 0], task.Y_test[:, 0]
     M = res["channel"].operator
@@ -46,13 +50,13 @@ def test_solver_is_the_one_that_solves(task):
     assert result.settings["solver"] == "SCS"
     X, Y = task.X[:, 0], task.Y[:, 0]
     T, cov = Y.T @ X / len(X), X.T @ X / len(X)
-    closed = fc.global_optimum(T, 0.5, 36, cov)
+    closed = fc.global_optimum(T, 0.5, 36, cov=cov)
     np.testing.assert_allclose(result.results["fc"].operator, closed, atol=1e-5)
 
 
 def test_circulant_spectrum_of_a_convolution_is_its_dft():
     w = np.array([0.3, -1.0, 2.0, 0.5, 0.1])
-    M = conv_matrix(w.reshape(1, 1, -1), (8,), "circular")
+    M = conv_matrix(w.reshape(1, 1, -1), (8,), padding="circular")
     # kernel by displacement d = -2..2, placed at d mod 8
     c = np.zeros(8)
     c[np.arange(-2, 3) % 8] = w

@@ -15,7 +15,7 @@ import pytest
 from _dropblock import dropblock_penalty_exact
 from _theory import THEORY_MATRIX
 
-from regtheory import conv, dropout_lambda
+from regtheory import InvalidParameterError, _convops, conv, dropout_lambda
 from regtheory.masks import Bernoulli, DropBlock
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
@@ -52,8 +52,8 @@ def brute_matrix(w, H, W, padding):
 
 def dense_penalty(u, v, keep, image_shape, padding, mode, x=None, activation=None):
     """Formula (1) on the expanded matrices: λ Σ_j ‖U[:, j]‖² E[h_j²], or per-channel blocks."""
-    U = conv.conv_matrix(u, image_shape, padding)
-    V = conv.conv_matrix(v, image_shape, padding)
+    U = conv.conv_matrix(u, image_shape, padding=padding)
+    V = conv.conv_matrix(v, image_shape, padding=padding)
     n = int(np.prod(image_shape))
     if x is None:
         S = V @ V.T  # E[h hᵀ] for E[x xᵀ] = I
@@ -83,10 +83,10 @@ def test_conv2d_and_conv_matrix_against_brute_force(padding, N, C_in, C_out, H, 
     rng = np.random.default_rng(H * 10 + kw)
     x = rng.normal(size=(N, C_in, H, W))
     w = rng.normal(size=(C_out, C_in, kh, kw))
-    y = conv.conv2d(x, w, padding)
+    y = conv.conv2d(x, w, padding=padding)
     assert y.shape == (N, C_out, H, W)
     assert np.allclose(y, brute_conv(x, w, padding), atol=1e-12)
-    M = conv.conv_matrix(w, (H, W), padding)
+    M = conv.conv_matrix(w, (H, W), padding=padding)
     assert M.shape == (C_out * H * W, C_in * H * W)
     assert np.allclose(M, brute_matrix(w, H, W, padding), atol=1e-12)
     # flattening c*H*W + i*W + j: the matrix acts on reshaped images exactly as conv2d
@@ -97,19 +97,19 @@ def test_conv2d_and_conv_matrix_against_brute_force(padding, N, C_in, C_out, H, 
 def test_conv2d_one_dimensional_is_height_one(padding):
     rng = np.random.default_rng(3)
     x, w = rng.normal(size=(3, 2, 9)), rng.normal(size=(4, 2, 5))
-    y = conv.conv2d(x, w, padding)
+    y = conv.conv2d(x, w, padding=padding)
     assert y.shape == (3, 4, 9)
     assert np.allclose(y, brute_conv(x[:, :, None], w[:, :, None], padding)[:, :, 0])
-    M = conv.conv_matrix(w, 9, padding)
+    M = conv.conv_matrix(w, 9, padding=padding)
     assert np.allclose(x.reshape(3, -1) @ M.T, y.reshape(3, -1))
 
 
 def test_conv2d_large_batches_are_chunked_consistently(monkeypatch):
     rng = np.random.default_rng(4)
     x, w = rng.normal(size=(37, 3, 6, 6)), rng.normal(size=(2, 3, 3, 3))
-    whole = conv.conv2d(x, w, "circular")
-    monkeypatch.setattr(conv, "_WORKSPACE", 3 * 3 * 3 * 9 * 9 * 5)  # chunks of 5 samples
-    assert np.allclose(conv.conv2d(x, w, "circular"), whole, atol=1e-12)
+    whole = conv.conv2d(x, w, padding="circular")
+    monkeypatch.setattr(_convops, "WORKSPACE", 3 * 3 * 3 * 9 * 9 * 5)  # chunks of 5 samples
+    assert np.allclose(conv.conv2d(x, w, padding="circular"), whole, atol=1e-12)
 
 
 def test_seed_matrix_of_theory_section_2():
@@ -124,18 +124,18 @@ def test_seed_matrix_of_theory_section_2():
 @pytest.mark.parametrize("kernel,image", [((3, 3), (3, 3)), ((3, 5), (4, 6)), ((3,), (7,))])
 def test_tap_column_counts_against_the_matrix(padding, kernel, image):
     """Count, for each one-hot kernel, the columns of conv_matrix it appears in."""
-    counts = conv.tap_column_counts(kernel, image, padding)
+    counts = conv.tap_column_counts(kernel, image, padding=padding)
     assert counts.shape == kernel
     for tap in np.ndindex(*kernel):
         one_hot = np.zeros((1, 1, *kernel))
         one_hot[(0, 0, *tap)] = 1.0
-        M = conv.conv_matrix(one_hot, image, padding)
+        M = conv.conv_matrix(one_hot, image, padding=padding)
         assert counts[tap] == np.count_nonzero(M.any(axis=0))
 
 
 def test_tap_column_counts_of_the_seed():
     assert np.array_equal(conv.tap_column_counts(3, (3, 3)), [[4, 6, 4], [6, 9, 6], [4, 6, 4]])
-    assert np.all(conv.tap_column_counts(3, (3, 3), "circular") == 9)
+    assert np.all(conv.tap_column_counts(3, (3, 3), padding="circular") == 9)
 
 
 def test_no_gradient_probability_matches_simulated_gradients():
@@ -182,11 +182,15 @@ def test_penalty_equals_dense_matrix_formula(padding, mode, case):
     x = rng.normal(size=(7, v_shape[1], *image))
     keep = 0.7
     for data, act in [(None, None), (x, None), (x, "relu")]:
-        closed = conv.dropout_penalty(u, v, keep, image, padding, mode, x=data, activation=act)
+        closed = conv.dropout_penalty(
+            u, v, keep, image, padding=padding, mode=mode, x=data, activation=act
+        )
         dense = dense_penalty(u, v, keep, image, padding, mode, x=data, activation=act)
         assert closed == pytest.approx(dense, rel=1e-10)
     if mode == "element":
-        closed = conv.dropout_penalty(u, v, keep, image, padding, mode, activation="relu")
+        closed = conv.dropout_penalty(
+            u, v, keep, image, padding=padding, mode=mode, activation="relu"
+        )
         assert closed == pytest.approx(dense_penalty(u, v, keep, image, padding, mode) / 2)
 
 
@@ -194,9 +198,34 @@ def test_column_sq_norms_are_the_matrix_column_norms():
     rng = np.random.default_rng(6)
     w = rng.normal(size=(3, 2, 3, 5))
     for padding in PADDINGS:
-        M = conv.conv_matrix(w, (4, 6), padding)
-        norms = conv.column_sq_norms(w, (4, 6), padding)
+        M = conv.conv_matrix(w, (4, 6), padding=padding)
+        norms = conv.column_sq_norms(w, (4, 6), padding=padding)
         assert np.allclose(norms.ravel(), np.sum(M**2, axis=0))
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize(
+    ("u_shape", "v_shape", "image"),
+    [((2, 3, 3, 5), (3, 2, 5, 3), (6, 7)), ((1, 2, 5), (2, 3, 3), (9,))],
+    ids=["2d", "1d"],
+)
+def test_position_penalty_is_formula_5_per_position_of_the_dense_matrices(
+    padding, u_shape, v_shape, image
+):
+    """P[q] = λ Σ_c ‖U[:, (c, q)]‖² ‖V[(c, q), :]‖² read off the dense layer matrices, and
+    the map sums to the white-input elementwise penalty."""
+    rng = np.random.default_rng(11)
+    u, v = rng.normal(size=u_shape), rng.normal(size=v_shape)
+    keep, hidden = 0.3, v_shape[0]
+    U = conv.conv_matrix(u, image, padding=padding)
+    V = conv.conv_matrix(v, image, padding=padding)
+    per_unit = np.sum(U**2, axis=0) * np.sum(V**2, axis=1)  # hidden unit (c, q)
+    expected = dropout_lambda(keep) * per_unit.reshape(hidden, *image).sum(axis=0)
+    found = conv.position_penalty(u, v, keep, image, padding=padding)
+    assert found.shape == tuple(image)
+    assert np.allclose(found, expected, rtol=1e-12)
+    total = conv.dropout_penalty(u, v, keep, image, padding=padding)
+    assert float(found.sum()) == pytest.approx(total, rel=1e-12)
 
 
 def test_circular_white_element_penalty_is_lambda_n_sum_of_norm_products():
@@ -204,7 +233,7 @@ def test_circular_white_element_penalty_is_lambda_n_sum_of_norm_products():
     rng = np.random.default_rng(7)
     u, v = rng.normal(size=(2, 4, 3, 3)), rng.normal(size=(4, 3, 5, 3))
     keep, H, W = 0.3, 6, 7
-    closed = conv.dropout_penalty(u, v, keep, (H, W), "circular", "element")
+    closed = conv.dropout_penalty(u, v, keep, (H, W), padding="circular", mode="element")
     norms = np.sum(u**2, axis=(0, 2, 3)) * np.sum(v**2, axis=(1, 2, 3))
     assert closed == pytest.approx(dropout_lambda(keep) * H * W * np.sum(norms), rel=1e-12)
 
@@ -219,17 +248,17 @@ def test_circular_white_channel_penalty_is_ridge_on_end_to_end_kernels():
     impulses[np.arange(3), np.arange(3), 0, 0] = 1.0
     total = 0.0
     for c in range(4):
-        hidden = conv.conv2d(impulses, v[c : c + 1], "circular")
-        total += np.sum(conv.conv2d(hidden, u[:, c : c + 1], "circular") ** 2)
-    closed = conv.dropout_penalty(u, v, keep, (H, W), "circular", "channel")
+        hidden = conv.conv2d(impulses, v[c : c + 1], padding="circular")
+        total += np.sum(conv.conv2d(hidden, u[:, c : c + 1], padding="circular") ** 2)
+    closed = conv.dropout_penalty(u, v, keep, (H, W), padding="circular", mode="channel")
     assert closed == pytest.approx(dropout_lambda(keep) * H * W * total, rel=1e-12)
 
 
 def test_zero_padding_penalty_is_below_circular():
     rng = np.random.default_rng(8)
     u, v = rng.normal(size=(2, 3, 3, 3)), rng.normal(size=(3, 2, 3, 3))
-    zeros = conv.dropout_penalty(u, v, 0.5, (8, 8), "zeros")
-    circular = conv.dropout_penalty(u, v, 0.5, (8, 8), "circular")
+    zeros = conv.dropout_penalty(u, v, 0.5, (8, 8), padding="zeros")
+    circular = conv.dropout_penalty(u, v, 0.5, (8, 8), padding="circular")
     assert 0 < zeros < circular  # zero padding truncates the kernels at the border
 
 
@@ -281,14 +310,16 @@ def test_closed_form_matches_monte_carlo(padding, mode, data, activation):
     u, v, x = mc_net()
     x = x if data else None
     keep = 0.6
-    closed = conv.dropout_penalty(u, v, keep, MC_NET["image"], padding, mode, x, activation)
+    closed = conv.dropout_penalty(
+        u, v, keep, MC_NET["image"], padding=padding, mode=mode, x=x, activation=activation
+    )
     est = conv.dropout_penalty_mc(
         u,
         v,
         keep,
         MC_NET["image"],
-        padding,
-        mode,
+        padding=padding,
+        mode=mode,
         n_masks=4000,
         seed=12,
         x=x,
@@ -302,8 +333,10 @@ def test_one_dimensional_closed_form_matches_monte_carlo():
     rng = np.random.default_rng(13)
     u, v = rng.normal(size=(2, 3, 5)), rng.normal(size=(3, 2, 3))
     for mode in ("element", "channel"):
-        closed = conv.dropout_penalty(u, v, 0.5, 10, "zeros", mode)
-        est = conv.dropout_penalty_mc(u, v, 0.5, 10, "zeros", mode, n_masks=4000, seed=14)
+        closed = conv.dropout_penalty(u, v, 0.5, 10, padding="zeros", mode=mode)
+        est = conv.dropout_penalty_mc(
+            u, v, 0.5, 10, padding="zeros", mode=mode, n_masks=4000, seed=14
+        )
         assert abs(est.zscore(closed)) < N_SE, (mode, closed, est)
 
 
@@ -313,7 +346,16 @@ def test_monte_carlo_draws_equal_direct_network_evaluation():
     u, v, x = mc_net()
     image, x, n_masks = MC_NET["image"], x[:3], 56
     est = conv.dropout_penalty_mc(
-        u, v, 0.5, image, "zeros", "element", n_masks=n_masks, seed=15, x=x, batch_size=1
+        u,
+        v,
+        0.5,
+        image,
+        padding="zeros",
+        mode="element",
+        n_masks=n_masks,
+        seed=15,
+        x=x,
+        batch_size=1,
     )
     # re-draw the masks exactly as the estimator does (same generator, same calls)
     rng = np.random.default_rng(15)
@@ -341,7 +383,7 @@ def test_monte_carlo_draws_equal_direct_network_evaluation_across_batches(
         v,
         keep,
         image,
-        padding,
+        padding=padding,
         n_masks=n_masks,
         seed=20,
         x=x,
@@ -384,9 +426,9 @@ def test_dropblock_covering_the_map_is_channel_dropout(padding):
     u, v, x = mc_net()
     image, keep = MC_NET["image"], 0.7
     est = conv.dropout_penalty_mc(
-        u, v, keep, image, padding, mode="block", block_size=6, n_masks=4000, seed=18, x=x
+        u, v, keep, image, padding=padding, mode="block", block_size=6, n_masks=4000, seed=18, x=x
     )
-    closed = conv.dropout_penalty(u, v, keep, image, padding, mode="channel", x=x)
+    closed = conv.dropout_penalty(u, v, keep, image, padding=padding, mode="channel", x=x)
     assert abs(est.zscore(closed)) < N_SE, (closed, est)
 
 
@@ -422,11 +464,11 @@ def test_dropblock_monte_carlo_matches_exact_mask_moments(padding):
     """Formula (4) with DropBlock's exact (biased, correlated) mask moments, dense matrices."""
     u, v, _ = mc_net()
     image, keep = MC_NET["image"], 0.7
-    U, V = conv.conv_matrix(u, image, padding), conv.conv_matrix(v, image, padding)
+    U, V = conv.conv_matrix(u, image, padding=padding), conv.conv_matrix(v, image, padding=padding)
     moments = dropblock_deviation_moments(keep, 3, *image, channels=v.shape[0])
     exact = np.sum((U.T @ U) * moments * (V @ V.T))
     est = conv.dropout_penalty_mc(
-        u, v, keep, image, padding, mode="block", block_size=3, n_masks=4000, seed=19
+        u, v, keep, image, padding=padding, mode="block", block_size=3, n_masks=4000, seed=19
     )
     assert abs(est.zscore(exact)) < N_SE, (exact, est)
 
@@ -462,7 +504,7 @@ def test_dropblock_closed_form_matches_dense_oracle_on_random_shapes():
         padding = PADDINGS[trial % 2]
         data = [(None, None), (x, None), (x, y)][trial % 3]
         closed = conv.dropout_penalty(
-            u, v, keep, image, padding, "block", block_size=block, x=data[0], y=data[1]
+            u, v, keep, image, padding=padding, mode="block", block_size=block, x=data[0], y=data[1]
         )
         dense = dropblock_penalty_exact(u, v, keep, image, padding, block, *data)
         case = (trial, image, block, keep, padding, u.shape, v.shape)
@@ -501,24 +543,24 @@ def test_dropblock_closed_form_matches_enumeration_of_all_start_patterns(padding
     u, v = rng.normal(size=(2, 2, *kernel)), rng.normal(size=(2, 1, *kernel))
     x, y = rng.normal(size=(3, 1, *image)), 2 * rng.normal(size=(3, 2, *image))
     keep = 0.65
-    h = conv.conv2d(x, v, padding)
-    clean = conv.conv2d(h, u, padding)
+    h = conv.conv2d(x, v, padding=padding)
+    clean = conv.conv2d(h, u, padding=padding)
     # white input: E_x ‖U diag(e) V x‖² = ‖U diag(e) V‖_F², columns = images of unit impulses
-    h_eye = conv.conv2d(np.eye(int(np.prod(image))).reshape(-1, 1, *image), v, padding)
+    h_eye = conv.conv2d(np.eye(int(np.prod(image))).reshape(-1, 1, *image), v, padding=padding)
     gap = {"white": 0.0, "data": 0.0, "target": 0.0}
     total_prob = 0.0
     for prob, m in all_block_masks(image, block, 2, keep):
-        dropped = conv.conv2d(m * h, u, padding)
+        dropped = conv.conv2d(m * h, u, padding=padding)
         gap["data"] += prob * np.sum((dropped - clean) ** 2) / len(x)
         gap["target"] += prob * np.sum((y - dropped) ** 2 - (y - clean) ** 2) / len(x)
-        gap["white"] += prob * np.sum(conv.conv2d((m - 1) * h_eye, u, padding) ** 2)
+        gap["white"] += prob * np.sum(conv.conv2d((m - 1) * h_eye, u, padding=padding) ** 2)
         total_prob += prob
     assert total_prob == pytest.approx(1, rel=1e-12)
-    args = (u, v, keep, image, padding, "block")
+    args, opts = (u, v, keep, image), {"padding": padding, "mode": "block"}
     closed = {
-        "white": conv.dropout_penalty(*args, block_size=block),
-        "data": conv.dropout_penalty(*args, x=x, block_size=block),
-        "target": conv.dropout_penalty(*args, x=x, block_size=block, y=y),
+        "white": conv.dropout_penalty(*args, **opts, block_size=block),
+        "data": conv.dropout_penalty(*args, **opts, x=x, block_size=block),
+        "target": conv.dropout_penalty(*args, **opts, x=x, block_size=block, y=y),
     }
     for key, exact in gap.items():
         assert closed[key] == pytest.approx(exact, rel=1e-10), key
@@ -534,13 +576,15 @@ def test_dropblock_loss_gap_monte_carlo_matches_closed_form(padding, block):
     u, v, x = mc_net()
     y = 2 * np.random.default_rng(32).normal(size=(len(x), u.shape[0], *MC_NET["image"]))
     image, keep = MC_NET["image"], 0.6
-    args = (u, v, keep, image, padding, "block")
-    closed = conv.dropout_penalty(*args, x=x, y=y, block_size=block)
-    est = conv.dropout_penalty_mc(*args, block, n_masks=4000, seed=33, x=x, y=y)
+    args, opts = (u, v, keep, image), {"padding": padding, "mode": "block"}
+    closed = conv.dropout_penalty(*args, **opts, x=x, y=y, block_size=block)
+    est = conv.dropout_penalty_mc(*args, **opts, block_size=block, n_masks=4000, seed=33, x=x, y=y)
     assert abs(est.zscore(closed)) < N_SE, (closed, est)
-    energy = conv.dropout_penalty(*args, x=x, block_size=block)
-    relu = conv.dropout_penalty(*args, x=x, y=y, block_size=block, activation="relu")
-    est = conv.dropout_penalty_mc(*args, block, n_masks=4000, seed=34, x=x, y=y, activation="relu")
+    energy = conv.dropout_penalty(*args, **opts, x=x, block_size=block)
+    relu = conv.dropout_penalty(*args, **opts, x=x, y=y, block_size=block, activation="relu")
+    est = conv.dropout_penalty_mc(
+        *args, **opts, block_size=block, n_masks=4000, seed=34, x=x, y=y, activation="relu"
+    )
     assert abs(est.zscore(relu)) < N_SE, (relu, est)
     if padding == "zeros":
         assert abs(closed - energy) > 0.2 * closed
@@ -550,11 +594,13 @@ def test_dropblock_without_target_is_the_perturbation_energy_at_the_clean_output
     u, v, x = mc_net()
     image, keep = MC_NET["image"], 0.6
     clean = conv.conv2d(conv.conv2d(x, v), u)
-    args = (u, v, keep, image, "zeros", "block")
-    at_clean = conv.dropout_penalty(*args, x=x, y=clean, block_size=3)
-    assert conv.dropout_penalty(*args, x=x, block_size=3) == pytest.approx(at_clean, rel=1e-12)
-    est = conv.dropout_penalty_mc(*args, 3, n_masks=3000, seed=35, x=x, y=clean)
-    again = conv.dropout_penalty_mc(*args, 3, n_masks=3000, seed=35, x=x)
+    args, opts = (u, v, keep, image), {"padding": "zeros", "mode": "block"}
+    at_clean = conv.dropout_penalty(*args, **opts, x=x, y=clean, block_size=3)
+    assert conv.dropout_penalty(*args, **opts, x=x, block_size=3) == pytest.approx(
+        at_clean, rel=1e-12
+    )
+    est = conv.dropout_penalty_mc(*args, **opts, block_size=3, n_masks=3000, seed=35, x=x, y=clean)
+    again = conv.dropout_penalty_mc(*args, **opts, block_size=3, n_masks=3000, seed=35, x=x)
     assert est.mean == pytest.approx(again.mean, rel=1e-9)
 
 
@@ -566,10 +612,12 @@ def test_element_and_channel_gaps_do_not_depend_on_the_target(padding):
     y = 2 * np.random.default_rng(36).normal(size=(len(x), u.shape[0], *MC_NET["image"]))
     image, keep = MC_NET["image"], 0.6
     for mode in ("element", "channel"):
-        closed = conv.dropout_penalty(u, v, keep, image, padding, mode, x=x)
-        assert conv.dropout_penalty(u, v, keep, image, padding, mode, x=x, y=y) == closed
+        closed = conv.dropout_penalty(u, v, keep, image, padding=padding, mode=mode, x=x)
+        assert (
+            conv.dropout_penalty(u, v, keep, image, padding=padding, mode=mode, x=x, y=y) == closed
+        )
         est = conv.dropout_penalty_mc(
-            u, v, keep, image, padding, mode, n_masks=3000, seed=37, x=x, y=y
+            u, v, keep, image, padding=padding, mode=mode, n_masks=3000, seed=37, x=x, y=y
         )
         assert abs(est.zscore(closed)) < N_SE, (mode, closed, est)
 
@@ -582,9 +630,9 @@ def test_dropblock_limits_are_the_element_and_channel_closed_forms(padding):
     image, keep = MC_NET["image"], 0.35
     for data in (None, x):
         for block, mode in ((1, "element"), (6, "channel")):
-            closed = conv.dropout_penalty(u, v, keep, image, padding, mode, x=data)
+            closed = conv.dropout_penalty(u, v, keep, image, padding=padding, mode=mode, x=data)
             block_form = conv.dropout_penalty(
-                u, v, keep, image, padding, "block", x=data, block_size=block
+                u, v, keep, image, padding=padding, mode="block", x=data, block_size=block
             )
             assert block_form == pytest.approx(closed, rel=1e-9), (block, data is None)
 
@@ -625,14 +673,17 @@ GOOD_U, GOOD_V = np.ones((2, 3, 3, 3)), np.ones((3, 2, 3, 3))
         (lambda: conv.conv2d(np.ones((2, 5, 5)), np.ones((1, 2, 3, 3))), "x.*dimensions"),
         (lambda: conv.conv2d(np.ones((1, 2, 5, 5)), np.ones((2, 3, 3))), "x.*dimensions"),
         (lambda: conv.conv2d(np.ones((1, 2, 5, 5)), np.ones((3, 3))), "weight.*dimensions"),
-        (lambda: conv.conv2d(np.ones((1, 2, 5, 5)), np.ones((1, 2, 3, 3)), "reflect"), "padding"),
+        (
+            lambda: conv.conv2d(np.ones((1, 2, 5, 5)), np.ones((1, 2, 3, 3)), padding="reflect"),
+            "padding",
+        ),
         (lambda: conv.conv_matrix(np.ones((1, 1, 3, 3)), (4,)), "image_shape"),
         (lambda: conv.conv_matrix(np.ones((1, 1, 4, 3)), (5, 5)), "weight.*odd"),
         (lambda: conv.conv_matrix(np.ones((1, 1, 3)), 2), "weight.*larger"),
         (lambda: conv.tap_column_counts(2, (3, 3)), "kernel_size.*odd"),
         (lambda: conv.tap_column_counts(5, (3, 3)), "kernel_size.*larger"),
         (lambda: conv.tap_column_counts((3, 3, 3), (3, 3)), "kernel_size"),
-        (lambda: conv.tap_column_counts(3, (3, 3), "same"), "padding"),
+        (lambda: conv.tap_column_counts(3, (3, 3), padding="same"), "padding"),
         (lambda: conv.no_gradient_probability(3, (3, 3), 0.5, mode="block"), "mode"),
         (lambda: conv.no_gradient_probability(3, (3, 3), 0.0), "keep"),
         (lambda: conv.dropout_penalty(np.ones((2, 3, 2, 2)), GOOD_V, 0.5, (5, 5)), "`u`.*odd"),
@@ -642,7 +693,7 @@ GOOD_U, GOOD_V = np.ones((2, 3, 3, 3)), np.ones((3, 2, 3, 3))
         (lambda: conv.dropout_penalty(np.ones((2, 4, 3, 3)), GOOD_V, 0.5, (5, 5)), "`u`.*`v`"),
         (lambda: conv.dropout_penalty(np.ones((2, 3, 3)), GOOD_V, 0.5, (5, 5)), "`u` and `v`"),
         (lambda: conv.dropout_penalty(GOOD_U, np.ones((3, 3)), 0.5, (5, 5)), "`v`"),
-        (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), "wrap"), "padding"),
+        (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), padding="wrap"), "padding"),
         (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), mode="block"), "block_size"),
         (lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), block_size=2), "block_size"),
         (
@@ -715,7 +766,10 @@ GOOD_U, GOOD_V = np.ones((2, 3, 3, 3)), np.ones((3, 2, 3, 3))
         (lambda: conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), mode="block"), "block_size"),
         (lambda: conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), block_size=3), "block_size"),
         (lambda: conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), mode="drop"), "mode"),
-        (lambda: conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), "reflect"), "padding"),
+        (
+            lambda: conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), padding="reflect"),
+            "padding",
+        ),
         (
             lambda: conv.dropout_penalty_mc(GOOD_U, np.ones((4, 2, 3, 3)), 0.5, (5, 5)),
             "`u`.*`v`",
@@ -725,3 +779,15 @@ GOOD_U, GOOD_V = np.ones((2, 3, 3, 3)), np.ones((3, 2, 3, 3))
 def test_bad_input_raises_value_error_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("n_masks", -3), ("n_masks", "3"), ("n_masks", 3.0), ("rtol", -1.0), ("batch_size", 0)],
+)
+def test_monte_carlo_refusals_name_the_callers_argument(option, value):
+    """The estimator underneath calls it n_samples; the caller wrote n_masks."""
+    kwargs = {"n_masks": 100, option: value}
+    with pytest.raises(InvalidParameterError, match=f"`{option}`") as refused:
+        conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), **kwargs)
+    assert "n_samples" not in str(refused.value)

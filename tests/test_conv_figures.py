@@ -34,6 +34,7 @@ def mc_data():
 
 # ----------------------------------------------------------------------------- (c)
 
+
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_conv_matrix_seed_is_theory_matrix_and_gradients_follow_the_mask(seed):
     d = compute("conv_matrix_seed", quick=True, seed=seed)["data"]
@@ -96,8 +97,8 @@ def test_no_gradient_probability_matches_formula_and_dense_counts():
 
 def dense_penalties(u, v, keep, image, padding):
     """Formulas (5), (6) and (2) on the dense conv matrices."""
-    U = conv.conv_matrix(u, image, padding)
-    V = conv.conv_matrix(v, image, padding)
+    U = conv.conv_matrix(u, image, padding=padding)
+    V = conv.conv_matrix(v, image, padding=padding)
     n = image[0] * image[1]
     C = v.shape[0]
     element = lam(keep) * np.sum((U**2).sum(axis=0) * (V**2).sum(axis=1))
@@ -162,8 +163,8 @@ def test_penalty_vs_keep_mc_reproducible_from_recorded_seed(penalty_data):
         v,
         d["keeps"][1],
         tuple(d["image_shape"]),
-        panel["padding"],
-        "block",
+        padding=panel["padding"],
+        mode="block",
         block_size=d["block_size"],
         n_masks=d["n_masks"],
         seed=est["seed"],
@@ -186,12 +187,12 @@ def test_border_map_sums_to_closed_form_and_matches_dense_matrices():
         for padding in ("zeros", "circular"):
             m = np.asarray(net["maps"][padding])
             assert m.shape == image
-            U = conv.conv_matrix(u, image, padding)
-            V = conv.conv_matrix(v, image, padding)
+            U = conv.conv_matrix(u, image, padding=padding)
+            V = conv.conv_matrix(v, image, padding=padding)
             # λ ‖U[:, j]‖² E[h_j²] with E[h_j²] = ‖V[j, :]‖², summed over channels
             dense = lam(keep) * ((U**2).sum(axis=0) * (V**2).sum(axis=1)).reshape(C, H, W).sum(0)
             np.testing.assert_allclose(m, dense, rtol=1e-10)
-            total = conv.dropout_penalty(u, v, keep, image, padding)
+            total = conv.dropout_penalty(u, v, keep, image, padding=padding)
             assert m.sum() == pytest.approx(total, rel=1e-10)
             assert net["closed_form_total"][padding] == pytest.approx(total, rel=1e-12)
         # circular: every position pays λ Σ_c ‖u_c‖²‖v_c‖² (THEORY §3)
@@ -236,8 +237,8 @@ def test_mc_error_reproducible_from_recorded_seed(mc_data):
         v,
         d["keep"],
         (8, 8),
-        d["padding"],
-        "element",
+        padding=d["padding"],
+        mode="element",
         n_masks=row["n_masks"],
         seed=row["seeds"][3],
     )

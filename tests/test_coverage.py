@@ -83,11 +83,11 @@ def conv_family(mode):
         rng = np.random.default_rng(2)
         v, u = rng.normal(size=(3, 1, 3)), rng.normal(size=(1, 3, 3))
         x = rng.normal(size=(2, 1, 6))
-        exact = conv.dropout_penalty(u, v, keep, 6, "zeros", mode=mode, x=x)
+        exact = conv.dropout_penalty(u, v, keep, 6, padding="zeros", mode=mode, x=x)
 
         def run(n, seed):
             return conv.dropout_penalty_mc(
-                u, v, keep, 6, "zeros", mode=mode, x=x, n_masks=n, seed=seed, batch_size=n
+                u, v, keep, 6, padding="zeros", mode=mode, x=x, n_masks=n, seed=seed, batch_size=n
             )
 
         return exact, run, min_masks(keep)
@@ -98,11 +98,11 @@ def conv_family(mode):
 def conv_white_family(keep):
     rng = np.random.default_rng(5)
     v, u = rng.normal(size=(2, 1, 3)), rng.normal(size=(1, 2, 3))
-    exact = conv.dropout_penalty(u, v, keep, 6, "zeros", mode="element")  # E[xxᵀ] = I
+    exact = conv.dropout_penalty(u, v, keep, 6, padding="zeros", mode="element")  # E[xxᵀ] = I
 
     def run(n, seed):  # a fresh standard normal input per mask
         return conv.dropout_penalty_mc(
-            u, v, keep, 6, "zeros", "element", n_masks=n, seed=seed, batch_size=n
+            u, v, keep, 6, padding="zeros", mode="element", n_masks=n, seed=seed, batch_size=n
         )
 
     return exact, run, min_masks(keep)
@@ -115,7 +115,16 @@ def conv_block_family(keep):
 
     def run(n, seed):  # white input: a fresh Gaussian input per mask
         return conv.dropout_penalty_mc(
-            u, v, keep, BLOCK_MAP, "zeros", "block", BLOCK, n_masks=n, seed=seed, batch_size=n
+            u,
+            v,
+            keep,
+            BLOCK_MAP,
+            padding="zeros",
+            mode="block",
+            block_size=BLOCK,
+            n_masks=n,
+            seed=seed,
+            batch_size=n,
         )
 
     return exact, run, min_masks(*dropblock_events(keep))
@@ -134,9 +143,9 @@ def conv_block_target_family(keep):
             v,
             keep,
             BLOCK_MAP,
-            "zeros",
-            "block",
-            BLOCK,
+            padding="zeros",
+            mode="block",
+            block_size=BLOCK,
             x=x,
             y=y,
             n_masks=n,
@@ -208,7 +217,7 @@ TOO_MANY = {("network-2-dropouts", 0.02)}  # a unit kept in both layers: 4e-4, 3
 def coverage(run, n, exact):
     hits = 0
     for seed in SEEDS:
-        lo, hi = run(n, seed).ci(0.95)
+        lo, hi = run(n, seed).ci(level=0.95)
         hits += lo <= exact <= hi
     return hits / len(SEEDS)
 
@@ -250,7 +259,7 @@ def test_reviewers_cases_are_refused_with_the_masks_they_need():
     v, u = rng.normal(size=(3, 1, 3, 3)), rng.normal(size=(1, 3, 3, 3))
     x = rng.normal(size=(4, 1, 5, 5))
     with pytest.raises(ValueError, match=f"`n_masks` must be at least {min_masks(0.05)} "):
-        conv.dropout_penalty_mc(u, v, 0.05, (5, 5), "zeros", "element", n_masks=5, x=x)
+        conv.dropout_penalty_mc(u, v, 0.05, (5, 5), padding="zeros", mode="element", n_masks=5, x=x)
 
 
 def test_reviewers_conv_case_covered_at_the_minimum():
@@ -259,11 +268,20 @@ def test_reviewers_conv_case_covered_at_the_minimum():
     rng = np.random.default_rng(2)
     v, u = rng.normal(size=(3, 1, 3, 3)), rng.normal(size=(1, 3, 3, 3))
     x = rng.normal(size=(4, 1, 5, 5))
-    exact = conv.dropout_penalty(u, v, 0.05, (5, 5), "zeros", mode="element", x=x)
+    exact = conv.dropout_penalty(u, v, 0.05, (5, 5), padding="zeros", mode="element", x=x)
 
     def run(n, seed):
         return conv.dropout_penalty_mc(
-            u, v, 0.05, (5, 5), "zeros", "element", n_masks=n, seed=seed, x=x, batch_size=n
+            u,
+            v,
+            0.05,
+            (5, 5),
+            padding="zeros",
+            mode="element",
+            n_masks=n,
+            seed=seed,
+            x=x,
+            batch_size=n,
         )
 
     assert min_masks(0.05) == 295

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from regtheory import data
 from regtheory.data import conv_task, linear_teacher, white_inputs
 
 
@@ -48,3 +49,14 @@ def test_conv_task_bad_arguments():
         conv_task(5, np.ones(7), 10, 10, 0.1, seed=0)
     with pytest.raises(ValueError, match="inputs"):
         conv_task(8, np.ones(3), 10, 10, 0.1, seed=0, inputs="pink")
+
+
+def test_teacher_kernel_has_2k_minus_1_taps_of_unit_expected_energy():
+    # ‖t‖² is (1/(2K−1))·χ²(2K−1): mean 1, variance 2/(2K−1); over 2000 seeds the mean
+    # lies within 4 standard errors of 1
+    K = 3
+    energies = np.array([np.sum(data.teacher_kernel(K, seed=s) ** 2) for s in range(2000)])
+    assert data.teacher_kernel(K, seed=0).shape == (2 * K - 1,)
+    se = np.sqrt(2 / (2 * K - 1) / len(energies))
+    assert abs(energies.mean() - 1.0) < 4 * se
+    np.testing.assert_array_equal(data.teacher_kernel(K, seed=7), data.teacher_kernel(K, seed=7))

@@ -37,7 +37,7 @@ def test_conv_solvers_are_scale_free(scale):
         scale**2 * base, rel=1e-7
     )
     X = white_inputs(40, 8, rng).reshape(40, 1, 8)
-    Y = conv.conv2d(X, rng.normal(size=(1, 1, 5)), "circular")
+    Y = conv.conv2d(X, rng.normal(size=(1, 1, 5)), padding="circular")
     ref = implied.solve_conv(X, Y, 0.5, 3, 3)
     sol = implied.solve_conv(X, scale * Y, 0.5, 3, 3)
     assert rel(sol.w, scale * ref.w) < 1e-6
@@ -73,9 +73,9 @@ def test_one_pixel_image_and_one_tap_kernel():
     u, v = np.full((1, 1, 1, 1), 2.0), np.full((1, 1, 1, 1), 3.0)
     lam = dropout_lambda(0.4)
     for padding in ("zeros", "circular"):
-        assert conv.conv_matrix(u, (1, 1), padding)[0, 0] == 2.0
-        assert conv.dropout_penalty(u, v, 0.4, (1, 1), padding) == pytest.approx(lam * 36)
-        est = conv.dropout_penalty_mc(u, v, 0.4, (1, 1), padding, n_masks=20_000, seed=0)
+        assert conv.conv_matrix(u, (1, 1), padding=padding)[0, 0] == 2.0
+        assert conv.dropout_penalty(u, v, 0.4, (1, 1), padding=padding) == pytest.approx(lam * 36)
+        est = conv.dropout_penalty_mc(u, v, 0.4, (1, 1), padding=padding, n_masks=20_000, seed=0)
         assert abs(est.zscore(lam * 36)) < 4
     assert implied.conv_induced_regularizer(np.array([6.0]), 0.4, 1, 1).value == pytest.approx(
         lam * 36

@@ -72,7 +72,7 @@ def test_penalty_matches_monte_carlo(d_in, d_out, width, keep, isotropic):
     closed = fc.dropout_penalty(U, V, keep, cov=cov)
     est = fc.dropout_penalty_mc(U, V, keep, X, n_masks=50_000, seed=7)
     assert abs(est.zscore(closed)) < N_SE, (closed, est)
-    lo, hi = est.ci(0.95)
+    lo, hi = est.ci(level=0.95)
     assert lo < est.mean < hi
 
 
@@ -146,8 +146,8 @@ def test_induced_regularizer_is_minimum_over_factorizations(use_cov):
     width, keep = 3, 0.6
     M = rng.normal(size=(4, width)) @ rng.normal(size=(width, 5))
     cov = random_cov(rng, 5) if use_cov else None
-    theta = fc.induced_regularizer(M, keep, width, cov)
-    found = factorization_minimum(M, width, lambda U, V: fc.dropout_penalty(U, V, keep, cov))
+    theta = fc.induced_regularizer(M, keep, width, cov=cov)
+    found = factorization_minimum(M, width, lambda U, V: fc.dropout_penalty(U, V, keep, cov=cov))
     assert found >= theta * (1 - 1e-9)
     assert found == pytest.approx(theta, rel=1e-5)
 
@@ -163,13 +163,13 @@ def test_equalize(d_out, d_in, width, use_cov):
     np.testing.assert_allclose(U2 @ V2.T, U @ V.T, atol=1e-10 * np.abs(U @ V.T).max())
     assert fc.is_equalized(U2, V2, rtol=1e-9, cov=cov)
     assert not fc.is_equalized(U, V, rtol=1e-3, cov=cov)
-    theta = fc.induced_regularizer(U @ V.T, 0.3, width, cov)
-    assert fc.dropout_penalty(U2, V2, 0.3, cov) == pytest.approx(theta, rel=1e-10)
-    assert fc.dropout_penalty(U, V, 0.3, cov) >= theta
+    theta = fc.induced_regularizer(U @ V.T, 0.3, width, cov=cov)
+    assert fc.dropout_penalty(U2, V2, 0.3, cov=cov) == pytest.approx(theta, rel=1e-10)
+    assert fc.dropout_penalty(U, V, 0.3, cov=cov) >= theta
     # the products are all ||M C^{1/2}||_* / w
     Mc = U @ V.T if cov is None else U @ V.T @ np.linalg.cholesky(cov)
     nuc = np.linalg.svd(Mc, compute_uv=False).sum()
-    np.testing.assert_allclose(fc.unit_products(U2, V2, cov), nuc / width, rtol=1e-9)
+    np.testing.assert_allclose(fc.unit_products(U2, V2, cov=cov), nuc / width, rtol=1e-9)
 
 
 def test_equalize_rank_deficient_and_zero():
@@ -240,8 +240,8 @@ def test_equalized_circulant_map_and_its_monte_carlo_do_not_move_with_rounding()
     rng = np.random.default_rng(0)
     v = rng.normal(size=(4, 1, 3, 3)) / 3
     u = rng.normal(size=(1, 4, 3, 3)) / 3
-    U = conv.conv_matrix(u, (6, 6), "circular")
-    V = conv.conv_matrix(v, (6, 6), "circular").T
+    U = conv.conv_matrix(u, (6, 6), padding="circular")
+    V = conv.conv_matrix(v, (6, 6), padding="circular").T
     s = np.linalg.svd(U @ V.T, compute_uv=False)
     assert np.sum(np.abs(np.diff(s)) <= 1e-12 * s[0]) >= 10  # many exact ties
     Up = U * (1 + 1e-15 * rng.normal(size=U.shape))
@@ -388,14 +388,14 @@ def test_block_penalty_matches_monte_carlo_and_formula_4(block_size, isotropic):
     X, cov = (whiten(X), None) if isotropic else (X @ rng.normal(size=(4, 4)), None)
     cov = None if isotropic else X.T @ X / 300
     keep = 0.6
-    closed = fc.block_dropout_penalty(U, V, keep, block_size, cov)
+    closed = fc.block_dropout_penalty(U, V, keep, block_size, cov=cov)
     est = fc.dropout_penalty_mc(U, V, keep, X, n_masks=50_000, seed=1, block_size=block_size)
     assert abs(est.zscore(closed)) < N_SE, (closed, est)
     G = 6 // block_size
     mask_cov = dropout_lambda(keep) * np.kron(np.eye(G), np.ones((block_size, block_size)))
-    assert fc.structured_penalty(U, V, mask_cov, cov) == pytest.approx(closed, rel=1e-12)
-    assert fc.block_dropout_penalty(U, V, keep, 1, cov) == pytest.approx(
-        fc.dropout_penalty(U, V, keep, cov), rel=1e-12
+    assert fc.structured_penalty(U, V, mask_cov, cov=cov) == pytest.approx(closed, rel=1e-12)
+    assert fc.block_dropout_penalty(U, V, keep, 1, cov=cov) == pytest.approx(
+        fc.dropout_penalty(U, V, keep, cov=cov), rel=1e-12
     )
 
 

@@ -32,13 +32,13 @@ def test_spectral_matches_closed_form_to_1e8(d_out, d_in, width, keep, use_cov):
     rng = np.random.default_rng(d_out * 7 + d_in)
     T = rng.normal(size=(d_out, d_in))
     cov = random_cov(rng, d_in) if use_cov else None
-    closed = fc.global_optimum(T, keep, width, cov)
-    res = implied.solve_fc(T, keep, width, cov, method="spectral")
+    closed = fc.global_optimum(T, keep, width, cov=cov)
+    res = implied.solve_fc(T, keep, width, cov=cov, method="spectral")
     assert res.status in ("optimal", "optimal_inaccurate") and res.gap <= implied.GAP_RTOL
     assert res.solve_time > 0
     assert rel(res.M, closed) < 1e-8
     assert res.objective == pytest.approx(
-        implied.fc_objective(closed, T, keep, width, cov), rel=1e-9
+        implied.fc_objective(closed, T, keep, width, cov=cov), rel=1e-9
     )
 
 
@@ -48,8 +48,8 @@ def test_sdp_matches_closed_form_to_1e6(d_out, d_in, width, keep, use_cov):
     rng = np.random.default_rng(d_out * 7 + d_in)
     T = rng.normal(size=(d_out, d_in))
     cov = random_cov(rng, d_in) if use_cov else None
-    closed = fc.global_optimum(T, keep, width, cov)
-    res = implied.solve_fc(T, keep, width, cov, method="sdp")
+    closed = fc.global_optimum(T, keep, width, cov=cov)
+    res = implied.solve_fc(T, keep, width, cov=cov, method="sdp")
     assert rel(res.M, closed) < 1e-6
 
 
@@ -92,8 +92,8 @@ def test_fc_objective_equals_expected_dropout_risk_minus_ls():
     C, T = X.T @ X / 200, Y.T @ X / 200
     M = rng.normal(size=(3, 4))
     risk = lambda A: np.mean(np.sum((Y - X @ A.T) ** 2, axis=1))
-    lhs = implied.fc_objective(M, T, 0.5, 4, C)
-    rhs = risk(M) + fc.induced_regularizer(M, 0.5, 4, C) - risk(T @ np.linalg.inv(C))
+    lhs = implied.fc_objective(M, T, 0.5, 4, cov=C)
+    rhs = risk(M) + fc.induced_regularizer(M, 0.5, 4, cov=C) - risk(T @ np.linalg.inv(C))
     assert lhs == pytest.approx(rhs, rel=1e-10)
 
 
@@ -206,3 +206,26 @@ def test_solver_plumbing_raises_with_status_and_advice(make, status, advice):
     with pytest.raises(implied.SolverFailedError, match=status) as info:
         solve(make(cp.Variable(3)), None)
     assert info.value.status == status and advice in str(info.value)
+
+
+@pytest.mark.parametrize("block_size", [1, 2])
+def test_objective_is_fit_plus_regularizer(block_size):
+    """Every implied result: objective = fit + regularizer; for the FC problems (posed on the
+    moments) the fit is ‖(M − TC⁻¹)C^½‖², the squared error above the least-squares map."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(200, 5))
+    Y = X @ rng.normal(size=(5, 4)) + 0.3 * rng.normal(size=(200, 4))
+    T, C = Y.T @ X / len(X), X.T @ X / len(X)
+    if block_size == 1:
+        res = implied.solve_fc(T, 0.6, 4, cov=C)
+        reg = fc.induced_regularizer(res.M, 0.6, 4, cov=C)
+    else:
+        res = implied.solve_fc_block(T, 0.6, 4, block_size, cov=C)
+        reg = fc.block_induced_regularizer(res.M, 0.6, 4, block_size, cov=C)
+    assert res.objective == res.fit + res.regularizer
+    assert res.regularizer == pytest.approx(reg, rel=1e-12)
+
+    def risk(M):
+        return np.mean(np.sum((Y - X @ M.T) ** 2, axis=1))
+
+    assert res.fit == pytest.approx(risk(res.M) - risk(T @ np.linalg.inv(C)), rel=1e-9)

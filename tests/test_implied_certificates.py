@@ -129,7 +129,7 @@ def conv_reg_instance(rng):
 def conv_data_instance(rng):
     n = int(rng.choice([5, 6, 8, 12]))
     X = white_inputs(4 * n, n, rng).reshape(4 * n, 1, n)
-    Y = conv2d(X, rng.normal(size=(1, 1, 5)) / 2, "zeros") + 0.1 * rng.normal(size=X.shape)
+    Y = conv2d(X, rng.normal(size=(1, 1, 5)) / 2, padding="zeros") + 0.1 * rng.normal(size=X.shape)
     return X, perturb(Y * 10.0 ** rng.uniform(-3, 3), rng), int(rng.integers(1, 5))
 
 
@@ -137,14 +137,14 @@ def solve_instance(kind, rng):
     keep = float(rng.choice([0.1, 0.5, 0.9]))
     if kind == "fc_spectral":
         T, keep, cov = fc_instance(rng)
-        return implied.solve_fc(T, keep, int(rng.integers(1, 2 * T.shape[0])), cov)
+        return implied.solve_fc(T, keep, int(rng.integers(1, 2 * T.shape[0])), cov=cov)
     if kind == "fc_sdp":
         T, keep, cov = fc_instance(rng)
-        return implied.solve_fc(T, keep, T.shape[0], cov, method="sdp")
+        return implied.solve_fc(T, keep, T.shape[0], cov=cov, method="sdp")
     if kind == "fc_block":
         T, keep, cov = fc_instance(rng)
         k = int(rng.integers(1, 4))
-        return implied.solve_fc_block(T, keep, k * int(rng.integers(1, 4)), k, cov)
+        return implied.solve_fc_block(T, keep, k * int(rng.integers(1, 4)), k, cov=cov)
     if kind == "conv_regularizer":
         w, C, shape = conv_reg_instance(rng)
         return implied.conv_induced_regularizer(w, keep, C, shape)
@@ -185,10 +185,10 @@ def test_certified_results_agree_with_the_closed_form():
     for _ in range(30):
         T, keep, cov = fc_instance(rng)
         width = T.shape[0]
-        closed = fc.global_optimum(T, keep, width, cov)
-        best = implied.fc_objective(closed, T, keep, width, cov)
+        closed = fc.global_optimum(T, keep, width, cov=cov)
+        best = implied.fc_objective(closed, T, keep, width, cov=cov)
         for method in ("spectral", "sdp"):
-            res = implied.solve_fc(T, keep, width, cov, method=method)
+            res = implied.solve_fc(T, keep, width, cov=cov, method=method)
             assert best <= res.objective * (1 + 1e-9)
             assert res.objective - best <= res.gap * res.objective + 1e-9 * best
 
@@ -307,7 +307,7 @@ def test_factored_solution_reports_convergence():
     rng = np.random.default_rng(1)
     n = 8
     X = white_inputs(4 * n, n, rng).reshape(4 * n, 1, n)
-    Y = conv2d(X, rng.normal(size=(1, 1, 5)), "zeros") + 0.1 * rng.normal(size=X.shape)
+    Y = conv2d(X, rng.normal(size=(1, 1, 5)), padding="zeros") + 0.1 * rng.normal(size=X.shape)
     for scale in (1e-3, 1.0, 1e3):
         res = implied.solve_conv_factored(X, scale * Y, 0.5, 2, 3, starts=1)
         assert res.success and "CONVERGENCE" in res.message

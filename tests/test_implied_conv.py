@@ -127,16 +127,20 @@ def test_attained_factorization(shape, image, channels):
     w = rng.normal(size=shape)
     res = implied.conv_induced_regularizer(w, 0.6, channels, image)
     # end-to-end operator from dense matrices equals the convolution with w
-    composed = conv.conv_matrix(res.u, image, "circular") @ conv.conv_matrix(
-        res.v, image, "circular"
+    composed = conv.conv_matrix(res.u, image, padding="circular") @ conv.conv_matrix(
+        res.v, image, padding="circular"
     )
     direct = conv.conv_matrix(
-        w.reshape((1, 1) + w.shape) if w.ndim == 2 else w.reshape(1, 1, -1), image, "circular"
+        w.reshape((1, 1) + w.shape) if w.ndim == 2 else w.reshape(1, 1, -1),
+        image,
+        padding="circular",
     )
     np.testing.assert_allclose(composed, direct, atol=1e-7)
-    closed = conv.dropout_penalty(res.u, res.v, 0.6, image, "circular")
+    closed = conv.dropout_penalty(res.u, res.v, 0.6, image, padding="circular")
     assert closed == pytest.approx(res.value, rel=1e-7)
-    est = conv.dropout_penalty_mc(res.u, res.v, 0.6, image, "circular", n_masks=20_000, seed=4)
+    est = conv.dropout_penalty_mc(
+        res.u, res.v, 0.6, image, padding="circular", n_masks=20_000, seed=4
+    )
     assert abs(est.zscore(res.value)) < N_SE, (res.value, est)
     prods = np.sqrt(
         (res.u**2).sum(axis=tuple(i for i in range(res.u.ndim) if i != 1))
@@ -148,12 +152,12 @@ def test_attained_factorization(shape, image, channels):
 def teacher_task(rng, N=150, H=6, k_teacher=5, noise=0.1):
     X = rng.normal(size=(N, 1, H, H))
     teacher = 0.3 * rng.normal(size=(1, 1, k_teacher, k_teacher))
-    Y = conv.conv2d(X, teacher, "circular") + noise * rng.normal(size=X.shape)
+    Y = conv.conv2d(X, teacher, padding="circular") + noise * rng.normal(size=X.shape)
     return X, Y
 
 
 def data_fit(X, Y, w):
-    return np.mean(np.sum((Y - conv.conv2d(X, w, "circular")) ** 2, axis=(1, 2, 3)))
+    return np.mean(np.sum((Y - conv.conv2d(X, w, padding="circular")) ** 2, axis=(1, 2, 3)))
 
 
 def test_solve_conv_element_objective_and_regularizer_independently():
@@ -164,6 +168,9 @@ def test_solve_conv_element_objective_and_regularizer_independently():
     reg = implied.conv_induced_regularizer(sol.w[0, 0], 0.5, 9, (6, 6)).value
     assert sol.regularizer == pytest.approx(reg, rel=1e-6)
     assert sol.objective == pytest.approx(data_fit(X, Y, sol.w) + reg, rel=1e-6)
+    # the fit is the mean squared error on the data, and the objective is its sum with the regularizer
+    assert sol.fit == pytest.approx(data_fit(X, Y, sol.w), rel=1e-9)
+    assert sol.objective == sol.fit + sol.regularizer
     # optimality: random perturbations of w do not improve the objective
     for _ in range(5):
         w2 = sol.w[0, 0] + 1e-2 * rng.normal(size=(5, 5))
@@ -184,7 +191,7 @@ def test_solve_conv_channel_is_ridge():
     for t in range(25):
         e = np.zeros((1, 1, 5, 5))
         e.flat[t] = 1.0
-        feats.append(conv.conv2d(X, e, "circular").reshape(len(X), -1))
+        feats.append(conv.conv2d(X, e, padding="circular").reshape(len(X), -1))
     F = np.stack(feats, axis=2).reshape(-1, 25)
     mu = dropout_lambda(keep) * n / C
     w_ridge = np.linalg.solve(F.T @ F / len(X) + mu * np.eye(25), F.T @ Y.reshape(-1) / len(X))
@@ -195,7 +202,7 @@ def test_solve_conv_keep_one_is_least_squares_1d():
     rng = np.random.default_rng(7)
     X = rng.normal(size=(80, 1, 9))
     teacher = rng.normal(size=(1, 1, 5))
-    Y = conv.conv2d(X, teacher, "circular")
+    Y = conv.conv2d(X, teacher, padding="circular")
     sol = implied.solve_conv(X, Y, keep=1.0, channels=3, kernel_size=3)
     np.testing.assert_allclose(sol.w, teacher, atol=1e-6)
 
@@ -221,7 +228,9 @@ def test_bad_inputs():
 
 def white_task(rng, n=10, N=40, k_teacher=5, padding="circular"):
     X = white_inputs(N, n, rng).reshape(N, 1, n)
-    Y = conv.conv2d(X, rng.normal(size=(1, 1, k_teacher)), padding) + 0.1 * rng.normal(size=X.shape)
+    Y = conv.conv2d(X, rng.normal(size=(1, 1, k_teacher)), padding=padding) + 0.1 * rng.normal(
+        size=X.shape
+    )
     return X, Y
 
 
@@ -250,9 +259,9 @@ def test_factored_objective_parts_match_independent_formulas(padding, mode):
     X = rng.normal(size=(8, 2, 5, 5))
     Y = rng.normal(size=(8, 1, 5, 5))
     sol = implied.solve_conv_factored(X, Y, 0.6, 2, 3, padding=padding, mode=mode, starts=1)
-    pen = conv.dropout_penalty(sol.u, sol.v, 0.6, (5, 5), padding, mode=mode, x=X)
+    pen = conv.dropout_penalty(sol.u, sol.v, 0.6, (5, 5), padding=padding, mode=mode, x=X)
     assert sol.penalty == pytest.approx(pen, rel=1e-9)
-    pred = conv.conv2d(conv.conv2d(X, sol.v, padding), sol.u, padding)
+    pred = conv.conv2d(conv.conv2d(X, sol.v, padding=padding), sol.u, padding=padding)
     fit = np.mean(np.sum((Y - pred) ** 2, axis=(1, 2, 3)))
     assert sol.objective == pytest.approx(fit + pen, rel=1e-9)
 
@@ -263,17 +272,21 @@ def test_solve_conv_folded_kernel_matches_factored_operator(kernel_size):
     rng = np.random.default_rng(kernel_size)
     n = 9
     X = white_inputs(60, n, rng).reshape(60, 1, n)
-    Y = conv.conv2d(X, rng.normal(size=(1, 1, 5)), "circular") + 0.3 * rng.normal(size=X.shape)
+    Y = conv.conv2d(X, rng.normal(size=(1, 1, 5)), padding="circular") + 0.3 * rng.normal(
+        size=X.shape
+    )
     convex = implied.solve_conv(X, Y, 0.5, kernel_size, kernel_size)
     exact = implied.solve_conv_factored(
         X, Y, 0.5, kernel_size, kernel_size, padding="circular", starts=2
     )
     assert convex.w.shape == (1, 1, n)
     assert exact.objective == pytest.approx(convex.objective, rel=1e-6)
-    M_exact = conv.conv_matrix(exact.u, (n,), "circular") @ conv.conv_matrix(
-        exact.v, (n,), "circular"
+    M_exact = conv.conv_matrix(exact.u, (n,), padding="circular") @ conv.conv_matrix(
+        exact.v, (n,), padding="circular"
     )
-    np.testing.assert_allclose(conv.conv_matrix(convex.w, (n,), "circular"), M_exact, atol=1e-4)
+    np.testing.assert_allclose(
+        conv.conv_matrix(convex.w, (n,), padding="circular"), M_exact, atol=1e-4
+    )
 
 
 def test_solve_conv_refuses_even_folded_kernels():
@@ -384,8 +397,8 @@ def test_zero_padding_penalty_is_not_a_function_of_the_lifted_kernel():
         u, v = (P @ R).T, (Q @ R).T  # channels c: u_c = (P R)[:, c]
         values = {}
         for padding in ("zeros", "circular"):
-            U = conv.conv_matrix(u[None, :, :], (n,), padding)  # (n, 2n)
-            V = conv.conv_matrix(v[:, None, :], (n,), padding)  # (2n, n)
+            U = conv.conv_matrix(u[None, :, :], (n,), padding=padding)  # (n, 2n)
+            V = conv.conv_matrix(v[:, None, :], (n,), padding=padding)  # (2n, n)
             values[padding] = lam * np.sum(np.sum(U**2, axis=0) * np.sum(V**2, axis=1))
         Z = u.T @ v
         return values, Z

@@ -28,12 +28,12 @@ def test_batched_accumulation_equals_one_pass():
 
 def test_ci_is_normal_interval():
     e = Estimate(mean=1.0, stderr=0.1, n_samples=100)
-    lo, hi = e.ci(0.95)
+    lo, hi = e.ci(level=0.95)
     z = stats.norm.ppf(0.975)
     assert lo == pytest.approx(1 - z * 0.1) and hi == pytest.approx(1 + z * 0.1)
-    assert e.ci(0.5)[1] < hi
+    assert e.ci(level=0.5)[1] < hi
     with pytest.raises(ValueError, match="level"):
-        e.ci(1.5)
+        e.ci(level=1.5)
 
 
 def test_rtol_stops_early_and_reproducible():
@@ -48,7 +48,7 @@ def test_interval_coverage_over_seeds():
     draw = lambda rng, size: rng.exponential(size=size)
     hits = 0
     for seed in range(400):
-        lo, hi = estimate(draw, 2000, seed=seed, batch_size=2000).ci(0.95)
+        lo, hi = estimate(draw, 2000, seed=seed, batch_size=2000).ci(level=0.95)
         hits += lo <= 1.0 <= hi
     assert 0.92 <= hits / 400 <= 0.98
 
@@ -97,7 +97,7 @@ def hall_statistic(t, skewness, n):
 def test_ci_ends_are_where_halls_statistic_is_plus_minus_z(skewness):
     e = Estimate(mean=3.0, stderr=0.2, n_samples=40, skewness=skewness)
     for level in (0.5, 0.95, 0.999):
-        lo, hi = e.ci(level)
+        lo, hi = e.ci(level=level)
         z = stats.norm.ppf(0.5 + level / 2)
         # an end is a value mu with h((mean - mu) / stderr) = -z (upper) or +z (lower)
         assert hall_statistic((e.mean - lo) / e.stderr, skewness, 40) == pytest.approx(z, rel=1e-9)
@@ -105,7 +105,7 @@ def test_ci_ends_are_where_halls_statistic_is_plus_minus_z(skewness):
     # to first order in skewness/sqrt(n) the interval moves up by se·γ(1 + 2z²)/(6√n)
     # (the n^{-1/2} term of the Edgeworth expansion of the studentized mean; Hall 1992)
     small = Estimate(mean=3.0, stderr=0.2, n_samples=10**8, skewness=skewness)
-    lo, hi = small.ci(0.95)
+    lo, hi = small.ci(level=0.95)
     z = stats.norm.ppf(0.975)
     shift = 0.2 * skewness * (1 + 2 * z**2) / (6 * np.sqrt(10**8))
     assert (lo + hi) / 2 - 3.0 == pytest.approx(shift, rel=1e-3)
@@ -119,9 +119,9 @@ def test_skewness_corrected_interval_covers_where_the_normal_one_does_not():
     hall = normal = normal_low = 0
     for seed in range(400):
         est = estimate(draw, 30, seed=seed, batch_size=30)
-        lo, hi = est.ci(0.95)
+        lo, hi = est.ci(level=0.95)
         hall += lo <= 1.0 <= hi
-        lo, hi = Estimate(est.mean, est.stderr, est.n_samples).ci(0.95)
+        lo, hi = Estimate(est.mean, est.stderr, est.n_samples).ci(level=0.95)
         normal += lo <= 1.0 <= hi
         normal_low += hi < 1.0
     assert 0.92 <= hall / 400 <= 0.98

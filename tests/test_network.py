@@ -43,9 +43,11 @@ def test_conv_last_layer_matches_conv_closed_form(mode, masks, padding):
     v, u = rng.normal(size=(3, 2, 3, 3)), rng.normal(size=(2, 3, 3, 3))
     X = rng.normal(size=(10, 2, 5, 6))
     Y = rng.normal(size=(10, 2, 5, 6))
-    layers = [Conv(v, padding), ReLU(), Dropout(masks), Conv(u, padding)]
+    layers = [Conv(v, padding=padding), ReLU(), Dropout(masks), Conv(u, padding=padding)]
     est = network.dropout_penalty_mc(layers, X, Y, n_masks=3000, seed=5)
-    closed = conv.dropout_penalty(u, v, 0.5, (5, 6), padding, mode=mode, x=X, activation="relu")
+    closed = conv.dropout_penalty(
+        u, v, 0.5, (5, 6), padding=padding, mode=mode, x=X, activation="relu"
+    )
     assert abs(est.zscore(closed)) < N_SE, (closed, est)
 
 

@@ -116,8 +116,8 @@ def test_circular_conv_penalty_invariant_under_image_shift(seed, c_in, c_hid, hw
     x = rng.normal(size=(3, c_in, *hw))
     shifted = np.roll(x, shift=(di, dj), axis=(2, 3))
     for mode in ("element", "channel"):
-        a = conv.dropout_penalty(u, v, keep, hw, "circular", mode=mode, x=x)
-        b = conv.dropout_penalty(u, v, keep, hw, "circular", mode=mode, x=shifted)
+        a = conv.dropout_penalty(u, v, keep, hw, padding="circular", mode=mode, x=x)
+        b = conv.dropout_penalty(u, v, keep, hw, padding="circular", mode=mode, x=shifted)
         assert np.isclose(a, b, rtol=1e-10)
 
 
@@ -134,8 +134,10 @@ def test_circular_conv_penalty_invariant_under_image_shift(seed, c_in, c_hid, hw
 def test_conv_matrix_is_linear_in_the_weight(seed, c_out, c_in, hw, padding, a, b):
     rng = np.random.default_rng(seed)
     w1, w2 = rng.normal(size=(2, c_out, c_in, 3, 3))
-    lhs = conv.conv_matrix(a * w1 + b * w2, hw, padding)
-    rhs = a * conv.conv_matrix(w1, hw, padding) + b * conv.conv_matrix(w2, hw, padding)
+    lhs = conv.conv_matrix(a * w1 + b * w2, hw, padding=padding)
+    rhs = a * conv.conv_matrix(w1, hw, padding=padding) + b * conv.conv_matrix(
+        w2, hw, padding=padding
+    )
     np.testing.assert_allclose(lhs, rhs, atol=1e-12 * (1 + np.abs(rhs).max()))
 
 

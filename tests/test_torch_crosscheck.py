@@ -49,7 +49,7 @@ def torch_conv(x, w, padding):
 def test_conv2d_equals_torch(padding, x_shape, w_shape):
     rng = np.random.default_rng(sum(x_shape))
     x, w = rng.normal(size=x_shape), rng.normal(size=w_shape)
-    ours = conv.conv2d(x, w, padding)
+    ours = conv.conv2d(x, w, padding=padding)
     theirs = torch_conv(torch.from_numpy(x), torch.from_numpy(w), padding).numpy()
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
@@ -59,7 +59,7 @@ def test_conv2d_equals_torch(padding, x_shape, w_shape):
 def test_conv_matrix_applies_torch_conv(padding):
     rng = np.random.default_rng(1)
     x, w = rng.normal(size=(3, 2, 5, 6)), rng.normal(size=(4, 2, 3, 5))
-    M = conv.conv_matrix(w, (5, 6), padding)
+    M = conv.conv_matrix(w, (5, 6), padding=padding)
     theirs = torch_conv(torch.from_numpy(x), torch.from_numpy(w), padding).numpy()
     np.testing.assert_allclose(x.reshape(3, -1) @ M.T, theirs.reshape(3, -1), atol=1e-12)
 
@@ -117,7 +117,9 @@ def test_closed_form_matches_torch_dropout_masks(padding, mode, data, activation
         return drop(ones, p=1 - keep, training=True)
 
     x = x if data else None
-    closed = conv.dropout_penalty(u, v, keep, IMAGE, padding, mode, x=x, activation=activation)
+    closed = conv.dropout_penalty(
+        u, v, keep, IMAGE, padding=padding, mode=mode, x=x, activation=activation
+    )
     est = torch_penalty_mc(u, v, masks, padding, 4000, x=x, activation=activation, seed=22)
     assert abs(est.zscore(closed)) < N_SE, (closed, est)
     assert est.rel_stderr < 0.02
@@ -156,7 +158,7 @@ def test_dropblock_penalty_matches_torchvision_placement(padding):
     gamma = DropBlock(keep, b).gamma(IMAGE)
     theirs = torch_penalty_mc(u, v, torchvision_block_masks(keep, b, gamma), padding, 4000, seed=24)
     ours = conv.dropout_penalty_mc(
-        u, v, keep, IMAGE, padding, mode="block", block_size=b, n_masks=4000, seed=25
+        u, v, keep, IMAGE, padding=padding, mode="block", block_size=b, n_masks=4000, seed=25
     )
     assert abs(ours.mean - theirs.mean) < N_SE * np.hypot(ours.stderr, theirs.stderr)
 

@@ -58,8 +58,8 @@ def test_gradient_matches_central_differences(spatial, padding, mask_mode, activ
         # The public conv2d, one sample after the other: independent of the im2col code.
         total = 0.0
         for n in range(b):
-            h = act(conv.conv2d(x[n : n + 1], v, padding))
-            out = conv.conv2d(m[n : n + 1] * h, u, padding)
+            h = act(conv.conv2d(x[n : n + 1], v, padding=padding))
+            out = conv.conv2d(m[n : n + 1] * h, u, padding=padding)
             total += np.sum((y[n : n + 1] - out) ** 2)
         return total / b
 
@@ -138,7 +138,7 @@ def test_element_dropout_reaches_implied_optimum_and_equalizes(element_problem, 
     nuc = np.linalg.svd(sol.Z, compute_uv=False).sum()
     np.testing.assert_allclose(prod.mean(), nuc / C, rtol=0.05)
     # The data penalty is the white one (X is exactly white) ...
-    data_pen = conv.dropout_penalty(res.u, res.v, keep, L, "circular", "element", x=X)
+    data_pen = conv.dropout_penalty(res.u, res.v, keep, L, padding="circular", mode="element", x=X)
     white = dropout_lambda(keep) * L * np.sum(prod**2)
     np.testing.assert_allclose(data_pen, white, rtol=1e-10)
     # ... so the recorded objective is bounded below by the convex optimum and ends near it.
@@ -229,8 +229,11 @@ def test_channel_dropout_ends_at_a_minimiser_of_the_exact_objective():
         fun(theta)[1]
     )
     u, v = unpack(theta)
-    fit = np.sum((Y - conv.conv2d(conv.conv2d(X, v, "circular"), u, "circular")) ** 2) / N1
-    pen = conv.dropout_penalty(u, v, keep, L1, "circular", "channel", x=X)
+    fit = (
+        np.sum((Y - conv.conv2d(conv.conv2d(X, v, padding="circular"), u, padding="circular")) ** 2)
+        / N1
+    )
+    pen = conv.dropout_penalty(u, v, keep, L1, padding="circular", mode="channel", x=X)
     np.testing.assert_allclose(fun(theta)[0], fit + pen, rtol=1e-12)
 
     starts = [np.random.default_rng(100 + s).standard_normal(size) * 0.5 for s in range(8)]
@@ -289,7 +292,7 @@ def test_folded_kernel_matches_solve_conv():
     """
     rng = np.random.default_rng(3)
     X = _white_signals(20, 1, 5, rng)
-    Y = conv.conv2d(X, rng.standard_normal((1, 1, 5)), "circular")
+    Y = conv.conv2d(X, rng.standard_normal((1, 1, 5)), padding="circular")
     Y = Y + 0.1 * rng.standard_normal(Y.shape)
     for keep, tol in ((1.0, 1e-8), (0.5, 0.05)):
         sol = implied.solve_conv(X, Y, keep, 5, 5)
@@ -304,12 +307,12 @@ def test_folded_kernel_matches_solve_conv():
 
 def _net(x, u, v, padding, masks=None, activation=None):
     """The two-layer net through the public conv2d (masks (N, C, *spatial) or None)."""
-    h = conv.conv2d(x, v, padding)
+    h = conv.conv2d(x, v, padding=padding)
     if activation == "relu":
         h = np.maximum(h, 0.0)
     if masks is not None:
         h = h * masks
-    return conv.conv2d(h, u, padding)
+    return conv.conv2d(h, u, padding=padding)
 
 
 @pytest.fixture(scope="module")
@@ -371,7 +374,7 @@ def test_composed_kernel_is_the_end_to_end_map():
         res = train_conv(X, Y, 4, 3, 0.7, 5, 0.005, seed=0, padding=padding)
         x = rng.standard_normal((3, 2, 5, 5))
         direct = _net(x, res.u, res.v, padding)
-        through_w = conv.conv2d(x, res.final_kernel, padding)
+        through_w = conv.conv2d(x, res.final_kernel, padding=padding)
         if padding == "circular":
             np.testing.assert_allclose(through_w, direct, rtol=1e-10, atol=1e-12)
         else:  # zero padding: equal where no tap of either layer leaves the image
@@ -383,7 +386,7 @@ def test_composed_kernel_is_the_end_to_end_map():
     assert res.final_kernel.shape == (3, 2, 5)
     x = rng.standard_normal((3, 2, 5))
     np.testing.assert_allclose(
-        conv.conv2d(x, res.final_kernel, "circular"),
+        conv.conv2d(x, res.final_kernel, padding="circular"),
         _net(x, res.u, res.v, "circular"),
         rtol=1e-10,
         atol=1e-12,

@@ -36,15 +36,17 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from .._validation import InvalidParameterError
 from ..implied import GAP_RTOL
 from ..sweep import Sweep
-from ._registry import REGISTRY, _environment, _spec, compute
+from ._registry import REGISTRY, compute, environment, spec_of
 
 __all__ = ["CheckReport", "FigureCheck", "KindCheck", "Rule", "check"]
 
@@ -252,7 +254,7 @@ class FigureCheck:
     def n_values(self) -> int:
         return sum(row.n_values for row in self.rows)
 
-    def to_text(self, max_failures: int = 10) -> str:
+    def to_text(self, *, max_failures: int = 10) -> str:
         """The figure's table: a row per kind, then the values that disagree."""
         return _figure_text(self, max_failures)
 
@@ -291,9 +293,11 @@ class CheckReport:
                 row_record["worst"] = _finite_or_none(row.worst)
         return out
 
-    def to_text(self, max_failures: int = 10) -> str:
+    def to_text(self, *, max_failures: int = 10) -> str:
         """The report as text: a table per figure and a summary line."""
-        return "\n".join([*(f.to_text(max_failures) for f in self.figures), self.summary()])
+        return "\n".join(
+            [*(f.to_text(max_failures=max_failures) for f in self.figures), self.summary()]
+        )
 
     def summary(self) -> str:
         """One line: do the figures agree with the stored records?"""
@@ -375,7 +379,7 @@ def _figure_text(fig: FigureCheck, max_failures: int) -> str:
 # ----------------------------------------------------------------------------- the walk
 
 
-def _patterns(checks: Mapping[str, Rule]) -> list[tuple[tuple[str, ...], str, Rule]]:
+def _patterns(checks: Mapping[str, object]) -> list[tuple[tuple[str, ...], str, Rule]]:
     out = []
     for key, rule in checks.items():
         if not isinstance(rule, Rule):
@@ -435,8 +439,11 @@ def _leaves(old, new, path: tuple[str, ...], problems: list[str]):
         yield from _leaves(a, b, (*path, key), problems)
 
 
-def _kind_of(x) -> str:
-    return {dict: "a mapping", list: "a list"}.get(type(x), "a value")
+_KINDS_OF: Mapping[type, str] = MappingProxyType({dict: "a mapping", list: "a list"})
+
+
+def _kind_of(x: object) -> str:
+    return _KINDS_OF.get(type(x), "a value")
 
 
 def _numbers(x) -> list[float]:
@@ -489,7 +496,7 @@ class _Tally:
     worst_field: str | None = None
     failures: list[str] = field(default_factory=list)
 
-    def add(self, path: str, deviation: float, tolerance: float, failure: str | None):
+    def add(self, path: str, deviation: float, tolerance: float, failure: str) -> None:
         self.n_values += 1
         ratio = deviation / tolerance if tolerance > 0 else (0.0 if deviation == 0 else math.inf)
         if ratio > self.worst_ratio:
@@ -533,13 +540,13 @@ def _compare_field(rule: Rule, old, new, path, parents, tallies, problems) -> No
     n = len(pairs)
     try:
         se_old = se_new = None
-        if rule.kind == "monte_carlo":
+        if rule.kind == "monte_carlo" and rule.stderr is not None:  # it always names one
             se_old = _sibling(parents[0], rule.stderr, n, "stored", where)
             se_new = _sibling(parents[1], rule.stderr, n, "regenerated", where)
             tol = [float(rule.tolerance)] * n
         elif rule.draws:
             n_draws = _sibling(parents[0], rule.draws, n, "stored", where)
-            tol = [rule.tolerance / math.sqrt(max(k, 1.0)) for k in n_draws]
+            tol = [float(rule.tolerance) / math.sqrt(max(k, 1.0)) for k in n_draws]
         elif isinstance(rule.tolerance, str):  # each side's certified accuracy
             acc_old = _sibling(parents[0], rule.tolerance, n, "stored", where)
             acc_new = _sibling(parents[1], rule.tolerance, n, "regenerated", where)
@@ -580,7 +587,7 @@ def compare_data(
     name: str, stored: dict, regenerated: dict
 ) -> tuple[tuple[KindCheck, ...], tuple[str, ...]]:
     """The rows and structural disagreements of two data dicts of figure ``name``."""
-    patterns = _patterns(_spec(name).checks)
+    patterns = _patterns(spec_of(name).checks)
     tallies: dict[tuple[str, str], _Tally] = {}
     problems: list[str] = []
     _walk(patterns, stored, regenerated, (), (None, None), tallies, problems, name)
@@ -595,8 +602,9 @@ def compare_data(
 def schema_gaps(name: str, data: dict) -> tuple[list[str], list[str]]:
     """What the rules of figure ``name`` miss in ``data``: the leaves that no rule
     names, and the rule paths that name nothing (stale). Both empty when complete."""
-    patterns = _patterns(_spec(name).checks)
-    unchecked, used = [], set()
+    patterns = _patterns(spec_of(name).checks)
+    unchecked: list[str] = []
+    used: set[str] = set()
 
     def walk(x, path):
         if path and _match(patterns, path) is not None:
@@ -642,9 +650,9 @@ def _load(directory: Path, name: str) -> dict:
 
 
 def check(
-    directory="figures",
-    names: Iterable[str] | None = None,
     *,
+    directory: str | os.PathLike[str] = "figures",
+    names: Iterable[str] | None = None,
     quick: bool | None = None,
     sweep: Sweep | None = None,
     on_figure: Callable[[FigureCheck], None] | None = None,
@@ -694,15 +702,35 @@ def check(
     >>> from regtheory.figures import render
     >>> with tempfile.TemporaryDirectory() as out:
     ...     _ = render("conv_matrix_seed", out, quick=True)
-    ...     report = check(out, ["conv_matrix_seed"])
+    ...     report = check(directory=out, names=["conv_matrix_seed"])
     >>> report.passed, [row.kind for row in report.figures[0].rows]
     (True, ['exact', 'closed_form'])
     """
+    path, names = _check_arguments(directory, names, quick, sweep)
+    records = _load_all(path, names, quick)
+    now = environment()
+    figures = []
+    for name, record in records.items():
+        result = _check_figure(path, name, record, sweep, now)
+        if on_figure is not None:
+            on_figure(result)
+        figures.append(result)
+    return CheckReport(str(path), tuple(figures), now)
+
+
+def _check_arguments(
+    directory: object, names: object, quick: object, sweep: object
+) -> tuple[Path, list[str]]:
+    """The checked directory and figure names of :func:`check`, refused at the boundary."""
     if isinstance(directory, bool) or not isinstance(directory, (str, Path)):
         raise InvalidParameterError(f"`directory` must be a path, got {type(directory).__name__}")
     if isinstance(names, str):
         raise InvalidParameterError(
             f"`names` must be a list of figure names, not the string {names!r}"
+        )
+    if names is not None and not isinstance(names, Iterable):
+        raise InvalidParameterError(
+            f"`names` must be a list of figure names, got {type(names).__name__}"
         )
     names = list(REGISTRY) if names is None else list(names)
     for name in names:
@@ -710,7 +738,7 @@ def check(
             raise InvalidParameterError(
                 f"`names` must hold figure names (str), got {type(name).__name__}"
             )
-        _spec(name)  # unknown: ValueError with the valid names
+        spec_of(name)  # unknown: ValueError with the valid names
     if not names:
         raise InvalidParameterError("`names` is empty: name at least one figure")
     if quick is not None and not isinstance(quick, bool):
@@ -719,10 +747,14 @@ def check(
         raise InvalidParameterError(
             f"`sweep` must be a regtheory.sweep.Sweep, got {type(sweep).__name__}"
         )
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InvalidParameterError(f"`directory` {str(directory)!r} is not a directory")
-    # Every record is read before any is regenerated: a missing one fails at once.
+    path = Path(directory)
+    if not path.is_dir():
+        raise InvalidParameterError(f"`directory` {str(path)!r} is not a directory")
+    return path, names
+
+
+def _load_all(directory: Path, names: list[str], quick: bool | None) -> dict[str, dict]:
+    """Every record, read before any is regenerated: a missing one fails at once."""
     records = {name: _load(directory, name) for name in names}
     for name, record in records.items():
         if quick is not None and record["quick"] != quick:
@@ -731,34 +763,34 @@ def check(
                 f"{directory / name}.json is a {made} run; quick={quick} checks "
                 f"only {'quick' if quick else 'full'} runs"
             )
-    environment = _environment()
-    figures = []
-    for name, record in records.items():
-        start = time.perf_counter()
-        fresh = compute(
-            name,
-            quick=record["quick"],
-            seed=record["seed"],
-            sweep=sweep,
-            solver=record.get("solver"),
-        )
-        seconds = time.perf_counter() - start
-        # compared as stored: through JSON (tuples become lists, keys strings)
-        regenerated = json.loads(json.dumps(fresh["data"]))
-        rows, problems = compare_data(name, record["data"], regenerated)
-        stored_environment = record.get("environment")
-        result = FigureCheck(
-            name,
-            str(directory / f"{name}.json"),
-            record["seed"],
-            record["quick"],
-            rows,
-            problems,
-            stored_environment,
-            _environment_changes(stored_environment, environment),
-            seconds,
-        )
-        if on_figure is not None:
-            on_figure(result)
-        figures.append(result)
-    return CheckReport(str(directory), tuple(figures), environment)
+    return records
+
+
+def _check_figure(
+    directory: Path, name: str, record: dict, sweep: Sweep | None, now: dict
+) -> FigureCheck:
+    """Regenerate one figure with its record's seed and mode and compare the two."""
+    start = time.perf_counter()
+    fresh = compute(
+        name,
+        quick=record["quick"],
+        seed=record["seed"],
+        sweep=sweep,
+        solver=record.get("solver"),
+    )
+    seconds = time.perf_counter() - start
+    # compared as stored: through JSON (tuples become lists, keys strings)
+    regenerated = json.loads(json.dumps(fresh["data"]))
+    rows, problems = compare_data(name, record["data"], regenerated)
+    stored_environment = record.get("environment")
+    return FigureCheck(
+        name,
+        str(directory / f"{name}.json"),
+        record["seed"],
+        record["quick"],
+        rows,
+        problems,
+        stored_environment,
+        _environment_changes(stored_environment, now),
+        seconds,
+    )

@@ -37,6 +37,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -44,7 +45,7 @@ from matplotlib.figure import Figure
 from .._validation import InvalidParameterError
 from ..sweep import Sweep
 
-__all__ = ["REGISTRY", "FigureSpec", "compute", "register", "render"]
+__all__ = ["REGISTRY", "FigureSpec", "compute", "environment", "register", "render", "spec_of"]
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,15 @@ REGISTRY: dict[str, FigureSpec] = {}
 
 
 def register(spec: FigureSpec) -> FigureSpec:
+    """Add ``spec`` to :data:`REGISTRY` (each name once); returns it."""
     if spec.name in REGISTRY:
         raise InvalidParameterError(f"figure {spec.name!r} is registered twice")
     REGISTRY[spec.name] = spec
     return spec
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
+def _jsonable(obj: object) -> object:
+    if isinstance(obj, Mapping):  # dicts, and the read-only mappings of results
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
@@ -90,7 +92,8 @@ def _jsonable(obj):
     return obj
 
 
-def _spec(name: str) -> FigureSpec:
+def spec_of(name: str) -> FigureSpec:
+    """The registered figure ``name``; an InvalidParameterError listing the valid names."""
     if name not in REGISTRY:
         raise InvalidParameterError(
             f"unknown figure {name!r}; valid names: {', '.join(sorted(REGISTRY))}"
@@ -109,7 +112,7 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _environment() -> dict:
+def environment() -> dict:
     """Where a record was computed: Python, package versions, platform and the BLAS.
 
     Not data: two machines may differ here and still agree on every number, and when
@@ -135,6 +138,7 @@ def _environment() -> dict:
 
 def compute(
     name: str,
+    *,
     quick: bool = False,
     seed: int = 0,
     sweep: Sweep | None = None,
@@ -149,8 +153,8 @@ def compute(
     """
     from .. import __version__
 
-    spec = _spec(name)
-    options = {}
+    spec = spec_of(name)
+    options: dict[str, Any] = {}
     if spec.sweeps:
         options["sweep"] = sweep
     if spec.solves:
@@ -162,7 +166,7 @@ def compute(
         "regtheory_version": __version__,
         "seed": seed,
         "quick": quick,
-        "environment": _environment(),
+        "environment": environment(),
         "data": _jsonable(data),
     }
     if spec.solves:
@@ -170,7 +174,7 @@ def compute(
     return record
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
@@ -184,7 +188,8 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 def render(
     name: str,
-    out_dir,
+    out_dir: str | os.PathLike[str],
+    *,
     quick: bool = False,
     seed: int = 0,
     sweep: Sweep | None = None,
@@ -194,10 +199,10 @@ def render(
 
     ``sweep`` and ``solver`` as in :func:`compute`.
     """
-    record = compute(name, quick, seed, sweep, solver)
+    record = compute(name, quick=quick, seed=seed, sweep=sweep, solver=solver)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fig = _spec(name).plot(record["data"])
+    fig = spec_of(name).plot(record["data"])
     stamp = f"regtheory {record['regtheory_version']}, seed {seed}{', quick' if quick else ''}"
     paths = []
     for ext in ("png", "pdf"):
@@ -206,10 +211,11 @@ def render(
         meta = {"Title": name, "Subject": record["description"], "Creator": stamp}
         if ext == "pdf":
             meta["CreationDate"] = None
-        _atomic_write(
-            path,
-            lambda tmp, ext=ext, meta=meta: fig.savefig(tmp, format=ext, dpi=150, metadata=meta),
-        )
+
+        def save(tmp: str, ext: str = ext, meta: dict = meta) -> None:
+            fig.savefig(tmp, format=ext, dpi=150, metadata=meta)
+
+        _atomic_write(path, save)
         paths.append(path)
     path = out / f"{name}.json"
     text = json.dumps(record, indent=1, sort_keys=True)

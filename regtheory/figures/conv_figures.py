@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from .. import conv, fc
+from .._convops import Mode, Padding
 from ..masks import Bernoulli, dropout_lambda
 from ..montecarlo import Estimate
 from ..sweep import Sweep
@@ -36,7 +37,7 @@ from ._registry import FigureSpec, register
 # The net of figures (e)-(g).
 HIDDEN, KERNEL, IMAGE = 8, 3, (8, 8)
 BLOCK_SIZE = 3  # DropBlock side on the 8×8 hidden map
-PADDINGS = ("zeros", "circular")
+PADDINGS: tuple[Padding, ...] = ("zeros", "circular")
 
 
 def _net(seed: int, kernel: int = KERNEL) -> tuple[np.ndarray, np.ndarray]:
@@ -47,15 +48,15 @@ def _net(seed: int, kernel: int = KERNEL) -> tuple[np.ndarray, np.ndarray]:
     return u, v
 
 
-def _equalized_fc(u, v, padding: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _equalized_fc(u, v, padding: Padding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The conv net's end-to-end map as an equalized FC layer of the same width.
 
     Returns (U', V', X): factors with U'V'ᵀ = conv_matrix(u) conv_matrix(v) and
     width C_hid·H·W, and inputs X = √d·I whose empirical second moment XᵀX/d is
     exactly I (so the FC Monte Carlo estimates the white-input penalty).
     """
-    U = conv.conv_matrix(u, IMAGE, padding)
-    V = conv.conv_matrix(v, IMAGE, padding)
+    U = conv.conv_matrix(u, IMAGE, padding=padding)
+    V = conv.conv_matrix(v, IMAGE, padding=padding)
     Ue, Ve = fc.equalize(U, V.T)
     d = V.shape[1]
     return Ue, Ve, np.sqrt(d) * np.eye(d)
@@ -74,7 +75,7 @@ SEED_KEEP = 0.5
 def compute_conv_matrix_seed(quick: bool, seed: int) -> dict:
     # Taps numbered 1..9 row-major: conv_matrix of that kernel holds each cell's tap index
     # (a 3×3 kernel on a 3×3 zero-padded image puts at most one tap in a cell).
-    taps = conv.conv_matrix(np.arange(1.0, 10.0).reshape(1, 1, 3, 3), (3, 3), "zeros")
+    taps = conv.conv_matrix(np.arange(1.0, 10.0).reshape(1, 1, 3, 3), (3, 3), padding="zeros")
     mask = Bernoulli(SEED_KEEP).sample(9, 1, seed)[0]
     kept = mask > 0
     tap_index = taps.astype(int)
@@ -86,7 +87,7 @@ def compute_conv_matrix_seed(quick: bool, seed: int) -> dict:
         "mask_seed": seed,
         "mask": mask,
         "tap_index": tap_index,
-        "columns_per_tap": conv.tap_column_counts(3, (3, 3), "zeros").ravel(),
+        "columns_per_tap": conv.tap_column_counts(3, (3, 3), padding="zeros").ravel(),
         "kept_columns_per_tap": kept_columns_per_tap,
         "taps_with_gradient": [t for t in range(1, 10) if kept_columns_per_tap[t - 1] > 0],
         "fc_zeroed_weights": int(9 * np.sum(~kept)),
@@ -223,9 +224,9 @@ def compute_no_gradient_probability(quick: bool, seed: int) -> dict:
     drop = 1.0 / (1.0 + np.exp(-np.linspace(np.log(0.02 / 0.98), np.log(0.99999 / 1e-5), n_points)))
     images = []
     for shape in NO_GRAD_IMAGES:
-        counts = conv.tap_column_counts(KERNEL, shape, "zeros")
+        counts = conv.tap_column_counts(KERNEL, shape, padding="zeros")
         probs = np.array(
-            [conv.no_gradient_probability(KERNEL, shape, 1.0 - r, "zeros") for r in drop]
+            [conv.no_gradient_probability(KERNEL, shape, 1.0 - r, padding="zeros") for r in drop]
         )
         images.append(
             {
@@ -290,7 +291,11 @@ def plot_no_gradient_probability(data: dict) -> Figure:
 
 # ----------------------------------------------------------------------------- (e)
 
-CONV_MODES = (("element", None), ("channel", None), ("block", BLOCK_SIZE))
+CONV_MODES: tuple[tuple[Mode, int | None], ...] = (
+    ("element", None),
+    ("channel", None),
+    ("block", BLOCK_SIZE),
+)
 
 
 def _penalty_mc(cell: dict) -> Estimate:
@@ -310,8 +315,8 @@ def _penalty_mc(cell: dict) -> Estimate:
         cell["v"],
         cell["keep"],
         IMAGE,
-        cell["padding"],
-        cell["layer"],
+        padding=cell["padding"],
+        mode=cell["layer"],
         block_size=cell["block_size"],
         n_masks=cell["n_masks"],
         seed=cell["seed"],
@@ -354,7 +359,7 @@ def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) 
         for k, (padding, layer, block, keep) in enumerate(grid)
     ]
     estimates = (sweep or Sweep()).map(_penalty_mc, cells)
-    mc = {}
+    mc: dict[tuple[str, str], list[dict]] = {}
     for (padding, layer, _, _), cell, est in zip(grid, cells, estimates):
         mc.setdefault((padding, layer), []).append(_estimate_record(est, cell["seed"]))
     panels = []
@@ -369,7 +374,9 @@ def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) 
         for mode, block in CONV_MODES:
             # white input, no target: E‖f_m(x) − f(x)‖², the quantity the Monte Carlo draws
             closed = [
-                conv.dropout_penalty(u, v, keep, IMAGE, padding, mode, block_size=block)
+                conv.dropout_penalty(
+                    u, v, keep, IMAGE, padding=padding, mode=mode, block_size=block
+                )
                 for keep in keeps
             ]
             series[mode] = {"closed_form": closed, "mc": mc[padding, mode]}
@@ -390,7 +397,7 @@ def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) 
 
 
 def _estimate_record(est, mc_seed: int) -> dict:
-    lo, hi = est.ci(0.95)
+    lo, hi = est.ci(level=0.95)
     return {
         "mean": est.mean,
         "stderr": est.stderr,
@@ -501,25 +508,6 @@ def plot_penalty_vs_keep(data: dict) -> Figure:
 BORDER_KEEP = 0.5
 
 
-def _adjoint_kernel(v: np.ndarray) -> np.ndarray:
-    """Kernel of Vᵀ: channels swapped and taps flipped (the adjoint of a cross-correlation)."""
-    return v[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-
-
-def position_penalty(u, v, keep: float, image_shape, padding: str) -> np.ndarray:
-    r"""Per-position terms of formula (5) for white input, summed over hidden channels.
-
-    .. math:: P[q] = \lambda \sum_c \|U[:, (c, q)]\|^2\, \|V[(c, q), :]\|^2
-
-    (E[h_{c,q}²] = ‖V[(c,q), :]‖² for E xxᵀ = I). Both factors are column norms
-    (:func:`regtheory.conv.column_sq_norms`): of u, and of the adjoint kernel of v,
-    whose layer matrix is Vᵀ. The map sums to :func:`regtheory.conv.dropout_penalty`.
-    """
-    col_u = conv.column_sq_norms(u, image_shape, padding)
-    row_v = conv.column_sq_norms(_adjoint_kernel(v), image_shape, padding)
-    return dropout_lambda(keep) * np.sum(col_u * row_v, axis=0)
-
-
 # The net of (e), and a wider one (5×5 kernels, 16×16 image) whose border band is
 # two pixels deep: the band is as deep as the two kernels' radii.
 BORDER_NETS = ((KERNEL, IMAGE), (5, (16, 16)))
@@ -536,9 +524,11 @@ def compute_border_penalty_map(quick: bool, seed: int) -> dict:
                 "image_shape": image,
                 "u": u,
                 "v": v,
-                "maps": {p: position_penalty(u, v, BORDER_KEEP, image, p) for p in PADDINGS},
+                "maps": {
+                    p: conv.position_penalty(u, v, BORDER_KEEP, image, padding=p) for p in PADDINGS
+                },
                 "closed_form_total": {
-                    p: conv.dropout_penalty(u, v, BORDER_KEEP, image, p) for p in PADDINGS
+                    p: conv.dropout_penalty(u, v, BORDER_KEEP, image, padding=p) for p in PADDINGS
                 },
                 # THEORY §3: circular padding gives λ n Σ_c ‖u_c‖²‖v_c‖² (n pixels)
                 "circular_formula_total": lam
@@ -617,8 +607,8 @@ def compute_mc_error_vs_n(quick: bool, seed: int, sweep: Sweep | None = None) ->
     Ue, Ve, _ = fc_layer
     closed_forms = {
         "fc": fc.dropout_penalty(Ue, Ve, MC_KEEP),
-        "element": conv.dropout_penalty(u, v, MC_KEEP, IMAGE, "zeros", "element"),
-        "channel": conv.dropout_penalty(u, v, MC_KEEP, IMAGE, "zeros", "channel"),
+        "element": conv.dropout_penalty(u, v, MC_KEEP, IMAGE, padding="zeros", mode="element"),
+        "channel": conv.dropout_penalty(u, v, MC_KEEP, IMAGE, padding="zeros", mode="channel"),
     }
     # The estimator × N × seed grid, numbered (for the seeds) in that order.
     grid = [(name, n, i) for name in closed_forms for n in n_values for i in range(n_seeds)]
@@ -626,7 +616,7 @@ def compute_mc_error_vs_n(quick: bool, seed: int, sweep: Sweep | None = None) ->
         _penalty_cell(u, v, fc_layer, name, "zeros", MC_KEEP, None, n, _mc_seed(seed, k))
         for k, (name, n, _) in enumerate(grid)
     ]
-    runs = {}
+    runs: dict[tuple[str, int], list[tuple[int, Estimate]]] = {}
     for (name, n, _), cell, est in zip(grid, cells, (sweep or Sweep()).map(_penalty_mc, cells)):
         runs.setdefault((name, n), []).append((cell["seed"], est))
     out = {}

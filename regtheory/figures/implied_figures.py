@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -19,9 +21,11 @@ from ..data import conv_task, white_inputs
 from ._check import CERTIFIED, EXACT, SOLVE_RTOL, TRAINING_RTOL, closed_form, solve, trajectory
 from ._registry import FigureSpec, register
 
-COLORS = {"fc": "k", "element": "C0", "channel": "C1", "block": "C2", "teacher": "0.6"}
+COLORS = MappingProxyType(
+    {"fc": "k", "element": "C0", "channel": "C1", "block": "C2", "teacher": "0.6"}
+)
 # distinct markers and dashes, so methods that coincide stay visible on top of each other
-STYLES = {"fc": "x--", "element": "o-", "channel": "s-", "block": "^:"}
+STYLES = MappingProxyType({"fc": "x--", "element": "o-", "channel": "s-", "block": "^:"})
 TEACHER = (0.15, -0.4, 1.0, 0.5, -0.2)  # a 5-tap end-to-end kernel: K = 3 per layer
 # (h), (i): full-size kernels (K = n, C = n hidden channels), where conv dropout's regularizer
 # is the l1 norm of the DFT (THEORY §3), and strong dropout (keep 0.1) so the differences show.
@@ -66,7 +70,7 @@ def _comparison(quick: bool, seed: int, train: bool, solver: str | None):
         solver=solver,
     )
     # the teacher's operator: its response to each unit impulse, one column each
-    teacher_op = conv2d(np.eye(st["n"])[:, None, :], task.teacher, "circular")[:, 0, :].T
+    teacher_op = conv2d(np.eye(st["n"])[:, None, :], task.teacher, padding="circular")[:, 0, :].T
     return st, result, teacher_op
 
 
@@ -209,7 +213,7 @@ def compute_padding_gap(quick: bool, seed: int, solver: str | None = None) -> di
     for n in sizes:
         N = 4 * n
         X = white_inputs(N, n, rng).reshape(N, 1, n)
-        Y = conv2d(X, teacher, "zeros") + noise * rng.standard_normal(X.shape)
+        Y = conv2d(X, teacher, padding="zeros") + noise * rng.standard_normal(X.shape)
         # the exact factored optima below are scipy minimisations, not cvxpy solves
         convex = implied.solve_conv(X, Y, keep, C, K, solver=solver)
         exact = {

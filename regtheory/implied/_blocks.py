@@ -21,13 +21,15 @@ import time
 
 import cvxpy as cp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._linalg import sqrtm_psd
-from .._validation import InvalidParameterError, check_block_size, check_int
+from .._validation import InvalidParameterError, check_block_size, check_fc_problem, check_int
 from ..fc import block_induced_regularizer, spectral_k_support_norm
+from ..masks import dropout_lambda
 from ._certificate import squared_norm_gap, top_k_positive
-from ._fc import _check_problem, fc_objective
-from ._solver import ImpliedResult, as_array, solve
+from ._fc import fc_objective
+from ._solver import ImpliedResult, Solved, as_array, solve
 
 __all__ = ["k_support_norm_sq", "solve_fc_block"]
 
@@ -52,8 +54,7 @@ def k_support_norm_sq(x: cp.Expression, k: int) -> tuple[cp.Expression, list]:
     x : cvxpy.Expression, shape (n,)
         The vector (a variable, or any affine expression; constants are allowed).
     k : int
-        Support parameter, 1 ≤ k (k ≥ n gives the squared Euclidean norm). Not
-        validated here.
+        Support parameter, an integer k ≥ 1 (k ≥ n gives the squared Euclidean norm).
 
     Returns
     -------
@@ -90,11 +91,12 @@ def k_support_norm_sq(x: cp.Expression, k: int) -> tuple[cp.Expression, list]:
 
 
 def solve_fc_block(
-    T,
+    T: ArrayLike,
     keep: float,
     width: int,
     block_size: int,
-    cov=None,
+    *,
+    cov: ArrayLike | None = None,
     solver: str | None = None,
     solver_options: dict | None = None,
 ) -> ImpliedResult:
@@ -135,8 +137,9 @@ def solve_fc_block(
     Returns
     -------
     ImpliedResult
-        ``M`` of shape (d_out, d_in); ``objective`` is :func:`fc_objective`'s fit
-        term (``keep=1``) plus :func:`regtheory.fc.block_induced_regularizer` at ``M``.
+        ``M`` of shape (d_out, d_in); ``objective`` is ``fit`` (:func:`fc_objective`'s
+        fit term, ``keep=1``) plus ``regularizer``
+        (:func:`regtheory.fc.block_induced_regularizer` at ``M``).
 
     Raises
     ------
@@ -154,13 +157,47 @@ def solve_fc_block(
     [3] A. Argyriou, R. Foygel, N. Srebro, Sparse Prediction with the k-Support
         Norm, NeurIPS 2012.
     """
-    T, lam, width, cov = _check_problem(T, keep, width, cov)
+    T, keep, width, cov = check_fc_problem(T, keep, width, cov)
+    lam = dropout_lambda(keep)
     k = check_block_size(block_size, width)
-    G = width // k
     start = time.perf_counter()
     Tw = T if cov is None else T @ sqrtm_psd(cov, inverse=True)
     W1, sigma, W2t = np.linalg.svd(Tw, full_matrices=False)
     r = min(width, sigma.size)
+    mval, solved = _block_singular_values(
+        sigma, r, lam / (width // k), k, solver=solver, solver_options=solver_options
+    )
+    M = (W1[:, :r] * mval) @ W2t[:r]
+    if cov is not None:
+        M = M @ sqrtm_psd(cov, inverse=True)
+    elapsed = time.perf_counter() - start
+    fit = fc_objective(M, T, 1.0, width, cov=cov)  # keep = 1: the fit term alone
+    regularizer = block_induced_regularizer(M, keep, width, k, cov=cov)
+    return ImpliedResult(
+        M=M,
+        objective=fit + regularizer,
+        status=solved.status,
+        gap=solved.gap,
+        solve_time=elapsed,
+        solver=solved.solver,
+        fit=fit,
+        regularizer=regularizer,
+    )
+
+
+def _block_singular_values(
+    sigma: np.ndarray,
+    r: int,
+    c: float,
+    k: int,
+    *,
+    solver: str | None,
+    solver_options: dict | None,
+) -> tuple[np.ndarray, Solved]:
+    r"""The optimal singular values m (r of them) of the block problem, with the accepted solve.
+
+    Minimises :math:`\sum_i(\sigma_i - m_i)^2 + c\,\|m\|_{(k)}^2` over m ≥ 0, c = λ/G.
+    """
     # The problem is 2-homogeneous in (sigma, m): solve it for sigma / sigma_1 so the
     # interior-point tolerances are relative to O(1) numbers.
     scale = sigma[0] if sigma.size and sigma[0] > 0 else 1.0
@@ -168,33 +205,20 @@ def solve_fc_block(
     reg, constraints = k_support_norm_sq(m, k)
     s = sigma[:r] / scale
     tail = float(np.sum(sigma[r:] ** 2)) / scale**2
-    objective = cp.sum_squares(s - m) + tail + (lam / G) * reg
+    objective = cp.sum_squares(s - m) + tail + c * reg
     problem = cp.Problem(cp.Minimize(objective), constraints)
 
-    def values():
+    def values() -> np.ndarray:
         return np.clip(as_array(m.value), 0.0, None)
 
-    def k_support(x):
+    def k_support(x: np.ndarray) -> float:
         return spectral_k_support_norm(np.diag(x), k) if x.size else 0.0
 
-    def certify():
+    def certify() -> float:
         mv = values()
-        value = float(np.sum((s - mv) ** 2)) + tail + lam / G * k_support(mv) ** 2
+        value = float(np.sum((s - mv) ** 2)) + tail + c * k_support(mv) ** 2
         grad = 2 * (mv - s)
-        return squared_norm_gap(value, mv, grad, lam / G, k_support, top_k_positive(k), tail)
+        return squared_norm_gap(value, mv, grad, c, k_support, top_k_positive(k), tail)
 
     solved = solve(problem, solver, solver_options, sdp=True, certify=certify)
-    mval = scale * values()
-    M = (W1[:, :r] * mval) @ W2t[:r]
-    if cov is not None:
-        M = M @ sqrtm_psd(cov, inverse=True)
-    elapsed = time.perf_counter() - start
-    fit = fc_objective(M, T, 1.0, width, cov)  # keep = 1: the fit term alone
-    return ImpliedResult(
-        M=M,
-        objective=fit + block_induced_regularizer(M, keep, width, k, cov),
-        status=solved.status,
-        gap=solved.gap,
-        solve_time=elapsed,
-        solver=solved.solver,
-    )
+    return scale * values(), solved

@@ -42,14 +42,22 @@ References
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import cvxpy as cp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import fc
-from .._linalg import numerical_rank
-from .._validation import InvalidParameterError, check_array, check_int
+from .._convops import axis_index as _axis_index
+from .._convops import axis_length as _axis_length
+from .._convops import centre_roll, lifted_matrix
+from .._linalg import balanced_factors, numerical_rank
+from .._results import freeze_arrays
+from .._validation import InvalidParameterError, check_array, check_conv_data, check_int
+from .._validation import check_image_shape as _check_image_shape
 from ..masks import dropout_lambda
 from ._certificate import (
     frobenius,
@@ -98,10 +106,13 @@ class ConvRegularizerResult:
     solve_time: float
     solver: str
 
+    def __post_init__(self) -> None:
+        freeze_arrays(self)
+
 
 @dataclass(frozen=True)
 class ConvSolution:
-    """Solution of the conv implied problem :func:`solve_conv`.
+    r"""Solution of the conv implied problem :func:`solve_conv`.
 
     Attributes
     ----------
@@ -112,9 +123,13 @@ class ConvSolution:
     Z : ndarray or None
         Lifted kernel (``mode="element"``), else None.
     objective : float
-        Mean squared error on the data plus the regularizer.
+        ``fit + regularizer`` at the solution: the objective of the problem solved.
+    fit : float
+        The data term: mean squared error :math:`\frac1N\sum_n\|y_n - w \ast x_n\|^2` on
+        the data (X, Y).
     regularizer : float
-        The regularizer's value at the solution.
+        The induced regularizer at the solution (element: :math:`(\lambda n/C)\|Z\|_*^2`;
+        channel: the ridge :math:`(\lambda n/C)\|w\|^2`).
     status, gap, solve_time, solver
         As in :class:`regtheory.implied.ImpliedResult`; ``gap`` bounds the relative
         sub-optimality of ``objective``.
@@ -128,16 +143,10 @@ class ConvSolution:
     gap: float
     solve_time: float
     solver: str
+    fit: float
 
-
-def _axis_index(k: int, n: int) -> np.ndarray:
-    """Where each end-to-end offset s = a + b (0 ≤ s ≤ 2k − 2) lands along one axis."""
-    s = np.arange(2 * k - 1)
-    return s if 2 * k - 1 <= n else (s - (k - 1)) % n
-
-
-def _axis_length(k: int, n: int) -> int:
-    return min(2 * k - 1, n)
+    def __post_init__(self) -> None:
+        freeze_arrays(self)
 
 
 def _axis_displacement(k: int, n: int) -> np.ndarray:
@@ -146,17 +155,22 @@ def _axis_displacement(k: int, n: int) -> np.ndarray:
     return idx - (k - 1) if 2 * k - 1 <= n else idx
 
 
-def _check_pair(value, name: str) -> tuple[int, int]:
+def _check_pair(value: Sequence[int], name: str) -> tuple[int, int]:
     """(height, width) of positive ints (1-D: height 1)."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise InvalidParameterError(
             f"`{name}` must be a pair (height, width) of positive ints, got {value!r}"
         )
-    return tuple(check_int(x, name) for x in value)
+    height, width = (check_int(x, name) for x in value)
+    return height, width
 
 
 def lifted_operator(
-    kernel_size, image_shape, in_channels: int = 1, out_channels: int = 1
+    kernel_size: Sequence[int],
+    image_shape: Sequence[int],
+    *,
+    in_channels: int = 1,
+    out_channels: int = 1,
 ) -> np.ndarray:
     r"""The matrix of the lifting map :math:`\mathcal A`: ``vec(w) = A @ vec(Z)`` (row-major vecs).
 
@@ -177,8 +191,8 @@ def lifted_operator(
     Parameters
     ----------
     kernel_size : (kh, kw)
-        Taps per axis of each of the two kernels; a pair of ints (1-D: ``(1, k)``).
-        Not validated here.
+        Taps per axis of each of the two kernels; a pair of ints (1-D: ``(1, k)``),
+        at most the image size.
     image_shape : (H, W)
         Image size; a pair of ints (1-D signals of length L: ``(1, L)``).
     in_channels : int
@@ -210,36 +224,7 @@ def lifted_operator(
         raise InvalidParameterError(
             f"`kernel_size` {kernel_size} must fit `image_shape` {image_shape}"
         )
-    ih, iw = _axis_index(kh, H), _axis_index(kw, W)
-    Lh, Lw = _axis_length(kh, H), _axis_length(kw, W)
-    K = kh * kw
-    o, a1, a2, i, b1, b2 = np.meshgrid(
-        np.arange(out_channels),
-        np.arange(kh),
-        np.arange(kw),
-        np.arange(in_channels),
-        np.arange(kh),
-        np.arange(kw),
-        indexing="ij",
-    )
-    row = ((o * in_channels + i) * Lh + ih[a1 + b1]) * Lw + iw[a2 + b2]
-    col = (o * K + a1 * kw + a2) * (in_channels * K) + i * K + b1 * kw + b2
-    A = np.zeros((out_channels * in_channels * Lh * Lw, out_channels * K * in_channels * K))
-    np.add.at(A, (row.ravel(), col.ravel()), 1.0)
-    return A
-
-
-def _check_image_shape(image_shape, n_spatial: int) -> tuple[int, int]:
-    if isinstance(image_shape, (int, np.integer)):
-        image_shape = (int(image_shape),)
-    shape = tuple(image_shape)
-    if len(shape) != n_spatial:
-        raise InvalidParameterError(
-            f"`image_shape` must have {n_spatial} entr{'y' if n_spatial == 1 else 'ies'} "
-            f"for this kernel, got {shape}"
-        )
-    shape = tuple(check_int(s, "image_shape") for s in shape)
-    return (1, shape[0]) if n_spatial == 1 else shape
+    return lifted_matrix((kh, kw), (H, W), in_channels, out_channels)
 
 
 def _check_end_to_end(w, image_shape):
@@ -266,20 +251,20 @@ def _fold(w4: np.ndarray, k, hw) -> np.ndarray:
     """Fold an end-to-end kernel modulo the image (identity when it fits)."""
     ih, iw = _axis_index(k[0], hw[0]), _axis_index(k[1], hw[1])
     out = np.zeros(w4.shape[:2] + (_axis_length(k[0], hw[0]), _axis_length(k[1], hw[1])))
-    np.add.at(out, (slice(None), slice(None), ih[:, None], iw[None, :]), w4)
+    index: tuple[Any, ...] = (slice(None), slice(None), ih[:, None], iw[None, :])
+    np.add.at(out, index, w4)
     return out
 
 
 def _factor(Z: np.ndarray, channels: int, k, c_out: int, c_in: int, one_d: bool):
     """An equalized C-channel factorization Z = Σ_c u_c v_cᵀ (fc.equalize on the SVD)."""
     A, s, Bt = np.linalg.svd(Z, full_matrices=False)
-    rank = numerical_rank(s, RANK_RTOL)
+    rank = numerical_rank(s, rtol=RANK_RTOL)
     if rank > channels:  # least_rank_minimiser found a rank <= channels: cannot happen
         raise AssertionError(f"a lifted kernel of rank {rank} for {channels} channels")
     U0 = np.zeros((Z.shape[0], channels))
     V0 = np.zeros((Z.shape[1], channels))
-    U0[:, :rank] = A[:, :rank] * np.sqrt(s[:rank])
-    V0[:, :rank] = Bt[:rank].T * np.sqrt(s[:rank])
+    U0[:, :rank], V0[:, :rank] = balanced_factors(A, s, Bt, rank)
     U, V = fc.equalize(U0, V0)
     kh, kw = k
     u = U.T.reshape(channels, c_out, kh, kw).transpose(1, 0, 2, 3)
@@ -290,10 +275,11 @@ def _factor(Z: np.ndarray, channels: int, k, c_out: int, c_in: int, one_d: bool)
 
 
 def conv_induced_regularizer(
-    w,
+    w: ArrayLike,
     keep: float,
     channels: int,
-    image_shape,
+    image_shape: int | Sequence[int],
+    *,
     solver: str | None = None,
     solver_options: dict | None = None,
 ) -> ConvRegularizerResult:
@@ -351,9 +337,8 @@ def conv_induced_regularizer(
     w4, k, hw, one_d = _check_end_to_end(w, image_shape)
     c_out, c_in = w4.shape[:2]
     start = time.perf_counter()
-    A = lifted_operator(k, hw, c_in, c_out)
-    K = k[0] * k[1]
-    shape = (c_out * K, c_in * K)
+    A = lifted_operator(k, hw, in_channels=c_in, out_channels=c_out)
+    shape = (c_out * k[0] * k[1], c_in * k[0] * k[1])  # rows (out, tap of u), cols (in, tap of v)
     # (7) is 2-homogeneous in w: solve for w / s and scale Z back (O(1) numbers for the solver)
     target = _fold(w4, k, hw).ravel()
     scale = float(np.linalg.norm(target)) or 1.0
@@ -365,48 +350,16 @@ def conv_induced_regularizer(
     # each entry of w) and the least-norm correction onto {A(Z) = t} is exact and cheap.
     counts = A.sum(axis=1)
 
-    def feasible():
-        Zv = as_array(Z.value)
-        residual = t - A @ Zv.ravel()
-        return Zv + (A.T @ (residual / counts)).reshape(shape)
-
-    def adjoint(y):
-        return (A.T @ y).reshape(shape)
-
-    def dual_bound(Zf):
-        # Dual points: the solver's multiplier, and the least-squares fit of Aᵀy to the
-        # subgradient P Qᵀ of the nuclear norm at Zf (independent of the solver's duals).
-        P, sv, Qt = np.linalg.svd(Zf, full_matrices=False)
-        r = numerical_rank(sv)
-        candidates = [(A @ (P[:, :r] @ Qt[:r]).ravel()) / counts]
-        if constraint.dual_value is not None:
-            candidates.append(np.asarray(constraint.dual_value, dtype=float).ravel())
-        value = nuclear(Zf)
-        return value * (1 - min(min_norm_gap(value, t, y, adjoint, spectral) for y in candidates))
-
-    def squared_gap(Zf, lower):
-        # (7) is the square of the nuclear norm: (P² − D²)/P² ≤ 2 (P − D)/P.
-        return min(1.0, 2 * relative_gap(nuclear(Zf), lower))
-
-    def certify():
-        Zf = feasible()
-        return squared_gap(Zf, dual_bound(Zf))
+    def certify() -> float:
+        Zf = _onto_constraint(as_array(Z.value), A, t, counts)
+        return _squared_gap(Zf, _dual_bound(Zf, A, t, counts, constraint.dual_value))
 
     solved = solve(problem, solver, solver_options, sdp=True, certify=certify)
-    Zf = feasible()
-    lower = dual_bound(Zf)
+    Zf = _onto_constraint(as_array(Z.value), A, t, counts)
+    lower = _dual_bound(Zf, A, t, counts, constraint.dual_value)
     # The solver's minimiser has the largest rank; C channels need one of rank <= C.
-    Zr, found = least_rank_minimiser(Zf, A, channels)
-    if not found:
-        rank = numerical_rank(np.linalg.svd(Zr, compute_uv=False), RANK_RTOL)
-        raise InvalidParameterError(
-            f"`channels` = {channels}: no minimiser of (7) with rank <= {channels} was found "
-            f"(the least rank found is {rank}), so with {channels} channels the induced "
-            "regularizer may lie above the convex value (7); use channels >= "
-            f"{rank}, where (7) is attained"
-        )
-    Zr = Zr + (A.T @ ((t - A @ Zr.ravel()) / counts)).reshape(shape)  # exactly feasible
-    gap = max(solved.gap, squared_gap(Zr, lower))
+    Zr = _onto_constraint(_least_rank(Zf, A, channels), A, t, counts)  # exactly feasible
+    gap = max(solved.gap, _squared_gap(Zr, lower))
     elapsed = time.perf_counter() - start
     Zv = scale * Zr
     u, v = _factor(Zv, channels, k, c_out, c_in, one_d)
@@ -423,15 +376,51 @@ def conv_induced_regularizer(
     )
 
 
-def check_conv_data(X, Y) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (N, C_in, H, W) or (N, C_in, L) and targets with the same samples and image."""
-    X = check_array(X, "X", ndim=(3, 4))
-    Y = check_array(Y, "Y", ndim=X.ndim)
-    if Y.shape[0] != X.shape[0] or Y.shape[2:] != X.shape[2:]:
+def _onto_constraint(Z: np.ndarray, A: np.ndarray, t: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The least-norm correction of Z onto {A vec(Z) = t} (A Aᵀ = diag(counts))."""
+    residual = t - A @ Z.ravel()
+    return Z + (A.T @ (residual / counts)).reshape(Z.shape)
+
+
+def _dual_bound(
+    Zf: np.ndarray, A: np.ndarray, t: np.ndarray, counts: np.ndarray, multiplier: object
+) -> float:
+    """A lower bound on min ‖Z‖_* over {A vec(Z) = t} from the better of two dual points.
+
+    The dual points: the solver's ``multiplier`` (when it gave one), and the
+    least-squares fit of Aᵀy to the subgradient P Qᵀ of the nuclear norm at the
+    feasible ``Zf`` (independent of the solver's duals).
+    """
+    P, sv, Qt = np.linalg.svd(Zf, full_matrices=False)
+    r = numerical_rank(sv)
+    candidates = [(A @ (P[:, :r] @ Qt[:r]).ravel()) / counts]
+    if multiplier is not None:
+        candidates.append(np.asarray(multiplier, dtype=float).ravel())
+
+    def adjoint(y: np.ndarray) -> np.ndarray:
+        return (A.T @ y).reshape(Zf.shape)
+
+    value = nuclear(Zf)
+    return value * (1 - min(min_norm_gap(value, t, y, adjoint, spectral) for y in candidates))
+
+
+def _squared_gap(Zf: np.ndarray, lower: float) -> float:
+    """Relative gap of (7), the square of the nuclear norm: (P² − D²)/P² ≤ 2 (P − D)/P."""
+    return min(1.0, 2 * relative_gap(nuclear(Zf), lower))
+
+
+def _least_rank(Zf: np.ndarray, A: np.ndarray, channels: int) -> np.ndarray:
+    """A minimiser of rank ≤ ``channels`` on the face of ``Zf``; refused when none is found."""
+    Zr, found = least_rank_minimiser(Zf, A, channels)
+    if not found:
+        rank = numerical_rank(np.linalg.svd(Zr, compute_uv=False), rtol=RANK_RTOL)
         raise InvalidParameterError(
-            f"`Y` must have the samples and spatial shape of `X` {X.shape}, got {Y.shape}"
+            f"`channels` = {channels}: no minimiser of (7) with rank <= {channels} was found "
+            f"(the least rank found is {rank}), so with {channels} channels the induced "
+            "regularizer may lie above the convex value (7); use channels >= "
+            f"{rank}, where (7) is attained"
         )
-    return X, Y
+    return Zr
 
 
 def _shift_features(X: np.ndarray, k, hw) -> np.ndarray:
@@ -446,12 +435,13 @@ _MODES = ("element", "channel")
 
 
 def solve_conv(
-    X,
-    Y,
+    X: ArrayLike,
+    Y: ArrayLike,
     keep: float,
     channels: int,
     kernel_size: int,
-    mode: str = "element",
+    *,
+    mode: Literal["element", "channel"] = "element",
     solver: str | None = None,
     solver_options: dict | None = None,
 ) -> ConvSolution:
@@ -498,81 +488,30 @@ def solve_conv(
     """
     lam = dropout_lambda(keep)
     channels = check_int(channels, "channels")
-    kernel_size = check_int(kernel_size, "kernel_size")
-    if kernel_size % 2 == 0:
-        raise InvalidParameterError(f"`kernel_size` must be odd, got {kernel_size}")
-    if mode not in _MODES:
-        raise InvalidParameterError(f"`mode` must be one of {_MODES}, got {mode!r}")
-    X, Y = check_conv_data(X, Y)
+    X, Y, k = _check_conv_problem(X, Y, kernel_size, mode)
     one_d = X.ndim == 3
     if one_d:
         X, Y = X[:, :, None], Y[:, :, None]
     hw = X.shape[2:]
-    k = (1 if one_d else kernel_size, kernel_size)
-    if k[0] > hw[0] or k[1] > hw[1]:
-        raise InvalidParameterError(f"`kernel_size` {kernel_size} must fit the image {hw}")
-    if any(2 * kk - 1 > n and n % 2 == 0 for kk, n in zip(k, hw)):
-        raise InvalidParameterError(
-            f"`kernel_size` {kernel_size}: the end-to-end kernel (2K - 1 taps) is wider than an "
-            f"even image side {hw}, so it folds into an even-length kernel that a same-size "
-            "convolution cannot represent; use an odd image side or a smaller kernel"
-        )
-    N, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
+    c_in, c_out = X.shape[1], Y.shape[1]
     start = time.perf_counter()
-    F = _shift_features(X, k, hw)  # (N, C_in, T, P)
-    T = F.shape[2]
-    Fm = F.transpose(0, 3, 1, 2).reshape(N * F.shape[3], c_in * T)
-    Ym = Y.transpose(0, 2, 3, 1).reshape(N * F.shape[3], c_out)
-    G = Fm.T @ Fm / N
-    B = Fm.T @ Ym / N
-    yy = float(np.sum(Ym * Ym) / N)
-    evals, evecs = np.linalg.eigh(G)
-    R = (evecs * np.sqrt(np.clip(evals, 0, None))).T  # RᵀR = G
+    G, B, yy, R, T = _moments(X, Y, k, hw)
     n_pix = hw[0] * hw[1]
     c = lam * n_pix / channels
     # 2-homogeneous in (w, Y): solve for Y / s (O(1) numbers for the solver), scale back
     scale = float(np.sqrt(yy)) or 1.0
     Bs, yys = B / scale, yy / scale**2
-    if mode == "element":
-        K = k[0] * k[1]
-        A = lifted_operator(k, hw, c_in, c_out)
-        Z = cp.Variable((c_out * K, c_in * K))
-        Wm = cp.reshape(A @ cp.vec(Z, order="C"), (c_out, c_in * T), order="C").T
-        reg = c * cp.square(cp.normNuc(Z))
-    else:
-        Z = None
-        Wm = cp.Variable((c_in * T, c_out))
-        reg = c * cp.sum_squares(Wm)
+    Z, Wm, reg, A = _unknowns(mode, k, hw, c_in, c_out, T, c)
     fit = cp.sum_squares(R @ Wm) - 2 * cp.sum(cp.multiply(Bs, Wm)) + yys
     problem = cp.Problem(cp.Minimize(fit + reg))
-    # The fit alone is minimised by least squares (A is onto, so Z reaches every w).
-    fit_min = yys - float(np.sum(Bs * np.linalg.lstsq(G, Bs, rcond=None)[0]))
-
-    def fit_and_gradient(W):
-        GW = G @ W
-        return float(np.sum(GW * W) - 2 * np.sum(Bs * W) + yys), 2 * (GW - Bs)
-
-    def certify():
-        if mode == "element":
-            Zv = as_array(Z.value)
-            value, grad = fit_and_gradient((A @ Zv.ravel()).reshape(c_out, c_in * T).T)
-            gZ = (A.T @ grad.T.ravel()).reshape(Zv.shape)  # chain rule through the lifting
-            value += c * nuclear(Zv) ** 2
-            return squared_norm_gap(value, Zv, gZ, c, nuclear, spectral, fit_min)
-        W = as_array(Wm.value)
-        value, grad = fit_and_gradient(W)
-        value += c * frobenius(W) ** 2
-        return squared_norm_gap(value, W, grad, c, frobenius, frobenius, fit_min)
-
+    certify = _certificate(Z, Wm, A, G, Bs, yys, c)
     solved = solve(problem, solver, solver_options, sdp=True, certify=certify)
     elapsed = time.perf_counter() - start
     Wv = scale * as_array(Wm.value)
     shape = (c_out, c_in, _axis_length(k[0], hw[0]), _axis_length(k[1], hw[1]))
     # Folded axes are indexed by displacement mod n; roll them to the centred layout that
     # conv2d / conv_matrix read (index j <-> displacement j - (n - 1)/2).
-    w = np.roll(
-        Wv.T.reshape(shape), [(n - 1) // 2 * (2 * kk - 1 > n) for kk, n in zip(k, hw)], axis=(2, 3)
-    )
+    w = centre_roll(Wv.T.reshape(shape), k, hw)
     if mode == "element":
         Zv = scale * as_array(Z.value)
         reg_value = c * nuclear(Zv) ** 2
@@ -589,4 +528,108 @@ def solve_conv(
         gap=solved.gap,
         solve_time=elapsed,
         solver=solved.solver,
+        fit=fit_value,
     )
+
+
+def _check_conv_problem(
+    X: ArrayLike, Y: ArrayLike, kernel_size: object, mode: object
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """The data and the per-axis taps (1-D: height 1) of :func:`solve_conv`, checked."""
+    kernel_size = check_int(kernel_size, "kernel_size")
+    if kernel_size % 2 == 0:
+        raise InvalidParameterError(f"`kernel_size` must be odd, got {kernel_size}")
+    if mode not in _MODES:
+        raise InvalidParameterError(f"`mode` must be one of {_MODES}, got {mode!r}")
+    X, Y = check_conv_data(X, Y)
+    hw = X.shape[2:] if X.ndim == 4 else (1, X.shape[2])
+    k = (1 if X.ndim == 3 else kernel_size, kernel_size)
+    if k[0] > hw[0] or k[1] > hw[1]:
+        raise InvalidParameterError(f"`kernel_size` {kernel_size} must fit the image {hw}")
+    if any(2 * kk - 1 > n and n % 2 == 0 for kk, n in zip(k, hw)):
+        raise InvalidParameterError(
+            f"`kernel_size` {kernel_size}: the end-to-end kernel (2K - 1 taps) is wider than an "
+            f"even image side {hw}, so it folds into an even-length kernel that a same-size "
+            "convolution cannot represent; use an odd image side or a smaller kernel"
+        )
+    return X, Y, k
+
+
+def _moments(
+    X: np.ndarray, Y: np.ndarray, k: tuple[int, int], hw: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, int]:
+    """Second moments of the shifted inputs: G = FᵀF/N, B = FᵀY/N, mean ‖y‖², R with RᵀR = G,
+    and the number T of end-to-end taps (the data enter the problem only through these)."""
+    N, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
+    F = _shift_features(X, k, hw)  # (N, C_in, T, P)
+    T = F.shape[2]
+    Fm = F.transpose(0, 3, 1, 2).reshape(N * F.shape[3], c_in * T)
+    Ym = Y.transpose(0, 2, 3, 1).reshape(N * F.shape[3], c_out)
+    G = Fm.T @ Fm / N
+    B = Fm.T @ Ym / N
+    yy = float(np.sum(Ym * Ym) / N)
+    evals, evecs = np.linalg.eigh(G)
+    R = (evecs * np.sqrt(np.clip(evals, 0, None))).T  # RᵀR = G
+    return G, B, yy, R, T
+
+
+def _unknowns(
+    mode: str,
+    k: tuple[int, int],
+    hw: tuple[int, ...],
+    c_in: int,
+    c_out: int,
+    T: int,
+    c: float,
+) -> tuple[Any, cp.Expression, cp.Expression, np.ndarray | None]:
+    """The variable of :func:`solve_conv` and the kernel matrix W (C_in·T, C_out) it gives.
+
+    Returns (Z, W, regularizer, A): element mode solves for the lifted kernel Z (a
+    cvxpy Variable) with W = A(Z) and the squared nuclear norm; channel mode for W
+    itself (Z and A None) with the ridge.
+    """
+    if mode == "element":
+        K = k[0] * k[1]
+        A = lifted_operator(k, hw, in_channels=c_in, out_channels=c_out)
+        Z = cp.Variable((c_out * K, c_in * K))
+        Wm = cp.reshape(A @ cp.vec(Z, order="C"), (c_out, c_in * T), order="C").T
+        return Z, Wm, c * cp.square(cp.normNuc(Z)), A
+    Wm = cp.Variable((c_in * T, c_out))
+    return None, Wm, c * cp.sum_squares(Wm), None
+
+
+def _certificate(
+    Z: cp.Variable | None,
+    Wm: cp.Expression,
+    A: np.ndarray | None,
+    G: np.ndarray,
+    Bs: np.ndarray,
+    yys: float,
+    c: float,
+) -> Callable[[], float]:
+    """The certified relative gap of :func:`solve_conv`'s solution, a Fenchel bound.
+
+    In the variable solved for: Z through the lifting A (element mode, ``Z`` given),
+    else W; the fit is tr(WᵀGW) − 2⟨B, W⟩ + mean ‖y‖².
+    """
+    # The fit alone is minimised by least squares (A is onto, so Z reaches every w).
+    fit_min = yys - float(np.sum(Bs * np.linalg.lstsq(G, Bs, rcond=None)[0]))
+
+    def fit_and_gradient(W: np.ndarray) -> tuple[float, np.ndarray]:
+        GW = G @ W
+        return float(np.sum(GW * W) - 2 * np.sum(Bs * W) + yys), 2 * (GW - Bs)
+
+    def certify() -> float:
+        if Z is not None and A is not None:
+            Zv = as_array(Z.value)
+            c_out = Bs.shape[1]
+            value, grad = fit_and_gradient((A @ Zv.ravel()).reshape(c_out, -1).T)
+            gZ = (A.T @ grad.T.ravel()).reshape(Zv.shape)  # chain rule through the lifting
+            value += c * nuclear(Zv) ** 2
+            return squared_norm_gap(value, Zv, gZ, c, nuclear, spectral, fit_min)
+        W = as_array(Wm.value)
+        value, grad = fit_and_gradient(W)
+        value += c * frobenius(W) ** 2
+        return squared_norm_gap(value, W, grad, c, frobenius, frobenius, fit_min)
+
+    return certify

@@ -18,13 +18,17 @@ comparisons (up to a few thousand pixels·channels).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import optimize
 
+from .._results import freeze_arrays
 from .._ties import argmin_tied
-from .._validation import InvalidParameterError, as_generator, check_int
+from .._validation import InvalidParameterError, SeedLike, as_generator, check_int, check_positive
 from ..conv import conv_matrix
 from ..masks import dropout_lambda
 from ._conv import check_conv_data
@@ -41,8 +45,9 @@ class FactoredConvSolution:
     u, v : ndarrays
         Kernels, (C_out, C, k, k) and (C, C_in, k, k) (1-D: no height axis).
     objective : float
-        J(u, v) at the best start: mean squared error plus the dropout penalty. Starts
-        within 1e-9 (relative) of the lowest J count as tied; the first of them is best.
+        J(u, v) at the best start: the fit (mean squared error on the data) plus the
+        regularizer (here the exact dropout penalty, ``penalty``). Starts within 1e-9
+        (relative) of the lowest J count as tied; the first of them is best.
     penalty : float
         The dropout penalty part of ``objective``.
     start_objectives : ndarray
@@ -70,23 +75,31 @@ class FactoredConvSolution:
     grad_norm: float
     solve_time: float
 
+    def __post_init__(self) -> None:
+        freeze_arrays(self)
 
-def _tap_labels(shape, image_shape, padding) -> np.ndarray:
+
+def _tap_labels(
+    shape: tuple[int, ...],
+    image_shape: tuple[int, ...],
+    padding: Literal["zeros", "circular"],
+) -> np.ndarray:
     """Conv matrix whose entries are the (1-based) index of the tap there, 0 for none."""
     labels = np.arange(1, int(np.prod(shape)) + 1, dtype=float).reshape(shape)
-    return np.rint(conv_matrix(labels, image_shape, padding)).astype(np.intp)
+    return np.rint(conv_matrix(labels, image_shape, padding=padding)).astype(np.intp)
 
 
 def solve_conv_factored(
-    X,
-    Y,
+    X: ArrayLike,
+    Y: ArrayLike,
     keep: float,
     channels: int,
     kernel_size: int,
-    padding: str = "zeros",
-    mode: str = "element",
+    *,
+    padding: Literal["zeros", "circular"] = "zeros",
+    mode: Literal["element", "channel"] = "element",
     starts: int = 5,
-    seed=0,
+    seed: SeedLike = 0,
     init_scale: float = 0.5,
 ) -> FactoredConvSolution:
     r"""Minimise the exact expected dropout objective of the factored linear conv net.
@@ -129,6 +142,7 @@ def solve_conv_factored(
     channels = check_int(channels, "channels")
     kernel_size = check_int(kernel_size, "kernel_size")
     starts = check_int(starts, "starts")
+    init_scale = check_positive(init_scale, "init_scale")
     if mode not in ("element", "channel"):
         raise InvalidParameterError(f"`mode` must be 'element' or 'channel', got {mode!r}")
     X, Y = check_conv_data(X, Y)
@@ -147,9 +161,54 @@ def solve_conv_factored(
     scale = float(np.sqrt(np.sum(Yf * Yf) / N)) or 1.0
     Yf = Yf / scale
     Cx, T, yy = Xf.T @ Xf / N, Yf.T @ Xf / N, float(np.sum(Yf * Yf) / N)
-    n_pix = int(np.prod(image))
+    objective = _objective(
+        lab_u, lab_v, Cx, T, yy, lam, mode=mode, channels=channels, sizes=(n_u, n_v)
+    )
 
-    def objective(z):
+    start = time.perf_counter()
+    results = _minimise(objective, n_u + n_v, starts=starts, init_scale=init_scale, rng=rng)
+    # Starts that reach the same minimum end within rounding of each other, possibly at
+    # different (u, v): the first of them is kept, not whichever rounding favours.
+    best = results[argmin_tied([r.fun for r in results])]
+    value, grad, pen = objective(best.x)
+    root = np.sqrt(scale)
+    u = root * best.x[:n_u].reshape(u_shape)
+    v = root * best.x[n_u:].reshape(v_shape)
+    return FactoredConvSolution(
+        u=u,
+        v=v,
+        objective=float(value) * scale**2,
+        penalty=float(pen) * scale**2,
+        start_objectives=np.array([r.fun for r in results]) * scale**2,
+        success=bool(best.success),
+        message=str(best.message),
+        grad_norm=float(np.linalg.norm(grad) * np.linalg.norm(best.x) / max(abs(value), 1e-300)),
+        solve_time=time.perf_counter() - start,
+    )
+
+
+def _objective(
+    lab_u: np.ndarray,
+    lab_v: np.ndarray,
+    Cx: np.ndarray,
+    T: np.ndarray,
+    yy: float,
+    lam: float,
+    *,
+    mode: str,
+    channels: int,
+    sizes: tuple[int, int],
+) -> Callable[[np.ndarray], tuple[float, np.ndarray, float]]:
+    """J of :func:`solve_conv_factored` on the stacked taps z = (u, v): (J, ∇J, penalty).
+
+    ``lab_u``, ``lab_v`` are the tap labels of the conv matrices (:func:`_tap_labels`)
+    of the ``sizes`` = (n_u, n_v) taps; C = ``Cx``, T and mean ‖y‖² = ``yy`` the data's
+    moments.
+    """
+    n_u, n_v = sizes
+    n_pix = lab_v.shape[0] // channels  # V: (C · pixels, C_in · pixels)
+
+    def objective(z: np.ndarray) -> tuple[float, np.ndarray, float]:
         U = np.concatenate([[0.0], z[:n_u]])[lab_u]
         V = np.concatenate([[0.0], z[n_u:]])[lab_v]
         VC = V @ Cx
@@ -175,10 +234,21 @@ def solve_conv_factored(
         gv = np.bincount(lab_v.ravel(), weights=gV.ravel(), minlength=n_v + 1)[1:]
         return fit + pen, np.concatenate([gu, gv]), pen
 
-    start = time.perf_counter()
+    return objective
+
+
+def _minimise(
+    objective: Callable[[np.ndarray], tuple[float, np.ndarray, float]],
+    n: int,
+    *,
+    starts: int,
+    init_scale: float,
+    rng: np.random.Generator,
+) -> list[optimize.OptimizeResult]:
+    """L-BFGS-B from ``starts`` random points z0 ~ N(0, init_scale²) in R^n, in order."""
     results = []
     for _ in range(starts):
-        z0 = init_scale * rng.standard_normal(n_u + n_v)
+        z0 = init_scale * rng.standard_normal(n)
         res = optimize.minimize(
             lambda z: objective(z)[:2],
             z0,
@@ -187,21 +257,4 @@ def solve_conv_factored(
             options={"maxiter": 20_000, "gtol": 1e-10, "ftol": 1e-14},
         )
         results.append(res)
-    # Starts that reach the same minimum end within rounding of each other, possibly at
-    # different (u, v): the first of them is kept, not whichever rounding favours.
-    best = results[argmin_tied([r.fun for r in results])]
-    value, grad, pen = objective(best.x)
-    root = np.sqrt(scale)
-    u = root * best.x[:n_u].reshape(u_shape)
-    v = root * best.x[n_u:].reshape(v_shape)
-    return FactoredConvSolution(
-        u=u,
-        v=v,
-        objective=float(value) * scale**2,
-        penalty=float(pen) * scale**2,
-        start_objectives=np.array([r.fun for r in results]) * scale**2,
-        success=bool(best.success),
-        message=str(best.message),
-        grad_norm=float(np.linalg.norm(grad) * np.linalg.norm(best.x) / max(abs(value), 1e-300)),
-        solve_time=time.perf_counter() - start,
-    )
+    return results

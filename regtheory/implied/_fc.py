@@ -23,12 +23,15 @@ References
 from __future__ import annotations
 
 import time
+from types import MappingProxyType
+from typing import Literal
 
 import cvxpy as cp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._linalg import numerical_rank, sqrtm_psd
-from .._validation import InvalidParameterError, check_array, check_cov, check_int
+from .._validation import InvalidParameterError, check_array, check_fc_problem
 from ..masks import dropout_lambda
 from ._certificate import l1_nonneg, linf_positive, nuclear, spectral, squared_norm_gap
 from ._solver import ImpliedResult, Solved, as_array, solve
@@ -36,15 +39,9 @@ from ._solver import ImpliedResult, Solved, as_array, solve
 __all__ = ["fc_objective", "solve_fc"]
 
 
-def _check_problem(T, keep, width, cov):
-    T = check_array(T, "T", ndim=2)
-    lam = dropout_lambda(keep)
-    width = check_int(width, "width")
-    cov = check_cov(cov, T.shape[1], require_pd=True)
-    return T, lam, width, cov
-
-
-def fc_objective(M, T, keep: float, width: int, cov=None) -> float:
+def fc_objective(
+    M: ArrayLike, T: ArrayLike, keep: float, width: int, *, cov: ArrayLike | None = None
+) -> float:
     r"""Objective of the FC implied problem at M, up to a constant independent of M.
 
     .. math::
@@ -86,10 +83,19 @@ def fc_objective(M, T, keep: float, width: int, cov=None) -> float:
     >>> fc_objective(np.eye(2), 2 * np.eye(2), keep=0.5, width=2)  # 2 + (1/2) * 2**2
     4.0
     """
-    T, lam, width, cov = _check_problem(T, keep, width, cov)
+    T, keep, width, cov = check_fc_problem(T, keep, width, cov)
+    lam = dropout_lambda(keep)
     M = check_array(M, "M", ndim=2)
     if M.shape != T.shape:
         raise InvalidParameterError(f"`M` must have the shape of `T` {T.shape}, got {M.shape}")
+    fit, regularizer = _fc_terms(M, T, lam, width, cov)
+    return float(fit + regularizer)
+
+
+def _fc_terms(
+    M: np.ndarray, T: np.ndarray, lam: float, width: int, cov: np.ndarray | None
+) -> tuple[float, float]:
+    """The two terms of :func:`fc_objective` on checked data: the fit and the regularizer."""
     if cov is None:
         D, Mc = M - T, M
     else:
@@ -97,7 +103,7 @@ def fc_objective(M, T, keep: float, width: int, cov=None) -> float:
         D = M @ root - T @ sqrtm_psd(cov, inverse=True)
         Mc = M @ root
     nuc = np.linalg.svd(Mc, compute_uv=False).sum()
-    return float(np.sum(D * D) + lam / width * nuc**2)
+    return np.sum(D * D), lam / width * nuc**2
 
 
 def _solve_fc_sdp(T, lam, width, cov, solver, options):
@@ -163,15 +169,16 @@ def _solve_fc_spectral(T, lam, width, cov, solver, options):
     return M, solved
 
 
-_FC_METHODS = {"sdp": _solve_fc_sdp, "spectral": _solve_fc_spectral}
+_FC_METHODS = MappingProxyType({"sdp": _solve_fc_sdp, "spectral": _solve_fc_spectral})
 
 
 def solve_fc(
-    T,
+    T: ArrayLike,
     keep: float,
     width: int,
-    cov=None,
-    method: str = "spectral",
+    *,
+    cov: ArrayLike | None = None,
+    method: Literal["spectral", "sdp"] = "spectral",
     solver: str | None = None,
     solver_options: dict | None = None,
 ) -> ImpliedResult:
@@ -182,7 +189,8 @@ def solve_fc(
         \min_{M,\ \operatorname{rank} M \le w}\ \|(M - TC^{-1})C^{1/2}\|_F^2
             + \frac{\lambda}{w}\|MC^{1/2}\|_*^2
 
-    (the dropout objective up to a constant, see :func:`fc_objective`).
+    (the dropout objective up to a constant, see :func:`fc_objective`): ``fit`` is the
+    first term, ``regularizer`` the second, ``objective`` their sum.
 
     Parameters
     ----------
@@ -218,7 +226,8 @@ def solve_fc(
     SolverFailedError
         If no solver returns a solution whose certified gap is at most 1e-6.
     """
-    T, lam, width, cov = _check_problem(T, keep, width, cov)
+    T, keep, width, cov = check_fc_problem(T, keep, width, cov)
+    lam = dropout_lambda(keep)
     if method not in _FC_METHODS:
         raise InvalidParameterError(
             f"`method` must be one of {sorted(_FC_METHODS)}, got {method!r}"
@@ -234,11 +243,14 @@ def solve_fc(
         M, solved = _FC_METHODS[method](T / scale, lam, width, cov, solver, solver_options)
         M = scale * M
     elapsed = time.perf_counter() - start
+    fit, regularizer = _fc_terms(M, T, lam, width, cov)
     return ImpliedResult(
         M=M,
-        objective=fc_objective(M, T, keep, width, cov),
+        objective=float(fit + regularizer),
         status=solved.status,
         gap=solved.gap,
         solve_time=elapsed,
         solver=solved.solver,
+        fit=float(fit),
+        regularizer=float(regularizer),
     )

@@ -34,19 +34,26 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize
 
-from .._linalg import numerical_rank
+from .._linalg import balanced_factors, numerical_rank
 
 __all__ = ["least_rank_minimiser"]
 
-# Singular values below this fraction of the largest are the solver's rounding.
+# Singular values below this fraction of the largest are the solver's rounding. Tighter
+# than the package's default (regtheory._linalg.RANK_RTOL, 1e-6) on purpose: the face
+# searched below must hold every minimiser, so it keeps every direction the solver left
+# above its own tolerance (1e-9); the channel counts (7) is attained with, and the
+# factorizations of conv_induced_regularizer, are read with this threshold.
 RANK_RTOL = 1e-7
+# A direction along the face is a null vector of its linear conditions: a singular
+# value of the conditions at most this fraction of the largest counts as zero.
+NULL_RTOL = 1e-9
 
 
 def _face(Z: np.ndarray, A: np.ndarray):
     """Balanced factors of Z and the linear conditions L vec(G) = b of its face."""
     P, s, Qt = np.linalg.svd(Z, full_matrices=False)
-    r = numerical_rank(s, RANK_RTOL)
-    Ps, Qs, sig = P[:, :r] * np.sqrt(s[:r]), Qt[:r].T * np.sqrt(s[:r]), s[:r]
+    r = numerical_rank(s, rtol=RANK_RTOL)
+    (Ps, Qs), sig = balanced_factors(P, s, Qt, r), s[:r]
     # vec(Ps G Qsᵀ) = (Ps ⊗ Qs) vec(G) for row-major vecs
     L = np.vstack([A @ np.kron(Ps, Qs), np.diag(sig).ravel()[None, :]])
     return Ps, Qs, sig, L
@@ -66,7 +73,7 @@ def _reduce(Z: np.ndarray, A: np.ndarray) -> np.ndarray:
         S[iu[1] * r + iu[0], np.arange(iu[0].size)] = 1.0
         M = L @ S
         _, sv, Vt = np.linalg.svd(M)
-        null = Vt[int(np.sum(sv > 1e-9 * sv[0])) :]
+        null = Vt[numerical_rank(sv, rtol=NULL_RTOL) :]
         if null.shape[0] == 0:
             return Z
         D = (S @ null[0]).reshape(r, r)
@@ -133,10 +140,10 @@ def least_rank_minimiser(Z: np.ndarray, A: np.ndarray, rank: int, starts: int = 
         ``found`` says whether rank Z' ≤ ``rank``; if not, Z' is the reduced
         minimiser (an upper bound on the least rank).
     """
-    if numerical_rank(np.linalg.svd(Z, compute_uv=False), RANK_RTOL) <= rank:
+    if numerical_rank(np.linalg.svd(Z, compute_uv=False), rtol=RANK_RTOL) <= rank:
         return Z, True
     reduced = _reduce(Z, A)
-    if numerical_rank(np.linalg.svd(reduced, compute_uv=False), RANK_RTOL) <= rank:
+    if numerical_rank(np.linalg.svd(reduced, compute_uv=False), rtol=RANK_RTOL) <= rank:
         return reduced, True
     # An extreme point is the whole face of itself: search the face of the solver's
     # (relative-interior) minimiser, which holds every minimiser.

@@ -38,6 +38,7 @@ from types import MappingProxyType
 import cvxpy as cp
 import numpy as np
 
+from .._results import freeze_arrays
 from .._validation import InvalidParameterError
 
 __all__ = [
@@ -77,8 +78,8 @@ class Attempt:
     ----------
     solver : str
         cvxpy solver name.
-    options : dict
-        Keyword arguments given to ``problem.solve``.
+    options : Mapping
+        Keyword arguments given to ``problem.solve`` (read-only).
     status : str
         The solver's status (``"solver_error"`` if it raised).
     gap : float or None
@@ -86,13 +87,14 @@ class Attempt:
     """
 
     solver: str
-    options: dict
+    options: Mapping[str, object]
     status: str
     gap: float | None
 
     def describe(self) -> str:
+        """One line: the solver, its options, its status and the certified gap."""
         gap = "no solution" if self.gap is None else f"certified gap {self.gap:.1e}"
-        return f"{self.solver} {self.options or '(defaults)'}: {self.status}, {gap}"
+        return f"{self.solver} {dict(self.options) or '(defaults)'}: {self.status}, {gap}"
 
 
 class SolverFailedError(RuntimeError):
@@ -123,14 +125,22 @@ class SolverFailedError(RuntimeError):
 
 @dataclass(frozen=True)
 class ImpliedResult:
-    """Solution of an implied regularized problem.
+    r"""Solution of an implied regularized problem.
 
     Attributes
     ----------
     M : ndarray
         The minimising end-to-end map.
     objective : float
-        Objective value at ``M`` (see the solving function for its definition).
+        ``fit + regularizer`` at ``M``: the objective of the problem solved.
+    fit : float
+        The data term at ``M``. The FC problems are posed on the moments
+        T = E[y xᵀ] and C = E[x xᵀ], which do not determine E‖y‖², so their fit is
+        :math:`\|(M - TC^{-1})C^{1/2}\|_F^2
+        = \mathbb E\|y - Mx\|^2 - \mathbb E\|y - TC^{-1}x\|^2`, the expected squared
+        error above that of the least-squares map.
+    regularizer : float
+        The induced regularizer of the problem at ``M``.
     status : str
         What the solver said: ``"optimal"``, or ``"optimal_inaccurate"`` when it
         stopped short of its tolerances but the certificate below still holds.
@@ -149,6 +159,11 @@ class ImpliedResult:
     gap: float
     solve_time: float
     solver: str
+    fit: float
+    regularizer: float
+
+    def __post_init__(self) -> None:
+        freeze_arrays(self)
 
 
 @dataclass(frozen=True)
@@ -221,7 +236,7 @@ def solve(
                 gap = float(certify())
             elif status == cp.OPTIMAL:
                 gap = 0.0
-        attempts.append(Attempt(name, opts, status, gap))
+        attempts.append(Attempt(name, MappingProxyType(opts), status, gap))
         if gap is not None and gap <= GAP_RTOL:
             return Solved(name, status, gap, tuple(attempts))
         if status in (cp.INFEASIBLE, cp.UNBOUNDED):
@@ -252,19 +267,21 @@ _CONIC = ("CLARABEL", "SCS", "MOSEK", "CVXOPT", "COPT")
 
 # What a status means for the implied problems, which are feasible and bounded by
 # construction: infeasible / unbounded mean the data (or a hand-built problem) are wrong.
-_ADVICE = {
-    cp.INFEASIBLE: "the constraints cannot be met: check the data (e.g. an end-to-end kernel "
-    "the lifted operator cannot reach)",
-    cp.UNBOUNDED: "the objective is unbounded below: check the data for a non-PSD second "
-    "moment, or the problem for a missing regularizer",
-    cp.OPTIMAL_INACCURATE: "the solver stopped short of its tolerances: rescale the data to "
-    "O(1) or loosen its tolerances via solver_options",
-    cp.INFEASIBLE_INACCURATE: "probably infeasible, but inaccurate: rescale the data",
-    cp.UNBOUNDED_INACCURATE: "probably unbounded, but inaccurate: rescale the data",
-    cp.USER_LIMIT: "the solver hit an iteration or time limit: raise its iteration limit "
-    "in solver_options",
-    "solver_error": "the solver raised an error",
-}
+_ADVICE: Mapping[str, str] = MappingProxyType(
+    {
+        cp.INFEASIBLE: "the constraints cannot be met: check the data (e.g. an end-to-end kernel "
+        "the lifted operator cannot reach)",
+        cp.UNBOUNDED: "the objective is unbounded below: check the data for a non-PSD second "
+        "moment, or the problem for a missing regularizer",
+        cp.OPTIMAL_INACCURATE: "the solver stopped short of its tolerances: rescale the data to "
+        "O(1) or loosen its tolerances via solver_options",
+        cp.INFEASIBLE_INACCURATE: "probably infeasible, but inaccurate: rescale the data",
+        cp.UNBOUNDED_INACCURATE: "probably unbounded, but inaccurate: rescale the data",
+        cp.USER_LIMIT: "the solver hit an iteration or time limit: raise its iteration limit "
+        "in solver_options",
+        "solver_error": "the solver raised an error",
+    }
+)
 
 
 def as_array(value) -> np.ndarray:
