@@ -5,7 +5,7 @@
 The net: four 3×3 convolutions (3 → 16 → 16 → 16 → 16 channels) on 32×32 maps, zero
 padding, a ReLU after the first, and elementwise dropout (keep 0.8) after each of the
 first three; 32 samples with random targets. The exact penalty
-(``regtheory._moments.network_dropout_penalty``: moments propagated per subset of
+(``regtheory.network.dropout_penalty_terms``: moments propagated per subset of
 dropout layers, conv states as coloured impulse probes, no (C·H·W)² matrix) is timed
 against ``regtheory.network.dropout_penalty_mc`` with 300 draws (each a fresh mask per
 sample and dropout layer). Target: the exact computation costs at most what the 300
@@ -24,7 +24,6 @@ import numpy as np
 from _timing import report_targets
 
 from regtheory import network
-from regtheory._moments import network_dropout_penalty
 from regtheory.masks import Bernoulli
 from regtheory.network import Conv, Dropout, ReLU
 
@@ -47,7 +46,7 @@ def build(seed: int = 0):
 def main() -> None:
     layers, X, Y = build()
     start = time.perf_counter()
-    terms = network_dropout_penalty(layers, X, Y)
+    terms = network.dropout_penalty_terms(layers, X, Y=Y)
     t_exact = time.perf_counter() - start
     start = time.perf_counter()
     est = network.dropout_penalty_mc(layers, X, Y, n_masks=N_DRAWS, seed=1)

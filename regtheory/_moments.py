@@ -97,22 +97,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._convops import Padding, flipped_transpose
+from ._dropblock import dropblock_moments
 from ._validation import (
     InvalidParameterError,
-    as_generator,
     check_array,
-    check_keep,
     check_padding,
 )
 from .conv import conv2d
 from .masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
 
 __all__ = [
-    "DropConnect",
     "PenaltyTerms",
     "dropout_penalty_terms",
     "from_network",
-    "network_dropout_penalty",
 ]
 
 
@@ -120,66 +118,17 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class DropConnect:
-    r"""Fully connected layer with DropConnect: ``z -> z (W ∘ R)^T`` (Wan et al. 2013).
-
-    Every weight is kept independently with probability ``keep`` and scaled by 1/keep
-    (inverted, :math:`\mathbb E[R] = 1`), with a fresh mask :math:`R` per sample. Its
-    mean is the layer W; its fluctuation adds, to the second moment of the output,
-
-    .. math:: \lambda\, \mathrm{Diag}\big((W \circ W)\, \operatorname{diag} S\big),
-              \qquad S = \mathbb E[z z^\top],\ \lambda = (1 - \theta)/\theta .
-
-    Parameters
-    ----------
-    weight : array (out, in)
-        ``nn.Linear`` layout; the input is flattened (channel first) as by ``Linear``.
-    keep : float
-        Retain probability of each weight.
-
-    References
-    ----------
-    [2] L. Wan, M. Zeiler, S. Zhang, Y. LeCun, R. Fergus, Regularization of Neural
-        Networks using DropConnect, ICML 2013.
-    """
-
-    weight: np.ndarray
-    keep: float
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "weight", check_array(self.weight, "weight", ndim=2))
-        object.__setattr__(self, "keep", check_keep(self.keep))
-
-    @property
-    def lam(self) -> float:
-        """λ = (1 − keep)/keep, the variance of one weight mask entry."""
-        return (1.0 - self.keep) / self.keep
-
-    def sample(self, z: np.ndarray, seed: int | np.random.Generator) -> np.ndarray:
-        """Apply the layer to ``z`` (n, ...) with a fresh weight mask per sample (Monte Carlo);
-        ``seed`` is an int or a ``numpy.random.Generator``."""
-        flat = z.reshape(z.shape[0], -1)
-        rng = as_generator(seed)
-        kept = rng.random((flat.shape[0], *self.weight.shape)) < self.keep
-        return np.einsum("noi,ni->no", kept * (self.weight / self.keep), flat)
-
-
-@dataclass(frozen=True)
 class _Conv:
     """Same-size convolution; weight (C_out, C_in, k) or (C_out, C_in, kh, kw)."""
 
     weight: np.ndarray
-    padding: str
+    padding: Padding
 
     def apply(self, z: np.ndarray) -> np.ndarray:
-        return conv2d(z, self.weight, self.padding)
+        return conv2d(z, self.weight, padding=self.padding)
 
     def adjoint(self, z: np.ndarray) -> np.ndarray:
-        # The adjoint of a same-size cross-correlation (odd kernel, zero or circular
-        # padding) is the cross-correlation with the flipped, channel-transposed kernel.
-        n_spatial = self.weight.ndim - 2
-        flipped = np.flip(self.weight, axis=tuple(range(2, 2 + n_spatial)))
-        return conv2d(z, np.swapaxes(flipped, 0, 1), self.padding)
+        return conv2d(z, flipped_transpose(self.weight), padding=self.padding)
 
     @property
     def radius(self) -> tuple[int, ...]:
@@ -231,10 +180,10 @@ _Op = _Conv | _Linear | _ReLU | _Mask | _Connect
 
 
 def from_network(layers: Sequence[object]) -> tuple[_Op, ...]:
-    """Describe a sequence of :mod:`regtheory.network` layers (and :class:`DropConnect`).
+    """Describe a sequence of :mod:`regtheory.network` layers.
 
     ``Conv``, ``Linear``, ``ReLU`` and ``Dropout`` of :mod:`regtheory.network`, and
-    :class:`DropConnect`, become the plain descriptions the engine works on; the
+    ``DropConnect``, become the plain descriptions the engine works on; the
     position of every random layer in ``layers`` is kept, to name its penalty terms.
     """
     from . import network  # network imports this module: import it only when called
@@ -261,7 +210,7 @@ def from_network(layers: Sequence[object]) -> tuple[_Op, ...]:
                     f"`layers[{i}]` must hold a regtheory.masks distribution"
                 )
             ops.append(_Mask(layer.masks, i))
-        elif isinstance(layer, DropConnect):
+        elif isinstance(layer, network.DropConnect):
             ops.append(_Connect(layer.weight, layer.lam, i))
         else:
             raise InvalidParameterError(
@@ -412,7 +361,8 @@ def _split_conv(z: np.ndarray, op: _Conv) -> np.ndarray:
     """The convolution ``op`` of every probe of z (r, C, *spatial) cut to each channel:
     (r·C, C_out, *spatial), probe (r, c) = op(P_c z_r) = w[:, c] ∗ z_r[c]."""
     per_channel = [
-        conv2d(z[:, c : c + 1], op.weight[:, c : c + 1], op.padding) for c in range(z.shape[1])
+        conv2d(z[:, c : c + 1], op.weight[:, c : c + 1], padding=op.padding)
+        for c in range(z.shape[1])
     ]
     out = np.stack(per_channel, axis=1)
     return out.reshape(-1, *out.shape[2:])
@@ -458,19 +408,16 @@ def _dropblock_moments(
 ) -> tuple[np.ndarray, list[tuple[tuple[int, ...], np.ndarray]]]:
     """E[m] on the map, and Cov(m_q, m_{q+lag}) for every lag shorter than a block.
 
-    Both come from :func:`regtheory.conv`'s exact DropBlock moments (the start rate γ
+    Both come from the exact DropBlock moments (the start rate γ
     from :meth:`regtheory.masks.DropBlock.gamma`).
     """
-    # A private helper of conv, used (not copied) until it moves to a shared module.
-    from .conv import _dropblock_moments as moments
-
     b = masks.block_size
     gamma = masks.gamma(spatial)
     two_d = len(spatial) == 2
     spatial2 = spatial if two_d else (1, spatial[0])
     blocks = (b, b) if two_d else (1, b)
     deltas = [np.arange(-(k - 1), k) for k in blocks]
-    mean_dev, cov = moments(masks.keep, gamma, spatial2, blocks, deltas)
+    mean_dev, cov = dropblock_moments(masks.keep, gamma, spatial2, blocks, deltas)
     lags: list[tuple[tuple[int, ...], np.ndarray]] = []
     for x, dh in enumerate(deltas[0]):
         for y, dw in enumerate(deltas[1]):
@@ -807,6 +754,57 @@ def _subset_order(subsets: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
     return sorted(subsets, key=lambda t: (len(t), t))
 
 
+def _conv_traces(
+    ops: tuple[_Op, ...], first: int, h: np.ndarray
+) -> tuple[np.ndarray, dict[tuple[int, ...], float]]:
+    """Mean-mask output and subset traces when the features at the first mask are maps."""
+    n = h.shape[0]
+    boundary = next(
+        (t for t in range(first, len(ops)) if isinstance(ops[t], (_Linear, _Connect))),
+        len(ops),
+    )
+    phase = _ConvPhase(ops, first, boundary, h)
+    for a in range(0, n, phase.rows):
+        phase.stream((), 1.0 / n, h[a : a + phase.rows], None, True, None, (), first)
+    for t in range(first, boundary):
+        if t in phase.kinds:
+            phase.births(t)
+    g = np.concatenate(phase.outputs)
+    traces = {t: v for t, v in phase.trace.items() if t}
+    if boundary < len(ops):
+        op = ops[boundary]
+        assert isinstance(op, (_Linear, _Connect))
+        states = [_State((), 1.0 / n, samples=g.reshape(n, -1) @ op.weight.T)]
+        states += [_State(t, dense=0.5 * (d + d.T)) for t, d in phase.dense.items()]
+        states += [
+            _State(t, dense=_pullback(p, op.weight, g.shape[1:])) for t, p in phase.pending.items()
+        ]
+        if isinstance(op, _Connect):
+            w2 = op.weight * op.weight
+            states += [
+                _State((*t, op.index), dense=np.diag(op.lam * (w2 @ d)))
+                for (t, at), d in phase.diag.items()
+                if at == boundary
+            ]
+        states = _fc_phase(ops, boundary + 1, states)
+        traces = {st.subset: st.trace() for st in states if st.subset}
+        assert states[0].samples is not None
+        g = states[0].samples
+    return g, traces
+
+
+def _vector_traces(
+    ops: tuple[_Op, ...], first: int, h: np.ndarray
+) -> tuple[np.ndarray, dict[tuple[int, ...], float]]:
+    """Mean-mask output and subset traces when the features at the first mask are vectors."""
+    n = h.shape[0]
+    states = _fc_phase(ops, first, [_State((), 1.0 / n, samples=h.reshape(n, -1))])
+    traces = {st.subset: st.trace() for st in states if st.subset}
+    assert states[0].samples is not None
+    g = states[0].samples
+    return g, traces
+
+
 def dropout_penalty_terms(
     ops: Sequence[_Op], X: ArrayLike, Y: ArrayLike | None = None
 ) -> PenaltyTerms:
@@ -867,43 +865,9 @@ def dropout_penalty_terms(
                 f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
             )
     if h.ndim > 2:  # conv maps: stream to the first fully connected layer
-        boundary = next(
-            (t for t in range(first, len(ops)) if isinstance(ops[t], (_Linear, _Connect))),
-            len(ops),
-        )
-        phase = _ConvPhase(ops, first, boundary, h)
-        for a in range(0, n, phase.rows):
-            phase.stream((), 1.0 / n, h[a : a + phase.rows], None, True, None, (), first)
-        for t in range(first, boundary):
-            if t in phase.kinds:
-                phase.births(t)
-        g = np.concatenate(phase.outputs)
-        traces = {t: v for t, v in phase.trace.items() if t}
-        if boundary < len(ops):
-            op = ops[boundary]
-            assert isinstance(op, (_Linear, _Connect))
-            states = [_State((), 1.0 / n, samples=g.reshape(n, -1) @ op.weight.T)]
-            states += [_State(t, dense=0.5 * (d + d.T)) for t, d in phase.dense.items()]
-            states += [
-                _State(t, dense=_pullback(p, op.weight, g.shape[1:]))
-                for t, p in phase.pending.items()
-            ]
-            if isinstance(op, _Connect):
-                w2 = op.weight * op.weight
-                states += [
-                    _State((*t, op.index), dense=np.diag(op.lam * (w2 @ d)))
-                    for (t, at), d in phase.diag.items()
-                    if at == boundary
-                ]
-            states = _fc_phase(ops, boundary + 1, states)
-            traces = {st.subset: st.trace() for st in states if st.subset}
-            assert states[0].samples is not None
-            g = states[0].samples
+        g, traces = _conv_traces(ops, first, h)
     else:
-        states = _fc_phase(ops, first, [_State((), 1.0 / n, samples=h.reshape(n, -1))])
-        traces = {st.subset: st.trace() for st in states if st.subset}
-        assert states[0].samples is not None
-        g = states[0].samples
+        g, traces = _vector_traces(ops, first, h)
     g = g.reshape(n, -1)
     f, y = clean.reshape(n, -1), Y.reshape(n, -1)
     mean_shift = float(np.mean(np.sum((g - y) ** 2, axis=1) - np.sum((f - y) ** 2, axis=1)))
@@ -917,43 +881,3 @@ def dropout_penalty_terms(
         subsets=tuple(subsets),
         values=values,
     )
-
-
-def network_dropout_penalty(
-    layers: Sequence[object], X: ArrayLike, Y: ArrayLike | None = None
-) -> PenaltyTerms:
-    r"""Exact dropout penalty of a :mod:`regtheory.network` layer list, split over its layers.
-
-    :func:`dropout_penalty_terms` of :func:`from_network`: ``layers`` holds ``Conv``,
-    ``Linear``, ``ReLU`` and ``Dropout`` of :mod:`regtheory.network`, and
-    :class:`DropConnect`; every ReLU must come before the first random layer.
-
-    Parameters
-    ----------
-    layers : sequence of layers
-        The network, first layer first.
-    X : array (n, ...)
-        Inputs.
-    Y : array (n, ...), optional
-        Targets; ``None`` means the mask-free output.
-
-    Returns
-    -------
-    PenaltyTerms
-        The total, the mean shift and one term per non-empty subset of random layers.
-
-    Examples
-    --------
-    Two dropout layers (keep 0.5, λ = 1) around an all-ones layer, on x = (1, 1): each
-    alone costs 8, and both together add an interaction of 4.
-
-    >>> import numpy as np
-    >>> from regtheory.masks import Bernoulli
-    >>> from regtheory.network import Dropout, Linear
-    >>> layers = [Dropout(Bernoulli(0.5)), Linear(np.ones((2, 2))),
-    ...           Dropout(Bernoulli(0.5)), Linear(np.ones((1, 2)))]
-    >>> terms = network_dropout_penalty(layers, np.ones((1, 2)))
-    >>> terms.total, terms.own.tolist(), terms.term(0, 2)
-    (20.0, [8.0, 8.0], 4.0)
-    """
-    return dropout_penalty_terms(from_network(layers), X, Y)

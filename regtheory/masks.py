@@ -33,7 +33,7 @@ from ._validation import (
     check_keep,
 )
 
-__all__ = ["Bernoulli", "Channel", "DropBlock", "MaskDistribution", "dropout_lambda"]
+__all__ = ["Bernoulli", "Channel", "DropBlock", "Gaussian", "MaskDistribution", "dropout_lambda"]
 
 
 def dropout_lambda(keep: float) -> float:
@@ -348,18 +348,15 @@ class Gaussian(MaskDistribution):
     (2, 3)
     """
 
-    def _sample(self, shape, n, rng):
+    def _sample(self, shape: tuple[int, ...], n: int, rng: np.random.Generator) -> np.ndarray:
         return 1.0 + np.sqrt(self.lam) * rng.standard_normal((n, *shape))
 
-    def kept_probability(self, shape) -> float:
+    def kept_probability(self, shape: ShapeLike) -> float:
         """1: Gaussian noise scales every unit and never drops one."""
         _check_feature_shape(shape)
         return 1.0
 
-    def event_probabilities(self, shape) -> tuple[float, ...]:
+    def event_probabilities(self, shape: ShapeLike) -> tuple[float, ...]:
         """``(1.0,)``: no Bernoulli event, so no minimum number of draws beyond two."""
         _check_feature_shape(shape)
         return (1.0,)
-
-
-__all__ += ["Gaussian"]
