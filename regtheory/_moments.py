@@ -1,4 +1,4 @@
-r"""Exact dropout penalties of deep networks by propagating mask moments (THEORY §4).
+r"""Exact dropout penalties of deep networks by propagating mask moments (THEORY.md §6).
 
 The engine behind the exact ``network.dropout_penalty``. It works on plain descriptions
 of the layers (the private dataclasses below) and never imports :mod:`regtheory.network`

@@ -402,7 +402,7 @@ def dropout_penalty_terms(
     For squared loss and independent masks (one per sample and random layer), a network
     whose non-linearities all come before its first random layer is multilinear in the
     masks, and its penalty is exact by propagating the masks' first and second moments
-    (THEORY §6):
+    (THEORY.md §6):
 
     .. math:: P = \text{mean shift} + \sum_{T \ne \emptyset} \operatorname{tr} \bar S_T ,
 
