@@ -232,8 +232,12 @@ def conv_cn(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
 
 
 def flipped_transpose(v: np.ndarray) -> np.ndarray:
-    """Kernel of Vᵀ (the adjoint of v ∗ ·): (C_in, C_hid, kh, kw), spatially flipped."""
-    return v[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    """Kernel of Vᵀ (the adjoint of v ∗ ·): (C_in, C_hid, ...), spatially flipped.
+
+    The adjoint of a same-size cross-correlation with an odd kernel, zero or circular
+    padding, is the cross-correlation with this kernel; 1-D and 2-D kernels alike.
+    """
+    return np.swapaxes(np.flip(v, axis=tuple(range(2, v.ndim))), 0, 1)
 
 
 # ----------------------------------------------------------------------------- composed kernels

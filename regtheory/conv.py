@@ -106,6 +106,7 @@ from ._convops import (
     pad_cn,
     pad_kernel,
 )
+from ._dropblock import dropblock_moments, shift_inside, shifted_map
 from ._validation import (
     InvalidParameterError,
     check_array,
@@ -510,52 +511,6 @@ def _data_channel(u, h, circular) -> float:
 # pairs (p, p + δ) of a few offsets δ per axis, never over a dense (C·H·W)² matrix.
 
 
-def _block_starts(n: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-    """First and last block start (0 .. n − b) covering each position of an axis."""
-    i = np.arange(n)
-    return np.maximum(0, i - b + 1), np.minimum(i, n - b)
-
-
-def _shift_inside(n: int, deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index i + δ (clipped) and whether it is inside the axis: two (len(deltas), n) arrays."""
-    j = np.arange(n)[None, :] + deltas[:, None]
-    return np.clip(j, 0, n - 1), (j >= 0) & (j < n)
-
-
-def _block_overlap(n: int, b: int, deltas: np.ndarray) -> np.ndarray:
-    """O[δ, i] = number of block starts covering both i and i + δ (0 if i + δ is outside)."""
-    lo, hi = _block_starts(n, b)
-    j, inside = _shift_inside(n, deltas)
-    common = np.minimum(hi[None, :], hi[j]) - np.maximum(lo[None, :], lo[j]) + 1
-    return np.where(inside, np.maximum(common, 0), 0)
-
-
-def _shifted_map(a: np.ndarray, deltas) -> np.ndarray:
-    """a[p + δ] as (len(δ_H), len(δ_W), H, W), 0 where p + δ is outside the map."""
-    (j1, in1), (j2, in2) = (_shift_inside(n, d) for n, d in zip(a.shape, deltas))
-    inside = in1[:, None, :, None] & in2[None, :, None, :]
-    return np.where(inside, a[j1[:, None, :, None], j2[None, :, None, :]], 0.0)
-
-
-def _dropblock_moments(keep, gamma, spatial, blocks, deltas):
-    """ē = E[m] − 1 of shape (H, W), and Cov(m_p, m_{p+δ}) of shape (δ_H, δ_W, H, W).
-
-    p is kept iff none of the c(p) = c_H(i) c_W(j) starts covering it fires; p and q are
-    both kept iff none of the c(p) + c(q) − o(p, q) starts covering either fires, where the
-    shared starts o = o_H(i, i') o_W(j, j') factorise per axis. With β = 1 − γ:
-    E[m_p] = β^c(p)/θ and Cov(m_p, m_q) = β^(c(p) + c(q) − o) (1 − β^o)/θ².
-    """
-    log_beta = np.log1p(-gamma)
-    zero = np.zeros(1, dtype=int)
-    count = np.multiply.outer(*(_block_overlap(n, b, zero)[0] for n, b in zip(spatial, blocks)))
-    shared = np.einsum(
-        "xi,yj->xyij", *(_block_overlap(n, b, d) for n, b, d in zip(spatial, blocks, deltas))
-    )
-    union = count + _shifted_map(count, deltas) - shared
-    cov = np.exp(union * log_beta) * -np.expm1(shared * log_beta) / keep**2  # 0 if o = 0
-    return np.exp(count * log_beta) / keep - 1.0, cov
-
-
 def _gram_axis(n: int, k: int, circular: bool, deltas: np.ndarray):
     """One axis of the column Gram WᵀW of a conv layer whose kernel has length k there.
 
@@ -573,7 +528,7 @@ def _gram_axis(n: int, k: int, circular: bool, deltas: np.ndarray):
     if circular:
         partner = partner % n  # k <= n: at most one tap is congruent to a + δ
     is_tap = (partner >= 0) & (partner < k)
-    _, col_inside = _shift_inside(n, deltas)
+    _, col_inside = shift_inside(n, deltas)
     R = row_inside[None] & is_tap[:, None, :] & col_inside[:, :, None]
     return R.astype(float), np.where(is_tap, partner, 0)
 
@@ -638,7 +593,7 @@ def _block_white(u, v, keep, gamma, spatial, blocks, circular) -> float:
     # lag products, before the sums over positions.
     vt = flipped_transpose(v)
     deltas, ((ru, pu), (rv, pv)) = _gram_axes(spatial, (u, vt), circular, spatial)
-    mean_dev, cov = _dropblock_moments(keep, gamma, spatial, blocks, deltas)
+    mean_dev, cov = dropblock_moments(keep, gamma, spatial, blocks, deltas)
     # Offsets congruent mod n (circular wrap-around) pair the same taps: their lag
     # products are computed once. The mask moments still see the true offset.
     first, seen = [], []
@@ -657,7 +612,7 @@ def _block_white(u, v, keep, gamma, spatial, blocks, circular) -> float:
     diag_u = np.diagonal(lu, axis1=-2, axis2=-1).reshape(nx * ny, ka * kb, C)
     diag_v = np.diagonal(lv, axis1=-2, axis2=-1).reshape(nx * ny, ke * kf, C)
     within = diag_u @ diag_v.transpose(0, 2, 1)  # Σ over c = c'
-    rank_one = mean_dev * _shifted_map(mean_dev, deltas)  # ē_p ē_{p+δ}
+    rank_one = mean_dev * shifted_map(mean_dev, deltas)  # ē_p ē_{p+δ}
     total = 0.0
     for lags, weight in ((across, rank_one), (within, cov)):
         lags = lags.reshape(nx, ny, ka, kb, ke, kf)[seen[0]][:, seen[1]]
@@ -672,7 +627,7 @@ def _block_data(u, h, keep, gamma, spatial, blocks, circular, residual) -> float
     N = h.shape[1]
     reaches = [b - 1 for b in blocks]
     deltas, ((rows, partners),) = _gram_axes(spatial, (u,), circular, reaches)
-    mean_dev, cov = _dropblock_moments(keep, gamma, spatial, blocks, deltas)
+    mean_dev, cov = dropblock_moments(keep, gamma, spatial, blocks, deltas)
     dev = conv_cn(h * mean_dev, u, circular)
     gap = float(np.einsum("onij,onij->", dev, dev if residual is None else dev - 2 * residual))
     gram = np.einsum(

@@ -33,7 +33,7 @@ from ._validation import (
     check_keep,
 )
 
-__all__ = ["Bernoulli", "Channel", "DropBlock", "MaskDistribution", "dropout_lambda"]
+__all__ = ["Bernoulli", "Channel", "DropBlock", "Gaussian", "MaskDistribution", "dropout_lambda"]
 
 
 def dropout_lambda(keep: float) -> float:
@@ -319,3 +319,44 @@ class DropBlock(MaskDistribution):
         total = kept.sum(axis=tuple(range(1, kept.ndim)), keepdims=True)
         scale = np.divide(kept[0].size, total, out=np.zeros(total.shape), where=total > 0)
         return kept * scale
+
+
+@dataclass(frozen=True)
+class Gaussian(MaskDistribution):
+    r"""Gaussian dropout: ``m_j ~ N(1, lambda)`` i.i.d., λ = (1 − keep)/keep (Srivastava et al.).
+
+    Multiplicative Gaussian noise with the mean and variance of the inverted Bernoulli
+    mask of the same ``keep`` (Srivastava et al. 2014, §10):
+
+    .. math:: \mathbb E[m] = \mathbf 1,\qquad \mathbb E[m m^\top] = \mathbf 1\mathbf 1^\top
+              + \lambda I ,
+
+    so every penalty that depends on the masks only through their first two moments
+    (squared loss, masks entering linearly) is the same as for :class:`Bernoulli`.
+    No unit is ever dropped: the masks have no rare event
+    (:meth:`event_probabilities` is ``(1.0,)``, which sets no minimum of draws).
+
+    References
+    ----------
+    [1] N. Srivastava, G. Hinton, A. Krizhevsky, I. Sutskever, R. Salakhutdinov,
+        Dropout: A Simple Way to Prevent Neural Networks from Overfitting,
+        JMLR 15, 2014.
+
+    Examples
+    --------
+    >>> Gaussian(keep=0.5).sample((3,), n=2, seed=0).shape
+    (2, 3)
+    """
+
+    def _sample(self, shape: tuple[int, ...], n: int, rng: np.random.Generator) -> np.ndarray:
+        return 1.0 + np.sqrt(self.lam) * rng.standard_normal((n, *shape))
+
+    def kept_probability(self, shape: ShapeLike) -> float:
+        """1: Gaussian noise scales every unit and never drops one."""
+        _check_feature_shape(shape)
+        return 1.0
+
+    def event_probabilities(self, shape: ShapeLike) -> tuple[float, ...]:
+        """``(1.0,)``: no Bernoulli event, so no minimum number of draws beyond two."""
+        _check_feature_shape(shape)
+        return (1.0,)

@@ -33,20 +33,34 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import _moments
 from ._convops import Padding
+from ._moments import PenaltyTerms
 from ._validation import (
     InvalidParameterError,
     as_generator,
     check_array,
     check_int,
+    check_keep,
     check_n_masks,
     check_paired_rows,
 )
 from .conv import conv2d
-from .masks import MaskDistribution
+from .masks import Bernoulli, MaskDistribution
 from .montecarlo import Estimate, estimate, min_draws
 
-__all__ = ["Conv", "Dropout", "Linear", "ReLU", "dropout_penalty_mc", "forward"]
+__all__ = [
+    "Conv",
+    "DropConnect",
+    "Dropout",
+    "Linear",
+    "PenaltyTerms",
+    "ReLU",
+    "dropout_penalty",
+    "dropout_penalty_mc",
+    "dropout_penalty_terms",
+    "forward",
+]
 
 
 @dataclass(frozen=True)
@@ -93,10 +107,62 @@ class Dropout:
 Layer = Conv | Linear | ReLU | Dropout
 
 
+@dataclass(frozen=True)
+class DropConnect:
+    r"""Fully connected layer with DropConnect: ``z -> z (W ∘ R)^T`` (Wan et al. 2013).
+
+    Every weight is kept independently with probability ``keep`` and scaled by 1/keep
+    (inverted, :math:`\mathbb E[R] = 1`), with a fresh mask :math:`R` per sample. Its
+    mean is the layer W; its fluctuation adds, to the second moment of the output,
+
+    .. math:: \lambda\, \mathrm{Diag}\big((W \circ W)\, \operatorname{diag} S\big),
+              \qquad S = \mathbb E[z z^\top],\ \lambda = (1 - \theta)/\theta .
+
+    Parameters
+    ----------
+    weight : array (out, in)
+        ``nn.Linear`` layout; the input is flattened (channel first) as by ``Linear``.
+    keep : float
+        Retain probability of each weight.
+
+    References
+    ----------
+    [2] L. Wan, M. Zeiler, S. Zhang, Y. LeCun, R. Fergus, Regularization of Neural
+        Networks using DropConnect, ICML 2013.
+    """
+
+    weight: np.ndarray
+    keep: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", check_array(self.weight, "weight", ndim=2))
+        object.__setattr__(self, "keep", check_keep(self.keep))
+
+    @property
+    def lam(self) -> float:
+        """λ = (1 − keep)/keep, the variance of one weight mask entry."""
+        return (1.0 - self.keep) / self.keep
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        """The layer at its mean mask: ``Linear(weight)``."""
+        return Linear(self.weight)(z)
+
+    def sample(self, z: np.ndarray, seed: int | np.random.Generator) -> np.ndarray:
+        """Apply the layer to ``z`` (n, ...) with a fresh weight mask per sample (Monte Carlo);
+        ``seed`` is an int or a ``numpy.random.Generator``."""
+        flat = z.reshape(z.shape[0], -1)
+        rng = as_generator(seed)
+        kept = rng.random((flat.shape[0], *self.weight.shape)) < self.keep
+        return np.einsum("noi,ni->no", kept * (self.weight / self.keep), flat)
+
+
+_RANDOM = (Dropout, DropConnect)  # layers that draw a mask
+
+
 def _check_layers(layers) -> tuple:
-    if isinstance(layers, (Conv, Linear, ReLU, Dropout)) or not isinstance(layers, Sequence):
+    if isinstance(layers, (Conv, Linear, ReLU, *_RANDOM)) or not isinstance(layers, Sequence):
         raise InvalidParameterError(
-            "`layers` must be a sequence of Conv, Linear, ReLU and Dropout layers"
+            "`layers` must be a sequence of Conv, Linear, ReLU, Dropout and DropConnect layers"
         )
     checked = []
     for i, layer in enumerate(layers):
@@ -110,12 +176,12 @@ def _check_layers(layers) -> tuple:
                 raise InvalidParameterError(
                     f"`layers[{i}]` must hold a regtheory.masks distribution"
                 )
-        elif not isinstance(layer, ReLU):
+        elif not isinstance(layer, (ReLU, DropConnect)):
             raise InvalidParameterError(
-                f"`layers[{i}]` must be Conv, Linear, ReLU or Dropout, got {type(layer).__name__}"
+                f"`layers[{i}]` must be Conv, Linear, ReLU, Dropout or DropConnect, got {type(layer).__name__}"
             )
         checked.append(layer)
-    if not any(isinstance(layer, Dropout) for layer in checked):
+    if not any(isinstance(layer, _RANDOM) for layer in checked):
         raise InvalidParameterError(
             "`layers` has no Dropout layer: the penalty would be zero by definition"
         )
@@ -205,6 +271,8 @@ def _forward_masked(layers, x, rng, n_draws):
     for layer in layers:
         if isinstance(layer, Dropout):
             z = z * layer.masks.sample(z.shape[1:], z.shape[0], rng)
+        elif isinstance(layer, DropConnect):
+            z = layer.sample(z, rng)
         else:
             z = layer(z)
     return z.reshape(n_draws, n, *z.shape[1:])
@@ -220,13 +288,18 @@ def _activation_sizes(layers, x) -> list[int]:
 
 
 def _dropout_shapes(layers, x) -> list[tuple[MaskDistribution, tuple[int, ...]]]:
-    """Each Dropout layer's mask distribution and the feature shape it is applied to."""
+    """Each random layer's mask distribution and the shape of what it masks.
+
+    A DropConnect layer masks its weights, elementwise.
+    """
     found, z = [], x
     for layer in layers:
         if isinstance(layer, Dropout):
             found.append((layer.masks, z.shape[1:]))
-        else:
-            z = layer(z)
+            continue
+        if isinstance(layer, DropConnect):
+            found.append((Bernoulli(layer.keep), layer.weight.shape))
+        z = layer(z)
     return found
 
 
@@ -319,3 +392,98 @@ def dropout_penalty_mc(
     return estimate(
         draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
     )
+
+
+def dropout_penalty_terms(
+    layers: Sequence[object], X: ArrayLike, *, Y: ArrayLike | None = None
+) -> PenaltyTerms:
+    r"""Exact :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` of a network, split over its dropout layers.
+
+    For squared loss and independent masks (one per sample and random layer), a network
+    whose non-linearities all come before its first random layer is multilinear in the
+    masks, and its penalty is exact by propagating the masks' first and second moments
+    (THEORY.md §6):
+
+    .. math:: P = \text{mean shift} + \sum_{T \ne \emptyset} \operatorname{tr} \bar S_T ,
+
+    one term per non-empty subset T of the random layers: a single layer's own penalty
+    (the others at their mean mask) or the interaction of several. The mean shift is
+    zero unless a mask has E m ≠ 1 (DropBlock's ideal masks near the border; then the
+    targets ``Y`` matter). Masks: :class:`~regtheory.masks.Bernoulli`,
+    :class:`~regtheory.masks.Gaussian`, :class:`~regtheory.masks.Channel`,
+    :class:`~regtheory.masks.DropBlock` (ideal normaliser), and :class:`DropConnect`.
+    A random layer followed by a ReLU has no exact form: ``InvalidParameterError``;
+    use :func:`dropout_penalty_mc`.
+
+    Parameters
+    ----------
+    layers : sequence of Conv, Linear, ReLU, Dropout, DropConnect
+        The network, first layer first; conv kernels of odd size.
+    X : array (n, ...)
+        Inputs, (n, C, H, W) or (n, C, L) for a conv first layer, (n, d) for a linear one.
+    Y : array (n, ...), optional
+        Targets; ``None`` measures the perturbation energy
+        :math:`\frac1n\sum_k \mathbb{E}\|f_r(x_k) - f(x_k)\|^2` (the penalty for any
+        targets when every mask has mean one).
+
+    Returns
+    -------
+    PenaltyTerms
+        ``total``, ``mean_shift``, the random layers' positions, ``own`` and
+        ``interaction`` terms; the parts sum to the total.
+
+    Examples
+    --------
+    Two dropout layers (keep 0.5, λ = 1) around an all-ones layer, on x = (1, 1): each
+    alone costs 8, and both together add an interaction of 4.
+
+    >>> import numpy as np
+    >>> from regtheory.masks import Bernoulli
+    >>> layers = [Dropout(Bernoulli(0.5)), Linear(np.ones((2, 2))),
+    ...           Dropout(Bernoulli(0.5)), Linear(np.ones((1, 2)))]
+    >>> terms = dropout_penalty_terms(layers, np.ones((1, 2)))
+    >>> terms.total, terms.own.tolist(), terms.term(0, 2)
+    (20.0, [8.0, 8.0], 4.0)
+    """
+    layers = _check_layers(layers)
+    X = check_array(X, "X")
+    clean = _mask_free(layers, X, "X")
+    if Y is not None:
+        Y = check_array(Y, "Y")
+        check_paired_rows(X, Y)
+        if clean.shape != Y.shape:
+            raise InvalidParameterError(
+                f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
+            )
+    return _moments.dropout_penalty_terms(_moments.from_network(layers), X, Y)
+
+
+def dropout_penalty(layers: Sequence[object], X: ArrayLike, *, Y: ArrayLike | None = None) -> float:
+    r"""Exact dropout penalty :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` of a network on data.
+
+    The ``total`` of :func:`dropout_penalty_terms` (see there for the conditions): any
+    depth, dropout at any number of layers, FC and conv layers, no Monte Carlo error.
+    It is what :func:`dropout_penalty_mc` estimates.
+
+    Parameters
+    ----------
+    layers : sequence of Conv, Linear, ReLU, Dropout, DropConnect
+    X : array (n, ...)
+    Y : array (n, ...), optional
+        Targets (they matter only where a mask has E m ≠ 1).
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    One dropout layer before the last linear layer U is the explicit regularizer
+    :math:`\lambda\sum_i \|u_i\|^2\, \overline{h_i^2}` (here λ = 1, u = (1, 2), h = (1, 1)):
+
+    >>> import numpy as np
+    >>> from regtheory.masks import Bernoulli
+    >>> dropout_penalty([Dropout(Bernoulli(0.5)), Linear(np.array([[1.0, 2.0]]))], np.ones((3, 2)))
+    5.0
+    """
+    return dropout_penalty_terms(layers, X, Y=Y).total

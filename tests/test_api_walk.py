@@ -110,6 +110,20 @@ VALID = {
     compare.circulant_spectrum: dict(M=np.eye(4)),
     data.teacher_kernel: dict(kernel_size=3, seed=0),
     implied.k_support_norm_sq: dict(x=cp.Variable(3), k=2),
+    network.dropout_penalty: dict(
+        layers=[
+            network.Linear(rng.normal(size=(4, 5))),
+            network.Dropout(masks.Bernoulli(0.5)),
+            network.DropConnect(rng.normal(size=(3, 4)), keep=0.5),
+        ],
+        X=X,
+        Y=X[:, :3],
+    ),
+    network.dropout_penalty_terms: dict(
+        layers=[network.Dropout(masks.Gaussian(0.5)), network.Linear(rng.normal(size=(3, 5)))],
+        X=X,
+        Y=X[:, :3],
+    ),
     network.forward: dict(layers=[network.Linear(rng.normal(size=(2, 5)))], x=X),
     montecarlo.estimate: dict(draw=lambda g, n: g.random(n), n_samples=10, seed=0),
     # the committed record of a figure that regenerates in milliseconds
