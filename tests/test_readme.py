@@ -311,6 +311,42 @@ def check_equalized_factorization(value, ns, st):
     assert value == (res.value, (1, 9, 3, 3), (9, 1, 3, 3))
 
 
+def _deep_penalty_by_dense_moments(ns) -> float:
+    """The tour's deep net, second moments carried as dense (C·H·W)² matrices."""
+    net, X = ns["net"], ns["Xc"]
+    A1, A2 = (dense_conv(net[i].weight, (8, 8)) for i in (0, 3))
+    W = net[5].weight
+    lam1, lam2 = ((1 - net[i].masks.keep) / net[i].masks.keep for i in (2, 4))
+    H = np.maximum(X.reshape(len(X), -1) @ A1.T, 0.0)  # features at the channel mask
+    same_channel = np.kron(np.eye(4), np.ones((64, 64)))  # Cov of a channel mask, over λ
+    total = 0.0
+    for h in H:
+        S = A2 @ (np.outer(h, h) * (1 + lam1 * same_channel)) @ A2.T
+        S = S * (1 + lam2 * np.eye(len(S)))  # element mask: S + λ Diag(S)
+        total += np.trace(W @ S @ W.T) - np.sum((W @ A2 @ h) ** 2)
+    return total / len(H)
+
+
+def check_deep_terms(value, ns, st):
+    from regtheory.network import PenaltyTerms
+
+    terms = ns["terms"]  # an assignment: the statement itself has no value
+    assert isinstance(terms, PenaltyTerms)
+    assert terms.total == pytest.approx(_deep_penalty_by_dense_moments(ns), rel=1e-10)
+    parts = terms.mean_shift + terms.own.sum() + terms.interaction
+    assert terms.total == pytest.approx(parts, rel=1e-12)
+    assert terms.mean_shift == 0.0 and len(terms.own) == 2 and terms.interaction > 0
+
+
+def check_total_of_terms(value, ns, st):
+    assert value is True
+
+
+def check_deep_mc(value, ns, st):
+    assert isinstance(value, Estimate) and value.n_samples == keyword(st, "n_masks")
+    assert abs(value.mean - _deep_penalty_by_dense_moments(ns)) < N_SE * value.stderr
+
+
 CLAIMS = {
     "formula (1), exact": check_formula_1,
     "Estimate(mean, stderr, n_samples, skewness)": check_estimate,
@@ -327,6 +363,9 @@ CLAIMS = {
     "DropBlock, Monte Carlo": check_dropblock_mc,
     "formula (7), cvxpy": check_formula_7,
     "and an equalized factorization": check_equalized_factorization,
+    "exact: total, own, interaction": check_deep_terms,
+    "True: the total of the terms": check_total_of_terms,
+    "agrees within its errors": check_deep_mc,
 }
 
 
