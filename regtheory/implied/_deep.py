@@ -16,8 +16,26 @@ THEORY §6 with every mask random, summed over all subsets of layers at once:
 
 .. math:: \Theta_L(M) = \inf\{R(W_1, \dots, W_L) : W_L \cdots W_1 = M\} .
 
-For L = 2 it is :math:`(\lambda/w)\|MC^{1/2}\|_*^2` (THEORY (2)); for L > 2 no closed
-form is used here: :math:`\Theta_L` is minimised numerically.
+For L = 2 it is :math:`(\lambda/w)\|MC^{1/2}\|_*^2` (THEORY (2)); for L > 2 it is
+minimised numerically here, and compared with a bound that holds at every depth:
+
+.. math:: \Theta_L(M) \;\ge\; \nu_L\,\|MC^{1/2}\|_*^2,\qquad
+          \nu_L = \Big(1 + \frac{\lambda}{w}\Big)^{L-1} - 1 ,
+
+with equality when M has rank one. Proof: the term of a set T of t hidden layers in the
+expansion of THEORY §6 is :math:`\lambda^t\sum_\pi a_\pi^2`, a sum over the
+:math:`w^t` paths π that pick one unit in each layer of T, where :math:`a_\pi` is the
+product of the norms of the pieces of the path (the last column block, the entries of the
+inner products, the first row block times :math:`C^{1/2}`); the rank-one matrices
+of norm :math:`a_\pi` sum to :math:`MC^{1/2}`, so by Cauchy–Schwarz and the triangle
+inequality the term is at least :math:`(\lambda/w)^t\|MC^{1/2}\|_*^2`, and the binomial
+sum over T gives :math:`\nu_L`. For :math:`MC^{1/2} = \sigma uv^\top` the factorization
+:math:`W_1 = \mathbf 1 v^\top C^{-1/2}`, :math:`W_i = \mathbf 1\mathbf 1^\top/w`,
+:math:`W_L = (\sigma/w)\,u\mathbf 1^\top` pays exactly :math:`\nu_L\sigma^2`. Since the
+bound is convex and met on rank-one maps, it is the convex envelope of
+:math:`\Theta_L` (the rank-one pieces of the SVD, each scaled to the whole nuclear norm,
+average to M), in line with [1]. For L ≥ 3 and rank ≥ 2 the numbers sit strictly above it
+and depend on the singular values, not only on the nuclear norm (``tests/test_deep_induced.py``).
 
 How the constraint is kept. Write :math:`P = W_{L-1}\cdots W_1` and :math:`Q = Q_{L-1}`
 (which do not depend on :math:`W_L`). For fixed inner factors, R is a convex quadratic in
@@ -69,7 +87,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import linalg, optimize
+from scipy import optimize
+from threadpoolctl import threadpool_limits
 
 from .._linalg import numerical_rank, rounding_rtol, sqrtm_psd
 from .._results import freeze_arrays
@@ -105,6 +124,9 @@ class DeepRegularizerResult:
         The two-layer value :math:`(\lambda/w)\|MC^{1/2}\|_*^2` (THEORY (2)).
     ratio : float
         ``value / nuclear``.
+    lower_bound : float
+        :math:`\nu_L\|MC^{1/2}\|_*^2`, :math:`\nu_L = (1+\lambda/w)^{L-1} - 1`: a lower
+        bound on :math:`\Theta_L(M)`, attained at rank one (module docstring).
     start_values : ndarray
         The penalty at the end of every start, in order. Starts within 1e-9 (relative)
         of the lowest count as tied; the first of them gives ``factors``.
@@ -129,6 +151,7 @@ class DeepRegularizerResult:
     factors: tuple[np.ndarray, ...]
     nuclear: float
     ratio: float
+    lower_bound: float
     start_values: np.ndarray
     spread: float
     constraint_error: float
@@ -209,24 +232,11 @@ def deep_induced_regularizer(
     """
     M = check_array(M, "M", ndim=2)
     lam = dropout_lambda(keep)
-    if lam == 0.0:
-        raise InvalidParameterError(
-            "`keep` must be below 1: without dropout every factorization has zero penalty"
-        )
     width, depth = check_int(width, "width"), check_int(depth, "depth", minimum=2)
     starts = check_int(starts, "starts")
     C = check_cov(cov, M.shape[1], require_pd=True)
     rng = as_generator(seed)
-    Mc = M if C is None else M @ sqrtm_psd(C)
-    A, s, Bt = np.linalg.svd(Mc, full_matrices=False)
-    r = numerical_rank(s, rtol=rounding_rtol(M.shape))
-    if r == 0:
-        raise InvalidParameterError("`M` must not be zero: its regularizer is 0 at any depth")
-    if width < r:
-        raise InvalidParameterError(
-            f"`width` ({width}) must be at least rank(M) ({r}): a narrower network "
-            "cannot represent M"
-        )
+    A, s, Bt, r = _whitened_svd(M, C, lam, width)
     scale = float(s[:r].sum())
     objective = _reduced_objective(s[:r] / scale, lam)
     shapes = [(width, r)] + [(width, width)] * (depth - 2)
@@ -237,10 +247,7 @@ def deep_induced_regularizer(
     inner = _unstack(best.x, shapes)
     value, grads, last = objective(inner)
     grad = np.concatenate([g.ravel() for g in grads])
-    inner[0] = inner[0] @ Bt[:r]
-    if C is not None:
-        inner[0] = inner[0] @ sqrtm_psd(C, inverse=True)
-    factors = _equal_norms([*inner, scale * A[:, :r] @ last])
+    factors = _original_coordinates(inner, last, Bt[:r].T, scale * A[:, :r], C)
     product = factors[0]
     for W in factors[1:]:
         product = W @ product
@@ -250,6 +257,7 @@ def deep_induced_regularizer(
         factors=tuple(factors),
         nuclear=nuclear,
         ratio=float(value) * scale**2 / nuclear,
+        lower_bound=((1.0 + lam / width) ** (depth - 1) - 1.0) * scale**2,
         start_values=values,
         spread=float((values.max() - values.min()) / values.min()),
         constraint_error=float(np.linalg.norm(product - M) / np.linalg.norm(M)),
@@ -258,6 +266,44 @@ def deep_induced_regularizer(
         grad_norm=float(np.linalg.norm(grad) * np.linalg.norm(best.x) / value),
         solve_time=time.perf_counter() - start,
     )
+
+
+def _whitened_svd(
+    M: np.ndarray, C: np.ndarray | None, lam: float, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """SVD of MC^{1/2} and its rank r, after the checks that need them."""
+    if lam == 0.0:
+        raise InvalidParameterError(
+            "`keep` must be below 1: without dropout every factorization has zero penalty"
+        )
+    A, s, Bt = np.linalg.svd(M if C is None else M @ sqrtm_psd(C), full_matrices=False)
+    r = numerical_rank(s, rtol=rounding_rtol(M.shape))
+    if r == 0:
+        raise InvalidParameterError("`M` must not be zero: its regularizer is 0 at any depth")
+    if width < r:
+        raise InvalidParameterError(
+            f"`width` ({width}) must be at least rank(M) ({r}): a narrower network "
+            "cannot represent M"
+        )
+    return A, s, Bt, r
+
+
+def _original_coordinates(
+    inner: list[np.ndarray],
+    last: np.ndarray,
+    right: np.ndarray,
+    left: np.ndarray,
+    C: np.ndarray | None,
+) -> list[np.ndarray]:
+    """Factors of M from those of the reduced map: W_1 ← W_1 Bᵀ C^{-1/2}, W_L ← (σ A) W_L.
+
+    ``right`` = B and ``left`` = σ A are the scaled singular vectors of MC^{1/2}; the
+    layers are then rescaled to equal norms (:func:`_equal_norms`).
+    """
+    first = inner[0] @ right.T
+    if C is not None:
+        first = first @ sqrtm_psd(C, inverse=True)
+    return _equal_norms([first, *inner[1:], left @ last])
 
 
 def _unstack(z: np.ndarray, shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
@@ -293,21 +339,22 @@ def _reduced_objective(
     N = np.diag(s)
     base = float(np.sum(s * s))
 
+    def diag(A: np.ndarray) -> tuple[np.ndarray, ...]:
+        return np.diag_indices(A.shape[0])
+
     def objective(inner: Sequence[np.ndarray]) -> tuple[float, list[np.ndarray], np.ndarray]:
         Q, P = np.eye(s.size), np.eye(s.size)
         Qs, Ps = [], []
         for W in inner:
             Qs.append(Q)
             Ps.append(P)
-            A = W @ Q @ W.T
-            Q = A + lam * np.diag(np.diag(A))
+            Q = W @ Q @ W.T
+            Q[diag(Q)] *= 1.0 + lam  # A + λ Diag(A)
             P = W @ P
         try:
-            chol = linalg.cho_factor(Q)
-            QiP = linalg.cho_solve(chol, P)
-            K = P.T @ QiP
-            B = linalg.solve(K, N, assume_a="pos").T  # N K^{-1} (K symmetric)
-        except (linalg.LinAlgError, ValueError):
+            QiP = np.linalg.solve(Q, P)
+            B = np.linalg.solve(P.T @ QiP, N).T  # N K^{-1} (K and N symmetric)
+        except np.linalg.LinAlgError:
             return np.inf, [np.zeros_like(W) for W in inner], np.zeros((s.size, Q.shape[0]))
         last = B @ QiP.T  # W_L* = N K^{-1} Pᵀ Q^{-1}
         value = float(np.sum(B * N)) - base
@@ -315,7 +362,8 @@ def _reduced_objective(
         grads = [np.empty(0)] * len(inner)
         for i in range(len(inner) - 1, -1, -1):
             W = inner[i]
-            Gp = G + lam * np.diag(np.diag(G))
+            Gp = G.copy()
+            Gp[diag(Gp)] *= 1.0 + lam
             grads[i] = 2.0 * Gp @ W @ Qs[i] + H @ Ps[i].T
             G, H = W.T @ Gp @ W, W.T @ H
         return value, grads, last
@@ -336,15 +384,24 @@ def _minimise(
         value, grads, _ = objective(_unstack(z, shapes))
         return value, np.concatenate([g.ravel() for g in grads])
 
-    results = []
-    for _ in range(starts):
-        z0 = np.concatenate([rng.standard_normal(a * b) / np.sqrt(b) for a, b in shapes])
-        res = optimize.minimize(
-            fun,
-            z0,
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": 20_000, "maxcor": 30, "gtol": 1e-12, "ftol": 1e-15},
-        )
-        results.append(res)
+    # The matrices are a few dozen entries wide: BLAS threads only add synchronisation,
+    # and on a loaded machine L-BFGS-B's small products ran 20 times slower with them.
+    with threadpool_limits(limits=1, user_api="blas"):
+        results = [_one_start(fun, shapes, rng) for _ in range(starts)]
     return results
+
+
+def _one_start(
+    fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    shapes: Sequence[tuple[int, int]],
+    rng: np.random.Generator,
+) -> optimize.OptimizeResult:
+    """One L-BFGS-B run from i.i.d. Gaussian factors of variance 1/fan-in."""
+    z0 = np.concatenate([rng.standard_normal(a * b) / np.sqrt(b) for a, b in shapes])
+    return optimize.minimize(
+        fun,
+        z0,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 20_000, "maxcor": 30, "gtol": 1e-12, "ftol": 1e-15},
+    )
