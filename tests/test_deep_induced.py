@@ -147,3 +147,18 @@ def test_higher_rank_maps_sit_above_the_bound_and_are_not_a_multiple_of_the_nucl
     assert iso.value > 1.2 * iso.lower_bound
     for res in (iso, one):
         assert res.value >= res.lower_bound * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("r,width,depth,keep", [(2, 3, 4, 0.5), (3, 4, 5, 0.5), (2, 4, 3, 0.8)])
+def test_equal_singular_values_meet_the_parseval_frame_construction(r, width, depth, keep):
+    sigma, lam = 1.7, dropout_lambda(keep)
+    # an equal-norm Parseval frame: fc.equalize spreads the identity evenly over w units
+    F, _ = fc.equalize(np.hstack([np.eye(r), np.zeros((r, width - r))]), np.eye(r, width))
+    F = F.T
+    np.testing.assert_allclose(F.T @ F, np.eye(r), atol=1e-12)
+    np.testing.assert_allclose(np.sum(F * F, axis=1), r / width, rtol=1e-9)
+    construction = [F] + [F @ F.T] * (depth - 2) + [sigma * F.T]
+    expected = r * sigma**2 * ((1 + lam * r / width) ** (depth - 1) - 1)
+    assert _network_penalty(construction, keep) == pytest.approx(expected, rel=1e-9)
+    res = deep_induced_regularizer(sigma * np.eye(r), keep, width, depth, starts=2)
+    assert res.value == pytest.approx(expected, rel=1e-6)

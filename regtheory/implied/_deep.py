@@ -37,6 +37,18 @@ bound is convex and met on rank-one maps, it is the convex envelope of
 average to M), in line with [1]. For L ≥ 3 and rank ≥ 2 the numbers sit strictly above it
 and depend on the singular values, not only on the nuclear norm (``tests/test_deep_induced.py``).
 
+Maps with r equal non-zero singular values σ. With an equal-norm Parseval frame F
+(w × r, :math:`F^\top F = I`, every row of squared norm r/w; it exists for every w ≥ r),
+the factorization :math:`W_1 = F`, :math:`W_i = FF^\top`, :math:`W_L = \sigma F^\top` (in
+the singular bases of :math:`MC^{1/2}`) pays
+
+.. math:: r\sigma^2\Big(\Big(1 + \frac{\lambda r}{w}\Big)^{L-1} - 1\Big)
+          = \frac{\|MC^{1/2}\|_*^2}{r}\Big(\Big(1 + \frac{\lambda r}{w}\Big)^{L-1} - 1\Big),
+
+an upper bound on :math:`\Theta_L`; in every case computed (ranks 2 and 3, widths from
+r to 2r, divisible or not, depths up to 5) the numerical minimum equals it to 1e-6. That
+the bound is the minimum is an observation, not a proof.
+
 How the constraint is kept. Write :math:`P = W_{L-1}\cdots W_1` and :math:`Q = Q_{L-1}`
 (which do not depend on :math:`W_L`). For fixed inner factors, R is a convex quadratic in
 :math:`W_L` under the linear constraint :math:`W_L P = M`; when Q is positive definite and
