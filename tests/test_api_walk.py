@@ -86,6 +86,9 @@ VALID = {
     implied.lifted_operator: dict(kernel_size=(1, 3), image_shape=(1, 8)),
     implied.solve_conv: dict(X=X1, Y=Y1, keep=0.5, channels=3, kernel_size=3),
     implied.solve_conv_factored: dict(X=X1, Y=Y1, keep=0.5, channels=2, kernel_size=3, starts=1),
+    implied.deep_induced_regularizer: dict(
+        M=T, keep=0.5, width=4, depth=3, cov=np.eye(5), starts=1, seed=0
+    ),
     training.train_fc: dict(X=X, Y=X[:, :3], width=4, keep=0.5, steps=3, lr=0.01, seed=0),
     training.train_conv: dict(
         X=X1, Y=Y1, channels=2, kernel_size=3, keep=0.5, steps=3, lr=0.01, seed=0

@@ -15,6 +15,9 @@ other.
   channel dropout as its ridge relaxation.
 * The exact, non-convex objective of the factored conv net (zero padding
   included), minimised numerically: :func:`solve_conv_factored`.
+* Deep linear nets with dropout at every hidden layer: their induced regularizer,
+  minimised numerically over exact factorizations, :func:`deep_induced_regularizer`
+  (THEORY §6).
 
 Every solve is certified: a duality gap computed in NumPy from the solution,
 independently of the solver, bounds its relative sub-optimality, and a result is
@@ -33,6 +36,7 @@ from ._conv import (
     solve_conv,
 )
 from ._conv_factored import FactoredConvSolution, solve_conv_factored
+from ._deep import DeepRegularizerResult, deep_induced_regularizer
 from ._fc import fc_objective, solve_fc
 from ._solver import (
     CLARABEL_OPTIONS,
@@ -50,10 +54,12 @@ __all__ = [
     "Attempt",
     "ConvRegularizerResult",
     "ConvSolution",
+    "DeepRegularizerResult",
     "FactoredConvSolution",
     "ImpliedResult",
     "SolverFailedError",
     "conv_induced_regularizer",
+    "deep_induced_regularizer",
     "fc_objective",
     "k_support_norm_sq",
     "lifted_operator",
