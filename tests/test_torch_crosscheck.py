@@ -336,6 +336,7 @@ def conv2d_layers(seed, padding, first, second, spatial):
         ("circular", "element", "channel"),
         ("circular", "channel", "element"),
         ("zeros", "block", "element"),
+        ("circular", "element", "block"),
     ],
 )
 def test_exact_network_penalty_matches_torch_conv2d(padding, first, second, seed=32):
