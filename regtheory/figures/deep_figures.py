@@ -19,8 +19,9 @@ odd length n is a circulant matrix, diagonal in the Fourier basis with eigenvalu
 the principal roots :math:`\hat K_j^{1/L}` (taken on one half of the spectrum and conjugated
 on the other, so the kernel is real; the sign of K makes :math:`\hat K_0 = \sum K > 0`).
 
-Every Monte Carlo run holds its own seed (:func:`_mc_seed`, recorded in the data), so the
-grid of runs is a sweep (:mod:`regtheory.sweep`) and gives the same numbers on any backend.
+Every Monte Carlo run holds its own seed (:func:`_mc_seed`, recorded in the data), so any
+one of them can be re-run alone. The grid is small (30 runs, seconds in all), so it runs
+serially rather than as a sweep.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from ..conv import conv_matrix
 from ..masks import Bernoulli, Channel, MaskDistribution
 from ..montecarlo import Estimate
 from ..network import Conv, Dropout, Linear
-from ..sweep import Sweep
 from ._check import EXACT, closed_form, monte_carlo, spread
 from ._registry import FigureSpec, register
 
@@ -98,7 +98,7 @@ def _deep_net(weights: list[np.ndarray], keep: float, conv: bool) -> list:
 
 
 def _depth_mc(cell: dict) -> Estimate:
-    """One Monte Carlo estimate of (k): one cell of the sweep."""
+    """One Monte Carlo estimate of (k): one cell of its grid."""
     layers, X = cell["layers"], cell["X"]
     # Y = the mask-free output: every mask has mean one, so E L(r) − L(1) = E‖f_r − f‖²
     Y = network.forward(layers, X)
@@ -132,7 +132,7 @@ def _depth_nets(seed: int) -> tuple[dict, dict]:
     return fc, conv
 
 
-def compute_penalty_vs_depth(quick: bool, seed: int, sweep: Sweep | None = None) -> dict:
+def compute_penalty_vs_depth(quick: bool, seed: int) -> dict:
     n_masks = 1000 if quick else 10_000
     nets = dict(zip(("fc", "conv"), _depth_nets(seed)))
     # The panel × keep × depth grid of Monte Carlo runs, numbered in that order (for the seeds).
@@ -142,7 +142,7 @@ def compute_penalty_vs_depth(quick: bool, seed: int, sweep: Sweep | None = None)
         layers = _deep_net(nets[panel]["weights"][L], keep, conv=panel == "conv")
         X = nets[panel]["X"]
         cells.append({"layers": layers, "X": X, "n_masks": n_masks, "seed": _mc_seed(seed, k)})
-    estimates = (sweep or Sweep()).map(_depth_mc, cells)
+    estimates = [_depth_mc(cell) for cell in cells]
     panels = []
     for panel, net in nets.items():
         series = []
@@ -381,7 +381,6 @@ register(
         "(k) one map factored at depth 2…6: the exact penalty of the deep net against Monte Carlo",
         compute_penalty_vs_depth,
         plot_penalty_vs_depth,
-        sweeps=True,
         checks={
             "map_seed depths fc_width signal_length n_samples n_masks panels/*/layer "
             "panels/*/series/*/keep panels/*/series/*/mc/*/n_samples "
