@@ -29,7 +29,13 @@ from regtheory.figures._check import (
 
 COMMITTED = Path(__file__).resolve().parents[1] / "figures"
 # Committed figures that regenerate in well under a second: closed forms and one solve.
-CHEAP = ["conv_matrix_seed", "no_gradient_probability", "border_penalty_map", "implied_spectra"]
+CHEAP = [
+    "conv_matrix_seed",
+    "no_gradient_probability",
+    "border_penalty_map",
+    "implied_spectra",
+    "penalty_attribution",
+]
 SEED = 2
 
 

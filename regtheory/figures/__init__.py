@@ -13,6 +13,9 @@ from . import conv_figures  # noqa: F401
 
 # isort: split
 from . import implied_figures  # noqa: F401
+
+# isort: split
+from . import deep_figures  # noqa: F401
 from ._check import CheckReport, check
 from ._registry import REGISTRY, FigureSpec, compute, register, render
 

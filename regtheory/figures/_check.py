@@ -63,13 +63,13 @@ CLOSED_FORM_ATOL = 1e-300
 # by up to 3e-9 relative between OpenBLAS kernels (the k-support solve of block
 # dropout). A result that certifies its own accuracy names the field holding it.
 SOLVE_RTOL = 1e-6
-# The figures hold 432 independent Monte Carlo estimates (360 in mc_error_vs_n, 72 in
-# penalty_vs_keep). Where the draws differ (another NumPy's generators; or the fc
+# The figures hold 462 independent Monte Carlo estimates (360 in mc_error_vs_n, 72 in
+# penalty_vs_keep, 30 in penalty_vs_depth). Where the draws differ (another NumPy's generators; or the fc
 # estimates of (e), z ≤ 0.5 measured between OpenBLAS kernels: an equalized factorization
 # is not unique and each kernel finds another), two estimates of one mean differ by
 # |z| > 4 with probability 6.3e-5: a
-# false alarm in about one check of all figures in 40 (Bonferroni: 432 × 6.3e-5 =
-# 2.7 %), while a shift of 6 standard errors is caught (z = 6/√2). With the same draws
+# false alarm in about one check of all figures in 35 (Bonferroni: 462 × 6.3e-5 =
+# 2.9 %), while a shift of 6 standard errors is caught (z = 6/√2). With the same draws
 # (one machine, one seed) the estimates are the same bits: z = 0.
 MC_Z = 4.0
 # SGD with real masks (figures (a), (b), (i)): the same bits on one machine; a different
