@@ -99,6 +99,7 @@ from numpy.typing import ArrayLike
 
 from ._convops import Padding, flipped_transpose
 from ._dropblock import dropblock_moments
+from ._layers import Conv, DropConnect, Dropout, Linear, ReLU
 from ._validation import (
     InvalidParameterError,
     check_array,
@@ -125,7 +126,7 @@ class _Conv:
     padding: Padding
 
     def apply(self, z: np.ndarray) -> np.ndarray:
-        return conv2d(z, self.weight, padding=self.padding)
+        return Conv(self.weight, padding=self.padding)(z)
 
     def adjoint(self, z: np.ndarray) -> np.ndarray:
         return conv2d(z, flipped_transpose(self.weight), padding=self.padding)
@@ -142,18 +143,13 @@ class _Linear:
     weight: np.ndarray
 
     def apply(self, z: np.ndarray) -> np.ndarray:
-        flat = z.reshape(z.shape[0], -1)
-        if flat.shape[1] != self.weight.shape[1]:
-            raise InvalidParameterError(
-                f"a Linear layer expects {self.weight.shape[1]} input features, got {flat.shape[1]}"
-            )
-        return flat @ self.weight.T
+        return Linear(self.weight)(z)
 
 
 @dataclass(frozen=True)
 class _ReLU:
     def apply(self, z: np.ndarray) -> np.ndarray:
-        return np.maximum(z, 0.0)
+        return ReLU()(z)
 
 
 @dataclass(frozen=True)
@@ -186,13 +182,11 @@ def from_network(layers: Sequence[object]) -> tuple[_Op, ...]:
     ``DropConnect``, become the plain descriptions the engine works on; the
     position of every random layer in ``layers`` is kept, to name its penalty terms.
     """
-    from . import network  # network imports this module: import it only when called
-
     if not isinstance(layers, Sequence) or isinstance(layers, (str, bytes)):
         raise InvalidParameterError("`layers` must be a sequence of layers")
     ops: list[_Op] = []
     for i, layer in enumerate(layers):
-        if isinstance(layer, network.Conv):
+        if isinstance(layer, Conv):
             weight = check_array(layer.weight, f"layers[{i}].weight", ndim=(3, 4))
             if any(k % 2 == 0 for k in weight.shape[2:]):
                 raise InvalidParameterError(
@@ -200,17 +194,17 @@ def from_network(layers: Sequence[object]) -> tuple[_Op, ...]:
                 )
             check_padding(layer.padding)
             ops.append(_Conv(weight, layer.padding))
-        elif isinstance(layer, network.Linear):
+        elif isinstance(layer, Linear):
             ops.append(_Linear(check_array(layer.weight, f"layers[{i}].weight", ndim=2)))
-        elif isinstance(layer, network.ReLU):
+        elif isinstance(layer, ReLU):
             ops.append(_ReLU())
-        elif isinstance(layer, network.Dropout):
+        elif isinstance(layer, Dropout):
             if not isinstance(layer.masks, MaskDistribution):
                 raise InvalidParameterError(
                     f"`layers[{i}]` must hold a regtheory.masks distribution"
                 )
             ops.append(_Mask(layer.masks, i))
-        elif isinstance(layer, network.DropConnect):
+        elif isinstance(layer, DropConnect):
             ops.append(_Connect(layer.weight, layer.lam, i))
         else:
             raise InvalidParameterError(
