@@ -152,6 +152,9 @@ def _check_shapes(pairs, input_shape: tuple[int, ...]) -> None:
                 f"{name} needs {layer.weight.ndim - 1} feature axes, got activations of shape "
                 f"{z.shape[1:]} from `input_shape` {input_shape}"
             )
+        if layer is None:  # Flatten: later layers see the flat activations, as in torch
+            z = z.reshape(1, -1)
+            continue
         if isinstance(layer, network.Dropout):
             continue
         try:
@@ -209,13 +212,12 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> list:
         raise InvalidParameterError("`input_shape` must have at least one entry")
     pairs = []
     for where, module in _leaves(model, "model"):
-        layer = _convert(where, module)
-        if layer is not None:
-            pairs.append((where, module, layer))
-    if not pairs:
+        pairs.append((where, module, _convert(where, module)))
+    layers = [layer for _, _, layer in pairs if layer is not None]
+    if not layers:
         raise InvalidParameterError("`model` has no layer to convert")
     _check_shapes(pairs, shape)
-    return [layer for _, _, layer in pairs]
+    return layers
 
 
 def _as_array(x: object, name: str) -> np.ndarray:
