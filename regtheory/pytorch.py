@@ -136,8 +136,10 @@ def _convert(where: str, module: nn.Module) -> Any:
     raise InvalidParameterError(f"{where} ({kind.__name__}) is not supported")
 
 
-def _check_shapes(pairs, input_shape: tuple[int, ...]) -> None:
-    """Run the converted net once on zeros; every layer must fit the activation it gets."""
+def _check_shapes(pairs, input_shape: tuple[int, ...], source: str) -> None:
+    """Run the converted net once on zeros; every layer must fit the activation it gets.
+
+    ``source`` names the argument the sample shape came from, for the messages."""
     z = np.zeros((1, *input_shape))
     for where, module, layer in pairs:
         name = f"{where} ({type(module).__name__})"
@@ -145,12 +147,12 @@ def _check_shapes(pairs, input_shape: tuple[int, ...]) -> None:
         if rank is not None and z.ndim - 1 != rank:
             raise InvalidParameterError(
                 f"{name} needs {rank} feature axes, got activations of shape {z.shape[1:]} "
-                f"from `input_shape` {input_shape}"
+                f"from {source} {input_shape}"
             )
         if isinstance(layer, network.Conv) and z.ndim != layer.weight.ndim:
             raise InvalidParameterError(
                 f"{name} needs {layer.weight.ndim - 1} feature axes, got activations of shape "
-                f"{z.shape[1:]} from `input_shape` {input_shape}"
+                f"{z.shape[1:]} from {source} {input_shape}"
             )
         if layer is None:  # Flatten: later layers see the flat activations, as in torch
             z = z.reshape(1, -1)
@@ -161,7 +163,7 @@ def _check_shapes(pairs, input_shape: tuple[int, ...]) -> None:
             z = layer(z)
         except (ValueError, TypeError, IndexError) as exc:
             raise InvalidParameterError(
-                f"{name} does not fit `input_shape` {input_shape}: {exc}"
+                f"{name} does not fit {source} {input_shape}: {exc}"
             ) from None
 
 
@@ -199,10 +201,6 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> list:
     >>> from_torch(model, (3,))[2].masks.keep
     0.75
     """
-    if not isinstance(model, nn.Module):
-        raise InvalidParameterError(
-            f"`model` must be a torch.nn.Module, got {type(model).__name__}"
-        )
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
         raise InvalidParameterError(
             f"`input_shape` must be a sequence of positive ints, got {input_shape!r}"
@@ -210,13 +208,22 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> list:
     shape = tuple(check_int(s, "input_shape") for s in input_shape)
     if not shape:
         raise InvalidParameterError("`input_shape` must have at least one entry")
+    return _convert_model(model, shape, "`input_shape`")
+
+
+def _convert_model(model: nn.Module, shape: tuple[int, ...], source: str) -> list:
+    """The layers of ``model`` for samples of ``shape`` (taken from the argument ``source``)."""
+    if not isinstance(model, nn.Module):
+        raise InvalidParameterError(
+            f"`model` must be a torch.nn.Module, got {type(model).__name__}"
+        )
     pairs = []
     for where, module in _leaves(model, "model"):
         pairs.append((where, module, _convert(where, module)))
     layers = [layer for _, _, layer in pairs if layer is not None]
     if not layers:
         raise InvalidParameterError("`model` has no layer to convert")
-    _check_shapes(pairs, shape)
+    _check_shapes(pairs, shape, source)
     return layers
 
 
@@ -280,7 +287,7 @@ def dropout_penalty(
     (5.0, 'exact')
     """
     X = _as_array(X, "X")
-    layers = from_torch(model, X.shape[1:])
+    layers = _convert_model(model, X.shape[1:], "the samples of `X`, of shape")
     if Y is not None:
         Y = _as_array(Y, "Y")
     drops = [i for i, layer in enumerate(layers) if isinstance(layer, network.Dropout)]
