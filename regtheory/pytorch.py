@@ -43,12 +43,12 @@ _CHANNEL_RANK = {nn.Dropout1d: 2, nn.Dropout2d: 3}  # feature axes (C, L) and (C
 
 @dataclass(frozen=True)
 class PenaltyReport:
-    """The dropout penalty of a PyTorch model on data.
+    r"""The dropout penalty of a PyTorch model on data.
 
     Attributes
     ----------
     total : float
-        :math:`P = \\mathbb E_r L(r) - L(\\mathbf 1)`, exact or its Monte Carlo estimate.
+        :math:`P = \mathbb E_r L(r) - L(\mathbf 1)`, exact or its Monte Carlo estimate.
     stderr : float
         Standard error of ``total``; 0.0 when exact.
     method : str
@@ -94,7 +94,9 @@ def _conv(module: nn.Conv1d | nn.Conv2d, where: str) -> network.Conv:
     if any(k % 2 == 0 for k in kernel):
         raise InvalidParameterError(f"{name} must have an odd kernel, got {kernel}")
     same = tuple(k // 2 for k in kernel)
-    if module.padding != "same" and tuple(module.padding) != same:
+    padding = module.padding
+    pads = same if padding == "same" else (0,) * len(kernel) if padding == "valid" else padding
+    if tuple(pads) != same:  # 'valid' keeps the size only for 1-wide kernels
         raise InvalidParameterError(
             f"{name} must keep the size: padding='same' or {same}, got {module.padding!r}"
         )
@@ -102,8 +104,8 @@ def _conv(module: nn.Conv1d | nn.Conv2d, where: str) -> network.Conv:
         raise InvalidParameterError(
             f"{name} must have padding_mode 'zeros' or 'circular', got {module.padding_mode!r}"
         )
-    padding: Padding = "circular" if module.padding_mode == "circular" else "zeros"
-    return network.Conv(_weight(module.weight), padding=padding)
+    mode: Padding = "circular" if module.padding_mode == "circular" else "zeros"
+    return network.Conv(_weight(module.weight), padding=mode)
 
 
 def _dropout(module: nn.Module, where: str) -> network.Dropout:

@@ -154,7 +154,7 @@ def _torch_gap(model, X, Y, n_draws, seed):
     n = len(X)
     with torch.no_grad():
         base = torch.mean(torch.sum((Y - model.eval()(X)) ** 2, dim=1))
-        out = model.train()(X.repeat(n_draws, 1)).reshape(n_draws, n, -1)
+        out = model.train()(X.repeat(n_draws, *[1] * (X.dim() - 1))).reshape(n_draws, n, -1)
         draws = torch.mean(torch.sum((Y[None] - out) ** 2, dim=2), dim=1) - base
     return draws.mean().item(), draws.std().item() / np.sqrt(n_draws)
 
@@ -232,6 +232,27 @@ def test_monte_carlo_report_agrees_with_torch_in_train_mode():
 def test_unsupported_modules_are_refused_by_position_and_type(model, shape, message):
     with pytest.raises(InvalidParameterError, match=message):
         pytorch.from_torch(model, shape)
+
+
+def test_monte_carlo_report_without_targets_is_the_perturbation_energy():
+    # Y=None: the targets are the model's own mask-free output
+    model = _seeded(
+        nn.Sequential(
+            nn.Conv1d(2, 3, 3, padding=1, padding_mode="circular", bias=False),
+            nn.Dropout1d(0.3),
+            nn.ReLU(),
+            nn.Conv1d(3, 1, 1, padding="valid", bias=False),
+        ),
+        13,
+    ).double()
+    X = torch.from_numpy(np.random.default_rng(14).normal(size=(6, 2, 5)))
+    report = pytorch.dropout_penalty(model, X, seed=15)
+    with torch.no_grad():
+        Y = model.eval()(X).reshape(6, -1)
+    flat = nn.Sequential(model, nn.Flatten())
+    mean, se = _torch_gap(flat, X, Y, 20000, seed=16)
+    assert report.method == "monte carlo"
+    assert abs(report.total - mean) < N_SE * np.hypot(report.stderr, se)
 
 
 def test_a_model_without_dropout_is_refused():
