@@ -10,6 +10,7 @@ spoiled by the rules of ``BAD`` for its type. A public function missing from ``V
 fails the completeness test, so new API cannot skip the walk.
 """
 
+import importlib.util
 import inspect
 from pathlib import Path
 
@@ -136,6 +137,27 @@ VALID = {
     montecarlo.min_draws: dict(event_probabilities=[0.02, 0.5]),
 }
 
+# regtheory.pytorch needs the `torch` extra (installed by the README's test command, so CI
+# walks it); on a bare checkout it is neither walked nor required in VALID.
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+if HAS_TORCH:
+    import torch
+
+    from regtheory import pytorch
+
+    torch.manual_seed(0)
+    # dropout before a ReLU: the Monte Carlo path, which reads every argument
+    TORCH_NET = torch.nn.Sequential(
+        torch.nn.Linear(5, 4, bias=False),
+        torch.nn.Dropout(0.5),
+        torch.nn.ReLU(),
+        torch.nn.Linear(4, 3, bias=False),
+    )
+    VALID[pytorch.from_torch] = dict(model=TORCH_NET, input_shape=(5,))
+    VALID[pytorch.dropout_penalty] = dict(
+        model=TORCH_NET, X=X[:8], Y=X[:8, :3], n_masks=1000, seed=0
+    )
+
 # Arguments whose bad values are not of their type's kind (callables, objects, options,
 # lists of names).
 SKIP = {"draw", "layers", "task", "solver", "solver_options", "names"}
@@ -168,6 +190,8 @@ def bad_values(name, value):
 
 def public_functions():
     modules = [fc, conv, masks, montecarlo, implied, training, network, data, compare]
+    if HAS_TORCH:
+        modules.append(pytorch)
     # of regtheory.figures, the functions that validate their arguments so far
     return {
         getattr(m, name)

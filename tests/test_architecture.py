@@ -9,6 +9,7 @@
 
 import ast
 import dataclasses
+import importlib.util
 import inspect
 from pathlib import Path
 
@@ -96,6 +97,12 @@ def _is_module(dotted: str) -> bool:
 
 
 MODULES = [compare, conv, data, fc, figures, implied, masks, montecarlo, network, sweep, training]
+
+# regtheory.pytorch needs the `torch` extra (installed by the README's test command)
+if importlib.util.find_spec("torch") is not None:
+    from regtheory import pytorch
+
+    MODULES.append(pytorch)
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))

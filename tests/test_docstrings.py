@@ -8,6 +8,7 @@ Classes are left out (they document ``Attributes`` instead).
 """
 
 import importlib
+import importlib.util
 import inspect
 import re
 
@@ -25,6 +26,10 @@ MODULES = [
     "compare",
     "sweep",
 ]
+
+# regtheory.pytorch needs the `torch` extra (installed by the README's test command)
+if importlib.util.find_spec("torch") is not None:
+    MODULES.append("pytorch")
 
 # Public functions documented this way in modules whose other functions are not yet.
 FUNCTIONS = [("figures", "check")]

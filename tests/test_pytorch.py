@@ -1,0 +1,277 @@
+"""regtheory.pytorch against PyTorch itself and against dense-matrix formulas.
+
+Conversions are checked by running the torch model (eval mode) and the converted
+layers on the same inputs; exact penalties against the closed forms written out with
+matrices here; the Monte Carlo penalty against the loss gap of the torch model run in
+train mode, with torch's own dropout masks.
+"""
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import regtheory
+from regtheory import InvalidParameterError, network
+from regtheory.masks import Bernoulli, Channel
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from regtheory import pytorch
+
+N_SE = 4  # Monte Carlo agreement is required within this many standard errors
+
+
+def _seeded(model, seed):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    return model
+
+
+def _fc():
+    return nn.Sequential(
+        nn.Linear(5, 6, bias=False),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Sequential(nn.Linear(6, 4, bias=False), nn.ReLU()),
+        nn.Linear(4, 2, bias=False),
+    )
+
+
+def _conv2d(same, mode):
+    """Two same-size 2-D convs, the first 3x3, the second 1x5 (padding 'same' or k//2)."""
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding="same" if same else 1, padding_mode=mode, bias=False),
+        nn.ReLU(),
+        nn.Dropout2d(0.2),
+        nn.Conv2d(3, 2, (1, 5), padding="same" if same else (0, 2), padding_mode=mode, bias=False),
+        nn.Flatten(),
+        nn.Dropout(0.1),
+        nn.Linear(2 * 5 * 6, 3, bias=False),
+    )
+
+
+def _conv1d(same, mode):
+    return nn.Sequential(
+        nn.Dropout1d(0.4),
+        nn.Conv1d(3, 4, 5, padding="same" if same else 2, padding_mode=mode, bias=False),
+        nn.ReLU(),
+        nn.Conv1d(4, 2, 3, padding="same" if same else 1, padding_mode=mode, bias=False),
+        nn.Flatten(),
+        nn.Linear(2 * 7, 2, bias=False),
+    )
+
+
+def _nets():
+    yield "fc", _fc, (5,)
+    for same in (True, False):
+        for mode in ("zeros", "circular"):
+            tag = f"{'same' if same else 'int'}-{mode}"
+            yield f"conv2d-{tag}", lambda s=same, m=mode: _conv2d(s, m), (2, 5, 6)
+            yield f"conv1d-{tag}", lambda s=same, m=mode: _conv1d(s, m), (3, 7)
+
+
+NETS = list(_nets())
+
+
+@pytest.mark.parametrize("name,build,shape", NETS, ids=[n[0] for n in NETS])
+def test_conversion_equals_the_model_in_eval_mode(name, build, shape):
+    model = _seeded(build().double(), 1).eval()
+    x = np.random.default_rng(2).normal(size=(4, *shape))
+    layers = pytorch.from_torch(model, shape)
+    with torch.no_grad():
+        theirs = model(torch.from_numpy(x)).numpy()
+    ours = network.forward(layers, x)
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,build,shape", NETS[:3], ids=[n[0] for n in NETS[:3]])
+def test_float32_models_are_converted_to_float64(name, build, shape):
+    model = _seeded(build(), 3).eval()  # float32 parameters
+    x = np.random.default_rng(4).normal(size=(4, *shape)).astype(np.float32)
+    layers = pytorch.from_torch(model, shape)
+    weights = [layer.weight for layer in layers if hasattr(layer, "weight")]
+    assert all(w.dtype == np.float64 and not w.flags.writeable for w in weights)
+    with torch.no_grad():
+        theirs = model(torch.from_numpy(x)).numpy()
+    ours = network.forward(layers, x.astype(np.float64))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_mask_kinds_and_keeps():
+    layers = pytorch.from_torch(_fc(), (5,))
+    assert layers[2].masks == Bernoulli(0.7)
+    layers = pytorch.from_torch(_conv1d(True, "zeros"), (3, 7))
+    assert layers[0].masks == Channel(0.6)
+    assert [type(layer).__name__ for layer in layers] == [
+        "Dropout",
+        "Conv",
+        "ReLU",
+        "Conv",
+        "Linear",
+    ]
+
+
+def test_exact_report_equals_the_last_layer_formula():
+    # dropout on the input of the last layer: lambda sum_i ||u_i||^2 mean_k h_i(x_k)^2
+    model = _seeded(
+        nn.Sequential(nn.Linear(5, 4, bias=False), nn.Dropout(0.3), nn.Linear(4, 2, bias=False)), 5
+    )
+    X = np.random.default_rng(6).normal(size=(7, 5))
+    V, U = (m.weight.detach().double().numpy() for m in (model[0], model[2]))
+    H = X @ V.T
+    expected = 0.3 / 0.7 * np.sum(np.sum(U**2, axis=0) * np.mean(H**2, axis=0))
+    report = pytorch.dropout_penalty(model, torch.from_numpy(X).float().requires_grad_())
+    assert report.method == "exact" and report.stderr == 0.0
+    assert report.terms is not None and report.terms.total == report.total
+    np.testing.assert_allclose(report.total, expected, rtol=1e-6)  # X passed as float32
+    report = pytorch.dropout_penalty(model, X, Y=np.zeros((7, 2)))
+    np.testing.assert_allclose(report.total, expected, rtol=1e-10)
+
+
+def test_exact_report_equals_the_channel_formula():
+    # Dropout1d on the input of a flattening linear layer W: channel c of x_k feeds the
+    # columns W_c, so the penalty is lambda sum_c mean_k ||W_c x_k[c]||^2
+    model = _seeded(
+        nn.Sequential(nn.Dropout1d(0.25), nn.Flatten(), nn.Linear(12, 2, bias=False)), 7
+    )
+    X = np.random.default_rng(8).normal(size=(5, 3, 4))
+    W = model[2].weight.detach().double().numpy().reshape(2, 3, 4)
+    per_channel = np.einsum("ocl,kcl->kco", W, X)
+    expected = 0.25 / 0.75 * np.sum(np.mean(np.sum(per_channel**2, axis=2), axis=0))
+    report = pytorch.dropout_penalty(model, X)
+    np.testing.assert_allclose(report.total, expected, rtol=1e-10)
+
+
+def _torch_gap(model, X, Y, n_draws, seed):
+    """Mean and standard error of L(r) - L(1) over torch's own masks (train mode)."""
+    torch.manual_seed(seed)
+    n = len(X)
+    with torch.no_grad():
+        base = torch.mean(torch.sum((Y - model.eval()(X)) ** 2, dim=1))
+        out = model.train()(X.repeat(n_draws, *[1] * (X.dim() - 1))).reshape(n_draws, n, -1)
+        draws = torch.mean(torch.sum((Y[None] - out) ** 2, dim=2), dim=1) - base
+    return draws.mean().item(), draws.std().item() / np.sqrt(n_draws)
+
+
+def test_monte_carlo_report_agrees_with_torch_in_train_mode():
+    model = _seeded(
+        nn.Sequential(
+            nn.Linear(4, 6, bias=False), nn.Dropout(0.4), nn.ReLU(), nn.Linear(6, 2, bias=False)
+        ),
+        9,
+    ).double()
+    rng = np.random.default_rng(10)
+    X, Y = rng.normal(size=(8, 4)), rng.normal(size=(8, 2))
+    report = pytorch.dropout_penalty(model, X, Y=torch.from_numpy(Y), n_masks=4000, seed=11)
+    assert report.method == "monte carlo" and report.terms is None and report.stderr > 0
+    mean, se = _torch_gap(model, torch.from_numpy(X), torch.from_numpy(Y), 20000, seed=12)
+    assert abs(report.total - mean) < N_SE * np.hypot(report.stderr, se)
+
+
+@pytest.mark.parametrize(
+    "model,shape,message",
+    [
+        (
+            nn.Sequential(
+                nn.Conv2d(1, 2, 3, padding=1, bias=False),
+                nn.ReLU(),
+                nn.Dropout(0.5),
+                nn.BatchNorm2d(2),
+            ),
+            (1, 4, 4),
+            r"model\[3\] \(BatchNorm2d\) is not supported",
+        ),
+        (
+            nn.Sequential(nn.Dropout(0.5), nn.Sequential(nn.Linear(3, 2, bias=False), nn.Tanh())),
+            (3,),
+            r"model\[1\]\[1\] \(Tanh\) is not supported",
+        ),
+        (
+            nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 2)),
+            (3,),
+            r"model\[1\] \(Linear\) has a bias",
+        ),
+        (
+            nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1, bias=False)),
+            (1, 4, 4),
+            r"model\[0\] \(Conv2d\) must have stride 1",
+        ),
+        (
+            nn.Sequential(nn.Conv1d(1, 2, 2, padding="same", bias=False)),
+            (1, 4),
+            r"model\[0\] \(Conv1d\) must have an odd kernel",
+        ),
+        (
+            nn.Sequential(nn.Conv1d(1, 2, 3, padding=0, bias=False)),
+            (1, 4),
+            r"model\[0\] \(Conv1d\) must keep the size",
+        ),
+        (
+            nn.Sequential(nn.Conv1d(1, 2, 3, padding=1, padding_mode="reflect", bias=False)),
+            (1, 4),
+            r"model\[0\] \(Conv1d\) must have padding_mode",
+        ),
+        (
+            nn.Sequential(nn.Flatten(), nn.Dropout2d(0.5), nn.Linear(16, 1, bias=False)),
+            (1, 4, 4),
+            r"model\[1\] \(Dropout2d\) needs 3 feature axes",
+        ),
+        (
+            nn.Sequential(nn.Linear(3, 2, bias=False), nn.Dropout(0.5)),
+            (4,),
+            r"model\[0\] \(Linear\) does not fit `input_shape`",
+        ),
+    ],
+)
+def test_unsupported_modules_are_refused_by_position_and_type(model, shape, message):
+    with pytest.raises(InvalidParameterError, match=message):
+        pytorch.from_torch(model, shape)
+
+
+def test_monte_carlo_report_without_targets_is_the_perturbation_energy():
+    # Y=None: the targets are the model's own mask-free output
+    model = _seeded(
+        nn.Sequential(
+            nn.Conv1d(2, 3, 3, padding=1, padding_mode="circular", bias=False),
+            nn.Dropout1d(0.3),
+            nn.ReLU(),
+            nn.Conv1d(3, 1, 1, padding="valid", bias=False),
+        ),
+        13,
+    ).double()
+    X = torch.from_numpy(np.random.default_rng(14).normal(size=(6, 2, 5)))
+    report = pytorch.dropout_penalty(model, X, seed=15)
+    with torch.no_grad():
+        Y = model.eval()(X).reshape(6, -1)
+    flat = nn.Sequential(model, nn.Flatten())
+    mean, se = _torch_gap(flat, X, Y, 20000, seed=16)
+    assert report.method == "monte carlo"
+    assert abs(report.total - mean) < N_SE * np.hypot(report.stderr, se)
+
+
+def test_a_model_without_dropout_is_refused():
+    with pytest.raises(InvalidParameterError, match="`model` has no dropout"):
+        pytorch.dropout_penalty(nn.Sequential(nn.Linear(3, 1, bias=False)), np.ones((2, 3)))
+
+
+def test_only_the_pytorch_module_imports_torch():
+    package = Path(regtheory.__file__).resolve().parent
+    importers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(name.split(".")[0] == "torch" for name in names):
+                importers.add(path.name)
+    assert importers == {"pytorch.py"}
