@@ -8,18 +8,22 @@ Modules, in the one direction data flows (nothing imports a module below it):
                 in closed form and by Monte Carlo for every mask type
 ``fc``          fully connected layers: penalty (1), induced regularizer (2),
                 equalization, global optimum (3), Monte Carlo penalty
-``network``     Monte Carlo penalty of small sequential nets (no closed form)
-``implied``     the implied regularized problems, solved with cvxpy
+``network``     sequential nets: the exact penalty at any depth (moment propagation),
+                split over the dropout layers, and its Monte Carlo estimate
+``implied``     the implied regularized problems, solved with cvxpy, and the induced
+                regularizer of deep linear nets
 ``training``    networks trained with real sampled dropout masks (NumPy)
 ``compare``     one task under FC, conv, channel and block dropout
 ``sweep``       grids of independent tasks: serial, joblib or Dask, same bits
 ``figures``     one function per figure and the registry the CLI uses
 ``cli``         the ``regtheory`` command
+``pytorch``     a user's PyTorch model as the package's layers, and its penalty (needs
+                the ``torch`` extra; imported only on request)
 
 ``data`` (white inputs, teacher tasks) is used by the layers above ``conv``.
 
 A refused argument raises :class:`InvalidParameterError` (a ``ValueError`` and a
-``TypeError``) naming it; a cvxpy solve that does not end ``optimal`` raises
+``TypeError``) naming it; a cvxpy solve whose solution cannot be certified optimal raises
 :class:`regtheory.implied.SolverFailedError`.
 
 Conventions (THEORY.md): ``keep`` is the retain probability (PyTorch's ``p`` is
