@@ -9,35 +9,16 @@
   finds no error in the package, so the annotations that ship with ``py.typed`` hold.
 """
 
-import importlib.util
 import inspect
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from _public_api import PUBLIC_MODULES
 
 import regtheory
-from regtheory import (
-    compare,
-    conv,
-    data,
-    fc,
-    figures,
-    implied,
-    masks,
-    montecarlo,
-    network,
-    sweep,
-    training,
-)
 
-MODULES = [compare, conv, data, fc, figures, implied, masks, montecarlo, network, sweep, training]
-
-# regtheory.pytorch needs the `torch` extra (installed by the README's test command)
-if importlib.util.find_spec("torch") is not None:
-    from regtheory import pytorch
-
-    MODULES.append(pytorch)
+MODULES = PUBLIC_MODULES
 
 # Same name, different defaults, on purpose: the quantity differs between the functions.
 DIFFERENT_DEFAULTS = {

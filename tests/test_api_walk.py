@@ -10,13 +10,13 @@ spoiled by the rules of ``BAD`` for its type. A public function missing from ``V
 fails the completeness test, so new API cannot skip the walk.
 """
 
-import importlib.util
 import inspect
 from pathlib import Path
 
 import cvxpy as cp
 import numpy as np
 import pytest
+from _public_api import HAS_TORCH, PUBLIC_MODULES
 
 from regtheory import (
     InvalidParameterError,
@@ -137,9 +137,8 @@ VALID = {
     montecarlo.min_draws: dict(event_probabilities=[0.02, 0.5]),
 }
 
-# regtheory.pytorch needs the `torch` extra (installed by the README's test command, so CI
-# walks it); on a bare checkout it is neither walked nor required in VALID.
-HAS_TORCH = importlib.util.find_spec("torch") is not None
+# regtheory.pytorch (the `torch` extra): on a bare checkout it is neither walked nor
+# required in VALID
 if HAS_TORCH:
     import torch
 
@@ -189,9 +188,9 @@ def bad_values(name, value):
 
 
 def public_functions():
-    modules = [fc, conv, masks, montecarlo, implied, training, network, data, compare]
-    if HAS_TORCH:
-        modules.append(pytorch)
+    modules = [
+        m for m in PUBLIC_MODULES if m.__name__ not in ("regtheory.figures", "regtheory.sweep")
+    ]
     # of regtheory.figures, the functions that validate their arguments so far
     return {
         getattr(m, name)

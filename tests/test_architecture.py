@@ -9,26 +9,13 @@
 
 import ast
 import dataclasses
-import importlib.util
 import inspect
 from pathlib import Path
 
 import pytest
+from _public_api import PUBLIC_MODULES
 
 import regtheory
-from regtheory import (
-    compare,
-    conv,
-    data,
-    fc,
-    figures,
-    implied,
-    masks,
-    montecarlo,
-    network,
-    sweep,
-    training,
-)
 
 PACKAGE = Path(regtheory.__file__).resolve().parent
 SOURCES = sorted(PACKAGE.rglob("*.py"))
@@ -96,13 +83,7 @@ def _is_module(dotted: str) -> bool:
     return (PACKAGE / relative).with_suffix(".py").is_file() or (PACKAGE / relative).is_dir()
 
 
-MODULES = [compare, conv, data, fc, figures, implied, masks, montecarlo, network, sweep, training]
-
-# regtheory.pytorch needs the `torch` extra (installed by the README's test command)
-if importlib.util.find_spec("torch") is not None:
-    from regtheory import pytorch
-
-    MODULES.append(pytorch)
+MODULES = PUBLIC_MODULES
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))

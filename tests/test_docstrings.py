@@ -13,23 +13,12 @@ import inspect
 import re
 
 import pytest
+from _public_api import PUBLIC_MODULES
 
-MODULES = [
-    "fc",
-    "conv",
-    "masks",
-    "montecarlo",
-    "implied",
-    "training",
-    "network",
-    "data",
-    "compare",
-    "sweep",
-]
+from regtheory import figures
 
-# regtheory.pytorch needs the `torch` extra (installed by the README's test command)
-if importlib.util.find_spec("torch") is not None:
-    MODULES.append("pytorch")
+# figures documents its figure functions by their registry entries, not numpydoc
+MODULES = [m.__name__.rpartition(".")[2] for m in PUBLIC_MODULES if m is not figures]
 
 # Public functions documented this way in modules whose other functions are not yet.
 FUNCTIONS = [("figures", "check")]
