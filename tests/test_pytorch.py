@@ -275,3 +275,35 @@ def test_only_the_pytorch_module_imports_torch():
             if any(name.split(".")[0] == "torch" for name in names):
                 importers.add(path.name)
     assert importers == {"pytorch.py"}
+
+
+def test_dropblock2d_samples_the_exact_mask_moments():
+    # first and second moments of torch-sampled masks against the brute-force cover sets
+    from _dropblock import dropblock_mask_moments
+
+    keep, block, image, n = 0.6, 3, (5, 6), 40000
+    first, second = dropblock_mask_moments(keep, image, block)
+    drop = pytorch.DropBlock2d(1 - keep, block).train()
+    torch.manual_seed(17)
+    m = drop(torch.ones(n, 1, *image, dtype=torch.float64)).reshape(n, -1).numpy()
+    se = m.std(axis=0) / np.sqrt(n)
+    assert np.all(np.abs(m.mean(axis=0) - first) < N_SE * se)
+    pairs = m[:, :, None] * m[:, None, :]
+    se2 = pairs.std(axis=0) / np.sqrt(n)
+    # 465 distinct pairs: 5 standard errors keeps the family-wise false alarm below 1e-3
+    assert np.all(np.abs(pairs.mean(axis=0) - second) <= 5 * se2 + 1e-12)
+    assert torch.equal(drop.eval()(torch.ones(2, 1, *image)), torch.ones(2, 1, *image))
+    layers = pytorch.from_torch(nn.Sequential(drop), (1, *image))
+    assert layers[0].masks == regtheory.masks.DropBlock(keep, block)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [((1.0, 3), r"`p` must be a probability"), ((0.1, 0), r"`block_size`")],
+)
+def test_dropblock2d_refuses_bad_settings(args, message):
+    with pytest.raises(InvalidParameterError, match=message):
+        pytorch.DropBlock2d(*args)
+    drop = pytorch.DropBlock2d(0.1, 4)
+    with pytest.raises(InvalidParameterError, match="block_size"):
+        drop(torch.ones(1, 1, 3, 8))
