@@ -99,10 +99,11 @@ from numpy.typing import ArrayLike
 
 from ._convops import Padding, flipped_transpose
 from ._dropblock import dropblock_moments
-from ._layers import Conv, DropConnect, Dropout, Linear, ReLU
+from ._layers import Conv, DropConnect, Dropout, Elementwise, Linear, ReLU
 from ._validation import (
     InvalidParameterError,
     check_array,
+    check_bias,
     check_padding,
 )
 from .conv import conv2d
@@ -120,13 +121,20 @@ __all__ = [
 
 @dataclass(frozen=True)
 class _Conv:
-    """Same-size convolution; weight (C_out, C_in, k) or (C_out, C_in, kh, kw)."""
+    """Same-size convolution; weight (C_out, C_in, k) or (C_out, C_in, kh, kw).
+
+    ``apply`` is the linear part, which every fluctuation term goes through; ``affine``
+    adds the bias, which only the mean-mask path carries."""
 
     weight: np.ndarray
     padding: Padding
+    bias: np.ndarray | None = None
 
     def apply(self, z: np.ndarray) -> np.ndarray:
         return Conv(self.weight, padding=self.padding)(z)
+
+    def affine(self, z: np.ndarray) -> np.ndarray:
+        return Conv(self.weight, padding=self.padding, bias=self.bias)(z)
 
     def adjoint(self, z: np.ndarray) -> np.ndarray:
         return conv2d(z, flipped_transpose(self.weight), padding=self.padding)
@@ -138,18 +146,27 @@ class _Conv:
 
 @dataclass(frozen=True)
 class _Linear:
-    """``z -> flatten(z) W^T``; W (out, in)."""
+    """``z -> flatten(z) W^T`` (+ b on the mean-mask path only, as for :class:`_Conv`)."""
 
     weight: np.ndarray
+    bias: np.ndarray | None = None
 
     def apply(self, z: np.ndarray) -> np.ndarray:
         return Linear(self.weight)(z)
 
+    def affine(self, z: np.ndarray) -> np.ndarray:
+        return Linear(self.weight, bias=self.bias)(z)
+
 
 @dataclass(frozen=True)
 class _ReLU:
-    def apply(self, z: np.ndarray) -> np.ndarray:
-        return ReLU()(z)
+    """A non-linearity (ReLU or any elementwise function ``layer``): allowed before the
+    first mask only, where it acts on the deterministic features."""
+
+    layer: Any = field(default_factory=ReLU)
+
+    def affine(self, z: np.ndarray) -> np.ndarray:
+        return self.layer(z)
 
 
 @dataclass(frozen=True)
@@ -170,6 +187,9 @@ class _Connect:
 
     def apply(self, z: np.ndarray) -> np.ndarray:
         return _Linear(self.weight).apply(z)
+
+    def affine(self, z: np.ndarray) -> np.ndarray:
+        return self.apply(z)
 
 
 _Op = _Conv | _Linear | _ReLU | _Mask | _Connect
@@ -193,11 +213,15 @@ def from_network(layers: Sequence[object]) -> tuple[_Op, ...]:
                     f"`layers[{i}].weight` must have odd kernel sizes, got {weight.shape}"
                 )
             check_padding(layer.padding)
-            ops.append(_Conv(weight, layer.padding))
+            bias = check_bias(layer.bias, weight.shape[0], f"layers[{i}].bias")
+            ops.append(_Conv(weight, layer.padding, bias))
         elif isinstance(layer, Linear):
-            ops.append(_Linear(check_array(layer.weight, f"layers[{i}].weight", ndim=2)))
-        elif isinstance(layer, ReLU):
-            ops.append(_ReLU())
+            weight = check_array(layer.weight, f"layers[{i}].weight", ndim=2)
+            ops.append(
+                _Linear(weight, check_bias(layer.bias, weight.shape[0], f"layers[{i}].bias"))
+            )
+        elif isinstance(layer, (ReLU, Elementwise)):
+            ops.append(_ReLU(layer))
         elif isinstance(layer, Dropout):
             if not isinstance(layer.masks, MaskDistribution):
                 raise InvalidParameterError(
@@ -208,7 +232,7 @@ def from_network(layers: Sequence[object]) -> tuple[_Op, ...]:
             ops.append(_Connect(layer.weight, layer.lam, i))
         else:
             raise InvalidParameterError(
-                f"`layers[{i}]` must be Conv, Linear, ReLU, Dropout or DropConnect, "
+                f"`layers[{i}]` must be Conv, Linear, ReLU, Elementwise, Dropout or DropConnect, "
                 f"got {type(layer).__name__}"
             )
     return tuple(ops)
@@ -559,7 +583,7 @@ class _ConvPhase:
         for t in range(start, self.boundary):
             op = self.ops[t]
             if isinstance(op, _Conv):
-                left = op.apply(left)
+                left = op.affine(left) if subset == () else op.apply(left)
                 right = None if right is None else op.apply(right)
                 steps = (*steps, op)
                 continue
@@ -689,12 +713,15 @@ class _State:
     def trace(self) -> float:
         return float(np.sum(self.diag()))
 
-    def linear(self, weight: np.ndarray) -> None:
+    def linear(self, weight: np.ndarray, bias: np.ndarray | None = None) -> None:
+        """S ← W S Wᵀ; the samples of the empty subset (the mean-mask path) also get + b."""
         if self.dense is not None:
             self.dense = weight @ self.dense @ weight.T
         else:
             assert self.samples is not None
             self.samples = self.samples.reshape(len(self.samples), -1) @ weight.T
+            if bias is not None:
+                self.samples = self.samples + bias
 
 
 def _fc_phase(ops: tuple[_Op, ...], start: int, states: list[_State]) -> list[_State]:
@@ -703,7 +730,7 @@ def _fc_phase(ops: tuple[_Op, ...], start: int, states: list[_State]) -> list[_S
     for op in ops[start:]:
         if isinstance(op, _Linear):
             for st in states:
-                st.linear(op.weight)
+                st.linear(op.weight, op.bias)
         elif isinstance(op, _Connect):
             w2 = op.weight * op.weight
             children = [
@@ -736,8 +763,9 @@ def _check_chain(ops: Sequence[_Op]) -> int:
     for t in range(first + 1, len(ops)):
         if isinstance(ops[t], _ReLU):
             where = ops[first].index  # type: ignore[union-attr]
+            name = type(ops[t].layer).__name__  # type: ignore[union-attr]
             raise InvalidParameterError(
-                f"the dropout layer at position {where} feeds a non-linearity (a ReLU after "
+                f"the dropout layer at position {where} feeds a non-linearity (a {name} after "
                 "it): the output is then not multilinear in the masks and the penalty has no "
                 "exact form; estimate it with regtheory.network.dropout_penalty_mc"
             )
@@ -768,7 +796,7 @@ def _conv_traces(
     if boundary < len(ops):
         op = ops[boundary]
         assert isinstance(op, (_Linear, _Connect))
-        states = [_State((), 1.0 / n, samples=g.reshape(n, -1) @ op.weight.T)]
+        states = [_State((), 1.0 / n, samples=op.affine(g))]
         states += [_State(t, dense=0.5 * (d + d.T)) for t, d in phase.dense.items()]
         states += [
             _State(t, dense=_pullback(p, op.weight, g.shape[1:])) for t, p in phase.pending.items()
@@ -847,7 +875,7 @@ def dropout_penalty_terms(
     clean, h = X, X
     for t, op in enumerate(ops):
         if not isinstance(op, _Mask):  # a DropConnect layer's mean is its weight
-            clean = op.apply(clean)
+            clean = op.affine(clean)
         if t < first:
             h = clean
     if Y is None:

@@ -112,6 +112,19 @@ def check_array(x, name: str, ndim: int | tuple[int, ...] | None = None) -> np.n
     return arr
 
 
+def check_bias(bias, n_out: int, name: str) -> np.ndarray | None:
+    """A layer's bias: ``None``, or a finite (n_out,) array (one entry per output unit or
+    channel)."""
+    if bias is None:
+        return None
+    bias = check_array(bias, name, ndim=1)
+    if bias.shape != (n_out,):
+        raise InvalidParameterError(
+            f"`{name}` must have one entry per output ({n_out},), got shape {bias.shape}"
+        )
+    return bias
+
+
 def check_cov(cov, dim: int, name: str = "cov", require_pd: bool = False) -> np.ndarray | None:
     """Check a second-moment matrix E[x x^T]: (dim, dim), symmetric, PSD (or PD).
 

@@ -33,7 +33,18 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _moments
-from ._layers import RANDOM, Conv, DropConnect, Dropout, Layer, Linear, ReLU
+from ._layers import (
+    Conv,
+    DropConnect,
+    Dropout,
+    Elementwise,
+    Layer,
+    Linear,
+    ReLU,
+    check_layers,
+    dropout_shapes,
+    mask_events,
+)
 from ._moments import PenaltyTerms
 from ._validation import (
     InvalidParameterError,
@@ -43,13 +54,13 @@ from ._validation import (
     check_n_masks,
     check_paired_rows,
 )
-from .masks import Bernoulli, MaskDistribution
 from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
     "Conv",
     "DropConnect",
     "Dropout",
+    "Elementwise",
     "Linear",
     "PenaltyTerms",
     "ReLU",
@@ -58,38 +69,6 @@ __all__ = [
     "dropout_penalty_terms",
     "forward",
 ]
-
-
-_RANDOM = RANDOM
-
-
-def _check_layers(layers) -> tuple:
-    if isinstance(layers, (Conv, Linear, ReLU, *_RANDOM)) or not isinstance(layers, Sequence):
-        raise InvalidParameterError(
-            "`layers` must be a sequence of Conv, Linear, ReLU, Dropout and DropConnect layers"
-        )
-    checked = []
-    for i, layer in enumerate(layers):
-        if isinstance(layer, Conv):
-            weight = check_array(layer.weight, f"layers[{i}].weight", ndim=(3, 4))
-            layer = Conv(weight, padding=layer.padding)
-        elif isinstance(layer, Linear):
-            layer = Linear(check_array(layer.weight, f"layers[{i}].weight", ndim=2))
-        elif isinstance(layer, Dropout):
-            if not isinstance(layer.masks, MaskDistribution):
-                raise InvalidParameterError(
-                    f"`layers[{i}]` must hold a regtheory.masks distribution"
-                )
-        elif not isinstance(layer, (ReLU, DropConnect)):
-            raise InvalidParameterError(
-                f"`layers[{i}]` must be Conv, Linear, ReLU, Dropout or DropConnect, got {type(layer).__name__}"
-            )
-        checked.append(layer)
-    if not any(isinstance(layer, _RANDOM) for layer in checked):
-        raise InvalidParameterError(
-            "`layers` has no Dropout layer: the penalty would be zero by definition"
-        )
-    return tuple(checked)
 
 
 def forward(
@@ -147,7 +126,7 @@ def forward(
     >>> forward(layers, x, seed=0, n_draws=5).shape
     (5, 4, 1)
     """
-    layers = _check_layers(layers) if seed is not None else tuple(layers)
+    layers = check_layers(layers) if seed is not None else tuple(layers)
     x = check_array(x, "x")
     if seed is None:
         return _mask_free(layers, x, "x")
@@ -189,41 +168,6 @@ def _activation_sizes(layers, x) -> list[int]:
             z = layer(z)
             sizes.append(z.size)
     return sizes
-
-
-def _dropout_shapes(layers, x) -> list[tuple[MaskDistribution, tuple[int, ...]]]:
-    """Each random layer's mask distribution and the shape of what it masks.
-
-    A DropConnect layer masks its weights, elementwise.
-    """
-    found, z = [], x
-    for layer in layers:
-        if isinstance(layer, Dropout):
-            found.append((layer.masks, z.shape[1:]))
-            continue
-        if isinstance(layer, DropConnect):
-            found.append((Bernoulli(layer.keep), layer.weight.shape))
-        z = layer(z)
-    return found
-
-
-def _mask_events(dropouts) -> tuple[list[float], str]:
-    """The rare mask events a draw hinges on, and the words naming them.
-
-    Every layer's own events, and, with several Dropout layers in series, a unit kept
-    in all of them: a product of inverted masks scales like 1/Π keep², so that event,
-    of probability Π kept_probability, can carry the penalty at small keep.
-    """
-    events = [q for masks, shape in dropouts for q in masks.event_probabilities(shape)]
-    keeps = ", ".join(f"{masks.keep:g}" for masks, _ in dropouts)
-    if len(dropouts) == 1:
-        return events, f"keep = {keeps}"
-    all_kept = float(np.prod([masks.kept_probability(shape) for masks, shape in dropouts]))
-    events.append(all_kept)
-    return events, (
-        f"{len(dropouts)} dropout layers of keep {keeps} (a unit kept in all of them: "
-        f"probability {all_kept:.3g})"
-    )
 
 
 def dropout_penalty_mc(
@@ -271,7 +215,7 @@ def dropout_penalty_mc(
     R. Arora, P. Bartlett, P. Mianjy, N. Srebro, Dropout: Explicit Forms and
     Capacity Control, ICML 2021.
     """
-    layers = _check_layers(layers)
+    layers = check_layers(layers)
     X = check_array(X, "X")
     Y = check_array(Y, "Y")
     check_paired_rows(X, Y)
@@ -281,7 +225,7 @@ def dropout_penalty_mc(
             f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
         )
     base = np.mean(np.sum((Y - clean).reshape(len(Y), -1) ** 2, axis=1))
-    events, setting = _mask_events(_dropout_shapes(layers, X[:1]))
+    events, setting = mask_events(dropout_shapes(layers, X[:1]))
     need = min_draws(events)
     n_masks = check_n_masks(n_masks, need, setting)
     if batch_size is None:
@@ -349,7 +293,7 @@ def dropout_penalty_terms(
     >>> terms.total, terms.own.tolist(), terms.term(0, 2)
     (20.0, [8.0, 8.0], 4.0)
     """
-    layers = _check_layers(layers)
+    layers = check_layers(layers)
     X = check_array(X, "X")
     clean = _mask_free(layers, X, "X")
     if Y is not None:

@@ -1,8 +1,10 @@
 r"""The dropout penalty of a PyTorch model, through :mod:`regtheory.network`.
 
-A researcher's ``nn.Sequential`` of linear and same-size convolution layers, ReLUs
-and dropout is converted, weight for weight, into the layers of
-:mod:`regtheory.network` (float64 NumPy copies), and its dropout penalty on data,
+A researcher's ``nn.Sequential`` of linear and same-size convolution layers (with or
+without biases), elementwise activations, evaluation-mode batch normalisation and
+dropout is converted, weight for weight, into the layers of :mod:`regtheory.network`
+(float64 NumPy copies; :func:`from_torch`, and back with :func:`to_torch`), and its
+dropout penalty on data,
 
 .. math::
 
@@ -10,10 +12,15 @@ and dropout is converted, weight for weight, into the layers of
     L(r) = \frac1n \sum_{k=1}^{n} \|y_k - f_{r_k}(x_k)\|^2 ,
 
 is computed exactly when every non-linearity comes before the first dropout layer
-(moment propagation, THEORY.md §6) and by Monte Carlo over sampled masks otherwise.
+(moment propagation, THEORY.md §6), and otherwise estimated by Monte Carlo with the
+model's own modules: its dropout modules in training mode, on the model's device and
+dtype, the losses taken in float64 (:func:`dropout_penalty`). The report says which
+dropout layer pays what.
+
 ``nn.Dropout`` is elementwise inverted dropout (:class:`~regtheory.masks.Bernoulli`),
 ``nn.Dropout1d``/``nn.Dropout2d`` drop whole channels
-(:class:`~regtheory.masks.Channel`); both keep with probability 1 - p.
+(:class:`~regtheory.masks.Channel`), and :class:`DropBlock2d` drops square blocks with
+the exact rate (:class:`~regtheory.masks.DropBlock`); all keep with probability 1 - p.
 
 This module imports ``torch``; the rest of the package does not (install the
 ``torch`` extra to use it).
@@ -21,8 +28,10 @@ This module imports ``torch``; the rest of the package does not (install the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,11 +41,18 @@ from torch import nn
 
 from . import network
 from ._convops import Padding
-from ._validation import InvalidParameterError, as_generator, check_array, check_int
-from .masks import Bernoulli, Channel, DropBlock
-from .montecarlo import Estimate
+from ._layers import check_layers, dropout_shapes, mask_events
+from ._validation import (
+    InvalidParameterError,
+    as_generator,
+    check_array,
+    check_int,
+    check_n_masks,
+)
+from .masks import Bernoulli, Channel, DropBlock, Gaussian
+from .montecarlo import Estimate, estimate, min_draws
 
-__all__ = ["DropBlock2d", "PenaltyReport", "dropout_penalty", "from_torch"]
+__all__ = ["DropBlock2d", "PenaltyReport", "dropout_penalty", "from_torch", "to_torch"]
 
 _CHANNEL_RANK = {nn.Dropout1d: 2, nn.Dropout2d: 3}  # feature axes (C, L) and (C, H, W)
 
@@ -100,9 +116,37 @@ class DropBlock2d(nn.Module):
         return x * (1.0 - dropped) / self.masks.keep
 
 
+# elementwise activations: evaluated by torch itself (a float64 copy) when converted
+_ELEMENTWISE = (
+    nn.CELU,
+    nn.ELU,
+    nn.GELU,
+    nn.Hardshrink,
+    nn.Hardsigmoid,
+    nn.Hardswish,
+    nn.Hardtanh,
+    nn.LeakyReLU,
+    nn.LogSigmoid,
+    nn.Mish,
+    nn.ReLU6,
+    nn.RReLU,
+    nn.SELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Softshrink,
+    nn.Softsign,
+    nn.Tanh,
+    nn.Tanhshrink,
+    nn.Threshold,
+)
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, DropBlock2d)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
 @dataclass(frozen=True)
 class PenaltyReport:
-    r"""The dropout penalty of a PyTorch model on data.
+    r"""The dropout penalty of a PyTorch model on data, and what each dropout layer pays.
 
     Attributes
     ----------
@@ -112,8 +156,17 @@ class PenaltyReport:
         Standard error of ``total``; 0.0 when exact.
     method : str
         ``"exact"`` or ``"monte carlo"``.
+    dropouts : tuple of str
+        Each dropout module: its position in the model, its type and p.
+    own : ndarray, read-only
+        Each dropout module's penalty alone (the other dropout modules off, as in
+        evaluation mode); ``NaN`` where not computed (``by_layer=False``).
+    own_stderr : ndarray, read-only
+        Their standard errors (0.0 when exact).
+    n_masks : int
+        Monte Carlo draws behind ``total`` (0 when exact).
     terms : network.PenaltyTerms or None
-        The split over the dropout layers when exact, else ``None``.
+        The exact split over every subset of dropout layers, when exact.
     layers : tuple
         The converted :mod:`regtheory.network` layers.
     """
@@ -121,8 +174,53 @@ class PenaltyReport:
     total: float
     stderr: float
     method: str
-    terms: network.PenaltyTerms | None
-    layers: tuple
+    dropouts: tuple[str, ...]
+    own: np.ndarray = field(repr=False)
+    own_stderr: np.ndarray = field(repr=False)
+    n_masks: int
+    terms: network.PenaltyTerms | None = field(repr=False)
+    layers: tuple = field(repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("own", "own_stderr"):
+            values = np.array(getattr(self, name), dtype=float)
+            values.setflags(write=False)
+            object.__setattr__(self, name, values)
+
+    @property
+    def interaction(self) -> float:
+        """What the layers pay together beyond their own penalties: total − Σ own."""
+        return self.total - float(np.sum(self.own))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON values (no layers)."""
+        return {
+            "total": self.total,
+            "stderr": self.stderr,
+            "method": self.method,
+            "n_masks": self.n_masks,
+            "dropouts": [
+                {"module": name, "own": _json(own), "own_stderr": _json(se)}
+                for name, own, se in zip(self.dropouts, self.own, self.own_stderr)
+            ],
+            "interaction": _json(self.interaction),
+        }
+
+    def __str__(self) -> str:
+        pm = "" if self.method == "exact" else f" ± {self.stderr:.3g}"
+        draws = "" if self.method == "exact" else f", {self.n_masks} draws"
+        lines = [f"dropout penalty {self.total:.6g}{pm}  ({self.method}{draws})"]
+        width = max(len(name) for name in self.dropouts)
+        for name, own, se in zip(self.dropouts, self.own, self.own_stderr):
+            tail = "" if self.method == "exact" or np.isnan(own) else f" ± {se:.3g}"
+            lines.append(f"  {name:<{width}}  alone {own:.6g}{tail}")
+        if len(self.dropouts) > 1:
+            lines.append(f"  {'together, beyond the sum':<{width}}  {self.interaction:.6g}")
+        return "\n".join(lines)
+
+
+def _json(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 def _leaves(module: nn.Module, where: str) -> list[tuple[str, nn.Module]]:
@@ -135,17 +233,20 @@ def _leaves(module: nn.Module, where: str) -> list[tuple[str, nn.Module]]:
     return found
 
 
-def _weight(param: torch.Tensor) -> np.ndarray:
-    weight = param.detach().cpu().to(torch.float64).numpy().copy()
-    weight.setflags(write=False)
-    return weight
+def _array(param: Any) -> np.ndarray:
+    """A float64, read-only NumPy copy of a tensor."""
+    array = param.detach().cpu().to(torch.float64).numpy().copy()
+    array.setflags(write=False)
+    return array
+
+
+def _maybe(param: Any) -> np.ndarray | None:
+    return None if param is None else _array(param)
 
 
 def _conv(module: nn.Conv1d | nn.Conv2d, where: str) -> network.Conv:
     name = f"{where} ({type(module).__name__})"
     kernel = tuple(module.kernel_size)
-    if module.bias is not None:
-        raise InvalidParameterError(f"{name} has a bias; only bias=False is supported")
     if any(s != 1 for s in module.stride) or any(d != 1 for d in module.dilation):
         raise InvalidParameterError(f"{name} must have stride 1 and dilation 1")
     if module.groups != 1:
@@ -164,7 +265,7 @@ def _conv(module: nn.Conv1d | nn.Conv2d, where: str) -> network.Conv:
             f"{name} must have padding_mode 'zeros' or 'circular', got {module.padding_mode!r}"
         )
     mode: Padding = "circular" if module.padding_mode == "circular" else "zeros"
-    return network.Conv(_weight(module.weight), padding=mode)
+    return network.Conv(_array(module.weight), padding=mode, bias=_maybe(module.bias))
 
 
 def _probability(p: object, name: str) -> float:
@@ -174,6 +275,8 @@ def _probability(p: object, name: str) -> float:
 
 
 def _dropout(module: nn.Module, where: str) -> network.Dropout:
+    if isinstance(module, DropBlock2d):
+        return network.Dropout(module.masks)
     p = float(module.p)  # type: ignore[arg-type]
     if not 0.0 <= p < 1.0:
         raise InvalidParameterError(f"{where} ({type(module).__name__}) must have p in [0, 1)")
@@ -181,71 +284,167 @@ def _dropout(module: nn.Module, where: str) -> network.Dropout:
     return network.Dropout(masks)
 
 
+class _TorchFunction:
+    """An elementwise torch activation as a NumPy function (a float64 copy of the module)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = copy.deepcopy(module).to(torch.float64).eval()
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.module(torch.from_numpy(np.asarray(z, dtype=np.float64))).numpy()
+
+
+def _batchnorm(module: nn.Module, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """An evaluation-mode batch norm as the per-channel map z -> scale z + shift."""
+    if module.running_mean is None or module.running_var is None:
+        raise InvalidParameterError(
+            f"{where} ({type(module).__name__}) has no running statistics "
+            "(track_running_stats=False): it has no fixed evaluation-mode map"
+        )
+    mean, var = _array(module.running_mean), _array(module.running_var)
+    scale = 1.0 / np.sqrt(var + float(module.eps))  # type: ignore[arg-type]
+    shift = -mean * scale
+    if module.weight is not None:
+        gamma, beta = _array(module.weight), _array(module.bias)
+        scale, shift = gamma * scale, gamma * shift + beta
+    return scale, shift
+
+
+def _fold(layer: Any, scale: np.ndarray, shift: np.ndarray) -> Any:
+    """``layer`` followed by z -> scale z + shift (per output channel), as one layer."""
+    weight = layer.weight * scale.reshape(-1, *(1,) * (layer.weight.ndim - 1))
+    bias = shift if layer.bias is None else layer.bias * scale + shift
+    if isinstance(layer, network.Linear):
+        return network.Linear(weight, bias=bias)
+    return network.Conv(weight, padding=layer.padding, bias=bias)
+
+
+def _diagonal(scale: np.ndarray, shift: np.ndarray, rank: int) -> Any:
+    """z -> scale z + shift per channel as a layer: a Linear on vectors, a 1-wide conv on maps."""
+    if rank == 1:
+        return network.Linear(np.diag(scale), bias=shift)
+    weight = np.diag(scale).reshape(len(scale), len(scale), *(1,) * (rank - 1))
+    return network.Conv(weight, bias=shift)
+
+
 def _convert(where: str, module: nn.Module) -> Any:
-    """One torch module as a network layer; ``None`` for a module that is skipped."""
+    """One torch module as a network layer; ``None`` for a module that is skipped, and
+    ``("norm", scale, shift)`` for a batch norm, folded later."""
     kind = type(module)
     if kind is nn.Linear:
-        if module.bias is not None:
-            raise InvalidParameterError(
-                f"{where} (Linear) has a bias; only bias=False is supported"
-            )
-        return network.Linear(_weight(module.weight))
+        return network.Linear(_array(module.weight), bias=_maybe(module.bias))
     if kind in (nn.Conv1d, nn.Conv2d):
         return _conv(module, where)  # type: ignore[arg-type]
     if kind is nn.ReLU:
         return network.ReLU()
+    if kind in _ELEMENTWISE:
+        return network.Elementwise(_TorchFunction(module), name=kind.__name__)
+    if kind is nn.Identity:
+        return None
     if kind is nn.Flatten:
         if (module.start_dim, module.end_dim) != (1, -1):
             raise InvalidParameterError(f"{where} (Flatten) must flatten from dim 1 to -1")
         return None  # network.Linear flattens channel first, as torch.flatten does
-    if kind in (nn.Dropout, nn.Dropout1d, nn.Dropout2d):
+    if kind in _DROPOUTS:
         return _dropout(module, where)
-    if kind is DropBlock2d:
-        return network.Dropout(module.masks)  # type: ignore[arg-type]
+    if kind in _BATCHNORMS:
+        return ("norm", *_batchnorm(module, where))
     raise InvalidParameterError(f"{where} ({kind.__name__}) is not supported")
 
 
-def _check_shapes(pairs, input_shape: tuple[int, ...], source: str) -> None:
-    """Run the converted net once on zeros; every layer must fit the activation it gets.
+def _check_fit(where: str, module: nn.Module, layer: Any, z: np.ndarray, source: str) -> None:
+    name = f"{where} ({type(module).__name__})"
+    rank: int | None = None
+    if isinstance(module, (nn.Dropout1d, nn.Dropout2d)):
+        rank = _CHANNEL_RANK[type(module)]
+    elif isinstance(module, (DropBlock2d, nn.BatchNorm2d)):
+        rank = 3
+    if rank is not None and z.ndim - 1 != rank:
+        raise InvalidParameterError(
+            f"{name} needs {rank} feature axes, got activations of shape {z.shape[1:]} "
+            f"from {source}"
+        )
+    if isinstance(module, _BATCHNORMS) and z.shape[1] != len(layer[1]):
+        raise InvalidParameterError(
+            f"{name} normalises {len(layer[1])} channels, got activations of shape "
+            f"{z.shape[1:]} from {source}"
+        )
+    if isinstance(layer, network.Conv) and z.ndim != layer.weight.ndim:
+        raise InvalidParameterError(
+            f"{name} needs {layer.weight.ndim - 1} feature axes, got activations of shape "
+            f"{z.shape[1:]} from {source}"
+        )
+    if isinstance(module, DropBlock2d) and module.block_size > min(z.shape[2:]):
+        raise InvalidParameterError(
+            f"{name} has block_size {module.block_size}, larger than its maps {z.shape[2:]} "
+            f"from {source}"
+        )
 
-    ``source`` names the argument the sample shape came from, for the messages."""
-    z = np.zeros((1, *input_shape))
+
+def _assemble(pairs, shape: tuple[int, ...], source: str) -> tuple[list, list[str]]:
+    """Run the converted modules once on zeros of ``shape``, checking that each fits, and
+    fold every batch norm into the layer before it (or insert it as a diagonal layer).
+
+    Returns the layers and the names of the dropout modules, in order."""
+    z = np.zeros((1, *shape))
+    layers: list = []
+    names: list[str] = []
+    where_from = f"{source} {shape}"
     for where, module, layer in pairs:
-        name = f"{where} ({type(module).__name__})"
-        rank = _CHANNEL_RANK.get(type(module))
-        if rank is not None and z.ndim - 1 != rank:
-            raise InvalidParameterError(
-                f"{name} needs {rank} feature axes, got activations of shape {z.shape[1:]} "
-                f"from {source} {input_shape}"
-            )
-        if isinstance(layer, network.Conv) and z.ndim != layer.weight.ndim:
-            raise InvalidParameterError(
-                f"{name} needs {layer.weight.ndim - 1} feature axes, got activations of shape "
-                f"{z.shape[1:]} from {source} {input_shape}"
-            )
-        if layer is None:  # Flatten: later layers see the flat activations, as in torch
-            z = z.reshape(1, -1)
+        _check_fit(where, module, layer, z, where_from)
+        if layer is None:  # Flatten, Identity: later layers see the same activations
+            z = z.reshape(1, -1) if isinstance(module, nn.Flatten) else z
+            continue
+        if isinstance(layer, tuple):  # a batch norm: fold or insert
+            _, scale, shift = layer
+            last = layers[-1] if layers else None
+            if isinstance(last, (network.Linear, network.Conv)):
+                layers[-1] = _fold(last, scale, shift)
+            else:
+                layers.append(_diagonal(scale, shift, z.ndim - 1))
             continue
         if isinstance(layer, network.Dropout):
-            continue
-        try:
-            z = layer(z)
-        except (ValueError, TypeError, IndexError) as exc:
-            raise InvalidParameterError(
-                f"{name} does not fit {source} {input_shape}: {exc}"
-            ) from None
+            names.append(f"{where} ({type(module).__name__}, p={_p(module):g})")
+        else:
+            try:
+                z = layer(z)
+            except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+                raise InvalidParameterError(
+                    f"{where} ({type(module).__name__}) does not fit {where_from}: {exc}"
+                ) from None
+        layers.append(layer)
+    return layers, names
+
+
+def _p(module: nn.Module) -> float:
+    return float(module.p)  # type: ignore[arg-type]
 
 
 def from_torch(model: nn.Module, input_shape: Sequence[int]) -> list:
     """Convert a PyTorch ``nn.Sequential`` into :mod:`regtheory.network` layers.
 
-    Supported modules: ``nn.Linear`` and ``nn.Conv1d``/``nn.Conv2d`` without bias (the
-    convolutions same-size: stride 1, dilation 1, groups 1, odd kernels, padding
-    ``'same'`` or k//2, padding_mode ``'zeros'`` or ``'circular'``), ``nn.ReLU``,
-    ``nn.Flatten`` (dropped: :class:`~regtheory.network.Linear` flattens channel first,
-    as torch does), ``nn.Dropout`` (:class:`~regtheory.masks.Bernoulli` with keep 1 - p)
-    and ``nn.Dropout1d``/``nn.Dropout2d`` (:class:`~regtheory.masks.Channel`, keep 1 - p).
-    Nested ``nn.Sequential`` modules are flattened. Weights are copied to float64.
+    Supported modules:
+
+    * ``nn.Linear`` and ``nn.Conv1d``/``nn.Conv2d``, with or without bias (the
+      convolutions same-size: stride 1, dilation 1, groups 1, odd kernels, padding
+      ``'same'`` or k//2, padding_mode ``'zeros'`` or ``'circular'``);
+    * ``nn.ReLU`` (:class:`~regtheory.network.ReLU`) and the elementwise activations
+      (``Tanh``, ``Sigmoid``, ``GELU``, ``SiLU``, ``ELU``, ``LeakyReLU``, ``Softplus`` and
+      the other elementwise ones of ``torch.nn``), as
+      :class:`~regtheory.network.Elementwise` layers evaluated by a float64 copy of the
+      module;
+    * ``nn.BatchNorm1d``/``nn.BatchNorm2d`` in evaluation mode (running statistics,
+      whatever the model's mode), folded into the linear or conv layer before it, or,
+      after anything else, a per-channel affine layer;
+    * ``nn.Flatten`` and ``nn.Identity`` (dropped: :class:`~regtheory.network.Linear`
+      flattens channel first, as torch does);
+    * ``nn.Dropout`` (:class:`~regtheory.masks.Bernoulli`), ``nn.Dropout1d``/
+      ``nn.Dropout2d`` (:class:`~regtheory.masks.Channel`) and :class:`DropBlock2d`
+      (:class:`~regtheory.masks.DropBlock`), with keep 1 - p.
+
+    Nested ``nn.Sequential`` modules are flattened; anything else is refused with its
+    position and type. Weights are copied to float64.
 
     Parameters
     ----------
@@ -260,13 +459,17 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> list:
     list
         The layers, first to last, for :func:`regtheory.network.forward` and the penalties.
 
+    See Also
+    --------
+    to_torch : the way back.
+
     Examples
     --------
     >>> import torch
-    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2, bias=False), torch.nn.ReLU(),
-    ...                             torch.nn.Dropout(0.25), torch.nn.Linear(2, 1, bias=False))
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Tanh(),
+    ...                             torch.nn.Dropout(0.25), torch.nn.Linear(2, 1))
     >>> [type(layer).__name__ for layer in from_torch(model, (3,))]
-    ['Linear', 'ReLU', 'Dropout', 'Linear']
+    ['Linear', 'Elementwise', 'Dropout', 'Linear']
     >>> from_torch(model, (3,))[2].masks.keep
     0.75
     """
@@ -277,29 +480,195 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> list:
     shape = tuple(check_int(s, "input_shape") for s in input_shape)
     if not shape:
         raise InvalidParameterError("`input_shape` must have at least one entry")
-    return _convert_model(model, shape, "`input_shape`")
+    return _convert_model(model, shape, "`input_shape`")[0]
 
 
-def _convert_model(model: nn.Module, shape: tuple[int, ...], source: str) -> list:
-    """The layers of ``model`` for samples of ``shape`` (taken from the argument ``source``)."""
+def _convert_model(model: nn.Module, shape: tuple[int, ...], source: str) -> tuple[list, list]:
+    """The layers of ``model`` for samples of ``shape`` (taken from the argument ``source``),
+    and the names of its dropout modules."""
     if not isinstance(model, nn.Module):
         raise InvalidParameterError(
             f"`model` must be a torch.nn.Module, got {type(model).__name__}"
         )
-    pairs = []
-    for where, module in _leaves(model, "model"):
-        pairs.append((where, module, _convert(where, module)))
-    layers = [layer for _, _, layer in pairs if layer is not None]
+    pairs = [(where, module, _convert(where, module)) for where, module in _leaves(model, "model")]
+    layers, names = _assemble(pairs, shape, source)
     if not layers:
         raise InvalidParameterError("`model` has no layer to convert")
-    _check_shapes(pairs, shape, source)
-    return layers
+    return layers, names
+
+
+def _torch_layer(layer: Any, where: str, after: Any, dtype: torch.dtype) -> list[nn.Module]:
+    """One network layer as torch modules (a Flatten before a Linear that reads maps)."""
+    if isinstance(layer, network.Linear):
+        out, d_in = layer.weight.shape
+        module = nn.Linear(d_in, out, bias=layer.bias is not None, dtype=dtype)
+        _load(module, layer)
+        return [module] if isinstance(after, network.Linear) else [nn.Flatten(), module]
+    if isinstance(layer, network.Conv):
+        out, c_in, *kernel = layer.weight.shape
+        cls = nn.Conv1d if len(kernel) == 1 else nn.Conv2d
+        conv = cls(
+            c_in,
+            out,
+            tuple(kernel),
+            padding="same",
+            padding_mode=layer.padding,
+            bias=layer.bias is not None,
+            dtype=dtype,
+        )
+        _load(conv, layer)
+        return [conv]
+    if isinstance(layer, network.ReLU):
+        return [nn.ReLU()]
+    if isinstance(layer, network.Elementwise) and isinstance(layer.function, _TorchFunction):
+        return [copy.deepcopy(layer.function.module).to(dtype)]
+    if isinstance(layer, network.Dropout):
+        masks, p = layer.masks, 1.0 - layer.masks.keep
+        if type(masks) is Bernoulli:
+            return [nn.Dropout(p)]
+        if type(masks) is Channel:
+            rank = after.weight.ndim - 1 if isinstance(after, network.Conv) else 1
+            return [{1: nn.Dropout(p), 2: nn.Dropout1d(p), 3: nn.Dropout2d(p)}[rank]]
+        if isinstance(masks, DropBlock) and masks.normalize == "ideal":
+            return [DropBlock2d(p, masks.block_size)]
+    raise InvalidParameterError(
+        f"{where} ({type(layer).__name__}) has no PyTorch module here"
+        + (" (a NumPy function)" if isinstance(layer, network.Elementwise) else "")
+    )
+
+
+def _load(module: Any, layer: Any) -> None:
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(np.array(layer.weight)))
+        if layer.bias is not None:
+            module.bias.copy_(torch.from_numpy(np.array(layer.bias)))
+
+
+def to_torch(layers: Sequence[object], *, dtype: torch.dtype = torch.float64) -> nn.Sequential:
+    """Build the PyTorch ``nn.Sequential`` of :mod:`regtheory.network` layers.
+
+    The inverse of :func:`from_torch`: ``Linear`` → ``nn.Linear`` (after an
+    ``nn.Flatten`` when it reads maps), ``Conv`` → ``nn.Conv1d``/``nn.Conv2d``
+    (``padding='same'``), ``ReLU`` → ``nn.ReLU``, an ``Elementwise`` layer made by
+    :func:`from_torch` → its module, ``Dropout`` of :class:`~regtheory.masks.Bernoulli`
+    → ``nn.Dropout``, of :class:`~regtheory.masks.Channel` → ``nn.Dropout1d``/
+    ``nn.Dropout2d`` before a conv (``nn.Dropout`` on vectors, where channel masks are
+    elementwise), of an ideal :class:`~regtheory.masks.DropBlock` → :class:`DropBlock2d`.
+    Gaussian dropout, DropConnect and NumPy-function activations have no module here and
+    are refused by position. A channel mask on the input of a conv net is read from the
+    conv after it.
+
+    Parameters
+    ----------
+    layers : sequence of network layers
+    dtype : torch.dtype
+        Of the parameters (float64 keeps the weights bit for bit).
+
+    Returns
+    -------
+    torch.nn.Sequential
+        In training mode, as a fresh torch module is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from regtheory.masks import Channel
+    >>> to_torch([network.Conv(np.ones((2, 1, 3, 3))), network.Dropout(Channel(0.8)),
+    ...           network.Linear(np.ones((1, 2 * 5 * 5)))])
+    Sequential(
+      (0): Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1), padding=same, bias=False)
+      (1): Dropout2d(p=0.19999999999999996, inplace=False)
+      (2): Flatten(start_dim=1, end_dim=-1)
+      (3): Linear(in_features=50, out_features=1, bias=False)
+    )
+    """
+    if not isinstance(layers, Sequence) or isinstance(layers, (str, bytes)):
+        raise InvalidParameterError("`layers` must be a sequence of regtheory.network layers")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise InvalidParameterError(f"`dtype` must be a floating torch.dtype, got {dtype!r}")
+    checked = check_layers(layers, require_random=False)
+    modules: list[nn.Module] = []
+    previous: Any = None  # the last parametric layer before, for Flatten and channel ranks
+    for i, layer in enumerate(checked):
+        if isinstance(layer, network.Dropout) and type(layer.masks) is Channel:
+            nxt = next((t for t in checked[i:] if isinstance(t, network.Conv)), None)
+            after = (
+                previous
+                if isinstance(previous, network.Conv)
+                else (nxt if previous is None else previous)
+            )
+        else:
+            after = previous
+        if (
+            isinstance(layer, network.DropConnect)
+            or type(getattr(layer, "masks", None)) is Gaussian
+        ):
+            raise InvalidParameterError(
+                f"`layers[{i}]` ({type(layer).__name__}) has no PyTorch module here"
+            )
+        modules += _torch_layer(layer, f"`layers[{i}]`", after, dtype)
+        if isinstance(layer, (network.Linear, network.Conv)):
+            previous = layer
+    return nn.Sequential(*modules)
 
 
 def _as_array(x: object, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().to(torch.float64).numpy()
     return check_array(x, name)
+
+
+def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of the model's parameters (torch's defaults if none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+@contextmanager
+def _dropout_on(model: nn.Module, active: Sequence[nn.Module]) -> Iterator[None]:
+    """The model in evaluation mode but for the ``active`` dropout modules; modes restored."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        for module in active:
+            module.train()
+        yield
+    finally:
+        for module, mode in modes:
+            module.train(mode)
+
+
+def _torch_mc(model, drops, X, Y, *, active, n_masks, seed) -> Estimate:
+    """E L(r) − L(1) over the masks of the ``active`` dropout modules, by running the model.
+
+    The draws of a batch are stacked along the batch axis (one forward pass); each batch
+    seeds torch's generator from ``seed``'s stream, inside ``torch.random.fork_rng`` so
+    the caller's torch random state is untouched. The model runs in its own dtype and on
+    its own device; the losses are taken in float64."""
+    device, dtype = _placement(model)
+    n = X.shape[0]
+    x = torch.from_numpy(X).to(device=device, dtype=dtype)
+    y = torch.from_numpy(Y).to(device=device, dtype=torch.float64).reshape(n, -1)
+    events, words = mask_events([drops[i][:2] for i in active])
+    need = min_draws(events)
+    n_masks = check_n_masks(n_masks, need, words)
+    modules = [drops[i][2] for i in active]
+    with torch.no_grad(), _dropout_on(model, []):
+        base = torch.mean(torch.sum((y - model(x).reshape(n, -1).double()) ** 2, dim=1)).item()
+    widest = max(int(np.prod(shape)) for _, shape, _ in drops)
+    batch = int(np.clip((1 << 22) // (widest * n), 1, 4096))
+    cuda = [device.index or 0] if device.type == "cuda" else []
+
+    def draw(rng: np.random.Generator, size: int) -> np.ndarray:
+        with torch.random.fork_rng(devices=cuda), torch.no_grad(), _dropout_on(model, modules):
+            torch.manual_seed(int(rng.integers(2**62)))
+            out = model(x.repeat(size, *(1,) * (x.dim() - 1))).reshape(size, n, -1)
+        losses = torch.mean(torch.sum((y[None] - out.double()) ** 2, dim=2), dim=1)
+        return losses.cpu().numpy() - base
+
+    return estimate(draw, n_masks, seed, batch_size=batch, min_samples=max(1000, need))
 
 
 def dropout_penalty(
@@ -309,38 +678,54 @@ def dropout_penalty(
     Y: ArrayLike | torch.Tensor | None = None,
     n_masks: int | None = None,
     seed: int | np.random.Generator = 0,
+    by_layer: bool = True,
 ) -> PenaltyReport:
     r"""Dropout penalty :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` of a PyTorch model on data.
 
-    The model is converted by :func:`from_torch`. When every ReLU comes before the first
-    dropout module the penalty is exact (:func:`regtheory.network.dropout_penalty_terms`);
-    otherwise it is the Monte Carlo estimate of :func:`regtheory.network.dropout_penalty_mc`
-    over real sampled masks, with its standard error.
+    The model is converted by :func:`from_torch` (which refuses unsupported modules by
+    position). When every non-linearity comes before the first dropout module the
+    penalty is exact (:func:`regtheory.network.dropout_penalty_terms`, in float64 on the
+    converted weights, whatever the model's dtype). Otherwise it is estimated by Monte
+    Carlo with the model itself: its dropout modules in training mode and every other
+    module in evaluation mode (batch norms use their running statistics), on the model's
+    device and in its dtype, with the squared losses taken in float64; each draw is the
+    loss gap on the whole data with fresh masks, and the estimate's standard error is
+    honest (:func:`regtheory.montecarlo.min_draws` refuses too few draws). torch's random
+    state is left as it was; the same ``seed`` gives the same numbers on the same machine.
 
     .. math::
 
         P = \mathbb{E}_r\, \frac1n \sum_{k} \|y_k - f_{r_k}(x_k)\|^2
             - \frac1n \sum_{k} \|y_k - f_{\mathbf 1}(x_k)\|^2 .
 
+    With ``by_layer`` each dropout module's penalty *alone* (the others off) is
+    computed the same way, so the report says which layer pays what, and what they pay
+    together beyond the sum of their own penalties.
+
     Parameters
     ----------
     model : torch.nn.Sequential
         Supported modules as in :func:`from_torch`; at least one dropout module.
     X : array or torch.Tensor (n, ...)
-        Inputs (float32 or float64; computed in float64).
+        Inputs (float32 or float64).
     Y : array or torch.Tensor (n, ...), optional
         Targets, the model's output shape; ``None`` takes the model's own mask-free
-        output (the penalty is then the perturbation energy).
+        output (the penalty is then the perturbation energy
+        :math:`\frac1n\sum_k\mathbb E\|f_r(x_k) - f(x_k)\|^2`).
     n_masks : int, optional
-        Monte Carlo draws (default 2000); ignored when the penalty is exact.
+        Monte Carlo draws per estimate (default 2000); ignored when the penalty is exact.
     seed : int or numpy.random.Generator
         Source of the Monte Carlo masks.
+    by_layer : bool
+        Also compute each dropout module's own penalty (one more estimate per module
+        on the Monte Carlo path).
 
     Returns
     -------
     PenaltyReport
-        ``total``, ``stderr`` (0.0 when exact), ``method``, ``terms`` (exact only) and
-        the converted ``layers``.
+        ``total``, ``stderr`` (0.0 when exact), ``method``, ``dropouts``, ``own``,
+        ``own_stderr``, ``interaction``, ``terms`` (exact only) and the converted
+        ``layers``; ``print(report)`` shows a table, ``report.to_dict()`` JSON values.
 
     Examples
     --------
@@ -354,24 +739,71 @@ def dropout_penalty(
     >>> report = dropout_penalty(torch.nn.Sequential(torch.nn.Dropout(0.5), last), np.ones((3, 2)))
     >>> report.total, report.method
     (5.0, 'exact')
+    >>> print(report)
+    dropout penalty 5  (exact)
+      model[0] (Dropout, p=0.5)  alone 5
     """
     X = _as_array(X, "X")
-    layers = _convert_model(model, X.shape[1:], "the samples of `X`, of shape")
+    layers, names = _convert_model(model, X.shape[1:], "the samples of `X`, of shape")
     if Y is not None:
         Y = _as_array(Y, "Y")
-    drops = [i for i, layer in enumerate(layers) if isinstance(layer, network.Dropout)]
-    if not drops:
+    if not names:
         raise InvalidParameterError("`model` has no dropout module: its penalty is zero")
     if n_masks is not None:
         n_masks = check_int(n_masks, "n_masks")
+    if not isinstance(by_layer, bool):
+        raise InvalidParameterError(f"`by_layer` must be True or False, got {by_layer!r}")
     as_generator(seed)  # refuse a bad seed even where the penalty is exact
-    exact = all(i < drops[0] for i, layer in enumerate(layers) if isinstance(layer, network.ReLU))
-    if exact:
-        terms = network.dropout_penalty_terms(layers, X, Y=Y)
-        return PenaltyReport(terms.total, 0.0, "exact", terms, tuple(layers))
-    if Y is None:
-        Y = network.forward(layers, X)
-    est: Estimate = network.dropout_penalty_mc(
-        layers, X, Y, n_masks=2000 if n_masks is None else n_masks, seed=seed
+    at = [i for i, layer in enumerate(layers) if isinstance(layer, network.Dropout)]
+    if all(
+        i < at[0]
+        for i, layer in enumerate(layers)
+        if isinstance(layer, (network.ReLU, network.Elementwise))
+    ):
+        return _exact_report(layers, names, X, Y, by_layer)
+    return _monte_carlo_report(model, layers, names, X, Y, n_masks, seed, by_layer)
+
+
+def _exact_report(layers, names, X, Y, by_layer) -> PenaltyReport:
+    terms = network.dropout_penalty_terms(layers, X, Y=Y)
+    at = [i for i, layer in enumerate(layers) if isinstance(layer, network.Dropout)]
+    own = np.full(len(at), np.nan)
+    for k, i in enumerate(at if by_layer else []):
+        alone = [layer for j, layer in enumerate(layers) if j == i or j not in at]
+        own[k] = network.dropout_penalty(alone, X, Y=Y)
+    return PenaltyReport(
+        terms.total, 0.0, "exact", tuple(names), own, np.zeros(len(at)), 0, terms, tuple(layers)
     )
-    return PenaltyReport(est.mean, est.stderr, "monte carlo", None, tuple(layers))
+
+
+def _monte_carlo_report(model, layers, names, X, Y, n_masks, seed, by_layer) -> PenaltyReport:
+    modules = [m for _, m in _leaves(model, "model") if isinstance(m, _DROPOUTS)]
+    shapes = dropout_shapes(layers, X[:1])
+    drops = [(masks, shape, module) for (masks, shape), module in zip(shapes, modules)]
+    out = network.forward(layers, X)
+    if Y is None:
+        Y = out
+    elif Y.shape != out.shape:
+        raise InvalidParameterError(
+            f"`Y` must have the model's output shape {out.shape}, got {Y.shape}"
+        )
+    Y = Y.reshape(len(X), -1)
+    rng = as_generator(seed)
+    n_masks = 2000 if n_masks is None else n_masks
+    total = _torch_mc(model, drops, X, Y, active=range(len(drops)), seed=rng, n_masks=n_masks)
+    own = np.full(len(drops), np.nan)
+    own_se = np.full(len(drops), np.nan)
+    for k in range(len(drops) if by_layer else 0):
+        est = _torch_mc(model, drops, X, Y, active=[k], seed=rng, n_masks=n_masks)
+        own[k], own_se[k] = est.mean, est.stderr
+    return PenaltyReport(
+        total.mean,
+        total.stderr,
+        "monte carlo",
+        tuple(names),
+        own,
+        own_se,
+        total.n_samples,
+        None,
+        tuple(layers),
+    )

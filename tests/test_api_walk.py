@@ -154,7 +154,11 @@ if HAS_TORCH:
     )
     VALID[pytorch.from_torch] = dict(model=TORCH_NET, input_shape=(5,))
     VALID[pytorch.dropout_penalty] = dict(
-        model=TORCH_NET, X=X[:8], Y=X[:8, :3], n_masks=1000, seed=0
+        model=TORCH_NET, X=X[:8], Y=X[:8, :3], n_masks=1000, seed=0, by_layer=True
+    )
+    VALID[pytorch.to_torch] = dict(
+        layers=[network.Linear(np.ones((2, 3))), network.Dropout(masks.Bernoulli(0.5))],
+        dtype=torch.float32,
     )
 
 # Arguments whose bad values are not of their type's kind (callables, objects, options,

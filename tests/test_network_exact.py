@@ -29,7 +29,7 @@ def network_dropout_penalty(layers, X, Y=None):
 
 from regtheory.conv import conv_matrix
 from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian
-from regtheory.network import Conv, Dropout, Linear, ReLU
+from regtheory.network import Conv, Dropout, Elementwise, Linear, ReLU
 
 N_SE = 4
 RTOL = 1e-10
@@ -56,18 +56,25 @@ def _conv_np(z: np.ndarray, w: np.ndarray, padding: str) -> np.ndarray:
 def _forward(spec, X, masks):
     """Run ``spec`` on X for a batch of mask patterns: masks[i] has a leading pattern axis.
 
-    spec entries: ("conv", w, padding), ("linear", W), ("relu",), ("mask", kind, keep) with
-    kind "element" / "channel" / "block", ("connect", W, keep). Returns (P, n, ...).
+    spec entries: ("conv", w, padding[, bias]), ("linear", W[, bias]), ("relu",), ("tanh",),
+    ("mask", kind, keep) with kind "element" / "channel" / "block", ("connect", W, keep).
+    Returns (P, n, ...).
     """
     P = next(len(m) for m in masks.values())
     z = np.broadcast_to(X, (P, *X.shape))
     for i, layer in enumerate(spec):
         if layer[0] == "conv":
             z = _conv_np(z, layer[1], layer[2])
+            if len(layer) > 3:  # a bias per output channel
+                z = z + layer[3].reshape(-1, *(1,) * (layer[1].ndim - 2))
         elif layer[0] == "linear":
             z = z.reshape(P, z.shape[1], -1) @ layer[1].T
+            if len(layer) > 2:
+                z = z + layer[2]
         elif layer[0] == "relu":
             z = np.maximum(z, 0.0)
+        elif layer[0] == "tanh":
+            z = np.tanh(z)
         elif layer[0] == "mask":
             m = masks[i]
             m = m.reshape(P, 1, *m.shape[1:], *(1,) * (z.ndim - 2 - (m.ndim - 1)))
@@ -165,11 +172,13 @@ def _layers(spec):
     out = []
     for layer in spec:
         if layer[0] == "conv":
-            out.append(Conv(layer[1], padding=layer[2]))
+            out.append(Conv(layer[1], padding=layer[2], bias=layer[3] if len(layer) > 3 else None))
         elif layer[0] == "linear":
-            out.append(Linear(layer[1]))
+            out.append(Linear(layer[1], bias=layer[2] if len(layer) > 2 else None))
         elif layer[0] == "relu":
             out.append(ReLU())
+        elif layer[0] == "tanh":
+            out.append(Elementwise(np.tanh, name="tanh"))
         elif layer[0] == "connect":
             out.append(DropConnect(layer[1], layer[2]))
         else:
@@ -712,3 +721,87 @@ def test_dropout_penalty_is_the_total_of_its_terms_and_refuses_dropout_before_re
     assert network.dropout_penalty(layers, X) == network.dropout_penalty_terms(layers, X).total
     with pytest.raises(InvalidParameterError, match="dropout_penalty_mc"):
         network.dropout_penalty([*layers, ReLU(), Linear(np.ones((1, 3)))], X)
+
+
+# ----------------------------------------------------------------------------- biases
+
+
+def test_fc_biases_and_tanh_match_enumeration():
+    # biases enter only the mean-mask path; the fluctuation of every mask meets them
+    # through the deterministic features it multiplies
+    rng = np.random.default_rng(40)
+    W0, W1, W2 = (rng.normal(size=s) for s in [(4, 3), (3, 4), (2, 3)])
+    b0, b1, b2 = (rng.normal(size=s) for s in [4, 3, 2])
+    X, Y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    spec = [
+        ("linear", W0, b0),
+        ("tanh",),
+        ("mask", "element", 0.6),
+        ("linear", W1, b1),
+        ("mask", "element", 0.35),
+        ("linear", W2, b2),
+    ]
+    exact = _check_against_enumeration(spec, X, Y)
+    assert exact.mean_shift == 0.0
+    unbiased = [layer[:2] if layer[0] == "linear" else layer for layer in spec]
+    unbiased = _check_against_enumeration(unbiased, X, Y)
+    assert abs(exact.total - unbiased.total) > 0.05 * abs(exact.total)  # the biases matter
+
+
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+def test_conv_biases_match_enumeration(padding):
+    rng = np.random.default_rng(41)
+    w0, w1, w2 = (rng.normal(size=s) for s in [(2, 1, 3, 3), (1, 2, 3, 3), (1, 1, 1, 3)])
+    b0, b1, b2 = (rng.normal(size=s) for s in [2, 1, 1])
+    X, Y = rng.normal(size=(2, 1, 3, 3)), rng.normal(size=(2, 1, 3, 3))
+    spec = [
+        ("conv", w0, padding, b0),
+        ("relu",),
+        ("mask", "channel", 0.55),
+        ("conv", w1, padding, b1),
+        ("mask", "element", 0.7),
+        ("conv", w2, padding, b2),
+    ]
+    _check_against_enumeration(spec, X, Y)
+
+
+def test_conv_biases_with_dropblock_and_a_biased_head_match_enumeration():
+    # DropBlock's mean is not one at the border: the targets and the biases meet in the
+    # mean shift
+    rng = np.random.default_rng(42)
+    w0, w1 = rng.normal(size=(1, 1, 3, 3)), rng.normal(size=(1, 1, 3, 3))
+    W, b = rng.normal(size=(2, 16)), rng.normal(size=2)
+    X, Y = rng.normal(size=(3, 1, 4, 4)), rng.normal(size=(3, 2))
+    gamma = DropBlock(0.7, 2).gamma((4, 4))
+    spec = [
+        ("conv", w0, "zeros", rng.normal(size=1)),
+        ("relu",),
+        ("mask", "block", 0.7, 2, gamma),
+        ("conv", w1, "zeros", rng.normal(size=1)),
+        ("linear", W, b),
+    ]
+    exact = _check_against_enumeration(spec, X, Y)
+    assert exact.mean_shift != 0.0
+
+
+def test_biased_conv_net_into_a_head_matches_monte_carlo():
+    # maps large enough for the coloured probes, and a pulled-back fully connected head
+    rng = np.random.default_rng(43)
+    layers = [
+        Conv(rng.normal(size=(3, 2, 3, 3)) / 3, bias=rng.normal(size=3)),
+        ReLU(),
+        Dropout(Bernoulli(0.6)),
+        Conv(rng.normal(size=(2, 3, 3, 3)) / 3, padding="zeros", bias=rng.normal(size=2)),
+        Dropout(Channel(0.8)),
+        Linear(rng.normal(size=(3, 2 * 9 * 9)) / 9, bias=rng.normal(size=3)),
+    ]
+    X, Y = rng.normal(size=(6, 2, 9, 9)), rng.normal(size=(6, 3))
+    exact = network.dropout_penalty(layers, X, Y=Y)
+    est = network.dropout_penalty_mc(layers, X, Y, n_masks=4000, seed=44)
+    assert abs(est.mean - exact) < N_SE * est.stderr, (est.mean, exact, est.stderr)
+
+
+def test_a_bias_of_the_wrong_length_is_refused():
+    layers = [Linear(np.ones((2, 3)), bias=np.ones(3)), Dropout(Bernoulli(0.5))]
+    with pytest.raises(InvalidParameterError, match=r"`layers\[0\].bias` must have one entry"):
+        network.dropout_penalty(layers, np.ones((2, 3)))

@@ -182,20 +182,30 @@ def test_monte_carlo_report_agrees_with_torch_in_train_mode():
                 nn.Conv2d(1, 2, 3, padding=1, bias=False),
                 nn.ReLU(),
                 nn.Dropout(0.5),
-                nn.BatchNorm2d(2),
+                nn.MaxPool2d(2),
             ),
             (1, 4, 4),
-            r"model\[3\] \(BatchNorm2d\) is not supported",
+            r"model\[3\] \(MaxPool2d\) is not supported",
         ),
         (
-            nn.Sequential(nn.Dropout(0.5), nn.Sequential(nn.Linear(3, 2, bias=False), nn.Tanh())),
+            nn.Sequential(nn.Dropout(0.5), nn.Sequential(nn.Linear(3, 2), nn.Softmax(dim=1))),
             (3,),
-            r"model\[1\]\[1\] \(Tanh\) is not supported",
+            r"model\[1\]\[1\] \(Softmax\) is not supported",
         ),
         (
-            nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 2)),
+            nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2, track_running_stats=False)),
             (3,),
-            r"model\[1\] \(Linear\) has a bias",
+            r"model\[1\] \(BatchNorm1d\) has no running statistics",
+        ),
+        (
+            nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(3)),
+            (3,),
+            r"model\[1\] \(BatchNorm1d\) normalises 3 channels",
+        ),
+        (
+            nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), pytorch.DropBlock2d(0.1, 5)),
+            (1, 4, 4),
+            r"model\[1\] \(DropBlock2d\) has block_size 5",
         ),
         (
             nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1, bias=False)),
@@ -307,3 +317,186 @@ def test_dropblock2d_refuses_bad_settings(args, message):
     drop = pytorch.DropBlock2d(0.1, 4)
     with pytest.raises(InvalidParameterError, match="block_size"):
         drop(torch.ones(1, 1, 3, 8))
+
+
+# ----------------------------------------------------------------------------- biases, norms
+
+
+def _randomise_norms(model, seed):
+    """Give every batch norm non-trivial running statistics and affine parameters."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g, dtype=m.running_mean.dtype))
+            m.running_var.copy_(0.5 + torch.rand(c, generator=g, dtype=m.running_var.dtype))
+            if m.weight is not None:
+                with torch.no_grad():
+                    m.weight.copy_(1 + 0.3 * torch.randn(c, generator=g))
+                    m.bias.copy_(torch.randn(c, generator=g))
+    return model
+
+
+def _rich_conv():
+    """Biases, batch norms (folded after a conv, inserted after a GELU), a Tanh, all dropouts."""
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.GELU(),
+        nn.BatchNorm2d(3, affine=False),
+        pytorch.DropBlock2d(0.3, 2),
+        nn.Conv2d(3, 3, 3, padding=1, padding_mode="circular"),
+        nn.Dropout2d(0.2),
+        nn.Identity(),
+        nn.Conv2d(3, 2, 1),
+        nn.Flatten(),
+        nn.Dropout(0.25),
+        nn.Linear(2 * 5 * 5, 3),
+        nn.BatchNorm1d(3),
+    )
+
+
+def _rich_fc():
+    return nn.Sequential(
+        nn.Linear(5, 6), nn.Tanh(), nn.Dropout(0.3), nn.Linear(6, 4), nn.BatchNorm1d(4),
+        nn.Dropout(0.4), nn.LeakyReLU(0.1), nn.Linear(4, 2),
+    )  # fmt: skip
+
+
+def test_biases_norms_and_activations_convert_to_the_model_in_eval_mode():
+    for build, shape in ((_rich_conv, (2, 5, 5)), (_rich_fc, (5,))):
+        model = _randomise_norms(_seeded(build().double(), 20), 21).eval()
+        x = np.random.default_rng(22).normal(size=(4, *shape))
+        layers = pytorch.from_torch(model, shape)
+        assert not any(isinstance(m, nn.BatchNorm1d) for m in layers)
+        with torch.no_grad():
+            theirs = model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(network.forward(layers, x), theirs, rtol=1e-12, atol=1e-12)
+    names = [type(layer).__name__ for layer in pytorch.from_torch(_rich_conv(), (2, 5, 5))]
+    # the first norm folds into its conv, the second (after the GELU) is a 1-wide conv
+    assert names == ["Conv", "Elementwise", "Conv", "Dropout", "Conv", "Dropout", "Conv",
+                     "Dropout", "Linear"]  # fmt: skip
+
+
+def test_exact_report_with_biases_and_a_folded_norm_equals_the_dense_formula():
+    # Tanh features h (with bias), dropout, then Linear + BatchNorm: the last map is
+    # z -> s * (U z + b) + t, so the penalty is lambda sum_i ||(s * U)_i||^2 mean_k h_i^2
+    model = _randomise_norms(
+        _seeded(nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Dropout(0.35), nn.Linear(4, 3),
+                              nn.BatchNorm1d(3)), 23), 24)  # fmt: skip
+    model = model.eval()  # float32 parameters: the formula below reads the same float32 values
+    X = np.random.default_rng(25).normal(size=(9, 5))
+    V, c, U = (
+        t.detach().double().numpy() for t in (model[0].weight, model[0].bias, model[3].weight)
+    )
+    bn = model[4]
+    s = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double().numpy()
+    H = np.tanh(X @ V.T + c)
+    expected = 0.35 / 0.65 * np.sum(np.sum((s[:, None] * U) ** 2, axis=0) * np.mean(H**2, axis=0))
+    report = pytorch.dropout_penalty(model, X, Y=np.ones((9, 3)))
+    assert report.method == "exact"
+    np.testing.assert_allclose(report.total, expected, rtol=1e-6)  # BN's float32 scale
+    np.testing.assert_allclose(report.own, [report.total], rtol=1e-12)
+
+
+def test_the_torch_monte_carlo_agrees_with_the_numpy_engine_on_a_rich_net():
+    # two independent samplers: torch's modules in train mode, NumPy masks on the layers
+    model = _randomise_norms(_seeded(_rich_conv().double(), 26), 27)
+    model[6] = nn.Sequential(nn.Dropout2d(0.2), nn.ReLU())  # a ReLU after a dropout
+    X = np.random.default_rng(28).normal(size=(5, 2, 5, 5))
+    Y = np.random.default_rng(29).normal(size=(5, 3))
+    report = pytorch.dropout_penalty(model, X, Y=Y, n_masks=3000, seed=30)
+    assert report.method == "monte carlo" and len(report.dropouts) == 3
+    est = network.dropout_penalty_mc(report.layers, X, Y, n_masks=3000, seed=31)
+    assert abs(report.total - est.mean) < N_SE * np.hypot(report.stderr, est.stderr)
+    assert model.training  # modes restored
+
+
+def _linear_model(dtype):
+    return _seeded(
+        nn.Sequential(nn.Conv1d(2, 3, 3, padding=1), nn.ReLU(), nn.Dropout(0.4),
+                      nn.Conv1d(3, 2, 3, padding=1), nn.Dropout1d(0.3), nn.Flatten(),
+                      nn.Linear(12, 2)), 32).to(dtype)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_torch_monte_carlo_agrees_with_the_exact_penalty_and_its_attribution(dtype):
+    model = _linear_model(dtype)
+    X = np.random.default_rng(33).normal(size=(6, 2, 6))
+    Y = np.random.default_rng(34).normal(size=(6, 2))
+    exact = pytorch.dropout_penalty(model, X, Y=Y)
+    assert exact.method == "exact" and exact.terms is not None
+    # each layer alone: for masks of mean one, the single-layer terms of the split
+    np.testing.assert_allclose(exact.own, exact.terms.own, rtol=1e-10)
+    np.testing.assert_allclose(exact.interaction, exact.terms.interaction, rtol=1e-8, atol=1e-12)
+    forced = pytorch._monte_carlo_report(
+        model, list(exact.layers), list(exact.dropouts), X, Y, 4000, 35, True
+    )
+    assert abs(forced.total - exact.total) < N_SE * forced.stderr
+    assert np.all(np.abs(forced.own - exact.own) < N_SE * forced.own_stderr)
+
+
+def test_monte_carlo_is_reproducible_and_leaves_torch_random_state_alone():
+    model = _seeded(_fc().double(), 36)
+    X = np.random.default_rng(37).normal(size=(4, 5))
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    a = pytorch.dropout_penalty(model, X, n_masks=1500, seed=38)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = pytorch.dropout_penalty(model, X, n_masks=1500, seed=38)
+    assert (a.total, a.stderr, tuple(a.own)) == (b.total, b.stderr, tuple(b.own))
+    c = pytorch.dropout_penalty(model, X, n_masks=1500, seed=39)
+    assert c.total != a.total
+    d = pytorch.dropout_penalty(model, X, n_masks=1500, seed=38, by_layer=False)
+    assert d.total == a.total and np.all(np.isnan(d.own))
+
+
+def test_the_report_prints_and_serialises():
+    model = _linear_model(torch.float64)
+    X = np.random.default_rng(40).normal(size=(3, 2, 6))
+    report = pytorch.dropout_penalty(model, X)
+    text = str(report)
+    assert "exact" in text and "model[2] (Dropout, p=0.4)" in text
+    assert "model[4] (Dropout1d, p=0.3)" in text and "together" in text
+    data = report.to_dict()
+    assert data["method"] == "exact" and data["total"] == report.total
+    assert [d["own"] for d in data["dropouts"]] == list(report.own)
+    import json
+
+    json.dumps(data)
+    with pytest.raises(ValueError):
+        report.own[0] = 1.0
+
+
+# ----------------------------------------------------------------------------- to_torch
+
+
+def test_to_torch_inverts_from_torch():
+    for build, shape in ((_rich_conv, (2, 5, 5)), (_rich_fc, (5,)), (_fc, (5,))):
+        model = _randomise_norms(_seeded(build().double(), 41), 42).eval()
+        layers = pytorch.from_torch(model, shape)
+        back = pytorch.to_torch(layers).eval()
+        x = torch.from_numpy(np.random.default_rng(43).normal(size=(3, *shape)))
+        with torch.no_grad():
+            np.testing.assert_allclose(back(x).numpy(), model(x).numpy(), rtol=1e-12, atol=1e-12)
+        again = pytorch.from_torch(back, shape)
+        assert [type(a) for a in again] == [type(b) for b in layers]
+        for a, b in zip(again, layers):
+            if hasattr(a, "masks"):
+                assert a.masks == b.masks
+
+
+def test_to_torch_picks_the_channel_module_by_rank_and_refuses_what_torch_lacks():
+    from regtheory.masks import Gaussian
+
+    conv1 = network.Conv(np.ones((2, 2, 3)))
+    kinds = [type(m) for m in pytorch.to_torch([network.Dropout(Channel(0.5)), conv1])]
+    assert kinds == [nn.Dropout1d, nn.Conv1d]
+    flat = [network.Linear(np.ones((2, 3))), network.Dropout(Channel(0.5))]
+    assert type(pytorch.to_torch(flat)[-1]) is nn.Dropout
+    with pytest.raises(InvalidParameterError, match=r"`layers\[1\]` \(Dropout\)"):
+        pytorch.to_torch([conv1, network.Dropout(Gaussian(0.5))])
+    with pytest.raises(InvalidParameterError, match=r"`layers\[0\]` \(Elementwise\)"):
+        pytorch.to_torch([network.Elementwise(np.tanh), conv1])
+    with pytest.raises(InvalidParameterError, match="`dtype`"):
+        pytorch.to_torch([conv1], dtype=torch.int64)
