@@ -248,3 +248,25 @@ def test_bad_input_names_the_argument():
             diagnose(layers, bad)
     with pytest.raises(InvalidParameterError, match=r"\bn_masks\b"):
         diagnose(layers, X, n_masks=1)
+
+
+def test_torch_model_block_penalty_against_torch_dropout():
+    torch = pytest.importorskip("torch")  # the torch extra is required by tests/conftest.py
+    from regtheory.pytorch import from_torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 4, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.4),
+        torch.nn.Linear(4, 3, bias=False),
+    ).double()
+    (block,) = diagnose(from_torch(model, (6,)), X).blocks
+    # E‖f_r(x) - f(x)‖² over torch's own dropout masks, one per sample and draw
+    x = torch.from_numpy(np.tile(X, (500, 1)))
+    with torch.no_grad():
+        clean = model.eval()(x)
+        torch.manual_seed(1)
+        draws = ((model.train()(x) - clean) ** 2).sum(1).reshape(500, len(X)).mean(1).numpy()
+    se = draws.std(ddof=1) / np.sqrt(len(draws))
+    assert abs(block.penalty - draws.mean()) < 4 * se
