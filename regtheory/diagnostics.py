@@ -146,7 +146,9 @@ class ConvTaps:
     probability : ndarray, read-only
         Per tap, the probability that no kept hidden unit carries it (kernel shape).
     stderr : ndarray or None, read-only
-        Monte Carlo standard error per tap (DropBlock only; ``None`` when exact).
+        Monte Carlo standard error per tap (DropBlock only; ``None`` when exact). A
+        tap that no draw starved has estimate and error 0; its probability is then
+        below 3/``n_masks`` at 95 % confidence.
     n_masks : int
         Channel maps sampled for the Monte Carlo estimate (0 when exact).
     fc_probability : float
