@@ -10,6 +10,8 @@ Modules, in the one direction data flows (nothing imports a module below it):
                 equalization, global optimum (3), Monte Carlo penalty
 ``network``     sequential nets: the exact penalty at any depth (moment propagation),
                 split over the dropout layers, and its Monte Carlo estimate
+``diagnostics`` what dropout does to a trained network: per-unit costs of its
+                Linear-Dropout-Linear blocks, equalization gaps, starved kernel taps
 ``implied``     the implied regularized problems, solved with cvxpy, and the induced
                 regularizer of deep linear nets
 ``training``    networks trained with real sampled dropout masks (NumPy)
@@ -32,7 +34,19 @@ Conventions (THEORY.md): ``keep`` is the retain probability (PyTorch's ``p`` is
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import compare, conv, data, fc, implied, masks, montecarlo, network, sweep, training
+from . import (
+    compare,
+    conv,
+    data,
+    diagnostics,
+    fc,
+    implied,
+    masks,
+    montecarlo,
+    network,
+    sweep,
+    training,
+)
 from ._validation import InvalidParameterError
 from .masks import dropout_lambda
 from .montecarlo import Estimate
@@ -49,6 +63,7 @@ __all__ = [
     "compare",
     "conv",
     "data",
+    "diagnostics",
     "dropout_lambda",
     "fc",
     "implied",

@@ -6,6 +6,7 @@ from regtheory import (
     compare,
     conv,
     data,
+    diagnostics,
     fc,
     figures,
     implied,
@@ -22,6 +23,7 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 PUBLIC_MODULES = [compare, conv, data, fc, figures, implied, masks, montecarlo, network, sweep]
 PUBLIC_MODULES.append(training)
+PUBLIC_MODULES.append(diagnostics)
 if HAS_TORCH:
     from regtheory import pytorch
 

@@ -23,6 +23,7 @@ from regtheory import (
     compare,
     conv,
     data,
+    diagnostics,
     fc,
     figures,
     implied,
@@ -135,6 +136,17 @@ VALID = {
         directory=str(Path(__file__).resolve().parents[1] / "figures"), names=["conv_matrix_seed"]
     ),
     montecarlo.min_draws: dict(event_probabilities=[0.02, 0.5]),
+    # DropBlock read by a conv: the Monte Carlo path that reads n_masks and seed
+    diagnostics.diagnose: dict(
+        layers=[
+            network.Conv(v),
+            network.Dropout(masks.DropBlock(0.5, block_size=2)),
+            network.Conv(u),
+        ],
+        X=XC,
+        n_masks=200,
+        seed=0,
+    ),
 }
 
 # regtheory.pytorch (the `torch` extra): on a bare checkout it is neither walked nor
