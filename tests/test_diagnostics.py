@@ -18,23 +18,6 @@ def relu(z):
 
 
 @dataclasses.dataclass(frozen=True)
-class BiasedLinear(network.Linear):
-    """A Linear layer with a bias, as a trained model has one."""
-
-    bias: np.ndarray | None = None
-
-    def __call__(self, z):
-        return super().__call__(z) + self.bias
-
-
-@dataclasses.dataclass(frozen=True)
-class Tanh:
-    """A generic elementwise non-linearity, not one of the package's layers."""
-
-    def __call__(self, z):
-        return np.tanh(z)
-
-
 def _dense_products(U, h):
     return np.sqrt(np.sum(U**2, axis=0) * np.mean(h**2, axis=0))
 
@@ -110,8 +93,15 @@ def test_gap_vanishes_after_equalize():
 def test_bias_and_foreign_nonlinearity_make_a_block_nonlinear():
     c = rng.normal(size=4)
     for layers, h in [
-        ([BiasedLinear(P, bias=c), network.Dropout(masks.Bernoulli(0.5))], X @ P.T + c),
-        ([network.Linear(P), Tanh(), network.Dropout(masks.Bernoulli(0.5))], np.tanh(X @ P.T)),
+        ([network.Linear(P, bias=c), network.Dropout(masks.Bernoulli(0.5))], X @ P.T + c),
+        (
+            [
+                network.Linear(P),
+                network.Elementwise(np.tanh),
+                network.Dropout(masks.Bernoulli(0.5)),
+            ],
+            np.tanh(X @ P.T),
+        ),
     ]:
         (block,) = diagnose([*layers, network.Linear(V)], X).blocks
         assert not block.linear and block.gap is None
