@@ -17,7 +17,6 @@ def relu(z):
     return np.maximum(z, 0.0)
 
 
-@dataclasses.dataclass(frozen=True)
 def _dense_products(U, h):
     return np.sqrt(np.sum(U**2, axis=0) * np.mean(h**2, axis=0))
 
