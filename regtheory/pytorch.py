@@ -640,7 +640,7 @@ def _dropout_on(model: nn.Module, active: Sequence[nn.Module]) -> Iterator[None]
             module.train(mode)
 
 
-def _torch_mc(model, drops, X, Y, *, active, n_masks, seed) -> Estimate:
+def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Estimate:
     """E L(r) − L(1) over the masks of the ``active`` dropout modules, by running the model.
 
     The draws of a batch are stacked along the batch axis (one forward pass); each batch
@@ -657,7 +657,6 @@ def _torch_mc(model, drops, X, Y, *, active, n_masks, seed) -> Estimate:
     modules = [drops[i][2] for i in active]
     with torch.no_grad(), _dropout_on(model, []):
         base = torch.mean(torch.sum((y - model(x).reshape(n, -1).double()) ** 2, dim=1)).item()
-    widest = max(int(np.prod(shape)) for _, shape, _ in drops)
     batch = int(np.clip((1 << 22) // (widest * n), 1, 4096))
     cuda = [device.index or 0] if device.type == "cuda" else []
 
@@ -790,11 +789,17 @@ def _monte_carlo_report(model, layers, names, X, Y, n_masks, seed, by_layer) -> 
     Y = Y.reshape(len(X), -1)
     rng = as_generator(seed)
     n_masks = 2000 if n_masks is None else n_masks
-    total = _torch_mc(model, drops, X, Y, active=range(len(drops)), seed=rng, n_masks=n_masks)
+    z, widest = X[:1], X[0].size  # the widest activation of one sample sets the batch of draws
+    for layer in layers:
+        z = z if isinstance(layer, network.Dropout) else layer(z)
+        widest = max(widest, z.size)
+    total = _torch_mc(
+        model, drops, X, Y, active=range(len(drops)), seed=rng, n_masks=n_masks, widest=widest
+    )
     own = np.full(len(drops), np.nan)
     own_se = np.full(len(drops), np.nan)
     for k in range(len(drops) if by_layer else 0):
-        est = _torch_mc(model, drops, X, Y, active=[k], seed=rng, n_masks=n_masks)
+        est = _torch_mc(model, drops, X, Y, active=[k], seed=rng, n_masks=n_masks, widest=widest)
         own[k], own_se[k] = est.mean, est.stderr
     return PenaltyReport(
         total.mean,
