@@ -350,6 +350,13 @@ def _convert(where: str, module: nn.Module) -> Any:
         return _dropout(module, where)
     if kind in _BATCHNORMS:
         return ("norm", *_batchnorm(module, where))
+    if kind.__module__.startswith("torchvision") and "DropBlock" in kind.__name__:
+        raise InvalidParameterError(
+            f"{where} ({kind.__name__}) is not supported: torchvision's DropBlock draws blocks "
+            "at Ghiasi et al.'s approximate rate and rescales by the kept fraction of the whole "
+            "batch, which no per-sample mask distribution matches; train with "
+            "regtheory.pytorch.DropBlock2d (the exact rate) instead"
+        )
     raise InvalidParameterError(f"{where} ({kind.__name__}) is not supported")
 
 

@@ -500,3 +500,14 @@ def test_to_torch_picks_the_channel_module_by_rank_and_refuses_what_torch_lacks(
         pytorch.to_torch([network.Elementwise(np.tanh), conv1])
     with pytest.raises(InvalidParameterError, match="`dtype`"):
         pytorch.to_torch([conv1], dtype=torch.int64)
+
+
+def test_torchvision_dropblock_is_refused_with_the_reason():
+    # torchvision does not import against this CPU build of torch; a module of the same
+    # qualified name stands in for it (only its name and module path are read)
+    stand_in = type("DropBlock2d", (nn.Module,), {"forward": lambda self, x: x})
+    stand_in.__module__ = "torchvision.ops.drop_block"
+    with pytest.raises(
+        InvalidParameterError, match=r"model\[1\] \(DropBlock2d\).*approximate rate"
+    ):
+        pytorch.from_torch(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), stand_in()), (1, 5, 5))
