@@ -212,9 +212,12 @@ class PenaltyReport:
         lines = [f"dropout penalty {self.total:.6g}{pm}  ({self.method}{draws})"]
         width = max(len(name) for name in self.dropouts)
         for name, own, se in zip(self.dropouts, self.own, self.own_stderr):
-            tail = "" if self.method == "exact" or np.isnan(own) else f" ± {se:.3g}"
+            if np.isnan(own):  # not computed (by_layer=False)
+                lines.append(f"  {name}")
+                continue
+            tail = "" if self.method == "exact" else f" ± {se:.3g}"
             lines.append(f"  {name:<{width}}  alone {own:.6g}{tail}")
-        if len(self.dropouts) > 1:
+        if len(self.dropouts) > 1 and not np.isnan(self.interaction):
             lines.append(f"  {'together, beyond the sum':<{width}}  {self.interaction:.6g}")
         return "\n".join(lines)
 
