@@ -50,6 +50,7 @@ is a bug in regtheory and propagates with its traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import inspect
 import json
@@ -88,9 +89,12 @@ def _figures(args: argparse.Namespace) -> int:
     names = args.only or list(REGISTRY)
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
+        guesses = [difflib.get_close_matches(n, REGISTRY, n=1) for n in unknown]
+        hints = [f" (did you mean {g[0]}?)" if g else "" for g in guesses]
         print(
-            f"regtheory figures: unknown figure(s) {', '.join(unknown)}; "
-            f"valid names: {', '.join(REGISTRY)}",
+            "regtheory figures: unknown figure(s) "
+            + ", ".join(n + h for n, h in zip(unknown, hints))
+            + f"; valid names: {', '.join(REGISTRY)}",
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
@@ -166,7 +170,8 @@ def _compare(args: argparse.Namespace) -> int:
     )
     rows = [r.to_dict() for r in result.results.values()]
     if args.json:
-        print(json.dumps({"settings": vars(args) | {"func": None}, "results": rows}, indent=1))
+        settings = {k: v for k, v in vars(args).items() if k != "func"}
+        print(json.dumps({"settings": settings, "results": rows}, indent=1))
         return 0
     print(
         f"task: n={args.n}, K={args.kernel_size}, C={args.channels}, keep={args.keep}, "
@@ -342,6 +347,8 @@ def _penalty_conv(args: argparse.Namespace) -> _PenaltyCheck:
     else:
         u, v = _load_weights(args.weights, ("u", "v"))
         source = f"u, v from {args.weights}"
+    if args.mode == "block" and args.block_size is None:
+        raise InvalidParameterError("--block-size is required with --mode block")
     options = {"padding": args.padding, "mode": args.mode, "block_size": args.block_size}
     closed_form = conv.dropout_penalty(u, v, args.keep, image, **options)
     formula = {
@@ -887,7 +894,20 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     from .compare import METHODS
 
-    cmp = sub.add_parser("compare", help="one conv task under FC, conv, channel and block dropout")
+    cmp = sub.add_parser(
+        "compare",
+        help="one conv task under FC, conv, channel and block dropout",
+        description=(
+            "Learn one 1-D circular convolution task y = Mx (a teacher kernel, signals of "
+            "length --n) under four kinds of dropout: an FC layer (squared nuclear norm), a "
+            "two-layer conv net with elementwise dropout (nuclear norm of the lifted kernel) "
+            "or channel dropout (a ridge), and FC blocks (spectral k-support norm). Each is "
+            "solved as its implied convex problem with cvxpy and, unless --no-train, trained "
+            "with real dropout masks; the table gives the implied objective, its test risk, "
+            "the rank of the end-to-end map, the trained net's test risk, and the relative "
+            "distance between the trained and the implied maps."
+        ),
+    )
     cmp.add_argument("--n", type=int, default=16, help="signal length (default 16)")
     cmp.add_argument("--kernel-size", type=int, default=3, help="taps K per kernel (odd)")
     cmp.add_argument("--channels", type=int, default=3, help="hidden channels C")
