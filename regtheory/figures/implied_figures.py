@@ -287,8 +287,8 @@ def plot_padding_gap(data: dict) -> Figure:
             "penalty (5), same kernels: 1 − zeros / circular formula",
         ),
     ]
-    for values, style, label in curves:
-        values = np.asarray(values)
+    for deviation, style, label in curves:
+        values = np.asarray(deviation)
         ax2.loglog(n, values, style, mfc="none", label=label)
         c = values[-1] * n[-1] / K
         ax2.loglog(n, c * K / n, ":", color=style[:2], lw=1)
