@@ -203,31 +203,39 @@ _CONV_DEFAULTS: Mapping[str, int] = MappingProxyType(
 _CONV_DEFAULT_IMAGE = (8, 8)
 
 
-def _load_weights(path: str, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    """The two named arrays of an ``.npz`` archive; an InvalidParameterError naming the
-    file otherwise (NumPy's errors for a file that is no archive are caught here, at the
-    read, and nowhere else)."""
+def _read_npz(path: str, flag: str, required: tuple[str, ...], optional: tuple[str, ...] = ()):
+    """The ``required`` (and present ``optional``) arrays of an ``.npz`` archive, in order
+    (``None`` for a missing optional one); an InvalidParameterError naming the option
+    ``flag`` and the file otherwise (NumPy's errors for a file that is no archive are
+    caught here, at the read, and nowhere else)."""
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        raise InvalidParameterError(f"cannot read --weights {path}: {exc}") from None
+        raise InvalidParameterError(f"cannot read {flag} {path}: {exc}") from None
+    wanted = " and ".join(required) + "".join(f" (and optionally {n})" for n in optional)
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise InvalidParameterError(
-            f"--weights {path} holds a single array; it must be an .npz archive with arrays "
-            f"{' and '.join(names)} (numpy.savez)"
+            f"{flag} {path} holds a single array; it must be an .npz archive with arrays "
+            f"{wanted} (numpy.savez)"
         )
     with archive:
-        missing = [n for n in names if n not in archive.files]
+        missing = [n for n in required if n not in archive.files]
         if missing:
             held = ", ".join(archive.files) or "no arrays"
             raise InvalidParameterError(
-                f"--weights {path} has no array {' or '.join(missing)} (it holds {held}); "
-                f"it must hold {' and '.join(names)}"
+                f"{flag} {path} has no array {' or '.join(missing)} (it holds {held}); "
+                f"it must hold {wanted}"
             )
         try:
-            return archive[names[0]], archive[names[1]]
+            return tuple(archive[n] if n in archive.files else None for n in (*required, *optional))
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise InvalidParameterError(f"cannot read --weights {path}: {exc}") from None
+            raise InvalidParameterError(f"cannot read {flag} {path}: {exc}") from None
+
+
+def _load_weights(path: str, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """The two named arrays of an ``.npz`` archive given with ``--weights``."""
+    first, second = _read_npz(path, "--weights", names)
+    return first, second
 
 
 def _shapes(args: argparse.Namespace, defaults: Mapping[str, int]) -> dict[str, int]:
@@ -429,26 +437,9 @@ def _import_pytorch():
 
 
 def _load_data(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Arrays ``X`` and, if present, ``Y`` of an ``.npz`` archive."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        raise InvalidParameterError(f"cannot read --data {path}: {exc}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise InvalidParameterError(
-            f"--data {path} holds a single array; it must be an .npz archive with an array X "
-            "(and optionally Y) (numpy.savez)"
-        )
-    with archive:
-        if "X" not in archive.files:
-            held = ", ".join(archive.files) or "no arrays"
-            raise InvalidParameterError(
-                f"--data {path} has no array X (it holds {held}); it must hold X, and may hold Y"
-            )
-        try:
-            return archive["X"], archive["Y"] if "Y" in archive.files else None
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise InvalidParameterError(f"cannot read --data {path}: {exc}") from None
+    """Arrays ``X`` and, if present, ``Y`` of an ``.npz`` archive given with ``--data``."""
+    X, Y = _read_npz(path, "--data", ("X",), ("Y",))
+    return X, Y
 
 
 def _torch_class(module) -> str:
