@@ -1,10 +1,10 @@
 """The built documentation site: offline, complete, and rendered as a reader sees it.
 
 The site is built by ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (the
-README's docs command; CI runs it before this file). These tests read the build named by
-``REGTHEORY_DOCS_BUILD`` (default ``docs/_build/html``). Without a build they skip on a
-developer's machine and FAIL in CI (``CI=true``), so a docs build that silently did not
-happen cannot pass. The browser checks open the landing page and one API page in headless
+README's docs command; ``.ci/run`` runs it after the test suite, then this file with
+``REGTHEORY_DOCS_BUILD`` naming the build). Where that variable is set, a missing build
+FAILS in CI (``CI=true``), so a docs build that silently did not happen cannot pass; in
+the test suite, which runs before any build, the module is skipped unless a build exists. The browser checks open the landing page and one API page in headless
 Chromium, dump the DOM after MathJax has run, and save screenshots under
 ``_screenshots/`` of the build.
 """
@@ -26,6 +26,10 @@ from _public_api import PUBLIC_MODULES
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = Path(os.environ.get("REGTHEORY_DOCS_BUILD", ROOT / "docs" / "_build" / "html"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
+if "REGTHEORY_DOCS_BUILD" not in os.environ and not (BUILD / "index.html").is_file():
+    # the test suite itself runs before the site is built (.ci/run builds it, then runs this
+    # file with REGTHEORY_DOCS_BUILD set, where a missing build fails)
+    pytest.skip("docs site not built; set REGTHEORY_DOCS_BUILD", allow_module_level=True)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 THEORY = ROOT / "docs" / "THEORY.md"
 
