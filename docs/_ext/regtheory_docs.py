@@ -129,6 +129,9 @@ def number_references(
         )
     except StopIteration:
         return
+    if what == "module":
+        # a module's sections would become sections of its API page, as high as its title
+        lines[start : start + 2] = [".. rubric:: References", ""]
     end = start + 2
     while end < len(lines) and not (
         end + 1 < len(lines) and lines[end + 1].strip() and set(lines[end + 1].strip()) == {"-"}
