@@ -80,7 +80,7 @@ mathjax3_config = {"tex": {"tags": "ams"}}
 # -- HTML --------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"regtheory {release}"
-html_static_path = ["_static"]
+html_static_path: list[str] = []  # regtheory_docs adds the staged MathJax
 html_extra_path: list[str] = []
 html_copy_source = False
 html_show_sourcelink = False
