@@ -9,6 +9,7 @@ The notebooks under ``notebooks/`` are executed by myst-nb at build time and cac
 ``django-static-mathjax`` wheel, so the pages load no script from the network.
 """
 
+import os
 import sys
 from importlib.util import find_spec
 from pathlib import Path
@@ -43,6 +44,9 @@ source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-n
 # -- the notebooks: stored without outputs, executed at build time -------------------------
 # Sphinx reads sources only under docs/: docs/notebooks is a symlink to ../notebooks, and
 # the glob in notebooks.md picks up every notebook there, new ones included.
+# The kernels inherit this process's environment: an MPLBACKEND=Agg set for headless runs
+# (CI sets it) would keep matplotlib from drawing inline, and the pages would show no figures.
+os.environ.pop("MPLBACKEND", None)
 nb_execution_mode = "cache"
 nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
 nb_execution_timeout = 600
