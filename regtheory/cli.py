@@ -13,6 +13,11 @@ closed-form dropout penalty of one layer (formula (1), the block penalty, (5) or
 (6)) beside a Monte Carlo estimate over real masks with its 95 % interval
 (``--json`` for scripts).
 
+``regtheory penalty torch --model FILE --data FILE.npz [--diagnose] ...`` prints the
+dropout penalty of a saved PyTorch ``nn.Sequential`` on data
+(:func:`regtheory.pytorch.dropout_penalty`), exact or by Monte Carlo, and what each
+dropout module pays; it needs the ``torch`` extra and imports torch only when run.
+
 ``regtheory check [--only NAME ...] [--dir DIR] [--quick] [--jobs N] [--json]``
 regenerates the stored figures with the seeds and modes their JSON records and
 compares them field by field (:func:`regtheory.figures.check`); exit status 1 when
@@ -45,13 +50,18 @@ is a bug in regtheory and propagates with its traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib
+import inspect
 import json
 import sys
 import time
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -79,9 +89,12 @@ def _figures(args: argparse.Namespace) -> int:
     names = args.only or list(REGISTRY)
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
+        guesses = [difflib.get_close_matches(n, REGISTRY, n=1) for n in unknown]
+        hints = [f" (did you mean {g[0]}?)" if g else "" for g in guesses]
         print(
-            f"regtheory figures: unknown figure(s) {', '.join(unknown)}; "
-            f"valid names: {', '.join(REGISTRY)}",
+            "regtheory figures: unknown figure(s) "
+            + ", ".join(n + h for n, h in zip(unknown, hints))
+            + f"; valid names: {', '.join(REGISTRY)}",
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
@@ -157,7 +170,8 @@ def _compare(args: argparse.Namespace) -> int:
     )
     rows = [r.to_dict() for r in result.results.values()]
     if args.json:
-        print(json.dumps({"settings": vars(args) | {"func": None}, "results": rows}, indent=1))
+        settings = {k: v for k, v in vars(args).items() if k != "func"}
+        print(json.dumps({"settings": settings, "results": rows}, indent=1))
         return 0
     print(
         f"task: n={args.n}, K={args.kernel_size}, C={args.channels}, keep={args.keep}, "
@@ -333,6 +347,8 @@ def _penalty_conv(args: argparse.Namespace) -> _PenaltyCheck:
     else:
         u, v = _load_weights(args.weights, ("u", "v"))
         source = f"u, v from {args.weights}"
+    if args.mode == "block" and args.block_size is None:
+        raise InvalidParameterError("--block-size is required with --mode block")
     options = {"padding": args.padding, "mode": args.mode, "block_size": args.block_size}
     closed_form = conv.dropout_penalty(u, v, args.keep, image, **options)
     formula = {
@@ -391,6 +407,214 @@ def _penalty(args: argparse.Namespace) -> int:
     )
     if z is not None:
         print(f"  z = {z:+.2f}  (Monte Carlo − closed form)/stderr; |z| > 1.96 one seed in 20")
+    return 0
+
+
+# ----------------------------------------------------------------------------- penalty torch
+
+_TORCH_SEQUENTIAL = "torch.nn.modules.container.Sequential"
+
+
+def _import_pytorch():
+    """:mod:`regtheory.pytorch`, imported here so that the command line runs without torch;
+    an InvalidParameterError with the install hint when torch is missing."""
+    try:
+        return importlib.import_module("regtheory.pytorch")
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] != "torch":
+            raise
+        raise InvalidParameterError(
+            'needs PyTorch, which is not installed: pip install "regtheory[torch]"'
+        ) from None
+
+
+def _load_data(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Arrays ``X`` and, if present, ``Y`` of an ``.npz`` archive."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise InvalidParameterError(f"cannot read --data {path}: {exc}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise InvalidParameterError(
+            f"--data {path} holds a single array; it must be an .npz archive with an array X "
+            "(and optionally Y) (numpy.savez)"
+        )
+    with archive:
+        if "X" not in archive.files:
+            held = ", ".join(archive.files) or "no arrays"
+            raise InvalidParameterError(
+                f"--data {path} has no array X (it holds {held}); it must hold X, and may hold Y"
+            )
+        try:
+            return archive["X"], archive["Y"] if "Y" in archive.files else None
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise InvalidParameterError(f"cannot read --data {path}: {exc}") from None
+
+
+def _torch_class(module) -> str:
+    """The qualified Python class of a TorchScript module, without TorchScript's mangling:
+    ``torch.nn.modules.linear.Linear`` for a scripted ``nn.Linear``."""
+    name = module._c._type().qualified_name()
+    parts = [p for p in name.split(".") if p != "__torch__" and not p.startswith("___torch_mangle")]
+    return ".".join(parts)
+
+
+def _rebuild_module(script, where: str, nn):
+    """The ``torch.nn`` module a TorchScript child was scripted from, with its attributes
+    and its parameters and buffers (the same tensors)."""
+    qualified = _torch_class(script)
+    if qualified == _TORCH_SEQUENTIAL:
+        children = [
+            _rebuild_module(child, f"{where}[{i}]", nn) for i, child in enumerate(script.children())
+        ]
+        return nn.Sequential(*children).train(script.training)
+    module_path, _, name = qualified.rpartition(".")
+    cls = getattr(nn, name, None)
+    if not isinstance(cls, type) or cls.__module__ != module_path:
+        raise InvalidParameterError(
+            f"{where} is TorchScript code of {qualified or script.original_name}, not a torch.nn "
+            "module; save the nn.Module itself with torch.save"
+        )
+    kwargs = {}
+    for param in inspect.signature(cls).parameters.values():
+        if param.name in ("device", "dtype") or not hasattr(script, param.name):
+            continue
+        value = getattr(script, param.name)
+        if isinstance(param.default, bool) and not isinstance(value, bool):
+            value = value is not None  # nn.Linear(..., bias=True) keeps a tensor or None
+        kwargs[param.name] = value
+    try:
+        module = cls(**kwargs)
+        module.load_state_dict(script.state_dict(), assign=True)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidParameterError(
+            f"{where} ({name}) cannot be rebuilt from its TorchScript attributes (a traced "
+            f"model keeps none: use torch.jit.script or torch.save): {_one_line(exc)}"
+        ) from None
+    return module.train(script.training)
+
+
+def _same_outputs(script, rebuilt, x, torch) -> bool:
+    """Whether the two models give the same outputs on ``x``: in evaluation mode, and with
+    their dropout modules in training mode from the same torch seed."""
+    scripted = dict(script.named_modules())
+    modes = [(m, m.training) for m in (*scripted.values(), *rebuilt.modules())]
+    drops = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d)
+    try:
+        outputs = []
+        for dropout_on in (False, True):
+            script.eval(), rebuilt.eval()
+            for name, module in rebuilt.named_modules():
+                if dropout_on and isinstance(module, drops):
+                    module.train(), scripted[name].train()
+            for model in (script, rebuilt):
+                with torch.random.fork_rng(), torch.no_grad():
+                    torch.manual_seed(0)
+                    outputs.append(model(x).double())
+    finally:
+        for module, mode in modes:
+            module.train(mode)
+    scale = max(float(outputs[0].abs().max()), 1.0)
+    atol = scale * (1e-12 if x.dtype == torch.float64 else 1e-5)
+    return all(
+        a.shape == b.shape and torch.allclose(a, b, rtol=0.0, atol=atol)
+        for a, b in (outputs[:2], outputs[2:])
+    )
+
+
+def _from_torchscript(script, path: str, X: np.ndarray, pytorch):
+    """The ``nn.Sequential`` a TorchScript module was scripted from, checked to compute
+    what the TorchScript module computes on the data; refused otherwise."""
+    torch, nn = pytorch.torch, pytorch.nn
+    if _torch_class(script) != _TORCH_SEQUENTIAL:
+        raise InvalidParameterError(
+            f"--model {path} is a TorchScript {script.original_name}, not an nn.Sequential: "
+            "only a sequence of torch.nn modules can be converted"
+        )
+    rebuilt = _rebuild_module(script, "model", nn)
+    dtype = next((p.dtype for p in rebuilt.parameters() if p.is_floating_point()), None)
+    x = torch.from_numpy(np.asarray(X[:64], dtype=np.float64)).to(dtype or torch.float64)
+    try:
+        same = _same_outputs(script, rebuilt, x, torch)
+    except RuntimeError as exc:  # the model does not run on the data
+        raise InvalidParameterError(
+            f"--model {path} does not run on the samples of --data: {_one_line(exc)}"
+        ) from None
+    if not same:
+        raise InvalidParameterError(
+            f"--model {path}: the TorchScript module does not compute what its torch.nn modules "
+            "compute in sequence (a traced model records one mode only); save the nn.Module "
+            "itself with torch.save"
+        )
+    return rebuilt
+
+
+def _load_model(path: str, X: np.ndarray, pytorch) -> tuple[Any, str]:
+    """The model of ``--model`` and its format: TorchScript first, then ``torch.load``."""
+    torch = pytorch.torch
+    if not Path(path).is_file():
+        raise InvalidParameterError(f"cannot read --model {path}: no such file")
+    try:
+        script = torch.jit.load(path, map_location="cpu")
+    except Exception:  # noqa: BLE001 -- not a TorchScript archive: try a pickled module
+        script = None
+    if script is not None:
+        return _from_torchscript(script, path, X, pytorch), "TorchScript"
+    try:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 -- unpickling a user's file can raise anything
+        raise InvalidParameterError(
+            f"cannot read --model {path}: neither TorchScript (torch.jit.load) nor a saved "
+            f"module (torch.load): {_one_line(exc)}"
+        ) from None
+    if not isinstance(model, pytorch.nn.Module):
+        raise InvalidParameterError(
+            f"--model {path} holds an object of type {type(model).__name__}, not a "
+            "torch.nn.Module (a "
+            "state_dict needs its model: save the module itself with torch.save(model, FILE))"
+        )
+    return model, "torch.save"
+
+
+def _penalty_torch(args: argparse.Namespace) -> int:
+    pytorch = _import_pytorch()
+    X, Y = _load_data(args.data)
+    model, kind = _load_model(args.model, X, pytorch)
+    report = pytorch.dropout_penalty(
+        model, X, Y=Y, n_masks=args.n_masks, seed=args.seed, by_layer=not args.no_by_layer
+    )
+    diagnosis = None
+    if args.diagnose:
+        from .diagnostics import diagnose
+
+        diagnosis = diagnose(report.layers, X, seed=args.seed)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    settings = {
+        "model": args.model,
+        "format": kind,
+        "dtype": str(dtype).removeprefix("torch."),
+        "data": args.data,
+        "n_samples": int(X.shape[0]),
+        "sample_shape": list(X.shape[1:]),
+        "targets": "Y" if Y is not None else "the model's mask-free output",
+        "n_masks": args.n_masks,
+        "seed": args.seed,
+        "by_layer": not args.no_by_layer,
+    }
+    if args.json:
+        record = {"report": report.to_dict(), "settings": settings}
+        if diagnosis is not None:
+            record["diagnostics"] = diagnosis.to_dict()
+        print(json.dumps(record, indent=1))
+        return 0
+    print(
+        f"model {args.model} ({kind}, {settings['dtype']}) on {args.data}: {X.shape[0]} samples "
+        f"of shape {tuple(X.shape[1:])}, targets {settings['targets']}"
+    )
+    print(report)
+    if diagnosis is not None:
+        print()
+        print(diagnosis)
     return 0
 
 
@@ -559,6 +783,7 @@ def _add_penalty(sub: argparse._SubParsersAction) -> None:
     _penalty_options(fcp, n_masks=100_000)
     fcp.set_defaults(func=_penalty)
     _add_penalty_conv(layers)
+    _add_penalty_torch(layers)
 
 
 def _add_penalty_conv(layers: argparse._SubParsersAction) -> None:
@@ -597,6 +822,49 @@ def _add_penalty_conv(layers: argparse._SubParsersAction) -> None:
     cvp.set_defaults(func=_penalty)
 
 
+def _add_penalty_torch(layers: argparse._SubParsersAction) -> None:
+    tp = layers.add_parser(
+        "torch",
+        help="dropout penalty of a saved PyTorch nn.Sequential on data",
+        description="Dropout penalty E L(r) - L(1) of a PyTorch nn.Sequential on the data of an "
+        ".npz file (regtheory.pytorch.dropout_penalty): exact when every non-linearity comes "
+        "before the first dropout, otherwise a Monte Carlo estimate that runs the model's own "
+        "modules, with its standard error; and what each dropout module pays alone. The model "
+        "is a TorchScript file (torch.jit.save of a scripted nn.Sequential; tried first) or a "
+        "torch.save'd nn.Module. Reading the latter unpickles it, which can run arbitrary code: "
+        "use it for your own files only. Models are loaded on the CPU. Needs the torch extra: "
+        'pip install "regtheory[torch]".',
+    )
+    tp.add_argument(
+        "--model", required=True, metavar="FILE", help="TorchScript or torch.save'd nn.Sequential"
+    )
+    tp.add_argument(
+        "--data",
+        required=True,
+        metavar="FILE.npz",
+        help="array X (n, ...) of inputs and optionally Y, the targets (default: the model's "
+        "mask-free output)",
+    )
+    tp.add_argument(
+        "--n-masks",
+        type=_int_at_least(2),
+        help="Monte Carlo draws per estimate (default 2000; unused when exact)",
+    )
+    tp.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo masks (default 0)")
+    tp.add_argument(
+        "--no-by-layer",
+        action="store_true",
+        help="skip each dropout module's own penalty (one estimate less per module)",
+    )
+    tp.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also print the diagnostics of every dropout layer (regtheory.diagnostics)",
+    )
+    tp.add_argument("--json", action="store_true", help="machine-readable output")
+    tp.set_defaults(func=_penalty_torch)
+
+
 def _add_check(sub: argparse._SubParsersAction) -> None:
     chk = sub.add_parser(
         "check",
@@ -626,7 +894,20 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     from .compare import METHODS
 
-    cmp = sub.add_parser("compare", help="one conv task under FC, conv, channel and block dropout")
+    cmp = sub.add_parser(
+        "compare",
+        help="one conv task under FC, conv, channel and block dropout",
+        description=(
+            "Learn one 1-D circular convolution task y = Mx (a teacher kernel, signals of "
+            "length --n) under four kinds of dropout: an FC layer (squared nuclear norm), a "
+            "two-layer conv net with elementwise dropout (nuclear norm of the lifted kernel) "
+            "or channel dropout (a ridge), and FC blocks (spectral k-support norm). Each is "
+            "solved as its implied convex problem with cvxpy and, unless --no-train, trained "
+            "with real dropout masks; the table gives the implied objective, its test risk, "
+            "the rank of the end-to-end map, the trained net's test risk, and the relative "
+            "distance between the trained and the implied maps."
+        ),
+    )
     cmp.add_argument("--n", type=int, default=16, help="signal length (default 16)")
     cmp.add_argument("--kernel-size", type=int, default=3, help="taps K per kernel (odd)")
     cmp.add_argument("--channels", type=int, default=3, help="hidden channels C")

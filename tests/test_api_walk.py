@@ -172,6 +172,16 @@ if HAS_TORCH:
         layers=[network.Linear(np.ones((2, 3))), network.Dropout(masks.Bernoulli(0.5))],
         dtype=torch.float32,
     )
+    VALID[pytorch.train_classifier] = dict(
+        model=TORCH_NET,
+        X=X[:8],
+        labels=np.arange(8) % 3,
+        epochs=1,
+        batch_size=4,
+        lr=0.01,
+        seed=0,
+        n_threads=1,
+    )
 
 # Arguments whose bad values are not of their type's kind (callables, objects, options,
 # lists of names).

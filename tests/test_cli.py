@@ -323,6 +323,25 @@ def test_unknown_figure_exits_2_with_valid_names(capsys, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_misspelt_figure_gets_a_suggestion(capsys, tmp_path):
+    assert main(["figures", "--only", "fc_equalizaton", "--out", str(tmp_path)]) == 2
+    assert "fc_equalizaton (did you mean fc_equalization?)" in capsys.readouterr().err
+    assert main(["figures", "--only", "zzzzzz", "--out", str(tmp_path)]) == 2
+    assert "did you mean" not in capsys.readouterr().err
+
+
+def test_block_mode_without_a_size_names_the_flag(capsys):
+    assert main(["penalty", "conv", "--mode", "block", "--n-masks", "1000"]) == 2
+    assert "--block-size is required with --mode block" in capsys.readouterr().err
+
+
+def test_compare_help_describes_the_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    out = capsys.readouterr().out
+    assert "four kinds of dropout" in out and "implied convex problem" in out
+
+
 def test_only_quick_writes_files(tmp_path):
     assert main(["figures", "--only", "fc_equalization", "--quick", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -513,6 +532,7 @@ def test_compare_solver_reaches_every_solve(monkeypatch, capsys):
     assert main([*COMPARE_FAST, "--solver", "scs", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["settings"]["solver"] == "SCS"
+    assert "func" not in record["settings"]  # argparse's own entries stay out
     assert sorted(seen) == [
         ("solve_conv", "SCS"),
         ("solve_conv", "SCS"),

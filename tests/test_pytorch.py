@@ -449,6 +449,7 @@ def test_monte_carlo_is_reproducible_and_leaves_torch_random_state_alone():
     assert c.total != a.total
     d = pytorch.dropout_penalty(model, X, n_masks=1500, seed=38, by_layer=False)
     assert d.total == a.total and np.all(np.isnan(d.own))
+    assert "nan" not in str(d) and "alone" not in str(d) and "model[2] (Dropout" in str(d)
 
 
 def test_the_report_prints_and_serialises():

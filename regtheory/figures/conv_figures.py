@@ -247,8 +247,8 @@ def compute_no_gradient_probability(quick: bool, seed: int) -> dict:
 
 def plot_no_gradient_probability(data: dict) -> Figure:
     drop = np.asarray(data["drop_rate"])
-    fig = Figure(figsize=(8.5, 5.2), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(13, 5.2), layout="constrained")
+    ax, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": (1.6, 1)})
     ax.plot(
         drop, data["fc"], "k-", lw=2.2, label="FC weight: 1−keep  (= any tap under channel dropout)"
     )
@@ -280,6 +280,7 @@ def plot_no_gradient_probability(data: dict) -> Figure:
     ax.set_ylabel("P(weight receives no gradient)")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    _large_image_ratios(right, drop, data["images"][-1], styles)
     ax.set_title(
         "(d) a conv tap loses its gradient only if all n_k columns it sits in are\n"
         f"dropped ({data['kernel_size']}×{data['kernel_size']} kernel, zero padding, "
@@ -287,6 +288,35 @@ def plot_no_gradient_probability(data: dict) -> Figure:
         fontsize=11,
     )
     return fig
+
+
+def _large_image_ratios(ax, drop: np.ndarray, img: dict, styles: dict) -> None:
+    """The taps of the large image against its centre tap: their n_k differ by a few per
+    cent, so their curves coincide on the main axis; the ratio (1-keep)^(n_k - n_centre)
+    separates them."""
+    centre = np.asarray(img["probability"]["centre"], dtype=float)
+    ax.axhline(1.0, color="C3", lw=1.4, ls=styles["centre"], label="centre tap (= 1)")
+    for tap in ("edge", "corner"):
+        p = np.asarray(img["probability"][tap], dtype=float)
+        ok = centre >= 1e-12  # where the main axis shows the curves
+        n = img["counts"][tap] - img["counts"]["centre"]
+        ax.plot(drop[ok], p[ok] / centre[ok], ls=styles[tap], color="C3", lw=1.6,
+                label=f"{tap} tap: (1−keep)^({n})")  # fmt: skip
+    ax.set_xscale("logit")
+    ax.set_xlim(float(drop[centre >= 1e-12][0]), drop[-1])
+    ticks = [0.99, 0.999, 0.9999, 0.99999]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter("")
+    ax.grid(True, which="major", alpha=0.3)
+    H, W = img["image_shape"]
+    ax.set_xlabel("drop rate 1 − keep  (logit scale)")
+    ax.set_ylabel("P(tap gets no gradient) / P(centre tap gets none)")
+    ax.set_title(
+        f"the {H}×{W} taps told apart: ratio to the centre tap\n"
+        "(where the left panel shows them, P ≥ 1e-12)",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8, loc="upper left")
 
 
 # ----------------------------------------------------------------------------- (e)
@@ -422,6 +452,7 @@ def plot_penalty_vs_keep(data: dict) -> Figure:
     fig = Figure(figsize=(11.5, 7.5), layout="constrained")
     axes = fig.subplots(2, 2, sharex=True, sharey="row", gridspec_kw={"height_ratios": [1.5, 1]})
     handles, labels = [], []
+    widest = 0.0  # largest relative half-width of a 95 % interval, for the legend
     for col, panel in enumerate(data["panels"]):
         ax, ax_ratio = axes[0, col], axes[1, col]
         ref = np.asarray(panel["series"]["element"]["closed_form"])
@@ -430,6 +461,7 @@ def plot_penalty_vs_keep(data: dict) -> Figure:
             mean = np.array([e["mean"] for e in s["mc"]])
             ci = np.array([e["ci95"] for e in s["mc"]])
             yerr = np.abs(ci.T - mean)
+            widest = max(widest, float(np.max(yerr / np.abs(mean))))
             closed = np.asarray(s["closed_form"])
             line = ax.plot(keeps, closed, "-", color=color, lw=1.4)[0]
             bars = ax.errorbar(
@@ -489,7 +521,11 @@ def plot_penalty_vs_keep(data: dict) -> Figure:
         handler_map={tuple: HandlerTuple(ndivide=1)},
         fontsize=8,
         loc="upper right",
-        title="line: closed form; marker: Monte Carlo ± 95% CI",
+        title=(
+            "line: closed form; marker: Monte Carlo ± 95% CI\n"
+            f"(at most ±{100 * widest:.1f} %: within the markers on this log\n"
+            "scale; drawn to scale in the ratio row below)"
+        ),
         title_fontsize=8,
     )
     fig.suptitle(

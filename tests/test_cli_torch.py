@@ -1,0 +1,211 @@
+"""Tests of `regtheory penalty torch` (regtheory/cli.py) on models saved by the tests.
+
+The totals the command prints are compared with ``regtheory.pytorch.dropout_penalty``
+called directly on the model the test built, and with computations written out here:
+λ times the mean over the data of Σᵢ ‖uᵢ‖² hᵢ² for a dropout before the last linear
+layer (exact), and a Monte Carlo over the model's own dropout modules in training
+mode, run here with torch's generator.
+"""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from regtheory import cli, pytorch
+from regtheory.cli import main
+
+N_SE = 4  # Monte Carlo agreement is required within this many standard errors
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    status = main(["penalty", "torch", *argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def run_json(argv, capsys) -> dict:
+    status, out, err = run([*argv, "--json"], capsys)
+    assert (status, err) == (0, "")
+    return json.loads(out)
+
+
+def linear_net(dtype=torch.float64) -> nn.Sequential:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Dropout(0.4), nn.Linear(6, 2)).to(dtype)
+
+
+def relu_conv_net(dtype=torch.float32) -> nn.Sequential:
+    # a ReLU after the dropout: the penalty is estimated by Monte Carlo
+    torch.manual_seed(2)
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.Dropout2d(0.3),
+        nn.ReLU(),
+        nn.Conv2d(3, 2, 3, padding=1),
+        nn.Flatten(),
+        nn.Sequential(nn.Dropout(0.2), nn.Linear(2 * 5 * 5, 1)),
+    ).to(dtype)
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "data.npz"
+    np.savez(path, X=rng.normal(size=(12, 4)), Y=rng.normal(size=(12, 2)))
+    return path
+
+
+@pytest.fixture
+def maps(tmp_path):
+    rng = np.random.default_rng(4)
+    path = tmp_path / "maps.npz"
+    np.savez(path, X=rng.normal(size=(10, 1, 5, 5)))
+    return path
+
+
+def save(model, path, how: str) -> str:
+    if how == "script":
+        torch.jit.save(torch.jit.script(model), path)
+    else:
+        torch.save(model, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("how", ["save", "script"])
+def test_exact_penalty_of_a_saved_model(how, data, tmp_path, capsys):
+    model = linear_net()
+    path = save(model, tmp_path / "net.pt", how)
+    record = run_json(["--model", path, "--data", str(data)], capsys)
+    with np.load(data) as archive:
+        X, Y = archive["X"], archive["Y"]
+    direct = pytorch.dropout_penalty(model, X, Y=Y)
+    report = record["report"]
+    assert report["method"] == "exact" and report["stderr"] == 0.0
+    assert report["total"] == pytest.approx(direct.total, rel=1e-12)
+    # dropout (keep 0.6) before the last layer u: λ · mean_k Σ_i ‖u_i‖² h_ki²
+    with torch.no_grad():
+        h = model[1](model[0](torch.from_numpy(X))).numpy()
+    u = model[3].weight.detach().numpy()
+    lam = 0.4 / 0.6
+    assert report["total"] == pytest.approx(lam * np.mean(h**2 @ np.sum(u**2, axis=0)), rel=1e-10)
+    assert record["settings"]["format"] == ("TorchScript" if how == "script" else "torch.save")
+    assert record["settings"]["targets"] == "Y" and "diagnostics" not in record
+
+
+@pytest.mark.parametrize("how", ["save", "script"])
+def test_monte_carlo_penalty_of_a_saved_conv_net(how, maps, tmp_path, capsys):
+    model = relu_conv_net()
+    path = save(model, tmp_path / "net.pt", how)
+    argv = ["--model", path, "--data", str(maps), "--n-masks", "2000", "--seed", "5"]
+    record = run_json([*argv, "--diagnose"], capsys)
+    with np.load(maps) as archive:
+        X = archive["X"]
+    report = record["report"]
+    direct = pytorch.dropout_penalty(model, X, n_masks=2000, seed=5)
+    assert report["method"] == "monte carlo" and report["n_masks"] == 2000
+    assert report["total"] == pytest.approx(direct.total, rel=1e-12)
+    assert [d["own"] for d in report["dropouts"]] == pytest.approx(list(direct.own), rel=1e-12)
+    assert record["settings"]["dtype"] == "float32"
+    assert len(record["diagnostics"]["convs"]) == 1  # the Dropout2d read by the second conv
+    assert len(record["diagnostics"]["blocks"]) == 0
+    # independently: the perturbation energy over torch's own masks, drawn here, 2000
+    # copies of the data in one batch (every copy gets its own masks)
+    x = torch.from_numpy(X).float()
+    model.eval()
+    with torch.no_grad():
+        clean = model(x).double()
+        for module in (model[1], model[5][0]):
+            module.train()
+        torch.manual_seed(6)
+        out = model(x.repeat(2000, 1, 1, 1)).double().reshape(2000, len(X), -1)
+    draws = torch.mean(torch.sum((out - clean) ** 2, dim=2), dim=1).numpy()
+    mean, se = np.mean(draws), np.std(draws, ddof=1) / np.sqrt(len(draws))
+    assert abs(report["total"] - mean) < N_SE * np.hypot(se, report["stderr"])
+    status, out, err = run([*argv, "--no-by-layer"], capsys)
+    assert (status, err) == (0, "")
+    assert str(direct).splitlines()[0] in out  # the same seed, the same total
+
+
+def test_text_output_with_diagnostics(data, tmp_path, capsys):
+    path = save(linear_net(), tmp_path / "net.pt", "script")
+    status, out, err = run(["--model", path, "--data", str(data), "--diagnose"], capsys)
+    assert (status, err) == (0, "")
+    assert "(TorchScript, float64)" in out and "dropout penalty" in out
+    assert "dropout diagnosis on 12 samples" in out and "Linear-Dropout-Linear" in out
+
+
+class Doubler(nn.Module):
+    def forward(self, x):
+        return 2 * x
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: torch.save(linear_net().state_dict(), p), "not a torch.nn.Module"),
+        (lambda p: p.write_text("not a model"), "cannot read --model"),
+        (lambda p: None, "no such file"),
+        (
+            lambda p: torch.jit.save(
+                torch.jit.trace(linear_net().eval(), torch.zeros(1, 4, dtype=torch.float64)), p
+            ),
+            "traced",
+        ),
+        (
+            lambda p: torch.jit.save(
+                torch.jit.script(nn.Sequential(nn.Linear(4, 2), Doubler())), p
+            ),
+            "not a torch.nn module",
+        ),
+        (lambda p: torch.jit.save(torch.jit.script(nn.Linear(4, 2)), p), "not an nn.Sequential"),
+        (lambda p: torch.save(nn.Sequential(nn.Linear(4, 2)), p), "no dropout module"),
+        (lambda p: torch.save(nn.Sequential(nn.Dropout(0.2), nn.Linear(3, 2)), p), "model[1]"),
+    ],
+)
+def test_bad_models_exit_2(make, message, data, tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    make(path)
+    status, out, err = run(["--model", str(path), "--data", str(data)], capsys)
+    assert status == 2 and out == ""
+    assert err.startswith("regtheory penalty torch: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_data_exit_2(tmp_path, capsys):
+    model = save(linear_net(), tmp_path / "net.pt", "save")
+    np.save(tmp_path / "single.npy", np.ones((3, 4)))
+    np.savez(tmp_path / "nox.npz", Z=np.ones(3))
+    (tmp_path / "text.npz").write_text("not an archive")
+    for name, message in [
+        ("nox.npz", "has no array X (it holds Z)"),
+        ("single.npy", "holds a single array"),
+        ("text.npz", "cannot read --data"),
+        ("missing.npz", "cannot read --data"),
+    ]:
+        status, out, err = run(["--model", model, "--data", str(tmp_path / name)], capsys)
+        assert status == 2 and out == "" and message in err, (name, err)
+
+
+def test_a_module_that_is_not_its_children_is_refused(data, tmp_path, capsys, monkeypatch):
+    # a TorchScript module whose computation differs from the nn.Sequential rebuilt from
+    # its children is refused, not converted
+    path = save(linear_net(), tmp_path / "net.pt", "script")
+    other = linear_net()
+    with torch.no_grad():
+        other[3].weight.mul_(2.0)
+    monkeypatch.setattr(cli, "_rebuild_module", lambda script, where, nn: other)
+    status, _, err = run(["--model", path, "--data", str(data)], capsys)
+    assert status == 2 and "does not compute what its torch.nn modules" in err
+
+
+def test_without_torch_exit_2_with_the_install_hint(data, tmp_path, capsys, monkeypatch):
+    path = save(linear_net(), tmp_path / "net.pt", "save")
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails
+    monkeypatch.delitem(sys.modules, "regtheory.pytorch")
+    status, out, err = run(["--model", path, "--data", str(data)], capsys)
+    assert status == 2 and out == ""
+    assert 'pip install "regtheory[torch]"' in err
