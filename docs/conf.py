@@ -34,6 +34,7 @@ extensions = [
     "numpydoc",
     "myst_nb",
     "regtheory_docs",
+    "api_pages",
 ]
 
 root_doc = "index"

@@ -1,6 +1,7 @@
 """The wheel installs and works on its own: built from this tree, installed into a fresh
 virtual environment that fetches the dependencies itself (no system site packages), it
-ships the LICENSE and runs ``regtheory figures --quick``.
+ships the LICENSE and runs ``regtheory figures --quick`` (the ``torch`` extra installed, as
+figure (m) needs it).
 
 Slow (about a minute: the dependencies are installed into a new venv), so it runs where
 ``REGTHEORY_PACKAGING_TESTS=1`` is set, as ``.ci/run`` does after the docs build.
@@ -43,7 +44,8 @@ def test_wheel_installs_in_a_fresh_venv_and_draws_the_quick_figures(tmp_path: Pa
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, system_site_packages=False).create(env_dir)
     python = env_dir / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "-q", "--no-compile", str(wheel)])
+    # the torch extra: figure (m) trains a CNN (without it the command stops at (m))
+    _run([str(python), "-m", "pip", "install", "-q", "--no-compile", f"{wheel}[torch]"])
     # outside the source tree and without PYTHONPATH, so only the installed copy can load
     env = {**os.environ, "MPLBACKEND": "Agg"}
     env.pop("PYTHONPATH", None)
