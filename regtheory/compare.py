@@ -75,7 +75,7 @@ class MethodResult:
     singular_values : ndarray (n,)
         Of ``operator``.
     fourier_magnitudes : ndarray (n,)
-        :func:`circulant_spectrum` of ``operator`` (for a convolution: |DFT| of its kernel).
+        :func:`circulant_spectrum` of ``operator`` (for a convolution: the DFT moduli of its kernel).
     rank : int
         Numerical rank of ``operator`` (singular values above 1e-6 of the largest).
     trained_operator : ndarray or None
@@ -135,7 +135,7 @@ class Comparison:
 
 
 def circulant_spectrum(M: ArrayLike) -> np.ndarray:
-    r"""|DFT| of the circulant part of an n×n map.
+    r"""Moduli of the DFT of the circulant part of an n×n map.
 
     The circulant projection of M (the nearest circulant matrix in Frobenius norm)
     has kernel c, the means of the wrapped diagonals, and the result is the modulus
@@ -145,7 +145,7 @@ def circulant_spectrum(M: ArrayLike) -> np.ndarray:
               \text{out}_j = \Big|\sum_{d=0}^{n-1} c_d\, e^{-2\pi \mathrm{i}\, jd/n}\Big| .
 
     For a circular convolution M (:func:`regtheory.conv.conv_matrix` with
-    ``padding="circular"``) c is its kernel and the result is |ŵ|, the
+    ``padding="circular"``) c is its kernel and the result is :math:`|\hat w|`, the
     singular values of M in frequency order.
 
     Parameters

@@ -209,8 +209,8 @@ def conv_task(
     ``inputs="white"``: the training signals and, separately, the test signals are
     exactly white (:func:`white_inputs`: XᵀX/N = I for each set, so n_train ≥ n and
     n_test ≥ n), the setting where the conv implied problem (7) is exact.
-    ``"natural"``: Gaussian signals with power spectrum 1/|f| (amplitude
-    :math:`|f|^{-1/2}`, floored at |f| = 1, f the integer DFT frequency), scaled to
+    ``"natural"``: Gaussian signals with power spectrum :math:`1/|f|` (amplitude
+    :math:`|f|^{-1/2}`, floored at :math:`|f| = 1`, f the integer DFT frequency), scaled to
     unit variance per pixel in expectation.
 
     Parameters

@@ -494,7 +494,7 @@ def diagnose(
     --------
     A linear block with white inputs (C = I), keep 0.5 (λ = 1), V = I and U = (2, 1):
     the unit products are 2 and 1, the penalty 5, and the map M = (2, 1) has induced
-    regularizer ‖M‖*²/2 = 2.5, so half the penalty is the equalization gap.
+    regularizer :math:`\|M\|_*^2/2` = 2.5, so half the penalty is the equalization gap.
 
     >>> import numpy as np
     >>> from regtheory.masks import Bernoulli

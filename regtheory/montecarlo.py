@@ -46,10 +46,10 @@ does not know the events behind its draws, so it only asks for two; its callers
 do the rest.
 
 How many masks for a given precision? A draw's standard deviation σ sets it:
-the relative standard error after n draws is σ/(|μ|·sqrt(n)), so a target ε
-needs n ≈ (σ/(ε|μ|))². :meth:`Estimate.samples_for` computes that from a pilot
+the relative standard error after n draws is ``σ/(|μ|·sqrt(n))``, so a target ε
+needs ``n ≈ (σ/(ε|μ|))²``. :meth:`Estimate.samples_for` computes that from a pilot
 estimate, and ``rtol=`` stops a run once it is reached (never before
-``min_samples`` draws). Measured σ/|μ| of one draw (a random 5-unit FC layer on
+``min_samples`` draws). Measured ``σ/|μ|`` of one draw (a random 5-unit FC layer on
 200 Gaussian samples; a random 8-channel 3×3 conv net on 8×8 white noise, zero
 padding): FC 0.19 at keep 0.5 (every inverted
 mask entry is ±1 there, so only the cross terms vary), 1.48 at keep 0.1 and
@@ -180,7 +180,7 @@ class Estimate:
         return self.stderr * float(np.sqrt(self.n_samples))
 
     def samples_for(self, rtol: float) -> int:
-        """Draws needed for a relative standard error ``rtol``, (std / (rtol·|mean|))²."""
+        """Draws needed for a relative standard error ``rtol``, ``(std / (rtol·|mean|))²``."""
         rtol = check_positive(rtol, "rtol")
         if self.mean == 0:
             raise ValueError("the mean is 0: a relative standard error is undefined")
