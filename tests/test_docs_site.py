@@ -26,10 +26,6 @@ from _public_api import PUBLIC_MODULES
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = Path(os.environ.get("REGTHEORY_DOCS_BUILD", ROOT / "docs" / "_build" / "html")).resolve()
 IN_CI = os.environ.get("CI", "").lower() == "true"
-if "REGTHEORY_DOCS_BUILD" not in os.environ and not (BUILD / "index.html").is_file():
-    # the test suite itself runs before the site is built (.ci/run builds it, then runs this
-    # file with REGTHEORY_DOCS_BUILD set, where a missing build fails)
-    pytest.skip("docs site not built; set REGTHEORY_DOCS_BUILD", allow_module_level=True)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 THEORY = ROOT / "docs" / "THEORY.md"
 
