@@ -57,6 +57,7 @@ from typing import Literal
 import cvxpy as cp
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import optimize
 
 from . import _sgd
 from ._results import freeze_arrays
@@ -76,6 +77,7 @@ from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
     "FAMILIES",
+    "LBFGS_GTOL",
     "MAX_EXACT_FEATURES",
     "MAX_EXACT_TERMS",
     "GLMSolution",
@@ -513,10 +515,45 @@ def _saa_design(X: np.ndarray, y: np.ndarray, keep: float, n_masks: int, rng) ->
     return _Design(rows, weights, y @ X / n, float(np.mean(y)), draw)
 
 
+LBFGS = "L-BFGS-B"
+#: Gradient norm at which the L-BFGS path calls a solution optimal.
+LBFGS_GTOL = 1e-8
+
+
+def _lbfgs(
+    design: _Design, family: str, intercept: bool, ridge: np.ndarray, start: np.ndarray
+) -> tuple[np.ndarray, float, str, str]:
+    """Minimise design.objective + Σ_j ridge_j β_j² with scipy's L-BFGS-B and the NumPy
+    gradient; 'optimal' when the gradient norm reaches :data:`LBFGS_GTOL`."""
+    d = design.rows.shape[1]
+
+    def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        beta, b = theta[:d], float(theta[d]) if intercept else 0.0
+        grad = design.gradient(beta, b, family, intercept)
+        grad[:d] += 2.0 * ridge * beta
+        return design.objective(beta, b, family) + float(ridge @ beta**2), grad
+
+    options = {"maxiter": 20_000, "maxcor": 30, "gtol": LBFGS_GTOL / 10, "ftol": 0.0}
+    result = optimize.minimize(fun, start, jac=True, method=LBFGS, options=options)
+    norm = float(np.linalg.norm(fun(result.x)[1]))
+    if not norm <= LBFGS_GTOL:
+        raise SolverFailedError(
+            "not_converged",
+            LBFGS,
+            f"L-BFGS-B stopped ({result.message}) with gradient norm {norm:.1e} above "
+            f"{LBFGS_GTOL:.0e}: the objective may have no minimiser (labels separable in a "
+            "direction no mask spoils, or too few SAA masks), or be badly scaled",
+        )
+    theta = result.x
+    return theta[:d], float(theta[d]) if intercept else 0.0, "optimal", LBFGS
+
+
 def _solve_design(
     design: _Design, family: str, intercept: bool, ladder: list[tuple[str, dict]]
 ) -> tuple[np.ndarray, float, str, str]:
     d = design.rows.shape[1]
+    if ladder[0][0] == LBFGS:
+        return _lbfgs(design, family, intercept, np.zeros(d), np.zeros(d + intercept))
     beta = cp.Variable(d)
     b = cp.Variable() if intercept else cp.Constant(0.0)
     expected = design.weights @ _cvx_cumulant(design.rows @ beta + b, family)
@@ -545,6 +582,8 @@ def _ladder(solver: object, solver_options: object) -> list[tuple[str, dict]]:
     if solver is None and solver_options is None:
         return [("CLARABEL", dict(CLARABEL_GLM_OPTIONS)), ("CLARABEL", {}), ("SCS", {})]
     name = (solver or "CLARABEL").upper()
+    if name == LBFGS:
+        return [(LBFGS, {})]
     if name not in cp.installed_solvers():
         raise InvalidParameterError(
             f"`solver` must be one of the installed cvxpy solvers {cp.installed_solvers()}, "
@@ -615,6 +654,8 @@ def _solve_quadratic(X, y, keep, family, intercept, ladder):
     if family == "gaussian":
         beta, b = _ridge_closed_form(X, y, _ridge_weights(X, beta, b, keep, family), intercept)
         return beta, b, "closed_form", "closed_form", 1
+    if ladder[0][0] == LBFGS:
+        return _lbfgs_fixed_point(X, y, keep, family, intercept)
     var_beta = cp.Variable(d)
     var_b = cp.Variable() if intercept else cp.Constant(0.0)
     c = cp.Parameter(d, nonneg=True)
@@ -631,7 +672,26 @@ def _solve_quadratic(X, y, keep, family, intercept, ladder):
         beta, b = new_beta, new_b
         if change <= FIXED_POINT_TOL * scale:
             return beta, b, status, name, step
-    raise SolverFailedError(
+    raise _not_fixed(change)
+
+
+def _lbfgs_fixed_point(X, y, keep, family, intercept):
+    n, d = X.shape
+    design = _Design(X, np.full(n, 1.0 / n), y @ X / n, float(np.mean(y)), None)
+    theta = np.zeros(d + intercept)
+    for step in range(1, MAX_FIXED_POINT_STEPS + 1):
+        c = _ridge_weights(X, theta[:d], float(theta[d]) if intercept else 0.0, keep, family)
+        beta, b, status, name = _lbfgs(design, family, intercept, c, theta)  # warm start
+        new = np.append(beta, b) if intercept else beta
+        change = np.max(np.abs(new - theta))
+        theta = new
+        if change <= FIXED_POINT_TOL * (1.0 + np.max(np.abs(theta))):
+            return beta, b, status, name, step
+    raise _not_fixed(change)
+
+
+def _not_fixed(change: float) -> SolverFailedError:
+    return SolverFailedError(
         "fixed_point_not_reached",
         "reweighted ridge",
         f"the reweighted ridge steps of the quadratic method moved (β, b) by {change:.1e} "
@@ -690,9 +750,8 @@ def solve_dropout(
 
     Each problem is convex (an expectation of convex functions of (β, b)); cvxpy
     solves it (``cp.logistic``, ``cp.exp``, ``cp.square``) and only an ``optimal``
-    status is accepted. The result carries the norm of the objective's gradient at the
-    solution, computed in NumPy (typically below 1e-8). The intercept is neither dropped
-    nor penalized.
+    status is accepted; the result carries the gradient norm at the solution (NumPy).
+    The intercept is neither dropped nor penalized.
 
     Parameters
     ----------
@@ -713,6 +772,8 @@ def solve_dropout(
     solver : str, optional
         cvxpy solver name. By default Clarabel at tolerances 1e-10, then at its defaults,
         then SCS, until one says ``optimal``; a named solver runs once, at its defaults.
+        ``"L-BFGS-B"``: scipy on the same objective, 'optimal' at gradient norm
+        :data:`LBFGS_GTOL`; far faster than Clarabel for many terms.
     solver_options : dict, optional
         Options for the one solve with ``solver`` (Clarabel when no solver is named).
 

@@ -272,3 +272,25 @@ def test_bad_input_is_refused_with_its_name():
         glm.dropout_penalty(beta, X, 0.5, method="monte_carlo", n_masks=20)
     with pytest.raises(InvalidParameterError, match="`family`"):
         glm.quadratic_penalty(beta, X, 0.5, family="binomial")
+
+
+@pytest.mark.parametrize("method", ["exact", "saa", "quadratic"])
+def test_lbfgs_path_solves_the_same_problem_as_cvxpy(method):
+    X, y, _ = data(30, 3, 18)
+    ref = glm.solve_dropout(X, y, 0.6, method=method, seed=2)
+    got = glm.solve_dropout(X, y, 0.6, method=method, seed=2, solver="L-BFGS-B")
+    assert got.status == "optimal" and got.solver == "L-BFGS-B"
+    np.testing.assert_allclose(got.beta, ref.beta, atol=1e-6)
+    assert got.objective == pytest.approx(ref.objective, rel=1e-8)
+    assert got.gradient_norm <= glm.LBFGS_GTOL
+
+
+def test_the_objective_is_convex_but_the_penalty_alone_is_not():
+    # One sample x = 1, no intercept, logistic: R(β) = θA(β/θ) + (1-θ)A(0) - A(β) has
+    # R'' = A''(β/θ)/θ - A''(β) < 0 for large β; the objective L + R stays convex.
+    X, keep = np.ones((1, 1)), 0.5
+    betas = np.linspace(-8, 8, 161)
+    R = np.array([glm.dropout_penalty([b], X, keep) for b in betas])
+    objective = R + np.logaddexp(0.0, betas) - 1.0 * betas  # label 1
+    assert np.min(np.diff(R, 2)) < -1e-4
+    assert np.min(np.diff(objective, 2)) > -1e-12
