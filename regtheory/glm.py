@@ -1,4 +1,4 @@
-r"""Dropout on the inputs of a generalized linear model, exactly (THEORY.md §7).
+r"""Dropout on the inputs of a generalized linear model, exactly (THEORY.md §8).
 
 A generalized linear model with canonical link has the negative log-likelihood (up to
 terms free of the parameters), averaged over the samples,
