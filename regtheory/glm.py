@@ -516,8 +516,9 @@ def _saa_design(X: np.ndarray, y: np.ndarray, keep: float, n_masks: int, rng) ->
 
 
 LBFGS = "L-BFGS-B"
-#: Gradient norm at which the L-BFGS path calls a solution optimal.
-LBFGS_GTOL = 1e-8
+#: Gradient norm at which the L-BFGS path calls a solution optimal: on 57,000 SAA terms the
+#: rounding of the objective stops L-BFGS-B near 1e-8, so 1e-8 itself is not always reached.
+LBFGS_GTOL = 1e-7
 
 
 def _lbfgs(
