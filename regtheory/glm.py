@@ -36,7 +36,7 @@ problem is convex, and :func:`solve_dropout` solves it with cvxpy.
   solution of :func:`solve_dropout`.
 
 Budgets. The exact penalty enumerates at most :data:`MAX_EXACT_FEATURES` = 16 features
-(65,536 masks; with 569 samples about 0.5 s). The exact problem has one cvxpy term per
+(65,536 masks; with 569 samples about 2.5 s). The exact problem has one cvxpy term per
 sample and mask, :math:`n 2^d`; more than :data:`MAX_EXACT_TERMS` are refused (use
 ``method="saa"``).
 
@@ -95,8 +95,8 @@ FAMILIES = ("gaussian", "logistic", "poisson")
 #: The most features whose masks :func:`dropout_penalty` enumerates (2^16 masks).
 MAX_EXACT_FEATURES = 16
 #: The most terms (samples × masks) of the exact problem given to cvxpy. Measured
-#: (Clarabel 0.11 at its default tolerances, one busy core): logistic, 2^12 terms in
-#: about 2 s, 2^14 in about 10 s, 2^15 in about 13-25 s.
+#: (Clarabel 0.11, tolerances 1e-10, a shared 2-core machine): logistic, 2^14 terms in
+#: 5-10 s, 2^15 in 8-20 s (d = 11 on 16 samples: 9.6 s; d = 9 on 64 samples: 8.0 s).
 MAX_EXACT_TERMS = 1 << 15
 #: Relative change of (β, b) between two reweighted-ridge steps at which the quadratic
 #: method stops; well above the solver's accuracy (1e-12 tolerances), so reachable.
