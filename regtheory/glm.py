@@ -104,6 +104,7 @@ FIXED_POINT_TOL = 1e-7
 #: Reweighted-ridge steps after which the quadratic method gives up.
 MAX_FIXED_POINT_STEPS = 200
 _CHUNK = 1 << 22  # scores computed at once (32 MB of float64)
+_RECORDED_TERMS = 1 << 20  # dropout_sgd records the exact objective up to n·2^d of these
 
 
 # ----------------------------------------------------------------------------- the families
@@ -849,8 +850,8 @@ class GLMTrainingResult:
         Gradient steps taken at each record, from 0 to ``n_steps``.
     objective : array (n_records,)
         The expected dropout objective :math:`L + R` on the data at each record, exact
-        by enumeration when d ≤ :data:`MAX_EXACT_FEATURES`; for larger d the mean
-        sampled minibatch loss since the previous record.
+        by enumeration when :math:`n 2^d \le 2^{20}` (a few milliseconds a record); else
+        the mean sampled minibatch loss since the previous record.
     betas : array (n_records, d)
         Coefficients at each record.
     family : str
@@ -949,7 +950,7 @@ def dropout_sgd(
     rng = as_generator(seed)
     n, d = X.shape
     objective = None
-    if d <= MAX_EXACT_FEATURES:
+    if n << d <= _RECORDED_TERMS:
         design = _Design(X, np.full(n, 1.0 / n), y @ X / n, float(np.mean(y)), None)
 
         def objective(params: _sgd.Params) -> float:
