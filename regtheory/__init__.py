@@ -14,6 +14,8 @@ Modules, in the one direction data flows (nothing imports a module below it):
                 Linear-Dropout-Linear blocks, equalization gaps, starved kernel taps
 ``implied``     the implied regularized problems, solved with cvxpy, and the induced
                 regularizer of deep linear nets
+``glm``         dropout on the inputs of a generalized linear model: the exact penalty,
+                its quadratic and Gaussian approximations, the convex dropout problem
 ``training``    networks trained with real sampled dropout masks (NumPy)
 ``compare``     one task under FC, conv, channel and block dropout
 ``sweep``       grids of independent tasks: serial, joblib or Dask, same bits
@@ -40,6 +42,7 @@ from . import (
     data,
     diagnostics,
     fc,
+    glm,
     implied,
     masks,
     montecarlo,
@@ -66,6 +69,7 @@ __all__ = [
     "diagnostics",
     "dropout_lambda",
     "fc",
+    "glm",
     "implied",
     "masks",
     "montecarlo",

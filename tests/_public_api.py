@@ -9,6 +9,7 @@ from regtheory import (
     diagnostics,
     fc,
     figures,
+    glm,
     implied,
     masks,
     montecarlo,
@@ -24,6 +25,7 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 PUBLIC_MODULES = [compare, conv, data, fc, figures, implied, masks, montecarlo, network, sweep]
 PUBLIC_MODULES.append(training)
 PUBLIC_MODULES.append(diagnostics)
+PUBLIC_MODULES.append(glm)
 if HAS_TORCH:
     from regtheory import pytorch
 

@@ -38,6 +38,8 @@ DIFFERENT_DEFAULTS = {
     "quick",
     # scale of a trainer's random initial weights vs a factored solve's random starts
     "init_scale",
+    # solve_fc's default solves by singular values; glm's default is the exact expectation
+    "method",
 }
 
 

@@ -26,6 +26,7 @@ from regtheory import (
     diagnostics,
     fc,
     figures,
+    glm,
     implied,
     masks,
     montecarlo,
@@ -56,7 +57,24 @@ BLOCK_PENALTY = dict(
     normalize="ideal",
 )
 
+# labels of X for glm that no direction separates (else the logistic optimum is at infinity)
+YG = (np.arange(30) % 2).astype(float)
 VALID = {
+    glm.dropout_penalty: dict(
+        beta=U[0, :3],
+        X=X[:, :3],
+        keep=0.5,
+        family="poisson",
+        method="monte_carlo",
+        n_masks=200,
+        seed=0,
+    ),
+    glm.quadratic_penalty: dict(beta=U[0], X=X[:, :4], keep=0.5, family="logistic"),
+    glm.gaussian_penalty: dict(beta=U[0], X=X[:, :4], keep=0.5, family="logistic", n_nodes=20),
+    glm.solve_dropout: dict(
+        X=X[:20], y=YG[:20], keep=0.5, family="logistic", method="saa", n_masks=5, seed=0
+    ),
+    glm.dropout_sgd: dict(X=X, y=YG, keep=0.5, steps=3, lr=0.01, seed=0, family="logistic"),
     fc.dropout_penalty: dict(U=U, V=V, keep=0.5),
     fc.dropout_penalty_mc: dict(U=U, V=V, keep=0.5, X=X, n_masks=60, seed=0),
     fc.induced_regularizer: dict(M=U @ V.T, keep=0.5, width=4),

@@ -18,6 +18,9 @@ from . import implied_figures  # noqa: F401
 from . import deep_figures  # noqa: F401
 
 # isort: split
+from . import glm_figures  # noqa: F401  (imports scikit-learn only when computed)
+
+# isort: split
 from . import torch_figures  # noqa: F401  (imports torch only when computed)
 from ._check import CheckReport, check
 from ._registry import REGISTRY, FigureSpec, compute, register, render
