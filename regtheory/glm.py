@@ -77,9 +77,11 @@ from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
     "FAMILIES",
+    "FIXED_POINT_TOL",
     "LBFGS_GTOL",
     "MAX_EXACT_FEATURES",
     "MAX_EXACT_TERMS",
+    "MAX_FIXED_POINT_STEPS",
     "GLMSolution",
     "GLMTrainingResult",
     "dropout_penalty",

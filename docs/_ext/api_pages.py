@@ -24,6 +24,7 @@ MODULES = [
     "implied",
     "training",
     "compare",
+    "glm",
     "data",
     "sweep",
     "figures",
