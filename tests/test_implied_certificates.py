@@ -312,3 +312,13 @@ def test_factored_solution_reports_convergence():
         res = implied.solve_conv_factored(X, scale * Y, 0.5, 2, 3, starts=1)
         assert res.success and "CONVERGENCE" in res.message
         assert res.grad_norm < 1e-5
+
+
+def test_advice_for_an_inaccurate_uncertified_solve_names_the_status():
+    # an 'optimal_inaccurate' end with no certificate function leaves gap None; the advice
+    # must say so instead of formatting the missing gap
+    from regtheory.implied._solver import Attempt, _advice
+
+    attempt = Attempt("SCS", {}, "optimal_inaccurate", None)
+    text = _advice([attempt])
+    assert "optimal_inaccurate" in text and "not certified" in text

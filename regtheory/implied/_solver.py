@@ -248,6 +248,11 @@ def solve(
 def _advice(attempts: list[Attempt]) -> str:
     """What to try next: never the solver that just failed, unless it is the only one."""
     last = attempts[-1]
+    if last.status in _ACCEPTED and last.gap is None:  # inaccurate, and nothing certifies it
+        return (
+            f"it ended {last.status} and its gap is not certified: tighten the tolerances or "
+            "raise the iteration limit in `solver_options`, or rescale the data to O(1)"
+        )
     if last.status in _ACCEPTED:
         return (
             f"its solution certifies a relative gap of {last.gap:.1e}, above {GAP_RTOL:.0e}: "
