@@ -112,6 +112,7 @@ from .masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
 __all__ = [
     "PenaltyTerms",
     "dropout_penalty_terms",
+    "freeze_gates",
     "from_network",
 ]
 
@@ -192,7 +193,36 @@ class _Connect:
         return self.apply(z)
 
 
-_Op = _Conv | _Linear | _ReLU | _Mask | _Connect
+@dataclass(frozen=True)
+class _Gate:
+    """A fixed diagonal multiplier ``z -> gate ∘ z`` (one sample's frozen ReLU pattern):
+    linear, so it may follow a mask; a state's probes are scaled, S ← S ∘ g gᵀ."""
+
+    gate: np.ndarray
+
+    def apply(self, z: np.ndarray) -> np.ndarray:
+        return z * self.gate
+
+    def affine(self, z: np.ndarray) -> np.ndarray:
+        return z * self.gate
+
+
+_Op = _Conv | _Linear | _ReLU | _Mask | _Connect | _Gate
+
+
+def freeze_gates(ops: Sequence[_Op], gates: Sequence[np.ndarray]) -> tuple[_Op, ...]:
+    """The ops with every non-linearity after the first random layer replaced, in order,
+    by the fixed multiplier of ``gates`` (one array per such non-linearity, the shape of
+    its features for a single sample): the gate-frozen network, linear after that layer."""
+    ops = tuple(ops)
+    random_at = [t for t, op in enumerate(ops) if isinstance(op, (_Mask, _Connect))]
+    later = [t for t in range(random_at[0] + 1, len(ops)) if isinstance(ops[t], _ReLU)]
+    if len(later) != len(gates):
+        raise InvalidParameterError(f"{len(later)} non-linearities to freeze, got {len(gates)}")
+    frozen = list(ops)
+    for t, gate in zip(later, gates):
+        frozen[t] = _Gate(np.asarray(gate, dtype=float))
+    return tuple(frozen)
 
 
 def from_network(layers: Sequence[object]) -> tuple[_Op, ...]:
@@ -587,6 +617,11 @@ class _ConvPhase:
                 right = None if right is None else op.apply(right)
                 steps = (*steps, op)
                 continue
+            if isinstance(op, _Gate):
+                left = left * op.gate
+                right = None if right is None else right * op.gate
+                steps = (*steps, ("scale", op.gate))
+                continue
             assert isinstance(op, _Mask)
             kind = self.kinds[t]
             if kind == "element":
@@ -713,6 +748,15 @@ class _State:
     def trace(self) -> float:
         return float(np.sum(self.diag()))
 
+    def scale(self, gate: np.ndarray) -> None:
+        """S ← S ∘ g gᵀ (a fixed diagonal multiplier)."""
+        g = gate.ravel()
+        if self.dense is not None:
+            self.dense = g[:, None] * self.dense * g[None, :]
+        else:
+            assert self.samples is not None
+            self.samples = self.samples.reshape(len(self.samples), -1) * g
+
     def linear(self, weight: np.ndarray, bias: np.ndarray | None = None) -> None:
         """S ← W S Wᵀ; the samples of the empty subset (the mean-mask path) also get + b."""
         if self.dense is not None:
@@ -731,6 +775,9 @@ def _fc_phase(ops: tuple[_Op, ...], start: int, states: list[_State]) -> list[_S
         if isinstance(op, _Linear):
             for st in states:
                 st.linear(op.weight, op.bias)
+        elif isinstance(op, _Gate):
+            for st in states:
+                st.scale(op.gate)
         elif isinstance(op, _Connect):
             w2 = op.weight * op.weight
             children = [

@@ -114,12 +114,21 @@ class Estimate:
         Sample skewness of one draw, :math:`\hat\gamma = m_3 / m_2^{3/2}` with the
         central moments :math:`m_k = \frac1n\sum_i (x_i - \bar x)^k`
         (``scipy.stats.skew``); 0 (the default) gives the normal interval.
+    variance_reduction : str
+        Which variance reduction the draws used: ``"none"`` (plain means) or, e.g.,
+        ``"gate-frozen control variate"`` (:func:`regtheory.network.dropout_penalty_mc`);
+        ``stderr`` and ``skewness`` are then those of the controlled draws.
+    reduction_factor : float
+        Variance of a plain draw over that of a controlled one, measured on the same
+        draws (1 without variance reduction; inf when the controlled draws are constant).
     """
 
     mean: float
     stderr: float
     n_samples: int
     skewness: float = 0.0
+    variance_reduction: str = "none"
+    reduction_factor: float = 1.0
 
     def ci(self, *, level: float = 0.95) -> tuple[float, float]:
         r"""Confidence interval for the expectation, corrected for skewed draws.
@@ -194,13 +203,20 @@ class Estimate:
         return (self.mean - value) / self.stderr
 
     def to_dict(self) -> dict[str, Any]:
-        """The estimate as JSON values: mean, stderr, n_samples and the 95 % interval ``ci95``."""
-        return {
+        """The estimate as JSON values: mean, stderr, n_samples and the 95 % interval
+        ``ci95``; with a variance reduction also ``variance_reduction`` and
+        ``reduction_factor`` (None when infinite)."""
+        out: dict[str, Any] = {
             "mean": self.mean,
             "stderr": self.stderr,
             "n_samples": self.n_samples,
             "ci95": list(self.ci(level=0.95)),
         }
+        if self.variance_reduction != "none":
+            factor = self.reduction_factor
+            out["variance_reduction"] = self.variance_reduction
+            out["reduction_factor"] = factor if np.isfinite(factor) else None
+        return out
 
     def __str__(self) -> str:
         lo, hi = self.ci()

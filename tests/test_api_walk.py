@@ -123,6 +123,7 @@ VALID = {
         Y=X[:, :3],
         n_masks=60,
         seed=0,
+        control_variate=True,
     ),
     data.white_inputs: dict(n=10, d=3, seed=0),
     data.linear_teacher: dict(n=10, singular_values=[2.0, 1.0], d_in=3, d_out=3, noise=0.1, seed=0),
