@@ -26,7 +26,9 @@ problem is convex, and :func:`solve_dropout` solves it with cvxpy.
   column), or by Monte Carlo over real masks with an honest interval at any d;
 * :func:`quadratic_penalty` -- Wager et al.'s second-order approximation, the "adaptive
   L2" :math:`\tfrac12\lambda\frac1n\sum_i A''(x_i\cdot\beta + b)\sum_j x_{ij}^2\beta_j^2`,
-  λ = (1 − θ)/θ: exact for the Gaussian family, with an error of order λ² otherwise;
+  λ = (1 − θ)/θ: exact for the Gaussian family; otherwise second order in the
+  contributions :math:`x_{ij}\beta_j`, not in λ (its relative error does not vanish as
+  keep → 1);
 * :func:`gaussian_penalty` -- the "fast dropout" approximation of Wang & Manning [2]:
   :math:`\tilde x_i\cdot\beta` replaced by a normal of the same mean and variance,
   integrated by Gauss–Hermite quadrature;
@@ -323,8 +325,10 @@ def quadratic_penalty(
 
     the second-order Taylor expansion of A around the mask-free score, whose variance
     under the masks is :math:`\lambda\sum_j x_{ij}^2\beta_j^2`. Exact for the Gaussian
-    family (A''' = 0); otherwise the remainder is of order λ² (the third and fourth
-    cumulants of :math:`\tilde x_i\cdot\beta` are O(λ²)).
+    family (A''' = 0). Otherwise it is second order in the contributions
+    :math:`c_{ij} = x_{ij}\beta_j` (scaling β by t leaves an error of order t³), but not in
+    λ: every cumulant of a mask entry is of order 1 − keep, so as keep → 1 the error
+    shrinks like λ, not λ², and its relative error tends to a constant (THEORY §8).
 
     Parameters
     ----------
