@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -39,6 +40,7 @@ __all__ = [
     "MODES",
     "WORKSPACE",
     "Activation",
+    "Grid",
     "ImageShape",
     "KernelSize",
     "Mode",
@@ -53,6 +55,7 @@ __all__ = [
     "fill_border",
     "flipped_transpose",
     "fresh",
+    "grid_conv",
     "im2col",
     "interior",
     "lifted_matrix",
@@ -94,18 +97,18 @@ class Scratch:
     The Monte Carlo loop convolves batches of one shape again and again. Arrays of
     several MB come from fresh mmap-ed pages, whose page faults cost about as much
     as the arithmetic; asking this object instead of :func:`fresh` hands back the
-    same memory each batch. A request is a view of one flat buffer per name, so a
-    smaller last batch gets a contiguous array too.
+    same memory each batch. A request is a view of one flat buffer per name and
+    dtype, so a smaller last batch gets a contiguous array too.
     """
 
     def __init__(self) -> None:
-        self._flat: dict[str, np.ndarray] = {}
+        self._flat: dict[tuple[str, np.dtype], np.ndarray] = {}
 
-    def __call__(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        size = int(np.prod(shape))
-        flat = self._flat.get(name)
+    def __call__(self, name: str, shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
+        size, key = int(np.prod(shape)), (name, np.dtype(dtype))
+        flat = self._flat.get(key)
         if flat is None or flat.size < size:
-            flat = self._flat[name] = np.empty(size)
+            flat = self._flat[key] = np.empty(size, dtype=dtype)
         return flat[:size].reshape(shape)
 
 
@@ -238,6 +241,103 @@ def flipped_transpose(v: np.ndarray) -> np.ndarray:
     padding, is the cross-correlation with this kernel; 1-D and 2-D kernels alike.
     """
     return np.swapaxes(np.flip(v, axis=tuple(range(2, v.ndim))), 0, 1)
+
+
+# ----------------------------------------------------------------------------- padded grids
+
+
+@dataclass(frozen=True)
+class Grid:
+    """``images`` maps of H × W, each inside a border of (ph, pw), flattened with margins.
+
+    The Monte Carlo engines keep feature maps channel first on this grid: a buffer
+    (C, length) holds, per channel, a margin, the padded maps one after the other
+    (images · Hp · Wp entries) and a margin. The tap (a, b) of a same-size convolution
+    at every grid position is then one contiguous window of each row, shifted by
+    ``(a − kh//2)·Wp + (b − kw//2)``; the margins (``ph·Wp + pw`` entries, kept finite)
+    serve the windows of the border positions, whose outputs are never used.
+    """
+
+    images: int
+    H: int
+    W: int
+    ph: int
+    pw: int
+
+    @property
+    def Hp(self) -> int:
+        return self.H + 2 * self.ph
+
+    @property
+    def Wp(self) -> int:
+        return self.W + 2 * self.pw
+
+    @property
+    def margin(self) -> int:
+        return self.ph * self.Wp + self.pw
+
+    @property
+    def size(self) -> int:
+        return self.images * self.Hp * self.Wp
+
+    @property
+    def length(self) -> int:
+        return self.size + 2 * self.margin
+
+    def new(self, scratch: Scratch, name: str, channels: int, dtype) -> np.ndarray:
+        """A buffer (channels, length) from ``scratch`` with zero margins."""
+        flat = scratch(name, (channels, self.length), dtype)
+        flat[:, : self.margin] = 0.0
+        flat[:, self.margin + self.size :] = 0.0
+        return flat
+
+    def mid(self, flat: np.ndarray) -> np.ndarray:
+        """The grid positions (C, size) of a buffer."""
+        return flat[:, self.margin : self.margin + self.size]
+
+    def maps(self, flat: np.ndarray) -> np.ndarray:
+        """The padded maps (C, images, Hp, Wp) of a buffer."""
+        return self.mid(flat).reshape(len(flat), self.images, self.Hp, self.Wp)
+
+    def inner(self, flat: np.ndarray) -> np.ndarray:
+        """The maps without their border (C, images, H, W), a view."""
+        return interior(self.maps(flat), self.ph, self.pw)
+
+
+def grid_conv(
+    z: np.ndarray, w: np.ndarray, grid: Grid, circular: bool, scratch: Scratch, name: str
+) -> np.ndarray:
+    """Same-size cross-correlation of the maps of a grid buffer ``z`` (C_in, length) with
+    ``w`` (C_out, C_in, kh, kw), into the buffer ``scratch(name)`` (C_out, length).
+
+    First the border of ``z`` that the kernel reads is written as the layer pads (zeros,
+    or the wrapped map). With at least as many outputs as inputs the kh·kw windows are
+    copied into one im2col array and multiplied once; with fewer, every tap's channel mix
+    is one product (C_out·kh·kw, C_in) @ (C_in, length) and its windows are added.
+    """
+    Co, C, kh, kw = w.shape
+    sub = grid.maps(z)[:, :, grid.ph - kh // 2 : grid.Hp - grid.ph + kh // 2]
+    fill_border(
+        sub[..., grid.pw - kw // 2 : grid.Wp - grid.pw + kw // 2], kh // 2, kw // 2, circular
+    )
+    out = grid.new(scratch, name, Co, w.dtype)
+    mid, size = grid.mid(out), grid.size
+    shifts = [
+        grid.margin + (a - kh // 2) * grid.Wp + (b - kw // 2) for a in range(kh) for b in range(kw)
+    ]
+    if Co >= C:
+        cols = scratch("cols", (C, kh * kw, size), w.dtype)
+        for t, s in enumerate(shifts):
+            cols[:, t] = z[:, s : s + size]
+        np.matmul(w.reshape(Co, -1), cols.reshape(-1, size), out=mid)
+        return out
+    taps = w.transpose(0, 2, 3, 1).reshape(Co * kh * kw, C)
+    part = scratch("part", (Co, kh * kw, grid.length), w.dtype)
+    np.matmul(taps, z, out=part.reshape(Co * kh * kw, -1))
+    mid[...] = part[:, 0, shifts[0] : shifts[0] + size]
+    for t, s in enumerate(shifts[1:], 1):
+        mid += part[:, t, s : s + size]
+    return out
 
 
 # ----------------------------------------------------------------------------- composed kernels

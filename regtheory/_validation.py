@@ -175,6 +175,19 @@ def check_choice(value, name: str, choices) -> None:
 
 PADDINGS = ("zeros", "circular")
 
+#: The arithmetic types of the Monte Carlo engines (``dtype=``); float64 is the default.
+DTYPES = ("float64", "float32")
+
+
+def check_dtype(dtype) -> np.dtype:
+    """The NumPy dtype of a Monte Carlo ``dtype`` option: "float64" or "float32" (or
+    the NumPy types themselves)."""
+    if dtype in (np.float64, np.float32):
+        return np.dtype(dtype)
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise InvalidParameterError(f"`dtype` must be one of {DTYPES}, got {dtype!r}")
+    return np.dtype(dtype)
+
 
 def check_padding(padding) -> bool:
     """Return True for circular padding after checking ``padding``."""

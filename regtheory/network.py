@@ -50,6 +50,19 @@ random layer (:class:`Elementwise`) have no 0/1 pattern and are refused
 (``InvalidParameterError``); their first-order linearisation would serve the same way.
 The control variate costs about a second forward pass per draw and one exact penalty per
 sample.
+
+Speed and precision. :func:`dropout_penalty_mc` does not run :func:`forward` layer by
+layer on whole batches: the layers before the first random one run once, on the data,
+and the rest run in chunks of (draw, sample) images that fit in the cache, on every core,
+with feature maps kept on a padded grid where each convolution is one matrix product
+(``regtheory._mcforward``). A draw then costs about 1.7 times the matrix products of its
+convolutions (``benchmarks/bench_mc.py``). Elementwise masks take 8 random bits a unit
+(:func:`regtheory.masks.kept_units`), the other laws their own ``sample``; chunk i of a
+batch draws from a stream seeded by (one key drawn from ``seed`` per batch, i), so the
+numbers do not depend on the number of threads. ``dtype="float32"`` runs the masked
+passes in single precision with the same masks: the per-sample losses are summed in
+float64 and L(1) comes from the same float32 pass, and the estimate differs from the
+float64 one by about 1e-4 standard errors or less (tests/test_mc_engine.py).
 """
 
 from __future__ import annotations
@@ -73,11 +86,14 @@ from ._layers import (
     dropout_shapes,
     mask_events,
 )
+from ._mcforward import Engine
 from ._moments import PenaltyTerms
+from ._parallel import BATCH_ENTRIES
 from ._validation import (
     InvalidParameterError,
     as_generator,
     check_array,
+    check_dtype,
     check_int,
     check_n_masks,
     check_paired_rows,
@@ -208,6 +224,7 @@ def dropout_penalty_mc(
     rtol: float | None = None,
     batch_size: int | None = None,
     control_variate: bool = False,
+    dtype: str = "float64",
 ) -> Estimate:
     r"""Monte Carlo estimate of :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` for a network on data.
 
@@ -238,7 +255,13 @@ def dropout_penalty_mc(
         Draws per vectorised batch (default: about 32 MB of activations).
     control_variate : bool
         Subtract the gate-frozen network's draws (above); ``False`` (the default) gives
-        the plain mean, the same numbers for the same seed as before this option.
+        the plain mean.
+    dtype : {"float64", "float32"}
+        Arithmetic of the masked passes: float32 halves the memory traffic and runs the
+        matrix products about twice as fast; the losses are summed in float64 and the
+        clean loss L(1) comes from the same float32 pass, so rounding enters both sides
+        of each draw alike (module docstring, "Speed and precision"). Not with
+        ``control_variate``.
 
     Returns
     -------
@@ -262,7 +285,6 @@ def dropout_penalty_mc(
         raise InvalidParameterError(
             f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
         )
-    base = np.mean(np.sum((Y - clean).reshape(len(Y), -1) ** 2, axis=1))
     events, setting = mask_events(dropout_shapes(layers, X[:1]))
     need = min_draws(events)
     n_masks = check_n_masks(n_masks, need, setting)
@@ -270,15 +292,21 @@ def dropout_penalty_mc(
         raise InvalidParameterError(
             f"`control_variate` must be True or False, got {control_variate!r}"
         )
+    arithmetic = check_dtype(dtype)
     if batch_size is None:
         widest = max(_activation_sizes(layers, X[:1]))  # per sample, any layer
-        batch_size = int(np.clip((1 << 22) // (widest * len(X)), 1, 4096))
+        batch_size = int(np.clip(BATCH_ENTRIES // (widest * len(X)), 1, 4096))
     if control_variate:
-        return _controlled_mc(layers, X, Y, base, n_masks, seed, batch_size, rtol, need)
+        if arithmetic != np.float64:
+            raise InvalidParameterError("`control_variate` runs in float64: use dtype='float64'")
+        return _controlled_mc(layers, X, Y, n_masks, seed, batch_size, rtol, need)
+    first = _first_random(layers)
+    engine = Engine(layers, _mask_free(layers[:first], X, "X"), first, arithmetic)
+    targets = engine.targets(Y)
+    clean_loss = float(np.mean(engine.losses(targets, 1, None)))  # L(1), the same arithmetic
 
     def draw(rng, size):
-        out = _forward_masked(layers, X, rng, size)
-        return _penalty_draws(Y, out) - base
+        return np.mean(engine.losses(targets, size, rng), axis=1) - clean_loss
 
     return estimate(
         draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
@@ -325,37 +353,19 @@ def _frozen_penalty(layers, X: np.ndarray, Y: np.ndarray, gates: list[np.ndarray
     return float(np.mean(totals))
 
 
-def _forward_pair(layers, X, gates, rng, n_draws) -> tuple[np.ndarray, np.ndarray]:
-    """The network and its gate-frozen twin under the same masks, (n_draws, n, ...) each."""
-    n, first = X.shape[0], _first_random(layers)
-    z = np.broadcast_to(X, (n_draws, *X.shape)).reshape(n_draws * n, *X.shape[1:])
-    lin, gate = z, iter(gates)
-    for t, layer in enumerate(layers):
-        if isinstance(layer, Dropout):
-            mask = layer.masks.sample(z.shape[1:], z.shape[0], rng)
-            z, lin = z * mask, lin * mask
-        elif isinstance(layer, DropConnect):
-            kept = rng.random((z.shape[0], *layer.weight.shape)) < layer.keep
-            w = kept * (layer.weight / layer.keep)
-            z, lin = (np.einsum("noi,ni->no", w, a.reshape(len(a), -1)) for a in (z, lin))
-        elif t > first and isinstance(layer, ReLU):
-            z = layer(z)
-            lin = (lin.reshape(n_draws, n, -1) * next(gate).reshape(n, -1)).reshape(z.shape)
-        else:
-            z = layer(z)
-            lin = z if t < first else layer(lin)
-    return z.reshape(n_draws, n, *z.shape[1:]), lin.reshape(n_draws, n, *lin.shape[1:])
-
-
-def _controlled_mc(layers, X, Y, base, n_masks, seed, batch_size, rtol, need) -> Estimate:
+def _controlled_mc(layers, X, Y, n_masks, seed, batch_size, rtol, need) -> Estimate:
     """The gate-frozen control variate (docstring of dropout_penalty_mc)."""
     gates = _clean_gates(layers, X)
     mu_lin = _frozen_penalty(layers, X, Y, gates)
     rng = as_generator(seed)
+    first = _first_random(layers)
+    engine = Engine(layers, _mask_free(layers[:first], X, "X"), first, np.float64, gates=gates)
+    targets = engine.targets(Y)
+    clean_loss = float(np.mean(engine.losses(targets, 1, None)[0]))
 
-    def pair(size):
-        out, lin = _forward_pair(layers, X, gates, rng, size)
-        return _penalty_draws(Y, out) - base, _penalty_draws(Y, lin) - base
+    def pair(size):  # the draws of the network and of its twin, under the same masks
+        losses = np.mean(engine.losses(targets, size, rng), axis=2) - clean_loss
+        return losses[0], losses[1]
 
     pilot = [pair(m) for m in _batches(max(100, n_masks // 10), batch_size)]
     d, d_lin = (np.concatenate(p) for p in zip(*pilot))

@@ -562,7 +562,7 @@ def _load(module: Any, layer: Any) -> None:
             module.bias.copy_(torch.from_numpy(np.array(layer.bias)))
 
 
-def to_torch(layers: Sequence[object], *, dtype: torch.dtype = torch.float64) -> nn.Sequential:
+def to_torch(layers: Sequence[object], *, dtype: str | torch.dtype = "float64") -> nn.Sequential:
     """Build the PyTorch ``nn.Sequential`` of :mod:`regtheory.network` layers.
 
     The inverse of :func:`from_torch`: ``Linear`` → ``nn.Linear`` (after an
@@ -579,8 +579,9 @@ def to_torch(layers: Sequence[object], *, dtype: torch.dtype = torch.float64) ->
     Parameters
     ----------
     layers : sequence of network layers
-    dtype : torch.dtype
-        Of the parameters (float64 keeps the weights bit for bit).
+    dtype : {"float64", "float32"} or torch.dtype
+        Of the parameters (float64 keeps the weights bit for bit); a name means the
+        torch dtype of that name, as in the Monte Carlo functions' ``dtype``.
 
     Returns
     -------
@@ -602,8 +603,12 @@ def to_torch(layers: Sequence[object], *, dtype: torch.dtype = torch.float64) ->
     """
     if not isinstance(layers, Sequence) or isinstance(layers, (str, bytes)):
         raise InvalidParameterError("`layers` must be a sequence of regtheory.network layers")
+    if isinstance(dtype, str) and dtype in ("float64", "float32"):
+        dtype = getattr(torch, dtype)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise InvalidParameterError(f"`dtype` must be a floating torch.dtype, got {dtype!r}")
+        raise InvalidParameterError(
+            f"`dtype` must be 'float64', 'float32' or a floating torch.dtype, got {dtype!r}"
+        )
     checked = check_layers(layers, require_random=False)
     modules: list[nn.Module] = []
     previous: Any = None  # the last parametric layer before, for Flatten and channel ranks

@@ -15,8 +15,11 @@ import pytest
 from _dropblock import dropblock_penalty_exact
 from _theory import THEORY_MATRIX
 
-from regtheory import InvalidParameterError, _convops, conv, dropout_lambda
-from regtheory.masks import Bernoulli, DropBlock
+from regtheory import InvalidParameterError, _convops, _parallel, conv, dropout_lambda
+from regtheory.masks import DropBlock, kept_units
+
+# the generator of chunk i of a Monte Carlo batch with key k (regtheory._parallel)
+chunk_stream = _parallel._stream
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
 PADDINGS = ["zeros", "circular"]
@@ -357,9 +360,15 @@ def test_monte_carlo_draws_equal_direct_network_evaluation():
         x=x,
         batch_size=1,
     )
-    # re-draw the masks exactly as the estimator does (same generator, same calls)
+    # re-draw the masks as the estimator does: per batch one 63-bit key from the seed's
+    # generator, the batch's (only) chunk drawing from default_rng([key, 0]) the kept units
+    # of its padded grid (channels, masks, data, H + 2, W + 2); the mask is the interior
     rng = np.random.default_rng(15)
-    masks = [Bernoulli(0.5).sample((3, *image), 1, rng)[0] for _ in range(n_masks)]
+    masks = []
+    for _ in range(n_masks):
+        chunk = chunk_stream(int(rng.integers(1 << 63)), 0)
+        kept = kept_units(0.5, (3, 1, 1, image[0] + 2, image[1] + 2), chunk)
+        masks.append(kept[:, 0, 0, 1:-1, 1:-1] / 0.5)
     h = brute_conv(x, v, "zeros")
     draws = [  # each draw averages the squared perturbation over the 3 samples
         np.sum((brute_conv(m * h, u, "zeros") - brute_conv(h, u, "zeros")) ** 2) / 3 for m in masks
@@ -390,13 +399,20 @@ def test_monte_carlo_draws_equal_direct_network_evaluation_across_batches(
         activation=activation,
         batch_size=25,
     )
-    # re-draw exactly as the estimator does: per batch the masks, then (white input)
-    # one standard normal input per mask
+    # re-draw as the estimator does: per batch one 63-bit key from the seed's generator;
+    # the batch's (only: checked) chunk draws from its stream first the kept units of its
+    # padded grid (channels, masks, 1, H + 2, W + 2), then (white input) standard normals
+    # at every position of the grid, channel after channel, whose interior is the input
+    grid = (image[0] + 2, image[1] + 2)
+    assert _parallel.CHUNK_ENTRIES // (25 * (2 * 9 + 2 * 3) * grid[0] * grid[1])
     rng = np.random.default_rng(20)
     draws = []
     for size in (25, 25, 9):
-        masks = Bernoulli(keep).sample((3, *image), size, rng)
-        inputs = x if data else rng.standard_normal((2, size, *image)).transpose(1, 0, 2, 3)
+        chunk = chunk_stream(int(rng.integers(1 << 63)), 0)
+        kept = kept_units(keep, (3, size, 1, *grid), chunk)
+        masks = kept[:, :, 0, 1:-1, 1:-1].transpose(1, 0, 2, 3) / keep
+        noise = chunk.standard_normal((2, size, *grid))[:, :, 1:-1, 1:-1]
+        inputs = x if data else noise.transpose(1, 0, 2, 3)
         for i, m in enumerate(masks):
             batch = inputs if data else inputs[i : i + 1]
             h = brute_conv(batch, v, padding)

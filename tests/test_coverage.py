@@ -1,9 +1,14 @@
 """Statistical validity: the 95 % interval of every Monte Carlo estimator covers the exact
-value 92-98 % of the time over 400 fixed seeds (deterministic), at keep 0.02, 0.1, 0.5 and
-0.9, with the fewest masks the estimator accepts and with 1000 masks.
+value 92-98 % of the time, measured over 1000 fixed seeds (deterministic), at keep 0.02,
+0.1, 0.5 and 0.9, with the fewest masks the estimator accepts and with 1000 masks.
 
-With 400 seeds the coverage of an exact 95 % interval has standard deviation
-sqrt(0.95·0.05/400) ≈ 1.1 %, so [92 %, 98 %] is about ±2.75 standard deviations.
+The measured coverage of 1000 seeds is itself binomial: its standard deviation is 0.86 %
+at a true coverage of 92 % and 0.44 % at 98 %. A true coverage inside the band must pass
+whatever the seeds, so a measured one is accepted within three of those standard
+deviations of the band, [89.4 %, 99.3 %]. The margin matters at the edge: masks times fresh
+Gaussian inputs at the fewest masks cover about 93 % (93.1 % over 2400 seeds of the white
+conv family at keep 0.1), and its first 400 seeds alone gave 89.75 % with the 8-bit mask
+sampler of the Monte Carlo engine where the float sampler before it had given 92-93 %.
 
 The fewest masks accepted is computed here from the mask events, independently of
 ``regtheory.montecarlo.min_draws``: n·q(1-q) >= 14 for the rarest event, q = keep for
@@ -12,14 +17,14 @@ covered position kept, counted by brute force; for two dropout layers in series 
 unit kept in both (keep²). One mask fewer must be refused.
 
 The layers are small and one-dimensional for the conv families, and every estimate is
-one vectorised batch (``batch_size = n``), so that 400 seeds per case stay cheap. The
+one vectorised batch (``batch_size = n``), so that 1000 seeds per case stay cheap. The
 exact values are the closed forms (1), the block penalty, (5), (6), Arora et al.'s
 last-layer formula, formula (4) with exact DropBlock mask moments (tests/_dropblock.py), and
 second moments propagated through a linear net (THEORY §4).
 Both kinds of draw are covered: draws that depend on the masks only (FC, FC blocks, conv
 with data, networks) and masks times fresh Gaussian inputs (conv and DropBlock on white
 input), the two worst cases behind the minimum (see regtheory.montecarlo). The whole file
-takes about 25 s of CPU.
+takes about 160 s of CPU.
 """
 
 import itertools
@@ -32,7 +37,7 @@ from regtheory import conv, fc, network
 from regtheory.masks import Bernoulli, DropBlock
 from regtheory.network import Dropout, Linear, ReLU
 
-SEEDS = range(400)
+SEEDS = range(1000)
 KEEPS = (0.02, 0.1, 0.5, 0.9)
 BLOCK, BLOCK_MAP = 2, 6  # DropBlock of side 2 on a 1-D hidden map of 6 positions
 
@@ -210,7 +215,7 @@ FAMILIES = {
     "network": network_family,
     "network-2-dropouts": two_dropout_network_family,
 }
-# Cases whose fewest masks are too many for 400 seeds here: refusal checked only.
+# Cases whose fewest masks are too many for 1000 seeds here: refusal checked only.
 TOO_MANY = {("network-2-dropouts", 0.02)}  # a unit kept in both layers: 4e-4, 35,000 masks
 
 
@@ -220,6 +225,13 @@ def coverage(run, n, exact):
         lo, hi = run(n, seed).ci(level=0.95)
         hits += lo <= exact <= hi
     return hits / len(SEEDS)
+
+
+def in_band(cov, low=0.92, high=0.98):
+    """A measured coverage consistent with a true one in [low, high]: within three binomial
+    standard deviations (of len(SEEDS) seeds) of the band."""
+    sd = lambda p: np.sqrt(p * (1 - p) / len(SEEDS))  # noqa: E731
+    return low - 3 * sd(low) <= cov <= high + 3 * sd(high)
 
 
 @pytest.mark.parametrize("keep", KEEPS)
@@ -232,7 +244,7 @@ def test_coverage_with_the_fewest_masks_accepted(family, keep):
         assert fewest > 10_000
         return
     cov = coverage(run, fewest, exact)
-    assert 0.92 <= cov <= 0.98, (family, keep, fewest, cov)
+    assert in_band(cov), (family, keep, fewest, cov)
 
 
 @pytest.mark.parametrize("keep", KEEPS)
@@ -244,7 +256,7 @@ def test_coverage_with_1000_masks(family, keep):
             run(1000, 0)
         return
     cov = coverage(run, 1000, exact)
-    assert 0.92 <= cov <= 0.98, (family, keep, cov)
+    assert in_band(cov), (family, keep, cov)
 
 
 def test_reviewers_cases_are_refused_with_the_masks_they_need():
@@ -285,7 +297,7 @@ def test_reviewers_conv_case_covered_at_the_minimum():
         )
 
     assert min_masks(0.05) == 295
-    assert 0.92 <= coverage(run, 295, exact) <= 0.98
+    assert in_band(coverage(run, 295, exact))
 
 
 def test_1000_masks_accepted_at_every_keep_down_to_002():

@@ -1,0 +1,277 @@
+"""The masked forward pass behind the network Monte Carlo, at the speed of its GEMMs.
+
+:func:`regtheory.network.dropout_penalty_mc` evaluates the loss of a network under
+many sets of masks. Run layer by layer on whole batches (as :func:`regtheory.network.forward`
+does) that costs five to six times the time of its matrix products: every convolution
+transposes its input to channel-first layout, pads it into a fresh array, copies nine
+shifted windows of it (im2col) through page faults, and every mask is drawn as float64
+uniforms. This engine keeps the products and removes the rest:
+
+* The layers before the first random one do not depend on the masks: they run once.
+* A batch of (draw, sample) images is split into chunks whose work arrays fit in the
+  cache, and each chunk goes through every layer before the next starts. The arrays
+  come from one :class:`~regtheory._convops.Scratch` and are reused chunk after chunk.
+* Feature maps live on a *padded grid*: channel first, every image with its zero (or
+  wrapped) border, flattened, with a margin at both ends. The tap (a, b) of a
+  same-size convolution is then the window of the flat row shifted by
+  ``(a − kh//2)·Wp + (b − kw//2)``, a contiguous copy (or, for layers with fewer
+  outputs than inputs, one product per tap block followed by contiguous shifted adds).
+  Outputs are computed at every grid position; the border positions are overwritten
+  by the padding before the next convolution reads them.
+* Elementwise masks come from :func:`regtheory.masks.kept_units` (8 random bits a unit);
+  other mask distributions from their own ``sample``.
+* ``dtype`` float32 halves the memory traffic and doubles the GEMM rate; the per-image
+  losses are summed in float64.
+
+The per-image losses are returned; the caller forms the draws L(r) − L(1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._convops import Grid, Scratch, fill_border, grid_conv
+from ._layers import Conv, DropConnect, Dropout, Linear, ReLU
+from ._parallel import CHUNK_ENTRIES, Chunks
+from .masks import Bernoulli, kept_units
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    """The suffix of a network from its first random layer, compiled for chunks of images.
+
+    Parameters
+    ----------
+    layers : tuple of layers
+        Checked layers (``check_layers``).
+    start : ndarray (n, ...)
+        The float64 activations entering the first random layer (the clean prefix).
+    first : int
+        Index of the first random layer.
+    dtype : numpy dtype
+        Arithmetic type of the pass.
+    gates : list of ndarray (n, ...), optional
+        The 0/1 pattern of the clean pass at each ReLU of the suffix: the engine then also
+        runs the gate-frozen twin of every image under the same masks.
+    workers : int, optional
+        Threads (default: every core).
+    """
+
+    def __init__(
+        self, layers, start: np.ndarray, first: int, dtype, *, gates=None, workers=None
+    ) -> None:
+        self.dtype = np.dtype(dtype)
+        self.halves = 1 if gates is None else 2
+        self.layers = layers[first:]
+        self.n = len(start)
+        self.one_d = start.ndim == 3
+        self.grid: tuple[int, int, int, int] | None = None
+        self.weights, self.scaled = _fold_scales(self.layers, self.dtype)
+        if start.ndim > 2:
+            H, W = start.shape[2:] if start.ndim == 4 else (1, start.shape[2])
+            kernels = [w for w in self.weights if w is not None and w.ndim == 4]
+            ph = max([w.shape[2] // 2 for w in kernels], default=0)
+            pw = max([w.shape[3] // 2 for w in kernels], default=0)
+            self.grid = (H, W, ph, pw)
+            # the clean start in channel-first layout (C, n, H, W)
+            self.start = np.ascontiguousarray(
+                start.reshape(self.n, start.shape[1], H, W).transpose(1, 0, 2, 3), dtype=self.dtype
+            )
+            rows = [w.shape[2] * w.shape[3] * min(w.shape[:2]) for w in kernels]
+            per_image = (max(rows, default=1) + self.start.shape[0]) * (H + 2 * ph) * (W + 2 * pw)
+        else:
+            self.start = start.reshape(self.n, -1).astype(self.dtype)
+            widths = [len(w) for w in self.weights if w is not None] + [self.start.shape[1]]
+            per_image = 4 * max(widths)
+        self.gates = [] if gates is None else [self._layout(g) for g in gates]
+        self.chunks = Chunks(max(1, CHUNK_ENTRIES // (per_image * self.halves)), workers)
+
+    def _layout(self, gate: np.ndarray) -> np.ndarray:
+        """A gate (n, ...) in the engine's layout: (C, n, Hp, Wp) on the grid, zero on the
+        border, or (n, d)."""
+        if self.grid is None:
+            return gate.reshape(self.n, -1).astype(self.dtype)
+        H, W, ph, pw = self.grid
+        maps = gate.reshape(self.n, -1, H, W).transpose(1, 0, 2, 3)
+        return np.pad(maps, ((0, 0), (0, 0), (ph, ph), (pw, pw))).astype(self.dtype)
+
+    def targets(self, Y: np.ndarray) -> np.ndarray:
+        """Targets (n, ...) in the layout of the engine's outputs, in its dtype."""
+        if Y.ndim > 2:
+            spatial = Y.shape[2:] if Y.ndim == 4 else (1, Y.shape[2])
+            Y = Y.reshape(self.n, Y.shape[1], *spatial).transpose(1, 0, 2, 3)
+            return np.ascontiguousarray(Y, dtype=self.dtype)
+        return Y.reshape(self.n, -1).astype(self.dtype)
+
+    def losses(self, Y: np.ndarray, draws: int, rng: np.random.Generator | None) -> np.ndarray:
+        """Squared loss of each (draw, sample), (draws, n), summed in float64; ``rng=None``
+        runs the clean network (every mask 1). ``Y`` comes from :meth:`targets`. With
+        ``gates`` the twin's losses follow: (2, draws, n)."""
+
+        def chunk(start, stop, gen, scratch):
+            return self._chunk_losses(Y, start, stop, gen, scratch)
+
+        out = self.chunks.run(chunk, draws * self.n, rng, rows=self.halves)
+        return out.reshape(draws, self.n) if self.halves == 1 else out.reshape(2, draws, self.n)
+
+    # ------------------------------------------------------------------ one chunk
+
+    def _chunk_losses(self, Y, start, stop, rng, work: Scratch) -> np.ndarray:
+        """The losses of images start..stop (and, with gates, of their gate-frozen twins,
+        the second half of every array, under the same masks)."""
+        m = stop - start
+        images = self.halves * m
+        grid = None if self.grid is None else Grid(images, *self.grid)
+        if grid is not None:
+            z = grid.new(work, "a", self.start.shape[0], self.dtype)
+            fill_border(grid.maps(z), grid.ph, grid.pw, False)  # every entry finite
+            for half in range(self.halves):
+                _tile(grid.inner(z)[:, half * m : (half + 1) * m], self.start, start, self.n, 1)
+        else:
+            z = work("a", (images, self.start.shape[1]), self.dtype)
+            for half in range(self.halves):
+                _tile(z[half * m : (half + 1) * m], self.start, start, self.n, 0)
+        buffers = iter(("b", "a") * len(self.layers))
+        gates = iter(self.gates)
+        for t, layer in enumerate(self.layers):
+            if isinstance(layer, Dropout):
+                if rng is not None:
+                    self._dropout(layer, self.scaled[t], z, grid, m, rng)
+                elif isinstance(layer.masks, Bernoulli) and not self.scaled[t]:
+                    z *= self.dtype.type(layer.masks.keep)  # the clean pass undoes the fold
+            elif isinstance(layer, Conv):
+                assert grid is not None  # a conv reads maps (checked by the clean pass)
+                z = grid_conv(
+                    z, self.weights[t], grid, layer.padding == "circular", work, next(buffers)
+                )
+                if layer.bias is not None:
+                    grid.mid(z)[...] += layer.bias.astype(self.dtype)[:, None]
+            elif isinstance(layer, (Linear, DropConnect)):
+                if grid is not None:  # flatten channel first, as torch.flatten
+                    z = np.ascontiguousarray(grid.inner(z).transpose(1, 0, 2, 3))
+                    z, grid = z.reshape(images, -1), None
+                if isinstance(layer, DropConnect):
+                    z = self._dropconnect(layer, z, m, rng)
+                    continue
+                weight = self.weights[t]
+                z = np.matmul(
+                    z, weight.T, out=work(next(buffers), (images, len(weight)), self.dtype)
+                )
+                if layer.bias is not None:
+                    z += layer.bias.astype(self.dtype)
+            elif isinstance(layer, ReLU):
+                body = z if grid is None else grid.mid(z)
+                real = body[:m] if grid is None else body[:, : body.shape[1] // self.halves]
+                np.maximum(real, 0, out=real)
+                if self.halves == 2:  # the twin: the clean pass's 0/1 pattern
+                    self._freeze(next(gates), z, grid, start, m, work)
+            else:  # Elementwise: a NumPy function, evaluated in float64
+                body = z if grid is None else grid.mid(z)
+                body[...] = layer(body.astype(np.float64))
+        return self._image_losses(z, grid, Y, start, stop, work)
+
+    def _dropout(self, layer: Dropout, scaled: bool, z, grid, m: int, rng) -> None:
+        """Multiply by one mask per image, the same for an image and its twin."""
+        masks = layer.masks
+        body = z if grid is None else grid.mid(z)
+        halves = _halves(body, self.halves, axis=0 if grid is None else 1)
+        if isinstance(masks, Bernoulli):
+            # border positions get a mask too: the padding overwrites them before use
+            kept = kept_units(masks.keep, halves[0].shape, rng)
+            for half in halves:
+                np.multiply(half, kept, out=half)
+            if scaled:  # else 1/keep is folded into the next weights
+                body *= self.dtype.type(1.0 / masks.keep)
+            return
+        if grid is None:
+            sample = masks.sample(z.shape[1:], m, rng)
+            for half in halves:
+                half *= sample
+            return
+        C, _, H, W = grid.inner(z).shape
+        sample = masks.sample((C, W) if self.one_d else (C, H, W), m, rng)
+        sample = sample.reshape(m, C, H, W).transpose(1, 0, 2, 3)
+        for half in _halves(grid.inner(z), self.halves, axis=1):
+            np.multiply(half, sample, out=half)
+
+    def _dropconnect(self, layer: DropConnect, z: np.ndarray, m: int, rng) -> np.ndarray:
+        """A fresh weight mask per image (the same for its twin); the mean layer without rng."""
+        if rng is None:
+            return layer(z).astype(self.dtype, copy=False)
+        kept = rng.random((m, *layer.weight.shape)) < layer.keep
+        w = (kept * (layer.weight / layer.keep)).astype(self.dtype)
+        halves = [np.einsum("noi,ni->no", w, half) for half in _halves(z, self.halves, 0)]
+        return np.concatenate(halves) if len(halves) > 1 else halves[0]
+
+    def _freeze(self, gate: np.ndarray, z, grid, start: int, m: int, work: Scratch) -> None:
+        """Multiply the twin half of ``z`` by the gates of its samples."""
+        if grid is None:
+            tile = work("gate", (m, gate.shape[1]), self.dtype)
+            _tile(tile, gate, start, self.n, 0)
+            z[m:] *= tile
+            return
+        tile = work("gate", (len(gate), m, grid.Hp * grid.Wp), self.dtype)
+        _tile(tile, gate.reshape(len(gate), self.n, -1), start, self.n, 1)
+        twin = grid.mid(z)[:, m * grid.Hp * grid.Wp :]
+        np.multiply(twin, tile.reshape(len(gate), -1), out=twin)
+
+    def _image_losses(self, z, grid, Y, start, stop, work: Scratch) -> np.ndarray:
+        out = z if grid is None else grid.inner(z)
+        axis = 0 if grid is None else 1
+        target = work("target", out.shape, self.dtype)
+        for half in _halves(target, self.halves, axis):
+            _tile(half, Y, start, self.n, axis=axis)
+        np.subtract(out, target, out=target)
+        np.square(target, out=target)
+        losses = target.sum(
+            axis=tuple(a for a in range(target.ndim) if a != axis), dtype=np.float64
+        )
+        return losses if self.halves == 1 else losses.reshape(2, stop - start)
+
+
+def _halves(a: np.ndarray, count: int, axis: int) -> list[np.ndarray]:
+    """``a`` cut into ``count`` equal views along ``axis`` (an image and its twin)."""
+    return np.split(a, count, axis=axis) if count > 1 else [a]
+
+
+def _fold_scales(layers, dtype) -> tuple[list, list]:
+    """Per position: the Conv or Linear weight in ``dtype`` (None elsewhere), and whether
+    a Bernoulli dropout scales its own masks by 1/keep.
+
+    The 1/keep of a Bernoulli dropout is folded into the next Conv or Linear weight when
+    only ReLUs (positively homogeneous) and other masks lie between: one pass less over
+    the maps. An Elementwise layer, a DropConnect or the output ends that path."""
+    weights: list = [None] * len(layers)
+    scaled = [False] * len(layers)
+    pending: list[int] = []
+    for t, layer in enumerate(layers):
+        if isinstance(layer, Dropout) and isinstance(layer.masks, Bernoulli):
+            pending.append(t)
+        elif isinstance(layer, (Conv, Linear)):
+            scale = float(np.prod([1.0 / layers[d].masks.keep for d in pending]))
+            w = layer.weight if layer.weight.ndim != 3 else layer.weight[:, :, None, :]
+            weights[t] = (w * scale).astype(dtype)
+            pending = []
+        elif not isinstance(layer, (ReLU, Dropout)):
+            for d in pending:
+                scaled[d] = True
+            pending = []
+    for d in pending:
+        scaled[d] = True
+    return weights, scaled
+
+
+def _tile(dst: np.ndarray, src: np.ndarray, start: int, n: int, axis: int) -> None:
+    """``dst`` ← entries ``start, start + 1, …`` (mod n) of ``src`` along ``axis``: the
+    samples of consecutive (draw, sample) images."""
+    count, done = dst.shape[axis], 0
+    while done < count:
+        k = (start + done) % n
+        run = min(n - k, count - done)
+        dst_index: list = [slice(None)] * dst.ndim
+        src_index: list = [slice(None)] * src.ndim
+        dst_index[axis] = slice(done, done + run)
+        src_index[axis] = slice(k, k + run)
+        dst[tuple(dst_index)] = src[tuple(src_index)]
+        done += run
