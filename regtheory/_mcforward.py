@@ -9,8 +9,10 @@ uniforms. This engine keeps the products and removes the rest:
 
 * The layers before the first random one do not depend on the masks: they run once.
 * A batch of (draw, sample) images is split into chunks whose work arrays fit in the
-  cache, and each chunk goes through every layer before the next starts. The arrays
-  come from one :class:`~regtheory._convops.Scratch` and are reused chunk after chunk.
+  cache, and each chunk goes through every layer before the next starts. The chunks run
+  on every core (:class:`~regtheory._parallel.Chunks`, one stream of random numbers per
+  chunk); each thread's arrays come from its own :class:`~regtheory._convops.Scratch`
+  and are reused chunk after chunk.
 * Feature maps live on a *padded grid*: channel first, every image with its zero (or
   wrapped) border, flattened, with a margin at both ends. The tap (a, b) of a
   same-size convolution is then the window of the flat row shifted by
@@ -23,7 +25,10 @@ uniforms. This engine keeps the products and removes the rest:
 * ``dtype`` float32 halves the memory traffic and doubles the GEMM rate; the per-image
   losses are summed in float64.
 
-The per-image losses are returned; the caller forms the draws L(r) − L(1).
+The per-image losses are returned; the caller forms the draws L(r) − L(1). Given the
+clean pass's ReLU patterns (``gates``), each chunk also carries the gate-frozen twin of
+its images under the same masks, for the control variate of
+:func:`regtheory.network.dropout_penalty_mc`.
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ class Engine:
     def _layout(self, gate: np.ndarray) -> np.ndarray:
         """A gate (n, ...) in the engine's layout: (C, n, Hp, Wp) on the grid, zero on the
         border, or (n, d)."""
-        if self.grid is None:
+        if gate.ndim == 2 or self.grid is None:  # after a Linear: vectors
             return gate.reshape(self.n, -1).astype(self.dtype)
         H, W, ph, pw = self.grid
         maps = gate.reshape(self.n, -1, H, W).transpose(1, 0, 2, 3)

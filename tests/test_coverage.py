@@ -230,7 +230,7 @@ def coverage(run, n, exact):
 def in_band(cov, low=0.92, high=0.98):
     """A measured coverage consistent with a true one in [low, high]: within three binomial
     standard deviations (of len(SEEDS) seeds) of the band."""
-    sd = lambda p: np.sqrt(p * (1 - p) / len(SEEDS))  # noqa: E731
+    sd = lambda p: np.sqrt(p * (1 - p) / len(SEEDS))
     return low - 3 * sd(low) <= cov <= high + 3 * sd(high)
 
 
