@@ -1,11 +1,14 @@
 """Statistical validity: the 95 % interval of every Monte Carlo estimator covers the exact
-value 92-98 % of the time, measured over 1000 fixed seeds (deterministic), at keep 0.02,
-0.1, 0.5 and 0.9, with the fewest masks the estimator accepts and with 1000 masks.
+value 92-98 % of the time, measured over fixed seeds (deterministic), at keep 0.02, 0.1,
+0.5 and 0.9: over 1000 seeds with the fewest masks the estimator accepts, where the
+skewed draws make coverage hardest, and over 400 seeds with 1000 masks.
 
-The measured coverage of 1000 seeds is itself binomial: its standard deviation is 0.86 %
+A measured coverage is itself binomial: over 1000 seeds its standard deviation is 0.86 %
 at a true coverage of 92 % and 0.44 % at 98 %. A true coverage inside the band must pass
 whatever the seeds, so a measured one is accepted within three of those standard
-deviations of the band, [89.4 %, 99.3 %]. The margin matters at the edge: masks times fresh
+deviations of the band, [89.4 %, 99.3 %] over 1000 seeds and [87.9 %, 100 %] over 400
+(which still refuses the 64-79 % that once went unnoticed). The margin matters at the
+edge: masks times fresh
 Gaussian inputs at the fewest masks cover about 93 % (93.1 % over 2400 seeds of the white
 conv family at keep 0.1), and its first 400 seeds alone gave 89.75 % with the 8-bit mask
 sampler of the Monte Carlo engine where the float sampler before it had given 92-93 %.
@@ -24,7 +27,7 @@ second moments propagated through a linear net (THEORY §4).
 Both kinds of draw are covered: draws that depend on the masks only (FC, FC blocks, conv
 with data, networks) and masks times fresh Gaussian inputs (conv and DropBlock on white
 input), the two worst cases behind the minimum (see regtheory.montecarlo). The whole file
-takes about 160 s of CPU.
+takes about 100 s of CPU.
 """
 
 import itertools
@@ -37,7 +40,8 @@ from regtheory import conv, fc, network
 from regtheory.masks import Bernoulli, DropBlock
 from regtheory.network import Dropout, Linear, ReLU
 
-SEEDS = range(1000)
+FEWEST_SEEDS = range(1000)  # with the fewest masks accepted
+MANY_SEEDS = range(400)  # with 1000 masks
 KEEPS = (0.02, 0.1, 0.5, 0.9)
 BLOCK, BLOCK_MAP = 2, 6  # DropBlock of side 2 on a 1-D hidden map of 6 positions
 
@@ -219,18 +223,18 @@ FAMILIES = {
 TOO_MANY = {("network-2-dropouts", 0.02)}  # a unit kept in both layers: 4e-4, 35,000 masks
 
 
-def coverage(run, n, exact):
+def coverage(run, n, exact, seeds):
     hits = 0
-    for seed in SEEDS:
+    for seed in seeds:
         lo, hi = run(n, seed).ci(level=0.95)
         hits += lo <= exact <= hi
-    return hits / len(SEEDS)
+    return hits / len(seeds)
 
 
-def in_band(cov, low=0.92, high=0.98):
-    """A measured coverage consistent with a true one in [low, high]: within three binomial
-    standard deviations (of len(SEEDS) seeds) of the band."""
-    sd = lambda p: np.sqrt(p * (1 - p) / len(SEEDS))
+def in_band(cov, seeds, low=0.92, high=0.98):
+    """A measured coverage over ``seeds`` consistent with a true one in [low, high]: within
+    three binomial standard deviations (of len(seeds) seeds) of the band."""
+    sd = lambda p: np.sqrt(p * (1 - p) / len(seeds))
     return low - 3 * sd(low) <= cov <= high + 3 * sd(high)
 
 
@@ -243,8 +247,8 @@ def test_coverage_with_the_fewest_masks_accepted(family, keep):
     if (family, keep) in TOO_MANY:
         assert fewest > 10_000
         return
-    cov = coverage(run, fewest, exact)
-    assert in_band(cov), (family, keep, fewest, cov)
+    cov = coverage(run, fewest, exact, FEWEST_SEEDS)
+    assert in_band(cov, FEWEST_SEEDS), (family, keep, fewest, cov)
 
 
 @pytest.mark.parametrize("keep", KEEPS)
@@ -255,8 +259,8 @@ def test_coverage_with_1000_masks(family, keep):
         with pytest.raises(ValueError, match=f"`n_masks` must be at least {fewest} "):
             run(1000, 0)
         return
-    cov = coverage(run, 1000, exact)
-    assert in_band(cov), (family, keep, cov)
+    cov = coverage(run, 1000, exact, MANY_SEEDS)
+    assert in_band(cov, MANY_SEEDS), (family, keep, cov)
 
 
 def test_reviewers_cases_are_refused_with_the_masks_they_need():
@@ -297,7 +301,7 @@ def test_reviewers_conv_case_covered_at_the_minimum():
         )
 
     assert min_masks(0.05) == 295
-    assert in_band(coverage(run, 295, exact))
+    assert in_band(coverage(run, 295, exact, FEWEST_SEEDS), FEWEST_SEEDS)
 
 
 def test_1000_masks_accepted_at_every_keep_down_to_002():
