@@ -7,16 +7,20 @@ its copies, ufuncs and matrix products, so the element-wise work that a single t
 would leave to one core (im2col copies, masks, activations, losses) runs on all of them,
 while BLAS is held to one thread per chunk.
 
-Reproducibility does not depend on the number of threads: chunk ``i`` of a batch draws
-its masks from its own generator, an SFC64 seeded by ``SeedSequence([key, i])``, where
-``key`` is one 63-bit integer drawn from the caller's generator per batch. SFC64 (Chris
-Doty-Humphrey's small fast chaotic generator, one of NumPy's bit generators) gives raw
-bits about twice as fast as the default PCG64 here, and masks are made of raw bits.
+Each thread takes the next chunk as soon as it is free (chunks need not cost the same:
+a thread may be slowed by another process, or wait for the GIL its neighbour holds).
+Reproducibility depends neither on that order nor on the number of threads: chunk ``i``
+of a batch draws its masks from its own generator, an SFC64 seeded by
+``SeedSequence([key, i])``, where ``key`` is one 63-bit integer drawn from the caller's
+generator per batch. SFC64 (Chris Doty-Humphrey's small fast chaotic generator, one of
+NumPy's bit generators) gives raw bits about twice as fast as the default PCG64 here,
+and masks are made of raw bits.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -89,19 +93,26 @@ class Chunks:
         key = None if rng is None else int(rng.integers(1 << 63))
         out = np.empty((rows, total))
 
-        def work(first: int, step: int, scratch: Scratch) -> None:
-            for i in range(first, len(bounds), step):
+        taken = iter(range(len(bounds)))
+        lock = threading.Lock()
+
+        def work(scratch: Scratch) -> None:
+            while True:
+                with lock:
+                    i = next(taken, None)
+                if i is None:
+                    return
                 start, stop = bounds[i]
                 gen = None if key is None else _stream(key, i)
                 out[:, start:stop] = fn(start, stop, gen, scratch)
 
         workers = min(self.workers, len(bounds))
         if workers == 1:
-            work(0, 1, self.scratches[0])
+            work(self.scratches[0])
             return out[0] if rows == 1 else out
         pool, blas = _pool()
         with blas.limit(limits=1, user_api="blas"):  # type: ignore[attr-defined]
-            futures = [pool.submit(work, w, workers, self.scratches[w]) for w in range(workers)]
+            futures = [pool.submit(work, self.scratches[w]) for w in range(workers)]
             for future in futures:
                 future.result()
         return out[0] if rows == 1 else out

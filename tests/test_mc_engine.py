@@ -5,7 +5,7 @@ against exact penalties and against the layer-by-layer forward pass; threads, dt
 import numpy as np
 import pytest
 
-from regtheory import _parallel, conv, network
+from regtheory import _mcforward, _parallel, conv, network
 from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian, kept_units
 from regtheory.network import Conv, DropConnect, Dropout, Elementwise, Linear, ReLU
 
@@ -212,7 +212,17 @@ def test_threads_do_not_change_the_numbers(monkeypatch):
     ]
     X, Y = rng.normal(size=(40, 2, 8, 8)), rng.normal(size=(40, 2, 8, 8))
     u, v = rng.normal(size=(2, 6, 3, 3)), rng.normal(size=(6, 2, 3, 3))
-    monkeypatch.setattr(_parallel, "CHUNK_ENTRIES", 1 << 12)  # many chunks per batch
+    for engine in (conv, _mcforward):  # many chunks per batch, taken by every thread
+        monkeypatch.setattr(engine, "CHUNK_ENTRIES", 1 << 16)
+    chunks = []
+    run_chunks = _parallel.Chunks.run
+    monkeypatch.setattr(
+        _parallel.Chunks,
+        "run",
+        lambda self, fn, total, rng, **kw: (
+            chunks.append(-(-total // self.chunk)) or run_chunks(self, fn, total, rng, **kw)
+        ),
+    )
 
     def run():
         return (
@@ -220,11 +230,18 @@ def test_threads_do_not_change_the_numbers(monkeypatch):
             conv.dropout_penalty_mc(u, v, 0.7, (8, 8), n_masks=300, seed=1).mean,
         )
 
-    several = run()
     init = _parallel.Chunks.__init__
-    monkeypatch.setattr(
-        _parallel.Chunks, "__init__", lambda self, chunk, workers=None: init(self, chunk, 1)
-    )
+
+    def threads(count):
+        monkeypatch.setattr(
+            _parallel.Chunks, "__init__", lambda self, chunk, workers=None: init(self, chunk, count)
+        )
+
+    threads(3)  # more threads than cores, whatever the machine: chunks taken out of order
+    several = run()
+    # both estimators ran many chunks (the conv estimator's last)
+    assert chunks[-1] >= 10 and max(chunks[:-1]) >= 10, chunks
+    threads(1)
     one = run()
     assert one == pytest.approx(several, rel=1e-12)
 
