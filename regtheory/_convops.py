@@ -24,9 +24,11 @@ distributions in :func:`mask_distribution`.
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -105,7 +107,7 @@ class Scratch:
         self._flat: dict[tuple[str, np.dtype], np.ndarray] = {}
 
     def __call__(self, name: str, shape: tuple[int, ...], dtype=np.float64) -> np.ndarray:
-        size, key = int(np.prod(shape)), (name, np.dtype(dtype))
+        size, key = math.prod(shape), (name, np.dtype(dtype))
         flat = self._flat.get(key)
         if flat is None or flat.size < size:
             flat = self._flat[key] = np.empty(size, dtype=dtype)
@@ -264,23 +266,23 @@ class Grid:
     ph: int
     pw: int
 
-    @property
+    @cached_property
     def Hp(self) -> int:
         return self.H + 2 * self.ph
 
-    @property
+    @cached_property
     def Wp(self) -> int:
         return self.W + 2 * self.pw
 
-    @property
+    @cached_property
     def margin(self) -> int:
         return self.ph * self.Wp + self.pw
 
-    @property
+    @cached_property
     def size(self) -> int:
         return self.images * self.Hp * self.Wp
 
-    @property
+    @cached_property
     def length(self) -> int:
         return self.size + 2 * self.margin
 

@@ -38,7 +38,7 @@ import numpy as np
 from ._convops import Grid, Scratch, fill_border, grid_conv
 from ._layers import Conv, DropConnect, Dropout, Linear, ReLU
 from ._parallel import CHUNK_ENTRIES, Chunks
-from .masks import Bernoulli, kept_units
+from .masks import Bernoulli, _kept_units
 
 __all__ = ["Engine"]
 
@@ -183,7 +183,7 @@ class Engine:
         halves = _halves(body, self.halves, axis=0 if grid is None else 1)
         if isinstance(masks, Bernoulli):
             # border positions get a mask too: the padding overwrites them before use
-            kept = kept_units(masks.keep, halves[0].shape, rng)
+            kept = _kept_units(masks.keep, halves[0].shape, rng)
             for half in halves:
                 np.multiply(half, kept, out=half)
             if scaled:  # else 1/keep is folded into the next weights

@@ -119,7 +119,7 @@ from ._validation import (
     check_padding,
     check_spatial_shape,
 )
-from .masks import Bernoulli, DropBlock, dropout_lambda, kept_units
+from .masks import Bernoulli, DropBlock, _kept_units, dropout_lambda
 from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
@@ -947,7 +947,7 @@ def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, dt
         grid = Grid(n_masks * n_data, H, W, ph, pw)
         # the masks first, then the input: the order in which the generator is used
         if bernoulli:
-            kept = kept_units(masks.keep, (c_hid, n_masks, 1, grid.Hp, grid.Wp), rng)
+            kept = _kept_units(masks.keep, (c_hid, n_masks, 1, grid.Hp, grid.Wp), rng)
             e = np.subtract(kept, dtype(masks.keep), dtype=dtype)
         else:
             m = masks.sample((c_hid, *map_shape), n_masks, rng).reshape(n_masks, c_hid, 1, H, W)
@@ -988,7 +988,7 @@ def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, dt
                 out=sq.reshape(c_out, n_masks, n_data, H, W),
             )
             energy -= 2.0 * prod.sum(axis=(0, 3, 4), dtype=np.float64).ravel()
-        return energy.reshape(n_masks, n_data).mean(axis=1)
+        return energy if n_data == 1 else energy.reshape(n_masks, n_data).mean(axis=1)
 
     def draw(rng, size):
         return chunks.run(chunk, size, rng)

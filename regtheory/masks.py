@@ -17,6 +17,7 @@ The feature shape is ``(width,)`` for a fully connected hidden layer and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -166,10 +167,12 @@ def kept_units(keep: float, shape: ShapeLike, seed: SeedLike) -> np.ndarray:
     >>> float(kept_units(0.25, 100_000, seed=1).mean())  # close to 0.25
     0.2491
     """
-    keep = check_keep(keep)
-    shape = _check_feature_shape(shape)
-    rng = as_generator(seed)
-    size = int(np.prod(shape))
+    return _kept_units(check_keep(keep), _check_feature_shape(shape), as_generator(seed))
+
+
+def _kept_units(keep: float, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """:func:`kept_units` on checked arguments (the Monte Carlo engines call it per chunk)."""
+    size = math.prod(shape)
     if keep == 1.0:
         return np.ones(shape, dtype=bool)
     if keep == 0.5:  # one bit a unit
