@@ -142,7 +142,7 @@ class Engine:
         for t, layer in enumerate(self.layers):
             if isinstance(layer, Dropout):
                 if rng is not None:
-                    self._dropout(layer, self.scaled[t], z, grid, m, rng)
+                    self._dropout(layer, self.scaled[t], z, grid, m, rng, work)
                 elif isinstance(layer.masks, Bernoulli) and not self.scaled[t]:
                     z *= self.dtype.type(layer.masks.keep)  # the clean pass undoes the fold
             elif isinstance(layer, Conv):
@@ -176,14 +176,16 @@ class Engine:
                 body[...] = layer(body.astype(np.float64))
         return self._image_losses(z, grid, Y, start, stop, work)
 
-    def _dropout(self, layer: Dropout, scaled: bool, z, grid, m: int, rng) -> None:
+    def _dropout(self, layer: Dropout, scaled: bool, z, grid, m: int, rng, work: Scratch) -> None:
         """Multiply by one mask per image, the same for an image and its twin."""
         masks = layer.masks
         body = z if grid is None else grid.mid(z)
         halves = _halves(body, self.halves, axis=0 if grid is None else 1)
         if isinstance(masks, Bernoulli):
             # border positions get a mask too: the padding overwrites them before use
-            kept = _kept_units(masks.keep, halves[0].shape, rng)
+            # as 0/1 numbers first: a product with a bool array casts it buffer by buffer
+            kept = work("kept", halves[0].shape, self.dtype)
+            np.copyto(kept, _kept_units(masks.keep, halves[0].shape, rng))
             for half in halves:
                 np.multiply(half, kept, out=half)
             if scaled:  # else 1/keep is folded into the next weights

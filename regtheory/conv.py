@@ -947,8 +947,9 @@ def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, dt
         grid = Grid(n_masks * n_data, H, W, ph, pw)
         # the masks first, then the input: the order in which the generator is used
         if bernoulli:
-            kept = _kept_units(masks.keep, (c_hid, n_masks, 1, grid.Hp, grid.Wp), rng)
-            e = np.subtract(kept, dtype(masks.keep), dtype=dtype)
+            e = work("e", (c_hid, n_masks, 1, grid.Hp, grid.Wp), dtype)
+            np.copyto(e, _kept_units(masks.keep, e.shape, rng))  # 0/1 first: a cast, no buffers
+            np.subtract(e, dtype(masks.keep), out=e)
         else:
             m = masks.sample((c_hid, *map_shape), n_masks, rng).reshape(n_masks, c_hid, 1, H, W)
             e = np.subtract(m.transpose(1, 0, 2, 3, 4), 1.0, dtype=dtype)
