@@ -56,8 +56,9 @@ mask entry is ±1 there, so only the cross terms vary), 1.48 at keep 0.1 and
 1.50 at keep 0.9; conv element 0.27, channel 0.43, DropBlock 3×3 0.28 at keep
 0.5. The defaults (100,000 masks FC, 20,000 conv, 2,000 network) therefore
 reach relative standard errors well below 1 % on such layers; the interval
-coverage of every estimator family is checked over 1000 seeds at keep 0.02 to
-0.9, at the fewest masks accepted and at 1000, in tests/test_coverage.py.
+coverage of every estimator family is checked at keep 0.02 to 0.9, over 1000
+seeds at the fewest masks accepted and over 400 at 1000 masks, in
+tests/test_coverage.py.
 
 References
 ----------
