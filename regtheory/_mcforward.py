@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._bits import kept_bits
 from ._convops import Grid, Scratch, fill_border, grid_conv
 from ._layers import Conv, DropConnect, Dropout, Linear, ReLU
 from ._parallel import CHUNK_ENTRIES, Chunks
-from .masks import Bernoulli, _kept_units
+from .masks import Bernoulli
 
 __all__ = ["Engine"]
 
@@ -185,7 +186,7 @@ class Engine:
             # border positions get a mask too: the padding overwrites them before use
             # as 0/1 numbers first: a product with a bool array casts it buffer by buffer
             kept = work("kept", halves[0].shape, self.dtype)
-            np.copyto(kept, _kept_units(masks.keep, halves[0].shape, rng))
+            np.copyto(kept, kept_bits(masks.keep, halves[0].shape, rng))
             for half in halves:
                 np.multiply(half, kept, out=half)
             if scaled:  # else 1/keep is folded into the next weights

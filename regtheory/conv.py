@@ -87,6 +87,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._bits import kept_bits
 from ._convops import (
     ACTIVATIONS,
     Activation,
@@ -119,7 +120,7 @@ from ._validation import (
     check_padding,
     check_spatial_shape,
 )
-from .masks import Bernoulli, DropBlock, _kept_units, dropout_lambda
+from .masks import Bernoulli, DropBlock, dropout_lambda
 from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
@@ -948,7 +949,7 @@ def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, dt
         # the masks first, then the input: the order in which the generator is used
         if bernoulli:
             e = work("e", (c_hid, n_masks, 1, grid.Hp, grid.Wp), dtype)
-            np.copyto(e, _kept_units(masks.keep, e.shape, rng))  # 0/1 first: a cast, no buffers
+            np.copyto(e, kept_bits(masks.keep, e.shape, rng))  # 0/1 first: a cast, no buffers
             np.subtract(e, dtype(masks.keep), out=e)
         else:
             m = masks.sample((c_hid, *map_shape), n_masks, rng).reshape(n_masks, c_hid, 1, H, W)

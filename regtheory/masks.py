@@ -17,7 +17,6 @@ The feature shape is ``(width,)`` for a fully connected hidden layer and
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -25,6 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.optimize import brentq
 
+from ._bits import kept_bits
 from ._validation import (
     InvalidParameterError,
     SeedLike,
@@ -167,26 +167,7 @@ def kept_units(keep: float, shape: ShapeLike, seed: SeedLike) -> np.ndarray:
     >>> float(kept_units(0.25, 100_000, seed=1).mean())  # close to 0.25
     0.2491
     """
-    return _kept_units(check_keep(keep), _check_feature_shape(shape), as_generator(seed))
-
-
-def _kept_units(keep: float, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """:func:`kept_units` on checked arguments (the Monte Carlo engines call it per chunk)."""
-    size = math.prod(shape)
-    if keep == 1.0:
-        return np.ones(shape, dtype=bool)
-    if keep == 0.5:  # one bit a unit
-        raw = rng.bit_generator.random_raw((size + 63) // 64).astype("<u8", copy=False)
-        return np.unpackbits(raw.view(np.uint8), count=size).view(bool).reshape(shape)
-    raw = rng.bit_generator.random_raw((size + 7) // 8).astype("<u8", copy=False)
-    units = raw.view(np.uint8)[:size]
-    scaled = keep * 256.0
-    threshold = int(scaled)
-    kept = units < threshold
-    ties = np.flatnonzero(units == threshold)
-    if ties.size:
-        kept[ties] = rng.random(ties.size) < scaled - threshold
-    return kept.reshape(shape)
+    return kept_bits(check_keep(keep), _check_feature_shape(shape), as_generator(seed))
 
 
 @dataclass(frozen=True)
