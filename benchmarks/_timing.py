@@ -15,6 +15,18 @@ def best_time(fn, repeat: int = 5) -> float:
     return min(times)
 
 
+def best_times(cases: dict, rounds: int) -> dict:
+    """Best wall time of each callable, the cases run in turn within every round, so that
+    load on a shared machine hits them alike (a ratio of two of them stays fair)."""
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(rounds):
+        for key, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            best[key] = min(best[key], time.perf_counter() - start)
+    return best
+
+
 def report_targets(rows, notes) -> None:
     """Print a loud line naming every missed target (row[0] = name, row[5] = met), then notes."""
     missed = [row[0] for row in rows if row[5] is False]

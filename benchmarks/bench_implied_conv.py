@@ -29,12 +29,11 @@ cases are interleaved in rounds and load hits them alike.
 
 from __future__ import annotations
 
-import time
 from functools import partial
 
 import cvxpy as cp
 import numpy as np
-from _timing import report_targets
+from _timing import best_times, report_targets
 
 from regtheory import conv, implied
 from regtheory.masks import dropout_lambda
@@ -44,17 +43,6 @@ N_SAMPLES = 64
 NOISE = 0.1
 ROUNDS = 7
 FLAT = 2.0  # a time at most this multiple of the smallest image's counts as flat
-
-
-def best_times(cases: dict, rounds: int = ROUNDS) -> dict:
-    """Best wall time of each callable, the cases run in interleaved rounds."""
-    best = dict.fromkeys(cases, np.inf)
-    for _ in range(rounds):
-        for key, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            best[key] = min(best[key], time.perf_counter() - start)
-    return best
 
 
 def teacher_data(rng, kernel: tuple[int, ...], image: tuple[int, ...]):
@@ -120,7 +108,7 @@ def scaling_rows(rng, label: str, cases, target: float | None) -> list:
             implied.conv_induced_regularizer, w, KEEP, channels, shape
         )
         calls["solve_conv", name] = partial(implied.solve_conv, X, Y, KEEP, channels, kernel[-1])
-    best = best_times(calls)
+    best = best_times(calls, ROUNDS)
     first = cases[0][0]
     rows = []
     for (func, name), t in best.items():
@@ -183,7 +171,7 @@ def main() -> None:
             f"{calls['reg', n, 'naive']():.6g} (DFT l1 formula {dft:.6g}): the full-width "
             "(K = n) value, <= (7) for K < n"
         )
-    best = best_times(calls)
+    best = best_times(calls, ROUNDS)
     for n in (8, 16, 24):
         for kind, label, base_label in (
             ("reg", "regularizer", "lifted"),

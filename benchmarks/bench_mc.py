@@ -4,7 +4,8 @@
 
 Two estimators, each timed against ``numpy.matmul(out=)`` on the GEMM shapes of the
 convolutions one draw performs (im2col: (C_out, C_in·k²) @ (C_in·k², N·H·W)), measured
-in the same run, in interleaved rounds (best of several; the machine may be shared):
+in the same run, in interleaved rounds: every round runs the estimator and each of its
+GEMMs once, and each keeps its best time (the machine may be shared):
 
 * ``network``: ``network.dropout_penalty_mc`` on a 4-conv ReLU net, Conv(3→16) – ReLU –
   Dropout – [Conv(16→16) – ReLU – Dropout] × 2 – Conv(16→16), 3×3 kernels, zero
@@ -27,7 +28,9 @@ reduction factor of ``control_variate=True`` on this net and on a ReLU MLP, and 
 antithetic masks (u and 1 − u) on the MLP, which the package does not use: they cancel the
 part of a draw that is odd in the mask fluctuation (the cross term with the residual), not
 the even part. Then the mask sampler: ``masks.kept_units`` (8 random bits a unit) against
-``rng.random() < keep``.
+``rng.random() < keep``. First of all, how many cores the machine really gives: the work
+of two threads of independent GEMMs over one thread's (on a shared virtual machine it has
+been seen anywhere between 1.1 and 1.9 within the hour, and every fraction moves with it).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import sys
 import time
 
 import numpy as np
-from _timing import best_time
+from _timing import best_time, best_times
 
 from regtheory import conv, network
 from regtheory.masks import Bernoulli, kept_units
@@ -92,11 +95,11 @@ def old_network_mc(layers, X, Y, n_draws: int, batch: int, seed: int = 1) -> flo
     return total / n_draws
 
 
-def gemm_time(shapes, repeat: int) -> float:
-    """Best time of numpy.matmul(out=) over the GEMMs ``[(m, k, n), ...]``, whole and in
-    the engine's chunks (the faster of the two: the stricter baseline)."""
+def gemm_runs(shapes) -> list:
+    """numpy.matmul(out=) over the GEMMs ``[(m, k, n), ...]``, whole and in the engine's
+    chunks: two callables, of which the faster is the baseline (the stricter limit)."""
     rng = np.random.default_rng(0)
-    best = np.inf
+    runs = []
     for pieces in (1, 8):
         ops = []
         for m, k, n in shapes:
@@ -109,8 +112,8 @@ def gemm_time(shapes, repeat: int) -> float:
                     np.matmul(a, b, out=o)
 
         run()
-        best = min(best, best_time(run, repeat=repeat))
-    return best
+        runs.append(run)
+    return runs
 
 
 def torch_rates(layers, X, Y, n: int):
@@ -141,21 +144,22 @@ def row(name: str, value: str, note: str = "") -> None:
 def bench_network() -> None:
     layers, X, Y = conv_net()
     n = 96 if QUICK else 256
-    per_draw = {}
+    fns = {}
     for dtype in ("float64", "float32"):
         network.dropout_penalty_mc(layers, X, Y, n_masks=n, seed=1, dtype=dtype)
-        per_draw[dtype] = (
-            best_time(
-                lambda d=dtype: network.dropout_penalty_mc(
-                    layers, X, Y, n_masks=n, seed=1, dtype=d
-                ),
-                3,
-            )
-            / n
+        fns[dtype] = lambda d=dtype: network.dropout_penalty_mc(
+            layers, X, Y, n_masks=n, seed=1, dtype=d
         )
     cols = 32 * 32 * 32
-    all4 = gemm_time([(16, 27, cols)] + [(16, 144, cols)] * 3, 5)
-    need3 = gemm_time([(16, 144, cols)] * 3, 5)
+    for name, shapes in (
+        ("all4", [(16, 27, cols)] + [(16, 144, cols)] * 3),
+        ("need3", [(16, 144, cols)] * 3),
+    ):
+        for i, run in enumerate(gemm_runs(shapes)):
+            fns[name, i] = run
+    best = best_times(fns, 3 if QUICK else 5)
+    per_draw = {dtype: best[dtype] / n for dtype in ("float64", "float32")}
+    all4, need3 = (min(best[name, 0], best[name, 1]) for name in ("all4", "need3"))
     old_n = 16 if QUICK else 64
     old = best_time(lambda: old_network_mc(layers, X, Y, old_n, 8), 2) / old_n
     print("network: 4-conv ReLU net, 16 channels, 32×32, 32 samples, dropout at 3 layers")
@@ -249,26 +253,24 @@ def bench_conv() -> None:
     v = rng.normal(size=(64, 3, 3, 3))
     u = rng.normal(size=(3, 64, 3, 3))
     n = 2048 if QUICK else 8192
-    per_mask = {}
+    fns = {}
     for dtype in ("float64", "float32"):
         conv.dropout_penalty_mc(u, v, 0.5, (32, 32), n_masks=n, seed=1, dtype=dtype)
-        per_mask[dtype] = (
-            best_time(
-                lambda d=dtype: conv.dropout_penalty_mc(
-                    u, v, 0.5, (32, 32), n_masks=n, seed=1, dtype=d
-                ),
-                3,
-            )
-            / n
+        fns[dtype] = lambda d=dtype: conv.dropout_penalty_mc(
+            u, v, 0.5, (32, 32), n_masks=n, seed=1, dtype=d
         )
     batch = 128
     # each convolution as im2col (C_out, C_in·9) @ (C_in·9, ·) or per tap (C_out·9, C_in) @
     # (C_in, ·), whichever is faster: the strictest limit for its GEMMs
     cols = batch * 1024
-    gemm = (
-        min(gemm_time([(64, 27, cols)], 5), gemm_time([(576, 3, cols)], 5))
-        + min(gemm_time([(3, 576, cols)], 5), gemm_time([(27, 64, cols)], 5))
-    ) / batch
+    shapes = {"v im2col": (64, 27), "v taps": (576, 3), "u im2col": (3, 576), "u taps": (27, 64)}
+    for name, (m, k) in shapes.items():
+        for i, run in enumerate(gemm_runs([(m, k, cols)])):
+            fns[name, i] = run
+    best = best_times(fns, 3 if QUICK else 5)
+    per_mask = {dtype: best[dtype] / n for dtype in ("float64", "float32")}
+    gemm = {name: min(best[name, 0], best[name, 1]) for name in shapes}
+    gemm = (min(gemm["v im2col"], gemm["v taps"]) + min(gemm["u im2col"], gemm["u taps"])) / batch
     flops = 2 * (64 * 27 + 3 * 576) * 1024
     print("conv: v (64, 3, 3, 3), u (3, 64, 3, 3), 32×32 white input, keep 0.5, element masks")
     row(
@@ -311,8 +313,34 @@ def bench_masks() -> None:
     )
 
 
+def core_scaling() -> float:
+    """Work done per second by two threads of independent GEMMs (BLAS at one thread each)
+    over one thread's: about 2 when both cores are free, 1 when the machine lends one. The
+    fractions above are only comparable between runs with the same scaling."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    ops = [(rng.normal(size=(16, 144)), rng.normal(size=(144, 8192))) for _ in range(2)]
+    outs = [np.empty((16, 8192)) for _ in range(2)]
+
+    def gemms(i: int) -> None:
+        for _ in range(20):
+            np.matmul(*ops[i], out=outs[i])
+
+    with threadpool_limits(1), ThreadPoolExecutor(2) as pool:
+        one = best_time(lambda: gemms(0), 5)
+        two = best_time(lambda: list(pool.map(gemms, (0, 1))), 5)
+    return 2 * one / two
+
+
 def main() -> None:
     print(f"numpy {np.__version__}; best of several runs; {'quick' if QUICK else 'full'} mode")
+    print(
+        f"cores: two threads of GEMMs do {core_scaling():.2f}× the work of one "
+        "(2 when both cores are free)"
+    )
     bench_network()
     bench_conv()
     bench_masks()
