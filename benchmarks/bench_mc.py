@@ -269,8 +269,8 @@ def bench_conv() -> None:
             fns[name, i] = run
     best = best_times(fns, 3 if QUICK else 5)
     per_mask = {dtype: best[dtype] / n for dtype in ("float64", "float32")}
-    gemm = {name: min(best[name, 0], best[name, 1]) for name in shapes}
-    gemm = (min(gemm["v im2col"], gemm["v taps"]) + min(gemm["u im2col"], gemm["u taps"])) / batch
+    each = {name: min(best[name, 0], best[name, 1]) for name in shapes}
+    gemm = (min(each["v im2col"], each["v taps"]) + min(each["u im2col"], each["u taps"])) / batch
     flops = 2 * (64 * 27 + 3 * 576) * 1024
     print("conv: v (64, 3, 3, 3), u (3, 64, 3, 3), 32×32 white input, keep 0.5, element masks")
     row(
@@ -316,7 +316,7 @@ def bench_masks() -> None:
 def core_scaling() -> float:
     """Work done per second by two threads of independent GEMMs (BLAS at one thread each)
     over one thread's: about 2 when both cores are free, 1 when the machine lends one. The
-    fractions above are only comparable between runs with the same scaling."""
+    fractions below are only comparable between runs with the same scaling."""
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits

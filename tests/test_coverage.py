@@ -8,10 +8,10 @@ at a true coverage of 92 % and 0.44 % at 98 %. A true coverage inside the band m
 whatever the seeds, so a measured one is accepted within three of those standard
 deviations of the band, [89.4 %, 99.3 %] over 1000 seeds and [87.9 %, 100 %] over 400
 (which still refuses the 64-79 % that once went unnoticed). The margin matters at the
-edge: masks times fresh
-Gaussian inputs at the fewest masks cover about 93 % (93.1 % over 2400 seeds of the white
-conv family at keep 0.1), and its first 400 seeds alone gave 89.75 % with the 8-bit mask
-sampler of the Monte Carlo engine where the float sampler before it had given 92-93 %.
+edge: masks times fresh Gaussian inputs at the fewest masks cover about 93 % (93.1 % over
+2400 seeds of the white conv family at keep 0.1), and its first 400 seeds alone gave
+89.75 % with the 8-bit mask sampler of the Monte Carlo engine where the float sampler
+before it had given 92-93 %.
 
 The fewest masks accepted is computed here from the mask events, independently of
 ``regtheory.montecarlo.min_draws``: n·q(1-q) >= 14 for the rarest event, q = keep for
@@ -27,7 +27,7 @@ second moments propagated through a linear net (THEORY §4).
 Both kinds of draw are covered: draws that depend on the masks only (FC, FC blocks, conv
 with data, networks) and masks times fresh Gaussian inputs (conv and DropBlock on white
 input), the two worst cases behind the minimum (see regtheory.montecarlo). The whole file
-takes about 100 s of CPU.
+takes about 60 s of CPU.
 """
 
 import itertools
