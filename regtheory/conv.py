@@ -87,25 +87,21 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._bits import kept_bits
 from ._convops import (
     ACTIVATIONS,
     Activation,
-    Grid,
     ImageShape,
     KernelSize,
     Mode,
     Normalize,
     Padding,
     conv_cn,
-    fill_border,
     flipped_transpose,
-    grid_conv,
     mask_distribution,
     pad_kernel,
 )
 from ._dropblock import dropblock_moments, shift_inside, shifted_map
-from ._parallel import BATCH_ENTRIES, CHUNK_ENTRIES, Chunks
+from ._parallel import BATCH_ENTRIES, CHUNK_ENTRIES
 from ._validation import (
     InvalidParameterError,
     check_array,
@@ -120,7 +116,7 @@ from ._validation import (
     check_padding,
     check_spatial_shape,
 )
-from .masks import Bernoulli, DropBlock, dropout_lambda
+from .masks import DropBlock, dropout_lambda
 from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
@@ -919,81 +915,38 @@ def position_penalty(
 def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, dtype):
     """The draw of :func:`dropout_penalty_mc`: draw(rng, size) -> the loss gaps of size masks.
 
-    Each chunk of masks runs on a padded grid (``_convops.Grid``), channel first, on a
-    pool of threads (``_parallel.Chunks``): the hidden maps of its (mask, datum) images,
-    their deviation (m − 1) ∘ h, and u ∗ of it. Bernoulli masks are written
-    (kept − keep) ∘ h with u/keep: the same deviation, one pass less.
+    The net runs on the package's one Monte Carlo engine (``_mcforward.Engine``): one
+    mask per draw for all the data, the deviation (m − 1) ∘ h carried through u (for
+    Bernoulli masks (kept − keep) ∘ h with u/keep: the same deviation, one pass less),
+    and with white input a fresh Gaussian input per draw, drawn after the mask.
     """
-    act = ACTIVATIONS[activation]
+    from ._layers import Conv, Dropout, ReLU  # the layers import this module
+    from ._mcforward import Engine
+
+    padding = "circular" if circular else "zeros"
+    layers = [Conv(v4, padding=padding)] + ([ReLU()] if activation == "relu" else [])
+    layers += [Dropout(masks), Conv(u4, padding=padding)]
     c_hid, c_in = v4.shape[:2]
-    c_out = u4.shape[0]
     H, W = spatial
     ph, pw = max(v4.shape[2], u4.shape[2]) // 2, max(v4.shape[3], u4.shape[3]) // 2
     n_data = 1 if xc is None else xc.shape[1]
-    bernoulli = isinstance(masks, Bernoulli)
-    u_w = (u4 / masks.keep if bernoulli else u4).astype(dtype)
-    v_w = v4.astype(dtype)
-    rows = max(c_in * v4.shape[2] * v4.shape[3], c_out * u4.shape[2] * u4.shape[3], c_hid)
+    rows = max(c_in * v4.shape[2] * v4.shape[3], u4.shape[0] * u4.shape[2] * u4.shape[3], c_hid)
     per_mask = n_data * (rows + 2 * c_hid) * (H + 2 * ph) * (W + 2 * pw)
-    chunks = Chunks(max(1, CHUNK_ENTRIES // per_mask))
-    residual = h0 = None
-    if xc is not None:  # the same data under every mask
-        h0 = act(conv_cn(xc, v4, circular))
-        if yc is not None:  # y − f(x): (C_out, N, H, W)
-            residual = (yc - conv_cn(h0, u4, circular)).astype(dtype)
-        h0 = h0.astype(dtype)
-
-    def chunk(start, stop, rng, work):
-        n_masks = stop - start
-        grid = Grid(n_masks * n_data, H, W, ph, pw)
-        # the masks first, then the input: the order in which the generator is used
-        if bernoulli:
-            e = work("e", (c_hid, n_masks, 1, grid.Hp, grid.Wp), dtype)
-            np.copyto(e, kept_bits(masks.keep, e.shape, rng))  # 0/1 first: a cast, no buffers
-            np.subtract(e, dtype(masks.keep), out=e)
-        else:
-            m = masks.sample((c_hid, *map_shape), n_masks, rng).reshape(n_masks, c_hid, 1, H, W)
-            e = np.subtract(m.transpose(1, 0, 2, 3, 4), 1.0, dtype=dtype)
-        if h0 is None:  # a fresh white input per mask, at every grid position (the
-            # border is overwritten by the padding), float64 numbers in any dtype
-            x = grid.new(work, "x", c_in, dtype)
-            for row in grid.mid(x):  # contiguous rows
-                if dtype is np.float64:
-                    rng.standard_normal(out=row)
-                else:
-                    row[...] = rng.standard_normal(grid.size)
-            h = grid_conv(x, v_w, grid, circular, work, "h")
-            act(grid.mid(h))
-        else:
-            h = grid.new(work, "h", c_hid, dtype)
-            fill_border(grid.maps(h), ph, pw, False)  # every entry finite
-            inner = grid.inner(h).reshape(c_hid, n_masks, n_data, H, W)
-            inner[...] = h0[:, None]
-        # the deviation (kept − keep) ∘ h, in place (ufuncs on 2-D views: NumPy's
-        # iterator copies a 3-D view that it writes in place, three times slower)
-        if bernoulli and n_data == 1:
-            np.multiply(grid.mid(h), e.reshape(c_hid, -1), out=grid.mid(h))
-        elif bernoulli:
-            view = grid.mid(h).reshape(c_hid, n_masks, n_data, -1)
-            np.multiply(view, e.reshape(c_hid, n_masks, 1, -1), out=view)
-        else:
-            view = grid.inner(h).reshape(c_hid, n_masks, n_data, H, W)
-            np.multiply(view, e, out=view)
-        dev = h
-        d = grid.inner(grid_conv(dev, u_w, grid, circular, work, "d"))
-        sq = work("sq", d.shape, dtype)
-        energy = np.square(d, out=sq).sum(axis=(0, 2, 3), dtype=np.float64)
-        if residual is not None:  # ‖r − d‖² − ‖r‖² = ‖d‖² − 2⟨r, d⟩
-            prod = np.multiply(
-                d.reshape(c_out, n_masks, n_data, H, W),
-                residual[:, None],
-                out=sq.reshape(c_out, n_masks, n_data, H, W),
-            )
-            energy -= 2.0 * prod.sum(axis=(0, 3, 4), dtype=np.float64).ravel()
-        return energy if n_data == 1 else energy.reshape(n_masks, n_data).mean(axis=1)
+    chunk = max(1, CHUNK_ENTRIES // per_mask)
+    options = {"shared": True, "deviation": True, "margin": (ph, pw), "chunk": chunk}
+    residual = None
+    if xc is None:
+        engine = Engine(layers, None, 0, dtype, white=(c_in, *map_shape), **options)
+    else:  # the same data under every mask: the hidden maps are computed once
+        h0 = ACTIVATIONS[activation](conv_cn(xc, v4, circular))
+        start = h0.transpose(1, 0, 2, 3).reshape(n_data, c_hid, *map_shape)
+        engine = Engine(layers, start, len(layers) - 2, dtype, **options)
+        if yc is not None:  # y − f(x)
+            r = (yc - conv_cn(h0, u4, circular)).transpose(1, 0, 2, 3)
+            residual = engine.targets(r.reshape(n_data, len(u4), *map_shape))
 
     def draw(rng, size):
-        return chunks.run(chunk, size, rng)
+        return engine.losses(residual, size, rng).mean(axis=1)
 
     return draw
 
