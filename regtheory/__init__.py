@@ -3,7 +3,8 @@
 Modules, in the one direction data flows (nothing imports a module below it):
 
 ``masks``       mask distributions (Bernoulli, channel, ...), λ = (1 − keep)/keep
-``montecarlo``  generic Monte Carlo engine and the :class:`Estimate` result
+``montecarlo``  generic Monte Carlo engine; :class:`Penalty` (alias ``Estimate``) is the
+                result of every penalty, exact or estimated
 ``conv``        convolution as a matrix (§2), tap counts, conv penalties (5)/(6)
                 in closed form and by Monte Carlo for every mask type
 ``fc``          fully connected layers: penalty (1), induced regularizer (2),
@@ -52,6 +53,7 @@ from . import (
 )
 from ._validation import InvalidParameterError
 from .masks import dropout_lambda
+from ._results import Penalty
 from .montecarlo import Estimate
 
 try:
@@ -62,6 +64,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "Estimate",
     "InvalidParameterError",
+    "Penalty",
     "__version__",
     "compare",
     "conv",

@@ -68,7 +68,6 @@ float64 one by about 1e-4 standard errors or less (tests/test_mc_engine.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -383,7 +382,7 @@ def _controlled_mc(layers, X, Y, n_masks, seed, batch_size, rtol, need) -> Estim
     )
     var_plain = float(np.var(np.concatenate(plain), ddof=1))
     factor = var_plain / est.std**2 if est.std > 0 else float("inf")
-    return replace(est, variance_reduction="gate-frozen control variate", reduction_factor=factor)
+    return est.replace(variance_reduction="gate-frozen control variate", reduction_factor=factor)
 
 
 def _batches(total: int, size: int) -> list[int]:

@@ -831,7 +831,7 @@ def _monte_carlo_report(model, layers, names, X, Y, n_masks, seed, by_layer) -> 
         tuple(names),
         own,
         own_se,
-        total.n_samples,
+        total.n_masks or 0,
         None,
         tuple(layers),
     )
