@@ -810,9 +810,11 @@ def _check_chain(ops: Sequence[_Op]) -> int:
     for t in range(first + 1, len(ops)):
         if isinstance(ops[t], _ReLU):
             where = ops[first].index  # type: ignore[union-attr]
-            name = type(ops[t].layer).__name__  # type: ignore[union-attr]
+            kind = "DropConnect" if isinstance(ops[first], _Connect) else "dropout"
+            layer = ops[t].layer  # type: ignore[union-attr]
+            after = "a ReLU" if isinstance(layer, ReLU) else f"the elementwise layer {layer.name!r}"
             raise InvalidParameterError(
-                f"the dropout layer at position {where} feeds a non-linearity (a {name} after "
+                f"the {kind} layer at position {where} feeds a non-linearity ({after} after "
                 "it): the output is then not multilinear in the masks and the penalty has no "
                 "exact form; estimate it with regtheory.network.dropout_penalty_mc"
             )
