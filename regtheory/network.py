@@ -88,6 +88,7 @@ from ._layers import (
 )
 from ._mcforward import Engine
 from ._moments import PenaltyTerms
+from ._overflow import finite_result
 from ._parallel import BATCH_ENTRIES
 from ._validation import (
     InvalidParameterError,
@@ -214,6 +215,7 @@ def _activation_sizes(layers, x) -> list[int]:
     return sizes
 
 
+@finite_result("the dropout penalty of the network (Monte Carlo)")
 def dropout_penalty_mc(
     layers: Sequence[Layer],
     X: ArrayLike,
@@ -391,6 +393,7 @@ def _batches(total: int, size: int) -> list[int]:
     return [min(size, total - a) for a in range(0, total, size)]
 
 
+@finite_result("the dropout penalty of the network")
 def dropout_penalty_terms(
     layers: Sequence[object], X: ArrayLike, *, Y: ArrayLike | None = None
 ) -> PenaltyTerms:
@@ -455,6 +458,7 @@ def dropout_penalty_terms(
     return _moments.dropout_penalty_terms(_moments.from_network(layers), X, Y)
 
 
+@finite_result("the dropout penalty of the network")
 def dropout_penalty(layers: Sequence[object], X: ArrayLike, *, Y: ArrayLike | None = None) -> float:
     r"""Exact dropout penalty :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` of a network on data.
 

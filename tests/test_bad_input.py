@@ -273,3 +273,21 @@ def test_long_double_beyond_float64_named():
     expected = "beyond the float64 range" if np.all(np.isfinite(big)) else "finite numbers"
     with pytest.raises(InvalidParameterError, match=expected):
         fc.dropout_penalty(big, I2, 0.5)
+
+
+def test_exact_network_refusal_names_the_random_layer_and_the_nonlinearity():
+    """A non-linearity after the first random layer: the message calls a DropConnect layer
+    by its name and an elementwise layer by its own name (no "a Elementwise")."""
+    drop = network.Dropout(masks.Bernoulli(0.5))
+    connect = network.DropConnect(I2, 0.5)
+    tanh = network.Elementwise(np.tanh, name="tanh")
+    cases = [
+        ([drop, network.Linear(I2), tanh, network.Linear(I2)], "dropout layer", "'tanh'"),
+        ([connect, network.ReLU(), network.Linear(I2)], "DropConnect layer", "a ReLU"),
+    ]
+    for layers, random_layer, nonlinearity in cases:
+        with pytest.raises(InvalidParameterError) as info:
+            network.dropout_penalty(layers, X4)
+        message = str(info.value)
+        assert random_layer in message and nonlinearity in message, message
+        assert "a Elementwise" not in message
