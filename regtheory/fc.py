@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._linalg import numerical_rank, rounding_rtol, sqrtm_psd
+from ._overflow import finite_result
 from ._ties import TIE_RTOL, lowest_index
 from ._validation import (
     InvalidParameterError,
@@ -73,6 +74,7 @@ def _input_energy(V: np.ndarray, cov: np.ndarray | None) -> np.ndarray:
     return np.einsum("ji,jk,ki->i", V, cov, V)
 
 
+@finite_result("the dropout penalty of the layer")
 def dropout_penalty(
     U: ArrayLike, V: ArrayLike, keep: float, *, cov: ArrayLike | None = None
 ) -> float:
@@ -112,6 +114,7 @@ def dropout_penalty(
     return float(lam * np.dot(np.einsum("ji,ji->i", U, U), _input_energy(V, cov)))
 
 
+@finite_result("the dropout penalty of the layer (Monte Carlo)")
 def dropout_penalty_mc(
     U: ArrayLike,
     V: ArrayLike,
@@ -194,6 +197,7 @@ def dropout_penalty_mc(
     )
 
 
+@finite_result("the structured dropout penalty of the layer")
 def structured_penalty(
     U: ArrayLike, V: ArrayLike, mask_cov: ArrayLike, *, cov: ArrayLike | None = None
 ) -> float:
@@ -250,6 +254,7 @@ def structured_penalty(
     return float(np.sum(Sigma * (U.T @ U) * VCV))
 
 
+@finite_result("the block dropout penalty of the layer")
 def block_dropout_penalty(
     U: ArrayLike, V: ArrayLike, keep: float, block_size: int, *, cov: ArrayLike | None = None
 ) -> float:

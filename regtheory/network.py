@@ -76,6 +76,7 @@ from . import _moments
 from ._events import mask_events
 from ._mcforward import Engine
 from ._moments import PenaltyTerms
+from ._overflow import finite_result
 from ._parallel import BATCH_ENTRIES
 from ._validation import (
     InvalidParameterError,
@@ -212,6 +213,7 @@ def _checked(layers, X, Y, *, require_y: bool) -> tuple[Graph, np.ndarray, np.nd
     return graph, X, Y
 
 
+@finite_result("the dropout penalty of the network (Monte Carlo)")
 def dropout_penalty_mc(
     layers: Graph | Sequence[Node],
     X: ArrayLike,
@@ -378,6 +380,7 @@ def _batches(total: int, size: int) -> list[int]:
     return [min(size, total - a) for a in range(0, total, size)]
 
 
+@finite_result("the dropout penalty of the network")
 def dropout_penalty_terms(
     layers: Graph | Sequence[Node], X: ArrayLike, *, Y: ArrayLike | None = None
 ) -> PenaltyTerms:
@@ -433,6 +436,7 @@ def dropout_penalty_terms(
     return _moments.dropout_penalty_terms(graph, X, Y)
 
 
+@finite_result("the dropout penalty of the network")
 def dropout_penalty(
     layers: Graph | Sequence[Node], X: ArrayLike, *, Y: ArrayLike | None = None
 ) -> float:

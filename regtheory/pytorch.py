@@ -42,6 +42,7 @@ from torch import nn
 from . import _moments, network
 from ._convops import Padding
 from ._events import mask_events
+from ._overflow import finite_result
 from ._validation import (
     InvalidParameterError,
     as_generator,
@@ -866,6 +867,7 @@ def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Estimate:
     return estimate(draw, n_masks, seed, batch_size=batch, min_samples=max(1000, need))
 
 
+@finite_result("the dropout penalty of the model")
 def dropout_penalty(
     model: nn.Module,
     X: ArrayLike | torch.Tensor,
