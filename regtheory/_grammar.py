@@ -31,6 +31,7 @@ __all__ = [
     "check_method",
     "deprecated_alias",
     "keyword_only",
+    "renamed_keywords",
     "transition_to_rng",
 ]
 
@@ -178,3 +179,37 @@ def deprecated_alias(func: Callable[..., Any], old_name: str, **fixed: Any) -> C
         "a future minor release.\n"
     )
     return alias
+
+
+def renamed_keywords(**renames: str) -> Callable[[F], F]:
+    """Accept old keyword names for renamed parameters, with a DeprecationWarning.
+
+    ``renamed_keywords(n_samples="n_masks")`` lets ``f(n_samples=10)`` mean
+    ``f(n_masks=10)``; passing both names is refused.
+    """
+
+    def decorate(func: F) -> F:
+        names = inspect.signature(func).parameters
+        missing = [new for new in renames.values() if new not in names]
+        if missing:
+            raise TypeError(f"{func.__qualname__} has no parameter {missing}")
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for old, new in renames.items():
+                if old not in kwargs:
+                    continue
+                if new in kwargs:
+                    raise InvalidParameterError(
+                        f"{func.__name__}() got both `{old}` and `{new}`; pass only `{new}`"
+                    )
+                _deprecation(
+                    f"{func.__name__}({old}=...) is deprecated and will be removed in a "
+                    f"future minor release; pass {new}=..."
+                )
+                kwargs[new] = kwargs.pop(old)
+            return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
