@@ -63,9 +63,9 @@ CASES = [
     (lambda: masks.Channel(0.5).sample((2, 3), 0, 0), InvalidParameterError, "n"),
     (lambda: masks.DropBlock(0.5, 9).sample((1, 4, 4), 2, 0), InvalidParameterError, "block_size"),
     (
-        lambda: montecarlo.estimate(lambda r, n: r.random(n), 100, seed="x"),
+        lambda: montecarlo.estimate(lambda r, n: r.random(n), n_masks=100, rng="x"),
         InvalidParameterError,
-        "seed",
+        "rng",
     ),
     (
         lambda: conv.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 2, 2))),
@@ -228,7 +228,7 @@ ARRAY_ENTRIES = [
             [network.Dropout(masks.Bernoulli(0.5)), network.Linear(a)], X4
         ),
         I2,
-        "layers[1].weight",
+        "weight",
     ),
     (lambda a: network.DropConnect(a, 0.5), I2, "weight"),
     (
