@@ -622,3 +622,10 @@ def test_cheap_committed_figures_pass_under_every_openblas_kernel(kernel, thread
     assert blas, report["environment"]["blas"]
     for lib in blas:  # the kernel really ran
         assert lib["architecture"] == KERNELS[kernel][1] and lib["num_threads"] == threads
+
+
+def test_ci_checks_the_same_cheap_figures():
+    """.ci/run regenerates the cheap committed figures under a second kernel: these."""
+    script = (COMMITTED.parent / ".ci" / "run").read_text()
+    (line,) = [x for x in script.splitlines() if x.startswith("cheap_figures=")]
+    assert line.split("=", 1)[1].strip('"').split() == CHEAP

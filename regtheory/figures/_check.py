@@ -642,7 +642,7 @@ def _deviations(rule: Rule, pairs, scale_old: float, tol: list[float], se_old, s
 def _tolerances(rule: Rule, n: int, parents, where: str):
     """Each value's tolerance under ``rule``, and the standard errors of a monte_carlo
     rule (None otherwise)."""
-    if rule.kind == "monte_carlo":
+    if rule.kind == "monte_carlo" and rule.stderr is not None:  # it always names one
         se_old = _sibling(parents[0], rule.stderr, n, "stored", where)
         se_new = _sibling(parents[1], rule.stderr, n, "regenerated", where)
         return [float(rule.tolerance)] * n, se_old, se_new
