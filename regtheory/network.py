@@ -275,7 +275,9 @@ def dropout_penalty_mc(
     R. Arora, P. Bartlett, P. Mianjy, N. Srebro, Dropout: Explicit Forms and
     Capacity Control, ICML 2021.
     """
-    graph, X, Y = _checked(layers, X, Y, require_y=True)
+    graph, X, Y_checked = _checked(layers, X, Y, require_y=True)
+    assert Y_checked is not None
+    Y = Y_checked
     events, setting = mask_events(graph.mask_laws(X.shape[1:]))
     need = min_draws(events)
     n_masks = check_n_masks(n_masks, need, setting)
