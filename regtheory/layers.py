@@ -908,8 +908,9 @@ class Graph(Sequence):
 
 
 def as_graph(layers: Graph | Sequence[Node]) -> Graph:
-    """``layers`` as a :class:`Graph`: a graph as it is (checked when it was built), a
-    sequence of nodes as a chain.
+    """``layers`` as a :class:`Graph`, a sequence of nodes as a chain.
+
+    A graph is returned as it is: it was checked when it was built.
 
     Parameters
     ----------

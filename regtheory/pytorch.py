@@ -398,8 +398,9 @@ _POOLS = (
 
 
 def supported_modules(*, dropout: bool = False) -> tuple[type[nn.Module], ...]:
-    """The torch module classes :func:`from_torch` reads (``dropout=True``: only its
-    dropout modules), besides the ``nn.Sequential`` that holds them.
+    """The torch module classes :func:`from_torch` reads, or only its dropout modules.
+
+    Besides these, ``nn.Sequential`` holds them (nested ones are flattened).
 
     Parameters
     ----------
