@@ -315,6 +315,7 @@ def _penalty_draws(Y: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _clean_gates(graph: Graph, X: np.ndarray) -> list[np.ndarray]:
     """The 0/1 pattern (n, ...) of the clean pass at every ReLU after the first random layer."""
+    graph = as_graph(graph)
     first, gates = graph.random_positions[0], []
 
     def step(t, node, ins):
@@ -334,6 +335,7 @@ def _clean_gates(graph: Graph, X: np.ndarray) -> list[np.ndarray]:
 def _frozen_penalty(graph: Graph, X: np.ndarray, Y: np.ndarray, gates: list[np.ndarray]) -> float:
     """Exact penalty of the gate-frozen network: each sample's frozen net is linear after
     the first random layer, and the penalty is the mean of the per-sample penalties."""
+    graph = as_graph(graph)
     totals = [
         _moments.dropout_penalty_terms(
             _moments.freeze_gates(graph, [g[k] for g in gates]), X[k : k + 1], Y[k : k + 1]
