@@ -448,7 +448,7 @@ class _ConvPhase:
     mask, so a parent's sums are complete before its children start.
     """
 
-    def __init__(self, ops: tuple[Node, ...], first: int, boundary: int, h: np.ndarray):
+    def __init__(self, ops: Graph, first: int, boundary: int, h: np.ndarray):
         self.ops, self.boundary = ops, boundary
         self.shapes: dict[int, tuple[int, ...]] = {}  # feature shape at the input of op t
         self.kinds: dict[int, str] = {}

@@ -278,7 +278,7 @@ def _is_nonlinearity(layer: Node) -> bool:
     return layer.elementwise
 
 
-def _check_layers(layers: object) -> Graph:
+def _check_layers(layers: Graph | Sequence[Node]) -> Graph:
     graph = as_graph(layers)
     if not graph.is_chain:
         raise InvalidParameterError(

@@ -74,7 +74,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -205,7 +205,7 @@ def _windows(z: np.ndarray, kernel, stride, dilation) -> np.ndarray:
     view = np.lib.stride_tricks.sliding_window_view(
         z, tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation)), axis=tuple(range(2, 2 + n_sp))
     )
-    index = (slice(None), slice(None))
+    index: tuple[slice, ...] = (slice(None), slice(None))
     index += tuple(slice(None, None, s) for s in stride)
     index += tuple(slice(None, None, d) for d in dilation)
     return view[index]
@@ -292,7 +292,7 @@ class Conv(Node):
                 f"`groups` = {groups} must divide the {weight.shape[0]} output channels"
             )
         object.__setattr__(self, "groups", groups)
-        spans = [d * (k - 1) for k, d in zip(weight.shape[2:], self.dilation)]
+        spans = [d * (k - 1) for k, d in zip(weight.shape[2:], self._axes("dilation"))]
         if self.pad == "same":
             if any(s % 2 for s in spans):
                 raise InvalidParameterError(
@@ -304,14 +304,18 @@ class Conv(Node):
             pad = _spatial(_ints(self.pad, "pad", None, 0), n, "pad")
         object.__setattr__(self, "pad", pad)
 
+    def _axes(self, name: str) -> tuple[int, ...]:
+        """A per-axis setting (stride, pad, dilation), one int per spatial axis once built."""
+        return cast(tuple[int, ...], getattr(self, name))
+
     @property
     def same_size(self) -> bool:
         """Stride 1, no dilation, one group and half-kernel padding of an odd kernel: the
         same-size convolution (what the exact and Monte Carlo engines read)."""
         kernel = self.weight.shape[2:]
         return (
-            all(s == 1 for s in self.stride)
-            and all(d == 1 for d in self.dilation)
+            all(s == 1 for s in self._axes("stride"))
+            and all(d == 1 for d in self._axes("dilation"))
             and self.groups == 1
             and all(k % 2 for k in kernel)
             and self.pad == tuple(k // 2 for k in kernel)
@@ -338,7 +342,11 @@ class Conv(Node):
         out = tuple(
             _out_length(n, k, s, p, d)
             for n, k, s, p, d in zip(
-                spatial, self.weight.shape[2:], self.stride, self.pad, self.dilation
+                spatial,
+                self.weight.shape[2:],
+                self._axes("stride"),
+                self._axes("pad"),
+                self._axes("dilation"),
             )
         )
         too_big = any(k > n for k, n in zip(self.weight.shape[2:], spatial))
@@ -368,9 +376,10 @@ class Conv(Node):
     def _general(self, z: np.ndarray) -> np.ndarray:
         self.out_shape(z.shape[1:])
         mode = "wrap" if self.padding == "circular" else "constant"
-        padded = np.pad(z, [(0, 0), (0, 0), *((p, p) for p in self.pad)], mode=mode)
+        widths = [(0, 0), (0, 0), *((p, p) for p in self._axes("pad"))]
+        padded = np.pad(z, widths, mode=mode)  # type: ignore[call-overload]
         kernel = self.weight.shape[2:]
-        windows = _windows(padded, kernel, self.stride, self.dilation)
+        windows = _windows(padded, kernel, self._axes("stride"), self._axes("dilation"))
         n, C = z.shape[:2]
         g = self.groups
         windows = windows.reshape(n, g, C // g, *windows.shape[2:])
@@ -539,7 +548,7 @@ class Elementwise(Node):
     elementwise: ClassVar[bool] = True
 
     function: Callable[[np.ndarray], np.ndarray]
-    name: str = field(default="elementwise", kw_only=True)  # type: ignore[assignment]
+    name: str = field(default="elementwise", kw_only=True)
 
     def __post_init__(self) -> None:
         if not callable(self.function):
@@ -627,10 +636,10 @@ class Reshape(Node):
                 f"Reshape to {self.shape} needs {int(np.prod(self.shape))} features, got "
                 f"shape {shapes[0]}"
             )
-        return self.shape  # type: ignore[return-value]
+        return self.shape
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
-        return zs[0].reshape(zs[0].shape[0], *self.shape)  # type: ignore[misc]
+        return zs[0].reshape(zs[0].shape[0], *self.shape)
 
 
 # ----------------------------------------------------------------------------- random nodes
@@ -707,11 +716,18 @@ class DropConnect(Node):
         return (1.0 - self.keep) / self.keep
 
     def out_shape(self, *shapes: Shape) -> Shape:
-        return Linear(self.weight).out_shape(*shapes)
+        if int(np.prod(shapes[0])) != self.weight.shape[1]:
+            raise InvalidParameterError(
+                f"a DropConnect layer expects {self.weight.shape[1]} input features, got "
+                f"{int(np.prod(shapes[0]))} (shape {shapes[0]})"
+            )
+        return (self.weight.shape[0],)
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
-        """The layer at its mean mask: ``Linear(weight)``."""
-        return Linear(self.weight)(zs[0])
+        """The layer at its mean mask: ``z -> flatten(z) W^T``."""
+        flat = zs[0].reshape(zs[0].shape[0], -1)
+        self.out_shape(flat.shape[1:])
+        return flat @ self.weight.T
 
     apply = forward
 
@@ -808,7 +824,7 @@ class Graph(Sequence):
     def __len__(self) -> int:
         return len(self.nodes)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         return self.nodes[index]
 
     def __iter__(self) -> Iterator[Node]:
@@ -872,7 +888,7 @@ class Graph(Sequence):
         outs: dict[int, np.ndarray] = {-1: x}
         for i in range(stop):
             outs[i] = run(i, self.nodes[i], [outs[s] for s in self.inputs[i]])
-            for s in self.inputs[i]:
+            for s in set(self.inputs[i]):
                 if last_use.get(s) == i and s != stop - 1:
                     del outs[s]
         return outs[stop - 1]
@@ -891,14 +907,35 @@ class Graph(Sequence):
         return found
 
 
-def as_graph(layers: object, *, name: str = "layers") -> Graph:
-    """``layers`` as a :class:`Graph`: a graph as it is (checked when built), a sequence
-    of nodes as a chain."""
+def as_graph(layers: Graph | Sequence[Node]) -> Graph:
+    """``layers`` as a :class:`Graph`, a sequence of nodes as a chain.
+
+    A graph is returned as it is: it was checked when it was built.
+
+    Parameters
+    ----------
+    layers : Graph or sequence of Node
+
+    Returns
+    -------
+    Graph
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``layers`` is neither, or holds something that is not a node.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_graph([Linear(np.ones((2, 3))), ReLU()]).is_chain
+    True
+    """
     if isinstance(layers, Graph):
         return layers
     if isinstance(layers, (Node, str, bytes)) or not isinstance(layers, Sequence):
         raise InvalidParameterError(
-            f"`{name}` must be a sequence of regtheory.layers nodes (Linear, Conv, ReLU, "
+            "`layers` must be a sequence of regtheory.layers nodes (Linear, Conv, ReLU, "
             f"Dropout, ...) or a regtheory.layers.Graph, got {type(layers).__name__}"
         )
     return Graph(tuple(layers))

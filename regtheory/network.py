@@ -276,7 +276,9 @@ def dropout_penalty_mc(
     R. Arora, P. Bartlett, P. Mianjy, N. Srebro, Dropout: Explicit Forms and
     Capacity Control, ICML 2021.
     """
-    graph, X, Y = _checked(layers, X, Y, require_y=True)
+    graph, X, Y_checked = _checked(layers, X, Y, require_y=True)
+    assert Y_checked is not None
+    Y = Y_checked
     events, setting = mask_events(graph.mask_laws(X.shape[1:]))
     need = min_draws(events)
     n_masks = check_n_masks(n_masks, need, setting)
@@ -314,6 +316,7 @@ def _penalty_draws(Y: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _clean_gates(graph: Graph, X: np.ndarray) -> list[np.ndarray]:
     """The 0/1 pattern (n, ...) of the clean pass at every ReLU after the first random layer."""
+    graph = as_graph(graph)
     first, gates = graph.random_positions[0], []
 
     def step(t, node, ins):
@@ -333,6 +336,7 @@ def _clean_gates(graph: Graph, X: np.ndarray) -> list[np.ndarray]:
 def _frozen_penalty(graph: Graph, X: np.ndarray, Y: np.ndarray, gates: list[np.ndarray]) -> float:
     """Exact penalty of the gate-frozen network: each sample's frozen net is linear after
     the first random layer, and the penalty is the mean of the per-sample penalties."""
+    graph = as_graph(graph)
     totals = [
         _moments.dropout_penalty_terms(
             _moments.freeze_gates(graph, [g[k] for g in gates]), X[k : k + 1], Y[k : k + 1]

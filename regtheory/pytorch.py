@@ -280,7 +280,9 @@ def _conv(module: nn.Conv1d | nn.Conv2d, where: str) -> Conv:
             f"{name} must have padding_mode 'zeros' or 'circular', got {module.padding_mode!r}"
         )
     padding = module.padding
-    pad = "same" if padding == "same" else 0 if padding == "valid" else tuple(padding)
+    pad: str | int | tuple[int, ...] = (
+        padding if padding == "same" else 0 if padding == "valid" else tuple(map(int, padding))
+    )
     mode: Padding = "circular" if module.padding_mode == "circular" else "zeros"
     try:
         return Conv(
@@ -313,10 +315,12 @@ def _pool(module: nn.Module, where: str) -> Node:
                 f"{name} must count the padding in the mean (count_include_pad=True, no "
                 "divisor_override)"
             )
-        return AvgPool(*_pool_args(*settings))
+        kernel, stride, pad = _pool_args(*settings)
+        return AvgPool(kernel, stride=stride, pad=pad)
     if module.return_indices or module.dilation not in (1, (1,), (1, 1)):
         raise InvalidParameterError(f"{name} must have dilation 1 and return_indices=False")
-    return MaxPool(*_pool_args(*settings))
+    kernel, stride, pad = _pool_args(*settings)
+    return MaxPool(kernel, stride=stride, pad=pad)
 
 
 def _pool_args(kernel: Any, stride: Any, padding: Any) -> tuple:
@@ -395,8 +399,9 @@ _POOLS = (
 
 
 def supported_modules(*, dropout: bool = False) -> tuple[type[nn.Module], ...]:
-    """The torch module classes :func:`from_torch` reads (``dropout=True``: only its
-    dropout modules), besides the ``nn.Sequential`` that holds them.
+    """The torch module classes :func:`from_torch` reads, or only its dropout modules.
+
+    Besides these, ``nn.Sequential`` holds them (nested ones are flattened).
 
     Parameters
     ----------
@@ -448,7 +453,7 @@ def _convert(where: str, module: nn.Module) -> Any:
             raise InvalidParameterError(f"{where} (Flatten) must flatten from dim 1 to -1")
         return Flatten()
     if kind is nn.Unflatten and module.dim in (1, -1):
-        return Reshape(tuple(module.unflattened_size))
+        return Reshape(tuple(int(s) for s in module.unflattened_size))  # type: ignore[union-attr]
     if kind in _DROPOUTS:
         return _dropout(module, where)
     if kind in _BATCHNORMS:
