@@ -133,7 +133,11 @@ CASES = [
         InvalidParameterError,
         "rows",
     ),
-    (lambda: training.train_fc(X4, X4, 0.5, 2, steps=10, lr=float("nan")), InvalidParameterError, "lr"),
+    (
+        lambda: training.train_fc(X4, X4, 0.5, 2, steps=10, lr=float("nan")),
+        InvalidParameterError,
+        "lr",
+    ),
     (
         lambda: training.train_conv(
             np.ones((4, 1, 6)), np.ones((4, 1, 6)), 0.5, 2, 4, steps=10, lr=0.1

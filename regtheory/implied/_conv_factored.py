@@ -194,7 +194,9 @@ def solve_conv_factored(
         start_objectives=np.array([r.fun for r in results]) * scale**2,
         success=bool(best.success),
         message=str(best.message),
-        gradient_norm=float(np.linalg.norm(grad) * np.linalg.norm(best.x) / max(abs(value), 1e-300)),
+        gradient_norm=float(
+            np.linalg.norm(grad) * np.linalg.norm(best.x) / max(abs(value), 1e-300)
+        ),
         solve_time=time.perf_counter() - start,
     )
 
