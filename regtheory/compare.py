@@ -479,7 +479,9 @@ def _train(
     n = task.X.shape[-1]
     if method in ("fc", "block"):
         X, Y = task.X[:, 0], task.Y[:, 0]
-        run = training.train_fc(X, Y, keep, channels * n, rng=rng, block_size=block_size, **schedule)
+        run = training.train_fc(
+            X, Y, keep, channels * n, rng=rng, block_size=block_size, **schedule
+        )
         return run.final_map
     conv_run = training.train_conv(
         task.X,

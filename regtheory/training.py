@@ -309,9 +309,7 @@ class _FCProblem:
         )
 
 
-@_accepts_old_order(
-    old=("width", "keep", "steps", "lr", "rng"), new=("keep", "width")
-)
+@_accepts_old_order(old=("width", "keep", "steps", "lr", "rng"), new=("keep", "width"))
 @transition_to_rng
 def train_fc(
     X: ArrayLike,

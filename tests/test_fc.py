@@ -389,9 +389,7 @@ def test_block_penalty_matches_monte_carlo_and_formula_4(block_size, isotropic):
     cov = None if isotropic else X.T @ X / 300
     keep = 0.6
     closed = fc.block_dropout_penalty(U, V, keep, block_size, cov=cov)
-    est = fc.block_dropout_penalty(
-        U, V, keep, block_size, X=X, method="mc", n_masks=50_000, rng=1
-    )
+    est = fc.block_dropout_penalty(U, V, keep, block_size, X=X, method="mc", n_masks=50_000, rng=1)
     assert abs(est.zscore(closed)) < N_SE, (closed, est)
     G = 6 // block_size
     mask_cov = dropout_lambda(keep) * np.kron(np.eye(G), np.ones((block_size, block_size)))

@@ -101,7 +101,9 @@ def test_ci_ends_are_where_halls_statistic_is_plus_minus_z(skewness):
         z = stats.norm.ppf(0.5 + level / 2)
         # an end is a value mu with h((mean - mu) / stderr) = -z (upper) or +z (lower)
         assert hall_statistic((e.value - lo) / e.stderr, skewness, 40) == pytest.approx(z, rel=1e-9)
-        assert hall_statistic((e.value - hi) / e.stderr, skewness, 40) == pytest.approx(-z, rel=1e-9)
+        assert hall_statistic((e.value - hi) / e.stderr, skewness, 40) == pytest.approx(
+            -z, rel=1e-9
+        )
     # to first order in skewness/sqrt(n) the interval moves up by se·γ(1 + 2z²)/(6√n)
     # (the n^{-1/2} term of the Edgeworth expansion of the studentized mean; Hall 1992)
     small = Estimate(3.0, 0.2, 10**8, skewness)
@@ -158,8 +160,9 @@ def test_old_calling_convention_still_works_and_warns():
     ):
         positional = estimate(uniform_draw, 3000, 5, min_samples=1000, rtol=0.5)
     assert positional == new and positional.n_masks == new.n_masks
-    with pytest.warns(DeprecationWarning, match="n_masks="), pytest.warns(
-        DeprecationWarning, match="rng="
+    with (
+        pytest.warns(DeprecationWarning, match="n_masks="),
+        pytest.warns(DeprecationWarning, match="rng="),
     ):
         named = estimate(uniform_draw, n_samples=3000, seed=5, min_masks=1000, rtol=0.5)
     assert named == new and named.n_masks == new.n_masks

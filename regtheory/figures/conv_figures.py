@@ -429,10 +429,10 @@ def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) 
 def _estimate_record(est, mc_seed: int) -> dict:
     lo, hi = est.ci(level=0.95)
     return {
-        "mean": est.mean,
+        "mean": est.value,
         "stderr": est.stderr,
         "ci95": [lo, hi],
-        "n_samples": est.n_samples,
+        "n_samples": est.n_masks,
         "seed": mc_seed,
     }
 
@@ -661,7 +661,7 @@ def compute_mc_error_vs_n(quick: bool, seed: int, sweep: Sweep | None = None) ->
         for n in n_values:
             seeds = [s for s, _ in runs[name, n]]
             ests = [e for _, e in runs[name, n]]
-            err = np.array([e.mean - closed for e in ests])
+            err = np.array([e.value - closed for e in ests])
             se = np.array([e.stderr for e in ests])
             rows.append(
                 {

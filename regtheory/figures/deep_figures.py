@@ -108,10 +108,10 @@ def _depth_mc(cell: dict) -> Estimate:
 def _estimate_record(est: Estimate, mc_seed: int) -> dict:
     lo, hi = est.ci(level=0.95)
     return {
-        "mean": est.mean,
+        "mean": est.value,
         "stderr": est.stderr,
         "ci95": [lo, hi],
-        "n_samples": est.n_samples,
+        "n_samples": est.n_masks,
         "seed": mc_seed,
     }
 

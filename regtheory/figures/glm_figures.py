@@ -151,7 +151,7 @@ def _bins(X, beta, b, keep, s, seed) -> dict:
         rows = which == k
         est, quad, gauss = _penalties(X[rows], beta, b, keep, s, seed + k)
         out["count"].append(int(rows.sum()))
-        out["mc"].append(est.mean)
+        out["mc"].append(est.value)
         out["mc_stderr"].append(est.stderr)
         out["quadratic"].append(quad)
         out["gaussian"].append(gauss)
@@ -192,7 +192,7 @@ def _per_keep(X_raw, y, keep, s, seed) -> dict:
         "saa_stderr": saa.objective_stderr,
         "quadratic_iterations": fits["quadratic"][2].iterations,
         "penalty": {
-            "mc": est.mean,
+            "mc": est.value,
             "mc_stderr": est.stderr,
             "quadratic": quad,
             "gaussian": gauss,
