@@ -78,7 +78,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
 
 from ._validation import (
     InvalidParameterError,
@@ -167,6 +166,8 @@ class Estimate:
         P. Hall, On the removal of skewness by transformation, J. R. Statist.
         Soc. B 54 (1992) 221-228.
         """
+        from scipy import stats  # imported here: scipy.stats takes longer to load than NumPy
+
         level = check_fraction(level, "level")
         z = float(stats.norm.ppf(0.5 + level / 2.0))
         a = self.skewness / (3.0 * np.sqrt(self.n_samples))

@@ -7,14 +7,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from matplotlib.figure import Figure
 
 from .. import fc, implied, training
 from ..data import linear_teacher
 from ..sweep import Sweep
 from ._check import CERTIFIED, EXACT, TRAINING_RTOL, closed_form, solve, trajectory
 from ._registry import FigureSpec, register
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.figure import Figure
 
 # One task for both figures: 8 -> 8 map with a spread spectrum, width 12 > rank,
 # exactly white inputs so the isotropic closed form applies to the sample.
@@ -62,6 +66,8 @@ def _optimal_loss(task, M, keep: float) -> float:
 
 
 def plot_fc_equalization(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     # log step axis: drop the initial record at step 0
@@ -129,6 +135,8 @@ def compute_fc_spectrum(
 
 
 def plot_fc_spectrum(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+
     panels = data["panels"]
     fig = Figure(figsize=(3.1 * len(panels), 3.4), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True)
