@@ -33,6 +33,10 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 def white_inputs(n: int, d: int, seed: int | np.random.Generator) -> np.ndarray:
     r"""``n`` Gaussian samples in ℝ^d transformed so that ``XᵀX/n = I`` exactly (n ≥ d).
 

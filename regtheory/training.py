@@ -84,6 +84,10 @@ from .masks import Bernoulli, Channel, DropBlock
 __all__ = ["ConvTrainingResult", "FCTrainingResult", "train_conv", "train_fc"]
 
 
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 @dataclass(frozen=True, eq=False)
 class FCTrainingResult:
     r"""Outcome of :func:`train_fc`: final factors, a history, and the settings used.

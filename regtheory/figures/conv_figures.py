@@ -35,6 +35,24 @@ from ._registry import FigureSpec, register
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
 
+__all__ = [
+    "compute_border_penalty_map",
+    "compute_conv_matrix_seed",
+    "compute_mc_error_vs_n",
+    "compute_no_gradient_probability",
+    "compute_penalty_vs_keep",
+    "plot_border_penalty_map",
+    "plot_conv_matrix_seed",
+    "plot_mc_error_vs_n",
+    "plot_no_gradient_probability",
+    "plot_penalty_vs_keep",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 # The net of figures (e)-(g).
 HIDDEN, KERNEL, IMAGE = 8, 3, (8, 8)
 BLOCK_SIZE = 3  # DropBlock side on the 8×8 hidden map

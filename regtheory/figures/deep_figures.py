@@ -42,6 +42,18 @@ from ._registry import FigureSpec, register
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
 
+__all__ = [
+    "compute_penalty_attribution",
+    "compute_penalty_vs_depth",
+    "plot_penalty_attribution",
+    "plot_penalty_vs_depth",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 # ----------------------------------------------------------------------------- (k)
 
 DEPTHS = (2, 3, 4, 5, 6)

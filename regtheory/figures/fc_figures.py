@@ -20,6 +20,18 @@ from ._registry import FigureSpec, register
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
 
+__all__ = [
+    "compute_fc_equalization",
+    "compute_fc_spectrum",
+    "plot_fc_equalization",
+    "plot_fc_spectrum",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 # One task for both figures: 8 -> 8 map with a spread spectrum, width 12 > rank,
 # exactly white inputs so the isotropic closed form applies to the sample.
 TEACHER_SINGULAR_VALUES = (4.0, 3.0, 2.0, 1.5, 1.0, 0.6, 0.3, 0.1)

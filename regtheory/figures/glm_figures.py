@@ -44,6 +44,18 @@ from ._registry import FigureSpec, register
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
 
+__all__ = [
+    "compute_glm_adaptive_l2",
+    "load",
+    "plot_glm_adaptive_l2",
+    "standardise",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 SOLVER = "L-BFGS-B"  # tens of thousands of SAA terms: scipy, not Clarabel (glm.solve_dropout)
 PAIR = (3, 8)
 

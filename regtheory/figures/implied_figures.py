@@ -24,6 +24,20 @@ from ._registry import FigureSpec, register
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
 
+__all__ = [
+    "compute_implied_spectra",
+    "compute_padding_gap",
+    "compute_trained_vs_implied",
+    "plot_implied_spectra",
+    "plot_padding_gap",
+    "plot_trained_vs_implied",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 COLORS = MappingProxyType(
     {"fc": "k", "element": "C0", "channel": "C1", "block": "C2", "teacher": "0.6"}
 )

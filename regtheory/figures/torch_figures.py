@@ -43,6 +43,18 @@ from ._registry import FigureSpec, register
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
 
+__all__ = [
+    "compute_digits_dropout",
+    "digits_layers",
+    "digits_split",
+    "plot_digits_dropout",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 DROP = 0.2  # PyTorch's p of every dropout layer: keep 0.8
 BLOCK = 3
 CHANNELS = 8
