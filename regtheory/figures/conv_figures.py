@@ -20,11 +20,9 @@ numbers serially, on local processes or on a Dask cluster.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.legend_handler import HandlerTuple
-from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
 
 from .. import conv, fc
 from .._convops import Mode, Padding
@@ -33,6 +31,27 @@ from ..montecarlo import Estimate
 from ..sweep import Sweep
 from ._check import EXACT, closed_form, monte_carlo, rounding, spread
 from ._registry import FigureSpec, register
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "compute_border_penalty_map",
+    "compute_conv_matrix_seed",
+    "compute_mc_error_vs_n",
+    "compute_no_gradient_probability",
+    "compute_penalty_vs_keep",
+    "plot_border_penalty_map",
+    "plot_conv_matrix_seed",
+    "plot_mc_error_vs_n",
+    "plot_no_gradient_probability",
+    "plot_penalty_vs_keep",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
 
 # The net of figures (e)-(g).
 HIDDEN, KERNEL, IMAGE = 8, 3, (8, 8)
@@ -100,6 +119,8 @@ _DROPPED = "0.78"
 
 
 def _matrix_panel(ax, labels, kept, title, fontsize):
+    from matplotlib.patches import Rectangle
+
     n = len(labels)
     for j in range(n):
         if not kept[j]:
@@ -132,6 +153,9 @@ def _matrix_panel(ax, labels, kept, title, fontsize):
 
 
 def plot_conv_matrix_seed(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
     tap_index = np.asarray(data["tap_index"])
     kept = np.asarray(data["mask"]) > 0
     n_kept = int(kept.sum())
@@ -246,6 +270,8 @@ def compute_no_gradient_probability(quick: bool, seed: int) -> dict:
 
 
 def plot_no_gradient_probability(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+
     drop = np.asarray(data["drop_rate"])
     fig = Figure(figsize=(13, 5.2), layout="constrained")
     ax, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": (1.6, 1)})
@@ -448,6 +474,9 @@ _SERIES_STYLE = {
 
 
 def plot_penalty_vs_keep(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+    from matplotlib.legend_handler import HandlerTuple
+
     keeps = np.asarray(data["keeps"])
     fig = Figure(figsize=(11.5, 7.5), layout="constrained")
     axes = fig.subplots(2, 2, sharex=True, sharey="row", gridspec_kw={"height_ratios": [1.5, 1]})
@@ -577,6 +606,8 @@ def compute_border_penalty_map(quick: bool, seed: int) -> dict:
 
 
 def plot_border_penalty_map(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+
     nets = data["nets"]
     fig = Figure(figsize=(13.5, 4.3 * len(nets) + 0.6), layout="constrained")
     axes = fig.subplots(len(nets), 3, squeeze=False)
@@ -696,6 +727,9 @@ _MC_LABELS = {
 
 
 def plot_mc_error_vs_n(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
     n = np.asarray(data["n_values"], dtype=float)
     fig = Figure(figsize=(8.5, 5.6), layout="constrained")
     ax = fig.subplots()

@@ -27,11 +27,9 @@ serially rather than as a sweep.
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.legend_handler import HandlerTuple
-from matplotlib.patches import Patch
 
 from .. import network
 from ..conv import conv_matrix
@@ -40,6 +38,21 @@ from ..montecarlo import Estimate
 from ..network import Conv, Dropout, Linear
 from ._check import EXACT, closed_form, monte_carlo, rounding, spread
 from ._registry import FigureSpec, register
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "compute_penalty_attribution",
+    "compute_penalty_vs_depth",
+    "plot_penalty_attribution",
+    "plot_penalty_vs_depth",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
 
 # ----------------------------------------------------------------------------- (k)
 
@@ -182,6 +195,9 @@ _DEPTH_TITLES = {
 
 
 def plot_penalty_vs_depth(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+    from matplotlib.legend_handler import HandlerTuple
+
     depths = np.asarray(data["depths"])
     fig = Figure(figsize=(11.5, 7.0), layout="constrained")
     axes = fig.subplots(2, 2, sharex=True, gridspec_kw={"height_ratios": [1.6, 1]})
@@ -306,6 +322,9 @@ def _subset_label(subset: list[int]) -> str:
 
 
 def plot_penalty_attribution(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
     panels = data["panels"]
     n_cols = len({p["keep"] for p in panels})
     fig = Figure(figsize=(5.6 * n_cols, 9.0), layout="constrained")

@@ -7,14 +7,30 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from matplotlib.figure import Figure
 
 from .. import fc, implied, training
 from ..data import linear_teacher
 from ..sweep import Sweep
 from ._check import CERTIFIED, EXACT, TRAINING_RTOL, closed_form, solve, trajectory
 from ._registry import FigureSpec, register
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "compute_fc_equalization",
+    "compute_fc_spectrum",
+    "plot_fc_equalization",
+    "plot_fc_spectrum",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
 
 # One task for both figures: 8 -> 8 map with a spread spectrum, width 12 > rank,
 # exactly white inputs so the isotropic closed form applies to the sample.
@@ -62,6 +78,8 @@ def _optimal_loss(task, M, keep: float) -> float:
 
 
 def plot_fc_equalization(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     # log step axis: drop the initial record at step 0
@@ -129,6 +147,8 @@ def compute_fc_spectrum(
 
 
 def plot_fc_spectrum(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+
     panels = data["panels"]
     fig = Figure(figsize=(3.1 * len(panels), 3.4), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True)

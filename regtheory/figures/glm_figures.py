@@ -30,10 +30,9 @@ command.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from .. import glm
 from .._validation import InvalidParameterError
@@ -41,6 +40,21 @@ from ..implied import SolverFailedError
 from ..montecarlo import Estimate
 from ._check import EXACT, RECORD, monte_carlo, solve
 from ._registry import FigureSpec, register
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "compute_glm_adaptive_l2",
+    "load",
+    "plot_glm_adaptive_l2",
+    "standardise",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
 
 SOLVER = "L-BFGS-B"  # tens of thousands of SAA terms: scipy, not Clarabel (glm.solve_dropout)
 PAIR = (3, 8)
@@ -226,6 +240,8 @@ def _relative(values, reference):
 
 
 def plot_glm_adaptive_l2(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(15.0, 8.4), layout="constrained")
     (ax_err, ax_bin, ax_path), (ax_ll, ax_acc, ax_note) = fig.subplots(2, 3)
     markers = ["o", "s"]
@@ -318,6 +334,8 @@ register(
         "cross-validated dropout vs adaptive L2 vs ridge",
         compute_glm_adaptive_l2,
         plot_glm_adaptive_l2,
+        requires=("sklearn",),
+        extra="torch",
         checks={
             "keeps n_masks_saa n_masks_mc n_folds n_bins seed pair results/*/name "
             "results/*/n results/*/d results/*/per_keep/*/keep results/*/per_keep/*/saa_masks "
