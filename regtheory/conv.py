@@ -101,6 +101,7 @@ from ._convops import (
     pad_kernel,
 )
 from ._dropblock import dropblock_moments, shift_inside, shifted_map
+from ._overflow import finite_result
 from ._parallel import BATCH_ENTRIES, CHUNK_ENTRIES
 from ._validation import (
     InvalidParameterError,
@@ -719,6 +720,7 @@ def _block_penalty(u4, v4, masks, spatial, map_shape, circular, xc, yc, activati
     return _block_white(u4, v4, masks.keep, gamma, spatial, blocks, circular)
 
 
+@finite_result("the dropout penalty of the conv layer")
 def dropout_penalty(
     u: ArrayLike,
     v: ArrayLike,
@@ -855,6 +857,7 @@ def column_sq_norms(
     return out if n_spatial == 2 else out[:, 0]
 
 
+@finite_result("the per-position dropout penalty")
 def position_penalty(
     u: ArrayLike, v: ArrayLike, keep: float, image_shape: ImageShape, *, padding: Padding = "zeros"
 ) -> np.ndarray:
@@ -920,12 +923,12 @@ def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, dt
     Bernoulli masks (kept − keep) ∘ h with u/keep: the same deviation, one pass less),
     and with white input a fresh Gaussian input per draw, drawn after the mask.
     """
-    from ._layers import Conv, Dropout, ReLU  # the layers import this module
     from ._mcforward import Engine
+    from .layers import Conv, Dropout, Graph, ReLU  # regtheory.layers imports this module
 
     padding = "circular" if circular else "zeros"
-    layers = [Conv(v4, padding=padding)] + ([ReLU()] if activation == "relu" else [])
-    layers += [Dropout(masks), Conv(u4, padding=padding)]
+    nodes = [Conv(v4, padding=padding)] + ([ReLU()] if activation == "relu" else [])
+    layers = Graph([*nodes, Dropout(masks), Conv(u4, padding=padding)])
     c_hid, c_in = v4.shape[:2]
     H, W = spatial
     ph, pw = max(v4.shape[2], u4.shape[2]) // 2, max(v4.shape[3], u4.shape[3]) // 2
@@ -951,6 +954,7 @@ def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, dt
     return draw
 
 
+@finite_result("the dropout penalty of the conv layer (Monte Carlo)")
 def dropout_penalty_mc(
     u: ArrayLike,
     v: ArrayLike,
