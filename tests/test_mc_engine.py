@@ -9,6 +9,7 @@ import pytest
 
 import regtheory
 from regtheory import _mcforward, _parallel, conv, network
+from regtheory.conv import _montecarlo as conv_mc
 from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian, kept_units
 from regtheory.network import Conv, DropConnect, Dropout, Elementwise, Linear, ReLU
 
@@ -215,7 +216,7 @@ def test_threads_do_not_change_the_numbers(monkeypatch):
     ]
     X, Y = rng.normal(size=(40, 2, 8, 8)), rng.normal(size=(40, 2, 8, 8))
     u, v = rng.normal(size=(2, 6, 3, 3)), rng.normal(size=(6, 2, 3, 3))
-    for engine in (conv, _mcforward):  # many chunks per batch, taken by every thread
+    for engine in (conv_mc, _mcforward):  # many chunks per batch, taken by every thread
         monkeypatch.setattr(engine, "CHUNK_ENTRIES", 1 << 16)
     chunks = []
     run_chunks = _parallel.Chunks.run
