@@ -14,12 +14,12 @@ import pytest
 from _dropblock import dropblock_penalty_exact
 from _theory import THEORY_MATRIX
 
-from regtheory import InvalidParameterError, _convops, _parallel, conv, dropout_lambda
+from regtheory import InvalidParameterError, _convops, conv, dropout_lambda
 from regtheory.masks import DropBlock, kept_units
-from regtheory.montecarlo import default_n_masks
+from regtheory.montecarlo import _chunks, default_n_masks
 
-# the generator of chunk i of a Monte Carlo batch with key k (regtheory._parallel)
-chunk_stream = _parallel._stream
+# the generator of chunk i of a Monte Carlo batch with key k (regtheory.montecarlo._chunks)
+chunk_stream = _chunks._stream
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
 PADDINGS = ["zeros", "circular"]
@@ -394,7 +394,7 @@ def test_monte_carlo_draws_equal_direct_network_evaluation_across_batches(
     # padded grid (channels, masks, 1, H + 2, W + 2), then (white input) standard normals
     # at every position of the grid, channel after channel, whose interior is the input
     grid = (image[0] + 2, image[1] + 2)
-    assert _parallel.CHUNK_ENTRIES // (25 * (2 * 9 + 2 * 3) * grid[0] * grid[1])
+    assert _chunks.CHUNK_ENTRIES // (25 * (2 * 9 + 2 * 3) * grid[0] * grid[1])
     rng = np.random.default_rng(20)
     draws = []
     for size in (25, 25, 9):

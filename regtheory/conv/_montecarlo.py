@@ -9,7 +9,6 @@ from .._convops import (
     ACTIVATIONS,
     conv_cn,
 )
-from .._parallel import BATCH_ENTRIES, CHUNK_ENTRIES
 from .._results import Penalty
 from .._validation import (
     check_dtype,
@@ -17,6 +16,7 @@ from .._validation import (
 )
 from ..masks import DropBlock
 from ..montecarlo import default_n_masks, estimate, min_draws
+from ..montecarlo._chunks import BATCH_ENTRIES, CHUNK_ENTRIES
 
 __all__ = ["sampled_penalty"]
 
@@ -24,13 +24,13 @@ __all__ = ["sampled_penalty"]
 def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, dtype):
     """The draw of the estimate: draw(rng, size) -> the loss gaps of ``size`` masks.
 
-    The net runs on the package's one Monte Carlo engine (``_mcforward.Engine``): one
+    The net runs on the package's one Monte Carlo engine (``regtheory.montecarlo._engine``): one
     mask per draw for all the data, the deviation (m − 1) ∘ h carried through u (for
     Bernoulli masks (kept − keep) ∘ h with u/keep: the same deviation, one pass less),
     and with white input a fresh Gaussian input per draw, drawn after the mask.
     """
-    from .._mcforward import Engine
     from ..layers import Conv, Dropout, Graph, ReLU  # regtheory.layers imports conv
+    from ..montecarlo._engine import Engine
 
     padding = "circular" if circular else "zeros"
     nodes = [Conv(v4, padding=padding)] + ([ReLU()] if activation == "relu" else [])

@@ -10,7 +10,7 @@ uniforms. This engine keeps the products and removes the rest:
 * The layers before the first random one do not depend on the masks: they run once.
 * A batch of (draw, sample) images is split into chunks whose work arrays fit in the
   cache, and each chunk goes through every layer before the next starts. The chunks run
-  on every core (:class:`~regtheory._parallel.Chunks`, one stream of random numbers per
+  on every core (:class:`~regtheory.montecarlo._chunks.Chunks`, one stream of random numbers per
   chunk); each thread's arrays come from its own :class:`~regtheory._convops.Scratch`
   and are reused chunk after chunk.
 * Feature maps live on a *padded grid*: channel first, every image with its zero (or
@@ -48,12 +48,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._bits import kept_bits
-from ._convops import Grid, Scratch, fill_border, grid_conv
-from ._parallel import CHUNK_ENTRIES, Chunks
-from ._validation import InvalidParameterError
-from .layers import Conv, DropConnect, Dropout, Flatten, Linear, ReLU
-from .masks import Bernoulli
+from .._bits import kept_bits
+from .._convops import Grid, Scratch, fill_border, grid_conv
+from .._validation import InvalidParameterError
+from ..layers import Conv, DropConnect, Dropout, Flatten, Linear, ReLU
+from ..masks import Bernoulli
+from ._chunks import CHUNK_ENTRIES, Chunks
 
 __all__ = ["Engine"]
 
