@@ -268,14 +268,15 @@ def test_same_seed_same_numbers():
 # ----------------------------------------------------------------------------- one engine
 
 ONE_ENGINE_CASES = {
-    "conv, white input, element": lambda u, v, x, y: conv.dropout_penalty_mc(
-        u, v, 0.7, (5, 6), n_masks=200
+    "conv, white input, element": lambda u, v, x, y: conv.dropout_penalty(
+        u, v, 0.7, (5, 6), method="mc", n_masks=200
     ),
-    "conv, white input, ReLU, block, circular": lambda u, v, x, y: conv.dropout_penalty_mc(
-        u, v, 0.7, (5, 6), mode="block", block_size=2, activation="relu", n_masks=2000
+    "conv, white input, ReLU, block, circular": lambda u, v, x, y: conv.dropout_penalty(
+        u, v, 0.7, (5, 6), method="mc", padding="circular", mode="block", block_size=2,
+        activation="relu", n_masks=2000
     ),
-    "conv, data, targets, channel, float32": lambda u, v, x, y: conv.dropout_penalty_mc(
-        u, v, 0.7, (5, 6), mode="channel", x=x, y=y, n_masks=200, dtype="float32"
+    "conv, data, targets, channel, float32": lambda u, v, x, y: conv.dropout_penalty(
+        u, v, 0.7, (5, 6), method="mc", mode="channel", x=x, y=y, n_masks=200, dtype="float32"
     ),
     "network": lambda u, v, x, y: network.dropout_penalty_mc(
         [Conv(v), ReLU(), Dropout(Bernoulli(0.7)), Conv(u)], x, y, n_masks=200
@@ -346,8 +347,17 @@ def test_conv_estimator_equals_direct_evaluation_with_the_engines_draws():
     n, keep, n_masks = 3, 0.6, 64
     u, v = rng.normal(size=(2, 4, 3, 3)), rng.normal(size=(4, 2, 3, 3))
     x, y = rng.normal(size=(n, 2, 5, 6)), rng.normal(size=(n, 2, 5, 6))
-    est = conv.dropout_penalty_mc(
-        u, v, keep, (5, 6), x=x, y=y, activation="relu", n_masks=n_masks, batch_size=n_masks
+    est = conv.dropout_penalty(
+        u,
+        v,
+        keep,
+        (5, 6),
+        x=x,
+        y=y,
+        activation="relu",
+        method="mc",
+        n_masks=n_masks,
+        batch_size=n_masks,
     )
     key = int(np.random.default_rng(0).integers(1 << 63))
     kept = kept_units(keep, (4, n_masks, 7, 8), chunk_stream(key, 0))[:, :, 1:-1, 1:-1]
