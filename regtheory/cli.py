@@ -153,9 +153,9 @@ def _compare(args: argparse.Namespace) -> int:
     from .compare import compare
     from .data import conv_task, teacher_kernel
 
-    teacher = teacher_kernel(args.kernel_size, seed=args.seed)
+    teacher = teacher_kernel(args.kernel_size, rng=args.seed)
     task = conv_task(
-        args.n, teacher, args.n_train, args.n_test, args.noise, args.seed, inputs=args.inputs
+        args.n, teacher, args.n_train, args.n_test, args.noise, rng=args.seed, inputs=args.inputs
     )
     result = compare(
         task,
@@ -165,7 +165,7 @@ def _compare(args: argparse.Namespace) -> int:
         block_size=args.block_size,
         methods=args.methods,
         train=args.train,
-        seed=args.seed,
+        rng=args.seed,
         solver=args.solver,
     )
     rows = [r.to_dict() for r in result.results.values()]
@@ -314,9 +314,9 @@ def _penalty_fc(args: argparse.Namespace) -> _PenaltyCheck:
         )
     # Exactly white samples make the empirical C = XᵀX/n equal to I, so the Monte Carlo
     # estimates the very number of the closed form, not a nearby one.
-    X = white_inputs(args.n_samples, d_in, input_rng)
-    mc = fc.dropout_penalty_mc(
-        U, V, args.keep, X, n_masks=args.n_masks, seed=mask_rng, block_size=args.block_size
+    X = white_inputs(args.n_samples, d_in, rng=input_rng)
+    mc = fc.block_dropout_penalty(
+        U, V, args.keep, args.block_size, X=X, method="mc", n_masks=args.n_masks, rng=mask_rng
     )
     settings = {
         "d_in": d_in,
@@ -410,8 +410,8 @@ def _penalty(args: argparse.Namespace) -> int:
     shown = check.formula if closed_form is None else f"{closed_form:.6g}  {check.formula}"
     print(f"  closed form   {shown}")
     print(
-        f"  Monte Carlo   {mc.mean:.6g} ± {mc.stderr:.2g}  95 % CI [{lo:.6g}, {hi:.6g}], "
-        f"{mc.n_samples} masks"
+        f"  Monte Carlo   {mc.value:.6g} ± {mc.stderr:.2g}  95 % CI [{lo:.6g}, {hi:.6g}], "
+        f"{mc.n_masks} masks"
     )
     if z is not None:
         print(f"  z = {z:+.2f}  (Monte Carlo − closed form)/stderr; |z| > 1.96 one seed in 20")

@@ -1095,5 +1095,10 @@ def dropout_penalty_mc(
         masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, arithmetic.type
     )
     return estimate(
-        draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+        draw,
+        n_masks=n_masks,
+        rng=seed,
+        batch_size=batch_size,
+        rtol=rtol,
+        min_masks=max(1000, need),
     )

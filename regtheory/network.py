@@ -308,7 +308,12 @@ def dropout_penalty_mc(
         return np.mean(engine.losses(targets, size, rng), axis=1) - clean_loss
 
     return estimate(
-        draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+        draw,
+        n_masks=n_masks,
+        rng=seed,
+        batch_size=batch_size,
+        rtol=rtol,
+        min_masks=max(1000, need),
     )
 
 
@@ -378,7 +383,12 @@ def _controlled_mc(layers, X, Y, n_masks, seed, batch_size, rtol, need) -> Estim
         return d - c * (d_lin - mu_lin)
 
     est = estimate(
-        draw, n_masks, rng, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+        draw,
+        n_masks=n_masks,
+        rng=rng,
+        batch_size=batch_size,
+        rtol=rtol,
+        min_masks=max(1000, need),
     )
     var_plain = float(np.var(np.concatenate(plain), ddof=1))
     factor = var_plain / est.std**2 if est.std > 0 else float("inf")

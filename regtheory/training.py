@@ -92,7 +92,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _is_keep(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value <= 1
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < float(value) <= 1
 
 
 def _is_count(value: object) -> bool:

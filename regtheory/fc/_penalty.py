@@ -198,8 +198,9 @@ def dropout_penalty(
     lam = dropout_lambda(keep)
     X, cov = _input(X, cov, V.shape[0])
     if _resolve(method) == "mc":
-        options = {"n_masks": n_masks, "rng": rng, "rtol": rtol, "batch_size": batch_size}
-        return _sampled(U, V, keep, 1, (X, cov), **options)
+        return _sampled(
+            U, V, keep, 1, (X, cov), n_masks=n_masks, rng=rng, rtol=rtol, batch_size=batch_size
+        )
     if X is not None:
         energy = np.einsum("ki,ki->i", X @ V, X @ V) / X.shape[0]
     else:
@@ -360,13 +361,13 @@ def block_dropout_penalty(
     k = check_block_size(block_size, U.shape[1])
     X, cov = _input(X, cov, V.shape[0])
     if _resolve(method) == "mc":
-        options = {"n_masks": n_masks, "rng": rng, "rtol": rtol, "batch_size": batch_size}
-        return _sampled(U, V, keep, k, (X, cov), **options)
-    if X is not None:
-        cov = X.T @ X / X.shape[0]
+        return _sampled(
+            U, V, keep, k, (X, cov), n_masks=n_masks, rng=rng, rtol=rtol, batch_size=batch_size
+        )
+    C = cov if X is None else X.T @ X / X.shape[0]
     G = U.shape[1] // k
     Ug = U.T.reshape(G, k, -1)  # (G, k, d_out)
-    Vg = (V if cov is None else sqrtm_psd(cov) @ V).T.reshape(G, k, -1)
+    Vg = (V if C is None else sqrtm_psd(C) @ V).T.reshape(G, k, -1)
     blocks = np.einsum("gio,gij->goj", Ug, Vg)  # U_g V_gᵀ C^{1/2}
     return Penalty.exact(lam * np.sum(blocks**2))
 
