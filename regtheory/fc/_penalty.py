@@ -390,3 +390,29 @@ def _sampled_penalty(
 # the message names the function to call instead
 _sampled_penalty.__name__ = "dropout_penalty"
 dropout_penalty_mc = deprecated_alias(_sampled_penalty, "dropout_penalty_mc", method="mc")
+dropout_penalty_mc.__doc__ = """Deprecated: Monte Carlo estimate of the dropout penalty on input samples.
+
+Call ``dropout_penalty(U, V, keep, X=X, method="mc", ...)`` instead (with
+``block_size`` > 1, ``block_dropout_penalty(U, V, keep, block_size, X=X,
+method="mc", ...)``); this name will be removed in a future minor release. The
+number of masks now defaults to :func:`regtheory.montecarlo.default_n_masks`.
+
+Parameters
+----------
+U, V : arrays (d_out, width), (d_in, width)
+    The factors, as in :func:`dropout_penalty`.
+keep : float
+    Retain probability in (0, 1].
+X : array (n, d_in)
+    Input samples.
+block_size : int, optional
+    Units dropped together; ``None`` or 1 is ordinary dropout.
+**options
+    ``n_masks``, ``rng`` (or the former ``seed``), ``rtol``, ``batch_size``, as in
+    :func:`dropout_penalty`.
+
+Returns
+-------
+Penalty
+    The Monte Carlo estimate (``method="mc"``).
+"""
