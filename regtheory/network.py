@@ -307,13 +307,9 @@ def dropout_penalty_mc(
     def draw(rng, size):
         return np.mean(engine.losses(targets, size, rng), axis=1) - clean_loss
 
+    low = max(1000, need)  # no early stop below `low` masks
     return estimate(
-        draw,
-        n_masks=n_masks,
-        rng=seed,
-        batch_size=batch_size,
-        rtol=rtol,
-        min_masks=max(1000, need),
+        draw, n_masks=n_masks, rng=seed, batch_size=batch_size, rtol=rtol, min_masks=low
     )
 
 
