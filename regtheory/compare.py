@@ -47,6 +47,11 @@ __all__ = [
     "compare",
 ]
 
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 METHODS: Mapping[str, str] = MappingProxyType(
     {
         "fc": "FC layer, elementwise dropout: (λ/w)‖M‖_*²",

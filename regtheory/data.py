@@ -33,6 +33,10 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 @keyword_only(2)
 @transition_to_rng
 def white_inputs(n: int, d: int, *, rng: RngLike = 0) -> np.ndarray:

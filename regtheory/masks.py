@@ -22,7 +22,6 @@ from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.optimize import brentq
 
 from ._bits import kept_bits
 from ._grammar import RngLike, as_rng, transition_to_rng
@@ -208,6 +207,8 @@ def _block_cover_counts(length: int, block_size: int) -> np.ndarray:
 
 @lru_cache(maxsize=256)
 def _exact_gamma(keep: float, block_size: int, spatial: tuple[int, ...]) -> float:
+    from scipy.optimize import brentq  # imported here: scipy.optimize is slow to load
+
     if keep == 1.0:
         return 0.0
     counts = _block_cover_counts(spatial[0], block_size)

@@ -202,6 +202,7 @@ def estimate(
     # moment as in Pébay 2008): stable for any number of batches, and M3 gives the
     # skewness that the interval of Estimate.ci corrects for.
     count, mean, m2, m3 = 0, 0.0, 0.0, 0.0
+    unit = 0.0  # set by the first batch: draws in units of a power of two (no m3 overflow)
     while count < n_masks:
         size = min(batch_size, n_masks - count)
         values = np.asarray(draw(gen, size), dtype=np.float64)
@@ -209,6 +210,9 @@ def estimate(
             raise InvalidParameterError(f"draw returned shape {values.shape}, expected ({size},)")
         if not np.all(np.isfinite(values)):
             raise FloatingPointError("Monte Carlo draw produced NaN or inf")
+        if not unit:
+            unit = _power_of_two_unit(values)
+        values = values / unit
         b_mean = float(values.mean())
         dev = values - b_mean
         b_m2 = float(np.dot(dev, dev))
@@ -229,7 +233,14 @@ def estimate(
                 break
     stderr = float(np.sqrt(m2 / (count - 1) / count)) if count > 1 else float("inf")
     skewness = float(m3 / count / (m2 / count) ** 1.5) if m2 > 0 else 0.0
-    return Penalty.monte_carlo(float(mean), stderr, int(count), skewness=skewness)
+    return Penalty.monte_carlo(float(mean) * unit, stderr * unit, int(count), skewness=skewness)
+
+
+def _power_of_two_unit(values: np.ndarray) -> float:
+    """1, or for draws beyond 2^64 the power of two near the largest: the cube of a draw
+    of 1e103 overflows float64, and dividing by a power of two rounds nothing."""
+    top = float(np.max(np.abs(values)))
+    return 1.0 if top <= 2.0**64 else float(2.0 ** np.frexp(top)[1])
 
 
 def min_draws(event_probabilities: ArrayLike) -> int:

@@ -152,6 +152,10 @@ def _accepts_old_order(old: tuple[str, ...], new: tuple[str, ...]) -> Callable[[
     return decorate
 
 
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 @dataclass(frozen=True, eq=False)
 class FCTrainingResult:
     r"""Outcome of :func:`train_fc`: final factors, a history, and the settings used.

@@ -13,6 +13,7 @@ from numpy.typing import ArrayLike
 
 from .._grammar import RngLike, check_method, deprecated_alias, transition_to_rng
 from .._linalg import sqrtm_psd
+from .._overflow import finite_result
 from .._results import Penalty
 from .._validation import (
     InvalidParameterError,
@@ -105,6 +106,7 @@ def _sampled(
     )
 
 
+@finite_result("the dropout penalty of the layer")
 @transition_to_rng
 def dropout_penalty(
     U: ArrayLike,
@@ -208,6 +210,7 @@ def dropout_penalty(
     return Penalty.exact(lam * np.dot(np.einsum("ji,ji->i", U, U), energy))
 
 
+@finite_result("the structured dropout penalty of the layer")
 def structured_penalty(
     U: ArrayLike,
     V: ArrayLike,
@@ -279,6 +282,7 @@ def structured_penalty(
     return Penalty.exact(np.sum(Sigma * (U.T @ U) * VCV))
 
 
+@finite_result("the block dropout penalty of the layer")
 @transition_to_rng
 def block_dropout_penalty(
     U: ArrayLike,
