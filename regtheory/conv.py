@@ -105,6 +105,7 @@ from ._convops import (
     pad_kernel,
 )
 from ._dropblock import dropblock_moments, shift_inside, shifted_map
+from ._grammar import as_rng
 from ._overflow import finite_result
 from ._parallel import BATCH_ENTRIES, CHUNK_ENTRIES, Chunks
 from ._validation import (
@@ -1098,6 +1099,5 @@ def dropout_penalty_mc(
     draw = _mc_draw(
         masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, arithmetic.type
     )
-    return estimate(
-        draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
-    )
+    gen, low = as_rng(seed, "seed"), max(1000, need)  # no early stop below `low` masks
+    return estimate(draw, n_masks=n_masks, rng=gen, batch_size=batch_size, rtol=rtol, min_masks=low)

@@ -303,8 +303,9 @@ def dropout_penalty_mc(
     def draw(rng, size):
         return np.mean(engine.losses(targets, size, rng), axis=1) - clean_loss
 
+    low = max(1000, need)  # no early stop below `low` masks
     return estimate(
-        draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+        draw, n_masks=n_masks, rng=seed, batch_size=batch_size, rtol=rtol, min_masks=low
     )
 
 
@@ -372,7 +373,12 @@ def _controlled_mc(graph: Graph, X, Y, n_masks, seed, batch_size, rtol, need) ->
         return d - c * (d_lin - mu_lin)
 
     est = estimate(
-        draw, n_masks, rng, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+        draw,
+        n_masks=n_masks,
+        rng=rng,
+        batch_size=batch_size,
+        rtol=rtol,
+        min_masks=max(1000, need),
     )
     var_plain = float(np.var(np.concatenate(plain), ddof=1))
     factor = var_plain / est.std**2 if est.std > 0 else float("inf")

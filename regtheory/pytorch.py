@@ -869,7 +869,7 @@ def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Estimate:
         losses = torch.mean(torch.sum((y[None] - out.double()) ** 2, dim=2), dim=1)
         return losses.cpu().numpy() - base
 
-    return estimate(draw, n_masks, seed, batch_size=batch, min_samples=max(1000, need))
+    return estimate(draw, n_masks=n_masks, rng=seed, batch_size=batch, min_masks=max(1000, need))
 
 
 @finite_result("the dropout penalty of the model")
@@ -1011,9 +1011,9 @@ def _monte_carlo_report(model, graph, names, X, Y, n_masks, seed, by_layer) -> P
     own_se = np.full(len(drops), np.nan)
     for k in range(len(drops) if by_layer else 0):
         est = _torch_mc(model, drops, X, Y, active=[k], seed=rng, n_masks=n_masks, widest=widest)
-        own[k], own_se[k] = est.mean, est.stderr
+        own[k], own_se[k] = est.value, est.stderr
     return PenaltyReport(
-        total.mean,
+        total.value,
         total.stderr,
         "monte carlo",
         tuple(names),

@@ -158,7 +158,6 @@ NAMESPACES = [
 NOT_YET = {
     "regtheory.conv",
     "regtheory.diagnostics",
-    "regtheory.fc",
     "regtheory.glm",
     "regtheory.masks",
     "regtheory.montecarlo",

@@ -302,3 +302,9 @@ def test_old_argument_order_and_seed_still_work_and_warn(problem, short_run):
     np.testing.assert_array_equal(named.U, short_run.U)
     with pytest.raises(TypeError, match="positional"):
         train_fc(X, Y, WIDTH, 0.5, 500, 0.05, 3, 32)
+    # a call that cannot be in the former order (it does not start with a width) is
+    # checked in the new one: the bad width is named, with no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError, match="`width`"):
+            train_fc(X, Y, 0.5, 4.5, steps=1, lr=0.01)

@@ -363,8 +363,8 @@ def _penalty_mc(cell: dict) -> Estimate:
     """
     if cell["layer"] == "fc":
         Ue, Ve, X = cell["fc"]
-        return fc.dropout_penalty_mc(
-            Ue, Ve, cell["keep"], X, n_masks=cell["n_masks"], seed=cell["seed"]
+        return fc.dropout_penalty(
+            Ue, Ve, cell["keep"], X=X, method="mc", n_masks=cell["n_masks"], rng=cell["seed"]
         )
     return conv.dropout_penalty_mc(
         cell["u"],
