@@ -637,8 +637,9 @@ def to_torch(layers: Sequence[object], *, dtype: str | torch.dtype = "float64") 
 
 
 def _as_array(x: object, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().to(torch.float64).numpy()
+    if isinstance(x, torch.Tensor):  # a complex tensor stays complex, for check_array to refuse
+        x = x.detach().cpu()
+        x = (x.to(torch.float64) if x.is_floating_point() else x).numpy()
     return check_array(x, name)
 
 
