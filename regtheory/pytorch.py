@@ -695,7 +695,7 @@ def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Estimate:
     return estimate(draw, n_masks, seed, batch_size=batch, min_samples=max(1000, need))
 
 
-@finite_result("the dropout penalty of the model")
+@finite_result("the dropout penalty of the model", fields=("total", "stderr"))
 def dropout_penalty(
     model: nn.Module,
     X: ArrayLike | torch.Tensor,
