@@ -82,6 +82,11 @@ from ._validation import InvalidParameterError
 
 __all__ = ["MAX_ATTEMPTS", "Sweep", "WorkerLostError"]
 
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 # How long a Dask client waits for the scheduler before giving up, in seconds.
 CONNECT_TIMEOUT = 10.0
 

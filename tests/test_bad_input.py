@@ -26,7 +26,7 @@ I2 = np.eye(2)
 X4 = np.ones((4, 2))
 u33 = np.ones((1, 2, 3, 3))
 v33 = np.ones((2, 1, 3, 3))
-TASK8 = data.conv_task(8, np.ones(3), 10, 10, 0.1, 0)
+TASK8 = data.conv_task(8, np.ones(3), 10, 10, 0.1, rng=0)
 
 CASES = [
     # (call, exception, argument named in the message)
@@ -35,17 +35,17 @@ CASES = [
     (lambda: fc.dropout_penalty(I2, I2, None), InvalidParameterError, "keep"),
     (lambda: fc.dropout_penalty(I2, I2, 0.5, cov=np.eye(2) * np.nan), InvalidParameterError, "cov"),
     (
-        lambda: fc.dropout_penalty_mc(I2, I2, 0.5, X4, n_masks=-3, seed=0),
+        lambda: fc.dropout_penalty(I2, I2, 0.5, X=X4, method="mc", n_masks=-3, rng=0),
         InvalidParameterError,
         "n_masks",
     ),
     (
-        lambda: fc.dropout_penalty_mc(I2, I2, 0.5, X4, n_masks=100, seed=-1),
+        lambda: fc.dropout_penalty(I2, I2, 0.5, X=X4, method="mc", n_masks=100, rng=-1),
         InvalidParameterError,
-        "seed",
+        "rng",
     ),
     (
-        lambda: fc.dropout_penalty_mc(I2, I2, 0.5, X4, n_masks=100, seed=0, block_size=3),
+        lambda: fc.block_dropout_penalty(I2, I2, 0.5, 3, X=X4, method="mc", n_masks=100),
         InvalidParameterError,
         "block_size",
     ),
@@ -63,9 +63,9 @@ CASES = [
     (lambda: masks.Channel(0.5).sample((2, 3), 0, 0), InvalidParameterError, "n"),
     (lambda: masks.DropBlock(0.5, 9).sample((1, 4, 4), 2, 0), InvalidParameterError, "block_size"),
     (
-        lambda: montecarlo.estimate(lambda r, n: r.random(n), 100, seed="x"),
+        lambda: montecarlo.estimate(lambda r, n: r.random(n), n_masks=100, rng="x"),
         InvalidParameterError,
-        "seed",
+        "rng",
     ),
     (
         lambda: conv.conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 2, 2))),
@@ -130,13 +130,19 @@ CASES = [
         "mode",
     ),
     (
-        lambda: training.train_fc(X4, np.ones((3, 1)), 2, 0.5, 10, 0.1, 0),
+        lambda: training.train_fc(X4, np.ones((3, 1)), 0.5, 2, steps=10, lr=0.1, rng=0),
         InvalidParameterError,
         "rows",
     ),
-    (lambda: training.train_fc(X4, X4, 2, 0.5, 10, float("nan"), 0), InvalidParameterError, "lr"),
     (
-        lambda: training.train_conv(np.ones((4, 1, 6)), np.ones((4, 1, 6)), 2, 4, 0.5, 10, 0.1, 0),
+        lambda: training.train_fc(X4, X4, 0.5, 2, steps=10, lr=float("nan")),
+        InvalidParameterError,
+        "lr",
+    ),
+    (
+        lambda: training.train_conv(
+            np.ones((4, 1, 6)), np.ones((4, 1, 6)), 0.5, 2, 4, steps=10, lr=0.1
+        ),
         InvalidParameterError,
         "kernel_size",
     ),
@@ -145,20 +151,20 @@ CASES = [
         InvalidParameterError,
         "Dropout",
     ),
-    (lambda: data.white_inputs(1, 3, 0), InvalidParameterError, "n"),
-    (lambda: data.conv_task(8, np.ones(2), 10, 10, 0.1, 0), InvalidParameterError, "teacher"),
+    (lambda: data.white_inputs(1, 3, rng=0), InvalidParameterError, "n"),
+    (lambda: data.conv_task(8, np.ones(2), 10, 10, 0.1, rng=0), InvalidParameterError, "teacher"),
     (
-        lambda: compare.compare(data.conv_task(8, np.ones(3), 10, 10, 0.1, 0), 0.5, 0, 3),
+        lambda: compare.compare(data.conv_task(8, np.ones(3), 10, 10, 0.1, rng=0), 0.5, 0, 3),
         InvalidParameterError,
         "channels",
     ),
     (
-        lambda: montecarlo.estimate(lambda r, n: r.random(n + 1), 10, seed=0),
+        lambda: montecarlo.estimate(lambda r, n: r.random(n + 1), n_masks=10, rng=0),
         InvalidParameterError,
         "draw",
     ),
     (
-        lambda: montecarlo.estimate(lambda r, n: r.random(n), 10, seed=0).ci(level=1.5),
+        lambda: montecarlo.estimate(lambda r, n: r.random(n), n_masks=10, rng=0).ci(level=1.5),
         InvalidParameterError,
         "level",
     ),
@@ -228,7 +234,7 @@ ARRAY_ENTRIES = [
             [network.Dropout(masks.Bernoulli(0.5)), network.Linear(a)], X4
         ),
         I2,
-        "layers[1].weight",
+        "weight",
     ),
     (lambda a: network.DropConnect(a, 0.5), I2, "weight"),
     (

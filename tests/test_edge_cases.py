@@ -43,7 +43,7 @@ def test_conv_solvers_are_scale_free(scale):
     assert implied.conv_induced_regularizer(scale * w, 0.5, 3, 8).value == pytest.approx(
         scale**2 * base, rel=1e-7
     )
-    X = white_inputs(40, 8, rng).reshape(40, 1, 8)
+    X = white_inputs(40, 8, rng=rng).reshape(40, 1, 8)
     Y = conv.conv2d(X, rng.normal(size=(1, 1, 5)), padding="circular")
     ref = implied.solve_conv(X, Y, 0.5, 3, 3)
     sol = implied.solve_conv(X, scale * Y, 0.5, 3, 3)

@@ -37,17 +37,32 @@ computed; without them it fails with the install command.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from .. import network
 from .._validation import InvalidParameterError
 from ..conv import fc_no_gradient_probability, no_gradient_probability
 from ..masks import Bernoulli, Channel, DropBlock, MaskDistribution
-from ._check import EXACT, closed_form, monte_carlo, trajectory
+from ._check import EXACT, closed_form, monte_carlo, rounding, trajectory
 from ._registry import FigureSpec, register
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "compute_digits_dropout",
+    "digits_layers",
+    "digits_split",
+    "plot_digits_dropout",
+    "taps_on_data",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
 
 DROP = 0.2  # PyTorch's p of every dropout layer: keep 0.8
 BLOCK = 3
@@ -309,7 +324,40 @@ def compute_digits_dropout(quick: bool, seed: int) -> dict:
 _COLORS = {"none": "0.6", "Dropout": "C0", "Dropout2d": "C1", "DropBlock2d": "C2"}
 
 
+def _plot_taps(ax_tap: Any, data: dict, dropped: list[dict]) -> None:
+    """Panel (c): each tap's no-gradient probability, on the digits' maps and generic."""
+    for col, v in enumerate(dropped):
+        # filled: on the held-out digits' maps (only the positions they reach);
+        # hollow: every position of the map reached (the generic count of THEORY §2)
+        for taps, fill in ((v["taps"]["on_data"], _COLORS[v["name"]]), (v["taps"], "none")):
+            p = np.ravel(taps["probability"])
+            bound = 3.0 / max(taps["n_masks"], 1)  # a zero Monte Carlo estimate: below 3/n
+            shown = np.where(p > 0, p, bound)
+            marker = ["o" if q > 0 else "v" for q in p]
+            for tap, (q, m) in enumerate(zip(shown, marker)):
+                ax_tap.plot(col + 0.06 * (tap - 4), q, m, color=_COLORS[v["name"]], ms=5, mfc=fill)
+    ax_tap.axhline(
+        data["predicted"]["fc"],
+        color="k",
+        ls="--",
+        lw=1,
+        label=f"FC weight: 1 − keep = {data['predicted']['fc']:g}",
+    )
+    zero = np.mean([v["taps"]["on_data"]["zero_fraction"] for v in dropped])
+    ax_tap.plot([], [], "ko", label=f"on the digits' maps ({100 * zero:.0f} % of entries zero)")
+    ax_tap.plot([], [], "ko", mfc="none", label="if every position were nonzero")
+    ax_tap.plot([], [], "kv", mfc="none", label="no draw starved it: below 3/n_masks")
+    ax_tap.set_yscale("log")
+    ax_tap.set_xticks(np.arange(len(dropped)), [v["name"] for v in dropped])
+    ax_tap.set_ylabel("P(tap gets no gradient from a digit)")
+    ax_tap.set_title("(c) the 9 taps of the conv after dropout A, 8×8 maps", fontsize=10.5)
+    ax_tap.legend(fontsize=8.5, loc="center right")
+    ax_tap.grid(True, which="major", axis="y", alpha=0.25)
+
+
 def plot_digits_dropout(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+
     variants = data["variants"]
     names = [v["name"] for v in variants]
     fig = Figure(figsize=(14.0, 4.6), layout="constrained")
@@ -375,33 +423,7 @@ def plot_digits_dropout(data: dict) -> Figure:
     ax_pen.legend(fontsize=8.5)
     ax_pen.grid(True, axis="y", alpha=0.25)
 
-    for col, v in enumerate(dropped):
-        # filled: on the held-out digits' maps (only the positions they reach);
-        # hollow: every position of the map reached (the generic count of THEORY §2)
-        for taps, fill in ((v["taps"]["on_data"], _COLORS[v["name"]]), (v["taps"], "none")):
-            p = np.ravel(taps["probability"])
-            bound = 3.0 / max(taps["n_masks"], 1)  # a zero Monte Carlo estimate: below 3/n
-            shown = np.where(p > 0, p, bound)
-            marker = ["o" if q > 0 else "v" for q in p]
-            for tap, (q, m) in enumerate(zip(shown, marker)):
-                ax_tap.plot(col + 0.06 * (tap - 4), q, m, color=_COLORS[v["name"]], ms=5, mfc=fill)
-    ax_tap.axhline(
-        data["predicted"]["fc"],
-        color="k",
-        ls="--",
-        lw=1,
-        label=f"FC weight: 1 − keep = {data['predicted']['fc']:g}",
-    )
-    zero = np.mean([v["taps"]["on_data"]["zero_fraction"] for v in dropped])
-    ax_tap.plot([], [], "ko", label=f"on the digits' maps ({100 * zero:.0f} % of entries zero)")
-    ax_tap.plot([], [], "ko", mfc="none", label="if every position were nonzero")
-    ax_tap.plot([], [], "kv", mfc="none", label="no draw starved it: below 3/n_masks")
-    ax_tap.set_yscale("log")
-    ax_tap.set_xticks(np.arange(len(dropped)), [v["name"] for v in dropped])
-    ax_tap.set_ylabel("P(tap gets no gradient from a digit)")
-    ax_tap.set_title("(c) the 9 taps of the conv after dropout A, 8×8 maps", fontsize=10.5)
-    ax_tap.legend(fontsize=8.5, loc="center right")
-    ax_tap.grid(True, which="major", axis="y", alpha=0.25)
+    _plot_taps(ax_tap, data, dropped)
     fig.suptitle(
         f"(m) a CNN ({data['channels']} channels, two 3×3 convs, dropout p = {data['drop']:g} "
         f"after each) trained on 8×8 digits: {data['epochs']} epochs of Adam, same "
@@ -425,6 +447,8 @@ register(
         "accuracy, penalty per layer, starved taps",
         compute_digits_dropout,
         plot_digits_dropout,
+        requires=("torch", "sklearn"),
+        extra="torch",
         checks={
             "split_seed n_train n_test drop block_size channels epochs batch_size lr "
             "n_penalty n_masks tap_masks variants/*/name variants/*/penalty/method "
@@ -437,10 +461,15 @@ register(
             "variants/*/penalty/interaction variants/*/penalty/interaction_stderr": trajectory(
                 PENALTY_RTOL
             ),
-            # masks only (no trained weight): exact, or Monte Carlo over the same draws
-            "variants/*/taps/probability": monte_carlo("stderr"),
-            "variants/*/taps/stderr variants/*/taps/fc_probability predicted/element "
-            "predicted/channel predicted/fc": closed_form(),
+            # masks only (no trained weight): exact (a stderr of 0), or Monte Carlo over the
+            # seed's draws, so to rounding of a count over 4000 masks of 64 positions
+            "variants/*/taps/probability": monte_carlo("stderr", same_draws=rounding(4000 * 64)),
+            # exact (0), or the spread of 0/1 draws: a function of the same count
+            "variants/*/taps/stderr": closed_form(size=4000 * 64),
+            # (1 − keep)^n for the n ≤ 64 positions a tap reads
+            "variants/*/taps/fc_probability predicted/element predicted/channel predicted/fc": (
+                closed_form(size=64)
+            ),
             # which entries of a trained ReLU map are zero follows the training run:
             # shares of the (digit, channel) pairs, within TAP_TOL of each other
             "variants/*/taps/on_data/n_masks": EXACT,
