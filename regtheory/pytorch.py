@@ -815,8 +815,9 @@ def to_torch(
 
 
 def _as_array(x: object, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().to(torch.float64).numpy()
+    if isinstance(x, torch.Tensor):  # a complex tensor stays complex, for check_array to refuse
+        x = x.detach().cpu()
+        x = (x.to(torch.float64) if x.is_floating_point() else x).numpy()
     return check_array(x, name)
 
 
@@ -872,7 +873,7 @@ def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Estimate:
     return estimate(draw, n_masks=n_masks, rng=seed, batch_size=batch, min_masks=max(1000, need))
 
 
-@finite_result("the dropout penalty of the model")
+@finite_result("the dropout penalty of the model", fields=("total", "stderr"))
 def dropout_penalty(
     model: nn.Module,
     X: ArrayLike | torch.Tensor,

@@ -297,3 +297,15 @@ def test_exact_network_refusal_names_the_random_layer_and_the_nonlinearity():
         message = str(info.value)
         assert random_layer in message and nonlinearity in message, message
         assert "a Elementwise" not in message
+
+
+def test_a_complex_torch_tensor_is_refused_with_its_dtype():
+    import torch  # the torch extra is part of the test environment (tests/conftest.py)
+
+    from regtheory import pytorch
+
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(2, 1))
+    X = torch.ones((4, 2), dtype=torch.complex128)
+    with pytest.raises(InvalidParameterError, match="`X`.*complex128"):
+        pytorch.dropout_penalty(model, X)
+    assert pytorch.dropout_penalty(model, X.real, n_masks=100).total >= 0  # the real part passes
