@@ -3,7 +3,9 @@
 Modules, in the one direction data flows (nothing imports a module below it):
 
 ``masks``       mask distributions (Bernoulli, channel, ...), λ = (1 − keep)/keep
-``montecarlo``  generic Monte Carlo engine and the :class:`Estimate` result
+``layers``      the one description of a network: typed nodes joined in a graph
+``montecarlo``  generic Monte Carlo engine; :class:`Penalty` (alias ``Estimate``) is the
+                result of every penalty, exact or estimated
 ``conv``        convolution as a matrix (§2), tap counts, conv penalties (5)/(6)
                 in closed form and by Monte Carlo for every mask type
 ``fc``          fully connected layers: penalty (1), induced regularizer (2),
@@ -53,6 +55,7 @@ _SUBMODULES = (
     "fc",
     "glm",
     "implied",
+    "layers",
     "masks",
     "montecarlo",
     "network",
@@ -68,12 +71,14 @@ _OTHER_SUBMODULES = ("cli", "figures", "pytorch")
 _NAMES = {
     "Estimate": "montecarlo",
     "InvalidParameterError": "_validation",
+    "Penalty": "_results",
     "dropout_lambda": "masks",
 }
 
 __all__ = [
     "Estimate",
     "InvalidParameterError",
+    "Penalty",
     "__version__",
     "compare",
     "conv",
@@ -83,6 +88,7 @@ __all__ = [
     "fc",
     "glm",
     "implied",
+    "layers",
     "masks",
     "montecarlo",
     "network",
@@ -99,12 +105,14 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         fc,
         glm,
         implied,
+        layers,
         masks,
         montecarlo,
         network,
         sweep,
         training,
     )
+    from ._results import Penalty
     from ._validation import InvalidParameterError
     from .masks import dropout_lambda
     from .montecarlo import Estimate

@@ -37,8 +37,9 @@ import numpy as np
 
 from ._bits import kept_bits
 from ._convops import Grid, Scratch, fill_border, grid_conv
-from ._layers import Conv, DropConnect, Dropout, Linear, ReLU
 from ._parallel import CHUNK_ENTRIES, Chunks
+from ._validation import InvalidParameterError
+from .layers import Conv, DropConnect, Dropout, Flatten, Linear, ReLU
 from .masks import Bernoulli
 
 __all__ = ["Engine"]
@@ -49,8 +50,8 @@ class Engine:
 
     Parameters
     ----------
-    layers : tuple of layers
-        Checked layers (``check_layers``).
+    layers : regtheory.layers.Graph
+        The network (a chain from its first random node on).
     start : ndarray (n, ...)
         The float64 activations entering the first random layer (the clean prefix).
     first : int
@@ -69,7 +70,7 @@ class Engine:
     ) -> None:
         self.dtype = np.dtype(dtype)
         self.halves = 1 if gates is None else 2
-        self.layers = layers[first:]
+        self.layers = _supported(layers, first)
         self.n = len(start)
         self.one_d = start.ndim == 3
         self.grid: tuple[int, int, int, int] | None = None
@@ -153,10 +154,12 @@ class Engine:
                 )
                 if layer.bias is not None:
                     grid.mid(z)[...] += layer.bias.astype(self.dtype)[:, None]
-            elif isinstance(layer, (Linear, DropConnect)):
+            elif isinstance(layer, (Linear, DropConnect, Flatten)):
                 if grid is not None:  # flatten channel first, as torch.flatten
                     z = np.ascontiguousarray(grid.inner(z).transpose(1, 0, 2, 3))
                     z, grid = z.reshape(images, -1), None
+                if isinstance(layer, Flatten):
+                    continue
                 if isinstance(layer, DropConnect):
                     z = self._dropconnect(layer, z, m, rng)
                     continue
@@ -172,9 +175,9 @@ class Engine:
                 np.maximum(real, 0, out=real)
                 if self.halves == 2:  # the twin: the clean pass's 0/1 pattern
                     self._freeze(next(gates), z, grid, start, m, work)
-            else:  # Elementwise: a NumPy function, evaluated in float64
+            else:  # any other elementwise node: its forward, evaluated in float64
                 body = z if grid is None else grid.mid(z)
-                body[...] = layer(body.astype(np.float64))
+                body[...] = layer.forward(body.astype(np.float64))
         return self._image_losses(z, grid, Y, start, stop, work)
 
     def _dropout(self, layer: Dropout, scaled: bool, z, grid, m: int, rng, work: Scratch) -> None:
@@ -238,6 +241,31 @@ class Engine:
         return losses if self.halves == 1 else losses.reshape(2, stop - start)
 
 
+_SUPPORTED = (
+    "Dropout, DropConnect, Linear, Flatten, same-size Conv and elementwise nodes "
+    "(ReLU, Elementwise, ...)"
+)
+
+
+def _supported(graph, first: int) -> tuple:
+    """The nodes from the first random one on, each one the engine runs (else refused)."""
+    for t in range(first, len(graph)):
+        node = graph[t]
+        if t > first and graph.inputs[t] != (t - 1,):
+            raise InvalidParameterError(
+                f"the Monte Carlo engine runs a chain after the first random layer (position "
+                f"{first}); `layers[{t}]` ({node.name}) reads {graph.inputs[t]}"
+            )
+        plain = isinstance(node, Conv) and node.same_size
+        known = isinstance(node, (Dropout, DropConnect, Linear, Flatten))
+        if not (plain or known or node.elementwise):
+            raise InvalidParameterError(
+                f"the Monte Carlo engine cannot run `layers[{t}]` ({node.name}) after the first "
+                f"random layer (position {first}); it runs {_SUPPORTED} there"
+            )
+    return tuple(graph[first:])
+
+
 def _halves(a: np.ndarray, count: int, axis: int) -> list[np.ndarray]:
     """``a`` cut into ``count`` equal views along ``axis`` (an image and its twin)."""
     return np.split(a, count, axis=axis) if count > 1 else [a]
@@ -261,7 +289,7 @@ def _fold_scales(layers, dtype) -> tuple[list, list]:
             w = layer.weight if layer.weight.ndim != 3 else layer.weight[:, :, None, :]
             weights[t] = (w * scale).astype(dtype)
             pending = []
-        elif not isinstance(layer, (ReLU, Dropout)):
+        elif not isinstance(layer, (ReLU, Dropout, Flatten)):
             for d in pending:
                 scaled[d] = True
             pending = []

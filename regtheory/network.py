@@ -68,26 +68,15 @@ float64 one by about 1e-4 standard errors or less (tests/test_mc_engine.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _moments
-from ._layers import (
-    Conv,
-    DropConnect,
-    Dropout,
-    Elementwise,
-    Layer,
-    Linear,
-    ReLU,
-    check_layers,
-    dropout_shapes,
-    mask_events,
-)
+from ._events import mask_events
 from ._mcforward import Engine
 from ._moments import PenaltyTerms
+from ._overflow import finite_result
 from ._parallel import BATCH_ENTRIES
 from ._validation import (
     InvalidParameterError,
@@ -98,16 +87,24 @@ from ._validation import (
     check_n_masks,
     check_paired_rows,
 )
+from .layers import (
+    Conv,
+    DropConnect,
+    Dropout,
+    Elementwise,
+    Graph,
+    Linear,
+    Node,
+    ReLU,
+    as_graph,
+)
 from .montecarlo import Estimate, estimate, min_draws
 
+# The nodes live in regtheory.layers; these names stay importable from here.
+_NODES = (Conv, DropConnect, Dropout, Elementwise, Linear, ReLU)
+
 __all__ = [
-    "Conv",
-    "DropConnect",
-    "Dropout",
-    "Elementwise",
-    "Linear",
     "PenaltyTerms",
-    "ReLU",
     "dropout_penalty",
     "dropout_penalty_mc",
     "dropout_penalty_terms",
@@ -116,7 +113,7 @@ __all__ = [
 
 
 def forward(
-    layers: Sequence[Layer],
+    layers: Graph | Sequence[Node],
     x: ArrayLike,
     *,
     seed: int | np.random.Generator | None = None,
@@ -170,52 +167,55 @@ def forward(
     >>> forward(layers, x, seed=0, n_draws=5).shape
     (5, 4, 1)
     """
-    layers = check_layers(layers) if seed is not None else tuple(layers)
+    graph = as_graph(layers)
     x = check_array(x, "x")
+    graph.shapes(x.shape[1:], source="`x`")  # the shapes fit before anything runs
     if seed is None:
-        return _mask_free(layers, x, "x")
-    _mask_free(layers, x[:1], "x")  # the shapes fit before any mask is drawn
-    return _forward_masked(layers, x, as_generator(seed), check_int(n_draws, "n_draws"))
+        return graph.forward(x)
+    _require_random(graph)
+    return _forward_masked(graph, x, as_generator(seed), check_int(n_draws, "n_draws"))
 
 
-def _mask_free(layers, x: np.ndarray, name: str) -> np.ndarray:
-    """The network without its masks on ``x``; a layer that does not fit names ``name``."""
-    z = x
-    for i, layer in enumerate(layers):
-        if isinstance(layer, Dropout):
-            continue
-        try:
-            z = layer(z)
-        except InvalidParameterError as exc:
-            raise InvalidParameterError(f"`{name}` does not fit `layers[{i}]`: {exc}") from None
-    return z
+def _require_random(graph: Graph) -> None:
+    if not graph.random_positions:
+        raise InvalidParameterError(
+            "`layers` has no Dropout layer: the penalty would be zero by definition"
+        )
 
 
-def _forward_masked(layers, x, rng, n_draws):
+def _forward_masked(graph: Graph, x, rng, n_draws):
     # Stack the draws along the sample axis so every layer runs once per batch.
     n = x.shape[0]
     z = np.broadcast_to(x, (n_draws, *x.shape)).reshape(n_draws * n, *x.shape[1:])
-    for layer in layers:
-        if isinstance(layer, Dropout):
-            z = z * layer.masks.sample(z.shape[1:], z.shape[0], rng)
-        elif isinstance(layer, DropConnect):
-            z = layer.sample(z, rng)
-        else:
-            z = layer(z)
+
+    def step(i, node, ins):
+        return node.draw(ins[0], rng) if node.random else node.forward(*ins)
+
+    z = graph.evaluate(z, step=step)
     return z.reshape(n_draws, n, *z.shape[1:])
 
 
-def _activation_sizes(layers, x) -> list[int]:
-    sizes, z = [x.size], x
-    for layer in layers:
-        if not isinstance(layer, Dropout):
-            z = layer(z)
-            sizes.append(z.size)
-    return sizes
+def _checked(layers, X, Y, *, require_y: bool) -> tuple[Graph, np.ndarray, np.ndarray | None]:
+    """The graph (with a random node), the data, and the targets checked against the
+    network's output shape: the one check of the penalty functions."""
+    graph = as_graph(layers)
+    _require_random(graph)
+    X = check_array(X, "X")
+    out = graph.shapes(X.shape[1:], source="`X`")[-1]
+    if Y is None and not require_y:
+        return graph, X, None
+    Y = check_array(Y, "Y")
+    check_paired_rows(X, Y)
+    if Y.shape[1:] != out:
+        raise InvalidParameterError(
+            f"`Y` must have the network's output shape {(len(X), *out)}, got {Y.shape}"
+        )
+    return graph, X, Y
 
 
+@finite_result("the dropout penalty of the network (Monte Carlo)")
 def dropout_penalty_mc(
-    layers: Sequence[Layer],
+    layers: Graph | Sequence[Node],
     X: ArrayLike,
     Y: ArrayLike,
     *,
@@ -276,16 +276,10 @@ def dropout_penalty_mc(
     R. Arora, P. Bartlett, P. Mianjy, N. Srebro, Dropout: Explicit Forms and
     Capacity Control, ICML 2021.
     """
-    layers = check_layers(layers)
-    X = check_array(X, "X")
-    Y = check_array(Y, "Y")
-    check_paired_rows(X, Y)
-    clean = _mask_free(layers, X, "X")
-    if clean.shape != Y.shape:
-        raise InvalidParameterError(
-            f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
-        )
-    events, setting = mask_events(dropout_shapes(layers, X[:1]))
+    graph, X, Y_checked = _checked(layers, X, Y, require_y=True)
+    assert Y_checked is not None
+    Y = Y_checked
+    events, setting = mask_events(graph.mask_laws(X.shape[1:]))
     need = min_draws(events)
     n_masks = check_n_masks(n_masks, need, setting)
     if not isinstance(control_variate, bool):
@@ -294,14 +288,15 @@ def dropout_penalty_mc(
         )
     arithmetic = check_dtype(dtype)
     if batch_size is None:
-        widest = max(_activation_sizes(layers, X[:1]))  # per sample, any layer
+        shapes = graph.shapes(X.shape[1:], source="`X`")
+        widest = max(int(np.prod(s)) for s in (X.shape[1:], *shapes))  # per sample
         batch_size = int(np.clip(BATCH_ENTRIES // (widest * len(X)), 1, 4096))
     if control_variate:
         if arithmetic != np.float64:
             raise InvalidParameterError("`control_variate` runs in float64: use dtype='float64'")
-        return _controlled_mc(layers, X, Y, n_masks, seed, batch_size, rtol, need)
-    first = _first_random(layers)
-    engine = Engine(layers, _mask_free(layers[:first], X, "X"), first, arithmetic)
+        return _controlled_mc(graph, X, Y, n_masks, seed, batch_size, rtol, need)
+    first = graph.random_positions[0]
+    engine = Engine(graph, graph.forward(X, stop=first), first, arithmetic)
     targets = engine.targets(Y)
     clean_loss = float(np.mean(engine.losses(targets, 1, None)))  # L(1), the same arithmetic
 
@@ -319,47 +314,45 @@ def _penalty_draws(Y: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.mean(np.sum(resid**2, axis=2), axis=1)
 
 
-def _first_random(layers) -> int:
-    return next(t for t, layer in enumerate(layers) if isinstance(layer, (Dropout, DropConnect)))
-
-
-def _clean_gates(layers, X: np.ndarray) -> list[np.ndarray]:
+def _clean_gates(graph: Graph, X: np.ndarray) -> list[np.ndarray]:
     """The 0/1 pattern (n, ...) of the clean pass at every ReLU after the first random layer."""
-    first, gates, z = _first_random(layers), [], X
-    for t, layer in enumerate(layers):
-        if isinstance(layer, Dropout):
-            continue
-        if t > first and isinstance(layer, Elementwise):
+    graph = as_graph(graph)
+    first, gates = graph.random_positions[0], []
+
+    def step(t, node, ins):
+        if t > first and node.elementwise and not node.linear and not isinstance(node, ReLU):
             raise InvalidParameterError(
                 f"`control_variate` needs ReLU after the first random layer; `layers[{t}]` is "
-                f"the non-linearity {layer.name!r}, which has no fixed 0/1 pattern"
+                f"the non-linearity {node.name!r}, which has no fixed 0/1 pattern"
             )
-        if t > first and isinstance(layer, ReLU):
-            gates.append((z > 0).astype(float))
-        z = layer(z)
+        if t > first and isinstance(node, ReLU):
+            gates.append((ins[0] > 0).astype(float))
+        return node.forward(*ins)
+
+    graph.evaluate(X, step=step)
     return gates
 
 
-def _frozen_penalty(layers, X: np.ndarray, Y: np.ndarray, gates: list[np.ndarray]) -> float:
+def _frozen_penalty(graph: Graph, X: np.ndarray, Y: np.ndarray, gates: list[np.ndarray]) -> float:
     """Exact penalty of the gate-frozen network: each sample's frozen net is linear after
     the first random layer, and the penalty is the mean of the per-sample penalties."""
-    ops = _moments.from_network(layers)
+    graph = as_graph(graph)
     totals = [
         _moments.dropout_penalty_terms(
-            _moments.freeze_gates(ops, [g[k] for g in gates]), X[k : k + 1], Y[k : k + 1]
+            _moments.freeze_gates(graph, [g[k] for g in gates]), X[k : k + 1], Y[k : k + 1]
         ).total
         for k in range(len(X))
     ]
     return float(np.mean(totals))
 
 
-def _controlled_mc(layers, X, Y, n_masks, seed, batch_size, rtol, need) -> Estimate:
+def _controlled_mc(graph: Graph, X, Y, n_masks, seed, batch_size, rtol, need) -> Estimate:
     """The gate-frozen control variate (docstring of dropout_penalty_mc)."""
-    gates = _clean_gates(layers, X)
-    mu_lin = _frozen_penalty(layers, X, Y, gates)
+    gates = _clean_gates(graph, X)
+    mu_lin = _frozen_penalty(graph, X, Y, gates)
     rng = as_generator(seed)
-    first = _first_random(layers)
-    engine = Engine(layers, _mask_free(layers[:first], X, "X"), first, np.float64, gates=gates)
+    first = graph.random_positions[0]
+    engine = Engine(graph, graph.forward(X, stop=first), first, np.float64, gates=gates)
     targets = engine.targets(Y)
     clean_loss = float(np.mean(engine.losses(targets, 1, None)[0]))
 
@@ -383,7 +376,7 @@ def _controlled_mc(layers, X, Y, n_masks, seed, batch_size, rtol, need) -> Estim
     )
     var_plain = float(np.var(np.concatenate(plain), ddof=1))
     factor = var_plain / est.std**2 if est.std > 0 else float("inf")
-    return replace(est, variance_reduction="gate-frozen control variate", reduction_factor=factor)
+    return est.replace(variance_reduction="gate-frozen control variate", reduction_factor=factor)
 
 
 def _batches(total: int, size: int) -> list[int]:
@@ -391,8 +384,9 @@ def _batches(total: int, size: int) -> list[int]:
     return [min(size, total - a) for a in range(0, total, size)]
 
 
+@finite_result("the dropout penalty of the network")
 def dropout_penalty_terms(
-    layers: Sequence[object], X: ArrayLike, *, Y: ArrayLike | None = None
+    layers: Graph | Sequence[Node], X: ArrayLike, *, Y: ArrayLike | None = None
 ) -> PenaltyTerms:
     r"""Exact :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` of a network, split over its dropout layers.
 
@@ -442,20 +436,14 @@ def dropout_penalty_terms(
     >>> terms.total, terms.own.tolist(), terms.term(0, 2)
     (20.0, [8.0, 8.0], 4.0)
     """
-    layers = check_layers(layers)
-    X = check_array(X, "X")
-    clean = _mask_free(layers, X, "X")
-    if Y is not None:
-        Y = check_array(Y, "Y")
-        check_paired_rows(X, Y)
-        if clean.shape != Y.shape:
-            raise InvalidParameterError(
-                f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
-            )
-    return _moments.dropout_penalty_terms(_moments.from_network(layers), X, Y)
+    graph, X, Y = _checked(layers, X, Y, require_y=False)
+    return _moments.dropout_penalty_terms(graph, X, Y)
 
 
-def dropout_penalty(layers: Sequence[object], X: ArrayLike, *, Y: ArrayLike | None = None) -> float:
+@finite_result("the dropout penalty of the network")
+def dropout_penalty(
+    layers: Graph | Sequence[Node], X: ArrayLike, *, Y: ArrayLike | None = None
+) -> float:
     r"""Exact dropout penalty :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` of a network on data.
 
     The ``total`` of :func:`dropout_penalty_terms` (see there for the conditions): any

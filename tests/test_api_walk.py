@@ -28,6 +28,7 @@ from regtheory import (
     figures,
     glm,
     implied,
+    layers,
     masks,
     montecarlo,
     network,
@@ -150,12 +151,14 @@ VALID = {
         Y=X[:, :3],
     ),
     network.forward: dict(layers=[network.Linear(rng.normal(size=(2, 5)))], x=X),
+    layers.as_graph: dict(layers=[layers.Linear(rng.normal(size=(2, 5))), layers.ReLU()]),
     montecarlo.estimate: dict(draw=lambda g, n: g.random(n), n_samples=10, seed=0),
     # the committed record of a figure that regenerates in milliseconds
     figures.check: dict(
         directory=str(Path(__file__).resolve().parents[1] / "figures"), names=["conv_matrix_seed"]
     ),
     montecarlo.min_draws: dict(event_probabilities=[0.02, 0.5]),
+    montecarlo.default_n_masks: dict(event_probabilities=[0.001, 0.5]),
     # DropBlock read by a conv: the Monte Carlo path that reads n_masks and seed
     diagnostics.diagnose: dict(
         layers=[
@@ -185,6 +188,7 @@ if HAS_TORCH:
         torch.nn.Linear(4, 3, bias=False),
     )
     VALID[pytorch.from_torch] = dict(model=TORCH_NET, input_shape=(5,))
+    VALID[pytorch.supported_modules] = dict(dropout=True)
     VALID[pytorch.dropout_penalty] = dict(
         model=TORCH_NET, X=X[:8], Y=X[:8, :3], n_masks=1000, seed=0, by_layer=True
     )

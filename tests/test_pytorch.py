@@ -182,10 +182,10 @@ def test_monte_carlo_report_agrees_with_torch_in_train_mode():
                 nn.Conv2d(1, 2, 3, padding=1, bias=False),
                 nn.ReLU(),
                 nn.Dropout(0.5),
-                nn.MaxPool2d(2),
+                nn.MaxPool2d(2, ceil_mode=True),
             ),
             (1, 4, 4),
-            r"model\[3\] \(MaxPool2d\) is not supported",
+            r"model\[3\] \(MaxPool2d\) must have ceil_mode=False",
         ),
         (
             nn.Sequential(nn.Dropout(0.5), nn.Sequential(nn.Linear(3, 2), nn.Softmax(dim=1))),
@@ -209,8 +209,8 @@ def test_monte_carlo_report_agrees_with_torch_in_train_mode():
         ),
         (
             nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1, bias=False)),
-            (1, 4, 4),
-            r"model\[0\] \(Conv2d\) must have stride 1",
+            (2, 4, 4),
+            r"model\[0\] \(Conv2d\) does not fit `input_shape` \(2, 4, 4\)",
         ),
         (
             nn.Sequential(nn.Conv1d(1, 2, 2, padding="same", bias=False)),
@@ -218,9 +218,9 @@ def test_monte_carlo_report_agrees_with_torch_in_train_mode():
             r"model\[0\] \(Conv1d\) must have an odd kernel",
         ),
         (
-            nn.Sequential(nn.Conv1d(1, 2, 3, padding=0, bias=False)),
+            nn.Sequential(nn.Conv1d(1, 2, 5, padding=0, bias=False)),
             (1, 4),
-            r"model\[0\] \(Conv1d\) must keep the size",
+            r"model\[0\] \(Conv1d\) does not fit `input_shape` \(1, 4\)",
         ),
         (
             nn.Sequential(nn.Conv1d(1, 2, 3, padding=1, padding_mode="reflect", bias=False)),

@@ -3,6 +3,7 @@ scripted from, checked to compute the same outputs (``regtheory penalty torch``)
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ def _torch_class(module) -> str:
 
 def _rebuild_module(script, where: str, nn):
     """The ``torch.nn`` module a TorchScript child was scripted from, with its attributes
-    and its parameters and buffers (the same tensors)."""
+    and its parameters and buffers (the same tensors). Only the module classes that
+    ``regtheory.pytorch.from_torch`` reads are rebuilt: the others are refused here, in
+    its words."""
     qualified = _torch_class(script)
     if qualified == _TORCH_SEQUENTIAL:
         children = [
@@ -33,8 +36,12 @@ def _rebuild_module(script, where: str, nn):
         ]
         return nn.Sequential(*children).train(script.training)
     module_path, _, name = qualified.rpartition(".")
-    cls = getattr(nn, name, None)
-    if not isinstance(cls, type) or cls.__module__ != module_path:
+    pytorch = importlib.import_module("regtheory.pytorch")
+    known = {f"{c.__module__}.{c.__name__}": c for c in pytorch.supported_modules()}
+    cls = known.get(qualified)
+    if cls is None and module_path.startswith("torch.nn."):
+        raise InvalidParameterError(f"{where} ({name}) is not supported")
+    if cls is None:
         raise InvalidParameterError(
             f"{where} is TorchScript code of {qualified or script.original_name}, not a torch.nn "
             "module; save the nn.Module itself with torch.save"
@@ -63,7 +70,7 @@ def _same_outputs(script, rebuilt, x, torch) -> bool:
     their dropout modules in training mode from the same torch seed."""
     scripted = dict(script.named_modules())
     modes = [(m, m.training) for m in (*scripted.values(), *rebuilt.modules())]
-    drops = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d)
+    drops = importlib.import_module("regtheory.pytorch").supported_modules(dropout=True)
     try:
         outputs = []
         for dropout_on in (False, True):

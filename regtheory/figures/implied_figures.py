@@ -336,10 +336,13 @@ register(
         solves=True,
         checks={
             "settings task_seed methods/*/label methods/*/rank": EXACT,
-            "teacher": closed_form(),
+            # the teacher's 9 taps and the SVD of its 9×9 circulant
+            "teacher": closed_form(size=9**3),
             "methods/*/fourier methods/*/singular_values methods/*/test_risk": solve(),
-            # an objective is known to its certified gap, stored and regenerated
-            "methods/*/objective": solve("certified_gap", scale="value"),
+            # an objective is known to its certified gap, stored and regenerated, plus the
+            # rounding of its data (200 samples of 9×9 taps); a closed-form solve (channel
+            # dropout's ridge) certifies a gap of 0
+            "methods/*/objective": solve("certified_gap", scale="value", size=200 * 81),
             "methods/*/certified_gap": CERTIFIED,
         },
     )
@@ -372,7 +375,7 @@ register(
         solves=True,
         checks={
             "keep channels kernel_size noise data_seed teacher rows/*/n": EXACT,
-            "rows/*/convex_relaxation": solve("convex_gap", scale="value"),
+            "rows/*/convex_relaxation": solve("convex_gap", scale="value", size=1000),
             "rows/*/convex_gap": CERTIFIED,
             "rows/*/exact_zeros rows/*/exact_circular": solve(),
             # Where an optimum lies is known to about the square root of its objective's

@@ -37,7 +37,7 @@ from .. import network
 from .._validation import InvalidParameterError
 from ..conv import fc_no_gradient_probability, no_gradient_probability
 from ..masks import Bernoulli, Channel, DropBlock, MaskDistribution
-from ._check import EXACT, closed_form, monte_carlo, trajectory
+from ._check import EXACT, closed_form, monte_carlo, rounding, trajectory
 from ._registry import FigureSpec, register
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
@@ -340,10 +340,15 @@ register(
             "variants/*/penalty/interaction variants/*/penalty/interaction_stderr": trajectory(
                 PENALTY_RTOL
             ),
-            # masks only (no trained weight): exact, or Monte Carlo over the same draws
-            "variants/*/taps/probability": monte_carlo("stderr"),
-            "variants/*/taps/stderr variants/*/taps/fc_probability predicted/element "
-            "predicted/channel predicted/fc": closed_form(),
+            # masks only (no trained weight): exact (a stderr of 0), or Monte Carlo over the
+            # seed's draws, so to rounding of a count over 4000 masks of 64 positions
+            "variants/*/taps/probability": monte_carlo("stderr", same_draws=rounding(4000 * 64)),
+            # exact (0), or the spread of 0/1 draws: a function of the same count
+            "variants/*/taps/stderr": closed_form(size=4000 * 64),
+            # (1 − keep)^n for the n ≤ 64 positions a tap reads
+            "variants/*/taps/fc_probability predicted/element predicted/channel predicted/fc": (
+                closed_form(size=64)
+            ),
         },
     )
 )
