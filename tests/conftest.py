@@ -8,7 +8,7 @@ at collection if it leaves a public module without tests (tests/_tiers.py)."""
 import os
 
 import pytest
-from _tiers import modules_without_quick_tests
+from _tiers import SLOW_CASES, modules_without_quick_tests, stale_slow_cases
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -46,7 +46,15 @@ _COLLECTED = pytest.StashKey[set]()  # the names of the test files collected
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    """Mark the slow cases of tests/_tiers.py before ``-m`` deselects; refuse a stale id."""
     config.stash[_COLLECTED] = {item.path.name for item in items}
+    for item in items:
+        if item.nodeid in SLOW_CASES:
+            item.add_marker(pytest.mark.slow)
+    files = {item.nodeid.split("::")[0] for item in items}
+    stale = stale_slow_cases(files, {item.nodeid for item in items})
+    if stale:
+        raise pytest.UsageError(f"tests/_tiers.py, SLOW_CASES: no such test: {', '.join(stale)}")
 
 
 @pytest.hookimpl(trylast=True)

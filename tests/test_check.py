@@ -77,6 +77,7 @@ def _run(argv, capsys):
 # ----------------------------------------------------------------------------- agreement
 
 
+@pytest.mark.slow
 def test_every_figure_passes_against_its_own_quick_record(quick_dir):
     report = check(directory=quick_dir, quick=True)
     assert isinstance(report, CheckReport) and report.passed

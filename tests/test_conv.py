@@ -500,6 +500,7 @@ def random_block_case(rng, one_d=False):
     return u, v, image, block, keep, x, y
 
 
+@pytest.mark.slow
 def test_dropblock_closed_form_matches_dense_oracle_on_random_shapes():
     """The banded closed form against formula (4) + cross term on dense matrices, with mask
     moments from brute-force sets of covering block starts (tests/_dropblock.py)."""

@@ -113,6 +113,7 @@ def test_serial_run_is_the_function_called_on_each_task_in_order():
     assert Sweep().map(where_run, TASKS) == [os.getpid()] * len(TASKS)
 
 
+@pytest.mark.slow
 def test_parallel_backends_return_the_serial_results(parallel):
     assert parallel.backend in ("joblib", "dask")
     for fn in (normal_draws, blas_product):
@@ -212,6 +213,7 @@ def serial_data(name: str) -> str:
     return json.dumps(compute(name, quick=True, seed=0), sort_keys=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SWEEPING)
 def test_figure_data_identical_on_every_backend(name, parallel):
     data = json.dumps(compute(name, quick=True, seed=0, sweep=parallel), sort_keys=True)
@@ -266,6 +268,7 @@ def test_bad_arguments(kwargs, message):
         Sweep(**kwargs)
 
 
+@pytest.mark.slow
 def test_backend_names():
     assert Sweep().backend == "serial"
     assert Sweep(n_jobs=-1).backend == "joblib"
