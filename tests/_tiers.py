@@ -58,8 +58,6 @@ SLOW_CASES = frozenset(
             "tests/test_digits.py::"
             "test_last_layer_penalty_is_the_dense_formula_on_the_trained_model[Dropout-masks0]"
         ),
-        "tests/test_fc.py::test_global_optimum_beats_factored_search_including_rank_cap[2]",
-        "tests/test_fc.py::test_global_optimum_beats_factored_search_including_rank_cap[8]",
         "tests/test_figures.py::test_figure_data_reproducible[digits_dropout]",
         "tests/test_figures.py::test_figure_data_reproducible[fc_equalization]",
         "tests/test_figures.py::test_figure_data_reproducible[fc_spectrum]",

@@ -297,6 +297,7 @@ def test_bad_arguments_exit_2_with_one_line(case, tmp_path, capsys):
     assert "Traceback" not in captured.err and captured.out == ""
 
 
+@pytest.mark.slow
 def test_installed_command_reports_user_errors_without_traceback(tmp_path):
     script = Path(sys.executable).parent / "regtheory"
     for argv in (["penalty", "fc", "--keep", "2"], ["penalty", "conv", "--mode", "x"]):
@@ -430,6 +431,7 @@ def test_progress_bar_on_a_terminal_only(no_progress, tmp_path, monkeypatch, cap
     assert ("1/1" in bar) is not no_progress
 
 
+@pytest.mark.slow
 def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
     argv = ["figures", "--only", "no_gradient_probability", "--quick", "--out", str(tmp_path)]
     assert main(argv) == 0
@@ -635,6 +637,7 @@ def test_figures_without_torch_alone_miss_only_the_torch_figure(tmp_path):
     assert lines[1] == "render glm_adaptive_l2"
 
 
+@pytest.mark.slow
 def test_figures_that_only_need_a_missing_extra_exit_2_at_once(tmp_path):
     status, lines = figures_without({"sklearn"}, ["glm_adaptive_l2"], tmp_path)
     assert status == 2 and len(lines) == 1 and "the torch extra" in lines[0]

@@ -166,6 +166,7 @@ def test_reduction_on_a_relu_conv_net():
     assert est.reduction_factor > 1.8
 
 
+@pytest.mark.slow
 def test_coverage_of_the_controlled_interval():
     layers, X, Y, weights = tiny_relu_net(7)
     exact = enumerated_penalty(weights, X, Y)

@@ -332,6 +332,7 @@ def test_one_dimensional_closed_form_matches_monte_carlo():
         assert abs(est.zscore(closed)) < N_SE, (mode, closed, est)
 
 
+@pytest.mark.slow
 def test_monte_carlo_draws_equal_direct_network_evaluation():
     """The draws of dropout_penalty_mc (one mask per batch; 56 masks, the fewest it accepts
     at keep 0.5) against forward passes with the same masks and data."""

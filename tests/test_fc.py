@@ -140,6 +140,7 @@ def factorization_minimum(M, width, penalty_of, starts=8, seed=0, spread=0.3):
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_cov", [False, True])
 def test_induced_regularizer_is_minimum_over_factorizations(use_cov):
     rng = np.random.default_rng(2)
@@ -286,6 +287,7 @@ def factored_minimum(T, keep, width, starts=6, seed=0):
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width", [2, 3, 8])
 def test_global_optimum_beats_factored_search_including_rank_cap(width):
     """(3) with the rank cap against non-convex minimisation of the factored objective."""

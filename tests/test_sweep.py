@@ -127,6 +127,7 @@ def test_parallel_backends_return_the_serial_results(parallel):
     assert parallel.map(normal_draws, []) == []
 
 
+@pytest.mark.slow
 def test_arrays_reach_the_task_in_the_same_memory_on_every_backend(parallel):
     frozen = np.arange(5.0)
     frozen.flags.writeable = False
@@ -314,6 +315,7 @@ def draws_after_a_pause(task: dict) -> np.ndarray:
     return normal_draws(task)
 
 
+@pytest.mark.slow
 def test_a_dask_worker_killed_mid_sweep_changes_no_number(own_cluster, tmp_path):
     """A worker process killed (SIGKILL) while it runs a task: the task is submitted
     again and the sweep returns the serial results to the last bit."""
@@ -351,6 +353,7 @@ def ends_its_worker(task: dict) -> float:
     return float(task["index"])
 
 
+@pytest.mark.slow
 def test_a_task_that_kills_every_worker_stops_the_sweep_naming_it(own_cluster, monkeypatch):
     monkeypatch.setattr(sweep_module, "MAX_ATTEMPTS", 2)  # each attempt costs a worker restart
     sweep = Sweep(scheduler=own_cluster.scheduler_address)
@@ -388,6 +391,7 @@ def complete(path) -> bool:
     return isinstance(json.loads(data), dict)
 
 
+@pytest.mark.slow
 def test_an_interrupted_figures_run_leaves_no_half_file_and_a_rerun_completes_it(tmp_path):
     first, victim = "no_gradient_probability", "conv_matrix_seed"
     command = ["figures", "--only", first, victim, "--quick", "--jobs", "1", "--no-progress"]
