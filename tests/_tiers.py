@@ -46,6 +46,7 @@ def modules_without_quick_tests(collected: set[str], selected: set[str]) -> list
 SLOW_CASES = frozenset(
     {
         "regtheory/figures/_check.py::regtheory.figures._check.check",
+        "regtheory/pytorch.py::regtheory.pytorch.train_classifier",
         (
             "tests/test_conv.py::"
             "test_monte_carlo_draws_equal_direct_network_evaluation_across_batches[True-relu-circular]"

@@ -231,6 +231,7 @@ def test_a_figure_that_does_not_sweep_ignores_the_sweep():
     assert compute(name, quick=True, sweep=Sweep(n_jobs=2)) == compute(name, quick=True)
 
 
+@pytest.mark.slow
 def test_dask_map_outside_a_with_block_connects_for_that_call(cluster):
     sweep = Sweep(scheduler=cluster.scheduler_address)
     assert sweep.map(where_run, TASKS[:2]) != [os.getpid()] * 2
@@ -285,6 +286,7 @@ def fails_at_two(task: dict) -> float:
     return float(task["index"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["serial", "joblib", "dask"])
 def test_an_exception_of_a_task_names_the_task(backend, request):
     """The task function's exception keeps its type, and a note names the task."""
