@@ -255,6 +255,7 @@ def test_every_public_function_is_walked():
     assert not missing, f"add a valid call to VALID for: {sorted(missing)}"
 
 
+@pytest.mark.slow
 def test_valid_calls_return_finite_results():
     for fn, kwargs in VALID.items():
         out = fn(**kwargs)

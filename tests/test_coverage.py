@@ -40,6 +40,8 @@ from regtheory import conv, fc, network
 from regtheory.masks import Bernoulli, DropBlock
 from regtheory.network import Dropout, Linear, ReLU
 
+pytestmark = pytest.mark.slow  # every test here takes seconds: not in the quick tier
+
 FEWEST_SEEDS = range(1000)  # with the fewest masks accepted
 MANY_SEEDS = range(400)  # with 1000 masks
 KEEPS = (0.02, 0.1, 0.5, 0.9)

@@ -20,6 +20,8 @@ from regtheory import InvalidParameterError, pytorch
 from regtheory.figures import compute, torch_figures
 from regtheory.masks import Bernoulli, Channel, DropBlock
 
+pytestmark = pytest.mark.slow  # every test here takes seconds: not in the quick tier
+
 SEED = 0
 
 

@@ -17,6 +17,8 @@ from regtheory import conv, network
 from regtheory.masks import Bernoulli, Channel, DropBlock
 from regtheory.montecarlo import estimate
 
+pytestmark = pytest.mark.slow  # every test here takes seconds: not in the quick tier
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
