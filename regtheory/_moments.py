@@ -712,14 +712,7 @@ def _fc_phase(
                 st.linear(op.weight)
             states += children
         elif isinstance(op, Dropout):
-            if isinstance(op.masks, DropBlock) and len(shapes[t]) > 1:
-                raise InvalidParameterError(
-                    f"the exact penalty cannot pass `layers[{t}]` (Dropout with DropBlock masks) "
-                    "once the maps are read through a dense second moment (after pooling, a "
-                    "strided convolution or a fully connected layer); estimate it by Monte "
-                    "Carlo (regtheory.network.dropout_penalty_mc)"
-                )
-            kind = _mask_kind(op.masks, shapes[t])  # refuses DropBlock on vectors
+            kind = _mask_kind(op.masks, shapes[t])  # DropBlock: refused by _check_masks
             if kind == "channel":  # S ∘ Cov(m) = λ Σ_c P_c S P_c on a dense S
                 channel = np.repeat(np.arange(shapes[t][0]), int(np.prod(shapes[t][1:])))
                 same = channel[:, None] == channel[None, :]
@@ -769,7 +762,27 @@ def _check_exact(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> int:
             )
         if not (op.linear or op.random):
             raise _refuse(graph, t, first, "after it the network must be linear in the masks")
+    _check_masks(graph, shapes, first)
     return first
+
+
+def _check_masks(graph: Graph, shapes: tuple[tuple[int, ...], ...], first: int) -> None:
+    """Every mask has known moments where it sits (the errors the propagation would meet)."""
+    dense = len(shapes[first]) == 1  # the features are read through a dense moment
+    for t in range(first, len(graph)):
+        op = graph[t]
+        if not dense and _ends_phase(graph, t):
+            dense = True
+        if not isinstance(op, Dropout):
+            continue
+        _mask_kind(op.masks, shapes[t])
+        if isinstance(op.masks, DropBlock) and dense:
+            raise InvalidParameterError(
+                f"the exact penalty cannot pass `layers[{t}]` (Dropout with DropBlock masks) "
+                "once the maps are read through a dense second moment (after pooling, a "
+                "strided convolution or a fully connected layer); estimate it by Monte "
+                "Carlo (regtheory.network.dropout_penalty_mc)"
+            )
 
 
 def exact_refusal(graph: Graph, input_shape: tuple[int, ...]) -> str | None:

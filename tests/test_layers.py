@@ -379,6 +379,10 @@ def test_paths_refuse_a_node_they_cannot_take_by_position_and_name_what_they_tak
         network.dropout_penalty(pooled, X)
     with pytest.raises(InvalidParameterError, match=r"engine cannot run `layers\[2\]` \(MaxPool\)"):
         network.dropout_penalty_mc(pooled, X, np.zeros((3, 1)), n_masks=1000)
+    blocked = [conv, Dropout(masks.Bernoulli(0.5)), AvgPool(1), Dropout(masks.DropBlock(0.8, 2)),
+               Linear(rng.normal(size=(1, 32)))]  # fmt: skip
+    with pytest.raises(InvalidParameterError, match=r"DropBlock masks\) once the maps are read"):
+        network.dropout_penalty(blocked, X)
     residual = Graph(
         [conv, Dropout(masks.Bernoulli(0.5)), Conv(rng.normal(size=(2, 2, 3, 3))), Add()],
         inputs={3: (2, 0)},
