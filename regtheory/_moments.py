@@ -100,7 +100,7 @@ from numpy.typing import ArrayLike
 from ._dropblock import dropblock_moments
 from ._validation import InvalidParameterError, check_array
 from .conv import conv2d
-from .layers import Conv, DropConnect, Dropout, Flatten, Graph, Linear, Multiply, Node
+from .layers import Conv, DropConnect, Dropout, Flatten, Graph, Linear, Multiply, Node, ReLU
 from .masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
 
 __all__ = [
@@ -754,11 +754,16 @@ def _check_exact(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> int:
         if graph.inputs[t] != (t - 1,):
             raise _refuse(graph, t, first, f"it reads {graph.inputs[t]}, not a chain")
         if op.elementwise and not op.linear:
+            kind = "DropConnect" if isinstance(graph[first], DropConnect) else "dropout"
+            after = (
+                "a ReLU"
+                if isinstance(op, ReLU)
+                else f"the elementwise layer {getattr(op, 'name', type(op).__name__)!r}"
+            )
             raise InvalidParameterError(
-                f"the dropout layer at position {first} feeds a non-linearity (a "
-                f"{type(op).__name__} after it): the output is then not multilinear in the "
-                "masks and the penalty has no exact form; estimate it with "
-                "regtheory.network.dropout_penalty_mc"
+                f"the {kind} layer at position {first} feeds a non-linearity ({after} after "
+                "it): the output is then not multilinear in the masks and the penalty has no "
+                "exact form; estimate it with regtheory.network.dropout_penalty_mc"
             )
         if not (op.linear or op.random):
             raise _refuse(graph, t, first, "after it the network must be linear in the masks")

@@ -105,6 +105,7 @@ from ._convops import (
     pad_kernel,
 )
 from ._dropblock import dropblock_moments, shift_inside, shifted_map
+from ._overflow import finite_result
 from ._parallel import BATCH_ENTRIES, CHUNK_ENTRIES, Chunks
 from ._validation import (
     InvalidParameterError,
@@ -723,6 +724,7 @@ def _block_penalty(u4, v4, masks, spatial, map_shape, circular, xc, yc, activati
     return _block_white(u4, v4, masks.keep, gamma, spatial, blocks, circular)
 
 
+@finite_result("the dropout penalty of the conv layer")
 def dropout_penalty(
     u: ArrayLike,
     v: ArrayLike,
@@ -859,6 +861,7 @@ def column_sq_norms(
     return out if n_spatial == 2 else out[:, 0]
 
 
+@finite_result("the per-position dropout penalty")
 def position_penalty(
     u: ArrayLike, v: ArrayLike, keep: float, image_shape: ImageShape, *, padding: Padding = "zeros"
 ) -> np.ndarray:
@@ -998,6 +1001,7 @@ def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, dt
     return draw
 
 
+@finite_result("the dropout penalty of the conv layer (Monte Carlo)")
 def dropout_penalty_mc(
     u: ArrayLike,
     v: ArrayLike,

@@ -59,9 +59,10 @@ from typing import Literal
 import cvxpy as cp
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import optimize
+from scipy import optimize, special
 
 from . import _sgd
+from ._overflow import finite_result
 from ._results import freeze_arrays
 from ._validation import (
     InvalidParameterError,
@@ -109,6 +110,13 @@ FIXED_POINT_TOL = 1e-7
 MAX_FIXED_POINT_STEPS = 200
 _CHUNK = 1 << 22  # scores computed at once (32 MB of float64)
 _RECORDED_TERMS = 1 << 20  # dropout_sgd records the exact objective up to n·2^d of these
+
+
+_SCORES = (
+    "a cumulant of the scores z = x·β + b left float64 (e^z does at z ≈ 709.8, "
+    "z²/2 at |z| ≈ 1.9e154); the penalty of the rescaled problem is not a simple "
+    "multiple of this one"
+)
 
 
 # ----------------------------------------------------------------------------- the families
@@ -221,9 +229,34 @@ def _exact_penalty(beta, X, keep, offset, family) -> float:
             f"at most d = {MAX_EXACT_FEATURES}; here d = {active.size}: use "
             "method='monte_carlo'"
         )
+    if family == "poisson":
+        return _poisson_penalty(contrib[:, active], X @ beta + offset, keep)
     plain = cumulant(X @ beta + offset, family)
     expected = _exact_expected_cumulant(contrib[:, active], keep, offset, family)
     return float(np.mean(expected - plain))
+
+
+def _poisson_penalty(contrib: np.ndarray, scores: np.ndarray, keep: float) -> float:
+    r"""R for A = exp, in logs, so that it is finite wherever R is.
+
+    The masks are independent, so :math:`\mathbb E_r e^{\tilde x_i\cdot\beta + b} = e^{z_i}
+    e^{G_i}` with :math:`G_i = \sum_j \log(1 - \theta + \theta e^{c_{ij}/\theta}) - c_{ij}
+    \ge 0` (:math:`c_{ij} = x_{ij}\beta_j`, :math:`z_i` the score), and
+    :math:`R = \frac1n \sum_i e^{z_i + \log(e^{G_i} - 1)}` is summed as a log-sum-exp:
+    e^z alone overflows at z ≈ 709.8, and e^z − e^z was NaN.
+    """
+    if keep == 1.0:
+        return 0.0
+    g = np.logaddexp(np.log1p(-keep), np.log(keep) + contrib / keep) - contrib
+    growth = np.maximum(g, 0.0).sum(axis=1)  # each term is >= 0 (Jensen) up to rounding
+    log_growth = np.empty_like(growth)  # log(e^G - 1), accurate for small and large G
+    big = growth > 1.0
+    log_growth[big] = growth[big] + np.log(-np.expm1(-growth[big]))
+    with np.errstate(divide="ignore"):  # G = 0 (a sample no feature reaches): log 0 = -inf
+        log_growth[~big] = np.log(np.expm1(growth[~big]))
+    log_total = special.logsumexp(scores + log_growth)
+    with np.errstate(over="ignore"):  # beyond float64: inf, which finite_result refuses
+        return float(np.exp(log_total - np.log(len(scores))))
 
 
 def _mc_penalty(beta, X, keep, offset, family, n_masks, seed) -> Estimate:
@@ -242,6 +275,7 @@ def _mc_penalty(beta, X, keep, offset, family, n_masks, seed) -> Estimate:
     return estimate(draw, n_masks, seed, batch_size=batch, min_samples=max(1000, need))
 
 
+@finite_result("the dropout penalty of the GLM", _SCORES)
 def dropout_penalty(
     beta: ArrayLike,
     X: ArrayLike,
@@ -310,6 +344,7 @@ def dropout_penalty(
     return _mc_penalty(beta, X, keep, offset, fam, n_masks, rng)
 
 
+@finite_result("the quadratic (adaptive L2) penalty of the GLM", _SCORES)
 def quadratic_penalty(
     beta: ArrayLike,
     X: ArrayLike,
@@ -358,6 +393,7 @@ def quadratic_penalty(
     return float(0.5 * lam * np.mean(curvature * ((X * X) @ (beta * beta))))
 
 
+@finite_result("the Gaussian (fast dropout) penalty of the GLM", _SCORES)
 def gaussian_penalty(
     beta: ArrayLike,
     X: ArrayLike,

@@ -74,7 +74,6 @@ float64 one by about 1e-4 standard errors or less (tests/test_mc_engine.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -83,6 +82,7 @@ from . import _moments
 from ._events import mask_events
 from ._mcforward import Engine
 from ._moments import PenaltyTerms
+from ._overflow import finite_result
 from ._parallel import BATCH_ENTRIES
 from ._validation import (
     InvalidParameterError,
@@ -219,6 +219,7 @@ def _checked(layers, X, Y, *, require_y: bool) -> tuple[Graph, np.ndarray, np.nd
     return graph, X, Y
 
 
+@finite_result("the dropout penalty of the network (Monte Carlo)")
 def dropout_penalty_mc(
     layers: Graph | Sequence[Node],
     X: ArrayLike,
@@ -381,7 +382,7 @@ def _controlled_mc(graph: Graph, X, Y, n_masks, seed, batch_size, rtol, need) ->
     )
     var_plain = float(np.var(np.concatenate(plain), ddof=1))
     factor = var_plain / est.std**2 if est.std > 0 else float("inf")
-    return replace(est, variance_reduction="gate-frozen control variate", reduction_factor=factor)
+    return est.replace(variance_reduction="gate-frozen control variate", reduction_factor=factor)
 
 
 def _batches(total: int, size: int) -> list[int]:
@@ -389,6 +390,7 @@ def _batches(total: int, size: int) -> list[int]:
     return [min(size, total - a) for a in range(0, total, size)]
 
 
+@finite_result("the dropout penalty of the network")
 def dropout_penalty_terms(
     layers: Graph | Sequence[Node], X: ArrayLike, *, Y: ArrayLike | None = None
 ) -> PenaltyTerms:
@@ -447,6 +449,7 @@ def dropout_penalty_terms(
     return _moments.dropout_penalty_terms(graph, X, Y)
 
 
+@finite_result("the dropout penalty of the network")
 def dropout_penalty(
     layers: Graph | Sequence[Node], X: ArrayLike, *, Y: ArrayLike | None = None
 ) -> float:

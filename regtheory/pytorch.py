@@ -43,6 +43,7 @@ from torch import nn
 from . import _moments, network
 from ._convops import Padding
 from ._events import mask_events
+from ._overflow import finite_result
 from ._validation import (
     InvalidParameterError,
     as_generator,
@@ -872,6 +873,7 @@ def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Estimate:
     return estimate(draw, n_masks, seed, batch_size=batch, min_samples=max(1000, need))
 
 
+@finite_result("the dropout penalty of the model")
 def dropout_penalty(
     model: nn.Module,
     X: ArrayLike | torch.Tensor,
@@ -1018,7 +1020,7 @@ def _monte_carlo_report(model, graph, names, X, Y, n_masks, seed, by_layer) -> P
         tuple(names),
         own,
         own_se,
-        total.n_samples,
+        total.n_masks or 0,
         None,
         graph,
     )

@@ -158,6 +158,7 @@ VALID = {
         directory=str(Path(__file__).resolve().parents[1] / "figures"), names=["conv_matrix_seed"]
     ),
     montecarlo.min_draws: dict(event_probabilities=[0.02, 0.5]),
+    montecarlo.default_n_masks: dict(event_probabilities=[0.001, 0.5]),
     # DropBlock read by a conv: the Monte Carlo path that reads n_masks and seed
     diagnostics.diagnose: dict(
         layers=[

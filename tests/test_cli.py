@@ -1,4 +1,4 @@
-"""Tests of the `regtheory` command line (regtheory/cli.py).
+"""Tests of the `regtheory` command line (regtheory.cli).
 
 The penalties the CLI prints are checked against the library called directly on
 the same weights (saved to an .npz by the test) and against dense formulas
@@ -572,3 +572,77 @@ def test_python_m_regtheory_reports_a_user_error_like_the_console_script():
     )
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and "--solver" in done.stderr
+
+
+# ----------------------------------------------------------------------------- missing extras
+
+# A fresh interpreter in which the modules `blocked` cannot be imported (as if the extra
+# were not installed) runs `regtheory figures` with render replaced by a stub that
+# writes "render NAME" to stderr: the order of stderr shows what was said before which
+# figure was computed.
+WITHOUT = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+sys.meta_path.insert(0, Block())
+import regtheory.figures
+
+def render(name, out, **options):
+    print("render", name, file=sys.stderr)
+    return []
+
+regtheory.figures.render = render
+from regtheory.cli import main
+sys.exit(main({argv!r}))
+"""
+
+
+def figures_without(blocked, names, tmp_path):
+    argv = ["figures", "--only", *names, "--jobs", "1", "--out", str(tmp_path)]
+    code = WITHOUT.format(blocked=set(blocked), argv=argv)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return done.returncode, done.stderr.splitlines()
+
+
+def test_figures_name_a_missing_extra_first_render_the_rest_and_exit_2(tmp_path):
+    names = ["digits_dropout", "fc_equalization", "glm_adaptive_l2", "conv_matrix_seed"]
+    status, lines = figures_without({"torch", "sklearn"}, names, tmp_path)
+    assert status == 2
+    install = 'pip install "regtheory[torch]"'
+    assert "digits_dropout, glm_adaptive_l2 need the torch extra" in lines[0]
+    assert install in lines[0]
+    assert lines[1:3] == ["render fc_equalization", "render conv_matrix_seed"]
+    assert len(lines) == 4 and lines[3].endswith(lines[0].removeprefix("regtheory figures: "))
+
+
+def test_figures_without_torch_alone_miss_only_the_torch_figure(tmp_path):
+    status, lines = figures_without({"torch"}, ["glm_adaptive_l2", "digits_dropout"], tmp_path)
+    assert status == 2
+    assert lines[0].startswith("regtheory figures: digits_dropout needs the torch extra")
+    assert lines[1] == "render glm_adaptive_l2"
+
+
+def test_figures_that_only_need_a_missing_extra_exit_2_at_once(tmp_path):
+    status, lines = figures_without({"sklearn"}, ["glm_adaptive_l2"], tmp_path)
+    assert status == 2 and len(lines) == 1 and "the torch extra" in lines[0]
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_extra_a_figure_names_is_declared_in_pyproject():
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    for spec in REGISTRY.values():
+        assert (spec.extra is None) == (not spec.requires), spec.name
+        if spec.extra is not None:
+            line = re.search(rf"(?m)^{spec.extra} = \[(.*)\]$", pyproject).group(1)
+            declared = line.replace("scikit-learn", "sklearn")
+            assert all(f'"{module}' in declared for module in spec.requires), spec.name
+
+
+def test_compare_methods_of_the_parser_are_those_of_compare():
+    from regtheory.cli._compare import METHODS
+
+    assert METHODS == tuple(regtheory.compare.METHODS)

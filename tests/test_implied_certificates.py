@@ -128,7 +128,7 @@ def conv_reg_instance(rng):
 
 def conv_data_instance(rng):
     n = int(rng.choice([5, 6, 8, 12]))
-    X = white_inputs(4 * n, n, rng).reshape(4 * n, 1, n)
+    X = white_inputs(4 * n, n, rng=rng).reshape(4 * n, 1, n)
     Y = conv2d(X, rng.normal(size=(1, 1, 5)) / 2, padding="zeros") + 0.1 * rng.normal(size=X.shape)
     return X, perturb(Y * 10.0 ** rng.uniform(-3, 3), rng), int(rng.integers(1, 5))
 
@@ -306,12 +306,12 @@ def test_padding_gap_figure_survives_a_failing_first_rung(monkeypatch):
 def test_factored_solution_reports_convergence():
     rng = np.random.default_rng(1)
     n = 8
-    X = white_inputs(4 * n, n, rng).reshape(4 * n, 1, n)
+    X = white_inputs(4 * n, n, rng=rng).reshape(4 * n, 1, n)
     Y = conv2d(X, rng.normal(size=(1, 1, 5)), padding="zeros") + 0.1 * rng.normal(size=X.shape)
     for scale in (1e-3, 1.0, 1e3):
         res = implied.solve_conv_factored(X, scale * Y, 0.5, 2, 3, starts=1)
         assert res.success and "CONVERGENCE" in res.message
-        assert res.grad_norm < 1e-5
+        assert res.gradient_norm < 1e-5
 
 
 def test_advice_for_an_inaccurate_uncertified_solve_names_the_status():

@@ -227,7 +227,7 @@ def test_bad_inputs():
 
 
 def white_task(rng, n=10, N=40, k_teacher=5, padding="circular"):
-    X = white_inputs(N, n, rng).reshape(N, 1, n)
+    X = white_inputs(N, n, rng=rng).reshape(N, 1, n)
     Y = conv.conv2d(X, rng.normal(size=(1, 1, k_teacher)), padding=padding) + 0.1 * rng.normal(
         size=X.shape
     )
@@ -237,7 +237,7 @@ def white_task(rng, n=10, N=40, k_teacher=5, padding="circular"):
 def test_factored_circular_element_reaches_the_convex_optimum():
     """Non-convex L-BFGS over (u, v) meets the convex lifted solve (C >= K, white data)."""
     X, Y = white_task(np.random.default_rng(0))
-    exact = implied.solve_conv_factored(X, Y, 0.5, 3, 3, padding="circular", starts=3, seed=1)
+    exact = implied.solve_conv_factored(X, Y, 0.5, 3, 3, padding="circular", starts=3, rng=1)
     convex = implied.solve_conv(X, Y, 0.5, 3, 3)
     assert exact.objective == pytest.approx(convex.objective, rel=1e-6)
 
@@ -271,7 +271,7 @@ def test_solve_conv_folded_kernel_matches_factored_operator(kernel_size):
     """2K − 1 > n: the folded, centred kernel gives the same operator as the factored optimum."""
     rng = np.random.default_rng(kernel_size)
     n = 9
-    X = white_inputs(60, n, rng).reshape(60, 1, n)
+    X = white_inputs(60, n, rng=rng).reshape(60, 1, n)
     Y = conv.conv2d(X, rng.normal(size=(1, 1, 5)), padding="circular") + 0.3 * rng.normal(
         size=X.shape
     )
@@ -411,3 +411,13 @@ def test_zero_padding_penalty_is_not_a_function_of_the_lifted_kernel():
         assert values["circular"] == pytest.approx(reference["circular"], rel=1e-12)
         zeros.append(values["zeros"])
     assert np.ptp(zeros) > 1e-3 * np.mean(zeros)
+
+
+def test_factored_solve_old_spellings_still_work_and_warn():
+    X, Y = white_task(np.random.default_rng(5))
+    new = implied.solve_conv_factored(X, Y, 0.5, 2, 3, padding="circular", starts=1, rng=2)
+    with pytest.warns(DeprecationWarning, match="rng="):
+        old = implied.solve_conv_factored(X, Y, 0.5, 2, 3, padding="circular", starts=1, seed=2)
+    assert old.objective == new.objective
+    with pytest.warns(DeprecationWarning, match="gradient_norm"):
+        assert old.grad_norm == new.gradient_norm

@@ -29,17 +29,31 @@ computed; without them it fails with the install command.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from .. import network
 from .._validation import InvalidParameterError
 from ..conv import fc_no_gradient_probability, no_gradient_probability
 from ..masks import Bernoulli, Channel, DropBlock, MaskDistribution
-from ._check import EXACT, closed_form, monte_carlo, trajectory
+from ._check import EXACT, closed_form, monte_carlo, rounding, trajectory
 from ._registry import FigureSpec, register
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "compute_digits_dropout",
+    "digits_layers",
+    "digits_split",
+    "plot_digits_dropout",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
 
 DROP = 0.2  # PyTorch's p of every dropout layer: keep 0.8
 BLOCK = 3
@@ -201,6 +215,8 @@ _COLORS = {"none": "0.6", "Dropout": "C0", "Dropout2d": "C1", "DropBlock2d": "C2
 
 
 def plot_digits_dropout(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+
     variants = data["variants"]
     names = [v["name"] for v in variants]
     fig = Figure(figsize=(14.0, 4.6), layout="constrained")
@@ -310,6 +326,8 @@ register(
         "accuracy, penalty per layer, starved taps",
         compute_digits_dropout,
         plot_digits_dropout,
+        requires=("torch", "sklearn"),
+        extra="torch",
         checks={
             "split_seed n_train n_test drop block_size channels epochs batch_size lr "
             "n_penalty n_masks tap_masks variants/*/name variants/*/penalty/method "
@@ -322,10 +340,15 @@ register(
             "variants/*/penalty/interaction variants/*/penalty/interaction_stderr": trajectory(
                 PENALTY_RTOL
             ),
-            # masks only (no trained weight): exact, or Monte Carlo over the same draws
-            "variants/*/taps/probability": monte_carlo("stderr"),
-            "variants/*/taps/stderr variants/*/taps/fc_probability predicted/element "
-            "predicted/channel predicted/fc": closed_form(),
+            # masks only (no trained weight): exact (a stderr of 0), or Monte Carlo over the
+            # seed's draws, so to rounding of a count over 4000 masks of 64 positions
+            "variants/*/taps/probability": monte_carlo("stderr", same_draws=rounding(4000 * 64)),
+            # exact (0), or the spread of 0/1 draws: a function of the same count
+            "variants/*/taps/stderr": closed_form(size=4000 * 64),
+            # (1 − keep)^n for the n ≤ 64 positions a tap reads
+            "variants/*/taps/fc_probability predicted/element predicted/channel predicted/fc": (
+                closed_form(size=64)
+            ),
         },
     )
 )
