@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from _timing import best_time, report_targets
 
-from regtheory import _parallel, conv
+from regtheory import conv
+from regtheory.montecarlo import _chunks
 
 KEEP = 0.5
 IMAGE = (32, 32)
@@ -44,7 +45,7 @@ TORCH_THREADS = 2
 def default_batch() -> int:
     # the batch dropout_penalty_mc picks without `batch_size` (white input: one datum per mask)
     per_mask = max(C_IN, C_HID, C_OUT) * IMAGE[0] * IMAGE[1]
-    return int(np.clip(_parallel.BATCH_ENTRIES // per_mask, 1, 4096))
+    return int(np.clip(_chunks.BATCH_ENTRIES // per_mask, 1, 4096))
 
 
 def torch_penalty_mc(u, v, n_masks: int, batch: int, dtype, seed: int = 0) -> np.ndarray:

@@ -61,7 +61,7 @@ Speed and precision. :func:`dropout_penalty_mc` does not run :func:`forward` lay
 layer on whole batches: the layers before the first random one run once, on the data,
 and the rest run in chunks of (draw, sample) images that fit in the cache, on every core,
 with feature maps kept on a padded grid where each convolution is one matrix product
-(``regtheory._mcforward``). A draw then costs about 1.7 times the matrix products of its
+(``regtheory.montecarlo._engine``). A draw then costs about 1.7 times the matrix products of its
 convolutions (``benchmarks/bench_mc.py``). Elementwise masks take 8 random bits a unit
 (:func:`regtheory.masks.kept_units`), the other laws their own ``sample``; chunk i of a
 batch draws from a stream seeded by (one key drawn from ``seed`` per batch, i), so the
@@ -80,10 +80,8 @@ from numpy.typing import ArrayLike
 
 from . import _moments
 from ._events import mask_events
-from ._mcforward import Engine
 from ._moments import PenaltyTerms
 from ._overflow import finite_result
-from ._parallel import BATCH_ENTRIES
 from ._validation import (
     InvalidParameterError,
     as_generator,
@@ -105,6 +103,8 @@ from .layers import (
     as_graph,
 )
 from .montecarlo import Estimate, estimate, min_draws
+from .montecarlo._chunks import BATCH_ENTRIES
+from .montecarlo._engine import Engine
 
 # The nodes live in regtheory.layers; these names stay importable from here.
 _NODES = (Conv, DropConnect, Dropout, Elementwise, Linear, ReLU)
