@@ -113,16 +113,38 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- nodes
 
-# After the first random node the network must be linear: these nodes are streamed,
-# besides Linear and DropConnect (which end the conv phase) and Dropout (the masks).
-_STREAMED = "same-size Conv, Multiply, Flatten and linear elementwise nodes"
-
 
 def _streamed(op: Node) -> bool:
     """A linear node the conv phase pushes probes through (with its ``adjoint``)."""
     if isinstance(op, Conv):
         return op.same_size
     return op.linear and not isinstance(op, (Linear, DropConnect, Flatten)) and op.reach == 0
+
+
+def _ends_phase(ops: Sequence[Node], t: int) -> bool:
+    """Whether node t ends the conv phase: a Linear or DropConnect, or a linear node the
+    phase does not stream (pooling, a strided convolution, a Reshape), which is then read
+    through its matrix. A Flatten right before a Linear (or at the end) changes nothing."""
+    op = ops[t]
+    if isinstance(op, (Linear, DropConnect)):
+        return True
+    if isinstance(op, Flatten):
+        nxt = ops[t + 1] if t + 1 < len(ops) else None
+        return not (nxt is None or isinstance(nxt, (Linear, DropConnect)))
+    return op.linear and not _streamed(op)
+
+
+def _matrix(op: Node, shape: tuple[int, ...]) -> np.ndarray:
+    """The matrix (d_out, d_in) of a linear node's ``apply`` on inputs of ``shape``, from
+    its responses to the unit vectors, in chunks of fixed memory."""
+    d = int(np.prod(shape))
+    step = max(1, _CHUNK_ENTRIES // d)
+    columns = []
+    for a in range(0, d, step):
+        eye = np.zeros((min(step, d - a), d))
+        eye[np.arange(len(eye)), a + np.arange(len(eye))] = 1.0
+        columns.append(op.apply(eye.reshape(len(eye), *shape)).reshape(len(eye), -1))
+    return np.concatenate(columns).T
 
 
 def freeze_gates(graph: Graph, gates: Sequence[np.ndarray]) -> Graph:
@@ -369,8 +391,9 @@ def _segment(ops: Sequence[Node], start: int, n_spatial: int) -> _Segment:
     # connected layer every entry does, and the test with blocks of 5 needs 2R + b.)
     radius = [0] * n_spatial
     need, circular = [1] * n_spatial, False
-    for op in ops[start + 1 :]:
-        if isinstance(op, (Linear, DropConnect)):
+    for t in range(start + 1, len(ops)):
+        op = ops[t]
+        if _ends_phase(ops, t):
             break
         if isinstance(op, Conv):
             radius = [r + k for r, k in zip(radius, op.reach)]
@@ -466,6 +489,13 @@ class _ConvPhase:
                     self.moments[t] = _dropblock_moments(op.masks, z.shape[2:])
         widest = max(int(np.prod(shape)) for shape in self.shapes.values())
         self.rows = max(1, _CHUNK_ENTRIES // widest)
+        # the matrix of the node that ends the phase (a Linear's weight)
+        end = ops[boundary] if boundary < len(ops) else None
+        self.matrix: np.ndarray | None = None
+        if isinstance(end, (Linear, DropConnect)):
+            self.matrix = end.weight
+        elif end is not None:
+            self.matrix = _matrix(end, self.shapes[boundary])
         self.diag: dict[tuple[tuple[int, ...], int], np.ndarray] = {}
         self.band: dict[tuple[tuple[int, ...], int], dict[tuple[int, ...], np.ndarray]] = {}
         self.trace: dict[tuple[int, ...], float] = {}
@@ -540,15 +570,15 @@ class _ConvPhase:
         if self.boundary == len(self.ops):
             _add(self.trace, subset, weight * float(np.sum(_dot(left, right))))
             return
-        op = self.ops[self.boundary]
-        assert isinstance(op, (Linear, DropConnect))
+        op, matrix = self.ops[self.boundary], self.matrix
+        assert matrix is not None
         if isinstance(op, DropConnect):  # its child needs diag S at its input
             _add(self.diag, (subset, self.boundary), weight * _dot(left, right).ravel())
         if subset == ():
             return
         if exact:
-            a = left.reshape(len(left), -1) @ op.weight.T
-            b = a if right is None else right.reshape(len(right), -1) @ op.weight.T
+            a = left.reshape(len(left), -1) @ matrix.T
+            b = a if right is None else right.reshape(len(right), -1) @ matrix.T
             _add(self.dense, subset, weight * a.T @ b)
         else:
             assert origin is not None
@@ -620,6 +650,14 @@ class _State:
     def trace(self) -> float:
         return float(np.sum(self.diag()))
 
+    def full(self) -> np.ndarray:
+        """S as a dense matrix."""
+        if self.dense is not None:
+            return self.dense
+        assert self.samples is not None
+        flat = self.samples.reshape(len(self.samples), -1)
+        return self.weight * flat.T @ flat
+
     def scale(self, gate: np.ndarray) -> None:
         """S ← S ∘ g gᵀ (a fixed diagonal multiplier)."""
         g = gate.ravel()
@@ -674,12 +712,19 @@ def _fc_phase(
                 st.linear(op.weight)
             states += children
         elif isinstance(op, Dropout):
-            if len(shapes[t]) > 1 and not isinstance(op.masks, (Bernoulli, Gaussian)):
-                raise _refuse(ops, t, start, "masks on maps after a fully connected layer")
-            _mask_kind(op.masks, (int(np.prod(shapes[t])),))  # refuses DropBlock on vectors
-            states += [
-                _State((*st.subset, t), dense=np.diag(op.masks.lam * st.diag())) for st in states
-            ]
+            kind = _mask_kind(op.masks, shapes[t])  # DropBlock: refused by _check_masks
+            if kind == "channel":  # S ∘ Cov(m) = λ Σ_c P_c S P_c on a dense S
+                channel = np.repeat(np.arange(shapes[t][0]), int(np.prod(shapes[t][1:])))
+                same = channel[:, None] == channel[None, :]
+                children = [
+                    _State((*st.subset, t), dense=op.masks.lam * st.full() * same) for st in states
+                ]
+            else:
+                children = [
+                    _State((*st.subset, t), dense=np.diag(op.masks.lam * st.diag()))
+                    for st in states
+                ]
+            states += children
         else:  # another linear node (checked by _check_exact)
             for st in states:
                 st.through(op, shapes[t])
@@ -722,20 +767,27 @@ def _check_exact(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> int:
             )
         if not (op.linear or op.random):
             raise _refuse(graph, t, first, "after it the network must be linear in the masks")
-    if len(shapes[first]) == 1:
-        return first
-    for t in range(first + 1, len(graph)):  # the conv phase, up to a Linear or DropConnect
-        op = graph[t]
-        if isinstance(op, (Linear, DropConnect)):
-            break
-        nxt = graph[t + 1] if t + 1 < len(graph) else None
-        if isinstance(op, Flatten) and (nxt is None or isinstance(nxt, (Linear, DropConnect))):
-            continue
-        if not (isinstance(op, Dropout) or _streamed(op)):
-            raise _refuse(
-                graph, t, first, f"on feature maps it streams Dropout, {_STREAMED} up to a Linear"
-            )
+    _check_masks(graph, shapes, first)
     return first
+
+
+def _check_masks(graph: Graph, shapes: tuple[tuple[int, ...], ...], first: int) -> None:
+    """Every mask has known moments where it sits (the errors the propagation would meet)."""
+    dense = len(shapes[first]) == 1  # the features are read through a dense moment
+    for t in range(first, len(graph)):
+        op = graph[t]
+        if not dense and _ends_phase(graph, t):
+            dense = True
+        if not isinstance(op, Dropout):
+            continue
+        _mask_kind(op.masks, shapes[t])
+        if isinstance(op.masks, DropBlock) and dense:
+            raise InvalidParameterError(
+                f"the exact penalty cannot pass `layers[{t}]` (Dropout with DropBlock masks) "
+                "once the maps are read through a dense second moment (after pooling, a "
+                "strided convolution or a fully connected layer); estimate it by Monte "
+                "Carlo (regtheory.network.dropout_penalty_mc)"
+            )
 
 
 def exact_refusal(graph: Graph, input_shape: tuple[int, ...]) -> str | None:
@@ -758,10 +810,7 @@ def _conv_traces(
 ) -> tuple[np.ndarray, dict[tuple[int, ...], float]]:
     """Mean-mask output and subset traces when the features at the first mask are maps."""
     n = h.shape[0]
-    boundary = next(
-        (t for t in range(first, len(ops)) if isinstance(ops[t], (Linear, DropConnect))),
-        len(ops),
-    )
+    boundary = next((t for t in range(first, len(ops)) if _ends_phase(ops, t)), len(ops))
     phase = _ConvPhase(ops, first, boundary, h)
     for a in range(0, n, phase.rows):
         phase.stream((), 1.0 / n, h[a : a + phase.rows], None, True, None, (), first)
@@ -771,12 +820,12 @@ def _conv_traces(
     g = np.concatenate(phase.outputs)
     traces = {t: v for t, v in phase.trace.items() if t}
     if boundary < len(ops):
-        op = ops[boundary]
-        assert isinstance(op, (Linear, DropConnect))
-        states = [_State((), 1.0 / n, samples=op.forward(g))]
+        op, matrix = ops[boundary], phase.matrix
+        assert matrix is not None
+        states = [_State((), 1.0 / n, samples=op.forward(g).reshape(n, -1))]
         states += [_State(t, dense=0.5 * (d + d.T)) for t, d in phase.dense.items()]
         states += [
-            _State(t, dense=_pullback(p, op.weight, g.shape[1:])) for t, p in phase.pending.items()
+            _State(t, dense=_pullback(p, matrix, g.shape[1:])) for t, p in phase.pending.items()
         ]
         if isinstance(op, DropConnect):
             w2 = op.weight * op.weight

@@ -128,11 +128,15 @@ QUADRATIC = (
 )
 
 
-def finite_result(quantity: str, hint: str = QUADRATIC) -> Callable[[F], F]:
+def finite_result(
+    quantity: str, hint: str = QUADRATIC, *, fields: tuple[str, ...] | None = None
+) -> Callable[[F], F]:
     """Decorate a public function so that an overflow on finite inputs raises
     :class:`NumericalOverflowError` naming ``quantity``, the inputs' sizes and ``hint``
     (what to rescale), instead of returning inf or NaN (or surfacing a bare
-    ``OverflowError``/``FloatingPointError``)."""
+    ``OverflowError``/``FloatingPointError``). ``fields`` names the attributes of the
+    result to check, for a result that marks what it did not compute with NaN (default:
+    the whole result)."""
 
     def decorate(func: F) -> F:
         @functools.wraps(func)
@@ -143,7 +147,8 @@ def finite_result(quantity: str, hint: str = QUADRATIC) -> Callable[[F], F]:
                 raise
             except (OverflowError, FloatingPointError) as exc:
                 raise overflow_error(quantity, hint, func, args, kwargs) from exc
-            if not _finite(result):
+            parts = [result] if fields is None else [getattr(result, f) for f in fields]
+            if not all(_finite(part) for part in parts):
                 raise overflow_error(quantity, hint, func, args, kwargs)
             return result
 

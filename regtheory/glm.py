@@ -272,7 +272,7 @@ def _mc_penalty(beta, X, keep, offset, family, n_masks, seed) -> Estimate:
         return np.mean(cumulant(scores, family), axis=1) - plain
 
     batch = int(np.clip(_CHUNK // (4 * n * d), 1, 4096))
-    return estimate(draw, n_masks, seed, batch_size=batch, min_samples=max(1000, need))
+    return estimate(draw, n_masks=n_masks, rng=seed, batch_size=batch, min_masks=max(1000, need))
 
 
 @finite_result("the dropout penalty of the GLM", _SCORES)

@@ -19,10 +19,16 @@ for any features a(x), linear or ReLU (Arora, Bartlett, Mianjy & Srebro,
 ICML 2021), which is :func:`regtheory.fc.dropout_penalty` /
 :func:`regtheory.conv.dropout_penalty`.
 
-A network is a sequence of layers: :class:`Conv` (PyTorch layout, same-size,
-stride 1), :class:`Linear` (``nn.Linear`` weight ``(out, in)``, flattens its
-input channel first as ``torch.flatten`` does), :class:`ReLU`, and
-:class:`Dropout` holding any :mod:`regtheory.masks` distribution.
+A network is described by :mod:`regtheory.layers`, the description every path of
+the package shares: a :class:`~regtheory.layers.Graph`, or a sequence of its nodes
+(a chain) such as :class:`~regtheory.layers.Conv`, :class:`~regtheory.layers.Linear`
+(``nn.Linear`` weight ``(out, in)``, flattens its input channel first as
+``torch.flatten`` does), :class:`~regtheory.layers.ReLU`, and
+:class:`~regtheory.layers.Dropout` holding any :mod:`regtheory.masks` distribution.
+Those nodes are importable from here as well. Any node runs before the first random
+one; after it, the exact penalty takes linear nodes and the Monte Carlo engine
+same-size convolutions, fully connected layers and elementwise nodes, and each refuses
+another node by its position and type.
 
 Control variate. With ``control_variate=True`` in :func:`dropout_penalty_mc` the masks
 of each draw :math:`D(r) = L(r) - L(\mathbf 1)` also drive the *gate-frozen* network,
@@ -46,7 +52,7 @@ factor :math:`1/(1 - \rho^2)` (ρ the correlation of D and :math:`D_{\rm lin}`),
 ``reduction_factor`` (plain over controlled variance, measured on the estimate's own
 draws). A network linear after its first random layer has :math:`D_{\rm lin} = D`: the
 estimate is then the exact penalty up to rounding. Other non-linearities after the first
-random layer (:class:`Elementwise`) have no 0/1 pattern and are refused
+random layer (:class:`~regtheory.layers.Elementwise`) have no 0/1 pattern and are refused
 (``InvalidParameterError``); their first-order linearisation would serve the same way.
 The control variate costs about a second forward pass per draw and one exact penalty per
 sample.
@@ -133,9 +139,9 @@ def forward(
 
     Parameters
     ----------
-    layers : sequence of Conv, Linear, ReLU, Dropout
-        The network, first layer first. With a ``seed`` the layers are validated
-        and at least one Dropout is required (else ``ValueError``).
+    layers : regtheory.layers.Graph or sequence of nodes
+        The network, first layer first. With a ``seed`` at least one Dropout is
+        required (else ``ValueError``).
     x : array (n, ...)
         Inputs, (n, C, H, W) or (n, C, L) for a conv first layer, (n, d) for a
         linear one.
@@ -234,7 +240,7 @@ def dropout_penalty_mc(
 
     Parameters
     ----------
-    layers : sequence of Conv, Linear, ReLU, Dropout
+    layers : regtheory.layers.Graph or sequence of nodes
         The network, first layer first; at least one Dropout.
     X : array (n, ...)
         Inputs, (n, C, H, W) for a conv first layer, (n, d) for a linear one.
@@ -303,8 +309,9 @@ def dropout_penalty_mc(
     def draw(rng, size):
         return np.mean(engine.losses(targets, size, rng), axis=1) - clean_loss
 
+    low = max(1000, need)  # no early stop below `low` masks
     return estimate(
-        draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+        draw, n_masks=n_masks, rng=seed, batch_size=batch_size, rtol=rtol, min_masks=low
     )
 
 
@@ -372,7 +379,12 @@ def _controlled_mc(graph: Graph, X, Y, n_masks, seed, batch_size, rtol, need) ->
         return d - c * (d_lin - mu_lin)
 
     est = estimate(
-        draw, n_masks, rng, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+        draw,
+        n_masks=n_masks,
+        rng=rng,
+        batch_size=batch_size,
+        rtol=rtol,
+        min_masks=max(1000, need),
     )
     var_plain = float(np.var(np.concatenate(plain), ddof=1))
     factor = var_plain / est.std**2 if est.std > 0 else float("inf")
@@ -402,14 +414,17 @@ def dropout_penalty_terms(
     zero unless a mask has E m ≠ 1 (DropBlock's ideal masks near the border; then the
     targets ``Y`` matter). Masks: :class:`~regtheory.masks.Bernoulli`,
     :class:`~regtheory.masks.Gaussian`, :class:`~regtheory.masks.Channel`,
-    :class:`~regtheory.masks.DropBlock` (ideal normaliser), and :class:`DropConnect`.
+    :class:`~regtheory.masks.DropBlock` (ideal normaliser), and
+    :class:`~regtheory.layers.DropConnect`.
     A random layer followed by a ReLU has no exact form: ``InvalidParameterError``;
     use :func:`dropout_penalty_mc`.
 
     Parameters
     ----------
-    layers : sequence of Conv, Linear, ReLU, Dropout, DropConnect
-        The network, first layer first; conv kernels of odd size.
+    layers : regtheory.layers.Graph or sequence of nodes
+        The network, first layer first. After its first random node a chain of linear
+        nodes: on feature maps same-size convolutions and elementwise linear nodes up to
+        a Linear or DropConnect, on vectors any linear node.
     X : array (n, ...)
         Inputs, (n, C, H, W) or (n, C, L) for a conv first layer, (n, d) for a linear one.
     Y : array (n, ...), optional
@@ -452,7 +467,7 @@ def dropout_penalty(
 
     Parameters
     ----------
-    layers : sequence of Conv, Linear, ReLU, Dropout, DropConnect
+    layers : regtheory.layers.Graph or sequence of nodes
     X : array (n, ...)
     Y : array (n, ...), optional
         Targets (they matter only where a mask has E m ≠ 1).

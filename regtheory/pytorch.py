@@ -1,18 +1,19 @@
 r"""The dropout penalty of a PyTorch model, through :mod:`regtheory.network`.
 
-A researcher's ``nn.Sequential`` of linear and same-size convolution layers (with or
-without biases), elementwise activations, evaluation-mode batch normalisation and
-dropout is converted, weight for weight, into the layers of :mod:`regtheory.network`
-(float64 NumPy copies; :func:`from_torch`, and back with :func:`to_torch`), and its
-dropout penalty on data,
+A researcher's ``nn.Sequential`` of linear and convolution layers (with or without
+biases), pooling, elementwise activations, evaluation-mode batch normalisation and
+dropout is converted, weight for weight, into the one network description of
+:mod:`regtheory.layers` (float64 NumPy copies; :func:`from_torch`, and back with
+:func:`to_torch`), and its dropout penalty on data,
 
 .. math::
 
     P = \mathbb{E}_r\, L(r) - L(\mathbf 1),\qquad
     L(r) = \frac1n \sum_{k=1}^{n} \|y_k - f_{r_k}(x_k)\|^2 ,
 
-is computed exactly when every non-linearity comes before the first dropout layer
-(moment propagation, THEORY.md §6), and otherwise estimated by Monte Carlo with the
+is computed exactly when the network is linear after its first dropout layer
+(moment propagation, THEORY.md §6: every non-linearity, max pooling included, comes
+before it), and otherwise estimated by Monte Carlo with the
 model's own modules: its dropout modules in training mode, on the model's device and
 dtype, the losses taken in float64 (:func:`dropout_penalty`). The report says which
 dropout layer pays what.
@@ -766,7 +767,7 @@ def to_torch(
 
     Parameters
     ----------
-    layers : regtheory.Graph or sequence of nodes
+    layers : regtheory.layers.Graph or sequence of nodes
         A chain (each node reads the one before).
     dtype : {"float64", "float32"} or torch.dtype
         Of the parameters (float64 keeps the weights bit for bit); a name means the
@@ -815,8 +816,9 @@ def to_torch(
 
 
 def _as_array(x: object, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().to(torch.float64).numpy()
+    if isinstance(x, torch.Tensor):  # a complex tensor stays complex, for check_array to refuse
+        x = x.detach().cpu()
+        x = (x.to(torch.float64) if x.is_floating_point() else x).numpy()
     return check_array(x, name)
 
 
@@ -869,10 +871,10 @@ def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Estimate:
         losses = torch.mean(torch.sum((y[None] - out.double()) ** 2, dim=2), dim=1)
         return losses.cpu().numpy() - base
 
-    return estimate(draw, n_masks, seed, batch_size=batch, min_samples=max(1000, need))
+    return estimate(draw, n_masks=n_masks, rng=seed, batch_size=batch, min_masks=max(1000, need))
 
 
-@finite_result("the dropout penalty of the model")
+@finite_result("the dropout penalty of the model", fields=("total", "stderr"))
 def dropout_penalty(
     model: nn.Module,
     X: ArrayLike | torch.Tensor,
@@ -885,8 +887,8 @@ def dropout_penalty(
     r"""Dropout penalty :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` of a PyTorch model on data.
 
     The model is converted by :func:`from_torch` (which refuses unsupported modules by
-    position). When every non-linearity comes before the first dropout module the
-    penalty is exact (:func:`regtheory.network.dropout_penalty_terms`, in float64 on the
+    position). When the converted network is one the exact penalty reads (every
+    non-linearity before the first dropout module) the penalty is exact (:func:`regtheory.network.dropout_penalty_terms`, in float64 on the
     converted weights, whatever the model's dtype). Otherwise it is estimated by Monte
     Carlo with the model itself: its dropout modules in training mode and every other
     module in evaluation mode (batch norms use their running statistics), on the model's
@@ -1011,9 +1013,9 @@ def _monte_carlo_report(model, graph, names, X, Y, n_masks, seed, by_layer) -> P
     own_se = np.full(len(drops), np.nan)
     for k in range(len(drops) if by_layer else 0):
         est = _torch_mc(model, drops, X, Y, active=[k], seed=rng, n_masks=n_masks, widest=widest)
-        own[k], own_se[k] = est.mean, est.stderr
+        own[k], own_se[k] = est.value, est.stderr
     return PenaltyReport(
-        total.mean,
+        total.value,
         total.stderr,
         "monte carlo",
         tuple(names),

@@ -92,7 +92,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _is_keep(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value <= 1
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < float(value) <= 1
 
 
 def _is_count(value: object) -> bool:
@@ -105,11 +105,12 @@ def _accepts_old_order(old: tuple[str, ...], new: tuple[str, ...]) -> Callable[[
     The trainers used to take ``(X, Y, width, keep, steps, lr, seed)`` (and
     ``(X, Y, channels, kernel_size, keep, ...)``) by position; they now take the order
     of the solvers and closed forms, ``keep`` before the architecture, and their
-    options by keyword. A call whose extra positional arguments only make sense in the
-    former order (a first one that is not a retain probability, an architecture that
-    is not a count, more than the new positional arguments, or a name passed twice) is
-    read in that order, with a DeprecationWarning. Where both orders read the same
-    numbers (``keep = width = 1``) the call means the same either way.
+    options by keyword. A call whose positional arguments start with a count (the
+    former width or channels) and only make sense in the former order (a first one
+    that is not a retain probability, an architecture that is not a count, more than
+    the new positional arguments, or a name passed twice) is read in that order, with a
+    DeprecationWarning. Where both orders read the same numbers (``keep = width = 1``)
+    the call means the same either way.
     """
 
     def is_new(args: tuple, kwargs: dict) -> bool:
@@ -125,7 +126,9 @@ def _accepts_old_order(old: tuple[str, ...], new: tuple[str, ...]) -> Callable[[
     def decorate(func: F) -> F:
         @functools.wraps(func)
         def wrapper(X: ArrayLike, Y: ArrayLike, *args: Any, **kwargs: Any) -> Any:
-            if not args or is_new(args, kwargs):
+            # the former order starts with a count (width, channels); anything else is
+            # read in the new order and checked there
+            if not args or is_new(args, kwargs) or not _is_count(args[0]):
                 return func(X, Y, *args, **kwargs)
             if len(args) > len(old):
                 raise TypeError(

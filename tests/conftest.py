@@ -1,10 +1,14 @@
 """In CI (``CI=true``) a test skipped because an optional dependency is missing is a failure:
 CI installs every extra the tests need (torch, dask), so such a skip means an install step
-went missing, not that the test may be ignored."""
+went missing, not that the test may be ignored.
+
+A run of the whole suite with a mark expression (the quick tier, ``-m "not slow"``) fails
+at collection if it leaves a public module without tests (tests/_tiers.py)."""
 
 import os
 
 import pytest
+from _tiers import SLOW_CASES, modules_without_quick_tests, stale_slow_cases
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -36,47 +40,21 @@ def pytest_make_collect_report(collector):
 
 
 # ----------------------------------------------------------------------------- test tiers
-# `python -m pytest -m "not slow" -n 2` is the quick tier for the edit-and-test loop
-# (under a minute on two cores); the README's command runs every test. A test is marked
-# `slow` (pyproject.toml registers the mark) when it takes seconds: Monte Carlo coverage
-# over many seeds, training runs, whole figures, notebooks, subprocesses that import the
-# full stack. Each public module keeps quick tests, in the files named here: when a run
-# collects all of these files and the quick tier leaves one module none, the run fails.
-QUICK_TIER = {
-    "regtheory": ("test_imports.py",),
-    "regtheory.cli": ("test_cli.py", "test_cli_torch.py"),
-    "regtheory.compare": ("test_compare.py",),
-    "regtheory.conv": ("test_conv.py",),
-    "regtheory.data": ("test_data.py",),
-    "regtheory.diagnostics": ("test_diagnostics.py",),
-    "regtheory.fc": ("test_fc.py",),
-    "regtheory.figures": ("test_figures.py", "test_check.py"),
-    "regtheory.glm": ("test_glm.py",),
-    "regtheory.implied": ("test_implied.py", "test_implied_conv.py", "test_deep_induced.py"),
-    "regtheory.masks": ("test_masks.py",),
-    "regtheory.montecarlo": ("test_montecarlo.py", "test_mc_engine.py"),
-    "regtheory.network": ("test_network.py", "test_network_exact.py"),
-    "regtheory.pytorch": ("test_pytorch.py",),
-    "regtheory.sweep": ("test_sweep.py",),
-    "regtheory.training": ("test_training.py", "test_training_conv.py"),
-}
-
-
-def modules_without_quick_tests(collected: set[str], selected: set[str]) -> list[str]:
-    """The modules of QUICK_TIER whose test files were all collected (file names) and none
-    of whose tests was selected; empty when the run did not collect every file."""
-    files = {name for names in QUICK_TIER.values() for name in names}
-    if not files <= collected:  # a run of some files only: nothing to say
-        return []
-    return [module for module, names in QUICK_TIER.items() if not selected & set(names)]
-
-
+# The quick tier, -m "not slow", must keep tests of every public module (tests/_tiers.py).
 _COLLECTED = pytest.StashKey[set]()  # the names of the test files collected
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    """Mark the slow cases of tests/_tiers.py before ``-m`` deselects; refuse a stale id."""
     config.stash[_COLLECTED] = {item.path.name for item in items}
+    for item in items:
+        if item.nodeid in SLOW_CASES:
+            item.add_marker(pytest.mark.slow)
+    files = {item.nodeid.split("::")[0] for item in items}
+    stale = stale_slow_cases(files, {item.nodeid for item in items})
+    if stale:
+        raise pytest.UsageError(f"tests/_tiers.py, SLOW_CASES: no such test: {', '.join(stale)}")
 
 
 @pytest.hookimpl(trylast=True)
@@ -88,5 +66,5 @@ def pytest_collection_finish(session):
     if bare:
         raise pytest.UsageError(
             f"-m {session.config.getoption('markexpr')!r} leaves no test of {', '.join(bare)}: "
-            "the quick tier must exercise every public module (tests/conftest.py, QUICK_TIER)"
+            "the quick tier must exercise every public module (QUICK_TIER in tests/_tiers.py)"
         )

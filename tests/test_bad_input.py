@@ -219,7 +219,7 @@ ARRAY_ENTRIES = [
     (lambda a: fc.dropout_penalty(a, I2, 0.5), I2, "U"),
     (lambda a: fc.dropout_penalty(I2, a, 0.5), I2, "V"),
     (lambda a: fc.dropout_penalty(I2, I2, 0.5, cov=a), I2, "cov"),
-    (lambda a: fc.dropout_penalty_mc(I2, I2, 0.5, a, n_masks=100, seed=0), X4, "X"),
+    (lambda a: fc.dropout_penalty(I2, I2, 0.5, X=a, method="mc", n_masks=100), X4, "X"),
     (lambda a: fc.induced_regularizer(a, 0.5, 2), I2, "M"),
     (lambda a: fc.global_optimum(a, 0.5, 2), I2, "T"),
     (lambda a: fc.unit_products(I2, a), I2, "V"),
@@ -253,8 +253,8 @@ ARRAY_ENTRIES = [
     ),
     (lambda a: glm.dropout_penalty(a, X4, 0.5), np.ones(2), "beta"),
     (lambda a: glm.solve_dropout(X4, a, 0.5), np.array([0.0, 1.0, 0.0, 1.0]), "y"),
-    (lambda a: training.train_fc(a, X4, 2, 0.5, 10, 0.1, 0), X4, "X"),
-    (lambda a: data.conv_task(8, a, 10, 10, 0.1, 0), np.ones(3), "teacher"),
+    (lambda a: training.train_fc(a, X4, 0.5, 2, steps=10, lr=0.1), X4, "X"),
+    (lambda a: data.conv_task(8, a, 10, 10, 0.1, rng=0), np.ones(3), "teacher"),
 ]
 
 
@@ -297,3 +297,15 @@ def test_exact_network_refusal_names_the_random_layer_and_the_nonlinearity():
         message = str(info.value)
         assert random_layer in message and nonlinearity in message, message
         assert "a Elementwise" not in message
+
+
+def test_a_complex_torch_tensor_is_refused_with_its_dtype():
+    import torch  # the torch extra is part of the test environment (tests/conftest.py)
+
+    from regtheory import pytorch
+
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(2, 1))
+    X = torch.ones((4, 2), dtype=torch.complex128)
+    with pytest.raises(InvalidParameterError, match="`X`.*complex128"):
+        pytorch.dropout_penalty(model, X)
+    assert pytorch.dropout_penalty(model, X.real, n_masks=100).total >= 0  # the real part passes

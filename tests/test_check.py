@@ -77,6 +77,7 @@ def _run(argv, capsys):
 # ----------------------------------------------------------------------------- agreement
 
 
+@pytest.mark.slow
 def test_every_figure_passes_against_its_own_quick_record(quick_dir):
     report = check(directory=quick_dir, quick=True)
     assert isinstance(report, CheckReport) and report.passed
@@ -166,6 +167,7 @@ TAMPERED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(TAMPERED))
 def test_a_tampered_record_fails_naming_the_field(case, quick_dir, tmp_path, capsys):
     name, change, field, kind = TAMPERED[case]
@@ -181,6 +183,7 @@ def test_a_tampered_record_fails_naming_the_field(case, quick_dir, tmp_path, cap
     assert any(line.strip().startswith(f"{field}:") for line in out.out.splitlines()), out.out
 
 
+@pytest.mark.slow
 def test_reported_deviations_are_the_tampered_amounts(quick_dir, tmp_path):
     directory = _tampered(quick_dir, tmp_path, "penalty_vs_keep", _shift_by_stderrs(10))
     (fig,) = check(directory=directory, names=["penalty_vs_keep"]).figures
@@ -198,6 +201,7 @@ def test_reported_deviations_are_the_tampered_amounts(quick_dir, tmp_path):
     assert row.worst_field == "nets/0/closed_form_total/circular"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "change"),
     [
@@ -305,6 +309,7 @@ def test_quick_refuses_a_full_record(capsys):
     _one_line_exit_2(argv, capsys, "padding_gap.json is a full run")
 
 
+@pytest.mark.slow
 def test_bad_arguments_of_the_function(quick_dir):
     with pytest.raises(TypeError, match="names"):
         check(directory=quick_dir, names="conv_matrix_seed")
@@ -319,6 +324,7 @@ def test_bad_arguments_of_the_function(quick_dir):
 # ----------------------------------------------------------------------------- schemas
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_field_of_every_figure_has_exactly_one_rule(name, quick_dir):
     """No leaf without a rule, no rule naming nothing, no leaf under two rules (quick and
@@ -330,6 +336,7 @@ def test_every_field_of_every_figure_has_exactly_one_rule(name, quick_dir):
         assert stale == [], f"{name}: rules that name no field: {stale}"
 
 
+@pytest.mark.slow
 def test_a_field_without_a_rule_is_an_error_of_the_schema(quick_dir, monkeypatch):
     spec = REGISTRY["conv_matrix_seed"]
     checks = {k.replace("fc_zeroed_weights", "").strip(): v for k, v in spec.checks.items()}
@@ -338,6 +345,7 @@ def test_a_field_without_a_rule_is_an_error_of_the_schema(quick_dir, monkeypatch
         check(directory=quick_dir, names=["conv_matrix_seed"])
 
 
+@pytest.mark.slow
 def test_a_field_under_two_rules_is_an_error_of_the_schema(quick_dir, monkeypatch):
     spec = REGISTRY["conv_matrix_seed"]
     checks = dict(spec.checks, fc_zeroed_weights=closed_form())
@@ -485,6 +493,7 @@ def test_monte_carlo_to_rounding_with_the_same_draws_by_z_otherwise(monkeypatch)
     assert all(r.passed for r in rows)
 
 
+@pytest.mark.slow
 def test_same_draws_needs_the_same_numpy(quick_dir, tmp_path):
     """With the record's NumPy changed, the draws may differ: an estimate is compared by its
     z-score, so a shift of one standard error passes and one of 10 fails."""
@@ -552,6 +561,7 @@ def _set(data, path: str, value: float) -> None:
     data[int(last) if isinstance(data, list) else last] = value
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "field", "kind"), FIFTH_DIGIT, ids=lambda x: str(x))
 def test_a_change_in_the_fifth_digit_fails(name, field, kind, quick_dir, tmp_path):
     record = json.loads((quick_dir / f"{name}.json").read_text())
@@ -566,6 +576,7 @@ def test_a_change_in_the_fifth_digit_fails(name, field, kind, quick_dir, tmp_pat
     assert [line.split(":")[0] for line in failing[0].failures] == [path]
 
 
+@pytest.mark.slow
 def test_a_change_in_a_record_never_fails(quick_dir, tmp_path):
     name = "glm_adaptive_l2"
     record = json.loads((quick_dir / f"{name}.json").read_text())

@@ -297,6 +297,7 @@ def test_bad_arguments_exit_2_with_one_line(case, tmp_path, capsys):
     assert "Traceback" not in captured.err and captured.out == ""
 
 
+@pytest.mark.slow
 def test_installed_command_reports_user_errors_without_traceback(tmp_path):
     script = Path(sys.executable).parent / "regtheory"
     for argv in (["penalty", "fc", "--keep", "2"], ["penalty", "conv", "--mode", "x"]):
@@ -342,6 +343,7 @@ def test_compare_help_describes_the_command(capsys):
     assert "four kinds of dropout" in out and "implied convex problem" in out
 
 
+@pytest.mark.slow
 def test_only_quick_writes_files(tmp_path):
     assert main(["figures", "--only", "fc_equalization", "--quick", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -351,6 +353,7 @@ def test_only_quick_writes_files(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_rerun_with_the_same_seed_writes_identical_json(tmp_path):
     # figures whose data come from sampled masks, SGD with real masks, and cvxpy
     names = ["fc_equalization", "conv_matrix_seed", "trained_vs_implied"]
@@ -363,6 +366,7 @@ def test_rerun_with_the_same_seed_writes_identical_json(tmp_path):
         assert json.loads(first)["seed"] == 3
 
 
+@pytest.mark.slow
 def test_jobs_do_not_change_the_data(tmp_path):
     """The sweeps of (e) on two processes write the JSON of the serial run, byte for byte."""
     for jobs in ("1", "2"):
@@ -372,6 +376,7 @@ def test_jobs_do_not_change_the_data(tmp_path):
     assert first == (tmp_path / "2" / "penalty_vs_keep.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_scheduler_runs_the_sweeps_on_a_dask_cluster(tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     argv = ["figures", "--only", "mc_error_vs_n", "--quick", "--no-progress"]
@@ -413,6 +418,7 @@ class _Terminal(io.StringIO):
         return True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("no_progress", [False, True])
 def test_progress_bar_on_a_terminal_only(no_progress, tmp_path, monkeypatch, capsys):
     terminal = _Terminal()
@@ -425,6 +431,7 @@ def test_progress_bar_on_a_terminal_only(no_progress, tmp_path, monkeypatch, cap
     assert ("1/1" in bar) is not no_progress
 
 
+@pytest.mark.slow
 def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
     argv = ["figures", "--only", "no_gradient_probability", "--quick", "--out", str(tmp_path)]
     assert main(argv) == 0
@@ -541,6 +548,7 @@ def test_compare_solver_reaches_every_solve(monkeypatch, capsys):
     ]
 
 
+@pytest.mark.slow
 def test_figures_solver_reaches_the_solves_and_the_record(monkeypatch, tmp_path):
     seen = _recording(monkeypatch, ["solve_fc", "solve_fc_block", "solve_conv"])
     argv = ["figures", "--only", "implied_spectra", "--quick", "--no-progress"]
@@ -563,6 +571,7 @@ def test_python_m_regtheory_version():
     assert done.stdout == f"regtheory {regtheory.__version__}\n"
 
 
+@pytest.mark.slow
 def test_python_m_regtheory_reports_a_user_error_like_the_console_script():
     done = subprocess.run(
         [sys.executable, "-m", "regtheory", "compare", "--solver", "NO-SUCH-SOLVER"],
@@ -608,6 +617,7 @@ def figures_without(blocked, names, tmp_path):
     return done.returncode, done.stderr.splitlines()
 
 
+@pytest.mark.slow
 def test_figures_name_a_missing_extra_first_render_the_rest_and_exit_2(tmp_path):
     names = ["digits_dropout", "fc_equalization", "glm_adaptive_l2", "conv_matrix_seed"]
     status, lines = figures_without({"torch", "sklearn"}, names, tmp_path)
@@ -619,6 +629,7 @@ def test_figures_name_a_missing_extra_first_render_the_rest_and_exit_2(tmp_path)
     assert len(lines) == 4 and lines[3].endswith(lines[0].removeprefix("regtheory figures: "))
 
 
+@pytest.mark.slow
 def test_figures_without_torch_alone_miss_only_the_torch_figure(tmp_path):
     status, lines = figures_without({"torch"}, ["glm_adaptive_l2", "digits_dropout"], tmp_path)
     assert status == 2
@@ -626,6 +637,7 @@ def test_figures_without_torch_alone_miss_only_the_torch_figure(tmp_path):
     assert lines[1] == "render glm_adaptive_l2"
 
 
+@pytest.mark.slow
 def test_figures_that_only_need_a_missing_extra_exit_2_at_once(tmp_path):
     status, lines = figures_without({"sklearn"}, ["glm_adaptive_l2"], tmp_path)
     assert status == 2 and len(lines) == 1 and "the torch extra" in lines[0]

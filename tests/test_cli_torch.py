@@ -97,6 +97,7 @@ def test_exact_penalty_of_a_saved_model(how, data, tmp_path, capsys):
     assert record["settings"]["targets"] == "Y" and "diagnostics" not in record
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["save", "script"])
 def test_monte_carlo_penalty_of_a_saved_conv_net(how, maps, tmp_path, capsys):
     model = relu_conv_net()

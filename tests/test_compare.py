@@ -66,6 +66,7 @@ def test_circulant_spectrum_of_a_convolution_is_its_dft():
     )
 
 
+@pytest.mark.slow
 def test_training_lands_near_the_implied_solutions(task):
     res = compare(task, 0.5, channels=3, kernel_size=3, rng=1).results
     for name, r in res.items():

@@ -333,6 +333,7 @@ def test_one_dimensional_closed_form_matches_monte_carlo():
         assert abs(est.zscore(closed)) < N_SE, (mode, closed, est)
 
 
+@pytest.mark.slow
 def test_monte_carlo_draws_equal_direct_network_evaluation():
     """The draws of dropout_penalty_mc (one mask per batch; 56 masks, the fewest it accepts
     at keep 0.5) against forward passes with the same masks and data."""
@@ -501,6 +502,7 @@ def random_block_case(rng, one_d=False):
     return u, v, image, block, keep, x, y
 
 
+@pytest.mark.slow
 def test_dropblock_closed_form_matches_dense_oracle_on_random_shapes():
     """The banded closed form against formula (4) + cross term on dense matrices, with mask
     moments from brute-force sets of covering block starts (tests/_dropblock.py)."""

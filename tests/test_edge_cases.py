@@ -231,3 +231,23 @@ def test_poisson_monte_carlo_at_large_scores():
     assert exact == pytest.approx(float(_poisson_by_enumeration(beta, X, 0.5, 0.0)), rel=1e-11)
     est = glm.dropout_penalty(beta, X, 0.5, family="poisson", method="monte_carlo", n_masks=4000)
     assert np.isfinite(est.stderr) and abs(est.zscore(exact)) < 4
+
+
+@pytest.mark.parametrize("scale", [1e150, 1e200])
+def test_torch_model_penalty_at_huge_weights(scale):
+    import torch  # the torch extra is part of the test environment (tests/conftest.py)
+
+    from regtheory import pytorch
+
+    def model(s):
+        net = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(3, 2, bias=False))
+        net = net.double()  # float32 would hold 1e150 as inf
+        with torch.no_grad():
+            net[1].weight.copy_(torch.from_numpy(s * np.arange(6.0).reshape(2, 3) / 5))
+        return net
+
+    X = np.random.default_rng(8).normal(size=(5, 3))
+    unit = pytorch.dropout_penalty(model(1.0), X).total
+    _scaled_or_refused(
+        lambda: pytorch.dropout_penalty(model(scale), X).total, unit, scale, "weight"
+    )

@@ -140,6 +140,7 @@ def factorization_minimum(M, width, penalty_of, starts=8, seed=0, spread=0.3):
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_cov", [False, True])
 def test_induced_regularizer_is_minimum_over_factorizations(use_cov):
     rng = np.random.default_rng(2)
@@ -286,6 +287,7 @@ def factored_minimum(T, keep, width, starts=6, seed=0):
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width", [2, 3, 8])
 def test_global_optimum_beats_factored_search_including_rank_cap(width):
     """(3) with the rank cap against non-convex minimisation of the factored objective."""
@@ -424,6 +426,7 @@ def block_factorization_minimum(M, keep, width, k, starts, seed=0):
     )
 
 
+@pytest.mark.slow
 def test_block_bound_is_attained_with_three_blocks():
     M = np.random.default_rng(11).normal(size=(6, 6))
     bound = fc.block_induced_regularizer(M, 0.5, 6, 2)
@@ -432,6 +435,7 @@ def test_block_bound_is_attained_with_three_blocks():
     assert found == pytest.approx(bound, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_block_bound_is_strict_with_two_unpairable_blocks():
     """w = 4, k = 2: singular values (4, 3, 2, 0.5) pair into sums 4.5 and 5 -- not equal,
     so the bound is not attainable (docstring of block_induced_regularizer)."""
@@ -479,6 +483,7 @@ def test_unit_columns_are_not_equalized():
     assert fc.has_equal_products(U, V) and not fc.is_equalized(U, V)
 
 
+@pytest.mark.slow
 def test_block_bound_can_be_seven_percent_below_the_factored_minimum():
     """Issue 10: at σ = (2.301, 2.029, 1.965), k = 2, G = 2 (w = 4 > rank 3) the factored
     minimum is 7.2 % above the bound; found by BFGS over all width-4 factorizations

@@ -203,6 +203,7 @@ def test_gaussian_exact_and_quadratic_solutions_coincide():
     assert quad.intercept == pytest.approx(exact.intercept, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_saa_is_near_exact_within_its_error():
     X, y, _ = data(40, 4, 12)
     exact = glm.solve_dropout(X, y, 0.5)
@@ -217,6 +218,7 @@ def test_saa_is_near_exact_within_its_error():
     assert exact.objective <= at_saa < exact.objective + 4 * saa.objective_stderr
 
 
+@pytest.mark.slow
 def test_dropout_sgd_lands_on_the_exact_solution():
     X, y, _ = data(60, 4, 13)
     exact = glm.solve_dropout(X, y, 0.6)

@@ -155,6 +155,7 @@ def solve_instance(kind, rng):
 KINDS = ["fc_spectral", "fc_sdp", "fc_block", "conv_regularizer", "conv_element", "conv_channel"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_solve_holds_on_random_instances(kind):
     """Scales 1e-3…1e3, near ties, 1e-12 perturbations: every solve returns certified."""
@@ -164,6 +165,7 @@ def test_every_solve_holds_on_random_instances(kind):
         assert res.status in ACCEPTED and 0.0 <= res.gap <= implied.GAP_RTOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fc_sdp", "fc_block", "conv_regularizer", "conv_element"])
 def test_solves_hold_when_the_tight_rung_is_at_the_edge(kind, monkeypatch):
     """At tolerance 1e-11 Clarabel ends 'optimal_inaccurate' on 5-30 % of these instances
@@ -179,6 +181,7 @@ def test_solves_hold_when_the_tight_rung_is_at_the_edge(kind, monkeypatch):
         assert res.status in ACCEPTED and res.gap <= implied.GAP_RTOL
 
 
+@pytest.mark.slow
 def test_certified_results_agree_with_the_closed_form():
     """The certified gap bounds the distance to the closed-form optimum (3)."""
     rng = np.random.default_rng(5)
@@ -289,6 +292,7 @@ def test_solver_options_reach_every_solve(monkeypatch):
         assert seen == [{"solver": "CLARABEL", **options}]
 
 
+@pytest.mark.slow
 def test_padding_gap_figure_survives_a_failing_first_rung(monkeypatch):
     """The fresh-machine failure (figure (j), quick, seed 3: 'optimal_inaccurate' at n = 8),
     forced here by a first rung no solve can satisfy."""
@@ -303,6 +307,7 @@ def test_padding_gap_figure_survives_a_failing_first_rung(monkeypatch):
         assert row["exact_circular"] >= row["convex_relaxation"] * (1 - 1e-6)
 
 
+@pytest.mark.slow
 def test_factored_solution_reports_convergence():
     rng = np.random.default_rng(1)
     n = 8

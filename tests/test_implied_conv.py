@@ -86,6 +86,7 @@ def factored_minimum(w, keep, channels, image_shape, starts, seed=0):
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "shape,image,channels,starts",
     [((5,), 8, 3, 5), ((7,), 9, 4, 5), ((5, 5), (6, 6), 9, 3)],
@@ -234,6 +235,7 @@ def white_task(rng, n=10, N=40, k_teacher=5, padding="circular"):
     return X, Y
 
 
+@pytest.mark.slow
 def test_factored_circular_element_reaches_the_convex_optimum():
     """Non-convex L-BFGS over (u, v) meets the convex lifted solve (C >= K, white data)."""
     X, Y = white_task(np.random.default_rng(0))
@@ -242,6 +244,7 @@ def test_factored_circular_element_reaches_the_convex_optimum():
     assert exact.objective == pytest.approx(convex.objective, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_factored_channel_is_above_its_ridge_relaxation():
     X, Y = white_task(np.random.default_rng(1))
     exact = implied.solve_conv_factored(
@@ -251,6 +254,7 @@ def test_factored_channel_is_above_its_ridge_relaxation():
     assert exact.objective >= ridge.objective * (1 - 1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
 @pytest.mark.parametrize("mode", ["element", "channel"])
 def test_factored_objective_parts_match_independent_formulas(padding, mode):
@@ -266,6 +270,7 @@ def test_factored_objective_parts_match_independent_formulas(padding, mode):
     assert sol.objective == pytest.approx(fit + pen, rel=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel_size", [7, 9])
 def test_solve_conv_folded_kernel_matches_factored_operator(kernel_size):
     """2K − 1 > n: the folded, centred kernel gives the same operator as the factored optimum."""
@@ -343,6 +348,7 @@ def test_issue_reproducer_one_channel_value():
     )
 
 
+@pytest.mark.slow
 def test_fewer_channels_than_taps_attained_or_refused_truthfully():
     """K = 3, one channel, signals of 9: when a rank-1 minimiser is found, its value is the
     true one-channel minimum (root-splitting oracle); when it is refused, that minimum is

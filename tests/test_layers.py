@@ -235,22 +235,31 @@ class Cube(Node):
 
 
 def _enumerated_penalty(graph, X, Y):
-    """E_r L(r) − L(1) by enumerating every mask of the graph's one Bernoulli dropout layer,
-    for each sample (independent masks per sample)."""
-    (at,) = graph.random_positions
-    keep = graph[at].masks.keep
-    units = int(np.prod(graph.shapes(X.shape[1:])[at]))
+    """E_r L(r) − L(1) by enumerating every mask of the graph's Bernoulli and Channel
+    dropout layers, for each sample (independent masks per sample and layer)."""
+    shapes = graph.shapes(X.shape[1:])
+    at = graph.random_positions
+    ins = [X.shape[1:] if graph.inputs[i][0] < 0 else shapes[graph.inputs[i][0]] for i in at]
+    channel = [isinstance(graph[i].masks, masks.Channel) for i in at]
+    sizes = [s[0] if c else int(np.prod(s)) for s, c in zip(ins, channel)]
+    keeps = [graph[i].masks.keep for i in at]
     total = 0.0
     for k in range(len(X)):
         x, y = X[k : k + 1], Y[k : k + 1]
         clean = np.sum((graph.forward(x) - y) ** 2)
         expected = 0.0
-        for bits in itertools.product([0, 1], repeat=units):
-            mask = np.array(bits, dtype=float) / keep
-            prob = keep ** sum(bits) * (1 - keep) ** (units - sum(bits))
+        for bits in itertools.product([0, 1], repeat=sum(sizes)):
+            chunks = np.split(np.array(bits, dtype=float), np.cumsum(sizes)[:-1])
+            prob = np.prod(
+                [q ** b.sum() * (1 - q) ** (len(b) - b.sum()) for q, b in zip(keeps, chunks)]
+            )
+            mask = {}
+            for i, b, q, shape, c in zip(at, chunks, keeps, ins, channel):
+                m = np.repeat(b, int(np.prod(shape[1:]))) if c else b
+                mask[i] = m.reshape(shape) / q
 
-            def step(i, node, ins, mask=mask):
-                return ins[0] * mask.reshape(ins[0].shape[1:]) if i == at else node.forward(*ins)
+            def step(i, node, inputs, mask=mask):
+                return inputs[0] * mask[i] if i in mask else node.forward(*inputs)
 
             expected += prob * np.sum((graph.evaluate(x, step=step) - y) ** 2)
         total += expected - clean
@@ -286,7 +295,10 @@ def test_a_non_linear_toy_node_is_estimated_and_refused_by_the_exact_penalty():
     )  # fmt: skip
     X = rng.normal(size=(5, 3))
     Y = rng.normal(size=(5, 1))
-    with pytest.raises(InvalidParameterError, match=r"feeds a non-linearity \(a Cube after it\)"):
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"feeds a non-linearity \(the elementwise layer 'Cube' after it\)",
+    ):
         network.dropout_penalty(graph, X, Y=Y)
     est = network.dropout_penalty_mc(graph, X, Y, n_masks=4000, seed=4)
     assert abs(est.mean - _enumerated_penalty(graph, X, Y)) < N_SE * est.stderr
@@ -330,6 +342,37 @@ def test_anything_before_the_first_dropout_is_read_through_its_forward():
     assert abs(est.mean - closed) < N_SE * est.stderr
 
 
+def test_pooling_and_strides_after_the_dropout_are_exact():
+    # the conv phase ends at a linear node it does not stream (pooling, a strided conv),
+    # read through its matrix; against enumeration of every mask
+    def w(*shape):
+        return rng.normal(size=shape) / 2
+
+    cases = [
+        (
+            Graph([Conv(w(2, 1, 3)), Dropout(masks.Bernoulli(0.6)), Conv(w(2, 2, 3)),
+                   AvgPool(2), Linear(w(2, 4))]),
+            rng.normal(size=(3, 1, 5)),
+        ),
+        (
+            Graph([Conv(w(3, 1, 3)), ReLU(), Dropout(masks.Bernoulli(0.7)),
+                   Conv(w(3, 3, 3), stride=2, pad=1), Dropout(masks.Channel(0.5)),
+                   AdaptiveAvgPool(1), Linear(w(2, 3))]),
+            rng.normal(size=(3, 1, 3)),
+        ),
+        (
+            Graph([Conv(w(1, 1, 3, 3)), Dropout(masks.Bernoulli(0.5)), Conv(w(2, 1, 3, 3)),
+                   AdaptiveAvgPool(1), Flatten(), Dropout(masks.Channel(0.6)),
+                   Linear(w(1, 2))]),
+            rng.normal(size=(2, 1, 3, 3)),
+        ),
+    ]  # fmt: skip
+    for graph, X in cases:
+        Y = rng.normal(size=graph.forward(X).shape)
+        exact = network.dropout_penalty(graph, X, Y=Y)
+        assert exact == pytest.approx(_enumerated_penalty(graph, X, Y), rel=1e-10)
+
+
 def test_paths_refuse_a_node_they_cannot_take_by_position_and_name_what_they_take():
     X = rng.normal(size=(3, 1, 4, 4))
     conv = Conv(rng.normal(size=(2, 1, 3, 3)))
@@ -339,10 +382,10 @@ def test_paths_refuse_a_node_they_cannot_take_by_position_and_name_what_they_tak
         network.dropout_penalty(pooled, X)
     with pytest.raises(InvalidParameterError, match=r"engine cannot run `layers\[2\]` \(MaxPool\)"):
         network.dropout_penalty_mc(pooled, X, np.zeros((3, 1)), n_masks=1000)
-    avg = [conv, Dropout(masks.Bernoulli(0.5)), AvgPool(2), Flatten(),
-           Linear(rng.normal(size=(1, 8)))]  # fmt: skip
-    with pytest.raises(InvalidParameterError, match=r"on feature maps it streams Dropout"):
-        network.dropout_penalty(avg, X)
+    blocked = [conv, Dropout(masks.Bernoulli(0.5)), AvgPool(1), Dropout(masks.DropBlock(0.8, 2)),
+               Linear(rng.normal(size=(1, 32)))]  # fmt: skip
+    with pytest.raises(InvalidParameterError, match=r"DropBlock masks\) once the maps are read"):
+        network.dropout_penalty(blocked, X)
     residual = Graph(
         [conv, Dropout(masks.Bernoulli(0.5)), Conv(rng.normal(size=(2, 2, 3, 3))), Add()],
         inputs={3: (2, 0)},

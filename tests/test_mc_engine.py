@@ -182,6 +182,7 @@ def test_network_engine_over_seeds_against_the_exact_penalty():
     assert max(map(abs, z)) < N_SE and abs(np.mean(z)) < N_SE / np.sqrt(20), z
 
 
+@pytest.mark.slow
 def test_network_engine_against_the_layer_by_layer_forward():
     """A ReLU after each dropout (no exact form): the engine against the layer-by-layer
     pass of network.forward with masks of masks.Bernoulli.sample, two independent samplers
@@ -206,6 +207,7 @@ def test_network_engine_against_the_layer_by_layer_forward():
     assert abs(est.mean - draws.mean()) < N_SE * se, (est, draws.mean())
 
 
+@pytest.mark.slow
 def test_threads_do_not_change_the_numbers(monkeypatch):
     """One thread or several: the same chunks draw from the same streams."""
     rng = np.random.default_rng(6)
@@ -374,6 +376,7 @@ def test_conv_estimator_equals_direct_evaluation_with_the_engines_draws():
 # ----------------------------------------------------------------------------- float32
 
 
+@pytest.mark.slow
 def test_float32_bias_is_far_below_the_standard_error():
     """float32 and float64 with the same seed use the same masks (and, for the conv
     estimator, the same inputs): their difference is rounding, measured in standard errors

@@ -371,6 +371,7 @@ def test_every_comment_of_the_tour_has_a_check():
     assert sorted(comments) == sorted(CLAIMS), "README comments and CLAIMS differ"
 
 
+@pytest.mark.slow
 def test_readme_python_tour_runs_and_its_comments_are_true():
     namespace: dict = {}  # the tour is one session: later blocks use earlier names
     for statement in readme_statements():

@@ -113,6 +113,7 @@ def test_serial_run_is_the_function_called_on_each_task_in_order():
     assert Sweep().map(where_run, TASKS) == [os.getpid()] * len(TASKS)
 
 
+@pytest.mark.slow
 def test_parallel_backends_return_the_serial_results(parallel):
     assert parallel.backend in ("joblib", "dask")
     for fn in (normal_draws, blas_product):
@@ -126,6 +127,7 @@ def test_parallel_backends_return_the_serial_results(parallel):
     assert parallel.map(normal_draws, []) == []
 
 
+@pytest.mark.slow
 def test_arrays_reach_the_task_in_the_same_memory_on_every_backend(parallel):
     frozen = np.arange(5.0)
     frozen.flags.writeable = False
@@ -212,6 +214,7 @@ def serial_data(name: str) -> str:
     return json.dumps(compute(name, quick=True, seed=0), sort_keys=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SWEEPING)
 def test_figure_data_identical_on_every_backend(name, parallel):
     data = json.dumps(compute(name, quick=True, seed=0, sweep=parallel), sort_keys=True)
@@ -228,6 +231,7 @@ def test_a_figure_that_does_not_sweep_ignores_the_sweep():
     assert compute(name, quick=True, sweep=Sweep(n_jobs=2)) == compute(name, quick=True)
 
 
+@pytest.mark.slow
 def test_dask_map_outside_a_with_block_connects_for_that_call(cluster):
     sweep = Sweep(scheduler=cluster.scheduler_address)
     assert sweep.map(where_run, TASKS[:2]) != [os.getpid()] * 2
@@ -266,6 +270,7 @@ def test_bad_arguments(kwargs, message):
         Sweep(**kwargs)
 
 
+@pytest.mark.slow
 def test_backend_names():
     assert Sweep().backend == "serial"
     assert Sweep(n_jobs=-1).backend == "joblib"
@@ -281,6 +286,7 @@ def fails_at_two(task: dict) -> float:
     return float(task["index"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["serial", "joblib", "dask"])
 def test_an_exception_of_a_task_names_the_task(backend, request):
     """The task function's exception keeps its type, and a note names the task."""
@@ -311,6 +317,7 @@ def draws_after_a_pause(task: dict) -> np.ndarray:
     return normal_draws(task)
 
 
+@pytest.mark.slow
 def test_a_dask_worker_killed_mid_sweep_changes_no_number(own_cluster, tmp_path):
     """A worker process killed (SIGKILL) while it runs a task: the task is submitted
     again and the sweep returns the serial results to the last bit."""
@@ -348,6 +355,7 @@ def ends_its_worker(task: dict) -> float:
     return float(task["index"])
 
 
+@pytest.mark.slow
 def test_a_task_that_kills_every_worker_stops_the_sweep_naming_it(own_cluster, monkeypatch):
     monkeypatch.setattr(sweep_module, "MAX_ATTEMPTS", 2)  # each attempt costs a worker restart
     sweep = Sweep(scheduler=own_cluster.scheduler_address)
@@ -385,6 +393,7 @@ def complete(path) -> bool:
     return isinstance(json.loads(data), dict)
 
 
+@pytest.mark.slow
 def test_an_interrupted_figures_run_leaves_no_half_file_and_a_rerun_completes_it(tmp_path):
     first, victim = "no_gradient_probability", "conv_matrix_seed"
     command = ["figures", "--only", first, victim, "--quick", "--jobs", "1", "--no-progress"]

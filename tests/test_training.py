@@ -55,6 +55,7 @@ def _dropout_objective_convex(M, T, yy, keep, width):
     return yy - 2 * np.sum(M * T) + np.sum(M * M) + lam / width * nuc**2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keep", [0.5, 0.8])
 def test_reaches_global_optimum_and_equalizes(problem, keep):
     """Cavazza et al. (AISTATS 2018) / Mianjy et al. (ICML 2018), scaled down."""
@@ -82,6 +83,7 @@ def test_reaches_global_optimum_and_equalizes(problem, keep):
     assert res.loss[-1] < res.loss[0]
 
 
+@pytest.mark.slow
 def test_no_dropout_reaches_least_squares(problem):
     """keep = 1: no penalty, the map converges to the least-squares solution."""
     X, Y = problem
@@ -248,6 +250,7 @@ def test_divergence_raises_floating_point_error(problem, lr):
             train_fc(X, Y, 0.5, WIDTH, steps=5000, lr=lr, rng=0, batch_size=32)
 
 
+@pytest.mark.slow
 def test_block_dropout_training_reaches_the_block_implied_problem():
     """DropBlock on the FC layer (groups of 2 units) trains to the k-support solution, which
     is exact on this instance (tests/test_implied.py checks the factored minimum there)."""
@@ -302,3 +305,9 @@ def test_old_argument_order_and_seed_still_work_and_warn(problem, short_run):
     np.testing.assert_array_equal(named.U, short_run.U)
     with pytest.raises(TypeError, match="positional"):
         train_fc(X, Y, WIDTH, 0.5, 500, 0.05, 3, 32)
+    # a call that cannot be in the former order (it does not start with a width) is
+    # checked in the new one: the bad width is named, with no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError, match="`width`"):
+            train_fc(X, Y, 0.5, 4.5, steps=1, lr=0.01)

@@ -118,6 +118,7 @@ def element_problem():
     return X, Y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_element_dropout_reaches_implied_optimum_and_equalizes(element_problem, seed):
     """THEORY §3, (7): real elementwise-dropout SGD ends at solve_conv's kernel."""
@@ -202,6 +203,7 @@ def _minimise(fun, theta0):
     return res
 
 
+@pytest.mark.slow
 def test_channel_dropout_ends_at_a_minimiser_of_the_exact_objective():
     """Channel dropout minimises λL Σ_c ‖u_c ⋆ v_c‖², not its ridge relaxation.
 
@@ -261,6 +263,7 @@ def test_channel_dropout_ends_at_a_minimiser_of_the_exact_objective():
     assert err_global <= 0.02, err_global
 
 
+@pytest.mark.slow
 def test_element_dropout_2d_reaches_implied_optimum():
     """The same on 5×5 images, 3×3 kernels, C = 6 ≥ rank 4 of the optimal lifted kernel.
 
@@ -284,6 +287,7 @@ def test_element_dropout_2d_reaches_implied_optimum():
     assert sol.objective - 1e-6 <= res.loss[-1] <= sol.objective * (1 + 1e-3)
 
 
+@pytest.mark.slow
 def test_folded_kernel_matches_solve_conv():
     """L = 5 < 2K − 1 = 9 taps: both fold the end-to-end kernel into the same 5 centred taps.
 

@@ -16,9 +16,9 @@ def run(args: argparse.Namespace) -> int:
     from ..compare import compare
     from ..data import conv_task, teacher_kernel
 
-    teacher = teacher_kernel(args.kernel_size, seed=args.seed)
+    teacher = teacher_kernel(args.kernel_size, rng=args.seed)
     task = conv_task(
-        args.n, teacher, args.n_train, args.n_test, args.noise, args.seed, inputs=args.inputs
+        args.n, teacher, args.n_train, args.n_test, args.noise, rng=args.seed, inputs=args.inputs
     )
     result = compare(
         task,
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         block_size=args.block_size,
         methods=args.methods,
         train=args.train,
-        seed=args.seed,
+        rng=args.seed,
         solver=args.solver,
     )
     rows = [r.to_dict() for r in result.results.values()]

@@ -116,9 +116,9 @@ def _penalty_fc(args: argparse.Namespace) -> _PenaltyCheck:
         )
     # Exactly white samples make the empirical C = XᵀX/n equal to I, so the Monte Carlo
     # estimates the very number of the closed form, not a nearby one.
-    X = white_inputs(args.n_samples, d_in, input_rng)
-    mc = fc.dropout_penalty_mc(
-        U, V, args.keep, X, n_masks=args.n_masks, seed=mask_rng, block_size=args.block_size
+    X = white_inputs(args.n_samples, d_in, rng=input_rng)
+    mc = fc.block_dropout_penalty(
+        U, V, args.keep, args.block_size, X=X, method="mc", n_masks=args.n_masks, rng=mask_rng
     )
     settings = {
         "d_in": d_in,
@@ -213,8 +213,8 @@ def run(args: argparse.Namespace) -> int:
     shown = check.formula if closed_form is None else f"{closed_form:.6g}  {check.formula}"
     print(f"  closed form   {shown}")
     print(
-        f"  Monte Carlo   {mc.mean:.6g} ± {mc.stderr:.2g}  95 % CI [{lo:.6g}, {hi:.6g}], "
-        f"{mc.n_samples} masks"
+        f"  Monte Carlo   {mc.value:.6g} ± {mc.stderr:.2g}  95 % CI [{lo:.6g}, {hi:.6g}], "
+        f"{mc.n_masks} masks"
     )
     if z is not None:
         print(f"  z = {z:+.2f}  (Monte Carlo − closed form)/stderr; |z| > 1.96 one seed in 20")

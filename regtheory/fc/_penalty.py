@@ -200,8 +200,9 @@ def dropout_penalty(
     lam = dropout_lambda(keep)
     X, cov = _input(X, cov, V.shape[0])
     if _resolve(method) == "mc":
-        options = {"n_masks": n_masks, "rng": rng, "rtol": rtol, "batch_size": batch_size}
-        return _sampled(U, V, keep, 1, (X, cov), **options)
+        return _sampled(
+            U, V, keep, 1, (X, cov), n_masks=n_masks, rng=rng, rtol=rtol, batch_size=batch_size
+        )
     if X is not None:
         energy = np.einsum("ki,ki->i", X @ V, X @ V) / X.shape[0]
     else:
@@ -364,13 +365,13 @@ def block_dropout_penalty(
     k = check_block_size(block_size, U.shape[1])
     X, cov = _input(X, cov, V.shape[0])
     if _resolve(method) == "mc":
-        options = {"n_masks": n_masks, "rng": rng, "rtol": rtol, "batch_size": batch_size}
-        return _sampled(U, V, keep, k, (X, cov), **options)
-    if X is not None:
-        cov = X.T @ X / X.shape[0]
+        return _sampled(
+            U, V, keep, k, (X, cov), n_masks=n_masks, rng=rng, rtol=rtol, batch_size=batch_size
+        )
+    C = cov if X is None else X.T @ X / X.shape[0]
     G = U.shape[1] // k
     Ug = U.T.reshape(G, k, -1)  # (G, k, d_out)
-    Vg = (V if cov is None else sqrtm_psd(cov) @ V).T.reshape(G, k, -1)
+    Vg = (V if C is None else sqrtm_psd(C) @ V).T.reshape(G, k, -1)
     blocks = np.einsum("gio,gij->goj", Ug, Vg)  # U_g V_gᵀ C^{1/2}
     return Penalty.exact(lam * np.sum(blocks**2))
 
@@ -393,3 +394,29 @@ def _sampled_penalty(
 # the message names the function to call instead
 _sampled_penalty.__name__ = "dropout_penalty"
 dropout_penalty_mc = deprecated_alias(_sampled_penalty, "dropout_penalty_mc", method="mc")
+dropout_penalty_mc.__doc__ = """Deprecated: Monte Carlo estimate of the dropout penalty on input samples.
+
+Call ``dropout_penalty(U, V, keep, X=X, method="mc", ...)`` instead (with
+``block_size`` > 1, ``block_dropout_penalty(U, V, keep, block_size, X=X,
+method="mc", ...)``); this name will be removed in a future minor release. The
+number of masks now defaults to :func:`regtheory.montecarlo.default_n_masks`.
+
+Parameters
+----------
+U, V : arrays (d_out, width), (d_in, width)
+    The factors, as in :func:`dropout_penalty`.
+keep : float
+    Retain probability in (0, 1].
+X : array (n, d_in)
+    Input samples.
+block_size : int, optional
+    Units dropped together; ``None`` or 1 is ordinary dropout.
+**options
+    ``n_masks``, ``rng`` (or the former ``seed``), ``rtol``, ``batch_size``, as in
+    :func:`dropout_penalty`.
+
+Returns
+-------
+Penalty
+    The Monte Carlo estimate (``method="mc"``).
+"""

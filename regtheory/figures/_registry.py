@@ -121,11 +121,21 @@ def spec_of(name: str) -> FigureSpec:
 def missing_extras(names: Iterable[str]) -> dict[str, list[str]]:
     """The optional extras that the figures ``names`` need and that are not installed.
 
+    Parameters
+    ----------
+    names : iterable of str
+        Registered figure names.
+
     Returns
     -------
     dict
         Each missing extra (``"torch"``) mapped to the figures among ``names`` that need
         it, in the order given; empty when every figure can be computed here.
+
+    Raises
+    ------
+    InvalidParameterError
+        If a name is not a registered figure.
     """
     missing: dict[str, list[str]] = {}
     for name in names:

@@ -363,8 +363,8 @@ def _penalty_mc(cell: dict) -> Estimate:
     """
     if cell["layer"] == "fc":
         Ue, Ve, X = cell["fc"]
-        return fc.dropout_penalty_mc(
-            Ue, Ve, cell["keep"], X, n_masks=cell["n_masks"], seed=cell["seed"]
+        return fc.dropout_penalty(
+            Ue, Ve, cell["keep"], X=X, method="mc", n_masks=cell["n_masks"], rng=cell["seed"]
         )
     return conv.dropout_penalty_mc(
         cell["u"],
@@ -799,6 +799,11 @@ _LAYER_TERMS = 100_000
 _MC_ROUNDING = rounding(20_000 + _LAYER_TERMS, 10)
 
 
+def _estimator_fields(field: str, estimators: str) -> str:
+    """The paths of ``field`` of the named estimators of (g)."""
+    return " ".join(f"estimators/{e}/{field}" for e in estimators.split())
+
+
 def _series_fields(fields: str, series: str) -> str:
     """The paths of ``fields`` of the Monte Carlo estimates of the named series of (e)."""
     return " ".join(f"panels/*/series/{s}/mc/*/{f}" for s in series.split() for f in fields.split())
@@ -891,15 +896,22 @@ register(
             # estimate − closed form: the closed form is exact, so the stderr is the
             # estimate's. A difference near 0 has no relative rounding: z-score only.
             "estimators/*/rows/*/errors": monte_carlo("stderrs"),
-            "estimators/*/rows/*/stderrs": spread(
+            # the same draws give the same spreads to rounding, but for the fc estimator
+            # (an equalized factorization, as in (e))
+            _estimator_fields("rows/*/stderrs", "channel element"): spread(
                 STDERR_RTOL, draws="n_masks", same_draws=_MC_ROUNDING
             ),
+            "estimators/fc/rows/*/stderrs": spread(STDERR_RTOL, draws="n_masks"),
             # the RMS over the 20 seeds of a row
-            "estimators/*/rows/*/rms_stderr": spread(
+            _estimator_fields("rows/*/rms_stderr", "channel element"): spread(
                 STDERR_RTOL / np.sqrt(20), draws="n_masks", same_draws=_MC_ROUNDING
             ),
+            "estimators/fc/rows/*/rms_stderr": spread(STDERR_RTOL / np.sqrt(20), draws="n_masks"),
             # from the 20 runs of the largest N (1000 masks in quick mode): 8.5/√20000
-            "estimators/*/sigma_one_draw": spread(0.06, same_draws=_MC_ROUNDING),
+            _estimator_fields("sigma_one_draw", "channel element"): spread(
+                0.06, same_draws=_MC_ROUNDING
+            ),
+            "estimators/fc/sigma_one_draw": spread(0.06),
             # The RMS of 20 errors of mean 0 varies by 1/√40 = 16 % whatever N is; two
             # independent ones agree within 4·√2·16 % ≈ 90 %: a weak check, as it can only be.
             "estimators/*/rows/*/rms_error": spread(1.0),

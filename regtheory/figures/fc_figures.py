@@ -47,12 +47,12 @@ def _sizes(quick: bool) -> dict:
 
 
 def _train(task, keep: float, quick: bool, seed: int):
-    return training.train_fc(task.X, task.Y, width=WIDTH, keep=keep, seed=seed, **_sizes(quick))
+    return training.train_fc(task.X, task.Y, keep, WIDTH, rng=seed, **_sizes(quick))
 
 
 def compute_fc_equalization(quick: bool, seed: int) -> dict:
     keep = 0.5
-    task = linear_teacher(N_SAMPLES, TEACHER_SINGULAR_VALUES, DIM, DIM, NOISE, seed)
+    task = linear_teacher(N_SAMPLES, TEACHER_SINGULAR_VALUES, DIM, DIM, NOISE, rng=seed)
     run = _train(task, keep, quick, seed + 1)
     M_star = fc.global_optimum(task.T, keep, WIDTH)
     rel_error = np.linalg.norm(run.maps - M_star, axis=(1, 2)) / np.linalg.norm(M_star)
@@ -136,7 +136,7 @@ def _spectrum_panel(cell: dict) -> dict:
 def compute_fc_spectrum(
     quick: bool, seed: int, sweep: Sweep | None = None, solver: str | None = None
 ) -> dict:
-    task = linear_teacher(N_SAMPLES, TEACHER_SINGULAR_VALUES, DIM, DIM, NOISE, seed)
+    task = linear_teacher(N_SAMPLES, TEACHER_SINGULAR_VALUES, DIM, DIM, NOISE, rng=seed)
     # one training run per keep, each with its own seed
     cells = [
         {"data": task, "keep": keep, "train_seed": seed + 1 + i, "quick": quick, "solver": solver}

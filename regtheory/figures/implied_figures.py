@@ -72,7 +72,7 @@ def _training(quick: bool) -> tuple[dict, dict]:
 def _comparison(quick: bool, seed: int, train: bool, solver: str | None):
     st = _task_settings(quick)
     task = conv_task(
-        st["n"], np.array(TEACHER_FULL), st["n_train"], st["n_test"], st["noise"], seed
+        st["n"], np.array(TEACHER_FULL), st["n_train"], st["n_test"], st["noise"], rng=seed
     )
     result = compare(
         task,
@@ -81,7 +81,7 @@ def _comparison(quick: bool, seed: int, train: bool, solver: str | None):
         st["kernel_size"],
         block_size=st["block_size"],
         train=train,
-        seed=seed + 1,
+        rng=seed + 1,
         fc_training=_training(quick)[0],
         conv_training=_training(quick)[1],
         solver=solver,
@@ -238,13 +238,13 @@ def compute_padding_gap(quick: bool, seed: int, solver: str | None = None) -> di
     teacher = np.array(TEACHER).reshape(1, 1, -1)
     for n in sizes:
         N = 4 * n
-        X = white_inputs(N, n, rng).reshape(N, 1, n)
+        X = white_inputs(N, n, rng=rng).reshape(N, 1, n)
         Y = conv2d(X, teacher, padding="zeros") + noise * rng.standard_normal(X.shape)
         # the exact factored optima below are scipy minimisations, not cvxpy solves
         convex = implied.solve_conv(X, Y, keep, C, K, solver=solver)
         exact = {
             pad: implied.solve_conv_factored(
-                X, Y, keep, C, K, padding=pad, starts=1 if quick else 4, seed=seed
+                X, Y, keep, C, K, padding=pad, starts=1 if quick else 4, rng=seed
             )
             for pad in ("zeros", "circular")
         }
