@@ -98,7 +98,7 @@ VALID = {
     conv.column_sq_norms: dict(weight=u, image_shape=(5, 5)),
     conv.position_penalty: dict(u=u, v=v, keep=0.5, image_shape=(5, 5)),
     conv.dropout_penalty: BLOCK_PENALTY,
-    conv.dropout_penalty_mc: dict(BLOCK_PENALTY, n_masks=200, seed=0, dtype="float32"),
+    conv.dropout_penalty_mc: dict(BLOCK_PENALTY, n_masks=200, rng=0, dtype="float32"),
     implied.solve_fc: dict(T=T, keep=0.5, width=4),
     implied.fc_objective: dict(M=T, T=T, keep=0.5, width=4),
     implied.solve_fc_block: dict(T=T, keep=0.5, width=4, block_size=2),

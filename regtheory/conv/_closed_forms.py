@@ -286,7 +286,7 @@ def has_closed_form(masks, xc, activation, mode: str) -> bool:
     return xc is not None or activation is None or mode == "element"
 
 
-def exact_penalty(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, mode) -> float:
+def exact_penalty(mode, masks, u4, v4, spatial, map_shape, circular, xc, yc, activation) -> float:
     """The exact loss gap Δ of :func:`regtheory.conv.dropout_penalty` (checked arguments)."""
     if isinstance(masks, DropBlock):
         return _block_penalty(u4, v4, masks, spatial, map_shape, circular, xc, yc, activation)

@@ -126,10 +126,12 @@ def dropout_penalty(
     if method == "mc" or (method == "auto" and not has_closed_form(masks, xc, activation, mode)):
         options = {"n_masks": n_masks, "rng": rng, "rtol": rtol, "batch_size": batch_size}
         return sampled_penalty(mode, *net, dtype=dtype, **options)
-    return Penalty.exact(exact_penalty(*net, mode))
+    return Penalty.exact(exact_penalty(mode, *net))
 
 
-def _checked(u, v, keep, image_shape, padding, mode, x, y, activation, block_size, normalize):
+def _checked(
+    u, v, keep, image_shape, padding, mode, x, y, activation, block_size, normalize
+) -> tuple:
     """The checked net: (masks, u, v, (H, W), map shape, circular, x, y, activation), the
     kernels 4-D and the data channel first."""
     circular = check_padding(padding)
@@ -141,3 +143,22 @@ def _checked(u, v, keep, image_shape, padding, mode, x, y, activation, block_siz
 
 
 dropout_penalty_mc = deprecated_alias(dropout_penalty, "dropout_penalty_mc", method="mc")
+dropout_penalty_mc.__doc__ = """Deprecated: Monte Carlo estimate of the conv net's dropout loss gap.
+
+Call ``dropout_penalty(u, v, keep, image_shape, method="mc", ...)`` instead; this name
+will be removed in a future minor release. The number of masks now defaults to
+:func:`regtheory.montecarlo.default_n_masks` (it was 20,000).
+
+Parameters
+----------
+u, v, keep, image_shape
+    The net and its input, as in :func:`dropout_penalty`.
+**options
+    The options of :func:`dropout_penalty` (``padding``, ``mode``, ``x``, ``y``,
+    ``n_masks``, ``rng`` or the former ``seed``, ``rtol``, ...), ``method`` excepted.
+
+Returns
+-------
+Penalty
+    The Monte Carlo estimate (``method="mc"``).
+"""

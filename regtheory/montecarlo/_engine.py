@@ -113,7 +113,12 @@ class Engine:
         self.halves = 1 if gates is None else 2
         self.layers = _supported(layers, first)
         self.shared, self.deviation, self.white = shared, deviation, white is not None
-        shape = (1, *white) if white is not None else start.shape
+        if white is not None:
+            shape: tuple[int, ...] = (1, *white)
+        elif start is not None:
+            shape = start.shape
+        else:
+            raise ValueError("the engine needs the clean `start` or a `white` input shape")
         self.n = shape[0]
         self.one_d = len(shape) == 3
         self.grid: tuple[int, int, int, int] | None = None
@@ -127,14 +132,16 @@ class Engine:
             if margin is not None:
                 ph, pw = max(ph, margin[0]), max(pw, margin[1])
             self.grid = (H, W, ph, pw)
-            # the clean start in channel-first layout (C, n, H, W)
+            # the clean start in channel-first layout (C, n, H, W); nothing for white input
+            self.start = np.empty(0, dtype=self.dtype)
             if start is not None:
                 start = start.reshape(self.n, shape[1], H, W).transpose(1, 0, 2, 3)
-                start = np.ascontiguousarray(start, dtype=self.dtype)
-            self.start = start
+                self.start = np.ascontiguousarray(start, dtype=self.dtype)
             rows = [w.shape[2] * w.shape[3] * min(w.shape[:2]) for w in kernels]
             per_image = (max(rows, default=1) + shape[1]) * (H + 2 * ph) * (W + 2 * pw)
         else:
+            if start is None:
+                raise ValueError("white input is drawn on feature maps (C, H, W) or (C, L)")
             self.start = start.reshape(self.n, -1).astype(self.dtype)
             widths = [len(w) for w in self.weights if w is not None] + [self.start.shape[1]]
             per_image = 4 * max(widths)
@@ -161,7 +168,9 @@ class Engine:
             return np.ascontiguousarray(Y, dtype=self.dtype)
         return Y.reshape(self.n, -1).astype(self.dtype)
 
-    def losses(self, Y: np.ndarray, draws: int, rng: np.random.Generator | None) -> np.ndarray:
+    def losses(
+        self, Y: np.ndarray | None, draws: int, rng: np.random.Generator | None
+    ) -> np.ndarray:
         """Squared loss of each (draw, sample), (draws, n), summed in float64; ``rng=None``
         runs the clean network (every mask 1). ``Y`` comes from :meth:`targets`. With
         ``gates`` the twin's losses follow: (2, draws, n)."""
@@ -261,6 +270,7 @@ class Engine:
         overwrites the border), else the sampled masks; minus their mean (kept − θ, m − 1)
         with ``deviation``."""
         draws = m // self.n if self.shared else m
+        shape: tuple[int, ...]
         if grid is None:
             shape = (m, channels)
         elif self.shared:
