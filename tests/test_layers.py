@@ -342,6 +342,7 @@ def test_anything_before_the_first_dropout_is_read_through_its_forward():
     assert abs(est.mean - closed) < N_SE * est.stderr
 
 
+@pytest.mark.slow
 def test_pooling_and_strides_after_the_dropout_are_exact():
     # the conv phase ends at a linear node it does not stream (pooling, a strided conv),
     # read through its matrix; against enumeration of every mask
