@@ -77,8 +77,8 @@ def _sizes(name: str, value: object) -> list[tuple[str, float]]:
 
 
 def _describe_inputs(func: Callable, args: tuple, kwargs: dict) -> str:
-    try:
-        bound = inspect.signature(func).bind(*args, **kwargs).arguments
+    try:  # the keywords by their own names: a deprecated one (seed=) is not in the signature
+        bound = dict(inspect.signature(func).bind_partial(*args).arguments) | kwargs
     except (TypeError, ValueError):
         bound = {f"argument {i}": a for i, a in enumerate(args)} | kwargs
     sizes = [size for name, value in bound.items() for size in _sizes(name, value)]

@@ -270,7 +270,6 @@ def test_bad_arguments(kwargs, message):
         Sweep(**kwargs)
 
 
-@pytest.mark.slow
 def test_backend_names():
     assert Sweep().backend == "serial"
     assert Sweep(n_jobs=-1).backend == "joblib"
