@@ -145,7 +145,8 @@ def pad_cn(
     x: np.ndarray, ph: int, pw: int, circular: bool, scratch: ScratchSource = fresh
 ) -> np.ndarray:
     """Pad the two spatial axes of ``x`` (C, N, H, W) by (ph, pw) on both sides (into
-    ``scratch("padded", ...)``, see :func:`conv_cn_block`)."""
+    ``scratch("padded", ...)``, see :func:`conv_cn_block`).
+    """
     C, N, H, W = x.shape
     xp = scratch("padded", (C, N, H + 2 * ph, W + 2 * pw))
     interior(xp, ph, pw)[...] = x
@@ -239,7 +240,8 @@ def conv_cn(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
 
 def same_conv(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
     """Same-size cross-correlation of checked arrays in PyTorch layout: x (N, C_in, *spatial)
-    with a kernel (C_out, C_in, *k), 1-D or 2-D -> (N, C_out, *spatial)."""
+    with a kernel (C_out, C_in, *k), 1-D or 2-D -> (N, C_out, *spatial).
+    """
     N, C = x.shape[:2]
     spatial = x.shape[2:] if x.ndim == 4 else (1, x.shape[2])
     w4 = w if w.ndim == 4 else w[:, :, None, :]

@@ -58,7 +58,8 @@ def _magnitude(value: object) -> float | None:
 
 def _sizes(name: str, value: object) -> list[tuple[str, float]]:
     """(label, largest |entry|) of an argument: an array, or each weight of a sequence of
-    layers (``name[i].weight``, ``name[i].bias``). Integer options (counts) are left out."""
+    layers (``name[i].weight``, ``name[i].bias``). Integer options (counts) are left out.
+    """
     if isinstance(value, numbers.Integral) or (
         isinstance(value, tuple) and all(isinstance(v, numbers.Integral) for v in value)
     ):
@@ -136,7 +137,8 @@ def finite_result(
     (what to rescale), instead of returning inf or NaN (or surfacing a bare
     ``OverflowError``/``FloatingPointError``). ``fields`` names the attributes of the
     result to check, for a result that marks what it did not compute with NaN (default:
-    the whole result)."""
+    the whole result).
+    """
 
     def decorate(func: F) -> F:
         @functools.wraps(func)

@@ -364,7 +364,8 @@ def compare(
 
 def _streams(rng: object, n: int) -> list[int] | list[np.random.Generator]:
     """One source of randomness per method: seeds s, s + 1, ... from an int seed s (the
-    former ``seed + i``), else independent streams spawned from the generator."""
+    former ``seed + i``), else independent streams spawned from the generator.
+    """
     if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
         first = check_int(rng, "rng", minimum=0)
         return [first + i for i in range(n)]

@@ -568,7 +568,8 @@ def _lbfgs(
     design: _Design, family: str, intercept: bool, ridge: np.ndarray, start: np.ndarray
 ) -> tuple[np.ndarray, float, str, str]:
     """Minimise design.objective + Σ_j ridge_j β_j² with scipy's L-BFGS-B and the NumPy
-    gradient; 'optimal' when the gradient norm reaches :data:`LBFGS_GTOL`."""
+    gradient; 'optimal' when the gradient norm reaches :data:`LBFGS_GTOL`.
+    """
     d = design.rows.shape[1]
 
     def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:

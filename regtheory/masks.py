@@ -187,7 +187,8 @@ class Bernoulli(MaskDistribution):
 @dataclass(frozen=True)
 class Channel(MaskDistribution):
     """Channel dropout: one Bernoulli(keep) draw per channel (first feature axis), shared
-    by every position of that channel's map, scaled by 1/keep (``nn.Dropout2d``)."""
+    by every position of that channel's map, scaled by 1/keep (``nn.Dropout2d``).
+    """
 
     def _sample(self, shape, n, rng):
         r = (rng.random((n, shape[0])) < self.keep) / self.keep

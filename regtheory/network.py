@@ -203,7 +203,8 @@ def _forward_masked(graph: Graph, x, rng, n_draws):
 
 def _checked(layers, X, Y, *, require_y: bool) -> tuple[Graph, np.ndarray, np.ndarray | None]:
     """The graph (with a random node), the data, and the targets checked against the
-    network's output shape: the one check of the penalty functions."""
+    network's output shape: the one check of the penalty functions.
+    """
     graph = as_graph(layers)
     _require_random(graph)
     X = check_array(X, "X")
@@ -342,7 +343,8 @@ def _clean_gates(graph: Graph, X: np.ndarray) -> list[np.ndarray]:
 
 def _frozen_penalty(graph: Graph, X: np.ndarray, Y: np.ndarray, gates: list[np.ndarray]) -> float:
     """Exact penalty of the gate-frozen network: each sample's frozen net is linear after
-    the first random layer, and the penalty is the mean of the per-sample penalties."""
+    the first random layer, and the penalty is the mean of the per-sample penalties.
+    """
     graph = as_graph(graph)
     totals = [
         _moments.dropout_penalty_terms(

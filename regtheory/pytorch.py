@@ -382,7 +382,7 @@ def _fold(layer: Any, scale: np.ndarray, shift: np.ndarray) -> Any:
 
 
 def _diagonal(scale: np.ndarray, shift: np.ndarray, rank: int) -> Any:
-    """z -> scale z + shift per channel as a layer: a Linear on vectors, a 1-wide conv on maps."""
+    """Z -> scale z + shift per channel as a layer: a Linear on vectors, a 1-wide conv on maps."""
     if rank == 1:
         return Linear(np.diag(scale), bias=shift)
     weight = np.diag(scale).reshape(len(scale), len(scale), *(1,) * (rank - 1))
@@ -435,7 +435,8 @@ def supported_modules(*, dropout: bool = False) -> tuple[type[nn.Module], ...]:
 
 def _convert(where: str, module: nn.Module) -> Any:
     """One torch module as a node; ``None`` for a module that is skipped, and
-    ``("norm", scale, shift)`` for a batch norm, folded later."""
+    ``("norm", scale, shift)`` for a batch norm, folded later.
+    """
     kind = type(module)
     if kind is nn.Linear:
         return Linear(_array(module.weight), bias=_maybe(module.bias))
@@ -496,7 +497,8 @@ def _check_fit(where: str, module: nn.Module, layer: Any, shape: tuple, source: 
 def _assemble(pairs, shape: tuple[int, ...], source: str) -> tuple[list, list[str]]:
     """The nodes, each checked to fit the shape it gets, every batch norm folded into the
     layer before it (or inserted as a diagonal layer), and a Flatten kept only where a
-    Linear does not flatten anyway; with the names of the dropout modules, in order."""
+    Linear does not flatten anyway; with the names of the dropout modules, in order.
+    """
     nodes: list = []
     names: list[str] = []
     where_from = f"{source} {shape}"
@@ -529,7 +531,8 @@ def _assemble(pairs, shape: tuple[int, ...], source: str) -> tuple[list, list[st
 def _drop_flattens(nodes: list) -> list:
     """The nodes without every Flatten that only elementwise nodes and elementwise masks
     separate from a Linear: a Linear flattens its input channel first, as torch.flatten,
-    and those nodes act alike on maps and vectors."""
+    and those nodes act alike on maps and vectors.
+    """
     kept = []
     for i, node in enumerate(nodes):
         j = i + 1
@@ -621,7 +624,8 @@ def _convert_model(
     model: nn.Module, shape: tuple[int, ...], source: str
 ) -> tuple[Graph, list[str]]:
     """The graph of ``model`` for samples of ``shape`` (taken from the argument ``source``),
-    and the names of its dropout modules."""
+    and the names of its dropout modules.
+    """
     if not isinstance(model, nn.Module):
         raise InvalidParameterError(
             f"`model` must be a torch.nn.Module, got {type(model).__name__}"
@@ -684,7 +688,8 @@ def _torch_conv(layer: Conv, dtype: torch.dtype) -> nn.Module:
 
 def _torch_layer(layer: Any, where: str, rank: int | None, dtype: torch.dtype) -> list[nn.Module]:
     """One node as torch modules (a Flatten before a Linear that reads maps); ``rank`` is
-    the number of feature axes the node reads, when known."""
+    the number of feature axes the node reads, when known.
+    """
     if isinstance(layer, Linear):
         out, d_in = layer.weight.shape
         module = nn.Linear(d_in, out, bias=layer.bias is not None, dtype=dtype)
@@ -726,7 +731,8 @@ def _load(module: Any, layer: Any) -> None:
 def _ranks(graph: Graph) -> list[int | None]:
     """The number of feature axes each node reads, as far as the weights tell: a conv's
     kernel fixes it, a Linear, DropConnect or Flatten makes vectors; a channel mask on the
-    input of a conv net is read from the conv after it."""
+    input of a conv net is read from the conv after it.
+    """
     ranks: list[int | None] = []
     rank: int | None = None
     for node in graph:
@@ -850,7 +856,8 @@ def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Estimate:
     The draws of a batch are stacked along the batch axis (one forward pass); each batch
     seeds torch's generator from ``seed``'s stream, inside ``torch.random.fork_rng`` so
     the caller's torch random state is untouched. The model runs in its own dtype and on
-    its own device; the losses are taken in float64."""
+    its own device; the losses are taken in float64.
+    """
     device, dtype = _placement(model)
     n = X.shape[0]
     x = torch.from_numpy(X).to(device=device, dtype=dtype)
@@ -1032,7 +1039,7 @@ def _monte_carlo_report(model, graph, names, X, Y, n_masks, seed, by_layer) -> P
 
 @contextmanager
 def _reproducible(n_threads: int) -> Iterator[None]:
-    """torch's random state, thread count and determinism flag for a block; all restored."""
+    """Torch's random state, thread count and determinism flag for a block; all restored."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     try:

@@ -290,7 +290,8 @@ def _gather(client, fn, tasks: list[dict]) -> list:
 
 def _collect(future, killed: type) -> tuple[bool, Any]:
     """``(True, result)`` of a done Dask future, or ``(False, why it was lost)``; an
-    exception of the task itself propagates."""
+    exception of the task itself propagates.
+    """
     if future.status == "error":
         exc = future.exception()
         if isinstance(exc, killed):

@@ -259,7 +259,8 @@ def _expected_objective(
     block_size: int = 1,
 ) -> float:
     """Formula (1) (blocks: Pal et al.'s group penalty) on the data, from the moments mean‖y‖²,
-    YᵀX/n, XᵀX/n (O(d²w), no pass over X)."""
+    YᵀX/n, XᵀX/n (O(d²w), no pass over X).
+    """
     M = U @ V.T
     fit = yy - 2.0 * np.einsum("ij,ij->", M, yx) + np.einsum("ij,jk,ik->", M, xx, M)
     return float(fit) + fc.block_dropout_penalty(U, V, keep, block_size=block_size, cov=xx)
@@ -267,7 +268,8 @@ def _expected_objective(
 
 class _FCProblem:
     """The data and the fixed parts of one :func:`train_fc` run: the trainer's loss and
-    gradient, its expected objective and what it records, for the SGD loop of ``_sgd``."""
+    gradient, its expected objective and what it records, for the SGD loop of ``_sgd``.
+    """
 
     def __init__(self, X, Y, width, keep, block_size, batch_size):
         self.X, self.Y, self.n = X, Y, X.shape[0]
@@ -559,7 +561,8 @@ def _conv_loss_and_grad(
 
 class _ConvProblem:
     """The data and the fixed parts of one :func:`train_conv` run: the trainer's loss and
-    gradient, its expected objective and what it records, for the SGD loop of ``_sgd``."""
+    gradient, its expected objective and what it records, for the SGD loop of ``_sgd``.
+    """
 
     def __init__(self, X, Y, channels, kernel, keep, mode, masks, padding, activation, batch_size):
         self.X, self.n, self.one_d = X, X.shape[0], X.ndim == 3

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from regtheory import pytorch
-from regtheory.cli import _torchscript
-from regtheory.cli import main
+from regtheory.cli import _torchscript, main
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
 

@@ -1,5 +1,6 @@
 """What the subcommands share: exit statuses, the one-line argument parser, option types
-and the reading of ``.npz`` files."""
+and the reading of ``.npz`` files.
+"""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ any other error is a bug in regtheory and shows its traceback"""
 
 def _installed_solver(text: str) -> str:
     """``--solver``: the upper-case name of an installed cvxpy solver (cvxpy is imported
-    only when the option is given)."""
+    only when the option is given).
+    """
     import cvxpy as cp
 
     installed = cp.installed_solvers()
@@ -82,7 +84,8 @@ def read_npz(path: str, flag: str, required: tuple[str, ...], optional: tuple[st
     """The ``required`` (and present ``optional``) arrays of an ``.npz`` archive, in order
     (``None`` for a missing optional one); an InvalidParameterError naming the option
     ``flag`` and the file otherwise (NumPy's errors for a file that is no archive are
-    caught here, at the read, and nowhere else)."""
+    caught here, at the read, and nowhere else).
+    """
     import numpy as np
 
     from .._validation import InvalidParameterError

@@ -1,5 +1,6 @@
 """The exact dropout loss gap of the two-layer conv net: formulas (5) and (6), DropBlock's
-exact mask moments (THEORY §3.2), and where on the hidden map the penalty sits."""
+exact mask moments (THEORY §3.2), and where on the hidden map the penalty sits.
+"""
 
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def _gram_axis(n: int, k: int, circular: bool, deltas: np.ndarray):
 
 def _gram_axes(spatial, kernels, circular, reaches):
     """Offsets δ per axis (|δ| <= reach) at which every kernel's Gram can be nonzero, and
-    for each kernel its (R_H, R_W) and tap partners (a'_H, a'_W) on those offsets."""
+    for each kernel its (R_H, R_W) and tap partners (a'_H, a'_W) on those offsets.
+    """
     deltas: list[np.ndarray] = []
     per_kernel: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in kernels]
     for axis, (n, reach) in enumerate(zip(spatial, reaches)):
@@ -155,7 +157,8 @@ def _gram_axes(spatial, kernels, circular, reaches):
 
 def _lag_products(w: np.ndarray, partners, diagonal: bool) -> np.ndarray:
     """Σ_o w[o, c, a, b] w[o, c', a'_H(δ_H, a), b'_W(δ_W, b)] of shape
-    (δ_H, δ_W, kh, kw, C, C), or (C, δ_H, δ_W, kh, kw) for c = c' only (``diagonal``)."""
+    (δ_H, δ_W, kh, kw, C, C), or (C, δ_H, δ_W, kh, kw) for c = c' only (``diagonal``).
+    """
     if diagonal:
         shifted = w[:, :, partners[0]][..., partners[1]]  # (O, C, δ_H, kh, δ_W, kw)
         return np.einsum("ocab,ocxayb->cxyab", w, shifted)
@@ -280,7 +283,8 @@ def _block_penalty(u4, v4, masks, spatial, map_shape, circular, xc, yc, activati
 
 def has_closed_form(masks, xc, activation, mode: str) -> bool:
     """Whether :func:`exact_penalty` computes the loss gap: all but the torchvision
-    normaliser and, with white input, a ReLU before channel or block masks."""
+    normaliser and, with white input, a ReLU before channel or block masks.
+    """
     if isinstance(masks, DropBlock) and masks.normalize != "ideal":
         return False
     return xc is not None or activation is None or mode == "element"

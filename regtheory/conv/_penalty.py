@@ -1,5 +1,6 @@
 """The one penalty function of the two-layer conv net: exact where the closed form
-exists, by Monte Carlo over real masks otherwise or on request (``method=``)."""
+exists, by Monte Carlo over real masks otherwise or on request (``method=``).
+"""
 
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ def _checked(
     u, v, keep, image_shape, padding, mode, x, y, activation, block_size, normalize
 ) -> tuple:
     """The checked net: (masks, u, v, (H, W), map shape, circular, x, y, activation), the
-    kernels 4-D and the data channel first."""
+    kernels 4-D and the data channel first.
+    """
     circular = check_padding(padding)
     check_choice(activation, "activation", ACTIVATIONS)
     masks = mask_distribution(mode, keep, block_size, normalize)

@@ -188,7 +188,8 @@ class Rule:
 
     def label(self, *, same_draws: bool = False) -> str:
         """The tolerance as the report prints it (``same_draws``: as applied to two
-        records drawn from the same bits)."""
+        records drawn from the same bits).
+        """
         if self.kind == "exact":
             return "equal"
         if self.kind == "record":
@@ -219,7 +220,8 @@ CERTIFIED = Rule("solve", GAP_RTOL, 1.0)
 
 def closed_form(*, size: float = 1.0, condition: float = 1.0, scale: str | float = "value") -> Rule:
     """A formula evaluated in floating point: to :func:`rounding` of its ``size`` (the
-    operations in sequence) and ``condition``."""
+    operations in sequence) and ``condition``.
+    """
     return Rule("closed_form", rounding(size, condition), scale, atol=CLOSED_FORM_ATOL)
 
 
@@ -229,7 +231,8 @@ def solve(
     """A cvxpy (or other optimizer's) result: within ``rtol``, relative to its field, as a
     solve is accurate; or, ``rtol`` naming a sibling field that holds each side's
     certified relative gap, within the sum of the two plus the rounding of a problem of
-    ``size`` operations."""
+    ``size`` operations.
+    """
     return Rule("solve", rtol, scale, rounding=rounding(size))
 
 
@@ -513,7 +516,8 @@ def _is_number(x) -> bool:
 
 def _children(old, new, path: tuple[str, ...], problems: list[str]):
     """The (key, old child, new child) of two dicts or two lists, with a line in
-    ``problems`` for each key or length they do not share; None for two leaves."""
+    ``problems`` for each key or length they do not share; None for two leaves.
+    """
     where = "/".join(path)
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(old.keys() - new.keys()):
@@ -613,7 +617,8 @@ class _Tally:
 
 def _deviations(rule: Rule, pairs, scale_old: float, tol: list[float], se_old, se_new):
     """(deviation, tolerance) of each (path, old, new) under ``rule``; ``se_old`` None for
-    a monte_carlo rule compared to rounding (the same draws)."""
+    a monte_carlo rule compared to rounding (the same draws).
+    """
     for i, (path, a, b) in enumerate(pairs):
         if rule.kind in ("exact", "record") or not (_is_number(a) and _is_number(b)):
             yield (0.0 if _same(a, b) else math.inf), 1.0
@@ -641,7 +646,8 @@ def _deviations(rule: Rule, pairs, scale_old: float, tol: list[float], se_old, s
 
 def _tolerances(rule: Rule, n: int, parents, where: str):
     """Each value's tolerance under ``rule``, and the standard errors of a monte_carlo
-    rule (None otherwise)."""
+    rule (None otherwise).
+    """
     if rule.kind == "monte_carlo" and rule.stderr is not None:  # it always names one
         se_old = _sibling(parents[0], rule.stderr, n, "stored", where)
         se_new = _sibling(parents[1], rule.stderr, n, "regenerated", where)
@@ -706,7 +712,8 @@ def compare_data(
     name: str, stored: dict, regenerated: dict, *, same_draws: bool = False
 ) -> tuple[tuple[KindCheck, ...], tuple[str, ...]]:
     """The rows and structural disagreements of two data dicts of figure ``name``;
-    ``same_draws``: the two were drawn from the same bits (the same NumPy)."""
+    ``same_draws``: the two were drawn from the same bits (the same NumPy).
+    """
     patterns = _patterns(spec_of(name).checks)
     tallies: dict[tuple[str, str], _Tally] = {}
     problems: list[str] = []
@@ -723,7 +730,8 @@ def compare_data(
 
 def schema_gaps(name: str, data: dict) -> tuple[list[str], list[str]]:
     """What the rules of figure ``name`` miss in ``data``: the leaves that no rule
-    names, and the rule paths that name nothing (stale). Both empty when complete."""
+    names, and the rule paths that name nothing (stale). Both empty when complete.
+    """
     patterns = _patterns(spec_of(name).checks)
     unchecked: list[str] = []
     used: set[str] = set()
@@ -923,7 +931,8 @@ def _check_figure(
 def _same_draws(stored: dict | None, now: dict) -> bool:
     """Were the stored record's random draws the same bits as this one's? NumPy's
     generators give the same bits on every machine, but a NumPy release may change a
-    distribution's algorithm: the same draws need the same NumPy."""
+    distribution's algorithm: the same draws need the same NumPy.
+    """
     if not isinstance(stored, dict) or not isinstance(stored.get("packages"), dict):
         return False
     numpy_version = stored["packages"].get("numpy")

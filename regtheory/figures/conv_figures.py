@@ -319,7 +319,8 @@ def plot_no_gradient_probability(data: dict) -> Figure:
 def _large_image_ratios(ax, drop: np.ndarray, img: dict, styles: dict) -> None:
     """The taps of the large image against its centre tap: their n_k differ by a few per
     cent, so their curves coincide on the main axis; the ratio (1-keep)^(n_k - n_centre)
-    separates them."""
+    separates them.
+    """
     centre = np.asarray(img["probability"]["centre"], dtype=float)
     ax.axhline(1.0, color="C3", lw=1.4, ls=styles["centre"], label="centre tap (= 1)")
     for tap in ("edge", "corner"):

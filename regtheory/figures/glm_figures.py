@@ -114,7 +114,8 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 def _saa(X: np.ndarray, y: np.ndarray, keep: float, s: dict, seed: int) -> glm.GLMSolution:
     """The SAA solution, doubling the draws (up to 8 times) while the sampled problem has no
     minimiser: with few draws the masked copies of the samples can be separable although
-    the exact dropout problem has a minimiser."""
+    the exact dropout problem has a minimiser.
+    """
     n_masks = s["n_masks_saa"]
     while True:
         try:

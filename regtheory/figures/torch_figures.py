@@ -79,7 +79,8 @@ VARIANTS: dict[str, MaskDistribution | None] = {
 
 def _settings(quick: bool) -> dict[str, Any]:
     """Training budget and Monte Carlo sizes: quick mode trains less and averages the
-    penalty over fewer held-out digits."""
+    penalty over fewer held-out digits.
+    """
     return {
         "epochs": 1 if quick else 12,
         "batch_size": 128,
@@ -92,7 +93,8 @@ def _settings(quick: bool) -> dict[str, Any]:
 
 def _imports() -> tuple[Any, Any]:
     """regtheory.pytorch (which imports torch) and sklearn's load_digits, or the install
-    command."""
+    command.
+    """
     try:
         from sklearn.datasets import load_digits
 
@@ -117,7 +119,8 @@ def digits_split(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 
 def digits_layers(masks: MaskDistribution | None, seed: int) -> list:
     """The CNN as network layers, He-normal weights and zero biases from ``seed``
-    (the same for every ``masks``); ``masks`` at both dropout layers, none if None."""
+    (the same for every ``masks``); ``masks`` at both dropout layers, none if None.
+    """
     rng = np.random.default_rng(seed + 1)
     c = CHANNELS
     w1 = rng.standard_normal((c, 1, 3, 3)) * np.sqrt(2.0 / 9)
@@ -176,7 +179,8 @@ def _taps(pytorch: Any, model: Any, X: np.ndarray, n_masks: int, seed: int) -> d
 
 def _reached_counts(maps: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
     """n_ab(k, i): per digit k, channel i and tap (a, b), the positions q of the tap's
-    columns (q − d inside the map, zero padding) where map i of digit k is nonzero."""
+    columns (q − d inside the map, zero padding) where map i of digit k is nonzero.
+    """
     nonzero = maps != 0
     _, _, H, W = maps.shape
     kh, kw = kernel
@@ -191,7 +195,8 @@ def _reached_counts(maps: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
 
 def _starved_draws(maps, counts, masks, n_masks, rng) -> np.ndarray:
     """Per draw (one mask per digit), the share of reached (digit, channel) pairs whose
-    reached positions were all dropped, per tap: (n_masks, kh, kw)."""
+    reached positions were all dropped, per tap: (n_masks, kh, kw).
+    """
     nonzero, reached = maps != 0, counts > 0
     kh, kw = counts.shape[2:]
     _, _, H, W = maps.shape

@@ -153,7 +153,8 @@ class Engine:
 
     def _layout(self, gate: np.ndarray) -> np.ndarray:
         """A gate (n, ...) in the engine's layout: (C, n, Hp, Wp) on the grid, zero on the
-        border, or (n, d)."""
+        border, or (n, d).
+        """
         if gate.ndim == 2 or self.grid is None:  # after a Linear: vectors
             return gate.reshape(self.n, -1).astype(self.dtype)
         H, W, ph, pw = self.grid
@@ -173,7 +174,8 @@ class Engine:
     ) -> np.ndarray:
         """Squared loss of each (draw, sample), (draws, n), summed in float64; ``rng=None``
         runs the clean network (every mask 1). ``Y`` comes from :meth:`targets`. With
-        ``gates`` the twin's losses follow: (2, draws, n)."""
+        ``gates`` the twin's losses follow: (2, draws, n).
+        """
 
         def chunk(start, stop, gen, scratch):
             return self._chunk_losses(Y, start, stop, gen, scratch)
@@ -185,7 +187,8 @@ class Engine:
 
     def _chunk_losses(self, Y, start, stop, rng, work: Scratch) -> np.ndarray:
         """The losses of images start..stop (and, with gates, of their gate-frozen twins,
-        the second half of every array, under the same masks)."""
+        the second half of every array, under the same masks).
+        """
         m = stop - start
         images = self.halves * m
         grid = None if self.grid is None else Grid(images, *self.grid)
@@ -268,7 +271,8 @@ class Engine:
         """The masks of Dropout ``t`` for a chunk of m images, in the form ``_apply`` takes:
         0/1 numbers in the dtype for Bernoulli masks (on every grid position: the padding
         overwrites the border), else the sampled masks; minus their mean (kept − θ, m − 1)
-        with ``deviation``."""
+        with ``deviation``.
+        """
         draws = m // self.n if self.shared else m
         shape: tuple[int, ...]
         if grid is None:
@@ -350,7 +354,8 @@ class Engine:
 
     def _gaps(self, z, grid, R, m: int, work: Scratch) -> np.ndarray:
         """Loss gaps ``‖d‖² − 2⟨r, d⟩`` of the images of a chunk (``deviation``): ``z`` holds
-        the output perturbations d, ``R`` the residuals (C, n, H, W) or None (r = 0)."""
+        the output perturbations d, ``R`` the residuals (C, n, H, W) or None (r = 0).
+        """
         d = grid.inner(z)
         sq = work("sq", d.shape, self.dtype)
         gaps = np.square(d, out=sq).sum(axis=(0, 2, 3), dtype=np.float64)
@@ -400,7 +405,8 @@ def _fold_scales(layers, dtype, *, divide: bool = False) -> tuple[list, list]:
     only ReLUs (positively homogeneous) and other masks lie between: one pass less over
     the maps. An Elementwise layer, a DropConnect or the output ends that path. The weight
     is multiplied by the product of the 1/keep, or with ``divide`` divided by the product
-    of the keeps (the rounding of the two-layer conv estimator, whose numbers it keeps)."""
+    of the keeps (the rounding of the two-layer conv estimator, whose numbers it keeps).
+    """
     weights: list = [None] * len(layers)
     scaled = [False] * len(layers)
     pending: list[int] = []
@@ -426,7 +432,8 @@ def _fold_scales(layers, dtype, *, divide: bool = False) -> tuple[list, list]:
 
 def _tile(dst: np.ndarray, src: np.ndarray, start: int, n: int, axis: int) -> None:
     """``dst`` ← entries ``start, start + 1, …`` (mod n) of ``src`` along ``axis``: the
-    samples of consecutive (draw, sample) images."""
+    samples of consecutive (draw, sample) images.
+    """
     count, done = dst.shape[axis], 0
     while done < count:
         k = (start + done) % n

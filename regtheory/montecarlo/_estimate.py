@@ -1,6 +1,7 @@
 """The mean of i.i.d. penalty draws with an honest interval, and the number of draws
 the interval needs (:func:`estimate`, :func:`min_draws`, :func:`default_n_masks`); the
-method is described in the docstring of :mod:`regtheory.montecarlo`."""
+method is described in the docstring of :mod:`regtheory.montecarlo`.
+"""
 
 from __future__ import annotations
 
@@ -169,7 +170,8 @@ def estimate(
 
 def _power_of_two_unit(values: np.ndarray) -> float:
     """1, or for draws beyond 2^64 the power of two near the largest: the cube of a draw
-    of 1e103 overflows float64, and dividing by a power of two rounds nothing."""
+    of 1e103 overflows float64, and dividing by a power of two rounds nothing.
+    """
     top = float(np.max(np.abs(values)))
     return 1.0 if top <= 2.0**64 else float(2.0 ** np.frexp(top)[1])
 
