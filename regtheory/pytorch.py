@@ -30,6 +30,7 @@ This module imports ``torch``; the rest of the package does not (install the
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -43,10 +44,11 @@ from torch import nn
 from . import _moments, network
 from ._convops import Padding
 from ._events import mask_events
-from ._overflow import finite_result
+from ._grammar import RngLike, as_rng, check_method, keyword_only, transition_to_rng
+from ._overflow import QUADRATIC, overflow_error
+from ._results import Penalty
 from ._validation import (
     InvalidParameterError,
-    as_generator,
     check_array,
     check_int,
     check_n_masks,
@@ -69,7 +71,7 @@ from .layers import (
     as_graph,
 )
 from .masks import Bernoulli, Channel, DropBlock
-from .montecarlo import Estimate, estimate, min_draws
+from .montecarlo import default_n_masks, estimate, min_draws
 
 __all__ = [
     "DropBlock2d",
@@ -177,12 +179,13 @@ class PenaltyReport:
 
     Attributes
     ----------
-    total : float
-        :math:`P = \mathbb E_r L(r) - L(\mathbf 1)`, exact or its Monte Carlo estimate.
+    value : float
+        :math:`P = \mathbb E_r L(r) - L(\mathbf 1)`, exact or its Monte Carlo estimate
+        (``total`` is its deprecated name).
     stderr : float
-        Standard error of ``total``; 0.0 when exact.
+        Standard error of ``value``; 0.0 when exact.
     method : str
-        ``"exact"`` or ``"monte carlo"``.
+        ``"exact"`` or ``"mc"`` (Monte Carlo), as :attr:`regtheory.Penalty.method`.
     dropouts : tuple of str
         Each dropout module: its position in the model, its type and p.
     own : ndarray, read-only
@@ -190,21 +193,21 @@ class PenaltyReport:
         evaluation mode); ``NaN`` where not computed (``by_layer=False``).
     own_stderr : ndarray, read-only
         Their standard errors (0.0 when exact).
-    n_masks : int
-        Monte Carlo draws behind ``total`` (0 when exact).
+    n_masks : int or None
+        Monte Carlo draws behind ``value`` (None when exact).
     terms : network.PenaltyTerms or None
         The exact split over every subset of dropout layers, when exact.
     layers : regtheory.layers.Graph
         The converted network, the one description every path reads.
     """
 
-    total: float
+    value: float
     stderr: float
     method: str
     dropouts: tuple[str, ...]
     own: np.ndarray = field(repr=False)
     own_stderr: np.ndarray = field(repr=False)
-    n_masks: int
+    n_masks: int | None
     terms: network.PenaltyTerms | None = field(repr=False)
     layers: Graph = field(repr=False)
 
@@ -215,14 +218,24 @@ class PenaltyReport:
             object.__setattr__(self, name, values)
 
     @property
+    def total(self) -> float:
+        """Deprecated name of :attr:`value`."""
+        warnings.warn(
+            "PenaltyReport.total is deprecated; use PenaltyReport.value",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.value
+
+    @property
     def interaction(self) -> float:
-        """What the layers pay together beyond their own penalties: total − Σ own."""
-        return self.total - float(np.sum(self.own))
+        """What the layers pay together beyond their own penalties: value − Σ own."""
+        return self.value - float(np.sum(self.own))
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON values (no layers)."""
         return {
-            "total": self.total,
+            "value": self.value,
             "stderr": self.stderr,
             "method": self.method,
             "n_masks": self.n_masks,
@@ -235,8 +248,8 @@ class PenaltyReport:
 
     def __str__(self) -> str:
         pm = "" if self.method == "exact" else f" ± {self.stderr:.3g}"
-        draws = "" if self.method == "exact" else f", {self.n_masks} draws"
-        lines = [f"dropout penalty {self.total:.6g}{pm}  ({self.method}{draws})"]
+        how = "exact" if self.method == "exact" else f"Monte Carlo, {self.n_masks} draws"
+        lines = [f"dropout penalty {self.value:.6g}{pm}  ({how})"]
         width = max(len(name) for name in self.dropouts)
         for name, own, se in zip(self.dropouts, self.own, self.own_stderr):
             if np.isnan(own):  # not computed (by_layer=False)
@@ -843,7 +856,7 @@ def _dropout_on(model: nn.Module, active: Sequence[nn.Module]) -> Iterator[None]
             module.train(mode)
 
 
-def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Estimate:
+def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Penalty:
     """E L(r) − L(1) over the masks of the ``active`` dropout modules, by running the model.
 
     The draws of a batch are stacked along the batch axis (one forward pass); each batch
@@ -856,7 +869,7 @@ def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Estimate:
     y = torch.from_numpy(Y).to(device=device, dtype=torch.float64).reshape(n, -1)
     events, words = mask_events([drops[i][:2] for i in active])
     need = min_draws(events)
-    n_masks = check_n_masks(n_masks, need, words)
+    n_masks = check_n_masks(default_n_masks(events) if n_masks is None else n_masks, need, words)
     modules = [drops[i][2] for i in active]
     with torch.no_grad(), _dropout_on(model, []):
         base = torch.mean(torch.sum((y - model(x).reshape(n, -1).double()) ** 2, dim=1)).item()
@@ -870,40 +883,42 @@ def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Estimate:
         losses = torch.mean(torch.sum((y[None] - out.double()) ** 2, dim=2), dim=1)
         return losses.cpu().numpy() - base
 
-    return estimate(draw, n_masks, seed, batch_size=batch, min_samples=max(1000, need))
+    return estimate(draw, n_masks=n_masks, rng=seed, batch_size=batch, min_masks=max(1000, need))
 
 
-@finite_result("the dropout penalty of the model")
+@keyword_only(2)
+@transition_to_rng
 def dropout_penalty(
     model: nn.Module,
     X: ArrayLike | torch.Tensor,
     *,
     Y: ArrayLike | torch.Tensor | None = None,
+    method: str = "auto",
     n_masks: int | None = None,
-    seed: int | np.random.Generator = 0,
+    rng: RngLike = 0,
     by_layer: bool = True,
 ) -> PenaltyReport:
     r"""Dropout penalty :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` of a PyTorch model on data.
 
     The model is converted by :func:`from_torch` (which refuses unsupported modules by
-    position). When the converted network is one the exact penalty reads (every
-    non-linearity before the first dropout module) the penalty is exact (:func:`regtheory.network.dropout_penalty_terms`, in float64 on the
-    converted weights, whatever the model's dtype). Otherwise it is estimated by Monte
+    position). ``method="exact"`` computes the penalty by moment propagation
+    (:func:`regtheory.network.dropout_penalty_terms`, in float64 on the converted
+    weights, whatever the model's dtype), which takes networks whose non-linearities
+    all come before the first dropout module. ``method="mc"`` estimates it by Monte
     Carlo with the model itself: its dropout modules in training mode and every other
     module in evaluation mode (batch norms use their running statistics), on the model's
     device and in its dtype, with the squared losses taken in float64; each draw is the
     loss gap on the whole data with fresh masks, and the estimate's standard error is
     honest (:func:`regtheory.montecarlo.min_draws` refuses too few draws). torch's random
-    state is left as it was; the same ``seed`` gives the same numbers on the same machine.
+    state is left as it was; the same ``rng`` gives the same numbers on the same machine.
+    ``method="auto"`` is exact where the moment propagation takes the network, else
+    Monte Carlo.
 
-    .. math::
-
-        P = \mathbb{E}_r\, \frac1n \sum_{k} \|y_k - f_{r_k}(x_k)\|^2
-            - \frac1n \sum_{k} \|y_k - f_{\mathbf 1}(x_k)\|^2 .
+    .. math:: P = \mathbb{E}_r\, \frac1n \sum_{k} \|y_k - f_{r_k}(x_k)\|^2
+              - \frac1n \sum_{k} \|y_k - f_{\mathbf 1}(x_k)\|^2 .
 
     With ``by_layer`` each dropout module's penalty *alone* (the others off) is
-    computed the same way, so the report says which layer pays what, and what they pay
-    together beyond the sum of their own penalties.
+    computed the same way: which layer pays what, and what they pay together.
 
     Parameters
     ----------
@@ -915,32 +930,39 @@ def dropout_penalty(
         Targets, the model's output shape; ``None`` takes the model's own mask-free
         output (the penalty is then the perturbation energy
         :math:`\frac1n\sum_k\mathbb E\|f_r(x_k) - f(x_k)\|^2`).
+    method : {"auto", "exact", "mc"}
+        How to compute it (above).
     n_masks : int, optional
-        Monte Carlo draws per estimate (default 2000); ignored when the penalty is exact.
-    seed : int or numpy.random.Generator
-        Source of the Monte Carlo masks.
+        Monte Carlo draws per estimate; default
+        :func:`regtheory.montecarlo.default_n_masks` of the rare mask events.
+    rng : int, numpy.random.Generator or None
+        Source of the Monte Carlo masks (``seed=`` still works, with a warning).
     by_layer : bool
-        Also compute each dropout module's own penalty (one more estimate per module
-        on the Monte Carlo path).
+        Also compute each dropout module's own penalty.
 
     Returns
     -------
     PenaltyReport
-        ``total``, ``stderr`` (0.0 when exact), ``method``, ``dropouts``, ``own``,
+        ``value``, ``stderr`` (0.0 when exact), ``method``, ``dropouts``, ``own``,
         ``own_stderr``, ``interaction``, ``terms`` (exact only) and the converted
         ``layers``; ``print(report)`` shows a table, ``report.to_dict()`` JSON values.
 
+    Raises
+    ------
+    InvalidParameterError
+        For a refused argument (a module not supported, data that do not fit, too few
+        ``n_masks``), or ``method="exact"`` for a model it cannot take.
+
     Examples
     --------
-    Dropout (keep 0.5, λ = 1) before a last layer u = (1, 2) on x = (1, 1): the penalty
-    is :math:`\lambda \sum_i u_i^2 x_i^2 = 5`.
+    Dropout (keep 0.5, λ = 1) before u = (1, 2) on x = (1, 1): :math:`\lambda \sum_i u_i^2 x_i^2 = 5`.
 
     >>> import numpy as np, torch
     >>> last = torch.nn.Linear(2, 1, bias=False)
     >>> with torch.no_grad():
     ...     _ = last.weight.copy_(torch.tensor([[1.0, 2.0]]))
     >>> report = dropout_penalty(torch.nn.Sequential(torch.nn.Dropout(0.5), last), np.ones((3, 2)))
-    >>> report.total, report.method
+    >>> report.value, report.method
     (5.0, 'exact')
     >>> print(report)
     dropout penalty 5  (exact)
@@ -952,14 +974,35 @@ def dropout_penalty(
         Y = _as_array(Y, "Y")
     if not names:
         raise InvalidParameterError("`model` has no dropout module: its penalty is zero")
-    if n_masks is not None:
-        n_masks = check_int(n_masks, "n_masks")
+    method, n_masks = _options(method, n_masks, by_layer)
+    gen = as_rng(rng)  # refuse a bad rng even where the penalty is exact
+    why = None if method == "mc" else _moments.exact_refusal(graph, X.shape[1:])
+    if method == "exact" and why is not None:
+        raise InvalidParameterError(why)
+    if method != "mc" and why is None:
+        report = _exact_report(graph, names, X, Y, by_layer)
+    else:
+        report = _monte_carlo_report(model, graph, names, X, Y, n_masks, gen, by_layer)
+    _check_finite(report, model, X)
+    return report
+
+
+def _options(method: object, n_masks: object, by_layer: object) -> tuple[str, int | None]:
+    """The checked ``method`` and ``n_masks`` of :func:`dropout_penalty`."""
     if not isinstance(by_layer, bool):
         raise InvalidParameterError(f"`by_layer` must be True or False, got {by_layer!r}")
-    as_generator(seed)  # refuse a bad seed even where the penalty is exact
-    if _moments.exact_refusal(graph, X.shape[1:]) is None:
-        return _exact_report(graph, names, X, Y, by_layer)
-    return _monte_carlo_report(model, graph, names, X, Y, n_masks, seed, by_layer)
+    return check_method(method), None if n_masks is None else check_int(n_masks, "n_masks")
+
+
+def _check_finite(report: PenaltyReport, model: nn.Module, X: np.ndarray) -> None:
+    """An overflow on the way is an error, not inf or NaN (own penalties not computed,
+    ``by_layer=False``, are NaN by design)."""
+    done = ~np.isnan(report.own)
+    numbers = [report.value, report.stderr, *report.own[done], *report.own_stderr[done]]
+    if not np.all(np.isfinite(numbers)):
+        raise overflow_error(
+            "the dropout penalty of the model", QUADRATIC, dropout_penalty, (model, X), {}
+        )
 
 
 def _without(graph: Graph, drop: Sequence[int]) -> Graph:
@@ -982,9 +1025,9 @@ def _exact_report(graph: Graph, names, X, Y, by_layer) -> PenaltyReport:
     own = np.full(len(at), np.nan)
     for k, i in enumerate(at if by_layer else []):
         alone = _without(graph, [j for j in at if j != i])
-        own[k] = network.dropout_penalty(alone, X, Y=Y)
+        own[k] = network.dropout_penalty_terms(alone, X, Y=Y).value
     return PenaltyReport(
-        terms.total, 0.0, "exact", tuple(names), own, np.zeros(len(at)), 0, terms, graph
+        terms.value, 0.0, "exact", tuple(names), own, np.zeros(len(at)), None, terms, graph
     )
 
 
@@ -1001,8 +1044,7 @@ def _monte_carlo_report(model, graph, names, X, Y, n_masks, seed, by_layer) -> P
             f"`Y` must have the model's output shape {out.shape}, got {Y.shape}"
         )
     Y = Y.reshape(len(X), -1)
-    rng = as_generator(seed)
-    n_masks = 2000 if n_masks is None else n_masks
+    rng = as_rng(seed)
     # the widest activation of one sample sets the batch of draws
     widest = max(int(np.prod(s)) for s in (X.shape[1:], *graph.shapes(X.shape[1:])))
     total = _torch_mc(
@@ -1012,15 +1054,15 @@ def _monte_carlo_report(model, graph, names, X, Y, n_masks, seed, by_layer) -> P
     own_se = np.full(len(drops), np.nan)
     for k in range(len(drops) if by_layer else 0):
         est = _torch_mc(model, drops, X, Y, active=[k], seed=rng, n_masks=n_masks, widest=widest)
-        own[k], own_se[k] = est.mean, est.stderr
+        own[k], own_se[k] = est.value, est.stderr
     return PenaltyReport(
-        total.mean,
+        total.value,
         total.stderr,
-        "monte carlo",
+        "mc",
         tuple(names),
         own,
         own_se,
-        total.n_masks or 0,
+        total.n_masks,
         None,
         graph,
     )
@@ -1044,6 +1086,7 @@ def _reproducible(n_threads: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(deterministic)
 
 
+@transition_to_rng
 def train_classifier(
     model: nn.Module,
     X: ArrayLike | torch.Tensor,
@@ -1052,7 +1095,7 @@ def train_classifier(
     epochs: int = 30,
     batch_size: int | None = None,
     lr: float = 3e-3,
-    seed: int | np.random.Generator = 0,
+    rng: RngLike = 0,
     n_threads: int = 1,
 ) -> nn.Module:
     r"""A trained copy of a PyTorch classifier: Adam on the cross-entropy, reproducibly.
@@ -1060,7 +1103,7 @@ def train_classifier(
     The model's dropout modules are in training mode while it trains, so it sees real
     masks at every step; the data are reshuffled every epoch into mini-batches of
     ``batch_size`` rows (the last one smaller). Training is deterministic: torch's generator
-    is seeded from ``seed`` (inside ``torch.random.fork_rng``, so the caller's random
+    is seeded from ``rng`` (inside ``torch.random.fork_rng``, so the caller's random
     state is untouched), deterministic algorithms are switched on and the thread count
     fixed for the run (both restored after it); the same seed gives the same weights
     on the same machine. Across processors the rounding of each step differs, and
@@ -1080,8 +1123,9 @@ def train_classifier(
         Rows per mini-batch; default all of them (one step per epoch).
     lr : float
         Adam's step size (other Adam settings are torch's defaults).
-    seed : int or numpy.random.Generator
-        Source of the initial shuffles and of the dropout masks.
+    rng : int, numpy.random.Generator or None
+        Source of the initial shuffles and of the dropout masks (``seed=`` still works,
+        with a warning).
     n_threads : int
         torch's intra-op threads during training. One thread is the default: a small
         model's steps are too short to split, and on a machine whose cores are busy
@@ -1121,7 +1165,7 @@ def train_classifier(
     epochs = check_int(epochs, "epochs")
     batch_size = len(X) if batch_size is None else check_int(batch_size, "batch_size")
     lr = check_positive(lr, "lr")
-    torch_seed = int(as_generator(seed).integers(2**62))
+    torch_seed = int(as_rng(rng).integers(2**62))
     n_threads = check_int(n_threads, "n_threads")
     trained = copy.deepcopy(model)
     device, dtype = _placement(trained)

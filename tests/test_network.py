@@ -132,3 +132,50 @@ def test_too_few_masks_refused_with_the_minimum_for_the_layers():
     with pytest.raises(ValueError, match=f"`n_masks` must be at least {need} .*0.01"):
         network.dropout_penalty_mc(two, X, Y, n_masks=need - 1)
     assert network.dropout_penalty_mc(two, X, Y, n_masks=need).n_samples == need
+
+
+# ----------------------------------------------------------------------------- one grammar
+
+
+def _relu_nets(rng):
+    W, U = rng.normal(size=(6, 4)), rng.normal(size=(2, 6))
+    linear_after = [Linear(W), ReLU(), Dropout(Bernoulli(0.5)), Linear(U)]
+    relu_after = [Linear(W), Dropout(Bernoulli(0.5)), ReLU(), Linear(U)]
+    return linear_after, relu_after
+
+
+def test_one_penalty_function_chooses_exact_or_monte_carlo():
+    rng = np.random.default_rng(60)
+    linear_after, relu_after = _relu_nets(rng)
+    X, Y = rng.normal(size=(20, 4)), rng.normal(size=(20, 2))
+    exact = network.dropout_penalty(linear_after, X, Y=Y)
+    assert exact.method == "exact" and exact.n_masks is None and exact.stderr == 0.0
+    assert exact == network.dropout_penalty_terms(linear_after, X, Y=Y).value
+    mc = network.dropout_penalty(linear_after, X, Y=Y, method="mc", n_masks=3000, rng=1)
+    assert mc.method == "mc" and mc.n_masks == 3000 and abs(mc - exact) < N_SE * mc.stderr
+    # "auto" estimates what has no exact form; "exact" refuses it, naming the layer
+    auto = network.dropout_penalty(relu_after, X, Y=Y)
+    assert auto.method == "mc" and auto.n_masks == 2000  # the one default rule
+    with pytest.raises(ValueError, match=r"position 1 feeds a non-linearity.*method='mc'"):
+        network.dropout_penalty(relu_after, X, Y=Y, method="exact")
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        network.dropout_penalty(linear_after, X, method="closed form")
+
+
+def test_the_former_names_give_the_same_numbers_with_a_warning():
+    rng = np.random.default_rng(61)
+    _, relu_after = _relu_nets(rng)
+    X, Y = rng.normal(size=(10, 4)), rng.normal(size=(10, 2))
+    new = network.dropout_penalty(relu_after, X, Y=Y, method="mc", n_masks=2000, rng=7)
+    with pytest.warns(DeprecationWarning, match="dropout_penalty_mc"):
+        old = network.dropout_penalty_mc(relu_after, X, Y, n_masks=2000, seed=7)
+    assert (old.value, old.stderr, old.n_masks) == (new.value, new.stderr, new.n_masks)
+    masked = network.forward(relu_after, X, n_draws=3, rng=8)
+    with pytest.warns(DeprecationWarning, match="forward"):
+        assert np.array_equal(network.forward(relu_after, X, seed=8, n_draws=3), masked)
+    with pytest.warns(DeprecationWarning, match="forward"):
+        clean = network.forward(relu_after, X, seed=None)
+    assert np.array_equal(clean, network.forward(relu_after, X))
+    terms = network.dropout_penalty_terms(_relu_nets(rng)[0], X)
+    with pytest.warns(DeprecationWarning, match="PenaltyTerms.total"):
+        assert terms.total == terms.value
