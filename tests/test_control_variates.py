@@ -16,6 +16,7 @@ import pytest
 import regtheory
 from regtheory import network as nw
 from regtheory.masks import Bernoulli, Channel, DropBlock
+from regtheory.network import _penalty as nw_penalty
 
 N_SE = 4
 KEEP = 0.6
@@ -217,9 +218,9 @@ def test_frozen_penalty_of_a_conv_net_matches_its_monte_carlo():
         nw.Dropout(Bernoulli(0.8)),
         nw.Linear(rng.normal(size=(3, 3 * 49))),
     ]
-    gates = nw._clean_gates(layers, X)
+    gates = nw_penalty._clean_gates(layers, X)
     assert all(0.2 < g.mean() < 0.8 for g in gates)
-    exact = nw._frozen_penalty(layers, X, Y, gates)
+    exact = nw_penalty._frozen_penalty(layers, X, Y, gates)
     means, variances = [], []
     for k in range(len(X)):
         frozen = list(layers)

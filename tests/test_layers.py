@@ -452,7 +452,9 @@ def test_no_other_module_defines_a_layer_class():
 
 
 def test_the_same_node_objects_reach_the_moments_the_engine_and_the_export(monkeypatch):
-    import regtheory._moments as moments
+    import regtheory.network._moments as moments
+    import regtheory.network._penalty as penalty
+    import regtheory.pytorch._convert as convert
 
     seen = {}
 
@@ -466,15 +468,15 @@ def test_the_same_node_objects_reach_the_moments_the_engine_and_the_export(monke
     monkeypatch.setattr(
         moments, "dropout_penalty_terms", spy("moments", moments.dropout_penalty_terms)
     )
-    monkeypatch.setattr(network, "Engine", spy("engine", network.Engine))
+    monkeypatch.setattr(penalty, "Engine", spy("engine", penalty.Engine))
     exported = []
-    original_layer = pytorch._torch_layer
+    original_layer = convert._torch_layer
 
     def export_spy(layer, *args):
         exported.append(layer)
         return original_layer(layer, *args)
 
-    monkeypatch.setattr(pytorch, "_torch_layer", export_spy)
+    monkeypatch.setattr(convert, "_torch_layer", export_spy)
     graph = Graph(
         [Conv(rng.normal(size=(2, 1, 3, 3))), ReLU(), Dropout(masks.Bernoulli(0.5)),
          Linear(rng.normal(size=(1, 18)))]

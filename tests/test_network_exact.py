@@ -1,4 +1,4 @@
-"""Exact dropout penalties of deep networks (regtheory._moments) against independent computations.
+"""Exact dropout penalties of deep networks (regtheory.network._moments) against independent computations.
 
 * enumeration of every mask pattern on tiny nets (plain NumPy forward passes in this file,
   each pattern weighted by its probability), to 1e-10 relative;
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from regtheory import InvalidParameterError, fc, network
-from regtheory._moments import _period
 from regtheory.network import DropConnect, PenaltyTerms, dropout_penalty_terms
+from regtheory.network._moments import _period
 
 
 def network_dropout_penalty(layers, X, Y=None):

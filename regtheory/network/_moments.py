@@ -98,11 +98,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._dropblock import dropblock_moments
-from ._validation import InvalidParameterError, check_array
-from .conv import conv2d
-from .layers import Conv, DropConnect, Dropout, Flatten, Graph, Linear, Multiply, Node, ReLU
-from .masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
+from .._dropblock import dropblock_moments
+from .._validation import InvalidParameterError, check_array
+from ..conv import conv2d
+from ..layers import Conv, DropConnect, Dropout, Flatten, Graph, Linear, Multiply, Node, ReLU
+from ..masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
 
 __all__ = [
     "PenaltyTerms",
