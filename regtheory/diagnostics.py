@@ -45,6 +45,10 @@ from .masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
 __all__ = ["ConvTaps", "Diagnosis", "LinearBlock", "diagnose"]
 
 
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 def _read_only(a: ArrayLike) -> np.ndarray:
     arr = np.array(a)
     arr.setflags(write=False)

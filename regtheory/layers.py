@@ -113,6 +113,10 @@ __all__ = [
 Shape = tuple[int, ...]
 
 
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 class Node:
     """Base of every layer node: the defaults of the protocol (module docstring).
 

@@ -88,3 +88,7 @@ __all__ = [
     "dropout_penalty_terms",
     "forward",
 ]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)

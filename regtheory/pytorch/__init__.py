@@ -45,3 +45,7 @@ __all__ = [
     "to_torch",
     "train_classifier",
 ]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
