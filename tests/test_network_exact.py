@@ -275,7 +275,7 @@ def test_fc_matches_monte_carlo_over_real_masks():
         Linear(W3),
     ]
     exact = network_dropout_penalty(layers, X, Y)
-    est = network.dropout_penalty_mc(layers, X, Y, n_masks=4000, seed=4)
+    est = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=4000, rng=4)
     assert abs(est.zscore(exact.value)) < N_SE, (exact.value, est)
 
 
@@ -291,8 +291,8 @@ def test_gaussian_dropout_has_the_bernoulli_penalty_and_matches_gaussian_draws()
     gauss = network_dropout_penalty(net([Gaussian(0.6), Gaussian(0.4)]), X, Y)
     bern = network_dropout_penalty(net([Bernoulli(0.6), Bernoulli(0.4)]), X, Y)
     assert gauss.value == pytest.approx(bern.value, rel=1e-12)
-    est = network.dropout_penalty_mc(
-        net([Gaussian(0.6), Gaussian(0.4)]), X, Y, n_masks=4000, seed=6
+    est = network.dropout_penalty(
+        net([Gaussian(0.6), Gaussian(0.4)]), X, Y=Y, method="mc", n_masks=4000, rng=6
     )
     assert abs(est.zscore(gauss.value)) < N_SE, (gauss.value, est)
 
@@ -590,7 +590,7 @@ def test_mixed_conv_net_matches_monte_carlo_over_real_masks():
         Conv(w[3]),
     ]
     exact = network_dropout_penalty(layers, X, Y)
-    est = network.dropout_penalty_mc(layers, X, Y, n_masks=3000, seed=18)
+    est = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=3000, rng=18)
     assert abs(est.zscore(exact.value)) < N_SE, (exact.value, est)
 
 
@@ -710,7 +710,7 @@ def test_network_monte_carlo_samples_dropconnect_and_gaussian_masks_like_the_exa
     Y = rng.normal(size=(6, 2))
     exact = network.dropout_penalty(layers, X, Y=Y)
     for seed in range(20):
-        est = network.dropout_penalty_mc(layers, X, Y, n_masks=2000, seed=seed)
+        est = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=2000, rng=seed)
         assert abs(est.mean - exact) < 4 * est.stderr, (seed, est.mean, exact, est.stderr)
 
 
@@ -797,7 +797,7 @@ def test_biased_conv_net_into_a_head_matches_monte_carlo():
     ]
     X, Y = rng.normal(size=(6, 2, 9, 9)), rng.normal(size=(6, 3))
     exact = network.dropout_penalty(layers, X, Y=Y)
-    est = network.dropout_penalty_mc(layers, X, Y, n_masks=4000, seed=44)
+    est = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=4000, rng=44)
     assert abs(est.mean - exact) < N_SE * est.stderr, (est.mean, exact, est.stderr)
 
 
