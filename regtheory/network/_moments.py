@@ -204,7 +204,7 @@ class PenaltyTerms:
 
     @property
     def total(self) -> float:
-        """Deprecated name of :attr:`value`."""
+        """Deprecated name of ``value``."""
         warnings.warn(
             "PenaltyTerms.total is deprecated; use PenaltyTerms.value",
             DeprecationWarning,

@@ -305,7 +305,7 @@ def _p(module: nn.Module) -> float:
 
 
 def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Graph:
-    """Convert a PyTorch ``nn.Sequential`` into a :class:`regtheory.Graph`.
+    """Convert a PyTorch ``nn.Sequential`` into a :class:`regtheory.layers.Graph`.
 
     Supported modules:
 
@@ -313,10 +313,10 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Graph:
       dilation, groups and padding amount; padding_mode ``'zeros'`` or ``'circular'``);
     * ``nn.AvgPool1d``/``2d`` (counting the padding, as torch's default),
       ``nn.MaxPool1d``/``2d`` and ``nn.AdaptiveAvgPool1d``/``2d``;
-    * ``nn.ReLU`` (:class:`~regtheory.ReLU`) and the elementwise activations
+    * ``nn.ReLU`` (:class:`~regtheory.layers.ReLU`) and the elementwise activations
       (``Tanh``, ``Sigmoid``, ``GELU``, ``SiLU``, ``ELU``, ``LeakyReLU``, ``Softplus`` and
       the other elementwise ones of ``torch.nn``), as
-      :class:`~regtheory.Elementwise` layers evaluated by a float64 copy of the
+      :class:`~regtheory.layers.Elementwise` layers evaluated by a float64 copy of the
       module;
     * ``nn.BatchNorm1d``/``nn.BatchNorm2d`` in evaluation mode (running statistics,
       whatever the model's mode), folded into the linear or conv layer before it, or,
@@ -340,7 +340,7 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Graph:
 
     Returns
     -------
-    regtheory.Graph
+    regtheory.layers.Graph
         The nodes, first to last (a chain), for :func:`regtheory.network.forward` and the
         penalties.
 

@@ -80,7 +80,7 @@ class PenaltyReport:
 
     @property
     def total(self) -> float:
-        """Deprecated name of :attr:`value`."""
+        """Deprecated name of ``value``."""
         warnings.warn(
             "PenaltyReport.total is deprecated; use PenaltyReport.value",
             DeprecationWarning,
