@@ -404,10 +404,9 @@ def dropout_penalty(
     One dropout layer before the last linear layer U is the explicit regularizer
     :math:`\lambda\sum_i \|u_i\|^2\, \overline{h_i^2}` (here λ = 1, u = (1, 2), h = (1, 1)):
 
-    >>> import numpy as np
-    >>> from regtheory.layers import Dropout, Linear, ReLU
-    >>> from regtheory.masks import Bernoulli
-    >>> layers = [Dropout(Bernoulli(0.5)), Linear(np.array([[1.0, 2.0]]))]
+    >>> import numpy as np, regtheory
+    >>> from regtheory.layers import Dropout, Linear
+    >>> layers = [Dropout(regtheory.masks.Bernoulli(0.5)), Linear(np.array([[1.0, 2.0]]))]
     >>> dropout_penalty(layers, np.ones((3, 2)))
     Penalty(5.0, method='exact')
     >>> est = dropout_penalty(layers, np.ones((3, 2)), method="mc", n_masks=4000)
