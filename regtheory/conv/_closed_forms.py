@@ -331,12 +331,23 @@ def position_penalty(
     keep : float
         Retain probability θ in (0, 1].
     image_shape : (H, W), or (L,) / L for 1-D kernels
+        Spatial size of the input image (or signal) and of the hidden map.
     padding : {"zeros", "circular"}
         Padding of both layers.
 
     Returns
     -------
     array (H, W), or (L,)
+        P[q] for every hidden position q.
+
+    Raises
+    ------
+    InvalidParameterError
+        If a kernel or ``image_shape`` is refused (as in :func:`dropout_penalty`),
+        ``keep`` is not in (0, 1], or ``padding`` is unknown.
+    NumericalOverflowError
+        If finite kernels give a map beyond the range of float64 (a subclass of
+        InvalidParameterError and OverflowError).
 
     See Also
     --------

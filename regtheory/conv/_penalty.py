@@ -70,15 +70,17 @@ def dropout_penalty(
     keep : float
         Retain probability θ in (0, 1] (for DropBlock the expected kept fraction).
     image_shape : (H, W), or (L,) / L for 1-D kernels
+        Spatial size of the input image (or signal); the hidden map has the same size.
     padding, mode : {"zeros", "circular"}, {"element", "channel", "block"}
         Padding of both layers; ``nn.Dropout``, ``nn.Dropout2d`` or DropBlock.
-    x, y : arrays (N, C_in, H, W) and (N, C_out, H, W), optional
-        Inputs (``None``: white input, :math:`\mathbb{E}[xx^\top] = I`, zero mean) and
-        their targets (``None``: f(x), where Δ is the perturbation energy).
+    x : array (N, C_in, H, W), optional
+        Inputs (``None``: white input, :math:`\mathbb{E}[xx^\top] = I`, zero mean).
     activation : {None, "relu"}
         Before the mask; exact on white input for ``mode="element"`` only.
     block_size : int, optional
         DropBlock's block side (``mode="block"`` only), at most the map's size.
+    y : array (N, C_out, H, W), optional
+        Targets of ``x`` (``None``: f(x), where Δ is the perturbation energy).
     normalize : {"ideal", "torchvision"}
         DropBlock's normaliser: 1/θ, or torchvision's numel/sum(kept) (no closed form).
     method : {"auto", "exact", "mc"}
@@ -103,6 +105,9 @@ def dropout_penalty(
     InvalidParameterError
         If an argument is refused (shapes, ``keep``, an option, too few ``n_masks``) or
         ``method="exact"`` has no closed form.
+    NumericalOverflowError
+        If finite inputs give a penalty beyond the range of float64 (a subclass of
+        InvalidParameterError and OverflowError; rescale a layer's weights).
 
     See Also
     --------
@@ -153,14 +158,45 @@ will be removed in a future minor release. The number of masks now defaults to
 
 Parameters
 ----------
-u, v, keep, image_shape
-    The net and its input, as in :func:`dropout_penalty`.
-**options
-    The options of :func:`dropout_penalty` (``padding``, ``mode``, ``x``, ``y``,
-    ``n_masks``, ``rng`` or the former ``seed``, ``rtol``, ...), ``method`` excepted.
+u, v : arrays (C_out, C_hid, k', k'), (C_hid, C_in, k, k), or 1-D kernels (·, ·, k)
+    Kernels of the layers after and before the mask.
+keep : float
+    Retain probability θ in (0, 1].
+image_shape : (H, W), or (L,) / L for 1-D kernels
+    Spatial size of the input image (or signal).
+padding, mode : {"zeros", "circular"}, {"element", "channel", "block"}
+    As in :func:`dropout_penalty`.
+x : array (N, C_in, H, W), optional
+    Inputs (``None``: white input).
+activation : {None, "relu"}
+    Before the mask.
+block_size : int, optional
+    DropBlock's block side (``mode="block"`` only).
+y : array (N, C_out, H, W), optional
+    Targets of ``x`` (``None``: f(x)).
+normalize : {"ideal", "torchvision"}
+    DropBlock's normaliser.
+method : {"mc"}
+    Only ``"mc"``; another value is refused.
+n_masks : int, optional
+    Masks of the estimate; default :func:`regtheory.montecarlo.default_n_masks`.
+rng : int, numpy.random.Generator or None
+    Source of the masks and white inputs (the former ``seed`` is still accepted).
+rtol, batch_size : float, int, optional
+    Stop at this relative standard error; masks per batch.
+dtype : {"float64", "float32"}
+    The estimate's arithmetic.
 
 Returns
 -------
 Penalty
     The Monte Carlo estimate (``method="mc"``).
+
+Raises
+------
+InvalidParameterError
+    If an argument is refused, as in :func:`dropout_penalty`, or ``method`` is not
+    ``"mc"``.
+NumericalOverflowError
+    If finite inputs give a penalty beyond the range of float64.
 """
