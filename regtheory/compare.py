@@ -169,6 +169,11 @@ def circulant_spectrum(M: ArrayLike) -> np.ndarray:
     ndarray (n,)
         :math:`|\hat c_j|`, j = 0, …, n − 1.
 
+    Raises
+    ------
+    InvalidParameterError
+        If ``M`` is not a finite real square 2-D array.
+
     Examples
     --------
     >>> import numpy as np
@@ -314,6 +319,7 @@ def compare(
     Returns
     -------
     Comparison
+        The results keyed by method, with the settings that made them.
 
     Raises
     ------

@@ -56,13 +56,18 @@ def dropout_lambda(keep: float) -> float:
     Parameters
     ----------
     keep : float
-        Retain probability θ in (0, 1] (PyTorch's ``p`` is ``1 - keep``); anything
-        else raises ``TypeError`` (not a real number) or ``ValueError``.
+        Retain probability θ in (0, 1] (PyTorch's ``p`` is ``1 - keep``).
 
     Returns
     -------
     float
         λ ≥ 0 (0 at keep = 1, no dropout).
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``keep`` is not a real number in (0, 1] (a subclass of both ``TypeError``
+        and ``ValueError``).
 
     References
     ----------
@@ -165,6 +170,13 @@ def kept_units(keep: float, shape: ShapeLike, rng: RngLike) -> np.ndarray:
     -------
     ndarray of bool
         True where the unit is kept.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``keep`` is not a real number in (0, 1], ``shape`` is empty or has an
+        entry that is not a positive integer, or ``rng`` is not an int ≥ 0, a
+        Generator or None.
 
     Examples
     --------

@@ -382,11 +382,22 @@ def train_fc(
     Returns
     -------
     FCTrainingResult
+        The final factors, the recorded history and the settings used.
 
     Raises
     ------
+    InvalidParameterError
+        If ``X`` or ``Y`` is not a finite real 2-D array or their rows differ, ``keep``
+        is not in (0, 1], a count is not a positive integer, a rate or scale is not
+        positive, ``batch_size`` exceeds n, ``block_size`` does not divide ``width``,
+        or ``rng`` is not an int ≥ 0, a Generator or None.
     FloatingPointError
         If the loss or the weights become non-finite: ``lr`` is too large.
+
+    References
+    ----------
+    [1] Srivastava et al., JMLR 2014. [2] Mianjy, Arora & Vidal, ICML 2018, Thm 2.5.
+    [3] Cavazza et al., AISTATS 2018 (the same experiment, Sec. 5).
 
     Examples
     --------
@@ -398,11 +409,6 @@ def train_fc(
     >>> M = fc.global_optimum(T, 0.8, 6)
     >>> bool(np.linalg.norm(res.final_map - M) < 0.05 * np.linalg.norm(M))
     True
-
-    References
-    ----------
-    [1] Srivastava et al., JMLR 2014. [2] Mianjy, Arora & Vidal, ICML 2018, Thm 2.5.
-    [3] Cavazza et al., AISTATS 2018 (the same experiment, Sec. 5).
     """
     X = check_array(X, "X", ndim=2)
     Y = check_array(Y, "Y", ndim=2)
@@ -708,8 +714,12 @@ def train_conv(
         Hidden channels C.
     kernel_size : int or tuple
         Odd kernel size of both layers: k (square), (kh, kw), or (k,) in 1-D; fits the image.
-    steps, lr, rng, batch_size, init_scale, lr_decay, record_every
-        The SGD settings, as in :func:`train_fc`.
+    steps : int
+        Number of gradient steps, at least 1.
+    lr : float
+        Initial step size η > 0.
+    rng : int, numpy.random.Generator or None
+        Source of the initialisation, the minibatches and the masks.
     mode : {"element", "channel", "block"}
         ``nn.Dropout``, ``nn.Dropout2d`` (SpatialDropout) or DropBlock on the hidden map.
     block_size : int, optional
@@ -718,15 +728,35 @@ def train_conv(
         Padding of both layers.
     activation : {None, "relu"}
         Non-linearity on the hidden map, before the mask.
+    batch_size : int, optional
+        Samples per minibatch, in [1, N]; default N.
+    init_scale : float
+        Standard deviation of the initial weights, > 0.
+    lr_decay : float, optional
+        Decay time τ > 0 of the step size η/(1 + t/τ); ``None`` keeps it constant.
+    record_every : int, optional
+        Record every this many steps (and the first and last state); default ⌈steps/100⌉.
 
     Returns
     -------
     ConvTrainingResult
+        The final kernels, the recorded history and the settings used.
 
     Raises
     ------
+    InvalidParameterError
+        If ``X`` or ``Y`` is refused (not finite real arrays of 3 or 4 axes with the
+        same samples and spatial shape), ``keep`` is not in (0, 1], a count is not a
+        positive integer, the kernel is even or larger than the image, a rate or scale
+        is not positive, an option is unknown, the block does not fit the map, or
+        ``rng`` is not an int ≥ 0, a Generator or None.
     FloatingPointError
         If the loss or the weights become non-finite: ``lr`` is too large.
+
+    References
+    ----------
+    [1] Mianjy, Arora & Vidal, ICML 2018. [2] Arora et al., ICML 2021. [3] Tompson et
+    al., CVPR 2015 (SpatialDropout). [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
 
     Examples
     --------
@@ -740,11 +770,6 @@ def train_conv(
     >>> res = train_conv(X, Y, 1.0, 3, 3, steps=2000, lr=0.02, rng=0)
     >>> bool(np.allclose(res.final_kernel, teacher, atol=1e-3))
     True
-
-    References
-    ----------
-    [1] Mianjy, Arora & Vidal, ICML 2018. [2] Arora et al., ICML 2021. [3] Tompson et
-    al., CVPR 2015 (SpatialDropout). [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
     """
     X, Y = check_conv_data(X, Y)
     channels = check_int(channels, "channels")

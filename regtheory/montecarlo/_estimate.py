@@ -209,6 +209,12 @@ def min_draws(event_probabilities: ArrayLike) -> int:
     int
         :math:`n_{\min}`; 2 when no event is random (the draws are then all equal).
 
+    Raises
+    ------
+    InvalidParameterError
+        If ``event_probabilities`` is not a finite real scalar or 1-D array of
+        numbers in [0, 1].
+
     Examples
     --------
     >>> min_draws(0.5), min_draws(0.1), min_draws(0.02)
