@@ -167,7 +167,8 @@ def linear_teacher(
     d_in, d_out = check_int(d_in, "d_in"), check_int(d_out, "d_out")
     if s.size > min(d_in, d_out):
         raise InvalidParameterError(
-            f"`singular_values` has {s.size} entries, more than min(d_in, d_out) = {min(d_in, d_out)}"
+            f"`singular_values` has {s.size} entries, more than min(d_in, d_out) = "
+            f"{min(d_in, d_out)}"
         )
     noise = check_nonnegative(noise, "noise")
     rng = as_rng(rng)

@@ -198,8 +198,10 @@ class Bernoulli(MaskDistribution):
 
 @dataclass(frozen=True)
 class Channel(MaskDistribution):
-    """Channel dropout: one Bernoulli(keep) draw per channel (first feature axis), shared
-    by every position of that channel's map, scaled by 1/keep (``nn.Dropout2d``).
+    """Channel dropout (``nn.Dropout2d``): one Bernoulli(keep) draw per channel.
+
+    The channel is the first feature axis; the draw is shared by every position of that
+    channel's map and scaled by 1/keep.
     """
 
     def _sample(self, shape, n, rng):

@@ -1,6 +1,8 @@
-"""The convolution as an operator: same-size cross-correlation, its dense matrix, the
-columns each kernel tap appears in and the probability that a tap gets no gradient
-(THEORY §2), and the squared column norms of the matrix (formula (5)'s weights).
+"""The convolution as an operator.
+
+Same-size cross-correlation, its dense matrix, the columns each kernel tap appears in
+and the probability that a tap gets no gradient (THEORY §2), and the squared column
+norms of the matrix (formula (5)'s weights).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""The one penalty function of the two-layer conv net: exact where the closed form
-exists, by Monte Carlo over real masks otherwise or on request (``method=``).
+"""The one penalty function of the two-layer conv net.
+
+Exact where the closed form exists, by Monte Carlo over real masks otherwise or on
+request (``method=``).
 """
 
 from __future__ import annotations
@@ -58,10 +60,9 @@ def dropout_penalty(
     in closed form: (5) and (6) of the module docstring for inverted Bernoulli and channel
     masks, DropBlock's exact mask moments for blocks. ``method="mc"`` estimates it over
     real masks: a draw is :math:`\frac1N\sum_n \|d_n\|^2 - 2\langle y_n - f(x_n), d_n\rangle`,
-    :math:`d_n = u \ast ((m - 1)\circ h_n)`, for one mask (and, with ``x=None``, one
-    fresh standard normal input). ``method="auto"`` is exact where the closed form
-    exists, else the estimate (``normalize="torchvision"``; a ReLU before channel or block
-    masks on white input).
+    :math:`d_n = u \ast ((m - 1)\circ h_n)`, for one mask (and, with ``x=None``, one fresh
+    standard normal input). ``method="auto"`` is exact where the closed form exists, else the
+    estimate (``normalize="torchvision"``; a ReLU before channel or block masks on white input).
 
     Parameters
     ----------
@@ -75,23 +76,20 @@ def dropout_penalty(
         Padding of both layers; ``nn.Dropout``, ``nn.Dropout2d`` or DropBlock.
     x : array (N, C_in, H, W), optional
         Inputs (``None``: white input, :math:`\mathbb{E}[xx^\top] = I`, zero mean).
-    activation : {None, "relu"}
-        Before the mask; exact on white input for ``mode="element"`` only.
-    block_size : int, optional
-        DropBlock's block side (``mode="block"`` only), at most the map's size.
+    activation, block_size : {None, "relu"}, int, optional
+        Before the mask (exact on white input for ``mode="element"`` only); DropBlock's
+        block side (``mode="block"`` only), at most the map's size.
     y : array (N, C_out, H, W), optional
         Targets of ``x`` (``None``: f(x), where Δ is the perturbation energy).
-    normalize : {"ideal", "torchvision"}
-        DropBlock's normaliser: 1/θ, or torchvision's numel/sum(kept) (no closed form).
-    method : {"auto", "exact", "mc"}
-        The closed form (refused where there is none), the estimate, or either (above).
+    normalize, method : {"ideal", "torchvision"}, {"auto", "exact", "mc"}
+        DropBlock's normaliser: 1/θ, or torchvision's numel/sum(kept) (no closed form); the
+        closed form (refused where there is none), the estimate, or either (above).
     n_masks : int, optional
-        Masks of the estimate (the maximum with ``rtol``), at least
-        :func:`regtheory.montecarlo.min_draws`; default ``default_n_masks`` of the masks.
-    rng : int, numpy.random.Generator or None
-        Source of the estimate's masks and white inputs.
-    rtol, batch_size : float, int, optional
-        Stop at this relative standard error; masks per batch (about 64 MB of maps).
+        Masks of the estimate (the maximum with ``rtol``), at least ``min_draws`` of the
+        masks; default ``default_n_masks`` (both in :mod:`regtheory.montecarlo`).
+    rng, rtol, batch_size : int, numpy.random.Generator or None; float, int, optional
+        Source of the estimate's masks and white inputs; stop at this relative standard
+        error; masks per batch (about 64 MB of maps).
     dtype : {"float64", "float32"}
         The estimate's arithmetic (same masks and inputs; they differ by rounding).
 
@@ -106,8 +104,7 @@ def dropout_penalty(
         If an argument is refused (shapes, ``keep``, an option, too few ``n_masks``) or
         ``method="exact"`` has no closed form.
     NumericalOverflowError
-        If finite inputs give a penalty beyond the range of float64 (a subclass of
-        InvalidParameterError and OverflowError; rescale a layer's weights).
+        If finite inputs give a penalty beyond float64 (rescale a layer's weights).
 
     See Also
     --------
@@ -138,8 +135,9 @@ def dropout_penalty(
 def _checked(
     u, v, keep, image_shape, padding, mode, x, y, activation, block_size, normalize
 ) -> tuple:
-    """The checked net: (masks, u, v, (H, W), map shape, circular, x, y, activation), the
-    kernels 4-D and the data channel first.
+    """The checked net: (masks, u, v, (H, W), map shape, circular, x, y, activation).
+
+    The kernels are 4-D and the data channel first.
     """
     circular = check_padding(padding)
     check_choice(activation, "activation", ACTIVATIONS)

@@ -400,7 +400,7 @@ def _sampled_penalty(
 # the message names the function to call instead
 _sampled_penalty.__name__ = "dropout_penalty"
 dropout_penalty_mc = deprecated_alias(_sampled_penalty, "dropout_penalty_mc", method="mc")
-dropout_penalty_mc.__doc__ = """Deprecated: Monte Carlo estimate of the dropout penalty on input samples.
+dropout_penalty_mc.__doc__ = """Deprecated: Monte Carlo estimate of the dropout penalty on samples.
 
 Call ``dropout_penalty(U, V, keep, X=X, method="mc", ...)`` instead (with
 ``block_size`` > 1, ``block_dropout_penalty(U, V, keep, block_size, X=X,

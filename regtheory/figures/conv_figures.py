@@ -2,7 +2,8 @@ r"""Figures of the convolutional theory (THEORY.md §2–§3).
 
 (c) ``conv_matrix_seed`` -- the seed's 9×9 conv matrix with the columns one mask drops, beside FC.
 (d) ``no_gradient_probability`` -- P(a weight gets no gradient) vs drop rate: FC vs conv taps.
-(e) ``penalty_vs_keep`` -- closed forms (5), (6), (2) and DropBlock's exact form against Monte Carlo.
+(e) ``penalty_vs_keep`` -- closed forms (5), (6), (2) and DropBlock's exact form against
+    Monte Carlo.
 (f) ``border_penalty_map`` -- per-position terms of (5): zero padding pays less at the border.
 (g) ``mc_error_vs_n`` -- observed Monte Carlo error and reported stderr against the 1/√N law.
 
@@ -317,9 +318,10 @@ def plot_no_gradient_probability(data: dict) -> Figure:
 
 
 def _large_image_ratios(ax, drop: np.ndarray, img: dict, styles: dict) -> None:
-    """The taps of the large image against its centre tap: their n_k differ by a few per
-    cent, so their curves coincide on the main axis; the ratio (1-keep)^(n_k - n_centre)
-    separates them.
+    """The taps of the large image against its centre tap.
+
+    Their n_k differ by a few per cent, so their curves coincide on the main axis; the
+    ratio (1-keep)^(n_k - n_centre) separates them.
     """
     centre = np.asarray(img["probability"]["centre"], dtype=float)
     ax.axhline(1.0, color="C3", lw=1.4, ls=styles["centre"], label="centre tap (= 1)")
@@ -559,7 +561,8 @@ def plot_penalty_vs_keep(data: dict) -> Figure:
         title_fontsize=8,
     )
     fig.suptitle(
-        f"(e) dropout penalty vs keep: conv net v {tuple(data['v_shape'])}, u {tuple(data['u_shape'])}, "
+        f"(e) dropout penalty vs keep: conv net v {tuple(data['v_shape'])}, "
+        f"u {tuple(data['u_shape'])}, "
         f"{data['image_shape'][0]}×{data['image_shape'][1]} image; FC = the same map on an "
         f"equalized FC layer of width {data['fc_width']}\n"
         f"lines: closed forms; markers: Monte Carlo with 95% CI, {data['n_masks']} masks each; "

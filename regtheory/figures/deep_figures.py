@@ -75,8 +75,10 @@ def _rotation(rng: np.random.Generator, d: int) -> np.ndarray:
 
 
 def _balanced_fc_factors(M: np.ndarray, depth: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Weights W_1 … W_L (``nn.Linear`` layout, first layer first) with W_L⋯W_1 = M, each of
-    singular values Σ^{1/L}, the hidden bases turned by random rotations (module docstring).
+    """Weights W_1 … W_L (``nn.Linear`` layout, first layer first) with W_L⋯W_1 = M.
+
+    Each has singular values Σ^{1/L}, the hidden bases turned by random rotations
+    (module docstring).
     """
     P, s, Qt = np.linalg.svd(M)
     # The SVD fixes each pair of singular vectors up to one sign, and the factors depend on
@@ -89,8 +91,10 @@ def _balanced_fc_factors(M: np.ndarray, depth: int, rng: np.random.Generator) ->
 
 
 def _circulant_root(kernel: np.ndarray, depth: int) -> np.ndarray:
-    """The real full-size kernel k whose circular cross-correlation, applied ``depth`` times,
-    is that of ``kernel`` (length n odd), with eigenvalues the principal roots K̂^{1/L}.
+    """The real full-size kernel whose correlation, applied ``depth`` times, is ``kernel``'s.
+
+    The kernel k is circular, ``kernel`` of odd length n, and k's eigenvalues are the
+    principal roots K̂^{1/L}.
     """
     n = len(kernel)
     A = conv_matrix(kernel.reshape(1, 1, n), (n,), padding="circular")
@@ -132,8 +136,10 @@ def _estimate_record(est: Estimate, mc_seed: int) -> dict:
 
 
 def _depth_nets(seed: int) -> tuple[dict, dict]:
-    """The FC and conv settings of (k) from ``seed``: the map, the inputs, and each depth's
-    factors (all drawn from one generator, in this order).
+    """The FC and conv settings of (k) from ``seed``.
+
+    The map, the inputs, and each depth's factors, all drawn from one generator in this
+    order.
     """
     rng = np.random.default_rng(seed)
     M = rng.standard_normal((FC_DIM, FC_DIM)) / np.sqrt(FC_DIM)
