@@ -155,6 +155,20 @@ def _depth_nets(seed: int) -> tuple[dict, dict]:
 
 
 def compute_penalty_vs_depth(quick: bool, seed: int) -> dict:
+    """Data of figure (k) ``penalty_vs_depth``: the penalty of one map factored at depth 2…6.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_penalty_vs_depth` draws.
+    """
     n_masks = 1000 if quick else 10_000
     nets = dict(zip(("fc", "conv"), _depth_nets(seed)))
     # The panel × keep × depth grid of Monte Carlo runs, numbered in that order (for the seeds).
@@ -204,6 +218,7 @@ _DEPTH_TITLES = {
 
 
 def plot_penalty_vs_depth(data: dict) -> Figure:
+    """Draw figure (k) from the data of :func:`compute_penalty_vs_depth`."""
     from matplotlib.figure import Figure
     from matplotlib.legend_handler import HandlerTuple
 
@@ -290,6 +305,20 @@ def _attribution_net(seed: int) -> tuple[list[np.ndarray], np.ndarray]:
 
 
 def compute_penalty_attribution(quick: bool, seed: int) -> dict:
+    """Data of figure (l) ``penalty_attribution``: a deep conv net's penalty by layer.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_penalty_attribution` draws.
+    """
     weights, X = _attribution_net(seed)
     panels = []
     for masks, kind in ATTR_MASKS.items():
@@ -331,6 +360,7 @@ def _subset_label(subset: list[int]) -> str:
 
 
 def plot_penalty_attribution(data: dict) -> Figure:
+    """Draw figure (l) from the data of :func:`compute_penalty_attribution`."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 

@@ -219,6 +219,20 @@ def _per_keep(X_raw, y, keep, s, seed) -> dict:
 
 
 def compute_glm_adaptive_l2(quick: bool, seed: int) -> dict:
+    """Data of figure (n) ``glm_adaptive_l2``: dropout on logistic regression against L2.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_glm_adaptive_l2` draws.
+    """
     s = _settings(quick)
     datasets = []
     for name, keeps in s["keeps"].items():
@@ -242,6 +256,7 @@ def _relative(values, reference):
 
 
 def plot_glm_adaptive_l2(data: dict) -> Figure:
+    """Draw figure (n) from the data of :func:`compute_glm_adaptive_l2`."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(15.0, 8.4), layout="constrained")

@@ -286,6 +286,20 @@ def _maps_before_first_dropout(pytorch: Any, model: Any, X: np.ndarray) -> tuple
 
 
 def compute_digits_dropout(quick: bool, seed: int) -> dict:
+    """Data of figure (m) ``digits_dropout``: a small CNN on the 8×8 digits.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_digits_dropout` draws.
+    """
     pytorch, _ = _imports()
     s = _settings(quick)
     X_train, y_train, X_test, y_test = digits_split(seed)
@@ -368,6 +382,7 @@ def _plot_taps(ax_tap: Any, data: dict, dropped: list[dict]) -> None:
 
 
 def plot_digits_dropout(data: dict) -> Figure:
+    """Draw figure (m) from the data of :func:`compute_digits_dropout`."""
     from matplotlib.figure import Figure
 
     variants = data["variants"]
