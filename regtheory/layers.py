@@ -11,24 +11,18 @@ named in ``inputs`` (residual blocks). Shapes are per sample, without the batch 
 
 Nodes
 -----
-=================== ====================================================================
-:class:`Linear`     ``z -> flatten(z) W^T + b`` (``nn.Linear``; flattens channel first)
-:class:`Conv`       cross-correlation (``nn.Conv1d``/``nn.Conv2d``): stride, padding
-                    (zeros or circular, any amount), dilation, groups
-:class:`AvgPool`    average pooling (``nn.AvgPool1d``/``2d``, zeros counted in the mean)
-:class:`MaxPool`    max pooling (``nn.MaxPool1d``/``2d``)
-:class:`AdaptiveAvgPool` adaptive average pooling; ``AdaptiveAvgPool(1)`` is global
-:class:`ReLU`       ``max(z, 0)``
-:class:`Elementwise` any elementwise function given as a NumPy function
-:class:`Multiply`   ``z -> a * z`` for a fixed array ``a`` (a frozen gate pattern)
-:class:`Add`        the sum of its inputs
-:class:`Concat`     its inputs joined along the channel axis
-:class:`Flatten`    ``(C, ...) -> (C·...,)``, channel first as ``torch.flatten``
-:class:`Reshape`    any shape with the same number of entries
-:class:`Dropout`    multiply by a mask of any :mod:`regtheory.masks` distribution:
-                    Bernoulli, Gaussian, channel, DropBlock
-:class:`DropConnect` a fully connected layer whose weights are dropped (Wan et al. [1])
-=================== ====================================================================
+* :class:`Linear`: ``z -> flatten(z) W^T + b`` (``nn.Linear``; flattens channel first);
+* :class:`Conv`: cross-correlation (``nn.Conv1d``/``nn.Conv2d``) with stride, padding
+  (zeros or circular, any amount), dilation and groups;
+* :class:`AvgPool` (zeros counted in the mean, as torch's default), :class:`MaxPool`,
+  :class:`AdaptiveAvgPool` (``AdaptiveAvgPool(1)`` is global average pooling);
+* :class:`ReLU`, :class:`Elementwise` (any elementwise NumPy function), and
+  :class:`Multiply` (``z -> a * z`` for a fixed array ``a``, a frozen gate pattern);
+* :class:`Add` (the sum of its inputs), :class:`Concat` (joined along the channels),
+  :class:`Flatten` (channel first, as ``torch.flatten``), :class:`Reshape`;
+* :class:`Dropout` (a mask of any :mod:`regtheory.masks` distribution: Bernoulli,
+  Gaussian, channel, DropBlock) and :class:`DropConnect` (a fully connected layer whose
+  weights are dropped, Wan et al. [1]).
 
 The node protocol
 -----------------
@@ -110,6 +104,10 @@ __all__ = [
 ]
 
 Shape = tuple[int, ...]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
 
 
 class Node:

@@ -43,6 +43,10 @@ __all__ = [
 ]
 
 
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 def dropout_lambda(keep: float) -> float:
     r"""Dropout regularization strength :math:`\lambda = (1 - \theta)/\theta`.
 

@@ -121,7 +121,9 @@ def _depth_mc(cell: dict) -> Estimate:
     layers, X = cell["layers"], cell["X"]
     # Y = the mask-free output: every mask has mean one, so E L(r) − L(1) = E‖f_r − f‖²
     Y = network.forward(layers, X)
-    return network.dropout_penalty_mc(layers, X, Y, n_masks=cell["n_masks"], seed=cell["seed"])
+    return network.dropout_penalty(
+        layers, X, Y=Y, method="mc", n_masks=cell["n_masks"], rng=cell["seed"]
+    )
 
 
 def _estimate_record(est: Estimate, mc_seed: int) -> dict:
@@ -188,7 +190,10 @@ def compute_penalty_vs_depth(quick: bool, seed: int) -> dict:
                 for (p, q, _), cell, est in zip(grid, cells, estimates)
                 if p == panel and q == keep
             ]
-            exact = [network.dropout_penalty(cell["layers"], cell["X"]) for cell, _ in runs]
+            exact = [
+                float(network.dropout_penalty(cell["layers"], cell["X"], method="exact"))
+                for cell, _ in runs
+            ]
             mc = [_estimate_record(est, cell["seed"]) for cell, est in runs]
             series.append({"keep": keep, "exact": exact, "mc": mc})
         panels.append(
@@ -339,7 +344,7 @@ def compute_penalty_attribution(quick: bool, seed: int) -> dict:
                     "own_sum": float(np.sum(terms.own)),
                     "interaction": terms.interaction,
                     "mean_shift": terms.mean_shift,
-                    "total": terms.total,
+                    "total": terms.value,
                 }
             )
     return {

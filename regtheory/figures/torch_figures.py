@@ -143,21 +143,22 @@ def digits_layers(masks: MaskDistribution | None, seed: int) -> list:
 
 
 def _penalty(pytorch: Any, model: Any, X: np.ndarray, n_masks: int, seed: int) -> dict:
-    report = pytorch.dropout_penalty(model, X, n_masks=n_masks, seed=seed)
+    report = pytorch.dropout_penalty(model, X, n_masks=n_masks, rng=seed)
     layers = list(report.layers)
     first = next(i for i, layer in enumerate(layers) if isinstance(layer, network.Dropout))
     last_alone = layers[:first] + layers[first + 1 :]  # dropout B alone; linear after it
     return {
-        "method": report.method,
-        "total": report.total,
+        # the record keeps its first spelling: "monte carlo", and 0 draws when exact
+        "method": "monte carlo" if report.method == "mc" else report.method,
+        "total": report.value,
         "stderr": report.stderr,
-        "n_masks": report.n_masks,
+        "n_masks": report.n_masks or 0,
         "own": report.own,
         "own_stderr": report.own_stderr,
         "interaction": report.interaction,
         # the three estimates are independent
         "interaction_stderr": float(np.hypot(report.stderr, np.hypot(*report.own_stderr))),
-        "own_last_exact": network.dropout_penalty(last_alone, X),
+        "own_last_exact": float(network.dropout_penalty(last_alone, X, method="exact")),
         # the scale the penalty perturbs: (1/n) Σ_k ‖f(x_k)‖² of the mask-free logits
         "logit_energy": float(np.mean(np.sum(network.forward(layers, X) ** 2, axis=1))),
     }
@@ -167,7 +168,7 @@ def _taps(pytorch: Any, model: Any, X: np.ndarray, n_masks: int, seed: int) -> d
     from ..diagnostics import diagnose
 
     taps = diagnose(
-        pytorch.from_torch(model, input_shape=X.shape[1:]), X, n_masks=n_masks, seed=seed
+        pytorch.from_torch(model, input_shape=X.shape[1:]), X, n_masks=n_masks, rng=seed
     )
     (first,) = taps.convs  # only dropout A is read by a conv
     stderr = np.zeros(first.probability.shape) if first.stderr is None else first.stderr
@@ -314,7 +315,7 @@ def compute_digits_dropout(quick: bool, seed: int) -> dict:
             epochs=s["epochs"],
             batch_size=s["batch_size"],
             lr=s["lr"],
-            seed=seed,
+            rng=seed,
             n_threads=1,
         )
         # the trained weights in float64 (regtheory.network), as every number below

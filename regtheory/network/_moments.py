@@ -90,6 +90,7 @@ References
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,11 +98,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._dropblock import dropblock_moments
-from ._validation import InvalidParameterError, check_array
-from .conv import conv2d
-from .layers import Conv, DropConnect, Dropout, Flatten, Graph, Linear, Multiply, Node, ReLU
-from .masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
+from .._dropblock import dropblock_moments
+from .._validation import InvalidParameterError, check_array
+from ..conv import conv2d
+from ..layers import Conv, DropConnect, Dropout, Flatten, Graph, Linear, Multiply, Node, ReLU
+from ..masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
 
 __all__ = [
     "PenaltyTerms",
@@ -179,8 +180,8 @@ class PenaltyTerms:
 
     Attributes
     ----------
-    total : float
-        :math:`P = \mathbb E_r L(r) - L(\mathbf 1)`.
+    value : float
+        :math:`P = \mathbb E_r L(r) - L(\mathbf 1)` (``total`` is its deprecated name).
     mean_shift : float
         Loss change of the network whose masks are replaced by their means; 0 when
         every mask has mean one (all but DropBlock's ideal masks).
@@ -193,7 +194,7 @@ class PenaltyTerms:
         layers at their mean mask), a larger subset's is an interaction term.
     """
 
-    total: float
+    value: float
     mean_shift: float
     layers: tuple[int, ...]
     subsets: tuple[tuple[int, ...], ...]
@@ -203,6 +204,16 @@ class PenaltyTerms:
         values = np.array(self.values, dtype=float)
         values.setflags(write=False)
         object.__setattr__(self, "values", values)
+
+    @property
+    def total(self) -> float:
+        """Deprecated name of ``value``."""
+        warnings.warn(
+            "PenaltyTerms.total is deprecated; use PenaltyTerms.value",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.value
 
     @property
     def own(self) -> np.ndarray:
@@ -337,7 +348,7 @@ def _mask_kind(masks: MaskDistribution, shape: tuple[int, ...]) -> str:
         if masks.normalize != "ideal":
             raise InvalidParameterError(
                 "DropBlock with normalize='torchvision' (the random normaliser numel/sum(kept)) "
-                "has no exact form; estimate it with regtheory.network.dropout_penalty_mc"
+                "has no exact form; estimate it by Monte Carlo (method='mc')"
             )
         if vector:
             raise InvalidParameterError(
@@ -350,7 +361,7 @@ def _mask_kind(masks: MaskDistribution, shape: tuple[int, ...]) -> str:
         return "element" if vector else "channel"
     raise InvalidParameterError(
         f"no exact second moments are known for masks of type {type(masks).__name__}; "
-        "estimate the penalty with regtheory.network.dropout_penalty_mc"
+        "estimate the penalty by Monte Carlo (method='mc')"
     )
 
 
@@ -749,7 +760,7 @@ def _refuse(graph: Graph, t: int, first: int, why: str) -> InvalidParameterError
     return InvalidParameterError(
         f"the exact penalty cannot pass `layers[{t}]` ({graph[t].name}) after the first "
         f"random layer (position {first}): {why}; estimate it by Monte Carlo "
-        "(regtheory.network.dropout_penalty_mc)"
+        "(method='mc')"
     )
 
 
@@ -778,7 +789,7 @@ def _check_exact(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> int:
             raise InvalidParameterError(
                 f"the {kind} layer at position {first} feeds a non-linearity ({after} after "
                 "it): the output is then not multilinear in the masks and the penalty has no "
-                "exact form; estimate it with regtheory.network.dropout_penalty_mc"
+                "exact form; estimate it by Monte Carlo (method='mc')"
             )
         if not (op.linear or op.random):
             raise _refuse(graph, t, first, "after it the network must be linear in the masks")
@@ -801,7 +812,7 @@ def _check_masks(graph: Graph, shapes: tuple[tuple[int, ...], ...], first: int) 
                 f"the exact penalty cannot pass `layers[{t}]` (Dropout with DropBlock masks) "
                 "once the maps are read through a dense second moment (after pooling, a "
                 "strided convolution or a fully connected layer); estimate it by Monte "
-                "Carlo (regtheory.network.dropout_penalty_mc)"
+                "Carlo (method='mc')"
             )
 
 
@@ -879,7 +890,7 @@ def dropout_penalty_terms(graph: Graph, X: ArrayLike, Y: ArrayLike | None = None
     for squared loss and independent masks, one per sample and dropout layer.
 
     Conditions: every non-linearity comes before the first dropout (or DropConnect)
-    layer, else ``InvalidParameterError`` (use ``network.dropout_penalty_mc``); masks
+    layer, else ``InvalidParameterError`` (use ``method="mc"``); masks
     are :class:`~regtheory.masks.Bernoulli`, :class:`~regtheory.masks.Gaussian`,
     :class:`~regtheory.masks.Channel`, :class:`~regtheory.masks.DropBlock` (ideal
     normaliser) or DropConnect on a fully connected layer.
@@ -938,7 +949,7 @@ def dropout_penalty_terms(graph: Graph, X: ArrayLike, Y: ArrayLike | None = None
     subsets = _subset_order(traces)
     values = np.array([traces[t] for t in subsets])
     return PenaltyTerms(
-        total=mean_shift + float(np.sum(values)),
+        value=mean_shift + float(np.sum(values)),
         mean_shift=mean_shift,
         layers=graph.random_positions,
         subsets=tuple(subsets),
