@@ -20,8 +20,8 @@ the principal roots :math:`\hat K_j^{1/L}` (taken on one half of the spectrum an
 on the other, so the kernel is real; the sign of K makes :math:`\hat K_0 = \sum K > 0`).
 
 Every Monte Carlo run holds its own seed (:func:`_mc_seed`, recorded in the data), so any
-one of them can be re-run alone. The grid is small (30 runs, seconds in all), so it runs
-serially rather than as a sweep.
+one of them can be re-run alone. The grid is small (30 short runs), so it runs serially
+rather than as a sweep.
 """
 
 from __future__ import annotations
