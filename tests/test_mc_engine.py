@@ -295,9 +295,9 @@ ONE_ENGINE_CASES = {
 @pytest.mark.parametrize("name", list(ONE_ENGINE_CASES))
 def test_conv_and_network_draws_come_from_the_one_engine(name, monkeypatch):
     """Every masked pass of the conv and network estimators is a chunk of
-    ``regtheory.montecarlo._engine.Engine``: with the engine's chunks counted they run, and with the chunks
-    replaced by zero losses the estimate is exactly zero (its numbers come from nowhere
-    else)."""
+    ``regtheory.montecarlo._engine.Engine``: with the engine's chunks counted they run, and
+    with the chunks replaced by zero losses the estimate is exactly zero (its numbers come
+    from nowhere else)."""
     rng = np.random.default_rng(11)
     u, v = rng.normal(size=(2, 3, 3, 3)), rng.normal(size=(3, 2, 3, 3))
     x, y = rng.normal(size=(4, 2, 5, 6)), rng.normal(size=(4, 2, 5, 6))

@@ -1,4 +1,4 @@
-"""Exact dropout penalties of deep networks (regtheory.network._moments) against independent computations.
+"""Exact dropout penalties of deep networks (regtheory.network._moments) against oracles.
 
 * enumeration of every mask pattern on tiny nets (plain NumPy forward passes in this file,
   each pattern weighted by its probability), to 1e-10 relative;
@@ -19,17 +19,24 @@ import numpy as np
 import pytest
 
 from regtheory import InvalidParameterError, fc, network
-from regtheory.network import DropConnect, PenaltyTerms, dropout_penalty_terms
+from regtheory.conv import conv_matrix
+from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian
+from regtheory.network import (
+    Conv,
+    DropConnect,
+    Dropout,
+    Elementwise,
+    Linear,
+    PenaltyTerms,
+    ReLU,
+    dropout_penalty_terms,
+)
 from regtheory.network._moments import _period
 
 
 def network_dropout_penalty(layers, X, Y=None):
     return dropout_penalty_terms(layers, X, Y=Y)
 
-
-from regtheory.conv import conv_matrix
-from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian
-from regtheory.network import Conv, Dropout, Elementwise, Linear, ReLU
 
 N_SE = 4
 RTOL = 1e-10

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 
 def _import_pytorch():
-    """:mod:`regtheory.pytorch`, imported here so that the command line runs without torch;
-    an InvalidParameterError with the install hint when torch is missing.
+    """:mod:`regtheory.pytorch`, imported here so that the command line runs without torch.
+
+    An InvalidParameterError with the install hint when torch is missing.
     """
     from .._validation import InvalidParameterError
 

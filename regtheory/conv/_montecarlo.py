@@ -1,5 +1,6 @@
-"""The loss gap of the two-layer conv net estimated over real sampled masks, on the
-package's one Monte Carlo engine.
+"""The loss gap of the two-layer conv net estimated over real sampled masks.
+
+The estimate runs on the package's one Monte Carlo engine.
 """
 
 from __future__ import annotations

@@ -226,8 +226,9 @@ def compute(
 
 
 def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``: a
-    reader (or a run that was killed) sees the old file or the new one, never half of one.
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``.
+
+    A reader (or a run that was killed) sees the old file or the new one, never half of one.
     The bytes reach the disk before the rename, and the file gets the permissions of any
     new file (the umask's; mkstemp's would be private to the owner).
     """

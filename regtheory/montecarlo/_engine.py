@@ -152,8 +152,9 @@ class Engine:
         self.chunks = Chunks(chunk * self.n if shared else chunk, workers)
 
     def _layout(self, gate: np.ndarray) -> np.ndarray:
-        """A gate (n, ...) in the engine's layout: (C, n, Hp, Wp) on the grid, zero on the
-        border, or (n, d).
+        """A gate (n, ...) in the engine's layout.
+
+        (C, n, Hp, Wp) on the grid, zero on the border, or (n, d).
         """
         if gate.ndim == 2 or self.grid is None:  # after a Linear: vectors
             return gate.reshape(self.n, -1).astype(self.dtype)
@@ -172,8 +173,10 @@ class Engine:
     def losses(
         self, Y: np.ndarray | None, draws: int, rng: np.random.Generator | None
     ) -> np.ndarray:
-        """Squared loss of each (draw, sample), (draws, n), summed in float64; ``rng=None``
-        runs the clean network (every mask 1). ``Y`` comes from :meth:`targets`. With
+        """Squared loss of each (draw, sample), (draws, n), summed in float64.
+
+        ``rng=None`` runs the clean network (every mask 1). ``Y`` comes from
+        :meth:`targets`. With
         ``gates`` the twin's losses follow: (2, draws, n).
         """
 
@@ -186,8 +189,10 @@ class Engine:
     # ------------------------------------------------------------------ one chunk
 
     def _chunk_losses(self, Y, start, stop, rng, work: Scratch) -> np.ndarray:
-        """The losses of images start..stop (and, with gates, of their gate-frozen twins,
-        the second half of every array, under the same masks).
+        """The losses of images start..stop.
+
+        With gates, also those of their gate-frozen twins, the second half of every array,
+        under the same masks.
         """
         m = stop - start
         images = self.halves * m
@@ -268,7 +273,8 @@ class Engine:
         return z
 
     def _mask(self, t: int, masks, channels: int, grid, m: int, rng, work: Scratch):
-        """The masks of Dropout ``t`` for a chunk of m images, in the form ``_apply`` takes:
+        """The masks of Dropout ``t`` for a chunk of m images, in the form ``_apply`` takes.
+
         0/1 numbers in the dtype for Bernoulli masks (on every grid position: the padding
         overwrites the border), else the sampled masks; minus their mean (kept − θ, m − 1)
         with ``deviation``.
@@ -353,8 +359,10 @@ class Engine:
         return losses if self.halves == 1 else losses.reshape(2, stop - start)
 
     def _gaps(self, z, grid, R, m: int, work: Scratch) -> np.ndarray:
-        """Loss gaps ``‖d‖² − 2⟨r, d⟩`` of the images of a chunk (``deviation``): ``z`` holds
-        the output perturbations d, ``R`` the residuals (C, n, H, W) or None (r = 0).
+        """Loss gaps ``‖d‖² − 2⟨r, d⟩`` of the images of a chunk (``deviation``).
+
+        ``z`` holds the output perturbations d, ``R`` the residuals (C, n, H, W) or None
+        (r = 0).
         """
         d = grid.inner(z)
         sq = work("sq", d.shape, self.dtype)
@@ -398,8 +406,10 @@ def _halves(a: np.ndarray, count: int, axis: int) -> list[np.ndarray]:
 
 
 def _fold_scales(layers, dtype, *, divide: bool = False) -> tuple[list, list]:
-    """Per position: the Conv or Linear weight in ``dtype`` (None elsewhere), and whether
-    a Bernoulli dropout scales its own masks by 1/keep.
+    """Per position, the Conv or Linear weight in ``dtype`` and whether a dropout scales.
+
+    The weight is None elsewhere; the flag says whether a Bernoulli dropout scales its
+    own masks by 1/keep.
 
     The 1/keep of a Bernoulli dropout is folded into the next Conv or Linear weight when
     only ReLUs (positively homogeneous) and other masks lie between: one pass less over
@@ -431,8 +441,9 @@ def _fold_scales(layers, dtype, *, divide: bool = False) -> tuple[list, list]:
 
 
 def _tile(dst: np.ndarray, src: np.ndarray, start: int, n: int, axis: int) -> None:
-    """``dst`` ← entries ``start, start + 1, …`` (mod n) of ``src`` along ``axis``: the
-    samples of consecutive (draw, sample) images.
+    """``dst`` ← entries ``start, start + 1, …`` (mod n) of ``src`` along ``axis``.
+
+    These are the samples of consecutive (draw, sample) images.
     """
     count, done = dst.shape[axis], 0
     while done < count:
