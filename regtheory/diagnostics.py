@@ -347,7 +347,7 @@ def _linear_block(layers, acts, j: int) -> LinearBlock | str:
 def _block_no_gradient(
     masks: DropBlock, spatial: tuple[int, ...], kernel: tuple[int, ...], circular: bool, n, rng
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Monte Carlo over ``n`` sampled channel maps: per tap, is every unit it multiplies dropped?
+    """Estimate, per tap, whether every unit it multiplies is dropped (``n`` channel maps).
 
     Channels are independent and alike under DropBlock, so one map per draw suffices.
     """

@@ -161,8 +161,10 @@ class Node:
 
 
 def _ints(value: object, name: str, n: int | None, minimum: int) -> tuple[int, ...]:
-    """An int or a sequence of ints (each >= minimum) as a tuple; an int is repeated n
-    times (n None: kept as a 1-tuple, to be broadcast to the spatial axes later).
+    """An int or a sequence of ints (each >= minimum) as a tuple.
+
+    An int is repeated n times (n None: kept as a 1-tuple, to be broadcast to the spatial
+    axes later).
     """
     items = (value,) * (n or 1) if isinstance(value, numbers.Integral) else value
     if (
@@ -197,8 +199,9 @@ def _maps(node: Node, shape: Shape) -> tuple[int, ...]:
 
 
 def _windows(z: np.ndarray, kernel, stride, dilation) -> np.ndarray:
-    """The windows of ``z`` (n, C, *spatial): (n, C, *out, *kernel), out the strided
-    positions where a dilated kernel fits.
+    """The windows of ``z`` (n, C, *spatial) as an array (n, C, *out, *kernel).
+
+    ``out`` are the strided positions where a dilated kernel fits.
     """
     n_sp = len(kernel)
     view = np.lib.stride_tricks.sliding_window_view(
@@ -219,8 +222,10 @@ def _out_length(n: int, k: int, stride: int, pad: int, dilation: int) -> int:
 
 @dataclass(frozen=True)
 class Linear(Node):
-    """Fully connected layer ``z -> z W^T + b`` with W of shape (out, in) and an optional
-    bias b (out,); flattens its input channel first.
+    """Fully connected layer ``z -> z W^T + b``.
+
+    W has shape (out, in) and the optional bias b shape (out,); the layer flattens its
+    input channel first.
     """
 
     linear: ClassVar[bool] = True
@@ -256,8 +261,10 @@ class Linear(Node):
 
 @dataclass(frozen=True)
 class Conv(Node):
-    """Convolution (cross-correlation, PyTorch layout), weight (C_out, C_in/groups, k, k)
-    or (C_out, C_in/groups, k), and an optional bias (C_out,) added to every position.
+    """Convolution (cross-correlation, PyTorch layout) with an optional bias.
+
+    The weight is (C_out, C_in/groups, k, k) or (C_out, C_in/groups, k), and the optional
+    bias (C_out,) is added to every position.
 
     ``padding`` is the border mode (``"zeros"`` or ``"circular"``), ``pad`` its amount
     per side (``"same"``: half the dilated kernel, which keeps the size at stride 1; an
@@ -310,8 +317,9 @@ class Conv(Node):
 
     @property
     def same_size(self) -> bool:
-        """Stride 1, no dilation, one group and half-kernel padding of an odd kernel: the
-        same-size convolution (what the exact and Monte Carlo engines read).
+        """Whether this is the same-size convolution the exact and Monte Carlo engines read.
+
+        That is stride 1, no dilation, one group and half-kernel padding of an odd kernel.
         """
         kernel = self.weight.shape[2:]
         return (
@@ -392,8 +400,10 @@ class Conv(Node):
 
 @dataclass(frozen=True)
 class Multiply(Node):
-    """``z -> factor * z`` for a fixed array ``factor`` of the features' shape (or one
-    that broadcasts to it): the frozen 0/1 pattern of a ReLU, a per-channel scale.
+    """``z -> factor * z`` for a fixed array ``factor``.
+
+    ``factor`` has the features' shape (or one that broadcasts to it): the frozen 0/1
+    pattern of a ReLU, a per-channel scale.
     """
 
     linear: ClassVar[bool] = True
@@ -472,9 +482,10 @@ class _Pool(Node):
 
 @dataclass(frozen=True)
 class AvgPool(_Pool):
-    """Average pooling over ``kernel_size`` windows (``nn.AvgPool1d``/``2d`` with its
-    default ``count_include_pad=True``); ``stride`` defaults to the kernel, ``pad`` adds
-    zeros on every side.
+    """Average pooling over ``kernel_size`` windows (``nn.AvgPool1d``/``2d``).
+
+    As PyTorch's default ``count_include_pad=True``; ``stride`` defaults to the kernel,
+    ``pad`` adds zeros on every side.
     """
 
     linear: ClassVar[bool] = True
@@ -485,8 +496,9 @@ class AvgPool(_Pool):
 
 @dataclass(frozen=True)
 class MaxPool(_Pool):
-    """Max pooling over ``kernel_size`` windows (``nn.MaxPool1d``/``2d``); ``pad`` adds
-    minus infinity on every side.
+    """Max pooling over ``kernel_size`` windows (``nn.MaxPool1d``/``2d``).
+
+    ``stride`` defaults to the kernel, ``pad`` adds minus infinity on every side.
     """
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
@@ -495,9 +507,10 @@ class MaxPool(_Pool):
 
 @dataclass(frozen=True)
 class AdaptiveAvgPool(Node):
-    """Average pooling to maps of ``output_size`` (``nn.AdaptiveAvgPool1d``/``2d``): bin i
-    of an axis of length n averages entries ⌊i n/m⌋ to ⌈(i+1) n/m⌉ − 1. With output size 1
-    it is global average pooling.
+    """Average pooling to maps of ``output_size`` (``nn.AdaptiveAvgPool1d``/``2d``).
+
+    Bin i of an axis of length n averages entries ⌊i n/m⌋ to ⌈(i+1) n/m⌉ − 1. With output
+    size 1 it is global average pooling.
     """
 
     linear: ClassVar[bool] = True
@@ -652,8 +665,9 @@ class Reshape(Node):
 
 @dataclass(frozen=True)
 class Dropout(Node):
-    """Multiply the features by a mask drawn from ``masks`` (one mask per sample);
-    without a mask (``forward``) the identity.
+    """Multiply the features by a mask drawn from ``masks`` (one mask per sample).
+
+    Without a mask (``forward``) it is the identity.
     """
 
     random: ClassVar[bool] = True
@@ -851,14 +865,16 @@ class Graph(Sequence):
         return tuple(i for i, node in enumerate(self.nodes) if node.random)
 
     def chain_from(self, start: int) -> bool:
-        """Whether nodes start, start + 1, ... each read the node before (and nothing
-        before ``start`` is read after it).
+        """Whether nodes start, start + 1, ... each read the node before.
+
+        Nothing before ``start`` is then read after it.
         """
         return all(self.inputs[i] == (i - 1,) for i in range(start + 1, len(self.nodes)))
 
     def shapes(self, input_shape: Sequence[int], *, source: str = "`X`") -> tuple[Shape, ...]:
-        """Each node's output shape for one sample of ``input_shape``; a node that does
-        not fit is named, with the shape it got.
+        """Each node's output shape for one sample of ``input_shape``.
+
+        A node that does not fit is named in the error, with the shape it got.
         """
         key = (tuple(int(v) for v in input_shape), source)
         if key in self._shapes:  # shapes are inferred, and checked, once per input shape
@@ -886,8 +902,10 @@ class Graph(Sequence):
         step: Callable[[int, Node, list[np.ndarray]], np.ndarray] | None = None,
         stop: int | None = None,
     ) -> np.ndarray:
-        """The output of node ``stop - 1`` (default: the last) on ``x`` (n, ...), each node
-        run by ``step(i, node, inputs)`` (default: its ``forward``, the mask-free network).
+        """The output of node ``stop - 1`` (default: the last) on ``x`` (n, ...).
+
+        Each node is run by ``step(i, node, inputs)`` (default: its ``forward``, the
+        mask-free network).
         """
         run = step or (lambda i, node, ins: node.forward(*ins))
         stop = len(self.nodes) if stop is None else stop

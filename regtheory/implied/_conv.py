@@ -558,8 +558,9 @@ def _check_conv_problem(
 def _moments(
     X: np.ndarray, Y: np.ndarray, k: tuple[int, int], hw: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, int]:
-    """Second moments of the shifted inputs: G = FᵀF/N, B = FᵀY/N, mean ‖y‖², R with RᵀR = G,
-    and the number T of end-to-end taps (the data enter the problem only through these).
+    """Second moments of the shifted inputs, through which alone the data enter the problem.
+
+    G = FᵀF/N, B = FᵀY/N, mean ‖y‖², R with RᵀR = G, and the number T of end-to-end taps.
     """
     N, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
     F = _shift_features(X, k, hw)  # (N, C_in, T, P)

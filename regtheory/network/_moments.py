@@ -123,9 +123,11 @@ def _streamed(op: Node) -> bool:
 
 
 def _ends_phase(ops: Sequence[Node], t: int) -> bool:
-    """Whether node t ends the conv phase: a Linear or DropConnect, or a linear node the
-    phase does not stream (pooling, a strided convolution, a Reshape), which is then read
-    through its matrix. A Flatten right before a Linear (or at the end) changes nothing.
+    """Whether node t ends the conv phase.
+
+    It does if it is a Linear or DropConnect, or a linear node the phase does not stream
+    (pooling, a strided convolution, a Reshape), which is then read through its matrix. A
+    Flatten right before a Linear (or at the end) changes nothing.
     """
     op = ops[t]
     if isinstance(op, (Linear, DropConnect)):
@@ -137,8 +139,9 @@ def _ends_phase(ops: Sequence[Node], t: int) -> bool:
 
 
 def _matrix(op: Node, shape: tuple[int, ...]) -> np.ndarray:
-    """The matrix (d_out, d_in) of a linear node's ``apply`` on inputs of ``shape``, from
-    its responses to the unit vectors, in chunks of fixed memory.
+    """The matrix (d_out, d_in) of a linear node's ``apply`` on inputs of ``shape``.
+
+    It is read from the responses to the unit vectors, in chunks of fixed memory.
     """
     d = int(np.prod(shape))
     step = max(1, _CHUNK_ENTRIES // d)
@@ -151,9 +154,11 @@ def _matrix(op: Node, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def freeze_gates(graph: Graph, gates: Sequence[np.ndarray]) -> Graph:
-    """The graph with every non-linearity after the first random node replaced, in order,
-    by the fixed multiplier of ``gates`` (one array per such non-linearity, the shape of
-    its features for a single sample): the gate-frozen network, linear after that node.
+    """The gate-frozen network, linear after the first random node.
+
+    Every non-linearity after the first random node is replaced, in order, by the fixed
+    multiplier of ``gates`` (one array per such non-linearity, the shape of its features
+    for a single sample).
     """
     first = graph.random_positions[0]
     later = [
@@ -257,8 +262,9 @@ def _dot(left: np.ndarray, right: np.ndarray | None) -> np.ndarray:
 def _lag_slices(
     shape: tuple[int, ...], lag: Sequence[int]
 ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
-    """Slices (q, q + lag) over the trailing spatial axes of ``shape``, for every q with
-    q + lag inside (the leading axes whole).
+    """Slices (q, q + lag) over the trailing spatial axes of ``shape``.
+
+    They cover every q with q + lag inside (the leading axes whole).
     """
     dst: list[slice] = [slice(None)] * (len(shape) - len(lag))
     src = list(dst)
@@ -277,8 +283,9 @@ def _shift(z: np.ndarray, lag: Sequence[int]) -> np.ndarray:
 
 
 def _band_dot(left: np.ndarray, right: np.ndarray, lag: Sequence[int]) -> np.ndarray:
-    """Σ_r left_r[..., q] right_r[..., q + lag] (zero where q + lag is outside), without
-    shifted copies: the band of Σ_r a_r b_rᵀ at one lag.
+    """The band of Σ_r a_r b_rᵀ at one lag, without shifted copies.
+
+    That is Σ_r left_r[..., q] right_r[..., q + lag] (zero where q + lag is outside).
     """
     out = np.zeros(left.shape[1:])
     dst, src = _lag_slices(left.shape, lag)
@@ -287,8 +294,10 @@ def _band_dot(left: np.ndarray, right: np.ndarray, lag: Sequence[int]) -> np.nda
 
 
 def _period(n: int, need: int, circular: bool) -> int:
-    """Spacing of one colour class along an axis of length n: at least ``need``; for
-    circular padding a divisor of n (the classes wrap around); n means one impulse.
+    """Spacing of one colour class along an axis of length n, at least ``need``.
+
+    For circular padding it is a divisor of n (the classes wrap around); n means one
+    impulse.
     """
     if need >= n:
         return n
@@ -308,8 +317,10 @@ def _class_patterns(spatial: tuple[int, ...], periods: Sequence[int]) -> np.ndar
 
 
 def _colour_rows(values: np.ndarray, pattern: np.ndarray, rows: range) -> np.ndarray:
-    """Coloured probes ``rows`` of ``values`` (C, *spatial): probe i is values restricted to
-    channel i // n_classes and to the positions of class i % n_classes.
+    """Coloured probes ``rows`` of ``values`` (C, *spatial).
+
+    Probe i is values restricted to channel i // n_classes and to the positions of class
+    i % n_classes.
     """
     index = np.arange(rows.start, rows.stop)
     channel, colour = np.divmod(index, len(pattern))
@@ -319,8 +330,9 @@ def _colour_rows(values: np.ndarray, pattern: np.ndarray, rows: range) -> np.nda
 
 
 def _split_conv(z: np.ndarray, op: Conv) -> np.ndarray:
-    """The convolution ``op`` of every probe of z (r, C, *spatial) cut to each channel:
-    (r·C, C_out, *spatial), probe (r, c) = op(P_c z_r) = w[:, c] ∗ z_r[c].
+    """The convolution ``op`` of every probe of z (r, C, *spatial) cut to each channel.
+
+    The result is (r·C, C_out, *spatial), probe (r, c) = op(P_c z_r) = w[:, c] ∗ z_r[c].
     """
     per_channel = [
         conv2d(z[:, c : c + 1], op.weight[:, c : c + 1], padding=op.padding)
@@ -394,8 +406,9 @@ def _dropblock_moments(
 
 @dataclass(frozen=True)
 class _Segment:
-    """What a state born at a mask meets before the next fully connected layer (or the
-    output): the spacing its colour classes need per spatial axis, and the padding.
+    """What a state born at a mask meets before the next fully connected layer or the output.
+
+    That is the spacing its colour classes need per spatial axis, and the padding.
     """
 
     need: tuple[int, ...]
@@ -431,8 +444,9 @@ def _periods(spatial: tuple[int, ...], seg: _Segment, own_reach: int) -> tuple[i
 
 @dataclass(frozen=True)
 class _Pending:
-    r"""A coloured state reaching the fully connected layer that ends the conv phase: its
-    origin D (``("diag", s)`` or ``("band", {lag: x})``), the linear steps A since (convs,
+    r"""A coloured state reaching the fully connected layer that ends the conv phase.
+
+    It holds its origin D (``("diag", s)`` or ``("band", {lag: x})``), the linear steps A since (convs,
     ``("scale", mean)``, ``("split",)``) and its weight w, so that it arrives as
     :math:`w\,W A D A^\top W^\top`.
     """
@@ -443,8 +457,9 @@ class _Pending:
 
 
 def _pullback(pending: _Pending, weight: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    r""":math:`w\,W S W^\top` of a coloured state, exactly: :math:`S = \sum_g A_g D A_g^\top`,
-    one branch g per channel split, so :math:`W S W^\top = \sum_g (W A_g) D (W A_g)^\top`;
+    r""":math:`w\,W S W^\top` of a coloured state, exactly.
+
+    Here :math:`S = \sum_g A_g D A_g^\top`, one branch g per channel split, so :math:`W S W^\top = \sum_g (W A_g) D (W A_g)^\top`;
     the rows of :math:`W A_g` are the adjoint steps applied to the rows of W.
     """
     d = weight.shape[0]
@@ -481,8 +496,10 @@ def _add(store: dict, key: Any, value: Any) -> None:
 
 
 class _ConvPhase:
-    r"""Second moments of every subset's term on conv maps, from the first mask to the first
-    fully connected layer (``boundary``) or the output.
+    r"""Second moments of every subset's term on conv maps.
+
+    They run from the first mask to the first fully connected layer (``boundary``) or the
+    output.
 
     A state is a batch of probes, left and right, :math:`S = w\sum_r a_r b_r^\top`: exact
     (the data, impulses, their channel splits) or coloured, then right on the diagonal
@@ -655,8 +672,10 @@ class _ConvPhase:
 
 @dataclass
 class _State:
-    """A subset's second moment on vectors: ``dense`` (d, d), or for the empty subset the
-    samples themselves (``samples`` (n, d), S = w Σ_k z_k z_kᵀ).
+    """A subset's second moment on vectors.
+
+    It is ``dense`` (d, d), or for the empty subset the samples themselves (``samples``
+    (n, d), S = w Σ_k z_k z_kᵀ).
     """
 
     subset: tuple[int, ...]
@@ -701,8 +720,10 @@ class _State:
                 self.samples = self.samples + bias
 
     def through(self, op: Node, shape: tuple[int, ...]) -> None:
-        """S ← B S Bᵀ for a linear node B on inputs of ``shape`` (its ``apply`` on the rows
-        of S, twice); the samples of the empty subset go through its ``forward``.
+        """S ← B S Bᵀ for a linear node B on inputs of ``shape``.
+
+        B's ``apply`` acts on the rows of S, twice; the samples of the empty subset go
+        through its ``forward``.
         """
         if self.dense is not None:
             half = op.apply(self.dense.reshape(-1, *shape)).reshape(len(self.dense), -1)
@@ -716,9 +737,11 @@ class _State:
 def _fc_phase(
     ops: Graph, start: int, states: list[_State], shapes: tuple[tuple[int, ...], ...]
 ) -> list[_State]:
-    """Walk ops[start:] on vector features: S ← W S Wᵀ, masks λ Diag(diag S) (elementwise,
-    Gaussian and channel masks alike on vectors), DropConnect λ Diag((W∘W) diag S); any
-    other linear node through its ``apply`` (``shapes[t]``: the input shape of node t).
+    """Walk ops[start:] on vector features.
+
+    S ← W S Wᵀ, masks λ Diag(diag S) (elementwise, Gaussian and channel masks alike on
+    vectors), DropConnect λ Diag((W∘W) diag S); any other linear node through its
+    ``apply`` (``shapes[t]``: the input shape of node t).
     """
     for t in range(start, len(ops)):
         op = ops[t]
@@ -765,8 +788,10 @@ def _refuse(graph: Graph, t: int, first: int, why: str) -> InvalidParameterError
 
 
 def _check_exact(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> int:
-    """Position of the first random node, after checking that the network is linear and
-    a chain after it, and that the conv phase streams every node it meets.
+    """Position of the first random node, once the network after it is checked.
+
+    The network must be linear and a chain after it, and the conv phase must stream every
+    node it meets.
 
     ``shapes[t]`` is the input shape of node t.
     """
@@ -817,8 +842,9 @@ def _check_masks(graph: Graph, shapes: tuple[tuple[int, ...], ...], first: int) 
 
 
 def exact_refusal(graph: Graph, input_shape: tuple[int, ...]) -> str | None:
-    """Why the exact penalty cannot take ``graph`` on samples of ``input_shape`` (the
-    message of the error it would raise), or None when it can.
+    """Why the exact penalty cannot take ``graph`` on samples of ``input_shape``.
+
+    That is the message of the error it would raise, or None when it can.
     """
     outs = graph.shapes(input_shape)
     try:

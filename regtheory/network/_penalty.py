@@ -51,9 +51,10 @@ __all__ = [
 
 
 def _seed_of_forward(func: Callable) -> Callable:
-    """Accept ``forward``'s former keyword ``seed``, with a DeprecationWarning: ``seed=None``
-    meant the mask-free network, an int or Generator the source of ``n_draws`` (default 1)
-    sets of masks.
+    """Accept ``forward``'s former keyword ``seed``, with a DeprecationWarning.
+
+    ``seed=None`` meant the mask-free network, an int or Generator the source of
+    ``n_draws`` (default 1) sets of masks.
     """
 
     @functools.wraps(func)
@@ -171,8 +172,10 @@ def _forward_masked(graph: Graph, x, rng, n_draws):
 
 
 def _checked(layers, X, Y, *, require_y: bool) -> tuple[Graph, np.ndarray, np.ndarray | None]:
-    """The graph (with a random node), the data, and the targets checked against the
-    network's output shape: the one check of the penalty functions.
+    """The one check of the penalty functions.
+
+    It returns the graph (with a random node), the data, and the targets checked against
+    the network's output shape.
     """
     graph = as_graph(layers)
     _require_random(graph)
@@ -215,8 +218,10 @@ def _clean_gates(graph: Graph, X: np.ndarray) -> list[np.ndarray]:
 
 
 def _frozen_penalty(graph: Graph, X: np.ndarray, Y: np.ndarray, gates: list[np.ndarray]) -> float:
-    """Exact penalty of the gate-frozen network: each sample's frozen net is linear after
-    the first random layer, and the penalty is the mean of the per-sample penalties.
+    """Exact penalty of the gate-frozen network.
+
+    Each sample's frozen net is linear after the first random layer, and the penalty is
+    the mean of the per-sample penalties.
     """
     graph = as_graph(graph)
     totals = [
@@ -456,8 +461,9 @@ dropout_penalty_mc.__doc__ = """Deprecated: :func:`dropout_penalty` with ``metho
 
 
 def _mc_options(n_masks, batch_size, control_variate, dtype) -> dict:
-    """The Monte Carlo options, checked whatever the method (a bad one is refused even
-    where the penalty is exact).
+    """The Monte Carlo options, checked whatever the method.
+
+    A bad one is refused even where the penalty is exact.
     """
     if not isinstance(control_variate, bool):
         raise InvalidParameterError(

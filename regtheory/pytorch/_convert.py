@@ -190,8 +190,10 @@ def supported_modules(*, dropout: bool = False) -> tuple[type[nn.Module], ...]:
 
 
 def _convert(where: str, module: nn.Module) -> Any:
-    """One torch module as a node; ``None`` for a module that is skipped, and
-    ``("norm", scale, shift)`` for a batch norm, folded later.
+    """One torch module as a node.
+
+    ``None`` for a module that is skipped, and ``("norm", scale, shift)`` for a batch
+    norm, folded later.
     """
     kind = type(module)
     if kind is nn.Linear:
@@ -251,9 +253,11 @@ def _check_fit(where: str, module: nn.Module, layer: Any, shape: tuple, source: 
 
 
 def _assemble(pairs, shape: tuple[int, ...], source: str) -> tuple[list, list[str]]:
-    """The nodes, each checked to fit the shape it gets, every batch norm folded into the
-    layer before it (or inserted as a diagonal layer), and a Flatten kept only where a
-    Linear does not flatten anyway; with the names of the dropout modules, in order.
+    """The nodes, each checked to fit the shape it gets, and the names of the dropout modules.
+
+    Every batch norm is folded into the layer before it (or inserted as a diagonal layer),
+    and a Flatten kept only where a Linear does not flatten anyway; the names of the
+    dropout modules come in order.
     """
     nodes: list = []
     names: list[str] = []
@@ -285,9 +289,10 @@ def _assemble(pairs, shape: tuple[int, ...], source: str) -> tuple[list, list[st
 
 
 def _drop_flattens(nodes: list) -> list:
-    """The nodes without every Flatten that only elementwise nodes and elementwise masks
-    separate from a Linear: a Linear flattens its input channel first, as torch.flatten,
-    and those nodes act alike on maps and vectors.
+    """The nodes without the Flattens that only elementwise nodes separate from a Linear.
+
+    Elementwise nodes and elementwise masks count alike: a Linear flattens its input
+    channel first, as torch.flatten, and those nodes act alike on maps and vectors.
     """
     kept = []
     for i, node in enumerate(nodes):
@@ -379,8 +384,9 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Graph:
 def _convert_model(
     model: nn.Module, shape: tuple[int, ...], source: str
 ) -> tuple[Graph, list[str]]:
-    """The graph of ``model`` for samples of ``shape`` (taken from the argument ``source``),
-    and the names of its dropout modules.
+    """The graph of ``model`` for samples of ``shape`` and the names of its dropout modules.
+
+    ``shape`` is taken from the argument ``source``.
     """
     if not isinstance(model, nn.Module):
         raise InvalidParameterError(
@@ -443,8 +449,9 @@ def _torch_conv(layer: Conv, dtype: torch.dtype) -> nn.Module:
 
 
 def _torch_layer(layer: Any, where: str, rank: int | None, dtype: torch.dtype) -> list[nn.Module]:
-    """One node as torch modules (a Flatten before a Linear that reads maps); ``rank`` is
-    the number of feature axes the node reads, when known.
+    """One node as torch modules (a Flatten before a Linear that reads maps).
+
+    ``rank`` is the number of feature axes the node reads, when known.
     """
     if isinstance(layer, Linear):
         out, d_in = layer.weight.shape
@@ -485,9 +492,10 @@ def _load(module: Any, layer: Any) -> None:
 
 
 def _ranks(graph: Graph) -> list[int | None]:
-    """The number of feature axes each node reads, as far as the weights tell: a conv's
-    kernel fixes it, a Linear, DropConnect or Flatten makes vectors; a channel mask on the
-    input of a conv net is read from the conv after it.
+    """The number of feature axes each node reads, as far as the weights tell.
+
+    A conv's kernel fixes it, a Linear, DropConnect or Flatten makes vectors; a channel
+    mask on the input of a conv net is read from the conv after it.
     """
     ranks: list[int | None] = []
     rank: int | None = None

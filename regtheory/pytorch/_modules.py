@@ -1,5 +1,6 @@
-"""Torch modules and conversions the other parts of :mod:`regtheory.pytorch` share:
-the exact-rate DropBlock module, the tables of supported modules, tensors to arrays.
+"""Torch modules and conversions the other parts of :mod:`regtheory.pytorch` share.
+
+The exact-rate DropBlock module, the tables of supported modules, tensors to arrays.
 """
 
 from __future__ import annotations

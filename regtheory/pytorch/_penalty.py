@@ -1,5 +1,6 @@
-"""The dropout penalty of a PyTorch model: exact on its graph, or by Monte Carlo with the
-model's own dropout modules.
+"""The dropout penalty of a PyTorch model.
+
+Exact on its graph, or by Monte Carlo with the model's own dropout modules.
 """
 
 from __future__ import annotations
@@ -283,8 +284,9 @@ def _options(method: object, n_masks: object, by_layer: object) -> tuple[str, in
 
 
 def _check_finite(report: PenaltyReport, model: nn.Module, X: np.ndarray) -> None:
-    """An overflow on the way is an error, not inf or NaN (own penalties not computed,
-    ``by_layer=False``, are NaN by design).
+    """Raise on an overflow on the way instead of returning inf or NaN.
+
+    Own penalties not computed (``by_layer=False``) are NaN by design.
     """
     done = ~np.isnan(report.own)
     numbers = [report.value, report.stderr, *report.own[done], *report.own_stderr[done]]
