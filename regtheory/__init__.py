@@ -30,7 +30,8 @@ Modules, in the one direction data flows (nothing imports a module below it):
 
 A refused argument raises :class:`InvalidParameterError` (a ``ValueError`` and a
 ``TypeError``) naming it; finite inputs whose penalty leaves float64 raise
-:class:`NumericalOverflowError` (also an ``OverflowError``) instead of returning inf or NaN; a cvxpy solve whose solution cannot be certified optimal raises
+:class:`NumericalOverflowError` (also an ``OverflowError``) instead of returning inf or
+NaN; a cvxpy solve whose solution cannot be certified optimal raises
 :class:`regtheory.implied.SolverFailedError`.
 
 Submodules load on first use (``regtheory.fc``, ``from regtheory import glm``), so

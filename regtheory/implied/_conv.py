@@ -287,7 +287,8 @@ def conv_induced_regularizer(
 
     .. math::
 
-        \Theta_{conv}(w) = \min_{\sum_c u_c \star v_c = w} \lambda n \sum_{c=1}^{C}\|u_c\|^2\|v_c\|^2
+        \Theta_{conv}(w) = \min_{\sum_c u_c \star v_c = w}
+            \lambda n \sum_{c=1}^{C}\|u_c\|^2\|v_c\|^2
             = \frac{\lambda n}{C}\,\min\{\|Z\|_*^2 : \mathcal A(Z) = w\}
 
     (circular padding, white input, n = H·W pixels). The convex value is a lower

@@ -121,7 +121,8 @@ def solve_conv_factored(
                   + \overline{\|y\|^2}
                   + \begin{cases}
                       \lambda \sum_j \|U[:,j]\|^2 (VCV^\top)_{jj} & \text{element (5)}\\
-                      \lambda \sum_c \operatorname{tr}(U_cV_cCV_c^\top U_c^\top) & \text{channel (6)}
+                      \lambda \sum_c \operatorname{tr}(U_cV_cCV_c^\top U_c^\top)
+                        & \text{channel (6)}
                     \end{cases}
 
     C = XᵀX/N, T = YᵀX/N on the flattened images. L-BFGS with exact gradients

@@ -43,7 +43,8 @@ The frozen network agrees with the network wherever no pre-activation changes si
 under the masks. The estimate is the mean of
 
 .. math:: Z(r) = D(r) - c\,\big(D_{\rm lin}(r) - \mu_{\rm lin}\big),\qquad
-          c = \widehat{\operatorname{Cov}}(D, D_{\rm lin}) / \widehat{\operatorname{Var}}\, D_{\rm lin},
+          c = \widehat{\operatorname{Cov}}(D, D_{\rm lin})
+              / \widehat{\operatorname{Var}}\, D_{\rm lin},
 
 with c fitted on a pilot of ``max(100, n_masks // 10)`` further draws that are then
 discarded: given c the Z are i.i.d. with mean exactly P, so the interval of
@@ -62,8 +63,9 @@ layer on whole batches: the layers before the first random one run once, on the 
 and the rest run in chunks of (draw, sample) images that fit in the cache, on every core,
 with feature maps kept on a padded grid where each convolution is one matrix product
 (the package's one Monte Carlo engine, shared with :mod:`regtheory.conv`). A draw costs a
-small multiple of the matrix products of its convolutions (the benchmarks measure it). Elementwise masks take 8 random bits a unit
-(:func:`regtheory.masks.kept_units`), the other laws their own ``sample``; chunk i of a
+small multiple of the matrix products of its convolutions. Elementwise masks take 8 random
+bits a unit (:func:`regtheory.masks.kept_units`), the other laws their own ``sample``;
+chunk i of a
 batch draws from a stream seeded by (one key drawn from ``rng`` per batch, i), so the
 numbers do not depend on the number of threads. ``dtype="float32"`` runs the masked
 passes in single precision with the same masks: the per-sample losses are summed in

@@ -24,13 +24,15 @@ over the subsets T of dropout layers that contribute their fluctuation :math:`e_
 every cross term between two different subsets has some :math:`e_i` exactly once and
 vanishes, so
 
-.. math:: \mathbb E_r \|f_r(x) - y\|^2 = \|g(x) - y\|^2 + \sum_{T \ne \emptyset} \operatorname{tr} S_T(x),
+.. math:: \mathbb E_r \|f_r(x) - y\|^2
+          = \|g(x) - y\|^2 + \sum_{T \ne \emptyset} \operatorname{tr} S_T(x),
 
 :math:`g` the network with every mask replaced by its mean, :math:`S_T` the second
 moment of the term of subset T. Hence the exact decomposition returned by
 :func:`dropout_penalty_terms`,
 
-.. math:: P = \underbrace{\frac1n\sum_k \big(\|g(x_k) - y_k\|^2 - \|f(x_k) - y_k\|^2\big)}_{\text{mean shift}}
+.. math:: P = \underbrace{\frac1n\sum_k \big(\|g(x_k) - y_k\|^2
+          - \|f(x_k) - y_k\|^2\big)}_{\text{mean shift}}
           + \sum_i \underbrace{\operatorname{tr} \bar S_{\{i\}}}_{\text{layer } i}
           + \sum_{|T| \ge 2} \underbrace{\operatorname{tr} \bar S_T}_{\text{interaction}} ,
 
@@ -446,8 +448,8 @@ def _periods(spatial: tuple[int, ...], seg: _Segment, own_reach: int) -> tuple[i
 class _Pending:
     r"""A coloured state reaching the fully connected layer that ends the conv phase.
 
-    It holds its origin D (``("diag", s)`` or ``("band", {lag: x})``), the linear steps A since (convs,
-    ``("scale", mean)``, ``("split",)``) and its weight w, so that it arrives as
+    It holds its origin D (``("diag", s)`` or ``("band", {lag: x})``), the linear steps A
+    since (convs, ``("scale", mean)``, ``("split",)``) and its weight w, so that it arrives as
     :math:`w\,W A D A^\top W^\top`.
     """
 
@@ -459,7 +461,8 @@ class _Pending:
 def _pullback(pending: _Pending, weight: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     r""":math:`w\,W S W^\top` of a coloured state, exactly.
 
-    Here :math:`S = \sum_g A_g D A_g^\top`, one branch g per channel split, so :math:`W S W^\top = \sum_g (W A_g) D (W A_g)^\top`;
+    Here :math:`S = \sum_g A_g D A_g^\top`, one branch g per channel split, so
+    :math:`W S W^\top = \sum_g (W A_g) D (W A_g)^\top`;
     the rows of :math:`W A_g` are the adjoint steps applied to the rows of W.
     """
     d = weight.shape[0]

@@ -244,7 +244,8 @@ def dropout_penalty(
 
     Examples
     --------
-    Dropout (keep 0.5, λ = 1) before u = (1, 2) on x = (1, 1): :math:`\lambda \sum_i u_i^2 x_i^2 = 5`.
+    Dropout (keep 0.5, λ = 1) before u = (1, 2) on x = (1, 1):
+    :math:`\lambda \sum_i u_i^2 x_i^2 = 5`.
 
     >>> import numpy as np, torch
     >>> last = torch.nn.Linear(2, 1, bias=False)
