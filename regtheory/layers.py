@@ -129,21 +129,70 @@ class Node:
         return type(self).__name__
 
     def out_shape(self, *shapes: Shape) -> Shape:
-        """Output shape of one sample (elementwise nodes keep their input's)."""
+        """Output shape of one sample (elementwise nodes keep their input's).
+
+        Parameters
+        ----------
+        *shapes : tuple of int
+            The feature shape of one sample of each input, without the batch axis.
+
+        Returns
+        -------
+        tuple of int
+            The feature shape of one sample of the output.
+
+        Raises
+        ------
+        InvalidParameterError
+            If the inputs do not fit the node.
+        """
         if self.elementwise:
             return shapes[0]
         raise NotImplementedError(f"{self.name} defines no out_shape")
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
-        """The node on batches ``(n, *shape)``."""
+        """The node on batches ``(n, *shape)``, without any mask.
+
+        Parameters
+        ----------
+        *zs : ndarray
+            One batch (n, *shape) per input of the node.
+
+        Returns
+        -------
+        ndarray
+            The output batch (n, *out_shape).
+        """
         raise NotImplementedError(f"{self.name} defines no forward")
 
     def apply(self, *zs: np.ndarray) -> np.ndarray:
-        """The linear part of a linear node (its ``forward`` without a constant term)."""
+        """The linear part of a linear node (its ``forward`` without a constant term).
+
+        Parameters
+        ----------
+        *zs : ndarray
+            One batch (n, *shape) per input of the node.
+
+        Returns
+        -------
+        ndarray
+            The output batch (n, *out_shape) without the bias.
+        """
         return self.forward(*zs)
 
     def adjoint(self, z: np.ndarray) -> np.ndarray:
-        """The adjoint of ``apply`` (an elementwise linear map is its own adjoint)."""
+        """The adjoint of ``apply`` (an elementwise linear map is its own adjoint).
+
+        Parameters
+        ----------
+        z : ndarray
+            A batch (n, *out_shape) in the node's output space.
+
+        Returns
+        -------
+        ndarray
+            The batch mapped back to the input space, (n, *shape).
+        """
         if self.linear and self.elementwise:
             return self.apply(z)
         raise NotImplementedError(f"{self.name} defines no adjoint")
@@ -154,6 +203,7 @@ class Node:
         return 0 if self.elementwise else None
 
     def __call__(self, *zs: np.ndarray) -> np.ndarray:
+        """The node's ``forward``, so a node is called as a function."""
         return self.forward(*zs)
 
 
@@ -239,6 +289,7 @@ class Linear(Node):
         object.__setattr__(self, "bias", check_bias(self.bias, weight.shape[0], "bias"))
 
     def out_shape(self, *shapes: Shape) -> Shape:
+        """``(out,)``, after checking that the flattened input has ``in`` features."""
         if int(np.prod(shapes[0])) != self.weight.shape[1]:
             raise InvalidParameterError(
                 f"a Linear layer expects {self.weight.shape[1]} input features, got "
@@ -247,6 +298,7 @@ class Linear(Node):
         return (self.weight.shape[0],)
 
     def apply(self, *zs: np.ndarray) -> np.ndarray:
+        """``flatten(z) W^T``, the layer without its bias."""
         flat = zs[0].reshape(zs[0].shape[0], -1)
         if flat.shape[1] != self.weight.shape[1]:
             raise InvalidParameterError(
@@ -255,6 +307,7 @@ class Linear(Node):
         return flat @ self.weight.T
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """``flatten(z) W^T + b``."""
         out = self.apply(*zs)
         return out if self.bias is None else out + self.bias
 
@@ -336,6 +389,7 @@ class Conv(Node):
         return tuple(k // 2 for k in self.weight.shape[2:])
 
     def out_shape(self, *shapes: Shape) -> Shape:
+        """``(C_out, *out)`` with the strided, padded, dilated output size of each axis."""
         shape = shapes[0]
         spatial = _maps(self, shape)
         if len(spatial) != self.weight.ndim - 2:
@@ -366,11 +420,13 @@ class Conv(Node):
         return (self.weight.shape[0], *out)
 
     def apply(self, *zs: np.ndarray) -> np.ndarray:
+        """The convolution without its bias."""
         if self.same_size:
             return same_conv(zs[0], self.weight, self.padding == "circular")
         return self._general(zs[0])
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """The convolution plus its bias at every position."""
         out = self.apply(*zs)
         if self.bias is not None:
             out += self.bias.reshape(-1, *(1,) * (out.ndim - 2))
@@ -414,6 +470,7 @@ class Multiply(Node):
         object.__setattr__(self, "factor", check_array(self.factor, "factor"))
 
     def out_shape(self, *shapes: Shape) -> Shape:
+        """The input shape, after checking that ``factor`` broadcasts to it."""
         try:
             out = np.broadcast_shapes(shapes[0], self.factor.shape)
         except ValueError:
@@ -426,13 +483,16 @@ class Multiply(Node):
         return shapes[0]
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """``factor * z``."""
         return zs[0] * self.factor
 
     def adjoint(self, z: np.ndarray) -> np.ndarray:
+        """``factor * z`` (a diagonal map is its own adjoint)."""
         return z * self.factor
 
     @property
     def reach(self) -> int:
+        """0: each output entry reads the input entry at its own position."""
         return 0
 
 
@@ -491,6 +551,7 @@ class AvgPool(_Pool):
     linear: ClassVar[bool] = True
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """The mean over each window, zeros padded."""
         return self._pooled(zs[0], 0.0, np.mean)
 
 
@@ -502,6 +563,7 @@ class MaxPool(_Pool):
     """
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """The maximum over each window, minus infinity padded."""
         return self._pooled(zs[0], -np.inf, np.max)
 
 
@@ -521,10 +583,12 @@ class AdaptiveAvgPool(Node):
         object.__setattr__(self, "output_size", _ints(self.output_size, "output_size", None, 1))
 
     def out_shape(self, *shapes: Shape) -> Shape:
+        """``(C, *output_size)``."""
         spatial = _maps(self, shapes[0])
         return (shapes[0][0], *_spatial(self.output_size, len(spatial), "output_size"))  # type: ignore[arg-type]
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """The mean over each bin of every spatial axis."""
         z = zs[0]
         out = z
         sizes = self.out_shape(z.shape[1:])[1:]
@@ -550,6 +614,7 @@ class ReLU(Node):
     elementwise: ClassVar[bool] = True
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """``max(z, 0)`` entry by entry."""
         return np.maximum(zs[0], 0.0)
 
 
@@ -575,6 +640,7 @@ class Elementwise(Node):
             )
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """``function(z)``, after checking that it keeps the shape of ``z``."""
         z = zs[0]
         out = np.asarray(self.function(z), dtype=float)
         if out.shape != z.shape:
@@ -595,11 +661,13 @@ class Add(Node):
     linear: ClassVar[bool] = True
 
     def out_shape(self, *shapes: Shape) -> Shape:
+        """The common shape of the inputs, after checking that they all have it."""
         if any(s != shapes[0] for s in shapes):
             raise InvalidParameterError(f"Add needs inputs of one shape, got {list(shapes)}")
         return shapes[0]
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """The sum of the inputs."""
         out = zs[0].copy()
         for z in zs[1:]:
             out += z
@@ -614,6 +682,7 @@ class Concat(Node):
     linear: ClassVar[bool] = True
 
     def out_shape(self, *shapes: Shape) -> Shape:
+        """The inputs' shape with the channels summed, after checking the other axes agree."""
         if any(len(s) != len(shapes[0]) or s[1:] != shapes[0][1:] for s in shapes):
             raise InvalidParameterError(
                 f"Concat needs inputs that differ in their channels only, got {list(shapes)}"
@@ -621,6 +690,7 @@ class Concat(Node):
         return (sum(s[0] for s in shapes), *shapes[0][1:])
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """The inputs concatenated along the channel axis."""
         return np.concatenate(zs, axis=1)
 
 
@@ -631,9 +701,11 @@ class Flatten(Node):
     linear: ClassVar[bool] = True
 
     def out_shape(self, *shapes: Shape) -> Shape:
+        """``(C·...,)``, the number of features."""
         return (int(np.prod(shapes[0])),)
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """Each sample's features as one vector, channel first."""
         return zs[0].reshape(zs[0].shape[0], -1)
 
 
@@ -649,6 +721,7 @@ class Reshape(Node):
         object.__setattr__(self, "shape", _ints(self.shape, "shape", None, 1))
 
     def out_shape(self, *shapes: Shape) -> Shape:
+        """``shape``, after checking that it holds as many features as the input."""
         if int(np.prod(shapes[0])) != int(np.prod(self.shape)):
             raise InvalidParameterError(
                 f"Reshape to {self.shape} needs {int(np.prod(self.shape))} features, got "
@@ -657,6 +730,7 @@ class Reshape(Node):
         return self.shape
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """Each sample's features laid out in ``shape``."""
         return zs[0].reshape(zs[0].shape[0], *self.shape)
 
 
@@ -683,17 +757,45 @@ class Dropout(Node):
             )
 
     def out_shape(self, *shapes: Shape) -> Shape:
+        """The input shape (a mask keeps the shape)."""
         return shapes[0]
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """The identity (the layer at its mean mask)."""
         return zs[0]
 
     def draw(self, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """``z`` (n, ...) times a fresh mask per sample."""
+        """``z`` (n, ...) times a fresh mask per sample.
+
+        Parameters
+        ----------
+        z : ndarray
+            The batch (n, *shape) the masks multiply.
+        rng : numpy.random.Generator
+            The source of the masks.
+
+        Returns
+        -------
+        ndarray
+            The masked batch, of the shape of ``z``.
+        """
         return z * self.masks.sample(z.shape[1:], z.shape[0], rng)
 
     def mask_law(self, shape: Shape) -> tuple[MaskDistribution, Shape]:
-        """The masks and the shape they multiply."""
+        """The masks and the shape they multiply.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            The feature shape of one sample at the node.
+
+        Returns
+        -------
+        masks : MaskDistribution
+            The law of one mask.
+        shape : tuple of int
+            The shape of one mask: the features' shape.
+        """
         return self.masks, tuple(shape)
 
 
@@ -736,6 +838,7 @@ class DropConnect(Node):
         return (1.0 - self.keep) / self.keep
 
     def out_shape(self, *shapes: Shape) -> Shape:
+        """``(out,)``, after checking that the flattened input has ``in`` features."""
         if int(np.prod(shapes[0])) != self.weight.shape[1]:
             raise InvalidParameterError(
                 f"a DropConnect layer expects {self.weight.shape[1]} input features, got "
@@ -752,17 +855,61 @@ class DropConnect(Node):
     apply = forward
 
     def draw(self, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Apply the layer to ``z`` (n, ...) with a fresh weight mask per sample."""
+        """Apply the layer to ``z`` (n, ...) with a fresh weight mask per sample.
+
+        Parameters
+        ----------
+        z : ndarray
+            The batch (n, ...), flattened channel first.
+        rng : numpy.random.Generator
+            The source of the weight masks.
+
+        Returns
+        -------
+        ndarray
+            The output batch (n, out).
+        """
         flat = z.reshape(z.shape[0], -1)
         kept = rng.random((flat.shape[0], *self.weight.shape)) < self.keep
         return np.einsum("noi,ni->no", kept * (self.weight / self.keep), flat)
 
     def sample(self, z: np.ndarray, seed: int | np.random.Generator) -> np.ndarray:
-        """:meth:`draw` from an int seed or a ``numpy.random.Generator``."""
+        """:meth:`draw` from an int seed or a ``numpy.random.Generator``.
+
+        Parameters
+        ----------
+        z : ndarray
+            The batch (n, ...), flattened channel first.
+        seed : int or numpy.random.Generator
+            The source of the weight masks.
+
+        Returns
+        -------
+        ndarray
+            The output batch (n, out).
+
+        Raises
+        ------
+        InvalidParameterError
+            If ``seed`` is neither a non-negative int nor a Generator.
+        """
         return self.draw(z, as_generator(seed))
 
     def mask_law(self, shape: Shape) -> tuple[MaskDistribution, Shape]:
-        """Bernoulli masks on the weights."""
+        """Bernoulli masks on the weights.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            The feature shape of one sample at the node (the weights fix the mask's).
+
+        Returns
+        -------
+        masks : Bernoulli
+            The law of one weight mask, kept with probability ``keep``.
+        shape : tuple of int
+            The shape of one mask: the weight's (out, in).
+        """
         return Bernoulli(self.keep), self.weight.shape
 
 
