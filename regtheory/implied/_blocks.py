@@ -64,6 +64,11 @@ def k_support_norm_sq(x: cp.Expression, k: int) -> tuple[cp.Expression, list]:
         The cones and the constraints on θ; add them to the problem. Minimising
         ``term`` subject to them gives :math:`\|x\|_{(k)}^2`.
 
+    Raises
+    ------
+    InvalidParameterError
+        If ``x`` is not a 1-D cvxpy expression or ``k`` is not a positive int.
+
     References
     ----------
     [1] A. Argyriou, R. Foygel, N. Srebro, Sparse Prediction with the k-Support

@@ -205,6 +205,12 @@ def lifted_operator(
     ndarray (C_out·C_in·Lh·Lw, C_out·K·C_in·K)
         Entries 0/1; each column has exactly one 1.
 
+    Raises
+    ------
+    InvalidParameterError
+        If ``kernel_size`` or ``image_shape`` is not a pair of positive ints, the
+        kernel does not fit the image, or a channel count is not a positive int.
+
     Examples
     --------
     >>> import numpy as np
@@ -287,8 +293,7 @@ def conv_induced_regularizer(
 
     .. math::
 
-        \Theta_{conv}(w) = \min_{\sum_c u_c \star v_c = w}
-            \lambda n \sum_{c=1}^{C}\|u_c\|^2\|v_c\|^2
+        \Theta_{conv}(w) = \min_{\sum_c u_c \star v_c = w} \lambda n\sum_{c=1}^{C}\|u_c\|^2\|v_c\|^2
             = \frac{\lambda n}{C}\,\min\{\|Z\|_*^2 : \mathcal A(Z) = w\}
 
     (circular padding, white input, n = H·W pixels). The convex value is a lower
@@ -456,34 +461,38 @@ def solve_conv(
         \min_{w}\ \frac1N\sum_n \|y_n - w \ast x_n\|^2 + \frac{\lambda n}{C}\|w\|^2
             \qquad (\text{mode="channel"}, \text{the ridge relaxation})
 
-    The data enter only through the Gram matrix of the shifted inputs (computed
-    once), so the cvxpy problem has the size of the lifted kernel, not the image.
-    The regularizers are exact for white input (:math:`\mathbb E xx^\top = I`);
-    for other inputs this is the problem with the white-input regularizer.
+    The data enter only through the Gram matrix of the shifted inputs, so the cvxpy problem has the
+    size of the lifted kernel, not the image. The regularizers are exact for white input
+    (:math:`\mathbb E xx^\top = I`); otherwise this is the problem with the white-input regularizer.
 
     Parameters
     ----------
     X : array (N, C_in, H, W) or (N, C_in, L)
+        Input images (or 1-D signals), circularly padded by the convolutions.
     Y : array (N, C_out, H, W) or (N, C_out, L)
+        Targets, with the samples and the spatial shape of ``X``.
     keep : float
+        Retain probability θ in (0, 1] of the dropout on the hidden channels.
     channels : int
         Hidden channels C of the factored net.
     kernel_size : int
         Taps K per axis of each of the two kernels (odd).
     mode : {"element", "channel"}
+        Dropout of single hidden units, or of whole hidden channels.
     solver : str, optional
-        cvxpy solver; by default the ladder of :mod:`regtheory.implied._solver`.
+        cvxpy solver; by default the package's ladder of solvers.
     solver_options : dict, optional
         Keyword arguments for ``problem.solve`` (one solve with exactly these).
 
     Returns
     -------
     ConvSolution
-        ``gap`` bounds the relative sub-optimality of ``objective`` (certified in
-        NumPy by a Fenchel duality gap).
+        ``gap`` bounds the relative sub-optimality of ``objective`` (a Fenchel duality gap).
 
     Raises
     ------
+    InvalidParameterError
+        If the data, ``keep``, ``channels``, ``kernel_size`` or ``mode`` are refused.
     SolverFailedError
         If no solver returns a solution whose certified gap is at most 1e-6.
     """

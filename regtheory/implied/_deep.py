@@ -93,6 +93,7 @@ References
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -232,6 +233,13 @@ def deep_induced_regularizer(
     Returns
     -------
     DeepRegularizerResult
+        The best local minimum found, its factors, and the values of all the starts.
+
+    Raises
+    ------
+    InvalidParameterError
+        If an argument is refused: ``M`` zero or not finite, ``keep`` not in (0, 1),
+        ``width`` below rank(M), ``depth`` below 2, ``cov`` not positive definite.
 
     See Also
     --------
@@ -251,12 +259,7 @@ def deep_induced_regularizer(
     >>> round(res.value, 6), round(res.ratio, 6)
     (4.5, 1.0)
     """
-    M = check_array(M, "M", ndim=2)
-    lam = dropout_lambda(keep)
-    width, depth = check_int(width, "width"), check_int(depth, "depth", minimum=2)
-    starts = check_int(starts, "starts")
-    C = check_cov(cov, M.shape[1], require_pd=True)
-    rng = as_rng(rng)
+    M, lam, width, depth, starts, C, rng = _check_deep(M, keep, width, depth, starts, cov, rng)
     A, s, Bt, r = _whitened_svd(M, C, lam, width)
     scale = float(s[:r].sum())
     objective = _reduced_objective(s[:r] / scale, lam)
@@ -269,9 +272,7 @@ def deep_induced_regularizer(
     value, grads, last = objective(inner)
     grad = np.concatenate([g.ravel() for g in grads])
     factors = _original_coordinates(inner, last, Bt[:r].T, scale * A[:, :r], C)
-    product = factors[0]
-    for W in factors[1:]:
-        product = W @ product
+    product = functools.reduce(lambda acc, W: W @ acc, factors[1:], factors[0])
     nuclear = lam / width * scale**2
     return DeepRegularizerResult(
         value=float(value) * scale**2,
@@ -287,6 +288,16 @@ def deep_induced_regularizer(
         gradient_norm=float(np.linalg.norm(grad) * np.linalg.norm(best.x) / value),
         solve_time=time.perf_counter() - start,
     )
+
+
+def _check_deep(M, keep, width, depth, starts, cov, rng):
+    """The arguments of :func:`deep_induced_regularizer`, checked in order, with λ."""
+    M = check_array(M, "M", ndim=2)
+    lam = dropout_lambda(keep)
+    width, depth = check_int(width, "width"), check_int(depth, "depth", minimum=2)
+    starts = check_int(starts, "starts")
+    C = check_cov(cov, M.shape[1], require_pd=True)
+    return M, lam, width, depth, starts, C, as_rng(rng)
 
 
 def _whitened_svd(
@@ -405,8 +416,8 @@ def _minimise(
         value, grads, _ = objective(_unstack(z, shapes))
         return value, np.concatenate([g.ravel() for g in grads])
 
-    # The matrices are a few dozen entries wide: BLAS threads only add synchronisation,
-    # and on a loaded machine L-BFGS-B's small products ran 20 times slower with them.
+    # The matrices are a few dozen entries wide: BLAS threads only add synchronisation
+    # to L-BFGS-B's small products, and slow them down when the cores are shared.
     with threadpool_limits(limits=1, user_api="blas"):
         results = [_one_start(fun, shapes, rng) for _ in range(starts)]
     return results

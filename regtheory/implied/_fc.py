@@ -57,7 +57,7 @@ def fc_objective(
     M : array (d_out, d_in)
         Candidate end-to-end map.
     T : array (d_out, d_in)
-        Cross moment E[y xᵀ]; ``M`` must have its shape (else ``ValueError``).
+        Cross moment E[y xᵀ]; ``M`` must have its shape.
     keep : float
         Retain probability θ in (0, 1]; ``keep=1`` (λ = 0) leaves the fit term alone.
     width : int
@@ -70,6 +70,13 @@ def fc_objective(
     -------
     float
         J(M) as in the first expression above, λ = (1 − θ)/θ.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``M`` or ``T`` is not a finite real matrix, ``M`` does not have the shape of
+        ``T``, ``keep`` is not in (0, 1], ``width`` is not a positive int, or ``cov`` is
+        not a positive definite (d_in, d_in) matrix.
 
     References
     ----------
