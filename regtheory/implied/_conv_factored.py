@@ -118,11 +118,9 @@ def solve_conv_factored(
     .. math::
 
         J(u, v) = \operatorname{tr}(UVCV^\top U^\top) - 2\operatorname{tr}(UVT^\top)
-                  + \overline{\|y\|^2}
-                  + \begin{cases}
+                  + \overline{\|y\|^2} + \begin{cases}
                       \lambda \sum_j \|U[:,j]\|^2 (VCV^\top)_{jj} & \text{element (5)}\\
-                      \lambda \sum_c \operatorname{tr}(U_cV_cCV_c^\top U_c^\top)
-                        & \text{channel (6)}
+                      \lambda\sum_c \operatorname{tr}(U_cV_cCV_c^\top U_c^\top) & \text{channel (6)}
                     \end{cases}
 
     C = XᵀX/N, T = YᵀX/N on the flattened images. L-BFGS with exact gradients
@@ -131,35 +129,38 @@ def solve_conv_factored(
     Parameters
     ----------
     X, Y : arrays (N, C_in, H, W), (N, C_out, H, W) (or 1-D signals (N, C, L))
+        Input images and their targets, with the same samples and spatial shape.
     keep : float
+        Retain probability θ in (0, 1] of the dropout on the hidden channels.
     channels : int
         Hidden channels C.
     kernel_size : int
         Odd taps per axis of both kernels.
     padding : {"zeros", "circular"}
+        Border mode of both convolutions.
     mode : {"element", "channel"}
+        Dropout of single hidden units, or of whole hidden channels.
     starts : int
         Random initialisations (i.i.d. N(0, init_scale²) kernel entries).
     rng : int, numpy.random.Generator or None
         Source of the starts; the same int seed gives the same numbers.
     init_scale : float
-        Standard deviation of the random initial kernel entries, in units where
-        the targets have unit mean square (the solve rescales Y; the kernels are
-        scaled back).
+        Standard deviation of the random initial kernel entries, in units where the targets
+        have unit mean square (the solve rescales Y; the kernels are scaled back).
 
     Returns
     -------
     FactoredConvSolution
+        The kernels of the best start, its objective and penalty, and every start's.
+
+    Raises
+    ------
+    InvalidParameterError
+        If the data, ``keep``, ``channels``, ``kernel_size`` (odd, fitting the image),
+        ``padding``, ``mode``, ``starts``, ``rng`` or ``init_scale`` are refused.
     """
-    lam = dropout_lambda(keep)
-    channels = check_int(channels, "channels")
-    kernel_size = check_int(kernel_size, "kernel_size")
-    starts = check_int(starts, "starts")
-    init_scale = check_positive(init_scale, "init_scale")
-    if mode not in ("element", "channel"):
-        raise InvalidParameterError(f"`mode` must be 'element' or 'channel', got {mode!r}")
-    X, Y = check_conv_data(X, Y)
-    rng = as_rng(rng)
+    checked = _check_factored(X, Y, keep, channels, kernel_size, starts, init_scale, mode, rng)
+    X, Y, lam, channels, kernel_size, starts, init_scale, rng = checked
     image = X.shape[2:]
     N, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
     k = (kernel_size,) * len(image)
@@ -177,7 +178,6 @@ def solve_conv_factored(
     objective = _objective(
         lab_u, lab_v, Cx, T, yy, lam, mode=mode, channels=channels, sizes=(n_u, n_v)
     )
-
     start = time.perf_counter()
     results = _minimise(objective, n_u + n_v, starts=starts, init_scale=init_scale, rng=rng)
     # Starts that reach the same minimum end within rounding of each other, possibly at
@@ -200,6 +200,19 @@ def solve_conv_factored(
         ),
         solve_time=time.perf_counter() - start,
     )
+
+
+def _check_factored(X, Y, keep, channels, kernel_size, starts, init_scale, mode, rng):
+    """The arguments of :func:`solve_conv_factored` but ``padding``, checked in order."""
+    lam = dropout_lambda(keep)
+    channels = check_int(channels, "channels")
+    kernel_size = check_int(kernel_size, "kernel_size")
+    starts = check_int(starts, "starts")
+    init_scale = check_positive(init_scale, "init_scale")
+    if mode not in ("element", "channel"):
+        raise InvalidParameterError(f"`mode` must be 'element' or 'channel', got {mode!r}")
+    X, Y = check_conv_data(X, Y)
+    return X, Y, lam, channels, kernel_size, starts, init_scale, as_rng(rng)
 
 
 def _objective(
