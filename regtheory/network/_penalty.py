@@ -103,7 +103,7 @@ def forward(
     ----------
     layers : regtheory.layers.Graph or sequence of nodes
         The network, first layer first. With ``n_draws`` at least one Dropout is
-        required (else ``ValueError``).
+        required.
     x : array (n, ...)
         Inputs, (n, C, H, W) or (n, C, L) for a conv first layer, (n, d) for a
         linear one.
@@ -119,6 +119,12 @@ def forward(
     ndarray
         Shape ``(n_draws, n, ...)`` with masks (draw d in ``out[d]``), ``(n, ...)``
         without; ``...`` is the network's output shape per sample.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``layers`` is not a network, ``x`` does not fit it, ``n_draws`` is not a
+        positive int, ``rng`` is refused, or masks are asked of a network without one.
 
     References
     ----------
@@ -137,11 +143,6 @@ def forward(
     array([6., 6., 6., 6.])
     >>> forward(layers, x, n_draws=5, rng=0).shape
     (5, 4, 1)
-
-    Raises
-    ------
-    InvalidParameterError
-        If ``x`` does not fit the layers, or masks are asked of a network without one.
     """
     graph = as_graph(layers)
     x = check_array(x, "x")
@@ -437,26 +438,57 @@ def dropout_penalty(
 
 
 dropout_penalty_mc = deprecated_alias(dropout_penalty, "dropout_penalty_mc", method="mc")
-dropout_penalty_mc.__doc__ = """Deprecated: :func:`dropout_penalty` with ``method="mc"``.
+dropout_penalty_mc.__doc__ = """Deprecated: Monte Carlo dropout penalty of a network on data.
 
-    ``dropout_penalty_mc(layers, X, Y, n_masks=..., seed=...)`` still works, with a
-    DeprecationWarning, and gives the numbers of ``dropout_penalty(layers, X, Y=Y,
-    method="mc", n_masks=..., rng=...)``; it will be removed in a future minor release.
+    Call ``dropout_penalty(layers, X, Y=Y, method="mc", ...)`` instead; this name will be
+    removed in a future minor release. ``dropout_penalty_mc(layers, X, Y, n_masks=...,
+    seed=...)`` still works, with a DeprecationWarning, and gives the numbers of
+    ``dropout_penalty(layers, X, Y=Y, method="mc", n_masks=..., rng=...)``.
 
     Parameters
     ----------
-    layers, X, Y, n_masks, rng, rtol, batch_size, control_variate, dtype
-        As for :func:`dropout_penalty` (``Y`` may still come third, by position).
+    layers : regtheory.layers.Graph or sequence of nodes
+        The network, first layer first; at least one Dropout or DropConnect.
+    X : array (n, ...)
+        Inputs, (n, C, H, W) or (n, C, L) for a conv first layer, (n, d) for a linear one.
+    Y : array (n, ...), optional
+        Targets, the shape of the network's output (it may still come third, by
+        position); ``None`` takes the mask-free output.
+    method : {"mc"}
+        Always ``"mc"``; any other value is refused.
+    n_masks : int, optional
+        Monte Carlo draws, as in :func:`dropout_penalty`.
+    rng : int, numpy.random.Generator or None
+        Source of the masks (the former ``seed`` is still accepted, with a warning).
+    rtol : float, optional
+        Stop once the relative standard error is at most ``rtol``.
+    batch_size : int, optional
+        Draws per vectorised batch.
+    control_variate : bool
+        Subtract the gate-frozen network's draws.
+    dtype : {"float64", "float32"}
+        Arithmetic of the masked passes.
 
     Returns
     -------
     Penalty
-        The Monte Carlo estimate.
+        The Monte Carlo estimate, as :func:`dropout_penalty` with ``method="mc"``.
 
     Raises
     ------
     InvalidParameterError
         As :func:`dropout_penalty`, and for a ``method`` other than ``"mc"``.
+    NumericalOverflowError
+        If the penalty of finite inputs lies beyond float64.
+
+    Warns
+    -----
+    DeprecationWarning
+        At every call: the name is deprecated.
+
+    See Also
+    --------
+    dropout_penalty : the function to call instead.
     """
 
 
