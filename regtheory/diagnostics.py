@@ -472,6 +472,11 @@ def diagnose(
         ``blocks`` and ``convs`` (records with the dropout's position in ``layers``),
         and the dropout layers neither describes in ``skipped``.
 
+    Raises
+    ------
+    InvalidParameterError
+        If ``layers`` is not a chain, ``X`` does not fit it, or ``n_masks`` or ``rng`` is refused.
+
     References
     ----------
     [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
@@ -494,8 +499,7 @@ def diagnose(
     ([2.0, 1.0], 5.0, 2.5, 2.0)
     """
     layers = _check_layers(layers)
-    n_masks = check_int(n_masks, "n_masks", minimum=2)
-    rng = as_rng(rng)
+    n_masks, rng = check_int(n_masks, "n_masks", minimum=2), as_rng(rng)
     acts = _activations(layers, X)
     blocks: list[LinearBlock] = []
     convs: list[ConvTaps] = []

@@ -1089,10 +1089,12 @@ def as_graph(layers: Graph | Sequence[Node]) -> Graph:
     Parameters
     ----------
     layers : Graph or sequence of Node
+        A network: a graph, or its nodes first to last, each reading the one before.
 
     Returns
     -------
     Graph
+        ``layers`` itself if it is a graph, else the chain of its nodes.
 
     Raises
     ------

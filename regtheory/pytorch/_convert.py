@@ -169,6 +169,8 @@ def supported_modules(*, dropout: bool = False) -> tuple[type[nn.Module], ...]:
     Returns
     -------
     tuple of type
+        The ``torch.nn.Module`` subclasses, each read as one node (a batch norm is
+        folded into the layer before it, or read as a per-channel scale and shift).
 
     Raises
     ------

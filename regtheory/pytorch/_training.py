@@ -36,6 +36,25 @@ def _reproducible(n_threads: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(deterministic)
 
 
+def _training_data(model, X, labels) -> tuple[np.ndarray, np.ndarray]:
+    """The model, inputs and labels of :func:`train_classifier`, checked in order."""
+    if not isinstance(model, nn.Module):
+        raise InvalidParameterError(
+            f"`model` must be a torch.nn.Module, got {type(model).__name__}"
+        )
+    X = _as_array(X, "X")
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    y = check_array(labels, "labels", ndim=1)
+    if len(y) != len(X) or not np.all(y == np.round(y)) or np.any(y < 0):
+        raise InvalidParameterError(
+            f"`labels` must hold one class index (an integer >= 0) per row of `X` "
+            f"({len(X)} rows), got {len(y)} values"
+            + ("" if len(y) != len(X) else " with non-integer or negative entries")
+        )
+    return X, y
+
+
 @transition_to_rng
 def train_classifier(
     model: nn.Module,
@@ -78,14 +97,23 @@ def train_classifier(
         with a warning).
     n_threads : int
         torch's intra-op threads during training. One thread is the default: a small
-        model's steps are too short to split, and on a machine whose cores are busy
-        extra threads wait for each other (a small CNN on 8×8 images trained 2.5 times
-        slower with two threads than with one on two shared cores).
+        model's steps are too short to split, and extra threads wait for each other
+        where the cores are busy.
 
     Returns
     -------
     torch.nn.Module
         A trained deep copy of ``model``, in evaluation mode.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``model`` is not a torch module, ``X`` is not a finite real array, ``labels``
+        do not hold one integer class index >= 0 per row of ``X``, ``epochs``,
+        ``batch_size`` or ``n_threads`` is not a positive int, ``lr`` is not positive and
+        finite, or ``rng`` is refused.
+    IndexError
+        From torch, if a class index is beyond the model's logits.
 
     Examples
     --------
@@ -98,20 +126,7 @@ def train_classifier(
     >>> trained(torch.tensor(X, dtype=torch.float32)).argmax(dim=1).tolist()
     [0, 1]
     """
-    if not isinstance(model, nn.Module):
-        raise InvalidParameterError(
-            f"`model` must be a torch.nn.Module, got {type(model).__name__}"
-        )
-    X = _as_array(X, "X")
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    y = check_array(labels, "labels", ndim=1)
-    if len(y) != len(X) or not np.all(y == np.round(y)) or np.any(y < 0):
-        raise InvalidParameterError(
-            f"`labels` must hold one class index (an integer >= 0) per row of `X` "
-            f"({len(X)} rows), got {len(y)} values"
-            + ("" if len(y) != len(X) else " with non-integer or negative entries")
-        )
+    X, y = _training_data(model, X, labels)
     epochs = check_int(epochs, "epochs")
     batch_size = len(X) if batch_size is None else check_int(batch_size, "batch_size")
     lr = check_positive(lr, "lr")
