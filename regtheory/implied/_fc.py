@@ -210,8 +210,8 @@ def solve_fc(
     cov : array (d_in, d_in), optional
         E[x xᵀ], positive definite (default identity).
     method : {"spectral", "sdp"}
-        ``"sdp"``: the matrix problem with ``cp.square(cp.normNuc(.))`` (an SDP;
-        small sizes only -- THEORY measured 12 s at n = 50 with Clarabel). It
+        ``"sdp"``: the matrix problem with ``cp.square(cp.normNuc(.))`` (an SDP,
+        for small sizes only: its semidefinite variable grows with n²). It
         cannot impose rank <= w and raises if its solution is wider.
         ``"spectral"``: by unitary invariance, a QP over the singular values of
         the whitened target (one SVD + a cvxpy problem in min(n, w) scalars),

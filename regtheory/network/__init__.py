@@ -65,12 +65,12 @@ with feature maps kept on a padded grid where each convolution is one matrix pro
 (the package's one Monte Carlo engine, shared with :mod:`regtheory.conv`). A draw costs a
 small multiple of the matrix products of its convolutions. Elementwise masks take 8 random
 bits a unit (:func:`regtheory.masks.kept_units`), the other laws their own ``sample``;
-chunk i of a
-batch draws from a stream seeded by (one key drawn from ``rng`` per batch, i), so the
-numbers do not depend on the number of threads. ``dtype="float32"`` runs the masked
+chunk i of a batch draws from a stream seeded by (one key drawn from ``rng`` per batch, i),
+so the numbers do not depend on the number of threads. ``dtype="float32"`` runs the masked
 passes in single precision with the same masks: the per-sample losses are summed in
 float64 and L(1) comes from the same float32 pass, and the estimate differs from the
-float64 one by about 1e-4 standard errors or less (tests/test_mc_engine.py).
+float64 one by about 1e-4 standard errors or less (checked over five seeds of a ReLU
+conv net with the same masks in both precisions).
 """
 
 # The nodes live in regtheory.layers; these names stay importable from here, as before.
