@@ -145,6 +145,8 @@ class Node:
         ------
         InvalidParameterError
             If the inputs do not fit the node.
+        NotImplementedError
+            If a node that is not elementwise does not define it.
         """
         if self.elementwise:
             return shapes[0]
