@@ -7,6 +7,8 @@
   of CI: ``.ci/run`` builds the site, then runs those two files with
   ``REGTHEORY_DOCS_BUILD`` and ``REGTHEORY_PACKAGING_TESTS=1`` set. The test suite, which
   runs before any build, does not collect them (instead of skipping them).
+* Tests marked ``slow`` are left out of the quick tier, ``python -m pytest -m "not slow"
+  -n 2``; ``tests/conftest.py`` names the tests that stay in it for each public module.
 """
 
 import os

@@ -40,7 +40,7 @@ def main() -> None:
             for depth in (2, 3, 4, 5):
                 start = time.perf_counter()
                 results = [
-                    deep_induced_regularizer(M, keep, width, depth, starts=STARTS, seed=0)
+                    deep_induced_regularizer(M, keep, width, depth, starts=STARTS, rng=0)
                     for M in maps
                 ]
                 per_map = (time.perf_counter() - start) / len(maps)

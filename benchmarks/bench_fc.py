@@ -46,13 +46,14 @@ def main() -> None:
     U, V, X = rng.normal(size=(d, w)), rng.normal(size=(d, w)), rng.normal(size=(m, d))
     C = X.T @ X / m
     t_pen = best_time(lambda: fc.dropout_penalty(U, V, 0.5, cov=C), repeat=20)
-    est = fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=10**7, seed=0, rtol=0.01)
+    est = fc.dropout_penalty(U, V, 0.5, X=X, method="mc", n_masks=10**7, rng=0, rtol=0.01)
     t_mc = best_time(
-        lambda: fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=10**7, seed=0, rtol=0.01), repeat=3
+        lambda: fc.dropout_penalty(U, V, 0.5, X=X, method="mc", n_masks=10**7, rng=0, rtol=0.01),
+        repeat=3,
     )
     rows.append(
         (
-            f"MC to 1% rel. SE ({est.n_samples} masks), w={w}",
+            f"MC to 1% rel. SE ({est.n_masks} masks), w={w}",
             t_mc,
             "dropout_penalty",
             t_mc / t_pen,

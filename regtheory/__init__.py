@@ -3,7 +3,9 @@
 Modules, in the one direction data flows (nothing imports a module below it):
 
 ``masks``       mask distributions (Bernoulli, channel, ...), λ = (1 − keep)/keep
-``montecarlo``  generic Monte Carlo engine and the :class:`Estimate` result
+``layers``      the one description of a network: typed nodes joined in a graph
+``montecarlo``  generic Monte Carlo engine; :class:`Penalty` (alias ``Estimate``) is the
+                result of every penalty, exact or estimated
 ``conv``        convolution as a matrix (§2), tap counts, conv penalties (5)/(6)
                 in closed form and by Monte Carlo for every mask type
 ``fc``          fully connected layers: penalty (1), induced regularizer (2),
@@ -22,7 +24,7 @@ Modules, in the one direction data flows (nothing imports a module below it):
 ``figures``     one function per figure and the registry the CLI uses
 ``cli``         the ``regtheory`` command
 ``pytorch``     a user's PyTorch model as the package's layers, and its penalty (needs
-                the ``torch`` extra; imported only on request)
+                the ``torch`` extra)
 
 ``data`` (white inputs, teacher tasks) is used by the layers above ``conv``.
 
@@ -30,38 +32,53 @@ A refused argument raises :class:`InvalidParameterError` (a ``ValueError`` and a
 ``TypeError``) naming it; a cvxpy solve whose solution cannot be certified optimal raises
 :class:`regtheory.implied.SolverFailedError`.
 
+Submodules load on first use (``regtheory.fc``, ``from regtheory import glm``), so
+``import regtheory`` is quick and loads neither cvxpy, SciPy's statistics, matplotlib
+nor torch; each comes in with the first module that needs it.
+
 Conventions (THEORY.md): ``keep`` is the retain probability (PyTorch's ``p`` is
 ``1 - keep``), dropout is inverted (E[mask] = 1), λ = (1 − keep)/keep.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from . import (
-    compare,
-    conv,
-    data,
-    diagnostics,
-    fc,
-    glm,
-    implied,
-    masks,
-    montecarlo,
-    network,
-    sweep,
-    training,
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The public submodules, imported on first attribute access (``regtheory.fc``) as SciPy
+# does: cvxpy, matplotlib and torch then load only with the module that uses them.
+_SUBMODULES = (
+    "compare",
+    "conv",
+    "data",
+    "diagnostics",
+    "fc",
+    "glm",
+    "implied",
+    "layers",
+    "masks",
+    "montecarlo",
+    "network",
+    "sweep",
+    "training",
 )
-from ._validation import InvalidParameterError
-from .masks import dropout_lambda
-from .montecarlo import Estimate
+# Loaded on access too, but left out of ``from regtheory import *``: the figures need
+# matplotlib, pytorch needs the torch extra, cli is the command line.
+_OTHER_SUBMODULES = ("cli", "figures", "pytorch")
 
-try:
-    __version__ = version("regtheory")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+# The names re-exported here, each with the module that defines it. A new top-level
+# name is one line in this table and its entry in ``__all__``.
+_NAMES = {
+    "Estimate": "montecarlo",
+    "InvalidParameterError": "_validation",
+    "Penalty": "_results",
+    "dropout_lambda": "masks",
+}
 
 __all__ = [
     "Estimate",
     "InvalidParameterError",
+    "Penalty",
     "__version__",
     "compare",
     "conv",
@@ -71,9 +88,59 @@ __all__ = [
     "fc",
     "glm",
     "implied",
+    "layers",
     "masks",
     "montecarlo",
     "network",
     "sweep",
     "training",
 ]
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from . import (
+        compare,
+        conv,
+        data,
+        diagnostics,
+        fc,
+        glm,
+        implied,
+        layers,
+        masks,
+        montecarlo,
+        network,
+        sweep,
+        training,
+    )
+    from ._results import Penalty
+    from ._validation import InvalidParameterError
+    from .masks import dropout_lambda
+    from .montecarlo import Estimate
+
+    __version__: str
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("regtheory")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES or name in _OTHER_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+    elif name == "__version__":
+        value = _version()
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *_OTHER_SUBMODULES})

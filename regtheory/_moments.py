@@ -1,9 +1,9 @@
 r"""Exact dropout penalties of deep networks by propagating mask moments (THEORY.md §6).
 
-The engine behind the exact ``network.dropout_penalty``. It works on plain descriptions
-of the layers (the private dataclasses below) and never imports :mod:`regtheory.network`
-at module level, because ``network`` imports this module; :func:`from_network` turns
-network's layer objects into those descriptions.
+The engine behind the exact ``network.dropout_penalty``. It reads the network as a
+:class:`regtheory.layers.Graph`, the one description every path shares, and dispatches
+on the node types and on the flags of the node protocol (``linear``, ``reach``,
+``adjoint``), so a new linear node passes through without a change here.
 
 The quantity
 ------------
@@ -97,175 +97,70 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._convops import Padding, flipped_transpose
 from ._dropblock import dropblock_moments
-from ._layers import Conv, DropConnect, Dropout, Elementwise, Linear, ReLU
-from ._validation import (
-    InvalidParameterError,
-    check_array,
-    check_bias,
-    check_padding,
-)
+from ._validation import InvalidParameterError, check_array
 from .conv import conv2d
+from .layers import Conv, DropConnect, Dropout, Flatten, Graph, Linear, Multiply, Node, ReLU
 from .masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
 
 __all__ = [
     "PenaltyTerms",
     "dropout_penalty_terms",
+    "exact_refusal",
     "freeze_gates",
-    "from_network",
 ]
 
 
-# ----------------------------------------------------------------------------- layers
+# ----------------------------------------------------------------------------- nodes
 
 
-@dataclass(frozen=True)
-class _Conv:
-    """Same-size convolution; weight (C_out, C_in, k) or (C_out, C_in, kh, kw).
-
-    ``apply`` is the linear part, which every fluctuation term goes through; ``affine``
-    adds the bias, which only the mean-mask path carries."""
-
-    weight: np.ndarray
-    padding: Padding
-    bias: np.ndarray | None = None
-
-    def apply(self, z: np.ndarray) -> np.ndarray:
-        return Conv(self.weight, padding=self.padding)(z)
-
-    def affine(self, z: np.ndarray) -> np.ndarray:
-        return Conv(self.weight, padding=self.padding, bias=self.bias)(z)
-
-    def adjoint(self, z: np.ndarray) -> np.ndarray:
-        return conv2d(z, flipped_transpose(self.weight), padding=self.padding)
-
-    @property
-    def radius(self) -> tuple[int, ...]:
-        return tuple(k // 2 for k in self.weight.shape[2:])
+def _streamed(op: Node) -> bool:
+    """A linear node the conv phase pushes probes through (with its ``adjoint``)."""
+    if isinstance(op, Conv):
+        return op.same_size
+    return op.linear and not isinstance(op, (Linear, DropConnect, Flatten)) and op.reach == 0
 
 
-@dataclass(frozen=True)
-class _Linear:
-    """``z -> flatten(z) W^T`` (+ b on the mean-mask path only, as for :class:`_Conv`)."""
-
-    weight: np.ndarray
-    bias: np.ndarray | None = None
-
-    def apply(self, z: np.ndarray) -> np.ndarray:
-        return Linear(self.weight)(z)
-
-    def affine(self, z: np.ndarray) -> np.ndarray:
-        return Linear(self.weight, bias=self.bias)(z)
-
-
-@dataclass(frozen=True)
-class _ReLU:
-    """A non-linearity (ReLU or any elementwise function ``layer``): allowed before the
-    first mask only, where it acts on the deterministic features."""
-
-    layer: Any = field(default_factory=ReLU)
-
-    def affine(self, z: np.ndarray) -> np.ndarray:
-        return self.layer(z)
+def _ends_phase(ops: Sequence[Node], t: int) -> bool:
+    """Whether node t ends the conv phase: a Linear or DropConnect, or a linear node the
+    phase does not stream (pooling, a strided convolution, a Reshape), which is then read
+    through its matrix. A Flatten right before a Linear (or at the end) changes nothing."""
+    op = ops[t]
+    if isinstance(op, (Linear, DropConnect)):
+        return True
+    if isinstance(op, Flatten):
+        nxt = ops[t + 1] if t + 1 < len(ops) else None
+        return not (nxt is None or isinstance(nxt, (Linear, DropConnect)))
+    return op.linear and not _streamed(op)
 
 
-@dataclass(frozen=True)
-class _Mask:
-    """A dropout layer: multiply by a mask of ``masks``; ``index`` is its place in the net."""
-
-    masks: MaskDistribution
-    index: int
-
-
-@dataclass(frozen=True)
-class _Connect:
-    """A DropConnect layer (mean weight ``weight``, λ ``lam``); ``index`` as for _Mask."""
-
-    weight: np.ndarray
-    lam: float
-    index: int
-
-    def apply(self, z: np.ndarray) -> np.ndarray:
-        return _Linear(self.weight).apply(z)
-
-    def affine(self, z: np.ndarray) -> np.ndarray:
-        return self.apply(z)
+def _matrix(op: Node, shape: tuple[int, ...]) -> np.ndarray:
+    """The matrix (d_out, d_in) of a linear node's ``apply`` on inputs of ``shape``, from
+    its responses to the unit vectors, in chunks of fixed memory."""
+    d = int(np.prod(shape))
+    step = max(1, _CHUNK_ENTRIES // d)
+    columns = []
+    for a in range(0, d, step):
+        eye = np.zeros((min(step, d - a), d))
+        eye[np.arange(len(eye)), a + np.arange(len(eye))] = 1.0
+        columns.append(op.apply(eye.reshape(len(eye), *shape)).reshape(len(eye), -1))
+    return np.concatenate(columns).T
 
 
-@dataclass(frozen=True)
-class _Gate:
-    """A fixed diagonal multiplier ``z -> gate ∘ z`` (one sample's frozen ReLU pattern):
-    linear, so it may follow a mask; a state's probes are scaled, S ← S ∘ g gᵀ."""
-
-    gate: np.ndarray
-
-    def apply(self, z: np.ndarray) -> np.ndarray:
-        return z * self.gate
-
-    def affine(self, z: np.ndarray) -> np.ndarray:
-        return z * self.gate
-
-
-_Op = _Conv | _Linear | _ReLU | _Mask | _Connect | _Gate
-
-
-def freeze_gates(ops: Sequence[_Op], gates: Sequence[np.ndarray]) -> tuple[_Op, ...]:
-    """The ops with every non-linearity after the first random layer replaced, in order,
+def freeze_gates(graph: Graph, gates: Sequence[np.ndarray]) -> Graph:
+    """The graph with every non-linearity after the first random node replaced, in order,
     by the fixed multiplier of ``gates`` (one array per such non-linearity, the shape of
-    its features for a single sample): the gate-frozen network, linear after that layer."""
-    ops = tuple(ops)
-    random_at = [t for t, op in enumerate(ops) if isinstance(op, (_Mask, _Connect))]
-    later = [t for t in range(random_at[0] + 1, len(ops)) if isinstance(ops[t], _ReLU)]
+    its features for a single sample): the gate-frozen network, linear after that node."""
+    first = graph.random_positions[0]
+    later = [
+        t for t in range(first + 1, len(graph)) if graph[t].elementwise and not graph[t].linear
+    ]
     if len(later) != len(gates):
         raise InvalidParameterError(f"{len(later)} non-linearities to freeze, got {len(gates)}")
-    frozen = list(ops)
+    frozen = list(graph)
     for t, gate in zip(later, gates):
-        frozen[t] = _Gate(np.asarray(gate, dtype=float))
-    return tuple(frozen)
-
-
-def from_network(layers: Sequence[object]) -> tuple[_Op, ...]:
-    """Describe a sequence of :mod:`regtheory.network` layers.
-
-    ``Conv``, ``Linear``, ``ReLU`` and ``Dropout`` of :mod:`regtheory.network`, and
-    ``DropConnect``, become the plain descriptions the engine works on; the
-    position of every random layer in ``layers`` is kept, to name its penalty terms.
-    """
-    if not isinstance(layers, Sequence) or isinstance(layers, (str, bytes)):
-        raise InvalidParameterError("`layers` must be a sequence of layers")
-    ops: list[_Op] = []
-    for i, layer in enumerate(layers):
-        if isinstance(layer, Conv):
-            weight = check_array(layer.weight, f"layers[{i}].weight", ndim=(3, 4))
-            if any(k % 2 == 0 for k in weight.shape[2:]):
-                raise InvalidParameterError(
-                    f"`layers[{i}].weight` must have odd kernel sizes, got {weight.shape}"
-                )
-            check_padding(layer.padding)
-            bias = check_bias(layer.bias, weight.shape[0], f"layers[{i}].bias")
-            ops.append(_Conv(weight, layer.padding, bias))
-        elif isinstance(layer, Linear):
-            weight = check_array(layer.weight, f"layers[{i}].weight", ndim=2)
-            ops.append(
-                _Linear(weight, check_bias(layer.bias, weight.shape[0], f"layers[{i}].bias"))
-            )
-        elif isinstance(layer, (ReLU, Elementwise)):
-            ops.append(_ReLU(layer))
-        elif isinstance(layer, Dropout):
-            if not isinstance(layer.masks, MaskDistribution):
-                raise InvalidParameterError(
-                    f"`layers[{i}]` must hold a regtheory.masks distribution"
-                )
-            ops.append(_Mask(layer.masks, i))
-        elif isinstance(layer, DropConnect):
-            ops.append(_Connect(layer.weight, layer.lam, i))
-        else:
-            raise InvalidParameterError(
-                f"`layers[{i}]` must be Conv, Linear, ReLU, Elementwise, Dropout or DropConnect, "
-                f"got {type(layer).__name__}"
-            )
-    return tuple(ops)
+        frozen[t] = Multiply(np.asarray(gate, dtype=float))
+    return Graph(tuple(frozen), inputs=dict(enumerate(graph.inputs)))
 
 
 # ----------------------------------------------------------------------------- result
@@ -405,7 +300,7 @@ def _colour_rows(values: np.ndarray, pattern: np.ndarray, rows: range) -> np.nda
     return out
 
 
-def _split_conv(z: np.ndarray, op: _Conv) -> np.ndarray:
+def _split_conv(z: np.ndarray, op: Conv) -> np.ndarray:
     """The convolution ``op`` of every probe of z (r, C, *spatial) cut to each channel:
     (r·C, C_out, *spatial), probe (r, c) = op(P_c z_r) = w[:, c] ∗ z_r[c]."""
     per_channel = [
@@ -487,7 +382,7 @@ class _Segment:
     circular: bool
 
 
-def _segment(ops: Sequence[_Op], start: int, n_spatial: int) -> _Segment:
+def _segment(ops: Sequence[Node], start: int, n_spatial: int) -> _Segment:
     # Impulses of a class must keep disjoint responses (radius R each, the kernel radii
     # summed) wherever the state is read: on the diagonal (spacing 2R + 1) by element masks,
     # DropConnect and the trace, on a band of reach b − 1 by a DropBlock mask (2R + b).
@@ -496,13 +391,14 @@ def _segment(ops: Sequence[_Op], start: int, n_spatial: int) -> _Segment:
     # connected layer every entry does, and the test with blocks of 5 needs 2R + b.)
     radius = [0] * n_spatial
     need, circular = [1] * n_spatial, False
-    for op in ops[start + 1 :]:
-        if isinstance(op, (_Linear, _Connect)):
+    for t in range(start + 1, len(ops)):
+        op = ops[t]
+        if _ends_phase(ops, t):
             break
-        if isinstance(op, _Conv):
-            radius = [r + k for r, k in zip(radius, op.radius)]
+        if isinstance(op, Conv):
+            radius = [r + k for r, k in zip(radius, op.reach)]
             circular = circular or op.padding == "circular"
-        elif isinstance(op, _Mask) and isinstance(op.masks, DropBlock):
+        elif isinstance(op, Dropout) and isinstance(op.masks, DropBlock):
             need = [max(s, 2 * r + op.masks.block_size) for s, r in zip(need, radius)]
     need = [max(s, 2 * r + 1) for s, r in zip(need, radius)]
     return _Segment(tuple(need), circular)
@@ -532,7 +428,9 @@ def _pullback(pending: _Pending, weight: np.ndarray, shape: tuple[int, ...]) -> 
     d = weight.shape[0]
     g = weight.reshape(1, d, *shape)
     for step in reversed(pending.steps):
-        if isinstance(step, _Conv):
+        if isinstance(step, Multiply):
+            g = g * step.factor
+        elif isinstance(step, Node):
             out = step.adjoint(g.reshape(-1, *g.shape[2:]))
             g = out.reshape(g.shape[0], d, *out.shape[1:])
         elif step[0] == "scale":
@@ -573,7 +471,7 @@ class _ConvPhase:
     mask, so a parent's sums are complete before its children start.
     """
 
-    def __init__(self, ops: tuple[_Op, ...], first: int, boundary: int, h: np.ndarray):
+    def __init__(self, ops: Graph, first: int, boundary: int, h: np.ndarray):
         self.ops, self.boundary = ops, boundary
         self.shapes: dict[int, tuple[int, ...]] = {}  # feature shape at the input of op t
         self.kinds: dict[int, str] = {}
@@ -582,15 +480,22 @@ class _ConvPhase:
         for t in range(first, boundary + 1):
             self.shapes[t] = z.shape[1:]
             op = ops[t] if t < len(ops) else None
-            if isinstance(op, _Conv):
+            if isinstance(op, Node) and _streamed(op):
                 z = op.apply(z)
-            elif isinstance(op, _Mask):
+            elif isinstance(op, Dropout):
                 self.kinds[t] = _mask_kind(op.masks, z.shape[1:])
                 if self.kinds[t] == "block":
                     assert isinstance(op.masks, DropBlock)
                     self.moments[t] = _dropblock_moments(op.masks, z.shape[2:])
         widest = max(int(np.prod(shape)) for shape in self.shapes.values())
         self.rows = max(1, _CHUNK_ENTRIES // widest)
+        # the matrix of the node that ends the phase (a Linear's weight)
+        end = ops[boundary] if boundary < len(ops) else None
+        self.matrix: np.ndarray | None = None
+        if isinstance(end, (Linear, DropConnect)):
+            self.matrix = end.weight
+        elif end is not None:
+            self.matrix = _matrix(end, self.shapes[boundary])
         self.diag: dict[tuple[tuple[int, ...], int], np.ndarray] = {}
         self.band: dict[tuple[tuple[int, ...], int], dict[tuple[int, ...], np.ndarray]] = {}
         self.trace: dict[tuple[int, ...], float] = {}
@@ -612,17 +517,14 @@ class _ConvPhase:
         """Push one chunk of a state's probes from op ``start`` to the boundary."""
         for t in range(start, self.boundary):
             op = self.ops[t]
-            if isinstance(op, _Conv):
-                left = op.affine(left) if subset == () else op.apply(left)
+            if isinstance(op, Flatten):  # before the Linear that ends the phase: no-op
+                continue
+            if _streamed(op):
+                left = op.forward(left) if subset == () else op.apply(left)
                 right = None if right is None else op.apply(right)
                 steps = (*steps, op)
                 continue
-            if isinstance(op, _Gate):
-                left = left * op.gate
-                right = None if right is None else right * op.gate
-                steps = (*steps, ("scale", op.gate))
-                continue
-            assert isinstance(op, _Mask)
+            assert isinstance(op, Dropout)
             kind = self.kinds[t]
             if kind == "element":
                 _add(self.diag, (subset, t), weight * _dot(left, right))
@@ -634,7 +536,7 @@ class _ConvPhase:
                 after = self.ops[t + 1] if t + 1 < self.boundary else None
                 for a in range(0, len(left), step):
                     cut = [left[a : a + step], None if right is None else right[a : a + step]]
-                    if isinstance(after, _Conv):
+                    if isinstance(after, Conv):
                         cut = [None if z is None else _split_conv(z, after) for z in cut]
                         done: tuple[Any, ...] = (("split",), after)
                     else:
@@ -642,7 +544,7 @@ class _ConvPhase:
                         done = (("split",),)
                     assert cut[0] is not None
                     self.stream(
-                        (*subset, op.index),
+                        (*subset, t),
                         op.masks.lam * weight,
                         cut[0],
                         cut[1],
@@ -668,15 +570,15 @@ class _ConvPhase:
         if self.boundary == len(self.ops):
             _add(self.trace, subset, weight * float(np.sum(_dot(left, right))))
             return
-        op = self.ops[self.boundary]
-        assert isinstance(op, (_Linear, _Connect))
-        if isinstance(op, _Connect):  # its child needs diag S at its input
+        op, matrix = self.ops[self.boundary], self.matrix
+        assert matrix is not None
+        if isinstance(op, DropConnect):  # its child needs diag S at its input
             _add(self.diag, (subset, self.boundary), weight * _dot(left, right).ravel())
         if subset == ():
             return
         if exact:
-            a = left.reshape(len(left), -1) @ op.weight.T
-            b = a if right is None else right.reshape(len(right), -1) @ op.weight.T
+            a = left.reshape(len(left), -1) @ matrix.T
+            b = a if right is None else right.reshape(len(right), -1) @ matrix.T
             _add(self.dense, subset, weight * a.T @ b)
         else:
             assert origin is not None
@@ -685,7 +587,7 @@ class _ConvPhase:
     def births(self, t: int) -> None:
         """Stream the children born at the element or DropBlock mask at op ``t``."""
         op = self.ops[t]
-        assert isinstance(op, _Mask)
+        assert isinstance(op, Dropout)
         kind = self.kinds[t]
         if kind == "channel":
             return  # born while their parents streamed
@@ -701,7 +603,7 @@ class _ConvPhase:
         for (subset, at), moment in list(parents.items()):
             if at != t:
                 continue
-            child = (*subset, op.index)
+            child = (*subset, t)
             if kind == "element":
                 # diag(A Diag(s) Aᵀ) = Σ_q s_q (A e_q)²: probes √s on each colour class
                 s = np.maximum(op.masks.lam * moment, 0.0)  # >= 0 up to rounding
@@ -748,6 +650,14 @@ class _State:
     def trace(self) -> float:
         return float(np.sum(self.diag()))
 
+    def full(self) -> np.ndarray:
+        """S as a dense matrix."""
+        if self.dense is not None:
+            return self.dense
+        assert self.samples is not None
+        flat = self.samples.reshape(len(self.samples), -1)
+        return self.weight * flat.T @ flat
+
     def scale(self, gate: np.ndarray) -> None:
         """S ← S ∘ g gᵀ (a fixed diagonal multiplier)."""
         g = gate.ravel()
@@ -767,56 +677,128 @@ class _State:
             if bias is not None:
                 self.samples = self.samples + bias
 
+    def through(self, op: Node, shape: tuple[int, ...]) -> None:
+        """S ← B S Bᵀ for a linear node B on inputs of ``shape`` (its ``apply`` on the rows
+        of S, twice); the samples of the empty subset go through its ``forward``."""
+        if self.dense is not None:
+            half = op.apply(self.dense.reshape(-1, *shape)).reshape(len(self.dense), -1)
+            self.dense = op.apply(half.T.reshape(-1, *shape)).reshape(half.shape[1], -1)
+        else:
+            assert self.samples is not None
+            out = op.forward(self.samples.reshape(len(self.samples), *shape))
+            self.samples = out.reshape(len(out), -1)
 
-def _fc_phase(ops: tuple[_Op, ...], start: int, states: list[_State]) -> list[_State]:
+
+def _fc_phase(
+    ops: Graph, start: int, states: list[_State], shapes: tuple[tuple[int, ...], ...]
+) -> list[_State]:
     """Walk ops[start:] on vector features: S ← W S Wᵀ, masks λ Diag(diag S) (elementwise,
-    Gaussian and channel masks alike on vectors), DropConnect λ Diag((W∘W) diag S)."""
-    for op in ops[start:]:
-        if isinstance(op, _Linear):
+    Gaussian and channel masks alike on vectors), DropConnect λ Diag((W∘W) diag S); any
+    other linear node through its ``apply`` (``shapes[t]``: the input shape of node t)."""
+    for t in range(start, len(ops)):
+        op = ops[t]
+        if isinstance(op, Linear):
             for st in states:
                 st.linear(op.weight, op.bias)
-        elif isinstance(op, _Gate):
+        elif isinstance(op, Multiply):
             for st in states:
-                st.scale(op.gate)
-        elif isinstance(op, _Connect):
+                st.scale(np.broadcast_to(op.factor, shapes[t]))
+        elif isinstance(op, DropConnect):
             w2 = op.weight * op.weight
             children = [
-                _State((*st.subset, op.index), dense=np.diag(op.lam * (w2 @ st.diag())))
-                for st in states
+                _State((*st.subset, t), dense=np.diag(op.lam * (w2 @ st.diag()))) for st in states
             ]
             for st in states:
                 st.linear(op.weight)
             states += children
-        elif isinstance(op, _Mask):
-            assert states[0].samples is not None
-            _mask_kind(op.masks, states[0].samples.shape[1:])  # refuses DropBlock on vectors
-            states += [
-                _State((*st.subset, op.index), dense=np.diag(op.masks.lam * st.diag()))
-                for st in states
-            ]
-        else:  # a conv or a ReLU cannot act on vectors here: _check_chain and shapes refuse
-            raise InvalidParameterError(f"{type(op).__name__} after a fully connected layer")
+        elif isinstance(op, Dropout):
+            kind = _mask_kind(op.masks, shapes[t])  # DropBlock: refused by _check_masks
+            if kind == "channel":  # S ∘ Cov(m) = λ Σ_c P_c S P_c on a dense S
+                channel = np.repeat(np.arange(shapes[t][0]), int(np.prod(shapes[t][1:])))
+                same = channel[:, None] == channel[None, :]
+                children = [
+                    _State((*st.subset, t), dense=op.masks.lam * st.full() * same) for st in states
+                ]
+            else:
+                children = [
+                    _State((*st.subset, t), dense=np.diag(op.masks.lam * st.diag()))
+                    for st in states
+                ]
+            states += children
+        else:  # another linear node (checked by _check_exact)
+            for st in states:
+                st.through(op, shapes[t])
     return states
 
 
-def _check_chain(ops: Sequence[_Op]) -> int:
-    """Index of the first random layer, after checking that no non-linearity follows it."""
-    random_at = [t for t, op in enumerate(ops) if isinstance(op, (_Mask, _Connect))]
-    if not random_at:
+def _refuse(graph: Graph, t: int, first: int, why: str) -> InvalidParameterError:
+    return InvalidParameterError(
+        f"the exact penalty cannot pass `layers[{t}]` ({graph[t].name}) after the first "
+        f"random layer (position {first}): {why}; estimate it by Monte Carlo "
+        "(regtheory.network.dropout_penalty_mc)"
+    )
+
+
+def _check_exact(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> int:
+    """Position of the first random node, after checking that the network is linear and
+    a chain after it, and that the conv phase streams every node it meets.
+
+    ``shapes[t]`` is the input shape of node t."""
+    if not graph.random_positions:
         raise InvalidParameterError(
             "the network has no Dropout layer: the penalty would be zero by definition"
         )
-    first = random_at[0]
-    for t in range(first + 1, len(ops)):
-        if isinstance(ops[t], _ReLU):
-            where = ops[first].index  # type: ignore[union-attr]
-            name = type(ops[t].layer).__name__  # type: ignore[union-attr]
+    first = graph.random_positions[0]
+    for t in range(first + 1, len(graph)):
+        op = graph[t]
+        if graph.inputs[t] != (t - 1,):
+            raise _refuse(graph, t, first, f"it reads {graph.inputs[t]}, not a chain")
+        if op.elementwise and not op.linear:
+            kind = "DropConnect" if isinstance(graph[first], DropConnect) else "dropout"
+            after = (
+                "a ReLU"
+                if isinstance(op, ReLU)
+                else f"the elementwise layer {getattr(op, 'name', type(op).__name__)!r}"
+            )
             raise InvalidParameterError(
-                f"the dropout layer at position {where} feeds a non-linearity (a {name} after "
+                f"the {kind} layer at position {first} feeds a non-linearity ({after} after "
                 "it): the output is then not multilinear in the masks and the penalty has no "
                 "exact form; estimate it with regtheory.network.dropout_penalty_mc"
             )
+        if not (op.linear or op.random):
+            raise _refuse(graph, t, first, "after it the network must be linear in the masks")
+    _check_masks(graph, shapes, first)
     return first
+
+
+def _check_masks(graph: Graph, shapes: tuple[tuple[int, ...], ...], first: int) -> None:
+    """Every mask has known moments where it sits (the errors the propagation would meet)."""
+    dense = len(shapes[first]) == 1  # the features are read through a dense moment
+    for t in range(first, len(graph)):
+        op = graph[t]
+        if not dense and _ends_phase(graph, t):
+            dense = True
+        if not isinstance(op, Dropout):
+            continue
+        _mask_kind(op.masks, shapes[t])
+        if isinstance(op.masks, DropBlock) and dense:
+            raise InvalidParameterError(
+                f"the exact penalty cannot pass `layers[{t}]` (Dropout with DropBlock masks) "
+                "once the maps are read through a dense second moment (after pooling, a "
+                "strided convolution or a fully connected layer); estimate it by Monte "
+                "Carlo (regtheory.network.dropout_penalty_mc)"
+            )
+
+
+def exact_refusal(graph: Graph, input_shape: tuple[int, ...]) -> str | None:
+    """Why the exact penalty cannot take ``graph`` on samples of ``input_shape`` (the
+    message of the error it would raise), or None when it can."""
+    outs = graph.shapes(input_shape)
+    try:
+        _check_exact(graph, (tuple(input_shape), *outs[:-1]))
+    except InvalidParameterError as exc:
+        return str(exc)
+    return None
 
 
 def _subset_order(subsets: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
@@ -824,14 +806,11 @@ def _subset_order(subsets: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
 
 
 def _conv_traces(
-    ops: tuple[_Op, ...], first: int, h: np.ndarray
+    ops: Graph, first: int, h: np.ndarray, shapes: tuple[tuple[int, ...], ...]
 ) -> tuple[np.ndarray, dict[tuple[int, ...], float]]:
     """Mean-mask output and subset traces when the features at the first mask are maps."""
     n = h.shape[0]
-    boundary = next(
-        (t for t in range(first, len(ops)) if isinstance(ops[t], (_Linear, _Connect))),
-        len(ops),
-    )
+    boundary = next((t for t in range(first, len(ops)) if _ends_phase(ops, t)), len(ops))
     phase = _ConvPhase(ops, first, boundary, h)
     for a in range(0, n, phase.rows):
         phase.stream((), 1.0 / n, h[a : a + phase.rows], None, True, None, (), first)
@@ -841,21 +820,21 @@ def _conv_traces(
     g = np.concatenate(phase.outputs)
     traces = {t: v for t, v in phase.trace.items() if t}
     if boundary < len(ops):
-        op = ops[boundary]
-        assert isinstance(op, (_Linear, _Connect))
-        states = [_State((), 1.0 / n, samples=op.affine(g))]
+        op, matrix = ops[boundary], phase.matrix
+        assert matrix is not None
+        states = [_State((), 1.0 / n, samples=op.forward(g).reshape(n, -1))]
         states += [_State(t, dense=0.5 * (d + d.T)) for t, d in phase.dense.items()]
         states += [
-            _State(t, dense=_pullback(p, op.weight, g.shape[1:])) for t, p in phase.pending.items()
+            _State(t, dense=_pullback(p, matrix, g.shape[1:])) for t, p in phase.pending.items()
         ]
-        if isinstance(op, _Connect):
+        if isinstance(op, DropConnect):
             w2 = op.weight * op.weight
             states += [
-                _State((*t, op.index), dense=np.diag(op.lam * (w2 @ d)))
+                _State((*t, boundary), dense=np.diag(op.lam * (w2 @ d)))
                 for (t, at), d in phase.diag.items()
                 if at == boundary
             ]
-        states = _fc_phase(ops, boundary + 1, states)
+        states = _fc_phase(ops, boundary + 1, states, shapes)
         traces = {st.subset: st.trace() for st in states if st.subset}
         assert states[0].samples is not None
         g = states[0].samples
@@ -863,20 +842,18 @@ def _conv_traces(
 
 
 def _vector_traces(
-    ops: tuple[_Op, ...], first: int, h: np.ndarray
+    ops: Graph, first: int, h: np.ndarray, shapes: tuple[tuple[int, ...], ...]
 ) -> tuple[np.ndarray, dict[tuple[int, ...], float]]:
     """Mean-mask output and subset traces when the features at the first mask are vectors."""
     n = h.shape[0]
-    states = _fc_phase(ops, first, [_State((), 1.0 / n, samples=h.reshape(n, -1))])
+    states = _fc_phase(ops, first, [_State((), 1.0 / n, samples=h.reshape(n, -1))], shapes)
     traces = {st.subset: st.trace() for st in states if st.subset}
     assert states[0].samples is not None
     g = states[0].samples
     return g, traces
 
 
-def dropout_penalty_terms(
-    ops: Sequence[_Op], X: ArrayLike, Y: ArrayLike | None = None
-) -> PenaltyTerms:
+def dropout_penalty_terms(graph: Graph, X: ArrayLike, Y: ArrayLike | None = None) -> PenaltyTerms:
     r"""Exact dropout penalty of a network on data, split over its dropout layers.
 
     .. math:: P = \frac1n\sum_k \Big(\mathbb E_r\|y_k - f_r(x_k)\|^2 - \|y_k - f(x_k)\|^2\Big)
@@ -893,8 +870,10 @@ def dropout_penalty_terms(
 
     Parameters
     ----------
-    ops : sequence of layer descriptions
-        From :func:`from_network`.
+    graph : regtheory.layers.Graph
+        The network; after its first random node a chain of linear nodes (Conv of
+        same size, Multiply, Flatten and linear elementwise nodes on feature maps up to
+        the first Linear or DropConnect; any linear node on vectors).
     X : array (n, ...)
         Inputs, (n, C, H, W) or (n, C, L) for a conv first layer, (n, d) for a linear one.
     Y : array (n, ...), optional
@@ -915,16 +894,16 @@ def dropout_penalty_terms(
     fully connected layer (d outputs) a coloured batch is pulled back by d adjoint passes.
     Nothing of size (C·H·W)² is formed.
     """
-    ops = tuple(ops)
-    first = _check_chain(ops)
     X = check_array(X, "X")
     n = X.shape[0]
-    clean, h = X, X
-    for t, op in enumerate(ops):
-        if not isinstance(op, _Mask):  # a DropConnect layer's mean is its weight
-            clean = op.affine(clean)
-        if t < first:
-            h = clean
+    outs = graph.shapes(X.shape[1:])
+    shapes = (X.shape[1:], *outs[:-1])  # the input shape of each node
+    first = _check_exact(graph, shapes)
+    h = graph.forward(X, stop=first)
+    clean = h
+    for op in graph[first:]:
+        if not isinstance(op, Dropout):  # a DropConnect layer's mean is its weight
+            clean = op.forward(clean)
     if Y is None:
         Y = clean
     else:
@@ -934,19 +913,18 @@ def dropout_penalty_terms(
                 f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
             )
     if h.ndim > 2:  # conv maps: stream to the first fully connected layer
-        g, traces = _conv_traces(ops, first, h)
+        g, traces = _conv_traces(graph, first, h, shapes)
     else:
-        g, traces = _vector_traces(ops, first, h)
+        g, traces = _vector_traces(graph, first, h, shapes)
     g = g.reshape(n, -1)
     f, y = clean.reshape(n, -1), Y.reshape(n, -1)
     mean_shift = float(np.mean(np.sum((g - y) ** 2, axis=1) - np.sum((f - y) ** 2, axis=1)))
     subsets = _subset_order(traces)
     values = np.array([traces[t] for t in subsets])
-    random_layers = tuple(op.index for op in ops if isinstance(op, (_Mask, _Connect)))
     return PenaltyTerms(
         total=mean_shift + float(np.sum(values)),
         mean_shift=mean_shift,
-        layers=random_layers,
+        layers=graph.random_positions,
         subsets=tuple(subsets),
         values=values,
     )

@@ -92,12 +92,46 @@ def check_n_masks(n_masks, minimum: int, setting: str) -> int:
     return n_masks
 
 
+#: NumPy dtype kinds that are not real numbers, and what an array of that kind holds.
+#: Casting them to float would drop an imaginary part, or fail with a misleading message.
+_NOT_REAL = {
+    "c": "complex numbers; pass `.real` if the imaginary part is meant to be dropped",
+    "O": "Python objects (e.g. None, a ragged nested list, or integers beyond int64); "
+    "convert to a float array first",
+    "U": "text",
+    "S": "bytes",
+    "M": "dates and times",
+    "m": "time differences",
+    "V": "structured records",
+}
+
+
 def check_array(x, name: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
-    """Return ``x`` as a finite float64 array of the given rank(s)."""
+    """Return ``x`` as a finite float64 array of the given rank(s).
+
+    Booleans, integers and floats are accepted; complex, object, string, bytes,
+    datetime, timedelta and structured arrays are refused with their dtype named.
+    """
     try:
-        arr = np.asarray(x, dtype=np.float64)
+        raw = np.asarray(x)
     except (TypeError, ValueError) as exc:
         raise InvalidParameterError(f"`{name}` must be an array of real numbers ({exc})") from None
+    if raw.dtype.kind in _NOT_REAL:
+        raise InvalidParameterError(
+            f"`{name}` must be an array of real numbers (bool, integer or float), got dtype "
+            f"{raw.dtype} ({_NOT_REAL[raw.dtype.kind]})"
+        )
+    with np.errstate(over="ignore"):  # a long double beyond float64 is named just below
+        arr = raw.astype(np.float64, copy=False)
+    if (
+        raw.dtype.itemsize > 8
+        and raw.dtype.kind == "f"
+        and np.any(np.isfinite(raw) > np.isfinite(arr))
+    ):
+        raise InvalidParameterError(
+            f"`{name}` holds numbers beyond the float64 range (largest "
+            f"{np.finfo(np.float64).max:.3g}), given as dtype {raw.dtype}"
+        )
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in allowed:

@@ -21,6 +21,7 @@ magnitudes of its circulant part, its rank and the trained-vs-implied gap.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -31,6 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import fc, implied, training
+from ._grammar import RngLike, as_rng, transition_to_rng
 from ._linalg import numerical_rank
 from ._results import freeze_arrays
 from ._validation import InvalidParameterError, check_array, check_int, check_keep
@@ -44,6 +46,11 @@ __all__ = [
     "circulant_spectrum",
     "compare",
 ]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
 
 METHODS: Mapping[str, str] = MappingProxyType(
     {
@@ -123,14 +130,18 @@ class MethodResult:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Results of :func:`compare`, keyed by method, with the settings that made them."""
+    """Results of :func:`compare`, keyed by method, with the settings that made them.
+
+    ``seed`` is the int ``rng`` of the call (method i trained with seed + i), or None
+    when a Generator was passed.
+    """
 
     results: Mapping[str, MethodResult]
     keep: float
     channels: int
     kernel_size: int
     block_size: int
-    seed: int
+    seed: int | None
     settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -251,6 +262,7 @@ CONV_TRAINING: Mapping[str, float] = MappingProxyType(
 )
 
 
+@transition_to_rng
 def compare(
     task: ConvTask,
     keep: float,
@@ -260,7 +272,7 @@ def compare(
     block_size: int | None = None,
     methods: str | Iterable[str] = tuple(METHODS),
     train: bool = True,
-    seed: int = 0,
+    rng: RngLike = 0,
     fc_training: Mapping[str, Any] | None = None,
     conv_training: Mapping[str, Any] | None = None,
     solver: str | None = None,
@@ -287,8 +299,9 @@ def compare(
         Subset of :data:`METHODS`.
     train : bool
         Also train each network with real dropout masks and report the gap.
-    seed : int
-        Seed of the training runs (method i uses ``seed + i``).
+    rng : int, numpy.random.Generator or None
+        Source of the training runs: an int seed s gives method i the seed s + i; a
+        Generator (or None) gives each method an independent stream spawned from it.
     fc_training, conv_training : dict, optional
         Keyword arguments (steps, lr, lr_decay, init_scale, ...) for
         :func:`regtheory.training.train_fc` / :func:`~regtheory.training.train_conv`;
@@ -313,8 +326,8 @@ def compare(
     keep = check_keep(keep)
     channels = check_int(channels, "channels")
     kernel_size = check_int(kernel_size, "kernel_size")
-    seed = check_int(seed, "seed", minimum=0)
     methods = _check_methods(methods)
+    streams = _streams(rng, len(methods))
     fc_training = _schedule(fc_training, FC_TRAINING)
     conv_training = _schedule(conv_training, CONV_TRAINING)
     X, Y = task.X[:, 0], task.Y[:, 0]
@@ -333,7 +346,7 @@ def compare(
             sol, M, fit, reg = _solve_conv(task, keep, channels, kernel_size, method, solver)
         schedule = fc_training if method in ("fc", "block") else conv_training
         trained = (
-            _train(task, keep, channels, kernel_size, method, bs, seed=seed + i, schedule=schedule)
+            _train(task, keep, channels, kernel_size, method, bs, rng=streams[i], schedule=schedule)
             if train
             else None
         )
@@ -344,9 +357,18 @@ def compare(
         channels=channels,
         kernel_size=kernel_size,
         block_size=block_size,
-        seed=seed,
+        seed=streams[0] if streams and isinstance(streams[0], int) else None,
         settings=_settings(fc_training, conv_training, train=train, solver=solver),
     )
+
+
+def _streams(rng: object, n: int) -> list[int] | list[np.random.Generator]:
+    """One source of randomness per method: seeds s, s + 1, ... from an int seed s (the
+    former ``seed + i``), else independent streams spawned from the generator."""
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        first = check_int(rng, "rng", minimum=0)
+        return [first + i for i in range(n)]
+    return as_rng(rng).spawn(n)
 
 
 def _schedule(given: Mapping[str, Any] | None, default: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -455,7 +477,7 @@ def _train(
     method: str,
     block_size: int,
     *,
-    seed: int,
+    rng: int | np.random.Generator,
     schedule: Mapping[str, Any],
 ) -> np.ndarray:
     """The end-to-end map after real dropout training of the network of ``method``."""
@@ -463,16 +485,16 @@ def _train(
     if method in ("fc", "block"):
         X, Y = task.X[:, 0], task.Y[:, 0]
         run = training.train_fc(
-            X, Y, channels * n, keep, seed=seed, block_size=block_size, **schedule
+            X, Y, keep, channels * n, rng=rng, block_size=block_size, **schedule
         )
         return run.final_map
     conv_run = training.train_conv(
         task.X,
         task.Y,
+        keep,
         channels,
         kernel_size,
-        keep,
-        seed=seed,
+        rng=rng,
         mode=cast(Literal["element", "channel", "block"], method),  # a conv key of METHODS
         padding="circular",
         **schedule,

@@ -14,9 +14,9 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._grammar import RngLike, as_rng, keyword_only, transition_to_rng
 from ._validation import (
     InvalidParameterError,
-    as_generator,
     check_array,
     check_int,
     check_nonnegative,
@@ -33,7 +33,13 @@ __all__ = [
 ]
 
 
-def white_inputs(n: int, d: int, seed: int | np.random.Generator) -> np.ndarray:
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
+@keyword_only(2)
+@transition_to_rng
+def white_inputs(n: int, d: int, *, rng: RngLike = 0) -> np.ndarray:
     r"""``n`` Gaussian samples in ℝ^d transformed so that ``XᵀX/n = I`` exactly (n ≥ d).
 
     A standard normal sample G (n, d) is whitened by its own empirical second
@@ -50,7 +56,7 @@ def white_inputs(n: int, d: int, seed: int | np.random.Generator) -> np.ndarray:
         Number of samples, at least ``d`` (else ``ValueError``).
     d : int
         Dimension.
-    seed : int or numpy.random.Generator
+    rng : int, numpy.random.Generator or None
         Source of G.
 
     Returns
@@ -61,14 +67,14 @@ def white_inputs(n: int, d: int, seed: int | np.random.Generator) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> X = white_inputs(50, 3, seed=0)
+    >>> X = white_inputs(50, 3, rng=0)
     >>> X.shape, np.allclose(X.T @ X / 50, np.eye(3))
     ((50, 3), True)
     """
     n, d = check_int(n, "n"), check_int(d, "d")
     if n < d:
         raise InvalidParameterError(f"`n` must be at least `d` ({d}) to whiten the sample, got {n}")
-    X = as_generator(seed).standard_normal((n, d))
+    X = as_rng(rng).standard_normal((n, d))
     evals, evecs = np.linalg.eigh(X.T @ X / n)
     return X @ (evecs * evals**-0.5) @ evecs.T
 
@@ -91,13 +97,16 @@ class LinearTask:
     T: np.ndarray
 
 
+@keyword_only(5)
+@transition_to_rng
 def linear_teacher(
     n: int,
     singular_values: ArrayLike,
     d_in: int,
     d_out: int,
     noise: float,
-    seed: int | np.random.Generator,
+    *,
+    rng: RngLike = 0,
 ) -> LinearTask:
     r"""A teacher map with the given singular values (random singular vectors), white X.
 
@@ -123,7 +132,7 @@ def linear_teacher(
         Output dimension.
     noise : float
         Standard deviation of the Gaussian label noise, ≥ 0.
-    seed : int or numpy.random.Generator
+    rng : int, numpy.random.Generator or None
         One generator draws X, then A and B, then the noise.
 
     Returns
@@ -135,7 +144,7 @@ def linear_teacher(
     Examples
     --------
     >>> import numpy as np
-    >>> task = linear_teacher(40, [3.0, 1.0], d_in=4, d_out=3, noise=0.0, seed=0)
+    >>> task = linear_teacher(40, [3.0, 1.0], d_in=4, d_out=3, noise=0.0, rng=0)
     >>> np.linalg.svd(task.teacher, compute_uv=False).round(12)
     array([3., 1., 0.])
     >>> np.allclose(task.T, task.teacher)  # noise-free and white: T = T0
@@ -148,8 +157,8 @@ def linear_teacher(
             f"`singular_values` has {s.size} entries, more than min(d_in, d_out) = {min(d_in, d_out)}"
         )
     noise = check_nonnegative(noise, "noise")
-    rng = as_generator(seed)
-    X = white_inputs(n, d_in, rng)
+    rng = as_rng(rng)
+    X = white_inputs(n, d_in, rng=rng)
     A, _ = np.linalg.qr(rng.standard_normal((d_out, s.size)))
     B, _ = np.linalg.qr(rng.standard_normal((d_in, s.size)))
     teacher = (A * s) @ B.T
@@ -179,7 +188,7 @@ class ConvTask:
 
 def _signals(N: int, n: int, inputs: str, rng) -> np.ndarray:
     if inputs == "white":
-        return white_inputs(N, n, rng)
+        return white_inputs(N, n, rng=rng)
     # "natural": a 1/f power spectrum (amplitude f^{-1/2}, floor at f = 1), unit variance per
     # pixel -- the second-order statistics of natural images along a line.
     f = np.abs(np.fft.fftfreq(n) * n)
@@ -188,14 +197,16 @@ def _signals(N: int, n: int, inputs: str, rng) -> np.ndarray:
     return X / np.sqrt(np.mean(amplitude**2))
 
 
+@keyword_only(5)
+@transition_to_rng
 def conv_task(
     n: int,
     teacher: ArrayLike,
     n_train: int,
     n_test: int,
     noise: float,
-    seed: int | np.random.Generator,
     *,
+    rng: RngLike = 0,
     inputs: Literal["white", "natural"] = "white",
 ) -> ConvTask:
     r"""Signals of length ``n``, targets ``teacher ⋆ x`` (circular) plus Gaussian noise.
@@ -226,7 +237,7 @@ def conv_task(
         Test signals (≥ n for white inputs).
     noise : float
         Standard deviation of the Gaussian target noise, ≥ 0.
-    seed : int or numpy.random.Generator
+    rng : int, numpy.random.Generator or None
         One generator draws the training signals, the test signals, then the
         training noise and the test noise.
     inputs : {"white", "natural"}
@@ -241,7 +252,7 @@ def conv_task(
     Examples
     --------
     >>> import numpy as np
-    >>> task = conv_task(5, [1.0, 2.0, 1.0], n_train=10, n_test=5, noise=0.0, seed=0)
+    >>> task = conv_task(5, [1.0, 2.0, 1.0], n_train=10, n_test=5, noise=0.0, rng=0)
     >>> task.X.shape, task.X_test.shape, task.teacher.shape
     ((10, 1, 5), (5, 1, 5), (1, 1, 3))
     >>> x = task.X[0, 0]
@@ -258,7 +269,7 @@ def conv_task(
     if inputs not in ("white", "natural"):
         raise InvalidParameterError(f"`inputs` must be 'white' or 'natural', got {inputs!r}")
     noise = check_nonnegative(noise, "noise")
-    rng = as_generator(seed)
+    rng = as_rng(rng)
     w = teacher.reshape(1, 1, -1)
     X = _signals(check_int(n_train, "n_train"), n, inputs, rng)[:, None, :]
     X_test = _signals(check_int(n_test, "n_test"), n, inputs, rng)[:, None, :]
@@ -267,7 +278,8 @@ def conv_task(
     return ConvTask(X=X, Y=Y, X_test=X_test, Y_test=Y_test, teacher=w, inputs=inputs)
 
 
-def teacher_kernel(kernel_size: int, *, seed: int = 0) -> np.ndarray:
+@transition_to_rng
+def teacher_kernel(kernel_size: int, *, rng: RngLike = 0) -> np.ndarray:
     r"""A random end-to-end kernel for a comparison task: 2K − 1 i.i.d. taps N(0, 1/(2K − 1)).
 
     The teacher of ``regtheory compare``: the composition of two K-tap kernels has
@@ -279,8 +291,8 @@ def teacher_kernel(kernel_size: int, *, seed: int = 0) -> np.ndarray:
     ----------
     kernel_size : int
         Taps K of each of the two kernels of the net.
-    seed : int
-        Seed of ``numpy.random.default_rng``.
+    rng : int, numpy.random.Generator or None
+        Source of the taps.
 
     Returns
     -------
@@ -288,10 +300,8 @@ def teacher_kernel(kernel_size: int, *, seed: int = 0) -> np.ndarray:
 
     Examples
     --------
-    >>> teacher_kernel(3, seed=0).shape
+    >>> teacher_kernel(3, rng=0).shape
     (5,)
     """
     kernel_size = check_int(kernel_size, "kernel_size")
-    seed = check_int(seed, "seed", minimum=0)
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal(2 * kernel_size - 1) / np.sqrt(2 * kernel_size - 1)
+    return as_rng(rng).standard_normal(2 * kernel_size - 1) / np.sqrt(2 * kernel_size - 1)

@@ -1,6 +1,6 @@
 r"""What dropout does to a given, trained network: per-unit costs and starved kernel taps.
 
-A trained network made of :mod:`regtheory.network` layers (for instance a PyTorch model
+A trained network described by :mod:`regtheory.layers` (for instance a PyTorch model
 converted by ``regtheory.pytorch.from_torch``) is read at the data it was trained on, and
 every dropout layer is described by the part of the theory that applies to it.
 
@@ -36,13 +36,12 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import conv, fc, network
+from . import conv, fc
 from ._validation import InvalidParameterError, as_generator, check_array, check_int
+from .layers import Conv, Dropout, Graph, Linear, Node, as_graph
 from .masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
 
 __all__ = ["ConvTaps", "Diagnosis", "LinearBlock", "diagnose"]
-
-_PARAMETRIC = (network.Conv, network.Linear, network.Dropout, network.DropConnect)
 
 
 def _read_only(a: ArrayLike) -> np.ndarray:
@@ -275,44 +274,26 @@ def _cell(value: float | None, width: int, spec: str = ".4g") -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
 
 
-def _is_nonlinearity(layer: object) -> bool:
-    return not isinstance(layer, _PARAMETRIC)
+def _is_nonlinearity(layer: Node) -> bool:
+    return layer.elementwise
 
 
-def _check_layers(layers: object) -> tuple[object, ...]:
-    if isinstance(layers, (str, bytes, *_PARAMETRIC)) or not isinstance(layers, Sequence):
+def _check_layers(layers: Graph | Sequence[Node]) -> Graph:
+    graph = as_graph(layers)
+    if not graph.is_chain:
         raise InvalidParameterError(
-            "`layers` must be a sequence of network layers (Conv, Linear, Dropout, "
-            "DropConnect and elementwise non-linearities)"
+            "`layers` must be a chain (each node reading the one before) to be diagnosed"
         )
-    for i, layer in enumerate(layers):
-        if isinstance(layer, (network.Conv, network.Linear, network.DropConnect)):
-            rank = (3, 4) if isinstance(layer, network.Conv) else 2
-            check_array(layer.weight, f"layers[{i}].weight", ndim=rank)
-            bias = getattr(layer, "bias", None)
-            if bias is not None:
-                check_array(bias, f"layers[{i}].bias", ndim=1)
-        elif isinstance(layer, network.Dropout):
-            if not isinstance(layer.masks, MaskDistribution):
-                raise InvalidParameterError(
-                    f"`layers[{i}]` must hold a regtheory.masks distribution"
-                )
-        elif not callable(layer):
-            raise InvalidParameterError(
-                f"`layers[{i}]` must be a network layer, got {type(layer).__name__}"
-            )
-    return tuple(layers)
+    return graph
 
 
-def _activations(layers: tuple[object, ...], X: ArrayLike) -> list[np.ndarray]:
+def _activations(graph: Graph, X: ArrayLike) -> list[np.ndarray]:
     """The mask-free features entering each layer, and the output last."""
     z = check_array(X, "X")
+    graph.shapes(z.shape[1:], source="`X`")  # every node fits
     found = [z]
-    for i, layer in enumerate(layers):
-        try:
-            z = network.forward([layer], z)  # type: ignore[list-item]
-        except InvalidParameterError as exc:
-            raise InvalidParameterError(f"`X` does not fit `layers[{i}]`: {exc}") from None
+    for node in graph:
+        z = node.forward(z)
         found.append(z)
     return found
 
@@ -323,7 +304,7 @@ def _linear_block(layers, acts, j: int) -> LinearBlock | str:
     i = j - 1
     while i >= 0 and _is_nonlinearity(layers[i]):
         i -= 1
-    if i < 0 or not isinstance(layers[i], network.Linear):
+    if i < 0 or not isinstance(layers[i], Linear):
         return "not after a Linear layer (nor after non-linearities after one)"
     if not isinstance(masks, (Bernoulli, Gaussian, Channel)):
         return f"{type(masks).__name__} masks on a vector: no closed form here"
@@ -386,7 +367,7 @@ def _conv_taps(layers, acts, j: int, n_masks: int, rng) -> ConvTaps | str:
     k = j + 1
     while k < len(layers) and _is_nonlinearity(layers[k]):
         k += 1
-    if k == len(layers) or not isinstance(layers[k], network.Conv):
+    if k == len(layers) or not isinstance(layers[k], Conv):
         return "not followed by a Linear or a Conv layer"
     masks, layer = layers[j].masks, layers[k]
     spatial = tuple(int(s) for s in acts[j].shape[2:])
@@ -432,7 +413,7 @@ def _conv_taps(layers, acts, j: int, n_masks: int, rng) -> ConvTaps | str:
 
 
 def diagnose(
-    layers: Sequence[object],
+    layers: Graph | Sequence[Node],
     X: ArrayLike,
     *,
     n_masks: int = 4000,
@@ -468,9 +449,9 @@ def diagnose(
 
     Parameters
     ----------
-    layers : sequence of network layers
-        Conv, Linear, Dropout, DropConnect; any other layer is taken as an elementwise
-        non-linearity. Biases are read from a ``bias`` attribute when there is one.
+    layers : regtheory.layers.Graph or sequence of nodes
+        A chain of nodes; elementwise nodes (ReLU, Elementwise, ...) may sit between a
+        dropout and the Linear or Conv around it.
     X : array (n, ...)
         The data, as for :func:`regtheory.network.forward`.
     n_masks : int
@@ -498,8 +479,8 @@ def diagnose(
 
     >>> import numpy as np
     >>> from regtheory.masks import Bernoulli
-    >>> layers = [network.Linear(np.eye(2)), network.Dropout(Bernoulli(0.5)),
-    ...           network.Linear(np.array([[2.0, 1.0]]))]
+    >>> from regtheory.layers import Dropout, Linear
+    >>> layers = [Linear(np.eye(2)), Dropout(Bernoulli(0.5)), Linear(np.array([[2.0, 1.0]]))]
     >>> d = diagnose(layers, np.array([[1.0, 1.0], [1.0, -1.0]]))
     >>> block = d.blocks[0]
     >>> block.unit_products.tolist(), block.penalty, round(block.gap, 12), block.spread
@@ -513,9 +494,9 @@ def diagnose(
     convs: list[ConvTaps] = []
     skipped: list[tuple[int, str]] = []
     for j, layer in enumerate(layers):
-        if not isinstance(layer, network.Dropout):
+        if not isinstance(layer, Dropout):
             continue
-        if j + 1 < len(layers) and isinstance(layers[j + 1], network.Linear):
+        if j + 1 < len(layers) and isinstance(layers[j + 1], Linear):
             found: LinearBlock | ConvTaps | str = _linear_block(layers, acts, j)
         else:
             found = _conv_taps(layers, acts, j, n_masks, rng)

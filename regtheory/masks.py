@@ -22,14 +22,12 @@ from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.optimize import brentq
 
 from ._bits import kept_bits
+from ._grammar import RngLike, as_rng, transition_to_rng
 from ._validation import (
     InvalidParameterError,
-    SeedLike,
     ShapeLike,
-    as_generator,
     check_int,
     check_keep,
 )
@@ -93,7 +91,7 @@ def _check_feature_shape(shape: ShapeLike) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class MaskDistribution:
-    """Base class: ``sample(shape, n, seed)`` returns ``n`` masks of ``shape``."""
+    """Base class: ``sample(shape, n, rng)`` returns ``n`` masks of ``shape``."""
 
     keep: float
 
@@ -105,11 +103,17 @@ class MaskDistribution:
         """Variance of one mask entry, λ = (1 − keep)/keep."""
         return (1.0 - self.keep) / self.keep
 
-    def sample(self, shape: ShapeLike, n: int, seed: SeedLike) -> np.ndarray:
-        """Draw ``n`` independent masks; returns an array of shape ``(n, *shape)``."""
+    @transition_to_rng
+    def sample(self, shape: ShapeLike, n: int, rng: RngLike) -> np.ndarray:
+        """Draw ``n`` independent masks; returns an array of shape ``(n, *shape)``.
+
+        ``rng`` (an int, a :class:`numpy.random.Generator` or None) is the source of
+        the masks, as ``draw(rng, size)`` takes it in :func:`regtheory.montecarlo.estimate`;
+        a Generator is used as it is, so successive calls draw new masks.
+        """
         shape = _check_feature_shape(shape)
         n = check_int(n, "n")
-        return self._sample(shape, n, as_generator(seed))
+        return self._sample(shape, n, as_rng(rng))
 
     def _sample(self, shape, n, rng):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -134,7 +138,8 @@ class MaskDistribution:
         return (self.kept_probability(shape),)
 
 
-def kept_units(keep: float, shape: ShapeLike, seed: SeedLike) -> np.ndarray:
+@transition_to_rng
+def kept_units(keep: float, shape: ShapeLike, rng: RngLike) -> np.ndarray:
     r"""Which units are kept, i.i.d. Bernoulli(keep), from 8 random bits per unit.
 
     A float64 uniform per unit spends 64 random bits and a conversion on one yes/no;
@@ -153,7 +158,8 @@ def kept_units(keep: float, shape: ShapeLike, seed: SeedLike) -> np.ndarray:
         Retain probability in (0, 1].
     shape : int or tuple of int
         Shape of the result.
-    seed : int or numpy.random.Generator
+    rng : int, numpy.random.Generator or None
+        Source of the random bits.
 
     Returns
     -------
@@ -162,12 +168,12 @@ def kept_units(keep: float, shape: ShapeLike, seed: SeedLike) -> np.ndarray:
 
     Examples
     --------
-    >>> kept_units(0.5, (2, 4), seed=0).dtype
+    >>> kept_units(0.5, (2, 4), rng=0).dtype
     dtype('bool')
-    >>> float(kept_units(0.25, 100_000, seed=1).mean())  # close to 0.25
+    >>> float(kept_units(0.25, 100_000, rng=1).mean())  # close to 0.25
     0.2491
     """
-    return kept_bits(check_keep(keep), _check_feature_shape(shape), as_generator(seed))
+    return kept_bits(check_keep(keep), _check_feature_shape(shape), as_rng(rng))
 
 
 @dataclass(frozen=True)
@@ -201,6 +207,8 @@ def _block_cover_counts(length: int, block_size: int) -> np.ndarray:
 
 @lru_cache(maxsize=256)
 def _exact_gamma(keep: float, block_size: int, spatial: tuple[int, ...]) -> float:
+    from scipy.optimize import brentq  # imported here: scipy.optimize is slow to load
+
     if keep == 1.0:
         return 0.0
     counts = _block_cover_counts(spatial[0], block_size)
@@ -290,7 +298,7 @@ class DropBlock(MaskDistribution):
 
     Examples
     --------
-    >>> m = DropBlock(keep=0.9, block_size=3).sample((2, 8, 8), n=4, seed=0)
+    >>> m = DropBlock(keep=0.9, block_size=3).sample((2, 8, 8), n=4, rng=0)
     >>> m.shape
     (4, 2, 8, 8)
     """
@@ -389,7 +397,7 @@ class Gaussian(MaskDistribution):
 
     Examples
     --------
-    >>> Gaussian(keep=0.5).sample((3,), n=2, seed=0).shape
+    >>> Gaussian(keep=0.5).sample((3,), n=2, rng=0).shape
     (2, 3)
     """
 

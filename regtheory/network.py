@@ -19,10 +19,16 @@ for any features a(x), linear or ReLU (Arora, Bartlett, Mianjy & Srebro,
 ICML 2021), which is :func:`regtheory.fc.dropout_penalty` /
 :func:`regtheory.conv.dropout_penalty`.
 
-A network is a sequence of layers: :class:`Conv` (PyTorch layout, same-size,
-stride 1), :class:`Linear` (``nn.Linear`` weight ``(out, in)``, flattens its
-input channel first as ``torch.flatten`` does), :class:`ReLU`, and
-:class:`Dropout` holding any :mod:`regtheory.masks` distribution.
+A network is described by :mod:`regtheory.layers`, the description every path of
+the package shares: a :class:`~regtheory.layers.Graph`, or a sequence of its nodes
+(a chain) such as :class:`~regtheory.layers.Conv`, :class:`~regtheory.layers.Linear`
+(``nn.Linear`` weight ``(out, in)``, flattens its input channel first as
+``torch.flatten`` does), :class:`~regtheory.layers.ReLU`, and
+:class:`~regtheory.layers.Dropout` holding any :mod:`regtheory.masks` distribution.
+Those nodes are importable from here as well. Any node runs before the first random
+one; after it, the exact penalty takes linear nodes and the Monte Carlo engine
+same-size convolutions, fully connected layers and elementwise nodes, and each refuses
+another node by its position and type.
 
 Control variate. With ``control_variate=True`` in :func:`dropout_penalty_mc` the masks
 of each draw :math:`D(r) = L(r) - L(\mathbf 1)` also drive the *gate-frozen* network,
@@ -46,7 +52,7 @@ factor :math:`1/(1 - \rho^2)` (ρ the correlation of D and :math:`D_{\rm lin}`),
 ``reduction_factor`` (plain over controlled variance, measured on the estimate's own
 draws). A network linear after its first random layer has :math:`D_{\rm lin} = D`: the
 estimate is then the exact penalty up to rounding. Other non-linearities after the first
-random layer (:class:`Elementwise`) have no 0/1 pattern and are refused
+random layer (:class:`~regtheory.layers.Elementwise`) have no 0/1 pattern and are refused
 (``InvalidParameterError``); their first-order linearisation would serve the same way.
 The control variate costs about a second forward pass per draw and one exact penalty per
 sample.
@@ -55,7 +61,7 @@ Speed and precision. :func:`dropout_penalty_mc` does not run :func:`forward` lay
 layer on whole batches: the layers before the first random one run once, on the data,
 and the rest run in chunks of (draw, sample) images that fit in the cache, on every core,
 with feature maps kept on a padded grid where each convolution is one matrix product
-(``regtheory._mcforward``). A draw then costs about 1.7 times the matrix products of its
+(``regtheory.montecarlo._engine``). A draw then costs about 1.7 times the matrix products of its
 convolutions (``benchmarks/bench_mc.py``). Elementwise masks take 8 random bits a unit
 (:func:`regtheory.masks.kept_units`), the other laws their own ``sample``; chunk i of a
 batch draws from a stream seeded by (one key drawn from ``seed`` per batch, i), so the
@@ -68,27 +74,14 @@ float64 one by about 1e-4 standard errors or less (tests/test_mc_engine.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _moments
-from ._layers import (
-    Conv,
-    DropConnect,
-    Dropout,
-    Elementwise,
-    Layer,
-    Linear,
-    ReLU,
-    check_layers,
-    dropout_shapes,
-    mask_events,
-)
-from ._mcforward import Engine
+from ._events import mask_events
 from ._moments import PenaltyTerms
-from ._parallel import BATCH_ENTRIES
+from ._overflow import finite_result
 from ._validation import (
     InvalidParameterError,
     as_generator,
@@ -98,16 +91,26 @@ from ._validation import (
     check_n_masks,
     check_paired_rows,
 )
+from .layers import (
+    Conv,
+    DropConnect,
+    Dropout,
+    Elementwise,
+    Graph,
+    Linear,
+    Node,
+    ReLU,
+    as_graph,
+)
 from .montecarlo import Estimate, estimate, min_draws
+from .montecarlo._chunks import BATCH_ENTRIES
+from .montecarlo._engine import Engine
+
+# The nodes live in regtheory.layers; these names stay importable from here.
+_NODES = (Conv, DropConnect, Dropout, Elementwise, Linear, ReLU)
 
 __all__ = [
-    "Conv",
-    "DropConnect",
-    "Dropout",
-    "Elementwise",
-    "Linear",
     "PenaltyTerms",
-    "ReLU",
     "dropout_penalty",
     "dropout_penalty_mc",
     "dropout_penalty_terms",
@@ -116,7 +119,7 @@ __all__ = [
 
 
 def forward(
-    layers: Sequence[Layer],
+    layers: Graph | Sequence[Node],
     x: ArrayLike,
     *,
     seed: int | np.random.Generator | None = None,
@@ -136,9 +139,9 @@ def forward(
 
     Parameters
     ----------
-    layers : sequence of Conv, Linear, ReLU, Dropout
-        The network, first layer first. With a ``seed`` the layers are validated
-        and at least one Dropout is required (else ``ValueError``).
+    layers : regtheory.layers.Graph or sequence of nodes
+        The network, first layer first. With a ``seed`` at least one Dropout is
+        required (else ``ValueError``).
     x : array (n, ...)
         Inputs, (n, C, H, W) or (n, C, L) for a conv first layer, (n, d) for a
         linear one.
@@ -170,52 +173,55 @@ def forward(
     >>> forward(layers, x, seed=0, n_draws=5).shape
     (5, 4, 1)
     """
-    layers = check_layers(layers) if seed is not None else tuple(layers)
+    graph = as_graph(layers)
     x = check_array(x, "x")
+    graph.shapes(x.shape[1:], source="`x`")  # the shapes fit before anything runs
     if seed is None:
-        return _mask_free(layers, x, "x")
-    _mask_free(layers, x[:1], "x")  # the shapes fit before any mask is drawn
-    return _forward_masked(layers, x, as_generator(seed), check_int(n_draws, "n_draws"))
+        return graph.forward(x)
+    _require_random(graph)
+    return _forward_masked(graph, x, as_generator(seed), check_int(n_draws, "n_draws"))
 
 
-def _mask_free(layers, x: np.ndarray, name: str) -> np.ndarray:
-    """The network without its masks on ``x``; a layer that does not fit names ``name``."""
-    z = x
-    for i, layer in enumerate(layers):
-        if isinstance(layer, Dropout):
-            continue
-        try:
-            z = layer(z)
-        except InvalidParameterError as exc:
-            raise InvalidParameterError(f"`{name}` does not fit `layers[{i}]`: {exc}") from None
-    return z
+def _require_random(graph: Graph) -> None:
+    if not graph.random_positions:
+        raise InvalidParameterError(
+            "`layers` has no Dropout layer: the penalty would be zero by definition"
+        )
 
 
-def _forward_masked(layers, x, rng, n_draws):
+def _forward_masked(graph: Graph, x, rng, n_draws):
     # Stack the draws along the sample axis so every layer runs once per batch.
     n = x.shape[0]
     z = np.broadcast_to(x, (n_draws, *x.shape)).reshape(n_draws * n, *x.shape[1:])
-    for layer in layers:
-        if isinstance(layer, Dropout):
-            z = z * layer.masks.sample(z.shape[1:], z.shape[0], rng)
-        elif isinstance(layer, DropConnect):
-            z = layer.sample(z, rng)
-        else:
-            z = layer(z)
+
+    def step(i, node, ins):
+        return node.draw(ins[0], rng) if node.random else node.forward(*ins)
+
+    z = graph.evaluate(z, step=step)
     return z.reshape(n_draws, n, *z.shape[1:])
 
 
-def _activation_sizes(layers, x) -> list[int]:
-    sizes, z = [x.size], x
-    for layer in layers:
-        if not isinstance(layer, Dropout):
-            z = layer(z)
-            sizes.append(z.size)
-    return sizes
+def _checked(layers, X, Y, *, require_y: bool) -> tuple[Graph, np.ndarray, np.ndarray | None]:
+    """The graph (with a random node), the data, and the targets checked against the
+    network's output shape: the one check of the penalty functions."""
+    graph = as_graph(layers)
+    _require_random(graph)
+    X = check_array(X, "X")
+    out = graph.shapes(X.shape[1:], source="`X`")[-1]
+    if Y is None and not require_y:
+        return graph, X, None
+    Y = check_array(Y, "Y")
+    check_paired_rows(X, Y)
+    if Y.shape[1:] != out:
+        raise InvalidParameterError(
+            f"`Y` must have the network's output shape {(len(X), *out)}, got {Y.shape}"
+        )
+    return graph, X, Y
 
 
+@finite_result("the dropout penalty of the network (Monte Carlo)")
 def dropout_penalty_mc(
-    layers: Sequence[Layer],
+    layers: Graph | Sequence[Node],
     X: ArrayLike,
     Y: ArrayLike,
     *,
@@ -234,7 +240,7 @@ def dropout_penalty_mc(
 
     Parameters
     ----------
-    layers : sequence of Conv, Linear, ReLU, Dropout
+    layers : regtheory.layers.Graph or sequence of nodes
         The network, first layer first; at least one Dropout.
     X : array (n, ...)
         Inputs, (n, C, H, W) for a conv first layer, (n, d) for a linear one.
@@ -276,16 +282,10 @@ def dropout_penalty_mc(
     R. Arora, P. Bartlett, P. Mianjy, N. Srebro, Dropout: Explicit Forms and
     Capacity Control, ICML 2021.
     """
-    layers = check_layers(layers)
-    X = check_array(X, "X")
-    Y = check_array(Y, "Y")
-    check_paired_rows(X, Y)
-    clean = _mask_free(layers, X, "X")
-    if clean.shape != Y.shape:
-        raise InvalidParameterError(
-            f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
-        )
-    events, setting = mask_events(dropout_shapes(layers, X[:1]))
+    graph, X, Y_checked = _checked(layers, X, Y, require_y=True)
+    assert Y_checked is not None
+    Y = Y_checked
+    events, setting = mask_events(graph.mask_laws(X.shape[1:]))
     need = min_draws(events)
     n_masks = check_n_masks(n_masks, need, setting)
     if not isinstance(control_variate, bool):
@@ -294,22 +294,24 @@ def dropout_penalty_mc(
         )
     arithmetic = check_dtype(dtype)
     if batch_size is None:
-        widest = max(_activation_sizes(layers, X[:1]))  # per sample, any layer
+        shapes = graph.shapes(X.shape[1:], source="`X`")
+        widest = max(int(np.prod(s)) for s in (X.shape[1:], *shapes))  # per sample
         batch_size = int(np.clip(BATCH_ENTRIES // (widest * len(X)), 1, 4096))
     if control_variate:
         if arithmetic != np.float64:
             raise InvalidParameterError("`control_variate` runs in float64: use dtype='float64'")
-        return _controlled_mc(layers, X, Y, n_masks, seed, batch_size, rtol, need)
-    first = _first_random(layers)
-    engine = Engine(layers, _mask_free(layers[:first], X, "X"), first, arithmetic)
+        return _controlled_mc(graph, X, Y, n_masks, seed, batch_size, rtol, need)
+    first = graph.random_positions[0]
+    engine = Engine(graph, graph.forward(X, stop=first), first, arithmetic)
     targets = engine.targets(Y)
     clean_loss = float(np.mean(engine.losses(targets, 1, None)))  # L(1), the same arithmetic
 
     def draw(rng, size):
         return np.mean(engine.losses(targets, size, rng), axis=1) - clean_loss
 
+    low = max(1000, need)  # no early stop below `low` masks
     return estimate(
-        draw, n_masks, seed, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+        draw, n_masks=n_masks, rng=seed, batch_size=batch_size, rtol=rtol, min_masks=low
     )
 
 
@@ -319,47 +321,45 @@ def _penalty_draws(Y: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.mean(np.sum(resid**2, axis=2), axis=1)
 
 
-def _first_random(layers) -> int:
-    return next(t for t, layer in enumerate(layers) if isinstance(layer, (Dropout, DropConnect)))
-
-
-def _clean_gates(layers, X: np.ndarray) -> list[np.ndarray]:
+def _clean_gates(graph: Graph, X: np.ndarray) -> list[np.ndarray]:
     """The 0/1 pattern (n, ...) of the clean pass at every ReLU after the first random layer."""
-    first, gates, z = _first_random(layers), [], X
-    for t, layer in enumerate(layers):
-        if isinstance(layer, Dropout):
-            continue
-        if t > first and isinstance(layer, Elementwise):
+    graph = as_graph(graph)
+    first, gates = graph.random_positions[0], []
+
+    def step(t, node, ins):
+        if t > first and node.elementwise and not node.linear and not isinstance(node, ReLU):
             raise InvalidParameterError(
                 f"`control_variate` needs ReLU after the first random layer; `layers[{t}]` is "
-                f"the non-linearity {layer.name!r}, which has no fixed 0/1 pattern"
+                f"the non-linearity {node.name!r}, which has no fixed 0/1 pattern"
             )
-        if t > first and isinstance(layer, ReLU):
-            gates.append((z > 0).astype(float))
-        z = layer(z)
+        if t > first and isinstance(node, ReLU):
+            gates.append((ins[0] > 0).astype(float))
+        return node.forward(*ins)
+
+    graph.evaluate(X, step=step)
     return gates
 
 
-def _frozen_penalty(layers, X: np.ndarray, Y: np.ndarray, gates: list[np.ndarray]) -> float:
+def _frozen_penalty(graph: Graph, X: np.ndarray, Y: np.ndarray, gates: list[np.ndarray]) -> float:
     """Exact penalty of the gate-frozen network: each sample's frozen net is linear after
     the first random layer, and the penalty is the mean of the per-sample penalties."""
-    ops = _moments.from_network(layers)
+    graph = as_graph(graph)
     totals = [
         _moments.dropout_penalty_terms(
-            _moments.freeze_gates(ops, [g[k] for g in gates]), X[k : k + 1], Y[k : k + 1]
+            _moments.freeze_gates(graph, [g[k] for g in gates]), X[k : k + 1], Y[k : k + 1]
         ).total
         for k in range(len(X))
     ]
     return float(np.mean(totals))
 
 
-def _controlled_mc(layers, X, Y, n_masks, seed, batch_size, rtol, need) -> Estimate:
+def _controlled_mc(graph: Graph, X, Y, n_masks, seed, batch_size, rtol, need) -> Estimate:
     """The gate-frozen control variate (docstring of dropout_penalty_mc)."""
-    gates = _clean_gates(layers, X)
-    mu_lin = _frozen_penalty(layers, X, Y, gates)
+    gates = _clean_gates(graph, X)
+    mu_lin = _frozen_penalty(graph, X, Y, gates)
     rng = as_generator(seed)
-    first = _first_random(layers)
-    engine = Engine(layers, _mask_free(layers[:first], X, "X"), first, np.float64, gates=gates)
+    first = graph.random_positions[0]
+    engine = Engine(graph, graph.forward(X, stop=first), first, np.float64, gates=gates)
     targets = engine.targets(Y)
     clean_loss = float(np.mean(engine.losses(targets, 1, None)[0]))
 
@@ -379,11 +379,16 @@ def _controlled_mc(layers, X, Y, n_masks, seed, batch_size, rtol, need) -> Estim
         return d - c * (d_lin - mu_lin)
 
     est = estimate(
-        draw, n_masks, rng, batch_size=batch_size, rtol=rtol, min_samples=max(1000, need)
+        draw,
+        n_masks=n_masks,
+        rng=rng,
+        batch_size=batch_size,
+        rtol=rtol,
+        min_masks=max(1000, need),
     )
     var_plain = float(np.var(np.concatenate(plain), ddof=1))
     factor = var_plain / est.std**2 if est.std > 0 else float("inf")
-    return replace(est, variance_reduction="gate-frozen control variate", reduction_factor=factor)
+    return est.replace(variance_reduction="gate-frozen control variate", reduction_factor=factor)
 
 
 def _batches(total: int, size: int) -> list[int]:
@@ -391,8 +396,9 @@ def _batches(total: int, size: int) -> list[int]:
     return [min(size, total - a) for a in range(0, total, size)]
 
 
+@finite_result("the dropout penalty of the network")
 def dropout_penalty_terms(
-    layers: Sequence[object], X: ArrayLike, *, Y: ArrayLike | None = None
+    layers: Graph | Sequence[Node], X: ArrayLike, *, Y: ArrayLike | None = None
 ) -> PenaltyTerms:
     r"""Exact :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` of a network, split over its dropout layers.
 
@@ -408,14 +414,17 @@ def dropout_penalty_terms(
     zero unless a mask has E m ≠ 1 (DropBlock's ideal masks near the border; then the
     targets ``Y`` matter). Masks: :class:`~regtheory.masks.Bernoulli`,
     :class:`~regtheory.masks.Gaussian`, :class:`~regtheory.masks.Channel`,
-    :class:`~regtheory.masks.DropBlock` (ideal normaliser), and :class:`DropConnect`.
+    :class:`~regtheory.masks.DropBlock` (ideal normaliser), and
+    :class:`~regtheory.layers.DropConnect`.
     A random layer followed by a ReLU has no exact form: ``InvalidParameterError``;
     use :func:`dropout_penalty_mc`.
 
     Parameters
     ----------
-    layers : sequence of Conv, Linear, ReLU, Dropout, DropConnect
-        The network, first layer first; conv kernels of odd size.
+    layers : regtheory.layers.Graph or sequence of nodes
+        The network, first layer first. After its first random node a chain of linear
+        nodes: on feature maps same-size convolutions and elementwise linear nodes up to
+        a Linear or DropConnect, on vectors any linear node.
     X : array (n, ...)
         Inputs, (n, C, H, W) or (n, C, L) for a conv first layer, (n, d) for a linear one.
     Y : array (n, ...), optional
@@ -442,20 +451,14 @@ def dropout_penalty_terms(
     >>> terms.total, terms.own.tolist(), terms.term(0, 2)
     (20.0, [8.0, 8.0], 4.0)
     """
-    layers = check_layers(layers)
-    X = check_array(X, "X")
-    clean = _mask_free(layers, X, "X")
-    if Y is not None:
-        Y = check_array(Y, "Y")
-        check_paired_rows(X, Y)
-        if clean.shape != Y.shape:
-            raise InvalidParameterError(
-                f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
-            )
-    return _moments.dropout_penalty_terms(_moments.from_network(layers), X, Y)
+    graph, X, Y = _checked(layers, X, Y, require_y=False)
+    return _moments.dropout_penalty_terms(graph, X, Y)
 
 
-def dropout_penalty(layers: Sequence[object], X: ArrayLike, *, Y: ArrayLike | None = None) -> float:
+@finite_result("the dropout penalty of the network")
+def dropout_penalty(
+    layers: Graph | Sequence[Node], X: ArrayLike, *, Y: ArrayLike | None = None
+) -> float:
     r"""Exact dropout penalty :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` of a network on data.
 
     The ``total`` of :func:`dropout_penalty_terms` (see there for the conditions): any
@@ -464,7 +467,7 @@ def dropout_penalty(layers: Sequence[object], X: ArrayLike, *, Y: ArrayLike | No
 
     Parameters
     ----------
-    layers : sequence of Conv, Linear, ReLU, Dropout, DropConnect
+    layers : regtheory.layers.Graph or sequence of nodes
     X : array (n, ...)
     Y : array (n, ...), optional
         Targets (they matter only where a mask has E m ≠ 1).

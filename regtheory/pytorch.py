@@ -1,18 +1,19 @@
 r"""The dropout penalty of a PyTorch model, through :mod:`regtheory.network`.
 
-A researcher's ``nn.Sequential`` of linear and same-size convolution layers (with or
-without biases), elementwise activations, evaluation-mode batch normalisation and
-dropout is converted, weight for weight, into the layers of :mod:`regtheory.network`
-(float64 NumPy copies; :func:`from_torch`, and back with :func:`to_torch`), and its
-dropout penalty on data,
+A researcher's ``nn.Sequential`` of linear and convolution layers (with or without
+biases), pooling, elementwise activations, evaluation-mode batch normalisation and
+dropout is converted, weight for weight, into the one network description of
+:mod:`regtheory.layers` (float64 NumPy copies; :func:`from_torch`, and back with
+:func:`to_torch`), and its dropout penalty on data,
 
 .. math::
 
     P = \mathbb{E}_r\, L(r) - L(\mathbf 1),\qquad
     L(r) = \frac1n \sum_{k=1}^{n} \|y_k - f_{r_k}(x_k)\|^2 ,
 
-is computed exactly when every non-linearity comes before the first dropout layer
-(moment propagation, THEORY.md §6), and otherwise estimated by Monte Carlo with the
+is computed exactly when the network is linear after its first dropout layer
+(moment propagation, THEORY.md §6: every non-linearity, max pooling included, comes
+before it), and otherwise estimated by Monte Carlo with the
 model's own modules: its dropout modules in training mode, on the model's device and
 dtype, the losses taken in float64 (:func:`dropout_penalty`). The report says which
 dropout layer pays what.
@@ -31,7 +32,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,9 +40,10 @@ import torch
 from numpy.typing import ArrayLike
 from torch import nn
 
-from . import network
+from . import _moments, network
 from ._convops import Padding
-from ._layers import check_layers, dropout_shapes, mask_events
+from ._events import mask_events
+from ._overflow import finite_result
 from ._validation import (
     InvalidParameterError,
     as_generator,
@@ -50,7 +52,23 @@ from ._validation import (
     check_n_masks,
     check_positive,
 )
-from .masks import Bernoulli, Channel, DropBlock, Gaussian
+from .layers import (
+    AdaptiveAvgPool,
+    AvgPool,
+    Conv,
+    DropConnect,
+    Dropout,
+    Elementwise,
+    Flatten,
+    Graph,
+    Linear,
+    MaxPool,
+    Node,
+    ReLU,
+    Reshape,
+    as_graph,
+)
+from .masks import Bernoulli, Channel, DropBlock
 from .montecarlo import Estimate, estimate, min_draws
 
 __all__ = [
@@ -58,6 +76,7 @@ __all__ = [
     "PenaltyReport",
     "dropout_penalty",
     "from_torch",
+    "supported_modules",
     "to_torch",
     "train_classifier",
 ]
@@ -175,8 +194,8 @@ class PenaltyReport:
         Monte Carlo draws behind ``total`` (0 when exact).
     terms : network.PenaltyTerms or None
         The exact split over every subset of dropout layers, when exact.
-    layers : tuple
-        The converted :mod:`regtheory.network` layers.
+    layers : regtheory.layers.Graph
+        The converted network, the one description every path reads.
     """
 
     total: float
@@ -187,7 +206,7 @@ class PenaltyReport:
     own_stderr: np.ndarray = field(repr=False)
     n_masks: int
     terms: network.PenaltyTerms | None = field(repr=False)
-    layers: tuple = field(repr=False)
+    layers: Graph = field(repr=False)
 
     def __post_init__(self) -> None:
         for name in ("own", "own_stderr"):
@@ -255,28 +274,61 @@ def _maybe(param: Any) -> np.ndarray | None:
     return None if param is None else _array(param)
 
 
-def _conv(module: nn.Conv1d | nn.Conv2d, where: str) -> network.Conv:
+def _conv(module: nn.Conv1d | nn.Conv2d, where: str) -> Conv:
     name = f"{where} ({type(module).__name__})"
-    kernel = tuple(module.kernel_size)
-    if any(s != 1 for s in module.stride) or any(d != 1 for d in module.dilation):
-        raise InvalidParameterError(f"{name} must have stride 1 and dilation 1")
-    if module.groups != 1:
-        raise InvalidParameterError(f"{name} must have groups=1, got {module.groups}")
-    if any(k % 2 == 0 for k in kernel):
-        raise InvalidParameterError(f"{name} must have an odd kernel, got {kernel}")
-    same = tuple(k // 2 for k in kernel)
-    padding = module.padding
-    pads = same if padding == "same" else (0,) * len(kernel) if padding == "valid" else padding
-    if tuple(pads) != same:  # 'valid' keeps the size only for 1-wide kernels
-        raise InvalidParameterError(
-            f"{name} must keep the size: padding='same' or {same}, got {module.padding!r}"
-        )
     if module.padding_mode not in ("zeros", "circular"):
         raise InvalidParameterError(
             f"{name} must have padding_mode 'zeros' or 'circular', got {module.padding_mode!r}"
         )
+    padding = module.padding
+    pad: str | int | tuple[int, ...] = (
+        padding if padding == "same" else 0 if padding == "valid" else tuple(map(int, padding))
+    )
     mode: Padding = "circular" if module.padding_mode == "circular" else "zeros"
-    return network.Conv(_array(module.weight), padding=mode, bias=_maybe(module.bias))
+    try:
+        return Conv(
+            _array(module.weight),
+            padding=mode,
+            bias=_maybe(module.bias),
+            stride=tuple(module.stride),
+            pad=pad,
+            dilation=tuple(module.dilation),
+            groups=module.groups,
+        )
+    except InvalidParameterError as exc:  # padding='same' with an even kernel
+        raise InvalidParameterError(f"{name} must have an odd kernel here: {exc}") from None
+
+
+def _pool(module: nn.Module, where: str) -> Node:
+    """A torch pooling module as a pooling node (torch's defaults for the rest)."""
+    name = f"{where} ({type(module).__name__})"
+    if isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+        size = module.output_size
+        if size is None or (isinstance(size, tuple) and None in size):
+            raise InvalidParameterError(f"{name} must give every output size, got {size!r}")
+        return AdaptiveAvgPool(size)  # type: ignore[arg-type]
+    if module.ceil_mode:
+        raise InvalidParameterError(f"{name} must have ceil_mode=False")
+    settings = (module.kernel_size, module.stride, module.padding)
+    if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d)):
+        if not module.count_include_pad or getattr(module, "divisor_override", None):
+            raise InvalidParameterError(
+                f"{name} must count the padding in the mean (count_include_pad=True, no "
+                "divisor_override)"
+            )
+        kernel, stride, pad = _pool_args(*settings)
+        return AvgPool(kernel, stride=stride, pad=pad)
+    if module.return_indices or module.dilation not in (1, (1,), (1, 1)):
+        raise InvalidParameterError(f"{name} must have dilation 1 and return_indices=False")
+    kernel, stride, pad = _pool_args(*settings)
+    return MaxPool(kernel, stride=stride, pad=pad)
+
+
+def _pool_args(kernel: Any, stride: Any, padding: Any) -> tuple:
+    def ints(v: Any) -> Any:
+        return tuple(v) if isinstance(v, (tuple, list)) else int(v)
+
+    return (ints(kernel), ints(stride), ints(padding))
 
 
 def _probability(p: object, name: str) -> float:
@@ -285,14 +337,14 @@ def _probability(p: object, name: str) -> float:
     return float(p)
 
 
-def _dropout(module: nn.Module, where: str) -> network.Dropout:
+def _dropout(module: nn.Module, where: str) -> Dropout:
     if isinstance(module, DropBlock2d):
-        return network.Dropout(module.masks)
+        return Dropout(module.masks)
     p = float(module.p)  # type: ignore[arg-type]
     if not 0.0 <= p < 1.0:
         raise InvalidParameterError(f"{where} ({type(module).__name__}) must have p in [0, 1)")
     masks = Channel(1.0 - p) if type(module) in _CHANNEL_RANK else Bernoulli(1.0 - p)
-    return network.Dropout(masks)
+    return Dropout(masks)
 
 
 class _TorchFunction:
@@ -326,37 +378,83 @@ def _fold(layer: Any, scale: np.ndarray, shift: np.ndarray) -> Any:
     """``layer`` followed by z -> scale z + shift (per output channel), as one layer."""
     weight = layer.weight * scale.reshape(-1, *(1,) * (layer.weight.ndim - 1))
     bias = shift if layer.bias is None else layer.bias * scale + shift
-    if isinstance(layer, network.Linear):
-        return network.Linear(weight, bias=bias)
-    return network.Conv(weight, padding=layer.padding, bias=bias)
+    return replace(layer, weight=weight, bias=bias)
 
 
 def _diagonal(scale: np.ndarray, shift: np.ndarray, rank: int) -> Any:
     """z -> scale z + shift per channel as a layer: a Linear on vectors, a 1-wide conv on maps."""
     if rank == 1:
-        return network.Linear(np.diag(scale), bias=shift)
+        return Linear(np.diag(scale), bias=shift)
     weight = np.diag(scale).reshape(len(scale), len(scale), *(1,) * (rank - 1))
-    return network.Conv(weight, bias=shift)
+    return Conv(weight, bias=shift)
+
+
+_POOLS = (
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+)
+
+
+def supported_modules(*, dropout: bool = False) -> tuple[type[nn.Module], ...]:
+    """The torch module classes :func:`from_torch` reads, or only its dropout modules.
+
+    Besides these, ``nn.Sequential`` holds them (nested ones are flattened).
+
+    Parameters
+    ----------
+    dropout : bool
+        Only the dropout modules (``nn.Dropout``, ``nn.Dropout1d``, ``nn.Dropout2d``,
+        :class:`DropBlock2d`).
+
+    Returns
+    -------
+    tuple of type
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``dropout`` is not a bool.
+
+    Examples
+    --------
+    >>> import torch
+    >>> torch.nn.Dropout2d in supported_modules(dropout=True)
+    True
+    """
+    if not isinstance(dropout, bool):
+        raise InvalidParameterError(f"`dropout` must be True or False, got {dropout!r}")
+    if dropout:
+        return _DROPOUTS
+    fixed = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ReLU, nn.Identity, nn.Flatten, nn.Unflatten)
+    return (*fixed, *_POOLS, *_ELEMENTWISE, *_DROPOUTS, *_BATCHNORMS)
 
 
 def _convert(where: str, module: nn.Module) -> Any:
-    """One torch module as a network layer; ``None`` for a module that is skipped, and
+    """One torch module as a node; ``None`` for a module that is skipped, and
     ``("norm", scale, shift)`` for a batch norm, folded later."""
     kind = type(module)
     if kind is nn.Linear:
-        return network.Linear(_array(module.weight), bias=_maybe(module.bias))
+        return Linear(_array(module.weight), bias=_maybe(module.bias))
     if kind in (nn.Conv1d, nn.Conv2d):
         return _conv(module, where)  # type: ignore[arg-type]
+    if kind in _POOLS:
+        return _pool(module, where)
     if kind is nn.ReLU:
-        return network.ReLU()
+        return ReLU()
     if kind in _ELEMENTWISE:
-        return network.Elementwise(_TorchFunction(module), name=kind.__name__)
+        return Elementwise(_TorchFunction(module), name=kind.__name__)
     if kind is nn.Identity:
         return None
     if kind is nn.Flatten:
         if (module.start_dim, module.end_dim) != (1, -1):
             raise InvalidParameterError(f"{where} (Flatten) must flatten from dim 1 to -1")
-        return None  # network.Linear flattens channel first, as torch.flatten does
+        return Flatten()
+    if kind is nn.Unflatten and module.dim in (1, -1):
+        return Reshape(tuple(int(s) for s in module.unflattened_size))  # type: ignore[union-attr]
     if kind in _DROPOUTS:
         return _dropout(module, where)
     if kind in _BATCHNORMS:
@@ -371,92 +469,104 @@ def _convert(where: str, module: nn.Module) -> Any:
     raise InvalidParameterError(f"{where} ({kind.__name__}) is not supported")
 
 
-def _check_fit(where: str, module: nn.Module, layer: Any, z: np.ndarray, source: str) -> None:
+def _check_fit(where: str, module: nn.Module, layer: Any, shape: tuple, source: str) -> None:
+    """The checks torch's own modules add to the nodes' shapes (ranks, channels, blocks)."""
     name = f"{where} ({type(module).__name__})"
     rank: int | None = None
     if isinstance(module, (nn.Dropout1d, nn.Dropout2d)):
         rank = _CHANNEL_RANK[type(module)]
     elif isinstance(module, (DropBlock2d, nn.BatchNorm2d)):
         rank = 3
-    if rank is not None and z.ndim - 1 != rank:
+    if rank is not None and len(shape) != rank:
         raise InvalidParameterError(
-            f"{name} needs {rank} feature axes, got activations of shape {z.shape[1:]} "
-            f"from {source}"
+            f"{name} needs {rank} feature axes, got activations of shape {shape} from {source}"
         )
-    if isinstance(module, _BATCHNORMS) and z.shape[1] != len(layer[1]):
+    if isinstance(module, _BATCHNORMS) and shape[0] != len(layer[1]):
         raise InvalidParameterError(
             f"{name} normalises {len(layer[1])} channels, got activations of shape "
-            f"{z.shape[1:]} from {source}"
+            f"{shape} from {source}"
         )
-    if isinstance(layer, network.Conv) and z.ndim != layer.weight.ndim:
+    if isinstance(module, DropBlock2d) and module.block_size > min(shape[1:]):
         raise InvalidParameterError(
-            f"{name} needs {layer.weight.ndim - 1} feature axes, got activations of shape "
-            f"{z.shape[1:]} from {source}"
-        )
-    if isinstance(module, DropBlock2d) and module.block_size > min(z.shape[2:]):
-        raise InvalidParameterError(
-            f"{name} has block_size {module.block_size}, larger than its maps {z.shape[2:]} "
+            f"{name} has block_size {module.block_size}, larger than its maps {shape[1:]} "
             f"from {source}"
         )
 
 
 def _assemble(pairs, shape: tuple[int, ...], source: str) -> tuple[list, list[str]]:
-    """Run the converted modules once on zeros of ``shape``, checking that each fits, and
-    fold every batch norm into the layer before it (or insert it as a diagonal layer).
-
-    Returns the layers and the names of the dropout modules, in order."""
-    z = np.zeros((1, *shape))
-    layers: list = []
+    """The nodes, each checked to fit the shape it gets, every batch norm folded into the
+    layer before it (or inserted as a diagonal layer), and a Flatten kept only where a
+    Linear does not flatten anyway; with the names of the dropout modules, in order."""
+    nodes: list = []
     names: list[str] = []
     where_from = f"{source} {shape}"
     for where, module, layer in pairs:
-        _check_fit(where, module, layer, z, where_from)
-        if layer is None:  # Flatten, Identity: later layers see the same activations
-            z = z.reshape(1, -1) if isinstance(module, nn.Flatten) else z
+        _check_fit(where, module, layer, shape, where_from)
+        if layer is None:  # Identity
             continue
         if isinstance(layer, tuple):  # a batch norm: fold or insert
             _, scale, shift = layer
-            last = layers[-1] if layers else None
-            if isinstance(last, (network.Linear, network.Conv)):
-                layers[-1] = _fold(last, scale, shift)
+            last = nodes[-1] if nodes else None
+            if isinstance(last, (Linear, Conv)):
+                nodes[-1] = _fold(last, scale, shift)
             else:
-                layers.append(_diagonal(scale, shift, z.ndim - 1))
+                nodes.append(_diagonal(scale, shift, len(shape)))
             continue
-        if isinstance(layer, network.Dropout):
+        if isinstance(layer, Dropout):
             names.append(f"{where} ({type(module).__name__}, p={_p(module):g})")
-        else:
-            try:
-                z = layer(z)
-            except (ValueError, TypeError, IndexError, RuntimeError) as exc:
-                raise InvalidParameterError(
-                    f"{where} ({type(module).__name__}) does not fit {where_from}: {exc}"
-                ) from None
-        layers.append(layer)
-    return layers, names
+        try:
+            out = layer.out_shape(shape)
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(
+                f"{where} ({type(module).__name__}) does not fit {where_from}: {exc}"
+            ) from None
+        if not (isinstance(layer, Flatten) and len(shape) == 1):
+            nodes.append(layer)
+        shape = out
+    return _drop_flattens(nodes), names
+
+
+def _drop_flattens(nodes: list) -> list:
+    """The nodes without every Flatten that only elementwise nodes and elementwise masks
+    separate from a Linear: a Linear flattens its input channel first, as torch.flatten,
+    and those nodes act alike on maps and vectors."""
+    kept = []
+    for i, node in enumerate(nodes):
+        j = i + 1
+        while j < len(nodes) and (
+            nodes[j].elementwise
+            or (isinstance(nodes[j], Dropout) and type(nodes[j].masks) is Bernoulli)
+        ):
+            j += 1
+        linear_next = j < len(nodes) and isinstance(nodes[j], (Linear, DropConnect))
+        if not (isinstance(node, Flatten) and linear_next):
+            kept.append(node)
+    return kept
 
 
 def _p(module: nn.Module) -> float:
     return float(module.p)  # type: ignore[arg-type]
 
 
-def from_torch(model: nn.Module, input_shape: Sequence[int]) -> list:
-    """Convert a PyTorch ``nn.Sequential`` into :mod:`regtheory.network` layers.
+def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Graph:
+    """Convert a PyTorch ``nn.Sequential`` into a :class:`regtheory.Graph`.
 
     Supported modules:
 
-    * ``nn.Linear`` and ``nn.Conv1d``/``nn.Conv2d``, with or without bias (the
-      convolutions same-size: stride 1, dilation 1, groups 1, odd kernels, padding
-      ``'same'`` or k//2, padding_mode ``'zeros'`` or ``'circular'``);
-    * ``nn.ReLU`` (:class:`~regtheory.network.ReLU`) and the elementwise activations
+    * ``nn.Linear`` and ``nn.Conv1d``/``nn.Conv2d``, with or without bias (any stride,
+      dilation, groups and padding amount; padding_mode ``'zeros'`` or ``'circular'``);
+    * ``nn.AvgPool1d``/``2d`` (counting the padding, as torch's default),
+      ``nn.MaxPool1d``/``2d`` and ``nn.AdaptiveAvgPool1d``/``2d``;
+    * ``nn.ReLU`` (:class:`~regtheory.ReLU`) and the elementwise activations
       (``Tanh``, ``Sigmoid``, ``GELU``, ``SiLU``, ``ELU``, ``LeakyReLU``, ``Softplus`` and
       the other elementwise ones of ``torch.nn``), as
-      :class:`~regtheory.network.Elementwise` layers evaluated by a float64 copy of the
+      :class:`~regtheory.Elementwise` layers evaluated by a float64 copy of the
       module;
     * ``nn.BatchNorm1d``/``nn.BatchNorm2d`` in evaluation mode (running statistics,
       whatever the model's mode), folded into the linear or conv layer before it, or,
       after anything else, a per-channel affine layer;
-    * ``nn.Flatten`` and ``nn.Identity`` (dropped: :class:`~regtheory.network.Linear`
-      flattens channel first, as torch does);
+    * ``nn.Flatten`` (dropped before a Linear, which flattens channel first as torch
+      does), ``nn.Unflatten`` of dim 1 and ``nn.Identity`` (dropped);
     * ``nn.Dropout`` (:class:`~regtheory.masks.Bernoulli`), ``nn.Dropout1d``/
       ``nn.Dropout2d`` (:class:`~regtheory.masks.Channel`) and :class:`DropBlock2d`
       (:class:`~regtheory.masks.DropBlock`), with keep 1 - p.
@@ -470,12 +580,18 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> list:
         The model; it is not modified.
     input_shape : sequence of int
         Shape of one sample, without the batch axis: ``(d,)``, ``(C, L)`` or ``(C, H, W)``.
-        The converted net is run once on it to check that every layer fits.
+        Every node is checked to fit the shape it gets.
 
     Returns
     -------
-    list
-        The layers, first to last, for :func:`regtheory.network.forward` and the penalties.
+    regtheory.Graph
+        The nodes, first to last (a chain), for :func:`regtheory.network.forward` and the
+        penalties.
+
+    Raises
+    ------
+    InvalidParameterError
+        For a module that is not supported or does not fit, named by its position.
 
     See Also
     --------
@@ -501,57 +617,102 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> list:
     return _convert_model(model, shape, "`input_shape`")[0]
 
 
-def _convert_model(model: nn.Module, shape: tuple[int, ...], source: str) -> tuple[list, list]:
-    """The layers of ``model`` for samples of ``shape`` (taken from the argument ``source``),
+def _convert_model(
+    model: nn.Module, shape: tuple[int, ...], source: str
+) -> tuple[Graph, list[str]]:
+    """The graph of ``model`` for samples of ``shape`` (taken from the argument ``source``),
     and the names of its dropout modules."""
     if not isinstance(model, nn.Module):
         raise InvalidParameterError(
             f"`model` must be a torch.nn.Module, got {type(model).__name__}"
         )
     pairs = [(where, module, _convert(where, module)) for where, module in _leaves(model, "model")]
-    layers, names = _assemble(pairs, shape, source)
-    if not layers:
+    nodes, names = _assemble(pairs, shape, source)
+    if not nodes:
         raise InvalidParameterError("`model` has no layer to convert")
-    return layers, names
+    graph = Graph(tuple(nodes))
+    graph.shapes(shape, source=source)  # each node fits (checked above): inferred once here
+    return graph, names
 
 
-def _torch_layer(layer: Any, where: str, after: Any, dtype: torch.dtype) -> list[nn.Module]:
-    """One network layer as torch modules (a Flatten before a Linear that reads maps)."""
-    if isinstance(layer, network.Linear):
+def _spatial_rank(node: Any, rank: int | None, where: str) -> int:
+    """Number of spatial axes of a pooling node: its kernel's, else the features'."""
+    size = getattr(node, "kernel_size", getattr(node, "output_size", (1,)))
+    if len(size) > 1:
+        return len(size)
+    if rank is None or rank < 2:
+        raise InvalidParameterError(
+            f"{where} ({node.name}) has no PyTorch module here without the rank of its maps: "
+            "give its size per spatial axis"
+        )
+    return rank - 1
+
+
+def _torch_pool(node: Any, where: str, rank: int | None) -> nn.Module:
+    n = _spatial_rank(node, rank, where)
+    if isinstance(node, AdaptiveAvgPool):
+        cls = nn.AdaptiveAvgPool1d if n == 1 else nn.AdaptiveAvgPool2d
+        size = node.output_size
+        return cls(size[0] if len(size) == 1 else size)  # type: ignore[arg-type,index]
+    name = "AvgPool" if isinstance(node, AvgPool) else "MaxPool"
+    cls = getattr(nn, f"{name}{n}d")
+
+    def one(v: tuple) -> Any:
+        return v[0] if len(v) == 1 else v
+
+    return cls(one(node.kernel_size), stride=one(node.stride), padding=one(node.pad))
+
+
+def _torch_conv(layer: Conv, dtype: torch.dtype) -> nn.Module:
+    out, c_in, *kernel = layer.weight.shape
+    cls = nn.Conv1d if len(kernel) == 1 else nn.Conv2d
+    conv = cls(
+        c_in * layer.groups,
+        out,
+        tuple(kernel),
+        stride=layer.stride,  # type: ignore[arg-type]
+        padding="same" if layer.same_size else layer.pad,  # type: ignore[arg-type]
+        dilation=layer.dilation,  # type: ignore[arg-type]
+        groups=layer.groups,
+        padding_mode=layer.padding,
+        bias=layer.bias is not None,
+        dtype=dtype,
+    )
+    _load(conv, layer)
+    return conv
+
+
+def _torch_layer(layer: Any, where: str, rank: int | None, dtype: torch.dtype) -> list[nn.Module]:
+    """One node as torch modules (a Flatten before a Linear that reads maps); ``rank`` is
+    the number of feature axes the node reads, when known."""
+    if isinstance(layer, Linear):
         out, d_in = layer.weight.shape
         module = nn.Linear(d_in, out, bias=layer.bias is not None, dtype=dtype)
         _load(module, layer)
-        return [module] if isinstance(after, network.Linear) else [nn.Flatten(), module]
-    if isinstance(layer, network.Conv):
-        out, c_in, *kernel = layer.weight.shape
-        cls = nn.Conv1d if len(kernel) == 1 else nn.Conv2d
-        conv = cls(
-            c_in,
-            out,
-            tuple(kernel),
-            padding="same",
-            padding_mode=layer.padding,
-            bias=layer.bias is not None,
-            dtype=dtype,
-        )
-        _load(conv, layer)
-        return [conv]
-    if isinstance(layer, network.ReLU):
+        return [module] if rank == 1 else [nn.Flatten(), module]
+    if isinstance(layer, Conv):
+        return [_torch_conv(layer, dtype)]
+    if isinstance(layer, (AvgPool, MaxPool, AdaptiveAvgPool)):
+        return [_torch_pool(layer, where, rank)]
+    if isinstance(layer, Flatten):
+        return [nn.Flatten()]
+    if isinstance(layer, Reshape) and rank == 1:
+        return [nn.Unflatten(1, layer.shape)]
+    if isinstance(layer, ReLU):
         return [nn.ReLU()]
-    if isinstance(layer, network.Elementwise) and isinstance(layer.function, _TorchFunction):
+    if isinstance(layer, Elementwise) and isinstance(layer.function, _TorchFunction):
         return [copy.deepcopy(layer.function.module).to(dtype)]
-    if isinstance(layer, network.Dropout):
+    if isinstance(layer, Dropout):
         masks, p = layer.masks, 1.0 - layer.masks.keep
         if type(masks) is Bernoulli:
             return [nn.Dropout(p)]
         if type(masks) is Channel:
-            rank = after.weight.ndim - 1 if isinstance(after, network.Conv) else 1
-            return [{1: nn.Dropout(p), 2: nn.Dropout1d(p), 3: nn.Dropout2d(p)}[rank]]
+            return [{1: nn.Dropout(p), 2: nn.Dropout1d(p), 3: nn.Dropout2d(p)}[rank or 1]]
         if isinstance(masks, DropBlock) and masks.normalize == "ideal":
             return [DropBlock2d(p, masks.block_size)]
     raise InvalidParameterError(
         f"{where} ({type(layer).__name__}) has no PyTorch module here"
-        + (" (a NumPy function)" if isinstance(layer, network.Elementwise) else "")
+        + (" (a NumPy function)" if isinstance(layer, Elementwise) else "")
     )
 
 
@@ -562,23 +723,52 @@ def _load(module: Any, layer: Any) -> None:
             module.bias.copy_(torch.from_numpy(np.array(layer.bias)))
 
 
-def to_torch(layers: Sequence[object], *, dtype: str | torch.dtype = "float64") -> nn.Sequential:
-    """Build the PyTorch ``nn.Sequential`` of :mod:`regtheory.network` layers.
+def _ranks(graph: Graph) -> list[int | None]:
+    """The number of feature axes each node reads, as far as the weights tell: a conv's
+    kernel fixes it, a Linear, DropConnect or Flatten makes vectors; a channel mask on the
+    input of a conv net is read from the conv after it."""
+    ranks: list[int | None] = []
+    rank: int | None = None
+    for node in graph:
+        ranks.append(rank)
+        if isinstance(node, Conv):
+            rank = node.weight.ndim - 1
+        elif isinstance(node, (Linear, DropConnect, Flatten)):
+            rank = 1
+        elif isinstance(node, Reshape):
+            rank = len(node.shape)
+    first_conv = next((n for n in graph if isinstance(n, Conv)), None)
+    if ranks and ranks[0] is None and first_conv is not None:
+        fill = first_conv.weight.ndim - 1
+        for i, r in enumerate(ranks):
+            if r is not None:
+                break
+            ranks[i] = fill
+    return ranks
+
+
+def to_torch(
+    layers: Graph | Sequence[Node], *, dtype: str | torch.dtype = "float64"
+) -> nn.Sequential:
+    """Build the PyTorch ``nn.Sequential`` of a chain of :mod:`regtheory.layers` nodes.
 
     The inverse of :func:`from_torch`: ``Linear`` → ``nn.Linear`` (after an
     ``nn.Flatten`` when it reads maps), ``Conv`` → ``nn.Conv1d``/``nn.Conv2d``
-    (``padding='same'``), ``ReLU`` → ``nn.ReLU``, an ``Elementwise`` layer made by
-    :func:`from_torch` → its module, ``Dropout`` of :class:`~regtheory.masks.Bernoulli`
-    → ``nn.Dropout``, of :class:`~regtheory.masks.Channel` → ``nn.Dropout1d``/
-    ``nn.Dropout2d`` before a conv (``nn.Dropout`` on vectors, where channel masks are
-    elementwise), of an ideal :class:`~regtheory.masks.DropBlock` → :class:`DropBlock2d`.
-    Gaussian dropout, DropConnect and NumPy-function activations have no module here and
-    are refused by position. A channel mask on the input of a conv net is read from the
-    conv after it.
+    (``padding='same'`` for a same-size one), pooling → ``nn.AvgPool``/``nn.MaxPool``/
+    ``nn.AdaptiveAvgPool`` (1-D or 2-D), ``Flatten`` → ``nn.Flatten``, ``ReLU`` →
+    ``nn.ReLU``, an ``Elementwise`` layer made by :func:`from_torch` → its module,
+    ``Dropout`` of :class:`~regtheory.masks.Bernoulli` → ``nn.Dropout``, of
+    :class:`~regtheory.masks.Channel` → ``nn.Dropout1d``/``nn.Dropout2d`` before a conv
+    (``nn.Dropout`` on vectors, where channel masks are elementwise), of an ideal
+    :class:`~regtheory.masks.DropBlock` → :class:`DropBlock2d`. Gaussian dropout,
+    DropConnect, NumPy-function activations, ``Multiply``, ``Add`` and ``Concat`` have no
+    module here and are refused by position. A channel mask on the input of a conv net
+    is read from the conv after it.
 
     Parameters
     ----------
-    layers : sequence of network layers
+    layers : regtheory.layers.Graph or sequence of nodes
+        A chain (each node reads the one before).
     dtype : {"float64", "float32"} or torch.dtype
         Of the parameters (float64 keeps the weights bit for bit); a name means the
         torch dtype of that name, as in the Monte Carlo functions' ``dtype``.
@@ -588,12 +778,18 @@ def to_torch(layers: Sequence[object], *, dtype: str | torch.dtype = "float64") 
     torch.nn.Sequential
         In training mode, as a fresh torch module is.
 
+    Raises
+    ------
+    InvalidParameterError
+        For a node with no torch module, named by its position, or a graph that is not
+        a chain.
+
     Examples
     --------
     >>> import numpy as np
+    >>> from regtheory.layers import Conv, Dropout, Linear
     >>> from regtheory.masks import Channel
-    >>> to_torch([network.Conv(np.ones((2, 1, 3, 3))), network.Dropout(Channel(0.8)),
-    ...           network.Linear(np.ones((1, 2 * 5 * 5)))])
+    >>> to_torch([Conv(np.ones((2, 1, 3, 3))), Dropout(Channel(0.8)), Linear(np.ones((1, 50)))])
     Sequential(
       (0): Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1), padding=same, bias=False)
       (1): Dropout2d(p=0.19999999999999996, inplace=False)
@@ -601,43 +797,28 @@ def to_torch(layers: Sequence[object], *, dtype: str | torch.dtype = "float64") 
       (3): Linear(in_features=50, out_features=1, bias=False)
     )
     """
-    if not isinstance(layers, Sequence) or isinstance(layers, (str, bytes)):
-        raise InvalidParameterError("`layers` must be a sequence of regtheory.network layers")
+    graph = as_graph(layers)
     if isinstance(dtype, str) and dtype in ("float64", "float32"):
         dtype = getattr(torch, dtype)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise InvalidParameterError(
             f"`dtype` must be 'float64', 'float32' or a floating torch.dtype, got {dtype!r}"
         )
-    checked = check_layers(layers, require_random=False)
+    if not graph.is_chain:
+        raise InvalidParameterError(
+            "`layers` must be a chain (each node reading the one before) to be an "
+            "nn.Sequential; this graph has joins (Add, Concat)"
+        )
     modules: list[nn.Module] = []
-    previous: Any = None  # the last parametric layer before, for Flatten and channel ranks
-    for i, layer in enumerate(checked):
-        if isinstance(layer, network.Dropout) and type(layer.masks) is Channel:
-            nxt = next((t for t in checked[i:] if isinstance(t, network.Conv)), None)
-            after = (
-                previous
-                if isinstance(previous, network.Conv)
-                else (nxt if previous is None else previous)
-            )
-        else:
-            after = previous
-        if (
-            isinstance(layer, network.DropConnect)
-            or type(getattr(layer, "masks", None)) is Gaussian
-        ):
-            raise InvalidParameterError(
-                f"`layers[{i}]` ({type(layer).__name__}) has no PyTorch module here"
-            )
-        modules += _torch_layer(layer, f"`layers[{i}]`", after, dtype)
-        if isinstance(layer, (network.Linear, network.Conv)):
-            previous = layer
+    for i, (layer, rank) in enumerate(zip(graph, _ranks(graph))):
+        modules += _torch_layer(layer, f"`layers[{i}]`", rank, dtype)
     return nn.Sequential(*modules)
 
 
 def _as_array(x: object, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().to(torch.float64).numpy()
+    if isinstance(x, torch.Tensor):  # a complex tensor stays complex, for check_array to refuse
+        x = x.detach().cpu()
+        x = (x.to(torch.float64) if x.is_floating_point() else x).numpy()
     return check_array(x, name)
 
 
@@ -690,9 +871,10 @@ def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Estimate:
         losses = torch.mean(torch.sum((y[None] - out.double()) ** 2, dim=2), dim=1)
         return losses.cpu().numpy() - base
 
-    return estimate(draw, n_masks, seed, batch_size=batch, min_samples=max(1000, need))
+    return estimate(draw, n_masks=n_masks, rng=seed, batch_size=batch, min_masks=max(1000, need))
 
 
+@finite_result("the dropout penalty of the model", fields=("total", "stderr"))
 def dropout_penalty(
     model: nn.Module,
     X: ArrayLike | torch.Tensor,
@@ -705,8 +887,8 @@ def dropout_penalty(
     r"""Dropout penalty :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` of a PyTorch model on data.
 
     The model is converted by :func:`from_torch` (which refuses unsupported modules by
-    position). When every non-linearity comes before the first dropout module the
-    penalty is exact (:func:`regtheory.network.dropout_penalty_terms`, in float64 on the
+    position). When the converted network is one the exact penalty reads (every
+    non-linearity before the first dropout module) the penalty is exact (:func:`regtheory.network.dropout_penalty_terms`, in float64 on the
     converted weights, whatever the model's dtype). Otherwise it is estimated by Monte
     Carlo with the model itself: its dropout modules in training mode and every other
     module in evaluation mode (batch norms use their running statistics), on the model's
@@ -766,7 +948,7 @@ def dropout_penalty(
       model[0] (Dropout, p=0.5)  alone 5
     """
     X = _as_array(X, "X")
-    layers, names = _convert_model(model, X.shape[1:], "the samples of `X`, of shape")
+    graph, names = _convert_model(model, X.shape[1:], "the samples of `X`, of shape")
     if Y is not None:
         Y = _as_array(Y, "Y")
     if not names:
@@ -776,33 +958,43 @@ def dropout_penalty(
     if not isinstance(by_layer, bool):
         raise InvalidParameterError(f"`by_layer` must be True or False, got {by_layer!r}")
     as_generator(seed)  # refuse a bad seed even where the penalty is exact
-    at = [i for i, layer in enumerate(layers) if isinstance(layer, network.Dropout)]
-    if all(
-        i < at[0]
-        for i, layer in enumerate(layers)
-        if isinstance(layer, (network.ReLU, network.Elementwise))
-    ):
-        return _exact_report(layers, names, X, Y, by_layer)
-    return _monte_carlo_report(model, layers, names, X, Y, n_masks, seed, by_layer)
+    if _moments.exact_refusal(graph, X.shape[1:]) is None:
+        return _exact_report(graph, names, X, Y, by_layer)
+    return _monte_carlo_report(model, graph, names, X, Y, n_masks, seed, by_layer)
 
 
-def _exact_report(layers, names, X, Y, by_layer) -> PenaltyReport:
-    terms = network.dropout_penalty_terms(layers, X, Y=Y)
-    at = [i for i, layer in enumerate(layers) if isinstance(layer, network.Dropout)]
+def _without(graph: Graph, drop: Sequence[int]) -> Graph:
+    """The graph without the nodes at ``drop`` (each read through as its own input)."""
+    keep = [i for i in range(len(graph)) if i not in drop]
+    new = {old: k for k, old in enumerate(keep)}
+
+    def source(s: int) -> int:
+        while s in drop:
+            s = graph.inputs[s][0]
+        return -1 if s < 0 else new[s]
+
+    inputs = {k: tuple(source(s) for s in graph.inputs[old]) for k, old in enumerate(keep)}
+    return Graph(tuple(graph[i] for i in keep), inputs=inputs)
+
+
+def _exact_report(graph: Graph, names, X, Y, by_layer) -> PenaltyReport:
+    terms = network.dropout_penalty_terms(graph, X, Y=Y)
+    at = graph.random_positions
     own = np.full(len(at), np.nan)
     for k, i in enumerate(at if by_layer else []):
-        alone = [layer for j, layer in enumerate(layers) if j == i or j not in at]
+        alone = _without(graph, [j for j in at if j != i])
         own[k] = network.dropout_penalty(alone, X, Y=Y)
     return PenaltyReport(
-        terms.total, 0.0, "exact", tuple(names), own, np.zeros(len(at)), 0, terms, tuple(layers)
+        terms.total, 0.0, "exact", tuple(names), own, np.zeros(len(at)), 0, terms, graph
     )
 
 
-def _monte_carlo_report(model, layers, names, X, Y, n_masks, seed, by_layer) -> PenaltyReport:
+def _monte_carlo_report(model, graph, names, X, Y, n_masks, seed, by_layer) -> PenaltyReport:
+    graph = as_graph(graph)
     modules = [m for _, m in _leaves(model, "model") if isinstance(m, _DROPOUTS)]
-    shapes = dropout_shapes(layers, X[:1])
+    shapes = graph.mask_laws(X.shape[1:])
     drops = [(masks, shape, module) for (masks, shape), module in zip(shapes, modules)]
-    out = network.forward(layers, X)
+    out = graph.forward(X)
     if Y is None:
         Y = out
     elif Y.shape != out.shape:
@@ -812,10 +1004,8 @@ def _monte_carlo_report(model, layers, names, X, Y, n_masks, seed, by_layer) -> 
     Y = Y.reshape(len(X), -1)
     rng = as_generator(seed)
     n_masks = 2000 if n_masks is None else n_masks
-    z, widest = X[:1], X[0].size  # the widest activation of one sample sets the batch of draws
-    for layer in layers:
-        z = z if isinstance(layer, network.Dropout) else layer(z)
-        widest = max(widest, z.size)
+    # the widest activation of one sample sets the batch of draws
+    widest = max(int(np.prod(s)) for s in (X.shape[1:], *graph.shapes(X.shape[1:])))
     total = _torch_mc(
         model, drops, X, Y, active=range(len(drops)), seed=rng, n_masks=n_masks, widest=widest
     )
@@ -823,17 +1013,17 @@ def _monte_carlo_report(model, layers, names, X, Y, n_masks, seed, by_layer) -> 
     own_se = np.full(len(drops), np.nan)
     for k in range(len(drops) if by_layer else 0):
         est = _torch_mc(model, drops, X, Y, active=[k], seed=rng, n_masks=n_masks, widest=widest)
-        own[k], own_se[k] = est.mean, est.stderr
+        own[k], own_se[k] = est.value, est.stderr
     return PenaltyReport(
-        total.mean,
+        total.value,
         total.stderr,
         "monte carlo",
         tuple(names),
         own,
         own_se,
-        total.n_samples,
+        total.n_masks or 0,
         None,
-        tuple(layers),
+        graph,
     )
 
 

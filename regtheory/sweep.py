@@ -53,6 +53,16 @@ Three rules make the first half hold:
    the eight 8-byte offsets of one 1000-vector on AVX2; its AVX-512 kernels peel
    to 64 bytes). The copy also keeps a task from changing the caller's arrays.
    Tasks must therefore be picklable on every backend, the serial one included.
+
+Faults
+------
+A Dask worker that dies in the middle of a sweep (killed, out of memory, its machine
+gone) loses the tasks it held and the results it had not yet sent. The sweep submits
+each of them again, up to :data:`MAX_ATTEMPTS` times, and by the three rules a task
+gives the same numbers wherever and however often it runs, so the sweep completes with
+the numbers it would have had. A task that cannot finish (its worker dies every time)
+stops the sweep with a :class:`WorkerLostError` naming it. An exception raised by the
+task function itself stops the sweep on every backend, with a note naming the task.
 """
 
 from __future__ import annotations
@@ -60,6 +70,7 @@ from __future__ import annotations
 import pickle
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, final
@@ -69,10 +80,28 @@ from threadpoolctl import threadpool_limits
 
 from ._validation import InvalidParameterError
 
-__all__ = ["Sweep"]
+__all__ = ["MAX_ATTEMPTS", "Sweep", "WorkerLostError"]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
 
 # How long a Dask client waits for the scheduler before giving up, in seconds.
 CONNECT_TIMEOUT = 10.0
+
+#: How many times a task lost with its Dask worker is submitted before the sweep stops.
+MAX_ATTEMPTS = 3
+
+
+class WorkerLostError(RuntimeError):
+    """A task of a sweep could not finish: its Dask workers died under it too often.
+
+    The message names the task (its index and scalar entries). Tasks lost with a worker
+    are submitted again (:data:`MAX_ATTEMPTS` times); this error means the task itself
+    seems to end its workers (memory, a crash in compiled code).
+    """
+
 
 # Alignment of every array a task receives (rule 3): 64 bytes is an AVX-512 register
 # and a cache line, the coarsest boundary an x86 BLAS kernel peels to.
@@ -160,11 +189,32 @@ def _fresh_task(task: dict, index: int) -> dict:
     return pickle.loads(stream, buffers=[_aligned_copy(b) for b in buffers])
 
 
+def _describe(task: dict, index: int) -> str:
+    """``task 3 (keep=0.5, seed=7)``: the index and the task's scalar entries, for messages."""
+    scalars = [
+        f"{key}={value!r}"
+        for key, value in task.items()
+        if isinstance(value, (int, float, str, bool, np.generic)) and len(repr(value)) <= 30
+    ]
+    shown = ", ".join(scalars[:6]) + (", ..." if len(scalars) > 6 else "")
+    return f"task {index}" + (f" ({shown})" if shown else "")
+
+
 def _run_task(fn: Callable[[dict], Any], task: dict, index: int = 0) -> Any:
-    """``fn`` on a fresh aligned copy of ``task``, with one BLAS thread (rules 2 and 3)."""
+    """``fn`` on a fresh aligned copy of ``task``, with one BLAS thread (rules 2 and 3).
+
+    An exception of ``fn`` keeps its type and gains a note naming the task (the note
+    travels with the exception from joblib and Dask workers).
+    """
     task = _fresh_task(task, index)
-    with _one_blas_thread():
-        return fn(task)
+    try:
+        with _one_blas_thread():
+            return fn(task)
+    except Exception as exc:
+        # exc.add_note (Python >= 3.11) does this; the traceback prints the notes
+        notes = [*getattr(exc, "__notes__", []), f"raised in {_describe(task, index)} of the sweep"]
+        setattr(exc, "__notes__", notes)  # noqa: B010
+        raise
 
 
 def _map_serial(sweep: Sweep, fn, tasks: list[dict]) -> list:
@@ -189,11 +239,69 @@ def _map_dask(sweep: Sweep, fn, tasks: list[dict]) -> list:
 
 
 def _gather(client, fn, tasks: list[dict]) -> list:
-    # Scattered, the tasks' arrays go to the workers directly instead of inside the
-    # task graph, which Dask warns about beyond 10 MB.
-    data = client.scatter(tasks, hash=False)
-    futures = client.map(_run_task, [fn] * len(tasks), data, range(len(tasks)), pure=False)
-    return client.gather(futures)
+    """The results of the tasks on a Dask cluster, resubmitting a task lost with its worker.
+
+    A worker that dies takes with it the tasks it held (scattered there, so that their
+    arrays travel outside the task graph, which Dask warns about beyond 10 MB) and the
+    results it had not yet sent: Dask cancels those futures. Each is scattered and
+    submitted again, up to :data:`MAX_ATTEMPTS` times; a task is deterministic (rules
+    1-3), so its retried result is the one it would have had. A task that Dask itself
+    gave up on (``KilledWorker``: it was running on as many dying workers as Dask's
+    ``distributed.scheduler.allowed-failures`` allows) or that is lost too often stops
+    the sweep with a :class:`WorkerLostError` naming it.
+    """
+    from dask.distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    results: list = [None] * len(tasks)
+    attempts = [0] * len(tasks)
+    index_of: dict = {}
+
+    def submit(indices: list[int]) -> list:
+        data = client.scatter([tasks[i] for i in indices], hash=False)
+        futures = []
+        for i, task in zip(indices, data):
+            attempts[i] += 1
+            future = client.submit(_run_task, fn, task, i, pure=False)
+            index_of[future] = i
+            futures.append(future)
+        return futures
+
+    pending = as_completed(submit(list(range(len(tasks)))), loop=client.loop)
+    try:
+        for future in pending:
+            i = index_of.pop(future)
+            done, outcome = _collect(future, KilledWorker)
+            if done:
+                results[i] = outcome
+            elif outcome.startswith("Dask") or attempts[i] >= MAX_ATTEMPTS:
+                raise WorkerLostError(
+                    f"{_describe(tasks[i], i)} of the sweep did not finish after "
+                    f"{attempts[i]} submission(s): {outcome}. The sweep stops; a task whose "
+                    "worker dies every time (memory, a crash in compiled code) cannot finish"
+                )
+            else:
+                pending.update(submit([i]))
+    finally:
+        for future in index_of:
+            future.cancel()
+    return results
+
+
+def _collect(future, killed: type) -> tuple[bool, Any]:
+    """``(True, result)`` of a done Dask future, or ``(False, why it was lost)``; an
+    exception of the task itself propagates."""
+    if future.status == "error":
+        exc = future.exception()
+        if isinstance(exc, killed):
+            return False, f"Dask gave up on it after its workers died ({exc})"
+        future.result()
+    if future.status == "finished":
+        try:
+            return True, future.result()
+        except CancelledError:  # finished, but lost with its worker before it was sent
+            pass
+    return False, "lost with its worker"
 
 
 _BACKENDS = MappingProxyType({"serial": _map_serial, "joblib": _map_joblib, "dask": _map_dask})
@@ -294,6 +402,10 @@ class Sweep:
         TypeError
             A task cannot be pickled (serial backend; joblib and Dask raise their own
             pickling errors).
+        WorkerLostError
+            A task could not finish on Dask: its workers died under it too often
+            (a task lost with a worker is otherwise submitted again; module docstring,
+            "Faults").
         """
         tasks = list(tasks)
         if not tasks:

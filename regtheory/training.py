@@ -46,7 +46,12 @@ References
 
 from __future__ import annotations
 
+import functools
+import numbers
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -65,9 +70,9 @@ from ._convops import (
     mask_distribution,
     unfold,
 )
+from ._grammar import RngLike, as_rng, transition_to_rng
 from ._sgd import check_schedule
 from ._validation import (
-    as_generator,
     check_array,
     check_block_size,
     check_choice,
@@ -82,6 +87,76 @@ from ._validation import (
 from .masks import Bernoulli, Channel, DropBlock
 
 __all__ = ["ConvTrainingResult", "FCTrainingResult", "train_conv", "train_fc"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _is_keep(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < float(value) <= 1
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _accepts_old_order(old: tuple[str, ...], new: tuple[str, ...]) -> Callable[[F], F]:
+    """Let calls in the trainers' former argument order still work, with a warning.
+
+    The trainers used to take ``(X, Y, width, keep, steps, lr, seed)`` (and
+    ``(X, Y, channels, kernel_size, keep, ...)``) by position; they now take the order
+    of the solvers and closed forms, ``keep`` before the architecture, and their
+    options by keyword. A call whose positional arguments start with a count (the
+    former width or channels) and only make sense in the former order (a first one
+    that is not a retain probability, an architecture that is not a count, more than
+    the new positional arguments, or a name passed twice) is read in that order, with a
+    DeprecationWarning. Where both orders read the same numbers (``keep = width = 1``)
+    the call means the same either way.
+    """
+
+    def is_new(args: tuple, kwargs: dict) -> bool:
+        if len(args) > len(new) or any(name in kwargs for name in new[: len(args)]):
+            return False
+        if not _is_keep(args[0]):
+            return False
+        if len(args) > 1 and not _is_count(args[1]):
+            return False
+        size = args[2] if len(args) > 2 else None  # kernel_size: an int or a tuple of ints
+        return size is None or _is_count(size) or isinstance(size, (tuple, list))
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(X: ArrayLike, Y: ArrayLike, *args: Any, **kwargs: Any) -> Any:
+            # the former order starts with a count (width, channels); anything else is
+            # read in the new order and checked there
+            if not args or is_new(args, kwargs) or not _is_count(args[0]):
+                return func(X, Y, *args, **kwargs)
+            if len(args) > len(old):
+                raise TypeError(
+                    f"{func.__name__}() takes {2 + len(new)} positional arguments "
+                    f"but {2 + len(args)} were given"
+                )
+            names = old[: len(args)]
+            for name, value in zip(names, args):
+                if name in kwargs:
+                    raise TypeError(f"{func.__name__}() got multiple values for `{name}`")
+                kwargs[name] = value
+            warnings.warn(
+                f"{func.__name__}(X, Y, {', '.join(names)}) in this order is deprecated; "
+                f"write {func.__name__}(X, Y, {', '.join(new)}, "
+                + ", ".join(f"{n}=..." for n in old if n not in new)
+                + ")",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return func(X, Y, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,15 +316,17 @@ class _FCProblem:
         )
 
 
+@_accepts_old_order(old=("width", "keep", "steps", "lr", "rng"), new=("keep", "width"))
+@transition_to_rng
 def train_fc(
     X: ArrayLike,
     Y: ArrayLike,
-    width: int,
     keep: float,
+    width: int,
+    *,
     steps: int,
     lr: float,
-    seed: int | np.random.Generator,
-    *,
+    rng: RngLike = 0,
     batch_size: int | None = None,
     init_scale: float = 0.1,
     lr_decay: float | None = None,
@@ -276,16 +353,17 @@ def train_fc(
     ----------
     X, Y : arrays (n, d_in), (n, d_out)
         Inputs and targets, one sample per row.
-    width : int
-        Number of hidden units w.
     keep : float
         Retain probability θ in (0, 1] (PyTorch's ``p`` is ``1 - keep``).
+    width : int
+        Number of hidden units w.
     steps : int
         Number of gradient steps, at least 1.
     lr : float
         Initial step size η > 0.
-    seed : int or numpy.random.Generator
-        Source of the initialisation, the minibatches and the masks (same seed, same result).
+    rng : int, numpy.random.Generator or None
+        Source of the initialisation, the minibatches and the masks (the same int seed
+        gives the same result).
     batch_size : int, optional
         Rows per minibatch, in [1, n]; default n (full batch, masks still sampled).
     init_scale : float
@@ -313,7 +391,7 @@ def train_fc(
     >>> import numpy as np
     >>> X = np.eye(4) * 2.0          # X^T X / n = I
     >>> Y = X @ np.diag([3.0, 2.0, 1.0, 0.0])
-    >>> res = train_fc(X, Y, width=6, keep=0.8, steps=3000, lr=0.05, seed=0, lr_decay=300)
+    >>> res = train_fc(X, Y, 0.8, 6, steps=3000, lr=0.05, rng=0, lr_decay=300)
     >>> T = Y.T @ X / 4
     >>> M = fc.global_optimum(T, 0.8, 6)
     >>> bool(np.linalg.norm(res.final_map - M) < 0.05 * np.linalg.norm(M))
@@ -330,9 +408,9 @@ def train_fc(
     width = check_int(width, "width")
     keep = check_keep(keep)
     schedule = check_schedule(steps, lr, init_scale, lr_decay, batch_size, record_every, len(X))
-    rng = as_generator(seed)
+    gen = as_rng(rng)
     block_size = check_block_size(1 if block_size is None else block_size, width)
-    return _FCProblem(X, Y, width, keep, block_size, schedule.batch_size).train(schedule, rng, seed)
+    return _FCProblem(X, Y, width, keep, block_size, schedule.batch_size).train(schedule, gen, rng)
 
 
 def _settings(schedule: _sgd.Schedule) -> dict:
@@ -576,16 +654,21 @@ class _ConvProblem:
         )
 
 
+@_accepts_old_order(
+    old=("channels", "kernel_size", "keep", "steps", "lr", "rng"),
+    new=("keep", "channels", "kernel_size"),
+)
+@transition_to_rng
 def train_conv(
     X: ArrayLike,
     Y: ArrayLike,
+    keep: float,
     channels: int,
     kernel_size: KernelSize,
-    keep: float,
+    *,
     steps: int,
     lr: float,
-    seed: int | np.random.Generator,
-    *,
+    rng: RngLike = 0,
     mode: Mode = "element",
     block_size: int | None = None,
     padding: Padding = "circular",
@@ -616,13 +699,13 @@ def train_conv(
     ----------
     X, Y : arrays (N, C_in, H, W), (N, C_out, H, W), or (N, C, L) for 1-D signals
         Inputs and targets, the same samples and spatial shape.
+    keep : float
+        Retain probability θ in (0, 1] (for DropBlock the expected kept fraction).
     channels : int
         Hidden channels C.
     kernel_size : int or tuple
         Odd kernel size of both layers: k (square), (kh, kw), or (k,) in 1-D; fits the image.
-    keep : float
-        Retain probability θ in (0, 1] (for DropBlock the expected kept fraction).
-    steps, lr, seed, batch_size, init_scale, lr_decay, record_every
+    steps, lr, rng, batch_size, init_scale, lr_decay, record_every
         The SGD settings, as in :func:`train_fc`.
     mode : {"element", "channel", "block"}
         ``nn.Dropout``, ``nn.Dropout2d`` (SpatialDropout) or DropBlock on the hidden map.
@@ -648,10 +731,10 @@ def train_conv(
 
     >>> import numpy as np
     >>> from regtheory.data import white_inputs
-    >>> X = white_inputs(32, 8, seed=0).reshape(32, 1, 8)
+    >>> X = white_inputs(32, 8, rng=0).reshape(32, 1, 8)
     >>> teacher = np.array([[[0.5, -1.0, 2.0, 1.0, 0.25]]])
     >>> Y = conv.conv2d(X, teacher, padding="circular")
-    >>> res = train_conv(X, Y, channels=3, kernel_size=3, keep=1.0, steps=2000, lr=0.02, seed=0)
+    >>> res = train_conv(X, Y, 1.0, 3, 3, steps=2000, lr=0.02, rng=0)
     >>> bool(np.allclose(res.final_kernel, teacher, atol=1e-3))
     True
 
@@ -672,6 +755,6 @@ def train_conv(
         masks.gamma(X.shape[2:])  # raises early if the block does not fit the map
     check_padding(padding)
     check_choice(activation, "activation", ACTIVATIONS)
-    rng = as_generator(seed)
+    gen = as_rng(rng)
     options = (mode, masks, padding, activation, schedule.batch_size)
-    return _ConvProblem(X, Y, channels, kernel, keep, *options).train(schedule, rng, seed)
+    return _ConvProblem(X, Y, channels, kernel, keep, *options).train(schedule, gen, rng)

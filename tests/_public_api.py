@@ -11,6 +11,7 @@ from regtheory import (
     figures,
     glm,
     implied,
+    layers,
     masks,
     montecarlo,
     network,
@@ -22,7 +23,8 @@ from regtheory import (
 # walks it; tests/conftest.py fails CI if it is missing)
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
-PUBLIC_MODULES = [compare, conv, data, fc, figures, implied, masks, montecarlo, network, sweep]
+PUBLIC_MODULES = [compare, conv, data, fc, figures, implied, layers, masks, montecarlo, network]
+PUBLIC_MODULES.append(sweep)
 PUBLIC_MODULES.append(training)
 PUBLIC_MODULES.append(diagnostics)
 PUBLIC_MODULES.append(glm)

@@ -1,10 +1,14 @@
 """In CI (``CI=true``) a test skipped because an optional dependency is missing is a failure:
 CI installs every extra the tests need (torch, dask), so such a skip means an install step
-went missing, not that the test may be ignored."""
+went missing, not that the test may be ignored.
+
+A run of the whole suite with a mark expression (the quick tier, ``-m "not slow"``) fails
+at collection if it leaves a public module without tests (tests/_tiers.py)."""
 
 import os
 
 import pytest
+from _tiers import SLOW_CASES, modules_without_quick_tests, stale_slow_cases
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -33,3 +37,34 @@ def pytest_make_collect_report(collector):
         and "could not import" in str(report.longrepr)
     ):
         report.outcome = "failed"
+
+
+# ----------------------------------------------------------------------------- test tiers
+# The quick tier, -m "not slow", must keep tests of every public module (tests/_tiers.py).
+_COLLECTED = pytest.StashKey[set]()  # the names of the test files collected
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark the slow cases of tests/_tiers.py before ``-m`` deselects; refuse a stale id."""
+    config.stash[_COLLECTED] = {item.path.name for item in items}
+    for item in items:
+        if item.nodeid in SLOW_CASES:
+            item.add_marker(pytest.mark.slow)
+    files = {item.nodeid.split("::")[0] for item in items}
+    stale = stale_slow_cases(files, {item.nodeid for item in items})
+    if stale:
+        raise pytest.UsageError(f"tests/_tiers.py, SLOW_CASES: no such test: {', '.join(stale)}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    if not session.config.getoption("markexpr"):
+        return
+    collected = session.config.stash.get(_COLLECTED, set())
+    bare = modules_without_quick_tests(collected, {item.path.name for item in session.items})
+    if bare:
+        raise pytest.UsageError(
+            f"-m {session.config.getoption('markexpr')!r} leaves no test of {', '.join(bare)}: "
+            "the quick tier must exercise every public module (QUICK_TIER in tests/_tiers.py)"
+        )

@@ -103,6 +103,7 @@ def test_package_ships_its_type_information():
     assert (Path(regtheory.__file__).parent / "py.typed").is_file()
 
 
+@pytest.mark.slow
 def test_mypy_finds_no_error():
     api = pytest.importorskip("mypy.api")  # a test dependency: installed by the test command
     root = Path(regtheory.__file__).resolve().parents[1]

@@ -28,6 +28,7 @@ from regtheory import (
     figures,
     glm,
     implied,
+    layers,
     masks,
     montecarlo,
     network,
@@ -41,7 +42,7 @@ XC = rng.normal(size=(6, 1, 5, 5))
 YC = rng.normal(size=(6, 1, 5, 5))  # targets of XC under the conv net u ∗ (v ∗ ·)
 X1, Y1 = rng.normal(size=(12, 1, 7)), rng.normal(size=(12, 1, 7))
 T = rng.normal(size=(3, 5))
-TASK = data.conv_task(7, np.array([0.2, 1.0, -0.3]), 12, 12, 0.1, 0)
+TASK = data.conv_task(7, np.array([0.2, 1.0, -0.3]), 12, 12, 0.1, rng=0)
 
 # One valid call per public function: keyword arguments only.
 # DropBlock with data and a target: the call that reaches every argument of the conv penalty
@@ -65,18 +66,18 @@ VALID = {
         X=X[:, :3],
         keep=0.5,
         family="poisson",
-        method="monte_carlo",
+        method="mc",
         n_masks=200,
-        seed=0,
+        rng=0,
     ),
     glm.quadratic_penalty: dict(beta=U[0], X=X[:, :4], keep=0.5, family="logistic"),
     glm.gaussian_penalty: dict(beta=U[0], X=X[:, :4], keep=0.5, family="logistic", n_nodes=20),
     glm.solve_dropout: dict(
-        X=X[:20], y=YG[:20], keep=0.5, family="logistic", method="saa", n_masks=5, seed=0
+        X=X[:20], y=YG[:20], keep=0.5, family="logistic", method="saa", n_masks=5, rng=0
     ),
-    glm.dropout_sgd: dict(X=X, y=YG, keep=0.5, steps=3, lr=0.01, seed=0, family="logistic"),
-    fc.dropout_penalty: dict(U=U, V=V, keep=0.5),
-    fc.dropout_penalty_mc: dict(U=U, V=V, keep=0.5, X=X, n_masks=60, seed=0),
+    glm.dropout_sgd: dict(X=X, y=YG, keep=0.5, steps=3, lr=0.01, rng=0, family="logistic"),
+    fc.dropout_penalty: dict(U=U, V=V, keep=0.5, X=X, method="mc", n_masks=60, rng=0),
+    fc.dropout_penalty_mc: dict(U=U, V=V, keep=0.5, X=X, n_masks=60, rng=0),
     fc.induced_regularizer: dict(M=U @ V.T, keep=0.5, width=4),
     fc.equalize: dict(U=U, V=V),
     fc.is_equalized: dict(U=U, V=V, rtol=1e-6),
@@ -84,11 +85,11 @@ VALID = {
     fc.unit_products: dict(U=U, V=V),
     fc.global_optimum: dict(T=T, keep=0.5, width=4),
     fc.structured_penalty: dict(U=U, V=V, mask_cov=np.eye(4)),
-    fc.block_dropout_penalty: dict(U=U, V=V, keep=0.5, block_size=2),
+    fc.block_dropout_penalty: dict(U=U, V=V, keep=0.5, block_size=2, cov=np.eye(5)),
     fc.spectral_k_support_norm: dict(M=T, k=2),
     fc.block_induced_regularizer: dict(M=T, keep=0.5, width=4, block_size=2),
     masks.dropout_lambda: dict(keep=0.5),
-    masks.kept_units: dict(keep=0.5, shape=(2, 3), seed=0),
+    masks.kept_units: dict(keep=0.5, shape=(2, 3), rng=0),
     conv.conv2d: dict(x=XC, weight=v),
     conv.conv_matrix: dict(weight=v, image_shape=(5, 5)),
     conv.tap_column_counts: dict(kernel_size=3, image_shape=(5, 5)),
@@ -108,11 +109,11 @@ VALID = {
     implied.solve_conv: dict(X=X1, Y=Y1, keep=0.5, channels=3, kernel_size=3),
     implied.solve_conv_factored: dict(X=X1, Y=Y1, keep=0.5, channels=2, kernel_size=3, starts=1),
     implied.deep_induced_regularizer: dict(
-        M=T, keep=0.5, width=4, depth=3, cov=np.eye(5), starts=1, seed=0
+        M=T, keep=0.5, width=4, depth=3, cov=np.eye(5), starts=1, rng=0
     ),
-    training.train_fc: dict(X=X, Y=X[:, :3], width=4, keep=0.5, steps=3, lr=0.01, seed=0),
+    training.train_fc: dict(X=X, Y=X[:, :3], keep=0.5, width=4, steps=3, lr=0.01, rng=0),
     training.train_conv: dict(
-        X=X1, Y=Y1, channels=2, kernel_size=3, keep=0.5, steps=3, lr=0.01, seed=0
+        X=X1, Y=Y1, keep=0.5, channels=2, kernel_size=3, steps=3, lr=0.01, rng=0
     ),
     network.dropout_penalty_mc: dict(
         layers=[
@@ -126,14 +127,14 @@ VALID = {
         seed=0,
         control_variate=True,
     ),
-    data.white_inputs: dict(n=10, d=3, seed=0),
-    data.linear_teacher: dict(n=10, singular_values=[2.0, 1.0], d_in=3, d_out=3, noise=0.1, seed=0),
+    data.white_inputs: dict(n=10, d=3, rng=0),
+    data.linear_teacher: dict(n=10, singular_values=[2.0, 1.0], d_in=3, d_out=3, noise=0.1, rng=0),
     data.conv_task: dict(
-        n=7, teacher=np.array([0.2, 1.0, -0.3]), n_train=12, n_test=12, noise=0.1, seed=0
+        n=7, teacher=np.array([0.2, 1.0, -0.3]), n_train=12, n_test=12, noise=0.1, rng=0
     ),
     compare.compare: dict(task=TASK, keep=0.5, channels=2, kernel_size=3, train=False),
     compare.circulant_spectrum: dict(M=np.eye(4)),
-    data.teacher_kernel: dict(kernel_size=3, seed=0),
+    data.teacher_kernel: dict(kernel_size=3, rng=0),
     implied.k_support_norm_sq: dict(x=cp.Variable(3), k=2),
     network.dropout_penalty: dict(
         layers=[
@@ -150,12 +151,14 @@ VALID = {
         Y=X[:, :3],
     ),
     network.forward: dict(layers=[network.Linear(rng.normal(size=(2, 5)))], x=X),
-    montecarlo.estimate: dict(draw=lambda g, n: g.random(n), n_samples=10, seed=0),
+    layers.as_graph: dict(layers=[layers.Linear(rng.normal(size=(2, 5))), layers.ReLU()]),
+    montecarlo.estimate: dict(draw=lambda g, n: g.random(n), n_masks=10, rng=0),
     # the committed record of a figure that regenerates in milliseconds
     figures.check: dict(
         directory=str(Path(__file__).resolve().parents[1] / "figures"), names=["conv_matrix_seed"]
     ),
     montecarlo.min_draws: dict(event_probabilities=[0.02, 0.5]),
+    montecarlo.default_n_masks: dict(event_probabilities=[0.001, 0.5]),
     # DropBlock read by a conv: the Monte Carlo path that reads n_masks and seed
     diagnostics.diagnose: dict(
         layers=[
@@ -185,6 +188,7 @@ if HAS_TORCH:
         torch.nn.Linear(4, 3, bias=False),
     )
     VALID[pytorch.from_torch] = dict(model=TORCH_NET, input_shape=(5,))
+    VALID[pytorch.supported_modules] = dict(dropout=True)
     VALID[pytorch.dropout_penalty] = dict(
         model=TORCH_NET, X=X[:8], Y=X[:8, :3], n_masks=1000, seed=0, by_layer=True
     )
@@ -251,6 +255,7 @@ def test_every_public_function_is_walked():
     assert not missing, f"add a valid call to VALID for: {sorted(missing)}"
 
 
+@pytest.mark.slow
 def test_valid_calls_return_finite_results():
     for fn, kwargs in VALID.items():
         out = fn(**kwargs)

@@ -1,4 +1,4 @@
-"""Tests of the `regtheory` command line (regtheory/cli.py).
+"""Tests of the `regtheory` command line (regtheory.cli).
 
 The penalties the CLI prints are checked against the library called directly on
 the same weights (saved to an .npz by the test) and against dense formulas
@@ -297,6 +297,7 @@ def test_bad_arguments_exit_2_with_one_line(case, tmp_path, capsys):
     assert "Traceback" not in captured.err and captured.out == ""
 
 
+@pytest.mark.slow
 def test_installed_command_reports_user_errors_without_traceback(tmp_path):
     script = Path(sys.executable).parent / "regtheory"
     for argv in (["penalty", "fc", "--keep", "2"], ["penalty", "conv", "--mode", "x"]):
@@ -342,6 +343,7 @@ def test_compare_help_describes_the_command(capsys):
     assert "four kinds of dropout" in out and "implied convex problem" in out
 
 
+@pytest.mark.slow
 def test_only_quick_writes_files(tmp_path):
     assert main(["figures", "--only", "fc_equalization", "--quick", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -351,6 +353,7 @@ def test_only_quick_writes_files(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_rerun_with_the_same_seed_writes_identical_json(tmp_path):
     # figures whose data come from sampled masks, SGD with real masks, and cvxpy
     names = ["fc_equalization", "conv_matrix_seed", "trained_vs_implied"]
@@ -363,6 +366,7 @@ def test_rerun_with_the_same_seed_writes_identical_json(tmp_path):
         assert json.loads(first)["seed"] == 3
 
 
+@pytest.mark.slow
 def test_jobs_do_not_change_the_data(tmp_path):
     """The sweeps of (e) on two processes write the JSON of the serial run, byte for byte."""
     for jobs in ("1", "2"):
@@ -372,6 +376,7 @@ def test_jobs_do_not_change_the_data(tmp_path):
     assert first == (tmp_path / "2" / "penalty_vs_keep.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_scheduler_runs_the_sweeps_on_a_dask_cluster(tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     argv = ["figures", "--only", "mc_error_vs_n", "--quick", "--no-progress"]
@@ -413,6 +418,7 @@ class _Terminal(io.StringIO):
         return True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("no_progress", [False, True])
 def test_progress_bar_on_a_terminal_only(no_progress, tmp_path, monkeypatch, capsys):
     terminal = _Terminal()
@@ -425,6 +431,7 @@ def test_progress_bar_on_a_terminal_only(no_progress, tmp_path, monkeypatch, cap
     assert ("1/1" in bar) is not no_progress
 
 
+@pytest.mark.slow
 def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
     argv = ["figures", "--only", "no_gradient_probability", "--quick", "--out", str(tmp_path)]
     assert main(argv) == 0
@@ -541,6 +548,7 @@ def test_compare_solver_reaches_every_solve(monkeypatch, capsys):
     ]
 
 
+@pytest.mark.slow
 def test_figures_solver_reaches_the_solves_and_the_record(monkeypatch, tmp_path):
     seen = _recording(monkeypatch, ["solve_fc", "solve_fc_block", "solve_conv"])
     argv = ["figures", "--only", "implied_spectra", "--quick", "--no-progress"]
@@ -563,6 +571,7 @@ def test_python_m_regtheory_version():
     assert done.stdout == f"regtheory {regtheory.__version__}\n"
 
 
+@pytest.mark.slow
 def test_python_m_regtheory_reports_a_user_error_like_the_console_script():
     done = subprocess.run(
         [sys.executable, "-m", "regtheory", "compare", "--solver", "NO-SUCH-SOLVER"],
@@ -572,3 +581,80 @@ def test_python_m_regtheory_reports_a_user_error_like_the_console_script():
     )
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and "--solver" in done.stderr
+
+
+# ----------------------------------------------------------------------------- missing extras
+
+# A fresh interpreter in which the modules `blocked` cannot be imported (as if the extra
+# were not installed) runs `regtheory figures` with render replaced by a stub that
+# writes "render NAME" to stderr: the order of stderr shows what was said before which
+# figure was computed.
+WITHOUT = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+sys.meta_path.insert(0, Block())
+import regtheory.figures
+
+def render(name, out, **options):
+    print("render", name, file=sys.stderr)
+    return []
+
+regtheory.figures.render = render
+from regtheory.cli import main
+sys.exit(main({argv!r}))
+"""
+
+
+def figures_without(blocked, names, tmp_path):
+    argv = ["figures", "--only", *names, "--jobs", "1", "--out", str(tmp_path)]
+    code = WITHOUT.format(blocked=set(blocked), argv=argv)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return done.returncode, done.stderr.splitlines()
+
+
+@pytest.mark.slow
+def test_figures_name_a_missing_extra_first_render_the_rest_and_exit_2(tmp_path):
+    names = ["digits_dropout", "fc_equalization", "glm_adaptive_l2", "conv_matrix_seed"]
+    status, lines = figures_without({"torch", "sklearn"}, names, tmp_path)
+    assert status == 2
+    install = 'pip install "regtheory[torch]"'
+    assert "digits_dropout, glm_adaptive_l2 need the torch extra" in lines[0]
+    assert install in lines[0]
+    assert lines[1:3] == ["render fc_equalization", "render conv_matrix_seed"]
+    assert len(lines) == 4 and lines[3].endswith(lines[0].removeprefix("regtheory figures: "))
+
+
+@pytest.mark.slow
+def test_figures_without_torch_alone_miss_only_the_torch_figure(tmp_path):
+    status, lines = figures_without({"torch"}, ["glm_adaptive_l2", "digits_dropout"], tmp_path)
+    assert status == 2
+    assert lines[0].startswith("regtheory figures: digits_dropout needs the torch extra")
+    assert lines[1] == "render glm_adaptive_l2"
+
+
+@pytest.mark.slow
+def test_figures_that_only_need_a_missing_extra_exit_2_at_once(tmp_path):
+    status, lines = figures_without({"sklearn"}, ["glm_adaptive_l2"], tmp_path)
+    assert status == 2 and len(lines) == 1 and "the torch extra" in lines[0]
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_extra_a_figure_names_is_declared_in_pyproject():
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    for spec in REGISTRY.values():
+        assert (spec.extra is None) == (not spec.requires), spec.name
+        if spec.extra is not None:
+            line = re.search(rf"(?m)^{spec.extra} = \[(.*)\]$", pyproject).group(1)
+            declared = line.replace("scikit-learn", "sklearn")
+            assert all(f'"{module}' in declared for module in spec.requires), spec.name
+
+
+def test_compare_methods_of_the_parser_are_those_of_compare():
+    from regtheory.cli._compare import METHODS
+
+    assert METHODS == tuple(regtheory.compare.METHODS)

@@ -1,4 +1,4 @@
-"""Tests of `regtheory penalty torch` (regtheory/cli.py) on models saved by the tests.
+"""Tests of `regtheory penalty torch` (regtheory.cli) on models saved by the tests.
 
 The totals the command prints are compared with ``regtheory.pytorch.dropout_penalty``
 called directly on the model the test built, and with computations written out here:
@@ -15,7 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from regtheory import cli, pytorch
+from regtheory import pytorch
+from regtheory.cli import _torchscript
 from regtheory.cli import main
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
@@ -96,6 +97,7 @@ def test_exact_penalty_of_a_saved_model(how, data, tmp_path, capsys):
     assert record["settings"]["targets"] == "Y" and "diagnostics" not in record
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["save", "script"])
 def test_monte_carlo_penalty_of_a_saved_conv_net(how, maps, tmp_path, capsys):
     model = relu_conv_net()
@@ -197,7 +199,7 @@ def test_a_module_that_is_not_its_children_is_refused(data, tmp_path, capsys, mo
     other = linear_net()
     with torch.no_grad():
         other[3].weight.mul_(2.0)
-    monkeypatch.setattr(cli, "_rebuild_module", lambda script, where, nn: other)
+    monkeypatch.setattr(_torchscript, "_rebuild_module", lambda script, where, nn: other)
     status, _, err = run(["--model", path, "--data", str(data)], capsys)
     assert status == 2 and "does not compute what its torch.nn modules" in err
 

@@ -16,7 +16,7 @@ TEACHER = np.array([0.15, -0.4, 1.0, 0.5, -0.2])
 
 @pytest.fixture(scope="module")
 def task():
-    return conv_task(12, TEACHER, n_train=120, n_test=300, noise=0.3, seed=0)
+    return conv_task(12, TEACHER, n_train=120, n_test=300, noise=0.3, rng=0)
 
 
 def test_implied_results_match_their_solvers(task):
@@ -66,8 +66,9 @@ def test_circulant_spectrum_of_a_convolution_is_its_dft():
     )
 
 
+@pytest.mark.slow
 def test_training_lands_near_the_implied_solutions(task):
-    res = compare(task, 0.5, channels=3, kernel_size=3, seed=1).results
+    res = compare(task, 0.5, channels=3, kernel_size=3, rng=1).results
     for name, r in res.items():
         assert r.gap < 0.08, (name, r.gap)
         assert r.trained_test_risk == pytest.approx(r.test_risk, rel=0.1)
@@ -96,3 +97,22 @@ def test_cli_compare_user_error_exits_2(capsys):
     assert main(["compare", "--kernel-size", "4", "--no-train"]) == 2
     err = capsys.readouterr().err
     assert "kernel_size" in err and "Traceback" not in err
+
+
+def test_rng_seeds_the_training_and_seed_still_works(task):
+    short = {"fc_training": {"steps": 3, "lr": 0.001}, "methods": ["fc"]}
+    new = compare(task, 0.5, 3, 3, rng=4, **short)
+    with pytest.warns(DeprecationWarning, match="rng="):
+        old = compare(task, 0.5, 3, 3, seed=4, **short)
+    np.testing.assert_array_equal(
+        old.results["fc"].trained_operator, new.results["fc"].trained_operator
+    )
+    assert new.seed == 4
+    # method i trains with seed rng + i, as train_fc would with that seed
+    from regtheory.training import train_fc
+
+    X, Y = task.X[:, 0], task.Y[:, 0]
+    alone = train_fc(X, Y, 0.5, 3 * 12, steps=3, lr=0.001, rng=4)
+    np.testing.assert_array_equal(alone.final_map, new.results["fc"].trained_operator)
+    from_stream = compare(task, 0.5, 3, 3, rng=np.random.default_rng(4), **short)
+    assert from_stream.seed is None and from_stream.results["fc"].trained_operator is not None

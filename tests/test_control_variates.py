@@ -166,6 +166,7 @@ def test_reduction_on_a_relu_conv_net():
     assert est.reduction_factor > 1.8
 
 
+@pytest.mark.slow
 def test_coverage_of_the_controlled_interval():
     layers, X, Y, weights = tiny_relu_net(7)
     exact = enumerated_penalty(weights, X, Y)
@@ -199,6 +200,7 @@ def test_other_nonlinearities_are_refused():
         nw.dropout_penalty_mc(layers, X, Y, n_masks=100, seed=0, control_variate=1)
 
 
+@pytest.mark.slow
 def test_frozen_penalty_of_a_conv_net_matches_its_monte_carlo():
     # The exact penalty of the gate-frozen net (a per-sample fixed multiplier after each
     # mask: DropBlock, channel and element masks, zero padding, a fully connected end)

@@ -8,18 +8,18 @@ THEORY §2. PyTorch cross-checks are in tests/test_torch_crosscheck.py.
 """
 
 import itertools
-import time
 
 import numpy as np
 import pytest
 from _dropblock import dropblock_penalty_exact
 from _theory import THEORY_MATRIX
 
-from regtheory import InvalidParameterError, _convops, _parallel, conv, dropout_lambda
+from regtheory import InvalidParameterError, _convops, conv, dropout_lambda
 from regtheory.masks import DropBlock, kept_units
+from regtheory.montecarlo import _chunks, default_n_masks
 
-# the generator of chunk i of a Monte Carlo batch with key k (regtheory._parallel)
-chunk_stream = _parallel._stream
+# the generator of chunk i of a Monte Carlo batch with key k (regtheory.montecarlo._chunks)
+chunk_stream = _chunks._stream
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
 PADDINGS = ["zeros", "circular"]
@@ -272,16 +272,6 @@ def test_keep_one_has_no_penalty():
     assert conv.dropout_penalty_mc(u, v, 1.0, (4, 4), n_masks=10).mean == 0.0
 
 
-def test_closed_form_is_fast_for_a_64_channel_layer():
-    rng = np.random.default_rng(10)
-    v, u = rng.normal(size=(64, 3, 3, 3)), rng.normal(size=(3, 64, 3, 3))
-    for mode in ("element", "channel"):
-        conv.dropout_penalty(u, v, 0.5, (32, 32), mode=mode)
-        start = time.perf_counter()
-        conv.dropout_penalty(u, v, 0.5, (32, 32), mode=mode)
-        assert time.perf_counter() - start < 0.5  # measured: a few milliseconds
-
-
 # ----------------------------------------------------------------------------- Monte Carlo
 
 
@@ -343,6 +333,7 @@ def test_one_dimensional_closed_form_matches_monte_carlo():
         assert abs(est.zscore(closed)) < N_SE, (mode, closed, est)
 
 
+@pytest.mark.slow
 def test_monte_carlo_draws_equal_direct_network_evaluation():
     """The draws of dropout_penalty_mc (one mask per batch; 56 masks, the fewest it accepts
     at keep 0.5) against forward passes with the same masks and data."""
@@ -404,7 +395,7 @@ def test_monte_carlo_draws_equal_direct_network_evaluation_across_batches(
     # padded grid (channels, masks, 1, H + 2, W + 2), then (white input) standard normals
     # at every position of the grid, channel after channel, whose interior is the input
     grid = (image[0] + 2, image[1] + 2)
-    assert _parallel.CHUNK_ENTRIES // (25 * (2 * 9 + 2 * 3) * grid[0] * grid[1])
+    assert _chunks.CHUNK_ENTRIES // (25 * (2 * 9 + 2 * 3) * grid[0] * grid[1])
     rng = np.random.default_rng(20)
     draws = []
     for size in (25, 25, 9):
@@ -511,6 +502,7 @@ def random_block_case(rng, one_d=False):
     return u, v, image, block, keep, x, y
 
 
+@pytest.mark.slow
 def test_dropblock_closed_form_matches_dense_oracle_on_random_shapes():
     """The banded closed form against formula (4) + cross term on dense matrices, with mask
     moments from brute-force sets of covering block starts (tests/_dropblock.py)."""
@@ -654,13 +646,16 @@ def test_dropblock_limits_are_the_element_and_channel_closed_forms(padding):
 
 
 def test_dropblock_closed_form_refuses_the_torchvision_normaliser():
+    """No closed form for torchvision's normaliser: method="exact" is refused, "auto"
+    gives the Monte Carlo estimate, the one of method="mc" with the same rng."""
     u, v, _ = mc_net()
-    with pytest.raises(ValueError, match="normalize.*dropout_penalty_mc"):
-        conv.dropout_penalty(u, v, 0.5, (6, 6), mode="block", block_size=3, normalize="torchvision")
-    est = conv.dropout_penalty_mc(
-        u, v, 0.5, (6, 6), mode="block", block_size=3, n_masks=200, seed=0, normalize="torchvision"
-    )
-    assert np.isfinite(est.mean)
+    options = {"mode": "block", "block_size": 3, "normalize": "torchvision"}
+    with pytest.raises(ValueError, match="normalize.*method='mc'"):
+        conv.dropout_penalty(u, v, 0.5, (6, 6), method="exact", **options)
+    auto = conv.dropout_penalty(u, v, 0.5, (6, 6), n_masks=200, rng=0, **options)
+    mc = conv.dropout_penalty(u, v, 0.5, (6, 6), method="mc", n_masks=200, rng=0, **options)
+    assert auto.method == "mc" and auto.n_masks == 200 and np.isfinite(auto.value)
+    assert auto.value == mc.value and auto.stderr == mc.stderr
 
 
 def test_monte_carlo_same_seed_same_estimate_and_rtol_stops_early():
@@ -718,9 +713,16 @@ GOOD_U, GOOD_V = np.ones((2, 3, 3, 3)), np.ones((3, 2, 3, 3))
         ),
         (
             lambda: conv.dropout_penalty(
-                GOOD_U, GOOD_V, 0.5, (5, 5), mode="block", block_size=2, activation="relu"
+                GOOD_U,
+                GOOD_V,
+                0.5,
+                (5, 5),
+                mode="block",
+                block_size=2,
+                activation="relu",
+                method="exact",
             ),
-            "activation",
+            "activation.*method='mc'",
         ),
         (
             lambda: conv.dropout_penalty(GOOD_U, GOOD_V, 0.5, (5, 5), normalize="torchvision"),
@@ -769,9 +771,9 @@ GOOD_U, GOOD_V = np.ones((2, 3, 3, 3)), np.ones((3, 2, 3, 3))
         ),
         (
             lambda: conv.dropout_penalty(
-                GOOD_U, GOOD_V, 0.5, (5, 5), mode="channel", activation="relu"
+                GOOD_U, GOOD_V, 0.5, (5, 5), mode="channel", activation="relu", method="exact"
             ),
-            "activation",
+            "activation.*method='mc'",
         ),
         (
             lambda: conv.dropout_penalty_mc(
@@ -807,3 +809,63 @@ def test_monte_carlo_refusals_name_the_callers_argument(option, value):
     with pytest.raises(InvalidParameterError, match=f"`{option}`") as refused:
         conv.dropout_penalty_mc(GOOD_U, GOOD_V, 0.5, (5, 5), **kwargs)
     assert "n_samples" not in str(refused.value)
+
+
+# ----------------------------------------------------------------------------- one grammar
+
+
+def test_method_auto_is_exact_where_the_closed_form_exists():
+    """method="auto" returns the closed form (an exact Penalty) for element, channel and
+    block masks, with and without data; method="mc" estimates the same value."""
+    u, v, x = mc_net()
+    image = MC_NET["image"]
+    for options in (
+        {"mode": "element"},
+        {"mode": "channel", "x": x, "activation": "relu"},
+        {"mode": "block", "block_size": 2},
+    ):
+        auto = conv.dropout_penalty(u, v, 0.5, image, **options)
+        exact = conv.dropout_penalty(u, v, 0.5, image, method="exact", **options)
+        assert auto.is_exact and auto.method == "exact" and auto.value == exact.value
+        assert auto.stderr == 0.0 and auto.n_masks is None
+        est = conv.dropout_penalty(u, v, 0.5, image, method="mc", n_masks=4000, **options)
+        assert est.method == "mc" and abs(est.zscore(exact.value)) < N_SE, (options, est)
+
+
+def test_method_auto_estimates_where_there_is_no_closed_form():
+    """A ReLU before channel masks on white input has no closed form: "auto" estimates it
+    with the default number of masks, "exact" refuses; the estimate agrees with the exact
+    penalty on many Gaussian samples (the expectation over white input), within the
+    estimate's error and the samples' spread."""
+    u, v, _ = mc_net()
+    image = MC_NET["image"]
+    est = conv.dropout_penalty(u, v, 0.5, image, mode="channel", activation="relu", rng=3)
+    assert est.method == "mc" and est.n_masks == default_n_masks(0.5)
+    with pytest.raises(InvalidParameterError, match="activation.*method='mc'"):
+        conv.dropout_penalty(u, v, 0.5, image, mode="channel", activation="relu", method="exact")
+    x = np.random.default_rng(4).normal(size=(4000, v.shape[1], *image))
+    per_sample = [
+        conv.dropout_penalty(u, v, 0.5, image, mode="channel", activation="relu", x=chunk)
+        for chunk in np.split(x, 40)
+    ]
+    spread = np.std(per_sample, ddof=1) / np.sqrt(len(per_sample))
+    assert abs(est.value - np.mean(per_sample)) < N_SE * np.hypot(est.stderr, spread)
+
+
+def test_old_spellings_warn_and_give_the_same_numbers():
+    """dropout_penalty_mc(..., seed=s) is dropout_penalty(..., method="mc", rng=s), with a
+    DeprecationWarning for the alias and for seed; options stay keyword-only."""
+    u, v, _ = mc_net()
+    image = MC_NET["image"]
+    new = conv.dropout_penalty(u, v, 0.5, image, method="mc", n_masks=300, rng=7)
+    with pytest.warns(DeprecationWarning, match="dropout_penalty_mc"):
+        old = conv.dropout_penalty_mc(u, v, 0.5, image, n_masks=300, rng=7)
+    with pytest.warns(DeprecationWarning, match="seed"):
+        seeded = conv.dropout_penalty(u, v, 0.5, image, method="mc", n_masks=300, seed=7)
+    assert new.value == old.value == seeded.value and new.stderr == old.stderr
+    with pytest.raises(InvalidParameterError, match="method"):
+        conv.dropout_penalty_mc(u, v, 0.5, image, method="exact")
+    with pytest.raises(InvalidParameterError, match="method"):
+        conv.dropout_penalty(u, v, 0.5, image, method="both")
+    with pytest.raises(TypeError):
+        conv.dropout_penalty(u, v, 0.5, image, "zeros")

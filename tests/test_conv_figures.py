@@ -110,6 +110,7 @@ def dense_penalties(u, v, keep, image, padding):
     return {"element": element, "channel": channel, "fc": fc_min}
 
 
+@pytest.mark.slow
 def test_penalty_vs_keep_closed_forms_match_dense_matrices(penalty_data):
     d = penalty_data
     u, v = np.asarray(d["u"]), np.asarray(d["v"])
@@ -128,6 +129,7 @@ def test_penalty_vs_keep_closed_forms_match_dense_matrices(penalty_data):
             assert panel["series"]["block"]["closed_form"][i] == pytest.approx(block, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_penalty_vs_keep_monte_carlo_within_ci(penalty_data):
     d = penalty_data
     u, v = np.asarray(d["u"]), np.asarray(d["v"])
@@ -153,6 +155,7 @@ def test_penalty_vs_keep_monte_carlo_within_ci(penalty_data):
     assert len(set(seeds)) == len(seeds), "every Monte Carlo run has its own recorded seed"
 
 
+@pytest.mark.slow
 def test_penalty_vs_keep_mc_reproducible_from_recorded_seed(penalty_data):
     d = penalty_data
     u, v = np.asarray(d["u"]), np.asarray(d["v"])
@@ -210,6 +213,7 @@ def test_border_map_sums_to_closed_form_and_matches_dense_matrices():
 # ----------------------------------------------------------------------------- (g)
 
 
+@pytest.mark.slow
 def test_mc_error_matches_reported_stderr_and_inverse_sqrt_law(mc_data):
     d = mc_data
     u, v = np.asarray(d["u"]), np.asarray(d["v"])
@@ -228,6 +232,7 @@ def test_mc_error_matches_reported_stderr_and_inverse_sqrt_law(mc_data):
         assert d["n_values"] == [row["n_masks"] for row in est["rows"]]
 
 
+@pytest.mark.slow
 def test_mc_error_reproducible_from_recorded_seed(mc_data):
     d = mc_data
     u, v = np.asarray(d["u"]), np.asarray(d["v"])

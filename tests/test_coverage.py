@@ -40,6 +40,8 @@ from regtheory import conv, fc, network
 from regtheory.masks import Bernoulli, DropBlock
 from regtheory.network import Dropout, Linear, ReLU
 
+pytestmark = pytest.mark.slow  # every test here takes seconds: not in the quick tier
+
 FEWEST_SEEDS = range(1000)  # with the fewest masks accepted
 MANY_SEEDS = range(400)  # with 1000 masks
 KEEPS = (0.02, 0.1, 0.5, 0.9)
@@ -69,7 +71,7 @@ def fc_family(keep):
     exact = fc.dropout_penalty(U, V, keep, cov=X.T @ X / 50)
 
     def run(n, seed):
-        return fc.dropout_penalty_mc(U, V, keep, X, n_masks=n, seed=seed, batch_size=n)
+        return fc.dropout_penalty(U, V, keep, X=X, method="mc", n_masks=n, rng=seed, batch_size=n)
 
     return exact, run, min_masks(keep)
 
@@ -80,8 +82,8 @@ def fc_block_family(keep):
     exact = fc.block_dropout_penalty(U, V, keep, 2, cov=X.T @ X / 50)
 
     def run(n, seed):
-        return fc.dropout_penalty_mc(
-            U, V, keep, X, n_masks=n, seed=seed, batch_size=n, block_size=2
+        return fc.block_dropout_penalty(
+            U, V, keep, 2, X=X, method="mc", n_masks=n, rng=seed, batch_size=n
         )
 
     return exact, run, min_masks(keep)
@@ -270,7 +272,7 @@ def test_reviewers_cases_are_refused_with_the_masks_they_need():
     U, V, X = rng.normal(size=(3, 5)), rng.normal(size=(4, 5)), rng.normal(size=(50, 4))
     for keep, n in [(0.1, 10), (0.5, 2), (0.02, 30)]:
         with pytest.raises(ValueError, match=f"`n_masks` must be at least {min_masks(keep)} "):
-            fc.dropout_penalty_mc(U, V, keep, X, n_masks=n, seed=0)
+            fc.dropout_penalty(U, V, keep, X=X, method="mc", n_masks=n, rng=0)
     rng = np.random.default_rng(2)
     v, u = rng.normal(size=(3, 1, 3, 3)), rng.normal(size=(1, 3, 3, 3))
     x = rng.normal(size=(4, 1, 5, 5))

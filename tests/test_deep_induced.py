@@ -22,7 +22,7 @@ COV = _G @ _G.T / 4 + 0.2 * np.eye(4)  # a positive definite input second moment
 def _network_penalty(factors, keep, cov=None):
     """Exact penalty of the net [W_1, drop, W_2, drop, …, W_L] on data with XᵀX/n = cov."""
     d_in = factors[0].shape[1]
-    X = data.white_inputs(40, d_in, seed=3)
+    X = data.white_inputs(40, d_in, rng=3)
     if cov is not None:
         evals, evecs = np.linalg.eigh(cov)
         X = X @ (evecs * np.sqrt(evals)) @ evecs.T
@@ -116,7 +116,7 @@ def test_value_is_below_equalized_and_random_factorizations(depth):
 
 def test_value_does_not_depend_on_the_seed():
     # single starts from three seeds reach the same value to 1e-8 (relative)
-    values = [deep_induced_regularizer(M34, 0.8, 6, 4, starts=1, seed=s).value for s in range(3)]
+    values = [deep_induced_regularizer(M34, 0.8, 6, 4, starts=1, rng=s).value for s in range(3)]
     np.testing.assert_allclose(values, values[0], rtol=1e-8)
 
 
@@ -162,3 +162,13 @@ def test_equal_singular_values_meet_the_parseval_frame_construction(r, width, de
     assert _network_penalty(construction, keep) == pytest.approx(expected, rel=1e-9)
     res = deep_induced_regularizer(sigma * np.eye(r), keep, width, depth, starts=2)
     assert res.value == pytest.approx(expected, rel=1e-6)
+
+
+def test_old_spellings_still_work_and_warn():
+    M = np.diag([2.0, 1.0])
+    new = deep_induced_regularizer(M, 0.5, 2, 3, starts=1, rng=4)
+    with pytest.warns(DeprecationWarning, match="rng="):
+        old = deep_induced_regularizer(M, 0.5, 2, 3, starts=1, seed=4)
+    assert old.value == new.value
+    with pytest.warns(DeprecationWarning, match="gradient_norm"):
+        assert old.grad_norm == new.gradient_norm

@@ -229,9 +229,11 @@ def test_report_table_json_and_read_only_records():
 
 def test_bad_input_names_the_argument():
     layers = [network.Linear(P), network.Dropout(masks.Bernoulli(0.5)), network.Linear(V)]
-    for bad in [network.Linear(P), "layers", None, [network.Dropout(0.5)], [3.0]]:
+    for bad in [network.Linear(P), "layers", None, [3.0]]:
         with pytest.raises(InvalidParameterError, match=r"\blayers\b"):
             diagnose(bad, X)
+    with pytest.raises(InvalidParameterError, match=r"\bmasks\b"):  # checked when built
+        network.Dropout(0.5)
     for bad in [X[:, :5], np.full_like(X, np.nan), "X"]:
         with pytest.raises(InvalidParameterError, match=r"\bX\b"):
             diagnose(layers, bad)

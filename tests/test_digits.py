@@ -3,7 +3,9 @@
 The figure's quick record is checked against computations that do not go through the
 figure's code: the penalty of the last dropout layer from its dense formula on the
 trained model's own float64 features, the taps' column counts by enumeration, and the
-Monte Carlo estimates against the exact value within their standard errors.
+Monte Carlo estimates against the exact value within their standard errors, and the
+taps' no-gradient probabilities on the digits' maps against the gradients of sampled
+masks (PyTorch's im2col, not the figure's counting).
 """
 
 import sys
@@ -16,7 +18,9 @@ pytest.importorskip("sklearn")
 
 from regtheory import InvalidParameterError, pytorch
 from regtheory.figures import compute, torch_figures
-from regtheory.masks import Bernoulli, Channel
+from regtheory.masks import Bernoulli, Channel, DropBlock
+
+pytestmark = pytest.mark.slow  # every test here takes seconds: not in the quick tier
 
 SEED = 0
 
@@ -118,3 +122,62 @@ def test_without_the_extra_the_figure_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails
     with pytest.raises(InvalidParameterError, match=r'pip install -e "\.\[torch\]"'):
         compute("digits_dropout", quick=True)
+
+
+def _starved_by_sampled_masks(maps, masks, n_draws, seed):
+    """Per draw, the share of (digit, in-channel) pairs whose 3×3 tap gradient is zero
+    under one sampled mask per digit, among the pairs whose gradient is nonzero without
+    masks: the weight gradient of a conv is its im2col columns times the output
+    gradient, here a generic (Gaussian) one. Also the share of pairs never reached."""
+    n, c = maps.shape[:2]
+    delta = torch.from_numpy(np.random.default_rng(seed).standard_normal((c, 64)))
+
+    def tap_gradients(x):  # (batch, c, 8, 8) -> (batch, c, 9): zero or not, per tap
+        columns = torch.nn.functional.unfold(torch.from_numpy(x), 3, padding=1)  # (b, c·9, 64)
+        grad = columns @ delta.T  # ∂/∂w[o, i, a, b] of Σ δ·conv(x), as (b, i·9 + tap, o)
+        return (grad != 0).any(dim=2).reshape(len(x), c, 9).numpy()
+
+    reached = tap_gradients(maps)  # (n, c, 9)
+    rng = np.random.default_rng(seed + 1)
+    shares = []
+    for _ in range(0, n_draws, 100):
+        kept = masks.sample((c, 8, 8), 100 * n, rng) != 0
+        fed = tap_gradients((maps[None] * kept.reshape(100, n, c, 8, 8)).reshape(-1, c, 8, 8))
+        starved = reached[None] & ~fed.reshape(100, n, c, 9)
+        shares.append(starved.sum(axis=(1, 2)) / reached.sum(axis=(0, 1)))
+    return np.concatenate(shares).reshape(-1, 3, 3), 1 - reached.mean(axis=(0, 1)).reshape(3, 3)
+
+
+@pytest.mark.parametrize(
+    "name,masks,stated",
+    [
+        ("Dropout", Bernoulli(0.8), "record"),
+        ("Dropout", Bernoulli(0.05), "taps_on_data"),  # keep low enough to starve taps
+        ("Dropout2d", Channel(0.8), "record"),
+        ("DropBlock2d", DropBlock(0.8, 3), "record"),
+    ],
+)
+def test_tap_probabilities_on_the_digits_maps_match_sampled_masks(data, name, masks, stated):
+    """Figure (m) states how often a tap gets no gradient on the maps of its held-out
+    digits (only the positions they reach); sampled masks on those maps agree."""
+    trained, X_test, _ = _retrain(data, Bernoulli(0.8) if name == "Dropout" else masks)
+    first = next(i for i, m in enumerate(trained) if "Drop" in type(m).__name__)
+    with torch.no_grad():
+        maps = trained.double().eval()[:first](torch.from_numpy(X_test[: data["n_penalty"]]))
+    maps = maps.numpy()
+    if stated == "record":
+        on_data = _variant(data, name)["taps"]["on_data"]
+    else:
+        on_data = torch_figures.taps_on_data(maps, masks, 2000, SEED)
+    shares, unreached = _starved_by_sampled_masks(maps, masks, 2000, SEED + 7)
+    np.testing.assert_allclose(on_data["unreached"], unreached, atol=1e-12)
+    p, se = np.asarray(on_data["probability"]), np.asarray(on_data["stderr"])
+    sampled, sampled_se = shares.mean(axis=0), shares.std(axis=0, ddof=1) / np.sqrt(len(shares))
+    both = np.hypot(se, sampled_se)
+    if np.all(both == 0):  # no draw starved a reached tap: the stated value is far below 1/N
+        assert np.all(p < 1 / len(shares)), p
+        return
+    z = np.where(both > 0, (sampled - p) / np.where(both > 0, both, 1), 0.0)
+    assert np.max(np.abs(z)) < 4, (z, p, sampled)
+    assert np.all((both > 0) | (p < 1 / len(shares)))
+    assert 0.3 < on_data["zero_fraction"] < 0.7  # a ReLU map of a digit: about half zero

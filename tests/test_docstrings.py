@@ -1,4 +1,4 @@
-"""Every public function is documented the way STYLE.md asks (numpydoc, POT's ot/bregman).
+"""Every public function is documented in numpydoc form, as POT documents ot/bregman.
 
 A reviewer must be able to open one function and check it against the paper, so
 each function in ``__all__`` of the public modules has a one-line summary, a

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from regtheory import conv, dropout_lambda, fc
+from regtheory import InvalidParameterError, Penalty, conv, dropout_lambda, fc
 from regtheory.masks import Bernoulli
-from regtheory.montecarlo import estimate
+from regtheory.montecarlo import default_n_masks, estimate
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
 
@@ -70,10 +70,10 @@ def test_penalty_matches_monte_carlo(d_in, d_out, width, keep, isotropic):
         X = X @ rng.normal(size=(d_in, d_in))  # correlated input
         cov = X.T @ X / X.shape[0]
     closed = fc.dropout_penalty(U, V, keep, cov=cov)
-    est = fc.dropout_penalty_mc(U, V, keep, X, n_masks=50_000, seed=7)
+    est = fc.dropout_penalty(U, V, keep, X=X, method="mc", n_masks=50_000, rng=7)
     assert abs(est.zscore(closed)) < N_SE, (closed, est)
     lo, hi = est.ci(level=0.95)
-    assert lo < est.mean < hi
+    assert lo < est.value < hi
 
 
 def test_monte_carlo_draws_equal_direct_network_evaluation():
@@ -88,28 +88,28 @@ def test_monte_carlo_draws_equal_direct_network_evaluation():
         out = np.einsum("nw,bw,ow->bno", X @ V, m, U)
         return np.mean(np.sum((out - full) ** 2, axis=2), axis=1)
 
-    ref = estimate(direct, 3000, seed=11, batch_size=500)
-    got = fc.dropout_penalty_mc(U, V, keep, X, n_masks=3000, seed=11, batch_size=500)
-    assert got.mean == pytest.approx(ref.mean, rel=1e-12)
+    ref = estimate(direct, n_masks=3000, rng=11, batch_size=500)
+    got = fc.dropout_penalty(U, V, keep, X=X, method="mc", n_masks=3000, rng=11, batch_size=500)
+    assert got.value == pytest.approx(ref.value, rel=1e-12)
     assert got.stderr == pytest.approx(ref.stderr, rel=1e-9)
 
 
 def test_penalty_mc_reproducible_and_rtol_stop():
     rng = np.random.default_rng(0)
     U, V, X = rng.normal(size=(2, 6)), rng.normal(size=(3, 6)), rng.normal(size=(100, 3))
-    a = fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=5000, seed=4)
-    b = fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=5000, seed=4)
-    c = fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=5000, seed=5)
+    a = fc.dropout_penalty(U, V, 0.5, X=X, method="mc", n_masks=5000, rng=4)
+    b = fc.dropout_penalty(U, V, 0.5, X=X, method="mc", n_masks=5000, rng=4)
+    c = fc.dropout_penalty(U, V, 0.5, X=X, method="mc", n_masks=5000, rng=5)
     assert a == b and a != c
-    stopped = fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=10**7, seed=4, rtol=0.01)
-    assert stopped.rel_stderr <= 0.01 and stopped.n_samples < 10**7
+    stopped = fc.dropout_penalty(U, V, 0.5, X=X, method="mc", n_masks=10**7, rng=4, rtol=0.01)
+    assert stopped.rel_stderr <= 0.01 and stopped.n_masks < 10**7
 
 
 def test_penalty_zero_at_keep_one():
     rng = np.random.default_rng(0)
     U, V, X = rng.normal(size=(2, 3)), rng.normal(size=(3, 3)), rng.normal(size=(10, 3))
     assert fc.dropout_penalty(U, V, 1.0) == 0.0
-    assert fc.dropout_penalty_mc(U, V, 1.0, X, n_masks=100, seed=0).mean == 0.0
+    assert fc.dropout_penalty(U, V, 1.0, X=X, method="mc", n_masks=100, rng=0).value == 0.0
 
 
 # ----------------------------------------------------------------------------- (2), equalize
@@ -140,6 +140,7 @@ def factorization_minimum(M, width, penalty_of, starts=8, seed=0, spread=0.3):
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_cov", [False, True])
 def test_induced_regularizer_is_minimum_over_factorizations(use_cov):
     rng = np.random.default_rng(2)
@@ -249,9 +250,9 @@ def test_equalized_circulant_map_and_its_monte_carlo_do_not_move_with_rounding()
     assert np.abs(U2 - U1).max() <= 1e-7 * np.abs(U1).max()
     assert np.abs(V2 - V1).max() <= 1e-7 * np.abs(V1).max()
     X = 6.0 * np.eye(36)  # XᵀX/n = I
-    mc1 = fc.dropout_penalty_mc(U1, V1, 0.9, X, n_masks=2000, seed=5)
-    mc2 = fc.dropout_penalty_mc(U2, V2, 0.9, X, n_masks=2000, seed=5)
-    assert mc2.mean == pytest.approx(mc1.mean, rel=1e-9)
+    mc1 = fc.dropout_penalty(U1, V1, 0.9, X=X, method="mc", n_masks=2000, rng=5)
+    mc2 = fc.dropout_penalty(U2, V2, 0.9, X=X, method="mc", n_masks=2000, rng=5)
+    assert mc2.value == pytest.approx(mc1.value, rel=1e-9)
 
 
 # ----------------------------------------------------------------------------- optimum (3)
@@ -286,6 +287,7 @@ def factored_minimum(T, keep, width, starts=6, seed=0):
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width", [2, 3, 8])
 def test_global_optimum_beats_factored_search_including_rank_cap(width):
     """(3) with the rank cap against non-convex minimisation of the factored objective."""
@@ -352,11 +354,11 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="`cov`.*positive definite"):
         fc.global_optimum(I2, 0.5, 2, cov=np.diag([1.0, 0.0]))
     with pytest.raises(ValueError, match="`X`"):
-        fc.dropout_penalty_mc(I2, I2, 0.5, np.ones((5, 3)), n_masks=10, seed=0)
+        fc.dropout_penalty(I2, I2, 0.5, X=np.ones((5, 3)), method="mc", n_masks=10, rng=0)
     with pytest.raises(TypeError, match="`width`"):
         fc.global_optimum(I2, 0.5, 2.5)
-    with pytest.raises(TypeError, match="`seed`"):
-        fc.dropout_penalty_mc(I2, I2, 0.5, np.ones((5, 2)), n_masks=100, seed="a")
+    with pytest.raises(TypeError, match="`rng`"):
+        fc.dropout_penalty(I2, I2, 0.5, X=np.ones((5, 2)), method="mc", n_masks=100, rng="a")
 
 
 # ----------------------------------------------------------------------------- structured masks (4)
@@ -389,7 +391,7 @@ def test_block_penalty_matches_monte_carlo_and_formula_4(block_size, isotropic):
     cov = None if isotropic else X.T @ X / 300
     keep = 0.6
     closed = fc.block_dropout_penalty(U, V, keep, block_size, cov=cov)
-    est = fc.dropout_penalty_mc(U, V, keep, X, n_masks=50_000, seed=1, block_size=block_size)
+    est = fc.block_dropout_penalty(U, V, keep, block_size, X=X, method="mc", n_masks=50_000, rng=1)
     assert abs(est.zscore(closed)) < N_SE, (closed, est)
     G = 6 // block_size
     mask_cov = dropout_lambda(keep) * np.kron(np.eye(G), np.ones((block_size, block_size)))
@@ -424,6 +426,7 @@ def block_factorization_minimum(M, keep, width, k, starts, seed=0):
     )
 
 
+@pytest.mark.slow
 def test_block_bound_is_attained_with_three_blocks():
     M = np.random.default_rng(11).normal(size=(6, 6))
     bound = fc.block_induced_regularizer(M, 0.5, 6, 2)
@@ -432,6 +435,7 @@ def test_block_bound_is_attained_with_three_blocks():
     assert found == pytest.approx(bound, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_block_bound_is_strict_with_two_unpairable_blocks():
     """w = 4, k = 2: singular values (4, 3, 2, 0.5) pair into sums 4.5 and 5 -- not equal,
     so the bound is not attainable (docstring of block_induced_regularizer)."""
@@ -479,6 +483,7 @@ def test_unit_columns_are_not_equalized():
     assert fc.has_equal_products(U, V) and not fc.is_equalized(U, V)
 
 
+@pytest.mark.slow
 def test_block_bound_can_be_seven_percent_below_the_factored_minimum():
     """Issue 10: at σ = (2.301, 2.029, 1.965), k = 2, G = 2 (w = 4 > rank 3) the factored
     minimum is 7.2 % above the bound; found by BFGS over all width-4 factorizations
@@ -498,3 +503,70 @@ def test_block_bound_can_be_seven_percent_below_the_factored_minimum():
     )
     assert found >= bound
     assert found / bound - 1 == pytest.approx(0.072, abs=0.003)
+
+
+def test_penalties_say_they_are_exact_and_take_samples_or_their_moment():
+    rng = np.random.default_rng(12)
+    U, V, X = rng.normal(size=(3, 6)), rng.normal(size=(4, 6)), rng.normal(size=(40, 4))
+    cov = X.T @ X / 40
+    for penalty in (
+        fc.dropout_penalty(U, V, 0.7, X=X),
+        fc.block_dropout_penalty(U, V, 0.7, 2, X=X),
+        fc.structured_penalty(U, V, np.eye(6), cov=cov),
+    ):
+        assert isinstance(penalty, Penalty) and penalty.is_exact and penalty.n_masks is None
+    # samples X and their second moment give the same exact penalty (by hand: formula (1))
+    by_hand = dropout_lambda(0.7) * sum(
+        (U[:, i] @ U[:, i]) * (V[:, i] @ cov @ V[:, i]) for i in range(6)
+    )
+    assert fc.dropout_penalty(U, V, 0.7, X=X) == pytest.approx(by_hand, rel=1e-12)
+    assert fc.block_dropout_penalty(U, V, 0.7, 2, X=X) == pytest.approx(
+        fc.block_dropout_penalty(U, V, 0.7, 2, cov=cov), rel=1e-12
+    )
+    with pytest.raises(InvalidParameterError, match="`X`.*`cov`"):
+        fc.dropout_penalty(U, V, 0.7, X=X, cov=cov)
+    with pytest.raises(InvalidParameterError, match="`method`"):
+        fc.dropout_penalty(U, V, 0.7, method="sampled")
+    with pytest.raises(InvalidParameterError, match="`method`"):
+        fc.structured_penalty(U, V, np.eye(6), method="mc")
+
+
+def test_monte_carlo_on_a_moment_matches_the_same_draws_on_samples():
+    # with C = XᵀX/n the quadratic form of each mask is the same: the same rng gives the
+    # same estimate to rounding, and the interval covers the exact value
+    rng = np.random.default_rng(13)
+    U, V, X = rng.normal(size=(2, 5)), rng.normal(size=(3, 5)), rng.normal(size=(30, 3))
+    on_samples = fc.dropout_penalty(U, V, 0.3, X=X, method="mc", n_masks=3000, rng=2)
+    on_moment = fc.dropout_penalty(U, V, 0.3, cov=X.T @ X / 30, method="mc", n_masks=3000, rng=2)
+    assert on_moment.value == pytest.approx(on_samples.value, rel=1e-10)
+    assert on_moment.method == "mc" and on_moment.n_masks == 3000
+    assert abs(on_moment.zscore(fc.dropout_penalty(U, V, 0.3, X=X))) < N_SE
+
+
+def test_default_number_of_masks_is_the_one_rule():
+    rng = np.random.default_rng(14)
+    U, V = rng.normal(size=(2, 4)), rng.normal(size=(3, 4))
+    assert fc.dropout_penalty(U, V, 0.5, method="mc").n_masks == default_n_masks(0.5)
+    assert fc.dropout_penalty(U, V, 0.002, method="mc").n_masks == default_n_masks(0.002)
+
+
+def test_old_spellings_still_work_and_warn():
+    rng = np.random.default_rng(15)
+    U, V, X = rng.normal(size=(2, 4)), rng.normal(size=(3, 4)), rng.normal(size=(20, 3))
+    new = fc.dropout_penalty(U, V, 0.5, X=X, method="mc", n_masks=500, rng=3)
+    with (
+        pytest.warns(DeprecationWarning, match="dropout_penalty_mc"),
+        pytest.warns(DeprecationWarning, match="rng="),
+    ):
+        old = fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=500, seed=3)
+    assert old.value == new.value and old.stderr == new.stderr
+    new_block = fc.block_dropout_penalty(U, V, 0.5, 2, X=X, method="mc", n_masks=500, rng=3)
+    with pytest.warns(DeprecationWarning):
+        old_block = fc.dropout_penalty_mc(U, V, 0.5, X, n_masks=500, rng=3, block_size=2)
+    assert old_block.value == new_block.value
+    with pytest.warns(DeprecationWarning, match="rng="):
+        assert fc.dropout_penalty(U, V, 0.5, X=X, method="mc", n_masks=500, seed=3) == new
+    with pytest.warns(DeprecationWarning, match="value"):
+        assert new.mean == new.value
+    with pytest.warns(DeprecationWarning, match="n_masks"):
+        assert new.n_samples == 500

@@ -13,6 +13,7 @@ import regtheory
 from regtheory.figures import REGISTRY, compute, render
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_figure_renders_png_pdf_and_data(name, tmp_path):
     paths = render(name, tmp_path, quick=True, seed=3)
@@ -31,6 +32,7 @@ def test_figure_data_reproducible(name):
     assert compute(name, quick=True, seed=5) == compute(name, quick=True, seed=5)
 
 
+@pytest.mark.slow
 def test_fc_spectrum_data_agree_three_ways():
     """The figure's own numbers: cvxpy = closed form (1e-8), training close to both."""
     for panel in compute("fc_spectrum", quick=True, seed=0)["data"]["panels"]:

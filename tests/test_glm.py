@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize
 
-from regtheory import InvalidParameterError, glm, implied
+from regtheory import InvalidParameterError, Penalty, glm, implied
 
 FAMILIES = ("gaussian", "logistic", "poisson")
 
@@ -92,11 +92,9 @@ def test_monte_carlo_covers_the_exact_penalty(family):
     # over seeds 0-19 the largest |z| was 2.05 (logistic), 1.98 (poisson), 1.56 (gaussian)
     X, _, beta = data(30, 6, 5)
     exact = glm.dropout_penalty(beta, X, 0.4, family=family)
-    est = glm.dropout_penalty(
-        beta, X, 0.4, family=family, method="monte_carlo", n_masks=2000, seed=11
-    )
+    est = glm.dropout_penalty(beta, X, 0.4, family=family, method="mc", n_masks=2000, rng=11)
     assert abs(est.zscore(exact)) < 4
-    assert est.n_samples == 2000
+    assert est.n_masks == 2000 and est.method == "mc"
 
 
 def test_quadratic_penalty_is_exact_for_the_gaussian_family():
@@ -205,10 +203,11 @@ def test_gaussian_exact_and_quadratic_solutions_coincide():
     assert quad.intercept == pytest.approx(exact.intercept, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_saa_is_near_exact_within_its_error():
     X, y, _ = data(40, 4, 12)
     exact = glm.solve_dropout(X, y, 0.5)
-    saa = glm.solve_dropout(X, y, 0.5, method="saa", n_masks=100, seed=3)
+    saa = glm.solve_dropout(X, y, 0.5, method="saa", n_masks=100, rng=3)
     assert saa.n_terms == 40 * 100 and saa.objective_stderr > 0
     # the SAA optimum is biased low by O(1/n_masks); its noise is O(1/√n_masks) (over seeds
     # 0-19: -1.44 to 1.24 standard errors from the exact optimum, its solution 0.01 to 0.31
@@ -219,10 +218,11 @@ def test_saa_is_near_exact_within_its_error():
     assert exact.objective <= at_saa < exact.objective + 4 * saa.objective_stderr
 
 
+@pytest.mark.slow
 def test_dropout_sgd_lands_on_the_exact_solution():
     X, y, _ = data(60, 4, 13)
     exact = glm.solve_dropout(X, y, 0.6)
-    run = glm.dropout_sgd(X, y, 0.6, 20000, 0.5, 0, lr_decay=2000)
+    run = glm.dropout_sgd(X, y, 0.6, steps=20000, lr=0.5, rng=0, lr_decay=2000)
     # loose, 10 %: the last iterates still carry mask noise of size ~ sqrt(lr_t) (over
     # seeds 0-9 the relative distance was at most 6 %, the objective 2.3e-4 above optimal)
     theta, ref = np.append(run.beta, run.intercept), np.append(exact.beta, exact.intercept)
@@ -266,12 +266,14 @@ def test_bad_input_is_refused_with_its_name():
         glm.solve_dropout(X, y[:5], 0.5)
     wide, _, wide_beta = data(4, 17, 16)
     with pytest.raises(InvalidParameterError, match="at most d = 16"):
-        glm.dropout_penalty(wide_beta, wide, 0.5)
+        glm.dropout_penalty(wide_beta, wide, 0.5, method="exact")
     big, big_y, _ = data(40, 10, 17)  # 40·2^10 terms
     with pytest.raises(InvalidParameterError, match="method='saa'"):
         glm.solve_dropout(big, big_y, 0.5)
     with pytest.raises(InvalidParameterError, match="`n_masks` must be at least 56"):
-        glm.dropout_penalty(beta, X, 0.5, method="monte_carlo", n_masks=20)
+        glm.dropout_penalty(beta, X, 0.5, method="mc", n_masks=20)
+    with pytest.raises(InvalidParameterError, match="`method` must be one of"):
+        glm.dropout_penalty(beta, X, 0.5, method="enumerate")
     with pytest.raises(InvalidParameterError, match="`family`"):
         glm.quadratic_penalty(beta, X, 0.5, family="binomial")
 
@@ -279,8 +281,8 @@ def test_bad_input_is_refused_with_its_name():
 @pytest.mark.parametrize("method", ["exact", "saa", "quadratic"])
 def test_lbfgs_path_solves_the_same_problem_as_cvxpy(method):
     X, y, _ = data(30, 3, 18)
-    ref = glm.solve_dropout(X, y, 0.6, method=method, seed=2)
-    got = glm.solve_dropout(X, y, 0.6, method=method, seed=2, solver="L-BFGS-B")
+    ref = glm.solve_dropout(X, y, 0.6, method=method, rng=2)
+    got = glm.solve_dropout(X, y, 0.6, method=method, rng=2, solver="L-BFGS-B")
     assert got.status == "optimal" and got.solver == "L-BFGS-B"
     np.testing.assert_allclose(got.beta, ref.beta, atol=1e-6)
     assert got.objective == pytest.approx(ref.objective, rel=1e-8)
@@ -570,3 +572,46 @@ def test_quadratic_advice_depends_on_whether_the_dropout_objective_has_a_minimis
     with pytest.raises(implied.SolverFailedError, match="no minimiser either") as info:
         glm.solve_dropout(X, y, 0.6, method="quadratic", solver="L-BFGS-B")
     assert "method='exact'" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- the grammar
+
+
+def test_penalties_are_penalties_and_auto_chooses_by_the_features_that_reach_the_score():
+    X, _, beta = data(20, 3, 31)
+    exact = glm.dropout_penalty(beta, X, 0.7)
+    assert isinstance(exact, Penalty) and exact.is_exact and exact.method == "exact"
+    masks = itertools.product((0, 1), repeat=3)
+    assert exact == pytest.approx(penalty_by_masks(beta, X, 0.7, "logistic", masks), rel=1e-12)
+    for method, function in (
+        ("quadratic", glm.quadratic_penalty),
+        ("gaussian", glm.gaussian_penalty),
+    ):
+        approx = glm.dropout_penalty(beta, X, 0.7, method=method)
+        assert approx.method == method and not approx.is_exact
+        assert float(approx) == float(function(beta, X, 0.7))
+    wide, _, wide_beta = data(6, 17, 32, scale=0.1)
+    auto = glm.dropout_penalty(wide_beta, wide, 0.9, rng=1)
+    assert auto.method == "mc" and auto.n_masks >= 2000
+    wide_beta[0] = 0.0  # 16 features reach the score: enumerated
+    assert glm.dropout_penalty(wide_beta, wide, 0.9).is_exact
+
+
+def test_old_spellings_still_work_with_a_warning_and_the_same_numbers():
+    X, y, beta = data(20, 3, 33)
+    new = glm.dropout_penalty(beta, X, 0.5, method="mc", n_masks=500, rng=4)
+    with pytest.warns(DeprecationWarning, match="method='mc'"):
+        old = glm.dropout_penalty(beta, X, 0.5, method="monte_carlo", n_masks=500, rng=4)
+    with pytest.warns(DeprecationWarning, match="rng="):
+        seeded = glm.dropout_penalty(beta, X, 0.5, method="mc", n_masks=500, seed=4)
+    assert float(old) == float(new) == float(seeded) and new.stderr > 0
+    with pytest.warns(DeprecationWarning, match="by position"):
+        positional = glm.dropout_sgd(X, y, 0.5, 50, 0.1, 3)
+    keyword = glm.dropout_sgd(X, y, 0.5, steps=50, lr=0.1, rng=3)
+    np.testing.assert_array_equal(positional.beta, keyword.beta)
+    with pytest.warns(DeprecationWarning):
+        saa = glm.solve_dropout(X, y, 0.5, method="saa", n_masks=20, seed=5, solver="L-BFGS-B")
+    again = glm.solve_dropout(X, y, 0.5, method="saa", n_masks=20, rng=5, solver="L-BFGS-B")
+    np.testing.assert_array_equal(saa.beta, again.beta)
+    with pytest.raises(InvalidParameterError, match="both `seed` and `rng`"):
+        glm.solve_dropout(X, y, 0.5, seed=1, rng=1)

@@ -170,6 +170,7 @@ def test_solve_fc_block_k1_is_solve_fc():
     assert a.objective == pytest.approx(b.objective, rel=1e-8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [2, 3])
 def test_solve_fc_block_is_a_lower_bound_and_tight_here(k):
     """Convex relaxation <= factored dropout objective, equal on this instance."""

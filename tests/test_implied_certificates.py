@@ -128,7 +128,7 @@ def conv_reg_instance(rng):
 
 def conv_data_instance(rng):
     n = int(rng.choice([5, 6, 8, 12]))
-    X = white_inputs(4 * n, n, rng).reshape(4 * n, 1, n)
+    X = white_inputs(4 * n, n, rng=rng).reshape(4 * n, 1, n)
     Y = conv2d(X, rng.normal(size=(1, 1, 5)) / 2, padding="zeros") + 0.1 * rng.normal(size=X.shape)
     return X, perturb(Y * 10.0 ** rng.uniform(-3, 3), rng), int(rng.integers(1, 5))
 
@@ -155,6 +155,7 @@ def solve_instance(kind, rng):
 KINDS = ["fc_spectral", "fc_sdp", "fc_block", "conv_regularizer", "conv_element", "conv_channel"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_solve_holds_on_random_instances(kind):
     """Scales 1e-3…1e3, near ties, 1e-12 perturbations: every solve returns certified."""
@@ -164,6 +165,7 @@ def test_every_solve_holds_on_random_instances(kind):
         assert res.status in ACCEPTED and 0.0 <= res.gap <= implied.GAP_RTOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fc_sdp", "fc_block", "conv_regularizer", "conv_element"])
 def test_solves_hold_when_the_tight_rung_is_at_the_edge(kind, monkeypatch):
     """At tolerance 1e-11 Clarabel ends 'optimal_inaccurate' on 5-30 % of these instances
@@ -179,6 +181,7 @@ def test_solves_hold_when_the_tight_rung_is_at_the_edge(kind, monkeypatch):
         assert res.status in ACCEPTED and res.gap <= implied.GAP_RTOL
 
 
+@pytest.mark.slow
 def test_certified_results_agree_with_the_closed_form():
     """The certified gap bounds the distance to the closed-form optimum (3)."""
     rng = np.random.default_rng(5)
@@ -297,6 +300,7 @@ def test_solver_options_reach_every_solve(monkeypatch):
         assert seen == [{"solver": "CLARABEL", **options}]
 
 
+@pytest.mark.slow
 def test_padding_gap_figure_survives_a_failing_first_rung(monkeypatch):
     """The fresh-machine failure (figure (j), quick, seed 3: 'optimal_inaccurate' at n = 8),
     forced here by a first rung no solve can satisfy."""
@@ -311,15 +315,16 @@ def test_padding_gap_figure_survives_a_failing_first_rung(monkeypatch):
         assert row["exact_circular"] >= row["convex_relaxation"] * (1 - 1e-6)
 
 
+@pytest.mark.slow
 def test_factored_solution_reports_convergence():
     rng = np.random.default_rng(1)
     n = 8
-    X = white_inputs(4 * n, n, rng).reshape(4 * n, 1, n)
+    X = white_inputs(4 * n, n, rng=rng).reshape(4 * n, 1, n)
     Y = conv2d(X, rng.normal(size=(1, 1, 5)), padding="zeros") + 0.1 * rng.normal(size=X.shape)
     for scale in (1e-3, 1.0, 1e3):
         res = implied.solve_conv_factored(X, scale * Y, 0.5, 2, 3, starts=1)
         assert res.success and "CONVERGENCE" in res.message
-        assert res.grad_norm < 1e-5
+        assert res.gradient_norm < 1e-5
 
 
 def test_advice_for_an_inaccurate_uncertified_solve_names_the_status():

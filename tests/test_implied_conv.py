@@ -86,6 +86,7 @@ def factored_minimum(w, keep, channels, image_shape, starts, seed=0):
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "shape,image,channels,starts",
     [((5,), 8, 3, 5), ((7,), 9, 4, 5), ((5, 5), (6, 6), 9, 3)],
@@ -227,21 +228,23 @@ def test_bad_inputs():
 
 
 def white_task(rng, n=10, N=40, k_teacher=5, padding="circular"):
-    X = white_inputs(N, n, rng).reshape(N, 1, n)
+    X = white_inputs(N, n, rng=rng).reshape(N, 1, n)
     Y = conv.conv2d(X, rng.normal(size=(1, 1, k_teacher)), padding=padding) + 0.1 * rng.normal(
         size=X.shape
     )
     return X, Y
 
 
+@pytest.mark.slow
 def test_factored_circular_element_reaches_the_convex_optimum():
     """Non-convex L-BFGS over (u, v) meets the convex lifted solve (C >= K, white data)."""
     X, Y = white_task(np.random.default_rng(0))
-    exact = implied.solve_conv_factored(X, Y, 0.5, 3, 3, padding="circular", starts=3, seed=1)
+    exact = implied.solve_conv_factored(X, Y, 0.5, 3, 3, padding="circular", starts=3, rng=1)
     convex = implied.solve_conv(X, Y, 0.5, 3, 3)
     assert exact.objective == pytest.approx(convex.objective, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_factored_channel_is_above_its_ridge_relaxation():
     X, Y = white_task(np.random.default_rng(1))
     exact = implied.solve_conv_factored(
@@ -251,6 +254,7 @@ def test_factored_channel_is_above_its_ridge_relaxation():
     assert exact.objective >= ridge.objective * (1 - 1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
 @pytest.mark.parametrize("mode", ["element", "channel"])
 def test_factored_objective_parts_match_independent_formulas(padding, mode):
@@ -266,12 +270,13 @@ def test_factored_objective_parts_match_independent_formulas(padding, mode):
     assert sol.objective == pytest.approx(fit + pen, rel=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel_size", [7, 9])
 def test_solve_conv_folded_kernel_matches_factored_operator(kernel_size):
     """2K − 1 > n: the folded, centred kernel gives the same operator as the factored optimum."""
     rng = np.random.default_rng(kernel_size)
     n = 9
-    X = white_inputs(60, n, rng).reshape(60, 1, n)
+    X = white_inputs(60, n, rng=rng).reshape(60, 1, n)
     Y = conv.conv2d(X, rng.normal(size=(1, 1, 5)), padding="circular") + 0.3 * rng.normal(
         size=X.shape
     )
@@ -343,6 +348,7 @@ def test_issue_reproducer_one_channel_value():
     )
 
 
+@pytest.mark.slow
 def test_fewer_channels_than_taps_attained_or_refused_truthfully():
     """K = 3, one channel, signals of 9: when a rank-1 minimiser is found, its value is the
     true one-channel minimum (root-splitting oracle); when it is refused, that minimum is
@@ -411,3 +417,13 @@ def test_zero_padding_penalty_is_not_a_function_of_the_lifted_kernel():
         assert values["circular"] == pytest.approx(reference["circular"], rel=1e-12)
         zeros.append(values["zeros"])
     assert np.ptp(zeros) > 1e-3 * np.mean(zeros)
+
+
+def test_factored_solve_old_spellings_still_work_and_warn():
+    X, Y = white_task(np.random.default_rng(5))
+    new = implied.solve_conv_factored(X, Y, 0.5, 2, 3, padding="circular", starts=1, rng=2)
+    with pytest.warns(DeprecationWarning, match="rng="):
+        old = implied.solve_conv_factored(X, Y, 0.5, 2, 3, padding="circular", starts=1, seed=2)
+    assert old.objective == new.objective
+    with pytest.warns(DeprecationWarning, match="gradient_norm"):
+        assert old.grad_norm == new.gradient_norm

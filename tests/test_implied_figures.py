@@ -25,12 +25,14 @@ def test_h_thresholding_methods_zero_weak_modes(spectra):
     assert m["fc"]["rank"] < spectra["settings"]["n"]
 
 
+@pytest.mark.slow
 def test_i_training_close_to_implied():
     data = compute("trained_vs_implied", quick=True, seed=0)["data"]
     for name, d in data["methods"].items():
         assert d["gap"] < 0.15, (name, d["gap"])
 
 
+@pytest.mark.slow
 def test_j_circular_exact_meets_relaxation_and_zero_padding_pays_less_penalty():
     rows = compute("padding_gap", quick=True, seed=0)["data"]["rows"]
     for r in rows:

@@ -35,7 +35,7 @@ def brute_cover_counts(spatial, b):
 
 @pytest.mark.parametrize("dist", [Bernoulli(0.3), Channel(0.3), Bernoulli(0.8), Channel(0.8)])
 def test_masks_are_inverted_with_variance_lambda(dist):
-    m = dist.sample((4, 5, 5), 20_000, seed=0)
+    m = dist.sample((4, 5, 5), 20_000, rng=0)
     assert m.shape == (20_000, 4, 5, 5)
     assert set(np.unique(m)) <= {0.0, 1.0 / dist.keep}
     assert_mean_within(m[:, 1, 2, 3], 1.0)
@@ -43,15 +43,15 @@ def test_masks_are_inverted_with_variance_lambda(dist):
 
 
 def test_channel_masks_are_constant_per_channel_and_bernoulli_masks_are_not():
-    c = Channel(0.5).sample((3, 4, 4), 50, seed=1)
+    c = Channel(0.5).sample((3, 4, 4), 50, rng=1)
     assert np.all(c == c[:, :, :1, :1])
-    b = Bernoulli(0.5).sample((3, 4, 4), 50, seed=1)
+    b = Bernoulli(0.5).sample((3, 4, 4), 50, rng=1)
     assert not np.all(b == b[:, :, :1, :1])
 
 
 def test_same_seed_same_masks():
     for dist in (Bernoulli(0.6), Channel(0.6), DropBlock(0.6, 3)):
-        a, b = dist.sample((2, 6, 6), 7, seed=11), dist.sample((2, 6, 6), 7, seed=11)
+        a, b = dist.sample((2, 6, 6), 7, rng=11), dist.sample((2, 6, 6), 7, rng=11)
         assert np.array_equal(a, b)
 
 
@@ -63,7 +63,7 @@ def test_same_seed_same_masks():
     [(0.9, 3, (3, 8, 8)), (0.7, 2, (2, 7, 9)), (0.5, 5, (2, 6, 6)), (0.8, 3, (4, 12))],
 )
 def test_dropblock_mean_one_and_kept_fraction_keep(keep, block_size, shape):
-    m = DropBlock(keep, block_size).sample(shape, 20_000, seed=2)
+    m = DropBlock(keep, block_size).sample(shape, 20_000, rng=2)
     axes = tuple(range(1, m.ndim))
     assert_mean_within(m.mean(axis=axes), 1.0)  # mean over the map of E[m] is exactly 1
     assert_mean_within((m > 0).mean(axis=axes), keep)
@@ -91,7 +91,7 @@ def test_dropblock_per_position_keep_probability_follows_cover_counts():
     spatial = (7, 6)
     gamma = dist.gamma(spatial)
     expected = (1 - gamma) ** brute_cover_counts(spatial, 3)
-    kept = dist.sample((1, *spatial), 40_000, seed=3)[:, 0] > 0
+    kept = dist.sample((1, *spatial), 40_000, rng=3)[:, 0] > 0
     freq = kept.mean(axis=0)
     se = np.sqrt(expected * (1 - expected) / kept.shape[0])
     assert np.all(np.abs(freq - expected) < N_SE * se)
@@ -100,7 +100,7 @@ def test_dropblock_per_position_keep_probability_follows_cover_counts():
 
 def test_dropblock_drops_whole_blocks_inside_the_map():
     b = 3
-    m = DropBlock(0.8, b).sample((2, 9, 9), 200, seed=4)
+    m = DropBlock(0.8, b).sample((2, 9, 9), 200, rng=4)
     dropped = m == 0
     windows = np.lib.stride_tricks.sliding_window_view(dropped, (b, b), axis=(2, 3))
     full = windows.all(axis=(-2, -1))  # (n, C, 7, 7): block starting there entirely dropped
@@ -115,7 +115,7 @@ def test_dropblock_limits_are_bernoulli_and_channel():
     keep = 0.6
     assert DropBlock(keep, 1).gamma((5, 5)) == pytest.approx(1 - keep, rel=1e-12)
     assert DropBlock(keep, 5).gamma((5, 5)) == pytest.approx(1 - keep, rel=1e-12)
-    whole = DropBlock(keep, 5).sample((3, 5, 5), 2000, seed=5)
+    whole = DropBlock(keep, 5).sample((3, 5, 5), 2000, rng=5)
     assert np.all(whole == whole[:, :, :1, :1])  # a whole-map block is channel dropout
     assert_mean_within(whole[:, :, 0, 0].ravel() > 0, keep)
 
@@ -152,7 +152,7 @@ def test_papers_gamma_keeps_more_than_keep_on_a_16_by_16_map():
 
 
 def test_dropblock_torchvision_normaliser_is_numel_over_kept():
-    m = DropBlock(0.5, 2, normalize="torchvision").sample((3, 6, 6), 500, seed=6)
+    m = DropBlock(0.5, 2, normalize="torchvision").sample((3, 6, 6), 500, rng=6)
     kept = m > 0
     totals = m.sum(axis=(1, 2, 3))
     some = kept.any(axis=(1, 2, 3))
@@ -163,7 +163,7 @@ def test_dropblock_torchvision_normaliser_is_numel_over_kept():
 
 
 def test_dropblock_keep_one_keeps_everything():
-    assert np.all(DropBlock(1.0, 3).sample((2, 5, 5), 10, seed=0) == 1.0)
+    assert np.all(DropBlock(1.0, 3).sample((2, 5, 5), 10, rng=0) == 1.0)
 
 
 @pytest.mark.parametrize(
@@ -177,7 +177,7 @@ def test_dropblock_keep_one_keeps_everything():
 )
 def test_dropblock_bad_shapes(kwargs, shape, match):
     with pytest.raises(ValueError, match=match):
-        DropBlock(0.5, **kwargs).sample(shape, 3, seed=0)
+        DropBlock(0.5, **kwargs).sample(shape, 3, rng=0)
 
 
 def test_dropblock_bad_arguments():
@@ -207,5 +207,17 @@ def test_dropblock_events_are_a_start_and_the_most_covered_position_kept(keep, b
     assert dist.kept_probability((2, *spatial)) == pytest.approx(kept.min(), rel=1e-12)
     assert dist.event_probabilities((2, *spatial)) == pytest.approx((gamma, kept.min()), rel=1e-12)
     where = np.unravel_index(np.argmin(kept), spatial)
-    samples = dist.sample((1, *spatial), 20_000, seed=3)[(slice(None), 0, *where)] > 0
+    samples = dist.sample((1, *spatial), 20_000, rng=3)[(slice(None), 0, *where)] > 0
     assert_mean_within(samples, kept.min())
+
+
+def test_seed_keyword_of_samplers_still_works_and_warns():
+    from regtheory.masks import kept_units
+
+    dist = Bernoulli(0.3)
+    with pytest.warns(DeprecationWarning, match="rng="):
+        old = dist.sample((4,), 6, seed=2)
+    np.testing.assert_array_equal(old, dist.sample((4,), 6, 2))
+    with pytest.warns(DeprecationWarning, match="rng="):
+        old_units = kept_units(0.3, 10, seed=2)
+    np.testing.assert_array_equal(old_units, kept_units(0.3, 10, rng=2))

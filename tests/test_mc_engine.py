@@ -1,16 +1,21 @@
-"""The Monte Carlo engine of the network and conv estimators (regtheory._mcforward,
-_parallel, masks.kept_units): draws against direct evaluation with the same masks,
+"""The Monte Carlo engine of the network and conv estimators (regtheory.montecarlo._engine,
+_chunks, masks.kept_units): draws against direct evaluation with the same masks,
 against exact penalties and against the layer-by-layer forward pass; threads, dtypes."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from regtheory import _mcforward, _parallel, conv, network
+import regtheory
+from regtheory import conv, network
+from regtheory.conv import _montecarlo as conv_mc
 from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian, kept_units
+from regtheory.montecarlo import _chunks, _engine
 from regtheory.network import Conv, DropConnect, Dropout, Elementwise, Linear, ReLU
 
 N_SE = 4  # Monte Carlo agreement within this many standard errors
-chunk_stream = _parallel._stream  # the generator of chunk i of the batch with key k
+chunk_stream = _chunks._stream  # the generator of chunk i of the batch with key k
 
 
 # ----------------------------------------------------------------------------- kept_units
@@ -84,7 +89,7 @@ def test_network_draws_equal_direct_evaluation_with_the_same_masks():
     X, Y = rng.normal(size=(n, 2, 5, 6)), rng.normal(size=(n, 2, 5, 6))
     est = network.dropout_penalty_mc(layers, X, Y, n_masks=n_masks, seed=7, batch_size=n_masks)
 
-    assert _parallel.CHUNK_ENTRIES // ((4 * 9 + 4) * 7 * 8) >= n_masks * n  # one chunk
+    assert _chunks.CHUNK_ENTRIES // ((4 * 9 + 4) * 7 * 8) >= n_masks * n  # one chunk
     key = int(np.random.default_rng(7).integers(1 << 63))
     stream = chunk_stream(key, 0)
     images = n_masks * n
@@ -177,6 +182,7 @@ def test_network_engine_over_seeds_against_the_exact_penalty():
     assert max(map(abs, z)) < N_SE and abs(np.mean(z)) < N_SE / np.sqrt(20), z
 
 
+@pytest.mark.slow
 def test_network_engine_against_the_layer_by_layer_forward():
     """A ReLU after each dropout (no exact form): the engine against the layer-by-layer
     pass of network.forward with masks of masks.Bernoulli.sample, two independent samplers
@@ -201,6 +207,7 @@ def test_network_engine_against_the_layer_by_layer_forward():
     assert abs(est.mean - draws.mean()) < N_SE * se, (est, draws.mean())
 
 
+@pytest.mark.slow
 def test_threads_do_not_change_the_numbers(monkeypatch):
     """One thread or several: the same chunks draw from the same streams."""
     rng = np.random.default_rng(6)
@@ -212,12 +219,12 @@ def test_threads_do_not_change_the_numbers(monkeypatch):
     ]
     X, Y = rng.normal(size=(40, 2, 8, 8)), rng.normal(size=(40, 2, 8, 8))
     u, v = rng.normal(size=(2, 6, 3, 3)), rng.normal(size=(6, 2, 3, 3))
-    for engine in (conv, _mcforward):  # many chunks per batch, taken by every thread
+    for engine in (conv_mc, _engine):  # many chunks per batch, taken by every thread
         monkeypatch.setattr(engine, "CHUNK_ENTRIES", 1 << 16)
     chunks = []
-    run_chunks = _parallel.Chunks.run
+    run_chunks = _chunks.Chunks.run
     monkeypatch.setattr(
-        _parallel.Chunks,
+        _chunks.Chunks,
         "run",
         lambda self, fn, total, rng, **kw: (
             chunks.append(-(-total // self.chunk)) or run_chunks(self, fn, total, rng, **kw)
@@ -230,11 +237,11 @@ def test_threads_do_not_change_the_numbers(monkeypatch):
             conv.dropout_penalty_mc(u, v, 0.7, (8, 8), n_masks=300, seed=1).mean,
         )
 
-    init = _parallel.Chunks.__init__
+    init = _chunks.Chunks.__init__
 
     def threads(count):
         monkeypatch.setattr(
-            _parallel.Chunks, "__init__", lambda self, chunk, workers=None: init(self, chunk, count)
+            _chunks.Chunks, "__init__", lambda self, chunk, workers=None: init(self, chunk, count)
         )
 
     threads(3)  # more threads than cores, whatever the machine: chunks taken out of order
@@ -260,9 +267,106 @@ def test_same_seed_same_numbers():
     assert a != network.dropout_penalty_mc(layers, X, Y, n_masks=200, seed=5)
 
 
+# ----------------------------------------------------------------------------- one engine
+
+ONE_ENGINE_CASES = {
+    "conv, white input, element": lambda u, v, x, y: conv.dropout_penalty_mc(
+        u, v, 0.7, (5, 6), n_masks=200
+    ),
+    "conv, white input, ReLU, block, circular": lambda u, v, x, y: conv.dropout_penalty_mc(
+        u, v, 0.7, (5, 6), mode="block", block_size=2, activation="relu", n_masks=2000
+    ),
+    "conv, data, targets, channel, float32": lambda u, v, x, y: conv.dropout_penalty_mc(
+        u, v, 0.7, (5, 6), mode="channel", x=x, y=y, n_masks=200, dtype="float32"
+    ),
+    "network": lambda u, v, x, y: network.dropout_penalty_mc(
+        [Conv(v), ReLU(), Dropout(Bernoulli(0.7)), Conv(u)], x, y, n_masks=200
+    ),
+    "network, control variate": lambda u, v, x, y: network.dropout_penalty_mc(
+        [Conv(v), Dropout(Bernoulli(0.7)), ReLU(), Conv(u)], x, y, n_masks=200,
+        control_variate=True,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(ONE_ENGINE_CASES))
+def test_conv_and_network_draws_come_from_the_one_engine(name, monkeypatch):
+    """Every masked pass of the conv and network estimators is a chunk of
+    ``regtheory.montecarlo._engine.Engine``: with the engine's chunks counted they run, and with the chunks
+    replaced by zero losses the estimate is exactly zero (its numbers come from nowhere
+    else)."""
+    rng = np.random.default_rng(11)
+    u, v = rng.normal(size=(2, 3, 3, 3)), rng.normal(size=(3, 2, 3, 3))
+    x, y = rng.normal(size=(4, 2, 5, 6)), rng.normal(size=(4, 2, 5, 6))
+    run = ONE_ENGINE_CASES[name]
+    chunks = []
+    original = _engine.Engine._chunk_losses
+
+    def counted(self, *args):
+        chunks.append(args[1:3])
+        return original(self, *args)
+
+    monkeypatch.setattr(_engine.Engine, "_chunk_losses", counted)
+    assert run(u, v, x, y).n_samples >= 200 and chunks, name
+
+    def zeros(self, Y, start, stop, rng, work):
+        return np.zeros(stop - start) if self.halves == 1 else np.zeros((2, stop - start))
+
+    monkeypatch.setattr(_engine.Engine, "_chunk_losses", zeros)
+    if name == "network, control variate":  # D − c (D_lin − μ_lin) with D = D_lin = 0
+        return
+    assert run(u, v, x, y).mean == 0.0, name
+
+
+def test_no_other_module_draws_masks_in_chunks():
+    """The machinery of a chunked Monte Carlo draw (chunks with their own streams, padded
+    grids, masks from raw bits, grid convolutions) is called by the engine alone: outside
+    the modules that define them, only the engine uses them (and ``masks.kept_units``,
+    the public sampler of raw-bit masks)."""
+    root = Path(regtheory.__file__).parent
+    users: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for call in ("Chunks(", "Grid(", "kept_bits(", "grid_conv("):
+            if call in text:
+                users.setdefault(call, set()).add(path.relative_to(root).as_posix())
+    definitions = {"montecarlo/_chunks.py", "_convops.py", "_bits.py"}
+    assert {call: files - definitions for call, files in users.items()} == {
+        "Chunks(": {"montecarlo/_engine.py"},
+        "Grid(": {"montecarlo/_engine.py"},
+        "kept_bits(": {"montecarlo/_engine.py", "masks.py"},
+        "grid_conv(": {"montecarlo/_engine.py"},
+    }
+
+
+def test_conv_estimator_equals_direct_evaluation_with_the_engines_draws():
+    """The conv estimator on data with targets, elementwise masks: its estimate is the
+    mean of the loss gaps that regtheory.conv.conv2d gives on the masks and the chunk
+    stream the engine uses (one batch, one chunk: one mask per draw on the padded grid,
+    channels × draws × (H+2) × (W+2), shared by the samples)."""
+    rng = np.random.default_rng(12)
+    n, keep, n_masks = 3, 0.6, 64
+    u, v = rng.normal(size=(2, 4, 3, 3)), rng.normal(size=(4, 2, 3, 3))
+    x, y = rng.normal(size=(n, 2, 5, 6)), rng.normal(size=(n, 2, 5, 6))
+    est = conv.dropout_penalty_mc(
+        u, v, keep, (5, 6), x=x, y=y, activation="relu", n_masks=n_masks, batch_size=n_masks
+    )
+    key = int(np.random.default_rng(0).integers(1 << 63))
+    kept = kept_units(keep, (4, n_masks, 7, 8), chunk_stream(key, 0))[:, :, 1:-1, 1:-1]
+    h = np.maximum(conv.conv2d(x, v), 0)
+    masked = h[None] * (kept.transpose(1, 0, 2, 3)[:, None] / keep)  # (draw, sample, ...)
+    out = conv.conv2d(masked.reshape(n_masks * n, 4, 5, 6), u).reshape(n_masks, n, 2, 5, 6)
+    clean = conv.conv2d(h, u)
+    gaps = np.sum((y - out) ** 2, axis=(2, 3, 4)) - np.sum((y - clean) ** 2, axis=(1, 2, 3))
+    draws = gaps.mean(axis=1)
+    assert est.mean == pytest.approx(draws.mean(), rel=1e-10)
+    assert est.stderr == pytest.approx(draws.std(ddof=1) / np.sqrt(n_masks), rel=1e-8)
+
+
 # ----------------------------------------------------------------------------- float32
 
 
+@pytest.mark.slow
 def test_float32_bias_is_far_below_the_standard_error():
     """float32 and float64 with the same seed use the same masks (and, for the conv
     estimator, the same inputs): their difference is rounding, measured in standard errors

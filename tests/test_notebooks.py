@@ -23,6 +23,8 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from traitlets import default
 
+pytestmark = pytest.mark.slow  # every test here takes seconds: not in the quick tier
+
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 # Per-cell limit: a guard against a hung kernel, far above the ~60 s a whole notebook takes.

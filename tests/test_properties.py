@@ -7,11 +7,14 @@ checked on random shapes and values rather than on a few hand-picked cases.
 """
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from regtheory import conv, dropout_lambda, fc, implied
 from regtheory.masks import Bernoulli, Channel, DropBlock
+
+pytestmark = pytest.mark.slow  # every test here takes seconds: not in the quick tier
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

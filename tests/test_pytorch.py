@@ -182,10 +182,10 @@ def test_monte_carlo_report_agrees_with_torch_in_train_mode():
                 nn.Conv2d(1, 2, 3, padding=1, bias=False),
                 nn.ReLU(),
                 nn.Dropout(0.5),
-                nn.MaxPool2d(2),
+                nn.MaxPool2d(2, ceil_mode=True),
             ),
             (1, 4, 4),
-            r"model\[3\] \(MaxPool2d\) is not supported",
+            r"model\[3\] \(MaxPool2d\) must have ceil_mode=False",
         ),
         (
             nn.Sequential(nn.Dropout(0.5), nn.Sequential(nn.Linear(3, 2), nn.Softmax(dim=1))),
@@ -209,8 +209,8 @@ def test_monte_carlo_report_agrees_with_torch_in_train_mode():
         ),
         (
             nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1, bias=False)),
-            (1, 4, 4),
-            r"model\[0\] \(Conv2d\) must have stride 1",
+            (2, 4, 4),
+            r"model\[0\] \(Conv2d\) does not fit `input_shape` \(2, 4, 4\)",
         ),
         (
             nn.Sequential(nn.Conv1d(1, 2, 2, padding="same", bias=False)),
@@ -218,9 +218,9 @@ def test_monte_carlo_report_agrees_with_torch_in_train_mode():
             r"model\[0\] \(Conv1d\) must have an odd kernel",
         ),
         (
-            nn.Sequential(nn.Conv1d(1, 2, 3, padding=0, bias=False)),
+            nn.Sequential(nn.Conv1d(1, 2, 5, padding=0, bias=False)),
             (1, 4),
-            r"model\[0\] \(Conv1d\) must keep the size",
+            r"model\[0\] \(Conv1d\) does not fit `input_shape` \(1, 4\)",
         ),
         (
             nn.Sequential(nn.Conv1d(1, 2, 3, padding=1, padding_mode="reflect", bias=False)),
@@ -244,6 +244,7 @@ def test_unsupported_modules_are_refused_by_position_and_type(model, shape, mess
         pytorch.from_torch(model, shape)
 
 
+@pytest.mark.slow
 def test_monte_carlo_report_without_targets_is_the_perturbation_energy():
     # Y=None: the targets are the model's own mask-free output
     model = _seeded(
@@ -270,6 +271,7 @@ def test_a_model_without_dropout_is_refused():
         pytorch.dropout_penalty(nn.Sequential(nn.Linear(3, 1, bias=False)), np.ones((2, 3)))
 
 
+@pytest.mark.slow
 def test_only_the_pytorch_module_imports_torch():
     package = Path(regtheory.__file__).resolve().parent
     importers = set()
@@ -287,6 +289,7 @@ def test_only_the_pytorch_module_imports_torch():
     assert importers == {"pytorch.py"}
 
 
+@pytest.mark.slow
 def test_dropblock2d_samples_the_exact_mask_moments():
     # first and second moments of torch-sampled masks against the brute-force cover sets
     from _dropblock import dropblock_mask_moments
@@ -399,6 +402,7 @@ def test_exact_report_with_biases_and_a_folded_norm_equals_the_dense_formula():
     np.testing.assert_allclose(report.own, [report.total], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_the_torch_monte_carlo_agrees_with_the_numpy_engine_on_a_rich_net():
     # two independent samplers: torch's modules in train mode, NumPy masks on the layers
     model = _randomise_norms(_seeded(_rich_conv().double(), 26), 27)
@@ -436,6 +440,7 @@ def test_the_torch_monte_carlo_agrees_with_the_exact_penalty_and_its_attribution
     assert np.all(np.abs(forced.own - exact.own) < N_SE * forced.own_stderr)
 
 
+@pytest.mark.slow
 def test_monte_carlo_is_reproducible_and_leaves_torch_random_state_alone():
     model = _seeded(_fc().double(), 36)
     X = np.random.default_rng(37).normal(size=(4, 5))

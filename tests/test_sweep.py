@@ -4,22 +4,31 @@ The serial run is itself checked against the task function called directly; jobl
 (two processes) and a Dask ``LocalCluster`` (two worker processes) must then give
 the same results to the last bit, in task order, on a small seeded function, on a
 BLAS product whose rounding depends on the thread count, and on the data of every
-figure that sweeps.
+figure that sweeps. Faults: a Dask worker killed in the middle of a task (the sweep
+completes with the same numbers, or stops naming the task), an exception of a task
+(named on every backend), and a `regtheory figures` run killed while it writes a file
+(no half file; a rerun completes the set).
 """
 
 import functools
 import json
 import os
+import signal
+import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.linalg.blas import dasum
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from regtheory import sweep as sweep_module
 from regtheory.figures import REGISTRY, compute
-from regtheory.sweep import Sweep, _run_task
+from regtheory.figures._registry import _atomic_write
+from regtheory.sweep import Sweep, WorkerLostError, _run_task
 
 SWEEPING = sorted(name for name, spec in REGISTRY.items() if spec.sweeps)
 
@@ -104,6 +113,7 @@ def test_serial_run_is_the_function_called_on_each_task_in_order():
     assert Sweep().map(where_run, TASKS) == [os.getpid()] * len(TASKS)
 
 
+@pytest.mark.slow
 def test_parallel_backends_return_the_serial_results(parallel):
     assert parallel.backend in ("joblib", "dask")
     for fn in (normal_draws, blas_product):
@@ -117,6 +127,7 @@ def test_parallel_backends_return_the_serial_results(parallel):
     assert parallel.map(normal_draws, []) == []
 
 
+@pytest.mark.slow
 def test_arrays_reach_the_task_in_the_same_memory_on_every_backend(parallel):
     frozen = np.arange(5.0)
     frozen.flags.writeable = False
@@ -203,6 +214,7 @@ def serial_data(name: str) -> str:
     return json.dumps(compute(name, quick=True, seed=0), sort_keys=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SWEEPING)
 def test_figure_data_identical_on_every_backend(name, parallel):
     data = json.dumps(compute(name, quick=True, seed=0, sweep=parallel), sort_keys=True)
@@ -219,6 +231,7 @@ def test_a_figure_that_does_not_sweep_ignores_the_sweep():
     assert compute(name, quick=True, sweep=Sweep(n_jobs=2)) == compute(name, quick=True)
 
 
+@pytest.mark.slow
 def test_dask_map_outside_a_with_block_connects_for_that_call(cluster):
     sweep = Sweep(scheduler=cluster.scheduler_address)
     assert sweep.map(where_run, TASKS[:2]) != [os.getpid()] * 2
@@ -257,7 +270,175 @@ def test_bad_arguments(kwargs, message):
         Sweep(**kwargs)
 
 
+@pytest.mark.slow
 def test_backend_names():
     assert Sweep().backend == "serial"
     assert Sweep(n_jobs=-1).backend == "joblib"
     assert Sweep(scheduler="tcp://127.0.0.1:8786").backend == "dask"
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def fails_at_two(task: dict) -> float:
+    if task["index"] == 2:
+        raise ZeroDivisionError("the task's own failure")
+    return float(task["index"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["serial", "joblib", "dask"])
+def test_an_exception_of_a_task_names_the_task(backend, request):
+    """The task function's exception keeps its type, and a note names the task."""
+    sweep = {"serial": Sweep(), "joblib": Sweep(n_jobs=2)}.get(backend)
+    sweep = sweep or request.getfixturevalue("dask_sweep")
+    with pytest.raises(ZeroDivisionError, match="own failure") as info:
+        sweep.map(fails_at_two, TASKS)
+    assert "raised in task 2 (index=2, seed=1014) of the sweep" in info.value.__notes__
+
+
+@pytest.fixture
+def own_cluster():
+    """A fresh two-worker cluster for a test that kills its workers (the Nanny restarts
+    them, but the other tests should not share a cluster in that state)."""
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as local:
+        yield local
+
+
+def draws_after_a_pause(task: dict) -> np.ndarray:
+    """:func:`normal_draws`, after writing this process's id to ``started-INDEX`` (one
+    line per attempt) and pausing: long for the task the test kills, short for the rest."""
+    with open(os.path.join(task["dir"], f"started-{task['index']}"), "a") as log:
+        log.write(f"{os.getpid()}\n")
+    time.sleep(task["pause"])
+    return normal_draws(task)
+
+
+@pytest.mark.slow
+def test_a_dask_worker_killed_mid_sweep_changes_no_number(own_cluster, tmp_path):
+    """A worker process killed (SIGKILL) while it runs a task: the task is submitted
+    again and the sweep returns the serial results to the last bit."""
+    victim = 3
+    tasks = [
+        {**t, "dir": str(tmp_path), "pause": 4.0 if t["index"] == victim else 0.3} for t in TASKS
+    ]
+    killed = []
+
+    def kill_the_victims_worker():
+        started = tmp_path / f"started-{victim}"
+        deadline = time.monotonic() + 120
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = int(started.read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_the_victims_worker)
+    with Sweep(scheduler=own_cluster.scheduler_address) as sweep:
+        workers = set(sweep._client.run(os.getpid).values())
+        killer.start()
+        results = sweep.map(draws_after_a_pause, tasks)
+    killer.join(10)
+    assert killed and killed[0] in workers, "a worker process was killed mid-task"
+    attempts = (tmp_path / f"started-{victim}").read_text().split()
+    assert len(attempts) >= 2 and attempts[0] == str(killed[0]), "the task ran again"
+    serial = Sweep().map(normal_draws, TASKS)
+    assert [r.tobytes() for r in results] == [s.tobytes() for s in serial]
+
+
+def ends_its_worker(task: dict) -> float:
+    if task["index"] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return float(task["index"])
+
+
+@pytest.mark.slow
+def test_a_task_that_kills_every_worker_stops_the_sweep_naming_it(own_cluster, monkeypatch):
+    monkeypatch.setattr(sweep_module, "MAX_ATTEMPTS", 2)  # each attempt costs a worker restart
+    sweep = Sweep(scheduler=own_cluster.scheduler_address)
+    with sweep, pytest.raises(WorkerLostError, match=r"task 2 \(index=2, seed=1014\)"):
+        sweep.map(ends_its_worker, TASKS)
+
+
+# A `regtheory figures` run killed (SIGKILL, no cleanup) while it writes a figure file:
+# savefig writes half a PDF to the temporary name and the process kills itself.
+KILLED_WHILE_WRITING = """
+import os, signal, sys
+from matplotlib.figure import Figure
+from regtheory.cli import main
+
+def half_then_killed(self, fname, *args, **kwargs):
+    if "{victim}" in str(fname) and kwargs.get("format") == "pdf":
+        with open(fname, "wb") as half:
+            half.write(b"%PDF-1.4 half a file")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, fname, *args, **kwargs)
+
+real, Figure.savefig = Figure.savefig, half_then_killed
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def complete(path) -> bool:
+    """Whether a figure file is whole: a PNG ends with its IEND chunk, a PDF with %%EOF,
+    and a JSON record parses."""
+    data = path.read_bytes()
+    if path.suffix == ".png":
+        return data.startswith(b"\x89PNG") and data.endswith(b"IEND\xaeB`\x82")
+    if path.suffix == ".pdf":
+        return data.startswith(b"%PDF") and data.rstrip().endswith(b"%%EOF")
+    return isinstance(json.loads(data), dict)
+
+
+@pytest.mark.slow
+def test_an_interrupted_figures_run_leaves_no_half_file_and_a_rerun_completes_it(tmp_path):
+    first, victim = "no_gradient_probability", "conv_matrix_seed"
+    command = ["figures", "--only", first, victim, "--quick", "--jobs", "1", "--no-progress"]
+    command += ["--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    script = KILLED_WHILE_WRITING.format(victim=victim)
+    run = subprocess.run(
+        [sys.executable, "-c", script, *command], env=env, capture_output=True, check=False
+    )
+    assert run.returncode == -signal.SIGKILL, run.stderr.decode()[-2000:]
+    visible = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert visible == sorted([f"{first}.json", f"{first}.pdf", f"{first}.png", f"{victim}.png"])
+    assert all(complete(tmp_path / name) for name in visible)
+    assert any(p.name.startswith(f".{victim}.pdf.") for p in tmp_path.iterdir())  # the half
+
+    rerun = subprocess.run(
+        [sys.executable, "-m", "regtheory", *command], env=env, capture_output=True, check=False
+    )
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    for name in (first, victim):
+        for ext in ("png", "pdf", "json"):
+            assert complete(tmp_path / f"{name}.{ext}"), f"{name}.{ext}"
+        record = json.loads((tmp_path / f"{name}.json").read_text())
+        fresh = compute(name, quick=True, seed=0)["data"]
+        assert json.dumps(record["data"], sort_keys=True) == json.dumps(fresh, sort_keys=True)
+
+
+def test_a_figure_file_is_replaced_whole_or_not_at_all(tmp_path):
+    """The registry's writer: a write interrupted midway (here by KeyboardInterrupt)
+    leaves the old file and no temporary file; a finished one has the umask's mode."""
+    path = tmp_path / "figure.json"
+    path.write_text("old")
+
+    def half_then_interrupted(tmp):
+        with open(tmp, "w") as out:
+            out.write("new, half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _atomic_write(path, half_then_interrupted)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["figure.json"]
+    umask = os.umask(0o027)
+    try:
+        _atomic_write(path, lambda tmp: Path(tmp).write_text("new"))
+    finally:
+        os.umask(umask)
+    assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["figure.json"]

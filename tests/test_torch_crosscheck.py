@@ -17,6 +17,8 @@ from regtheory import conv, network
 from regtheory.masks import Bernoulli, Channel, DropBlock
 from regtheory.montecarlo import estimate
 
+pytestmark = pytest.mark.slow  # every test here takes seconds: not in the quick tier
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
@@ -88,7 +90,7 @@ def torch_penalty_mc(u, v, masks, padding, n_masks, x=None, activation=None, see
             y = torch_conv(z, ut, padding).reshape(size, n, -1)
             return (y.pow(2).sum(dim=2).mean(dim=1)).numpy()
 
-    return estimate(draw, n_masks, seed, batch_size=500)
+    return estimate(draw, n_masks=n_masks, rng=seed, batch_size=500)
 
 
 def small_net(seed=21):
@@ -257,7 +259,7 @@ def torch_network_penalty_mc(net, X, Y, n_draws, seed):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # maps this small run fastest on one thread of a shared machine
     try:
-        return estimate(draw, n_draws, seed, batch_size=250)
+        return estimate(draw, n_masks=n_draws, rng=seed, batch_size=250)
     finally:
         torch.set_num_threads(threads)
 

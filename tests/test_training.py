@@ -55,6 +55,7 @@ def _dropout_objective_convex(M, T, yy, keep, width):
     return yy - 2 * np.sum(M * T) + np.sum(M * M) + lam / width * nuc**2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keep", [0.5, 0.8])
 def test_reaches_global_optimum_and_equalizes(problem, keep):
     """Cavazza et al. (AISTATS 2018) / Mianjy et al. (ICML 2018), scaled down."""
@@ -64,7 +65,7 @@ def test_reaches_global_optimum_and_equalizes(problem, keep):
     rank = np.linalg.matrix_rank(M_star, tol=1e-8)
     assert rank < D < WIDTH  # dropout thresholds singular values; width exceeds the rank
 
-    res = train_fc(X, Y, WIDTH, keep, seed=0, **SCHEDULE)
+    res = train_fc(X, Y, keep, WIDTH, rng=0, **SCHEDULE)
 
     rel_err = np.linalg.norm(res.final_map - M_star) / np.linalg.norm(M_star)
     assert rel_err <= 0.05, rel_err
@@ -82,11 +83,12 @@ def test_reaches_global_optimum_and_equalizes(problem, keep):
     assert res.loss[-1] < res.loss[0]
 
 
+@pytest.mark.slow
 def test_no_dropout_reaches_least_squares(problem):
     """keep = 1: no penalty, the map converges to the least-squares solution."""
     X, Y = problem
     ols = np.linalg.lstsq(X, Y, rcond=None)[0].T
-    res = train_fc(X, Y, WIDTH, 1.0, seed=0, **SCHEDULE)
+    res = train_fc(X, Y, 1.0, WIDTH, rng=0, **SCHEDULE)
     assert np.linalg.norm(res.final_map - ols) <= 1e-2 * np.linalg.norm(ols)
 
 
@@ -118,7 +120,7 @@ def test_gradient_matches_central_differences():
 @pytest.fixture(scope="module")
 def short_run(problem):
     X, Y = problem
-    return train_fc(X, Y, WIDTH, 0.5, steps=500, lr=0.05, seed=3, batch_size=32, record_every=50)
+    return train_fc(X, Y, 0.5, WIDTH, steps=500, lr=0.05, rng=3, batch_size=32, record_every=50)
 
 
 def _fields(res: FCTrainingResult):
@@ -127,15 +129,15 @@ def _fields(res: FCTrainingResult):
 
 def test_same_seed_same_result(problem, short_run):
     X, Y = problem
-    again = train_fc(X, Y, WIDTH, 0.5, steps=500, lr=0.05, seed=3, batch_size=32, record_every=50)
+    again = train_fc(X, Y, 0.5, WIDTH, steps=500, lr=0.05, rng=3, batch_size=32, record_every=50)
     from_generator = train_fc(
         X,
         Y,
-        WIDTH,
         0.5,
+        WIDTH,
         steps=500,
         lr=0.05,
-        seed=np.random.default_rng(3),
+        rng=np.random.default_rng(3),
         batch_size=32,
         record_every=50,
     )
@@ -147,7 +149,7 @@ def test_same_seed_same_result(problem, short_run):
 
 def test_different_seed_different_result(problem, short_run):
     X, Y = problem
-    other = train_fc(X, Y, WIDTH, 0.5, steps=500, lr=0.05, seed=4, batch_size=32, record_every=50)
+    other = train_fc(X, Y, 0.5, WIDTH, steps=500, lr=0.05, rng=4, batch_size=32, record_every=50)
     assert not np.array_equal(other.U, short_run.U)
     assert not np.array_equal(other.loss, short_run.loss)
 
@@ -197,9 +199,9 @@ def test_recorded_loss_is_the_expected_dropout_loss(problem, short_run):
 
 def test_record_every_default_and_final_step_recorded(problem):
     X, Y = problem
-    res = train_fc(X, Y, 3, 0.9, steps=7, lr=0.01, seed=0, record_every=3)
+    res = train_fc(X, Y, 0.9, 3, steps=7, lr=0.01, rng=0, record_every=3)
     np.testing.assert_array_equal(res.steps, [0, 3, 6, 7])
-    res = train_fc(X, Y, 3, 0.9, steps=250, lr=0.01, seed=0)
+    res = train_fc(X, Y, 0.9, 3, steps=250, lr=0.01, rng=0)
     assert res.record_every == 3 and res.steps[-1] == 250 and res.batch_size == N
 
 
@@ -222,8 +224,8 @@ def test_record_every_default_and_final_step_recorded(problem):
         ({"lr": float("nan")}, ValueError, "`lr`"),
         ({"lr": float("inf")}, ValueError, "`lr`"),
         ({"lr": "fast"}, TypeError, "`lr`"),
-        ({"seed": -1}, ValueError, "`seed`"),
-        ({"seed": "x"}, TypeError, "`seed`"),
+        ({"rng": -1}, ValueError, "`rng`"),
+        ({"rng": "x"}, TypeError, "`rng`"),
         ({"batch_size": 0}, ValueError, "`batch_size`"),
         ({"batch_size": N + 1}, ValueError, r"`batch_size` must be in \[1, n\]"),
         ({"init_scale": 0.0}, ValueError, "`init_scale`"),
@@ -233,7 +235,7 @@ def test_record_every_default_and_final_step_recorded(problem):
 )
 def test_bad_inputs_name_the_argument(problem, kwargs, exc, match):
     X, Y = problem
-    args = {"X": X, "Y": Y, "width": WIDTH, "keep": 0.5, "steps": 10, "lr": 0.01, "seed": 0}
+    args = {"X": X, "Y": Y, "width": WIDTH, "keep": 0.5, "steps": 10, "lr": 0.01, "rng": 0}
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         train_fc(**args)
@@ -245,25 +247,26 @@ def test_divergence_raises_floating_point_error(problem, lr):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow RuntimeWarning leaks out either
         with pytest.raises(FloatingPointError, match="`lr`.*too large"):
-            train_fc(X, Y, WIDTH, 0.5, steps=5000, lr=lr, seed=0, batch_size=32)
+            train_fc(X, Y, 0.5, WIDTH, steps=5000, lr=lr, rng=0, batch_size=32)
 
 
+@pytest.mark.slow
 def test_block_dropout_training_reaches_the_block_implied_problem():
     """DropBlock on the FC layer (groups of 2 units) trains to the k-support solution, which
     is exact on this instance (tests/test_implied.py checks the factored minimum there)."""
     from regtheory import implied
     from regtheory.data import linear_teacher
 
-    task = linear_teacher(300, [4.0, 3.0, 2.0, 1.0, 0.5], d_in=6, d_out=6, noise=0.1, seed=3)
+    task = linear_teacher(300, [4.0, 3.0, 2.0, 1.0, 0.5], d_in=6, d_out=6, noise=0.1, rng=3)
     keep, width, k = 0.5, 8, 2
     run = train_fc(
         task.X,
         task.Y,
-        width,
         keep,
+        width,
         steps=8000,
         lr=0.02,
-        seed=4,
+        rng=4,
         lr_decay=1000.0,
         init_scale=0.5,
         block_size=k,
@@ -280,4 +283,31 @@ def test_block_dropout_training_reaches_the_block_implied_problem():
     assert run.loss[-1] >= optimum * (1 - 1e-9)
     assert run.loss[-1] == pytest.approx(optimum, rel=0.01)
     with pytest.raises(ValueError, match="block_size"):
-        train_fc(task.X, task.Y, 7, keep, steps=1, lr=0.01, seed=0, block_size=2)
+        train_fc(task.X, task.Y, keep, 7, steps=1, lr=0.01, rng=0, block_size=2)
+
+
+def test_old_argument_order_and_seed_still_work_and_warn(problem, short_run):
+    X, Y = problem
+    settings = {"batch_size": 32, "record_every": 50}
+    with pytest.warns(DeprecationWarning, match=r"train_fc\(X, Y, keep, width, steps=..."):
+        old = train_fc(X, Y, WIDTH, 0.5, 500, 0.05, 3, **settings)
+    np.testing.assert_array_equal(old.U, short_run.U)
+    with (
+        pytest.warns(DeprecationWarning, match="in this order"),
+        pytest.warns(DeprecationWarning, match="pass rng="),
+    ):
+        old_named = train_fc(X, Y, WIDTH, 0.5, steps=500, lr=0.05, seed=3, **settings)
+    np.testing.assert_array_equal(old_named.V, short_run.V)
+    # keep and width passed by name read the same in both orders, with no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        named = train_fc(X, Y, width=WIDTH, keep=0.5, steps=500, lr=0.05, rng=3, **settings)
+    np.testing.assert_array_equal(named.U, short_run.U)
+    with pytest.raises(TypeError, match="positional"):
+        train_fc(X, Y, WIDTH, 0.5, 500, 0.05, 3, 32)
+    # a call that cannot be in the former order (it does not start with a width) is
+    # checked in the new one: the bad width is named, with no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError, match="`width`"):
+            train_fc(X, Y, 0.5, 4.5, steps=1, lr=0.01)

@@ -88,7 +88,7 @@ def _white_signals(n: int, c_in: int, length: int, rng) -> np.ndarray:
     value λ·L·Σ_c ‖u_c‖²‖v_c‖² that solve_conv's (λn/C)‖Z‖_*² is built on —
     not only in expectation. Needs N ≥ C_in·L.
     """
-    X = white_inputs(n, c_in * length, rng)
+    X = white_inputs(n, c_in * length, rng=rng)
     np.testing.assert_allclose(X.T @ X / n, np.eye(c_in * length), atol=1e-12)
     return X.reshape(n, c_in, length)
 
@@ -118,6 +118,7 @@ def element_problem():
     return X, Y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_element_dropout_reaches_implied_optimum_and_equalizes(element_problem, seed):
     """THEORY §3, (7): real elementwise-dropout SGD ends at solve_conv's kernel."""
@@ -127,7 +128,7 @@ def test_element_dropout_reaches_implied_optimum_and_equalizes(element_problem, 
     # C = 4 ≥ rank of the optimal lifted kernel, so (7) is attained with C channels.
     assert np.linalg.matrix_rank(sol.Z, tol=1e-6) <= C
 
-    res = train_conv(X, Y, C, K, keep, seed=seed, **ELEMENT_SCHEDULE)
+    res = train_conv(X, Y, keep, C, K, rng=seed, **ELEMENT_SCHEDULE)
 
     rel_err = np.linalg.norm(res.final_kernel - sol.w) / np.linalg.norm(sol.w)
     assert rel_err <= 0.05, rel_err
@@ -202,6 +203,7 @@ def _minimise(fun, theta0):
     return res
 
 
+@pytest.mark.slow
 def test_channel_dropout_ends_at_a_minimiser_of_the_exact_objective():
     """Channel dropout minimises λL Σ_c ‖u_c ⋆ v_c‖², not its ridge relaxation.
 
@@ -248,7 +250,7 @@ def test_channel_dropout_ends_at_a_minimiser_of_the_exact_objective():
     schedule = {"steps": 15_000, "lr": 0.015, "lr_decay": 200.0}
     ends = {}
     for seed in (0, 2):
-        res = ends[seed] = train_conv(X, Y, C1, K1, keep, seed=seed, mode="channel", **schedule)
+        res = ends[seed] = train_conv(X, Y, keep, C1, K1, rng=seed, mode="channel", **schedule)
         end = np.concatenate([res.u.ravel(), res.v.ravel()])
         np.testing.assert_allclose(res.loss[-1], fun(end)[0], rtol=1e-10)
         local = _minimise(fun, end)
@@ -261,6 +263,7 @@ def test_channel_dropout_ends_at_a_minimiser_of_the_exact_objective():
     assert err_global <= 0.02, err_global
 
 
+@pytest.mark.slow
 def test_element_dropout_2d_reaches_implied_optimum():
     """The same on 5×5 images, 3×3 kernels, C = 6 ≥ rank 4 of the optimal lifted kernel.
 
@@ -276,7 +279,7 @@ def test_element_dropout_2d_reaches_implied_optimum():
     keep, channels = 0.5, 6
     sol = implied.solve_conv(X, Y, keep, channels, K, mode="element")
     assert np.linalg.matrix_rank(sol.Z, tol=1e-6) <= channels
-    res = train_conv(X, Y, channels, K, keep, 10_000, 0.01, seed=0, lr_decay=200.0)
+    res = train_conv(X, Y, keep, channels, K, steps=10_000, lr=0.01, rng=0, lr_decay=200.0)
     rel_err = np.linalg.norm(res.final_kernel - sol.w) / np.linalg.norm(sol.w)
     assert rel_err <= 0.05, rel_err
     prod = np.sqrt(np.sum(res.u**2, axis=(0, 2, 3)) * np.sum(res.v**2, axis=(1, 2, 3)))
@@ -284,6 +287,7 @@ def test_element_dropout_2d_reaches_implied_optimum():
     assert sol.objective - 1e-6 <= res.loss[-1] <= sol.objective * (1 + 1e-3)
 
 
+@pytest.mark.slow
 def test_folded_kernel_matches_solve_conv():
     """L = 5 < 2K − 1 = 9 taps: both fold the end-to-end kernel into the same 5 centred taps.
 
@@ -296,7 +300,7 @@ def test_folded_kernel_matches_solve_conv():
     Y = Y + 0.1 * rng.standard_normal(Y.shape)
     for keep, tol in ((1.0, 1e-8), (0.5, 0.05)):
         sol = implied.solve_conv(X, Y, keep, 5, 5)
-        res = train_conv(X, Y, 5, 5, keep, 5000, 0.01, seed=0, lr_decay=200.0)
+        res = train_conv(X, Y, keep, 5, 5, steps=5000, lr=0.01, rng=0, lr_decay=200.0)
         assert res.final_kernel.shape == sol.w.shape == (1, 1, 5)
         rel_err = np.linalg.norm(res.final_kernel - sol.w) / np.linalg.norm(sol.w)
         assert rel_err <= tol, (keep, rel_err)
@@ -332,7 +336,7 @@ SHORT = {"channels": 3, "kernel_size": 3, "keep": 0.6, "steps": 60, "lr": 0.005}
 @pytest.mark.parametrize("padding", ["circular", "zeros"])
 def test_history_layout_kernels_and_products(small_problem, padding):
     X, Y = small_problem
-    res = train_conv(X, Y, seed=3, padding=padding, record_every=25, **SHORT)
+    res = train_conv(X, Y, rng=3, padding=padding, record_every=25, **SHORT)
     assert isinstance(res, ConvTrainingResult)
     np.testing.assert_array_equal(res.steps, [0, 25, 50, 60])
     assert res.u.shape == (3, 3, 3, 3) and res.v.shape == (3, 2, 3, 3)
@@ -371,7 +375,7 @@ def test_composed_kernel_is_the_end_to_end_map():
     # 2-D, 5×5 images: the 5×5 end-to-end kernel fits, so conv2d can apply it.
     X, Y = rng.standard_normal((8, 2, 5, 5)), rng.standard_normal((8, 3, 5, 5))
     for padding in ("circular", "zeros"):
-        res = train_conv(X, Y, 4, 3, 0.7, 5, 0.005, seed=0, padding=padding)
+        res = train_conv(X, Y, 0.7, 4, 3, steps=5, lr=0.005, rng=0, padding=padding)
         x = rng.standard_normal((3, 2, 5, 5))
         direct = _net(x, res.u, res.v, padding)
         through_w = conv.conv2d(x, res.final_kernel, padding=padding)
@@ -382,7 +386,7 @@ def test_composed_kernel_is_the_end_to_end_map():
     # 1-D, L = 5 < 2K − 1 = 9: circular wrap folds the kernel to 5 centred taps, the
     # layout of conv2d (and of solve_conv), which then applies it.
     X, Y = rng.standard_normal((8, 2, 5)), rng.standard_normal((8, 3, 5))
-    res = train_conv(X, Y, 3, 5, 0.7, 5, 0.005, seed=0)
+    res = train_conv(X, Y, 0.7, 3, 5, steps=5, lr=0.005, rng=0)
     assert res.final_kernel.shape == (3, 2, 5)
     x = rng.standard_normal((3, 2, 5))
     np.testing.assert_allclose(
@@ -394,7 +398,7 @@ def test_composed_kernel_is_the_end_to_end_map():
     # Even side L = 4 < 5: no centred layout; entry j is displacement j − 1 (mod 4), so the
     # response to a delta at 0 is net(δ₀)[p] = w[(1 − p) mod 4].
     X, Y = rng.standard_normal((8, 2, 4)), rng.standard_normal((8, 1, 4))
-    res = train_conv(X, Y, 3, 3, 0.7, 5, 0.005, seed=0)
+    res = train_conv(X, Y, 0.7, 3, 3, steps=5, lr=0.005, rng=0)
     assert res.final_kernel.shape == (1, 2, 4)
     for i in range(2):
         delta = np.zeros((1, 2, 4))
@@ -424,7 +428,7 @@ def _mc_dropout_loss(X, Y, u, v, keep, padding, mode, activation, reps, rng):
 def test_recorded_loss_is_the_expected_dropout_loss(small_problem, mode, padding, activation):
     """Monte Carlo over real masks on the full data — no formula (5)/(6)."""
     X, Y = small_problem
-    res = train_conv(X, Y, seed=5, mode=mode, padding=padding, activation=activation, **SHORT)
+    res = train_conv(X, Y, rng=5, mode=mode, padding=padding, activation=activation, **SHORT)
     draws = _mc_dropout_loss(
         X, Y, res.u, res.v, 0.6, padding, mode, activation, 1500, np.random.default_rng(9)
     )
@@ -439,8 +443,8 @@ def test_dropblock_records_the_sampled_loss(small_problem):
     the elementwise run records exactly at the same (same-seed) initial weights."""
     X, Y = small_problem
     frozen = {**SHORT, "lr": 1e-12, "steps": 400, "record_every": 400}
-    block = train_conv(X, Y, seed=6, mode="block", block_size=1, **frozen)
-    element = train_conv(X, Y, seed=6, mode="element", **{**frozen, "steps": 1})
+    block = train_conv(X, Y, rng=6, mode="block", block_size=1, **frozen)
+    element = train_conv(X, Y, rng=6, mode="element", **{**frozen, "steps": 1})
     assert block.loss_kind == "sampled" and block.block_size == 1
     np.testing.assert_allclose(block.u, element.u, atol=1e-6)  # moved by lr · gradient only
     draws = _mc_dropout_loss(
@@ -453,12 +457,12 @@ def test_dropblock_records_the_sampled_loss(small_problem):
 def test_dropblock_and_1d_train(small_problem):
     X, Y = small_problem
     res = train_conv(
-        X, Y, 3, 3, 0.8, 300, 0.005, seed=0, mode="block", block_size=2, record_every=100
+        X, Y, 0.8, 3, 3, steps=300, lr=0.005, rng=0, mode="block", block_size=2, record_every=100
     )
     assert res.loss[-1] < 0.9 * res.loss[1]  # window means of the sampled loss
     rng = np.random.default_rng(0)
     X1, Y1 = rng.standard_normal((10, 1, 9)), rng.standard_normal((10, 2, 9))
-    res = train_conv(X1, Y1, 2, 3, 0.8, 300, 0.01, seed=0, mode="block", block_size=3)
+    res = train_conv(X1, Y1, 0.8, 2, 3, steps=300, lr=0.01, rng=0, mode="block", block_size=3)
     assert res.u.shape == (2, 2, 3) and res.kernels.shape[1:] == (2, 1, 5)
     assert res.loss[-1] < res.loss[1]
 
@@ -473,10 +477,10 @@ def _fields(res: ConvTrainingResult):
 def test_same_seed_same_result(small_problem):
     X, Y = small_problem
     kwargs = {**SHORT, "mode": "channel", "batch_size": 5, "activation": "relu"}
-    first = train_conv(X, Y, seed=3, **kwargs)
-    again = train_conv(X, Y, seed=3, **kwargs)
-    from_generator = train_conv(X, Y, seed=np.random.default_rng(3), **kwargs)
-    other = train_conv(X, Y, seed=4, **kwargs)
+    first = train_conv(X, Y, rng=3, **kwargs)
+    again = train_conv(X, Y, rng=3, **kwargs)
+    from_generator = train_conv(X, Y, rng=np.random.default_rng(3), **kwargs)
+    other = train_conv(X, Y, rng=4, **kwargs)
     for a, b, c in zip(_fields(first), _fields(again), _fields(from_generator)):
         if isinstance(a, np.ndarray):
             assert np.array_equal(a, b) and np.array_equal(a, c)
@@ -505,8 +509,8 @@ def test_same_seed_same_result(small_problem):
         ({"lr": -0.1}, ValueError, "`lr`"),
         ({"lr": float("nan")}, ValueError, "`lr`"),
         ({"lr": "fast"}, TypeError, "`lr`"),
-        ({"seed": -1}, ValueError, "`seed`"),
-        ({"seed": "x"}, TypeError, "`seed`"),
+        ({"rng": -1}, ValueError, "`rng`"),
+        ({"rng": "x"}, TypeError, "`rng`"),
         ({"mode": "spatial"}, ValueError, "`mode`"),
         ({"mode": "block"}, ValueError, "`block_size`"),
         ({"mode": "block", "block_size": 5}, ValueError, "`block_size`"),
@@ -522,7 +526,7 @@ def test_same_seed_same_result(small_problem):
 )
 def test_bad_inputs_name_the_argument(small_problem, kwargs, exc, match):
     X, Y = small_problem
-    args = {"X": X, "Y": Y, "seed": 0, **SHORT, "steps": 2}
+    args = {"X": X, "Y": Y, "rng": 0, **SHORT, "steps": 2}
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         train_conv(**args)
@@ -536,4 +540,18 @@ def test_divergence_raises_floating_point_error(element_problem, lr, mode):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow RuntimeWarning leaks out either
         with pytest.raises(FloatingPointError, match="`lr`.*too large"):
-            train_conv(X, Y, C, K, 0.5, 3000, lr, seed=0, mode=mode, **block)
+            train_conv(X, Y, 0.5, C, K, steps=3000, lr=lr, rng=0, mode=mode, **block)
+
+
+def test_old_argument_order_and_seed_still_work_and_warn(small_problem):
+    X, Y = small_problem
+    new = train_conv(X, Y, 0.6, 3, 3, steps=20, lr=0.005, rng=3)
+    with pytest.warns(DeprecationWarning, match="keep, channels, kernel_size"):
+        old = train_conv(X, Y, 3, 3, 0.6, 20, 0.005, 3)
+    np.testing.assert_array_equal(old.u, new.u)
+    with (
+        pytest.warns(DeprecationWarning, match="in this order"),
+        pytest.warns(DeprecationWarning, match="pass rng="),
+    ):
+        old_named = train_conv(X, Y, 3, 3, 0.6, steps=20, lr=0.005, seed=3)
+    np.testing.assert_array_equal(old_named.v, new.v)

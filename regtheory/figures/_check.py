@@ -9,17 +9,28 @@ index; one string may hold several paths separated by spaces. A rule applies to
 every number under the field it names (a nested list is one field). The kinds:
 
 ============ =================================================================
-exact        equal: ints, strings, bools, settings, counts, grids, sampled masks
-closed_form  relative 1e-9: a formula in floating point, only rounding differs
-solve        relative, the solve's accuracy (:data:`SOLVE_RTOL`, or read from a
-             field beside the result)
+exact        equal: integers, counts, strings, bools, and the settings (the
+             inputs a figure copies into its record), sampled masks
+closed_form  a formula in floating point: rounding, :func:`rounding` of the
+             computation's size and condition number
+solve        relative, the solve's accuracy: its certified gap read from a field
+             beside the result (plus rounding), or a stated tolerance
 monte_carlo  z = |new − old| / √(se_new² + se_old²) ≤ :data:`MC_Z`, from the
-             standard errors stored beside the estimates
+             standard errors stored beside the estimates; where the draws are
+             the same bits (the same NumPy, the same seed) and the estimate
+             depends on nothing else that rounds differently, to rounding
 spread       relative, stated by the figure: a standard error or an RMS
              estimated from the draws, which has no standard error of its own
-trajectory   relative, :data:`TRAINING_RTOL`: SGD runs, the same bits on one
+             (to rounding, like ``monte_carlo``, over the same draws)
+trajectory   relative, stated by the figure: SGD runs, the same bits on one
              machine, within rounding of many steps across machines
+record       how a result was reached (iterations, timings, solver names):
+             shown in the report when it differs, never a disagreement
 ============ =================================================================
+
+No float is compared with a zero tolerance: a rule whose tolerance on a float is 0
+(or not a positive number) is refused when it is declared, and a tolerance read from
+the data always has the rounding of the computation added to it.
 
 A relative tolerance is relative to each value (``scale="value"``), to the largest
 magnitude in its field (``scale="field"``: a spectrum whose zero singular values
@@ -50,18 +61,24 @@ from ._registry import REGISTRY, compute, environment, spec_of
 
 __all__ = ["CheckReport", "FigureCheck", "KindCheck", "Rule", "check"]
 
-KINDS = ("exact", "closed_form", "solve", "monte_carlo", "spread", "trajectory")
+KINDS = ("exact", "closed_form", "solve", "monte_carlo", "spread", "trajectory", "record")
 
-# Closed forms differ across machines only by rounding: measured ≤ 4e-14 relative
-# between two machines and between OpenBLAS kernels; 1e-9 leaves room for formulas
-# that lose digits (differences, ill-conditioned SVDs).
-CLOSED_FORM_RTOL = 1e-9
+#: The unit roundoff's double, 2^-52: one rounding on each of two machines.
+EPS = 2.0**-52
+# A value computed in floating point from n operations in sequence (a sum, a dot product,
+# a power through exp) is within n·u·κ of the exact one, relative, u = EPS/2 and κ the
+# condition number of the computation (Higham, Accuracy and Stability of Numerical
+# Algorithms, 2nd ed., §3.1 and §4.2); two machines that round differently (another
+# OpenBLAS kernel sums in another order, with or without FMA, another libm) are within
+# twice that, n·EPS·κ. The bound is for the worst case; 10 covers the libm's ulp and
+# the few stages a figure's formula chains.
+ROUNDING_SAFETY = 10.0
 # Values a closed form gives as exactly 0 on one machine may underflow to a subnormal
 # on another ((1 - keep)^1000 in figure (d)).
 CLOSED_FORM_ATOL = 1e-300
-# A cvxpy solve is accurate to its solver's tolerances, not to rounding: results move
-# by up to 3e-9 relative between OpenBLAS kernels (the k-support solve of block
-# dropout). A result that certifies its own accuracy names the field holding it.
+# A cvxpy solve whose accuracy the figure does not store is accurate to its solver's
+# tolerances, not to rounding: results move by up to 3e-9 relative between OpenBLAS
+# kernels (the k-support solve of block dropout).
 SOLVE_RTOL = 1e-6
 # The figures hold 462 independent Monte Carlo estimates (360 in mc_error_vs_n, 72 in
 # penalty_vs_keep, 30 in penalty_vs_depth). Where the draws differ (another NumPy's generators; or the fc
@@ -69,16 +86,31 @@ SOLVE_RTOL = 1e-6
 # is not unique and each kernel finds another), two estimates of one mean differ by
 # |z| > 4 with probability 6.3e-5: a
 # false alarm in about one check of all figures in 35 (Bonferroni: 462 × 6.3e-5 =
-# 2.9 %), while a shift of 6 standard errors is caught (z = 6/√2). With the same draws
-# (one machine, one seed) the estimates are the same bits: z = 0.
+# 2.9 %), while a shift of 6 standard errors is caught (z = 6/√2).
 MC_Z = 4.0
 # SGD with real masks (figures (a), (b), (i)): the same bits on one machine; a different
 # BLAS kernel rounds each step differently, but the decaying steps damp the difference
-# instead of amplifying it. Against OpenBLAS's Haswell kernels, its SandyBridge and
-# Prescott kernels (OPENBLAS_CORETYPE) move the trained values by at most 2e-13
-# relative: 1e-6 leaves a wide margin for other CPUs and libraries and still catches
-# any change to the training itself.
+# instead of amplifying it. Against OpenBLAS's Haswell kernels, its SkylakeX, SandyBridge,
+# Nehalem and Prescott kernels (OPENBLAS_CORETYPE) move the trained values by at most
+# 2e-13 relative: 1e-6 leaves a wide margin for other CPUs and libraries and still
+# catches any change to the training itself.
 TRAINING_RTOL = 1e-6
+
+
+def rounding(size: float = 1.0, condition: float = 1.0) -> float:
+    """The relative tolerance of a value computed in floating point on two machines.
+
+    ``ROUNDING_SAFETY · size · condition · EPS``: ``size`` operations in sequence (the
+    terms of the longest sum or product the value goes through), ``condition`` the
+    relative condition number of the computation (1 for a sum of terms of one sign).
+    """
+    if not (size >= 1 and condition >= 1 and math.isfinite(size * condition)):
+        raise ValueError(f"`size` and `condition` must be finite and ≥ 1, got {size}, {condition}")
+    return ROUNDING_SAFETY * size * condition * EPS
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and 0 < float(x) < math.inf
 
 
 @dataclass(frozen=True)
@@ -92,8 +124,8 @@ class Rule:
     tolerance : float or str
         The relative tolerance, or the z bound (``monte_carlo``), or the name of a
         sibling field that holds each value's relative accuracy (``solve``; the
-        tolerance is then the sum of the stored and the regenerated accuracies).
-        0 for ``exact``.
+        tolerance is then the sum of the stored and the regenerated accuracies, plus
+        ``rounding``). 0 for ``exact`` and ``record``, positive for every other kind.
     scale : str or float
         What a relative tolerance is relative to: ``"value"``, ``"field"`` (the
         largest magnitude in the field) or a fixed number.
@@ -105,6 +137,12 @@ class Rule:
         estimated from; the tolerance is then ``tolerance / √n``.
     atol : float
         An absolute floor added to the relative tolerance, for values that are 0.
+    rounding : float
+        ``solve``: the rounding added to an accuracy read from the data (a solve
+        certified exact, gap 0, still rounds). ``monte_carlo`` and ``spread``: the
+        relative tolerance when the two records were drawn with the same NumPy, so
+        from the same bits (0: the estimate also depends on something that is not
+        reproduced to rounding, and the z-score or stated tolerance applies).
     """
 
     kind: str
@@ -113,23 +151,56 @@ class Rule:
     stderr: str | None = None
     draws: str | None = None
     atol: float = 0.0
+    rounding: float = 0.0
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"`kind` must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.kind == "monte_carlo" and not self.stderr:
             raise ValueError("a monte_carlo rule must name its `stderr` field")
-        if not (self.scale in ("value", "field") or isinstance(self.scale, numbers.Real)):
-            raise ValueError(f"`scale` must be 'value', 'field' or a number, got {self.scale!r}")
+        if not (self.scale in ("value", "field") or _positive(self.scale)):
+            raise ValueError(
+                f"`scale` must be 'value', 'field' or a positive number, got {self.scale!r}"
+            )
+        if self.kind in ("exact", "record"):
+            if self.tolerance != 0 or self.rounding != 0 or self.atol != 0:
+                raise ValueError(f"an {self.kind} rule takes no tolerance")
+            return
+        # Never a zero tolerance on a float: every other kind compares floats.
+        if isinstance(self.tolerance, str):
+            if self.kind != "solve":
+                raise ValueError("only a solve rule reads its tolerance from a field")
+            if not _positive(self.rounding):
+                raise ValueError(
+                    f"a solve rule that reads its accuracy from {self.tolerance!r} needs a "
+                    f"positive `rounding` (a gap of 0 does not make a float exact), got "
+                    f"{self.rounding!r}"
+                )
+        elif not _positive(self.tolerance):
+            raise ValueError(
+                f"a {self.kind} rule compares floats: its tolerance must be a positive "
+                f"number, got {self.tolerance!r}"
+            )
+        if not (self.rounding == 0 or _positive(self.rounding)) or self.atol < 0:
+            raise ValueError(
+                f"`rounding` and `atol` must be ≥ 0, got {self.rounding!r}, {self.atol!r}"
+            )
 
-    @property
-    def label(self) -> str:
-        """The tolerance as the report prints it."""
+    def label(self, *, same_draws: bool = False) -> str:
+        """The tolerance as the report prints it (``same_draws``: as applied to two
+        records drawn from the same bits)."""
         if self.kind == "exact":
             return "equal"
+        if self.kind == "record":
+            return "shown, never fails"
+        if same_draws and self.rounding and self.kind in ("monte_carlo", "spread"):
+            return f"same draws: {self.rounding:.2g} rel"
         if self.kind == "monte_carlo":
             return f"z ≤ {self.tolerance:g}"
-        tol = self.tolerance if isinstance(self.tolerance, str) else f"{self.tolerance:.2g}"
+        if isinstance(self.tolerance, str):
+            tol = f"{self.tolerance} + {self.rounding:.2g}"
+        else:
+            tol = f"{self.tolerance:.2g}"
         if self.draws:
             tol = f"{tol}/√{self.draws}"
         if self.scale == "value":
@@ -137,37 +208,52 @@ class Rule:
         return f"{tol} rel of " + ("field max" if self.scale == "field" else f"{self.scale:g}")
 
 
+#: Integers, counts, strings, bools, settings.
 EXACT = Rule("exact")
-#: A certified duality gap: each side's is at most GAP_RTOL (the solve refuses more), so
-#: two agree within it; the value itself is the solver's, not reproducible.
-CERTIFIED = Rule("solve", 1.0, GAP_RTOL)
+#: Iteration counts, timings, solver names: shown when they differ, never failing.
+RECORD = Rule("record")
+#: A certified relative duality gap: each side's is at most GAP_RTOL (the solve refuses
+#: more), so the two differ by at most GAP_RTOL; the value itself is the solver's path.
+CERTIFIED = Rule("solve", GAP_RTOL, 1.0)
 
 
-def closed_form(*, scale: str | float = "value") -> Rule:
-    """A formula evaluated in floating point: :data:`CLOSED_FORM_RTOL`."""
-    return Rule("closed_form", CLOSED_FORM_RTOL, scale, atol=CLOSED_FORM_ATOL)
+def closed_form(*, size: float = 1.0, condition: float = 1.0, scale: str | float = "value") -> Rule:
+    """A formula evaluated in floating point: to :func:`rounding` of its ``size`` (the
+    operations in sequence) and ``condition``."""
+    return Rule("closed_form", rounding(size, condition), scale, atol=CLOSED_FORM_ATOL)
 
 
-def solve(rtol: float | str = SOLVE_RTOL, *, scale: str | float = "field") -> Rule:
-    """A cvxpy (or other optimizer's) result: relative to its field, as a solve is accurate."""
-    return Rule("solve", rtol, scale)
+def solve(
+    rtol: float | str = SOLVE_RTOL, *, scale: str | float = "field", size: float = 1.0
+) -> Rule:
+    """A cvxpy (or other optimizer's) result: within ``rtol``, relative to its field, as a
+    solve is accurate; or, ``rtol`` naming a sibling field that holds each side's
+    certified relative gap, within the sum of the two plus the rounding of a problem of
+    ``size`` operations."""
+    return Rule("solve", rtol, scale, rounding=rounding(size))
 
 
-def monte_carlo(stderr: str, *, z: float = MC_Z) -> Rule:
-    """A Monte Carlo estimate whose standard error is in the sibling field ``stderr``."""
-    return Rule("monte_carlo", z, stderr=stderr)
+def monte_carlo(stderr: str, *, z: float = MC_Z, same_draws: float | None = None) -> Rule:
+    """A Monte Carlo estimate whose standard error is in the sibling field ``stderr``.
+
+    ``same_draws``: its relative tolerance (a :func:`rounding`) when the two records
+    were drawn from the same bits; None when the estimate also depends on something
+    that is not reproduced to rounding (a solve, a factorization that is not unique).
+    """
+    return Rule("monte_carlo", z, stderr=stderr, rounding=same_draws or 0.0)
 
 
-def spread(rtol: float, *, draws: str | None = None) -> Rule:
+def spread(rtol: float, *, draws: str | None = None, same_draws: float | None = None) -> Rule:
     """A standard error or RMS estimated from Monte Carlo draws: relative ``rtol``, or
-    ``rtol/√n`` with n in the sibling field ``draws``.
+    ``rtol/√n`` with n in the sibling field ``draws``; ``same_draws`` as in
+    :func:`monte_carlo`.
 
     A standard error estimated from n draws has a relative standard deviation of
     about c/√n, c = √((κ − 1)/4) for draws of kurtosis κ; the estimators of the conv
     figures measure c = 0.5 to 1.25 (20 seeds per N in ``mc_error_vs_n``). Two
     independent estimates then agree within MC_Z·√2·c/√n, the ``rtol`` of a figure.
     """
-    return Rule("spread", rtol, draws=draws)
+    return Rule("spread", rtol, draws=draws, rounding=same_draws or 0.0)
 
 
 def trajectory(rtol: float, *, scale: str | float = "value") -> Rule:
@@ -185,16 +271,19 @@ class KindCheck:
     Attributes
     ----------
     kind, tolerance : str
-        The kind of the rules and the tolerance as printed (``Rule.label``).
+        The kind of the rules and the tolerance as printed (``Rule.label()``).
     n_values : int
         Numbers (or strings, bools) compared.
     worst : float
-        The largest deviation: relative, or z for ``monte_carlo``; for ``exact`` 0
-        when all are equal and ``inf`` otherwise.
+        The largest deviation (the one nearest its tolerance): relative, or z for a
+        ``monte_carlo`` row compared by z-score; for ``exact`` and ``record`` 0 when
+        all are equal and ``inf`` otherwise.
     worst_field : str or None
         The path of the value where it occurs.
     failures : tuple of str
         One line per value outside its tolerance: path, both values, deviation.
+    notes : tuple of str
+        ``record``: one line per value that differs (shown, not a failure).
     """
 
     kind: str
@@ -203,6 +292,7 @@ class KindCheck:
     worst: float
     worst_field: str | None
     failures: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -318,14 +408,16 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _format_worst(kind: str, worst: float) -> str:
-    if kind == "exact":
+def _format_worst(row: KindCheck) -> str:
+    worst = row.worst
+    if row.kind in ("exact", "record"):
         return "equal" if worst == 0 else "differs"
     if not math.isfinite(worst):
         return "differs"
     if worst == 0:
         return "0"
-    return f"z {worst:.2g}" if kind == "monte_carlo" else f"{worst:.1e}"
+    z = row.kind == "monte_carlo" and row.tolerance.startswith("z")
+    return f"z {worst:.2g}" if z else f"{worst:.1e}"
 
 
 def _environment_changes(stored: dict | None, now: dict) -> tuple[str, ...]:
@@ -354,26 +446,37 @@ def _figure_text(fig: FigureCheck, max_failures: int) -> str:
             f"  environment differs from the stored one: {'; '.join(fig.environment_changes)}"
         )
     header = (
-        f"  {'kind':<12} {'values':>7}  {'worst':>9}  {'tolerance':<24} {'result':<6}  worst at"
+        f"  {'kind':<12} {'values':>7}  {'worst':>9}  {'tolerance':<30} {'result':<6}  worst at"
     )
     lines.append(header)
     for row in fig.rows:
         lines.append(
-            f"  {row.kind:<12} {row.n_values:>7}  {_format_worst(row.kind, row.worst):>9}"
-            f"  {row.tolerance:<24} {'PASS' if row.passed else 'FAIL':<6}  "
+            f"  {row.kind:<12} {row.n_values:>7}  {_format_worst(row):>9}"
+            f"  {row.tolerance:<30} {_verdict(row):<6}  "
             f"{row.worst_field or ''}".rstrip()
         )
     if fig.disagreements:
         lines.append(
             f"  {'structure':<12} {len(fig.disagreements):>7}  {'differs':>9}  "
-            f"{'same fields':<24} FAIL"
+            f"{'same fields':<30} FAIL"
         )
     problems = [*fig.disagreements, *(f for row in fig.rows for f in row.failures)]
     for line in problems[:max_failures]:
         lines.append(f"    {line}")
     if len(problems) > max_failures:
         lines.append(f"    ... and {len(problems) - max_failures} more")
+    notes = [n for row in fig.rows for n in row.notes]
+    for line in notes[:max_failures]:
+        lines.append(f"    {line} (a record, not compared)")
+    if len(notes) > max_failures:
+        lines.append(f"    ... and {len(notes) - max_failures} more records that differ")
     return "\n".join(lines)
+
+
+def _verdict(row: KindCheck) -> str:
+    if row.kind == "record":
+        return "SHOWN"
+    return "PASS" if row.passed else "FAIL"
 
 
 # ----------------------------------------------------------------------------- the walk
@@ -495,20 +598,24 @@ class _Tally:
     worst_ratio: float = 0.0
     worst_field: str | None = None
     failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
-    def add(self, path: str, deviation: float, tolerance: float, failure: str) -> None:
+    def add(
+        self, path: str, deviation: float, tolerance: float, failure: str, *, record: bool
+    ) -> None:
         self.n_values += 1
         ratio = deviation / tolerance if tolerance > 0 else (0.0 if deviation == 0 else math.inf)
         if ratio > self.worst_ratio:
             self.worst_ratio, self.worst, self.worst_field = ratio, deviation, path
         if ratio > 1:
-            self.failures.append(failure)
+            (self.notes if record else self.failures).append(failure)
 
 
 def _deviations(rule: Rule, pairs, scale_old: float, tol: list[float], se_old, se_new):
-    """(deviation, tolerance) of each (path, old, new) under ``rule``."""
+    """(deviation, tolerance) of each (path, old, new) under ``rule``; ``se_old`` None for
+    a monte_carlo rule compared to rounding (the same draws)."""
     for i, (path, a, b) in enumerate(pairs):
-        if rule.kind == "exact" or not (_is_number(a) and _is_number(b)):
+        if rule.kind in ("exact", "record") or not (_is_number(a) and _is_number(b)):
             yield (0.0 if _same(a, b) else math.inf), 1.0
             continue
         a, b = float(a), float(b)
@@ -518,8 +625,8 @@ def _deviations(rule: Rule, pairs, scale_old: float, tol: list[float], se_old, s
         diff = abs(a - b)
         if math.isnan(diff):
             yield math.inf, tol[i]
-        elif rule.kind == "monte_carlo":
-            se = math.hypot(se_old[i], se_new[i])
+        elif se_old is not None:  # monte_carlo: z, with the rounding of an exact value
+            se = math.hypot(se_old[i], se_new[i]) + rule.rounding * abs(a) / tol[i]
             yield (diff / se if se > 0 else math.inf), tol[i]
         else:
             scale = (
@@ -532,46 +639,58 @@ def _deviations(rule: Rule, pairs, scale_old: float, tol: list[float], se_old, s
             yield (diff / denominator if denominator > 0 else math.inf), tol[i]
 
 
-def _compare_field(rule: Rule, old, new, path, parents, tallies, problems) -> None:
+def _tolerances(rule: Rule, n: int, parents, where: str):
+    """Each value's tolerance under ``rule``, and the standard errors of a monte_carlo
+    rule (None otherwise)."""
+    if rule.kind == "monte_carlo" and rule.stderr is not None:  # it always names one
+        se_old = _sibling(parents[0], rule.stderr, n, "stored", where)
+        se_new = _sibling(parents[1], rule.stderr, n, "regenerated", where)
+        return [float(rule.tolerance)] * n, se_old, se_new
+    if rule.draws:
+        n_draws = _sibling(parents[0], rule.draws, n, "stored", where)
+        return [float(rule.tolerance) / math.sqrt(max(k, 1.0)) for k in n_draws], None, None
+    if isinstance(rule.tolerance, str):  # each side's certified accuracy, plus rounding
+        acc_old = _sibling(parents[0], rule.tolerance, n, "stored", where)
+        acc_new = _sibling(parents[1], rule.tolerance, n, "regenerated", where)
+        return [x + y + rule.rounding for x, y in zip(acc_old, acc_new)], None, None
+    return [float(rule.tolerance)] * n, None, None
+
+
+def _compare_field(rule: Rule, old, new, path, parents, tallies, problems, same_draws) -> None:
     where = "/".join(path)
     pairs = list(_leaves(old, new, path, problems))
     if not pairs:
         return
-    n = len(pairs)
+    key = (rule.kind, rule.label(same_draws=same_draws))
+    if same_draws and rule.rounding and rule.kind in ("monte_carlo", "spread"):
+        # the same draws: the two estimates are one computation, rounded twice
+        rule = Rule("spread", rule.rounding)
     try:
-        se_old = se_new = None
-        if rule.kind == "monte_carlo" and rule.stderr is not None:  # it always names one
-            se_old = _sibling(parents[0], rule.stderr, n, "stored", where)
-            se_new = _sibling(parents[1], rule.stderr, n, "regenerated", where)
-            tol = [float(rule.tolerance)] * n
-        elif rule.draws:
-            n_draws = _sibling(parents[0], rule.draws, n, "stored", where)
-            tol = [float(rule.tolerance) / math.sqrt(max(k, 1.0)) for k in n_draws]
-        elif isinstance(rule.tolerance, str):  # each side's certified accuracy
-            acc_old = _sibling(parents[0], rule.tolerance, n, "stored", where)
-            acc_new = _sibling(parents[1], rule.tolerance, n, "regenerated", where)
-            tol = [x + y for x, y in zip(acc_old, acc_new)]
-        else:
-            tol = [float(rule.tolerance)] * n
+        tol, se_old, se_new = _tolerances(rule, len(pairs), parents, where)
     except _Missing as exc:
         problems.append(str(exc))
         return
+    if rule.kind not in ("exact", "record") and any(not t > 0 for t in tol):
+        # never a zero tolerance on a float: a sibling accuracy that is negative or NaN
+        problems.append(f"{where}: a tolerance of {min(tol)!r} read from the data")
+        return
     scale_old = max(_numbers(old), default=0.0)
-    tally = tallies.setdefault((rule.kind, rule.label), _Tally())
+    tally = tallies.setdefault(key, _Tally())
+    record = rule.kind == "record"
     for (p, a, b), (dev, t) in zip(pairs, _deviations(rule, pairs, scale_old, tol, se_old, se_new)):
-        shown = "z" if rule.kind == "monte_carlo" else "rel"
+        shown = "z" if se_old is not None else "rel"
         message = f"{p}: stored {a!r}, regenerated {b!r}" + (
             ""
-            if rule.kind == "exact" or not math.isfinite(dev)
+            if rule.kind in ("exact", "record") or not math.isfinite(dev)
             else f" ({shown} {dev:.2g} > {t:.2g})"
         )
-        tally.add(p, dev, t, message)
+        tally.add(p, dev, t, message, record=record)
 
 
-def _walk(patterns, old, new, path, parents, tallies, problems, figure: str) -> None:
+def _walk(patterns, old, new, path, parents, tallies, problems, figure, same_draws) -> None:
     matched = _match(patterns, path) if path else None
     if matched is not None:
-        _compare_field(matched[1], old, new, path, parents, tallies, problems)
+        _compare_field(matched[1], old, new, path, parents, tallies, problems, same_draws)
         return
     children = _children(old, new, path, problems)
     if children is None:
@@ -580,20 +699,23 @@ def _walk(patterns, old, new, path, parents, tallies, problems, figure: str) -> 
             "FigureSpec.checks (regtheory.figures._check)"
         )
     for key, a, b in children:
-        _walk(patterns, a, b, (*path, key), (old, new), tallies, problems, figure)
+        _walk(patterns, a, b, (*path, key), (old, new), tallies, problems, figure, same_draws)
 
 
 def compare_data(
-    name: str, stored: dict, regenerated: dict
+    name: str, stored: dict, regenerated: dict, *, same_draws: bool = False
 ) -> tuple[tuple[KindCheck, ...], tuple[str, ...]]:
-    """The rows and structural disagreements of two data dicts of figure ``name``."""
+    """The rows and structural disagreements of two data dicts of figure ``name``;
+    ``same_draws``: the two were drawn from the same bits (the same NumPy)."""
     patterns = _patterns(spec_of(name).checks)
     tallies: dict[tuple[str, str], _Tally] = {}
     problems: list[str] = []
-    _walk(patterns, stored, regenerated, (), (None, None), tallies, problems, name)
+    _walk(patterns, stored, regenerated, (), (None, None), tallies, problems, name, same_draws)
     order = {k: i for i, k in enumerate(KINDS)}
     rows = tuple(
-        KindCheck(kind, label, t.n_values, t.worst, t.worst_field, tuple(t.failures))
+        KindCheck(
+            kind, label, t.n_values, t.worst, t.worst_field, tuple(t.failures), tuple(t.notes)
+        )
         for (kind, label), t in sorted(tallies.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
     )
     return rows, tuple(problems)
@@ -781,8 +903,10 @@ def _check_figure(
     seconds = time.perf_counter() - start
     # compared as stored: through JSON (tuples become lists, keys strings)
     regenerated = json.loads(json.dumps(fresh["data"]))
-    rows, problems = compare_data(name, record["data"], regenerated)
     stored_environment = record.get("environment")
+    rows, problems = compare_data(
+        name, record["data"], regenerated, same_draws=_same_draws(stored_environment, now)
+    )
     return FigureCheck(
         name,
         str(directory / f"{name}.json"),
@@ -794,3 +918,13 @@ def _check_figure(
         _environment_changes(stored_environment, now),
         seconds,
     )
+
+
+def _same_draws(stored: dict | None, now: dict) -> bool:
+    """Were the stored record's random draws the same bits as this one's? NumPy's
+    generators give the same bits on every machine, but a NumPy release may change a
+    distribution's algorithm: the same draws need the same NumPy."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("packages"), dict):
+        return False
+    numpy_version = stored["packages"].get("numpy")
+    return numpy_version is not None and numpy_version == now["packages"]["numpy"]

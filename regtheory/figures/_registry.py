@@ -33,19 +33,31 @@ import importlib.metadata
 import json
 import os
 import platform
-import tempfile
-from collections.abc import Callable, Mapping
+import secrets
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from .._validation import InvalidParameterError
 from ..sweep import Sweep
 
-__all__ = ["REGISTRY", "FigureSpec", "compute", "environment", "register", "render", "spec_of"]
+if TYPE_CHECKING:  # matplotlib is imported by the plot functions, when they draw
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "REGISTRY",
+    "FigureSpec",
+    "compute",
+    "environment",
+    "missing_extras",
+    "register",
+    "render",
+    "spec_of",
+]
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,10 @@ class FigureSpec:
     ``solves`` one whose ``compute`` takes ``solver=`` (a cvxpy solver name or None)
     for its implied problems. ``checks`` maps the fields of its data to the rules by
     which :func:`regtheory.figures.check` compares a regenerated record with a stored
-    one (:mod:`regtheory.figures._check`); every field must have one.
+    one (:mod:`regtheory.figures._check`); every field must have one. ``requires``
+    names the modules the figure needs beyond the package's own dependencies and
+    ``extra`` the optional dependency set of ``pip install "regtheory[EXTRA]"`` that
+    brings them (:func:`missing_extras`).
     """
 
     name: str
@@ -67,6 +82,8 @@ class FigureSpec:
     sweeps: bool = False
     solves: bool = False
     checks: Mapping[str, object] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
 
 
 REGISTRY: dict[str, FigureSpec] = {}
@@ -99,6 +116,40 @@ def spec_of(name: str) -> FigureSpec:
             f"unknown figure {name!r}; valid names: {', '.join(sorted(REGISTRY))}"
         )
     return REGISTRY[name]
+
+
+def missing_extras(names: Iterable[str]) -> dict[str, list[str]]:
+    """The optional extras that the figures ``names`` need and that are not installed.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Registered figure names.
+
+    Returns
+    -------
+    dict
+        Each missing extra (``"torch"``) mapped to the figures among ``names`` that need
+        it, in the order given; empty when every figure can be computed here.
+
+    Raises
+    ------
+    InvalidParameterError
+        If a name is not a registered figure.
+    """
+    missing: dict[str, list[str]] = {}
+    for name in names:
+        spec = spec_of(name)
+        if any(not _importable(module) for module in spec.requires):
+            missing.setdefault(spec.extra or "", []).append(name)
+    return missing
+
+
+def _importable(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked installation
+        return False
 
 
 # The distributions whose versions a record names: the numerical stack and the solvers.
@@ -175,10 +226,16 @@ def compute(
 
 
 def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``: a
+    reader (or a run that was killed) sees the old file or the new one, never half of one.
+    The bytes reach the disk before the rename, and the file gets the permissions of any
+    new file (the umask's; mkstemp's would be private to the owner)."""
+    tmp = str(path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         write(tmp)
+        with open(tmp, "rb+") as done:
+            os.fsync(done.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -27,19 +27,32 @@ serially rather than as a sweep.
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.legend_handler import HandlerTuple
-from matplotlib.patches import Patch
 
 from .. import network
 from ..conv import conv_matrix
 from ..masks import Bernoulli, Channel, MaskDistribution
 from ..montecarlo import Estimate
 from ..network import Conv, Dropout, Linear
-from ._check import EXACT, closed_form, monte_carlo, spread
+from ._check import EXACT, closed_form, monte_carlo, rounding, spread
 from ._registry import FigureSpec, register
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "compute_penalty_attribution",
+    "compute_penalty_vs_depth",
+    "plot_penalty_attribution",
+    "plot_penalty_vs_depth",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
 
 # ----------------------------------------------------------------------------- (k)
 
@@ -108,10 +121,10 @@ def _depth_mc(cell: dict) -> Estimate:
 def _estimate_record(est: Estimate, mc_seed: int) -> dict:
     lo, hi = est.ci(level=0.95)
     return {
-        "mean": est.mean,
+        "mean": est.value,
         "stderr": est.stderr,
         "ci95": [lo, hi],
-        "n_samples": est.n_samples,
+        "n_samples": est.n_masks,
         "seed": mc_seed,
     }
 
@@ -182,6 +195,9 @@ _DEPTH_TITLES = {
 
 
 def plot_penalty_vs_depth(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+    from matplotlib.legend_handler import HandlerTuple
+
     depths = np.asarray(data["depths"])
     fig = Figure(figsize=(11.5, 7.0), layout="constrained")
     axes = fig.subplots(2, 2, sharex=True, gridspec_kw={"height_ratios": [1.6, 1]})
@@ -306,6 +322,9 @@ def _subset_label(subset: list[int]) -> str:
 
 
 def plot_penalty_attribution(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
     panels = data["panels"]
     n_cols = len({p["keep"] for p in panels})
     fig = Figure(figsize=(5.6 * n_cols, 9.0), layout="constrained")
@@ -374,6 +393,9 @@ def plot_penalty_attribution(data: dict) -> Figure:
 # ≤ 1.4 from the spread of 20 stderrs of every estimate. Two independent ones agree within
 # MC_Z·√2·c/√n; c = 1.75 leaves room for another seed's net: 10/√n.
 STDERR_RTOL = 10.0
+# The operations a value of (k) chains: 16 samples through ≤ 6 layers of 4×4 maps or
+# 9-tap circular convolutions.
+_NET_TERMS = 16 * 6 * 81
 
 register(
     FigureSpec(
@@ -385,11 +407,20 @@ register(
             "map_seed depths fc_width signal_length n_samples n_masks panels/*/layer "
             "panels/*/series/*/keep panels/*/series/*/mc/*/n_samples "
             "panels/*/series/*/mc/*/seed": EXACT,
-            "panels/*/map panels/*/X panels/*/series/*/exact": closed_form(),
-            # from an SVD and QRs: rounding relative to the largest entry
-            "panels/*/weights": closed_form(scale="field"),
-            "panels/*/series/*/mc/*/mean panels/*/series/*/mc/*/ci95": monte_carlo("stderr"),
-            "panels/*/series/*/mc/*/stderr": spread(STDERR_RTOL, draws="n_samples"),
+            "panels/*/map panels/*/X": closed_form(),
+            # moments through ≤ 6 layers of 4×4 (or 9-tap) maps, over 16 samples
+            "panels/*/series/*/exact": closed_form(size=_NET_TERMS),
+            # from an SVD and QRs: rounding relative to the largest entry, over the relative
+            # gap between singular values (σ₁ / min gap = 5.7 for the FC map)
+            "panels/*/weights": closed_form(size=100, condition=10, scale="field"),
+            # the same draws (the seed's) give the same estimates to rounding: a mean of
+            # 10,000 draws, each a forward pass through the net
+            "panels/*/series/*/mc/*/mean panels/*/series/*/mc/*/ci95": monte_carlo(
+                "stderr", same_draws=rounding(10_000 + _NET_TERMS, 10)
+            ),
+            "panels/*/series/*/mc/*/stderr": spread(
+                STDERR_RTOL, draws="n_samples", same_draws=rounding(10_000 + _NET_TERMS, 10)
+            ),
         },
     )
 )
@@ -402,11 +433,15 @@ register(
         checks={
             "net_seed channels kernel_size image_shape padding n_samples "
             "panels/*/masks panels/*/keep panels/*/dropout_positions panels/*/subsets": EXACT,
-            "weights X panels/*/terms panels/*/own_sum panels/*/interaction panels/*/total": (
-                closed_form()
+            "weights X": closed_form(),
+            # second moments through 4 conv layers (≤ 4 channels, 3×3 taps, 8×8 positions)
+            # over 16 samples; interactions by inclusion–exclusion over 3 layers, whose
+            # terms are of either sign (condition ≤ 10)
+            "panels/*/terms panels/*/own_sum panels/*/interaction panels/*/total": (
+                closed_form(size=16 * 64 * 4 * 4 * 9 * 4, condition=10)
             ),
-            # 0 for masks of mean one, up to rounding
-            "panels/*/mean_shift": closed_form(scale=1.0),
+            # 0 for masks of mean one, up to rounding (relative to 1)
+            "panels/*/mean_shift": closed_form(size=16 * 64 * 4, scale=1.0),
         },
     )
 )

@@ -6,6 +6,14 @@ r"""Figures of PyTorch models: what dropout does to a real conv net, trained on 
     dropout: held-out accuracy, the dropout penalty of each dropout layer, and how often a
     kernel tap of the conv after the first dropout gets no gradient.
 
+**The starved taps.** A tap of the conv after dropout A gets no gradient from a digit
+when every position of its columns where the digit's map is nonzero is dropped. The
+probability that THEORY §2 states, :math:`(1-\theta)^{n_{ab}}` for elementwise masks
+with :math:`n_{ab}` the tap's columns (49 to 64 on an 8×8 map), counts every position
+as nonzero; a ReLU map of a digit is zero on about half of its entries, so the figure
+states the probability on the held-out digits' own maps, counting only the positions
+they reach (:func:`taps_on_data`), beside the generic one.
+
 **The network.** ``Conv(1→C, 3×3) → ReLU → dropout A → Conv(C→C, 3×3) → ReLU →
 dropout B → Linear(C·64 → 10)``, zero padding, biases. It is built from
 :mod:`regtheory.network` layers with He-normal weights drawn from the seed and turned
@@ -29,17 +37,32 @@ computed; without them it fails with the install command.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from .. import network
 from .._validation import InvalidParameterError
 from ..conv import fc_no_gradient_probability, no_gradient_probability
 from ..masks import Bernoulli, Channel, DropBlock, MaskDistribution
-from ._check import EXACT, closed_form, monte_carlo, trajectory
+from ._check import EXACT, closed_form, monte_carlo, rounding, trajectory
 from ._registry import FigureSpec, register
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "compute_digits_dropout",
+    "digits_layers",
+    "digits_split",
+    "plot_digits_dropout",
+    "taps_on_data",
+]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
 
 DROP = 0.2  # PyTorch's p of every dropout layer: keep 0.8
 BLOCK = 3
@@ -151,6 +174,105 @@ def _taps(pytorch: Any, model: Any, X: np.ndarray, n_masks: int, seed: int) -> d
     }
 
 
+def _reached_counts(maps: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
+    """n_ab(k, i): per digit k, channel i and tap (a, b), the positions q of the tap's
+    columns (q − d inside the map, zero padding) where map i of digit k is nonzero."""
+    nonzero = maps != 0
+    _, _, H, W = maps.shape
+    kh, kw = kernel
+    counts = np.empty(maps.shape[:2] + kernel, dtype=np.int64)
+    for a in range(kh):
+        for b in range(kw):
+            da, db = a - kh // 2, b - kw // 2
+            window = nonzero[:, :, max(0, da) : H + min(0, da), max(0, db) : W + min(0, db)]
+            counts[:, :, a, b] = window.sum(axis=(2, 3))
+    return counts
+
+
+def _starved_draws(maps, counts, masks, n_masks, rng) -> np.ndarray:
+    """Per draw (one mask per digit), the share of reached (digit, channel) pairs whose
+    reached positions were all dropped, per tap: (n_masks, kh, kw)."""
+    nonzero, reached = maps != 0, counts > 0
+    kh, kw = counts.shape[2:]
+    _, _, H, W = maps.shape
+    out = []
+    for size in [min(100, n_masks - a) for a in range(0, n_masks, 100)]:
+        kept = masks.sample(maps.shape[1:], size * len(maps), rng).reshape(size, *maps.shape) != 0
+        fed = kept & nonzero
+        share = np.empty((size, kh, kw))
+        for a in range(kh):
+            for b in range(kw):
+                da, db = a - kh // 2, b - kw // 2
+                window = fed[..., max(0, da) : H + min(0, da), max(0, db) : W + min(0, db)]
+                starved = ~window.any(axis=(3, 4)) & reached[None, :, :, a, b]
+                share[:, a, b] = starved.sum(axis=(1, 2)) / reached[:, :, a, b].sum()
+        out.append(share)
+    return np.concatenate(out)
+
+
+def taps_on_data(maps: np.ndarray, masks: MaskDistribution, n_masks: int, seed: int) -> dict:
+    r"""How often a 3×3 tap of the conv after a dropout gets no gradient, on these maps.
+
+    The gradient of tap (a, b) for the in-channel i and one digit sums the masked map
+    over the tap's columns; it is zero when every position of those columns where
+    the map is *nonzero* is dropped (generic output gradients). With
+    :math:`n_{ab}(k, i)` such positions (the positions the data reaches; a ReLU map
+    of a digit is zero on about half of them), the probability, averaged over the
+    (digit, channel) pairs with :math:`n_{ab} > 0`, is
+
+    .. math:: P_	ext{element}(ab) = \operatorname{mean}_{k,i}\,(1-	heta)^{n_{ab}(k,i)},
+              \qquad P_	ext{channel}(ab) = 1 - 	heta ,
+
+    and for DropBlock the share of starved pairs over ``n_masks`` sampled masks (one per
+    digit and draw), with its standard error. The pairs with :math:`n_{ab} = 0` get no
+    gradient with or without dropout; their share is ``unreached``.
+
+    Parameters
+    ----------
+    maps : array (n, C, H, W)
+        The maps the dropout masks, one per digit.
+    masks : Bernoulli, Channel or DropBlock
+    n_masks : int
+        Draws for DropBlock (ignored for the exact modes).
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``probability`` and ``stderr`` (3×3; stderr 0 when exact), ``unreached`` (3×3),
+        ``mean_reached`` (mean :math:`n_{ab}` over the reached pairs, 3×3),
+        ``zero_fraction`` (share of the map's entries that are zero) and ``n_masks``.
+    """
+    counts = _reached_counts(maps, (3, 3))
+    reached = counts > 0
+    n_reached = reached.sum(axis=(0, 1))
+    keep = masks.keep
+    stderr, n_used = np.zeros((3, 3)), 0
+    if isinstance(masks, Bernoulli):
+        powers = np.where(reached, (1.0 - keep) ** counts, 0.0)
+        probability = powers.sum(axis=(0, 1)) / n_reached
+    elif isinstance(masks, Channel):
+        probability = np.full((3, 3), 1.0 - keep)
+    else:
+        draws = _starved_draws(maps, counts, masks, n_masks, np.random.default_rng(seed))
+        probability, n_used = draws.mean(axis=0), n_masks
+        stderr = draws.std(axis=0, ddof=1) / np.sqrt(n_masks)
+    return {
+        "probability": probability,
+        "stderr": stderr,
+        "n_masks": n_used,
+        "unreached": 1.0 - n_reached / (counts.shape[0] * counts.shape[1]),
+        "mean_reached": np.where(reached, counts, 0).sum(axis=(0, 1)) / n_reached,
+        "zero_fraction": float(np.mean(maps == 0)),
+    }
+
+
+def _maps_before_first_dropout(pytorch: Any, model: Any, X: np.ndarray) -> tuple[np.ndarray, Any]:
+    layers = pytorch.from_torch(model, input_shape=X.shape[1:])
+    first = next(i for i, layer in enumerate(layers) if isinstance(layer, network.Dropout))
+    return network.forward(layers[:first], X), layers[first].masks
+
+
 def compute_digits_dropout(quick: bool, seed: int) -> dict:
     pytorch, _ = _imports()
     s = _settings(quick)
@@ -178,6 +300,8 @@ def compute_digits_dropout(quick: bool, seed: int) -> dict:
         if masks is not None:
             record["penalty"] = _penalty(pytorch, trained, X_pen, s["n_masks"], seed)
             record["taps"] = _taps(pytorch, trained, X_pen, s["tap_masks"], seed)
+            maps, first_masks = _maps_before_first_dropout(pytorch, trained, X_pen)
+            record["taps"]["on_data"] = taps_on_data(maps, first_masks, s["tap_masks"], seed)
         variants.append(record)
     keep = 1.0 - DROP
     return {
@@ -200,7 +324,40 @@ def compute_digits_dropout(quick: bool, seed: int) -> dict:
 _COLORS = {"none": "0.6", "Dropout": "C0", "Dropout2d": "C1", "DropBlock2d": "C2"}
 
 
+def _plot_taps(ax_tap: Any, data: dict, dropped: list[dict]) -> None:
+    """Panel (c): each tap's no-gradient probability, on the digits' maps and generic."""
+    for col, v in enumerate(dropped):
+        # filled: on the held-out digits' maps (only the positions they reach);
+        # hollow: every position of the map reached (the generic count of THEORY §2)
+        for taps, fill in ((v["taps"]["on_data"], _COLORS[v["name"]]), (v["taps"], "none")):
+            p = np.ravel(taps["probability"])
+            bound = 3.0 / max(taps["n_masks"], 1)  # a zero Monte Carlo estimate: below 3/n
+            shown = np.where(p > 0, p, bound)
+            marker = ["o" if q > 0 else "v" for q in p]
+            for tap, (q, m) in enumerate(zip(shown, marker)):
+                ax_tap.plot(col + 0.06 * (tap - 4), q, m, color=_COLORS[v["name"]], ms=5, mfc=fill)
+    ax_tap.axhline(
+        data["predicted"]["fc"],
+        color="k",
+        ls="--",
+        lw=1,
+        label=f"FC weight: 1 − keep = {data['predicted']['fc']:g}",
+    )
+    zero = np.mean([v["taps"]["on_data"]["zero_fraction"] for v in dropped])
+    ax_tap.plot([], [], "ko", label=f"on the digits' maps ({100 * zero:.0f} % of entries zero)")
+    ax_tap.plot([], [], "ko", mfc="none", label="if every position were nonzero")
+    ax_tap.plot([], [], "kv", mfc="none", label="no draw starved it: below 3/n_masks")
+    ax_tap.set_yscale("log")
+    ax_tap.set_xticks(np.arange(len(dropped)), [v["name"] for v in dropped])
+    ax_tap.set_ylabel("P(tap gets no gradient from a digit)")
+    ax_tap.set_title("(c) the 9 taps of the conv after dropout A, 8×8 maps", fontsize=10.5)
+    ax_tap.legend(fontsize=8.5, loc="center right")
+    ax_tap.grid(True, which="major", axis="y", alpha=0.25)
+
+
 def plot_digits_dropout(data: dict) -> Figure:
+    from matplotlib.figure import Figure
+
     variants = data["variants"]
     names = [v["name"] for v in variants]
     fig = Figure(figsize=(14.0, 4.6), layout="constrained")
@@ -266,28 +423,7 @@ def plot_digits_dropout(data: dict) -> Figure:
     ax_pen.legend(fontsize=8.5)
     ax_pen.grid(True, axis="y", alpha=0.25)
 
-    for col, v in enumerate(dropped):
-        taps = v["taps"]
-        p = np.ravel(taps["probability"])
-        bound = 3.0 / max(taps["n_masks"], 1)  # a zero Monte Carlo estimate: below 3/n
-        shown = np.where(p > 0, p, bound)
-        marker = ["o" if q > 0 else "v" for q in p]
-        for tap, (q, m) in enumerate(zip(shown, marker)):
-            ax_tap.plot(col + 0.06 * (tap - 4), q, m, color=_COLORS[v["name"]], ms=5, mfc="none")
-    ax_tap.axhline(
-        data["predicted"]["fc"],
-        color="k",
-        ls="--",
-        lw=1,
-        label=f"FC weight: 1 − keep = {data['predicted']['fc']:g}",
-    )
-    ax_tap.plot([], [], "kv", mfc="none", label="no draw starved it: below 3/n_masks")
-    ax_tap.set_yscale("log")
-    ax_tap.set_xticks(np.arange(len(dropped)), [v["name"] for v in dropped])
-    ax_tap.set_ylabel("P(tap gets no gradient in a step)")
-    ax_tap.set_title("(c) the 9 taps of the conv after dropout A, 8×8 maps", fontsize=10.5)
-    ax_tap.legend(fontsize=8.5, loc="center right")
-    ax_tap.grid(True, which="major", axis="y", alpha=0.25)
+    _plot_taps(ax_tap, data, dropped)
     fig.suptitle(
         f"(m) a CNN ({data['channels']} channels, two 3×3 convs, dropout p = {data['drop']:g} "
         f"after each) trained on 8×8 digits: {data['epochs']} epochs of Adam, same "
@@ -302,6 +438,7 @@ def plot_digits_dropout(data: dict) -> Figure:
 # accuracy within 0.05 (18 of 360 digits), penalties within 30 % relative.
 ACCURACY_TOL = 0.05
 PENALTY_RTOL = 0.3
+TAP_TOL = 0.05
 
 register(
     FigureSpec(
@@ -310,6 +447,8 @@ register(
         "accuracy, penalty per layer, starved taps",
         compute_digits_dropout,
         plot_digits_dropout,
+        requires=("torch", "sklearn"),
+        extra="torch",
         checks={
             "split_seed n_train n_test drop block_size channels epochs batch_size lr "
             "n_penalty n_masks tap_masks variants/*/name variants/*/penalty/method "
@@ -322,10 +461,22 @@ register(
             "variants/*/penalty/interaction variants/*/penalty/interaction_stderr": trajectory(
                 PENALTY_RTOL
             ),
-            # masks only (no trained weight): exact, or Monte Carlo over the same draws
-            "variants/*/taps/probability": monte_carlo("stderr"),
-            "variants/*/taps/stderr variants/*/taps/fc_probability predicted/element "
-            "predicted/channel predicted/fc": closed_form(),
+            # masks only (no trained weight): exact (a stderr of 0), or Monte Carlo over the
+            # seed's draws, so to rounding of a count over 4000 masks of 64 positions
+            "variants/*/taps/probability": monte_carlo("stderr", same_draws=rounding(4000 * 64)),
+            # exact (0), or the spread of 0/1 draws: a function of the same count
+            "variants/*/taps/stderr": closed_form(size=4000 * 64),
+            # (1 − keep)^n for the n ≤ 64 positions a tap reads
+            "variants/*/taps/fc_probability predicted/element predicted/channel predicted/fc": (
+                closed_form(size=64)
+            ),
+            # which entries of a trained ReLU map are zero follows the training run:
+            # shares of the (digit, channel) pairs, within TAP_TOL of each other
+            "variants/*/taps/on_data/n_masks": EXACT,
+            "variants/*/taps/on_data/probability variants/*/taps/on_data/stderr "
+            "variants/*/taps/on_data/unreached "
+            "variants/*/taps/on_data/zero_fraction": trajectory(TAP_TOL, scale=1.0),
+            "variants/*/taps/on_data/mean_reached": trajectory(PENALTY_RTOL),
         },
     )
 )

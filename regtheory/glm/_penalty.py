@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import special
 
-from .._validation import (
-    InvalidParameterError,
-    SeedLike,
-    as_generator,
-    check_choice,
-    check_int,
-    check_n_masks,
-)
-from ..montecarlo import Estimate, estimate, min_draws
+from .._grammar import RngLike, as_rng, check_method, transition_to_rng
+from .._overflow import finite_result
+from .._results import Penalty
+from .._validation import InvalidParameterError, check_int, check_n_masks
+from ..montecarlo import default_n_masks, estimate, min_draws
 from ._families import Family, check_model, cumulant, variance_function
 
 #: The most features whose masks :func:`dropout_penalty` enumerates (2^16 masks).
 MAX_EXACT_FEATURES = 16
+_SCORES = (
+    "a cumulant of the scores z = x·β + b left float64 (e^z does at z ≈ 709.8, "
+    "z²/2 at |z| ≈ 1.9e154); the penalty of the rescaled problem is not a simple "
+    "multiple of this one"
+)
 _CHUNK = 1 << 22  # scores computed at once (32 MB of float64)
 # ----------------------------------------------------------------------------- penalties
 
@@ -58,14 +61,39 @@ def exact_penalty(beta, X, keep, offset, family) -> float:
         raise InvalidParameterError(
             f"`method`='exact' enumerates 2^d masks of the d features that reach the score, "
             f"at most d = {MAX_EXACT_FEATURES}; here d = {active.size}: use "
-            "method='monte_carlo'"
+            "method='mc'"
         )
+    if family == "poisson":
+        return _poisson_penalty(contrib[:, active], X @ beta + offset, keep)
     plain = cumulant(X @ beta + offset, family)
     expected = _exact_expected_cumulant(contrib[:, active], keep, offset, family)
     return float(np.mean(expected - plain))
 
 
-def _mc_penalty(beta, X, keep, offset, family, n_masks, seed) -> Estimate:
+def _poisson_penalty(contrib: np.ndarray, scores: np.ndarray, keep: float) -> float:
+    r"""R for A = exp, in logs, so that it is finite wherever R is.
+
+    The masks are independent, so :math:`\mathbb E_r e^{\tilde x_i\cdot\beta + b} = e^{z_i}
+    e^{G_i}` with :math:`G_i = \sum_j \log(1 - \theta + \theta e^{c_{ij}/\theta}) - c_{ij}
+    \ge 0` (:math:`c_{ij} = x_{ij}\beta_j`, :math:`z_i` the score), and
+    :math:`R = \frac1n \sum_i e^{z_i + \log(e^{G_i} - 1)}` is summed as a log-sum-exp:
+    e^z alone overflows at z ≈ 709.8, and e^z − e^z was NaN.
+    """
+    if keep == 1.0:
+        return 0.0
+    g = np.logaddexp(np.log1p(-keep), np.log(keep) + contrib / keep) - contrib
+    growth = np.maximum(g, 0.0).sum(axis=1)  # each term is >= 0 (Jensen) up to rounding
+    log_growth = np.empty_like(growth)  # log(e^G - 1), accurate for small and large G
+    big = growth > 1.0
+    log_growth[big] = growth[big] + np.log(-np.expm1(-growth[big]))
+    with np.errstate(divide="ignore"):  # G = 0 (a sample no feature reaches): log 0 = -inf
+        log_growth[~big] = np.log(np.expm1(growth[~big]))
+    log_total = special.logsumexp(scores + log_growth)
+    with np.errstate(over="ignore"):  # beyond float64: inf, which finite_result refuses
+        return float(np.exp(log_total - np.log(len(scores))))
+
+
+def _mc_penalty(beta, X, keep, offset, family, n_masks, rng) -> Penalty:
     contrib = X * beta
     plain = float(np.mean(cumulant(X @ beta + offset, family)))
     need = min_draws([keep])
@@ -78,20 +106,43 @@ def _mc_penalty(beta, X, keep, offset, family, n_masks, seed) -> Estimate:
         return np.mean(cumulant(scores, family), axis=1) - plain
 
     batch = int(np.clip(_CHUNK // (4 * n * d), 1, 4096))
-    return estimate(draw, n_masks, seed, batch_size=batch, min_samples=max(1000, need))
+    return estimate(draw, n_masks=n_masks, rng=rng, batch_size=batch, min_masks=max(1000, need))
 
 
+#: The values of ``method=`` of :func:`dropout_penalty`: the package's three, then the two
+#: approximations.
+PENALTY_METHODS = ("exact", "mc", "auto", "quadratic", "gaussian")
+
+
+def _method(method: object) -> str:
+    if method == "monte_carlo":  # the name before the package's grammar
+        warnings.warn(
+            "method='monte_carlo' is deprecated and will be removed in a future minor "
+            "release; pass method='mc'",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        return "mc"
+    return check_method(method, choices=PENALTY_METHODS)
+
+
+def _active_features(beta: np.ndarray, X: np.ndarray) -> int:
+    return int(np.count_nonzero(np.any(X * beta != 0.0, axis=0)))
+
+
+@finite_result("the dropout penalty of the GLM", _SCORES)
+@transition_to_rng
 def dropout_penalty(
     beta: ArrayLike,
     X: ArrayLike,
     keep: float,
     *,
     family: Family = "logistic",
-    method: Literal["exact", "monte_carlo"] = "exact",
+    method: Literal["auto", "exact", "mc", "quadratic", "gaussian"] = "auto",
     offset: float = 0.0,
-    n_masks: int = 2000,
-    seed: SeedLike = 0,
-) -> float | Estimate:
+    n_masks: int | None = None,
+    rng: RngLike = 0,
+) -> Penalty:
     r"""The dropout penalty of a GLM: what input dropout adds to the mean loss.
 
     .. math:: R(\beta, b) = \frac1n \sum_{i=1}^n \mathbb E_r A(\tilde x_i\cdot\beta + b)
@@ -110,45 +161,69 @@ def dropout_penalty(
         Retain probability θ in (0, 1].
     family : {"gaussian", "logistic", "poisson"}
         Cumulant A: z²/2, log(1 + e^z), e^z.
-    method : {"exact", "monte_carlo"}
+    method : {"auto", "exact", "mc", "quadratic", "gaussian"}
         ``"exact"`` enumerates the :math:`2^{d'}` masks of the :math:`d'` features with a
         nonzero :math:`x_{ij}\beta_j` (at most :data:`MAX_EXACT_FEATURES`), chunked;
-        ``"monte_carlo"`` averages ``n_masks`` draws, each a fresh mask for every sample.
+        ``"mc"`` averages ``n_masks`` draws, each a fresh mask for every sample;
+        ``"auto"`` is ``"exact"`` up to :data:`MAX_EXACT_FEATURES` such features, else
+        ``"mc"``. ``"quadratic"`` and ``"gaussian"`` are the approximations
+        :func:`quadratic_penalty` and :func:`gaussian_penalty` (64 nodes).
+        (``"monte_carlo"``, the former name of ``"mc"``, is deprecated.)
     offset : float
         The intercept b, added to every score; never dropped.
-    n_masks : int
-        Monte Carlo draws; at least :func:`regtheory.montecarlo.min_draws` of ``keep``.
-    seed : int or numpy.random.Generator
-        Source of the Monte Carlo masks (same seed, same estimate).
+    n_masks : int, optional
+        Monte Carlo draws; by default :func:`regtheory.montecarlo.default_n_masks` of
+        ``keep``, and at least :func:`regtheory.montecarlo.min_draws` of it.
+    rng : int, numpy.random.Generator or None
+        Source of the Monte Carlo masks (same int, same estimate). ``seed=`` is a
+        deprecated alias.
 
     Returns
     -------
-    float or Estimate
-        The exact value, or an :class:`regtheory.montecarlo.Estimate`.
+    Penalty
+        A float: the exact value (``method="exact"``), a Monte Carlo estimate with its
+        standard error and interval (``"mc"``), or the approximation (its ``method``
+        names it).
+
+    Raises
+    ------
+    InvalidParameterError
+        If an input is malformed, ``method="exact"`` meets more than
+        :data:`MAX_EXACT_FEATURES` features, or ``n_masks`` is below the draws that
+        the interval needs.
+    NumericalOverflowError
+        If the penalty leaves the range of float64.
 
     Examples
     --------
-    >>> import numpy as np
     >>> X = np.array([[1.0, 2.0], [-1.0, 0.5]])
     >>> beta = np.array([0.3, -0.2])
     >>> lam = (1 - 0.8) / 0.8   # squared loss: exactly (λ/2) mean_i Σ_j x_ij² β_j²
     >>> exact = dropout_penalty(beta, X, 0.8, family="gaussian")
-    >>> bool(np.isclose(exact, lam / 2 * np.mean((X**2) @ beta**2)))
-    True
+    >>> exact.is_exact, bool(np.isclose(exact, lam / 2 * np.mean((X**2) @ beta**2)))
+    (True, True)
 
     See Also
     --------
     quadratic_penalty, gaussian_penalty, solve_dropout
     """
     beta, X, keep, fam, offset = check_model(beta, X, keep, family, offset)
-    check_choice(method, "method", ("exact", "monte_carlo"))
-    n_masks = check_int(n_masks, "n_masks", minimum=2)
-    rng = as_generator(seed)
+    method = _method(method)
+    if method in ("quadratic", "gaussian"):
+        return _APPROXIMATIONS[method](beta, X, keep, fam, offset)
+    if n_masks is not None:
+        n_masks = check_int(n_masks, "n_masks", minimum=2)
+    generator = as_rng(rng)
+    if method == "auto":
+        method = "exact" if _active_features(beta, X) <= MAX_EXACT_FEATURES else "mc"
     if method == "exact":
-        return exact_penalty(beta, X, keep, offset, fam)
-    return _mc_penalty(beta, X, keep, offset, fam, n_masks, rng)
+        return Penalty.exact(exact_penalty(beta, X, keep, offset, fam))
+    if n_masks is None:
+        n_masks = default_n_masks([keep])
+    return _mc_penalty(beta, X, keep, offset, fam, n_masks, generator)
 
 
+@finite_result("the quadratic (adaptive L2) penalty of the GLM", _SCORES)
 def quadratic_penalty(
     beta: ArrayLike,
     X: ArrayLike,
@@ -156,7 +231,7 @@ def quadratic_penalty(
     *,
     family: Family = "logistic",
     offset: float = 0.0,
-) -> float:
+) -> Penalty:
     r"""Wager et al.'s second-order ("adaptive L2") approximation of the dropout penalty.
 
     .. math:: R_q(\beta, b) = \frac{\lambda}{2}\, \frac1n \sum_i A''(x_i\cdot\beta + b)
@@ -176,11 +251,11 @@ def quadratic_penalty(
 
     Returns
     -------
-    float
+    Penalty
+        The approximation, a float (``method="quadratic"``).
 
     Examples
     --------
-    >>> import numpy as np
     >>> X, beta = np.array([[1.0, 2.0], [-1.0, 0.5]]), np.array([0.3, -0.2])
     >>> q = quadratic_penalty(beta, X, 0.8, family="gaussian")
     >>> bool(np.isclose(q, dropout_penalty(beta, X, 0.8, family="gaussian")))
@@ -192,11 +267,17 @@ def quadratic_penalty(
     2013, eq. (8).
     """
     beta, X, keep, fam, offset = check_model(beta, X, keep, family, offset)
+    return _quadratic(beta, X, keep, fam, offset)
+
+
+def _quadratic(beta, X, keep, family, offset) -> Penalty:
     lam = (1.0 - keep) / keep
-    curvature = variance_function(X @ beta + offset, fam)
-    return float(0.5 * lam * np.mean(curvature * ((X * X) @ (beta * beta))))
+    curvature = variance_function(X @ beta + offset, family)
+    value = 0.5 * lam * np.mean(curvature * ((X * X) @ (beta * beta)))
+    return Penalty(float(value), method="quadratic")
 
 
+@finite_result("the Gaussian (fast dropout) penalty of the GLM", _SCORES)
 def gaussian_penalty(
     beta: ArrayLike,
     X: ArrayLike,
@@ -205,7 +286,7 @@ def gaussian_penalty(
     family: Family = "logistic",
     offset: float = 0.0,
     n_nodes: int = 64,
-) -> float:
+) -> Penalty:
     r"""The "fast dropout" approximation: the dropped-out score as a normal variable.
 
     Wang & Manning replace :math:`\tilde x_i\cdot\beta` by a normal variable with its mean
@@ -228,11 +309,11 @@ def gaussian_penalty(
 
     Returns
     -------
-    float
+    Penalty
+        The approximation, a float (``method="gaussian"``).
 
     Examples
     --------
-    >>> import numpy as np
     >>> X, beta = np.array([[1.0, 2.0], [-1.0, 0.5]]), np.array([0.3, -0.2])
     >>> g = gaussian_penalty(beta, X, 0.8, family="gaussian")
     >>> bool(np.isclose(g, dropout_penalty(beta, X, 0.8, family="gaussian")))
@@ -244,10 +325,17 @@ def gaussian_penalty(
     """
     beta, X, keep, fam, offset = check_model(beta, X, keep, family, offset)
     n_nodes = check_int(n_nodes, "n_nodes")
+    return _gaussian(beta, X, keep, fam, offset, n_nodes)
+
+
+def _gaussian(beta, X, keep, family, offset, n_nodes: int = 64) -> Penalty:
     lam = (1.0 - keep) / keep
     mu = X @ beta + offset
     s = np.sqrt(lam * ((X * X) @ (beta * beta)))
     nodes, weights = np.polynomial.hermite_e.hermegauss(n_nodes)
     weights = weights / np.sqrt(2.0 * np.pi)
-    expected = cumulant(mu[:, None] + s[:, None] * nodes, fam) @ weights
-    return float(np.mean(expected - cumulant(mu, fam)))
+    expected = cumulant(mu[:, None] + s[:, None] * nodes, family) @ weights
+    return Penalty(float(np.mean(expected - cumulant(mu, family))), method="gaussian")
+
+
+_APPROXIMATIONS = {"quadratic": _quadratic, "gaussian": _gaussian}

@@ -13,10 +13,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import optimize
 
+from .._grammar import RngLike, as_rng, transition_to_rng
 from .._results import freeze_arrays
 from .._validation import (
-    SeedLike,
-    as_generator,
     check_array,
     check_choice,
     check_int,
@@ -327,6 +326,7 @@ def _solve_method(X, y, keep, family, method, intercept, rungs, design) -> dict:
     return fields
 
 
+@transition_to_rng
 def solve_dropout(
     X: ArrayLike,
     y: ArrayLike,
@@ -336,7 +336,7 @@ def solve_dropout(
     method: Literal["exact", "saa", "quadratic"] = "exact",
     intercept: bool = True,
     n_masks: int = 100,
-    seed: SeedLike = 0,
+    rng: RngLike = 0,
     solver: str | None = None,
     solver_options: dict | None = None,
 ) -> GLMSolution:
@@ -376,8 +376,8 @@ def solve_dropout(
         Fit an intercept b (default) or fix b = 0.
     n_masks : int
         Mask draws of ``"saa"`` (at least 2).
-    seed : int or numpy.random.Generator
-        Source of the ``"saa"`` masks.
+    rng : int, numpy.random.Generator or None
+        Source of the ``"saa"`` masks (``seed=`` is a deprecated alias).
     solver : str, optional
         cvxpy solver name. By default the ladder: Clarabel at tolerances 1e-10, then at
         its defaults, then SCS, until one solution certifies. ``"L-BFGS-B"``: scipy on
@@ -421,7 +421,7 @@ def solve_dropout(
     check_choice(method, "method", ("exact", "saa", "quadratic"))
     n_masks = check_int(n_masks, "n_masks", minimum=2)
     problem = (X, y, keep, str(family), str(method), bool(intercept))
-    design = _DESIGNS[str(method)](X, y, keep, n_masks, as_generator(seed))
+    design = _DESIGNS[str(method)](X, y, keep, n_masks, as_rng(rng))
     fields = _solve_method(*problem, _rungs(solver, solver_options), design)
     elapsed = time.perf_counter() - start
     return GLMSolution(

@@ -8,7 +8,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .. import _sgd
-from .._validation import SeedLike, as_generator, check_array, check_choice, check_keep
+from .._grammar import RngLike, as_rng, keyword_only, transition_to_rng
+from .._validation import check_array, check_choice, check_keep
 from ._design import plain_design
 from ._families import FAMILIES, Family, check_labels, cumulant, mean_function
 from ._penalty import exact_penalty
@@ -69,14 +70,16 @@ def _sgd_step(X, y, keep, family, intercept):
     return step
 
 
+@keyword_only(3)
+@transition_to_rng
 def dropout_sgd(
     X: ArrayLike,
     y: ArrayLike,
     keep: float,
+    *,
     steps: int,
     lr: float,
-    seed: SeedLike,
-    *,
+    rng: RngLike = 0,
     family: Family = "logistic",
     intercept: bool = True,
     batch_size: int | None = None,
@@ -104,8 +107,9 @@ def dropout_sgd(
         Gradient steps.
     lr : float
         Initial step size η > 0.
-    seed : int or numpy.random.Generator
-        Source of minibatches and masks.
+    rng : int, numpy.random.Generator or None
+        Source of minibatches and masks (``seed=`` is a deprecated alias; ``steps``,
+        ``lr`` and ``rng`` were positional before and still are, with a warning).
     batch_size : int, optional
         Samples per step (default all; masks are still sampled).
     lr_decay : float, optional
@@ -128,7 +132,7 @@ def dropout_sgd(
     family = str(family)  # type: ignore[assignment]
     y = check_labels(y, X, family)
     schedule = _sgd.check_schedule(steps, lr, 1.0, lr_decay, batch_size, record_every, len(X))
-    rng = as_generator(seed)
+    generator = as_rng(rng)
     n, d = X.shape
     objective = None
     if n << d <= _RECORDED_TERMS:
@@ -144,7 +148,7 @@ def dropout_sgd(
         _sgd_step(X, y, keep, family, bool(intercept)),
         schedule,
         n,
-        rng,
+        generator,
         objective,
         lambda params: [params[0]],
     )
@@ -161,5 +165,5 @@ def dropout_sgd(
         lr_decay=schedule.lr_decay,
         batch_size=schedule.batch_size,
         record_every=schedule.record_every,
-        seed=_sgd.seed_record(seed),
+        seed=_sgd.seed_record(rng),
     )

@@ -18,6 +18,7 @@ comparisons (up to a few thousand pixels·channels).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -26,9 +27,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import optimize
 
+from .._grammar import RngLike, as_rng, transition_to_rng
 from .._results import freeze_arrays
 from .._ties import argmin_tied
-from .._validation import InvalidParameterError, SeedLike, as_generator, check_int, check_positive
+from .._validation import InvalidParameterError, check_int, check_positive
 from ..conv import conv_matrix
 from ..masks import dropout_lambda
 from ._conv import check_conv_data
@@ -55,10 +57,10 @@ class FactoredConvSolution:
     success : bool
         Whether L-BFGS-B reported convergence at the best start. It can report a
         failed line search at a point where no further progress is possible in
-        floating point; ``grad_norm`` says how stationary the point is.
+        floating point; ``gradient_norm`` says how stationary the point is.
     message : str
         L-BFGS-B's message at the best start.
-    grad_norm : float
+    gradient_norm : float
         Stationarity at the best start, free of units: ‖∇J‖·‖z‖/J for the stacked
         kernels z (the first-order change of J, relative to J, under a relative
         change of the kernels). A local minimum has it near 0 (the gradient is exact).
@@ -72,11 +74,19 @@ class FactoredConvSolution:
     start_objectives: np.ndarray
     success: bool
     message: str
-    grad_norm: float
+    gradient_norm: float
     solve_time: float
 
     def __post_init__(self) -> None:
         freeze_arrays(self)
+
+    @property
+    def grad_norm(self) -> float:
+        """Deprecated name of :attr:`gradient_norm`."""
+        warnings.warn(
+            "grad_norm is deprecated; use gradient_norm", DeprecationWarning, stacklevel=2
+        )
+        return self.gradient_norm
 
 
 def _tap_labels(
@@ -89,6 +99,7 @@ def _tap_labels(
     return np.rint(conv_matrix(labels, image_shape, padding=padding)).astype(np.intp)
 
 
+@transition_to_rng
 def solve_conv_factored(
     X: ArrayLike,
     Y: ArrayLike,
@@ -99,7 +110,7 @@ def solve_conv_factored(
     padding: Literal["zeros", "circular"] = "zeros",
     mode: Literal["element", "channel"] = "element",
     starts: int = 5,
-    seed: SeedLike = 0,
+    rng: RngLike = 0,
     init_scale: float = 0.5,
 ) -> FactoredConvSolution:
     r"""Minimise the exact expected dropout objective of the factored linear conv net.
@@ -128,7 +139,8 @@ def solve_conv_factored(
     mode : {"element", "channel"}
     starts : int
         Random initialisations (i.i.d. N(0, init_scale²) kernel entries).
-    seed : int or numpy.random.Generator
+    rng : int, numpy.random.Generator or None
+        Source of the starts; the same int seed gives the same numbers.
     init_scale : float
         Standard deviation of the random initial kernel entries, in units where
         the targets have unit mean square (the solve rescales Y; the kernels are
@@ -146,7 +158,7 @@ def solve_conv_factored(
     if mode not in ("element", "channel"):
         raise InvalidParameterError(f"`mode` must be 'element' or 'channel', got {mode!r}")
     X, Y = check_conv_data(X, Y)
-    rng = as_generator(seed)
+    rng = as_rng(rng)
     image = X.shape[2:]
     N, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
     k = (kernel_size,) * len(image)
@@ -182,7 +194,9 @@ def solve_conv_factored(
         start_objectives=np.array([r.fun for r in results]) * scale**2,
         success=bool(best.success),
         message=str(best.message),
-        grad_norm=float(np.linalg.norm(grad) * np.linalg.norm(best.x) / max(abs(value), 1e-300)),
+        gradient_norm=float(
+            np.linalg.norm(grad) * np.linalg.norm(best.x) / max(abs(value), 1e-300)
+        ),
         solve_time=time.perf_counter() - start,
     )
 

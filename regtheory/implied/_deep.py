@@ -94,6 +94,7 @@ References
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -102,13 +103,12 @@ from numpy.typing import ArrayLike
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
+from .._grammar import RngLike, as_rng, transition_to_rng
 from .._linalg import numerical_rank, rounding_rtol, sqrtm_psd
 from .._results import freeze_arrays
 from .._ties import argmin_tied
 from .._validation import (
     InvalidParameterError,
-    SeedLike,
-    as_generator,
     check_array,
     check_cov,
     check_int,
@@ -150,10 +150,10 @@ class DeepRegularizerResult:
     success : bool
         Whether L-BFGS-B reported convergence at the best start (it can stop with a
         failed line search where floating point allows no further progress;
-        ``grad_norm`` says how stationary the point is).
+        ``gradient_norm`` says how stationary the point is).
     message : str
         L-BFGS-B's message at the best start.
-    grad_norm : float
+    gradient_norm : float
         Stationarity at the best start, free of units: ‖∇F‖·‖z‖/F over the stacked
         inner factors z of the solve.
     solve_time : float
@@ -169,7 +169,7 @@ class DeepRegularizerResult:
     constraint_error: float
     success: bool
     message: str
-    grad_norm: float
+    gradient_norm: float
     solve_time: float
 
     def __post_init__(self) -> None:
@@ -177,7 +177,16 @@ class DeepRegularizerResult:
         for W in self.factors:
             W.flags.writeable = False
 
+    @property
+    def grad_norm(self) -> float:
+        """Deprecated name of :attr:`gradient_norm`."""
+        warnings.warn(
+            "grad_norm is deprecated; use gradient_norm", DeprecationWarning, stacklevel=2
+        )
+        return self.gradient_norm
 
+
+@transition_to_rng
 def deep_induced_regularizer(
     M: ArrayLike,
     keep: float,
@@ -186,7 +195,7 @@ def deep_induced_regularizer(
     *,
     cov: ArrayLike | None = None,
     starts: int = 10,
-    seed: SeedLike = 0,
+    rng: RngLike = 0,
 ) -> DeepRegularizerResult:
     r"""Induced regularizer :math:`\Theta_L(M)` of a deep linear net, dropout at every hidden layer.
 
@@ -217,8 +226,8 @@ def deep_induced_regularizer(
         Input second moment C = E[x xᵀ], positive definite; ``None`` means C = I.
     starts : int
         Random initialisations.
-    seed : int or numpy.random.Generator
-        Source of the starts; the same seed gives the same numbers.
+    rng : int, numpy.random.Generator or None
+        Source of the starts; the same int seed gives the same numbers.
 
     Returns
     -------
@@ -247,7 +256,7 @@ def deep_induced_regularizer(
     width, depth = check_int(width, "width"), check_int(depth, "depth", minimum=2)
     starts = check_int(starts, "starts")
     C = check_cov(cov, M.shape[1], require_pd=True)
-    rng = as_generator(seed)
+    rng = as_rng(rng)
     A, s, Bt, r = _whitened_svd(M, C, lam, width)
     scale = float(s[:r].sum())
     objective = _reduced_objective(s[:r] / scale, lam)
@@ -275,7 +284,7 @@ def deep_induced_regularizer(
         constraint_error=float(np.linalg.norm(product - M) / np.linalg.norm(M)),
         success=bool(best.success),
         message=str(best.message),
-        grad_norm=float(np.linalg.norm(grad) * np.linalg.norm(best.x) / value),
+        gradient_norm=float(np.linalg.norm(grad) * np.linalg.norm(best.x) / value),
         solve_time=time.perf_counter() - start,
     )
 

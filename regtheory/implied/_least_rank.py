@@ -120,7 +120,7 @@ def _search(Z: np.ndarray, A: np.ndarray, rank: int, starts: int) -> np.ndarray 
     return None
 
 
-def least_rank_minimiser(Z: np.ndarray, A: np.ndarray, rank: int, starts: int = 6):
+def least_rank_minimiser(Z: np.ndarray, A: np.ndarray, rank: int, *, starts: int = 6):
     """A minimiser of rank ≤ ``rank`` on the face of Z, or the lowest-rank one found.
 
     Parameters

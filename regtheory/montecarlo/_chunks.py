@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._convops import Scratch
+from .._convops import Scratch
 
 __all__ = ["BATCH_ENTRIES", "CHUNK_ENTRIES", "Chunks"]
 
