@@ -208,15 +208,15 @@ def dropout_penalty(
     quadratic_penalty, gaussian_penalty, solve_dropout
     """
     beta, X, keep, fam, offset = check_model(beta, X, keep, family, offset)
-    method = _method(method)
-    if method in ("quadratic", "gaussian"):
-        return _APPROXIMATIONS[method](beta, X, keep, fam, offset)
+    chosen = _method(method)
+    if chosen in ("quadratic", "gaussian"):
+        return _APPROXIMATIONS[chosen](beta, X, keep, fam, offset)
     if n_masks is not None:
         n_masks = check_int(n_masks, "n_masks", minimum=2)
     generator = as_rng(rng)
-    if method == "auto":
-        method = "exact" if _active_features(beta, X) <= MAX_EXACT_FEATURES else "mc"
-    if method == "exact":
+    if chosen == "auto":
+        chosen = "exact" if _active_features(beta, X) <= MAX_EXACT_FEATURES else "mc"
+    if chosen == "exact":
         return Penalty.exact(exact_penalty(beta, X, keep, offset, fam))
     if n_masks is None:
         n_masks = default_n_masks([keep])
