@@ -64,6 +64,7 @@ __all__ = [
     "mask_distribution",
     "pad_cn",
     "pad_kernel",
+    "same_conv",
     "unfold",
 ]
 
@@ -234,6 +235,16 @@ def conv_cn(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
         xp = pad_cn(x[:, start : start + chunk], ph, pw, circular)
         out[:, start : start + chunk] = conv_cn_block(xp, w)
     return out
+
+
+def same_conv(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
+    """Same-size cross-correlation of checked arrays in PyTorch layout: x (N, C_in, *spatial)
+    with a kernel (C_out, C_in, *k), 1-D or 2-D -> (N, C_out, *spatial)."""
+    N, C = x.shape[:2]
+    spatial = x.shape[2:] if x.ndim == 4 else (1, x.shape[2])
+    w4 = w if w.ndim == 4 else w[:, :, None, :]
+    y = conv_cn(x.reshape(N, C, *spatial).transpose(1, 0, 2, 3), w4, circular)
+    return y.transpose(1, 0, 2, 3).reshape(N, w.shape[0], *x.shape[2:])
 
 
 def flipped_transpose(v: np.ndarray) -> np.ndarray:

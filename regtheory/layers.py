@@ -78,7 +78,7 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 
-from ._convops import Padding, flipped_transpose
+from ._convops import Padding, flipped_transpose, same_conv
 from ._validation import (
     InvalidParameterError,
     as_generator,
@@ -87,7 +87,6 @@ from ._validation import (
     check_keep,
     check_padding,
 )
-from .conv import conv2d
 from .masks import Bernoulli, MaskDistribution
 
 __all__ = [
@@ -358,7 +357,7 @@ class Conv(Node):
 
     def apply(self, *zs: np.ndarray) -> np.ndarray:
         if self.same_size:
-            return conv2d(zs[0], self.weight, padding=self.padding)
+            return same_conv(zs[0], self.weight, self.padding == "circular")
         return self._general(zs[0])
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
@@ -371,7 +370,7 @@ class Conv(Node):
         """The adjoint of a same-size convolution: the flipped, transposed kernel."""
         if not self.same_size:
             raise InvalidParameterError("only a same-size Conv has its adjoint here")
-        return conv2d(z, flipped_transpose(self.weight), padding=self.padding)
+        return same_conv(z, flipped_transpose(self.weight), self.padding == "circular")
 
     def _general(self, z: np.ndarray) -> np.ndarray:
         self.out_shape(z.shape[1:])

@@ -295,7 +295,10 @@ def test_a_non_linear_toy_node_is_estimated_and_refused_by_the_exact_penalty():
     )  # fmt: skip
     X = rng.normal(size=(5, 3))
     Y = rng.normal(size=(5, 1))
-    with pytest.raises(InvalidParameterError, match=r"feeds a non-linearity \(a Cube after it\)"):
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"feeds a non-linearity \(the elementwise layer 'Cube' after it\)",
+    ):
         network.dropout_penalty(graph, X, Y=Y)
     est = network.dropout_penalty_mc(graph, X, Y, n_masks=4000, seed=4)
     assert abs(est.mean - _enumerated_penalty(graph, X, Y)) < N_SE * est.stderr

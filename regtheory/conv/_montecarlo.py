@@ -14,9 +14,11 @@ from .._validation import (
     check_dtype,
     check_n_masks,
 )
+from ..layers import Conv, Dropout, Graph, ReLU
 from ..masks import DropBlock
 from ..montecarlo import default_n_masks, estimate, min_draws
 from ..montecarlo._chunks import BATCH_ENTRIES, CHUNK_ENTRIES
+from ..montecarlo._engine import Engine
 
 __all__ = ["sampled_penalty"]
 
@@ -29,9 +31,6 @@ def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, dt
     Bernoulli masks (kept − keep) ∘ h with u/keep: the same deviation, one pass less),
     and with white input a fresh Gaussian input per draw, drawn after the mask.
     """
-    from ..layers import Conv, Dropout, Graph, ReLU  # regtheory.layers imports conv
-    from ..montecarlo._engine import Engine
-
     padding = "circular" if circular else "zeros"
     nodes = [Conv(v4, padding=padding)] + ([ReLU()] if activation == "relu" else [])
     layers = Graph([*nodes, Dropout(masks), Conv(u4, padding=padding)])

@@ -13,7 +13,7 @@ from .._convops import (
     ImageShape,
     KernelSize,
     Padding,
-    conv_cn,
+    same_conv,
 )
 from .._validation import (
     InvalidParameterError,
@@ -89,11 +89,9 @@ def conv2d(x: ArrayLike, weight: ArrayLike, *, padding: Padding = "zeros") -> np
         raise InvalidParameterError(
             f"`x` has {x.shape[1]} channels (axis 1) but `weight` expects in_ch = {w.shape[1]}"
         )
-    N, C = x.shape[:2]
     spatial = x.shape[2:] if n_spatial == 2 else (1, x.shape[2])
     check_kernel_fits(w.shape[2:], spatial, "weight")
-    y = conv_cn(x.reshape(N, C, *spatial).transpose(1, 0, 2, 3), w, circular)
-    return y.transpose(1, 0, 2, 3).reshape(N, w.shape[0], *x.shape[2:])
+    return same_conv(x, w, circular)
 
 
 # ----------------------------------------------------------------------------- the matrix (§2)
