@@ -213,7 +213,8 @@ def bench_network() -> None:
     row(
         "ReLU MLP 64-256-256-10: variance reduction",
         f"{cv.reduction_factor:.2f}×",
-        f"(plain {plain.mean:.5g} ± {plain.stderr:.2g}, controlled {cv.mean:.5g} ± {cv.stderr:.2g})",
+        f"(plain {plain.mean:.5g} ± {plain.stderr:.2g}, "
+        f"controlled {cv.mean:.5g} ± {cv.stderr:.2g})",
     )
     for keep in (0.5, 0.8):
         pairs = 500 if QUICK else 1500
@@ -296,7 +297,8 @@ def bench_conv() -> None:
     row(
         "float32 − float64, same masks",
         f"{(e32.mean - e64.mean) / e64.stderr:+.1e} SE",
-        f"float64 z = {e64.zscore(closed):+.2f}, float32 z = {e32.zscore(closed):+.2f} vs the closed form",
+        f"float64 z = {e64.zscore(closed):+.2f}, "
+        f"float32 z = {e32.zscore(closed):+.2f} vs the closed form",
     )
 
 

@@ -29,7 +29,8 @@ Modules, in the one direction data flows (nothing imports a module below it):
 ``data`` (white inputs, teacher tasks) is used by the layers above ``conv``.
 
 A refused argument raises :class:`InvalidParameterError` (a ``ValueError`` and a
-``TypeError``) naming it; a cvxpy solve whose solution cannot be certified optimal raises
+``TypeError``) naming it; finite inputs whose penalty leaves float64 raise
+:class:`NumericalOverflowError` (also an ``OverflowError``) instead of returning inf or NaN; a cvxpy solve whose solution cannot be certified optimal raises
 :class:`regtheory.implied.SolverFailedError`.
 
 Submodules load on first use (``regtheory.fc``, ``from regtheory import glm``), so
@@ -71,6 +72,7 @@ _OTHER_SUBMODULES = ("cli", "figures", "pytorch")
 _NAMES = {
     "Estimate": "montecarlo",
     "InvalidParameterError": "_validation",
+    "NumericalOverflowError": "_overflow",
     "Penalty": "_results",
     "dropout_lambda": "masks",
 }
@@ -78,6 +80,7 @@ _NAMES = {
 __all__ = [
     "Estimate",
     "InvalidParameterError",
+    "NumericalOverflowError",
     "Penalty",
     "__version__",
     "compare",
@@ -112,6 +115,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         sweep,
         training,
     )
+    from ._overflow import NumericalOverflowError
     from ._results import Penalty
     from ._validation import InvalidParameterError
     from .masks import dropout_lambda

@@ -15,9 +15,11 @@ __all__ = ["kept_bits"]
 
 
 def kept_bits(keep: float, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Bool array of ``shape``, True with probability ``keep`` (checked, in (0, 1]), i.i.d.,
-    from one byte of ``rng``'s raw output per unit (one bit at keep 0.5); the rule and its
-    exactness are described in :func:`regtheory.masks.kept_units`."""
+    """Bool array of ``shape``, i.i.d. True with probability ``keep`` (checked, in (0, 1]).
+
+    One byte of ``rng``'s raw output decides a unit (one bit at keep 0.5); the rule and
+    its exactness are described in :func:`regtheory.masks.kept_units`.
+    """
     size = math.prod(shape)
     if keep == 1.0:
         return np.ones(shape, dtype=bool)

@@ -144,8 +144,10 @@ def interior(xp: np.ndarray, ph: int, pw: int) -> np.ndarray:
 def pad_cn(
     x: np.ndarray, ph: int, pw: int, circular: bool, scratch: ScratchSource = fresh
 ) -> np.ndarray:
-    """Pad the two spatial axes of ``x`` (C, N, H, W) by (ph, pw) on both sides (into
-    ``scratch("padded", ...)``, see :func:`conv_cn_block`)."""
+    """Pad the two spatial axes of ``x`` (C, N, H, W) by (ph, pw) on both sides.
+
+    The result goes into ``scratch("padded", ...)`` (see :func:`conv_cn_block`).
+    """
     C, N, H, W = x.shape
     xp = scratch("padded", (C, N, H + 2 * ph, W + 2 * pw))
     interior(xp, ph, pw)[...] = x
@@ -162,9 +164,10 @@ def pad_kernel(w: np.ndarray, kh: int, kw: int) -> np.ndarray:
 
 
 def im2col(xp: np.ndarray, kh: int, kw: int, out: np.ndarray | None = None) -> np.ndarray:
-    """cols[c, a, b, n, i, j] = xp[c, n, i + a, j + b] for a padded ``xp`` (C, N, H + kh − 1, W + kw − 1).
+    """cols[c, a, b, n, i, j] = xp[c, n, i + a, j + b] for a padded ``xp``.
 
-    Shape (C, kh, kw, N, H, W), written into ``out`` when given. Flattened to
+    ``xp`` has shape (C, N, H + kh − 1, W + kw − 1), the result (C, kh, kw, N, H, W),
+    written into ``out`` when given. Flattened to
     (C·kh·kw, N·H·W), ``w.reshape(C_out, -1) @ cols`` is the cross-correlation and
     ``g.reshape(C_out, -1) @ cols.T`` the gradient with respect to its weight.
     """
@@ -188,10 +191,11 @@ def unfold(x: np.ndarray, kh: int, kw: int, circular: bool) -> np.ndarray:
 
 
 def conv_cn_block(xp: np.ndarray, w: np.ndarray, scratch: ScratchSource = fresh) -> np.ndarray:
-    """Cross-correlation of an already padded ``xp`` (C_in, N, H + kh − 1, W + kw − 1) -> (C_out, N, H, W).
+    """Cross-correlation of an already padded ``xp``, (C_out, N, H, W).
 
-    ``scratch(name, shape)`` supplies the output and the work array (fresh ones by
-    default; a :class:`Scratch` reuses them across calls).
+    ``xp`` has shape (C_in, N, H + kh − 1, W + kw − 1). ``scratch(name, shape)``
+    supplies the output and the work array (fresh ones by default; a :class:`Scratch`
+    reuses them across calls).
     """
     C, N, Hp, Wp = xp.shape
     Co, _, kh, kw = w.shape
@@ -217,10 +221,11 @@ def conv_cn_block(xp: np.ndarray, w: np.ndarray, scratch: ScratchSource = fresh)
 
 
 def conv_cn(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
-    """Same-size cross-correlation in channel-first-then-batch layout: (C_in, N, H, W) -> (C_out, N, H, W).
+    """Same-size cross-correlation in channel-first-then-batch layout.
 
-    Keeping the batch inside the channel axis makes every tap a contiguous block
-    of one big matrix product; :func:`regtheory.conv.conv2d` transposes around it.
+    (C_in, N, H, W) -> (C_out, N, H, W). Keeping the batch inside the channel axis makes
+    every tap a contiguous block of one big matrix product; :func:`regtheory.conv.conv2d`
+    transposes around it.
     """
     C, N, H, W = x.shape
     Co, _, kh, kw = w.shape
@@ -238,8 +243,10 @@ def conv_cn(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
 
 
 def same_conv(x: np.ndarray, w: np.ndarray, circular: bool) -> np.ndarray:
-    """Same-size cross-correlation of checked arrays in PyTorch layout: x (N, C_in, *spatial)
-    with a kernel (C_out, C_in, *k), 1-D or 2-D -> (N, C_out, *spatial)."""
+    """Same-size cross-correlation of checked arrays in PyTorch layout, 1-D or 2-D.
+
+    x (N, C_in, *spatial) with a kernel (C_out, C_in, *k) -> (N, C_out, *spatial).
+    """
     N, C = x.shape[:2]
     spatial = x.shape[2:] if x.ndim == 4 else (1, x.shape[2])
     w4 = w if w.ndim == 4 else w[:, :, None, :]
@@ -320,8 +327,10 @@ class Grid:
 def grid_conv(
     z: np.ndarray, w: np.ndarray, grid: Grid, circular: bool, scratch: Scratch, name: str
 ) -> np.ndarray:
-    """Same-size cross-correlation of the maps of a grid buffer ``z`` (C_in, length) with
-    ``w`` (C_out, C_in, kh, kw), into the buffer ``scratch(name)`` (C_out, length).
+    """Same-size cross-correlation of the maps of a grid buffer with a kernel.
+
+    ``z`` (C_in, length) with ``w`` (C_out, C_in, kh, kw), into the buffer
+    ``scratch(name)`` (C_out, length).
 
     First the border of ``z`` that the kernel reads is written as the layer pads (zeros,
     or the wrapped map). With at least as many outputs as inputs the kh·kw windows are
@@ -370,7 +379,10 @@ def axis_length(k: int, n: int) -> int:
 def lifted_matrix(
     kernel: tuple[int, int], image: tuple[int, int], in_channels: int = 1, out_channels: int = 1
 ) -> np.ndarray:
-    """The 0/1 matrix A with ``vec(w) = A @ vec(Z)``: see :func:`regtheory.implied.lifted_operator`."""
+    """The 0/1 matrix A with ``vec(w) = A @ vec(Z)``.
+
+    See :func:`regtheory.implied.lifted_operator`.
+    """
     (kh, kw), (H, W) = kernel, image
     ih, iw = axis_index(kh, H), axis_index(kw, W)
     Lh, Lw = axis_length(kh, H), axis_length(kw, W)

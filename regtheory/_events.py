@@ -1,5 +1,8 @@
-"""The rare mask events a Monte Carlo draw hinges on, shared by the network and PyTorch
-estimators (they set the smallest number of draws, :func:`regtheory.montecarlo.min_draws`)."""
+"""The rare mask events a Monte Carlo draw hinges on.
+
+Shared by the network and PyTorch estimators: the events set the smallest number of
+draws, :func:`regtheory.montecarlo.min_draws`.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""No silent inf or NaN: a public computation on finite inputs returns finite numbers or
-raises :class:`NumericalOverflowError`.
+"""No silent inf or NaN: finite inputs give finite results or a NumericalOverflowError.
+
+A public computation on finite inputs returns finite numbers or raises
+:class:`NumericalOverflowError`.
 
 The inputs of every public function are checked finite at the boundary
 (:func:`regtheory._validation.check_array`), but finite inputs can still leave the range
@@ -57,8 +59,11 @@ def _magnitude(value: object) -> float | None:
 
 
 def _sizes(name: str, value: object) -> list[tuple[str, float]]:
-    """(label, largest |entry|) of an argument: an array, or each weight of a sequence of
-    layers (``name[i].weight``, ``name[i].bias``). Integer options (counts) are left out."""
+    """(label, largest |entry|) of an argument, or of each weight of a sequence of layers.
+
+    An array gives one pair, a sequence of layers one per ``name[i].weight`` and
+    ``name[i].bias``. Integer options (counts) are left out.
+    """
     if isinstance(value, numbers.Integral) or (
         isinstance(value, tuple) and all(isinstance(v, numbers.Integral) for v in value)
     ):
@@ -77,8 +82,8 @@ def _sizes(name: str, value: object) -> list[tuple[str, float]]:
 
 
 def _describe_inputs(func: Callable, args: tuple, kwargs: dict) -> str:
-    try:
-        bound = inspect.signature(func).bind(*args, **kwargs).arguments
+    try:  # the keywords by their own names: a deprecated one (seed=) is not in the signature
+        bound = dict(inspect.signature(func).bind_partial(*args).arguments) | kwargs
     except (TypeError, ValueError):
         bound = {f"argument {i}": a for i, a in enumerate(args)} | kwargs
     sizes = [size for name, value in bound.items() for size in _sizes(name, value)]
@@ -131,12 +136,14 @@ QUADRATIC = (
 def finite_result(
     quantity: str, hint: str = QUADRATIC, *, fields: tuple[str, ...] | None = None
 ) -> Callable[[F], F]:
-    """Decorate a public function so that an overflow on finite inputs raises
-    :class:`NumericalOverflowError` naming ``quantity``, the inputs' sizes and ``hint``
+    """Decorate a public function so that an overflow on finite inputs raises an error.
+
+    The :class:`NumericalOverflowError` names ``quantity``, the inputs' sizes and ``hint``
     (what to rescale), instead of returning inf or NaN (or surfacing a bare
     ``OverflowError``/``FloatingPointError``). ``fields`` names the attributes of the
     result to check, for a result that marks what it did not compute with NaN (default:
-    the whole result)."""
+    the whole result).
+    """
 
     def decorate(func: F) -> F:
         @functools.wraps(func)

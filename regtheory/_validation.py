@@ -147,8 +147,10 @@ def check_array(x, name: str, ndim: int | tuple[int, ...] | None = None) -> np.n
 
 
 def check_bias(bias, n_out: int, name: str) -> np.ndarray | None:
-    """A layer's bias: ``None``, or a finite (n_out,) array (one entry per output unit or
-    channel)."""
+    """A layer's bias: ``None``, or a finite (n_out,) array.
+
+    One entry per output unit or channel.
+    """
     if bias is None:
         return None
     bias = check_array(bias, name, ndim=1)
@@ -214,8 +216,10 @@ DTYPES = ("float64", "float32")
 
 
 def check_dtype(dtype) -> np.dtype:
-    """The NumPy dtype of a Monte Carlo ``dtype`` option: "float64" or "float32" (or
-    the NumPy types themselves)."""
+    """The NumPy dtype of a Monte Carlo ``dtype`` option.
+
+    "float64" or "float32", or the NumPy types themselves.
+    """
     if dtype in (np.float64, np.float32):
         return np.dtype(dtype)
     if not isinstance(dtype, str) or dtype not in DTYPES:
@@ -252,8 +256,11 @@ ShapeLike = int | Sequence[int]
 def check_fc_problem(
     T: object, keep: object, width: object, cov: object
 ) -> tuple[np.ndarray, float, int, np.ndarray | None]:
-    """The data of an FC implied problem: a 2-D target ``T``, ``keep``, ``width`` and a
-    positive definite ``cov`` over T's columns (or None), checked in that order."""
+    """The data of an FC implied problem, checked in order.
+
+    A 2-D target ``T``, ``keep``, ``width`` and a positive definite ``cov`` over T's
+    columns (or None).
+    """
     T = check_array(T, "T", ndim=2)
     keep = check_keep(keep)
     width = check_int(width, "width")

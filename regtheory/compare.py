@@ -1,4 +1,4 @@
-r"""One task, four kinds of dropout: what does each prefer?
+r"""One task, four kinds of dropout: the map each of them prefers.
 
 :func:`compare` takes a 1-D circular convolution task (:func:`regtheory.data.conv_task`)
 and learns the map y ≈ Mx under
@@ -82,7 +82,8 @@ class MethodResult:
     singular_values : ndarray (n,)
         Of ``operator``.
     fourier_magnitudes : ndarray (n,)
-        :func:`circulant_spectrum` of ``operator`` (for a convolution: the DFT moduli of its kernel).
+        :func:`circulant_spectrum` of ``operator`` (for a convolution: the DFT moduli of
+        its kernel).
     rank : int
         Numerical rank of ``operator`` (singular values above 1e-6 of the largest).
     trained_operator : ndarray or None
@@ -168,6 +169,11 @@ def circulant_spectrum(M: ArrayLike) -> np.ndarray:
     -------
     ndarray (n,)
         :math:`|\hat c_j|`, j = 0, …, n − 1.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``M`` is not a finite real square 2-D array.
 
     Examples
     --------
@@ -314,6 +320,7 @@ def compare(
     Returns
     -------
     Comparison
+        The results keyed by method, with the settings that made them.
 
     Raises
     ------
@@ -363,8 +370,11 @@ def compare(
 
 
 def _streams(rng: object, n: int) -> list[int] | list[np.random.Generator]:
-    """One source of randomness per method: seeds s, s + 1, ... from an int seed s (the
-    former ``seed + i``), else independent streams spawned from the generator."""
+    """One source of randomness per method.
+
+    Seeds s, s + 1, ... from an int seed s (the former ``seed + i``), else independent
+    streams spawned from the generator.
+    """
     if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
         first = check_int(rng, "rng", minimum=0)
         return [first + i for i in range(n)]

@@ -64,6 +64,12 @@ def white_inputs(n: int, d: int, *, rng: RngLike = 0) -> np.ndarray:
     ndarray (n, d)
         The samples, one per row.
 
+    Raises
+    ------
+    InvalidParameterError
+        If ``n`` or ``d`` is not a positive integer, ``n < d``, or ``rng`` is not an
+        int ≥ 0, a Generator or None (or is given together with the former ``seed``).
+
     Examples
     --------
     >>> import numpy as np
@@ -141,6 +147,13 @@ def linear_teacher(
         ``X`` (n, d_in) with XᵀX/n = I, ``Y`` (n, d_out), ``teacher`` T₀
         (d_out, d_in) and ``T`` = YᵀX/n (d_out, d_in).
 
+    Raises
+    ------
+    InvalidParameterError
+        If a size is not a positive integer, ``n < d_in``, ``singular_values`` is not
+        a finite real 1-D array of at most min(d_in, d_out) entries, ``noise`` is
+        negative, or ``rng`` is refused (as in :func:`white_inputs`).
+
     Examples
     --------
     >>> import numpy as np
@@ -154,7 +167,8 @@ def linear_teacher(
     d_in, d_out = check_int(d_in, "d_in"), check_int(d_out, "d_out")
     if s.size > min(d_in, d_out):
         raise InvalidParameterError(
-            f"`singular_values` has {s.size} entries, more than min(d_in, d_out) = {min(d_in, d_out)}"
+            f"`singular_values` has {s.size} entries, more than min(d_in, d_out) = "
+            f"{min(d_in, d_out)}"
         )
     noise = check_nonnegative(noise, "noise")
     rng = as_rng(rng)
@@ -229,8 +243,7 @@ def conv_task(
     n : int
         Signal length.
     teacher : array (L,)
-        End-to-end kernel w₀, odd length L. The check accepts L ≤ 2n − 1, but the
-        convolution needs L ≤ n and raises ``ValueError`` otherwise.
+        End-to-end kernel w₀, odd length L ≤ n.
     n_train : int
         Training signals N (≥ n for white inputs).
     n_test : int
@@ -248,6 +261,14 @@ def conv_task(
     ConvTask
         ``X``, ``Y`` (n_train, 1, n); ``X_test``, ``Y_test`` (n_test, 1, n);
         ``teacher`` (1, 1, L) in PyTorch layout; ``inputs``.
+
+    Raises
+    ------
+    InvalidParameterError
+        If a size is not a positive integer, ``teacher`` is not a finite real 1-D array
+        of odd length at most ``n``, ``inputs`` is unknown, ``noise`` is negative,
+        white inputs have fewer signals than ``n``, or ``rng`` is refused (as in
+        :func:`white_inputs`).
 
     Examples
     --------
@@ -297,6 +318,13 @@ def teacher_kernel(kernel_size: int, *, rng: RngLike = 0) -> np.ndarray:
     Returns
     -------
     ndarray (2K − 1,)
+        The taps of the teacher.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``kernel_size`` is not a positive integer or ``rng`` is refused (as in
+        :func:`white_inputs`).
 
     Examples
     --------

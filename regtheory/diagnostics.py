@@ -37,11 +37,16 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import conv, fc
-from ._validation import InvalidParameterError, as_generator, check_array, check_int
+from ._grammar import RngLike, as_rng, transition_to_rng
+from ._validation import InvalidParameterError, check_array, check_int
 from .layers import Conv, Dropout, Graph, Linear, Node, as_graph
 from .masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
 
 __all__ = ["ConvTaps", "Diagnosis", "LinearBlock", "diagnose"]
+
+
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
 
 
 def _read_only(a: ArrayLike) -> np.ndarray:
@@ -412,12 +417,13 @@ def _conv_taps(layers, acts, j: int, n_masks: int, rng) -> ConvTaps | str:
     )
 
 
+@transition_to_rng
 def diagnose(
     layers: Graph | Sequence[Node],
     X: ArrayLike,
     *,
     n_masks: int = 4000,
-    seed: int | np.random.Generator = 0,
+    rng: RngLike = 0,
 ) -> Diagnosis:
     r"""Read every dropout layer of a trained network at its data.
 
@@ -456,8 +462,9 @@ def diagnose(
         The data, as for :func:`regtheory.network.forward`.
     n_masks : int
         Channel maps sampled per DropBlock layer read by a conv (at least 2).
-    seed : int or numpy.random.Generator
-        Source of those maps (only DropBlock uses it).
+    rng : int, numpy.random.Generator or None
+        Source of those maps (only DropBlock uses it; ``seed=`` still works, with a
+        warning).
 
     Returns
     -------
@@ -488,7 +495,7 @@ def diagnose(
     """
     layers = _check_layers(layers)
     n_masks = check_int(n_masks, "n_masks", minimum=2)
-    rng = as_generator(seed)
+    rng = as_rng(rng)
     acts = _activations(layers, X)
     blocks: list[LinearBlock] = []
     convs: list[ConvTaps] = []

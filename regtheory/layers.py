@@ -11,24 +11,18 @@ named in ``inputs`` (residual blocks). Shapes are per sample, without the batch 
 
 Nodes
 -----
-=================== ====================================================================
-:class:`Linear`     ``z -> flatten(z) W^T + b`` (``nn.Linear``; flattens channel first)
-:class:`Conv`       cross-correlation (``nn.Conv1d``/``nn.Conv2d``): stride, padding
-                    (zeros or circular, any amount), dilation, groups
-:class:`AvgPool`    average pooling (``nn.AvgPool1d``/``2d``, zeros counted in the mean)
-:class:`MaxPool`    max pooling (``nn.MaxPool1d``/``2d``)
-:class:`AdaptiveAvgPool` adaptive average pooling; ``AdaptiveAvgPool(1)`` is global
-:class:`ReLU`       ``max(z, 0)``
-:class:`Elementwise` any elementwise function given as a NumPy function
-:class:`Multiply`   ``z -> a * z`` for a fixed array ``a`` (a frozen gate pattern)
-:class:`Add`        the sum of its inputs
-:class:`Concat`     its inputs joined along the channel axis
-:class:`Flatten`    ``(C, ...) -> (C·...,)``, channel first as ``torch.flatten``
-:class:`Reshape`    any shape with the same number of entries
-:class:`Dropout`    multiply by a mask of any :mod:`regtheory.masks` distribution:
-                    Bernoulli, Gaussian, channel, DropBlock
-:class:`DropConnect` a fully connected layer whose weights are dropped (Wan et al. [1])
-=================== ====================================================================
+* :class:`Linear`: ``z -> flatten(z) W^T + b`` (``nn.Linear``; flattens channel first);
+* :class:`Conv`: cross-correlation (``nn.Conv1d``/``nn.Conv2d``) with stride, padding
+  (zeros or circular, any amount), dilation and groups;
+* :class:`AvgPool` (zeros counted in the mean, as torch's default), :class:`MaxPool`,
+  :class:`AdaptiveAvgPool` (``AdaptiveAvgPool(1)`` is global average pooling);
+* :class:`ReLU`, :class:`Elementwise` (any elementwise NumPy function), and
+  :class:`Multiply` (``z -> a * z`` for a fixed array ``a``, a frozen gate pattern);
+* :class:`Add` (the sum of its inputs), :class:`Concat` (joined along the channels),
+  :class:`Flatten` (channel first, as ``torch.flatten``), :class:`Reshape`;
+* :class:`Dropout` (a mask of any :mod:`regtheory.masks` distribution: Bernoulli,
+  Gaussian, channel, DropBlock) and :class:`DropConnect` (a fully connected layer whose
+  weights are dropped, Wan et al. [1]).
 
 The node protocol
 -----------------
@@ -112,6 +106,10 @@ __all__ = [
 Shape = tuple[int, ...]
 
 
+def __dir__() -> list[str]:  # the public names, not what the module imports
+    return list(__all__)
+
+
 class Node:
     """Base of every layer node: the defaults of the protocol (module docstring).
 
@@ -164,7 +162,8 @@ class Node:
 
 def _ints(value: object, name: str, n: int | None, minimum: int) -> tuple[int, ...]:
     """An int or a sequence of ints (each >= minimum) as a tuple; an int is repeated n
-    times (n None: kept as a 1-tuple, to be broadcast to the spatial axes later)."""
+    times (n None: kept as a 1-tuple, to be broadcast to the spatial axes later).
+    """
     items = (value,) * (n or 1) if isinstance(value, numbers.Integral) else value
     if (
         isinstance(value, bool)
@@ -199,7 +198,8 @@ def _maps(node: Node, shape: Shape) -> tuple[int, ...]:
 
 def _windows(z: np.ndarray, kernel, stride, dilation) -> np.ndarray:
     """The windows of ``z`` (n, C, *spatial): (n, C, *out, *kernel), out the strided
-    positions where a dilated kernel fits."""
+    positions where a dilated kernel fits.
+    """
     n_sp = len(kernel)
     view = np.lib.stride_tricks.sliding_window_view(
         z, tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation)), axis=tuple(range(2, 2 + n_sp))
@@ -220,7 +220,8 @@ def _out_length(n: int, k: int, stride: int, pad: int, dilation: int) -> int:
 @dataclass(frozen=True)
 class Linear(Node):
     """Fully connected layer ``z -> z W^T + b`` with W of shape (out, in) and an optional
-    bias b (out,); flattens its input channel first."""
+    bias b (out,); flattens its input channel first.
+    """
 
     linear: ClassVar[bool] = True
 
@@ -310,7 +311,8 @@ class Conv(Node):
     @property
     def same_size(self) -> bool:
         """Stride 1, no dilation, one group and half-kernel padding of an odd kernel: the
-        same-size convolution (what the exact and Monte Carlo engines read)."""
+        same-size convolution (what the exact and Monte Carlo engines read).
+        """
         kernel = self.weight.shape[2:]
         return (
             all(s == 1 for s in self._axes("stride"))
@@ -391,7 +393,8 @@ class Conv(Node):
 @dataclass(frozen=True)
 class Multiply(Node):
     """``z -> factor * z`` for a fixed array ``factor`` of the features' shape (or one
-    that broadcasts to it): the frozen 0/1 pattern of a ReLU, a per-channel scale."""
+    that broadcasts to it): the frozen 0/1 pattern of a ReLU, a per-channel scale.
+    """
 
     linear: ClassVar[bool] = True
 
@@ -471,7 +474,8 @@ class _Pool(Node):
 class AvgPool(_Pool):
     """Average pooling over ``kernel_size`` windows (``nn.AvgPool1d``/``2d`` with its
     default ``count_include_pad=True``); ``stride`` defaults to the kernel, ``pad`` adds
-    zeros on every side."""
+    zeros on every side.
+    """
 
     linear: ClassVar[bool] = True
 
@@ -482,7 +486,8 @@ class AvgPool(_Pool):
 @dataclass(frozen=True)
 class MaxPool(_Pool):
     """Max pooling over ``kernel_size`` windows (``nn.MaxPool1d``/``2d``); ``pad`` adds
-    minus infinity on every side."""
+    minus infinity on every side.
+    """
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:
         return self._pooled(zs[0], -np.inf, np.max)
@@ -492,7 +497,8 @@ class MaxPool(_Pool):
 class AdaptiveAvgPool(Node):
     """Average pooling to maps of ``output_size`` (``nn.AdaptiveAvgPool1d``/``2d``): bin i
     of an axis of length n averages entries ⌊i n/m⌋ to ⌈(i+1) n/m⌉ − 1. With output size 1
-    it is global average pooling."""
+    it is global average pooling.
+    """
 
     linear: ClassVar[bool] = True
 
@@ -647,7 +653,8 @@ class Reshape(Node):
 @dataclass(frozen=True)
 class Dropout(Node):
     """Multiply the features by a mask drawn from ``masks`` (one mask per sample);
-    without a mask (``forward``) the identity."""
+    without a mask (``forward``) the identity.
+    """
 
     random: ClassVar[bool] = True
     elementwise: ClassVar[bool] = False
@@ -845,12 +852,14 @@ class Graph(Sequence):
 
     def chain_from(self, start: int) -> bool:
         """Whether nodes start, start + 1, ... each read the node before (and nothing
-        before ``start`` is read after it)."""
+        before ``start`` is read after it).
+        """
         return all(self.inputs[i] == (i - 1,) for i in range(start + 1, len(self.nodes)))
 
     def shapes(self, input_shape: Sequence[int], *, source: str = "`X`") -> tuple[Shape, ...]:
         """Each node's output shape for one sample of ``input_shape``; a node that does
-        not fit is named, with the shape it got."""
+        not fit is named, with the shape it got.
+        """
         key = (tuple(int(v) for v in input_shape), source)
         if key in self._shapes:  # shapes are inferred, and checked, once per input shape
             return self._shapes[key]
@@ -878,7 +887,8 @@ class Graph(Sequence):
         stop: int | None = None,
     ) -> np.ndarray:
         """The output of node ``stop - 1`` (default: the last) on ``x`` (n, ...), each node
-        run by ``step(i, node, inputs)`` (default: its ``forward``, the mask-free network)."""
+        run by ``step(i, node, inputs)`` (default: its ``forward``, the mask-free network).
+        """
         run = step or (lambda i, node, ins: node.forward(*ins))
         stop = len(self.nodes) if stop is None else stop
         if stop == 0:

@@ -170,7 +170,10 @@ def _aligned_copy(buffer: pickle.PickleBuffer) -> np.ndarray:
 
 
 def _fresh_task(task: dict, index: int) -> dict:
-    """``task`` rebuilt from pickle, each contiguous array in new 64-byte-aligned memory (rule 3)."""
+    """``task`` rebuilt from pickle, each contiguous array in new 64-byte-aligned memory.
+
+    This is rule 3 of the module docstring.
+    """
     buffers = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
@@ -289,8 +292,10 @@ def _gather(client, fn, tasks: list[dict]) -> list:
 
 
 def _collect(future, killed: type) -> tuple[bool, Any]:
-    """``(True, result)`` of a done Dask future, or ``(False, why it was lost)``; an
-    exception of the task itself propagates."""
+    """``(True, result)`` of a done Dask future, or ``(False, why it was lost)``.
+
+    An exception of the task itself propagates.
+    """
     if future.status == "error":
         exc = future.exception()
         if isinstance(exc, killed):

@@ -210,7 +210,7 @@ class FCTrainingResult:
 
     @property
     def final_map(self) -> np.ndarray:
-        """End-to-end map :math:`UV^\\top` of the final factors."""
+        r"""End-to-end map :math:`UV^\top` of the final factors."""
         return self.U @ self.V.T
 
 
@@ -258,16 +258,21 @@ def _expected_objective(
     xx: np.ndarray,
     block_size: int = 1,
 ) -> float:
-    """Formula (1) (blocks: Pal et al.'s group penalty) on the data, from the moments mean‖y‖²,
-    YᵀX/n, XᵀX/n (O(d²w), no pass over X)."""
+    """Formula (1) (blocks: Pal et al.'s group penalty) on the data, from its moments.
+
+    The moments are mean‖y‖², YᵀX/n and XᵀX/n (O(d²w), no pass over X).
+    """
     M = U @ V.T
     fit = yy - 2.0 * np.einsum("ij,ij->", M, yx) + np.einsum("ij,jk,ik->", M, xx, M)
     return float(fit) + fc.block_dropout_penalty(U, V, keep, block_size=block_size, cov=xx)
 
 
 class _FCProblem:
-    """The data and the fixed parts of one :func:`train_fc` run: the trainer's loss and
-    gradient, its expected objective and what it records, for the SGD loop of ``_sgd``."""
+    """The data and the fixed parts of one :func:`train_fc` run.
+
+    The trainer's loss and gradient, its expected objective and what it records, for the
+    SGD loop of ``_sgd``.
+    """
 
     def __init__(self, X, Y, width, keep, block_size, batch_size):
         self.X, self.Y, self.n = X, Y, X.shape[0]
@@ -339,7 +344,8 @@ def train_fc(
     mask :math:`r_k/\theta` per row (:class:`regtheory.masks.Bernoulli`), and
     takes a gradient step on the sampled loss
 
-    .. math:: \ell_t = \frac1b \sum_{k \in B_t} \|y_k - U\operatorname{diag}(r_k/\theta)V^\top x_k\|^2,
+    .. math:: \ell_t = \frac1b \sum_{k \in B_t}
+              \|y_k - U\operatorname{diag}(r_k/\theta)V^\top x_k\|^2,
               \qquad (U, V) \leftarrow (U, V) - \eta_t \nabla \ell_t,
               \qquad \eta_t = \frac{\eta}{1 + t/\tau},
 
@@ -380,11 +386,22 @@ def train_fc(
     Returns
     -------
     FCTrainingResult
+        The final factors, the recorded history and the settings used.
 
     Raises
     ------
+    InvalidParameterError
+        If ``X`` or ``Y`` is not a finite real 2-D array or their rows differ, ``keep``
+        is not in (0, 1], a count is not a positive integer, a rate or scale is not
+        positive, ``batch_size`` exceeds n, ``block_size`` does not divide ``width``,
+        or ``rng`` is not an int ≥ 0, a Generator or None.
     FloatingPointError
         If the loss or the weights become non-finite: ``lr`` is too large.
+
+    References
+    ----------
+    [1] Srivastava et al., JMLR 2014. [2] Mianjy, Arora & Vidal, ICML 2018, Thm 2.5.
+    [3] Cavazza et al., AISTATS 2018 (the same experiment, Sec. 5).
 
     Examples
     --------
@@ -396,11 +413,6 @@ def train_fc(
     >>> M = fc.global_optimum(T, 0.8, 6)
     >>> bool(np.linalg.norm(res.final_map - M) < 0.05 * np.linalg.norm(M))
     True
-
-    References
-    ----------
-    [1] Srivastava et al., JMLR 2014. [2] Mianjy, Arora & Vidal, ICML 2018, Thm 2.5.
-    [3] Cavazza et al., AISTATS 2018 (the same experiment, Sec. 5).
     """
     X = check_array(X, "X", ndim=2)
     Y = check_array(Y, "Y", ndim=2)
@@ -502,7 +514,7 @@ class ConvTrainingResult:
 
     @property
     def final_kernel(self) -> np.ndarray:
-        """Composed kernel :math:`\\sum_c u_c \\star v_c` of the final weights."""
+        r"""Composed kernel :math:`\sum_c u_c \star v_c` of the final weights."""
         return self.kernels[-1]
 
 
@@ -558,8 +570,11 @@ def _conv_loss_and_grad(
 
 
 class _ConvProblem:
-    """The data and the fixed parts of one :func:`train_conv` run: the trainer's loss and
-    gradient, its expected objective and what it records, for the SGD loop of ``_sgd``."""
+    """The data and the fixed parts of one :func:`train_conv` run.
+
+    The trainer's loss and gradient, its expected objective and what it records, for the
+    SGD loop of ``_sgd``.
+    """
 
     def __init__(self, X, Y, channels, kernel, keep, mode, masks, padding, activation, batch_size):
         self.X, self.n, self.one_d = X, X.shape[0], X.ndim == 3
@@ -699,31 +714,37 @@ def train_conv(
     ----------
     X, Y : arrays (N, C_in, H, W), (N, C_out, H, W), or (N, C, L) for 1-D signals
         Inputs and targets, the same samples and spatial shape.
-    keep : float
-        Retain probability θ in (0, 1] (for DropBlock the expected kept fraction).
-    channels : int
-        Hidden channels C.
-    kernel_size : int or tuple
-        Odd kernel size of both layers: k (square), (kh, kw), or (k,) in 1-D; fits the image.
-    steps, lr, rng, batch_size, init_scale, lr_decay, record_every
+    keep, channels, kernel_size : float, int, int or tuple
+        Retain probability θ in (0, 1] (for DropBlock the expected kept fraction); hidden
+        channels C; odd kernel size of both layers, k (square), (kh, kw), or (k,) in 1-D,
+        that fits the image.
+    steps, lr, rng : int, float, int or numpy.random.Generator or None
         The SGD settings, as in :func:`train_fc`.
-    mode : {"element", "channel", "block"}
-        ``nn.Dropout``, ``nn.Dropout2d`` (SpatialDropout) or DropBlock on the hidden map.
-    block_size : int, optional
-        DropBlock block side (``mode="block"`` only, required there).
-    padding : {"circular", "zeros"}
-        Padding of both layers.
-    activation : {None, "relu"}
-        Non-linearity on the hidden map, before the mask.
+    mode, block_size : {"element", "channel", "block"}, int, optional
+        ``nn.Dropout``, ``nn.Dropout2d`` (SpatialDropout) or DropBlock on the hidden map;
+        DropBlock's block side (``mode="block"`` only, required there).
+    padding, activation : {"circular", "zeros"}, {None, "relu"}
+        Padding of both layers; non-linearity on the hidden map, before the mask.
+    batch_size, init_scale, lr_decay, record_every : int, float, float, int, optional
+        The SGD settings, as in :func:`train_fc` (samples per minibatch, default N).
 
     Returns
     -------
     ConvTrainingResult
+        The final kernels, the recorded history and the settings used.
 
     Raises
     ------
+    InvalidParameterError
+        If an argument is refused: the data, ``keep``, a count, a rate, an option, a
+        kernel or a block that does not fit the image, ``rng``.
     FloatingPointError
         If the loss or the weights become non-finite: ``lr`` is too large.
+
+    References
+    ----------
+    [1] Mianjy, Arora & Vidal, ICML 2018. [2] Arora et al., ICML 2021. [3] Tompson et
+    al., CVPR 2015 (SpatialDropout). [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
 
     Examples
     --------
@@ -737,11 +758,6 @@ def train_conv(
     >>> res = train_conv(X, Y, 1.0, 3, 3, steps=2000, lr=0.02, rng=0)
     >>> bool(np.allclose(res.final_kernel, teacher, atol=1e-3))
     True
-
-    References
-    ----------
-    [1] Mianjy, Arora & Vidal, ICML 2018. [2] Arora et al., ICML 2021. [3] Tompson et
-    al., CVPR 2015 (SpatialDropout). [4] Ghiasi et al., NeurIPS 2018 (DropBlock).
     """
     X, Y = check_conv_data(X, Y)
     channels = check_int(channels, "channels")

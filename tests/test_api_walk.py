@@ -98,7 +98,7 @@ VALID = {
     conv.column_sq_norms: dict(weight=u, image_shape=(5, 5)),
     conv.position_penalty: dict(u=u, v=v, keep=0.5, image_shape=(5, 5)),
     conv.dropout_penalty: BLOCK_PENALTY,
-    conv.dropout_penalty_mc: dict(BLOCK_PENALTY, n_masks=200, seed=0, dtype="float32"),
+    conv.dropout_penalty_mc: dict(BLOCK_PENALTY, n_masks=200, rng=0, dtype="float32"),
     implied.solve_fc: dict(T=T, keep=0.5, width=4),
     implied.fc_objective: dict(M=T, T=T, keep=0.5, width=4),
     implied.solve_fc_block: dict(T=T, keep=0.5, width=4, block_size=2),
@@ -124,7 +124,7 @@ VALID = {
         X=X,
         Y=X[:, :3],
         n_masks=60,
-        seed=0,
+        rng=0,
         control_variate=True,
     ),
     data.white_inputs: dict(n=10, d=3, rng=0),
@@ -144,6 +144,7 @@ VALID = {
         ],
         X=X,
         Y=X[:, :3],
+        rng=0,
     ),
     network.dropout_penalty_terms: dict(
         layers=[network.Dropout(masks.Gaussian(0.5)), network.Linear(rng.normal(size=(3, 5)))],
@@ -168,7 +169,7 @@ VALID = {
         ],
         X=XC,
         n_masks=200,
-        seed=0,
+        rng=0,
     ),
 }
 
@@ -190,7 +191,7 @@ if HAS_TORCH:
     VALID[pytorch.from_torch] = dict(model=TORCH_NET, input_shape=(5,))
     VALID[pytorch.supported_modules] = dict(dropout=True)
     VALID[pytorch.dropout_penalty] = dict(
-        model=TORCH_NET, X=X[:8], Y=X[:8, :3], n_masks=1000, seed=0, by_layer=True
+        model=TORCH_NET, X=X[:8], Y=X[:8, :3], n_masks=1000, rng=0, by_layer=True
     )
     VALID[pytorch.to_torch] = dict(
         layers=[network.Linear(np.ones((2, 3))), network.Dropout(masks.Bernoulli(0.5))],
@@ -203,7 +204,7 @@ if HAS_TORCH:
         epochs=1,
         batch_size=4,
         lr=0.01,
-        seed=0,
+        rng=0,
         n_threads=1,
     )
 

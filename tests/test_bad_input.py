@@ -293,7 +293,7 @@ def test_exact_network_refusal_names_the_random_layer_and_the_nonlinearity():
     ]
     for layers, random_layer, nonlinearity in cases:
         with pytest.raises(InvalidParameterError) as info:
-            network.dropout_penalty(layers, X4)
+            network.dropout_penalty(layers, X4, method="exact")
         message = str(info.value)
         assert random_layer in message and nonlinearity in message, message
         assert "a Elementwise" not in message

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from regtheory import pytorch
-from regtheory.cli import _torchscript
-from regtheory.cli import main
+from regtheory.cli import _torchscript, main
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
 
@@ -86,13 +85,13 @@ def test_exact_penalty_of_a_saved_model(how, data, tmp_path, capsys):
     direct = pytorch.dropout_penalty(model, X, Y=Y)
     report = record["report"]
     assert report["method"] == "exact" and report["stderr"] == 0.0
-    assert report["total"] == pytest.approx(direct.total, rel=1e-12)
+    assert report["value"] == pytest.approx(direct.value, rel=1e-12)
     # dropout (keep 0.6) before the last layer u: λ · mean_k Σ_i ‖u_i‖² h_ki²
     with torch.no_grad():
         h = model[1](model[0](torch.from_numpy(X))).numpy()
     u = model[3].weight.detach().numpy()
     lam = 0.4 / 0.6
-    assert report["total"] == pytest.approx(lam * np.mean(h**2 @ np.sum(u**2, axis=0)), rel=1e-10)
+    assert report["value"] == pytest.approx(lam * np.mean(h**2 @ np.sum(u**2, axis=0)), rel=1e-10)
     assert record["settings"]["format"] == ("TorchScript" if how == "script" else "torch.save")
     assert record["settings"]["targets"] == "Y" and "diagnostics" not in record
 
@@ -108,8 +107,8 @@ def test_monte_carlo_penalty_of_a_saved_conv_net(how, maps, tmp_path, capsys):
         X = archive["X"]
     report = record["report"]
     direct = pytorch.dropout_penalty(model, X, n_masks=2000, seed=5)
-    assert report["method"] == "monte carlo" and report["n_masks"] == 2000
-    assert report["total"] == pytest.approx(direct.total, rel=1e-12)
+    assert report["method"] == "mc" and report["n_masks"] == 2000
+    assert report["value"] == pytest.approx(direct.value, rel=1e-12)
     assert [d["own"] for d in report["dropouts"]] == pytest.approx(list(direct.own), rel=1e-12)
     assert record["settings"]["dtype"] == "float32"
     assert len(record["diagnostics"]["convs"]) == 1  # the Dropout2d read by the second conv
@@ -126,7 +125,7 @@ def test_monte_carlo_penalty_of_a_saved_conv_net(how, maps, tmp_path, capsys):
         out = model(x.repeat(2000, 1, 1, 1)).double().reshape(2000, len(X), -1)
     draws = torch.mean(torch.sum((out - clean) ** 2, dim=2), dim=1).numpy()
     mean, se = np.mean(draws), np.std(draws, ddof=1) / np.sqrt(len(draws))
-    assert abs(report["total"] - mean) < N_SE * np.hypot(se, report["stderr"])
+    assert abs(report["value"] - mean) < N_SE * np.hypot(se, report["stderr"])
     status, out, err = run([*argv, "--no-by-layer"], capsys)
     assert (status, err) == (0, "")
     assert str(direct).splitlines()[0] in out  # the same seed, the same total

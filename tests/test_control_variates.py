@@ -16,6 +16,7 @@ import pytest
 import regtheory
 from regtheory import network as nw
 from regtheory.masks import Bernoulli, Channel, DropBlock
+from regtheory.network import _penalty as nw_penalty
 
 N_SE = 4
 KEEP = 0.6
@@ -109,7 +110,7 @@ def test_linear_after_the_first_dropout_gives_the_exact_penalty():
         nw.Dropout(Bernoulli(0.5)),
         nw.Linear(rng.normal(size=(2, 5))),
     ]
-    est = nw.dropout_penalty_mc(layers, X, Y, n_masks=300, seed=1, control_variate=True)
+    est = nw.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=300, rng=1, control_variate=True)
     exact = nw.dropout_penalty(layers, X, Y=Y)
     assert est.mean == pytest.approx(exact, rel=1e-10)
     assert est.stderr <= 1e-10 * exact
@@ -131,7 +132,7 @@ def test_conv_net_linear_after_the_first_dropout_gives_the_exact_penalty():
         nw.Linear(rng.normal(size=(2, 3 * 36))),
     ]
     Y = rng.normal(size=(2, 2))
-    est = nw.dropout_penalty_mc(layers, X, Y, n_masks=200, seed=0, control_variate=True)
+    est = nw.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=200, rng=0, control_variate=True)
     assert est.mean == pytest.approx(nw.dropout_penalty(layers, X, Y=Y), rel=1e-10)
 
 
@@ -139,8 +140,10 @@ def test_conv_net_linear_after_the_first_dropout_gives_the_exact_penalty():
 def test_tiny_relu_net_agrees_with_enumeration(seed):
     layers, X, Y, weights = tiny_relu_net(seed)
     exact = enumerated_penalty(weights, X, Y)
-    plain = nw.dropout_penalty_mc(layers, X, Y, n_masks=4000, seed=seed)
-    controlled = nw.dropout_penalty_mc(layers, X, Y, n_masks=4000, seed=seed, control_variate=True)
+    plain = nw.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=4000, rng=seed)
+    controlled = nw.dropout_penalty(
+        layers, X, Y=Y, method="mc", n_masks=4000, rng=seed, control_variate=True
+    )
     assert abs(plain.zscore(exact)) < N_SE
     assert abs(controlled.zscore(exact)) < N_SE
     assert controlled.stderr < plain.stderr
@@ -149,8 +152,10 @@ def test_tiny_relu_net_agrees_with_enumeration(seed):
 def test_reduction_on_a_relu_mlp():
     # 20 seeds: factors 4.8-5.6 (over 20 random nets 2.9-30, median 10)
     layers, X, Y = relu_mlp(0)
-    plain = nw.dropout_penalty_mc(layers, X, Y, n_masks=2000, seed=10)
-    est = nw.dropout_penalty_mc(layers, X, Y, n_masks=2000, seed=11, control_variate=True)
+    plain = nw.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=2000, rng=10)
+    est = nw.dropout_penalty(
+        layers, X, Y=Y, method="mc", n_masks=2000, rng=11, control_variate=True
+    )
     assert abs(plain.mean - est.mean) < N_SE * np.hypot(plain.stderr, est.stderr)
     assert est.reduction_factor > 3.5
     # the factor is the variance ratio, seen also across the two runs
@@ -160,8 +165,8 @@ def test_reduction_on_a_relu_mlp():
 def test_reduction_on_a_relu_conv_net():
     # 20 seeds: factors 2.4-3.5 (over 20 random nets 2.2-5.9)
     layers, X, Y = relu_conv(0)
-    plain = nw.dropout_penalty_mc(layers, X, Y, n_masks=400, seed=10)
-    est = nw.dropout_penalty_mc(layers, X, Y, n_masks=400, seed=11, control_variate=True)
+    plain = nw.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=400, rng=10)
+    est = nw.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=400, rng=11, control_variate=True)
     assert abs(plain.mean - est.mean) < N_SE * np.hypot(plain.stderr, est.stderr)
     assert est.reduction_factor > 1.8
 
@@ -172,7 +177,9 @@ def test_coverage_of_the_controlled_interval():
     exact = enumerated_penalty(weights, X, Y)
     covered = 0
     for seed in range(200):
-        est = nw.dropout_penalty_mc(layers, X, Y, n_masks=100, seed=seed, control_variate=True)
+        est = nw.dropout_penalty(
+            layers, X, Y=Y, method="mc", n_masks=100, rng=seed, control_variate=True
+        )
         lo, hi = est.ci()
         covered += lo <= exact <= hi
     assert 0.92 <= covered / 200 <= 0.98
@@ -180,12 +187,14 @@ def test_coverage_of_the_controlled_interval():
 
 def test_plain_estimate_is_unchanged_and_says_so():
     layers, X, Y = relu_mlp(1, width=4, n=5)
-    default = nw.dropout_penalty_mc(layers, X, Y, n_masks=100, seed=3)
-    plain = nw.dropout_penalty_mc(layers, X, Y, n_masks=100, seed=3, control_variate=False)
+    default = nw.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=100, rng=3)
+    plain = nw.dropout_penalty(
+        layers, X, Y=Y, method="mc", n_masks=100, rng=3, control_variate=False
+    )
     assert default == plain
     assert plain.variance_reduction == "none" and plain.reduction_factor == 1.0
     assert "variance_reduction" not in plain.to_dict()
-    est = nw.dropout_penalty_mc(layers, X, Y, n_masks=100, seed=3, control_variate=True)
+    est = nw.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=100, rng=3, control_variate=True)
     record = est.to_dict()
     assert record["variance_reduction"] == "gate-frozen control variate"
     assert record["reduction_factor"] == est.reduction_factor
@@ -195,9 +204,9 @@ def test_other_nonlinearities_are_refused():
     layers, X, Y = relu_mlp(2, width=4, n=5)
     layers[4] = nw.Elementwise(np.tanh, name="tanh")
     with pytest.raises(regtheory.InvalidParameterError, match="control_variate"):
-        nw.dropout_penalty_mc(layers, X, Y, n_masks=100, seed=0, control_variate=True)
+        nw.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=100, rng=0, control_variate=True)
     with pytest.raises(regtheory.InvalidParameterError, match="control_variate"):
-        nw.dropout_penalty_mc(layers, X, Y, n_masks=100, seed=0, control_variate=1)
+        nw.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=100, rng=0, control_variate=1)
 
 
 @pytest.mark.slow
@@ -219,16 +228,16 @@ def test_frozen_penalty_of_a_conv_net_matches_its_monte_carlo():
         nw.Dropout(Bernoulli(0.8)),
         nw.Linear(rng.normal(size=(3, 3 * 49))),
     ]
-    gates = nw._clean_gates(layers, X)
+    gates = nw_penalty._clean_gates(layers, X)
     assert all(0.2 < g.mean() < 0.8 for g in gates)
-    exact = nw._frozen_penalty(layers, X, Y, gates)
+    exact = nw_penalty._frozen_penalty(layers, X, Y, gates)
     means, variances = [], []
     for k in range(len(X)):
         frozen = list(layers)
         for t, g in zip((4, 7), gates):
             frozen[t] = nw.Elementwise(lambda z, g=g[k]: z * g, name="gate")
         clean = nw.forward(frozen, X[k : k + 1])
-        out = nw.forward(frozen, X[k : k + 1], seed=k, n_draws=20000)
+        out = nw.forward(frozen, X[k : k + 1], n_draws=20000, rng=k)
         d = np.sum((Y[k] - out[:, 0]) ** 2, axis=1) - np.sum((Y[k] - clean[0]) ** 2)
         means.append(d.mean())
         variances.append(d.var(ddof=1) / len(d))
@@ -252,7 +261,7 @@ def test_relu_after_a_linear_that_reads_maps():
     ]
     X = rng.normal(size=(6, 2, 5, 5))
     Y = nw.forward(layers, X) + rng.normal(size=(6, 2))
-    plain = nw.dropout_penalty_mc(layers, X, Y, n_masks=3000, seed=1)
-    est = nw.dropout_penalty_mc(layers, X, Y, n_masks=3000, seed=2, control_variate=True)
+    plain = nw.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=3000, rng=1)
+    est = nw.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=3000, rng=2, control_variate=True)
     assert abs(plain.mean - est.mean) < N_SE * np.hypot(plain.stderr, est.stderr)
     assert est.reduction_factor > 1.0

@@ -163,7 +163,7 @@ def test_no_gradient_probability_matches_simulated_gradients():
     assert np.allclose(channel, 1 - keep)
 
 
-# ----------------------------------------------------------------------------- closed forms (5), (6)
+# ------------------------------------------------------------------------- closed forms (5), (6)
 
 
 CASES = [  # (u shape, v shape, image)
@@ -480,12 +480,15 @@ def test_dropblock_monte_carlo_matches_exact_mask_moments(padding):
     assert abs(est.zscore(exact)) < N_SE, (exact, est)
 
 
-# ----------------------------------------------------------------------------- DropBlock closed form
+# ------------------------------------------------------------------------- DropBlock closed form
 
 
 def random_block_case(rng, one_d=False):
     """Random small net, image, block, keep, padding, data and targets for the DropBlock gap."""
-    ks = lambda n: [k for k in (1, 3, 5) if k <= n]  # odd kernels that fit
+
+    def ks(n):  # odd kernels that fit
+        return [k for k in (1, 3, 5) if k <= n]
+
     c_hid, c_in, c_out = (int(c) for c in rng.integers(1, 4, size=3))
     if one_d:
         image = (int(rng.integers(2, 9)),)

@@ -236,7 +236,10 @@ def coverage(run, n, exact, seeds):
 def in_band(cov, seeds, low=0.92, high=0.98):
     """A measured coverage over ``seeds`` consistent with a true one in [low, high]: within
     three binomial standard deviations (of len(seeds) seeds) of the band."""
-    sd = lambda p: np.sqrt(p * (1 - p) / len(seeds))
+
+    def sd(p):
+        return np.sqrt(p * (1 - p) / len(seeds))
+
     return low - 3 * sd(low) <= cov <= high + 3 * sd(high)
 
 

@@ -16,9 +16,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from regtheory import InvalidParameterError, pytorch
-from regtheory.figures import compute, torch_figures
-from regtheory.masks import Bernoulli, Channel, DropBlock
+from regtheory import InvalidParameterError, pytorch  # noqa: E402 (needs torch)
+from regtheory.figures import compute, torch_figures  # noqa: E402
+from regtheory.masks import Bernoulli, Channel, DropBlock  # noqa: E402
 
 pytestmark = pytest.mark.slow  # every test here takes seconds: not in the quick tier
 

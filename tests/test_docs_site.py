@@ -4,9 +4,9 @@ The site is built by ``sphinx-build -W --keep-going -b html docs docs/_build/htm
 README's docs command; ``.ci/run`` runs it after the test suite, then this file with
 ``REGTHEORY_DOCS_BUILD`` naming the build). Where that variable is set, a missing build
 FAILS in CI (``CI=true``), so a docs build that silently did not happen cannot pass; in
-the test suite, which runs before any build, the module is skipped unless a build exists. The browser checks open the landing page and one API page in headless
-Chromium, dump the DOM after MathJax has run, and save screenshots under
-``_screenshots/`` of the build.
+the test suite, which runs before any build, the module is skipped unless a build exists.
+The browser checks open the landing page and one API page in headless Chromium, dump the
+DOM after MathJax has run, and save screenshots under ``_screenshots/`` of the build.
 """
 
 from __future__ import annotations

@@ -95,3 +95,45 @@ def test_section_detection_rejects_a_bare_word():
     assert not _has_section("Summary.\n\nSee Parameters below.\n", "Parameters")
     assert not _has_section("Summary.\n\nReturns\n---\nfloat\n", "Returns")
     assert _has_section("Summary.\n\nReturns\n-------\nfloat\n", "Returns")
+
+
+# numpydoc's own validation (numpydoc.validate), for the checks a reader relies on: a
+# docstring exists with a summary, every parameter is documented with a type and a
+# description, in the signature's order and with no extras, and what is returned is
+# described; sections come in numpydoc's order.
+NUMPYDOC_CHECKS = {"GL07", "GL08", "SS01", "PR01", "PR02", "PR03", "PR04", "PR07", "RT01", "RT03"}
+
+
+@pytest.mark.parametrize("func", PUBLIC_FUNCTIONS)
+def test_numpydoc_validation(func):
+    from numpydoc.validate import validate
+
+    result = validate(f"{func.__module__}.{func.__qualname__}")
+    errors = [f"{code} {message}" for code, message in result["errors"] if code in NUMPYDOC_CHECKS]
+    assert not errors, "\n".join(errors)
+
+
+def _raises_directly(func) -> bool:
+    """Whether the function's own body raises or calls an argument check."""
+    import ast
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(func))))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise):
+            return True
+        if isinstance(node, ast.Call):
+            target = node.func
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+            if name.startswith("check_") or name in {"as_rng", "as_generator"}:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("func", PUBLIC_FUNCTIONS)
+def test_a_function_that_raises_documents_what(func):
+    if not _raises_directly(func):
+        return
+    assert _has_section(inspect.getdoc(func) or "", "Raises"), (
+        f"{func.__qualname__} raises or checks its arguments but has no Raises section"
+    )

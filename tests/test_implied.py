@@ -91,7 +91,10 @@ def test_fc_objective_equals_expected_dropout_risk_minus_ls():
     Y = rng.normal(size=(200, 3))
     C, T = X.T @ X / 200, Y.T @ X / 200
     M = rng.normal(size=(3, 4))
-    risk = lambda A: np.mean(np.sum((Y - X @ A.T) ** 2, axis=1))
+
+    def risk(A):
+        return np.mean(np.sum((Y - X @ A.T) ** 2, axis=1))
+
     lhs = implied.fc_objective(M, T, 0.5, 4, cov=C)
     rhs = risk(M) + fc.induced_regularizer(M, 0.5, 4, cov=C) - risk(T @ np.linalg.inv(C))
     assert lhs == pytest.approx(rhs, rel=1e-10)

@@ -123,7 +123,7 @@ def test_full_size_2d_is_l1_of_dft():
 
 @pytest.mark.parametrize("shape,image,channels", [((5,), (8,), 3), ((5, 5), (6, 7), 9)])
 def test_attained_factorization(shape, image, channels):
-    """The returned (u, v): right end-to-end map, penalty = value (closed form and MC), equalized."""
+    """The returned (u, v): right end-to-end map, penalty = value (closed form, MC), equalized."""
     rng = np.random.default_rng(3)
     w = rng.normal(size=shape)
     res = implied.conv_induced_regularizer(w, 0.6, channels, image)
@@ -169,7 +169,7 @@ def test_solve_conv_element_objective_and_regularizer_independently():
     reg = implied.conv_induced_regularizer(sol.w[0, 0], 0.5, 9, (6, 6)).value
     assert sol.regularizer == pytest.approx(reg, rel=1e-6)
     assert sol.objective == pytest.approx(data_fit(X, Y, sol.w) + reg, rel=1e-6)
-    # the fit is the mean squared error on the data, and the objective is its sum with the regularizer
+    # the fit is the mean squared error on the data, the objective its sum with the regularizer
     assert sol.fit == pytest.approx(data_fit(X, Y, sol.w), rel=1e-9)
     assert sol.objective == sol.fit + sol.regularizer
     # optimality: random perturbations of w do not improve the objective
@@ -224,7 +224,7 @@ def test_bad_inputs():
         implied.solve_conv(X, np.ones((3, 1, 6, 6)), 0.5, 3, kernel_size=3)
 
 
-# ----------------------------------------------------------------------------- exact factored problem
+# ------------------------------------------------------------------------ exact factored problem
 
 
 def white_task(rng, n=10, N=40, k_teacher=5, padding="circular"):

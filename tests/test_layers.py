@@ -284,8 +284,8 @@ def test_a_toy_node_runs_through_forward_monte_carlo_and_the_exact_penalty():
         Y = rng.normal(size=graph.forward(x).shape)
         exact = network.dropout_penalty(graph, x, Y=Y)
         assert exact == pytest.approx(_enumerated_penalty(graph, x, Y), rel=1e-10)
-        est = network.dropout_penalty_mc(graph, x, Y, n_masks=4000, seed=3)
-        assert abs(est.mean - exact) < N_SE * est.stderr
+        est = network.dropout_penalty(graph, x, Y=Y, method="mc", n_masks=4000, rng=3)
+        assert abs(est.value - exact) < N_SE * est.stderr
 
 
 def test_a_non_linear_toy_node_is_estimated_and_refused_by_the_exact_penalty():
@@ -296,12 +296,11 @@ def test_a_non_linear_toy_node_is_estimated_and_refused_by_the_exact_penalty():
     X = rng.normal(size=(5, 3))
     Y = rng.normal(size=(5, 1))
     with pytest.raises(
-        InvalidParameterError,
-        match=r"feeds a non-linearity \(the elementwise layer 'Cube' after it\)",
+        InvalidParameterError, match=r"feeds a non-linearity \(the elementwise layer 'Cube'"
     ):
-        network.dropout_penalty(graph, X, Y=Y)
-    est = network.dropout_penalty_mc(graph, X, Y, n_masks=4000, seed=4)
-    assert abs(est.mean - _enumerated_penalty(graph, X, Y)) < N_SE * est.stderr
+        network.dropout_penalty(graph, X, Y=Y, method="exact")
+    est = network.dropout_penalty(graph, X, Y=Y, method="mc", n_masks=4000, rng=4)
+    assert abs(est.value - _enumerated_penalty(graph, X, Y)) < N_SE * est.stderr
 
 
 # ----------------------------------------------------------------------------- the paths
@@ -338,8 +337,8 @@ def test_anything_before_the_first_dropout_is_read_through_its_forward():
     assert h.shape == (3, 2)
     closed = 1.0 * np.sum(U[0] ** 2 * np.mean(h**2, axis=0))
     assert network.dropout_penalty(graph, X) == pytest.approx(closed, rel=1e-10)
-    est = network.dropout_penalty_mc(graph, X, graph.forward(X), n_masks=2000, seed=5)
-    assert abs(est.mean - closed) < N_SE * est.stderr
+    est = network.dropout_penalty(graph, X, method="mc", n_masks=2000, rng=5)
+    assert abs(est.value - closed) < N_SE * est.stderr
 
 
 def test_pooling_and_strides_after_the_dropout_are_exact():
@@ -379,13 +378,13 @@ def test_paths_refuse_a_node_they_cannot_take_by_position_and_name_what_they_tak
     pooled = [conv, Dropout(masks.Bernoulli(0.5)), MaxPool(2), Flatten(),
               Linear(rng.normal(size=(1, 8)))]  # fmt: skip
     with pytest.raises(InvalidParameterError, match=r"cannot pass `layers\[2\]` \(MaxPool\)"):
-        network.dropout_penalty(pooled, X)
+        network.dropout_penalty(pooled, X, method="exact")
     with pytest.raises(InvalidParameterError, match=r"engine cannot run `layers\[2\]` \(MaxPool\)"):
-        network.dropout_penalty_mc(pooled, X, np.zeros((3, 1)), n_masks=1000)
+        network.dropout_penalty(pooled, X, Y=np.zeros((3, 1)), method="mc", n_masks=1000)
     blocked = [conv, Dropout(masks.Bernoulli(0.5)), AvgPool(1), Dropout(masks.DropBlock(0.8, 2)),
                Linear(rng.normal(size=(1, 32)))]  # fmt: skip
     with pytest.raises(InvalidParameterError, match=r"DropBlock masks\) once the maps are read"):
-        network.dropout_penalty(blocked, X)
+        network.dropout_penalty(blocked, X, method="exact")
     residual = Graph(
         [conv, Dropout(masks.Bernoulli(0.5)), Conv(rng.normal(size=(2, 2, 3, 3))), Add()],
         inputs={3: (2, 0)},
@@ -393,9 +392,9 @@ def test_paths_refuse_a_node_they_cannot_take_by_position_and_name_what_they_tak
     with pytest.raises(
         InvalidParameterError, match=r"`layers\[3\]` \(Add\) after .*: it reads \(2, 0\)"
     ):
-        network.dropout_penalty(residual, X)
+        network.dropout_penalty(residual, X, method="exact")
     with pytest.raises(InvalidParameterError, match=r"runs a chain after the first random"):
-        network.dropout_penalty_mc(residual, X, np.zeros((3, 2, 4, 4)), n_masks=1000)
+        network.dropout_penalty(residual, X, method="mc", n_masks=1000)
 
 
 def test_torch_round_trip_of_the_new_nodes():
@@ -453,7 +452,9 @@ def test_no_other_module_defines_a_layer_class():
 
 
 def test_the_same_node_objects_reach_the_moments_the_engine_and_the_export(monkeypatch):
-    import regtheory._moments as moments
+    import regtheory.network._moments as moments
+    import regtheory.network._penalty as penalty
+    import regtheory.pytorch._convert as convert
 
     seen = {}
 
@@ -467,22 +468,22 @@ def test_the_same_node_objects_reach_the_moments_the_engine_and_the_export(monke
     monkeypatch.setattr(
         moments, "dropout_penalty_terms", spy("moments", moments.dropout_penalty_terms)
     )
-    monkeypatch.setattr(network, "Engine", spy("engine", network.Engine))
+    monkeypatch.setattr(penalty, "Engine", spy("engine", penalty.Engine))
     exported = []
-    original_layer = pytorch._torch_layer
+    original_layer = convert._torch_layer
 
     def export_spy(layer, *args):
         exported.append(layer)
         return original_layer(layer, *args)
 
-    monkeypatch.setattr(pytorch, "_torch_layer", export_spy)
+    monkeypatch.setattr(convert, "_torch_layer", export_spy)
     graph = Graph(
         [Conv(rng.normal(size=(2, 1, 3, 3))), ReLU(), Dropout(masks.Bernoulli(0.5)),
          Linear(rng.normal(size=(1, 18)))]
     )  # fmt: skip
     X = rng.normal(size=(4, 1, 3, 3))
     network.dropout_penalty(graph, X)
-    network.dropout_penalty_mc(graph, X, np.zeros((4, 1)), n_masks=1000)
+    network.dropout_penalty(graph, X, Y=np.zeros((4, 1)), method="mc", n_masks=1000)
     pytorch.to_torch(graph)
     assert seen["moments"] is graph and seen["engine"] is graph
     assert all(a is b for a, b in zip(exported, graph, strict=True))

@@ -87,7 +87,9 @@ def test_network_draws_equal_direct_evaluation_with_the_same_masks():
         Conv(u),
     ]
     X, Y = rng.normal(size=(n, 2, 5, 6)), rng.normal(size=(n, 2, 5, 6))
-    est = network.dropout_penalty_mc(layers, X, Y, n_masks=n_masks, seed=7, batch_size=n_masks)
+    est = network.dropout_penalty(
+        layers, X, Y=Y, method="mc", n_masks=n_masks, rng=7, batch_size=n_masks
+    )
 
     assert _chunks.CHUNK_ENTRIES // ((4 * 9 + 4) * 7 * 8) >= n_masks * n  # one chunk
     key = int(np.random.default_rng(7).integers(1 << 63))
@@ -158,7 +160,7 @@ def test_network_engine_against_the_exact_penalty(name, dtype):
     layers = NETS[name](rng)
     X, Y = _data(layers, rng)
     exact = network.dropout_penalty(layers, X, Y=Y)
-    est = network.dropout_penalty_mc(layers, X, Y, n_masks=6000, seed=3, dtype=dtype)
+    est = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=6000, rng=3, dtype=dtype)
     assert abs(est.zscore(exact)) < N_SE, (name, exact, est)
 
 
@@ -176,7 +178,7 @@ def test_network_engine_over_seeds_against_the_exact_penalty():
     Y = rng.normal(size=(5, 2, 5, 5))
     exact = network.dropout_penalty(layers, X, Y=Y)
     z = [
-        network.dropout_penalty_mc(layers, X, Y, n_masks=500, seed=s).zscore(exact)
+        network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=500, rng=s).zscore(exact)
         for s in range(20)
     ]
     assert max(map(abs, z)) < N_SE and abs(np.mean(z)) < N_SE / np.sqrt(20), z
@@ -199,8 +201,8 @@ def test_network_engine_against_the_layer_by_layer_forward():
     ]
     X = rng.normal(size=(6, 2, 6, 6))
     Y = network.forward(layers, X) + rng.normal(size=(6, 2, 6, 6))
-    est = network.dropout_penalty_mc(layers, X, Y, n_masks=4000, seed=1)
-    out = network.forward(layers, X, seed=2, n_draws=4000)
+    est = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=4000, rng=1)
+    out = network.forward(layers, X, n_draws=4000, rng=2)
     clean = np.mean(np.sum((Y - network.forward(layers, X)).reshape(6, -1) ** 2, axis=1))
     draws = np.mean(np.sum((Y - out).reshape(4000, 6, -1) ** 2, axis=2), axis=1) - clean
     se = np.hypot(est.stderr, draws.std(ddof=1) / np.sqrt(draws.size))
@@ -233,7 +235,7 @@ def test_threads_do_not_change_the_numbers(monkeypatch):
 
     def run():
         return (
-            network.dropout_penalty_mc(layers, X, Y, n_masks=300, seed=1).mean,
+            network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=300, rng=1).mean,
             conv.dropout_penalty_mc(u, v, 0.7, (8, 8), n_masks=300, seed=1).mean,
         )
 
@@ -262,22 +264,23 @@ def test_same_seed_same_numbers():
         Linear(rng.normal(size=(2, 6))),
     ]
     X, Y = rng.normal(size=(30, 3)), rng.normal(size=(30, 2))
-    a = network.dropout_penalty_mc(layers, X, Y, n_masks=200, seed=4)
-    assert a == network.dropout_penalty_mc(layers, X, Y, n_masks=200, seed=4)
-    assert a != network.dropout_penalty_mc(layers, X, Y, n_masks=200, seed=5)
+    a = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=200, rng=4)
+    assert a == network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=200, rng=4)
+    assert a != network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=200, rng=5)
 
 
 # ----------------------------------------------------------------------------- one engine
 
 ONE_ENGINE_CASES = {
-    "conv, white input, element": lambda u, v, x, y: conv.dropout_penalty_mc(
-        u, v, 0.7, (5, 6), n_masks=200
+    "conv, white input, element": lambda u, v, x, y: conv.dropout_penalty(
+        u, v, 0.7, (5, 6), method="mc", n_masks=200
     ),
-    "conv, white input, ReLU, block, circular": lambda u, v, x, y: conv.dropout_penalty_mc(
-        u, v, 0.7, (5, 6), mode="block", block_size=2, activation="relu", n_masks=2000
+    "conv, white input, ReLU, block, circular": lambda u, v, x, y: conv.dropout_penalty(
+        u, v, 0.7, (5, 6), method="mc", padding="circular", mode="block", block_size=2,
+        activation="relu", n_masks=2000
     ),
-    "conv, data, targets, channel, float32": lambda u, v, x, y: conv.dropout_penalty_mc(
-        u, v, 0.7, (5, 6), mode="channel", x=x, y=y, n_masks=200, dtype="float32"
+    "conv, data, targets, channel, float32": lambda u, v, x, y: conv.dropout_penalty(
+        u, v, 0.7, (5, 6), method="mc", mode="channel", x=x, y=y, n_masks=200, dtype="float32"
     ),
     "network": lambda u, v, x, y: network.dropout_penalty_mc(
         [Conv(v), ReLU(), Dropout(Bernoulli(0.7)), Conv(u)], x, y, n_masks=200
@@ -292,9 +295,9 @@ ONE_ENGINE_CASES = {
 @pytest.mark.parametrize("name", list(ONE_ENGINE_CASES))
 def test_conv_and_network_draws_come_from_the_one_engine(name, monkeypatch):
     """Every masked pass of the conv and network estimators is a chunk of
-    ``regtheory.montecarlo._engine.Engine``: with the engine's chunks counted they run, and with the chunks
-    replaced by zero losses the estimate is exactly zero (its numbers come from nowhere
-    else)."""
+    ``regtheory.montecarlo._engine.Engine``: with the engine's chunks counted they run, and
+    with the chunks replaced by zero losses the estimate is exactly zero (its numbers come
+    from nowhere else)."""
     rng = np.random.default_rng(11)
     u, v = rng.normal(size=(2, 3, 3, 3)), rng.normal(size=(3, 2, 3, 3))
     x, y = rng.normal(size=(4, 2, 5, 6)), rng.normal(size=(4, 2, 5, 6))
@@ -348,8 +351,17 @@ def test_conv_estimator_equals_direct_evaluation_with_the_engines_draws():
     n, keep, n_masks = 3, 0.6, 64
     u, v = rng.normal(size=(2, 4, 3, 3)), rng.normal(size=(4, 2, 3, 3))
     x, y = rng.normal(size=(n, 2, 5, 6)), rng.normal(size=(n, 2, 5, 6))
-    est = conv.dropout_penalty_mc(
-        u, v, keep, (5, 6), x=x, y=y, activation="relu", n_masks=n_masks, batch_size=n_masks
+    est = conv.dropout_penalty(
+        u,
+        v,
+        keep,
+        (5, 6),
+        x=x,
+        y=y,
+        activation="relu",
+        method="mc",
+        n_masks=n_masks,
+        batch_size=n_masks,
     )
     key = int(np.random.default_rng(0).integers(1 << 63))
     kept = kept_units(keep, (4, n_masks, 7, 8), chunk_stream(key, 0))[:, :, 1:-1, 1:-1]
@@ -386,8 +398,10 @@ def test_float32_bias_is_far_below_the_standard_error():
     u, v = rng.normal(size=(2, 8, 3, 3)), rng.normal(size=(8, 2, 3, 3))
     gaps = []
     for seed in range(5):
-        a = network.dropout_penalty_mc(layers, X, Y, n_masks=400, seed=seed)
-        b = network.dropout_penalty_mc(layers, X, Y, n_masks=400, seed=seed, dtype="float32")
+        a = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=400, rng=seed)
+        b = network.dropout_penalty(
+            layers, X, Y=Y, method="mc", n_masks=400, rng=seed, dtype="float32"
+        )
         gaps.append(abs(a.mean - b.mean) / a.stderr)
         c = conv.dropout_penalty_mc(u, v, 0.5, (8, 8), n_masks=400, seed=seed)
         d = conv.dropout_penalty_mc(u, v, 0.5, (8, 8), n_masks=400, seed=seed, dtype="float32")
@@ -400,8 +414,10 @@ def test_dtype_is_checked():
     layers = [Dropout(Bernoulli(0.5)), Linear(rng.normal(size=(2, 3)))]
     X, Y = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
     with pytest.raises(ValueError, match="dtype"):
-        network.dropout_penalty_mc(layers, X, Y, n_masks=100, dtype="float16")
+        network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=100, dtype="float16")
     with pytest.raises(ValueError, match="float64"):
-        network.dropout_penalty_mc(layers, X, Y, n_masks=100, dtype="float32", control_variate=True)
+        network.dropout_penalty(
+            layers, X, Y=Y, method="mc", n_masks=100, dtype="float32", control_variate=True
+        )
     with pytest.raises(ValueError, match="dtype"):
         conv.dropout_penalty_mc(np.ones((1, 1, 3)), np.ones((1, 1, 3)), 0.5, 5, dtype=np.int32)

@@ -45,7 +45,10 @@ def test_rtol_stops_early_and_reproducible():
 
 def test_interval_coverage_over_seeds():
     """95 % intervals from 400 fixed seeds cover the true mean 92-98 % of the time."""
-    draw = lambda rng, size: rng.exponential(size=size)
+
+    def draw(rng, size):
+        return rng.exponential(size=size)
+
     hits = 0
     for seed in range(400):
         lo, hi = estimate(draw, n_masks=2000, rng=seed, batch_size=2000).ci(level=0.95)
@@ -78,7 +81,10 @@ def test_samples_for_predicts_the_needed_draws():
 def test_batched_skewness_equals_scipy_on_all_draws():
     """The streamed third moment (pairwise merge over uneven batches) gives the sample
     skewness of scipy.stats.skew on the concatenated draws."""
-    draw = lambda rng, size: rng.exponential(size=size) ** 2
+
+    def draw(rng, size):
+        return rng.exponential(size=size) ** 2
+
     est = estimate(draw, n_masks=5003, rng=4, batch_size=700)
     rng = np.random.default_rng(4)
     values = np.concatenate([draw(rng, min(700, 5003 - k)) for k in range(0, 5003, 700)])
@@ -117,7 +123,10 @@ def test_skewness_corrected_interval_covers_where_the_normal_one_does_not():
     """Squared normals (skewness 2√2), 30 draws: over 400 seeds the interval of ci()
     covers the mean 1 92-98 % of the time; the normal interval from the same mean and
     standard error (skewness 0) misses more than 8 % of the time, almost always low."""
-    draw = lambda rng, size: rng.standard_normal(size) ** 2
+
+    def draw(rng, size):
+        return rng.standard_normal(size) ** 2
+
     hall = normal = normal_low = 0
     for seed in range(400):
         est = estimate(draw, n_masks=30, rng=seed, batch_size=30)

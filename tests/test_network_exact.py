@@ -1,4 +1,4 @@
-"""Exact dropout penalties of deep networks (regtheory._moments) against independent computations.
+"""Exact dropout penalties of deep networks (regtheory.network._moments) against oracles.
 
 * enumeration of every mask pattern on tiny nets (plain NumPy forward passes in this file,
   each pattern weighted by its probability), to 1e-10 relative;
@@ -19,17 +19,24 @@ import numpy as np
 import pytest
 
 from regtheory import InvalidParameterError, fc, network
-from regtheory._moments import _period
-from regtheory.network import DropConnect, PenaltyTerms, dropout_penalty_terms
+from regtheory.conv import conv_matrix
+from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian
+from regtheory.network import (
+    Conv,
+    DropConnect,
+    Dropout,
+    Elementwise,
+    Linear,
+    PenaltyTerms,
+    ReLU,
+    dropout_penalty_terms,
+)
+from regtheory.network._moments import _period
 
 
 def network_dropout_penalty(layers, X, Y=None):
     return dropout_penalty_terms(layers, X, Y=Y)
 
-
-from regtheory.conv import conv_matrix
-from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian
-from regtheory.network import Conv, Dropout, Elementwise, Linear, ReLU
 
 N_SE = 4
 RTOL = 1e-10
@@ -191,7 +198,7 @@ def _layers(spec):
 def _check_against_enumeration(spec, X, Y):
     exact = network_dropout_penalty(_layers(spec), X, Y)
     enumerated = _enumerated_penalty(spec, X, Y)
-    assert abs(exact.total - enumerated) <= RTOL * abs(enumerated), (exact.total, enumerated)
+    assert abs(exact.value - enumerated) <= RTOL * abs(enumerated), (exact.value, enumerated)
     # every subset's term by inclusion-exclusion over enumerations with only some layers on
     # (means are one here, so switching a layer off is replacing it by its mean)
     if exact.mean_shift == 0.0:
@@ -260,7 +267,7 @@ def test_last_layer_dropout_is_the_explicit_regularizer_of_fc():
     layers = [Linear(V), ReLU(), Dropout(Bernoulli(0.3)), Linear(U)]
     H = np.maximum(X @ V.T, 0)
     closed = fc.dropout_penalty(U, np.eye(6), 0.3, cov=H.T @ H / len(X))
-    assert network_dropout_penalty(layers, X, Y).total == pytest.approx(closed, rel=1e-12)
+    assert network_dropout_penalty(layers, X, Y).value == pytest.approx(closed, rel=1e-12)
 
 
 def test_fc_matches_monte_carlo_over_real_masks():
@@ -276,8 +283,8 @@ def test_fc_matches_monte_carlo_over_real_masks():
         Linear(W3),
     ]
     exact = network_dropout_penalty(layers, X, Y)
-    est = network.dropout_penalty_mc(layers, X, Y, n_masks=4000, seed=4)
-    assert abs(est.zscore(exact.total)) < N_SE, (exact.total, est)
+    est = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=4000, rng=4)
+    assert abs(est.zscore(exact.value)) < N_SE, (exact.value, est)
 
 
 def test_gaussian_dropout_has_the_bernoulli_penalty_and_matches_gaussian_draws():
@@ -291,11 +298,11 @@ def test_gaussian_dropout_has_the_bernoulli_penalty_and_matches_gaussian_draws()
 
     gauss = network_dropout_penalty(net([Gaussian(0.6), Gaussian(0.4)]), X, Y)
     bern = network_dropout_penalty(net([Bernoulli(0.6), Bernoulli(0.4)]), X, Y)
-    assert gauss.total == pytest.approx(bern.total, rel=1e-12)
-    est = network.dropout_penalty_mc(
-        net([Gaussian(0.6), Gaussian(0.4)]), X, Y, n_masks=4000, seed=6
+    assert gauss.value == pytest.approx(bern.value, rel=1e-12)
+    est = network.dropout_penalty(
+        net([Gaussian(0.6), Gaussian(0.4)]), X, Y=Y, method="mc", n_masks=4000, rng=6
     )
-    assert abs(est.zscore(gauss.total)) < N_SE, (gauss.total, est)
+    assert abs(est.zscore(gauss.value)) < N_SE, (gauss.value, est)
 
 
 def test_dropconnect_matches_monte_carlo_over_sampled_weight_masks():
@@ -313,8 +320,8 @@ def test_dropconnect_matches_monte_carlo_over_sampled_weight_masks():
         out = connect.sample(h.reshape(-1, 5), sampler).reshape(500, len(X), -1) @ W3.T
         draws.append(np.mean(np.sum((out - Y) ** 2, axis=2), axis=1) - base)
     draws = np.concatenate(draws)
-    z = (draws.mean() - exact.total) / (draws.std(ddof=1) / np.sqrt(len(draws)))
-    assert abs(z) < N_SE, (exact.total, draws.mean())
+    z = (draws.mean() - exact.value) / (draws.std(ddof=1) / np.sqrt(len(draws)))
+    assert abs(z) < N_SE, (exact.value, draws.mean())
 
 
 # ----------------------------------------------------------------------------- 2. conv nets
@@ -454,7 +461,7 @@ def test_conv_three_layers_match_dense_matrices(case, kinds):
     ]
     exact = network_dropout_penalty(_layers(spec), X, Y)
     reference = _dense_reference(spec, X, Y, _moments_of(spec))
-    assert exact.total == pytest.approx(reference, rel=RTOL)
+    assert exact.value == pytest.approx(reference, rel=RTOL)
 
 
 HEAD_MASKS = {
@@ -489,7 +496,7 @@ def test_conv_maps_into_fully_connected_head_match_dense_matrices(case, masks):
 
     exact = network_dropout_penalty(_layers(spec), X, Y)
     reference = _dense_reference(spec, X, Y, _moments_of(spec))
-    assert exact.total == pytest.approx(reference, rel=RTOL)
+    assert exact.value == pytest.approx(reference, rel=RTOL)
 
 
 # ----------------------------------------------------------------------------- 3. DropBlock, mixed
@@ -548,7 +555,7 @@ def test_dropblock_mixed_with_element_masks_matches_dense_matrices(case, order):
     ]
     exact = network_dropout_penalty(_layers(spec), X, Y)
     reference = _dense_reference(spec, X, Y, _moments_of(spec))
-    assert exact.total == pytest.approx(reference, rel=RTOL)
+    assert exact.value == pytest.approx(reference, rel=RTOL)
 
 
 @pytest.mark.parametrize(
@@ -574,7 +581,7 @@ def test_wide_dropblock_band_before_a_linear_layer_sets_the_colour_spacing(spati
     ]
     exact = network_dropout_penalty(_layers(spec), X, Y)
     reference = _dense_reference(spec, X, Y, _moments_of(spec))
-    assert exact.total == pytest.approx(reference, rel=RTOL)
+    assert exact.value == pytest.approx(reference, rel=RTOL)
 
 
 @pytest.mark.slow
@@ -593,8 +600,8 @@ def test_mixed_conv_net_matches_monte_carlo_over_real_masks():
         Conv(w[3]),
     ]
     exact = network_dropout_penalty(layers, X, Y)
-    est = network.dropout_penalty_mc(layers, X, Y, n_masks=3000, seed=18)
-    assert abs(est.zscore(exact.total)) < N_SE, (exact.total, est)
+    est = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=3000, rng=18)
+    assert abs(est.zscore(exact.value)) < N_SE, (exact.value, est)
 
 
 @pytest.mark.slow
@@ -628,15 +635,15 @@ def test_attribution_sums_to_the_total_and_interactions_are_not_single_layer_sum
     X, Y = rng.normal(size=(9, 3)), rng.normal(size=(9, 2))
     layers = [Linear(W1), Dropout(Bernoulli(0.5)), Linear(W2), Dropout(Bernoulli(0.6)), Linear(W3)]
     terms = network_dropout_penalty(layers, X, Y)
-    assert terms.mean_shift + terms.own.sum() + terms.interaction == pytest.approx(terms.total)
-    assert terms.values.sum() + terms.mean_shift == pytest.approx(terms.total, rel=1e-14)
+    assert terms.mean_shift + terms.own.sum() + terms.interaction == pytest.approx(terms.value)
+    assert terms.values.sum() + terms.mean_shift == pytest.approx(terms.value, rel=1e-14)
     # single-layer penalties, each computed with the other layer removed
     alone = [
         network_dropout_penalty([Linear(W1), Dropout(Bernoulli(0.5)), Linear(W3 @ W2)], X, Y),
         network_dropout_penalty([Linear(W2 @ W1), Dropout(Bernoulli(0.6)), Linear(W3)], X, Y),
     ]
-    np.testing.assert_allclose(terms.own, [a.total for a in alone], rtol=1e-12)
-    assert terms.interaction > 0 and terms.total > sum(a.total for a in alone)
+    np.testing.assert_allclose(terms.own, [a.value for a in alone], rtol=1e-12)
+    assert terms.interaction > 0 and terms.value > sum(a.value for a in alone)
     assert terms.term(1, 3) == pytest.approx(terms.interaction)
     assert terms.interactions == (((1, 3), terms.term(1, 3)),)
 
@@ -649,7 +656,7 @@ def test_attribution_result_is_frozen_and_read_only():
     )
     assert isinstance(terms, PenaltyTerms)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        terms.total = 0.0  # type: ignore[misc]
+        terms.value = 0.0  # type: ignore[misc]
     with pytest.raises(ValueError):
         terms.values[0] = 0.0
     with pytest.raises(ValueError):
@@ -669,8 +676,8 @@ def test_dropout_before_a_nonlinearity_is_refused_pointing_to_monte_carlo():
         ReLU(),
         Linear(rng.normal(size=(1, 3))),
     ]
-    with pytest.raises(InvalidParameterError, match="dropout_penalty_mc"):
-        network_dropout_penalty(layers, rng.normal(size=(4, 2)))
+    with pytest.raises(InvalidParameterError, match="method='mc'"):
+        network.dropout_penalty(layers, rng.normal(size=(4, 2)), method="exact")
 
 
 @pytest.mark.parametrize(
@@ -714,7 +721,7 @@ def test_network_monte_carlo_samples_dropconnect_and_gaussian_masks_like_the_exa
     Y = rng.normal(size=(6, 2))
     exact = network.dropout_penalty(layers, X, Y=Y)
     for seed in range(20):
-        est = network.dropout_penalty_mc(layers, X, Y, n_masks=2000, seed=seed)
+        est = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=2000, rng=seed)
         assert abs(est.mean - exact) < 4 * est.stderr, (seed, est.mean, exact, est.stderr)
 
 
@@ -722,9 +729,9 @@ def test_dropout_penalty_is_the_total_of_its_terms_and_refuses_dropout_before_re
     rng = np.random.default_rng(12)
     X = rng.normal(size=(5, 4))
     layers = [Dropout(Bernoulli(0.5)), Linear(rng.normal(size=(3, 4)))]
-    assert network.dropout_penalty(layers, X) == network.dropout_penalty_terms(layers, X).total
-    with pytest.raises(InvalidParameterError, match="dropout_penalty_mc"):
-        network.dropout_penalty([*layers, ReLU(), Linear(np.ones((1, 3)))], X)
+    assert network.dropout_penalty(layers, X) == network.dropout_penalty_terms(layers, X).value
+    with pytest.raises(InvalidParameterError, match="method='mc'"):
+        network.dropout_penalty([*layers, ReLU(), Linear(np.ones((1, 3)))], X, method="exact")
 
 
 # ----------------------------------------------------------------------------- biases
@@ -749,7 +756,7 @@ def test_fc_biases_and_tanh_match_enumeration():
     assert exact.mean_shift == 0.0
     unbiased = [layer[:2] if layer[0] == "linear" else layer for layer in spec]
     unbiased = _check_against_enumeration(unbiased, X, Y)
-    assert abs(exact.total - unbiased.total) > 0.05 * abs(exact.total)  # the biases matter
+    assert abs(exact.value - unbiased.value) > 0.05 * abs(exact.value)  # the biases matter
 
 
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
@@ -801,7 +808,7 @@ def test_biased_conv_net_into_a_head_matches_monte_carlo():
     ]
     X, Y = rng.normal(size=(6, 2, 9, 9)), rng.normal(size=(6, 3))
     exact = network.dropout_penalty(layers, X, Y=Y)
-    est = network.dropout_penalty_mc(layers, X, Y, n_masks=4000, seed=44)
+    est = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=4000, rng=44)
     assert abs(est.mean - exact) < N_SE * est.stderr, (est.mean, exact, est.stderr)
 
 

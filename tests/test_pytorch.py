@@ -19,7 +19,8 @@ from regtheory.masks import Bernoulli, Channel
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from regtheory import pytorch
+from regtheory import pytorch  # noqa: E402 (needs torch)
+from regtheory.pytorch import _penalty as pytorch_penalty  # noqa: E402
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
 
@@ -128,10 +129,10 @@ def test_exact_report_equals_the_last_layer_formula():
     expected = 0.3 / 0.7 * np.sum(np.sum(U**2, axis=0) * np.mean(H**2, axis=0))
     report = pytorch.dropout_penalty(model, torch.from_numpy(X).float().requires_grad_())
     assert report.method == "exact" and report.stderr == 0.0
-    assert report.terms is not None and report.terms.total == report.total
-    np.testing.assert_allclose(report.total, expected, rtol=1e-6)  # X passed as float32
+    assert report.terms is not None and report.terms.value == report.value
+    np.testing.assert_allclose(report.value, expected, rtol=1e-6)  # X passed as float32
     report = pytorch.dropout_penalty(model, X, Y=np.zeros((7, 2)))
-    np.testing.assert_allclose(report.total, expected, rtol=1e-10)
+    np.testing.assert_allclose(report.value, expected, rtol=1e-10)
 
 
 def test_exact_report_equals_the_channel_formula():
@@ -145,7 +146,7 @@ def test_exact_report_equals_the_channel_formula():
     per_channel = np.einsum("ocl,kcl->kco", W, X)
     expected = 0.25 / 0.75 * np.sum(np.mean(np.sum(per_channel**2, axis=2), axis=0))
     report = pytorch.dropout_penalty(model, X)
-    np.testing.assert_allclose(report.total, expected, rtol=1e-10)
+    np.testing.assert_allclose(report.value, expected, rtol=1e-10)
 
 
 def _torch_gap(model, X, Y, n_draws, seed):
@@ -169,9 +170,9 @@ def test_monte_carlo_report_agrees_with_torch_in_train_mode():
     rng = np.random.default_rng(10)
     X, Y = rng.normal(size=(8, 4)), rng.normal(size=(8, 2))
     report = pytorch.dropout_penalty(model, X, Y=torch.from_numpy(Y), n_masks=4000, seed=11)
-    assert report.method == "monte carlo" and report.terms is None and report.stderr > 0
+    assert report.method == "mc" and report.terms is None and report.stderr > 0
     mean, se = _torch_gap(model, torch.from_numpy(X), torch.from_numpy(Y), 20000, seed=12)
-    assert abs(report.total - mean) < N_SE * np.hypot(report.stderr, se)
+    assert abs(report.value - mean) < N_SE * np.hypot(report.stderr, se)
 
 
 @pytest.mark.parametrize(
@@ -262,8 +263,8 @@ def test_monte_carlo_report_without_targets_is_the_perturbation_energy():
         Y = model.eval()(X).reshape(6, -1)
     flat = nn.Sequential(model, nn.Flatten())
     mean, se = _torch_gap(flat, X, Y, 20000, seed=16)
-    assert report.method == "monte carlo"
-    assert abs(report.total - mean) < N_SE * np.hypot(report.stderr, se)
+    assert report.method == "mc"
+    assert abs(report.value - mean) < N_SE * np.hypot(report.stderr, se)
 
 
 def test_a_model_without_dropout_is_refused():
@@ -285,8 +286,8 @@ def test_only_the_pytorch_module_imports_torch():
                 else []
             )
             if any(name.split(".")[0] == "torch" for name in names):
-                importers.add(path.name)
-    assert importers == {"pytorch.py"}
+                importers.add(str(path.relative_to(package).parent))
+    assert importers == {"pytorch"}  # the files of the regtheory.pytorch package
 
 
 @pytest.mark.slow
@@ -398,8 +399,8 @@ def test_exact_report_with_biases_and_a_folded_norm_equals_the_dense_formula():
     expected = 0.35 / 0.65 * np.sum(np.sum((s[:, None] * U) ** 2, axis=0) * np.mean(H**2, axis=0))
     report = pytorch.dropout_penalty(model, X, Y=np.ones((9, 3)))
     assert report.method == "exact"
-    np.testing.assert_allclose(report.total, expected, rtol=1e-6)  # BN's float32 scale
-    np.testing.assert_allclose(report.own, [report.total], rtol=1e-12)
+    np.testing.assert_allclose(report.value, expected, rtol=1e-6)  # BN's float32 scale
+    np.testing.assert_allclose(report.own, [report.value], rtol=1e-12)
 
 
 @pytest.mark.slow
@@ -410,9 +411,9 @@ def test_the_torch_monte_carlo_agrees_with_the_numpy_engine_on_a_rich_net():
     X = np.random.default_rng(28).normal(size=(5, 2, 5, 5))
     Y = np.random.default_rng(29).normal(size=(5, 3))
     report = pytorch.dropout_penalty(model, X, Y=Y, n_masks=3000, seed=30)
-    assert report.method == "monte carlo" and len(report.dropouts) == 3
+    assert report.method == "mc" and len(report.dropouts) == 3
     est = network.dropout_penalty_mc(report.layers, X, Y, n_masks=3000, seed=31)
-    assert abs(report.total - est.mean) < N_SE * np.hypot(report.stderr, est.stderr)
+    assert abs(report.value - est.value) < N_SE * np.hypot(report.stderr, est.stderr)
     assert model.training  # modes restored
 
 
@@ -433,10 +434,10 @@ def test_the_torch_monte_carlo_agrees_with_the_exact_penalty_and_its_attribution
     # each layer alone: for masks of mean one, the single-layer terms of the split
     np.testing.assert_allclose(exact.own, exact.terms.own, rtol=1e-10)
     np.testing.assert_allclose(exact.interaction, exact.terms.interaction, rtol=1e-8, atol=1e-12)
-    forced = pytorch._monte_carlo_report(
+    forced = pytorch_penalty._monte_carlo_report(
         model, list(exact.layers), list(exact.dropouts), X, Y, 4000, 35, True
     )
-    assert abs(forced.total - exact.total) < N_SE * forced.stderr
+    assert abs(forced.value - exact.value) < N_SE * forced.stderr
     assert np.all(np.abs(forced.own - exact.own) < N_SE * forced.own_stderr)
 
 
@@ -449,11 +450,11 @@ def test_monte_carlo_is_reproducible_and_leaves_torch_random_state_alone():
     a = pytorch.dropout_penalty(model, X, n_masks=1500, seed=38)
     assert torch.equal(torch.get_rng_state(), state)
     b = pytorch.dropout_penalty(model, X, n_masks=1500, seed=38)
-    assert (a.total, a.stderr, tuple(a.own)) == (b.total, b.stderr, tuple(b.own))
+    assert (a.value, a.stderr, tuple(a.own)) == (b.value, b.stderr, tuple(b.own))
     c = pytorch.dropout_penalty(model, X, n_masks=1500, seed=39)
-    assert c.total != a.total
+    assert c.value != a.value
     d = pytorch.dropout_penalty(model, X, n_masks=1500, seed=38, by_layer=False)
-    assert d.total == a.total and np.all(np.isnan(d.own))
+    assert d.value == a.value and np.all(np.isnan(d.own))
     assert "nan" not in str(d) and "alone" not in str(d) and "model[2] (Dropout" in str(d)
 
 
@@ -465,7 +466,7 @@ def test_the_report_prints_and_serialises():
     assert "exact" in text and "model[2] (Dropout, p=0.4)" in text
     assert "model[4] (Dropout1d, p=0.3)" in text and "together" in text
     data = report.to_dict()
-    assert data["method"] == "exact" and data["total"] == report.total
+    assert data["method"] == "exact" and data["value"] == report.value
     assert [d["own"] for d in data["dropouts"]] == list(report.own)
     import json
 
@@ -517,3 +518,23 @@ def test_torchvision_dropblock_is_refused_with_the_reason():
         InvalidParameterError, match=r"model\[1\] \(DropBlock2d\).*approximate rate"
     ):
         pytorch.from_torch(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), stand_in()), (1, 5, 5))
+
+
+def test_one_penalty_function_for_a_model_takes_method_and_rng():
+    model = _seeded(_fc().double(), 62)  # dropout before a non-linearity: no exact form
+    X = np.random.default_rng(63).normal(size=(4, 5))
+    with pytest.raises(InvalidParameterError, match="method='mc'"):
+        pytorch.dropout_penalty(model, X, method="exact")
+    auto = pytorch.dropout_penalty(model, X, n_masks=1200, rng=64, by_layer=False)
+    assert auto.method == "mc" and auto.n_masks == 1200
+    with pytest.warns(DeprecationWarning, match="seed"):
+        old = pytorch.dropout_penalty(model, X, n_masks=1200, seed=64, by_layer=False)
+    assert (old.value, old.stderr) == (auto.value, auto.stderr)
+    linear = _linear_model(torch.float64)
+    X1 = np.random.default_rng(65).normal(size=(6, 2, 6))
+    exact = pytorch.dropout_penalty(linear, X1)
+    assert exact.method == "exact" and exact.n_masks is None
+    forced = pytorch.dropout_penalty(linear, X1, method="mc", n_masks=3000, rng=66)
+    assert forced.method == "mc" and abs(forced.value - exact.value) < N_SE * forced.stderr
+    with pytest.warns(DeprecationWarning, match="PenaltyReport.total"):
+        assert exact.total == exact.value

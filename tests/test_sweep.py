@@ -49,7 +49,7 @@ def blas_product(task: dict) -> np.ndarray:
 
 
 def abs_sum(task: dict) -> float:
-    """BLAS ``dasum``: its kernels peel to an aligned boundary, so the rounding depends on the address."""
+    """BLAS ``dasum``: it peels to an aligned boundary, so its rounding depends on the address."""
     return float(dasum(task["x"]))
 
 
@@ -68,7 +68,7 @@ def memory_of(task: dict) -> list:
 
 
 def at_offset(x: np.ndarray, offset: int) -> np.ndarray:
-    """A copy of ``x`` starting ``offset`` bytes past a 64-byte boundary (as Dask may deliver it)."""
+    """A copy of ``x`` starting ``offset`` bytes past a 64-byte boundary (as Dask may send it)."""
     block = np.zeros(x.nbytes + 128, dtype=np.uint8)
     start = -block.ctypes.data % 64 + offset
     out = block[start : start + x.nbytes].view(x.dtype)
@@ -270,7 +270,6 @@ def test_bad_arguments(kwargs, message):
         Sweep(**kwargs)
 
 
-@pytest.mark.slow
 def test_backend_names():
     assert Sweep().backend == "serial"
     assert Sweep(n_jobs=-1).backend == "joblib"

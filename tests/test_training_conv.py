@@ -157,8 +157,8 @@ def _channel_objective(X: np.ndarray, Y: np.ndarray, keep: float, channels: int,
     For exactly white X (XᵀX/N = I over the C_in·L entries) the channel penalty (6)
     is λ Σ_c mean_n ‖U_c V_c x_n‖² = λ Σ_c ‖U_c V_c‖_F² = λ L Σ_c ‖w_c‖²: the per-channel
     composed kernel w_c[o, i] = u[o, c] ∗ v[c, i] (the full convolution of np.convolve;
-    2k − 1 ≤ L taps, no aliasing) has a circulant matrix with L copies of every tap. The fit uses the
-    shifted inputs F[n, i, s, p] = x[n, i, p + s − (k − 1)]. Written here without
+    2k − 1 ≤ L taps, no aliasing) has a circulant matrix with L copies of every tap. The fit
+    uses the shifted inputs F[n, i, s, p] = x[n, i, p + s − (k − 1)]. Written here without
     regtheory, the objective is a function of θ = (vec u, vec v) with its gradient
     by the chain rule through w_c[o, i, a + b] += u[o, c, a] v[c, i, b].
     """

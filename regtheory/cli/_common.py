@@ -1,5 +1,8 @@
-"""What the subcommands share: exit statuses, the one-line argument parser, option types
-and the reading of ``.npz`` files."""
+"""What the subcommands share.
+
+Exit statuses, the one-line argument parser, option types and the reading of ``.npz``
+files.
+"""
 
 from __future__ import annotations
 
@@ -55,8 +58,10 @@ any other error is a bug in regtheory and shows its traceback"""
 
 
 def _installed_solver(text: str) -> str:
-    """``--solver``: the upper-case name of an installed cvxpy solver (cvxpy is imported
-    only when the option is given)."""
+    """``--solver``: the upper-case name of an installed cvxpy solver.
+
+    cvxpy is imported only when the option is given.
+    """
     import cvxpy as cp
 
     installed = cp.installed_solvers()
@@ -79,10 +84,12 @@ def solver_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def read_npz(path: str, flag: str, required: tuple[str, ...], optional: tuple[str, ...] = ()):
-    """The ``required`` (and present ``optional``) arrays of an ``.npz`` archive, in order
-    (``None`` for a missing optional one); an InvalidParameterError naming the option
-    ``flag`` and the file otherwise (NumPy's errors for a file that is no archive are
-    caught here, at the read, and nowhere else)."""
+    """The ``required`` (and present ``optional``) arrays of an ``.npz`` archive, in order.
+
+    ``None`` stands for a missing optional one. Otherwise an InvalidParameterError names
+    the option ``flag`` and the file (NumPy's errors for a file that is no archive are
+    caught here, at the read, and nowhere else).
+    """
     import numpy as np
 
     from .._validation import InvalidParameterError

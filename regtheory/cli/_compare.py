@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         + ("" if args.solver is None else f", solver {args.solver}")
     )
     print(
-        f"{'method':<9} {'objective':>10} {'test risk':>10} {'rank':>5} {'trained risk':>13} {'gap':>9}"
+        f"{'method':<9} {'objective':>10} {'test risk':>10} {'rank':>5} "
+        f"{'trained risk':>13} {'gap':>9}"
     )
     for row in rows:
         trained = "" if row["trained_test_risk"] is None else f"{row['trained_test_risk']:.4f}"

@@ -1,5 +1,8 @@
-"""``regtheory penalty fc|conv``: the closed-form penalty of one layer beside a Monte Carlo
-estimate (``regtheory penalty torch`` is in :mod:`regtheory.cli._penalty_torch`)."""
+"""``regtheory penalty fc|conv``: the closed-form penalty of one layer and its estimate.
+
+The closed form is printed beside a Monte Carlo estimate (``regtheory penalty torch``
+is in :mod:`regtheory.cli._penalty_torch`).
+"""
 
 from __future__ import annotations
 
@@ -74,8 +77,10 @@ class _PenaltyCheck:
 
 
 def _seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
-    """Independent streams, spawned from ``seed``, for the weights, the inputs and the
-    masks: the masks do not depend on whether the weights were drawn or read from a file."""
+    """Independent streams, spawned from ``seed``, for the weights, the inputs and the masks.
+
+    The masks do not depend on whether the weights were drawn or read from a file.
+    """
     import numpy as np
 
     from .._validation import InvalidParameterError

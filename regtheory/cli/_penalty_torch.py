@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 
 
 def _import_pytorch():
-    """:mod:`regtheory.pytorch`, imported here so that the command line runs without torch;
-    an InvalidParameterError with the install hint when torch is missing."""
+    """:mod:`regtheory.pytorch`, imported here so that the command line runs without torch.
+
+    An InvalidParameterError with the install hint when torch is missing.
+    """
     from .._validation import InvalidParameterError
 
     try:
@@ -45,13 +47,13 @@ def run(args: argparse.Namespace) -> int:
     X, Y = _load_data(args.data)
     model, kind = _load_model(args.model, X, pytorch)
     report = pytorch.dropout_penalty(
-        model, X, Y=Y, n_masks=args.n_masks, seed=args.seed, by_layer=not args.no_by_layer
+        model, X, Y=Y, n_masks=args.n_masks, rng=args.seed, by_layer=not args.no_by_layer
     )
     diagnosis = None
     if args.diagnose:
         from ..diagnostics import diagnose
 
-        diagnosis = diagnose(report.layers, X, seed=args.seed)
+        diagnosis = diagnose(report.layers, X, rng=args.seed)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     settings = {
         "model": args.model,

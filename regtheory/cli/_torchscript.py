@@ -1,5 +1,8 @@
-"""A saved TorchScript ``nn.Sequential`` turned back into the ``torch.nn`` modules it was
-scripted from, checked to compute the same outputs (``regtheory penalty torch``)."""
+"""A saved TorchScript ``nn.Sequential`` turned back into its ``torch.nn`` modules.
+
+The modules it was scripted from are rebuilt and checked to compute the same outputs
+(``regtheory penalty torch``).
+"""
 
 from __future__ import annotations
 
@@ -17,18 +20,22 @@ _TORCH_SEQUENTIAL = "torch.nn.modules.container.Sequential"
 
 
 def _torch_class(module) -> str:
-    """The qualified Python class of a TorchScript module, without TorchScript's mangling:
-    ``torch.nn.modules.linear.Linear`` for a scripted ``nn.Linear``."""
+    """The qualified Python class of a TorchScript module, without TorchScript's mangling.
+
+    ``torch.nn.modules.linear.Linear`` for a scripted ``nn.Linear``.
+    """
     name = module._c._type().qualified_name()
     parts = [p for p in name.split(".") if p != "__torch__" and not p.startswith("___torch_mangle")]
     return ".".join(parts)
 
 
 def _rebuild_module(script, where: str, nn):
-    """The ``torch.nn`` module a TorchScript child was scripted from, with its attributes
-    and its parameters and buffers (the same tensors). Only the module classes that
-    ``regtheory.pytorch.from_torch`` reads are rebuilt: the others are refused here, in
-    its words."""
+    """The ``torch.nn`` module a TorchScript child was scripted from.
+
+    It has the child's attributes and its parameters and buffers (the same tensors).
+    Only the module classes that ``regtheory.pytorch.from_torch`` reads are rebuilt: the
+    others are refused here, in its words.
+    """
     qualified = _torch_class(script)
     if qualified == _TORCH_SEQUENTIAL:
         children = [
@@ -66,8 +73,11 @@ def _rebuild_module(script, where: str, nn):
 
 
 def _same_outputs(script, rebuilt, x, torch) -> bool:
-    """Whether the two models give the same outputs on ``x``: in evaluation mode, and with
-    their dropout modules in training mode from the same torch seed."""
+    """Whether the two models give the same outputs on ``x``.
+
+    In evaluation mode, and with their dropout modules in training mode from the same
+    torch seed.
+    """
     scripted = dict(script.named_modules())
     modes = [(m, m.training) for m in (*scripted.values(), *rebuilt.modules())]
     drops = importlib.import_module("regtheory.pytorch").supported_modules(dropout=True)
@@ -94,8 +104,11 @@ def _same_outputs(script, rebuilt, x, torch) -> bool:
 
 
 def _from_torchscript(script, path: str, X: np.ndarray, pytorch):
-    """The ``nn.Sequential`` a TorchScript module was scripted from, checked to compute
-    what the TorchScript module computes on the data; refused otherwise."""
+    """The ``nn.Sequential`` a TorchScript module was scripted from.
+
+    It is checked to compute what the TorchScript module computes on the data, and
+    refused otherwise.
+    """
     torch, nn = pytorch.torch, pytorch.nn
     if _torch_class(script) != _TORCH_SEQUENTIAL:
         raise InvalidParameterError(

@@ -1,5 +1,8 @@
-"""The exact dropout loss gap of the two-layer conv net: formulas (5) and (6), DropBlock's
-exact mask moments (THEORY §3.2), and where on the hidden map the penalty sits."""
+"""The exact dropout loss gap of the two-layer conv net.
+
+Formulas (5) and (6), DropBlock's exact mask moments (THEORY §3.2), and where on the
+hidden map the penalty sits.
+"""
 
 from __future__ import annotations
 
@@ -138,8 +141,10 @@ def _gram_axis(n: int, k: int, circular: bool, deltas: np.ndarray):
 
 
 def _gram_axes(spatial, kernels, circular, reaches):
-    """Offsets δ per axis (|δ| <= reach) at which every kernel's Gram can be nonzero, and
-    for each kernel its (R_H, R_W) and tap partners (a'_H, a'_W) on those offsets."""
+    """Offsets δ per axis (|δ| <= reach) at which every kernel's Gram can be nonzero.
+
+    Also, for each kernel, its (R_H, R_W) and tap partners (a'_H, a'_W) on those offsets.
+    """
     deltas: list[np.ndarray] = []
     per_kernel: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in kernels]
     for axis, (n, reach) in enumerate(zip(spatial, reaches)):
@@ -154,24 +159,29 @@ def _gram_axes(spatial, kernels, circular, reaches):
 
 
 def _lag_products(w: np.ndarray, partners, diagonal: bool) -> np.ndarray:
-    """Σ_o w[o, c, a, b] w[o, c', a'_H(δ_H, a), b'_W(δ_W, b)] of shape
-    (δ_H, δ_W, kh, kw, C, C), or (C, δ_H, δ_W, kh, kw) for c = c' only (``diagonal``)."""
+    """Σ_o w[o, c, a, b] w[o, c', a'_H(δ_H, a), b'_W(δ_W, b)], the lag products of a kernel.
+
+    Of shape (δ_H, δ_W, kh, kw, C, C), or (C, δ_H, δ_W, kh, kw) for c = c' only
+    (``diagonal``).
+    """
     if diagonal:
         shifted = w[:, :, partners[0]][..., partners[1]]  # (O, C, δ_H, kh, δ_W, kw)
         return np.einsum("ocab,ocxayb->cxyab", w, shifted)
-    O, C, kh, kw = w.shape
+    n_out, C, kh, kw = w.shape
     nx, ny = len(partners[0]), len(partners[1])
     out = np.empty((nx, ny, kh, kw, C, C))
     for a in range(kh):  # one (C, O) @ (O, C·δ_H·δ_W) product per tap
         for b in range(kw):
             partner = w[:, :, partners[0][:, a]][:, :, :, partners[1][:, b]]  # (O, C, δ_H, δ_W)
-            prod = w[:, :, a, b].T @ partner.reshape(O, -1)
+            prod = w[:, :, a, b].T @ partner.reshape(n_out, -1)
             out[:, :, a, b] = prod.reshape(C, C, nx, ny).transpose(2, 3, 0, 1)
     return out
 
 
 def _pair_sums(weight: np.ndarray, rows_u, rows_v) -> np.ndarray:
-    """Position sums of a weighted product of two separable Grams, one axis at a time:
+    """Position sums of a weighted product of two separable Grams, one axis at a time.
+
+    They are
 
         Z[x, a, e, y, b, f] = Σ_{i,j} weight[x, y, i, j] R_H[x, i, a] S_H[x, i, e]
                                                           R_W[y, j, b] S_W[y, j, f]
@@ -279,14 +289,17 @@ def _block_penalty(u4, v4, masks, spatial, map_shape, circular, xc, yc, activati
 
 
 def has_closed_form(masks, xc, activation, mode: str) -> bool:
-    """Whether :func:`exact_penalty` computes the loss gap: all but the torchvision
-    normaliser and, with white input, a ReLU before channel or block masks."""
+    """Whether :func:`exact_penalty` computes the loss gap.
+
+    It does for all but the torchvision normaliser and, with white input, a ReLU before
+    channel or block masks.
+    """
     if isinstance(masks, DropBlock) and masks.normalize != "ideal":
         return False
     return xc is not None or activation is None or mode == "element"
 
 
-def exact_penalty(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, mode) -> float:
+def exact_penalty(mode, masks, u4, v4, spatial, map_shape, circular, xc, yc, activation) -> float:
     """The exact loss gap Δ of :func:`regtheory.conv.dropout_penalty` (checked arguments)."""
     if isinstance(masks, DropBlock):
         return _block_penalty(u4, v4, masks, spatial, map_shape, circular, xc, yc, activation)
@@ -327,12 +340,23 @@ def position_penalty(
     keep : float
         Retain probability θ in (0, 1].
     image_shape : (H, W), or (L,) / L for 1-D kernels
+        Spatial size of the input image (or signal) and of the hidden map.
     padding : {"zeros", "circular"}
         Padding of both layers.
 
     Returns
     -------
     array (H, W), or (L,)
+        P[q] for every hidden position q.
+
+    Raises
+    ------
+    InvalidParameterError
+        If a kernel or ``image_shape`` is refused (as in :func:`dropout_penalty`),
+        ``keep`` is not in (0, 1], or ``padding`` is unknown.
+    NumericalOverflowError
+        If finite kernels give a map beyond the range of float64 (a subclass of
+        InvalidParameterError and OverflowError).
 
     See Also
     --------

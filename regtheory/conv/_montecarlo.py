@@ -1,20 +1,19 @@
-"""The loss gap of the two-layer conv net estimated over real sampled masks, on the
-package's one Monte Carlo engine."""
+"""The loss gap of the two-layer conv net estimated over real sampled masks.
+
+The estimate runs on the package's one Monte Carlo engine.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .._convops import (
-    ACTIVATIONS,
-    conv_cn,
-)
+from .._convops import ACTIVATIONS, Padding, conv_cn
 from .._results import Penalty
 from .._validation import (
     check_dtype,
     check_n_masks,
 )
-from ..layers import Conv, Dropout, Graph, ReLU
+from ..layers import Conv, Dropout, Graph, Node, ReLU
 from ..masks import DropBlock
 from ..montecarlo import default_n_masks, estimate, min_draws
 from ..montecarlo._chunks import BATCH_ENTRIES, CHUNK_ENTRIES
@@ -31,9 +30,9 @@ def _mc_draw(masks, u4, v4, spatial, map_shape, circular, xc, yc, activation, dt
     Bernoulli masks (kept − keep) ∘ h with u/keep: the same deviation, one pass less),
     and with white input a fresh Gaussian input per draw, drawn after the mask.
     """
-    padding = "circular" if circular else "zeros"
-    nodes = [Conv(v4, padding=padding)] + ([ReLU()] if activation == "relu" else [])
-    layers = Graph([*nodes, Dropout(masks), Conv(u4, padding=padding)])
+    padding: Padding = "circular" if circular else "zeros"
+    nodes: list[Node] = [Conv(v4, padding=padding)] + ([ReLU()] if activation == "relu" else [])
+    layers = Graph((*nodes, Dropout(masks), Conv(u4, padding=padding)))
     c_hid, c_in = v4.shape[:2]
     H, W = spatial
     ph, pw = max(v4.shape[2], u4.shape[2]) // 2, max(v4.shape[3], u4.shape[3]) // 2

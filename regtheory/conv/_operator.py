@@ -1,6 +1,9 @@
-"""The convolution as an operator: same-size cross-correlation, its dense matrix, the
-columns each kernel tap appears in and the probability that a tap gets no gradient
-(THEORY §2), and the squared column norms of the matrix (formula (5)'s weights)."""
+"""The convolution as an operator.
+
+Same-size cross-correlation, its dense matrix, the columns each kernel tap appears in
+and the probability that a tap gets no gradient (THEORY §2), and the squared column
+norms of the matrix (formula (5)'s weights).
+"""
 
 from __future__ import annotations
 
@@ -63,10 +66,19 @@ def conv2d(x: ArrayLike, weight: ArrayLike, *, padding: Padding = "zeros") -> np
     weight : array (C_out, C_in, kh, kw), or (C_out, C_in, k)
         Kernel in PyTorch layout; odd kernel sizes, at most the image size.
     padding : {"zeros", "circular"}
+        Zero padding (torch's ``padding=k//2``) or periodic images.
 
     Returns
     -------
     array (N, C_out, H, W), or (N, C_out, L)
+        The same-size output, channel by channel.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``x`` or ``weight`` is not a finite real array of the right number of axes,
+        the channels of ``x`` do not match ``weight``, a kernel size is even or larger
+        than the image, or ``padding`` is unknown.
 
     References
     ----------
@@ -114,12 +126,23 @@ def conv_matrix(
     Parameters
     ----------
     weight : array (C_out, C_in, kh, kw), or (C_out, C_in, k)
+        Kernel in PyTorch layout; odd kernel sizes, at most the image size.
     image_shape : (H, W), or (L,) / L for a 1-D kernel
+        Spatial size of the input image (or signal).
     padding : {"zeros", "circular"}
+        Zero padding (torch's ``padding=k//2``) or periodic images.
 
     Returns
     -------
     array (C_out·H·W, C_in·H·W)
+        The matrix U with ``U @ x.ravel() == conv2d(x, weight).ravel()`` for one image.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``weight`` is not a finite real array of 3 or 4 axes, ``image_shape`` does
+        not match it, a kernel size is even or larger than the image, or ``padding``
+        is unknown.
 
     References
     ----------
@@ -180,11 +203,21 @@ def tap_column_counts(
     kernel_size : int or (kh, kw) or (k,)
         Odd kernel size; an int means a square kernel (or length k in 1-D).
     image_shape : (H, W), or (L,) / L for 1-D signals
+        Spatial size of the image (or signal).
     padding : {"zeros", "circular"}
+        Zero padding (torch's ``padding=k//2``) or periodic images.
 
     Returns
     -------
     int array of the kernel's shape (kh, kw), or (k,)
+        :math:`n_{ab}`, the number of columns that tap (a, b) appears in.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``image_shape`` or ``kernel_size`` is not a positive int or tuple of 1 or 2
+        of them, a kernel size is even or larger than the image, or ``padding`` is
+        unknown.
 
     References
     ----------
@@ -236,15 +269,26 @@ def no_gradient_probability(
     Parameters
     ----------
     kernel_size : int or (kh, kw) or (k,)
+        Odd kernel size; an int means a square kernel (or length k in 1-D).
     image_shape : (H, W), or (L,) / L
+        Spatial size of the hidden feature map.
     keep : float
         Retain probability θ in (0, 1].
     padding : {"zeros", "circular"}
+        Zero padding (torch's ``padding=k//2``) or periodic images.
     mode : {"element", "channel"}
+        Elementwise dropout or channel dropout on the hidden map.
 
     Returns
     -------
     float array of the kernel's shape
+        The probability for each tap (a, b).
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``kernel_size`` or ``image_shape`` is refused (as in
+        :func:`tap_column_counts`), ``keep`` is not in (0, 1], or ``mode`` is unknown.
 
     References
     ----------
@@ -285,6 +329,11 @@ def fc_no_gradient_probability(keep: float) -> float:
     -------
     float
         1 − θ.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``keep`` is not a real number in (0, 1].
 
     References
     ----------
@@ -337,12 +386,23 @@ def column_sq_norms(
     Parameters
     ----------
     weight : array (C_out, C_in, kh, kw), or (C_out, C_in, k)
+        Kernel in PyTorch layout; odd kernel sizes, at most the image size.
     image_shape : (H, W), or (L,) / L
+        Spatial size of the input image (or signal).
     padding : {"zeros", "circular"}
+        Zero padding (torch's ``padding=k//2``) or periodic images.
 
     Returns
     -------
     array (C_in, H, W), or (C_in, L)
+        :math:`\|U[:, (c, q)]\|^2` for every input channel c and position q.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``weight`` is not a finite real array of 3 or 4 axes, ``image_shape`` does
+        not match it, a kernel size is even or larger than the image, or ``padding``
+        is unknown.
 
     Examples
     --------

@@ -1,5 +1,8 @@
-"""The one penalty function of the two-layer conv net: exact where the closed form
-exists, by Monte Carlo over real masks otherwise or on request (``method=``)."""
+"""The one penalty function of the two-layer conv net.
+
+Exact where the closed form exists, by Monte Carlo over real masks otherwise or on
+request (``method=``).
+"""
 
 from __future__ import annotations
 
@@ -57,10 +60,9 @@ def dropout_penalty(
     in closed form: (5) and (6) of the module docstring for inverted Bernoulli and channel
     masks, DropBlock's exact mask moments for blocks. ``method="mc"`` estimates it over
     real masks: a draw is :math:`\frac1N\sum_n \|d_n\|^2 - 2\langle y_n - f(x_n), d_n\rangle`,
-    :math:`d_n = u \ast ((m - 1)\circ h_n)`, for one mask (and, with ``x=None``, one
-    fresh standard normal input). ``method="auto"`` is exact where the closed form
-    exists, else the estimate (``normalize="torchvision"``; a ReLU before channel or block
-    masks on white input).
+    :math:`d_n = u \ast ((m - 1)\circ h_n)`, for one mask (and, with ``x=None``, one fresh
+    standard normal input). ``method="auto"`` is exact where the closed form exists, else the
+    estimate (``normalize="torchvision"``; a ReLU before channel or block masks on white input).
 
     Parameters
     ----------
@@ -69,26 +71,25 @@ def dropout_penalty(
     keep : float
         Retain probability θ in (0, 1] (for DropBlock the expected kept fraction).
     image_shape : (H, W), or (L,) / L for 1-D kernels
+        Spatial size of the input image (or signal); the hidden map has the same size.
     padding, mode : {"zeros", "circular"}, {"element", "channel", "block"}
         Padding of both layers; ``nn.Dropout``, ``nn.Dropout2d`` or DropBlock.
-    x, y : arrays (N, C_in, H, W) and (N, C_out, H, W), optional
-        Inputs (``None``: white input, :math:`\mathbb{E}[xx^\top] = I`, zero mean) and
-        their targets (``None``: f(x), where Δ is the perturbation energy).
-    activation : {None, "relu"}
-        Before the mask; exact on white input for ``mode="element"`` only.
-    block_size : int, optional
-        DropBlock's block side (``mode="block"`` only), at most the map's size.
-    normalize : {"ideal", "torchvision"}
-        DropBlock's normaliser: 1/θ, or torchvision's numel/sum(kept) (no closed form).
-    method : {"auto", "exact", "mc"}
-        The closed form (refused where there is none), the estimate, or either (above).
+    x : array (N, C_in, H, W), optional
+        Inputs (``None``: white input, :math:`\mathbb{E}[xx^\top] = I`, zero mean).
+    activation, block_size : {None, "relu"}, int, optional
+        Before the mask (exact on white input for ``mode="element"`` only); DropBlock's
+        block side (``mode="block"`` only), at most the map's size.
+    y : array (N, C_out, H, W), optional
+        Targets of ``x`` (``None``: f(x), where Δ is the perturbation energy).
+    normalize, method : {"ideal", "torchvision"}, {"auto", "exact", "mc"}
+        DropBlock's normaliser: 1/θ, or torchvision's numel/sum(kept) (no closed form); the
+        closed form (refused where there is none), the estimate, or either (above).
     n_masks : int, optional
-        Masks of the estimate (the maximum with ``rtol``), at least
-        :func:`regtheory.montecarlo.min_draws`; default ``default_n_masks`` of the masks.
-    rng : int, numpy.random.Generator or None
-        Source of the estimate's masks and white inputs.
-    rtol, batch_size : float, int, optional
-        Stop at this relative standard error; masks per batch (about 64 MB of maps).
+        Masks of the estimate (the maximum with ``rtol``), at least ``min_draws`` of the
+        masks; default ``default_n_masks`` (both in :mod:`regtheory.montecarlo`).
+    rng, rtol, batch_size : int, numpy.random.Generator or None; float, int, optional
+        Source of the estimate's masks and white inputs; stop at this relative standard
+        error; masks per batch (about 64 MB of maps).
     dtype : {"float64", "float32"}
         The estimate's arithmetic (same masks and inputs; they differ by rounding).
 
@@ -102,6 +103,8 @@ def dropout_penalty(
     InvalidParameterError
         If an argument is refused (shapes, ``keep``, an option, too few ``n_masks``) or
         ``method="exact"`` has no closed form.
+    NumericalOverflowError
+        If finite inputs give a penalty beyond float64 (rescale a layer's weights).
 
     See Also
     --------
@@ -126,12 +129,16 @@ def dropout_penalty(
     if method == "mc" or (method == "auto" and not has_closed_form(masks, xc, activation, mode)):
         options = {"n_masks": n_masks, "rng": rng, "rtol": rtol, "batch_size": batch_size}
         return sampled_penalty(mode, *net, dtype=dtype, **options)
-    return Penalty.exact(exact_penalty(*net, mode))
+    return Penalty.exact(exact_penalty(mode, *net))
 
 
-def _checked(u, v, keep, image_shape, padding, mode, x, y, activation, block_size, normalize):
-    """The checked net: (masks, u, v, (H, W), map shape, circular, x, y, activation), the
-    kernels 4-D and the data channel first."""
+def _checked(
+    u, v, keep, image_shape, padding, mode, x, y, activation, block_size, normalize
+) -> tuple:
+    """The checked net: (masks, u, v, (H, W), map shape, circular, x, y, activation).
+
+    The kernels are 4-D and the data channel first.
+    """
     circular = check_padding(padding)
     check_choice(activation, "activation", ACTIVATIONS)
     masks = mask_distribution(mode, keep, block_size, normalize)
@@ -141,3 +148,53 @@ def _checked(u, v, keep, image_shape, padding, mode, x, y, activation, block_siz
 
 
 dropout_penalty_mc = deprecated_alias(dropout_penalty, "dropout_penalty_mc", method="mc")
+dropout_penalty_mc.__doc__ = """Deprecated: Monte Carlo estimate of the conv net's dropout loss gap.
+
+Call ``dropout_penalty(u, v, keep, image_shape, method="mc", ...)`` instead; this name
+will be removed in a future minor release. The number of masks now defaults to
+:func:`regtheory.montecarlo.default_n_masks` (it was 20,000).
+
+Parameters
+----------
+u, v : arrays (C_out, C_hid, k', k'), (C_hid, C_in, k, k), or 1-D kernels (·, ·, k)
+    Kernels of the layers after and before the mask.
+keep : float
+    Retain probability θ in (0, 1].
+image_shape : (H, W), or (L,) / L for 1-D kernels
+    Spatial size of the input image (or signal).
+padding, mode : {"zeros", "circular"}, {"element", "channel", "block"}
+    As in :func:`dropout_penalty`.
+x : array (N, C_in, H, W), optional
+    Inputs (``None``: white input).
+activation : {None, "relu"}
+    Before the mask.
+block_size : int, optional
+    DropBlock's block side (``mode="block"`` only).
+y : array (N, C_out, H, W), optional
+    Targets of ``x`` (``None``: f(x)).
+normalize : {"ideal", "torchvision"}
+    DropBlock's normaliser.
+method : {"mc"}
+    Only ``"mc"``; another value is refused.
+n_masks : int, optional
+    Masks of the estimate; default :func:`regtheory.montecarlo.default_n_masks`.
+rng : int, numpy.random.Generator or None
+    Source of the masks and white inputs (the former ``seed`` is still accepted).
+rtol, batch_size : float, int, optional
+    Stop at this relative standard error; masks per batch.
+dtype : {"float64", "float32"}
+    The estimate's arithmetic.
+
+Returns
+-------
+Penalty
+    The Monte Carlo estimate (``method="mc"``).
+
+Raises
+------
+InvalidParameterError
+    If an argument is refused, as in :func:`dropout_penalty`, or ``method`` is not
+    ``"mc"``.
+NumericalOverflowError
+    If finite inputs give a penalty beyond the range of float64.
+"""

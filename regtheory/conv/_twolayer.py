@@ -1,5 +1,7 @@
-"""The two-layer conv net of THEORY §3, checked once at the public entry: kernels u and
-v, the image shape, data ``x`` and targets ``y`` in channel-first layout."""
+"""The two-layer conv net of THEORY §3, checked once at the public entry.
+
+Kernels u and v, the image shape, data ``x`` and targets ``y`` in channel-first layout.
+"""
 
 from __future__ import annotations
 

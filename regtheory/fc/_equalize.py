@@ -44,6 +44,12 @@ def unit_products(U: ArrayLike, V: ArrayLike, *, cov: ArrayLike | None = None) -
     array (width,)
         The products :math:`p_i \ge 0`, in the order of the hidden units.
 
+    Raises
+    ------
+    InvalidParameterError
+        If ``U`` or ``V`` is not a finite real 2-D array, their widths differ, or
+        ``cov`` is not a symmetric PSD matrix of shape (d_in, d_in).
+
     References
     ----------
     [1] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
@@ -89,6 +95,12 @@ def has_equal_products(
     -------
     bool
         True if the inequality above holds.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``U`` or ``V`` is not a finite real 2-D array, their widths differ, ``cov``
+        is not a symmetric PSD matrix of shape (d_in, d_in), or ``rtol`` is negative.
 
     See Also
     --------
@@ -144,6 +156,12 @@ def is_equalized(
     bool
         True if the products are equal and sum to :math:`\|UV^\top C^{1/2}\|_*`,
         each within ``rtol`` (a zero map with zero products counts as equalized).
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``U`` or ``V`` is not a finite real 2-D array, their widths differ, ``cov``
+        is not a symmetric PSD matrix of shape (d_in, d_in), or ``rtol`` is negative.
 
     See Also
     --------
@@ -280,13 +298,23 @@ def equalize(
 
     Parameters
     ----------
-    U, V : arrays (d_out, width), (d_in, width)
+    U : array (d_out, width)
+        Output weights; column ``u_i`` belongs to hidden unit i.
+    V : array (d_in, width)
+        Input weights; column ``v_i`` belongs to hidden unit i.
     cov : array (d_in, d_in), optional
         Input second moment; must be positive definite when given.
 
     Returns
     -------
     (U', V') : arrays of the shapes of U and V
+        The equalized factors, with :math:`U'V'^\top = UV^\top`.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``U`` or ``V`` is not a finite real 2-D array, their widths differ, or
+        ``cov`` is not a symmetric positive definite matrix of shape (d_in, d_in).
 
     References
     ----------

@@ -50,6 +50,11 @@ def spectral_k_support_norm(M: ArrayLike, k: int) -> float:
     float
         :math:`\|M\|_{(k)}` (not squared).
 
+    Raises
+    ------
+    InvalidParameterError
+        If ``M`` is not a finite real 2-D array or ``k`` is not a positive integer.
+
     References
     ----------
     [1] A. Argyriou, R. Foygel, N. Srebro, Sparse Prediction with the k-Support
@@ -99,9 +104,10 @@ def block_induced_regularizer(
     cannot be paired into two pairs of equal sums: equality would need
     :math:`M = c\,(P_1 + P_2)` in M's singular basis with rank-2 projections P_g,
     whose eigenvalues come in pairs summing to 2c (Jordan's lemma). The gap can be
-    large: at σ = (2.301, 2.029, 1.965), k = 2, G = 2 (w = 4) the factored minimum
-    is 7.2 % above the bound (tests/test_fc.py). So the convex problem with this
-    bound (:func:`regtheory.implied.solve_fc_block`) is a relaxation of block dropout.
+    large: at σ = (2.301, 2.029, 1.965), k = 2, G = 2 (w = 4) the factored minimum,
+    found by a search over all width-4 factorizations, is 7.2 % above the bound. So the
+    convex problem with this bound (:func:`regtheory.implied.solve_fc_block`) is a
+    relaxation of block dropout.
 
     Parameters
     ----------
@@ -122,6 +128,14 @@ def block_induced_regularizer(
     -------
     float
         The bound :math:`\frac{\lambda}{G}\|MC^{1/2}\|_{(k)}^2`, λ = (1 − θ)/θ.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``M`` is not a finite real 2-D array, ``keep`` is not in (0, 1], ``width``
+        is not a positive integer, ``block_size``
+        does not divide it, or ``cov`` is not a symmetric PSD matrix
+        of shape (d_in, d_in).
 
     References
     ----------
@@ -179,6 +193,14 @@ def induced_regularizer(
     Returns
     -------
     float
+        :math:`\Theta(M) \ge 0`.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``M`` is not a finite real 2-D array, ``keep`` is not in (0, 1], ``width``
+        is not a positive integer at least rank(M), or ``cov`` is not a symmetric PSD matrix
+        of shape (d_in, d_in).
     """
     M = check_array(M, "M", ndim=2)
     lam = dropout_lambda(keep)

@@ -61,6 +61,14 @@ def global_optimum(
     Returns
     -------
     M : array (d_out, d_in)
+        The optimal end-to-end map :math:`M^*`, of rank at most ``width``.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``T`` is not a finite real 2-D array, ``keep`` is not in (0, 1], ``width``
+        is not a positive integer, or ``cov`` is not a symmetric positive definite
+        matrix of shape (d_in, d_in).
     """
     T = check_array(T, "T", ndim=2)
     lam = dropout_lambda(keep)

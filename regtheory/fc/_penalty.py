@@ -331,9 +331,15 @@ def block_dropout_penalty(
         Input samples instead of ``cov``: C = XᵀX/n. Not both.
     method : {"auto", "exact", "mc"}
         ``"exact"`` (and ``"auto"``) evaluates the closed form; ``"mc"`` estimates it.
-    n_masks, rng, rtol, batch_size
-        The Monte Carlo options, as in :func:`dropout_penalty` (the rare events are
-        the groups kept, of probability ``keep``).
+    n_masks : int, optional
+        Masks drawn by ``method="mc"``, as in :func:`dropout_penalty` (the rare events
+        are the groups kept, of probability ``keep``).
+    rng : int, numpy.random.Generator or None
+        Source of the masks (``method="mc"``).
+    rtol : float, optional
+        ``method="mc"``: stop once the relative standard error is at most ``rtol``.
+    batch_size : int, optional
+        ``method="mc"``: masks per vectorised batch.
 
     Returns
     -------
@@ -394,7 +400,7 @@ def _sampled_penalty(
 # the message names the function to call instead
 _sampled_penalty.__name__ = "dropout_penalty"
 dropout_penalty_mc = deprecated_alias(_sampled_penalty, "dropout_penalty_mc", method="mc")
-dropout_penalty_mc.__doc__ = """Deprecated: Monte Carlo estimate of the dropout penalty on input samples.
+dropout_penalty_mc.__doc__ = """Deprecated: Monte Carlo estimate of the dropout penalty on samples.
 
 Call ``dropout_penalty(U, V, keep, X=X, method="mc", ...)`` instead (with
 ``block_size`` > 1, ``block_dropout_penalty(U, V, keep, block_size, X=X,

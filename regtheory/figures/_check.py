@@ -81,12 +81,12 @@ CLOSED_FORM_ATOL = 1e-300
 # kernels (the k-support solve of block dropout).
 SOLVE_RTOL = 1e-6
 # The figures hold 462 independent Monte Carlo estimates (360 in mc_error_vs_n, 72 in
-# penalty_vs_keep, 30 in penalty_vs_depth). Where the draws differ (another NumPy's generators; or the fc
-# estimates of (e), z ≤ 0.5 measured between OpenBLAS kernels: an equalized factorization
-# is not unique and each kernel finds another), two estimates of one mean differ by
-# |z| > 4 with probability 6.3e-5: a
-# false alarm in about one check of all figures in 35 (Bonferroni: 462 × 6.3e-5 =
-# 2.9 %), while a shift of 6 standard errors is caught (z = 6/√2).
+# penalty_vs_keep, 30 in penalty_vs_depth). Where the draws differ (another NumPy's
+# generators; or the fc estimates of (e), z ≤ 0.5 measured between OpenBLAS kernels: an
+# equalized factorization is not unique and each kernel finds another), two estimates of
+# one mean differ by |z| > 4 with probability 6.3e-5: a false alarm in about one check of
+# all figures in 35 (Bonferroni: 462 × 6.3e-5 = 2.9 %), while a shift of 6 standard errors
+# is caught (z = 6/√2).
 MC_Z = 4.0
 # SGD with real masks (figures (a), (b), (i)): the same bits on one machine; a different
 # BLAS kernel rounds each step differently, but the decaying steps damp the difference
@@ -187,8 +187,10 @@ class Rule:
             )
 
     def label(self, *, same_draws: bool = False) -> str:
-        """The tolerance as the report prints it (``same_draws``: as applied to two
-        records drawn from the same bits)."""
+        """The tolerance as the report prints it.
+
+        ``same_draws``: as applied to two records drawn from the same bits.
+        """
         if self.kind == "exact":
             return "equal"
         if self.kind == "record":
@@ -218,18 +220,24 @@ CERTIFIED = Rule("solve", GAP_RTOL, 1.0)
 
 
 def closed_form(*, size: float = 1.0, condition: float = 1.0, scale: str | float = "value") -> Rule:
-    """A formula evaluated in floating point: to :func:`rounding` of its ``size`` (the
-    operations in sequence) and ``condition``."""
+    """A formula evaluated in floating point.
+
+    It agrees to :func:`rounding` of its ``size`` (the operations in sequence) and
+    ``condition``.
+    """
     return Rule("closed_form", rounding(size, condition), scale, atol=CLOSED_FORM_ATOL)
 
 
 def solve(
     rtol: float | str = SOLVE_RTOL, *, scale: str | float = "field", size: float = 1.0
 ) -> Rule:
-    """A cvxpy (or other optimizer's) result: within ``rtol``, relative to its field, as a
-    solve is accurate; or, ``rtol`` naming a sibling field that holds each side's
+    """A cvxpy (or other optimizer's) result, within a solve's accuracy.
+
+    Within ``rtol``, relative to its field, as a solve is accurate; or, ``rtol`` naming
+    a sibling field that holds each side's
     certified relative gap, within the sum of the two plus the rounding of a problem of
-    ``size`` operations."""
+    ``size`` operations.
+    """
     return Rule("solve", rtol, scale, rounding=rounding(size))
 
 
@@ -244,9 +252,10 @@ def monte_carlo(stderr: str, *, z: float = MC_Z, same_draws: float | None = None
 
 
 def spread(rtol: float, *, draws: str | None = None, same_draws: float | None = None) -> Rule:
-    """A standard error or RMS estimated from Monte Carlo draws: relative ``rtol``, or
-    ``rtol/√n`` with n in the sibling field ``draws``; ``same_draws`` as in
-    :func:`monte_carlo`.
+    """A standard error or RMS estimated from Monte Carlo draws.
+
+    Relative ``rtol``, or ``rtol/√n`` with n in the sibling field ``draws``;
+    ``same_draws`` as in :func:`monte_carlo`.
 
     A standard error estimated from n draws has a relative standard deviation of
     about c/√n, c = √((κ − 1)/4) for draws of kurtosis κ; the estimators of the conv
@@ -390,7 +399,7 @@ class CheckReport:
         )
 
     def summary(self) -> str:
-        """One line: do the figures agree with the stored records?"""
+        """One line: whether the figures agree with the stored records."""
         failed = [f.name for f in self.figures if not f.passed]
         n_values = sum(f.n_values for f in self.figures)
         if not failed:
@@ -512,8 +521,10 @@ def _is_number(x) -> bool:
 
 
 def _children(old, new, path: tuple[str, ...], problems: list[str]):
-    """The (key, old child, new child) of two dicts or two lists, with a line in
-    ``problems`` for each key or length they do not share; None for two leaves."""
+    """The (key, old child, new child) of two dicts or two lists; None for two leaves.
+
+    A line goes to ``problems`` for each key or length they do not share.
+    """
     where = "/".join(path)
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(old.keys() - new.keys()):
@@ -612,9 +623,11 @@ class _Tally:
 
 
 def _deviations(rule: Rule, pairs, scale_old: float, tol: list[float], se_old, se_new):
-    """(deviation, tolerance) of each (path, old, new) under ``rule``; ``se_old`` None for
-    a monte_carlo rule compared to rounding (the same draws)."""
-    for i, (path, a, b) in enumerate(pairs):
+    """(deviation, tolerance) of each (path, old, new) under ``rule``.
+
+    ``se_old`` is None for a monte_carlo rule compared to rounding (the same draws).
+    """
+    for i, (_path, a, b) in enumerate(pairs):
         if rule.kind in ("exact", "record") or not (_is_number(a) and _is_number(b)):
             yield (0.0 if _same(a, b) else math.inf), 1.0
             continue
@@ -640,8 +653,10 @@ def _deviations(rule: Rule, pairs, scale_old: float, tol: list[float], se_old, s
 
 
 def _tolerances(rule: Rule, n: int, parents, where: str):
-    """Each value's tolerance under ``rule``, and the standard errors of a monte_carlo
-    rule (None otherwise)."""
+    """Each value's tolerance under ``rule``, and the standard errors of a monte_carlo rule.
+
+    The standard errors are None for other rules.
+    """
     if rule.kind == "monte_carlo" and rule.stderr is not None:  # it always names one
         se_old = _sibling(parents[0], rule.stderr, n, "stored", where)
         se_new = _sibling(parents[1], rule.stderr, n, "regenerated", where)
@@ -705,8 +720,10 @@ def _walk(patterns, old, new, path, parents, tallies, problems, figure, same_dra
 def compare_data(
     name: str, stored: dict, regenerated: dict, *, same_draws: bool = False
 ) -> tuple[tuple[KindCheck, ...], tuple[str, ...]]:
-    """The rows and structural disagreements of two data dicts of figure ``name``;
-    ``same_draws``: the two were drawn from the same bits (the same NumPy)."""
+    """The rows and structural disagreements of two data dicts of figure ``name``.
+
+    ``same_draws``: the two were drawn from the same bits (the same NumPy).
+    """
     patterns = _patterns(spec_of(name).checks)
     tallies: dict[tuple[str, str], _Tally] = {}
     problems: list[str] = []
@@ -722,8 +739,11 @@ def compare_data(
 
 
 def schema_gaps(name: str, data: dict) -> tuple[list[str], list[str]]:
-    """What the rules of figure ``name`` miss in ``data``: the leaves that no rule
-    names, and the rule paths that name nothing (stale). Both empty when complete."""
+    """What the rules of figure ``name`` miss in ``data``.
+
+    The leaves that no rule names, and the rule paths that name nothing (stale). Both
+    empty when complete.
+    """
     patterns = _patterns(spec_of(name).checks)
     unchecked: list[str] = []
     used: set[str] = set()
@@ -921,9 +941,11 @@ def _check_figure(
 
 
 def _same_draws(stored: dict | None, now: dict) -> bool:
-    """Were the stored record's random draws the same bits as this one's? NumPy's
-    generators give the same bits on every machine, but a NumPy release may change a
-    distribution's algorithm: the same draws need the same NumPy."""
+    """Whether the stored record's random draws were the same bits as this one's.
+
+    NumPy's generators give the same bits on every machine, but a NumPy release may
+    change a distribution's algorithm: the same draws need the same NumPy.
+    """
     if not isinstance(stored, dict) or not isinstance(stored.get("packages"), dict):
         return False
     numpy_version = stored["packages"].get("numpy")

@@ -226,10 +226,12 @@ def compute(
 
 
 def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``: a
-    reader (or a run that was killed) sees the old file or the new one, never half of one.
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``.
+
+    A reader (or a run that was killed) sees the old file or the new one, never half of one.
     The bytes reach the disk before the rename, and the file gets the permissions of any
-    new file (the umask's; mkstemp's would be private to the owner)."""
+    new file (the umask's; mkstemp's would be private to the owner).
+    """
     tmp = str(path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:

@@ -2,7 +2,8 @@ r"""Figures of the convolutional theory (THEORY.md §2–§3).
 
 (c) ``conv_matrix_seed`` -- the seed's 9×9 conv matrix with the columns one mask drops, beside FC.
 (d) ``no_gradient_probability`` -- P(a weight gets no gradient) vs drop rate: FC vs conv taps.
-(e) ``penalty_vs_keep`` -- closed forms (5), (6), (2) and DropBlock's exact form against Monte Carlo.
+(e) ``penalty_vs_keep`` -- closed forms (5), (6), (2) and DropBlock's exact form against
+    Monte Carlo.
 (f) ``border_penalty_map`` -- per-position terms of (5): zero padding pays less at the border.
 (g) ``mc_error_vs_n`` -- observed Monte Carlo error and reported stderr against the 1/√N law.
 
@@ -94,6 +95,20 @@ SEED_KEEP = 0.5
 def compute_conv_matrix_seed(quick: bool, seed: int) -> dict:
     # Taps numbered 1..9 row-major: conv_matrix of that kernel holds each cell's tap index
     # (a 3×3 kernel on a 3×3 zero-padded image puts at most one tap in a cell).
+    """Data of figure (c) ``conv_matrix_seed``: the seed's conv matrix, columns one mask drops.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_conv_matrix_seed` draws.
+    """
     taps = conv.conv_matrix(np.arange(1.0, 10.0).reshape(1, 1, 3, 3), (3, 3), padding="zeros")
     mask = Bernoulli(SEED_KEEP).sample(9, 1, seed)[0]
     kept = mask > 0
@@ -153,6 +168,7 @@ def _matrix_panel(ax, labels, kept, title, fontsize):
 
 
 def plot_conv_matrix_seed(data: dict) -> Figure:
+    """Draw figure (c) from the data of :func:`compute_conv_matrix_seed`."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
@@ -244,6 +260,20 @@ NO_GRAD_IMAGES = ((3, 3), (32, 32))
 def compute_no_gradient_probability(quick: bool, seed: int) -> dict:
     # Drop rates on a logit grid: both the moderate rates and the last few 1e-4 before 1,
     # where the 32×32 taps (about 1000 columns each) finally lose their gradient.
+    """Data of figure (d) ``no_gradient_probability``: P(no gradient) against the drop rate.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_no_gradient_probability` draws.
+    """
     n_points = 121 if quick else 401
     drop = 1.0 / (1.0 + np.exp(-np.linspace(np.log(0.02 / 0.98), np.log(0.99999 / 1e-5), n_points)))
     images = []
@@ -270,6 +300,7 @@ def compute_no_gradient_probability(quick: bool, seed: int) -> dict:
 
 
 def plot_no_gradient_probability(data: dict) -> Figure:
+    """Draw figure (d) from the data of :func:`compute_no_gradient_probability`."""
     from matplotlib.figure import Figure
 
     drop = np.asarray(data["drop_rate"])
@@ -317,9 +348,11 @@ def plot_no_gradient_probability(data: dict) -> Figure:
 
 
 def _large_image_ratios(ax, drop: np.ndarray, img: dict, styles: dict) -> None:
-    """The taps of the large image against its centre tap: their n_k differ by a few per
-    cent, so their curves coincide on the main axis; the ratio (1-keep)^(n_k - n_centre)
-    separates them."""
+    """The taps of the large image against its centre tap.
+
+    Their n_k differ by a few per cent, so their curves coincide on the main axis; the
+    ratio (1-keep)^(n_k - n_centre) separates them.
+    """
     centre = np.asarray(img["probability"]["centre"], dtype=float)
     ax.axhline(1.0, color="C3", lw=1.4, ls=styles["centre"], label="centre tap (= 1)")
     for tap in ("edge", "corner"):
@@ -396,6 +429,23 @@ def _penalty_cell(
 
 
 def compute_penalty_vs_keep(quick: bool, seed: int, sweep: Sweep | None = None) -> dict:
+    """Data of figure (e) ``penalty_vs_keep``: closed-form penalties against Monte Carlo over keep.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+    sweep : regtheory.sweep.Sweep, optional
+        Runs the grid of independent runs (``None``: serially); the data do not depend
+        on it.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_penalty_vs_keep` draws.
+    """
     keeps = np.array([0.2, 0.5, 0.8]) if quick else np.round(np.arange(0.1, 0.91, 0.1), 2)
     n_masks = 2000 if quick else 20_000
     u, v = _net(seed)
@@ -474,6 +524,7 @@ _SERIES_STYLE = {
 
 
 def plot_penalty_vs_keep(data: dict) -> Figure:
+    """Draw figure (e) from the data of :func:`compute_penalty_vs_keep`."""
     from matplotlib.figure import Figure
     from matplotlib.legend_handler import HandlerTuple
 
@@ -558,7 +609,8 @@ def plot_penalty_vs_keep(data: dict) -> Figure:
         title_fontsize=8,
     )
     fig.suptitle(
-        f"(e) dropout penalty vs keep: conv net v {tuple(data['v_shape'])}, u {tuple(data['u_shape'])}, "
+        f"(e) dropout penalty vs keep: conv net v {tuple(data['v_shape'])}, "
+        f"u {tuple(data['u_shape'])}, "
         f"{data['image_shape'][0]}×{data['image_shape'][1]} image; FC = the same map on an "
         f"equalized FC layer of width {data['fc_width']}\n"
         f"lines: closed forms; markers: Monte Carlo with 95% CI, {data['n_masks']} masks each; "
@@ -579,6 +631,20 @@ BORDER_NETS = ((KERNEL, IMAGE), (5, (16, 16)))
 
 
 def compute_border_penalty_map(quick: bool, seed: int) -> dict:
+    """Data of figure (f) ``border_penalty_map``: the per-position terms of formula (5).
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_border_penalty_map` draws.
+    """
     nets = []
     for kernel, image in BORDER_NETS:
         u, v = _net(seed, kernel)
@@ -606,6 +672,7 @@ def compute_border_penalty_map(quick: bool, seed: int) -> dict:
 
 
 def plot_border_penalty_map(data: dict) -> Figure:
+    """Draw figure (f) from the data of :func:`compute_border_penalty_map`."""
     from matplotlib.figure import Figure
 
     nets = data["nets"]
@@ -667,6 +734,23 @@ MC_KEEP = 0.5
 
 def compute_mc_error_vs_n(quick: bool, seed: int, sweep: Sweep | None = None) -> dict:
     # from 60: keep 0.5 needs at least 56 masks for an honest interval (montecarlo.min_draws)
+    """Data of figure (g) ``mc_error_vs_n``: Monte Carlo error and reported stderr against N.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+    sweep : regtheory.sweep.Sweep, optional
+        Runs the grid of independent runs (``None``: serially); the data do not depend
+        on it.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_mc_error_vs_n` draws.
+    """
     n_values = [60, 100, 300, 1000] if quick else [60, 100, 300, 1000, 3000, 10_000]
     n_seeds = 20
     u, v = _net(seed)
@@ -727,6 +811,7 @@ _MC_LABELS = {
 
 
 def plot_mc_error_vs_n(data: dict) -> Figure:
+    """Draw figure (g) from the data of :func:`compute_mc_error_vs_n`."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 

@@ -20,8 +20,8 @@ the principal roots :math:`\hat K_j^{1/L}` (taken on one half of the spectrum an
 on the other, so the kernel is real; the sign of K makes :math:`\hat K_0 = \sum K > 0`).
 
 Every Monte Carlo run holds its own seed (:func:`_mc_seed`, recorded in the data), so any
-one of them can be re-run alone. The grid is small (30 runs, seconds in all), so it runs
-serially rather than as a sweep.
+one of them can be re-run alone. The grid is small (30 short runs), so it runs serially
+rather than as a sweep.
 """
 
 from __future__ import annotations
@@ -75,8 +75,11 @@ def _rotation(rng: np.random.Generator, d: int) -> np.ndarray:
 
 
 def _balanced_fc_factors(M: np.ndarray, depth: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Weights W_1 … W_L (``nn.Linear`` layout, first layer first) with W_L⋯W_1 = M, each of
-    singular values Σ^{1/L}, the hidden bases turned by random rotations (module docstring)."""
+    """Weights W_1 … W_L (``nn.Linear`` layout, first layer first) with W_L⋯W_1 = M.
+
+    Each has singular values Σ^{1/L}, the hidden bases turned by random rotations
+    (module docstring).
+    """
     P, s, Qt = np.linalg.svd(M)
     # The SVD fixes each pair of singular vectors up to one sign, and the factors depend on
     # it: make the largest entry of each right singular vector positive, on every machine.
@@ -88,8 +91,11 @@ def _balanced_fc_factors(M: np.ndarray, depth: int, rng: np.random.Generator) ->
 
 
 def _circulant_root(kernel: np.ndarray, depth: int) -> np.ndarray:
-    """The real full-size kernel k whose circular cross-correlation, applied ``depth`` times,
-    is that of ``kernel`` (length n odd), with eigenvalues the principal roots K̂^{1/L}."""
+    """The real full-size kernel whose correlation, applied ``depth`` times, is ``kernel``'s.
+
+    The kernel k is circular, ``kernel`` of odd length n, and k's eigenvalues are the
+    principal roots K̂^{1/L}.
+    """
     n = len(kernel)
     A = conv_matrix(kernel.reshape(1, 1, n), (n,), padding="circular")
     eig = np.fft.fft(A[:, 0])  # eigenvalues of the circulant matrix A
@@ -115,7 +121,9 @@ def _depth_mc(cell: dict) -> Estimate:
     layers, X = cell["layers"], cell["X"]
     # Y = the mask-free output: every mask has mean one, so E L(r) − L(1) = E‖f_r − f‖²
     Y = network.forward(layers, X)
-    return network.dropout_penalty_mc(layers, X, Y, n_masks=cell["n_masks"], seed=cell["seed"])
+    return network.dropout_penalty(
+        layers, X, Y=Y, method="mc", n_masks=cell["n_masks"], rng=cell["seed"]
+    )
 
 
 def _estimate_record(est: Estimate, mc_seed: int) -> dict:
@@ -130,8 +138,11 @@ def _estimate_record(est: Estimate, mc_seed: int) -> dict:
 
 
 def _depth_nets(seed: int) -> tuple[dict, dict]:
-    """The FC and conv settings of (k) from ``seed``: the map, the inputs, and each depth's
-    factors (all drawn from one generator, in this order)."""
+    """The FC and conv settings of (k) from ``seed``.
+
+    The map, the inputs, and each depth's factors, all drawn from one generator in this
+    order.
+    """
     rng = np.random.default_rng(seed)
     M = rng.standard_normal((FC_DIM, FC_DIM)) / np.sqrt(FC_DIM)
     X_fc = rng.standard_normal((N_SAMPLES, FC_DIM))
@@ -146,6 +157,20 @@ def _depth_nets(seed: int) -> tuple[dict, dict]:
 
 
 def compute_penalty_vs_depth(quick: bool, seed: int) -> dict:
+    """Data of figure (k) ``penalty_vs_depth``: the penalty of one map factored at depth 2…6.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_penalty_vs_depth` draws.
+    """
     n_masks = 1000 if quick else 10_000
     nets = dict(zip(("fc", "conv"), _depth_nets(seed)))
     # The panel × keep × depth grid of Monte Carlo runs, numbered in that order (for the seeds).
@@ -165,7 +190,10 @@ def compute_penalty_vs_depth(quick: bool, seed: int) -> dict:
                 for (p, q, _), cell, est in zip(grid, cells, estimates)
                 if p == panel and q == keep
             ]
-            exact = [network.dropout_penalty(cell["layers"], cell["X"]) for cell, _ in runs]
+            exact = [
+                float(network.dropout_penalty(cell["layers"], cell["X"], method="exact"))
+                for cell, _ in runs
+            ]
             mc = [_estimate_record(est, cell["seed"]) for cell, est in runs]
             series.append({"keep": keep, "exact": exact, "mc": mc})
         panels.append(
@@ -195,6 +223,7 @@ _DEPTH_TITLES = {
 
 
 def plot_penalty_vs_depth(data: dict) -> Figure:
+    """Draw figure (k) from the data of :func:`compute_penalty_vs_depth`."""
     from matplotlib.figure import Figure
     from matplotlib.legend_handler import HandlerTuple
 
@@ -281,6 +310,20 @@ def _attribution_net(seed: int) -> tuple[list[np.ndarray], np.ndarray]:
 
 
 def compute_penalty_attribution(quick: bool, seed: int) -> dict:
+    """Data of figure (l) ``penalty_attribution``: a deep conv net's penalty by layer.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_penalty_attribution` draws.
+    """
     weights, X = _attribution_net(seed)
     panels = []
     for masks, kind in ATTR_MASKS.items():
@@ -301,7 +344,7 @@ def compute_penalty_attribution(quick: bool, seed: int) -> dict:
                     "own_sum": float(np.sum(terms.own)),
                     "interaction": terms.interaction,
                     "mean_shift": terms.mean_shift,
-                    "total": terms.total,
+                    "total": terms.value,
                 }
             )
     return {
@@ -322,6 +365,7 @@ def _subset_label(subset: list[int]) -> str:
 
 
 def plot_penalty_attribution(data: dict) -> Figure:
+    """Draw figure (l) from the data of :func:`compute_penalty_attribution`."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 

@@ -51,6 +51,20 @@ def _train(task, keep: float, quick: bool, seed: int):
 
 
 def compute_fc_equalization(quick: bool, seed: int) -> dict:
+    """Data of figure (a) ``fc_equalization``: dropout training equalizes the hidden units.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_fc_equalization` draws.
+    """
     keep = 0.5
     task = linear_teacher(N_SAMPLES, TEACHER_SINGULAR_VALUES, DIM, DIM, NOISE, rng=seed)
     run = _train(task, keep, quick, seed + 1)
@@ -78,6 +92,7 @@ def _optimal_loss(task, M, keep: float) -> float:
 
 
 def plot_fc_equalization(data: dict) -> Figure:
+    """Draw figure (a) from the data of :func:`compute_fc_equalization`."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 3.8), layout="constrained")
@@ -136,6 +151,25 @@ def _spectrum_panel(cell: dict) -> dict:
 def compute_fc_spectrum(
     quick: bool, seed: int, sweep: Sweep | None = None, solver: str | None = None
 ) -> dict:
+    """Data of figure (b) ``fc_spectrum``: trained, closed-form and cvxpy singular values.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+    sweep : regtheory.sweep.Sweep, optional
+        Runs the grid of independent runs (``None``: serially); the data do not depend
+        on it.
+    solver : str, optional
+        cvxpy solver of the implied problems (``None``: Clarabel).
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_fc_spectrum` draws.
+    """
     task = linear_teacher(N_SAMPLES, TEACHER_SINGULAR_VALUES, DIM, DIM, NOISE, rng=seed)
     # one training run per keep, each with its own seed
     cells = [
@@ -147,6 +181,7 @@ def compute_fc_spectrum(
 
 
 def plot_fc_spectrum(data: dict) -> Figure:
+    """Draw figure (b) from the data of :func:`compute_fc_spectrum`."""
     from matplotlib.figure import Figure
 
     panels = data["panels"]

@@ -1,4 +1,4 @@
-r"""Figure of dropout on generalized linear models, on real data: is dropout an adaptive L2?
+r"""Figure of dropout on generalized linear models, on real data: dropout as an adaptive L2.
 
 (n) ``glm_adaptive_l2`` -- logistic regression with input dropout on scikit-learn's bundled
     breast-cancer data (569 tumours, 30 features) and on one pair of its 8×8 digits (3
@@ -112,9 +112,11 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 
 
 def _saa(X: np.ndarray, y: np.ndarray, keep: float, s: dict, seed: int) -> glm.GLMSolution:
-    """The SAA solution, doubling the draws (up to 8 times) while the sampled problem has no
-    minimiser: with few draws the masked copies of the samples can be separable although
-    the exact dropout problem has a minimiser."""
+    """The SAA solution, doubling the draws (up to 8 times) while it has no minimiser.
+
+    With few draws the masked copies of the samples can be separable although the exact
+    dropout problem has a minimiser.
+    """
     n_masks = s["n_masks_saa"]
     while True:
         try:
@@ -217,6 +219,20 @@ def _per_keep(X_raw, y, keep, s, seed) -> dict:
 
 
 def compute_glm_adaptive_l2(quick: bool, seed: int) -> dict:
+    """Data of figure (n) ``glm_adaptive_l2``: dropout on logistic regression against L2.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_glm_adaptive_l2` draws.
+    """
     s = _settings(quick)
     datasets = []
     for name, keeps in s["keeps"].items():
@@ -240,6 +256,7 @@ def _relative(values, reference):
 
 
 def plot_glm_adaptive_l2(data: dict) -> Figure:
+    """Draw figure (n) from the data of :func:`compute_glm_adaptive_l2`."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(15.0, 8.4), layout="constrained")
@@ -302,8 +319,9 @@ def plot_glm_adaptive_l2(data: dict) -> Figure:
                 vals = np.array([pk["cv"][name][metric] for pk in ds["per_keep"]])
                 mean = vals.mean(axis=1)
                 se = vals.std(axis=1, ddof=1) / np.sqrt(vals.shape[1])
+                label = f"{name}, {ds['name']}"
                 ax.errorbar(keeps + 0.004 * k, mean, se, color=color, ls=ls,
-                            marker=markers[k], capsize=3, label=f"{name}, {ds['name']}")  # fmt: skip
+                            marker=markers[k], capsize=3, label=label)  # fmt: skip
         ax.set_xlabel("keep θ")
         ax.legend(fontsize=7)
     ax_ll.set_ylabel(f"held-out log-loss ({data['n_folds']}-fold CV, mean ± s.e.)")

@@ -92,6 +92,22 @@ def _comparison(quick: bool, seed: int, train: bool, solver: str | None):
 
 
 def compute_implied_spectra(quick: bool, seed: int, solver: str | None = None) -> dict:
+    """Data of figure (h) ``implied_spectra``: spectra of the implied solutions.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+    solver : str, optional
+        cvxpy solver of the implied problems (``None``: Clarabel).
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_implied_spectra` draws.
+    """
     st, result, teacher_op = _comparison(quick, seed, train=False, solver=solver)
     return {
         "settings": st,
@@ -119,6 +135,7 @@ _SV_FLOOR = 1e-4  # singular values below it (zeros of a low-rank map) are drawn
 
 
 def plot_implied_spectra(data: dict) -> Figure:
+    """Draw figure (h) from the data of :func:`compute_implied_spectra`."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 4.2), layout="constrained")
@@ -183,6 +200,22 @@ def plot_implied_spectra(data: dict) -> Figure:
 
 
 def compute_trained_vs_implied(quick: bool, seed: int, solver: str | None = None) -> dict:
+    """Data of figure (i) ``trained_vs_implied``: training against the implied solutions.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+    solver : str, optional
+        cvxpy solver of the implied problems (``None``: Clarabel).
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_trained_vs_implied` draws.
+    """
     st, result, _ = _comparison(quick, seed, train=True, solver=solver)
     return {
         "settings": st,
@@ -205,6 +238,7 @@ def compute_trained_vs_implied(quick: bool, seed: int, solver: str | None = None
 
 
 def plot_trained_vs_implied(data: dict) -> Figure:
+    """Draw figure (i) from the data of :func:`compute_trained_vs_implied`."""
     from matplotlib.figure import Figure
 
     methods = data["methods"]
@@ -231,6 +265,22 @@ def plot_trained_vs_implied(data: dict) -> Figure:
 
 
 def compute_padding_gap(quick: bool, seed: int, solver: str | None = None) -> dict:
+    """Data of figure (j) ``padding_gap``: the zero-padding optimum against the circular one.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+    solver : str, optional
+        cvxpy solver of the implied problems (``None``: Clarabel).
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_padding_gap` draws.
+    """
     sizes = [5, 8] if quick else [5, 6, 8, 12, 16, 24, 32]
     keep, C, K, noise = 0.5, 3, 3, 0.1
     rows = []
@@ -279,6 +329,7 @@ def compute_padding_gap(quick: bool, seed: int, solver: str | None = None) -> di
 
 
 def plot_padding_gap(data: dict) -> Figure:
+    """Draw figure (j) from the data of :func:`compute_padding_gap`."""
     from matplotlib.figure import Figure
 
     rows = data["rows"]

@@ -78,8 +78,10 @@ VARIANTS: dict[str, MaskDistribution | None] = {
 
 
 def _settings(quick: bool) -> dict[str, Any]:
-    """Training budget and Monte Carlo sizes: quick mode trains less and averages the
-    penalty over fewer held-out digits."""
+    """Training budget and Monte Carlo sizes.
+
+    Quick mode trains less and averages the penalty over fewer held-out digits.
+    """
     return {
         "epochs": 1 if quick else 12,
         "batch_size": 128,
@@ -91,8 +93,10 @@ def _settings(quick: bool) -> dict[str, Any]:
 
 
 def _imports() -> tuple[Any, Any]:
-    """regtheory.pytorch (which imports torch) and sklearn's load_digits, or the install
-    command."""
+    """regtheory.pytorch (which imports torch) and sklearn's load_digits.
+
+    Without them, an error that gives the install command.
+    """
     try:
         from sklearn.datasets import load_digits
 
@@ -116,8 +120,11 @@ def digits_split(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 
 
 def digits_layers(masks: MaskDistribution | None, seed: int) -> list:
-    """The CNN as network layers, He-normal weights and zero biases from ``seed``
-    (the same for every ``masks``); ``masks`` at both dropout layers, none if None."""
+    """The CNN as network layers, He-normal weights and zero biases from ``seed``.
+
+    The weights are the same for every ``masks``; ``masks`` at both dropout layers, none
+    if None.
+    """
     rng = np.random.default_rng(seed + 1)
     c = CHANNELS
     w1 = rng.standard_normal((c, 1, 3, 3)) * np.sqrt(2.0 / 9)
@@ -136,21 +143,22 @@ def digits_layers(masks: MaskDistribution | None, seed: int) -> list:
 
 
 def _penalty(pytorch: Any, model: Any, X: np.ndarray, n_masks: int, seed: int) -> dict:
-    report = pytorch.dropout_penalty(model, X, n_masks=n_masks, seed=seed)
+    report = pytorch.dropout_penalty(model, X, n_masks=n_masks, rng=seed)
     layers = list(report.layers)
     first = next(i for i, layer in enumerate(layers) if isinstance(layer, network.Dropout))
     last_alone = layers[:first] + layers[first + 1 :]  # dropout B alone; linear after it
     return {
-        "method": report.method,
-        "total": report.total,
+        # the record keeps its first spelling: "monte carlo", and 0 draws when exact
+        "method": "monte carlo" if report.method == "mc" else report.method,
+        "total": report.value,
         "stderr": report.stderr,
-        "n_masks": report.n_masks,
+        "n_masks": report.n_masks or 0,
         "own": report.own,
         "own_stderr": report.own_stderr,
         "interaction": report.interaction,
         # the three estimates are independent
         "interaction_stderr": float(np.hypot(report.stderr, np.hypot(*report.own_stderr))),
-        "own_last_exact": network.dropout_penalty(last_alone, X),
+        "own_last_exact": float(network.dropout_penalty(last_alone, X, method="exact")),
         # the scale the penalty perturbs: (1/n) Σ_k ‖f(x_k)‖² of the mask-free logits
         "logit_energy": float(np.mean(np.sum(network.forward(layers, X) ** 2, axis=1))),
     }
@@ -160,7 +168,7 @@ def _taps(pytorch: Any, model: Any, X: np.ndarray, n_masks: int, seed: int) -> d
     from ..diagnostics import diagnose
 
     taps = diagnose(
-        pytorch.from_torch(model, input_shape=X.shape[1:]), X, n_masks=n_masks, seed=seed
+        pytorch.from_torch(model, input_shape=X.shape[1:]), X, n_masks=n_masks, rng=seed
     )
     (first,) = taps.convs  # only dropout A is read by a conv
     stderr = np.zeros(first.probability.shape) if first.stderr is None else first.stderr
@@ -175,8 +183,11 @@ def _taps(pytorch: Any, model: Any, X: np.ndarray, n_masks: int, seed: int) -> d
 
 
 def _reached_counts(maps: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
-    """n_ab(k, i): per digit k, channel i and tap (a, b), the positions q of the tap's
-    columns (q − d inside the map, zero padding) where map i of digit k is nonzero."""
+    """n_ab(k, i): the reached positions of each tap (a, b), per digit k and channel i.
+
+    The positions q of the tap's columns (q − d inside the map, zero padding) where map
+    i of digit k is nonzero.
+    """
     nonzero = maps != 0
     _, _, H, W = maps.shape
     kh, kw = kernel
@@ -190,8 +201,10 @@ def _reached_counts(maps: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
 
 
 def _starved_draws(maps, counts, masks, n_masks, rng) -> np.ndarray:
-    """Per draw (one mask per digit), the share of reached (digit, channel) pairs whose
-    reached positions were all dropped, per tap: (n_masks, kh, kw)."""
+    """Per draw and tap, the share of reached pairs whose reached positions were all dropped.
+
+    One mask per digit a draw; the pairs are (digit, channel); shape (n_masks, kh, kw).
+    """
     nonzero, reached = maps != 0, counts > 0
     kh, kw = counts.shape[2:]
     _, _, H, W = maps.shape
@@ -274,6 +287,20 @@ def _maps_before_first_dropout(pytorch: Any, model: Any, X: np.ndarray) -> tuple
 
 
 def compute_digits_dropout(quick: bool, seed: int) -> dict:
+    """Data of figure (m) ``digits_dropout``: a small CNN on the 8×8 digits.
+
+    Parameters
+    ----------
+    quick : bool
+        The quick mode of the figure: fewer points, draws or training steps.
+    seed : int
+        Seed of every random draw of the figure.
+
+    Returns
+    -------
+    dict
+        The JSON-serialisable data that :func:`plot_digits_dropout` draws.
+    """
     pytorch, _ = _imports()
     s = _settings(quick)
     X_train, y_train, X_test, y_test = digits_split(seed)
@@ -288,7 +315,7 @@ def compute_digits_dropout(quick: bool, seed: int) -> dict:
             epochs=s["epochs"],
             batch_size=s["batch_size"],
             lr=s["lr"],
-            seed=seed,
+            rng=seed,
             n_threads=1,
         )
         # the trained weights in float64 (regtheory.network), as every number below
@@ -356,6 +383,7 @@ def _plot_taps(ax_tap: Any, data: dict, dropped: list[dict]) -> None:
 
 
 def plot_digits_dropout(data: dict) -> Figure:
+    """Draw figure (m) from the data of :func:`compute_digits_dropout`."""
     from matplotlib.figure import Figure
 
     variants = data["variants"]

@@ -35,7 +35,7 @@ __all__ = ["k_support_norm_sq", "solve_fc_block"]
 
 
 def k_support_norm_sq(x: cp.Expression, k: int) -> tuple[cp.Expression, list]:
-    r"""cvxpy epigraph of the squared k-support norm :math:`\|x\|_{(k)}^2` of a vector expression.
+    r"""Cvxpy epigraph of the squared k-support norm :math:`\|x\|_{(k)}^2` of a vector expression.
 
     The variational form of McDonald, Pontil & Stamos [2] (the k-support norm of
     Argyriou, Foygel & Srebro [1] as a box norm),

@@ -225,7 +225,7 @@ def lifted_operator(
 
 
 def _check_end_to_end(w, image_shape):
-    """w as (C_out, C_in, 2kh−1, 2kw−1), the per-axis k, the (H, W), and whether 1-D."""
+    """W as (C_out, C_in, 2kh−1, 2kw−1), the per-axis k, the (H, W), and whether 1-D."""
     w = check_array(w, "w", ndim=(1, 2, 3, 4))
     one_d = w.ndim in (1, 3)
     w4 = w[None, None] if w.ndim <= 2 else w
@@ -554,7 +554,8 @@ def _moments(
     X: np.ndarray, Y: np.ndarray, k: tuple[int, int], hw: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, int]:
     """Second moments of the shifted inputs: G = FᵀF/N, B = FᵀY/N, mean ‖y‖², R with RᵀR = G,
-    and the number T of end-to-end taps (the data enter the problem only through these)."""
+    and the number T of end-to-end taps (the data enter the problem only through these).
+    """
     N, c_in, c_out = X.shape[0], X.shape[1], Y.shape[1]
     F = _shift_features(X, k, hw)  # (N, C_in, T, P)
     T = F.shape[2]

@@ -57,9 +57,8 @@ mask entry is ±1 there, so only the cross terms vary), 1.48 at keep 0.1 and
 0.5. The default number of draws, :func:`default_n_masks` (2,000, more where the
 rare events need them), therefore gives relative standard errors from 0.4 % (FC at
 keep 0.5) to 3.4 % (FC at keep 0.1 or 0.9) on such layers; the interval
-coverage of every estimator family is checked at keep 0.02 to 0.9, over 1000
-seeds at the fewest masks accepted and over 400 at 1000 masks, in
-tests/test_coverage.py.
+coverage of every estimator family is checked in the test suite at keep 0.02 to
+0.9, over 1000 seeds at the fewest masks accepted and over 400 at 1000 masks.
 
 References
 ----------

@@ -87,8 +87,10 @@ class Chunks:
         *,
         rows: int = 1,
     ) -> np.ndarray:
-        """The values (total,) of every item, or (rows, total) when ``fn`` returns ``rows``
-        values per item."""
+        """The values (total,) of every item.
+
+        Of shape (rows, total) when ``fn`` returns ``rows`` values per item.
+        """
         bounds = [(s, min(total, s + self.chunk)) for s in range(0, total, self.chunk)]
         key = None if rng is None else int(rng.integers(1 << 63))
         out = np.empty((rows, total))

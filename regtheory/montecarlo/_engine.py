@@ -113,7 +113,12 @@ class Engine:
         self.halves = 1 if gates is None else 2
         self.layers = _supported(layers, first)
         self.shared, self.deviation, self.white = shared, deviation, white is not None
-        shape = (1, *white) if white is not None else start.shape
+        if white is not None:
+            shape: tuple[int, ...] = (1, *white)
+        elif start is not None:
+            shape = start.shape
+        else:
+            raise ValueError("the engine needs the clean `start` or a `white` input shape")
         self.n = shape[0]
         self.one_d = len(shape) == 3
         self.grid: tuple[int, int, int, int] | None = None
@@ -127,14 +132,16 @@ class Engine:
             if margin is not None:
                 ph, pw = max(ph, margin[0]), max(pw, margin[1])
             self.grid = (H, W, ph, pw)
-            # the clean start in channel-first layout (C, n, H, W)
+            # the clean start in channel-first layout (C, n, H, W); nothing for white input
+            self.start = np.empty(0, dtype=self.dtype)
             if start is not None:
                 start = start.reshape(self.n, shape[1], H, W).transpose(1, 0, 2, 3)
-                start = np.ascontiguousarray(start, dtype=self.dtype)
-            self.start = start
+                self.start = np.ascontiguousarray(start, dtype=self.dtype)
             rows = [w.shape[2] * w.shape[3] * min(w.shape[:2]) for w in kernels]
             per_image = (max(rows, default=1) + shape[1]) * (H + 2 * ph) * (W + 2 * pw)
         else:
+            if start is None:
+                raise ValueError("white input is drawn on feature maps (C, H, W) or (C, L)")
             self.start = start.reshape(self.n, -1).astype(self.dtype)
             widths = [len(w) for w in self.weights if w is not None] + [self.start.shape[1]]
             per_image = 4 * max(widths)
@@ -145,8 +152,10 @@ class Engine:
         self.chunks = Chunks(chunk * self.n if shared else chunk, workers)
 
     def _layout(self, gate: np.ndarray) -> np.ndarray:
-        """A gate (n, ...) in the engine's layout: (C, n, Hp, Wp) on the grid, zero on the
-        border, or (n, d)."""
+        """A gate (n, ...) in the engine's layout.
+
+        (C, n, Hp, Wp) on the grid, zero on the border, or (n, d).
+        """
         if gate.ndim == 2 or self.grid is None:  # after a Linear: vectors
             return gate.reshape(self.n, -1).astype(self.dtype)
         H, W, ph, pw = self.grid
@@ -161,10 +170,15 @@ class Engine:
             return np.ascontiguousarray(Y, dtype=self.dtype)
         return Y.reshape(self.n, -1).astype(self.dtype)
 
-    def losses(self, Y: np.ndarray, draws: int, rng: np.random.Generator | None) -> np.ndarray:
-        """Squared loss of each (draw, sample), (draws, n), summed in float64; ``rng=None``
-        runs the clean network (every mask 1). ``Y`` comes from :meth:`targets`. With
-        ``gates`` the twin's losses follow: (2, draws, n)."""
+    def losses(
+        self, Y: np.ndarray | None, draws: int, rng: np.random.Generator | None
+    ) -> np.ndarray:
+        """Squared loss of each (draw, sample), (draws, n), summed in float64.
+
+        ``rng=None`` runs the clean network (every mask 1). ``Y`` comes from
+        :meth:`targets`. With
+        ``gates`` the twin's losses follow: (2, draws, n).
+        """
 
         def chunk(start, stop, gen, scratch):
             return self._chunk_losses(Y, start, stop, gen, scratch)
@@ -175,8 +189,11 @@ class Engine:
     # ------------------------------------------------------------------ one chunk
 
     def _chunk_losses(self, Y, start, stop, rng, work: Scratch) -> np.ndarray:
-        """The losses of images start..stop (and, with gates, of their gate-frozen twins,
-        the second half of every array, under the same masks)."""
+        """The losses of images start..stop.
+
+        With gates, also those of their gate-frozen twins, the second half of every array,
+        under the same masks.
+        """
         m = stop - start
         images = self.halves * m
         grid = None if self.grid is None else Grid(images, *self.grid)
@@ -256,11 +273,14 @@ class Engine:
         return z
 
     def _mask(self, t: int, masks, channels: int, grid, m: int, rng, work: Scratch):
-        """The masks of Dropout ``t`` for a chunk of m images, in the form ``_apply`` takes:
+        """The masks of Dropout ``t`` for a chunk of m images, in the form ``_apply`` takes.
+
         0/1 numbers in the dtype for Bernoulli masks (on every grid position: the padding
         overwrites the border), else the sampled masks; minus their mean (kept − θ, m − 1)
-        with ``deviation``."""
+        with ``deviation``.
+        """
         draws = m // self.n if self.shared else m
+        shape: tuple[int, ...]
         if grid is None:
             shape = (m, channels)
         elif self.shared:
@@ -339,8 +359,11 @@ class Engine:
         return losses if self.halves == 1 else losses.reshape(2, stop - start)
 
     def _gaps(self, z, grid, R, m: int, work: Scratch) -> np.ndarray:
-        """Loss gaps ``‖d‖² − 2⟨r, d⟩`` of the images of a chunk (``deviation``): ``z`` holds
-        the output perturbations d, ``R`` the residuals (C, n, H, W) or None (r = 0)."""
+        """Loss gaps ``‖d‖² − 2⟨r, d⟩`` of the images of a chunk (``deviation``).
+
+        ``z`` holds the output perturbations d, ``R`` the residuals (C, n, H, W) or None
+        (r = 0).
+        """
         d = grid.inner(z)
         sq = work("sq", d.shape, self.dtype)
         gaps = np.square(d, out=sq).sum(axis=(0, 2, 3), dtype=np.float64)
@@ -383,14 +406,17 @@ def _halves(a: np.ndarray, count: int, axis: int) -> list[np.ndarray]:
 
 
 def _fold_scales(layers, dtype, *, divide: bool = False) -> tuple[list, list]:
-    """Per position: the Conv or Linear weight in ``dtype`` (None elsewhere), and whether
-    a Bernoulli dropout scales its own masks by 1/keep.
+    """Per position, the Conv or Linear weight in ``dtype`` and whether a dropout scales.
+
+    The weight is None elsewhere; the flag says whether a Bernoulli dropout scales its
+    own masks by 1/keep.
 
     The 1/keep of a Bernoulli dropout is folded into the next Conv or Linear weight when
     only ReLUs (positively homogeneous) and other masks lie between: one pass less over
     the maps. An Elementwise layer, a DropConnect or the output ends that path. The weight
     is multiplied by the product of the 1/keep, or with ``divide`` divided by the product
-    of the keeps (the rounding of the two-layer conv estimator, whose numbers it keeps)."""
+    of the keeps (the rounding of the two-layer conv estimator, whose numbers it keeps).
+    """
     weights: list = [None] * len(layers)
     scaled = [False] * len(layers)
     pending: list[int] = []
@@ -415,8 +441,10 @@ def _fold_scales(layers, dtype, *, divide: bool = False) -> tuple[list, list]:
 
 
 def _tile(dst: np.ndarray, src: np.ndarray, start: int, n: int, axis: int) -> None:
-    """``dst`` ← entries ``start, start + 1, …`` (mod n) of ``src`` along ``axis``: the
-    samples of consecutive (draw, sample) images."""
+    """``dst`` ← entries ``start, start + 1, …`` (mod n) of ``src`` along ``axis``.
+
+    These are the samples of consecutive (draw, sample) images.
+    """
     count, done = dst.shape[axis], 0
     while done < count:
         k = (start + done) % n

@@ -1,6 +1,8 @@
-"""The mean of i.i.d. penalty draws with an honest interval, and the number of draws
-the interval needs (:func:`estimate`, :func:`min_draws`, :func:`default_n_masks`); the
-method is described in the docstring of :mod:`regtheory.montecarlo`."""
+"""The mean of i.i.d. penalty draws with an honest interval, and the draws it needs.
+
+:func:`estimate`, :func:`min_draws` and :func:`default_n_masks`; the method is described
+in the docstring of :mod:`regtheory.montecarlo`.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ from .._validation import (
 
 __all__ = ["DEFAULT_N_MASKS", "Estimate", "default_n_masks", "estimate", "min_draws"]
 
-# Expected number of rare mask events an honest interval needs (see the docstring of regtheory.montecarlo
-# and min_draws): the smallest whole number for which the interval of Estimate.ci covers
-# 94-97.5 % for two-valued draws and 93-97 % for the draws of a Gaussian-input conv layer.
+# Expected number of rare mask events an honest interval needs (see the docstrings of
+# regtheory.montecarlo and min_draws): the smallest whole number for which the interval of
+# Estimate.ci covers 94-97.5 % for two-valued draws and 93-97 % for the draws of a
+# Gaussian-input conv layer.
 RARE_EVENTS = 14
 
 
@@ -168,8 +171,11 @@ def estimate(
 
 
 def _power_of_two_unit(values: np.ndarray) -> float:
-    """1, or for draws beyond 2^64 the power of two near the largest: the cube of a draw
-    of 1e103 overflows float64, and dividing by a power of two rounds nothing."""
+    """1, or for draws beyond 2^64 the power of two near the largest.
+
+    The cube of a draw of 1e103 overflows float64, and dividing by a power of two rounds
+    nothing.
+    """
     top = float(np.max(np.abs(values)))
     return 1.0 if top <= 2.0**64 else float(2.0 ** np.frexp(top)[1])
 
@@ -206,6 +212,12 @@ def min_draws(event_probabilities: ArrayLike) -> int:
     -------
     int
         :math:`n_{\min}`; 2 when no event is random (the draws are then all equal).
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``event_probabilities`` is not a finite real scalar or 1-D array of
+        numbers in [0, 1].
 
     Examples
     --------

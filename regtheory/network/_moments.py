@@ -90,6 +90,7 @@ References
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,11 +98,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._dropblock import dropblock_moments
-from ._validation import InvalidParameterError, check_array
-from .conv import conv2d
-from .layers import Conv, DropConnect, Dropout, Flatten, Graph, Linear, Multiply, Node, ReLU
-from .masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
+from .._dropblock import dropblock_moments
+from .._validation import InvalidParameterError, check_array
+from ..conv import conv2d
+from ..layers import Conv, DropConnect, Dropout, Flatten, Graph, Linear, Multiply, Node, ReLU
+from ..masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
 
 __all__ = [
     "PenaltyTerms",
@@ -124,7 +125,8 @@ def _streamed(op: Node) -> bool:
 def _ends_phase(ops: Sequence[Node], t: int) -> bool:
     """Whether node t ends the conv phase: a Linear or DropConnect, or a linear node the
     phase does not stream (pooling, a strided convolution, a Reshape), which is then read
-    through its matrix. A Flatten right before a Linear (or at the end) changes nothing."""
+    through its matrix. A Flatten right before a Linear (or at the end) changes nothing.
+    """
     op = ops[t]
     if isinstance(op, (Linear, DropConnect)):
         return True
@@ -136,7 +138,8 @@ def _ends_phase(ops: Sequence[Node], t: int) -> bool:
 
 def _matrix(op: Node, shape: tuple[int, ...]) -> np.ndarray:
     """The matrix (d_out, d_in) of a linear node's ``apply`` on inputs of ``shape``, from
-    its responses to the unit vectors, in chunks of fixed memory."""
+    its responses to the unit vectors, in chunks of fixed memory.
+    """
     d = int(np.prod(shape))
     step = max(1, _CHUNK_ENTRIES // d)
     columns = []
@@ -150,7 +153,8 @@ def _matrix(op: Node, shape: tuple[int, ...]) -> np.ndarray:
 def freeze_gates(graph: Graph, gates: Sequence[np.ndarray]) -> Graph:
     """The graph with every non-linearity after the first random node replaced, in order,
     by the fixed multiplier of ``gates`` (one array per such non-linearity, the shape of
-    its features for a single sample): the gate-frozen network, linear after that node."""
+    its features for a single sample): the gate-frozen network, linear after that node.
+    """
     first = graph.random_positions[0]
     later = [
         t for t in range(first + 1, len(graph)) if graph[t].elementwise and not graph[t].linear
@@ -176,8 +180,8 @@ class PenaltyTerms:
 
     Attributes
     ----------
-    total : float
-        :math:`P = \mathbb E_r L(r) - L(\mathbf 1)`.
+    value : float
+        :math:`P = \mathbb E_r L(r) - L(\mathbf 1)` (``total`` is its deprecated name).
     mean_shift : float
         Loss change of the network whose masks are replaced by their means; 0 when
         every mask has mean one (all but DropBlock's ideal masks).
@@ -190,7 +194,7 @@ class PenaltyTerms:
         layers at their mean mask), a larger subset's is an interaction term.
     """
 
-    total: float
+    value: float
     mean_shift: float
     layers: tuple[int, ...]
     subsets: tuple[tuple[int, ...], ...]
@@ -200,6 +204,16 @@ class PenaltyTerms:
         values = np.array(self.values, dtype=float)
         values.setflags(write=False)
         object.__setattr__(self, "values", values)
+
+    @property
+    def total(self) -> float:
+        """Deprecated name of ``value``."""
+        warnings.warn(
+            "PenaltyTerms.total is deprecated; use PenaltyTerms.value",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.value
 
     @property
     def own(self) -> np.ndarray:
@@ -244,7 +258,8 @@ def _lag_slices(
     shape: tuple[int, ...], lag: Sequence[int]
 ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     """Slices (q, q + lag) over the trailing spatial axes of ``shape``, for every q with
-    q + lag inside (the leading axes whole)."""
+    q + lag inside (the leading axes whole).
+    """
     dst: list[slice] = [slice(None)] * (len(shape) - len(lag))
     src = list(dst)
     for n, d in zip(shape[len(shape) - len(lag) :], lag):
@@ -263,7 +278,8 @@ def _shift(z: np.ndarray, lag: Sequence[int]) -> np.ndarray:
 
 def _band_dot(left: np.ndarray, right: np.ndarray, lag: Sequence[int]) -> np.ndarray:
     """Σ_r left_r[..., q] right_r[..., q + lag] (zero where q + lag is outside), without
-    shifted copies: the band of Σ_r a_r b_rᵀ at one lag."""
+    shifted copies: the band of Σ_r a_r b_rᵀ at one lag.
+    """
     out = np.zeros(left.shape[1:])
     dst, src = _lag_slices(left.shape, lag)
     out[dst[1:]] = np.einsum("r...,r...->...", left[dst], right[src])
@@ -272,7 +288,8 @@ def _band_dot(left: np.ndarray, right: np.ndarray, lag: Sequence[int]) -> np.nda
 
 def _period(n: int, need: int, circular: bool) -> int:
     """Spacing of one colour class along an axis of length n: at least ``need``; for
-    circular padding a divisor of n (the classes wrap around); n means one impulse."""
+    circular padding a divisor of n (the classes wrap around); n means one impulse.
+    """
     if need >= n:
         return n
     if not circular:
@@ -292,7 +309,8 @@ def _class_patterns(spatial: tuple[int, ...], periods: Sequence[int]) -> np.ndar
 
 def _colour_rows(values: np.ndarray, pattern: np.ndarray, rows: range) -> np.ndarray:
     """Coloured probes ``rows`` of ``values`` (C, *spatial): probe i is values restricted to
-    channel i // n_classes and to the positions of class i % n_classes."""
+    channel i // n_classes and to the positions of class i % n_classes.
+    """
     index = np.arange(rows.start, rows.stop)
     channel, colour = np.divmod(index, len(pattern))
     out = np.zeros((len(index), *values.shape))
@@ -302,7 +320,8 @@ def _colour_rows(values: np.ndarray, pattern: np.ndarray, rows: range) -> np.nda
 
 def _split_conv(z: np.ndarray, op: Conv) -> np.ndarray:
     """The convolution ``op`` of every probe of z (r, C, *spatial) cut to each channel:
-    (r·C, C_out, *spatial), probe (r, c) = op(P_c z_r) = w[:, c] ∗ z_r[c]."""
+    (r·C, C_out, *spatial), probe (r, c) = op(P_c z_r) = w[:, c] ∗ z_r[c].
+    """
     per_channel = [
         conv2d(z[:, c : c + 1], op.weight[:, c : c + 1], padding=op.padding)
         for c in range(z.shape[1])
@@ -329,7 +348,7 @@ def _mask_kind(masks: MaskDistribution, shape: tuple[int, ...]) -> str:
         if masks.normalize != "ideal":
             raise InvalidParameterError(
                 "DropBlock with normalize='torchvision' (the random normaliser numel/sum(kept)) "
-                "has no exact form; estimate it with regtheory.network.dropout_penalty_mc"
+                "has no exact form; estimate it by Monte Carlo (method='mc')"
             )
         if vector:
             raise InvalidParameterError(
@@ -342,7 +361,7 @@ def _mask_kind(masks: MaskDistribution, shape: tuple[int, ...]) -> str:
         return "element" if vector else "channel"
     raise InvalidParameterError(
         f"no exact second moments are known for masks of type {type(masks).__name__}; "
-        "estimate the penalty with regtheory.network.dropout_penalty_mc"
+        "estimate the penalty by Monte Carlo (method='mc')"
     )
 
 
@@ -376,7 +395,8 @@ def _dropblock_moments(
 @dataclass(frozen=True)
 class _Segment:
     """What a state born at a mask meets before the next fully connected layer (or the
-    output): the spacing its colour classes need per spatial axis, and the padding."""
+    output): the spacing its colour classes need per spatial axis, and the padding.
+    """
 
     need: tuple[int, ...]
     circular: bool
@@ -414,7 +434,8 @@ class _Pending:
     r"""A coloured state reaching the fully connected layer that ends the conv phase: its
     origin D (``("diag", s)`` or ``("band", {lag: x})``), the linear steps A since (convs,
     ``("scale", mean)``, ``("split",)``) and its weight w, so that it arrives as
-    :math:`w\,W A D A^\top W^\top`."""
+    :math:`w\,W A D A^\top W^\top`.
+    """
 
     origin: tuple[str, Any]
     steps: tuple[Any, ...]
@@ -424,7 +445,8 @@ class _Pending:
 def _pullback(pending: _Pending, weight: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     r""":math:`w\,W S W^\top` of a coloured state, exactly: :math:`S = \sum_g A_g D A_g^\top`,
     one branch g per channel split, so :math:`W S W^\top = \sum_g (W A_g) D (W A_g)^\top`;
-    the rows of :math:`W A_g` are the adjoint steps applied to the rows of W."""
+    the rows of :math:`W A_g` are the adjoint steps applied to the rows of W.
+    """
     d = weight.shape[0]
     g = weight.reshape(1, d, *shape)
     for step in reversed(pending.steps):
@@ -634,7 +656,8 @@ class _ConvPhase:
 @dataclass
 class _State:
     """A subset's second moment on vectors: ``dense`` (d, d), or for the empty subset the
-    samples themselves (``samples`` (n, d), S = w Σ_k z_k z_kᵀ)."""
+    samples themselves (``samples`` (n, d), S = w Σ_k z_k z_kᵀ).
+    """
 
     subset: tuple[int, ...]
     weight: float = 1.0
@@ -679,7 +702,8 @@ class _State:
 
     def through(self, op: Node, shape: tuple[int, ...]) -> None:
         """S ← B S Bᵀ for a linear node B on inputs of ``shape`` (its ``apply`` on the rows
-        of S, twice); the samples of the empty subset go through its ``forward``."""
+        of S, twice); the samples of the empty subset go through its ``forward``.
+        """
         if self.dense is not None:
             half = op.apply(self.dense.reshape(-1, *shape)).reshape(len(self.dense), -1)
             self.dense = op.apply(half.T.reshape(-1, *shape)).reshape(half.shape[1], -1)
@@ -694,7 +718,8 @@ def _fc_phase(
 ) -> list[_State]:
     """Walk ops[start:] on vector features: S ← W S Wᵀ, masks λ Diag(diag S) (elementwise,
     Gaussian and channel masks alike on vectors), DropConnect λ Diag((W∘W) diag S); any
-    other linear node through its ``apply`` (``shapes[t]``: the input shape of node t)."""
+    other linear node through its ``apply`` (``shapes[t]``: the input shape of node t).
+    """
     for t in range(start, len(ops)):
         op = ops[t]
         if isinstance(op, Linear):
@@ -735,7 +760,7 @@ def _refuse(graph: Graph, t: int, first: int, why: str) -> InvalidParameterError
     return InvalidParameterError(
         f"the exact penalty cannot pass `layers[{t}]` ({graph[t].name}) after the first "
         f"random layer (position {first}): {why}; estimate it by Monte Carlo "
-        "(regtheory.network.dropout_penalty_mc)"
+        "(method='mc')"
     )
 
 
@@ -743,7 +768,8 @@ def _check_exact(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> int:
     """Position of the first random node, after checking that the network is linear and
     a chain after it, and that the conv phase streams every node it meets.
 
-    ``shapes[t]`` is the input shape of node t."""
+    ``shapes[t]`` is the input shape of node t.
+    """
     if not graph.random_positions:
         raise InvalidParameterError(
             "the network has no Dropout layer: the penalty would be zero by definition"
@@ -763,7 +789,7 @@ def _check_exact(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> int:
             raise InvalidParameterError(
                 f"the {kind} layer at position {first} feeds a non-linearity ({after} after "
                 "it): the output is then not multilinear in the masks and the penalty has no "
-                "exact form; estimate it with regtheory.network.dropout_penalty_mc"
+                "exact form; estimate it by Monte Carlo (method='mc')"
             )
         if not (op.linear or op.random):
             raise _refuse(graph, t, first, "after it the network must be linear in the masks")
@@ -786,13 +812,14 @@ def _check_masks(graph: Graph, shapes: tuple[tuple[int, ...], ...], first: int) 
                 f"the exact penalty cannot pass `layers[{t}]` (Dropout with DropBlock masks) "
                 "once the maps are read through a dense second moment (after pooling, a "
                 "strided convolution or a fully connected layer); estimate it by Monte "
-                "Carlo (regtheory.network.dropout_penalty_mc)"
+                "Carlo (method='mc')"
             )
 
 
 def exact_refusal(graph: Graph, input_shape: tuple[int, ...]) -> str | None:
     """Why the exact penalty cannot take ``graph`` on samples of ``input_shape`` (the
-    message of the error it would raise), or None when it can."""
+    message of the error it would raise), or None when it can.
+    """
     outs = graph.shapes(input_shape)
     try:
         _check_exact(graph, (tuple(input_shape), *outs[:-1]))
@@ -863,7 +890,7 @@ def dropout_penalty_terms(graph: Graph, X: ArrayLike, Y: ArrayLike | None = None
     for squared loss and independent masks, one per sample and dropout layer.
 
     Conditions: every non-linearity comes before the first dropout (or DropConnect)
-    layer, else ``InvalidParameterError`` (use ``network.dropout_penalty_mc``); masks
+    layer, else ``InvalidParameterError`` (use ``method="mc"``); masks
     are :class:`~regtheory.masks.Bernoulli`, :class:`~regtheory.masks.Gaussian`,
     :class:`~regtheory.masks.Channel`, :class:`~regtheory.masks.DropBlock` (ideal
     normaliser) or DropConnect on a fully connected layer.
@@ -922,7 +949,7 @@ def dropout_penalty_terms(graph: Graph, X: ArrayLike, Y: ArrayLike | None = None
     subsets = _subset_order(traces)
     values = np.array([traces[t] for t in subsets])
     return PenaltyTerms(
-        total=mean_shift + float(np.sum(values)),
+        value=mean_shift + float(np.sum(values)),
         mean_shift=mean_shift,
         layers=graph.random_positions,
         subsets=tuple(subsets),
