@@ -71,8 +71,11 @@ def _unit(size: int, index: int, sign: float) -> np.ndarray:
 
 
 def logistic_structure(X: np.ndarray, y: np.ndarray, intercept: bool) -> Recession | None:
-    """The exact logistic dropout objective at keep < 1: constant labels, or one feature
-    that separates the labels at 0 (the other features cannot help or spoil it)."""
+    """Recession of the exact logistic dropout objective at keep < 1.
+
+    Constant labels, or one feature that separates the labels at 0 (the other features
+    cannot help or spoil it).
+    """
     d = X.shape[1]
     sign = 2.0 * y - 1.0
     if intercept and np.all(sign == sign[0]):
@@ -101,8 +104,11 @@ def logistic_structure(X: np.ndarray, y: np.ndarray, intercept: bool) -> Recessi
 
 
 def poisson_structure(X: np.ndarray, y: np.ndarray, intercept: bool) -> Recession | None:
-    """The exact Poisson dropout objective at keep < 1: every count 0, or one feature that
-    vanishes on every positive count and has one sign on the zero counts."""
+    """Recession of the exact Poisson dropout objective at keep < 1.
+
+    Every count 0, or one feature that vanishes on every positive count and has one sign
+    on the zero counts.
+    """
     d = X.shape[1]
     positive = y > 0.0
     if intercept and not positive.any():
@@ -294,9 +300,11 @@ MAX_LP_ENTRIES = 1 << 15
 def confirm_minimiser(
     design: Design, family: str, intercept: bool, beta: np.ndarray | None, b: float
 ) -> None:
-    """After a sample-average solve (``beta`` None: the solve failed), establish that its
-    minimum is attained, or raise :class:`NoMinimiserError` with a direction, or (the
-    question too big for the linear program) :class:`SolverFailedError`."""
+    """Establish after a sample-average solve that its minimum is attained.
+
+    ``beta`` None: the solve failed. Else raise :class:`NoMinimiserError` with a
+    direction, or (the question too big for the linear program) :class:`SolverFailedError`.
+    """
     if beta is not None and dual_point_exists(design, family, intercept, beta, b):
         return
     terms = design.rows.shape[0]

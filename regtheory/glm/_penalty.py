@@ -194,6 +194,10 @@ def dropout_penalty(
     NumericalOverflowError
         If the penalty leaves the range of float64.
 
+    See Also
+    --------
+    quadratic_penalty, gaussian_penalty, solve_dropout
+
     Examples
     --------
     >>> X = np.array([[1.0, 2.0], [-1.0, 0.5]])
@@ -203,9 +207,6 @@ def dropout_penalty(
     >>> exact.is_exact, bool(np.isclose(exact, lam / 2 * np.mean((X**2) @ beta**2)))
     (True, True)
 
-    See Also
-    --------
-    quadratic_penalty, gaussian_penalty, solve_dropout
     """
     beta, X, keep, fam, offset = check_model(beta, X, keep, family, offset)
     chosen = _method(method)
@@ -246,13 +247,33 @@ def quadratic_penalty(
 
     Parameters
     ----------
-    beta, X, keep, family, offset
-        As in :func:`dropout_penalty`.
+    beta : array (d,)
+        Coefficients.
+    X : array (n, d)
+        Inputs, one sample per row.
+    keep : float
+        Retain probability θ in (0, 1].
+    family : {"gaussian", "logistic", "poisson"}
+        Cumulant A: z²/2, log(1 + e^z), e^z.
+    offset : float
+        The intercept b, added to every score; never dropped.
 
     Returns
     -------
     Penalty
         The approximation, a float (``method="quadratic"``).
+
+    Raises
+    ------
+    InvalidParameterError
+        If an input is malformed.
+    NumericalOverflowError
+        If the approximation leaves the range of float64.
+
+    References
+    ----------
+    S. Wager, S. Wang, P. Liang, Dropout Training as Adaptive Regularization, NeurIPS
+    2013, eq. (8).
 
     Examples
     --------
@@ -261,10 +282,6 @@ def quadratic_penalty(
     >>> bool(np.isclose(q, dropout_penalty(beta, X, 0.8, family="gaussian")))
     True
 
-    References
-    ----------
-    S. Wager, S. Wang, P. Liang, Dropout Training as Adaptive Regularization, NeurIPS
-    2013, eq. (8).
     """
     beta, X, keep, fam, offset = check_model(beta, X, keep, family, offset)
     return _quadratic(beta, X, keep, fam, offset)
@@ -302,8 +319,16 @@ def gaussian_penalty(
 
     Parameters
     ----------
-    beta, X, keep, family, offset
-        As in :func:`dropout_penalty`.
+    beta : array (d,)
+        Coefficients.
+    X : array (n, d)
+        Inputs, one sample per row.
+    keep : float
+        Retain probability θ in (0, 1].
+    family : {"gaussian", "logistic", "poisson"}
+        Cumulant A: z²/2, log(1 + e^z), e^z.
+    offset : float
+        The intercept b, added to every score; never dropped.
     n_nodes : int
         Quadrature nodes (exact for polynomials of degree below 2·n_nodes).
 
@@ -312,6 +337,17 @@ def gaussian_penalty(
     Penalty
         The approximation, a float (``method="gaussian"``).
 
+    Raises
+    ------
+    InvalidParameterError
+        If an input is malformed.
+    NumericalOverflowError
+        If the approximation leaves the range of float64.
+
+    References
+    ----------
+    S. Wang, C. Manning, Fast dropout training, ICML 2013.
+
     Examples
     --------
     >>> X, beta = np.array([[1.0, 2.0], [-1.0, 0.5]]), np.array([0.3, -0.2])
@@ -319,9 +355,6 @@ def gaussian_penalty(
     >>> bool(np.isclose(g, dropout_penalty(beta, X, 0.8, family="gaussian")))
     True
 
-    References
-    ----------
-    S. Wang, C. Manning, Fast dropout training, ICML 2013.
     """
     beta, X, keep, fam, offset = check_model(beta, X, keep, family, offset)
     n_nodes = check_int(n_nodes, "n_nodes")

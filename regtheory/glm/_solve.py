@@ -70,8 +70,9 @@ _HINTS = {
 
 @dataclass(frozen=True, kw_only=True)
 class GLMSolution(Solution):
-    r"""A solution of the dropout problem of a GLM (:func:`solve_dropout`), a
-    :class:`regtheory.implied.Solution`.
+    r"""A solution of the dropout problem of a GLM (:func:`solve_dropout`).
+
+    A :class:`regtheory.implied.Solution` with the coefficients.
 
     Attributes
     ----------
@@ -143,8 +144,10 @@ def _gradient(design: Design, family, intercept, ridge, beta, b) -> np.ndarray:
 
 
 class _LBFGSProblem:
-    """scipy's L-BFGS-B on a design's objective plus a ridge, as a rung of the ladder
-    (``solve`` and ``status`` as a cvxpy problem has them)."""
+    """Scipy's L-BFGS-B on a design's objective plus a ridge, as a rung of the ladder.
+
+    It has ``solve`` and ``status`` as a cvxpy problem has them.
+    """
 
     def __init__(self, design: Design, family: str, intercept: bool, ridge: np.ndarray):
         self.design, self.family, self.intercept, self.ridge = design, family, intercept, ridge
@@ -340,7 +343,7 @@ def solve_dropout(
     solver: str | None = None,
     solver_options: dict | None = None,
 ) -> GLMSolution:
-    r"""Minimise the dropout objective of a GLM with cvxpy: exactly, by sampling, or to second order.
+    r"""Minimise the dropout objective of a GLM: exactly, by sampling, or to second order.
 
     .. math:: \min_{\beta, b}\ \frac1n \sum_i \mathbb E_r A(\tilde x_i\cdot\beta + b)
               - y_i (x_i\cdot\beta + b)
@@ -389,6 +392,7 @@ def solve_dropout(
     Returns
     -------
     GLMSolution
+        The solution, its objective, and the rung and gradient norm that certify it.
 
     Raises
     ------
@@ -400,6 +404,10 @@ def solve_dropout(
         :data:`MAX_FIXED_POINT_STEPS` steps, or a large sample average's does not
         certify that its minimum is attained.
 
+    References
+    ----------
+    S. Wager, S. Wang, P. Liang, Dropout Training as Adaptive Regularization, NeurIPS 2013.
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
@@ -409,9 +417,6 @@ def solve_dropout(
     >>> sol.status, sol.solver, sol.n_terms, bool(sol.gradient_norm <= GRADIENT_TOL)
     ('optimal', 'CLARABEL (tight)', 320, True)
 
-    References
-    ----------
-    S. Wager, S. Wang, P. Liang, Dropout Training as Adaptive Regularization, NeurIPS 2013.
     """
     start = time.perf_counter()
     X = check_array(X, "X", ndim=2)

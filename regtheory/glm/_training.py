@@ -101,8 +101,12 @@ def dropout_sgd(
 
     Parameters
     ----------
-    X, y, keep, family, intercept
-        As in :func:`solve_dropout`.
+    X : array (n, d)
+        Inputs, one sample per row.
+    y : array (n,)
+        Responses: real (gaussian), 0/1 labels (logistic), counts (poisson).
+    keep : float
+        Retain probability θ in (0, 1].
     steps : int
         Gradient steps.
     lr : float
@@ -110,6 +114,10 @@ def dropout_sgd(
     rng : int, numpy.random.Generator or None
         Source of minibatches and masks (``seed=`` is a deprecated alias; ``steps``,
         ``lr`` and ``rng`` were positional before and still are, with a warning).
+    family : {"gaussian", "logistic", "poisson"}
+        The family of :func:`solve_dropout`.
+    intercept : bool
+        Fit an intercept b (default) or fix b = 0.
     batch_size : int, optional
         Samples per step (default all; masks are still sampled).
     lr_decay : float, optional
@@ -120,6 +128,7 @@ def dropout_sgd(
     Returns
     -------
     GLMTrainingResult
+        The final coefficients and the recorded history.
 
     Raises
     ------
