@@ -70,6 +70,17 @@ def _sgd_step(X, y, keep, family, intercept):
     return step
 
 
+def _recorded_objective(X, y, keep, family):
+    """The exact dropout objective L + R at the SGD parameters (β, b), for the records."""
+    design = plain_design(X, y)
+
+    def objective(params: _sgd.Params) -> float:
+        beta, b = params[0], float(params[1][0])
+        return design.objective(beta, b, family) + exact_penalty(beta, X, keep, b, family)
+
+    return objective
+
+
 @keyword_only(3)
 @transition_to_rng
 def dropout_sgd(
@@ -94,10 +105,9 @@ def dropout_sgd(
     .. math:: \ell_t = \frac1{|B_t|}\sum_{k \in B_t} A(\tilde x_k\cdot\beta + b)
               - y_k(\tilde x_k\cdot\beta + b), \qquad \tilde x_k = x_k\circ r_k/\theta,
 
-    whose expectation is the dropout objective :math:`L + R` minimised by
-    :func:`solve_dropout`; the step :math:`\eta/(1 + t/\tau)` decays with ``lr_decay`` = τ
-    (Robbins–Monro), so the iterates settle on its solution. The loop is the one of
-    :mod:`regtheory.training` (minibatch, then masks, from the one generator).
+    whose expectation is the dropout objective :math:`L + R` of :func:`solve_dropout`; the
+    step :math:`\eta/(1 + t/\tau)` decays with ``lr_decay`` = τ (Robbins–Monro), so the
+    iterates settle on its solution (the loop of :mod:`regtheory.training`).
 
     Parameters
     ----------
@@ -112,8 +122,8 @@ def dropout_sgd(
     lr : float
         Initial step size η > 0.
     rng : int, numpy.random.Generator or None
-        Source of minibatches and masks (``seed=`` is a deprecated alias; ``steps``,
-        ``lr`` and ``rng`` were positional before and still are, with a warning).
+        Source of minibatches and masks (``seed=``, and ``steps, lr, rng`` by position,
+        still work with a DeprecationWarning).
     family : {"gaussian", "logistic", "poisson"}
         The family of :func:`solve_dropout`.
     intercept : bool
@@ -143,15 +153,7 @@ def dropout_sgd(
     schedule = _sgd.check_schedule(steps, lr, 1.0, lr_decay, batch_size, record_every, len(X))
     generator = as_rng(rng)
     n, d = X.shape
-    objective = None
-    if n << d <= _RECORDED_TERMS:
-        design = plain_design(X, y)
-
-        def objective(params: _sgd.Params) -> float:
-            beta, b = params[0], float(params[1][0])
-            penalty = exact_penalty(beta, X, keep, b, family)
-            return design.objective(beta, b, family) + penalty
-
+    objective = _recorded_objective(X, y, keep, family) if n << d <= _RECORDED_TERMS else None
     history = _sgd.run(
         (np.zeros(d), np.zeros(1)),
         _sgd_step(X, y, keep, family, bool(intercept)),
