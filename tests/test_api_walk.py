@@ -66,16 +66,16 @@ VALID = {
         X=X[:, :3],
         keep=0.5,
         family="poisson",
-        method="monte_carlo",
+        method="mc",
         n_masks=200,
-        seed=0,
+        rng=0,
     ),
     glm.quadratic_penalty: dict(beta=U[0], X=X[:, :4], keep=0.5, family="logistic"),
     glm.gaussian_penalty: dict(beta=U[0], X=X[:, :4], keep=0.5, family="logistic", n_nodes=20),
     glm.solve_dropout: dict(
-        X=X[:20], y=YG[:20], keep=0.5, family="logistic", method="saa", n_masks=5, seed=0
+        X=X[:20], y=YG[:20], keep=0.5, family="logistic", method="saa", n_masks=5, rng=0
     ),
-    glm.dropout_sgd: dict(X=X, y=YG, keep=0.5, steps=3, lr=0.01, seed=0, family="logistic"),
+    glm.dropout_sgd: dict(X=X, y=YG, keep=0.5, steps=3, lr=0.01, rng=0, family="logistic"),
     fc.dropout_penalty: dict(U=U, V=V, keep=0.5, X=X, method="mc", n_masks=60, rng=0),
     fc.dropout_penalty_mc: dict(U=U, V=V, keep=0.5, X=X, n_masks=60, rng=0),
     fc.induced_regularizer: dict(M=U @ V.T, keep=0.5, width=4),

@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize
 
-from regtheory import InvalidParameterError, glm
+from regtheory import InvalidParameterError, Penalty, glm, implied
 
 FAMILIES = ("gaussian", "logistic", "poisson")
 
 
 def cumulant(z, family):
-    return {"gaussian": 0.5 * z**2, "logistic": np.logaddexp(0.0, z), "poisson": np.exp(z)}[family]
+    if family == "gaussian":
+        return 0.5 * z**2
+    return np.logaddexp(0.0, z) if family == "logistic" else np.exp(z)
 
 
 def penalty_by_masks(beta, X, keep, family, masks, offset=0.0):
@@ -90,11 +92,9 @@ def test_monte_carlo_covers_the_exact_penalty(family):
     # over seeds 0-19 the largest |z| was 2.05 (logistic), 1.98 (poisson), 1.56 (gaussian)
     X, _, beta = data(30, 6, 5)
     exact = glm.dropout_penalty(beta, X, 0.4, family=family)
-    est = glm.dropout_penalty(
-        beta, X, 0.4, family=family, method="monte_carlo", n_masks=2000, seed=11
-    )
+    est = glm.dropout_penalty(beta, X, 0.4, family=family, method="mc", n_masks=2000, rng=11)
     assert abs(est.zscore(exact)) < 4
-    assert est.n_samples == 2000
+    assert est.n_masks == 2000 and est.method == "mc"
 
 
 def test_quadratic_penalty_is_exact_for_the_gaussian_family():
@@ -207,7 +207,7 @@ def test_gaussian_exact_and_quadratic_solutions_coincide():
 def test_saa_is_near_exact_within_its_error():
     X, y, _ = data(40, 4, 12)
     exact = glm.solve_dropout(X, y, 0.5)
-    saa = glm.solve_dropout(X, y, 0.5, method="saa", n_masks=100, seed=3)
+    saa = glm.solve_dropout(X, y, 0.5, method="saa", n_masks=100, rng=3)
     assert saa.n_terms == 40 * 100 and saa.objective_stderr > 0
     # the SAA optimum is biased low by O(1/n_masks); its noise is O(1/√n_masks) (over seeds
     # 0-19: -1.44 to 1.24 standard errors from the exact optimum, its solution 0.01 to 0.31
@@ -222,7 +222,7 @@ def test_saa_is_near_exact_within_its_error():
 def test_dropout_sgd_lands_on_the_exact_solution():
     X, y, _ = data(60, 4, 13)
     exact = glm.solve_dropout(X, y, 0.6)
-    run = glm.dropout_sgd(X, y, 0.6, 20000, 0.5, 0, lr_decay=2000)
+    run = glm.dropout_sgd(X, y, 0.6, steps=20000, lr=0.5, rng=0, lr_decay=2000)
     # loose, 10 %: the last iterates still carry mask noise of size ~ sqrt(lr_t) (over
     # seeds 0-9 the relative distance was at most 6 %, the objective 2.3e-4 above optimal)
     theta, ref = np.append(run.beta, run.intercept), np.append(exact.beta, exact.intercept)
@@ -266,12 +266,14 @@ def test_bad_input_is_refused_with_its_name():
         glm.solve_dropout(X, y[:5], 0.5)
     wide, _, wide_beta = data(4, 17, 16)
     with pytest.raises(InvalidParameterError, match="at most d = 16"):
-        glm.dropout_penalty(wide_beta, wide, 0.5)
+        glm.dropout_penalty(wide_beta, wide, 0.5, method="exact")
     big, big_y, _ = data(40, 10, 17)  # 40·2^10 terms
     with pytest.raises(InvalidParameterError, match="method='saa'"):
         glm.solve_dropout(big, big_y, 0.5)
     with pytest.raises(InvalidParameterError, match="`n_masks` must be at least 56"):
-        glm.dropout_penalty(beta, X, 0.5, method="monte_carlo", n_masks=20)
+        glm.dropout_penalty(beta, X, 0.5, method="mc", n_masks=20)
+    with pytest.raises(InvalidParameterError, match="`method` must be one of"):
+        glm.dropout_penalty(beta, X, 0.5, method="enumerate")
     with pytest.raises(InvalidParameterError, match="`family`"):
         glm.quadratic_penalty(beta, X, 0.5, family="binomial")
 
@@ -279,8 +281,8 @@ def test_bad_input_is_refused_with_its_name():
 @pytest.mark.parametrize("method", ["exact", "saa", "quadratic"])
 def test_lbfgs_path_solves_the_same_problem_as_cvxpy(method):
     X, y, _ = data(30, 3, 18)
-    ref = glm.solve_dropout(X, y, 0.6, method=method, seed=2)
-    got = glm.solve_dropout(X, y, 0.6, method=method, seed=2, solver="L-BFGS-B")
+    ref = glm.solve_dropout(X, y, 0.6, method=method, rng=2)
+    got = glm.solve_dropout(X, y, 0.6, method=method, rng=2, solver="L-BFGS-B")
     assert got.status == "optimal" and got.solver == "L-BFGS-B"
     np.testing.assert_allclose(got.beta, ref.beta, atol=1e-6)
     assert got.objective == pytest.approx(ref.objective, rel=1e-8)
@@ -296,3 +298,320 @@ def test_the_objective_is_convex_but_the_penalty_alone_is_not():
     objective = R + np.logaddexp(0.0, betas) - 1.0 * betas  # label 1
     assert np.min(np.diff(R, 2)) < -1e-4
     assert np.min(np.diff(objective, 2)) > -1e-12
+
+
+# ----------------------------------------------------------------------------- one ladder
+
+
+def test_a_solution_is_a_solution_with_its_rung_and_its_certificate():
+    X, y, _ = data(30, 3, 19, family="poisson")
+    sol = glm.solve_dropout(X, y, 0.6, family="poisson")
+    assert isinstance(sol, implied.Solution) and sol.gap is None
+    assert sol.solver == sol.attempts[-1].label == "CLARABEL (tight)"
+    # the gradient norm it reports is the one of the enumerated objective, by central
+    # differences here (error O(h²) ≈ 1e-10 at h = 1e-5)
+    theta = np.append(sol.beta, sol.intercept)
+    h = 1e-5
+    grad = [
+        (
+            enumerated_objective(theta + h * e, X, y, 0.6, "poisson")
+            - enumerated_objective(theta - h * e, X, y, 0.6, "poisson")
+        )
+        / (2 * h)
+        for e in np.eye(4)
+    ]
+    assert np.linalg.norm(grad) <= glm.GRADIENT_TOL + 1e-8
+    assert sol.gradient_norm == pytest.approx(np.linalg.norm(grad), abs=1e-8)
+
+
+def test_a_first_rung_that_cannot_certify_hands_over_and_is_named(monkeypatch):
+    from regtheory.glm import _solve
+
+    # Clarabel stopped after one iteration: no gradient certificate can hold
+    monkeypatch.setattr(_solve, "CLARABEL_GLM_OPTIONS", {"max_iter": 1})
+    X, y, _ = data(30, 3, 20)
+    sol = glm.solve_dropout(X, y, 0.6)
+    assert [a.label for a in sol.attempts] == ["CLARABEL (tight)", "CLARABEL (defaults)"]
+    assert sol.solver == "CLARABEL (defaults)" and sol.gradient_norm <= glm.GRADIENT_TOL
+    first = sol.attempts[0]
+    assert first.gradient_norm is None or first.gradient_norm > glm.GRADIENT_TOL
+
+
+# ----------------------------------------------------------------------------- no minimiser
+
+
+def dropout_objective(beta, b, X, y, keep, family):
+    """E_r L_r at (β, b), all masks enumerated here."""
+    return enumerated_objective(np.append(beta, b), X, y, keep, family)
+
+
+def saa_objective(beta, b, X, y, keep, family, n_masks, seed):
+    """The sample-average objective: the draws of solve_dropout (one uniform array of shape
+    (n_masks, n, d), kept where below keep), the linear term exact."""
+    kept = np.random.default_rng(seed).random((n_masks, *X.shape)) < keep
+    z = (kept * X / keep) @ beta + b
+    return float(np.mean(cumulant(z, family)) - np.mean(y * (X @ beta + b)))
+
+
+def assert_decreases_to_its_infimum(error, X, y, keep, family, intercept=True, saa=None):
+    """Along the certified direction the objective falls at every step, by less and less
+    (``saa``: (n_masks, seed) of the sample average instead of the exact objective)."""
+    d = X.shape[1]
+    direction = error.direction
+    assert direction.shape == (d + intercept,)
+    ts = [0.0, 1.0, 4.0, 16.0, 64.0]
+    values = []
+    for t in ts:
+        theta = t * direction
+        b = theta[d] if intercept else 0.0
+        if saa is None:
+            values.append(dropout_objective(theta[:d], b, X, y, keep, family))
+        else:
+            values.append(saa_objective(theta[:d], b, X, y, keep, family, *saa))
+    drops = -np.diff(values)
+    assert np.all(drops > 0)
+    assert drops[-1] < drops[0]
+
+
+def separated_at_zero(n, d, seed, feature=1):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    return X, (X[:, feature] > 0).astype(float)
+
+
+def test_the_issue_example_threshold_0_3_has_a_minimiser_and_threshold_0_has_none():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((40, 4))
+    # labels X[:, 2] > 0.3: the samples with 0 < x_2 <= 0.3 have label 0, so no feature
+    # separates at 0 and the exact dropout objective has a minimiser (THEORY §8)
+    y = (X[:, 2] > 0.3).astype(float)
+    sol = glm.solve_dropout(X, y, 0.6)
+    theta = np.append(sol.beta, sol.intercept)
+    f0 = enumerated_objective(theta, X, y, 0.6, "logistic")
+    for step in (1e-3, 1.0, 100.0):  # no direction goes down from the solution
+        for e in np.vstack([np.eye(5), -np.eye(5)]):
+            assert enumerated_objective(theta + step * e, X, y, 0.6, "logistic") >= f0 - 1e-12
+    # labels X[:, 2] > 0: feature 2 separates at 0, no minimiser
+    y0 = (X[:, 2] > 0).astype(float)
+    with pytest.raises(glm.NoMinimiserError, match="feature 2 separates the labels at 0") as info:
+        glm.solve_dropout(X, y0, 0.6)
+    np.testing.assert_array_equal(info.value.direction, [0, 0, 1, 0, 0])
+    assert_decreases_to_its_infimum(info.value, X, y0, 0.6, "logistic")
+    # the infimum along it: every term that keeps feature 2 loses its loss
+    far = dropout_objective(1e4 * np.eye(4)[2], 0.0, X, y0, 0.6, "logistic")
+    assert far == pytest.approx((1 - 0.6) * np.log(2.0), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "keep", "intercept"), [(40, 4, 0.6, True), (25, 6, 0.3, True), (12, 3, 0.9, False)]
+)
+def test_one_separating_feature_leaves_no_minimiser_whatever_the_masks(n, d, keep, intercept):
+    X, y = separated_at_zero(n, d, n + d)
+    X[:, 1] *= -1.0  # separates with the opposite sign
+    for method in ("exact", "saa"):
+        with pytest.raises(glm.NoMinimiserError) as info:
+            glm.solve_dropout(X, y, keep, method=method, intercept=intercept, n_masks=200)
+        # the sample average approximates an objective without minimiser: refused too
+        assert isinstance(info.value, ValueError) and "feature 1 separates" in str(info.value)
+        np.testing.assert_array_equal(info.value.direction, -np.eye(d + intercept)[1])
+        assert_decreases_to_its_infimum(info.value, X, y, keep, "logistic", intercept)
+
+
+def test_quasi_separation_with_zeros_is_found():
+    X, y = separated_at_zero(30, 3, 21, feature=0)
+    X[:5, 0] = 0.0  # ties at 0 on both sides still leave feature 0 one-signed
+    y[:5] = [0, 1, 0, 1, 1]
+    with pytest.raises(glm.NoMinimiserError, match="feature 0") as info:
+        glm.solve_dropout(X, y, 0.5)
+    assert_decreases_to_its_infimum(info.value, X, y, 0.5, "logistic")
+
+
+@pytest.mark.parametrize("label", [0.0, 1.0])
+def test_constant_labels_have_no_minimiser(label):
+    X, _, _ = data(20, 3, 22)
+    y = np.full(20, label)
+    for method in ("exact", "saa", "quadratic"):
+        with pytest.raises(glm.NoMinimiserError, match=f"every label is {int(label)}") as info:
+            glm.solve_dropout(X, y, 0.5, method=method)
+        assert info.value.direction[-1] == (1.0 if label else -1.0)
+    assert_decreases_to_its_infimum(info.value, X, y, 0.5, "logistic")
+
+
+def test_poisson_without_a_minimiser_says_counts_not_labels():
+    X, _, _ = data(20, 3, 23)
+    zeros = np.zeros(20)
+    for method in ("exact", "saa", "quadratic"):
+        with pytest.raises(glm.NoMinimiserError) as info:
+            glm.solve_dropout(X, zeros, 0.5, family="poisson", method=method)
+        assert "label" not in str(info.value) and "separab" not in str(info.value)
+        assert "count" in str(info.value)
+    assert_decreases_to_its_infimum(info.value, X, zeros, 0.5, "poisson")
+    # one feature that is 0 wherever the count is positive, negative on the zero counts
+    counts = np.random.default_rng(24).poisson(2.0, 20).astype(float)
+    counts[:6] = 0.0
+    X[:, 2] = 0.0
+    X[:6, 2] = -np.arange(1.0, 7.0)
+    with pytest.raises(glm.NoMinimiserError, match="feature 2 is 0") as info:
+        glm.solve_dropout(X, counts, 0.5, family="poisson")
+    assert info.value.direction[2] > 0
+    assert_decreases_to_its_infimum(info.value, X, counts, 0.5, "poisson")
+
+
+def test_keep_one_is_the_plain_glm_and_a_linear_program_finds_its_separation():
+    # x_0 + x_1 > 0 separates; no single feature does, so only the plain GLM (keep = 1)
+    # lacks a minimiser: with dropout the other coordinate is sometimes dropped alone
+    rng = np.random.default_rng(25)
+    X = rng.standard_normal((30, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(float)
+    with pytest.raises(glm.NoMinimiserError, match="linear program") as info:
+        glm.solve_dropout(X, y, 1.0)
+    w = info.value.direction
+    margins = (2 * y - 1) * (X @ w[:3] + w[3])
+    assert np.all(margins >= -1e-9) and np.max(margins) > 1e-3
+    assert_decreases_to_its_infimum(info.value, X, y, 1.0, "logistic")
+    sol = glm.solve_dropout(X, y, 0.7)  # dropout: a minimiser
+    assert sol.gradient_norm <= glm.GRADIENT_TOL
+
+
+def test_saa_with_few_masks_can_lack_a_minimiser_the_exact_problem_has():
+    # 8 samples in 12 dimensions, 2 draws: the 16 masked copies are separable
+    rng = np.random.default_rng(26)
+    X = rng.standard_normal((8, 12))
+    y = np.array([0, 1] * 4, dtype=float)
+    signed = (2 * y - 1)[:, None] * X
+    assert not np.any(np.all(signed >= 0, axis=0) | np.all(signed <= 0, axis=0))
+    with pytest.raises(glm.NoMinimiserError, match="sampled terms") as info:
+        glm.solve_dropout(X, y, 0.5, method="saa", n_masks=2, solver="L-BFGS-B")
+    assert "more draws (n_masks)" in str(info.value)
+    assert_decreases_to_its_infimum(info.value, X, y, 0.5, "logistic", saa=(2, 0))
+
+
+def test_a_sample_average_too_big_to_decide_is_refused_not_returned(monkeypatch):
+    from regtheory.glm import _existence
+
+    monkeypatch.setattr(_existence, "MAX_LP_ENTRIES", 0)
+    rng = np.random.default_rng(26)
+    X = rng.standard_normal((8, 12))
+    y = np.array([0, 1] * 4, dtype=float)
+    with pytest.raises(implied.SolverFailedError) as info:
+        glm.solve_dropout(X, y, 0.5, method="saa", n_masks=2, solver="L-BFGS-B")
+    assert not isinstance(info.value, glm.NoMinimiserError)
+    # with a minimiser the dual point certifies it without the linear program
+    X, y, _ = data(30, 3, 30)
+    sol = glm.solve_dropout(X, y, 0.5, method="saa", n_masks=50)
+    assert sol.gradient_norm <= glm.GRADIENT_TOL
+
+
+def test_no_false_alarm_on_overlapping_classes():
+    for seed in range(8):
+        X, y, _ = data(30, 3, 100 + seed, scale=0.4)
+        sol = glm.solve_dropout(X, y, 0.5, solver="L-BFGS-B")
+        assert sol.gradient_norm <= glm.LBFGS_GTOL
+
+
+def structure_says_no_minimiser(X, y):
+    signed = (2 * y - 1)[:, None] * X
+    nonzero = np.any(signed != 0, axis=0)
+    one_sign = np.all(signed >= 0, axis=0) | np.all(signed <= 0, axis=0)
+    return bool(np.any(nonzero & one_sign)) or np.all(y == y[0])
+
+
+def lp_says_no_minimiser(X, y, keep):
+    """Directions δ = (w, c) with (2y_i − 1)((x_i∘m)·w/θ + c) ≥ 0 under every mask m; the
+    objective is not constant along one iff some such margin can be positive. Written here
+    from the masks (itertools), independently of the package's linear program."""
+    n, d = X.shape
+    rows, signs = [], []
+    for m in itertools.product((0, 1), repeat=d):
+        for i in range(n):
+            rows.append(np.append(X[i] * np.array(m) / keep, 1.0))
+            signs.append(2 * y[i] - 1)
+    S = np.array(signs)[:, None] * np.array(rows)
+    res = optimize.linprog(
+        -S.sum(axis=0), A_ub=-S, b_ub=np.zeros(len(S)), bounds=[(-1, 1)] * (d + 1),
+        method="highs",
+    )  # fmt: skip
+    return -res.fun > 1e-9
+
+
+def test_the_structural_condition_is_the_linear_program_on_every_mask():
+    rng = np.random.default_rng(27)
+    seen = set()
+    for trial in range(60):
+        n, d = rng.integers(3, 9), rng.integers(1, 4)
+        X = np.round(rng.standard_normal((n, d)), 1)
+        X[rng.random((n, d)) < 0.2] = 0.0
+        y = (rng.random(n) < 0.5).astype(float)
+        if trial % 3 == 0:  # make one feature separate at 0
+            j = rng.integers(d)
+            X[:, j] = np.abs(X[:, j]) * (2 * y - 1)
+        expected = lp_says_no_minimiser(X, y, 0.6)
+        assert structure_says_no_minimiser(X, y) == expected
+        try:
+            glm.solve_dropout(X, y, 0.6, solver="L-BFGS-B")
+            raised = False
+        except glm.NoMinimiserError:
+            raised = True
+        except implied.SolverFailedError:
+            raised = False  # a minimiser exists but far out: not a false "no minimiser"
+        assert raised == expected
+        seen.add(expected)
+    assert seen == {True, False}
+
+
+def test_quadratic_advice_depends_on_whether_the_dropout_objective_has_a_minimiser(
+    monkeypatch,
+):
+    from regtheory.glm import _solve
+
+    monkeypatch.setattr(_solve, "MAX_FIXED_POINT_STEPS", 1)
+    X, y, _ = data(30, 3, 28)
+    with pytest.raises(implied.SolverFailedError, match="method='exact' or 'saa'"):
+        glm.solve_dropout(X, y, 0.6, method="quadratic", solver="L-BFGS-B")
+    X, y = separated_at_zero(30, 3, 29)
+    with pytest.raises(implied.SolverFailedError, match="no minimiser either") as info:
+        glm.solve_dropout(X, y, 0.6, method="quadratic", solver="L-BFGS-B")
+    assert "method='exact'" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- the grammar
+
+
+def test_penalties_are_penalties_and_auto_chooses_by_the_features_that_reach_the_score():
+    X, _, beta = data(20, 3, 31)
+    exact = glm.dropout_penalty(beta, X, 0.7)
+    assert isinstance(exact, Penalty) and exact.is_exact and exact.method == "exact"
+    masks = itertools.product((0, 1), repeat=3)
+    assert exact == pytest.approx(penalty_by_masks(beta, X, 0.7, "logistic", masks), rel=1e-12)
+    for method, function in (
+        ("quadratic", glm.quadratic_penalty),
+        ("gaussian", glm.gaussian_penalty),
+    ):
+        approx = glm.dropout_penalty(beta, X, 0.7, method=method)
+        assert approx.method == method and not approx.is_exact
+        assert float(approx) == float(function(beta, X, 0.7))
+    wide, _, wide_beta = data(6, 17, 32, scale=0.1)
+    auto = glm.dropout_penalty(wide_beta, wide, 0.9, rng=1)
+    assert auto.method == "mc" and auto.n_masks >= 2000
+    wide_beta[0] = 0.0  # 16 features reach the score: enumerated
+    assert glm.dropout_penalty(wide_beta, wide, 0.9).is_exact
+
+
+def test_old_spellings_still_work_with_a_warning_and_the_same_numbers():
+    X, y, beta = data(20, 3, 33)
+    new = glm.dropout_penalty(beta, X, 0.5, method="mc", n_masks=500, rng=4)
+    with pytest.warns(DeprecationWarning, match="method='mc'"):
+        old = glm.dropout_penalty(beta, X, 0.5, method="monte_carlo", n_masks=500, rng=4)
+    with pytest.warns(DeprecationWarning, match="rng="):
+        seeded = glm.dropout_penalty(beta, X, 0.5, method="mc", n_masks=500, seed=4)
+    assert float(old) == float(new) == float(seeded) and new.stderr > 0
+    with pytest.warns(DeprecationWarning, match="by position"):
+        positional = glm.dropout_sgd(X, y, 0.5, 50, 0.1, 3)
+    keyword = glm.dropout_sgd(X, y, 0.5, steps=50, lr=0.1, rng=3)
+    np.testing.assert_array_equal(positional.beta, keyword.beta)
+    with pytest.warns(DeprecationWarning):
+        saa = glm.solve_dropout(X, y, 0.5, method="saa", n_masks=20, seed=5, solver="L-BFGS-B")
+    again = glm.solve_dropout(X, y, 0.5, method="saa", n_masks=20, rng=5, solver="L-BFGS-B")
+    np.testing.assert_array_equal(saa.beta, again.beta)
+    with pytest.raises(InvalidParameterError, match="both `seed` and `rng`"):
+        glm.solve_dropout(X, y, 0.5, seed=1, rng=1)

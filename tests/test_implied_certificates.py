@@ -202,11 +202,13 @@ class ScriptedProblem:
     def __init__(self, outcomes):
         self.outcomes = list(outcomes)
         self.calls = []
+        self.warm = []
         self.status = None
         self.value = None
 
-    def solve(self, solver, **options):
+    def solve(self, solver, warm_start=True, **options):
         self.calls.append((solver, options))
+        self.warm.append(warm_start)
         status, self.value = self.outcomes.pop(0)
         if status == "raise":
             raise cp.error.SolverError("scripted")
@@ -224,7 +226,13 @@ def test_ladder_moves_on_until_a_solution_certifies():
     assert [c[0] for c in problem.calls] == ["CLARABEL", "CLARABEL", "SCS"]
     assert problem.calls[0][1] == dict(_solver.CLARABEL_SDP_OPTIONS)
     assert problem.calls[1][1] == {}  # Clarabel's own (looser) defaults
-    assert (solved.solver, solved.status, solved.gap) == ("SCS", "optimal", 1e-9)
+    assert (solved.solver, solved.status, solved.gap) == ("SCS (tight)", "optimal", 1e-9)
+    assert [a.label for a in solved.attempts] == [
+        "CLARABEL (tight)",
+        "CLARABEL (defaults)",
+        "SCS (tight)",
+    ]
+    assert problem.warm == [True, False, False]  # a later rung never inherits settings
     assert [a.status for a in solved.attempts] == ["optimal_inaccurate", "solver_error", "optimal"]
 
 
@@ -327,3 +335,35 @@ def test_advice_for_an_inaccurate_uncertified_solve_names_the_status():
     attempt = Attempt("SCS", {}, "optimal_inaccurate", None)
     text = _advice([attempt])
     assert "optimal_inaccurate" in text and "not certified" in text
+
+
+def test_the_second_rung_really_runs_at_the_solver_defaults(monkeypatch):
+    """cvxpy keeps a solver's settings across solves of one problem when warm starting; a
+    first rung stopped after one iteration must not stop the second one too."""
+    monkeypatch.setattr(_solver, "CLARABEL_OPTIONS", MappingProxyType({"max_iter": 1}))
+    rng = np.random.default_rng(2)
+    T = rng.normal(size=(4, 4))
+    res = implied.solve_fc(T, 0.5, 4)
+    assert [a.label for a in res.attempts] == ["CLARABEL (tight)", "CLARABEL (defaults)"]
+    assert res.attempts[0].status == "user_limit" and res.attempts[1].iterations > 1
+    assert res.solver == "CLARABEL (defaults)" and res.gap <= implied.GAP_RTOL
+    closed = fc.global_optimum(T, 0.5, 4)
+    best = implied.fc_objective(closed, T, 0.5, 4)
+    assert res.objective == pytest.approx(best, rel=1e-6)
+
+
+def test_a_gradient_certificate_decides_like_a_gap():
+    outcomes = [("optimal", 1e-3), ("optimal_inaccurate", 1e-9)]
+    problem = ScriptedProblem(outcomes)
+
+    def certify():
+        return _solver.Certificate.from_gradient(problem.value, 1e-6)
+
+    solved = _solver.solve(problem, None, certify=certify)
+    assert solved.solver == "CLARABEL (defaults)" and solved.gap is None
+    assert solved.gradient_norm == 1e-9 and solved.status == "optimal_inaccurate"
+    assert [a.gradient_norm for a in solved.attempts] == [1e-3, 1e-9]
+    problem = ScriptedProblem([("optimal", 1e-3)] * 3)
+    problem.value = 1e-3
+    with pytest.raises(implied.SolverFailedError, match="gradient norm 1.0e-03"):
+        _solver.solve(problem, None, certify=certify)

@@ -121,7 +121,7 @@ def _saa(X: np.ndarray, y: np.ndarray, keep: float, s: dict, seed: int) -> glm.G
     while True:
         try:
             return glm.solve_dropout(
-                X, y, keep, method="saa", n_masks=n_masks, seed=seed, solver=SOLVER
+                X, y, keep, method="saa", n_masks=n_masks, rng=seed, solver=SOLVER
             )
         except SolverFailedError:
             if n_masks >= 8 * s["n_masks_saa"]:
@@ -148,7 +148,7 @@ def _fits(X: np.ndarray, y: np.ndarray, keep: float, s: dict, seed: int) -> dict
 
 def _penalties(X: np.ndarray, beta: np.ndarray, b: float, keep: float, s: dict, seed: int):
     est = glm.dropout_penalty(
-        beta, X, keep, method="monte_carlo", offset=b, n_masks=s["n_masks_mc"], seed=seed
+        beta, X, keep, method="mc", offset=b, n_masks=s["n_masks_mc"], rng=seed
     )
     assert isinstance(est, Estimate)
     return (

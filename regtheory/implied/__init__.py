@@ -21,8 +21,9 @@ other.
 
 Every solve is certified: a duality gap computed in NumPy from the solution,
 independently of the solver, bounds its relative sub-optimality, and a result is
-returned only when that gap is at most :data:`GAP_RTOL` (1e-6); the result's
-``status`` is what the solver said and ``gap`` what was certified. When the
+returned only when that gap is at most :data:`GAP_RTOL` (1e-6); the result (a
+:class:`Solution`) says what the solver said (``status``), what was certified
+(``gap``) and which rung of the ladder produced it (``solver``). When the
 first solver stops short, others are tried (:mod:`regtheory.implied._solver`);
 :class:`SolverFailedError` is raised only when none yields a certified solution.
 """
@@ -44,6 +45,8 @@ from ._solver import (
     GAP_RTOL,
     Attempt,
     ImpliedResult,
+    NoMinimiserError,
+    Solution,
     SolverFailedError,
 )
 
@@ -57,6 +60,8 @@ __all__ = [
     "DeepRegularizerResult",
     "FactoredConvSolution",
     "ImpliedResult",
+    "NoMinimiserError",
+    "Solution",
     "SolverFailedError",
     "conv_induced_regularizer",
     "deep_induced_regularizer",

@@ -181,10 +181,8 @@ def solve_fc_block(
     return ImpliedResult(
         M=M,
         objective=fit + regularizer,
-        status=solved.status,
-        gap=solved.gap,
         solve_time=elapsed,
-        solver=solved.solver,
+        **solved.fields(),
         fit=fit,
         regularizer=regularizer,
     )

@@ -14,7 +14,10 @@ regularizer; for the singular-value problems the norm is restricted to
 where :math:`\|\cdot\|_\circ` is the dual norm (spectral for the nuclear norm,
 ℓ∞ for ℓ1, the top-k ℓ2 norm for the k-support norm). The difference
 
-.. math:: F(x) - F^\star \le c\|x\|^2 + \langle\nabla f(x), x\rangle + \frac{\|-\nabla f(x)\|_\circ^2}{4c}
+.. math::
+
+    F(x) - F^\star \le c\|x\|^2 + \langle\nabla f(x), x\rangle
+                      + \frac{\|-\nabla f(x)\|_\circ^2}{4c}
 
 vanishes exactly at the minimiser, is computed from x alone, and does not trust
 the solver. Also :math:`F^\star \ge \min f` (g ≥ 0), the only bound left when

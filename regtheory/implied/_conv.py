@@ -68,7 +68,7 @@ from ._certificate import (
     squared_norm_gap,
 )
 from ._least_rank import RANK_RTOL, least_rank_minimiser
-from ._solver import as_array, solve
+from ._solver import Solution, as_array, solve
 
 __all__ = [
     "ConvRegularizerResult",
@@ -110,8 +110,8 @@ class ConvRegularizerResult:
         freeze_arrays(self)
 
 
-@dataclass(frozen=True)
-class ConvSolution:
+@dataclass(frozen=True, kw_only=True)
+class ConvSolution(Solution):
     r"""Solution of the conv implied problem :func:`solve_conv`.
 
     Attributes
@@ -130,19 +130,16 @@ class ConvSolution:
     regularizer : float
         The induced regularizer at the solution (element: :math:`(\lambda n/C)\|Z\|_*^2`;
         channel: the ridge :math:`(\lambda n/C)\|w\|^2`).
-    status, gap, solve_time, solver
+    status, gap, solve_time, solver, gradient_norm, iterations, attempts
         As in :class:`regtheory.implied.ImpliedResult`; ``gap`` bounds the relative
         sub-optimality of ``objective``.
     """
 
     w: np.ndarray
     Z: np.ndarray | None
-    objective: float
-    regularizer: float
-    status: str
     gap: float
+    regularizer: float
     solve_time: float
-    solver: str
     fit: float
 
     def __post_init__(self) -> None:
@@ -365,7 +362,7 @@ def conv_induced_regularizer(
     lower = _dual_bound(Zf, A, t, counts, constraint.dual_value)
     # The solver's minimiser has the largest rank; C channels need one of rank <= C.
     Zr = _onto_constraint(_least_rank(Zf, A, channels), A, t, counts)  # exactly feasible
-    gap = max(solved.gap, _squared_gap(Zr, lower))
+    gap = max(solved.certified_gap, _squared_gap(Zr, lower))
     elapsed = time.perf_counter() - start
     Zv = scale * Zr
     u, v = _factor(Zv, channels, k, c_out, c_in, one_d)
@@ -534,11 +531,9 @@ def solve_conv(
         Z=Zv,
         objective=fit_value + reg_value,
         regularizer=float(reg_value),
-        status=solved.status,
-        gap=solved.gap,
         solve_time=elapsed,
-        solver=solved.solver,
         fit=fit_value,
+        **solved.fields(),
     )
 
 

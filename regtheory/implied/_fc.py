@@ -245,7 +245,7 @@ def solve_fc(
     scale = float(np.linalg.norm(T))
     if scale == 0.0:
         M = np.zeros_like(T)
-        solved = Solved((solver or "CLARABEL").upper(), cp.OPTIMAL, 0.0, ())
+        solved = Solved("closed form (T = 0)", cp.OPTIMAL, 0.0, ())
     else:
         M, solved = _FC_METHODS[method](T / scale, lam, width, cov, solver, solver_options)
         M = scale * M
@@ -254,10 +254,8 @@ def solve_fc(
     return ImpliedResult(
         M=M,
         objective=float(fit + regularizer),
-        status=solved.status,
-        gap=solved.gap,
         solve_time=elapsed,
-        solver=solved.solver,
+        **solved.fields(),
         fit=float(fit),
         regularizer=float(regularizer),
     )
