@@ -1,4 +1,4 @@
-"""Figures of the implied problems (THEORY.md §3, issue 4).
+"""Figures of the implied problems (THEORY.md §3).
 
 (h) ``implied_spectra`` -- Fourier magnitudes and singular values of the end-to-end
     map under FC, conv elementwise, channel and block dropout, on one task.
