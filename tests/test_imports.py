@@ -152,12 +152,6 @@ NAMESPACES = [
     importlib.import_module("regtheory.cli"),
     *(importlib.import_module(f"regtheory.figures.{name}") for name in FIGURE_MODULES),
 ]
-# Flat modules whose dir() still shows what they import (NumPy as np, the checks of
-# regtheory._validation, ...) until their restructuring puts the code in private modules
-# behind the public one or gives them a __dir__; strict, so that the mark goes with it.
-NOT_YET = {
-    "regtheory.glm",
-}
 
 
 def merely_imported(module: ModuleType) -> list[str]:
@@ -181,16 +175,7 @@ def merely_imported(module: ModuleType) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="restructuring pending"))
-        if m.__name__ in NOT_YET
-        else m
-        for m in NAMESPACES
-    ],
-    ids=lambda m: m.__name__,
-)
+@pytest.mark.parametrize("module", NAMESPACES, ids=lambda m: m.__name__)
 def test_dir_shows_only_what_the_module_defines_or_re_exports(module):
     assert merely_imported(module) == []
 
