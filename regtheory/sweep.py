@@ -246,14 +246,15 @@ def _gather(client, fn, tasks: list[dict]) -> list:
 
     A worker that dies takes with it the tasks it held (scattered there, so that their
     arrays travel outside the task graph, which Dask warns about beyond 10 MB) and the
-    results it had not yet sent: Dask cancels those futures. Each is scattered and
-    submitted again, up to :data:`MAX_ATTEMPTS` times; a task is deterministic (rules
-    1-3), so its retried result is the one it would have had. A task that Dask itself
+    results it had not yet sent: Dask cancels those futures. Once every task has run,
+    each lost one is scattered and submitted again, alone on the cluster, up to
+    :data:`MAX_ATTEMPTS` submissions in all: a task lost only because another task killed
+    the worker they shared then finishes, and is not blamed. A task is deterministic
+    (rules 1-3), so its retried result is the one it would have had. A task that Dask itself
     gave up on (``KilledWorker``: it was running on as many dying workers as Dask's
     ``distributed.scheduler.allowed-failures`` allows) or that is lost too often stops
     the sweep with a :class:`WorkerLostError` naming it.
     """
-    from dask.distributed import as_completed
     from distributed.scheduler import KilledWorker
 
     results: list = [None] * len(tasks)
@@ -270,25 +271,60 @@ def _gather(client, fn, tasks: list[dict]) -> list:
             futures.append(future)
         return futures
 
-    pending = as_completed(submit(list(range(len(tasks)))), loop=client.loop)
-    try:
-        for future in pending:
-            i = index_of.pop(future)
-            done, outcome = _collect(future, KilledWorker)
+    # First every task once; then each lost task again, alone on the cluster, so that a
+    # task lost only because another one killed the worker they shared is not blamed.
+    first = submit(list(range(len(tasks))))
+    lost = _first_pass(first, client.loop, index_of, results, KilledWorker, tasks)
+    for i in lost:
+        while True:
+            (future,) = submit([i])
+            done, outcome = _collect(_wait(future, client.loop), KilledWorker)
+            index_of.pop(future)
             if done:
                 results[i] = outcome
-            elif outcome.startswith("Dask") or attempts[i] >= MAX_ATTEMPTS:
-                raise WorkerLostError(
-                    f"{_describe(tasks[i], i)} of the sweep did not finish after "
-                    f"{attempts[i]} submission(s): {outcome}. The sweep stops; a task whose "
-                    "worker dies every time (memory, a crash in compiled code) cannot finish"
-                )
-            else:
-                pending.update(submit([i]))
-    finally:
-        for future in index_of:
-            future.cancel()
+                break
+            if outcome.startswith("Dask") or attempts[i] >= MAX_ATTEMPTS:
+                raise WorkerLostError(_gave_up(tasks[i], i, attempts[i], outcome))
     return results
+
+
+def _first_pass(futures, loop, index_of: dict, results: list, killed: type, tasks) -> list[int]:
+    """Collect the first submission of every task; the indices of those lost, in order."""
+    from dask.distributed import as_completed
+
+    lost = []
+    try:
+        for future in as_completed(futures, loop=loop):
+            i = index_of.pop(future)
+            done, outcome = _collect(future, killed)
+            if done:
+                results[i] = outcome
+            elif outcome.startswith("Dask"):
+                raise WorkerLostError(_gave_up(tasks[i], i, 1, outcome))
+            else:
+                lost.append(i)
+    finally:
+        for future in list(index_of):
+            future.cancel()
+            index_of.pop(future)
+    return sorted(lost)
+
+
+def _wait(future, loop):
+    """The future, once it is finished, erred or cancelled."""
+    from dask.distributed import as_completed
+
+    for _ in as_completed([future], loop=loop):
+        pass
+    return future
+
+
+def _gave_up(task: dict, i: int, attempts: int, outcome: str) -> str:
+    return (
+        f"{_describe(task, i)} of the sweep did not finish after {attempts} submission(s): "
+        f"{outcome}. The sweep stops; a task whose worker dies every time (memory, a crash "
+        "in compiled code) cannot finish"
+    )
 
 
 def _collect(future, killed: type) -> tuple[bool, Any]:

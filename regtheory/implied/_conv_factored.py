@@ -202,7 +202,17 @@ def solve_conv_factored(
     )
 
 
-def _check_factored(X, Y, keep, channels, kernel_size, starts, init_scale, mode, rng):
+def _check_factored(
+    X: ArrayLike,
+    Y: ArrayLike,
+    keep: float,
+    channels: int,
+    kernel_size: int,
+    starts: int,
+    init_scale: float,
+    mode: str,
+    rng: RngLike,
+) -> tuple[np.ndarray, np.ndarray, float, int, int, int, float, np.random.Generator]:
     """The arguments of :func:`solve_conv_factored` but ``padding``, checked in order."""
     lam = dropout_lambda(keep)
     channels = check_int(channels, "channels")

@@ -291,7 +291,15 @@ def deep_induced_regularizer(
     )
 
 
-def _check_deep(M, keep, width, depth, starts, cov, rng):
+def _check_deep(
+    M: ArrayLike,
+    keep: float,
+    width: int,
+    depth: int,
+    starts: int,
+    cov: ArrayLike | None,
+    rng: RngLike,
+) -> tuple[np.ndarray, float, int, int, int, np.ndarray | None, np.random.Generator]:
     """The arguments of :func:`deep_induced_regularizer`, checked in order, with λ."""
     M = check_array(M, "M", ndim=2)
     lam = dropout_lambda(keep)
