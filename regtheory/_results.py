@@ -220,7 +220,7 @@ class Penalty(float):
 
     @property
     def n_samples(self) -> int | None:
-        """Deprecated name of :attr:`n_masks`."""
+        """Deprecated name of ``n_masks``."""
         _renamed("n_samples", "n_masks")
         return self.n_masks
 
@@ -359,6 +359,10 @@ class Penalty(float):
         return (
             f"{float(self):.6g} ± {self.stderr:.2g} (95% CI [{lo:.6g}, {hi:.6g}], n={self.n_masks})"
         )
+
+
+# documented and shown as regtheory.Penalty, its public name
+Penalty.__module__ = "regtheory"
 
 
 def _rebuild(value: float, state: dict[str, Any]) -> Penalty:

@@ -153,32 +153,32 @@ class Node:
         raise NotImplementedError(f"{self.name} defines no out_shape")
 
     def forward(self, *zs: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
-        """The node on batches ``(n, *shape)``, without any mask.
+        r"""The node on batches ``(n, *shape)``, without any mask.
 
         Parameters
         ----------
-        *zs : ndarray
-            One batch (n, *shape) per input of the node.
+        \*zs : ndarray
+            One batch ``(n, *shape)`` per input of the node.
 
         Returns
         -------
         ndarray
-            The output batch (n, *out_shape).
+            The output batch ``(n, *out_shape)``.
         """
         raise NotImplementedError(f"{self.name} defines no forward")
 
     def apply(self, *zs: np.ndarray) -> np.ndarray:
-        """The linear part of a linear node (its ``forward`` without a constant term).
+        r"""The linear part of a linear node (its ``forward`` without a constant term).
 
         Parameters
         ----------
-        *zs : ndarray
-            One batch (n, *shape) per input of the node.
+        \*zs : ndarray
+            One batch ``(n, *shape)`` per input of the node.
 
         Returns
         -------
         ndarray
-            The output batch (n, *out_shape) without the bias.
+            The output batch ``(n, *out_shape)`` without the bias.
         """
         return self.forward(*zs)
 
@@ -188,12 +188,12 @@ class Node:
         Parameters
         ----------
         z : ndarray
-            A batch (n, *out_shape) in the node's output space.
+            A batch ``(n, *out_shape)`` in the node's output space.
 
         Returns
         -------
         ndarray
-            The batch mapped back to the input space, (n, *shape).
+            The batch mapped back to the input space, ``(n, *shape)``.
         """
         if self.linear and self.elementwise:
             return self.apply(z)
@@ -772,7 +772,7 @@ class Dropout(Node):
         Parameters
         ----------
         z : ndarray
-            The batch (n, *shape) the masks multiply.
+            The batch ``(n, *shape)`` the masks multiply.
         rng : numpy.random.Generator
             The source of the masks.
 

@@ -116,7 +116,7 @@ class MaskDistribution:
     def sample(self, shape: ShapeLike, n: int, rng: RngLike) -> np.ndarray:
         """Draw ``n`` independent masks; returns an array of shape ``(n, *shape)``.
 
-        ``rng`` (an int, a :class:`numpy.random.Generator` or None) is the source of
+        ``rng`` (an int, a ``numpy.random.Generator`` or None) is the source of
         the masks, as ``draw(rng, size)`` takes it in :func:`regtheory.montecarlo.estimate`;
         a Generator is used as it is, so successive calls draw new masks.
         """

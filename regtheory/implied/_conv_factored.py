@@ -82,7 +82,7 @@ class FactoredConvSolution:
 
     @property
     def grad_norm(self) -> float:
-        """Deprecated name of :attr:`gradient_norm`."""
+        """Deprecated name of ``gradient_norm``."""
         warnings.warn(
             "grad_norm is deprecated; use gradient_norm", DeprecationWarning, stacklevel=2
         )

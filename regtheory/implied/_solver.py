@@ -216,7 +216,7 @@ class NoMinimiserError(ValueError, SolverFailedError):
     Raised before any solve, from a certifying computation on the data (a linear
     program or the data's structure), so that no finite point is ever returned as
     optimal. A :class:`ValueError` (the data admit no solution) and, as such problems
-    ended before, a :class:`SolverFailedError`.
+    ended before, a :class:`regtheory.implied.SolverFailedError`.
 
     Attributes
     ----------

@@ -9,7 +9,7 @@ an optional stop once the relative standard error reaches a target.
 How the interval is built. The batches are merged pairwise into the count, mean
 and second and third central moments (Chan et al. 1983; Pébay 2008), so the
 estimate carries the standard error s/√n and the skewness γ̂ of one draw.
-:meth:`Estimate.ci` inverts Hall's (1992) cubic transformation of the
+:meth:`regtheory.Penalty.ci` inverts Hall's (1992) cubic transformation of the
 studentized mean, which removes the n^{-1/2} skewness term of its Edgeworth
 expansion. A penalty draw is a sum of squares, skewed to the right, and the
 normal interval mean ± z·se misses mostly on one side: the mean of a few draws
@@ -47,7 +47,7 @@ do the rest.
 
 How many masks for a given precision? A draw's standard deviation σ sets it:
 the relative standard error after n draws is ``σ/(|μ|·sqrt(n))``, so a target ε
-needs ``n ≈ (σ/(ε|μ|))²``. :meth:`Estimate.samples_for` computes that from a pilot
+needs ``n ≈ (σ/(ε|μ|))²``. :meth:`regtheory.Penalty.samples_for` computes that from a pilot
 estimate, and ``rtol=`` stops a run once it is reached (never before
 ``min_masks`` draws). Measured ``σ/|μ|`` of one draw (a random 5-unit FC layer on
 200 Gaussian samples; a random 8-channel 3×3 conv net on 8×8 white noise, zero

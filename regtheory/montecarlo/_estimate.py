@@ -107,7 +107,7 @@ def estimate(
     -------
     Penalty
         Value (the mean), standard error, number and skewness of the draws. Its
-        interval (:meth:`Penalty.ci`) is honest only when the draws are enough to
+        interval (:meth:`regtheory.Penalty.ci`) is honest only when the draws are enough to
         contain the rare events they hinge on; this function cannot know those events
         and asks only for two draws, the penalty estimators refuse fewer than
         :func:`min_draws`.
@@ -181,7 +181,7 @@ def _power_of_two_unit(values: np.ndarray) -> float:
 
 
 def min_draws(event_probabilities: ArrayLike) -> int:
-    r"""Fewest draws for which the interval of :meth:`Estimate.ci` is honest.
+    r"""Fewest draws for which the interval of :meth:`regtheory.Penalty.ci` is honest.
 
     A penalty draw is a function of independent mask events: a unit kept (probability
     θ = keep), a DropBlock block started (γ), a unit kept in every one of several
@@ -195,7 +195,7 @@ def min_draws(event_probabilities: ArrayLike) -> int:
 
     about K expected rare events (kept units at small keep, dropped ones near keep
     = 1). K is the smallest whole number for which the interval of
-    :meth:`Estimate.ci` covers 92-98 % for the two worst draws: two-valued ones (one
+    :meth:`regtheory.Penalty.ci` covers 92-98 % for the two worst draws: two-valued ones (one
     hidden unit carries the penalty; exact binomial coverage 94.3-97.5 % for every
     q in [0.002, 0.99] and n ≥ n_min) and a two-valued mask times a squared Gaussian
     (a conv layer on fresh white inputs; 93.4-96.5 %). At K = 7 they reach 98.6 %

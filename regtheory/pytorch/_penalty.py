@@ -48,7 +48,7 @@ class PenaltyReport:
     stderr : float
         Standard error of ``value``; 0.0 when exact.
     method : str
-        ``"exact"`` or ``"mc"`` (Monte Carlo), as :attr:`regtheory.Penalty.method`.
+        ``"exact"`` or ``"mc"`` (Monte Carlo), as ``regtheory.Penalty.method``.
     dropouts : tuple of str
         Each dropout module: its position in the model, its type and p.
     own : ndarray, read-only
