@@ -358,9 +358,8 @@ def solve_dropout(
       at the previous solution (from β = 0), re-solved until (β, b) moves by at most
       :data:`FIXED_POINT_TOL` relative to 1 + max|(β, b)|; closed form for the Gaussian family.
 
-    Each problem is convex but need not have a minimiser (THEORY §8): that is checked,
-    and without one :class:`~regtheory.implied.NoMinimiserError` is raised, never a finite
-    point. A rung of
+    Each problem is convex but need not have a minimiser (THEORY §8): without one,
+    :class:`~regtheory.implied.NoMinimiserError` is raised, never a finite point. A rung of
     the solver ladder is accepted when the gradient at its solution, computed in NumPy,
     has norm at most :data:`GRADIENT_TOL`. The intercept is neither dropped nor penalized.
 
