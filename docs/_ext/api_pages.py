@@ -38,17 +38,9 @@ def page(name: str) -> str:
     lines = [title, "=" * len(title), "", f".. automodule:: {title}", "   :no-members:", ""]
     lines += [f".. currentmodule:: {title}", "", ".. rubric:: Contents", ""]
     lines += [".. autosummary::", "   :nosignatures:", ""]
-    # a class re-exported from another public module is documented where it is defined
-    elsewhere = {}
-    for n in module.__all__:
-        home = getattr(getattr(module, n), "__module__", title).split("._")[0]
-        if isinstance(getattr(module, n), type) and home not in (title, "regtheory"):
-            elsewhere[n] = f"{home}.{n}"
-    lines += [f"   {elsewhere.get(n, n)}" for n in module.__all__] + [""]
+    lines += [f"   {n}" for n in module.__all__] + [""]
     for n in module.__all__:
         obj = getattr(module, n)
-        if n in elsewhere:
-            continue
         if isinstance(obj, type):
             lines += [f".. autoclass:: {title}.{n}", "   :members:", ""]
         elif callable(obj):

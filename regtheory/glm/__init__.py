@@ -36,8 +36,7 @@ problem is convex, and :func:`solve_dropout` solves it with cvxpy.
   or the quadratic approximation by reweighted ridge to a fixed point), solved down the
   package's one solver ladder and certified by the gradient norm at the solution; a
   problem without a minimiser (labels separated by one feature, constant labels, counts
-  all 0, ...) is found on the data first and raises
-  :class:`~regtheory.implied.NoMinimiserError` with the
+  all 0, ...) is found on the data first and raises :class:`NoMinimiserError` with the
   direction along which its objective keeps decreasing;
 * :func:`dropout_sgd` -- stochastic gradient descent with real masks, which lands on the
   solution of :func:`solve_dropout`.

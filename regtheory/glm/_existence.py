@@ -39,7 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, sparse
 
-from ..implied import NoMinimiserError, SolverFailedError
+from ..implied import SolverFailedError
+from ..implied._solver import NoMinimiserError
 from ._design import Design
 from ._families import mean_function, variance_function
 

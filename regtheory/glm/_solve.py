@@ -21,8 +21,8 @@ from .._validation import (
     check_int,
     check_keep,
 )
-from ..implied import NoMinimiserError, Solution, SolverFailedError
-from ..implied._solver import Certificate, Rung, check_installed, ladder, solve
+from ..implied import Solution, SolverFailedError
+from ..implied._solver import Certificate, NoMinimiserError, Rung, check_installed, ladder, solve
 from ._design import Design, exact_design, plain_design, saa_design
 from ._existence import check_minimiser, confirm_minimiser, find_recession
 from ._families import FAMILIES, Family, check_labels, cumulant, cvx_cumulant, variance_function
@@ -359,7 +359,7 @@ def solve_dropout(
       :data:`FIXED_POINT_TOL` relative to 1 + max|(β, b)|; closed form for the Gaussian family.
 
     Each problem is convex but need not have a minimiser (THEORY §8): without one,
-    :class:`~regtheory.implied.NoMinimiserError` is raised, never a finite point. A rung of
+    :class:`NoMinimiserError` is raised, never a finite point. A rung of
     the solver ladder is accepted when the gradient at its solution, computed in NumPy,
     has norm at most :data:`GRADIENT_TOL`. The intercept is neither dropped nor penalized.
 

@@ -45,7 +45,6 @@ from ._solver import (
     GAP_RTOL,
     Attempt,
     ImpliedResult,
-    NoMinimiserError,
     Solution,
     SolverFailedError,
 )
@@ -60,7 +59,6 @@ __all__ = [
     "DeepRegularizerResult",
     "FactoredConvSolution",
     "ImpliedResult",
-    "NoMinimiserError",
     "Solution",
     "SolverFailedError",
     "conv_induced_regularizer",
