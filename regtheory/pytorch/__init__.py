@@ -31,7 +31,8 @@ This module imports ``torch``; the rest of the package does not (install the
 import torch as torch
 from torch import nn as nn
 
-from ._convert import from_torch, supported_modules, to_torch
+from ._convert import from_torch, supported_modules
+from ._export import to_torch
 from ._modules import DropBlock2d
 from ._penalty import PenaltyReport, dropout_penalty
 from ._training import train_classifier
