@@ -16,7 +16,8 @@ Nodes
   (zeros or circular, any amount), dilation and groups;
 * :class:`AvgPool` (zeros counted in the mean, as torch's default), :class:`MaxPool`,
   :class:`AdaptiveAvgPool` (``AdaptiveAvgPool(1)`` is global average pooling);
-* :class:`ReLU`, :class:`Elementwise` (any elementwise NumPy function), and
+* :class:`ReLU`, :class:`Elementwise` (any elementwise NumPy function),
+  :class:`Function` (any per-sample function with a fixed output shape), and
   :class:`Multiply` (``z -> a * z`` for a fixed array ``a``, a frozen gate pattern);
 * :class:`Add` (the sum of its inputs), :class:`Concat` (joined along the channels),
   :class:`Flatten` (channel first, as ``torch.flatten``), :class:`Reshape`;
@@ -93,6 +94,7 @@ __all__ = [
     "Dropout",
     "Elementwise",
     "Flatten",
+    "Function",
     "Graph",
     "Linear",
     "MaxPool",
@@ -648,6 +650,46 @@ class Elementwise(Node):
         if out.shape != z.shape:
             raise InvalidParameterError(
                 f"the {self.name} layer must keep the shape {z.shape}, returned {out.shape}"
+            )
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class Function(Node):
+    """Any per-sample function of one or more inputs, with a fixed output shape.
+
+    ``function`` maps batches ``(n, *shape)`` of each input to a batch
+    ``(n, *out_shape)``, each sample on its own (layer normalisation, a softmax, a
+    reflection-padded convolution, a step of a traced PyTorch model the package has no
+    node for). It is not linear: the exact penalty takes it before the first dropout
+    layer only, and the Monte Carlo engine evaluates it there.
+    """
+
+    function: Callable[..., np.ndarray] = field(repr=False)
+    shape: tuple[int, ...]
+    name: str = field(default="function", kw_only=True)
+    n_inputs: int = field(default=1, kw_only=True)
+    arity: ClassVar[int | None] = 1
+
+    def __post_init__(self) -> None:
+        if not callable(self.function):
+            raise InvalidParameterError(
+                f"`function` must be callable, got {type(self.function).__name__}"
+            )
+        object.__setattr__(self, "shape", _ints(self.shape, "shape", None, 1))
+        object.__setattr__(self, "arity", _ints(self.n_inputs, "n_inputs", 1, 1)[0])
+
+    def out_shape(self, *shapes: Shape) -> Shape:
+        """The fixed output shape of one sample."""
+        return self.shape
+
+    def forward(self, *zs: np.ndarray) -> np.ndarray:
+        """``function(*zs)``, after checking its shape."""
+        out = np.asarray(self.function(*zs), dtype=float)
+        want = (len(zs[0]), *self.shape)
+        if out.shape != want:
+            raise InvalidParameterError(
+                f"the {self.name} layer must return shape {want}, returned {out.shape}"
             )
         return out
 

@@ -454,7 +454,7 @@ def test_no_other_module_defines_a_layer_class():
 def test_the_same_node_objects_reach_the_moments_the_engine_and_the_export(monkeypatch):
     import regtheory.network._moments as moments
     import regtheory.network._penalty as penalty
-    import regtheory.pytorch._convert as convert
+    import regtheory.pytorch._export as convert
 
     seen = {}
 

@@ -20,28 +20,19 @@ from ..layers import (
     AdaptiveAvgPool,
     AvgPool,
     Conv,
-    DropConnect,
-    Dropout,
-    Elementwise,
-    Flatten,
     Graph,
     Linear,
     MaxPool,
     Node,
-    ReLU,
-    Reshape,
 )
-from ..masks import Bernoulli, Channel
 from ._modules import (
     _BATCHNORMS,
-    _CHANNEL_RANK,
     _DROPOUTS,
     _ELEMENTWISE,
     _POOLS,
-    DropBlock2d,
     _array,
-    _leaves,
     _maybe,
+    _placement,
 )
 
 
@@ -100,16 +91,6 @@ def _pool_args(kernel: Any, stride: Any, padding: Any) -> tuple:
         return tuple(v) if isinstance(v, (tuple, list)) else int(v)
 
     return (ints(kernel), ints(stride), ints(padding))
-
-
-def _dropout(module: nn.Module, where: str) -> Dropout:
-    if isinstance(module, DropBlock2d):
-        return Dropout(module.masks)
-    p = float(module.p)  # type: ignore[arg-type]
-    if not 0.0 <= p < 1.0:
-        raise InvalidParameterError(f"{where} ({type(module).__name__}) must have p in [0, 1)")
-    masks = Channel(1.0 - p) if type(module) in _CHANNEL_RANK else Bernoulli(1.0 - p)
-    return Dropout(masks)
 
 
 class _TorchFunction:
@@ -190,129 +171,6 @@ def supported_modules(*, dropout: bool = False) -> tuple[type[nn.Module], ...]:
     return (*fixed, *_POOLS, *_ELEMENTWISE, *_DROPOUTS, *_BATCHNORMS)
 
 
-def _convert(where: str, module: nn.Module) -> Any:
-    """One torch module as a node.
-
-    ``None`` for a module that is skipped, and ``("norm", scale, shift)`` for a batch
-    norm, folded later.
-    """
-    kind = type(module)
-    if kind is nn.Linear:
-        return Linear(_array(module.weight), bias=_maybe(module.bias))
-    if kind in (nn.Conv1d, nn.Conv2d):
-        return _conv(module, where)  # type: ignore[arg-type]
-    if kind in _POOLS:
-        return _pool(module, where)
-    if kind is nn.ReLU:
-        return ReLU()
-    if kind in _ELEMENTWISE:
-        return Elementwise(_TorchFunction(module), name=kind.__name__)
-    if kind is nn.Identity:
-        return None
-    if kind is nn.Flatten:
-        if (module.start_dim, module.end_dim) != (1, -1):
-            raise InvalidParameterError(f"{where} (Flatten) must flatten from dim 1 to -1")
-        return Flatten()
-    if kind is nn.Unflatten and module.dim in (1, -1):
-        return Reshape(tuple(int(s) for s in module.unflattened_size))  # type: ignore[union-attr]
-    if kind in _DROPOUTS:
-        return _dropout(module, where)
-    if kind in _BATCHNORMS:
-        return ("norm", *_batchnorm(module, where))
-    if kind.__module__.startswith("torchvision") and "DropBlock" in kind.__name__:
-        raise InvalidParameterError(
-            f"{where} ({kind.__name__}) is not supported: torchvision's DropBlock draws blocks "
-            "at Ghiasi et al.'s approximate rate and rescales by the kept fraction of the whole "
-            "batch, which no per-sample mask distribution matches; train with "
-            "regtheory.pytorch.DropBlock2d (the exact rate) instead"
-        )
-    raise InvalidParameterError(f"{where} ({kind.__name__}) is not supported")
-
-
-def _check_fit(where: str, module: nn.Module, layer: Any, shape: tuple, source: str) -> None:
-    """The checks torch's own modules add to the nodes' shapes (ranks, channels, blocks)."""
-    name = f"{where} ({type(module).__name__})"
-    rank: int | None = None
-    if isinstance(module, (nn.Dropout1d, nn.Dropout2d)):
-        rank = _CHANNEL_RANK[type(module)]
-    elif isinstance(module, (DropBlock2d, nn.BatchNorm2d)):
-        rank = 3
-    if rank is not None and len(shape) != rank:
-        raise InvalidParameterError(
-            f"{name} needs {rank} feature axes, got activations of shape {shape} from {source}"
-        )
-    if isinstance(module, _BATCHNORMS) and shape[0] != len(layer[1]):
-        raise InvalidParameterError(
-            f"{name} normalises {len(layer[1])} channels, got activations of shape "
-            f"{shape} from {source}"
-        )
-    if isinstance(module, DropBlock2d) and module.block_size > min(shape[1:]):
-        raise InvalidParameterError(
-            f"{name} has block_size {module.block_size}, larger than its maps {shape[1:]} "
-            f"from {source}"
-        )
-
-
-def _assemble(pairs, shape: tuple[int, ...], source: str) -> tuple[list, list[str]]:
-    """The nodes, each checked to fit the shape it gets, and the names of the dropout modules.
-
-    Every batch norm is folded into the layer before it (or inserted as a diagonal layer),
-    and a Flatten kept only where a Linear does not flatten anyway; the names of the
-    dropout modules come in order.
-    """
-    nodes: list = []
-    names: list[str] = []
-    where_from = f"{source} {shape}"
-    for where, module, layer in pairs:
-        _check_fit(where, module, layer, shape, where_from)
-        if layer is None:  # Identity
-            continue
-        if isinstance(layer, tuple):  # a batch norm: fold or insert
-            _, scale, shift = layer
-            last = nodes[-1] if nodes else None
-            if isinstance(last, (Linear, Conv)):
-                nodes[-1] = _fold(last, scale, shift)
-            else:
-                nodes.append(_diagonal(scale, shift, len(shape)))
-            continue
-        if isinstance(layer, Dropout):
-            names.append(f"{where} ({type(module).__name__}, p={_p(module):g})")
-        try:
-            out = layer.out_shape(shape)
-        except InvalidParameterError as exc:
-            raise InvalidParameterError(
-                f"{where} ({type(module).__name__}) does not fit {where_from}: {exc}"
-            ) from None
-        if not (isinstance(layer, Flatten) and len(shape) == 1):
-            nodes.append(layer)
-        shape = out
-    return _drop_flattens(nodes), names
-
-
-def _drop_flattens(nodes: list) -> list:
-    """The nodes without the Flattens that only elementwise nodes separate from a Linear.
-
-    Elementwise nodes and elementwise masks count alike: a Linear flattens its input
-    channel first, as torch.flatten, and those nodes act alike on maps and vectors.
-    """
-    kept = []
-    for i, node in enumerate(nodes):
-        j = i + 1
-        while j < len(nodes) and (
-            nodes[j].elementwise
-            or (isinstance(nodes[j], Dropout) and type(nodes[j].masks) is Bernoulli)
-        ):
-            j += 1
-        linear_next = j < len(nodes) and isinstance(nodes[j], (Linear, DropConnect))
-        if not (isinstance(node, Flatten) and linear_next):
-            kept.append(node)
-    return kept
-
-
-def _p(module: nn.Module) -> float:
-    return float(module.p)  # type: ignore[arg-type]
-
-
 def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Graph:
     """Convert a PyTorch ``nn.Sequential`` into a :class:`regtheory.layers.Graph`.
 
@@ -372,6 +230,10 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Graph:
     >>> from_torch(model, (3,))[2].masks.keep
     0.75
     """
+    if not isinstance(model, nn.Module):
+        raise InvalidParameterError(
+            f"`model` must be a torch.nn.Module, got {type(model).__name__}"
+        )
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
         raise InvalidParameterError(
             f"`input_shape` must be a sequence of positive ints, got {input_shape!r}"
@@ -379,24 +241,21 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Graph:
     shape = tuple(check_int(s, "input_shape") for s in input_shape)
     if not shape:
         raise InvalidParameterError("`input_shape` must have at least one entry")
-    return _convert_model(model, shape, "`input_shape`")[0]
+    from ._graph import layers_graph
+    from ._runner import Runner
+    from ._trace import Untraceable, modes, trace
 
-
-def _convert_model(
-    model: nn.Module, shape: tuple[int, ...], source: str
-) -> tuple[Graph, list[str]]:
-    """The graph of ``model`` for samples of ``shape`` and the names of its dropout modules.
-
-    ``shape`` is taken from the argument ``source``.
-    """
-    if not isinstance(model, nn.Module):
-        raise InvalidParameterError(
-            f"`model` must be a torch.nn.Module, got {type(model).__name__}"
-        )
-    pairs = [(where, module, _convert(where, module)) for where, module in _leaves(model, "model")]
-    nodes, names = _assemble(pairs, shape, source)
-    if not nodes:
-        raise InvalidParameterError("`model` has no layer to convert")
-    graph = Graph(tuple(nodes))
-    graph.shapes(shape, source=source)  # each node fits (checked above): inferred once here
-    return graph, names
+    try:
+        traced = trace(model)
+    except Untraceable as exc:
+        raise InvalidParameterError(f"`model` cannot be read as a graph: {exc}") from None
+    device, dtype = _placement(model)
+    x = torch.zeros((2, *shape), device=device, dtype=dtype)  # two samples: the batch axis
+    with modes(model, False):
+        try:
+            runner = Runner(traced, x)
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(
+                f"`input_shape` {shape} does not fit the model {exc}"
+            ) from None
+        return layers_graph(runner)[0]

@@ -1,13 +1,15 @@
 """The dropout penalty of a PyTorch model.
 
-Exact on its graph, or by Monte Carlo with the model's own dropout modules.
+The model's traced forward is the one function every path analyses: exact by moment
+propagation on its :mod:`regtheory.layers` graph where that exists, else by Monte Carlo
+through the traced graph, recomputing only what each mask changes. A model that cannot
+be traced is estimated through its own forward.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,24 +23,22 @@ from .._events import mask_events
 from .._grammar import RngLike, as_rng, check_method, keyword_only, transition_to_rng
 from .._overflow import QUADRATIC, finite_result, overflow_error
 from .._results import Penalty
-from .._validation import (
-    InvalidParameterError,
-    check_int,
-    check_n_masks,
-)
-from ..layers import (
-    Graph,
-    as_graph,
-)
+from .._validation import InvalidParameterError, check_int, check_n_masks
+from ..layers import Graph
 from ..montecarlo import default_n_masks, estimate, min_draws
 from ..network._moments import exact_refusal
-from ._convert import _convert_model
-from ._modules import _DROPOUTS, _as_array, _leaves, _placement
+from ._graph import layers_graph, rename, without
+from ._losses import Loss, as_loss, targets
+from ._modules import _as_array, _placement
+from ._own import own_forward_report
+from ._runner import Runner
+from ._second_order import second_order
+from ._trace import Untraceable, modes, trace
 
 
 @dataclass(frozen=True)
 class PenaltyReport:
-    r"""The dropout penalty of a PyTorch model on data, and what each dropout layer pays.
+    r"""The dropout penalty of a PyTorch model on data, and what each dropout site pays.
 
     Attributes
     ----------
@@ -50,18 +50,39 @@ class PenaltyReport:
     method : str
         ``"exact"`` or ``"mc"`` (Monte Carlo), as ``regtheory.Penalty.method``.
     dropouts : tuple of str
-        Each dropout module: its position in the model, its type and p.
+        Each dropout site, by its place in the traced forward: the module's name (a
+        module called twice is two sites, ``call 1`` and ``call 2``) or the functional
+        call's, its type and p.
     own : ndarray, read-only
-        Each dropout module's penalty alone (the other dropout modules off, as in
-        evaluation mode); ``NaN`` where not computed (``by_layer=False``).
+        Each site's penalty alone (the other sites off, as in evaluation mode); ``NaN``
+        where not computed (``by_layer=False``).
     own_stderr : ndarray, read-only
-        Their standard errors (0.0 when exact).
+        Their standard errors (0.0 where exact).
     n_masks : int or None
         Monte Carlo draws behind ``value`` (None when exact).
     terms : network.PenaltyTerms or None
-        The exact split over every subset of dropout layers, when exact.
-    layers : regtheory.layers.Graph
-        The converted network, the one description every path reads.
+        The exact split over every subset of dropout sites, when exact.
+    layers : regtheory.layers.Graph or None
+        The traced model as the package's network description (None when the model
+        could not be traced).
+    loss : str
+        The loss the penalty is measured in: ``"mse"``, ``"cross_entropy"`` or the
+        callable's name.
+    how : str
+        ``"traced"`` (the model's forward read through ``torch.fx``) or ``"own
+        forward"`` (not traceable: Monte Carlo through the model itself; ``reason``
+        says why).
+    own_method : tuple of str
+        How each ``own`` value was computed: ``"exact"``, ``"mc"`` or ``""``.
+    second_order : float or None
+        The second-order (delta-method) approximation
+        :math:`\tfrac12\,\mathbb E\,\delta^\top \nabla^2\ell\,\delta` of the penalty,
+        δ the first-order change of the output under the masks; None where it is not
+        computed (an untraced model, DropBlock or an unscaled mask).
+    own_second_order : ndarray, read-only
+        Its share per site (it is additive over sites); NaN where not computed.
+    reason : str
+        Why the model was not traced, or why the penalty is not exact ("" if it is).
     """
 
     value: float
@@ -72,11 +93,20 @@ class PenaltyReport:
     own_stderr: np.ndarray = field(repr=False)
     n_masks: int | None
     terms: network.PenaltyTerms | None = field(repr=False)
-    layers: Graph = field(repr=False)
+    layers: Graph | None = field(repr=False)
+    loss: str = "mse"
+    how: str = "traced"
+    own_method: tuple[str, ...] = ()
+    second_order: float | None = None
+    own_second_order: np.ndarray | None = field(default=None, repr=False)
+    reason: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("own", "own_stderr"):
-            values = np.array(getattr(self, name), dtype=float)
+        for name in ("own", "own_stderr", "own_second_order"):
+            raw = getattr(self, name)
+            if raw is None:
+                raw = np.full(len(self.dropouts), np.nan)
+            values = np.array(raw, dtype=float)
             values.setflags(write=False)
             object.__setattr__(self, name, values)
 
@@ -92,7 +122,7 @@ class PenaltyReport:
 
     @property
     def interaction(self) -> float:
-        """What the layers pay together beyond their own penalties: value − Σ own."""
+        """What the sites pay together beyond their own penalties: value − Σ own."""
         return self.value - float(np.sum(self.own))
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,9 +132,24 @@ class PenaltyReport:
             "stderr": self.stderr,
             "method": self.method,
             "n_masks": self.n_masks,
+            "loss": self.loss,
+            "how": self.how,
+            "second_order": self.second_order,
             "dropouts": [
-                {"module": name, "own": _json(own), "own_stderr": _json(se)}
-                for name, own, se in zip(self.dropouts, self.own, self.own_stderr)
+                {
+                    "module": name,
+                    "own": _json(own),
+                    "own_stderr": _json(se),
+                    "own_method": how,
+                    "own_second_order": _json(so),
+                }
+                for name, own, se, how, so in zip(
+                    self.dropouts,
+                    self.own,
+                    self.own_stderr,
+                    self.own_method or ("",) * len(self.dropouts),
+                    self.own_second_order,  # type: ignore[arg-type]
+                )
             ],
             "interaction": _json(self.interaction),
         }
@@ -112,13 +157,19 @@ class PenaltyReport:
     def __str__(self) -> str:
         pm = "" if self.method == "exact" else f" ± {self.stderr:.3g}"
         how = "exact" if self.method == "exact" else f"Monte Carlo, {self.n_masks} draws"
-        lines = [f"dropout penalty {self.value:.6g}{pm}  ({how})"]
+        if self.how != "traced":
+            how += ", through the model's own forward"
+        loss = "" if self.loss == "mse" else f", {self.loss}"
+        lines = [f"dropout penalty {self.value:.6g}{pm}  ({how}{loss})"]
+        if self.second_order is not None and self.loss != "mse":
+            lines.append(f"  second-order approximation {self.second_order:.6g}")
         width = max(len(name) for name in self.dropouts)
-        for name, own, se in zip(self.dropouts, self.own, self.own_stderr):
+        methods = self.own_method or ("",) * len(self.dropouts)
+        for name, own, se, m in zip(self.dropouts, self.own, self.own_stderr, methods):
             if np.isnan(own):  # not computed (by_layer=False)
                 lines.append(f"  {name}")
                 continue
-            tail = "" if self.method == "exact" else f" ± {se:.3g}"
+            tail = "" if m == "exact" or se == 0.0 else f" ± {se:.3g}"
             lines.append(f"  {name:<{width}}  alone {own:.6g}{tail}")
         if len(self.dropouts) > 1 and not np.isnan(self.interaction):
             lines.append(f"  {'together, beyond the sum':<{width}}  {self.interaction:.6g}")
@@ -129,51 +180,6 @@ def _json(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-@contextmanager
-def _dropout_on(model: nn.Module, active: Sequence[nn.Module]) -> Iterator[None]:
-    """The model in evaluation mode but for the ``active`` dropout modules; modes restored."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        for module in active:
-            module.train()
-        yield
-    finally:
-        for module, mode in modes:
-            module.train(mode)
-
-
-def _torch_mc(model, drops, X, Y, *, active, n_masks, seed, widest) -> Penalty:
-    """E L(r) − L(1) over the masks of the ``active`` dropout modules, by running the model.
-
-    The draws of a batch are stacked along the batch axis (one forward pass); each batch
-    seeds torch's generator from ``seed``'s stream, inside ``torch.random.fork_rng`` so
-    the caller's torch random state is untouched. The model runs in its own dtype and on
-    its own device; the losses are taken in float64.
-    """
-    device, dtype = _placement(model)
-    n = X.shape[0]
-    x = torch.from_numpy(X).to(device=device, dtype=dtype)
-    y = torch.from_numpy(Y).to(device=device, dtype=torch.float64).reshape(n, -1)
-    events, words = mask_events([drops[i][:2] for i in active])
-    need = min_draws(events)
-    n_masks = check_n_masks(default_n_masks(events) if n_masks is None else n_masks, need, words)
-    modules = [drops[i][2] for i in active]
-    with torch.no_grad(), _dropout_on(model, []):
-        base = torch.mean(torch.sum((y - model(x).reshape(n, -1).double()) ** 2, dim=1)).item()
-    batch = int(np.clip((1 << 22) // (widest * n), 1, 4096))
-    cuda = [device.index or 0] if device.type == "cuda" else []
-
-    def draw(rng: np.random.Generator, size: int) -> np.ndarray:
-        with torch.random.fork_rng(devices=cuda), torch.no_grad(), _dropout_on(model, modules):
-            torch.manual_seed(int(rng.integers(2**62)))
-            out = model(x.repeat(size, *(1,) * (x.dim() - 1))).reshape(size, n, -1)
-        losses = torch.mean(torch.sum((y[None] - out.double()) ** 2, dim=2), dim=1)
-        return losses.cpu().numpy() - base
-
-    return estimate(draw, n_masks=n_masks, rng=seed, batch_size=batch, min_masks=max(1000, need))
-
-
 @finite_result("the dropout penalty of the model", fields=("value", "stderr"))
 @keyword_only(2)
 @transition_to_rng
@@ -182,6 +188,7 @@ def dropout_penalty(
     X: ArrayLike | torch.Tensor,
     *,
     Y: ArrayLike | torch.Tensor | None = None,
+    loss: str | Any = "mse",
     method: str = "auto",
     n_masks: int | None = None,
     rng: RngLike = 0,
@@ -189,36 +196,35 @@ def dropout_penalty(
 ) -> PenaltyReport:
     r"""Dropout penalty :math:`\mathbb{E}_r L(r) - L(\mathbf 1)` of a PyTorch model on data.
 
-    The model is converted by :func:`from_torch` (which refuses unsupported modules by
-    position). ``method="exact"`` computes the penalty by moment propagation
-    (:func:`regtheory.network.dropout_penalty_terms`, in float64 on the converted
-    weights, whatever the model's dtype), which takes networks whose non-linearities
-    all come before the first dropout module. ``method="mc"`` estimates it by Monte
-    Carlo with the model itself: its dropout modules in training mode and every other
-    module in evaluation mode (batch norms use their running statistics), on the model's
-    device and in its dtype, with the squared losses taken in float64; each draw is the
-    loss gap on the whole data with fresh masks, and the estimate's standard error is
-    honest (:func:`regtheory.montecarlo.min_draws` refuses too few draws). torch's random
-    state is left as it was; the same ``rng`` gives the same numbers on the same machine.
-    ``method="auto"`` is exact where the moment propagation takes the network, else
-    Monte Carlo.
+    The model is read through ``torch.fx`` (its real forward: custom modules, residual
+    sums, functional dropout, a module called twice), each dropout site with its own
+    mask, every other module in evaluation mode. ``"exact"`` propagates the masks'
+    moments on the traced graph, for squared error with every non-linearity before the
+    first site; ``"mc"`` averages the loss gap over fresh masks, recomputing only what
+    a mask changes, in the model's dtype and device (losses in float64); ``"auto"`` is
+    exact where it can be. A model ``torch.fx`` cannot trace is estimated through its own
+    forward (``how="own forward"``). torch's random state is left as it was.
 
-    .. math:: P = \mathbb{E}_r\, \frac1n \sum_{k} \|y_k - f_{r_k}(x_k)\|^2
-              - \frac1n \sum_{k} \|y_k - f_{\mathbf 1}(x_k)\|^2 .
+    .. math:: P = \mathbb{E}_r\, \frac1n \sum_{k} \ell(f_{r_k}(x_k), y_k)
+              - \frac1n \sum_{k} \ell(f_{\mathbf 1}(x_k), y_k) .
 
-    With ``by_layer`` each dropout module's penalty *alone* (the others off) is
-    computed the same way: which layer pays what, and what they pay together.
+    With ``by_layer`` each site's penalty *alone* (the others off) is computed too,
+    exactly where it can be; the report also gives the second-order (delta-method)
+    approximation and its share per site.
 
     Parameters
     ----------
-    model : torch.nn.Sequential
-        Supported modules as in :func:`from_torch`; at least one dropout module.
+    model : torch.nn.Module
+        Any module whose forward takes the batch and returns one tensor.
     X : array or torch.Tensor (n, ...)
-        Inputs (float32 or float64).
-    Y : array or torch.Tensor (n, ...), optional
-        Targets, the model's output shape; ``None`` takes the model's own mask-free
-        output (the penalty is then the perturbation energy
-        :math:`\frac1n\sum_k\mathbb E\|f_r(x_k) - f(x_k)\|^2`).
+        Inputs.
+    Y : array or torch.Tensor, optional
+        Targets as the loss takes them: the output's shape for ``"mse"`` (``None``: the
+        model's own clean output, the penalty is then the perturbation energy), class
+        indices ``(n,)`` or probabilities for ``"cross_entropy"``.
+    loss : {"mse", "cross_entropy"} or callable
+        Per-sample loss: squared error summed over the outputs, cross-entropy on the
+        logits, or ``loss(output, target)`` returning one loss per sample.
     method : {"auto", "exact", "mc"}
         How to compute it (above).
     n_masks : int, optional
@@ -227,20 +233,22 @@ def dropout_penalty(
     rng : int, numpy.random.Generator or None
         Source of the Monte Carlo masks (``seed=`` still works, with a warning).
     by_layer : bool
-        Also compute each dropout module's own penalty.
+        Also compute each dropout site's own penalty.
 
     Returns
     -------
     PenaltyReport
-        ``value``, ``stderr`` (0.0 when exact), ``method``, ``dropouts``, ``own``,
-        ``own_stderr``, ``interaction``, ``terms`` (exact only) and the converted
-        ``layers``; ``print(report)`` shows a table, ``report.to_dict()`` JSON values.
+        ``value``, ``stderr`` (0.0 when exact), ``method``, ``loss``, ``how``,
+        ``dropouts``, ``own``, ``own_stderr``, ``own_method``, ``interaction``,
+        ``second_order``, ``terms`` (exact only) and the traced ``layers``;
+        ``print(report)`` shows a table, ``report.to_dict()`` JSON values.
 
     Raises
     ------
     InvalidParameterError
-        For a refused argument (a module not supported, data that do not fit, too few
-        ``n_masks``), or ``method="exact"`` for a model it cannot take.
+        For a refused argument (data that do not fit, too few ``n_masks``, integer
+        labels with squared error), or ``method="exact"`` where the penalty has no
+        exact form (the message says which step).
 
     Examples
     --------
@@ -259,20 +267,26 @@ def dropout_penalty(
       model[0] (Dropout, p=0.5)  alone 5
     """
     X = _as_array(X, "X")
-    graph, names = _convert_model(model, X.shape[1:], "the samples of `X`, of shape")
-    if Y is not None:
-        Y = _as_array(Y, "Y")
-    if not names:
-        raise InvalidParameterError("`model` has no dropout module: its penalty is zero")
+    if not isinstance(model, nn.Module):
+        raise InvalidParameterError(
+            f"`model` must be a torch.nn.Module, got {type(model).__name__}"
+        )
+    how = as_loss(loss)
     method, n_masks = _options(method, n_masks, by_layer)
     gen = as_rng(rng)  # refuse a bad rng even where the penalty is exact
-    why = None if method == "mc" else exact_refusal(graph, X.shape[1:])
-    if method == "exact" and why is not None:
-        raise InvalidParameterError(why)
-    if method != "mc" and why is None:
-        report = _exact_report(graph, names, X, Y, by_layer)
+    try:
+        traced = trace(model)
+    except Untraceable as exc:
+        if method == "exact":
+            raise InvalidParameterError(
+                f"the exact penalty reads the model's traced graph, but {exc}; use "
+                "method='mc' (Monte Carlo through the model's own forward)"
+            ) from None
+        report = own_forward_report(
+            model, X, Y, how, n_masks=n_masks, rng=gen, by_layer=by_layer, reason=str(exc)
+        )
     else:
-        report = _monte_carlo_report(model, graph, names, X, Y, n_masks, gen, by_layer)
+        report = _traced_report(model, traced, X, Y, how, method, n_masks, gen, by_layer)
     _check_finite(report, model, X)
     return report
 
@@ -297,64 +311,181 @@ def _check_finite(report: PenaltyReport, model: nn.Module, X: np.ndarray) -> Non
         )
 
 
-def _without(graph: Graph, drop: Sequence[int]) -> Graph:
-    """The graph without the nodes at ``drop`` (each read through as its own input)."""
-    keep = [i for i in range(len(graph)) if i not in drop]
-    new = {old: k for k, old in enumerate(keep)}
+@dataclass
+class _Problem:
+    """What the traced paths share: the runner, the graph, the loss and its targets."""
 
-    def source(s: int) -> int:
-        while s in drop:
-            s = graph.inputs[s][0]
-        return -1 if s < 0 else new[s]
+    runner: Runner
+    graph: Graph | None
+    labels: list[str]
+    loss: Loss
+    target: Any
+    X: np.ndarray
+    why: str  # why the total is not exact ("" if it is)
 
-    inputs = {k: tuple(source(s) for s in graph.inputs[old]) for k, old in enumerate(keep)}
-    return Graph(tuple(graph[i] for i in keep), inputs=inputs)
+    def exact_alone(self, k: int) -> Graph | None:
+        """The graph with site ``k`` alone, if its penalty is exact, else None."""
+        if self.graph is None or self.loss.name != "mse":
+            return None
+        at = self.graph.random_positions
+        alone = without(self.graph, [j for j in at if j != at[k]])
+        return alone if exact_refusal(alone, self.X.shape[1:]) is None else None
+
+    def exact(self, graph: Graph) -> network.PenaltyTerms:
+        Y = None
+        if self.loss.name == "mse":
+            Y = self.target.detach().cpu().numpy().reshape(self.runner.output.shape)
+        return network.dropout_penalty_terms(graph, self.X, Y=Y)
 
 
-def _exact_report(graph: Graph, names, X, Y, by_layer) -> PenaltyReport:
-    terms = network.dropout_penalty_terms(graph, X, Y=Y)
-    at = graph.random_positions
-    own = np.full(len(at), np.nan)
-    for k, i in enumerate(at if by_layer else []):
-        alone = _without(graph, [j for j in at if j != i])
-        own[k] = network.dropout_penalty_terms(alone, X, Y=Y).value
-    return PenaltyReport(
-        terms.value, 0.0, "exact", tuple(names), own, np.zeros(len(at)), None, terms, graph
-    )
-
-
-def _monte_carlo_report(model, graph, names, X, Y, n_masks, seed, by_layer) -> PenaltyReport:
-    graph = as_graph(graph)
-    modules = [m for _, m in _leaves(model, "model") if isinstance(m, _DROPOUTS)]
-    shapes = graph.mask_laws(X.shape[1:])
-    drops = [(masks, shape, module) for (masks, shape), module in zip(shapes, modules)]
-    out = graph.forward(X)
-    if Y is None:
-        Y = out
-    elif Y.shape != out.shape:
+def _problem(traced, X: np.ndarray, Y: Any, loss: Loss, device, dtype) -> _Problem:
+    x = torch.from_numpy(X).to(device=device, dtype=dtype)
+    try:
+        runner = Runner(traced, x)
+    except InvalidParameterError as exc:
         raise InvalidParameterError(
-            f"`Y` must have the model's output shape {out.shape}, got {Y.shape}"
+            f"`X` of shape {X.shape} does not fit the model {exc}"
+        ) from None
+    target = targets(loss, Y, runner.output)
+    graph: Graph | None = None
+    labels: list[str] = []
+    why = ""
+    try:
+        graph, labels = layers_graph(runner)
+    except InvalidParameterError as exc:
+        why = str(exc)
+    if loss.name != "mse":
+        why = f"the exact penalty is for squared error (loss='mse'), not loss={loss.name!r}"
+    elif graph is not None:
+        why = rename(exact_refusal(graph, X.shape[1:]) or "", labels)
+    return _Problem(runner, graph, labels, loss, target, X, why)
+
+
+def _traced_report(model, traced, X, Y, loss, method, n_masks, rng, by_layer) -> PenaltyReport:
+    if not traced.sites:
+        raise InvalidParameterError(
+            "`model` has no dropout module or call in its forward: its penalty is zero"
         )
-    Y = Y.reshape(len(X), -1)
-    rng = as_rng(seed)
-    # the widest activation of one sample sets the batch of draws
-    widest = max(int(np.prod(s)) for s in (X.shape[1:], *graph.shapes(X.shape[1:])))
-    total = _torch_mc(
-        model, drops, X, Y, active=range(len(drops)), seed=rng, n_masks=n_masks, widest=widest
+    device, dtype = _placement(model)
+    with modes(model, False):  # every module in evaluation mode: the sites draw the masks
+        problem = _problem(traced, X, Y, loss, device, dtype)
+        if method == "exact" and problem.why:
+            raise InvalidParameterError(problem.why)
+        names = tuple(info.label for info in traced.sites)
+        order2, own2 = second_order(problem.runner, loss, problem.target)
+        common = dict(loss=loss.name, second_order=order2, own_second_order=own2)
+        if method != "mc" and not problem.why:
+            return _exact_report(problem, names, by_layer, common)
+        return _monte_carlo_report(problem, names, n_masks, rng, by_layer, common, method)
+
+
+def _exact_report(problem: _Problem, names, by_layer: bool, common: dict) -> PenaltyReport:
+    assert problem.graph is not None
+    terms = problem.exact(problem.graph)
+    k_sites = len(names)
+    own = np.full(k_sites, np.nan)
+    for k in range(k_sites if by_layer else 0):
+        alone = problem.exact_alone(k)
+        own[k] = terms.value if k_sites == 1 else problem.exact(alone).value  # type: ignore[arg-type]
+    methods = ("exact",) * k_sites if by_layer else ("",) * k_sites
+    return PenaltyReport(
+        terms.value,
+        0.0,
+        "exact",
+        names,
+        own,
+        np.zeros(k_sites),
+        None,
+        terms,
+        problem.graph,
+        own_method=methods,
+        **common,
     )
-    own = np.full(len(drops), np.nan)
-    own_se = np.full(len(drops), np.nan)
-    for k in range(len(drops) if by_layer else 0):
-        est = _torch_mc(model, drops, X, Y, active=[k], seed=rng, n_masks=n_masks, widest=widest)
-        own[k], own_se[k] = est.value, est.stderr
+
+
+def _laws(runner: Runner) -> list:
+    """(mask distribution, masked shape) of each site, for the rare events of the draws."""
+    from ..masks import Bernoulli
+
+    return [
+        (info.law or Bernoulli(info.module.keep), shape[1:])
+        for info, shape in zip(runner.sites, runner.site_shapes)
+    ]
+
+
+def _monte_carlo_report(problem, names, n_masks, rng, by_layer, common, method) -> PenaltyReport:
+    runner, k_sites = problem.runner, len(names)
+    own = np.full(k_sites, np.nan)
+    own_se = np.full(k_sites, np.nan)
+    methods = [""] * k_sites
+    sampled: list[int] = []
+    for k in range(k_sites if by_layer and k_sites > 1 else 0):
+        alone = None if method == "mc" else problem.exact_alone(k)
+        if alone is None:
+            sampled.append(k)
+        else:
+            own[k], own_se[k], methods[k] = problem.exact(alone).value, 0.0, "exact"
+    events, words = mask_events(_laws(runner))
+    need = min_draws(events)
+    n_masks = check_n_masks(default_n_masks(events) if n_masks is None else n_masks, need, words)
+    configs = [tuple(range(k_sites))] + [(k,) for k in sampled]
+    estimates = _estimate_all(problem, configs, n_masks, rng, need)
+    total = estimates[0]
+    for k, est in zip(sampled, estimates[1:]):
+        own[k], own_se[k], methods[k] = est.value, est.stderr, "mc"
+    if by_layer and k_sites == 1:
+        own[0], own_se[0], methods[0] = total.value, total.stderr, "mc"
     return PenaltyReport(
         total.value,
         total.stderr,
         "mc",
-        tuple(names),
+        names,
         own,
         own_se,
         total.n_masks,
         None,
-        graph,
+        problem.graph,
+        own_method=tuple(methods),
+        reason=problem.why,
+        **common,
     )
+
+
+def _estimate_all(problem: _Problem, configs, n_masks: int, rng, need: int) -> list[Penalty]:
+    """One estimate per configuration of active sites, all from the same masks."""
+    runner, loss = problem.runner, problem.loss
+    base = loss.per_sample(runner.output, problem.target).mean()
+    fresh = {node for node in runner.plan(configs[0]) if node in runner.batched}
+    widest = max((runner.clean[node][0].numel() for node in fresh), default=1)
+    batch = int(np.clip((1 << 23) // max(1, widest * runner.n), 1, 4096))
+    device = runner.output.device
+    generator = torch.Generator(device=device)
+    columns: list[list[np.ndarray]] = [[] for _ in configs]
+
+    def draw(gen: np.random.Generator, size: int) -> np.ndarray:
+        generator.manual_seed(int(gen.integers(2**62)))
+        masks = runner.masks(size, generator)
+        for j, active in enumerate(configs):
+            out = runner.run(active, masks, size)
+            columns[j].append(runner.losses(out, loss, problem.target, base, size))
+        return columns[0][-1]
+
+    first = estimate(draw, n_masks=n_masks, rng=rng, batch_size=batch, min_masks=max(1000, need))
+    found = [first]
+    for column in columns[1:]:
+        found.append(
+            estimate(
+                _replay(column),
+                n_masks=n_masks,
+                rng=0,
+                batch_size=batch,
+                min_masks=max(1000, need),
+            )
+        )
+    return found
+
+
+def _replay(column: list[np.ndarray]) -> Callable[[np.random.Generator, int], np.ndarray]:
+    """The draws of an estimate made already, batch by batch, as ``estimate`` asks."""
+    batches = iter(column)
+    return lambda _gen, _size: next(batches)
