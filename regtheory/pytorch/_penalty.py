@@ -208,9 +208,8 @@ def dropout_penalty(
     .. math:: P = \mathbb{E}_r\, \frac1n \sum_{k} \ell(f_{r_k}(x_k), y_k)
               - \frac1n \sum_{k} \ell(f_{\mathbf 1}(x_k), y_k) .
 
-    With ``by_layer`` each site's penalty *alone* (the others off) is computed too,
-    exactly where it can be; the report also gives the second-order (delta-method)
-    approximation and its share per site.
+    With ``by_layer`` each site's penalty *alone* (the others off) is computed too; the
+    report also gives the second-order (delta-method) approximation, per site.
 
     Parameters
     ----------
@@ -228,10 +227,9 @@ def dropout_penalty(
     method : {"auto", "exact", "mc"}
         How to compute it (above).
     n_masks : int, optional
-        Monte Carlo draws per estimate; default
-        :func:`regtheory.montecarlo.default_n_masks` of the rare mask events.
+        Monte Carlo draws; default :func:`regtheory.montecarlo.default_n_masks`.
     rng : int, numpy.random.Generator or None
-        Source of the Monte Carlo masks (``seed=`` still works, with a warning).
+        Source of the masks (``seed=`` still works, with a warning).
     by_layer : bool
         Also compute each dropout site's own penalty.
 
@@ -247,8 +245,7 @@ def dropout_penalty(
     ------
     InvalidParameterError
         For a refused argument (data that do not fit, too few ``n_masks``, integer
-        labels with squared error), or ``method="exact"`` where the penalty has no
-        exact form (the message says which step).
+        labels with squared error), or ``method="exact"`` where it has no exact form.
 
     Examples
     --------
