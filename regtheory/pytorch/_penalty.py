@@ -271,6 +271,13 @@ def dropout_penalty(
     how = as_loss(loss)
     method, n_masks = _options(method, n_masks, by_layer)
     gen = as_rng(rng)  # refuse a bad rng even where the penalty is exact
+    report = _report(model, X, Y, how, method, n_masks, gen, by_layer)
+    _check_finite(report, model, X)
+    return report
+
+
+def _report(model, X, Y, loss: Loss, method, n_masks, rng, by_layer) -> PenaltyReport:
+    """The report through the traced graph, or through the model's own forward."""
     try:
         traced = trace(model)
     except Untraceable as exc:
@@ -279,13 +286,10 @@ def dropout_penalty(
                 f"the exact penalty reads the model's traced graph, but {exc}; use "
                 "method='mc' (Monte Carlo through the model's own forward)"
             ) from None
-        report = own_forward_report(
-            model, X, Y, how, n_masks=n_masks, rng=gen, by_layer=by_layer, reason=str(exc)
+        return own_forward_report(
+            model, X, Y, loss, n_masks=n_masks, rng=rng, by_layer=by_layer, reason=str(exc)
         )
-    else:
-        report = _traced_report(model, traced, X, Y, how, method, n_masks, gen, by_layer)
-    _check_finite(report, model, X)
-    return report
+    return _traced_report(model, traced, X, Y, loss, method, n_masks, rng, by_layer)
 
 
 def _options(method: object, n_masks: object, by_layer: object) -> tuple[str, int | None]:
