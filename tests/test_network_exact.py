@@ -20,7 +20,7 @@ import pytest
 
 from regtheory import InvalidParameterError, fc, network
 from regtheory.conv import conv_matrix
-from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian
+from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian, PerSample
 from regtheory.network import (
     Conv,
     DropConnect,
@@ -64,7 +64,8 @@ def _forward(spec, X, masks):
     """Run ``spec`` on X for a batch of mask patterns: masks[i] has a leading pattern axis.
 
     spec entries: ("conv", w, padding[, bias]), ("linear", W[, bias]), ("relu",), ("tanh",),
-    ("mask", kind, keep) with kind "element" / "channel" / "block", ("connect", W, keep).
+    ("mask", kind, keep) with kind "element" / "channel" / "sample" / "block",
+    ("connect", W, keep).
     Returns (P, n, ...).
     """
     P = next(len(m) for m in masks.values())
@@ -94,7 +95,7 @@ def _forward(spec, X, masks):
 
 def _bits(spec, shapes):
     """Number of independent Bernoulli bits of each random layer (element: units; channel:
-    channels; connect: weights; DropBlock: block starts of every channel)."""
+    channels; sample: one; connect: weights; DropBlock: block starts of every channel)."""
     out = {}
     for i, layer in enumerate(spec):
         if layer[0] == "mask":
@@ -103,6 +104,8 @@ def _bits(spec, shapes):
                 out[i] = int(np.prod(shape))
             elif kind == "channel":
                 out[i] = shape[0]
+            elif kind == "sample":
+                out[i] = 1
             else:
                 b = layer[3]
                 out[i] = shape[0] * int(np.prod([n - b + 1 for n in shape[1:]]))
@@ -123,8 +126,8 @@ def _mask_values(layer, shape, bits):
         return bits.reshape(len(bits), *shape) / keep, np.prod(
             np.where(bits == 1, keep, 1 - keep), axis=1
         )
-    if kind == "channel":
-        m = bits.reshape(len(bits), shape[0], *(1,) * (len(shape) - 1))
+    if kind in ("channel", "sample"):  # a bit per channel, or one for the whole tensor
+        m = bits.reshape(len(bits), bits.shape[1], *(1,) * (len(shape) - 1))
         return np.broadcast_to(m / keep, (len(bits), *shape)), np.prod(
             np.where(bits == 1, keep, 1 - keep), axis=1
         )
@@ -190,7 +193,7 @@ def _layers(spec):
             out.append(DropConnect(layer[1], layer[2]))
         else:
             kind, keep = layer[1], layer[2]
-            masks = {"element": Bernoulli, "channel": Channel}.get(kind)
+            masks = {"element": Bernoulli, "channel": Channel, "sample": PerSample}.get(kind)
             out.append(Dropout(masks(keep) if masks else DropBlock(keep, layer[3])))
     return out
 
@@ -324,6 +327,106 @@ def test_dropconnect_matches_monte_carlo_over_sampled_weight_masks():
     assert abs(z) < N_SE, (exact.value, draws.mean())
 
 
+# ----------------------------------------------------------------------------- PerSample
+
+
+def test_per_sample_mask_before_a_linear_map_is_lambda_times_the_squared_output():
+    """Stochastic depth before a linear map B (with a bias c): B(m h) + c − (B h + c) =
+    (m − 1) B h with one scalar m per sample, so E‖·‖² = λ‖B h‖², and, as E m = 1, the
+    penalty is λ mean_k ‖B h_k‖² for any targets. Vectors (B = W2 W1) and maps (B = a conv,
+    then a Linear), B h computed here with plain NumPy."""
+    rng = np.random.default_rng(30)
+    keep = 0.35
+    lam = (1 - keep) / keep
+    V, W1, W2 = rng.normal(size=(5, 3)), rng.normal(size=(4, 5)), rng.normal(size=(2, 4))
+    X, Y = rng.normal(size=(9, 3)), rng.normal(size=(9, 2))
+    layers = [
+        Linear(V, bias=rng.normal(size=5)),
+        ReLU(),
+        Dropout(PerSample(keep)),
+        Linear(W1, bias=rng.normal(size=4)),
+        Linear(W2, bias=rng.normal(size=2)),
+    ]
+    h = np.maximum(X @ V.T + layers[0].bias, 0)
+    closed = lam * np.mean(np.sum((h @ W1.T @ W2.T) ** 2, axis=1))
+    assert network_dropout_penalty(layers, X).value == pytest.approx(closed, rel=1e-12)
+    assert network_dropout_penalty(layers, X, Y).value == pytest.approx(closed, rel=1e-12)
+
+    w0, w1 = rng.normal(size=(2, 1, 3, 3)), rng.normal(size=(3, 2, 3, 3))
+    W = rng.normal(size=(4, 3 * 36))
+    X = rng.normal(size=(5, 1, 6, 6))
+    layers = [
+        Conv(w0),
+        ReLU(),
+        Dropout(PerSample(keep)),
+        Conv(w1, bias=rng.normal(size=3)),
+        Linear(W, bias=rng.normal(size=4)),
+    ]
+    h = np.maximum(_conv_np(X, w0, "zeros"), 0)
+    out = _conv_np(h, w1, "zeros").reshape(len(X), -1) @ W.T
+    closed = lam * np.mean(np.sum(out**2, axis=1))
+    assert network_dropout_penalty(layers, X).value == pytest.approx(closed, rel=1e-12)
+
+
+def test_per_sample_masks_mixed_with_others_match_enumeration():
+    """Every mask pattern (a per-sample mask is one bit) and every subset's term."""
+    rng = np.random.default_rng(31)
+    W1, W2, W3, W4 = (rng.normal(size=s) for s in [(4, 3), (4, 4), (3, 4), (2, 3)])
+    X, Y = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    spec = [
+        ("linear", W1, rng.normal(size=4)),
+        ("relu",),
+        ("mask", "sample", 0.6),
+        ("linear", W2, rng.normal(size=4)),
+        ("mask", "element", 0.4),
+        ("linear", W3),
+        ("mask", "sample", 0.3),
+        ("linear", W4, rng.normal(size=2)),
+    ]
+    _check_against_enumeration(spec, X, Y)
+    w0, w1, w2 = (rng.normal(size=s) for s in [(2, 1, 3, 3), (2, 2, 3, 3), (1, 2, 3, 3)])
+    X, Y = rng.normal(size=(2, 1, 3, 3)), rng.normal(size=(2, 1, 3, 3))
+    spec = [
+        ("conv", w0, "zeros", rng.normal(size=2)),
+        ("mask", "channel", 0.5),
+        ("conv", w1, "circular"),
+        ("mask", "sample", 0.7),
+        ("conv", w2, "zeros", rng.normal(size=1)),
+        ("mask", "element", 0.6),
+    ]
+    _check_against_enumeration(spec, X, Y)
+
+
+@pytest.mark.parametrize("maps", [False, True], ids=["vectors", "maps"])
+def test_per_sample_masks_match_monte_carlo_over_real_masks(maps):
+    rng = np.random.default_rng(32)
+    if maps:
+        w = [rng.normal(size=s) / 3 for s in [(3, 2, 3, 3), (3, 3, 3, 3), (2, 3, 3, 3)]]
+        X, Y = rng.normal(size=(6, 2, 6, 6)), rng.normal(size=(6, 2, 6, 6))
+        layers = [
+            Conv(w[0]),
+            ReLU(),
+            Dropout(PerSample(0.7)),
+            Conv(w[1], bias=rng.normal(size=3)),
+            Dropout(Bernoulli(0.8)),
+            Conv(w[2]),
+        ]
+    else:
+        W1, W2, W3 = rng.normal(size=(6, 4)), rng.normal(size=(5, 6)), rng.normal(size=(2, 5))
+        X, Y = rng.normal(size=(30, 4)), rng.normal(size=(30, 2))
+        layers = [
+            Linear(W1),
+            ReLU(),
+            Dropout(PerSample(0.6)),
+            Linear(W2, bias=rng.normal(size=5)),
+            Dropout(PerSample(0.8)),
+            Linear(W3),
+        ]
+    exact = network.dropout_penalty(layers, X, Y=Y, method="exact")
+    est = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=4000, rng=33)
+    assert abs(est.zscore(exact)) < N_SE, (float(exact), est)
+
+
 # ----------------------------------------------------------------------------- 2. conv nets
 
 
@@ -425,6 +528,8 @@ def _moments_of(spec):
         if layer[0] == "mask" and layer[1] == "block":
             return _dropblock_moments_by_definition(DropBlock(layer[2], layer[3]), shape)
         lam = (1 - layer[2]) / layer[2]
+        if layer[1] == "sample":  # one draw for the whole tensor: E[m mᵀ] = 1 + λ 11ᵀ
+            return 1.0, 1.0 + lam * np.ones((d, d))
         if layer[1] == "element" or len(shape) == 1:
             return 1.0, 1.0 + lam * np.eye(d)
         P = d // shape[0]
@@ -444,7 +549,14 @@ DENSE_CASES = {
 
 @pytest.mark.parametrize("case", DENSE_CASES)
 @pytest.mark.parametrize(
-    "kinds", [("element", "element"), ("channel", "element"), ("element", "channel")]
+    "kinds",
+    [
+        ("element", "element"),
+        ("channel", "element"),
+        ("element", "channel"),
+        ("sample", "element"),
+        ("element", "sample"),
+    ],
 )
 def test_conv_three_layers_match_dense_matrices(case, kinds):
     spatial, k, padding = DENSE_CASES[case]
@@ -468,6 +580,8 @@ HEAD_MASKS = {
     "element-channel": (("mask", "element", 0.5), ("mask", "channel", 0.7)),
     "block-channel": (("mask", "block", 0.7, 2), ("mask", "channel", 0.7)),
     "channel-block": (("mask", "channel", 0.6), ("mask", "block", 0.7, 3)),
+    "element-sample": (("mask", "element", 0.5), ("mask", "sample", 0.7)),
+    "sample-block": (("mask", "sample", 0.6), ("mask", "block", 0.7, 3)),
 }
 
 

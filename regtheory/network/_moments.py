@@ -57,6 +57,9 @@ Moment propagation
   on a vector, channel masks are elementwise;
 * DropBlock with the ideal 1/θ normaliser (Ghiasi et al. 2018): its exact mean and
   banded within-channel covariance (:class:`regtheory.masks.DropBlock`);
+* per-sample masks, stochastic depth (Huang et al. 2016): one draw for the whole
+  tensor, :math:`\operatorname{Cov}(m) = \lambda\mathbf 1\mathbf 1^\top`, so the child
+  is :math:`\lambda S`, the whole parent scaled;
 * DropConnect, an independent Bernoulli mask on the weights of a fully connected layer
   (Wan et al. 2013): the layer adds :math:`\lambda\,\mathrm{Diag}((W\circ W)\operatorname{diag} S)`.
 
@@ -88,6 +91,8 @@ References
     CVPR 2015.
 [6] G. Ghiasi, T.-Y. Lin, Q. V. Le, DropBlock: A regularization method for
     convolutional networks, NeurIPS 2018.
+[7] G. Huang, Y. Sun, Z. Liu, D. Sedra, K. Q. Weinberger, Deep Networks with
+    Stochastic Depth, ECCV 2016.
 """
 
 from __future__ import annotations
@@ -104,7 +109,7 @@ from .._dropblock import dropblock_moments
 from .._validation import InvalidParameterError, check_array
 from ..conv import conv2d
 from ..layers import Conv, DropConnect, Dropout, Flatten, Graph, Linear, Multiply, Node, ReLU
-from ..masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
+from ..masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution, PerSample
 
 __all__ = [
     "PenaltyTerms",
@@ -373,6 +378,8 @@ def _mask_kind(masks: MaskDistribution, shape: tuple[int, ...]) -> str:
         return "element"
     if isinstance(masks, Channel):
         return "element" if vector else "channel"
+    if isinstance(masks, PerSample):
+        return "sample"
     raise InvalidParameterError(
         f"no exact second moments are known for masks of type {type(masks).__name__}; "
         "estimate the penalty by Monte Carlo (method='mc')"
@@ -595,6 +602,11 @@ class _ConvPhase:
                         (*steps, *done),
                         t + len(done),
                     )
+            elif kind == "sample":
+                # S ∘ λ11ᵀ = λ S: the child is the parent's own probes, weighted by λ
+                self.stream(
+                    (*subset, t), op.masks.lam * weight, left, right, exact, origin, steps, t + 1
+                )
             else:
                 mean, lags = self.moments[t]
                 bands = self.band.setdefault((subset, t), {})
@@ -631,7 +643,7 @@ class _ConvPhase:
         op = self.ops[t]
         assert isinstance(op, Dropout)
         kind = self.kinds[t]
-        if kind == "channel":
+        if kind in ("channel", "sample"):
             return  # born while their parents streamed
         parents: dict[tuple[tuple[int, ...], int], Any] = (
             self.diag if kind == "element" else self.band
@@ -743,8 +755,8 @@ def _fc_phase(
     """Walk ops[start:] on vector features.
 
     S ← W S Wᵀ, masks λ Diag(diag S) (elementwise, Gaussian and channel masks alike on
-    vectors), DropConnect λ Diag((W∘W) diag S); any other linear node through its
-    ``apply`` (``shapes[t]``: the input shape of node t).
+    vectors) or λ S (per-sample masks), DropConnect λ Diag((W∘W) diag S); any other
+    linear node through its ``apply`` (``shapes[t]``: the input shape of node t).
     """
     for t in range(start, len(ops)):
         op = ops[t]
@@ -764,7 +776,11 @@ def _fc_phase(
             states += children
         elif isinstance(op, Dropout):
             kind = _mask_kind(op.masks, shapes[t])  # DropBlock: refused by _check_masks
-            if kind == "channel":  # S ∘ Cov(m) = λ Σ_c P_c S P_c on a dense S
+            if kind == "sample":  # S ∘ λ11ᵀ = λ S
+                children = [
+                    _State((*st.subset, t), dense=op.masks.lam * st.full()) for st in states
+                ]
+            elif kind == "channel":  # S ∘ Cov(m) = λ Σ_c P_c S P_c on a dense S
                 channel = np.repeat(np.arange(shapes[t][0]), int(np.prod(shapes[t][1:])))
                 same = channel[:, None] == channel[None, :]
                 children = [
@@ -922,7 +938,8 @@ def dropout_penalty_terms(graph: Graph, X: ArrayLike, Y: ArrayLike | None = None
     layer, else ``InvalidParameterError`` (use ``method="mc"``); masks
     are :class:`~regtheory.masks.Bernoulli`, :class:`~regtheory.masks.Gaussian`,
     :class:`~regtheory.masks.Channel`, :class:`~regtheory.masks.DropBlock` (ideal
-    normaliser) or DropConnect on a fully connected layer.
+    normaliser), :class:`~regtheory.masks.PerSample` or DropConnect on a fully
+    connected layer.
 
     Parameters
     ----------

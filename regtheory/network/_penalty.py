@@ -290,7 +290,8 @@ def dropout_penalty_terms(
     zero unless a mask has E m ≠ 1 (DropBlock's ideal masks near the border; then the
     targets ``Y`` matter). Masks: :class:`~regtheory.masks.Bernoulli`,
     :class:`~regtheory.masks.Gaussian`, :class:`~regtheory.masks.Channel`,
-    :class:`~regtheory.masks.DropBlock` (ideal normaliser), and
+    :class:`~regtheory.masks.DropBlock` (ideal normaliser),
+    :class:`~regtheory.masks.PerSample` (stochastic depth), and
     :class:`~regtheory.layers.DropConnect`.
     A random layer followed by a ReLU has no exact form: ``InvalidParameterError``;
     use :func:`dropout_penalty` with ``method="mc"``.
