@@ -301,7 +301,8 @@ def dropout_penalty_terms(
     layers : regtheory.layers.Graph or sequence of nodes
         The network, first layer first. After its first random node a chain of linear
         nodes: on feature maps same-size convolutions and elementwise linear nodes up to
-        a Linear or DropConnect, on vectors any linear node.
+        a Linear or DropConnect, on vectors any linear node; an Add or Concat there may
+        also read mask-free inputs (a residual skip), not two masked ones.
     X : array (n, ...)
         Inputs, (n, C, H, W) or (n, C, L) for a conv first layer, (n, d) for a linear one.
     Y : array (n, ...), optional
