@@ -22,7 +22,7 @@ Nodes
 * :class:`Add` (the sum of its inputs), :class:`Concat` (joined along the channels),
   :class:`Flatten` (channel first, as ``torch.flatten``), :class:`Reshape`;
 * :class:`Dropout` (a mask of any :mod:`regtheory.masks` distribution: Bernoulli,
-  Gaussian, channel, DropBlock) and :class:`DropConnect` (a fully connected layer whose
+  Gaussian, channel, DropBlock, per-sample) and :class:`DropConnect` (a fully connected layer whose
   weights are dropped, Wan et al. [1]).
 
 The node protocol
@@ -797,7 +797,7 @@ class Dropout(Node):
         if not isinstance(self.masks, MaskDistribution):
             raise InvalidParameterError(
                 "`masks` must be a regtheory.masks distribution (Bernoulli, Gaussian, "
-                f"Channel, DropBlock), got {type(self.masks).__name__}"
+                f"Channel, DropBlock, PerSample), got {type(self.masks).__name__}"
             )
 
     def out_shape(self, *shapes: Shape) -> Shape:

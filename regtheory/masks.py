@@ -10,6 +10,11 @@ feature shape; every mask is *inverted* (a kept unit is scaled by 1/keep), so
   ``torch.nn.Dropout2d`` / SpatialDropout (Tompson et al., CVPR 2015).
 * :class:`DropBlock` -- contiguous square blocks of a feature map dropped
   together (Ghiasi, Lin & Le, NeurIPS 2018; ``torchvision.ops.drop_block2d``).
+* :class:`Gaussian` -- multiplicative N(1, λ) noise with the Bernoulli moments
+  (Srivastava et al., JMLR 2014).
+* :class:`PerSample` -- a whole sample's tensor kept or dropped together:
+  stochastic depth (Huang et al., ECCV 2016), DropPath (Larsson et al., ICLR 2017),
+  ``torchvision.ops.StochasticDepth(p, "row")``, timm's ``DropPath``.
 
 The feature shape is ``(width,)`` for a fully connected hidden layer and
 ``(channels, H, W)`` (or ``(channels, L)``) for a convolutional feature map.
@@ -38,6 +43,7 @@ __all__ = [
     "DropBlock",
     "Gaussian",
     "MaskDistribution",
+    "PerSample",
     "dropout_lambda",
     "kept_units",
 ]
@@ -130,8 +136,8 @@ class MaskDistribution:
     def kept_probability(self, shape: ShapeLike) -> float:
         """Smallest probability, over the units of a mask of ``shape``, that a unit is kept.
 
-        ``keep`` for elementwise and channel dropout, where every unit is kept with
-        probability ``keep``.
+        ``keep`` for elementwise, channel and per-sample dropout, where every unit is
+        kept with probability ``keep``.
         """
         _check_feature_shape(shape)
         return self.keep
@@ -141,8 +147,8 @@ class MaskDistribution:
 
         A Monte Carlo draw of a penalty hinges on these events, so they set how many
         masks an honest interval needs (:func:`regtheory.montecarlo.min_draws`).
-        For elementwise and channel dropout it is one Bernoulli(keep) draw per unit
-        or channel: ``(keep,)``.
+        For elementwise, channel and per-sample dropout it is one Bernoulli(keep) draw
+        per unit, channel or sample: ``(keep,)``.
         """
         return (self.kept_probability(shape),)
 
@@ -432,3 +438,40 @@ class Gaussian(MaskDistribution):
         """``(1.0,)``: no Bernoulli event, so no minimum number of draws beyond two."""
         _check_feature_shape(shape)
         return (1.0,)
+
+
+@dataclass(frozen=True)
+class PerSample(MaskDistribution):
+    r"""Stochastic depth / DropPath: one Bernoulli(keep) draw per sample, for the whole tensor.
+
+    Every entry of a sample's mask is the same :math:`r/\theta`,
+    :math:`r \sim \mathrm{Bernoulli}(\theta)`: the branch the mask multiplies is kept
+    whole (scaled by 1/θ) or dropped whole, independently for every sample, as
+    ``torchvision.ops.StochasticDepth(p, "row")`` and timm's ``DropPath`` do with
+    ``p = 1 - keep`` (Huang et al. [1], Larsson et al. [2]). Hence
+
+    .. math:: \mathbb E[m] = \mathbf 1,\qquad
+              \operatorname{Cov}(m) = \lambda\, \mathbf 1\mathbf 1^\top ,
+
+    every pair of entries, not only the diagonal, having covariance
+    λ = (1 − θ)/θ. A mask of one entry is elementwise dropout (:class:`Bernoulli`).
+
+    References
+    ----------
+    [1] G. Huang, Y. Sun, Z. Liu, D. Sedra, K. Q. Weinberger, Deep Networks with
+        Stochastic Depth, ECCV 2016.
+    [2] G. Larsson, M. Maire, G. Shakhnarovich, FractalNet: Ultra-Deep Neural Networks
+        without Residuals, ICLR 2017.
+
+    Examples
+    --------
+    >>> m = PerSample(keep=0.5).sample((2, 3, 3), n=4, rng=0)
+    >>> m.shape
+    (4, 2, 3, 3)
+    >>> bool(np.all(m == m[:, :1, :1, :1]))  # one value per sample
+    True
+    """
+
+    def _sample(self, shape: tuple[int, ...], n: int, rng: np.random.Generator) -> np.ndarray:
+        r = (rng.random(n) < self.keep) / self.keep
+        return np.broadcast_to(r.reshape((n,) + (1,) * len(shape)), (n, *shape)).copy()

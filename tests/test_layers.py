@@ -389,12 +389,18 @@ def test_paths_refuse_a_node_they_cannot_take_by_position_and_name_what_they_tak
         [conv, Dropout(masks.Bernoulli(0.5)), Conv(rng.normal(size=(2, 2, 3, 3))), Add()],
         inputs={3: (2, 0)},
     )
-    with pytest.raises(
-        InvalidParameterError, match=r"`layers\[3\]` \(Add\) after .*: it reads \(2, 0\)"
-    ):
-        network.dropout_penalty(residual, X, method="exact")
+    # a mask-free skip joins the masked path exactly; Monte Carlo runs chains only
+    assert network.dropout_penalty(residual, X, method="exact").is_exact
     with pytest.raises(InvalidParameterError, match=r"runs a chain after the first random"):
         network.dropout_penalty(residual, X, method="mc", n_masks=1000)
+    two_masked = Graph(
+        [*residual, Dropout(masks.Bernoulli(0.5)), Add()], inputs={3: (2, 0), 5: (4, 2)}
+    )
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"`layers\[5\]` \(Add\) after .*`layers\[4\]` and `layers\[2\]` both depend on masks",
+    ):
+        network.dropout_penalty(two_masked, X, method="exact")
 
 
 def test_torch_round_trip_of_the_new_nodes():

@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
-from regtheory.masks import Bernoulli, Channel, DropBlock, dropout_lambda
+from regtheory.masks import Bernoulli, Channel, DropBlock, PerSample, dropout_lambda
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
 
@@ -33,7 +33,9 @@ def brute_cover_counts(spatial, b):
 # ----------------------------------------------------------------------------- Bernoulli, Channel
 
 
-@pytest.mark.parametrize("dist", [Bernoulli(0.3), Channel(0.3), Bernoulli(0.8), Channel(0.8)])
+@pytest.mark.parametrize(
+    "dist", [Bernoulli(0.3), Channel(0.3), PerSample(0.3), Bernoulli(0.8), Channel(0.8)]
+)
 def test_masks_are_inverted_with_variance_lambda(dist):
     m = dist.sample((4, 5, 5), 20_000, rng=0)
     assert m.shape == (20_000, 4, 5, 5)
@@ -49,8 +51,26 @@ def test_channel_masks_are_constant_per_channel_and_bernoulli_masks_are_not():
     assert not np.all(b == b[:, :, :1, :1])
 
 
+@pytest.mark.parametrize("keep,shape", [(0.3, (2, 3, 3)), (0.75, (5,)), (0.5, (2, 7))])
+def test_per_sample_masks_have_mean_one_and_covariance_lambda_between_every_pair(keep, shape):
+    """Stochastic depth: one r/keep, r ~ Bernoulli(keep), per sample for the whole tensor, so
+    E m = 1 and Cov(m_p, m_q) = λ for every p, q (equal entries), checked from the draws."""
+    n = 40_000
+    m = PerSample(keep).sample(shape, n, rng=5).reshape(n, -1)
+    assert m.shape[1] == int(np.prod(shape))
+    assert set(np.unique(m)) <= {0.0, 1.0 / keep}
+    assert np.all(m == m[:, :1])  # one value per sample
+    assert_mean_within((m[:, 0] > 0), keep)  # one Bernoulli(keep) draw per sample
+    lam = (1 - keep) / keep
+    assert_mean_within(m[:, -1], 1.0)
+    assert_mean_within((m[:, 0] - 1.0) * (m[:, -1] - 1.0), lam)  # the first and last entry
+    assert_mean_within((m[:, -1] - 1.0) ** 2, lam)
+    # masks of different samples are independent: the product of two samples' deviations
+    assert_mean_within((m[:-1:2, 0] - 1.0) * (m[1::2, 0] - 1.0), 0.0)
+
+
 def test_same_seed_same_masks():
-    for dist in (Bernoulli(0.6), Channel(0.6), DropBlock(0.6, 3)):
+    for dist in (Bernoulli(0.6), Channel(0.6), DropBlock(0.6, 3), PerSample(0.6)):
         a, b = dist.sample((2, 6, 6), 7, rng=11), dist.sample((2, 6, 6), 7, rng=11)
         assert np.array_equal(a, b)
 
@@ -190,7 +210,7 @@ def test_dropblock_bad_arguments():
 # ----------------------------------------------------------------------------- rare events
 
 
-@pytest.mark.parametrize("dist", [Bernoulli(0.3), Channel(0.02)])
+@pytest.mark.parametrize("dist", [Bernoulli(0.3), Channel(0.02), PerSample(0.05)])
 def test_elementwise_and_channel_events_are_one_keep_draw(dist):
     assert dist.event_probabilities((4, 3, 3)) == (dist.keep,)
     assert dist.kept_probability((4, 3, 3)) == dist.keep

@@ -20,7 +20,8 @@ import pytest
 
 from regtheory import InvalidParameterError, fc, network
 from regtheory.conv import conv_matrix
-from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian
+from regtheory.layers import Add, Concat, Flatten, Graph
+from regtheory.masks import Bernoulli, Channel, DropBlock, Gaussian, PerSample
 from regtheory.network import (
     Conv,
     DropConnect,
@@ -31,7 +32,7 @@ from regtheory.network import (
     ReLU,
     dropout_penalty_terms,
 )
-from regtheory.network._moments import _period
+from regtheory.network._moments import _period, exact_refusal
 
 
 def network_dropout_penalty(layers, X, Y=None):
@@ -64,7 +65,8 @@ def _forward(spec, X, masks):
     """Run ``spec`` on X for a batch of mask patterns: masks[i] has a leading pattern axis.
 
     spec entries: ("conv", w, padding[, bias]), ("linear", W[, bias]), ("relu",), ("tanh",),
-    ("mask", kind, keep) with kind "element" / "channel" / "block", ("connect", W, keep).
+    ("mask", kind, keep) with kind "element" / "channel" / "sample" / "block",
+    ("connect", W, keep).
     Returns (P, n, ...).
     """
     P = next(len(m) for m in masks.values())
@@ -94,7 +96,7 @@ def _forward(spec, X, masks):
 
 def _bits(spec, shapes):
     """Number of independent Bernoulli bits of each random layer (element: units; channel:
-    channels; connect: weights; DropBlock: block starts of every channel)."""
+    channels; sample: one; connect: weights; DropBlock: block starts of every channel)."""
     out = {}
     for i, layer in enumerate(spec):
         if layer[0] == "mask":
@@ -103,6 +105,8 @@ def _bits(spec, shapes):
                 out[i] = int(np.prod(shape))
             elif kind == "channel":
                 out[i] = shape[0]
+            elif kind == "sample":
+                out[i] = 1
             else:
                 b = layer[3]
                 out[i] = shape[0] * int(np.prod([n - b + 1 for n in shape[1:]]))
@@ -123,8 +127,8 @@ def _mask_values(layer, shape, bits):
         return bits.reshape(len(bits), *shape) / keep, np.prod(
             np.where(bits == 1, keep, 1 - keep), axis=1
         )
-    if kind == "channel":
-        m = bits.reshape(len(bits), shape[0], *(1,) * (len(shape) - 1))
+    if kind in ("channel", "sample"):  # a bit per channel, or one for the whole tensor
+        m = bits.reshape(len(bits), bits.shape[1], *(1,) * (len(shape) - 1))
         return np.broadcast_to(m / keep, (len(bits), *shape)), np.prod(
             np.where(bits == 1, keep, 1 - keep), axis=1
         )
@@ -190,7 +194,7 @@ def _layers(spec):
             out.append(DropConnect(layer[1], layer[2]))
         else:
             kind, keep = layer[1], layer[2]
-            masks = {"element": Bernoulli, "channel": Channel}.get(kind)
+            masks = {"element": Bernoulli, "channel": Channel, "sample": PerSample}.get(kind)
             out.append(Dropout(masks(keep) if masks else DropBlock(keep, layer[3])))
     return out
 
@@ -324,6 +328,273 @@ def test_dropconnect_matches_monte_carlo_over_sampled_weight_masks():
     assert abs(z) < N_SE, (exact.value, draws.mean())
 
 
+# ----------------------------------------------------------------------------- PerSample
+
+
+def test_per_sample_mask_before_a_linear_map_is_lambda_times_the_squared_output():
+    """Stochastic depth before a linear map B (with a bias c): B(m h) + c − (B h + c) =
+    (m − 1) B h with one scalar m per sample, so E‖·‖² = λ‖B h‖², and, as E m = 1, the
+    penalty is λ mean_k ‖B h_k‖² for any targets. Vectors (B = W2 W1) and maps (B = a conv,
+    then a Linear), B h computed here with plain NumPy."""
+    rng = np.random.default_rng(30)
+    keep = 0.35
+    lam = (1 - keep) / keep
+    V, W1, W2 = rng.normal(size=(5, 3)), rng.normal(size=(4, 5)), rng.normal(size=(2, 4))
+    X, Y = rng.normal(size=(9, 3)), rng.normal(size=(9, 2))
+    layers = [
+        Linear(V, bias=rng.normal(size=5)),
+        ReLU(),
+        Dropout(PerSample(keep)),
+        Linear(W1, bias=rng.normal(size=4)),
+        Linear(W2, bias=rng.normal(size=2)),
+    ]
+    h = np.maximum(X @ V.T + layers[0].bias, 0)
+    closed = lam * np.mean(np.sum((h @ W1.T @ W2.T) ** 2, axis=1))
+    assert network_dropout_penalty(layers, X).value == pytest.approx(closed, rel=1e-12)
+    assert network_dropout_penalty(layers, X, Y).value == pytest.approx(closed, rel=1e-12)
+
+    w0, w1 = rng.normal(size=(2, 1, 3, 3)), rng.normal(size=(3, 2, 3, 3))
+    W = rng.normal(size=(4, 3 * 36))
+    X = rng.normal(size=(5, 1, 6, 6))
+    layers = [
+        Conv(w0),
+        ReLU(),
+        Dropout(PerSample(keep)),
+        Conv(w1, bias=rng.normal(size=3)),
+        Linear(W, bias=rng.normal(size=4)),
+    ]
+    h = np.maximum(_conv_np(X, w0, "zeros"), 0)
+    out = _conv_np(h, w1, "zeros").reshape(len(X), -1) @ W.T
+    closed = lam * np.mean(np.sum(out**2, axis=1))
+    assert network_dropout_penalty(layers, X).value == pytest.approx(closed, rel=1e-12)
+
+
+def test_per_sample_masks_mixed_with_others_match_enumeration():
+    """Every mask pattern (a per-sample mask is one bit) and every subset's term."""
+    rng = np.random.default_rng(31)
+    W1, W2, W3, W4 = (rng.normal(size=s) for s in [(4, 3), (4, 4), (3, 4), (2, 3)])
+    X, Y = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    spec = [
+        ("linear", W1, rng.normal(size=4)),
+        ("relu",),
+        ("mask", "sample", 0.6),
+        ("linear", W2, rng.normal(size=4)),
+        ("mask", "element", 0.4),
+        ("linear", W3),
+        ("mask", "sample", 0.3),
+        ("linear", W4, rng.normal(size=2)),
+    ]
+    _check_against_enumeration(spec, X, Y)
+    w0, w1, w2 = (rng.normal(size=s) for s in [(2, 1, 3, 3), (2, 2, 3, 3), (1, 2, 3, 3)])
+    X, Y = rng.normal(size=(2, 1, 3, 3)), rng.normal(size=(2, 1, 3, 3))
+    spec = [
+        ("conv", w0, "zeros", rng.normal(size=2)),
+        ("mask", "channel", 0.5),
+        ("conv", w1, "circular"),
+        ("mask", "sample", 0.7),
+        ("conv", w2, "zeros", rng.normal(size=1)),
+        ("mask", "element", 0.6),
+    ]
+    _check_against_enumeration(spec, X, Y)
+
+
+@pytest.mark.parametrize("maps", [False, True], ids=["vectors", "maps"])
+def test_per_sample_masks_match_monte_carlo_over_real_masks(maps):
+    rng = np.random.default_rng(32)
+    if maps:
+        w = [rng.normal(size=s) / 3 for s in [(3, 2, 3, 3), (3, 3, 3, 3), (2, 3, 3, 3)]]
+        X, Y = rng.normal(size=(6, 2, 6, 6)), rng.normal(size=(6, 2, 6, 6))
+        layers = [
+            Conv(w[0]),
+            ReLU(),
+            Dropout(PerSample(0.7)),
+            Conv(w[1], bias=rng.normal(size=3)),
+            Dropout(Bernoulli(0.8)),
+            Conv(w[2]),
+        ]
+    else:
+        W1, W2, W3 = rng.normal(size=(6, 4)), rng.normal(size=(5, 6)), rng.normal(size=(2, 5))
+        X, Y = rng.normal(size=(30, 4)), rng.normal(size=(30, 2))
+        layers = [
+            Linear(W1),
+            ReLU(),
+            Dropout(PerSample(0.6)),
+            Linear(W2, bias=rng.normal(size=5)),
+            Dropout(PerSample(0.8)),
+            Linear(W3),
+        ]
+    exact = network.dropout_penalty(layers, X, Y=Y, method="exact")
+    est = network.dropout_penalty(layers, X, Y=Y, method="mc", n_masks=4000, rng=33)
+    assert abs(est.zscore(exact)) < N_SE, (float(exact), est)
+
+
+# ----------------------------------------------------------------------------- joins after a mask
+
+
+def _graph_draws(graph, X, Y, n_draws, seed, batch=500):
+    """D(r) = L(r) − L(1) over ``n_draws`` sets of real masks, walking the graph here: a
+    fresh mask per sample from each Dropout's own distribution, Add a sum, Concat along
+    the channels, every other node its mask-free forward."""
+    gen = np.random.default_rng(seed)
+    n = len(X)
+
+    def run(copies, masked):
+        outs = {-1: np.concatenate([X] * copies)}
+        for t, node in enumerate(graph):
+            ins = [outs[s] for s in graph.inputs[t]]
+            if isinstance(node, Add):
+                outs[t] = sum(ins)
+            elif isinstance(node, Concat):
+                outs[t] = np.concatenate(ins, axis=1)
+            elif isinstance(node, Dropout) and masked:
+                outs[t] = ins[0] * node.masks.sample(ins[0].shape[1:], len(ins[0]), gen)
+            else:
+                outs[t] = node.forward(*ins)
+        return outs[len(graph) - 1].reshape(copies, n, -1)
+
+    base = np.mean(np.sum((run(1, False)[0] - Y.reshape(n, -1)) ** 2, axis=1))
+    draws = [
+        np.mean(np.sum((run(batch, True) - Y.reshape(1, n, -1)) ** 2, axis=2), axis=1) - base
+        for _ in range(n_draws // batch)
+    ]
+    return np.concatenate(draws)
+
+
+def _assert_within_monte_carlo(exact, draws):
+    z = (draws.mean() - exact) / (draws.std(ddof=1) / np.sqrt(len(draws)))
+    assert abs(z) < N_SE, (exact, draws.mean(), z)
+
+
+def test_stochastic_depth_on_a_residual_branch_costs_lambda_times_the_branch_through_the_head():
+    """y = L(C2(h + m·C1 h)) with one m per sample (DropPath on the branch), h mask-free:
+    y − y(1) = (m − 1)·L C2 C1 h, so the penalty is λ mean_k ‖L C2 C1 h_k‖² (linear parts,
+    NumPy convolutions here), for any targets."""
+    rng = np.random.default_rng(40)
+    keep = 0.7
+    w0, w1, w2 = (rng.normal(size=s) / 2 for s in [(3, 2, 3, 3), (3, 3, 3, 3), (2, 3, 3, 3)])
+    W = rng.normal(size=(4, 2 * 25))
+    X, Y = rng.normal(size=(6, 2, 5, 5)), rng.normal(size=(6, 4))
+    graph = Graph(
+        [
+            Conv(w0, bias=rng.normal(size=3)),
+            ReLU(),
+            Conv(w1),
+            Dropout(PerSample(keep)),
+            Add(),
+            Conv(w2, bias=rng.normal(size=2)),
+            Flatten(),
+            Linear(W, bias=rng.normal(size=4)),
+        ],
+        inputs={4: (1, 3)},
+    )
+    assert exact_refusal(graph, X.shape[1:]) is None
+    h = np.maximum(_conv_np(X, w0, "zeros") + graph[0].bias[:, None, None], 0)
+    branch = _conv_np(_conv_np(h, w1, "zeros"), w2, "zeros").reshape(len(X), -1) @ W.T
+    closed = (1 - keep) / keep * np.mean(np.sum(branch**2, axis=1))
+    exact = network.dropout_penalty(graph, X, Y=Y, method="exact")
+    assert exact == pytest.approx(closed, rel=1e-12)
+    _assert_within_monte_carlo(exact, _graph_draws(graph, X, Y, 4000, seed=41))
+
+
+@pytest.mark.parametrize("join", ["add", "concat"])
+def test_joins_on_vectors_match_monte_carlo_over_real_masks(join):
+    """h = relu(V x); z = DropPath(W1 h); then Add(h, z) or Concat(z, h), a dropout layer and a
+    biased Linear head; against the brute force above."""
+    rng = np.random.default_rng(43)
+    V, W1 = rng.normal(size=(5, 3)), rng.normal(size=(5, 5)) / 2
+    W2 = rng.normal(size=(2, 5 if join == "add" else 10))
+    X, Y = rng.normal(size=(12, 3)), rng.normal(size=(12, 2))
+    graph = Graph(
+        [
+            Linear(V),
+            ReLU(),
+            Linear(W1),
+            Dropout(PerSample(0.6)),
+            Add() if join == "add" else Concat(),
+        ]
+        + [Dropout(Bernoulli(0.7)), Linear(W2, bias=rng.normal(size=2))],
+        inputs={4: (1, 3) if join == "add" else (3, 1)},
+    )
+    exact = network.dropout_penalty(graph, X, Y=Y, method="exact")
+    assert network.dropout_penalty(graph, X, Y=Y) == exact  # "auto" takes it exactly
+    _assert_within_monte_carlo(exact, _graph_draws(graph, X, Y, 4000, seed=44))
+
+
+def test_joins_of_two_masked_inputs_are_refused_by_position():
+    """Two branches after one mask, or masks on both paths: the exact moments follow one
+    path; the refusal names the join and both inputs."""
+    rng = np.random.default_rng(45)
+    A, B, U = rng.normal(size=(3, 3)), rng.normal(size=(3, 3)), rng.normal(size=(1, 3))
+    branches = Graph(
+        [Dropout(Bernoulli(0.5)), Linear(A), Linear(B), Add(), Linear(U)],
+        inputs={2: (0,), 3: (1, 2)},
+    )
+    why = exact_refusal(branches, (3,))
+    assert "`layers[3]` (Add)" in why and "`layers[1]` and `layers[2]` both depend on masks" in why
+    both = Graph(
+        [
+            Linear(A),
+            Dropout(Bernoulli(0.5)),
+            Dropout(PerSample(0.5)),
+            Concat(),
+            Linear(U.repeat(2, 1)),
+        ],
+        inputs={2: (0,), 3: (1, 2)},
+    )
+    why = exact_refusal(both, (3,))
+    assert "`layers[3]` (Concat)" in why and "both depend on masks" in why
+    with pytest.raises(InvalidParameterError, match=r"layers\[3\].*both depend on masks"):
+        network.dropout_penalty(both, rng.normal(size=(4, 3)), method="exact")
+    # a ReLU on the mask-free skip path after the first mask is fine; one on the masked path is not
+    skip_relu = Graph(
+        [Linear(A), Dropout(Bernoulli(0.5)), ReLU(), Add(), Linear(U)], inputs={2: (0,), 3: (1, 2)}
+    )
+    assert exact_refusal(skip_relu, (3,)) is None
+    masked_relu = Graph(
+        [Linear(A), Dropout(Bernoulli(0.5)), ReLU(), Add(), Linear(U)], inputs={3: (0, 2)}
+    )
+    assert "feeds a non-linearity" in exact_refusal(masked_relu, (3,))
+
+
+JOIN_MASKS = {
+    "element-channel": (("mask", "element", 0.6), ("mask", "channel", 0.7)),
+    "sample-element": (("mask", "sample", 0.6), ("mask", "element", 0.7)),
+    "block-element": (("mask", "block", 0.7, 2), ("mask", "element", 0.8)),  # E m ≠ 1
+}
+
+
+@pytest.mark.parametrize("masks", JOIN_MASKS)
+@pytest.mark.parametrize("join", ["add", "concat-after", "concat-before"])
+def test_a_join_with_a_mask_free_input_matches_dense_matrices(join, masks):
+    """relu(conv x) feeds a mask, a conv, and the join (skip connection), then a second mask,
+    a conv and a Linear head; per sample, the dense reference adds the skip to the state
+    (S + g cᵀ + c gᵀ + c cᵀ) or stacks it beside (Concat)."""
+    rng = np.random.default_rng(42)
+    spatial, padding = (7, 6), "zeros"
+    w0, w1 = rng.normal(size=(2, 1, 3, 3)), rng.normal(size=(2, 2, 3, 3))
+    c_mid = 2 if join == "add" else 4
+    w2 = rng.normal(size=(2, c_mid, 3, 3))
+    W = rng.normal(size=(3, 2 * 42))
+    X, Y = rng.normal(size=(3, 1, *spatial)), rng.normal(size=(3, 3))
+    first, second = JOIN_MASKS[masks]
+    inputs = {"add": (3, 1), "concat-after": (3, 1), "concat-before": (1, 3)}[join]
+    graph = Graph(
+        [Conv(w0), ReLU(), *_layers([first]), Conv(w1), Add() if join == "add" else Concat()]
+        + [*_layers([second]), Conv(w2), Flatten(), Linear(W)],
+        inputs={4: inputs},
+    )
+    assert exact_refusal(graph, X.shape[1:]) is None
+    exact = network_dropout_penalty(graph, X, Y)
+    reference = []
+    for k in range(len(X)):
+        h = np.maximum(_conv_np(X[k : k + 1], w0, padding), 0)
+        skip = ("add", h) if join == "add" else ("concat", h, join == "concat-before")
+        spec = [("conv", w0, padding), ("relu",), first, ("conv", w1, padding), skip, second]
+        spec += [("conv", w2, padding), ("linear", W)]
+        reference.append(_dense_reference(spec, X[k : k + 1], Y[k : k + 1], _moments_of(spec)))
+    assert exact.value == pytest.approx(np.mean(reference), rel=RTOL)
+
+
 # ----------------------------------------------------------------------------- 2. conv nets
 
 
@@ -360,7 +631,8 @@ def test_conv_2d_element_and_channel_masks_match_enumeration(padding):
 
 
 def _dense_reference(spec, X, Y, second_moments):
-    """The penalty from dense (C·H·W)² matrices: S ← A S Aᵀ, S ← S ∘ E[m mᵀ], mean g ← μ ∘ g.
+    """The penalty from dense (C·H·W)² matrices: S ← A S Aᵀ, S ← S ∘ E[m mᵀ], mean g ← μ ∘ g;
+    a skip input c (one sample: X of one row) adds c to z, or puts it before z's channels.
 
     ``second_moments(i, shape)`` returns (E m, E[m mᵀ]) of the random layer i, flattened.
     """
@@ -372,6 +644,24 @@ def _dense_reference(spec, X, Y, second_moments):
     shape, h = h.shape[1:], h.reshape(n, -1)
     S, g, f = h.T @ h / n, h, h
     for i, layer in enumerate(spec[first:], start=first):
+        if layer[0] in ("add", "concat"):  # z -> z + c, (c, z) or (z, c); c: (1, ...)
+            c = layer[1].reshape(1, -1)
+            if layer[0] == "add":
+                S = S + g.T @ c + c.T @ g + c.T @ c
+                g, f = g + c, f + c
+                continue
+            # channel first: the flat vector is c's entries, then z's (or z's, then c's)
+            before = layer[2]
+            S = np.block(
+                [[c.T @ c, c.T @ g], [g.T @ c, S]] if before else [[S, g.T @ c], [c.T @ g, c.T @ c]]
+            )
+            g, f = (
+                (np.hstack([c, g]), np.hstack([c, f]))
+                if before
+                else (np.hstack([g, c]), np.hstack([f, c]))
+            )
+            shape = (layer[1].shape[1] + shape[0], *shape[1:])
+            continue
         if layer[0] == "conv":
             A = conv_matrix(layer[1], shape[1:], padding=layer[2])
             shape = (layer[1].shape[0], *shape[1:])
@@ -425,6 +715,8 @@ def _moments_of(spec):
         if layer[0] == "mask" and layer[1] == "block":
             return _dropblock_moments_by_definition(DropBlock(layer[2], layer[3]), shape)
         lam = (1 - layer[2]) / layer[2]
+        if layer[1] == "sample":  # one draw for the whole tensor: E[m mᵀ] = 1 + λ 11ᵀ
+            return 1.0, 1.0 + lam * np.ones((d, d))
         if layer[1] == "element" or len(shape) == 1:
             return 1.0, 1.0 + lam * np.eye(d)
         P = d // shape[0]
@@ -444,7 +736,14 @@ DENSE_CASES = {
 
 @pytest.mark.parametrize("case", DENSE_CASES)
 @pytest.mark.parametrize(
-    "kinds", [("element", "element"), ("channel", "element"), ("element", "channel")]
+    "kinds",
+    [
+        ("element", "element"),
+        ("channel", "element"),
+        ("element", "channel"),
+        ("sample", "element"),
+        ("element", "sample"),
+    ],
 )
 def test_conv_three_layers_match_dense_matrices(case, kinds):
     spatial, k, padding = DENSE_CASES[case]
@@ -468,6 +767,8 @@ HEAD_MASKS = {
     "element-channel": (("mask", "element", 0.5), ("mask", "channel", 0.7)),
     "block-channel": (("mask", "block", 0.7, 2), ("mask", "channel", 0.7)),
     "channel-block": (("mask", "channel", 0.6), ("mask", "block", 0.7, 3)),
+    "element-sample": (("mask", "element", 0.5), ("mask", "sample", 0.7)),
+    "sample-block": (("mask", "sample", 0.6), ("mask", "block", 0.7, 3)),
 }
 
 

@@ -19,6 +19,10 @@ non-linearity comes *before* the first dropout layer, the network after it is
 
 :math:`B_i` linear (convolutions, fully connected layers) and :math:`h(x)` the
 deterministic features at the first mask; the output is multilinear in the masks.
+A :math:`B_i` may also be affine with a per-sample constant: an Add or Concat joining
+the masked features with mask-free ones (a skip connection :math:`x + \mathrm{diag}(m)
+\,\mathrm{branch}(x)`, stochastic depth); the constant enters only the mean-mask path.
+Two inputs that both depend on masks are refused.
 Write :math:`m_i = \mu_i + e_i`, :math:`\mu_i = \mathbb E m_i`. Expanding the product
 over the subsets T of dropout layers that contribute their fluctuation :math:`e_i`,
 every cross term between two different subsets has some :math:`e_i` exactly once and
@@ -57,6 +61,9 @@ Moment propagation
   on a vector, channel masks are elementwise;
 * DropBlock with the ideal 1/θ normaliser (Ghiasi et al. 2018): its exact mean and
   banded within-channel covariance (:class:`regtheory.masks.DropBlock`);
+* per-sample masks, stochastic depth (Huang et al. 2016): one draw for the whole
+  tensor, :math:`\operatorname{Cov}(m) = \lambda\mathbf 1\mathbf 1^\top`, so the child
+  is :math:`\lambda S`, the whole parent scaled;
 * DropConnect, an independent Bernoulli mask on the weights of a fully connected layer
   (Wan et al. 2013): the layer adds :math:`\lambda\,\mathrm{Diag}((W\circ W)\operatorname{diag} S)`.
 
@@ -88,6 +95,8 @@ References
     CVPR 2015.
 [6] G. Ghiasi, T.-Y. Lin, Q. V. Le, DropBlock: A regularization method for
     convolutional networks, NeurIPS 2018.
+[7] G. Huang, Y. Sun, Z. Liu, D. Sedra, K. Q. Weinberger, Deep Networks with
+    Stochastic Depth, ECCV 2016.
 """
 
 from __future__ import annotations
@@ -95,7 +104,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -103,8 +112,20 @@ from numpy.typing import ArrayLike
 from .._dropblock import dropblock_moments
 from .._validation import InvalidParameterError, check_array
 from ..conv import conv2d
-from ..layers import Conv, DropConnect, Dropout, Flatten, Graph, Linear, Multiply, Node, ReLU
-from ..masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
+from ..layers import (
+    Add,
+    Concat,
+    Conv,
+    DropConnect,
+    Dropout,
+    Flatten,
+    Graph,
+    Linear,
+    Multiply,
+    Node,
+    ReLU,
+)
+from ..masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution, PerSample
 
 __all__ = [
     "PenaltyTerms",
@@ -117,14 +138,14 @@ __all__ = [
 # ----------------------------------------------------------------------------- nodes
 
 
-def _streamed(op: Node) -> bool:
+def _streamed(op: _Op) -> bool:
     """A linear node the conv phase pushes probes through (with its ``adjoint``)."""
     if isinstance(op, Conv):
         return op.same_size
     return op.linear and not isinstance(op, (Linear, DropConnect, Flatten)) and op.reach == 0
 
 
-def _ends_phase(ops: Sequence[Node], t: int) -> bool:
+def _ends_phase(ops: Sequence[_Op], t: int) -> bool:
     """Whether node t ends the conv phase.
 
     It does if it is a Linear or DropConnect, or a linear node the phase does not stream
@@ -140,7 +161,7 @@ def _ends_phase(ops: Sequence[Node], t: int) -> bool:
     return op.linear and not _streamed(op)
 
 
-def _matrix(op: Node, shape: tuple[int, ...]) -> np.ndarray:
+def _matrix(op: _Op, shape: tuple[int, ...]) -> np.ndarray:
     """The matrix (d_out, d_in) of a linear node's ``apply`` on inputs of ``shape``.
 
     It is read from the responses to the unit vectors, in chunks of fixed memory.
@@ -153,6 +174,59 @@ def _matrix(op: Node, shape: tuple[int, ...]) -> np.ndarray:
         eye[np.arange(len(eye)), a + np.arange(len(eye))] = 1.0
         columns.append(op.apply(eye.reshape(len(eye), *shape)).reshape(len(eye), -1))
     return np.concatenate(columns).T
+
+
+@dataclass(frozen=True, eq=False)
+class _Join:
+    """An Add or Concat after the first mask whose other inputs are mask-free.
+
+    ``z -> place(z) + constant``: ``place`` puts the mask-dependent input z at channels
+    ``offset, offset + 1, ...`` of the output (Add: the whole output), and ``constant``
+    (n, *out) holds the mask-free inputs of every sample (their sum for an Add, their
+    channels beside zeros for a Concat). Linear in z, so the masks' moments pass it as
+    any linear node; only the mean-mask path (the samples) gets the constant. It follows
+    the node protocol of :mod:`regtheory.layers` (a linear node of reach 0) without being
+    a layer type: it holds data, and lives only inside one exact computation.
+    """
+
+    arity: ClassVar[int] = 1
+    linear: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = False
+    random: ClassVar[bool] = False
+
+    label: str
+    offset: int
+    channels: int
+    constant: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    @property
+    def reach(self) -> int:
+        return 0
+
+    def apply(self, *zs: np.ndarray) -> np.ndarray:
+        z = zs[0]
+        if self.channels == self.constant.shape[1] and self.offset == 0:
+            return z
+        out = np.zeros((len(z), *self.constant.shape[1:]))
+        out[:, self.offset : self.offset + self.channels] = z
+        return out
+
+    def forward(self, *zs: np.ndarray) -> np.ndarray:
+        return self.shifted(zs[0], slice(None))
+
+    def shifted(self, z: np.ndarray, samples: slice) -> np.ndarray:
+        """``place(z) + constant`` for the samples ``samples`` of the data."""
+        return self.apply(z) + self.constant[samples]
+
+    def adjoint(self, z: np.ndarray) -> np.ndarray:
+        return z[:, self.offset : self.offset + self.channels]
+
+
+_Op = Node | _Join  # what the propagation walks: the graph's nodes, Add/Concat as joins
 
 
 def freeze_gates(graph: Graph, gates: Sequence[np.ndarray]) -> Graph:
@@ -373,6 +447,8 @@ def _mask_kind(masks: MaskDistribution, shape: tuple[int, ...]) -> str:
         return "element"
     if isinstance(masks, Channel):
         return "element" if vector else "channel"
+    if isinstance(masks, PerSample):
+        return "sample"
     raise InvalidParameterError(
         f"no exact second moments are known for masks of type {type(masks).__name__}; "
         "estimate the penalty by Monte Carlo (method='mc')"
@@ -417,7 +493,7 @@ class _Segment:
     circular: bool
 
 
-def _segment(ops: Sequence[Node], start: int, n_spatial: int) -> _Segment:
+def _segment(ops: Sequence[_Op], start: int, n_spatial: int) -> _Segment:
     # Impulses of a class must keep disjoint responses (radius R each, the kernel radii
     # summed) wherever the state is read: on the diagonal (spacing 2R + 1) by element masks,
     # DropConnect and the trace, on a band of reach b − 1 by a DropBlock mask (2R + b).
@@ -470,7 +546,7 @@ def _pullback(pending: _Pending, weight: np.ndarray, shape: tuple[int, ...]) -> 
     for step in reversed(pending.steps):
         if isinstance(step, Multiply):
             g = g * step.factor
-        elif isinstance(step, Node):
+        elif isinstance(step, (Node, _Join)):
             out = step.adjoint(g.reshape(-1, *g.shape[2:]))
             g = out.reshape(g.shape[0], d, *out.shape[1:])
         elif step[0] == "scale":
@@ -513,7 +589,7 @@ class _ConvPhase:
     mask, so a parent's sums are complete before its children start.
     """
 
-    def __init__(self, ops: Graph, first: int, boundary: int, h: np.ndarray):
+    def __init__(self, ops: Sequence[_Op], first: int, boundary: int, h: np.ndarray):
         self.ops, self.boundary = ops, boundary
         self.shapes: dict[int, tuple[int, ...]] = {}  # feature shape at the input of op t
         self.kinds: dict[int, str] = {}
@@ -522,7 +598,7 @@ class _ConvPhase:
         for t in range(first, boundary + 1):
             self.shapes[t] = z.shape[1:]
             op = ops[t] if t < len(ops) else None
-            if isinstance(op, Node) and _streamed(op):
+            if isinstance(op, (Node, _Join)) and _streamed(op):
                 z = op.apply(z)
             elif isinstance(op, Dropout):
                 self.kinds[t] = _mask_kind(op.masks, z.shape[1:])
@@ -544,6 +620,7 @@ class _ConvPhase:
         self.dense: dict[tuple[int, ...], np.ndarray] = {}
         self.pending: dict[tuple[int, ...], _Pending] = {}
         self.outputs: list[np.ndarray] = []
+        self.samples = slice(None)  # the samples of the chunk the empty subset streams
 
     def stream(
         self,
@@ -562,7 +639,12 @@ class _ConvPhase:
             if isinstance(op, Flatten):  # before the Linear that ends the phase: no-op
                 continue
             if _streamed(op):
-                left = op.forward(left) if subset == () else op.apply(left)
+                if subset != ():
+                    left = op.apply(left)
+                elif isinstance(op, _Join):  # the skip inputs of this chunk's samples
+                    left = op.shifted(left, self.samples)
+                else:
+                    left = op.forward(left)
                 right = None if right is None else op.apply(right)
                 steps = (*steps, op)
                 continue
@@ -595,6 +677,11 @@ class _ConvPhase:
                         (*steps, *done),
                         t + len(done),
                     )
+            elif kind == "sample":
+                # S ∘ λ11ᵀ = λ S: the child is the parent's own probes, weighted by λ
+                self.stream(
+                    (*subset, t), op.masks.lam * weight, left, right, exact, origin, steps, t + 1
+                )
             else:
                 mean, lags = self.moments[t]
                 bands = self.band.setdefault((subset, t), {})
@@ -631,7 +718,7 @@ class _ConvPhase:
         op = self.ops[t]
         assert isinstance(op, Dropout)
         kind = self.kinds[t]
-        if kind == "channel":
+        if kind in ("channel", "sample"):
             return  # born while their parents streamed
         parents: dict[tuple[tuple[int, ...], int], Any] = (
             self.diag if kind == "element" else self.band
@@ -722,7 +809,7 @@ class _State:
             if bias is not None:
                 self.samples = self.samples + bias
 
-    def through(self, op: Node, shape: tuple[int, ...]) -> None:
+    def through(self, op: _Op, shape: tuple[int, ...]) -> None:
         """S ← B S Bᵀ for a linear node B on inputs of ``shape``.
 
         B's ``apply`` acts on the rows of S, twice; the samples of the empty subset go
@@ -738,13 +825,13 @@ class _State:
 
 
 def _fc_phase(
-    ops: Graph, start: int, states: list[_State], shapes: tuple[tuple[int, ...], ...]
+    ops: Sequence[_Op], start: int, states: list[_State], shapes: tuple[tuple[int, ...], ...]
 ) -> list[_State]:
     """Walk ops[start:] on vector features.
 
     S ← W S Wᵀ, masks λ Diag(diag S) (elementwise, Gaussian and channel masks alike on
-    vectors), DropConnect λ Diag((W∘W) diag S); any other linear node through its
-    ``apply`` (``shapes[t]``: the input shape of node t).
+    vectors) or λ S (per-sample masks), DropConnect λ Diag((W∘W) diag S); any other
+    linear node through its ``apply`` (``shapes[t]``: the input shape of node t).
     """
     for t in range(start, len(ops)):
         op = ops[t]
@@ -764,7 +851,11 @@ def _fc_phase(
             states += children
         elif isinstance(op, Dropout):
             kind = _mask_kind(op.masks, shapes[t])  # DropBlock: refused by _check_masks
-            if kind == "channel":  # S ∘ Cov(m) = λ Σ_c P_c S P_c on a dense S
+            if kind == "sample":  # S ∘ λ11ᵀ = λ S
+                children = [
+                    _State((*st.subset, t), dense=op.masks.lam * st.full()) for st in states
+                ]
+            elif kind == "channel":  # S ∘ Cov(m) = λ Σ_c P_c S P_c on a dense S
                 channel = np.repeat(np.arange(shapes[t][0]), int(np.prod(shapes[t][1:])))
                 same = channel[:, None] == channel[None, :]
                 children = [
@@ -790,57 +881,154 @@ def _refuse(graph: Graph, t: int, first: int, why: str) -> InvalidParameterError
     )
 
 
-def _check_exact(graph: Graph, shapes: tuple[tuple[int, ...], ...]) -> int:
-    """Position of the first random node, once the network after it is checked.
+@dataclass(frozen=True)
+class _Path:
+    """The nodes that depend on a mask and reach the output: a chain from the first mask.
 
-    The network must be linear and a chain after it, and the conv phase must stream every
-    node it meets.
+    ``shapes[i]`` is the shape of the mask-dependent input of node ``positions[i]``,
+    ``sources[i]`` its position (-1: the network's input).
+    """
 
-    ``shapes[t]`` is the input shape of node t.
+    positions: tuple[int, ...]
+    sources: tuple[int, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+
+def _reaches_output(graph: Graph) -> list[bool]:
+    """Whether the output of each node is read, through some path, by the last node."""
+    live = [False] * len(graph)
+    live[-1] = True
+    for t in range(len(graph) - 1, -1, -1):
+        for s in graph.inputs[t]:
+            if live[t] and s >= 0:
+                live[s] = True
+    return live
+
+
+def _check_path_node(graph: Graph, t: int, first: int, from_masks: list[int], path) -> None:
+    """Node t, which depends on a mask, continues the chain ``path`` and is linear."""
+    op = graph[t]
+    if from_masks[0] != path[-1]:  # (a fork reaching the output rejoins: refused before)
+        fork = path[path.index(from_masks[0]) + 1]
+        raise _refuse(
+            graph,
+            t,
+            first,
+            f"it reads `layers[{from_masks[0]}]`, which `layers[{fork}]` also reads: the masks "
+            "reach the output along two paths",
+        )
+    if op.arity != 1 and not isinstance(op, (Add, Concat)):
+        raise _refuse(graph, t, first, "of the nodes with several inputs it takes Add, Concat")
+    if op.elementwise and not op.linear:
+        kind = "DropConnect" if isinstance(graph[first], DropConnect) else "dropout"
+        after = (
+            "a ReLU"
+            if isinstance(op, ReLU)
+            else f"the elementwise layer {getattr(op, 'name', type(op).__name__)!r}"
+        )
+        raise InvalidParameterError(
+            f"the {kind} layer at position {first} feeds a non-linearity ({after} after "
+            "it): the output is then not multilinear in the masks and the penalty has no "
+            "exact form; estimate it by Monte Carlo (method='mc')"
+        )
+    if not (op.linear or op.random):
+        raise _refuse(graph, t, first, "after it the network must be linear in the masks")
+
+
+def _mask_path(graph: Graph, input_shape: tuple[int, ...]) -> _Path:
+    """The chain of mask-dependent nodes, once it is checked.
+
+    After the first random node every node that depends on a mask (and reaches the
+    output) must be linear and read the one before it on the chain; an Add or Concat
+    may also read mask-free inputs (from before the first mask, or computed from those
+    only, as a skip connection), which shift or sit beside the masked features.
     """
     if not graph.random_positions:
         raise InvalidParameterError(
             "the network has no Dropout layer: the penalty would be zero by definition"
         )
-    first = graph.random_positions[0]
+    outs = graph.shapes(input_shape)
+    live = _reaches_output(graph)
+    random = [t for t in graph.random_positions if live[t]]
+    if not random:
+        raise InvalidParameterError(
+            "no Dropout or DropConnect layer of the network reaches its output: the penalty "
+            "would be zero by definition"
+        )
+    first = random[0]
+    masked = [False] * len(graph)
+    for t in range(len(graph)):
+        masked[t] = graph[t].random or any(s >= 0 and masked[s] for s in graph.inputs[t])
     for t in range(first + 1, len(graph)):
+        from_masks = [s for s in graph.inputs[t] if s >= 0 and masked[s]]
+        if live[t] and len(from_masks) > 1:
+            named = " and ".join(f"`layers[{s}]`" for s in from_masks)
+            raise _refuse(
+                graph,
+                t,
+                first,
+                f"its inputs {named} both depend on masks (the exact moments follow one "
+                "path of masks to the output; a mask-free input, as a skip connection, may "
+                "join it)",
+            )
+    source = graph.inputs[first][0]
+    path, sources = [first], [source]
+    shapes = [tuple(input_shape) if source < 0 else outs[source]]
+    for t in range(first + 1, len(graph)):
+        if not (masked[t] and live[t]):
+            continue
+        from_masks = [s for s in graph.inputs[t] if s >= 0 and masked[s]]
+        _check_path_node(graph, t, first, from_masks, path)
+        path.append(t)
+        sources.append(from_masks[0])
+        shapes.append(outs[from_masks[0]])
+    found = _Path(tuple(path), tuple(sources), tuple(shapes))
+    _check_masks(_path_nodes(graph, found, None), found)
+    return found
+
+
+def _path_nodes(
+    graph: Graph, path: _Path, saved: dict[int, np.ndarray] | None, n: int = 0
+) -> list[_Op]:
+    """The nodes of ``path``, each Add or Concat as the :class:`_Join` of its masked input.
+
+    ``saved`` holds the mask-free outputs (n, ...) of the nodes the joins read besides,
+    by position; without it the joins hold no sample (their structure only).
+    """
+    nodes: list[_Op] = []
+    for t, source, shape in zip(path.positions, path.sources, path.shapes):
         op = graph[t]
-        if graph.inputs[t] != (t - 1,):
-            raise _refuse(graph, t, first, f"it reads {graph.inputs[t]}, not a chain")
-        if op.elementwise and not op.linear:
-            kind = "DropConnect" if isinstance(graph[first], DropConnect) else "dropout"
-            after = (
-                "a ReLU"
-                if isinstance(op, ReLU)
-                else f"the elementwise layer {getattr(op, 'name', type(op).__name__)!r}"
-            )
-            raise InvalidParameterError(
-                f"the {kind} layer at position {first} feeds a non-linearity ({after} after "
-                "it): the output is then not multilinear in the masks and the penalty has no "
-                "exact form; estimate it by Monte Carlo (method='mc')"
-            )
-        if not (op.linear or op.random):
-            raise _refuse(graph, t, first, "after it the network must be linear in the masks")
-    _check_masks(graph, shapes, first)
-    return first
+        if not isinstance(op, (Add, Concat)):
+            nodes.append(op)
+            continue
+        parts = [
+            np.zeros((n, *shape)) if s == source or saved is None else saved[s]
+            for s in graph.inputs[t]
+        ]
+        if isinstance(op, Add):
+            constant, offset = np.sum(parts, axis=0), 0
+        else:
+            offset = sum(p.shape[1] for p in parts[: graph.inputs[t].index(source)])
+            constant = np.concatenate(parts, axis=1)
+        nodes.append(_Join(op.name, offset, shape[0], constant))
+    return nodes
 
 
-def _check_masks(graph: Graph, shapes: tuple[tuple[int, ...], ...], first: int) -> None:
+def _check_masks(ops: Sequence[_Op], path: _Path) -> None:
     """Every mask has known moments where it sits (the errors the propagation would meet)."""
-    dense = len(shapes[first]) == 1  # the features are read through a dense moment
-    for t in range(first, len(graph)):
-        op = graph[t]
-        if not dense and _ends_phase(graph, t):
+    dense = len(path.shapes[0]) == 1  # the features are read through a dense moment
+    for i, op in enumerate(ops):
+        if not dense and _ends_phase(ops, i):
             dense = True
         if not isinstance(op, Dropout):
             continue
-        _mask_kind(op.masks, shapes[t])
+        _mask_kind(op.masks, path.shapes[i])
         if isinstance(op.masks, DropBlock) and dense:
             raise InvalidParameterError(
-                f"the exact penalty cannot pass `layers[{t}]` (Dropout with DropBlock masks) "
-                "once the maps are read through a dense second moment (after pooling, a "
-                "strided convolution or a fully connected layer); estimate it by Monte "
-                "Carlo (method='mc')"
+                f"the exact penalty cannot pass `layers[{path.positions[i]}]` (Dropout with "
+                "DropBlock masks) once the maps are read through a dense second moment (after "
+                "pooling, a strided convolution or a fully connected layer); estimate it by "
+                "Monte Carlo (method='mc')"
             )
 
 
@@ -849,12 +1037,33 @@ def exact_refusal(graph: Graph, input_shape: tuple[int, ...]) -> str | None:
 
     That is the message of the error it would raise, or None when it can.
     """
-    outs = graph.shapes(input_shape)
     try:
-        _check_exact(graph, (tuple(input_shape), *outs[:-1]))
+        _mask_path(graph, tuple(input_shape))
     except InvalidParameterError as exc:
         return str(exc)
     return None
+
+
+def _mask_free(graph: Graph, X: np.ndarray, path: _Path) -> dict[int, np.ndarray]:
+    """Outputs of the mask-free network (every mask at one, DropConnect at its weight).
+
+    Those of the node feeding the first mask, of the inputs the joins of ``path`` read
+    besides their masked one, and of the last node (the clean output), by position
+    (-1: the input ``X``).
+    """
+    wanted = {path.sources[0], len(graph) - 1}
+    for t in path.positions:
+        wanted.update(graph.inputs[t])
+    saved: dict[int, np.ndarray] = {-1: X} if -1 in wanted else {}
+
+    def step(t: int, node: Node, ins: list[np.ndarray]) -> np.ndarray:
+        out = node.forward(*ins)
+        if t in wanted:
+            saved[t] = out
+        return out
+
+    graph.evaluate(X, step=step)
+    return saved
 
 
 def _subset_order(subsets: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
@@ -862,14 +1071,15 @@ def _subset_order(subsets: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
 
 
 def _conv_traces(
-    ops: Graph, first: int, h: np.ndarray, shapes: tuple[tuple[int, ...], ...]
+    ops: Sequence[_Op], first: int, h: np.ndarray, shapes: tuple[tuple[int, ...], ...]
 ) -> tuple[np.ndarray, dict[tuple[int, ...], float]]:
     """Mean-mask output and subset traces when the features at the first mask are maps."""
     n = h.shape[0]
     boundary = next((t for t in range(first, len(ops)) if _ends_phase(ops, t)), len(ops))
     phase = _ConvPhase(ops, first, boundary, h)
     for a in range(0, n, phase.rows):
-        phase.stream((), 1.0 / n, h[a : a + phase.rows], None, True, None, (), first)
+        phase.samples = slice(a, a + phase.rows)
+        phase.stream((), 1.0 / n, h[phase.samples], None, True, None, (), first)
     for t in range(first, boundary):
         if t in phase.kinds:
             phase.births(t)
@@ -898,7 +1108,7 @@ def _conv_traces(
 
 
 def _vector_traces(
-    ops: Graph, first: int, h: np.ndarray, shapes: tuple[tuple[int, ...], ...]
+    ops: Sequence[_Op], first: int, h: np.ndarray, shapes: tuple[tuple[int, ...], ...]
 ) -> tuple[np.ndarray, dict[tuple[int, ...], float]]:
     """Mean-mask output and subset traces when the features at the first mask are vectors."""
     n = h.shape[0]
@@ -922,14 +1132,16 @@ def dropout_penalty_terms(graph: Graph, X: ArrayLike, Y: ArrayLike | None = None
     layer, else ``InvalidParameterError`` (use ``method="mc"``); masks
     are :class:`~regtheory.masks.Bernoulli`, :class:`~regtheory.masks.Gaussian`,
     :class:`~regtheory.masks.Channel`, :class:`~regtheory.masks.DropBlock` (ideal
-    normaliser) or DropConnect on a fully connected layer.
+    normaliser), :class:`~regtheory.masks.PerSample` or DropConnect on a fully
+    connected layer.
 
     Parameters
     ----------
     graph : regtheory.layers.Graph
         The network; after its first random node a chain of linear nodes (Conv of
         same size, Multiply, Flatten and linear elementwise nodes on feature maps up to
-        the first Linear or DropConnect; any linear node on vectors).
+        the first Linear or DropConnect; any linear node on vectors), where an Add or
+        Concat may also read mask-free inputs (a residual skip).
     X : array (n, ...)
         Inputs, (n, C, H, W) or (n, C, L) for a conv first layer, (n, d) for a linear one.
     Y : array (n, ...), optional
@@ -952,14 +1164,10 @@ def dropout_penalty_terms(graph: Graph, X: ArrayLike, Y: ArrayLike | None = None
     """
     X = check_array(X, "X")
     n = X.shape[0]
-    outs = graph.shapes(X.shape[1:])
-    shapes = (X.shape[1:], *outs[:-1])  # the input shape of each node
-    first = _check_exact(graph, shapes)
-    h = graph.forward(X, stop=first)
-    clean = h
-    for op in graph[first:]:
-        if not isinstance(op, Dropout):  # a DropConnect layer's mean is its weight
-            clean = op.forward(clean)
+    path = _mask_path(graph, X.shape[1:])
+    saved = _mask_free(graph, X, path)
+    ops = _path_nodes(graph, path, saved, n)
+    h, clean = saved[path.sources[0]], saved[len(graph) - 1]
     if Y is None:
         Y = clean
     else:
@@ -969,9 +1177,11 @@ def dropout_penalty_terms(graph: Graph, X: ArrayLike, Y: ArrayLike | None = None
                 f"`Y` must have the network's output shape {clean.shape}, got {Y.shape}"
             )
     if h.ndim > 2:  # conv maps: stream to the first fully connected layer
-        g, traces = _conv_traces(graph, first, h, shapes)
+        g, traces = _conv_traces(ops, 0, h, path.shapes)
     else:
-        g, traces = _vector_traces(graph, first, h, shapes)
+        g, traces = _vector_traces(ops, 0, h, path.shapes)
+    # the subsets name the random nodes by their position in the graph
+    traces = {tuple(path.positions[i] for i in t): v for t, v in traces.items()}
     g = g.reshape(n, -1)
     f, y = clean.reshape(n, -1), Y.reshape(n, -1)
     mean_shift = float(np.mean(np.sum((g - y) ** 2, axis=1) - np.sum((f - y) ** 2, axis=1)))
@@ -980,7 +1190,7 @@ def dropout_penalty_terms(graph: Graph, X: ArrayLike, Y: ArrayLike | None = None
     return PenaltyTerms(
         value=mean_shift + float(np.sum(values)),
         mean_shift=mean_shift,
-        layers=graph.random_positions,
+        layers=tuple(t for t in path.positions if graph[t].random),
         subsets=tuple(subsets),
         values=values,
     )

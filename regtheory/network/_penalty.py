@@ -290,7 +290,8 @@ def dropout_penalty_terms(
     zero unless a mask has E m ≠ 1 (DropBlock's ideal masks near the border; then the
     targets ``Y`` matter). Masks: :class:`~regtheory.masks.Bernoulli`,
     :class:`~regtheory.masks.Gaussian`, :class:`~regtheory.masks.Channel`,
-    :class:`~regtheory.masks.DropBlock` (ideal normaliser), and
+    :class:`~regtheory.masks.DropBlock` (ideal normaliser),
+    :class:`~regtheory.masks.PerSample` (stochastic depth), and
     :class:`~regtheory.layers.DropConnect`.
     A random layer followed by a ReLU has no exact form: ``InvalidParameterError``;
     use :func:`dropout_penalty` with ``method="mc"``.
@@ -300,7 +301,8 @@ def dropout_penalty_terms(
     layers : regtheory.layers.Graph or sequence of nodes
         The network, first layer first. After its first random node a chain of linear
         nodes: on feature maps same-size convolutions and elementwise linear nodes up to
-        a Linear or DropConnect, on vectors any linear node.
+        a Linear or DropConnect, on vectors any linear node; an Add or Concat there may
+        also read mask-free inputs (a residual skip), not two masked ones.
     X : array (n, ...)
         Inputs, (n, C, H, W) or (n, C, L) for a conv first layer, (n, d) for a linear one.
     Y : array (n, ...), optional
