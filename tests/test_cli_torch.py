@@ -210,3 +210,138 @@ def test_without_torch_exit_2_with_the_install_hint(data, tmp_path, capsys, monk
     status, out, err = run(["--model", path, "--data", str(data)], capsys)
     assert status == 2 and out == ""
     assert 'pip install "regtheory[torch]"' in err
+
+
+# ----------------------------------------------------------------------------- --loss, --data
+
+
+def classifier(dtype=torch.float64) -> nn.Sequential:
+    # a tanh before the dropout and three logits after it: cross-entropy is not quadratic
+    # in the masks, so the penalty is a Monte Carlo estimate
+    torch.manual_seed(7)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Dropout(0.4), nn.Linear(6, 3)).to(dtype)
+
+
+def classes(tmp_path, targets: str):
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(12, 4))
+    if targets == "indices":
+        Y = rng.integers(0, 3, size=12).astype(np.int32)  # int32 on disk: torch wants int64
+    else:
+        logits = rng.normal(size=(12, 3))
+        Y = np.exp(logits) / np.sum(np.exp(logits), axis=1, keepdims=True)
+    path = tmp_path / f"{targets}.npz"
+    np.savez(path, X=X, Y=Y)
+    return path, X, Y
+
+
+class _Stub:
+    """What the command prints of a report, without computing one."""
+
+    layers = None
+
+    def to_dict(self):
+        return {"value": 0.0}
+
+    def __str__(self):
+        return "stub report"
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    # dropout_penalty replaced by a recorder: what the command passes, whatever the
+    # installed regtheory.pytorch computes
+    seen = []
+
+    def record(model, X, **kwargs):
+        seen.append((model, X, kwargs))
+        return _Stub()
+
+    monkeypatch.setattr(pytorch, "dropout_penalty", record)
+    return seen
+
+
+@pytest.mark.parametrize("targets", ["indices", "probabilities"])
+def test_the_loss_and_the_targets_reach_dropout_penalty(targets, calls, tmp_path, capsys):
+    data, X, Y = classes(tmp_path, targets)
+    model = save(classifier(), tmp_path / "net.pt", "save")
+    argv = ["--model", model, "--data", str(data), "--loss", "cross_entropy"]
+    record = run_json(argv, capsys)
+    (_, X_seen, kwargs) = calls[-1]
+    assert kwargs["loss"] == "cross_entropy"
+    np.testing.assert_array_equal(X_seen, X)
+    np.testing.assert_array_equal(kwargs["Y"], Y)
+    assert kwargs["Y"].dtype == (np.int64 if targets == "indices" else np.float64)
+    assert record["settings"]["loss"] == "cross_entropy"
+    assert record["settings"]["targets"] == ("Y (class indices)" if targets == "indices" else "Y")
+    status, out, err = run(argv, capsys)
+    assert (status, err) == (0, "")
+    assert "loss cross_entropy" in out.splitlines()[0] and "stub report" in out
+
+
+def test_mse_is_the_default_loss(calls, data, tmp_path, capsys):
+    model = save(linear_net(), tmp_path / "net.pt", "save")
+    record = run_json(["--model", model, "--data", str(data)], capsys)
+    assert calls[-1][2]["loss"] == "mse" and record["settings"]["loss"] == "mse"
+    status, out, _ = run(["--model", model, "--data", str(data)], capsys)
+    assert status == 0 and out.splitlines()[0].endswith("targets Y, loss mse")
+
+
+def test_unrecognised_arrays_are_refused_by_name(calls, tmp_path, capsys):
+    model = save(linear_net(), tmp_path / "net.pt", "save")
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(12, 4))
+    np.savez(tmp_path / "lower.npz", X=X, y=rng.normal(size=(12, 2)))
+    np.savez(tmp_path / "extra.npz", X=X, Y=rng.normal(size=(12, 2)), w=np.ones(3))
+    for name, found, unknown in [
+        ("lower.npz", "X, y", "y is not recognised"),
+        ("extra.npz", "X, Y, w", "w is not recognised"),
+    ]:
+        status, out, err = run(["--model", model, "--data", str(tmp_path / name)], capsys)
+        assert status == 2 and out == "", (name, err)
+        assert f"holds arrays {found}" in err and unknown in err, (name, err)
+        assert "it must hold X (and optionally Y) and nothing else" in err, (name, err)
+    assert calls == []  # refused before any penalty is computed
+
+
+def test_labels_and_losses_that_do_not_go_together_exit_2(calls, data, tmp_path, capsys):
+    model = save(classifier(), tmp_path / "net.pt", "save")
+    rng = np.random.default_rng(10)
+    np.savez(tmp_path / "x.npz", X=rng.normal(size=(12, 4)))
+    np.savez(tmp_path / "labels.npz", X=rng.normal(size=(12, 4)), Y=np.arange(12) % 3)
+    for name, loss, message in [
+        ("x.npz", "cross_entropy", "--loss cross_entropy needs targets"),
+        ("labels.npz", "mse", "give --loss cross_entropy"),
+    ]:
+        argv = ["--model", model, "--data", str(tmp_path / name), "--loss", loss]
+        status, out, err = run(argv, capsys)
+        assert status == 2 and out == "" and message in err, (name, err)
+    status, _, err = run(["--model", model, "--data", str(data), "--loss", "hinge"], capsys)
+    assert status == 2 and "invalid choice: 'hinge'" in err
+    assert calls == []
+
+
+@pytest.mark.parametrize("targets", ["indices", "probabilities"])
+def test_cross_entropy_penalty_against_the_model_run_in_training_mode(targets, tmp_path, capsys):
+    # needs regtheory.pytorch.dropout_penalty(..., loss="cross_entropy")
+    data, X, Y = classes(tmp_path, targets)
+    model = classifier()
+    path = save(model, tmp_path / "net.pt", "save")
+    argv = ["--model", path, "--data", str(data), "--loss", "cross_entropy"]
+    record = run_json([*argv, "--n-masks", "4000", "--seed", "5"], capsys)
+    report = record["report"]
+    assert report["method"] == "mc" and record["settings"]["loss"] == "cross_entropy"
+    # independently: torch's own masks, 4000 passes of the model in training mode at once
+    # (every copy of the data gets its own masks), the per-sample cross-entropy averaged
+    x = torch.from_numpy(X)
+    target = torch.from_numpy(Y.astype(np.int64) if targets == "indices" else Y)
+    with torch.no_grad():
+        clean = nn.functional.cross_entropy(model.eval()(x), target).item()
+        torch.manual_seed(11)
+        logits = model.train()(x.repeat(4000, 1))
+        losses = nn.functional.cross_entropy(
+            logits, target.repeat(4000, *(1,) * (target.dim() - 1)), reduction="none"
+        )
+    draws = losses.reshape(4000, len(X)).mean(dim=1).numpy() - clean
+    mean, se = np.mean(draws), np.std(draws, ddof=1) / np.sqrt(len(draws))
+    assert se > 0 and abs(report["value"] - mean) < N_SE * np.hypot(se, report["stderr"])

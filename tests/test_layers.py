@@ -460,7 +460,7 @@ def test_no_other_module_defines_a_layer_class():
 def test_the_same_node_objects_reach_the_moments_the_engine_and_the_export(monkeypatch):
     import regtheory.network._moments as moments
     import regtheory.network._penalty as penalty
-    import regtheory.pytorch._export as convert
+    import regtheory.pytorch._export as export
 
     seen = {}
 
@@ -476,13 +476,13 @@ def test_the_same_node_objects_reach_the_moments_the_engine_and_the_export(monke
     )
     monkeypatch.setattr(penalty, "Engine", spy("engine", penalty.Engine))
     exported = []
-    original_layer = convert._torch_layer
+    original_layer = export._torch_layer
 
     def export_spy(layer, *args):
         exported.append(layer)
         return original_layer(layer, *args)
 
-    monkeypatch.setattr(convert, "_torch_layer", export_spy)
+    monkeypatch.setattr(export, "_torch_layer", export_spy)
     graph = Graph(
         [Conv(rng.normal(size=(2, 1, 3, 3))), ReLU(), Dropout(masks.Bernoulli(0.5)),
          Linear(rng.normal(size=(1, 18)))]

@@ -384,7 +384,13 @@ def test_readme_python_tour_runs_and_its_comments_are_true():
 
 def test_readme_has_exactly_the_two_setup_commands():
     text = README.read_text()
+    commands = {}
     for marker, needle in [("figures-command", "regtheory figures"), ("test-command", "pytest")]:
         match = re.search(rf"<!-- {marker} -->\n```bash\n(.+)\n```", text)
         assert match, f"README lacks the {marker} block"
         assert needle in match.group(1) and "python3 -m venv" in match.group(1)
+        commands[marker] = match.group(1)
+    # the figures need torch, pinned to a CPU-only build in the same pip call; the tests
+    # install the extras their imports need (torchvision for real architectures)
+    assert re.search(r'pip install -e "\.\[torch\]" torch==[0-9.]+ ', commands["figures-command"])
+    assert 'pip install -e ".[test,torch,vision,dask]"' in commands["test-command"]

@@ -1,6 +1,6 @@
 """Cross-checks of regtheory.conv and regtheory.network against PyTorch itself (float64, CPU).
 
-CI installs ``torch==2.13.0`` (README's test command), so these run there; the
+CI installs the ``torch`` extra (README's test command), so these run there; the
 importorskip only guards a bare checkout. Independent references: PyTorch's own
 ``F.conv2d``/``F.conv1d``, its own dropout masks (``F.dropout`` for
 ``nn.Dropout``, ``F.dropout2d`` for ``nn.Dropout2d``), and torchvision's

@@ -10,6 +10,7 @@ Slow (about a minute: the dependencies are installed into a new venv), so it run
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +34,13 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return done
 
 
+def _torch_pin() -> str:
+    """The ``torch==X`` of the README's figures command."""
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"<!-- figures-command -->\n```bash\n(.+)\n```", readme).group(1)
+    return re.search(r"torch==[0-9.]+", command).group(0)
+
+
 def test_wheel_installs_in_a_fresh_venv_and_draws_the_quick_figures(tmp_path: Path) -> None:
     start = time.perf_counter()
     _run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-w", str(tmp_path)])
@@ -44,8 +52,11 @@ def test_wheel_installs_in_a_fresh_venv_and_draws_the_quick_figures(tmp_path: Pa
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, system_site_packages=False).create(env_dir)
     python = env_dir / "bin" / "python"
-    # the torch extra: figure (m) trains a CNN (without it the command stops at (m))
-    _run([str(python), "-m", "pip", "install", "-q", "--no-compile", f"{wheel}[torch]"])
+    # the torch extra: figure (m) trains a CNN (without it the command stops at (m)); with
+    # the README figures command's torch pin, a CPU-only build, not the newest CUDA one
+    _run(
+        [str(python), "-m", "pip", "install", "-q", "--no-compile", f"{wheel}[torch]", _torch_pin()]
+    )
     # outside the source tree and without PYTHONPATH, so only the installed copy can load
     env = {**os.environ, "MPLBACKEND": "Agg"}
     env.pop("PYTHONPATH", None)

@@ -13,9 +13,9 @@ closed-form dropout penalty of one layer (formula (1), the block penalty, (5) or
 (6)) beside a Monte Carlo estimate over real masks with its 95 % interval
 (``--json`` for scripts).
 
-``regtheory penalty torch --model FILE --data FILE.npz [--diagnose] ...`` prints the
-dropout penalty of a saved PyTorch ``nn.Sequential`` on data
-(:func:`regtheory.pytorch.dropout_penalty`), exact or by Monte Carlo, and what each
+``regtheory penalty torch --model FILE --data FILE.npz [--loss mse|cross_entropy]
+[--diagnose] ...`` prints the dropout penalty of a saved PyTorch ``nn.Sequential`` on
+data (:func:`regtheory.pytorch.dropout_penalty`), exact or by Monte Carlo, and what each
 dropout module pays; it needs the ``torch`` extra and imports torch only when run.
 
 ``regtheory check [--only NAME ...] [--dir DIR] [--quick] [--jobs N] [--json]``

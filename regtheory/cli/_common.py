@@ -83,12 +83,21 @@ def solver_option(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def read_npz(path: str, flag: str, required: tuple[str, ...], optional: tuple[str, ...] = ()):
+def read_npz(
+    path: str,
+    flag: str,
+    required: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+    *,
+    only: bool = False,
+):
     """The ``required`` (and present ``optional``) arrays of an ``.npz`` archive, in order.
 
     ``None`` stands for a missing optional one. Otherwise an InvalidParameterError names
     the option ``flag`` and the file (NumPy's errors for a file that is no archive are
-    caught here, at the read, and nowhere else).
+    caught here, at the read, and nowhere else). With ``only``, an archive that holds
+    any other array is refused too: a ``y`` beside ``X`` is a misspelt ``Y``, not
+    something to skip.
     """
     import numpy as np
 
@@ -106,11 +115,18 @@ def read_npz(path: str, flag: str, required: tuple[str, ...], optional: tuple[st
         )
     with archive:
         missing = [n for n in required if n not in archive.files]
+        held = ", ".join(archive.files) or "no arrays"
         if missing:
-            held = ", ".join(archive.files) or "no arrays"
             raise InvalidParameterError(
                 f"{flag} {path} has no array {' or '.join(missing)} (it holds {held}); "
                 f"it must hold {wanted}"
+            )
+        unknown = [n for n in archive.files if n not in (*required, *optional)]
+        if only and unknown:
+            raise InvalidParameterError(
+                f"{flag} {path} holds arrays {held}, of which {', '.join(unknown)} "
+                f"{'is' if len(unknown) == 1 else 'are'} not recognised (names are "
+                f"case-sensitive); it must hold {wanted} and nothing else"
             )
         try:
             return tuple(archive[n] if n in archive.files else None for n in (*required, *optional))

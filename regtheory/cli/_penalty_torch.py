@@ -34,20 +34,61 @@ def _import_pytorch():
         ) from None
 
 
-def _load_data(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Arrays ``X`` and, if present, ``Y`` of an ``.npz`` archive given with ``--data``."""
-    X, Y = read_npz(path, "--data", ("X",), ("Y",))
+#: The losses of ``--loss``, as ``regtheory.pytorch.dropout_penalty`` names them.
+LOSSES = ("mse", "cross_entropy")
+
+
+def _load_data(path: str, loss: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Arrays ``X`` and, if present, ``Y`` of the ``.npz`` archive given with ``--data``.
+
+    Any other array is refused (a lower-case ``y`` is not taken for ``Y``, nor skipped
+    so that the model's own output silently becomes the targets). Integer ``Y`` are
+    class labels: passed on as int64 for ``cross_entropy`` (torch's index dtype) and
+    refused for ``mse``, which would score them as numbers.
+    """
+    import numpy as np
+
+    from .._validation import InvalidParameterError
+
+    X, Y = read_npz(path, "--data", ("X",), ("Y",), only=True)
+    labels = Y is not None and Y.dtype.kind in "iu"
+    if loss == "cross_entropy":
+        if Y is None:
+            raise InvalidParameterError(
+                f"--loss cross_entropy needs targets: --data {path} holds X only; add Y, the "
+                "class indices (n,) as integers or class probabilities (n, K)"
+            )
+        if labels:
+            Y = Y.astype(np.int64)
+    elif labels:
+        raise InvalidParameterError(
+            f"--data {path}: Y holds integers ({Y.dtype}), class labels for the squared "
+            "error; give --loss cross_entropy, or store Y as floats for --loss mse"
+        )
     return X, Y
+
+
+def _targets(Y: np.ndarray | None) -> str:
+    """What the loss compares the outputs with, in the words of the output."""
+    if Y is None:
+        return "the model's mask-free output"
+    return "Y (class indices)" if Y.dtype.kind in "iu" else "Y"
 
 
 def run(args: argparse.Namespace) -> int:
     from ._torchscript import _load_model
 
     pytorch = _import_pytorch()
-    X, Y = _load_data(args.data)
+    X, Y = _load_data(args.data, args.loss)
     model, kind = _load_model(args.model, X, pytorch)
     report = pytorch.dropout_penalty(
-        model, X, Y=Y, n_masks=args.n_masks, rng=args.seed, by_layer=not args.no_by_layer
+        model,
+        X,
+        Y=Y,
+        loss=args.loss,
+        n_masks=args.n_masks,
+        rng=args.seed,
+        by_layer=not args.no_by_layer,
     )
     diagnosis = None
     if args.diagnose:
@@ -62,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         "data": args.data,
         "n_samples": int(X.shape[0]),
         "sample_shape": list(X.shape[1:]),
-        "targets": "Y" if Y is not None else "the model's mask-free output",
+        "targets": _targets(Y),
+        "loss": args.loss,
         "n_masks": args.n_masks,
         "seed": args.seed,
         "by_layer": not args.no_by_layer,
@@ -75,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(
         f"model {args.model} ({kind}, {settings['dtype']}) on {args.data}: {X.shape[0]} samples "
-        f"of shape {tuple(X.shape[1:])}, targets {settings['targets']}"
+        f"of shape {tuple(X.shape[1:])}, targets {settings['targets']}, loss {args.loss}"
     )
     print(report)
     if diagnosis is not None:
@@ -89,7 +131,8 @@ def add_parser(layers: argparse._SubParsersAction) -> None:
         "torch",
         help="dropout penalty of a saved PyTorch nn.Sequential on data",
         description="Dropout penalty E L(r) - L(1) of a PyTorch nn.Sequential on the data of an "
-        ".npz file (regtheory.pytorch.dropout_penalty): exact when every non-linearity comes "
+        ".npz file (regtheory.pytorch.dropout_penalty), L the mean of a per-sample loss "
+        "(--loss): exact for mse when every non-linearity comes "
         "before the first dropout, otherwise a Monte Carlo estimate that runs the model's own "
         "modules, with its standard error; and what each dropout module pays alone. The model "
         "is a TorchScript file (torch.jit.save of a scripted nn.Sequential; tried first) or a "
@@ -104,8 +147,16 @@ def add_parser(layers: argparse._SubParsersAction) -> None:
         "--data",
         required=True,
         metavar="FILE.npz",
-        help="array X (n, ...) of inputs and optionally Y, the targets (default: the model's "
-        "mask-free output)",
+        help="arrays X (n, ...), the inputs, and optionally Y, the targets (default: the "
+        "model's mask-free output; required for cross_entropy); no other array",
+    )
+    tp.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="mse",
+        help="per-sample loss: mse, the squared error summed over the outputs (default), or "
+        "cross_entropy, torch's on the logits, Y holding class indices (integers, shape (n,)) "
+        "or class probabilities (floats, shape (n, K))",
     )
     tp.add_argument(
         "--n-masks",

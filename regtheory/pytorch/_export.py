@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import fx, nn
 
 from .._validation import InvalidParameterError
 from ..layers import (
     AdaptiveAvgPool,
+    Add,
     AvgPool,
+    Concat,
     Conv,
     DropConnect,
     Dropout,
@@ -22,6 +25,7 @@ from ..layers import (
     Graph,
     Linear,
     MaxPool,
+    Multiply,
     Node,
     ReLU,
     Reshape,
@@ -30,6 +34,25 @@ from ..layers import (
 from ..masks import Bernoulli, Channel, DropBlock
 from ._convert import _TorchFunction
 from ._modules import DropBlock2d
+
+
+class FixedFactor(nn.Module):
+    """``z -> factor * z`` for a fixed tensor ``factor`` (a buffer, not a parameter).
+
+    The module of a :class:`~regtheory.layers.Multiply` node: ``factor`` has the
+    features' shape, or one that broadcasts to it, and moves with the module's dtype and
+    device as a buffer does.
+    """
+
+    factor: torch.Tensor
+
+    def __init__(self, factor: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("factor", factor)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``factor * z``, broadcast over the batch axis."""
+        return z * self.factor
 
 
 def _spatial_rank(node: Any, rank: int | None, where: str) -> int:
@@ -95,8 +118,11 @@ def _torch_layer(layer: Any, where: str, rank: int | None, dtype: torch.dtype) -
         return [_torch_pool(layer, where, rank)]
     if isinstance(layer, Flatten):
         return [nn.Flatten()]
-    if isinstance(layer, Reshape) and rank == 1:
-        return [nn.Unflatten(1, layer.shape)]
+    if isinstance(layer, Reshape):  # Unflatten splits one axis: a flat vector first
+        flat = [] if rank == 1 else [nn.Flatten()]
+        return [*flat, nn.Unflatten(1, layer.shape)]
+    if isinstance(layer, Multiply):
+        return [FixedFactor(torch.from_numpy(np.array(layer.factor)).to(dtype))]
     if isinstance(layer, ReLU):
         return [nn.ReLU()]
     if isinstance(layer, Elementwise) and isinstance(layer.function, _TorchFunction):
@@ -125,70 +151,105 @@ def _load(module: Any, layer: Any) -> None:
 def _ranks(graph: Graph) -> list[int | None]:
     """The number of feature axes each node reads, as far as the weights tell.
 
-    A conv's kernel fixes it, a Linear, DropConnect or Flatten makes vectors; a channel
-    mask on the input of a conv net is read from the conv after it.
+    A conv's kernel fixes it, a Linear, DropConnect or Flatten makes vectors, a Reshape
+    its shape's rank; the other nodes keep it, a join that of its inputs. The input's is
+    read from the first conv when that conv reads the input through such nodes (a
+    channel mask on the input of a conv net).
     """
-    ranks: list[int | None] = []
-    rank: int | None = None
-    for node in graph:
-        ranks.append(rank)
-        if isinstance(node, Conv):
-            rank = node.weight.ndim - 1
-        elif isinstance(node, (Linear, DropConnect, Flatten)):
-            rank = 1
-        elif isinstance(node, Reshape):
-            rank = len(node.shape)
-    first_conv = next((n for n in graph if isinstance(n, Conv)), None)
-    if ranks and ranks[0] is None and first_conv is not None:
-        fill = first_conv.weight.ndim - 1
-        for i, r in enumerate(ranks):
-            if r is not None:
-                break
-            ranks[i] = fill
+
+    def read(input_rank: int | None) -> list[int | None]:
+        out: dict[int, int | None] = {-1: input_rank}
+        ranks: list[int | None] = []
+        for i, node in enumerate(graph):
+            rank = next((out[s] for s in graph.inputs[i] if out[s] is not None), None)
+            ranks.append(rank)
+            if isinstance(node, Conv):
+                rank = node.weight.ndim - 1
+            elif isinstance(node, (Linear, DropConnect, Flatten)):
+                rank = 1
+            elif isinstance(node, Reshape):
+                rank = len(node.shape)
+            out[i] = rank
+        return ranks
+
+    ranks = read(None)
+    first_conv = next((i for i, n in enumerate(graph) if isinstance(n, Conv)), None)
+    if first_conv is not None and ranks[first_conv] is None:
+        ranks = read(graph[first_conv].weight.ndim - 1)
     return ranks
 
 
-def to_torch(
-    layers: Graph | Sequence[Node], *, dtype: str | torch.dtype = "float64"
-) -> nn.Sequential:
-    """Build the PyTorch ``nn.Sequential`` of a chain of :mod:`regtheory.layers` nodes.
+def _graph_module(graph: Graph, parts: list[list[nn.Module]]) -> fx.GraphModule:
+    """The DAG of ``graph`` as a ``torch.fx.GraphModule``.
+
+    Node i's modules are its submodule ``"i"`` (an ``nn.Sequential`` when there are
+    several); an ``Add`` is ``+`` of its inputs in order, as ``Add.forward`` sums them,
+    and a ``Concat`` is ``torch.cat`` along the channel axis.
+    """
+    code = fx.Graph()
+    root = nn.Module()
+    values = {-1: code.placeholder("x")}
+    for i, node in enumerate(graph):
+        args = [values[s] for s in graph.inputs[i]]
+        if isinstance(node, Add):
+            value = args[0]
+            for arg in args[1:]:
+                value = code.call_function(operator.add, (value, arg))
+        elif isinstance(node, Concat):
+            value = code.call_function(torch.cat, (tuple(args),), {"dim": 1})
+        else:
+            modules = parts[i]
+            root.add_module(str(i), modules[0] if len(modules) == 1 else nn.Sequential(*modules))
+            value = code.call_module(str(i), (args[0],))
+        values[i] = value
+    code.output(values[len(graph) - 1])
+    return fx.GraphModule(root, code, class_name="RegtheoryGraph")
+
+
+def to_torch(layers: Graph | Sequence[Node], *, dtype: str | torch.dtype = "float64") -> nn.Module:
+    """Build the PyTorch module of a :mod:`regtheory.layers` network.
 
     The inverse of :func:`from_torch`: ``Linear`` → ``nn.Linear`` (after an
     ``nn.Flatten`` when it reads maps), ``Conv`` → ``nn.Conv1d``/``nn.Conv2d``
     (``padding='same'`` for a same-size one), pooling → ``nn.AvgPool``/``nn.MaxPool``/
-    ``nn.AdaptiveAvgPool`` (1-D or 2-D), ``Flatten`` → ``nn.Flatten``, ``ReLU`` →
+    ``nn.AdaptiveAvgPool`` (1-D or 2-D), ``Flatten`` → ``nn.Flatten``, ``Reshape`` →
+    ``nn.Unflatten`` (after an ``nn.Flatten`` unless it reads vectors), ``ReLU`` →
     ``nn.ReLU``, an ``Elementwise`` layer made by :func:`from_torch` → its module,
+    ``Multiply`` → a module that multiplies by its factor, held as a buffer,
     ``Dropout`` of :class:`~regtheory.masks.Bernoulli` → ``nn.Dropout``, of
     :class:`~regtheory.masks.Channel` → ``nn.Dropout1d``/``nn.Dropout2d`` before a conv
     (``nn.Dropout`` on vectors, where channel masks are elementwise), of an ideal
-    :class:`~regtheory.masks.DropBlock` → :class:`DropBlock2d`. Gaussian dropout,
-    DropConnect, NumPy-function activations, ``Multiply``, ``Add`` and ``Concat`` have no
-    module here and are refused by position. A channel mask on the input of a conv net
-    is read from the conv after it.
+    :class:`~regtheory.masks.DropBlock` → :class:`DropBlock2d`. ``Add`` is ``+`` of its
+    inputs and ``Concat`` ``torch.cat`` along the channels. Gaussian dropout (torch has
+    no module for it), DropConnect and NumPy-function activations are refused by
+    position. A channel mask on the input of a conv net is read from the conv after it.
 
     Parameters
     ----------
     layers : regtheory.layers.Graph or sequence of nodes
-        A chain (each node reads the one before).
+        A chain (each node reads the one before) or a graph with joins.
     dtype : {"float64", "float32"} or torch.dtype
         Of the parameters (float64 keeps the weights bit for bit); a name means the
         torch dtype of that name, as in the Monte Carlo functions' ``dtype``.
 
     Returns
     -------
-    torch.nn.Sequential
-        In training mode, as a fresh torch module is.
+    torch.nn.Module
+        An ``nn.Sequential`` for a chain; for a graph with joins, a
+        ``torch.fx.GraphModule`` whose submodule ``"i"`` is node i (an
+        ``nn.Sequential`` where one node takes several modules) and whose code runs the
+        graph. In training mode, as a fresh torch module is.
 
     Raises
     ------
     InvalidParameterError
-        For a node with no torch module, named by its position, or a graph that is not
-        a chain.
+        For a node with no torch module, named by its position, or a ``dtype`` that is
+        not a floating one.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from regtheory.layers import Conv, Dropout, Linear
+    >>> from regtheory.layers import Add, Conv, Dropout, Graph, Linear, ReLU
     >>> from regtheory.masks import Channel
     >>> to_torch([Conv(np.ones((2, 1, 3, 3))), Dropout(Channel(0.8)), Linear(np.ones((1, 50)))])
     Sequential(
@@ -197,6 +258,15 @@ def to_torch(
       (2): Flatten(start_dim=1, end_dim=-1)
       (3): Linear(in_features=50, out_features=1, bias=False)
     )
+
+    A residual block, ``relu(conv(x)) + x``:
+
+    >>> block = to_torch(Graph([Conv(np.ones((1, 1, 3))), ReLU(), Add()], inputs={2: (1, -1)}))
+    >>> type(block).__name__, [name for name, _ in block.named_children()]
+    ('RegtheoryGraph', ['0', '1'])
+    >>> import torch
+    >>> block(torch.ones(1, 1, 4, dtype=torch.float64)).tolist()
+    [[[3.0, 4.0, 4.0, 3.0]]]
     """
     graph = as_graph(layers)
     if isinstance(dtype, str) and dtype in ("float64", "float32"):
@@ -205,12 +275,12 @@ def to_torch(
         raise InvalidParameterError(
             f"`dtype` must be 'float64', 'float32' or a floating torch.dtype, got {dtype!r}"
         )
-    if not graph.is_chain:
-        raise InvalidParameterError(
-            "`layers` must be a chain (each node reading the one before) to be an "
-            "nn.Sequential; this graph has joins (Add, Concat)"
-        )
-    modules: list[nn.Module] = []
-    for i, (layer, rank) in enumerate(zip(graph, _ranks(graph))):
-        modules += _torch_layer(layer, f"`layers[{i}]`", rank, dtype)
-    return nn.Sequential(*modules)
+    parts = [
+        []
+        if isinstance(layer, (Add, Concat))
+        else _torch_layer(layer, f"`layers[{i}]`", rank, dtype)
+        for i, (layer, rank) in enumerate(zip(graph, _ranks(graph)))
+    ]
+    if graph.is_chain:
+        return nn.Sequential(*(module for modules in parts for module in modules))
+    return _graph_module(graph, parts)
