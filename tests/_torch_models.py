@@ -5,7 +5,8 @@ reproducible weights (and batch norms with running statistics away from 0 and 1,
 that evaluation-mode batch normalisation matters), inputs ``X``, regression targets
 ``Y`` of the model's output shape, class labels ``labels`` (int64, shape (n,)) when the
 output is (n, K) logits, and the model's dropout ``sites`` in the order its forward
-meets them. Sizes are small so that a brute-force Monte Carlo takes about a second.
+meets them. Sizes are small so that a brute-force Monte Carlo takes about a second
+(the resnets take several). Only the resnet builders import torchvision.
 
 A :class:`Site` says how the reference of ``tests/_torch_reference.py`` switches that
 one site on alone: the modules whose own ``training`` flag is set (everything else in
@@ -19,9 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 
 @dataclass(frozen=True)
@@ -241,6 +240,8 @@ def make_two_branch(*, seed: int) -> Case:
 
 
 def _small_resnet18(seed: int) -> nn.Module:
+    import torchvision  # only here: the other models need torch alone
+
     model = torchvision.models.resnet18(num_classes=10)
     return _seed_weights(model, seed)
 
@@ -265,6 +266,8 @@ class StochasticDepthBlock(nn.Module):
     """
 
     def __init__(self, block: nn.Module, p: float) -> None:
+        from torchvision.ops import StochasticDepth
+
         super().__init__()
         self.block = block
         self.sd = StochasticDepth(p, "row")
