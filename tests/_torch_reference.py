@@ -20,6 +20,13 @@ independent passes (``tests/test_pytorch_models.py`` checks this on a model with
 data-dependent control flow). A model whose output mixes samples (a batch norm
 without running statistics) needs ``stack=1``.
 
+A site alone (``site=``): every module in evaluation mode but the modules whose own
+``training`` flag switches the site on, which covers ``F.dropout(x, p, self.training)``
+(its owner's flag, the owner's children left off). A module called twice cannot be
+split by modes, both calls read one flag; there a forward hook makes every call but
+the chosen one the identity, which is what the module is in evaluation mode. Both ways
+are checked against enumerations over every mask in tests/test_pytorch_models.py.
+
 Nothing of regtheory is imported here.
 """
 

@@ -326,14 +326,10 @@ def test_a_loss_callable_gives_per_sample_losses():
     _assert_agrees(report.value, report.stderr, _reference(case, loss=l1, Y=case.Y, seed=0), "l1")
 
 
-def _alone_cases():
-    yield from SMALL
-    yield "data_dependent"
+QUICK_ALONE = ["functional_dropout", "dropout_twice"]  # an owner's flag, a call of two
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(_alone_cases()))
-def test_each_site_alone_agrees_with_the_brute_force(name):
+def _check_alone(name):
     """own[k]: site k on, every other site off; the reference switches modules' own flags
     (F.dropout follows its owner's flag) and, for a module called twice, one call."""
     case = _case(name, 0)
@@ -342,6 +338,17 @@ def test_each_site_alone_agrees_with_the_brute_force(name):
     for k, site in enumerate(case.sites):
         ref = _reference(case, loss="mse", Y=case.Y, seed=10 + k, site=site)
         _assert_agrees(report.own[k], report.own_stderr[k], ref, f"{name}, {report.dropouts[k]}")
+
+
+@pytest.mark.parametrize("name", QUICK_ALONE)
+def test_each_site_alone_agrees_with_the_brute_force(name):
+    _check_alone(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in SMALL if n not in QUICK_ALONE] + ["data_dependent"])
+def test_each_site_alone_of_every_model_agrees_with_the_brute_force(name):
+    _check_alone(name)
 
 
 @pytest.mark.parametrize("name", ["dropout_twice", "shared_dropout_sequential"])
