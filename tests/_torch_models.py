@@ -406,7 +406,7 @@ def make_softmax_classifier(*, seed: int) -> Case:
 
 
 class DataDependent(nn.Module):
-    """Python control flow on a tensor's value: torch.fx cannot trace it.
+    """Python control flow on a tensor's value: torch.fx cannot trace it. A batch norm.
 
     The branch reads the sum of the whole input batch; every sample of the data has a
     positive sum (``positive=True``), so any batch of them, or the data repeated, takes
@@ -416,12 +416,13 @@ class DataDependent(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.fc1 = nn.Linear(4, 6)
+        self.bn = nn.BatchNorm1d(6)
         self.drop = nn.Dropout(0.35)
         self.fc2 = nn.Linear(6, 3)
         self.fc3 = nn.Linear(6, 3)
 
     def forward(self, x):
-        h = self.drop(F.relu(self.fc1(x)))
+        h = self.drop(F.relu(self.bn(self.fc1(x))))
         if x.sum() > 0:
             return self.fc2(h)
         return self.fc3(h)
@@ -429,6 +430,7 @@ class DataDependent(nn.Module):
 
 def make_data_dependent(*, seed: int) -> Case:
     model = _seed_weights(DataDependent(), seed, scale=2.0)
+    _warm_batchnorm(model, (4,), seed)  # its own forward too keeps the batch norm in eval
     X, Y, labels = _data(model, (4,), 8, seed, positive=True)
     return Case("data_dependent", model, X, Y, labels, (Site("drop (", ("drop",)),))
 

@@ -294,7 +294,7 @@ def test_penalty_agrees_with_the_brute_force_over_seeds_and_losses(name, loss, s
     _assert_agrees(report.value, report.stderr, _reference(case, loss=loss, Y=Y, seed=seed), name)
 
 
-@pytest.mark.parametrize("name", ["lenet5", "residual", "functional_dropout"])
+@pytest.mark.parametrize("name", ["gap_cnn", "residual", "functional_dropout"])
 def test_penalty_with_the_clean_output_as_target(name):
     """Y = None: the clean output is the target, the penalty the perturbation energy."""
     case = _case(name, 1)
