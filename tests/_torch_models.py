@@ -129,7 +129,7 @@ def make_lenet5(*, seed: int, size: int = 16) -> Case:
     )
     _seed_weights(model, seed, scale=2.0)
     X, Y, labels = _data(model, (1, size, size), 6, seed)
-    sites = (Site("9 (", ("9",)), Site("12 (", ("12",)))
+    sites = (Site("model[9] (", ("9",)), Site("model[12] (", ("12",)))
     return Case("lenet5", model, X, Y, labels, sites)
 
 
@@ -146,7 +146,7 @@ def make_strided_cnn(*, seed: int) -> Case:
     )
     _seed_weights(model, seed, scale=1.5)
     X, Y, labels = _data(model, (3, 12, 12), 6, seed)
-    return Case("strided_cnn", model, X, Y, labels, (Site("2 (", ("2",)),))
+    return Case("strided_cnn", model, X, Y, labels, (Site("model[2] (", ("2",)),))
 
 
 def make_gap_cnn(*, seed: int) -> Case:
@@ -162,7 +162,7 @@ def make_gap_cnn(*, seed: int) -> Case:
     )
     _seed_weights(model, seed, scale=2.0)
     X, Y, labels = _data(model, (3, 8, 8), 6, seed)
-    return Case("gap_cnn", model, X, Y, labels, (Site("2 (", ("2",)),))
+    return Case("gap_cnn", model, X, Y, labels, (Site("model[2] (", ("2",)),))
 
 
 class ResidualNet(nn.Module):
@@ -188,7 +188,7 @@ def make_residual(*, seed: int) -> Case:
     model = _seed_weights(ResidualNet(), seed, scale=1.5)
     _warm_batchnorm(model, (4, 8, 8), seed)
     X, Y, labels = _data(model, (4, 8, 8), 6, seed)
-    return Case("residual", model, X, Y, labels, (Site("drop (", ("drop",)),))
+    return Case("residual", model, X, Y, labels, (Site("model.drop (", ("drop",)),))
 
 
 class PlainMLP(nn.Module):
@@ -212,7 +212,7 @@ class PlainMLP(nn.Module):
 def make_plain_mlp(*, seed: int) -> Case:
     model = _seed_weights(PlainMLP(), seed, scale=2.0)
     X, Y, labels = _data(model, (2, 3), 8, seed)
-    sites = (Site("drop1 (", ("drop1",)), Site("drop2 (", ("drop2",)))
+    sites = (Site("model.drop1 (", ("drop1",)), Site("model.drop2 (", ("drop2",)))
     return Case("plain_mlp", model, X, Y, labels, sites)
 
 
@@ -232,7 +232,7 @@ class TwoBranch(nn.Module):
 def make_two_branch(*, seed: int) -> Case:
     model = _seed_weights(TwoBranch(), seed, scale=2.0)
     X, Y, labels = _data(model, (5,), 8, seed)
-    sites = (Site("left.2 (", ("left.2",)), Site("right.2 (", ("right.2",)))
+    sites = (Site("model.left[2] (", ("left.2",)), Site("model.right[2] (", ("right.2",)))
     return Case("two_branch", model, X, Y, labels, sites)
 
 
@@ -255,7 +255,7 @@ def make_resnet18_dropout(*, seed: int, p: float = 0.5) -> Case:
     model.fc = nn.Sequential(nn.Dropout(p), model.fc)
     _warm_batchnorm(model, RESNET_INPUT, seed)
     X, Y, labels = _data(model, RESNET_INPUT, 4, seed)
-    return Case("resnet18_dropout", model, X, Y, labels, (Site("fc.0 (", ("fc.0",)),))
+    return Case("resnet18_dropout", model, X, Y, labels, (Site("model.fc[0] (", ("fc.0",)),))
 
 
 class StochasticDepthBlock(nn.Module):
@@ -288,7 +288,7 @@ def make_resnet18_stochastic_depth(*, seed: int, p: float = 0.2) -> Case:
         stage = getattr(model, layer)
         for i in range(len(stage)):
             stage[i] = StochasticDepthBlock(stage[i], p)
-            sites.append(Site(f"{layer}.{i}.sd (", (f"{layer}.{i}.sd",)))
+            sites.append(Site(f"model.{layer}[{i}].sd (", (f"{layer}.{i}.sd",)))
     _warm_batchnorm(model, RESNET_INPUT, seed)
     X, Y, labels = _data(model, RESNET_INPUT, 4, seed)
     return Case("resnet18_stochastic_depth", model, X, Y, labels, tuple(sites))
@@ -310,7 +310,7 @@ def make_twice_sequential(*, seed: int) -> Case:
     )
     _seed_weights(model, seed, scale=2.0)
     X, Y, labels = _data(model, (5,), 8, seed)
-    return Case("twice_sequential", model, X, Y, labels, (Site("2 (", ("2",)),))
+    return Case("twice_sequential", model, X, Y, labels, (Site("model[2] (", ("2",)),))
 
 
 class ReluSkipSequential(nn.Sequential):
@@ -324,7 +324,7 @@ def make_relu_skip_sequential(*, seed: int) -> Case:
     model = ReluSkipSequential(nn.Linear(4, 6), nn.Tanh(), nn.Dropout(0.4), nn.Linear(6, 4))
     _seed_weights(model, seed, scale=2.0)
     X, Y, labels = _data(model, (4,), 8, seed)
-    return Case("relu_skip_sequential", model, X, Y, labels, (Site("2 (", ("2",)),))
+    return Case("relu_skip_sequential", model, X, Y, labels, (Site("model[2] (", ("2",)),))
 
 
 class DropoutTwice(nn.Module):
@@ -343,7 +343,7 @@ class DropoutTwice(nn.Module):
 def make_dropout_twice(*, seed: int) -> Case:
     model = _seed_weights(DropoutTwice(), seed, scale=2.0)
     X, Y, labels = _data(model, (5,), 8, seed)
-    sites = (Site("drop (", ("drop",), call=1), Site("drop (", ("drop",), call=2))
+    sites = (Site("model.drop (", ("drop",), call=1), Site("model.drop (", ("drop",), call=2))
     return Case("dropout_twice", model, X, Y, labels, sites)
 
 
@@ -367,7 +367,7 @@ def make_functional_dropout(*, seed: int) -> Case:
     model = _seed_weights(FunctionalDropout(), seed, scale=2.0)
     X, Y, labels = _data(model, (5,), 8, seed)
     # the functional site follows the owner's own flag: the root, its children in eval
-    sites = (Site("dropout", ("",)), Site("drop (", ("drop",)))
+    sites = (Site("dropout", ("",)), Site("model.drop (", ("drop",)))
     return Case("functional_dropout", model, X, Y, labels, sites)
 
 
@@ -381,7 +381,7 @@ def make_shared_dropout_sequential(*, seed: int) -> Case:
     X, Y, labels = _data(model, (5,), 8, seed)
     # named_modules() keeps the first name of a shared module; the package may name the
     # second position "5" or "2 ... call 2": the name check takes either
-    sites = (Site("2 (", ("2",), call=1), Site(("5 (", "2 ("), ("2",), call=2))
+    sites = (Site("model[2] (", ("2",), call=1), Site(("model[5] (", "model[2] ("), ("2",), call=2))
     return Case("shared_dropout_sequential", model, X, Y, labels, sites)
 
 
@@ -392,7 +392,7 @@ def make_log_softmax_classifier(*, seed: int) -> Case:
     )
     _seed_weights(model, seed, scale=2.0)
     X, Y, labels = _data(model, (5,), 8, seed)
-    return Case("log_softmax_classifier", model, X, Y, labels, (Site("2 (", ("2",)),))
+    return Case("log_softmax_classifier", model, X, Y, labels, (Site("model[2] (", ("2",)),))
 
 
 def make_softmax_classifier(*, seed: int) -> Case:
@@ -402,7 +402,7 @@ def make_softmax_classifier(*, seed: int) -> Case:
     )
     _seed_weights(model, seed, scale=3.0)
     X, Y, labels = _data(model, (5,), 8, seed)
-    return Case("softmax_classifier", model, X, Y, labels, (Site("2 (", ("2",)),))
+    return Case("softmax_classifier", model, X, Y, labels, (Site("model[2] (", ("2",)),))
 
 
 class DataDependent(nn.Module):
@@ -432,7 +432,7 @@ def make_data_dependent(*, seed: int) -> Case:
     model = _seed_weights(DataDependent(), seed, scale=2.0)
     _warm_batchnorm(model, (4,), seed)  # its own forward too keeps the batch norm in eval
     X, Y, labels = _data(model, (4,), 8, seed, positive=True)
-    return Case("data_dependent", model, X, Y, labels, (Site("drop (", ("drop",)),))
+    return Case("data_dependent", model, X, Y, labels, (Site("model.drop (", ("drop",)),))
 
 
 # the traceable models, cheap first; the resnets take seconds
