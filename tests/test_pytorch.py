@@ -20,7 +20,6 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from regtheory import pytorch  # noqa: E402 (needs torch)
-from regtheory.pytorch import _penalty as pytorch_penalty  # noqa: E402
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
 
