@@ -43,7 +43,7 @@ from ..masks import Bernoulli
 from ._convert import _batchnorm, _conv, _diagonal, _fold, _pool, _TorchFunction
 from ._modules import _BATCHNORMS, _ELEMENTWISE, _POOLS
 from ._runner import Runner
-from ._trace import ADDITIONS, Site, run_node, tensor_inputs
+from ._trace import ADDITIONS, Site, run_node, tensor_inputs, where
 
 
 def _torch_function(function: Callable[..., torch.Tensor]) -> Callable[..., np.ndarray]:
@@ -68,7 +68,7 @@ class _Builder:
     def add(self, fx: torch.fx.Node, node: Any, sources: list[int]) -> None:
         i = len(self.nodes)
         self.nodes.append(node)
-        self.labels.append(fx.name)
+        self.labels.append(where(str(fx.target)) if fx.op == "call_module" else fx.name)
         if tuple(sources) != (i - 1,):
             self.inputs[i] = tuple(sources)
         self.index[fx] = i
@@ -109,7 +109,7 @@ def _opaque(runner: Runner, fx: torch.fx.Node, sources: list[torch.fx.Node]) -> 
     return Function(
         _torch_function(function),
         _shape(runner, fx),
-        name=f"{fx.name} ({kind})",
+        name=kind,
         n_inputs=len(sources),
     )
 
