@@ -1,27 +1,28 @@
-r"""The dropout penalty of a PyTorch model, through :mod:`regtheory.network`.
+r"""The dropout penalty of any PyTorch model, in any loss.
 
-A researcher's ``nn.Sequential`` of linear and convolution layers (with or without
-biases), pooling, elementwise activations, evaluation-mode batch normalisation and
-dropout is converted, weight for weight, into the one network description of
-:mod:`regtheory.layers` (float64 NumPy copies; :func:`from_torch`, and back with
-:func:`to_torch`), and its dropout penalty on data,
+A model is read through ``torch.fx``: its real forward, custom modules, residual sums,
+concatenation, pooling, strides, functional calls and a module called twice included,
+becomes the package's one network description (:func:`from_torch`, float64 copies of
+the weights, and back with :func:`to_torch`). Its dropout penalty on data,
 
 .. math::
 
     P = \mathbb{E}_r\, L(r) - L(\mathbf 1),\qquad
-    L(r) = \frac1n \sum_{k=1}^{n} \|y_k - f_{r_k}(x_k)\|^2 ,
+    L(r) = \frac1n \sum_{k=1}^{n} \ell\big(f_{r_k}(x_k), y_k\big) ,
 
-is computed exactly when the network is linear after its first dropout layer
-(moment propagation, THEORY.md §6: every non-linearity, max pooling included, comes
-before it), and otherwise estimated by Monte Carlo with the
-model's own modules: its dropout modules in training mode, on the model's device and
-dtype, the losses taken in float64 (:func:`dropout_penalty`). The report says which
-dropout layer pays what.
+(:func:`dropout_penalty`) is exact for squared error when every non-linearity comes
+before the first dropout site (moment propagation, THEORY.md §6), and otherwise a Monte
+Carlo estimate through the same traced graph, on the model's device and in its dtype,
+recomputing only what each mask changes. The report says which dropout site pays what,
+and gives the second-order (delta-method) approximation beside it. A model that
+``torch.fx`` cannot trace is estimated through its own forward, and the report says so.
 
-``nn.Dropout`` is elementwise inverted dropout (:class:`~regtheory.masks.Bernoulli`),
-``nn.Dropout1d``/``nn.Dropout2d`` drop whole channels
-(:class:`~regtheory.masks.Channel`), and :class:`DropBlock2d` drops square blocks with
-the exact rate (:class:`~regtheory.masks.DropBlock`); all keep with probability 1 - p.
+``nn.Dropout`` and ``F.dropout`` are elementwise inverted dropout
+(:class:`~regtheory.masks.Bernoulli`), ``nn.Dropout1d``/``nn.Dropout2d`` drop whole
+channels (:class:`~regtheory.masks.Channel`), :class:`DropBlock2d` drops square blocks
+with the exact rate (:class:`~regtheory.masks.DropBlock`), and stochastic depth
+(torchvision's ``StochasticDepth(p, "row")``, timm's ``DropPath``) drops a residual
+branch per sample (:class:`~regtheory.masks.PerSample`); all keep with probability 1 - p.
 
 This module imports ``torch``; the rest of the package does not (install the
 ``torch`` extra to use it).

@@ -172,35 +172,39 @@ def supported_modules(*, dropout: bool = False) -> tuple[type[nn.Module], ...]:
 
 
 def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Graph:
-    """Convert a PyTorch ``nn.Sequential`` into a :class:`regtheory.layers.Graph`.
+    """Read a PyTorch model's forward as a :class:`regtheory.layers.Graph`.
 
-    Supported modules:
+    The forward is traced with ``torch.fx`` (custom modules, residual sums, ``torch.cat``,
+    functional calls such as ``F.relu``, ``F.dropout``, ``torch.flatten`` and ``x.view``;
+    a module called twice is two nodes), and each step becomes a node:
 
-    * ``nn.Linear`` and ``nn.Conv1d``/``nn.Conv2d``, with or without bias (any stride,
-      dilation, groups and padding amount; padding_mode ``'zeros'`` or ``'circular'``);
+    * ``nn.Linear`` (on vectors) and ``nn.Conv1d``/``nn.Conv2d`` with or without bias
+      (any stride, dilation, groups and padding amount; padding_mode ``'zeros'`` or
+      ``'circular'``);
     * ``nn.AvgPool1d``/``2d`` (counting the padding, as torch's default),
       ``nn.MaxPool1d``/``2d`` and ``nn.AdaptiveAvgPool1d``/``2d``;
-    * ``nn.ReLU`` (:class:`~regtheory.layers.ReLU`) and the elementwise activations
-      (``Tanh``, ``Sigmoid``, ``GELU``, ``SiLU``, ``ELU``, ``LeakyReLU``, ``Softplus`` and
-      the other elementwise ones of ``torch.nn``), as
-      :class:`~regtheory.layers.Elementwise` layers evaluated by a float64 copy of the
-      module;
-    * ``nn.BatchNorm1d``/``nn.BatchNorm2d`` in evaluation mode (running statistics,
-      whatever the model's mode), folded into the linear or conv layer before it, or,
-      after anything else, a per-channel affine layer;
-    * ``nn.Flatten`` (dropped before a Linear, which flattens channel first as torch
-      does), ``nn.Unflatten`` of dim 1 and ``nn.Identity`` (dropped);
-    * ``nn.Dropout`` (:class:`~regtheory.masks.Bernoulli`), ``nn.Dropout1d``/
-      ``nn.Dropout2d`` (:class:`~regtheory.masks.Channel`) and :class:`DropBlock2d`
-      (:class:`~regtheory.masks.DropBlock`), with keep 1 - p.
+    * ``nn.ReLU`` and ``F.relu`` (:class:`~regtheory.layers.ReLU`) and the elementwise
+      activations of ``torch.nn`` as :class:`~regtheory.layers.Elementwise` layers;
+    * ``nn.BatchNorm1d``/``2d`` in evaluation mode (running statistics), folded into
+      the linear or conv layer before it, else a per-channel affine layer;
+    * flattening and reshaping (:class:`~regtheory.layers.Flatten`,
+      :class:`~regtheory.layers.Reshape`), residual sums (:class:`~regtheory.layers.Add`),
+      concatenation along the channels (:class:`~regtheory.layers.Concat`), a product by
+      a number (:class:`~regtheory.layers.Multiply`);
+    * the dropout sites: ``nn.Dropout`` and ``F.dropout``
+      (:class:`~regtheory.masks.Bernoulli`), ``nn.Dropout1d``/``2d`` and
+      ``F.dropout1d``/``2d`` (:class:`~regtheory.masks.Channel`), :class:`DropBlock2d`
+      (:class:`~regtheory.masks.DropBlock`), torchvision's ``StochasticDepth(p, "row")``
+      and timm's ``DropPath`` (:class:`~regtheory.masks.PerSample`), with keep 1 - p.
 
-    Nested ``nn.Sequential`` modules are flattened; anything else is refused with its
-    position and type. Weights are copied to float64.
+    Any other step (``nn.LayerNorm``, a softmax, reflection padding, a module of the
+    user's) is a :class:`~regtheory.layers.Function` node that torch evaluates in
+    float64. Weights are copied to float64.
 
     Parameters
     ----------
-    model : torch.nn.Sequential
-        The model; it is not modified.
+    model : torch.nn.Module
+        The model, traceable by ``torch.fx``; it is not modified.
     input_shape : sequence of int
         Shape of one sample, without the batch axis: ``(d,)``, ``(C, L)`` or ``(C, H, W)``.
         Every node is checked to fit the shape it gets.
@@ -208,13 +212,15 @@ def from_torch(model: nn.Module, input_shape: Sequence[int]) -> Graph:
     Returns
     -------
     regtheory.layers.Graph
-        The nodes, first to last (a chain), for :func:`regtheory.network.forward` and the
-        penalties.
+        The nodes in the order the forward runs them, for
+        :func:`regtheory.network.forward` and the penalties.
 
     Raises
     ------
     InvalidParameterError
-        For a module that is not supported or does not fit, named by its position.
+        If ``torch.fx`` cannot trace the model (or it draws random numbers that are not
+        a dropout the package reads), or a step does not fit ``input_shape``, named by
+        its module path.
 
     See Also
     --------

@@ -134,6 +134,7 @@ class PenaltyReport:
             "n_masks": self.n_masks,
             "loss": self.loss,
             "how": self.how,
+            "reason": self.reason,
             "second_order": self.second_order,
             "dropouts": [
                 {
