@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from .._validation import InvalidParameterError
+from ._modules import _as_array
 
 
 def _squared(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -84,7 +85,10 @@ def targets(loss: Loss, Y: Any, out: torch.Tensor) -> torch.Tensor:
             raise InvalidParameterError(f"`Y` is needed for loss={loss.name!r}")
         return out.detach().to(torch.float64)
     integer = _is_integer(Y)
-    array = Y.detach().cpu() if isinstance(Y, torch.Tensor) else torch.as_tensor(np.asarray(Y))
+    if integer:
+        array = Y.detach().cpu() if isinstance(Y, torch.Tensor) else torch.as_tensor(np.asarray(Y))
+    else:  # real targets: finite numbers, checked as every array argument is
+        array = torch.from_numpy(_as_array(Y, "Y"))
     if loss.name == "cross_entropy" and integer:
         labels = array.reshape(-1) if array.dim() == 2 and array.shape[1] == 1 else array
         if labels.shape != (n, *out.shape[2:]):
