@@ -143,7 +143,7 @@ def digits_layers(masks: MaskDistribution | None, seed: int) -> list:
 
 
 def _penalty(pytorch: Any, model: Any, X: np.ndarray, n_masks: int, seed: int) -> dict:
-    report = pytorch.dropout_penalty(model, X, n_masks=n_masks, rng=seed)
+    report = pytorch.dropout_penalty(model, X, method="mc", n_masks=n_masks, rng=seed)
     layers = list(report.layers)
     first = next(i for i, layer in enumerate(layers) if isinstance(layer, network.Dropout))
     last_alone = layers[:first] + layers[first + 1 :]  # dropout B alone; linear after it
