@@ -75,12 +75,31 @@ def _targets(Y: np.ndarray | None) -> str:
     return "Y (class indices)" if Y.dtype.kind in "iu" else "Y"
 
 
+def _how(report) -> str:
+    """How the penalty was computed, and why not otherwise, in one line."""
+    if report.how != "traced":
+        return f"computed through the model's own forward: {report.reason}"
+    why = f"; not exact: {report.reason}" if report.reason else ""
+    return f"read through its traced forward{why}"
+
+
+def _untraced(path: str, why: str) -> None:
+    """Refuse ``--diagnose`` for a model that is not traced (``why``)."""
+    from .._validation import InvalidParameterError
+
+    raise InvalidParameterError(
+        f"--diagnose reads the traced model, and --model {path} is not traced: {why}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from ._torchscript import _load_model
 
     pytorch = _import_pytorch()
     X, Y = _load_data(args.data, args.loss)
-    model, kind = _load_model(args.model, X, pytorch)
+    model, kind, as_saved = _load_model(args.model, X, pytorch)
+    if args.diagnose and as_saved:
+        _untraced(args.model, as_saved)
     report = pytorch.dropout_penalty(
         model,
         X,
@@ -94,11 +113,15 @@ def run(args: argparse.Namespace) -> int:
     if args.diagnose:
         from ..diagnostics import diagnose
 
+        if report.layers is None:
+            _untraced(args.model, report.reason)
         diagnosis = diagnose(report.layers, X, rng=args.seed)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     settings = {
         "model": args.model,
         "format": kind,
+        "rebuilt": None if kind != "TorchScript" else not as_saved,
+        "why_not_rebuilt": as_saved,
         "dtype": str(dtype).removeprefix("torch."),
         "data": args.data,
         "n_samples": int(X.shape[0]),
@@ -119,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
         f"model {args.model} ({kind}, {settings['dtype']}) on {args.data}: {X.shape[0]} samples "
         f"of shape {tuple(X.shape[1:])}, targets {settings['targets']}, loss {args.loss}"
     )
+    if as_saved:
+        print(f"run as saved, not rebuilt into torch.nn modules: {as_saved}")
     print(report)
+    print(_how(report))
     if diagnosis is not None:
         print()
         print(diagnosis)
@@ -129,19 +155,22 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(layers: argparse._SubParsersAction) -> None:
     tp = layers.add_parser(
         "torch",
-        help="dropout penalty of a saved PyTorch nn.Sequential on data",
-        description="Dropout penalty E L(r) - L(1) of a PyTorch nn.Sequential on the data of an "
+        help="dropout penalty of a saved PyTorch model on data",
+        description="Dropout penalty E L(r) - L(1) of a PyTorch model on the data of an "
         ".npz file (regtheory.pytorch.dropout_penalty), L the mean of a per-sample loss "
         "(--loss): exact for mse when every non-linearity comes "
         "before the first dropout, otherwise a Monte Carlo estimate that runs the model's own "
         "modules, with its standard error; and what each dropout module pays alone. The model "
-        "is a TorchScript file (torch.jit.save of a scripted nn.Sequential; tried first) or a "
-        "torch.save'd nn.Module. Reading the latter unpickles it, which can run arbitrary code: "
-        "use it for your own files only. Models are loaded on the CPU. Needs the torch extra: "
+        "is a TorchScript file (torch.jit.save of a scripted module; tried first) or a "
+        "torch.save'd nn.Module. A scripted nn.Sequential of torch.nn modules is rebuilt into "
+        "them; any other TorchScript module, which torch.fx cannot trace, is estimated by "
+        "Monte Carlo through its own forward in training mode. Reading a torch.save'd file "
+        "unpickles it, which can run arbitrary code: use it for your own files only. Models "
+        "are loaded on the CPU. Needs the torch extra: "
         'pip install "regtheory[torch]".',
     )
     tp.add_argument(
-        "--model", required=True, metavar="FILE", help="TorchScript or torch.save'd nn.Sequential"
+        "--model", required=True, metavar="FILE", help="TorchScript or torch.save'd nn.Module"
     )
     tp.add_argument(
         "--data",

@@ -1,7 +1,9 @@
-"""A saved TorchScript ``nn.Sequential`` turned back into its ``torch.nn`` modules.
+"""The model of a saved TorchScript module (``regtheory penalty torch``).
 
-The modules it was scripted from are rebuilt and checked to compute the same outputs
-(``regtheory penalty torch``).
+A scripted ``nn.Sequential`` of torch.nn modules is turned back into those modules,
+checked to compute the same outputs, so that its forward can be traced. Any other
+TorchScript module is analysed as saved, by Monte Carlo through its own forward, once
+checked to draw its masks in training mode only.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ def _rebuild_module(script, where: str, nn):
     """The ``torch.nn`` module a TorchScript child was scripted from.
 
     It has the child's attributes and its parameters and buffers (the same tensors).
-    Only the module classes that ``regtheory.pytorch.from_torch`` reads are rebuilt: the
-    others are refused here, in its words.
+    Only the module classes that ``regtheory.pytorch.from_torch`` reads are rebuilt; an
+    InvalidParameterError says why another is not.
     """
     qualified = _torch_class(script)
     if qualified == _TORCH_SEQUENTIAL:
@@ -47,11 +49,11 @@ def _rebuild_module(script, where: str, nn):
     known = {f"{c.__module__}.{c.__name__}": c for c in pytorch.supported_modules()}
     cls = known.get(qualified)
     if cls is None and module_path.startswith("torch.nn."):
-        raise InvalidParameterError(f"{where} ({name}) is not supported")
+        raise InvalidParameterError(f"{where} ({name}) is not a module it rebuilds")
     if cls is None:
         raise InvalidParameterError(
             f"{where} is TorchScript code of {qualified or script.original_name}, not a torch.nn "
-            "module; save the nn.Module itself with torch.save"
+            "module"
         )
     kwargs = {}
     for param in inspect.signature(cls).parameters.values():
@@ -67,7 +69,7 @@ def _rebuild_module(script, where: str, nn):
     except (TypeError, ValueError, RuntimeError) as exc:
         raise InvalidParameterError(
             f"{where} ({name}) cannot be rebuilt from its TorchScript attributes (a traced "
-            f"model keeps none: use torch.jit.script or torch.save): {_one_line(exc)}"
+            f"model keeps none): {_one_line(exc)}"
         ) from None
     return module.train(script.training)
 
@@ -103,38 +105,120 @@ def _same_outputs(script, rebuilt, x, torch) -> bool:
     )
 
 
-def _from_torchscript(script, path: str, X: np.ndarray, pytorch):
-    """The ``nn.Sequential`` a TorchScript module was scripted from.
+def _samples(X: np.ndarray, module, torch):
+    """At most 64 samples of ``X`` as a tensor of the module's floating dtype."""
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+    return torch.from_numpy(np.asarray(X[:64], dtype=np.float64)).to(dtype or torch.float64)
 
-    It is checked to compute what the TorchScript module computes on the data, and
-    refused otherwise.
-    """
-    torch, nn = pytorch.torch, pytorch.nn
-    if _torch_class(script) != _TORCH_SEQUENTIAL:
-        raise InvalidParameterError(
-            f"--model {path} is a TorchScript {script.original_name}, not an nn.Sequential: "
-            "only a sequence of torch.nn modules can be converted"
-        )
-    rebuilt = _rebuild_module(script, "model", nn)
-    dtype = next((p.dtype for p in rebuilt.parameters() if p.is_floating_point()), None)
-    x = torch.from_numpy(np.asarray(X[:64], dtype=np.float64)).to(dtype or torch.float64)
+
+def _runs(path: str, check, *args) -> Any:
+    """``check(*args)``, with a model that does not run on the data refused."""
     try:
-        same = _same_outputs(script, rebuilt, x, torch)
-    except RuntimeError as exc:  # the model does not run on the data
+        return check(*args)
+    except RuntimeError as exc:  # TorchScript's errors are RuntimeErrors too
         raise InvalidParameterError(
             f"--model {path} does not run on the samples of --data: {_one_line(exc)}"
         ) from None
-    if not same:
+
+
+def _why_not_rebuilt(script, x, pytorch) -> tuple[Any, str]:
+    """The ``nn.Sequential`` a TorchScript module was scripted from, or why there is none.
+
+    ``(rebuilt, "")``, the rebuilt modules checked to compute what the TorchScript
+    module computes on ``x``, or ``(None, why)``.
+    """
+    if _torch_class(script) != _TORCH_SEQUENTIAL:
+        return None, f"it is a TorchScript {script.original_name}, not an nn.Sequential"
+    try:
+        rebuilt = _rebuild_module(script, "model", pytorch.nn)
+    except InvalidParameterError as exc:
+        return None, str(exc)
+    if not _same_outputs(script, rebuilt, x, pytorch.torch):
+        return None, "its torch.nn modules in sequence compute something else"
+    return rebuilt, ""
+
+
+def _running_statistics(script) -> list[str]:
+    """The submodules of a TorchScript module that keep running statistics."""
+    return [
+        f"model.{name} ({module.original_name})" if name else f"model ({module.original_name})"
+        for name, module in script.named_modules()
+        if getattr(module, "track_running_stats", False)
+        and getattr(module, "running_mean", None) is not None
+    ]
+
+
+def _draws(script, x, torch) -> dict[tuple[bool, int], Any]:
+    """The module's outputs on ``x`` in evaluation and training mode, from seeds 0 and 1.
+
+    The samples are repeated to about a million inputs, so that a small dropout rate
+    still changes some output between the two seeds.
+    """
+    reps = max(1, min(4096 // len(x), (1 << 20) // max(1, x.numel())))
+    xs = x.repeat(reps, *(1,) * (x.dim() - 1))
+    modes = [(m, m.training) for m in script.modules()]
+    outputs = {}
+    try:
+        for training in (False, True):
+            script.train(training)
+            for seed in (0, 1):
+                with torch.random.fork_rng(devices=[]), torch.no_grad():
+                    torch.manual_seed(seed)
+                    outputs[training, seed] = script(xs)
+    finally:
+        for module, mode in modes:
+            module.train(mode)
+    return outputs
+
+
+def _check_as_saved(script, path: str, x, torch) -> None:
+    """Refuse a TorchScript module whose own forward is not its dropout model.
+
+    It must draw its masks in training mode only (a model saved by ``torch.jit.trace``
+    keeps the mode it was traced in), and keep no running statistics, which its own
+    forward in training mode would update instead of using.
+    """
+    hint = "save the nn.Module itself with torch.save, or script it with torch.jit.script"
+    norms = _running_statistics(script)
+    if norms:
         raise InvalidParameterError(
-            f"--model {path}: the TorchScript module does not compute what its torch.nn modules "
-            "compute in sequence (a traced model records one mode only); save the nn.Module "
-            "itself with torch.save"
+            f"--model {path}: {norms[0]} keeps running statistics, which a TorchScript "
+            f"module run in training mode would update instead of using; {hint}"
         )
-    return rebuilt
+    out = _runs(path, _draws, script, x, torch)
+    if not torch.equal(out[False, 0], out[False, 1]):
+        raise InvalidParameterError(
+            f"--model {path}: the TorchScript module draws random numbers in evaluation "
+            f"mode (a model traced in training mode keeps its masks on); {hint}"
+        )
+    if torch.equal(out[True, 0], out[True, 1]):
+        raise InvalidParameterError(
+            f"--model {path}: the TorchScript module draws no random numbers in training "
+            f"mode: no dropout acts in it (a model traced in evaluation mode has none); {hint}"
+        )
 
 
-def _load_model(path: str, X: np.ndarray, pytorch) -> tuple[Any, str]:
-    """The model of ``--model`` and its format: TorchScript first, then ``torch.load``."""
+def _from_torchscript(script, path: str, X: np.ndarray, pytorch) -> tuple[Any, str]:
+    """The model to analyse for a TorchScript module, and why it is run as saved.
+
+    An ``nn.Sequential`` of torch.nn modules is rebuilt (its forward can then be traced,
+    and its penalty be exact): ``(rebuilt, "")``. Any other module, or one whose rebuilt
+    modules compute something else, is returned as it is, with the reason: its penalty
+    is then estimated through its own forward.
+    """
+    x = _samples(X, script, pytorch.torch)
+    rebuilt, why = _runs(path, _why_not_rebuilt, script, x, pytorch)
+    if rebuilt is not None:
+        return rebuilt, ""
+    _check_as_saved(script, path, x, pytorch.torch)
+    return script, why
+
+
+def _load_model(path: str, X: np.ndarray, pytorch) -> tuple[Any, str, str]:
+    """The model of ``--model``, its format and why it is not rebuilt ("" if it is).
+
+    TorchScript is tried first (:func:`_from_torchscript`), then ``torch.load``.
+    """
     torch = pytorch.torch
     if not Path(path).is_file():
         raise InvalidParameterError(f"cannot read --model {path}: no such file")
@@ -143,7 +227,8 @@ def _load_model(path: str, X: np.ndarray, pytorch) -> tuple[Any, str]:
     except Exception:  # noqa: BLE001 -- not a TorchScript archive: try a pickled module
         script = None
     if script is not None:
-        return _from_torchscript(script, path, X, pytorch), "TorchScript"
+        model, why = _from_torchscript(script, path, X, pytorch)
+        return model, "TorchScript", why
     try:
         model = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 -- unpickling a user's file can raise anything
@@ -157,4 +242,4 @@ def _load_model(path: str, X: np.ndarray, pytorch) -> tuple[Any, str]:
             "torch.nn.Module (a "
             "state_dict needs its model: save the module itself with torch.save(model, FILE))"
         )
-    return model, "torch.save"
+    return model, "torch.save", ""

@@ -22,6 +22,7 @@ from ..layers import (
     Dropout,
     Elementwise,
     Flatten,
+    Function,
     Graph,
     Linear,
     MaxPool,
@@ -31,7 +32,7 @@ from ..layers import (
     Reshape,
     as_graph,
 )
-from ..masks import Bernoulli, Channel, DropBlock
+from ..masks import Bernoulli, Channel, DropBlock, PerSample
 from ._convert import _TorchFunction
 from ._modules import DropBlock2d
 
@@ -135,10 +136,30 @@ def _torch_layer(layer: Any, where: str, rank: int | None, dtype: torch.dtype) -
             return [{1: nn.Dropout(p), 2: nn.Dropout1d(p), 3: nn.Dropout2d(p)}[rank or 1]]
         if isinstance(masks, DropBlock) and masks.normalize == "ideal":
             return [DropBlock2d(p, masks.block_size)]
+        if type(masks) is PerSample:
+            return [_stochastic_depth(p, where)]
+    if isinstance(layer, Function):
+        raise InvalidParameterError(
+            f"{where} (Function {layer.name!r}) has no PyTorch module here: a "
+            "layers.Function is a NumPy function of the samples, which a torch module cannot "
+            "run; export the graph up to it, or rebuild that step in torch"
+        )
     raise InvalidParameterError(
         f"{where} ({type(layer).__name__}) has no PyTorch module here"
         + (" (a NumPy function)" if isinstance(layer, Elementwise) else "")
     )
+
+
+def _stochastic_depth(p: float, where: str) -> nn.Module:
+    """The stochastic depth module of torchvision, ``StochasticDepth(p, "row")``."""
+    try:
+        from torchvision.ops import StochasticDepth
+    except ImportError:
+        raise InvalidParameterError(
+            f"{where} (Dropout of PerSample masks, stochastic depth) is torchvision's "
+            'StochasticDepth, and torchvision is not installed: pip install "regtheory[vision]"'
+        ) from None
+    return StochasticDepth(p, "row")
 
 
 def _load(module: Any, layer: Any) -> None:
@@ -219,10 +240,14 @@ def to_torch(layers: Graph | Sequence[Node], *, dtype: str | torch.dtype = "floa
     ``Dropout`` of :class:`~regtheory.masks.Bernoulli` → ``nn.Dropout``, of
     :class:`~regtheory.masks.Channel` → ``nn.Dropout1d``/``nn.Dropout2d`` before a conv
     (``nn.Dropout`` on vectors, where channel masks are elementwise), of an ideal
-    :class:`~regtheory.masks.DropBlock` → :class:`DropBlock2d`. ``Add`` is ``+`` of its
-    inputs and ``Concat`` ``torch.cat`` along the channels. Gaussian dropout (torch has
-    no module for it), DropConnect and NumPy-function activations are refused by
-    position. A channel mask on the input of a conv net is read from the conv after it.
+    :class:`~regtheory.masks.DropBlock` → :class:`DropBlock2d`, of
+    :class:`~regtheory.masks.PerSample` (stochastic depth) → torchvision's
+    ``StochasticDepth(1 - keep, "row")`` (needs torchvision, the ``vision`` extra).
+    ``Add`` is ``+`` of its inputs and ``Concat`` ``torch.cat`` along the channels.
+    Gaussian dropout (torch has no module for it), DropConnect, NumPy-function
+    activations and :class:`~regtheory.layers.Function` nodes (NumPy functions of the
+    samples) are refused by position. A channel mask on the input of a conv net is read
+    from the conv after it.
 
     Parameters
     ----------
@@ -243,8 +268,9 @@ def to_torch(layers: Graph | Sequence[Node], *, dtype: str | torch.dtype = "floa
     Raises
     ------
     InvalidParameterError
-        For a node with no torch module, named by its position, or a ``dtype`` that is
-        not a floating one.
+        For a node with no torch module, named by its position (stochastic depth
+        without torchvision installed among them), or a ``dtype`` that is not a
+        floating one.
 
     Examples
     --------
