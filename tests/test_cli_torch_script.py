@@ -62,18 +62,6 @@ class TwiceTheChain(nn.Sequential):
         return 2 * super().forward(x)
 
 
-class WithBatchNorm(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.inner = nn.Linear(4, 5)
-        self.norm = nn.BatchNorm1d(5)
-        self.drop = nn.Dropout(0.3)
-        self.outer = nn.Linear(5, 2)
-
-    def forward(self, x):
-        return self.outer(self.drop(torch.tanh(self.norm(self.inner(x)))))
-
-
 def built(cls, *args, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return cls(*args).double()
@@ -122,7 +110,7 @@ def test_a_scripted_residual_model_runs_through_its_own_forward(seed, data, tmp_
     record = run_json(argv, capsys)
     report, settings = record["report"], record["settings"]
     assert report["how"] == "own forward" and report["method"] == "mc"
-    assert "torch.fx cannot trace" in report["reason"]
+    assert "TorchScript" in report["reason"]
     assert settings["format"] == "TorchScript" and settings["rebuilt"] is False
     assert "not an nn.Sequential" in settings["why_not_rebuilt"]
     X, Y = arrays(data)
@@ -182,7 +170,7 @@ def test_text_output_says_how_and_why(data, tmp_path, capsys):
         "Residual, not an nn.Sequential"
     )
     assert "through the model's own forward" in lines[2]
-    assert lines[-1].startswith("computed through the model's own forward: torch.fx cannot trace")
+    assert lines[-1].startswith("computed through the model's own forward: it is a TorchScript")
 
 
 def test_diagnostics_of_a_model_run_as_saved_exit_2(data, tmp_path, capsys):
@@ -200,7 +188,6 @@ def _traced(mode: bool):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: torch.jit.script(built(WithBatchNorm)), "model.norm (BatchNorm1d) keeps running"),
         (lambda: _traced(False), "a model traced in evaluation mode has none"),
         (lambda: _traced(True), "draws random numbers in evaluation mode"),
         (lambda: torch.jit.script(nn.Linear(4, 2).double()), "no dropout acts in it"),
@@ -212,3 +199,38 @@ def test_torchscript_that_is_not_its_dropout_model_exit_2(make, message, data, t
     status, out, err = run(["--model", str(path), "--data", str(data)], capsys)
     assert status == 2 and out == ""
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+class NormResidual(nn.Module):
+    """A residual block with a batch norm: its running statistics must be used, not updated."""
+
+    def __init__(self, p: float = 0.3):
+        super().__init__()
+        self.inner = nn.Linear(4, 5)
+        self.norm = nn.BatchNorm1d(5)
+        self.drop = nn.Dropout(p)
+        self.outer = nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.norm(self.inner(x)))
+        return self.outer(h + self.drop(torch.relu(h)))
+
+
+def test_a_scripted_model_with_a_batch_norm_uses_its_running_statistics(tmp_path, capsys):
+    torch.manual_seed(8)
+    model = NormResidual().double()
+    with torch.no_grad():
+        model.norm.running_mean.uniform_(-1, 1)
+        model.norm.running_var.uniform_(0.5, 2)
+    before = model.norm.running_mean.clone()
+    X = np.random.default_rng(8).normal(size=(16, 4))
+    torch.jit.save(torch.jit.script(model), tmp_path / "m.pt")
+    np.savez(tmp_path / "d.npz", X=X)
+    code = main(["penalty", "torch", "--model", str(tmp_path / "m.pt"),
+                 "--data", str(tmp_path / "d.npz"), "--json", "--no-by-layer"])  # fmt: skip
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)["report"]
+    assert report["how"] == "own forward"
+    ref = brute_penalty(model, X, n_passes=4000, seed=9)
+    assert abs(z_score(report["value"], report["stderr"], ref)) < N_SE
+    assert torch.equal(model.norm.running_mean, before)

@@ -19,16 +19,32 @@ from torch import nn
 from .._events import mask_events
 from .._results import Penalty
 from .._validation import InvalidParameterError, check_n_masks
-from ..masks import Bernoulli, Channel
+from ..masks import Bernoulli, Channel, PerSample
 from ..montecarlo import default_n_masks, estimate, min_draws
 from ._losses import Loss, targets
 from ._modules import _placement
-from ._trace import _is_dropout_module, _stochastic_depth
+from ._trace import _is_dropout_module, where
 
 
 def _is_norm(module: nn.Module) -> bool:
+    """A normalisation layer with running statistics (eager or TorchScript)."""
     stats = getattr(module, "track_running_stats", False)
-    return isinstance(module, nn.modules.batchnorm._NormBase) and bool(stats)
+    return bool(stats) and getattr(module, "running_mean", None) is not None
+
+
+_SCRIPTED = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "DropBlock2d"}
+
+
+def _is_dropout(module: nn.Module) -> bool:
+    """A dropout module, eager or TorchScript (read by its original class name)."""
+    if _is_dropout_module(module):
+        return True
+    name = getattr(module, "original_name", None)
+    return isinstance(module, torch.jit.ScriptModule) and (
+        (name in _SCRIPTED and hasattr(module, "p"))
+        or (name == "StochasticDepth" and getattr(module, "mode", "row") == "row")
+        or (name == "DropPath" and hasattr(module, "drop_prob"))
+    )
 
 
 @contextmanager
@@ -49,10 +65,13 @@ def _running(model: nn.Module, active: Sequence[nn.Module] | None) -> Iterator[N
 
 
 def _law(module: nn.Module) -> Any:
-    sd = _stochastic_depth(module)
-    p = float(sd[0] if sd else getattr(module, "p", 0.5))
-    if isinstance(module, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)):
+    """The mask distribution of a dropout module (for the number of draws)."""
+    name = getattr(module, "original_name", type(module).__name__)
+    p = float(getattr(module, "drop_prob", getattr(module, "p", 0.5)))
+    if name in ("Dropout1d", "Dropout2d", "Dropout3d"):
         return Channel(1.0 - p)
+    if name in ("StochasticDepth", "DropPath"):
+        return PerSample(1.0 - p)
     masks = getattr(module, "masks", None)
     return masks if masks is not None else Bernoulli(1.0 - p)
 
@@ -63,7 +82,7 @@ def own_forward_report(
     """The :class:`PenaltyReport` of an untraceable model (``how="own forward"``)."""
     from ._penalty import PenaltyReport
 
-    found = [(name, m) for name, m in model.named_modules() if _is_dropout_module(m)]
+    found = [(name, m) for name, m in model.named_modules() if _is_dropout(m)]
     device, dtype = _placement(model)
     x = torch.from_numpy(X).to(device=device, dtype=dtype)
     with torch.no_grad(), _running(model, []):
@@ -90,7 +109,7 @@ def own_forward_report(
 
     total = run(None)
     names = tuple(
-        f"{name} ({type(m).__name__}, p={float(_law(m).keep and 1 - _law(m).keep):g})"
+        f"{where(name)} ({getattr(m, 'original_name', type(m).__name__)}, p={1 - _law(m).keep:g})"
         for name, m in found
     )
     own = np.full(len(found), np.nan)

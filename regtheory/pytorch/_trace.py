@@ -199,6 +199,8 @@ def trace(model: nn.Module) -> Traced:
         If ``torch.fx`` cannot trace it, or it draws random numbers at a call that is
         not a dropout the package reads.
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        raise Untraceable("it is a TorchScript module, which torch.fx cannot trace")
     tracer = _Tracer()
     try:
         with modes(model, True):
