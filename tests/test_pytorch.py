@@ -532,3 +532,35 @@ def test_one_penalty_function_for_a_model_takes_method_and_rng():
     assert forced.method == "mc" and abs(forced.value - exact.value) < N_SE * forced.stderr
     with pytest.warns(DeprecationWarning, match="PenaltyReport.total"):
         assert exact.total == exact.value
+
+
+def test_a_callable_loss_gets_integer_labels_as_torch_takes_them():
+    # a callable loss gets class indices as int64, so torch's own cross-entropy works in it
+    # and measures what loss="cross_entropy" does, on the same masks
+    net = _seeded(
+        nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Dropout(0.3), nn.Linear(4, 3)).double(), 70
+    )
+    X = np.random.default_rng(71).normal(size=(8, 3))
+    y = np.arange(8) % 3
+
+    def nll(out, target):
+        return nn.functional.cross_entropy(out, target, reduction="none")
+
+    mine = pytorch.dropout_penalty(net, X, Y=y, loss=nll, n_masks=1000, rng=72)
+    theirs = pytorch.dropout_penalty(net, X, Y=y, loss="cross_entropy", n_masks=1000, rng=72)
+    assert mine.loss == "nll" and theirs.loss == "cross_entropy"
+    assert mine.value == pytest.approx(theirs.value, rel=1e-12)
+
+
+def test_why_a_penalty_is_not_exact_names_the_site():
+    net = _seeded(
+        nn.Sequential(
+            nn.Flatten(), nn.Linear(3, 4), nn.ReLU(), nn.Dropout(0.3), nn.Linear(4, 4),
+            nn.ReLU(), nn.Dropout(0.3), nn.Linear(4, 3),
+        ).double(),
+        73,
+    )  # fmt: skip
+    report = pytorch.dropout_penalty(net, np.ones((4, 3)), n_masks=1000)
+    assert report.method == "mc" and "`model[3]`" in report.reason
+    with pytest.raises(InvalidParameterError, match=r"`model\[3\]`"):
+        pytorch.dropout_penalty(net, np.ones((4, 3)), method="exact")

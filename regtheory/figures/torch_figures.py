@@ -156,7 +156,7 @@ def _penalty(pytorch: Any, model: Any, X: np.ndarray, n_masks: int, seed: int) -
         "own": report.own,
         "own_stderr": report.own_stderr,
         "interaction": report.interaction,
-        # the three estimates are independent
+        # a scale only: the three estimates share their masks, so they are correlated
         "interaction_stderr": float(np.hypot(report.stderr, np.hypot(*report.own_stderr))),
         "own_last_exact": float(network.dropout_penalty(last_alone, X, method="exact")),
         # the scale the penalty perturbs: (1/n) Σ_k ‖f(x_k)‖² of the mask-free logits

@@ -212,6 +212,7 @@ def layers_graph(runner: Runner) -> tuple[Graph, list[str]]:
             if info.law is None:
                 raise InvalidParameterError(f"{info.label} has no mask law the exact penalty reads")
             b.add(fx, Dropout(info.law), sources)
+            b.labels[-1] = info.label.split(" (")[0]
             continue
         node = None
         if fx.op == "call_module":
@@ -296,4 +297,6 @@ def _flattens_read_by_linear(nodes: Sequence, sources: Sequence[tuple[int, ...]]
 
 def rename(message: str, labels: list[str]) -> str:
     """A message of the layers engine with graph positions as the traced names."""
-    return re.sub(r"`layers\[(\d+)\]`", lambda m: f"`{labels[int(m.group(1))]}`", message)
+    message = re.sub(r"`layers\[(\d+)\]`", lambda m: f"`{labels[int(m.group(1))]}`", message)
+    message = re.sub(r"\(position (\d+)\)", lambda m: f"(`{labels[int(m.group(1))]}`)", message)
+    return re.sub(r"at position (\d+)", lambda m: f"`{labels[int(m.group(1))]}`", message)

@@ -106,13 +106,15 @@ def targets(loss: Loss, Y: Any, out: torch.Tensor) -> torch.Tensor:
             f"`Y` holds integer labels ({n},) but the loss is squared error on {out.shape[1]} "
             "outputs: for class labels pass loss='cross_entropy'"
         )
+    if loss.name == "mse":
+        integer = False  # squared error on integer targets: their values, as floats
     array = array.to(device=out.device, dtype=torch.int64 if integer else torch.float64)
     if loss.name in ("mse", "cross_entropy") and tuple(array.shape) != tuple(out.shape):
         want = "the model's output shape" if loss.name == "mse" else "class probabilities of shape"
         raise InvalidParameterError(
             f"`Y` must have {want} {tuple(out.shape)}, got {tuple(array.shape)}"
         )
-    return array.to(torch.float64) if loss.name != "cross_entropy" or not integer else array
+    return array if integer else array.to(torch.float64)
 
 
 def _is_integer(Y: Any) -> bool:

@@ -466,7 +466,7 @@ def _estimate_all(problem: _Problem, configs, n_masks: int, rng, need: int) -> l
 
     def draw(gen: np.random.Generator, size: int) -> np.ndarray:
         generator.manual_seed(int(gen.integers(2**62)))
-        masks = runner.masks(size, generator)
+        masks = runner.masks(size, gen, generator)
         for j, active in enumerate(configs):
             out = runner.run(active, masks, size)
             columns[j].append(runner.losses(out, loss, problem.target, base, size))

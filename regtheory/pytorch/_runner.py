@@ -124,11 +124,13 @@ class Runner:
             self._plans[active] = [node for node in self.nodes if node in fresh]
         return self._plans[active]
 
-    def masks(self, size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    def masks(
+        self, size: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> list[torch.Tensor]:
         """A fresh mask of every site for ``size`` draws (of the whole data each)."""
         like = self.output
         return [
-            info.module.draw((size * shape[0], *shape[1:]), generator, like)
+            info.module.draw((size * shape[0], *shape[1:]), rng, generator, like)
             for info, shape in zip(self.sites, self.site_shapes)
         ]
 

@@ -17,13 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.fx
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from .._validation import InvalidParameterError
-from ..masks import Bernoulli, Channel, MaskDistribution
+from ..masks import Bernoulli, Channel, MaskDistribution, kept_units
 from ._modules import DropBlock2d
 
 #: functional dropout: elementwise, or one draw per channel
@@ -141,15 +142,30 @@ class Site(nn.Module):
             return (*shape[:2], *(1,) * (len(shape) - 2))
         return (shape[0], *(1,) * (len(shape) - 1))
 
-    def draw(self, shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor):
-        """A fresh mask for an input batch of ``shape`` (device and dtype of ``like``)."""
+    def draw(
+        self,
+        shape: tuple[int, ...],
+        rng: np.random.Generator,
+        generator: torch.Generator,
+        like: torch.Tensor,
+    ) -> torch.Tensor:
+        """A fresh mask for an input batch of ``shape`` (device and dtype of ``like``).
+
+        On the CPU the kept units come from ``rng`` by :func:`regtheory.masks.kept_units`
+        (exact Bernoulli draws from a few random bits each, the same on every machine);
+        on another device from torch's ``generator`` there.
+        """
         if self.kind == "block":
             ones = torch.ones(shape, dtype=like.dtype, device=like.device)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+                torch.manual_seed(int(rng.integers(2**62)))
                 return self.block.train()(ones)
-        mask = torch.empty(self.mask_shape(shape), dtype=like.dtype, device=like.device)
-        mask.bernoulli_(self.keep, generator=generator)  # one fused kernel, as nn.Dropout's
+        shape = self.mask_shape(shape)
+        if like.device.type == "cpu":
+            mask = torch.from_numpy(kept_units(self.keep, shape, rng)).to(like.dtype)
+        else:
+            mask = torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+            mask.lt_(self.keep)
         return mask.div_(self.keep) if self.scaled else mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
