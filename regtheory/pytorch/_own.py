@@ -94,7 +94,8 @@ def own_forward_report(
     events, words = mask_events([(_law(m), (1,)) for _, m in found] or [(Bernoulli(0.5), (1,))])
     need = min_draws(events)
     n_masks = check_n_masks(default_n_masks(events) if n_masks is None else n_masks, need, words)
-    batch = int(np.clip((1 << 22) // max(1, x[0].numel() * 16 * len(x)), 1, 4096))
+    # draws stacked per call: about four million input entries
+    batch = int(np.clip((1 << 24) // max(1, x[0].numel() * 4 * len(x)), 1, 4096))
 
     def run(active: Sequence[nn.Module] | None) -> Penalty:
         def draw(gen: np.random.Generator, size: int) -> np.ndarray:
