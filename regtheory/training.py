@@ -47,6 +47,7 @@ References
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import warnings
 from collections.abc import Callable
@@ -83,10 +84,17 @@ from ._validation import (
     check_kernel_size,
     check_padding,
     check_paired_rows,
+    check_positive,
 )
-from .masks import Bernoulli, Channel, DropBlock
+from .masks import Bernoulli, Channel, DropBlock, dropout_lambda
 
-__all__ = ["ConvTrainingResult", "FCTrainingResult", "train_conv", "train_fc"]
+__all__ = [
+    "ConvTrainingResult",
+    "FCTrainingResult",
+    "train_conv",
+    "train_explicit_fc",
+    "train_fc",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -161,7 +169,7 @@ def __dir__() -> list[str]:  # the public names, not what the module imports
 
 @dataclass(frozen=True, eq=False)
 class FCTrainingResult:
-    r"""Outcome of :func:`train_fc`: final factors, a history, and the settings used.
+    r"""Outcome of :func:`train_fc` or :func:`train_explicit_fc`: factors, history, settings.
 
     Every array is read-only.
 
@@ -184,7 +192,10 @@ class FCTrainingResult:
         (:func:`regtheory.fc.unit_products`); for white data (C = I) they are
         :math:`\|u_i\|\,\|v_i\|`. Equal across units when equalized.
     keep, width, n_steps, lr, lr_decay, batch_size, init_scale, record_every
-        The settings of the run (``batch_size`` resolved to an int).
+        The settings of the run (``batch_size`` resolved to an int). For
+        :func:`train_explicit_fc`, ``n_steps`` is the number of steps actually taken
+        (fewer than asked when ``tol`` stopped it), ``lr_decay`` is ``None`` and
+        ``batch_size`` is n (full batch).
     seed : int or None
         The integer seed, or ``None`` when a Generator / SeedSequence was passed.
     block_size : int
@@ -435,6 +446,233 @@ def _settings(schedule: _sgd.Schedule) -> dict:
         "init_scale": schedule.init_scale,
         "record_every": schedule.record_every,
     }
+
+
+# ------------------------------------------------- gradient descent on the closed form (§1)
+
+
+def _explicit_objective(
+    U: np.ndarray,
+    V: np.ndarray,
+    lam: float,
+    yy: float,
+    yx: np.ndarray,
+    xx: np.ndarray,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    r"""The expected dropout objective (1) from the data moments, and its gradient, by hand.
+
+    With the moments :math:`\overline{y^2} = \|Y\|_F^2/n`, :math:`T = Y^\top X/n`,
+    :math:`C = X^\top X/n`, the map :math:`M = UV^\top` and the per-unit
+    :math:`a_i = \|u_i\|^2`, :math:`b_i = v_i^\top C v_i`,
+
+    .. math::
+
+        L = \overline{y^2} - 2\langle M, T\rangle + \langle MC, M\rangle
+            + \lambda\, a^\top b, \qquad
+        \nabla_U L = G V + 2\lambda\, U \operatorname{diag}(b), \qquad
+        \nabla_V L = G^\top U + 2\lambda\, C V \operatorname{diag}(a),
+
+    with :math:`G = 2(MC - T)`, the gradient of the fit in M. O(d² w) a call.
+
+    Returns
+    -------
+    (objective, grad_U, grad_V)
+    """
+    M = U @ V.T
+    MC = M @ xx
+    CV = xx @ V
+    a = np.einsum("ji,ji->i", U, U)
+    b = np.einsum("ji,ji->i", V, CV)
+    fit = yy - 2.0 * np.einsum("ij,ij->", M, yx) + np.einsum("ij,ij->", MC, M)
+    G = 2.0 * (MC - yx)
+    grad_U = G @ V + (2.0 * lam) * (U * b)
+    grad_V = G.T @ U + (2.0 * lam) * (CV * a)
+    return float(fit + lam * np.dot(a, b)), grad_U, grad_V
+
+
+def _descend(
+    objective: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray, np.ndarray]],
+    params: tuple[np.ndarray, np.ndarray],
+    schedule: _sgd.Schedule,
+    tol: float | None,
+    snapshot: Callable[[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]],
+) -> _sgd.History:
+    r"""Full-batch gradient descent with a constant step; stops early on ``tol``.
+
+    Records step 0, every ``record_every`` steps and the last step taken. Stops after
+    step t when :math:`|L_{t-1} - L_t| \le \text{tol}\,|L_t|`.
+    """
+    U, V = params
+    steps_taken: list[int] = []
+    losses: list[float] = []
+    taken: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def record(t: int, value: float) -> None:
+        steps_taken.append(t)
+        losses.append(value)
+        taken.append(snapshot((U, V)))
+
+    value, grad_U, grad_V = objective(U, V)
+    record(0, value)
+    lr = schedule.lr
+    # Overflow is expected when lr is too large; it is reported as one clear error below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(1, schedule.steps + 1):
+            U, V = U - lr * grad_U, V - lr * grad_V
+            new, grad_U, grad_V = objective(U, V)
+            if not (math.isfinite(new) and np.all(np.isfinite(U)) and np.all(np.isfinite(V))):
+                raise FloatingPointError(_sgd.diverged(lr, t))
+            stop = tol is not None and abs(value - new) <= tol * abs(new)
+            value = new
+            if stop or t % schedule.record_every == 0 or t == schedule.steps:
+                record(t, value)
+            if stop:
+                break
+    return _sgd.History(
+        params=(_sgd.frozen(U), _sgd.frozen(V)),
+        steps=_sgd.frozen(np.asarray(steps_taken, dtype=np.int64)),
+        loss=_sgd.frozen(losses),
+        snapshots=tuple(_sgd.frozen(list(column)) for column in zip(*taken)),
+    )
+
+
+def _explicit_fc_run(
+    X: np.ndarray,
+    Y: np.ndarray,
+    keep: float,
+    width: int,
+    schedule: _sgd.Schedule,
+    tol: float | None,
+    rng: RngLike,
+) -> FCTrainingResult:
+    """The checked :func:`train_explicit_fc`: moments, initialisation, descent, result."""
+    gen = as_rng(rng)
+    n = X.shape[0]
+    lam = dropout_lambda(keep)
+    yy, yx, xx = float(np.einsum("ij,ij->", Y, Y)) / n, Y.T @ X / n, X.T @ X / n
+    U = schedule.init_scale * gen.standard_normal((Y.shape[1], width))
+    V = schedule.init_scale * gen.standard_normal((X.shape[1], width))
+    history = _descend(
+        functools.partial(_explicit_objective, lam=lam, yy=yy, yx=yx, xx=xx),
+        (U, V),
+        schedule,
+        tol,
+        lambda params: (params[0] @ params[1].T, fc.unit_products(*params, cov=xx)),
+    )
+    settings = _settings(schedule)
+    settings["n_steps"] = int(history.steps[-1])
+    return FCTrainingResult(
+        U=history.params[0],
+        V=history.params[1],
+        steps=history.steps,
+        loss=history.loss,
+        maps=history.snapshots[0],
+        products=history.snapshots[1],
+        keep=keep,
+        width=width,
+        seed=_sgd.seed_record(rng),
+        **settings,
+    )
+
+
+def train_explicit_fc(
+    X: ArrayLike,
+    Y: ArrayLike,
+    keep: float,
+    width: int,
+    *,
+    steps: int,
+    lr: float,
+    rng: RngLike = 0,
+    init_scale: float = 0.1,
+    record_every: int | None = None,
+    tol: float | None = None,
+) -> FCTrainingResult:
+    r"""Minimise the closed-form dropout objective of the FC network by gradient descent.
+
+    No masks are sampled: each step is full-batch gradient descent with a constant
+    step η on the exact expected objective of formula (1) [1], the squared loss plus
+    the dropout penalty of :func:`regtheory.fc.dropout_penalty` with
+    :math:`C = X^\top X/n`,
+
+    .. math:: L_\theta(U, V) = \frac1n \|Y - XVU^\top\|_F^2
+              + \lambda \sum_{i=1}^w \|u_i\|^2\, v_i^\top C v_i ,
+              \qquad (U, V) \leftarrow (U, V) - \eta \nabla L_\theta ,
+
+    with analytic gradients computed from the moments of the data (O(d² w) a step,
+    whatever n). It is the deterministic counterpart of :func:`train_fc`, whose
+    sampled loss has expectation :math:`L_\theta`: both aim at the same minimiser,
+    whose map :math:`UV^\top` is :func:`regtheory.fc.global_optimum` [1, 2]. The
+    factors start as in :func:`train_fc` (the same ``rng`` gives the same start).
+
+    Parameters
+    ----------
+    X, Y : arrays (n, d_in), (n, d_out)
+        Inputs and targets, one sample per row.
+    keep : float
+        Retain probability θ in (0, 1] (PyTorch's ``p`` is ``1 - keep``).
+    width : int
+        Number of hidden units w.
+    steps : int
+        Maximum number of gradient steps, at least 1.
+    lr : float
+        Constant step size η > 0. Below 1/ℓ, ℓ the largest curvature of
+        :math:`L_\theta` on the path, the objective decreases at every step; a scale
+        is :math:`1/(4(1+\lambda)\|C\|_2\, \|TC^{-1/2}\|_2)` with :math:`T = Y^\top X/n`.
+    rng : int, numpy.random.Generator or None
+        Source of the initialisation (the only randomness).
+    init_scale : float
+        Standard deviation of the initial weights, > 0 (zero is a saddle point).
+    record_every : int, optional
+        Record every this many steps (and the first and last state); default
+        ⌈steps/100⌉.
+    tol : float, optional
+        Stop after the first step t whose relative change of the objective,
+        :math:`|L_{t-1} - L_t| / |L_t|`, is at most ``tol`` (> 0); ``None`` runs all
+        ``steps``. A tiny ``init_scale`` starts on the plateau of the saddle at zero,
+        where a large ``tol`` stops at once.
+
+    Returns
+    -------
+    FCTrainingResult
+        The final factors and the recorded history; ``loss`` holds :math:`L_\theta`,
+        ``n_steps`` the steps taken, ``lr_decay`` is ``None``, ``batch_size`` is n.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``X`` or ``Y`` is not a finite real 2-D array or their rows differ, ``keep``
+        is not in (0, 1], a count is not a positive integer, ``lr``, ``init_scale`` or
+        ``tol`` is not positive, or ``rng`` is not an int ≥ 0, a Generator or None.
+    FloatingPointError
+        If the objective or the weights become non-finite: ``lr`` is too large.
+
+    References
+    ----------
+    [1] Mianjy, Arora & Vidal, ICML 2018 (formula (1); Thm 2.5, the global optimum).
+    [2] Cavazza et al., AISTATS 2018, Thm 3.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.eye(4) * 2.0          # X^T X / n = I
+    >>> Y = X @ np.diag([3.0, 2.0, 1.0, 0.0])
+    >>> res = train_explicit_fc(X, Y, 0.8, 6, steps=20000, lr=0.05, rng=0, tol=1e-15)
+    >>> M = fc.global_optimum(Y.T @ X / 4, 0.8, 6)
+    >>> bool(np.linalg.norm(res.final_map - M) < 1e-6 * np.linalg.norm(M))
+    True
+    >>> bool(res.n_steps < 20000), int(res.steps[-1]) == res.n_steps
+    (True, True)
+    """
+    X = check_array(X, "X", ndim=2)
+    Y = check_array(Y, "Y", ndim=2)
+    check_paired_rows(X, Y)
+    width = check_int(width, "width")
+    keep = check_keep(keep)
+    schedule = check_schedule(steps, lr, init_scale, None, None, record_every, len(X))
+    if tol is not None:
+        tol = check_positive(tol, "tol")
+    return _explicit_fc_run(X, Y, keep, width, schedule, tol, rng)
 
 
 # ----------------------------------------------------------------------------- conv net (§3)

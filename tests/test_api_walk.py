@@ -112,6 +112,7 @@ VALID = {
         M=T, keep=0.5, width=4, depth=3, cov=np.eye(5), starts=1, rng=0
     ),
     training.train_fc: dict(X=X, Y=X[:, :3], keep=0.5, width=4, steps=3, lr=0.01, rng=0),
+    training.train_explicit_fc: dict(X=X, Y=X[:, :3], keep=0.5, width=4, steps=3, lr=0.01, rng=0),
     training.train_conv: dict(
         X=X1, Y=Y1, keep=0.5, channels=2, kernel_size=3, steps=3, lr=0.01, rng=0
     ),

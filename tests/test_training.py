@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from regtheory import fc
-from regtheory.training import FCTrainingResult, _loss_and_grad, train_fc
+from regtheory.training import (
+    FCTrainingResult,
+    _explicit_objective,
+    _loss_and_grad,
+    train_explicit_fc,
+    train_fc,
+)
 
 N, D, WIDTH = 200, 8, 12
 SPECTRUM = np.array([4.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.25, 0.1])
@@ -311,3 +317,131 @@ def test_old_argument_order_and_seed_still_work_and_warn(problem, short_run):
         warnings.simplefilter("error")
         with pytest.raises(TypeError, match="`width`"):
             train_fc(X, Y, 0.5, 4.5, steps=1, lr=0.01)
+
+
+# ------------------------------------------- gradient descent on the closed form (issue 27)
+
+KEEP_GD = 0.5
+
+
+def _correlated_problem(seed: int = 3, n: int = 300, d_in: int = 6, d_out: int = 4):
+    """Inputs with a non-isotropic second moment (condition number 24), Y = X Aᵀ + noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d_in)) @ (np.eye(d_in) + 0.3 * rng.standard_normal((d_in, d_in)))
+    Y = X @ rng.standard_normal((d_out, d_in)).T + 0.3 * rng.standard_normal((n, d_out))
+    return X, Y
+
+
+def _optimum_value(X, Y, keep, width):
+    """The dropout objective at the optimal map, computed here: the fit of M* on the data
+    plus the induced regularizer (λ/w)‖M* C^{1/2}‖_*², C^{1/2} by an eigendecomposition."""
+    n = X.shape[0]
+    M = fc.global_optimum(Y.T @ X / n, keep, width, cov=X.T @ X / n)
+    eigval, eigvec = np.linalg.eigh(X.T @ X / n)
+    root = (eigvec * np.sqrt(eigval)) @ eigvec.T
+    fit = np.mean(np.sum((Y - X @ M.T) ** 2, axis=1))
+    lam = (1 - keep) / keep
+    return M, fit + lam / width * np.linalg.svd(M @ root, compute_uv=False).sum() ** 2
+
+
+def _step_size(X, Y, keep):
+    """1/(4(1+λ)‖C‖₂‖TC^{-1/2}‖₂): a curvature scale of the objective near its optimum."""
+    n = X.shape[0]
+    eigval, eigvec = np.linalg.eigh(X.T @ X / n)
+    inv_root = (eigvec / np.sqrt(eigval)) @ eigvec.T
+    lam = (1 - keep) / keep
+    return 1.0 / (4 * (1 + lam) * eigval.max() * np.linalg.norm(Y.T @ X / n @ inv_root, 2))
+
+
+def _moments(X, Y):
+    n = X.shape[0]
+    return np.sum(Y * Y) / n, Y.T @ X / n, X.T @ X / n
+
+
+def test_explicit_objective_is_the_loss_plus_the_fc_penalty():
+    X, Y = _correlated_problem()
+    rng = np.random.default_rng(0)
+    for keep, width in [(0.5, 3), (0.8, 5), (1.0, 2)]:
+        U = rng.standard_normal((Y.shape[1], width))
+        V = rng.standard_normal((X.shape[1], width))
+        lam = (1 - keep) / keep
+        value, _, _ = _explicit_objective(U, V, lam, *_moments(X, Y))
+        fit = np.mean(np.sum((Y - X @ V @ U.T) ** 2, axis=1))
+        dense = lam * np.sum(np.sum(U**2, axis=0) * np.mean((X @ V) ** 2, axis=0))
+        np.testing.assert_allclose(value, fit + dense, rtol=1e-12)
+        np.testing.assert_allclose(value, fit + fc.dropout_penalty(U, V, keep, X=X), rtol=1e-12)
+
+
+def test_explicit_gradient_matches_central_differences():
+    X, Y = _correlated_problem()
+    rng = np.random.default_rng(1)
+    U, V = rng.standard_normal((Y.shape[1], 3)), rng.standard_normal((X.shape[1], 3))
+    moments = _moments(X, Y)
+    _, grad_U, grad_V = _explicit_objective(U, V, 1.5, *moments)
+    h = 1e-5
+    for P, grad, which in ((U, grad_U, 0), (V, grad_V, 1)):
+        numeric = np.zeros_like(P)
+        for idx in np.ndindex(P.shape):
+            plus, minus = P.copy(), P.copy()
+            plus[idx] += h
+            minus[idx] -= h
+            args_p = (plus, V) if which == 0 else (U, plus)
+            args_m = (minus, V) if which == 0 else (U, minus)
+            numeric[idx] = (
+                _explicit_objective(*args_p, 1.5, *moments)[0]
+                - _explicit_objective(*args_m, 1.5, *moments)[0]
+            ) / (2 * h)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-6 * np.abs(grad).max())
+
+
+@pytest.mark.parametrize("width", [3, 6])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gradient_descent_reaches_the_closed_form_global_optimum(seed, width):
+    X, Y = _correlated_problem()
+    M, best = _optimum_value(X, Y, KEEP_GD, width)
+    lr = _step_size(X, Y, KEEP_GD)
+    res = train_explicit_fc(X, Y, KEEP_GD, width, steps=50_000, lr=lr, rng=seed, tol=1e-15)
+    assert res.n_steps < 50_000  # stopped by tol, not by the step budget
+    gap = res.loss[-1] - best
+    assert -1e-10 * best <= gap <= 1e-8 * best  # nothing beats the closed form
+    np.testing.assert_allclose(res.final_map, M, atol=1e-5 * np.linalg.norm(M))
+    assert np.all(np.diff(res.loss) <= 1e-12 * best)  # lr below 1/curvature: monotone
+    # the minimiser is equalized: every unit carries the same ‖u_i‖‖C^{1/2} v_i‖
+    products = res.products[-1]
+    assert np.ptp(products) <= 1e-4 * products.mean()
+
+
+def test_explicit_result_layout_and_settings():
+    X, Y = _correlated_problem()
+    lr = _step_size(X, Y, KEEP_GD)
+    res = train_explicit_fc(X, Y, KEEP_GD, 3, steps=250, lr=lr, rng=4, record_every=100)
+    np.testing.assert_array_equal(res.steps, [0, 100, 200, 250])
+    assert (res.n_steps, res.lr_decay, res.batch_size, res.seed) == (250, None, len(X), 4)
+    assert res.maps.shape == (4, Y.shape[1], X.shape[1]) and res.products.shape == (4, 3)
+    np.testing.assert_allclose(res.maps[-1], res.U @ res.V.T, rtol=1e-14)
+    # the same start as the dropout trainer with the same seed
+    start = train_fc(X, Y, KEEP_GD, 3, steps=1, lr=lr, rng=4)
+    np.testing.assert_allclose(res.maps[0], start.maps[0], rtol=1e-14)
+    stopped = train_explicit_fc(X, Y, KEEP_GD, 3, steps=10_000, lr=lr, rng=4, tol=1e-6)
+    assert stopped.n_steps == stopped.steps[-1] < 10_000
+    rel = abs(stopped.loss[-1] - stopped.loss[-2]) / stopped.loss[-1]
+    assert stopped.steps[-1] - stopped.steps[-2] > 1 or rel <= 1e-6
+    for bad, match in [({"tol": 0.0}, "tol"), ({"lr": -1.0}, "lr"), ({"steps": 0}, "steps")]:
+        with pytest.raises(ValueError, match=match):
+            train_explicit_fc(X, Y, KEEP_GD, 3, **{"steps": 10, "lr": lr, **bad})
+    with pytest.raises(FloatingPointError, match="lr"):
+        train_explicit_fc(X, Y, KEEP_GD, 3, steps=1000, lr=1e3)
+
+
+# Schedule from a sweep over 6 seeds: worst relative objective gap 8e-5 and worst map
+# error 0.55 % at width 6 (the optimum has rank 3, spread over all 6 units); at width 3
+# the equalizing directions are slower (up to 3 % after 5000 steps).
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dropout_sgd_approaches_the_same_optimum(seed):
+    X, Y = _correlated_problem()
+    width = 6
+    M, best = _optimum_value(X, Y, KEEP_GD, width)
+    lr = _step_size(X, Y, KEEP_GD)
+    res = train_fc(X, Y, KEEP_GD, width, steps=5000, lr=lr, lr_decay=500.0, rng=seed)
+    assert 0.0 <= res.loss[-1] - best <= 1e-3 * best
+    assert np.linalg.norm(res.final_map - M) <= 0.03 * np.linalg.norm(M)
