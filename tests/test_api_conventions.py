@@ -40,6 +40,9 @@ DIFFERENT_DEFAULTS = {
     "init_scale",
     # solve_fc's default solves by singular values; glm's default is the exact expectation
     "method",
+    # pytorch.explicit_regularizer is called at every training step: None draws fresh
+    # directions each call; a penalty estimate's seed 0 makes it reproducible
+    "rng",
 }
 
 

@@ -33,6 +33,7 @@ import torch as torch
 from torch import nn as nn
 
 from ._convert import from_torch, supported_modules
+from ._explicit import ExplicitRegularizer, explicit_regularizer
 from ._export import to_torch
 from ._modules import DropBlock2d
 from ._penalty import PenaltyReport, dropout_penalty
@@ -40,8 +41,10 @@ from ._training import train_classifier
 
 __all__ = [
     "DropBlock2d",
+    "ExplicitRegularizer",
     "PenaltyReport",
     "dropout_penalty",
+    "explicit_regularizer",
     "from_torch",
     "supported_modules",
     "to_torch",

@@ -18,14 +18,14 @@ Both derivatives come from autograd in float64: one backward pass per output ent
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from ._losses import Loss
 from ._runner import Runner
-from ._trace import run_node
+from ._trace import Site, run_node
 
 #: beyond this many output entries per sample the approximation is not computed
 MAX_OUTPUTS = 128
@@ -44,20 +44,9 @@ def second_order(runner: Runner, loss: Loss, target: Any) -> tuple[float | None,
     if not usable or out_size > MAX_OUTPUTS:
         return None, shares
     gm = copy.deepcopy(runner.gm).to(torch.float64)
-    scales = []
-    for k, (info, shape) in enumerate(zip(runner.sites, runner.site_shapes)):
-        s = torch.ones(
-            info.module.mask_shape(shape), dtype=torch.float64, device=runner.output.device
-        )
-        s.requires_grad_(k in usable)
-        gm.get_submodule(_target(runner, k)).mask = s
-        scales.append(s)
-    env: dict = {runner.input: runner.clean[runner.input].to(torch.float64)}
-    for node in runner.nodes:
-        if node not in env:
-            value = runner.clean[node] if node.op == "placeholder" else run_node(node, gm, env)
-            env[node] = value
-    out = env[runner.nodes[-1]].reshape(runner.n, -1)
+    x = runner.clean[runner.input].to(torch.float64)
+    out, scales = scaled_pass(runner, gm, x, usable)
+    out = out.reshape(runner.n, -1)
     hessian = _hessian(out.detach(), loss, target, runner.output.shape)
     rows = [
         torch.autograd.grad(out[:, i].sum(), [scales[k] for k in usable], retain_graph=True)
@@ -70,6 +59,35 @@ def second_order(runner: Runner, loss: Loss, target: Any) -> tuple[float | None,
         shares[k] = 0.5 * lam * float(quad)
     total = None if len(usable) < k_sites else float(np.sum(shares))
     return total, shares
+
+
+def scaled_pass(
+    runner: Runner, gm: torch.fx.GraphModule, x: torch.Tensor, wanted: list[int]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The output of ``gm`` on ``x`` with a scale of ones at every dropout site.
+
+    Each site multiplies its input by a tensor of ones of its mask's shape (dtype and
+    device of ``x``), a leaf that requires grad for the sites in ``wanted``: the output
+    is the clean one, and its derivatives in the scales are those in the mask at one.
+    The sites of ``gm`` are back to the identity after.
+    """
+    scales = []
+    sites = [cast(Site, gm.get_submodule(_target(runner, k))) for k in range(len(runner.sites))]
+    try:
+        for k, (site, shape) in enumerate(zip(sites, runner.site_shapes)):
+            s = torch.ones(runner.sites[k].module.mask_shape(shape), dtype=x.dtype, device=x.device)
+            s.requires_grad_(k in wanted)
+            site.mask = s
+            scales.append(s)
+        env: dict = {runner.input: x}
+        for node in runner.nodes:
+            if node not in env:
+                value = runner.clean[node] if node.op == "placeholder" else run_node(node, gm, env)
+                env[node] = value
+    finally:
+        for site in sites:
+            site.mask = None
+    return env[runner.nodes[-1]], scales
 
 
 def _target(runner: Runner, k: int) -> str:
