@@ -194,6 +194,9 @@ if HAS_TORCH:
     VALID[pytorch.dropout_penalty] = dict(
         model=TORCH_NET, X=X[:8], Y=X[:8, :3], n_masks=1000, rng=0, by_layer=True
     )
+    VALID[pytorch.explicit_regularizer] = dict(
+        model=TORCH_NET, X=X[:8], Y=X[:8, :3], loss="mse", hessian="sampled", rng=0
+    )
     VALID[pytorch.to_torch] = dict(
         layers=[network.Linear(np.ones((2, 3))), network.Dropout(masks.Bernoulli(0.5))],
         dtype=torch.float32,
