@@ -281,8 +281,10 @@ def test_penalty_of_each_model_agrees_with_the_brute_force(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+# the quick test above takes squared error at seed 0: here the other seeds, and both losses
+@pytest.mark.parametrize(
+    "loss,seed", [("mse", 1), ("mse", 2), ("cross_entropy", 0), ("cross_entropy", 1)]
+)
 @pytest.mark.parametrize("name", SMALL)
 def test_penalty_agrees_with_the_brute_force_over_seeds_and_losses(name, loss, seed):
     case = _case(name, seed)
@@ -394,7 +396,7 @@ def test_an_untraceable_model_over_seeds(seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss,seed", [("mse", 0), ("mse", 1), ("mse", 2), ("cross_entropy", 0)])
+@pytest.mark.parametrize("loss,seed", [("mse", 0), ("mse", 1), ("cross_entropy", 0)])
 @pytest.mark.parametrize("name", models.RESNETS)
 def test_resnet18_penalty_agrees_with_the_brute_force(name, loss, seed):
     case = _case(name, seed)
