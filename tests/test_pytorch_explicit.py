@@ -177,7 +177,7 @@ def test_sampled_hessian_is_unbiased(loss):
     values = np.array(
         [
             explicit_regularizer(model, X, loss=loss, hessian="sampled", rng=s).value.item()
-            for s in range(500)
+            for s in range(300)
         ]
     )
     se = values.std(ddof=1) / np.sqrt(len(values))

@@ -418,7 +418,7 @@ def test_resnet18_stochastic_depth_sites_alone():
     """The first and the last block's stochastic depth, each alone."""
     case = _case("resnet18_stochastic_depth", 0)
     report = _pytorch().dropout_penalty(
-        case.model, case.X, Y=case.Y, rng=0, by_layer=True, n_masks=1000
+        case.model, case.X, Y=case.Y, rng=0, by_layer=True, n_masks=600
     )
     for k in (0, len(case.sites) - 1):
         ref = _reference(case, loss="mse", Y=case.Y, seed=20 + k, site=case.sites[k])
