@@ -41,7 +41,7 @@ from ..layers import (
 )
 from ..masks import Bernoulli
 from ._convert import _batchnorm, _conv, _diagonal, _fold, _pool, _TorchFunction
-from ._modules import _BATCHNORMS, _ELEMENTWISE, _POOLS
+from ._modules import _BATCHNORMS, _ELEMENTWISE, _POOLS, _array, _maybe
 from ._runner import Runner
 from ._trace import ADDITIONS, Site, run_node, tensor_inputs, where
 
@@ -179,16 +179,6 @@ def _function_node(fx: torch.fx.Node, sources: list, runner: Runner) -> Any:
         if target in ("contiguous", "clone"):
             return "pass"
     return None
-
-
-def _array(param: Any) -> np.ndarray:
-    array = param.detach().cpu().to(torch.float64).numpy().copy()
-    array.setflags(write=False)
-    return array
-
-
-def _maybe(param: Any) -> np.ndarray | None:
-    return None if param is None else _array(param)
 
 
 def layers_graph(runner: Runner) -> tuple[Graph, list[str]]:
