@@ -11,6 +11,28 @@ import pytest
 from _tiers import SLOW_CASES, modules_without_quick_tests, stale_slow_cases
 
 
+def _share_the_cores() -> None:
+    """Each xdist worker gets its share of the cores for BLAS and OpenMP threads.
+
+    By default every worker's OpenBLAS (and torch) starts one thread per core, so two
+    workers on two cores run four threads that spin-wait for each other: small linear
+    algebra then ran up to 15 times slower than in one process. The limits also reach
+    the subprocesses the tests start (the CLI, notebook kernels) through the environment.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = share
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(share))  # the libraries already loaded
+
+
+_share_the_cores()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

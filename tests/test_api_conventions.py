@@ -43,6 +43,9 @@ DIFFERENT_DEFAULTS = {
     # pytorch.explicit_regularizer is called at every training step: None draws fresh
     # directions each call; a penalty estimate's seed 0 makes it reproducible
     "rng",
+    # a penalty's default loss is squared error (where it is exact); a classifier's
+    # trainer defaults to the loss classifiers train on, cross-entropy
+    "loss",
 }
 
 

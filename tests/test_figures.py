@@ -27,6 +27,8 @@ def test_figure_renders_png_pdf_and_data(name, tmp_path):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir()), "temporary file left"
 
 
+# the figures use the package's current spellings: none of its deprecation warnings
+@pytest.mark.filterwarnings("error:.*in a future minor release:DeprecationWarning")
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_figure_data_reproducible(name):
     assert compute(name, quick=True, seed=5) == compute(name, quick=True, seed=5)

@@ -209,3 +209,137 @@ def test_refusals_name_the_site_or_the_argument():
         explicit_regularizer(model, np.ones((2, 2)), hessian="diagonal")
     with pytest.raises(InvalidParameterError, match="no dropout"):
         explicit_regularizer(nn.Linear(2, 1), np.ones((2, 2)))
+
+
+def test_output_is_the_models_clean_output_with_its_graph():
+    model = _cnn(3)
+    X, labels, _ = _data("cnn", 3)
+    reg = explicit_regularizer(model, X, loss="cross_entropy")
+    with torch.no_grad():
+        want = model.eval()(torch.from_numpy(X))
+    assert torch.allclose(reg.output, want, rtol=1e-12, atol=1e-12)
+    assert reg.output.requires_grad and reg.noise is None
+
+
+def _noise_by_hand(model, X, Y, keep):
+    """∂L/∂m of Dropout(p) → Linear(u) under mse, by hand: -2/n (y - f)ᵀ u_j x_j."""
+    u = model[1].weight.detach().numpy()
+    f = X @ u.T
+    return -2.0 / len(X) * ((Y - f) @ u) * X  # (n, d): one entry per mask entry
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noise_has_mean_zero_and_dropouts_first_order_variance(seed):
+    rng = np.random.default_rng(seed)
+    keep = 0.7
+    model = nn.Sequential(nn.Dropout(1 - keep), nn.Linear(5, 2, bias=False)).double()
+    torch.manual_seed(seed)
+    X, Y = rng.standard_normal((6, 5)), rng.standard_normal((6, 2))
+    g = _noise_by_hand(model, X, Y, keep)
+    want_var = (1 - keep) / keep * (g * g).sum()  # Var ⟨g, m - 1⟩, independent entries
+    draws = np.array(
+        [explicit_regularizer(model, X, Y=Y, noise=True, rng=s).noise.item() for s in range(1500)]
+    )
+    se_mean = draws.std(ddof=1) / np.sqrt(len(draws))
+    assert abs(draws.mean()) < 4 * se_mean
+    second = draws**2
+    se_var = second.std(ddof=1) / np.sqrt(len(draws))
+    assert abs(second.mean() - want_var) < 4 * se_var, (second.mean(), want_var, se_var)
+
+
+def test_noise_gradient_flows_and_needs_targets():
+    model = _mlp(1)
+    X, _, Y = _data("mlp", 1)
+    reg = explicit_regularizer(model, X, Y=Y, noise=True, rng=0)
+    (reg.value + reg.noise).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    again = explicit_regularizer(model, X, Y=Y, noise=True, rng=0)
+    assert again.noise.item() == reg.noise.item()  # same seed, same masks
+    with pytest.raises(InvalidParameterError, match="noise=True"):
+        explicit_regularizer(model, X, noise=True)
+
+
+def test_the_trace_is_kept_until_the_model_changes():
+    model = _linear_after(2)
+    X, _, _ = _data("mlp", 2)
+    first = explicit_regularizer(model, X).value.item()
+    model[2].p = 0.6  # a new rate: λ from 3/7 to 3/2, the value scales with it
+    second = explicit_regularizer(model, X).value.item()
+    assert second == pytest.approx(first * (0.6 / 0.4) / (0.3 / 0.7), rel=1e-12)
+    model[4] = nn.Linear(5, 3).double()  # a module swapped: traced anew
+    third = explicit_regularizer(model, X).value.item()
+    want = dropout_penalty(model, X, method="exact").value
+    assert third == pytest.approx(want, rel=1e-9)
+
+
+# ------------------------------------------------------------- training with the regularizer
+def _linear_classifier(drop: float | None, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    layers = [nn.Dropout(drop) if drop is not None else nn.Identity(), nn.Linear(4, 3)]
+    return nn.Sequential(*layers).double()
+
+
+def test_training_with_dropout_off_is_training_without_dropout():
+    from regtheory.pytorch import train_classifier
+
+    rng = np.random.default_rng(0)
+    X, labels = rng.standard_normal((40, 4)), rng.integers(0, 3, 40)
+    off = train_classifier(
+        _linear_classifier(0.4), X, labels, epochs=20, batch_size=8, dropout_as="off"
+    )
+    plain = train_classifier(_linear_classifier(None), X, labels, epochs=20, batch_size=8)
+    for a, b in zip(off.parameters(), plain.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_training_on_the_explicit_regularizer_reaches_the_dropout_ridge_solution():
+    """Squared error, dropout on the input of a linear map: the explicit objective is the
+    dropout objective, ‖Y − XWᵀ − b‖²/n + λ Σ_j ‖W_:j‖² mean(x_j²), minimised in closed
+    form by a ridge solve with the data-dependent diagonal (bias not penalised)."""
+    from regtheory.pytorch import train_classifier
+
+    rng = np.random.default_rng(1)
+    keep = 0.6
+    X = rng.standard_normal((60, 4)) * np.array([1.0, 2.0, 0.5, 1.5])
+    labels = rng.integers(0, 3, 60)
+    trained = train_classifier(
+        _linear_classifier(1 - keep), X, labels, epochs=4000, lr=0.01, loss="mse",
+        dropout_as="explicit",
+    )  # fmt: skip
+    Y = np.eye(3)[labels]
+    A = np.hstack([X, np.ones((60, 1))])
+    lam = (1 - keep) / keep
+    penalty = np.diag(np.append(lam * (X**2).sum(axis=0), 0.0))
+    solution = np.linalg.solve(A.T @ A + penalty, A.T @ Y)  # (5, 3): W^T and b
+    W = trained[1].weight.detach().numpy()
+    b = trained[1].bias.detach().numpy()
+    np.testing.assert_allclose(W, solution[:4].T, atol=2e-3)
+    np.testing.assert_allclose(b, solution[4], atol=2e-3)
+
+
+def test_training_with_noise_is_reproducible_and_differs_from_without():
+    from regtheory.pytorch import train_classifier
+
+    X, labels, _ = _data("mlp", 0)
+    model = _mlp(0).float()
+    kwargs = dict(epochs=3, batch_size=4, loss="cross_entropy", hessian="sampled", rng=3)
+    a = train_classifier(model, X, labels, dropout_as="explicit+noise", **kwargs)
+    b = train_classifier(model, X, labels, dropout_as="explicit+noise", **kwargs)
+    c = train_classifier(model, X, labels, dropout_as="explicit", **kwargs)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb) and torch.isfinite(pa).all()
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+def test_training_options_are_checked():
+    from regtheory.pytorch import train_classifier
+
+    X, labels = np.ones((4, 4)), np.array([0, 1, 2, 0])
+    model = _linear_classifier(0.5)
+    with pytest.raises(InvalidParameterError, match="dropout_as"):
+        train_classifier(model, X, labels, dropout_as="implicit")
+    with pytest.raises(InvalidParameterError, match="weight_decay"):
+        train_classifier(model, X, labels, weight_decay=-1.0)
+    with pytest.raises(InvalidParameterError, match="loss"):
+        train_classifier(model, X, labels, loss="hinge")

@@ -174,8 +174,8 @@ def _penalty_conv(args: argparse.Namespace) -> _PenaltyCheck:
     }[args.mode]
     # With x=None every mask meets a fresh standard normal input: E[xxᵀ] = I, the
     # white input of the closed form.
-    mc = conv.dropout_penalty_mc(
-        u, v, args.keep, image, **options, n_masks=args.n_masks, seed=mask_rng
+    mc = conv.dropout_penalty(
+        u, v, args.keep, image, **options, method="mc", n_masks=args.n_masks, rng=mask_rng
     )
     settings = {
         "in_channels": v.shape[1],

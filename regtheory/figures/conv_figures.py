@@ -399,7 +399,7 @@ def _penalty_mc(cell: dict) -> Estimate:
         return fc.dropout_penalty(
             Ue, Ve, cell["keep"], X=X, method="mc", n_masks=cell["n_masks"], rng=cell["seed"]
         )
-    return conv.dropout_penalty_mc(
+    return conv.dropout_penalty(
         cell["u"],
         cell["v"],
         cell["keep"],
@@ -407,8 +407,9 @@ def _penalty_mc(cell: dict) -> Estimate:
         padding=cell["padding"],
         mode=cell["layer"],
         block_size=cell["block_size"],
+        method="mc",
         n_masks=cell["n_masks"],
-        seed=cell["seed"],
+        rng=cell["seed"],
     )
 
 

@@ -19,10 +19,21 @@ scales (one pass per output entry), ``"sampled"`` one pass along a random
 direction whose second moment is :math:`H`: a label drawn from the softmax, or
 Rademacher signs. It is the quantity :func:`dropout_penalty` reports as
 ``second_order``, there without a graph and in float64.
+
+A training step with the regularizer in place of dropout's masks takes its task loss
+from the same pass (``output``, the clean output) and adds the regularizer::
+
+    reg = explicit_regularizer(model, X, loss="cross_entropy", hessian="sampled", rng=gen)
+    (F.cross_entropy(reg.output, labels) + reg.value).backward()
+
+With ``hessian="sampled"`` such a step costs about three plain ones
+(``benchmarks/bench_explicit_step.py``); ``"exact"`` one more backward pass per output
+entry.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +47,7 @@ from .._grammar import RngLike, as_rng
 from .._validation import InvalidParameterError
 from ._losses import Loss, as_loss, targets
 from ._modules import _as_array, _placement
-from ._runner import Runner
-from ._second_order import scaled_pass
-from ._trace import ADDITIONS, Untraceable, modes, trace
+from ._trace import ADDITIONS, Site, Traced, Untraceable, modes, trace
 
 HESSIANS = ("exact", "sampled")
 
@@ -64,6 +73,15 @@ class ExplicitRegularizer:
         ``"mse"``, ``"cross_entropy"`` or the callable's name.
     dropouts : tuple of str
         The dropout sites, named as :class:`PenaltyReport` names them.
+    output : torch.Tensor
+        The model's clean output on the batch (every dropout the identity, every module
+        in evaluation mode), with its graph: a training step takes its task loss from it
+        instead of running the model again.
+    noise : torch.Tensor or None
+        With ``noise=True``: dropout's first-order term for one fresh draw of the masks,
+        :math:`\langle \nabla_m L, m - \mathbf 1\rangle` (:math:`L` the batch's mean
+        loss), a 0-dim tensor of mean zero whose gradient carries the update noise of
+        dropout to first order; else None.
     """
 
     value: torch.Tensor
@@ -72,6 +90,8 @@ class ExplicitRegularizer:
     hessian: str
     loss: str
     dropouts: tuple[str, ...]
+    output: torch.Tensor
+    noise: torch.Tensor | None = None
 
     def __float__(self) -> float:
         return float(self.value.detach())
@@ -84,6 +104,7 @@ def explicit_regularizer(
     Y: ArrayLike | torch.Tensor | None = None,
     loss: str | Any = "mse",
     hessian: str = "exact",
+    noise: bool = False,
     rng: RngLike = None,
 ) -> ExplicitRegularizer:
     r"""Differentiable second-order dropout regularizer of a PyTorch model on a batch.
@@ -93,20 +114,14 @@ def explicit_regularizer(
               g_{s j} = \frac{\partial f(x_k)}{\partial m_{s j}}\Big|_{m = \mathbf 1},
 
     the delta-method approximation of the dropout penalty that
-    :func:`dropout_penalty` reports as ``second_order``, here as a tensor with a graph
-    to the model's parameters: ``(task_loss + reg.value).backward()`` trains on it.
-    The model is read through ``torch.fx`` and used as it is (its parameters, dtype and
-    device); every module is in evaluation mode during the computation (batch norms on
-    their running statistics; the modes are restored after) and every dropout site is
-    the identity, with a scale of ones whose derivatives give the :math:`g_{s j}`.
-    The cost is that of a few training steps (``benchmarks/bench_explicit_step.py``).
+    :func:`dropout_penalty` reports as ``second_order``, as a tensor with a graph to
+    the model's parameters. The model is read through ``torch.fx`` (the trace is kept
+    until a module is swapped or a dropout rate changed) and used in evaluation mode
+    (the modes are restored after), each dropout site the identity times a scale of
+    ones whose derivatives give the :math:`g_{s j}`. ``output`` is the clean output of
+    that pass: a training step takes its task loss from it (module docstring;
+    :func:`train_classifier` with ``dropout_as="explicit"``).
 
-    ``hessian="exact"`` takes one backward pass per output entry;
-    ``"sampled"`` one pass along a random direction ``v`` with
-    :math:`\mathbb E\, v v^\top = \nabla^2_f \ell`: for cross-entropy
-    :math:`v = p - e_y`, :math:`y` drawn from the model's softmax (Wei, Kakade & Ma
-    2020), for squared error :math:`\sqrt2` times Rademacher signs. Its value is an
-    unbiased estimate of :math:`R`.
 
     Parameters
     ----------
@@ -119,22 +134,34 @@ def explicit_regularizer(
     Y : array or torch.Tensor, optional
         Targets as :func:`dropout_penalty` takes them. Squared error and cross-entropy
         on class indices have a Hessian free of the labels, so ``Y`` may be left out;
-        class probabilities scale it by their sum; a callable loss needs ``Y``.
+        class probabilities scale it by their sum; a callable loss and ``noise=True``
+        need ``Y``.
     loss : {"mse", "cross_entropy"} or callable
         Per-sample loss: squared error summed over the outputs, cross-entropy on the
         logits, or ``loss(output, target)`` returning one loss per sample (its Hessian
         by autograd; ``hessian="exact"`` only).
     hessian : {"exact", "sampled"}
-        How the Hessian enters (above).
+        ``"exact"``: one backward pass per output entry. ``"sampled"``: one pass along
+        a random ``v`` with :math:`\mathbb E\, v v^\top = \nabla^2_f \ell`
+        (:math:`v = p - e_y` with :math:`y` drawn from the softmax, as Wei, Kakade & Ma
+        2020 do; :math:`\sqrt2` times Rademacher signs for squared error): an unbiased
+        value, whose gradient for cross-entropy is not quite unbiased (the label's law
+        depends on the parameters).
+    noise : bool
+        Also return dropout's first-order term for a fresh draw of the masks,
+        :math:`\langle \nabla_m L, m - \mathbf 1 \rangle` (:math:`L` the batch's
+        mean loss): zero in expectation, its gradient is dropout's update noise to
+        first order, the implicit effect Wei, Kakade & Ma (2020) separate out.
     rng : int, numpy.random.Generator or None
-        Source of the random directions of ``hessian="sampled"`` (None: fresh entropy
-        at each call; a Generator advances, so a training loop can pass one).
+        Source of the random directions of ``hessian="sampled"`` and of the masks of
+        ``noise=True`` (None: fresh entropy at each call; a Generator advances, so a
+        training loop can pass one).
 
     Returns
     -------
     ExplicitRegularizer
         ``value`` (a 0-dim tensor with a graph), ``own`` (per site), ``method``,
-        ``hessian``, ``loss`` and ``dropouts``.
+        ``hessian``, ``loss``, ``dropouts``, ``output`` and ``noise``.
 
     Raises
     ------
@@ -142,13 +169,12 @@ def explicit_regularizer(
         For a model ``torch.fx`` cannot trace or without dropout, a DropBlock site or a
         dropout whose mask is not rescaled by its keep probability (no variance law),
         data that do not fit, a bad ``hessian``, or ``hessian="sampled"`` with a
-        callable loss.
+        callable loss, or ``noise=True`` without ``Y``.
 
     Examples
     --------
     Dropout (keep 0.5, λ = 1) before u = (1, 2) on x = (1, 1): squared error is exact,
-    :math:`\lambda \sum_i u_i^2 x_i^2 = 5`, and its gradient in u is
-    :math:`2 \lambda u_i x_i^2`.
+    :math:`\lambda \sum_i u_i^2 x_i^2 = 5`, with gradient :math:`2 \lambda u_i x_i^2`.
 
     >>> import torch
     >>> last = torch.nn.Linear(2, 1, bias=False)
@@ -162,6 +188,13 @@ def explicit_regularizer(
     >>> last.weight.grad
     tensor([[2., 4.]])
     """
+    how = _checked(model, Y, loss, hessian, noise)
+    gen = as_rng(rng)
+    return _regularizer(model, X, Y, how, hessian, noise, gen)
+
+
+def _checked(model: Any, Y: Any, loss: Any, hessian: Any, noise: Any) -> Loss:
+    """The loss of checked options: a precise error for each bad one."""
     if not isinstance(model, nn.Module):
         raise InvalidParameterError(
             f"`model` must be a torch.nn.Module, got {type(model).__name__}"
@@ -174,14 +207,51 @@ def explicit_regularizer(
             f"hessian='sampled' draws directions for 'mse' and 'cross_entropy' only; a "
             f"callable loss ({how.name}) takes hessian='exact' (its Hessian by autograd)"
         )
-    gen = as_rng(rng)
-    return _regularizer(model, X, Y, how, hessian, gen)
+    if not isinstance(noise, bool):
+        raise InvalidParameterError(f"`noise` must be True or False, got {noise!r}")
+    if noise and Y is None:
+        raise InvalidParameterError("`noise=True` needs the targets `Y`: the term is the loss's")
+    return how
 
 
-def _regularizer(
-    model: nn.Module, X: Any, Y: Any, how: Loss, hessian: str, gen: np.random.Generator
-) -> ExplicitRegularizer:
-    """The regularizer of checked options, through the traced model."""
+@dataclass(frozen=True)
+class _Plan:
+    """What a call needs of a model's trace: the graph, its sites and their reach."""
+
+    traced: Traced
+    linear_after: bool  # one site, and every step after it affine in its mask
+
+
+#: a model -> (its fingerprint, its plan): a training loop traces its model once
+_PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, _Plan]] = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """What the trace depends on: the modules, their classes and scalar settings.
+
+    A module swapped for another, or a changed rate (``p``) of a dropout, traces anew.
+    """
+    return tuple(
+        (
+            name,
+            id(module),
+            type(module),
+            tuple(
+                (key, value)
+                for key, value in vars(module).items()
+                if key != "training" and isinstance(value, (bool, int, float, str))
+            ),
+        )
+        for name, module in model.named_modules()
+    )
+
+
+def _plan(model: nn.Module) -> _Plan:
+    """The model's trace and its checks, from the cache when the model is unchanged."""
+    key = _fingerprint(model)
+    cached = _PLANS.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     try:
         traced = trace(model)
     except Untraceable as exc:
@@ -189,33 +259,84 @@ def _regularizer(
             f"the explicit regularizer reads the model's traced graph, but {exc}"
         ) from None
     _check_sites(traced)
+    plan = _Plan(traced, len(traced.sites) == 1 and _linear_after(traced))
+    _PLANS[model] = (key, plan)
+    return plan
+
+
+def _regularizer(
+    model: nn.Module, X: Any, Y: Any, how: Loss, hessian: str, noise: bool, gen: np.random.Generator
+) -> ExplicitRegularizer:
+    """The regularizer of checked options, through the traced model."""
+    plan = _plan(model)
+    sites = [info.module for info in plan.traced.sites]
     device, dtype = _placement(model)
     x = _inputs(X, device, dtype)
+    n = len(x)
     with modes(model, False):
-        try:
-            runner = Runner(traced, x)
-        except InvalidParameterError as exc:
-            raise InvalidParameterError(
-                f"`X` of shape {tuple(x.shape)} does not fit the model {exc}"
-            ) from None
-        weight = _weight(how, Y, runner)
-        out, scales = scaled_pass(runner, runner.gm, x, list(range(len(traced.sites))))
-        quads = _quadratic_forms(how, hessian, out, scales, weight, gen)
+        out, scales = _scaled_forward(plan.traced.gm, sites, x)
+        weight, target = _targets(how, Y, out, noise)
+        if hessian == "sampled":
+            quads = _sampled_forms(how, out, scales, weight, gen)
+        else:
+            quads = _exact_forms(how, out, _rows(out, scales), weight)
+        first = None if not noise else _first_order(how, out, target, scales, sites, gen)
     lams = torch.tensor(
-        [(1.0 - info.module.keep) / info.module.keep for info in traced.sites],
-        dtype=dtype,
-        device=device,
+        [(1.0 - site.keep) / site.keep for site in sites], dtype=dtype, device=device
     )
-    own = 0.5 * lams * torch.stack(quads).to(dtype) / runner.n
-    exact = how.name == "mse" and len(traced.sites) == 1 and _linear_after(runner, 0)
+    own = 0.5 * lams * torch.stack(quads).to(dtype) / n
     return ExplicitRegularizer(
         own.sum(),
         own,
-        "exact" if exact else "second order",
+        "exact" if how.name == "mse" and plan.linear_after else "second order",
         hessian,
         how.name,
-        tuple(info.label for info in traced.sites),
+        tuple(info.label for info in plan.traced.sites),
+        out,
+        first,
     )
+
+
+def _scaled_forward(
+    gm: torch.fx.GraphModule, sites: list[Site], x: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The clean output, and a scale of ones per site (in the sites' order) it depends on."""
+    for site in sites:
+        site.scales = []
+    try:
+        out = gm(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidParameterError(
+            f"`X` of shape {tuple(x.shape)} does not fit the model ({first})"
+        ) from None
+    finally:
+        collected = [site.scales or [] for site in sites]
+        for site in sites:
+            site.scales = None
+    if not isinstance(out, torch.Tensor):
+        raise InvalidParameterError(f"the model must return one tensor, got {type(out).__name__}")
+    return out, [found[0] for found in collected if found]
+
+
+def _first_order(
+    how: Loss,
+    out: torch.Tensor,
+    target: Any,
+    scales: list[torch.Tensor],
+    sites: list[Site],
+    gen: np.random.Generator,
+) -> torch.Tensor:
+    """⟨∇_m L, m − 1⟩ for a fresh draw m of every site's mask: dropout's first-order term."""
+    task = how.per_sample(out, target).mean()
+    grads = torch.autograd.grad(task, scales, create_graph=True)
+    generator = torch.Generator(device=out.device)
+    generator.manual_seed(int(gen.integers(2**62)))
+    terms = []
+    for site, s, g in zip(sites, scales, grads):
+        deviation = site.draw(tuple(s.shape), gen, generator, s.detach()) - 1.0
+        terms.append((g * deviation).sum())
+    return torch.stack(terms).sum().to(out.dtype)
 
 
 def _check_sites(traced: Any) -> None:
@@ -246,51 +367,63 @@ def _inputs(X: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(_as_array(X, "X")).to(device=device, dtype=dtype)
 
 
-def _weight(loss: Loss, Y: Any, runner: Runner) -> torch.Tensor | None:
-    """The targets' scale of a cross-entropy Hessian (probability targets), or None.
+def _targets(loss: Loss, Y: Any, out: torch.Tensor, noise: bool) -> tuple[Any, Any]:
+    """What the Hessian needs of the targets, and the checked targets (or None).
 
-    Checks ``Y`` against the output as :func:`dropout_penalty` does. For a callable loss
-    the checked targets are returned instead (the Hessian needs them).
+    The first is the targets' scale of a cross-entropy Hessian (probability targets), a
+    callable loss's targets, or None (squared error and class indices need none). ``Y``
+    is checked against the output as :func:`dropout_penalty` checks it.
     """
     if Y is None:
         if loss.name not in ("mse", "cross_entropy"):
             raise InvalidParameterError(f"`Y` is needed for loss={loss.name!r}")
-        return None
-    target = targets(loss, Y, runner.output)
+        return None, None
+    target = targets(loss, Y, out)
+    if loss.name not in ("mse", "cross_entropy"):
+        return target, target
     if loss.name == "cross_entropy" and target.is_floating_point():
-        return target.sum(dim=1)  # (n, *spatial): -Σ t_c log p_c has Hessian (Σ t_c) H
-    return target if loss.name not in ("mse", "cross_entropy") else None
+        return target.sum(dim=1), target  # -Σ t_c log p_c has Hessian (Σ t_c) H
+    return None, target
 
 
-def _quadratic_forms(
+def _sampled_forms(
     loss: Loss,
-    hessian: str,
     out: torch.Tensor,
     scales: list[torch.Tensor],
     weight: torch.Tensor | None,
     gen: np.random.Generator,
 ) -> list[torch.Tensor]:
-    """Σ over samples and mask entries of gᵀ H g, one 0-dim tensor per site.
+    """Σ over samples and mask entries of (vᵀg)², E v vᵀ = H: one 0-dim tensor per site."""
+    v = _direction(loss, out, weight, gen)
+    grads = torch.autograd.grad(out, scales, grad_outputs=v, create_graph=True)
+    return [(g * g).sum() for g in grads]
 
-    ``weight``: the targets' scale of a cross-entropy Hessian, or a callable loss's
-    targets (see :func:`_weight`).
+
+def _rows(out: torch.Tensor, scales: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per site, (K, n, M): row i is ∂f_i/∂s, by one backward pass per output entry.
+
+    (One pass over the batch repeated K times, or a vmapped pass, was slower.)
     """
-    n = out.shape[0]
-    if hessian == "sampled":
-        v = _direction(loss, out, weight, gen)
-        grads = torch.autograd.grad(out, scales, grad_outputs=v, create_graph=True)
-        return [(g * g).sum() for g in grads]
-    k = out[0].numel()
+    n, k = out.shape[0], out[0].numel()
     eye = torch.eye(k, dtype=out.dtype, device=out.device)
-    # one pass per output entry: a batched (vmapped) pass was slower on convolutions
     per = [
         torch.autograd.grad(
             out, scales, grad_outputs=eye[i].expand(n, k).reshape(out.shape), create_graph=True
         )
         for i in range(k)
     ]
-    jac = [torch.stack(col) for col in zip(*per)]
-    rows = [j.reshape(k, n, -1) for j in jac]  # (K, n, M): row i is ∂f_i/∂s
+    return [torch.stack(col).reshape(k, n, -1) for col in zip(*per)]
+
+
+def _exact_forms(
+    loss: Loss, out: torch.Tensor, rows: list[torch.Tensor], weight: torch.Tensor | None
+) -> list[torch.Tensor]:
+    """Σ over samples and mask entries of gᵀ H g, one 0-dim tensor per site.
+
+    ``rows`` as :func:`_rows` gives them; ``weight``: the targets' scale of a
+    cross-entropy Hessian, or a callable loss's targets (see :func:`_targets`).
+    """
+    n = out.shape[0]
     if loss.name == "mse":
         return [2.0 * (j * j).sum() for j in rows]
     if loss.name == "cross_entropy":
@@ -361,10 +494,11 @@ _LINEAR_FUNCTIONS = {torch.flatten, torch.cat, torch.reshape, *ADDITIONS}
 _LINEAR_METHODS = {"view", "reshape", "flatten", "contiguous", "permute", "transpose"}
 
 
-def _linear_after(runner: Runner, k: int) -> bool:
-    """Whether every step downstream of site ``k`` is affine in its mask (a whitelist)."""
+def _linear_after(traced: Traced) -> bool:
+    """Whether every step downstream of the first site is affine in its mask (a whitelist)."""
+    by_name = {node.name: node for node in traced.gm.graph.nodes}
     seen: set[torch.fx.Node] = set()
-    stack = list(runner.site_nodes[k].users)
+    stack = list(by_name[traced.sites[0].node].users)
     while stack:
         node = stack.pop()
         if node in seen:
@@ -374,7 +508,7 @@ def _linear_after(runner: Runner, k: int) -> bool:
         if node.op == "output":
             continue
         if node.op == "call_module":
-            if not isinstance(runner.gm.get_submodule(str(node.target)), _LINEAR_MODULES):
+            if not isinstance(traced.gm.get_submodule(str(node.target)), _LINEAR_MODULES):
                 return False
         elif node.op == "call_function":
             if node.target not in _LINEAR_FUNCTIONS:

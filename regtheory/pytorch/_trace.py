@@ -117,7 +117,9 @@ class Site(nn.Module):
     ``kind`` says how the mask is shared: ``"elementwise"`` (one draw per entry),
     ``"channel"`` (per channel), ``"sample"`` (per sample: stochastic depth),
     ``"block"`` (DropBlock, drawn by ``block``). ``mask`` is set by the caller before a
-    run (a tensor broadcasting against the input), or left None: the identity.
+    run (a tensor broadcasting against the input), or left None: the identity. With
+    ``scales`` set to a list, each call multiplies its input by a fresh tensor of ones
+    of the mask's shape that requires grad, and appends it there.
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class Site(nn.Module):
         self.kind, self.keep, self.scaled, self.block = kind, keep, scaled, block
         self.rank = rank  # the input's number of axes, batch included, when fixed
         self.mask: torch.Tensor | None = None
+        self.scales: list[torch.Tensor] | None = None
 
     def mask_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape of the mask for an input batch of ``shape``."""
@@ -169,6 +172,12 @@ class Site(nn.Module):
         return mask.div_(self.keep) if self.scaled else mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scales is not None:  # a scale of ones: derivatives in the mask at one
+            scale = torch.ones(
+                self.mask_shape(tuple(x.shape)), dtype=x.dtype, device=x.device, requires_grad=True
+            )
+            self.scales.append(scale)
+            return x * scale
         return x if self.mask is None else x * self.mask
 
 
