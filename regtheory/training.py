@@ -26,6 +26,12 @@ the sampled loss. The point of the module is the experiment of Cavazza et al.
 optimum :func:`regtheory.fc.global_optimum` and at an *equalized* factorization
 (every unit carrying the same product :math:`\|u_i\|\,\|C^{1/2}v_i\|`).
 
+:func:`train_explicit_fc` is the other side of that comparison: full-batch gradient
+descent on the closed form :math:`L_\theta` itself (analytic gradients from the data's
+moments, no masks), which reaches the global optimum to the precision of the
+arithmetic; ``benchmarks/bench_explicit_fc.py`` compares its steps and time with
+dropout SGD reaching the same point.
+
 The same experiment for the two-layer conv net of THEORY §3,
 :math:`g_m(x) = u \ast (m \circ a(v \ast x))`, is :func:`train_conv`: elementwise,
 channel (SpatialDropout) or DropBlock masks on the hidden feature map, and the

@@ -60,6 +60,7 @@ SLOW_CASES = frozenset(
             "test_last_layer_penalty_is_the_dense_formula_on_the_trained_model[Dropout-masks0]"
         ),
         "tests/test_figures.py::test_figure_data_reproducible[digits_dropout]",
+        "tests/test_figures.py::test_figure_data_reproducible[explicit_vs_dropout]",
         "tests/test_figures.py::test_figure_data_reproducible[fc_equalization]",
         "tests/test_figures.py::test_figure_data_reproducible[fc_spectrum]",
         "tests/test_figures.py::test_figure_data_reproducible[glm_adaptive_l2]",

@@ -97,8 +97,18 @@ def conv_family(mode):
         exact = conv.dropout_penalty(u, v, keep, 6, padding="zeros", mode=mode, x=x)
 
         def run(n, seed):
-            return conv.dropout_penalty_mc(
-                u, v, keep, 6, padding="zeros", mode=mode, x=x, n_masks=n, seed=seed, batch_size=n
+            return conv.dropout_penalty(
+                u,
+                v,
+                keep,
+                6,
+                padding="zeros",
+                mode=mode,
+                x=x,
+                method="mc",
+                n_masks=n,
+                rng=seed,
+                batch_size=n,
             )
 
         return exact, run, min_masks(keep)
@@ -112,8 +122,17 @@ def conv_white_family(keep):
     exact = conv.dropout_penalty(u, v, keep, 6, padding="zeros", mode="element")  # E[xxᵀ] = I
 
     def run(n, seed):  # a fresh standard normal input per mask
-        return conv.dropout_penalty_mc(
-            u, v, keep, 6, padding="zeros", mode="element", n_masks=n, seed=seed, batch_size=n
+        return conv.dropout_penalty(
+            u,
+            v,
+            keep,
+            6,
+            padding="zeros",
+            mode="element",
+            method="mc",
+            n_masks=n,
+            rng=seed,
+            batch_size=n,
         )
 
     return exact, run, min_masks(keep)
@@ -125,7 +144,7 @@ def conv_block_family(keep):
     exact = dropblock_penalty_exact(u, v, keep, (BLOCK_MAP,), "zeros", BLOCK)
 
     def run(n, seed):  # white input: a fresh Gaussian input per mask
-        return conv.dropout_penalty_mc(
+        return conv.dropout_penalty(
             u,
             v,
             keep,
@@ -134,7 +153,8 @@ def conv_block_family(keep):
             mode="block",
             block_size=BLOCK,
             n_masks=n,
-            seed=seed,
+            method="mc",
+            rng=seed,
             batch_size=n,
         )
 
@@ -149,7 +169,7 @@ def conv_block_target_family(keep):
     exact = dropblock_penalty_exact(u, v, keep, (BLOCK_MAP,), "zeros", BLOCK, x=x, y=y)
 
     def run(n, seed):
-        return conv.dropout_penalty_mc(
+        return conv.dropout_penalty(
             u,
             v,
             keep,
@@ -160,7 +180,8 @@ def conv_block_target_family(keep):
             x=x,
             y=y,
             n_masks=n,
-            seed=seed,
+            method="mc",
+            rng=seed,
             batch_size=n,
         )
 
@@ -176,7 +197,9 @@ def network_family(keep):
     layers = [Linear(W1), ReLU(), Dropout(Bernoulli(keep)), Linear(W2)]
 
     def run(n, seed):
-        return network.dropout_penalty_mc(layers, X, Y, n_masks=n, seed=seed, batch_size=n)
+        return network.dropout_penalty(
+            layers, X, Y=Y, method="mc", n_masks=n, rng=seed, batch_size=n
+        )
 
     return exact, run, min_masks(keep)
 
@@ -205,7 +228,9 @@ def two_dropout_network_family(keep):
     ]
 
     def run(n, seed):
-        return network.dropout_penalty_mc(layers, X, Y, n_masks=n, seed=seed, batch_size=n)
+        return network.dropout_penalty(
+            layers, X, Y=Y, method="mc", n_masks=n, rng=seed, batch_size=n
+        )
 
     return float(np.mean(gaps)), run, min_masks(keep, keep**2)
 
@@ -280,7 +305,9 @@ def test_reviewers_cases_are_refused_with_the_masks_they_need():
     v, u = rng.normal(size=(3, 1, 3, 3)), rng.normal(size=(1, 3, 3, 3))
     x = rng.normal(size=(4, 1, 5, 5))
     with pytest.raises(ValueError, match=f"`n_masks` must be at least {min_masks(0.05)} "):
-        conv.dropout_penalty_mc(u, v, 0.05, (5, 5), padding="zeros", mode="element", n_masks=5, x=x)
+        conv.dropout_penalty(
+            u, v, 0.05, (5, 5), padding="zeros", mode="element", method="mc", n_masks=5, x=x
+        )
 
 
 def test_reviewers_conv_case_covered_at_the_minimum():
@@ -292,7 +319,7 @@ def test_reviewers_conv_case_covered_at_the_minimum():
     exact = conv.dropout_penalty(u, v, 0.05, (5, 5), padding="zeros", mode="element", x=x)
 
     def run(n, seed):
-        return conv.dropout_penalty_mc(
+        return conv.dropout_penalty(
             u,
             v,
             0.05,
@@ -300,7 +327,8 @@ def test_reviewers_conv_case_covered_at_the_minimum():
             padding="zeros",
             mode="element",
             n_masks=n,
-            seed=seed,
+            method="mc",
+            rng=seed,
             x=x,
             batch_size=n,
         )

@@ -228,6 +228,7 @@ def _noise_by_hand(model, X, Y, keep):
     return -2.0 / len(X) * ((Y - f) @ u) * X  # (n, d): one entry per mask entry
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_noise_has_mean_zero_and_dropouts_first_order_variance(seed):
     rng = np.random.default_rng(seed)

@@ -24,6 +24,9 @@ from . import glm_figures  # noqa: F401  (imports scikit-learn only when compute
 
 # isort: split
 from . import torch_figures  # noqa: F401  (imports torch only when computed)
+
+# isort: split
+from . import explicit_figures  # noqa: F401  (imports torch only when computed)
 from ._check import CheckReport, check
 from ._registry import REGISTRY, FigureSpec, compute, missing_extras, register, render
 

@@ -146,7 +146,8 @@ def train_classifier(
         check_int(n_threads, "n_threads"),
     )
     lr, weight_decay = check_positive(lr, "lr"), check_nonnegative(weight_decay, "weight_decay")
-    _ = [check_choice(v, k, o) for v, (k, o) in zip((loss, dropout_as, hessian), OPTIONS.items())]
+    for value, (name, options) in zip((loss, dropout_as, hessian), OPTIONS.items()):
+        check_choice(value, name, options)
     torch_seed = int((gen := as_rng(rng)).integers(2**62))
     trained = copy.deepcopy(model)
     device, dtype = _placement(trained)
