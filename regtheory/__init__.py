@@ -10,6 +10,8 @@ Modules, in the one direction data flows (nothing imports a module below it):
                 in closed form and by Monte Carlo for every mask type
 ``fc``          fully connected layers: penalty (1), induced regularizer (2),
                 equalization, global optimum (3), Monte Carlo penalty
+``completion``  matrix factorization on observed entries: the dropout penalty, its
+                product form and the weighted trace norm it induces
 ``network``     sequential nets: the exact penalty at any depth (moment propagation),
                 split over the dropout layers, and its Monte Carlo estimate
 ``diagnostics`` what dropout does to a trained network: per-unit costs of its
@@ -51,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 # does: cvxpy, matplotlib and torch then load only with the module that uses them.
 _SUBMODULES = (
     "compare",
+    "completion",
     "conv",
     "data",
     "diagnostics",
@@ -85,6 +88,7 @@ __all__ = [
     "Penalty",
     "__version__",
     "compare",
+    "completion",
     "conv",
     "data",
     "diagnostics",
@@ -103,6 +107,7 @@ __all__ = [
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from . import (
         compare,
+        completion,
         conv,
         data,
         diagnostics,

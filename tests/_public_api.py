@@ -4,6 +4,7 @@ import importlib.util
 
 from regtheory import (
     compare,
+    completion,
     conv,
     data,
     diagnostics,
@@ -28,6 +29,7 @@ PUBLIC_MODULES.append(sweep)
 PUBLIC_MODULES.append(training)
 PUBLIC_MODULES.append(diagnostics)
 PUBLIC_MODULES.append(glm)
+PUBLIC_MODULES.append(completion)
 if HAS_TORCH:
     from regtheory import pytorch
 

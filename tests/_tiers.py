@@ -16,6 +16,7 @@ QUICK_TIER = {
     "regtheory": ("test_imports.py",),
     "regtheory.cli": ("test_cli.py", "test_cli_torch.py"),
     "regtheory.compare": ("test_compare.py",),
+    "regtheory.completion": ("test_completion.py",),
     "regtheory.conv": ("test_conv.py",),
     "regtheory.data": ("test_data.py",),
     "regtheory.diagnostics": ("test_diagnostics.py",),

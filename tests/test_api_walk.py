@@ -21,6 +21,7 @@ from _public_api import HAS_TORCH, PUBLIC_MODULES
 from regtheory import (
     InvalidParameterError,
     compare,
+    completion,
     conv,
     data,
     diagnostics,
@@ -60,7 +61,23 @@ BLOCK_PENALTY = dict(
 
 # labels of X for glm that no direction separates (else the logistic optimum is at infinity)
 YG = (np.arange(30) % 2).astype(float)
+# five observed entries of a 3 × 5 matrix, every row and column seen (U, V factor it)
+OBS = completion.observed(
+    np.array([0, 1, 2, 0, 1]), np.array([0, 1, 2, 3, 4]), rng.normal(size=5), (3, 5)
+)
 VALID = {
+    completion.observed: dict(
+        rows=np.array([0, 1, 2]),
+        cols=np.array([0, 1, 0]),
+        values=np.array([1.0, 2.0, 3.0]),
+        shape=(3, 2),
+    ),
+    completion.fit_loss: dict(U=U, V=V, obs=OBS),
+    completion.equalize: dict(U=U, V=V, obs=OBS),
+    # "mc": the call that reaches every argument (rng and n_masks are read only by it)
+    completion.dropout_penalty: dict(U=U, V=V, obs=OBS, keep=0.5, method="mc", n_masks=60, rng=0),
+    completion.explicit_regularizer: dict(U=U, V=V, obs=OBS, keep=0.5, form="product"),
+    completion.induced_regularizer: dict(M=U @ V.T, obs=OBS, keep=0.5, width=4),
     glm.dropout_penalty: dict(
         beta=U[0, :3],
         X=X[:, :3],

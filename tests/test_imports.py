@@ -34,6 +34,7 @@ HEAVY = (
 
 # The modules that compute penalties and train networks with NumPy alone.
 NUMPY_MODULES = (
+    "completion",
     "conv",
     "data",
     "diagnostics",

@@ -19,6 +19,7 @@ MODULES = [
     "montecarlo",
     "conv",
     "fc",
+    "completion",
     "network",
     "diagnostics",
     "implied",
