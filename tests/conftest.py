@@ -76,6 +76,22 @@ def pytest_make_collect_report(collector):
 _COLLECTED = pytest.StashKey[set]()  # the names of the test files collected
 
 
+# Test files whose module-scoped fixtures compute a figure, train or start a Dask cluster:
+# their tests run on one xdist worker (``--dist loadgroup``), so the fixture runs once, not
+# once per worker that happens to take one of their tests.
+ONE_WORKER = {
+    "test_check.py",
+    "test_conv_figures.py",
+    "test_deep_figures.py",
+    "test_digits.py",
+    "test_explicit_figure.py",
+    "test_implied_figures.py",
+    "test_sweep.py",
+    "test_training.py",
+    "test_training_conv.py",
+}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Mark the slow cases of tests/_tiers.py before ``-m`` deselects; refuse a stale id."""
@@ -83,6 +99,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid in SLOW_CASES:
             item.add_marker(pytest.mark.slow)
+        if item.path.name in ONE_WORKER:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     # a file named with a test id (file.py::test) is collected in part: no stale check there
     partial = {arg.split("::")[0] for arg in config.args if "::" in arg}
     files = {item.nodeid.split("::")[0] for item in items} - partial

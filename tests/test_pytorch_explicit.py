@@ -305,7 +305,7 @@ def test_training_on_the_explicit_regularizer_reaches_the_dropout_ridge_solution
     X = rng.standard_normal((60, 4)) * np.array([1.0, 2.0, 0.5, 1.5])
     labels = rng.integers(0, 3, 60)
     trained = train_classifier(
-        _linear_classifier(1 - keep), X, labels, epochs=4000, lr=0.01, loss="mse",
+        _linear_classifier(1 - keep), X, labels, epochs=1500, lr=0.02, loss="mse",
         dropout_as="explicit",
     )  # fmt: skip
     Y = np.eye(3)[labels]
@@ -315,8 +315,8 @@ def test_training_on_the_explicit_regularizer_reaches_the_dropout_ridge_solution
     solution = np.linalg.solve(A.T @ A + penalty, A.T @ Y)  # (5, 3): W^T and b
     W = trained[1].weight.detach().numpy()
     b = trained[1].bias.detach().numpy()
-    np.testing.assert_allclose(W, solution[:4].T, atol=2e-3)
-    np.testing.assert_allclose(b, solution[4], atol=2e-3)
+    np.testing.assert_allclose(W, solution[:4].T, atol=1e-4)  # reached: 1e-8 over 5 seeds
+    np.testing.assert_allclose(b, solution[4], atol=1e-4)
 
 
 def test_training_with_noise_is_reproducible_and_differs_from_without():
