@@ -425,10 +425,8 @@ def solve_induced(
               \operatorname{diag}(\sqrt q)\big\|_*^2 ,
 
     λ = (1 − θ)/θ, p and q the empirical marginals of ``obs``: the convex problem the
-    product form of dropout induces (:func:`induced_regularizer`, attained by
-    :func:`equalize` for d ≥ rank M), a squared weighted trace norm. The returned M is
-    certified by a Fenchel duality gap computed in NumPy from M alone, the same for both
-    methods (module :mod:`regtheory.completion._solve`).
+    product form of dropout induces (:func:`induced_regularizer`), a squared weighted trace
+    norm. Both methods are judged by one Fenchel duality gap, computed in NumPy from M.
 
     Parameters
     ----------
@@ -440,15 +438,12 @@ def solve_induced(
     width : int
         Width d of the factorization, ≥ 1; the regularizer is divided by it.
     method : {"auto", "cvxpy", "proximal"}
-        ``"cvxpy"``: the problem posed with ``cp.square(cp.normNuc(.))``, a semidefinite
-        program solved down the package's solver ladder (Clarabel, then SCS); its cost
-        grows steeply with m + n. ``"proximal"``: accelerated proximal gradient with
-        restarts on :math:`Z = PMQ`, with partial SVDs once the iterates are of low rank;
-        it solves 1000 × 1000 with 10⁵ observations in minutes. ``"auto"``: cvxpy up to
-        m·n = 2,500 entries, proximal above.
+        ``"cvxpy"``: ``cp.square(cp.normNuc(.))``, a semidefinite program, down the
+        package's solver ladder; its cost grows steeply with m + n. ``"proximal"``: FISTA
+        with restarts on :math:`Z = PMQ`, partial SVDs once the rank is low (1000 × 1000
+        with 10⁵ observations in minutes). ``"auto"``: cvxpy up to m·n = 2,500, else proximal.
     tol : float, optional
         The certified relative gap the solution must reach, in (0, 1); default 1e-8.
-        Clarabel reaches 1e-9 to 3e-9 on such problems.
     max_iter : int
         Proximal iterations at most (the cvxpy solvers keep their own limits).
     solver : str, optional
@@ -459,8 +454,7 @@ def solve_induced(
     -------
     CompletionSolution
         ``M``, ``objective`` = ``fit`` + ``regularizer``, the certified ``gap`` (at most
-        ``tol``), ``solver`` (the ladder's rung or ``"proximal"``), ``iterations``,
-        ``rank``, ``status``, ``attempts`` and ``solve_time``.
+        ``tol``), ``solver`` (a rung of the ladder or ``"proximal"``), ``iterations``, ``rank``.
 
     Raises
     ------
@@ -475,9 +469,7 @@ def solve_induced(
 
     See Also
     --------
-    induced_regularizer : the regularizer, :math:`(\lambda/d)\|PMQ\|_*^2`.
-    equalize : a factorization of width d whose product form attains it.
-    regtheory.implied.solve_fc : the same problem for a fully connected layer.
+    equalize : a factorization of width d ≥ rank M whose product form attains the regularizer.
 
     References
     ----------
@@ -485,8 +477,6 @@ def solve_induced(
         Capacity Control, ICML 2021.
     [2] R. Salakhutdinov, N. Srebro, Collaborative Filtering in a Non-Uniform World:
         Learning with the Weighted Trace Norm, NeurIPS 2010.
-    [3] A. Beck, M. Teboulle, A Fast Iterative Shrinkage-Thresholding Algorithm for
-        Linear Inverse Problems, SIAM J. Imaging Sciences, 2009.
 
     Examples
     --------
@@ -500,16 +490,48 @@ def solve_induced(
     True
     """
     start = time.perf_counter()
+    data, chosen, tol = _checked(obs, keep, width, method, tol, max_iter, solver)
+    certifier = _Certifier(data, tol)
+    if data.scale == 0.0:
+        Z, solved = _closed_form(data, certifier, "closed form (y = 0)")
+    elif data.c == 0.0:
+        Z, solved = _closed_form(data, certifier, "closed form (keep = 1)")
+    elif chosen == "cvxpy":
+        Z, solved = _solve_cvxpy(data, certifier, tol, solver)
+    else:
+        Z, solved = _solve_proximal(data, certifier, tol, max_iter)
+    return _solution(data, certifier, Z, solved, start)
+
+
+def _solution(
+    data: _Data, certifier: _Certifier, Z: np.ndarray, solved: Solved, start: float
+) -> CompletionSolution:
+    """The result for the solution Z (scaled units); the certifier holds Z's singular values."""
+    obs = data.obs
+    M = data.scale * Z / np.outer(data.root_p, data.root_q)
+    fit = float(np.mean((obs.values - M[obs.rows, obs.cols]) ** 2))
+    regularizer = data.c * (data.scale * float(certifier.sigma.sum())) ** 2
+    return CompletionSolution(
+        M=M,
+        objective=fit + regularizer,
+        fit=fit,
+        regularizer=regularizer,
+        solve_time=time.perf_counter() - start,
+        **solved.fields(),
+        rank=numerical_rank(certifier.sigma),
+    )
+
+
+def _checked(obs, keep, width, method, tol, max_iter, solver) -> tuple[_Data, str, float]:
+    """The arguments of :func:`solve_induced` checked, as the scaled problem, method, tol."""
     obs = check_obs(obs)
     lam = dropout_lambda(keep)
     width = check_int(width, "width")
     check_choice(method, "method", METHODS)
-    if tol is None:
-        tol = DEFAULT_TOL
-    tol = check_positive(tol, "tol")
+    tol = check_positive(DEFAULT_TOL if tol is None else tol, "tol")
     if tol >= 1.0:
         raise InvalidParameterError(f"`tol` (a relative gap) must be in (0, 1), got {tol!r}")
-    max_iter = check_int(max_iter, "max_iter")
+    check_int(max_iter, "max_iter")
     p, q = check_covered(obs)
     m, n = obs.shape
     if method == "auto":
@@ -528,25 +550,4 @@ def solve_induced(
         lam / width,
         scale,
     )
-    certifier = _Certifier(data, tol)
-    if scale == 0.0:
-        Z, solved = _closed_form(data, certifier, "closed form (y = 0)")
-    elif lam == 0.0:
-        Z, solved = _closed_form(data, certifier, "closed form (keep = 1)")
-    elif method == "cvxpy":
-        Z, solved = _solve_cvxpy(data, certifier, tol, solver)
-    else:
-        Z, solved = _solve_proximal(data, certifier, tol, max_iter)
-    # back to M and to the units of the data; the certifier kept the singular values of Z
-    M = scale * Z / np.outer(data.root_p, data.root_q)
-    fit = float(np.mean((obs.values - M[obs.rows, obs.cols]) ** 2))
-    regularizer = data.c * (scale * float(certifier.sigma.sum())) ** 2
-    return CompletionSolution(
-        M=M,
-        objective=fit + regularizer,
-        fit=fit,
-        regularizer=regularizer,
-        solve_time=time.perf_counter() - start,
-        **solved.fields(),
-        rank=numerical_rank(certifier.sigma),
-    )
+    return data, method, tol
