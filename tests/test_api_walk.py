@@ -78,6 +78,10 @@ VALID = {
     completion.dropout_penalty: dict(U=U, V=V, obs=OBS, keep=0.5, method="mc", n_masks=60, rng=0),
     completion.explicit_regularizer: dict(U=U, V=V, obs=OBS, keep=0.5, form="product"),
     completion.induced_regularizer: dict(M=U @ V.T, obs=OBS, keep=0.5, width=4),
+    # "proximal": the method that reads tol and max_iter
+    completion.solve_induced: dict(
+        obs=OBS, keep=0.5, width=4, method="proximal", tol=1e-8, max_iter=10_000
+    ),
     glm.dropout_penalty: dict(
         beta=U[0, :3],
         X=X[:, :3],

@@ -1,4 +1,4 @@
-r"""Dropout in matrix factorization and completion, in closed form.
+r"""Dropout in matrix factorization and completion: closed forms and the convex problem.
 
 A factorization :math:`M = UV^\top`, :math:`U \in \mathbb{R}^{m\times d}`,
 :math:`V \in \mathbb{R}^{n\times d}`, is fitted to N observed entries
@@ -32,6 +32,17 @@ the squared weighted trace norm of Salakhutdinov & Srebro [3]
 Arora & Vidal [4] with the weights :math:`\sqrt p, \sqrt q` in place of the input
 covariance.
 
+The convex problem this regularizer induces,
+
+.. math:: \min_M\ \frac1N \sum_{t=1}^N \big(y_t - M_{i_tj_t}\big)^2
+          + \frac{\lambda}{d}\,\big\|\operatorname{diag}(\sqrt p)\, M\,
+          \operatorname{diag}(\sqrt q)\big\|_*^2 ,
+
+is solved by :func:`solve_induced`, with cvxpy on the package's certified solver ladder for
+moderate sizes and by accelerated proximal gradient on :math:`Z = \operatorname{diag}(\sqrt
+p)\, M \operatorname{diag}(\sqrt q)` for large ones; either way the solution comes with a
+duality gap computed in NumPy from it (:class:`CompletionSolution`).
+
 Rows or columns without an observation are accepted by :func:`observed` but refused
 where the marginals must be positive: the data do not determine them.
 
@@ -46,6 +57,11 @@ References
 [4] P. Mianjy, R. Arora, R. Vidal, On the Implicit Bias of Dropout, ICML 2018.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._induced import equalize, induced_regularizer
 from ._objective import (
     Observations,
@@ -55,7 +71,15 @@ from ._objective import (
     observed,
 )
 
+# The convex solver needs cvxpy: its names load on first access, so that importing this
+# module loads NumPy only (tests/test_imports.py), as ``import regtheory`` does for modules.
+_LAZY = {"CompletionSolution": "_solve", "solve_induced": "_solve"}
+
+if TYPE_CHECKING:
+    from ._solve import CompletionSolution, solve_induced
+
 __all__ = [
+    "CompletionSolution",
     "Observations",
     "dropout_penalty",
     "equalize",
@@ -63,4 +87,17 @@ __all__ = [
     "fit_loss",
     "induced_regularizer",
     "observed",
+    "solve_induced",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
