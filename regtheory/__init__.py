@@ -11,7 +11,8 @@ Modules, in the one direction data flows (nothing imports a module below it):
 ``fc``          fully connected layers: penalty (1), induced regularizer (2),
                 equalization, global optimum (3), Monte Carlo penalty
 ``completion``  matrix factorization on observed entries: the dropout penalty, its
-                product form and the weighted trace norm it induces
+                product form, the weighted trace norm it induces and the convex
+                problem it implies (cvxpy, or a certified proximal solver at scale)
 ``network``     sequential nets: the exact penalty at any depth (moment propagation),
                 split over the dropout layers, and its Monte Carlo estimate
 ``diagnostics`` what dropout does to a trained network: per-unit costs of its
