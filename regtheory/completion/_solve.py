@@ -101,7 +101,7 @@ _EXTRA = 5
 
 @dataclass(frozen=True, kw_only=True)
 class CompletionSolution(ImpliedResult):
-    r"""Solution of the convex problem of :func:`solve_induced` (an :class:`ImpliedResult`).
+    r"""Solution of :func:`solve_induced`, a :class:`regtheory.implied.ImpliedResult`.
 
     Attributes
     ----------
@@ -128,7 +128,7 @@ class CompletionSolution(ImpliedResult):
         Iterations of that solve (the proximal steps, or what the cvxpy solver reports).
     rank : int
         Numerical rank of M: singular values of PMQ above 1e-6 of the largest
-        (:data:`regtheory._linalg.RANK_RTOL`; cvxpy's output carries its tolerance in the
+        (``RANK_RTOL`` of the package; cvxpy's output carries its tolerance in the
         small ones).
     solve_time : float
         Wall-clock seconds, formulation and certificate included.
