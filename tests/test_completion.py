@@ -10,23 +10,12 @@ import itertools
 
 import numpy as np
 import pytest
+from _completion_entries import random_entries
 from scipy import optimize
 
 from regtheory import InvalidParameterError, Penalty, completion
 
 N_SE = 4  # Monte Carlo agreement is required within this many standard errors
-
-
-def random_entries(rng, shape, count, values=True):
-    """``count`` distinct entries of a matrix of ``shape``, every row and column covered."""
-    m, n = shape
-    while True:
-        flat = rng.choice(m * n, size=count, replace=False)
-        rows, cols = flat // n, flat % n
-        if np.unique(rows).size == m and np.unique(cols).size == n:
-            break
-    y = rng.normal(size=count) if values else np.zeros(count)
-    return completion.observed(rows, cols, y, shape)
 
 
 def factors(rng, shape, width):

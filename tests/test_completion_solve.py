@@ -13,23 +13,13 @@ import time
 import cvxpy as cp
 import numpy as np
 import pytest
+from _completion_entries import random_entries
 
 from regtheory import InvalidParameterError, completion
 from regtheory.completion import _solve
 from regtheory.implied import SolverFailedError
 
 TOL = 1e-8  # the default certified gap
-
-
-def random_entries(rng, shape, count):
-    """``count`` distinct entries of a matrix of ``shape``, every row and column covered."""
-    m, n = shape
-    while True:
-        flat = rng.choice(m * n, size=count, replace=False)
-        rows, cols = flat // n, flat % n
-        if np.unique(rows).size == m and np.unique(cols).size == n:
-            break
-    return completion.observed(rows, cols, rng.normal(size=count), shape)
 
 
 def power_law_entries(rng, shape, count, rank=3, noise=0.1, exponent=1.0):
