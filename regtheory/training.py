@@ -63,7 +63,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _sgd, conv, fc
+from . import _sgd, completion, conv, fc
 from ._convops import (
     ACTIVATIONS,
     Activation,
@@ -92,11 +92,14 @@ from ._validation import (
     check_paired_rows,
     check_positive,
 )
+from .completion._objective import check_covered, check_obs
 from .masks import Bernoulli, Channel, DropBlock, dropout_lambda
 
 __all__ = [
+    "CompletionTrainingResult",
     "ConvTrainingResult",
     "FCTrainingResult",
+    "train_completion",
     "train_conv",
     "train_explicit_fc",
     "train_fc",
@@ -452,6 +455,215 @@ def _settings(schedule: _sgd.Schedule) -> dict:
         "init_scale": schedule.init_scale,
         "record_every": schedule.record_every,
     }
+
+
+# ------------------------------------------------------ matrix completion (THEORY §9)
+
+
+@dataclass(frozen=True)
+class CompletionTrainingResult:
+    r"""Outcome of :func:`train_completion`: factors, history, settings. Arrays are read-only.
+
+    Attributes
+    ----------
+    U : array (m, width)
+        Final row factor.
+    V : array (n, width)
+        Final column factor.
+    steps : int array (n_records,)
+        Gradient steps taken at each record, from 0 (the initialisation) to ``n_steps``.
+    loss : array (n_records,)
+        The expected dropout objective on the observed entries at each record,
+        :func:`regtheory.completion.fit_loss` plus the exact
+        :func:`regtheory.completion.dropout_penalty` :math:`R_\Omega`.
+    products : array (n_records, width)
+        Per-unit products :math:`\|u_k\|_p\,\|v_k\|_q` in the empirical marginals; equal
+        across the units of a factorization equalized for the product form.
+    keep, width, n_steps, lr, lr_decay, batch_size, init_scale, record_every
+        The settings of the run (``batch_size`` resolved to an int: observations per step).
+    seed : int or None
+        The integer seed, or ``None`` when a Generator / SeedSequence was passed.
+    """
+
+    U: np.ndarray
+    V: np.ndarray
+    steps: np.ndarray
+    loss: np.ndarray
+    products: np.ndarray
+    keep: float
+    width: int
+    n_steps: int
+    lr: float
+    lr_decay: float | None
+    batch_size: int
+    init_scale: float
+    record_every: int
+    seed: int | None
+
+    @property
+    def M(self) -> np.ndarray:
+        r"""The completed matrix :math:`UV^\top`."""
+        return self.U @ self.V.T
+
+
+class _CompletionProblem:
+    """The observations and settings of one :func:`train_completion` run, for ``_sgd.run``."""
+
+    def __init__(self, obs: completion.Observations, keep: float, width: int):
+        self.obs, self.keep, self.width = obs, keep, width
+        self.masks = Bernoulli(keep)
+        self.root_p = np.sqrt(obs.row_marginals)
+        self.root_q = np.sqrt(obs.col_marginals)
+
+    def step(self, params, batch, rng):
+        U, V = params
+        obs = self.obs
+        rows, cols, y = obs.rows, obs.cols, obs.values
+        if batch is not None:
+            rows, cols, y = rows[batch], cols[batch], y[batch]
+        b = rows.size
+        R = self.masks.sample((self.width,), b, rng).reshape(b, self.width)
+        Ui, Vj = U[rows], V[cols]
+        E = np.einsum("tk,tk->t", Ui * R, Vj) - y
+        scaled = (2.0 / b) * E[:, None] * R
+        grad_U, grad_V = np.zeros_like(U), np.zeros_like(V)
+        np.add.at(grad_U, rows, scaled * Vj)
+        np.add.at(grad_V, cols, scaled * Ui)
+        return float(np.mean(E * E)), (grad_U, grad_V)
+
+    def expected_objective(self, params) -> float:
+        U, V = params
+        penalty = completion.dropout_penalty(U, V, self.obs, self.keep, method="exact")
+        return completion.fit_loss(U, V, self.obs) + float(penalty)
+
+    def snapshot(self, params) -> tuple[np.ndarray]:
+        U, V = params
+        return (
+            np.linalg.norm(self.root_p[:, None] * U, axis=0)
+            * np.linalg.norm(self.root_q[:, None] * V, axis=0),
+        )
+
+    def train(
+        self, schedule: _sgd.Schedule, gen: np.random.Generator, seed
+    ) -> CompletionTrainingResult:
+        m, n = self.obs.shape
+        U = schedule.init_scale * gen.standard_normal((m, self.width))
+        V = schedule.init_scale * gen.standard_normal((n, self.width))
+        history = _sgd.run(
+            (U, V),
+            self.step,
+            schedule,
+            self.obs.n_observed,
+            gen,
+            self.expected_objective,
+            self.snapshot,
+        )
+        return CompletionTrainingResult(
+            U=history.params[0],
+            V=history.params[1],
+            steps=history.steps,
+            loss=history.loss,
+            products=history.snapshots[0],
+            keep=self.keep,
+            width=self.width,
+            seed=_sgd.seed_record(seed),
+            **_settings(schedule),
+        )
+
+
+def train_completion(
+    obs: completion.Observations,
+    keep: float,
+    width: int,
+    *,
+    steps: int,
+    lr: float,
+    rng: RngLike = 0,
+    batch_size: int | None = None,
+    init_scale: float = 0.1,
+    lr_decay: float | None = None,
+    record_every: int | None = None,
+) -> CompletionTrainingResult:
+    r"""Fit :math:`M = UV^\top` to observed entries by SGD with real dropout on the shared factor.
+
+    Each step draws ``batch_size`` distinct observations, one mask
+    :math:`r_t \in \{0,1\}^d` with i.i.d. Bernoulli(θ) entries per observation, and steps on
+    the sampled loss
+
+    .. math:: \ell = \frac1b \sum_{t \in B}\Big(y_t - \sum_k \frac{r_{tk}}{\theta}
+              U_{i_tk}V_{j_tk}\Big)^2 ,
+
+    with hand-written gradients, in the loop of :func:`train_fc`. Its expectation is the
+    fit on the observed entries plus :math:`R_\Omega(U, V)`
+    (:func:`regtheory.completion.dropout_penalty`), which is what the run records; nothing
+    in the loop uses that closed form. Both factors start with i.i.d.
+    :math:`\mathcal N(0, \text{init\_scale}^2)` entries.
+
+    Parameters
+    ----------
+    obs : Observations
+        The observed entries (:func:`regtheory.completion.observed`); every row and column
+        must have one.
+    keep : float
+        Retain probability θ in (0, 1].
+    width : int
+        Width d of the factorization.
+    steps : int
+        Number of gradient steps, at least 1.
+    lr : float
+        Initial step size η > 0.
+    rng : int, numpy.random.Generator or None
+        Source of the initialisation, the minibatches and the masks.
+    batch_size : int, optional
+        Observations per step, in [1, N]; default N (full batch, masks still sampled).
+    init_scale : float
+        Standard deviation of the initial factors, > 0.
+    lr_decay : float, optional
+        Decay time τ > 0 of the step size η/(1 + t/τ); ``None`` keeps it constant.
+    record_every : int, optional
+        Record every this many steps (and the first and last state); default ⌈steps/100⌉.
+
+    Returns
+    -------
+    CompletionTrainingResult
+        The final factors, the recorded history and the settings.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``obs`` is not an :class:`~regtheory.completion.Observations` or has an empty
+        row or column, ``keep`` is outside (0, 1], a count is not a positive integer, a rate
+        or scale is not positive, or ``batch_size`` exceeds N.
+    FloatingPointError
+        If the loss or the factors become non-finite: ``lr`` is too large.
+
+    See Also
+    --------
+    regtheory.completion.solve_induced : the convex problem of the product form.
+
+    References
+    ----------
+    [1] J. Cavazza et al., Dropout as a Low-Rank Regularizer for Matrix Factorization,
+        AISTATS 2018. [2] R. Arora, P. Bartlett, P. Mianjy, N. Srebro, Dropout: Explicit
+        Forms and Capacity Control, ICML 2021.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from regtheory.completion import observed, solve_induced
+    >>> i, j = np.divmod(np.arange(16), 4)
+    >>> obs = observed(i, j, np.outer([1.0, 2, 0, 1], [1.0, 1, 2, 0]).ravel(), (4, 4))
+    >>> res = train_completion(obs, 0.8, 3, steps=4000, lr=0.2, lr_decay=400, rng=0)
+    >>> best = solve_induced(obs, 0.8, 3)  # every entry observed: the same problem
+    >>> bool(res.loss[-1] <= best.objective * 1.01)
+    True
+    """
+    obs = check_obs(obs)
+    check_covered(obs)
+    keep, width = check_keep(keep), check_int(width, "width")
+    n = obs.n_observed
+    schedule = check_schedule(steps, lr, init_scale, lr_decay, batch_size, record_every, n)
+    return _CompletionProblem(obs, keep, width).train(schedule, as_rng(rng), rng)
 
 
 # ------------------------------------------------- gradient descent on the closed form (§1)

@@ -82,6 +82,10 @@ VALID = {
     completion.solve_induced: dict(
         obs=OBS, keep=0.5, width=4, method="proximal", tol=1e-8, max_iter=10_000
     ),
+    completion.solve_weighted_trace_norm: dict(
+        obs=OBS, weight=0.5, smoothing=0.2, method="proximal", tol=1e-8, max_iter=10_000
+    ),
+    completion.solve_observed: dict(obs=OBS, keep=0.5, width=4, starts=2, rng=0, init_scale=0.5),
     glm.dropout_penalty: dict(
         beta=U[0, :3],
         X=X[:, :3],
@@ -133,6 +137,9 @@ VALID = {
         M=T, keep=0.5, width=4, depth=3, cov=np.eye(5), starts=1, rng=0
     ),
     training.train_fc: dict(X=X, Y=X[:, :3], keep=0.5, width=4, steps=3, lr=0.01, rng=0),
+    training.train_completion: dict(
+        obs=OBS, keep=0.5, width=4, steps=3, lr=0.01, rng=0, batch_size=2, record_every=1
+    ),
     training.train_explicit_fc: dict(X=X, Y=X[:, :3], keep=0.5, width=4, steps=3, lr=0.01, rng=0),
     training.train_conv: dict(
         X=X1, Y=Y1, keep=0.5, channels=2, kernel_size=3, steps=3, lr=0.01, rng=0

@@ -73,13 +73,21 @@ from ._objective import (
 
 # The convex solver needs cvxpy: its names load on first access, so that importing this
 # module loads NumPy only (tests/test_imports.py), as ``import regtheory`` does for modules.
-_LAZY = {"CompletionSolution": "_solve", "solve_induced": "_solve"}
+_LAZY = {
+    "CompletionSolution": "_solve",
+    "ObservedSolution": "_observed",
+    "solve_observed": "_observed",
+    "solve_induced": "_solve",
+    "solve_weighted_trace_norm": "_solve",
+}
 
 if TYPE_CHECKING:
-    from ._solve import CompletionSolution, solve_induced
+    from ._observed import ObservedSolution, solve_observed
+    from ._solve import CompletionSolution, solve_induced, solve_weighted_trace_norm
 
 __all__ = [
     "CompletionSolution",
+    "ObservedSolution",
     "Observations",
     "dropout_penalty",
     "equalize",
@@ -88,6 +96,8 @@ __all__ = [
     "induced_regularizer",
     "observed",
     "solve_induced",
+    "solve_observed",
+    "solve_weighted_trace_norm",
 ]
 
 
