@@ -532,9 +532,13 @@ class _CompletionProblem:
         return float(np.mean(E * E)), (grad_U, grad_V)
 
     def expected_objective(self, params) -> float:
+        """Fit plus R_Ω (inf when it overflows: the loop then reports a diverged run)."""
         U, V = params
-        penalty = completion.dropout_penalty(U, V, self.obs, self.keep, method="exact")
-        return completion.fit_loss(U, V, self.obs) + float(penalty)
+        obs, lam = self.obs, dropout_lambda(self.keep)
+        Ui, Vj = U[obs.rows], V[obs.cols]
+        with np.errstate(over="ignore", invalid="ignore"):
+            E = np.einsum("tk,tk->t", Ui, Vj) - obs.values
+            return float(np.mean(E * E) + lam * np.mean(np.einsum("tk,tk->t", Ui * Ui, Vj * Vj)))
 
     def snapshot(self, params) -> tuple[np.ndarray]:
         U, V = params

@@ -13,11 +13,13 @@ function of M with a closed form only when W has rank one (Ω a product of a row
 column set, such as every entry): then it is the squared weighted trace norm that
 :func:`regtheory.completion.solve_induced` handles. Otherwise (THEORY §9) it lies between
 :math:`(\lambda/d)\|\sqrt W \circ M\|_F^2` and the value of :math:`J_\Omega` at the
-factorization of the weighted-trace-norm solution, and it is not convex in general, so
-:func:`solve_observed` minimises :math:`J_\Omega` over (U, V) directly: L-BFGS from several
-random starts, with exact gradients. The result is a stationary point, reported with its
-stationarity and the objectives of every start; no certificate of global optimality
-exists for it.
+factorization of the weighted-trace-norm solution. It need not be attained: a unit whose
+rows and columns meet Ω in few entries can grow without bound at little cost, and on sparse
+sets the factors of a descent do grow while :math:`J_\Omega` creeps toward the lower
+bound. :func:`solve_observed` therefore minimises :math:`J_\Omega` over (U, V) directly,
+L-BFGS from several random starts with exact gradients and a budget of iterations, and
+reports how far it got (objective of every start, stationarity, whether L-BFGS converged);
+no certificate of global optimality exists for it.
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ def solve_observed(
     starts: int = 5,
     rng: RngLike = 0,
     init_scale: float = 0.5,
+    max_iter: int = 5_000,
 ) -> ObservedSolution:
     r"""Minimise the dropout objective on the observed entries over factorizations of width d.
 
@@ -128,7 +131,9 @@ def solve_observed(
 
     the objective dropout training of the factorization descends in expectation
     (:func:`regtheory.training.train_completion`), by L-BFGS with exact gradients from
-    ``starts`` random points. It is not convex; the best stationary point is returned.
+    ``starts`` random points. It is not convex, and on sparse sets of entries its infimum
+    may not be attained (module docstring); the best end point is returned, with
+    ``success`` and ``gradient_norm`` saying whether it is stationary.
     Where Ω is every entry of a block of rows and columns (W of rank one), its minimum is
     that of :func:`solve_induced`; elsewhere the two problems differ (module docstring).
 
@@ -145,21 +150,21 @@ def solve_observed(
     rng : int, numpy.random.Generator or None
         Source of the starts; the same int gives the same numbers.
     init_scale : float
-        Standard deviation of the starting factors (in units of the root mean square of
-        the observed values), > 0.
+        Standard deviation of the starting factors (in units of the observed values' rms).
+    max_iter : int
+        L-BFGS iterations per start at most (and twice as many evaluations of J).
 
     Returns
     -------
     ObservedSolution
-        The factors, :math:`J_\Omega` split into fit and regularizer, every start's
-        objective, and the stationarity of the best one.
+        The factors, :math:`J_\Omega` and its parts, every start's end, the stationarity.
 
     Raises
     ------
     InvalidParameterError
         If ``obs`` is not an :class:`Observations` or has an empty row or column, ``keep``
         is outside (0, 1], ``width`` or ``starts`` is not a positive integer, or
-        ``init_scale`` is not positive.
+        ``init_scale`` is not positive, or ``max_iter`` is not a positive integer.
 
     Examples
     --------
@@ -179,11 +184,24 @@ def solve_observed(
     width = check_int(width, "width")
     starts = check_int(starts, "starts")
     init_scale = check_positive(init_scale, "init_scale")
-    gen = as_rng(rng)
+    max_iter = check_int(max_iter, "max_iter")
+    return _best_of_starts(obs, lam, width, starts, as_rng(rng), init_scale, max_iter, start)
+
+
+def _best_of_starts(obs, lam, width, starts, gen, init_scale, max_iter, start) -> ObservedSolution:
+    """L-BFGS from every start on the problem scaled to observed values of rms 1."""
     (m, n), values = obs.shape, obs.values
     scale = float(np.sqrt(np.mean(values**2))) or 1.0  # J is 2-homogeneous in (U, V, y)
     objective = _objective(obs, values / scale, lam, width)
-    results = _minimise(objective, (m + n) * width, starts=starts, init_scale=init_scale, rng=gen)
+    results = _minimise(
+        objective,
+        (m + n) * width,
+        starts=starts,
+        init_scale=init_scale,
+        rng=gen,
+        max_iter=max_iter,
+        max_fun=2 * max_iter,
+    )
     ends = np.array([float(r.fun) for r in results])
     best = results[argmin_tied(ends)]
     value, grad, penalty = objective(best.x)

@@ -50,6 +50,7 @@ References
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -69,6 +70,7 @@ from .._validation import (
     check_positive,
 )
 from ..implied._certificate import spectral, squared_norm_gap
+from ..implied._least_rank import least_rank_minimiser
 from ..implied._solver import (
     Certificate,
     ImpliedResult,
@@ -87,6 +89,9 @@ __all__ = ["CompletionSolution", "solve_induced", "solve_weighted_trace_norm"]
 METHODS = ("auto", "cvxpy", "proximal")
 #: ``method="auto"`` solves with cvxpy up to this many entries m·n, proximally above.
 CVXPY_MAX_ENTRIES = 2_500
+#: Above this many entries m·n, :func:`solve_induced` does not search for a minimiser of
+#: rank ≤ width (its linear conditions are dense: N × m·n).
+LEAST_RANK_MAX_ENTRIES = 2_500
 #: The certified relative gap :func:`solve_induced` asks for by default.
 DEFAULT_TOL = 1e-8
 #: The proximal iterations :func:`solve_induced` allows by default.
@@ -141,9 +146,18 @@ class CompletionSolution(ImpliedResult):
     gradient_norm, attempts
         As in :class:`regtheory.implied.Solution` (``gradient_norm`` is None: a gap
         certifies).
+    attained : bool or None
+        For :func:`solve_induced`: whether rank M ≤ ``width``, so that a factorization of
+        that width attains ``objective`` (:func:`equalize` builds it). When the solution's
+        rank exceeds the width, the convex problem's face of minimisers is searched for one
+        of rank ≤ width (small problems only: m·n ≤ 2,500) and M is that one when it is
+        found and certified. False means the convex value is only a lower bound on the
+        dropout objective of that width (THEORY §9). None for
+        :func:`solve_weighted_trace_norm`, which has no width.
     """
 
     rank: int
+    attained: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -506,7 +520,7 @@ def solve_induced(
     obs = check_obs(obs)
     c = dropout_lambda(keep) / check_int(width, "width")
     p, q = check_covered(obs)
-    return _solve(obs, c, p, q, method, tol, max_iter, solver, start)
+    return _solve(obs, c, p, q, method, tol, max_iter, solver, start, width=width)
 
 
 def solve_weighted_trace_norm(
@@ -605,8 +619,12 @@ def solve_weighted_trace_norm(
     return _solve(obs, c, p, q, method, tol, max_iter, solver, start)
 
 
-def _solve(obs, c, p, q, method, tol, max_iter, solver, start) -> CompletionSolution:
-    """Solve fit + c‖diag(√p) M diag(√q)‖_*² (p, q > 0) by the method asked for."""
+def _solve(obs, c, p, q, method, tol, max_iter, solver, start, width=None) -> CompletionSolution:
+    """Solve fit + c‖diag(√p) M diag(√q)‖_*² (p, q > 0) by the method asked for.
+
+    With a ``width``, a solution of higher rank is replaced by a certified minimiser of rank
+    ≤ width when the search of :func:`_least_rank` finds one.
+    """
     data, chosen, tol = _checked(obs, c, p, q, method, tol, max_iter, solver)
     certifier = _Certifier(data, tol)
     if data.scale == 0.0:
@@ -617,11 +635,46 @@ def _solve(obs, c, p, q, method, tol, max_iter, solver, start) -> CompletionSolu
         Z, solved = _solve_cvxpy(data, certifier, tol, solver)
     else:
         Z, solved = _solve_proximal(data, certifier, tol, max_iter)
-    return _solution(data, certifier, Z, solved, start)
+    attained = None
+    if width is not None:
+        Z, attained = _least_rank(data, certifier, Z, width)
+        solved = dataclasses.replace(solved, gap=certifier.gap)  # the gap of the Z returned
+    return _solution(data, certifier, Z, solved, start, attained)
+
+
+def _least_rank(
+    data: _Data, certifier: _Certifier, Z: np.ndarray, width: int
+) -> tuple[np.ndarray, bool]:
+    """Z, or a certified minimiser of rank ≤ width on its face; and whether rank ≤ width.
+
+    The minimisers share their values on Ω and their nuclear norm, so they are those of
+    min{‖Z‖_* : Z_Ω = z}: the conv net's least-rank search applies with the selection of Ω
+    as its linear map (dense, hence the size limit). The certifier judges the result again.
+    """
+    m, n = data.shape
+    if numerical_rank(certifier.sigma) <= width:
+        return Z, True
+    if m * n > LEAST_RANK_MAX_ENTRIES:
+        return Z, False
+    select = np.zeros((data.obs.n_observed, m * n))
+    select[np.arange(data.obs.n_observed), data.obs.rows * n + data.obs.cols] = 1.0
+    found_Z, found = least_rank_minimiser(Z, select, width)
+    if not found:
+        certifier(Z)  # keep the certificate of the Z returned
+        return Z, False
+    if not certifier(found_Z).holds or numerical_rank(certifier.sigma) > width:
+        certifier(Z)
+        return Z, False
+    return found_Z, True
 
 
 def _solution(
-    data: _Data, certifier: _Certifier, Z: np.ndarray, solved: Solved, start: float
+    data: _Data,
+    certifier: _Certifier,
+    Z: np.ndarray,
+    solved: Solved,
+    start: float,
+    attained: bool | None = None,
 ) -> CompletionSolution:
     """The result for the solution Z (scaled units); the certifier holds Z's singular values."""
     obs = data.obs
@@ -636,6 +689,7 @@ def _solution(
         solve_time=time.perf_counter() - start,
         **solved.fields(),
         rank=numerical_rank(certifier.sigma),
+        attained=attained,
     )
 
 

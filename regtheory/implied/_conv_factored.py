@@ -282,8 +282,13 @@ def _minimise(
     starts: int,
     init_scale: float,
     rng: np.random.Generator,
+    max_iter: int = 20_000,
+    max_fun: int = 15_000,
 ) -> list[optimize.OptimizeResult]:
-    """L-BFGS-B from ``starts`` random points z0 ~ N(0, init_scale²) in R^n, in order."""
+    """L-BFGS-B from ``starts`` random points z0 ~ N(0, init_scale²) in R^n, in order.
+
+    At most ``max_iter`` iterations and ``max_fun`` evaluations of the objective per start.
+    """
     results = []
     for _ in range(starts):
         z0 = init_scale * rng.standard_normal(n)
@@ -292,7 +297,7 @@ def _minimise(
             z0,
             jac=True,
             method="L-BFGS-B",
-            options={"maxiter": 20_000, "gtol": 1e-10, "ftol": 1e-14},
+            options={"maxiter": max_iter, "maxfun": max_fun, "gtol": 1e-10, "ftol": 1e-14},
         )
         results.append(res)
     return results
