@@ -320,3 +320,19 @@ def test_training_is_reproducible_and_refuses_bad_input():
         training.train_completion(empty, 0.5, 3, steps=5, lr=0.1)
     with pytest.raises(FloatingPointError, match="lr"):
         training.train_completion(obs, 0.5, 3, steps=200, lr=1e3)
+
+
+@pytest.mark.slow
+def test_on_a_sparse_set_the_infimum_is_approached_along_growing_factors():
+    # the instance THEORY §9 quotes: 30 entries of a 9 × 7 matrix, d = 3, θ = 0.5
+    obs = random_entries(np.random.default_rng(1), (9, 7), 30)
+    keep, width = 0.5, 3
+    short = completion.solve_observed(obs, keep, width, starts=1, rng=1, max_iter=500)
+    long = completion.solve_observed(obs, keep, width, starts=1, rng=1, max_iter=5000)
+    convex = completion.solve_induced(obs, keep, width)
+    lam = (1 - keep) / keep
+    ridge = np.mean(obs.values**2) * (lam / width) / (1 + lam / width)
+    assert ridge < long.objective <= short.objective < convex.objective * (1 - 1e-2)
+    assert np.abs(long.U).max() > 1.5 * np.abs(short.U).max()
+    # settled: the last 4,500 iterations moved J by less than 1e-3 of itself
+    assert short.objective - long.objective <= 1e-3 * long.objective

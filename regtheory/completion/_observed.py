@@ -15,8 +15,8 @@ column set, such as every entry): then it is the squared weighted trace norm tha
 :math:`(\lambda/d)\|\sqrt W \circ M\|_F^2` and the value of :math:`J_\Omega` at the
 factorization of the weighted-trace-norm solution. It need not be attained: a unit whose
 rows and columns meet Ω in few entries can grow without bound at little cost, and on sparse
-sets the factors of a descent do grow while :math:`J_\Omega` creeps toward the lower
-bound. :func:`solve_observed` therefore minimises :math:`J_\Omega` over (U, V) directly,
+sets the factors of a descent do grow without bound while :math:`J_\Omega` settles at its
+infimum. :func:`solve_observed` therefore minimises :math:`J_\Omega` over (U, V) directly,
 L-BFGS from several random starts with exact gradients and a budget of iterations, and
 reports how far it got (objective of every start, stationarity, whether L-BFGS converged);
 no certificate of global optimality exists for it.
