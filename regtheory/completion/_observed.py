@@ -121,7 +121,7 @@ def solve_observed(
     starts: int = 5,
     rng: RngLike = 0,
     init_scale: float = 0.5,
-    max_iter: int = 5_000,
+    max_iter: int = 10_000,
 ) -> ObservedSolution:
     r"""Minimise the dropout objective on the observed entries over factorizations of width d.
 
