@@ -101,6 +101,14 @@ def test_smoothing_accepts_an_empty_row_and_leaves_it_at_zero():
         completion.solve_weighted_trace_norm(obs, 0.1)
 
 
+def test_the_least_rank_search_refuses_large_matrices_and_non_booleans():
+    obs = random_entries(np.random.default_rng(0), (60, 50), 200)
+    with pytest.raises(InvalidParameterError, match="least_rank=True` needs m·n"):
+        completion.solve_induced(obs, 0.5, 2, least_rank=True)
+    with pytest.raises(InvalidParameterError, match="`least_rank` must be True or False"):
+        completion.solve_induced(obs, 0.5, 2, least_rank=1)
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -155,7 +163,7 @@ def product_form_minimum(obs, keep, width, starts=6, seed=0):
 def test_a_width_below_a_unique_minimisers_rank_is_not_attained():
     obs = random_entries(np.random.default_rng(1), (10, 8), 50)
     keep, width = 0.7, 1
-    sol = completion.solve_induced(obs, keep, width, method="cvxpy")
+    sol = completion.solve_induced(obs, keep, width, method="cvxpy", least_rank=True)
     assert sol.rank > width and sol.attained is False
     # the convex value is a strict lower bound of the width-1 product-form objective
     assert product_form_minimum(obs, keep, width) >= sol.objective * (1 + 1e-4)
@@ -166,8 +174,11 @@ def test_a_lower_rank_minimiser_is_found_when_the_face_holds_one():
     # norm, so the rank-2 minimiser of an interior-point solver has rank-1 companions
     obs = completion.observed([0, 1], [0, 1], [1.0, 2.0], (2, 2))
     keep, width = 0.5, 1
-    sol = completion.solve_induced(obs, keep, width, method="cvxpy")
+    plain = completion.solve_induced(obs, keep, width, method="cvxpy")
+    assert plain.rank == 2 and plain.attained is False  # the interior-point minimiser
+    sol = completion.solve_induced(obs, keep, width, method="cvxpy", least_rank=True)
     assert sol.attained is True and sol.rank == 1 and sol.gap <= 1e-8
+    assert abs(sol.objective - plain.objective) <= 1e-7 * plain.objective
     # a width-1 factorization attains the convex value (the product form, written out)
     U, s, Vt = np.linalg.svd(sol.M)
     U1, V1 = completion.equalize(U[:, :1] * np.sqrt(s[0]), Vt[:1].T * np.sqrt(s[0]), obs)

@@ -89,8 +89,8 @@ __all__ = ["CompletionSolution", "solve_induced", "solve_weighted_trace_norm"]
 METHODS = ("auto", "cvxpy", "proximal")
 #: ``method="auto"`` solves with cvxpy up to this many entries m·n, proximally above.
 CVXPY_MAX_ENTRIES = 2_500
-#: Above this many entries m·n, :func:`solve_induced` does not search for a minimiser of
-#: rank ≤ width (its linear conditions are dense: N × m·n).
+#: Above this many entries m·n, :func:`solve_induced` refuses ``least_rank=True`` (the
+#: search's linear conditions are dense: N × m·n).
 LEAST_RANK_MAX_ENTRIES = 2_500
 #: The certified relative gap :func:`solve_induced` asks for by default.
 DEFAULT_TOL = 1e-8
@@ -148,12 +148,10 @@ class CompletionSolution(ImpliedResult):
         certifies).
     attained : bool or None
         For :func:`solve_induced`: whether rank M ≤ ``width``, so that a factorization of
-        that width attains ``objective`` (:func:`equalize` builds it). When the solution's
-        rank exceeds the width, the convex problem's face of minimisers is searched for one
-        of rank ≤ width (small problems only: m·n ≤ 2,500) and M is that one when it is
-        found and certified. False means the convex value is only a lower bound on the
-        dropout objective of that width (THEORY §9). None for
-        :func:`solve_weighted_trace_norm`, which has no width.
+        that width attains ``objective`` (:func:`equalize` builds it). False means the
+        convex value is a lower bound on the dropout objective of that width, attained only
+        if another minimiser has rank ≤ width (``least_rank=True`` searches for one). None
+        for :func:`solve_weighted_trace_norm`, which has no width.
     """
 
     rank: int
@@ -444,6 +442,7 @@ def solve_induced(
     tol: float | None = None,
     max_iter: int = DEFAULT_MAX_ITER,
     solver: str | None = None,
+    least_rank: bool = False,
 ) -> CompletionSolution:
     r"""Minimise the squared loss on the observed entries plus the induced regularizer.
 
@@ -476,6 +475,11 @@ def solve_induced(
     solver : str, optional
         A cvxpy solver for ``method="cvxpy"`` (that solver only); None walks the ladder.
         The proximal method takes none.
+    least_rank : bool
+        When the solution's rank exceeds ``width``, search the minimisers for one of rank
+        ≤ width (THEORY §9; the conv net's least-rank search with Ω's selection as the
+        linear map) and return it if found and certified. Dense in m·n, so refused above
+        m·n = 2,500; it can take far longer than the solve.
 
     Returns
     -------
@@ -520,7 +524,22 @@ def solve_induced(
     obs = check_obs(obs)
     c = dropout_lambda(keep) / check_int(width, "width")
     p, q = check_covered(obs)
-    return _solve(obs, c, p, q, method, tol, max_iter, solver, start, width=width)
+    search = _check_least_rank(least_rank, obs.shape, width)
+    result = _solve(obs, c, p, q, method, tol, max_iter, solver, start, width=search)
+    return result if least_rank else dataclasses.replace(result, attained=result.rank <= width)
+
+
+def _check_least_rank(least_rank: object, shape: tuple[int, int], width: int) -> int | None:
+    """The width to search for with ``least_rank=True`` (None: no search), checked."""
+    if not isinstance(least_rank, bool):
+        raise InvalidParameterError(f"`least_rank` must be True or False, got {least_rank!r}")
+    m, n = shape
+    if least_rank and m * n > LEAST_RANK_MAX_ENTRIES:
+        raise InvalidParameterError(
+            f"`least_rank=True` needs m·n ≤ {LEAST_RANK_MAX_ENTRIES:,} (its linear conditions "
+            f"are dense), got {m} × {n}"
+        )
+    return width if least_rank else None
 
 
 def solve_weighted_trace_norm(
@@ -654,8 +673,6 @@ def _least_rank(
     m, n = data.shape
     if numerical_rank(certifier.sigma) <= width:
         return Z, True
-    if m * n > LEAST_RANK_MAX_ENTRIES:
-        return Z, False
     select = np.zeros((data.obs.n_observed, m * n))
     select[np.arange(data.obs.n_observed), data.obs.rows * n + data.obs.cols] = 1.0
     found_Z, found = least_rank_minimiser(Z, select, width)
