@@ -11,8 +11,10 @@ from importlib.resources import files
 
 import pytest
 
+import regtheory
 from regtheory import figures
 from regtheory._references import bibliography, parse_bibtex, reference_key
+from regtheory.cli import main
 
 BIB_TEXT = files("regtheory").joinpath("references.bib").read_text(encoding="utf-8")
 
@@ -114,3 +116,77 @@ def test_check_compares_data_not_references(tmp_path):
     (tmp_path / "conv_matrix_seed.json").write_text(json.dumps(record))
     report = figures.check(directory=tmp_path, names=["conv_matrix_seed"])
     assert report.passed
+
+
+# ----------------------------------------------------------------------------- cite
+
+
+def entry_keys(text: str) -> list[str]:
+    return list(parse_bibtex(text))
+
+
+def test_cite_prints_the_package_entry_with_this_version(capsys):
+    assert main(["cite"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert entry_keys(out) == ["regtheory"]
+    assert parse_bibtex(out)["regtheory"].fields["version"] == regtheory.__version__
+    assert out == regtheory.cite()
+
+
+def test_the_package_entry_names_the_commit_in_a_checkout_and_never_needs_git(monkeypatch):
+    from regtheory import _cite
+
+    monkeypatch.setattr(_cite, "_git_commit", lambda: "0" * 40)
+    assert "git commit " + "0" * 40 in _cite.package_entry()
+    monkeypatch.setattr(_cite, "_git_commit", lambda: None)
+    assert "commit" not in _cite.package_entry()
+    # no git program at all: the version alone, no error
+    monkeypatch.undo()
+    monkeypatch.setenv("PATH", "")
+    assert _cite._git_commit() is None
+    assert parse_bibtex(_cite.package_entry())["regtheory"].fields["version"]
+
+
+def test_cite_figures_prints_their_papers_once_in_bibliography_order(capsys):
+    argv = ["cite", "--figure", "fc_equalization", "--figure", "fc_spectrum"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    cited = {reference_key(r) for name in argv[2::2] for r in figures.REGISTRY[name].references}
+    order = list(bibliography())
+    assert entry_keys(out) == ["regtheory", *sorted(cited, key=order.index)]
+    # the locators of the figures, on the comment line before the entry
+    assert "% cited for: Thm 2.4; Thm 2.5\n@inproceedings{mianjy2018implicit," in out
+    assert out == regtheory.cite("fc_equalization", "fc_spectrum")
+
+
+def test_cite_all_parses_back_into_every_cited_key(capsys):
+    assert main(["cite", "--all"]) == 0
+    out = capsys.readouterr().out
+    from regtheory._references import REFERENCES
+
+    cited = {reference_key(r) for refs in REFERENCES.values() for r in refs}
+    cited |= {reference_key(r) for spec in figures.REGISTRY.values() for r in spec.references}
+    keys = entry_keys(out)
+    assert len(keys) == len(set(keys))
+    assert set(keys) == {"regtheory"} | cited
+    for key in keys[1:]:  # each entry printed as the bibliography holds it
+        assert bibliography()[key].text in out
+
+
+@pytest.mark.parametrize(
+    "argv", [["--figure", "fc_spectrun"], ["--figure", "fc_spectrum", "--figure", "x"]]
+)
+def test_cite_an_unknown_figure_exits_2_listing_the_valid_names(argv, capsys):
+    assert main(["cite", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and "unknown figure" in err
+    assert all(name in err for name in figures.REGISTRY)
+
+
+def test_cite_refuses_what_is_no_figure_result_or_function():
+    with pytest.raises(regtheory.InvalidParameterError, match="valid names: border_penalty_map"):
+        regtheory.cite("no_such_figure")
+    with pytest.raises(regtheory.InvalidParameterError, match="things"):
+        regtheory.cite(3.5)
