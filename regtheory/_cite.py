@@ -14,7 +14,7 @@ from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 
-from ._references import REFERENCES, bibliography, references_of
+from ._references import REFERENCES, Cited, bibliography, references_of
 from ._validation import InvalidParameterError
 
 __all__ = ["cite", "package_entry"]
@@ -96,8 +96,8 @@ def _references_of(thing: object) -> tuple[str, ...]:
         from .figures._registry import spec_of
 
         return spec_of(thing).references
-    if hasattr(thing, "references") and not callable(thing):
-        return tuple(thing.references)
+    if isinstance(thing, Cited):  # a result (some results are callable, too)
+        return thing.references
     if callable(thing) and getattr(thing, "__module__", "").startswith("regtheory"):
         return references_of(thing)
     raise InvalidParameterError(

@@ -2,18 +2,33 @@
 
 The bibliography is read by the package's own parser; these tests check it against the
 file's text (every ``@`` starts an entry, every key is found) and against hand-written
-BibTeX, so that a parser that silently skips an entry cannot pass.
+BibTeX, so that a parser that silently skips an entry cannot pass. Every key a figure, a
+function or a result cites must be in it; a result must cite what the function that
+returned it declares; ``regtheory cite`` must print entries that parse back to the keys.
 """
 
+import dataclasses
+import inspect
 import json
+import pickle
 import re
+import warnings
 from importlib.resources import files
 
+import numpy as np
 import pytest
+from _public_api import PUBLIC_MODULES
 
 import regtheory
-from regtheory import figures
-from regtheory._references import bibliography, parse_bibtex, reference_key
+from regtheory import Penalty, conv, fc, figures, glm, implied, network
+from regtheory._references import (
+    REFERENCES,
+    Cited,
+    bibliography,
+    parse_bibtex,
+    reference_key,
+    references_of,
+)
 from regtheory.cli import main
 
 BIB_TEXT = files("regtheory").joinpath("references.bib").read_text(encoding="utf-8")
@@ -190,3 +205,119 @@ def test_cite_refuses_what_is_no_figure_result_or_function():
         regtheory.cite("no_such_figure")
     with pytest.raises(regtheory.InvalidParameterError, match="things"):
         regtheory.cite(3.5)
+
+
+def test_cite_a_function_and_its_result_alike():
+    M = np.diag([3.0, 1.0])
+    by_function = regtheory.cite(fc.induced_regularizer)
+    assert entry_keys(by_function) == ["regtheory", "mianjy2018implicit"]
+    penalty = fc.dropout_penalty(np.eye(2), M, 0.5)
+    assert regtheory.cite(penalty) == regtheory.cite(fc.dropout_penalty)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def _subclasses(cls):
+    return {cls} | {c for sub in cls.__subclasses__() for c in _subclasses(sub)}
+
+
+CITED_TYPES = {cls.__name__ for cls in (Penalty, *_subclasses(Cited))}
+
+
+def result_functions():
+    """Each public function whose declared return is a result that names its papers."""
+    found = {}
+    for module in PUBLIC_MODULES:
+        for name in module.__all__:
+            fn = getattr(module, name)
+            returns = str(getattr(fn, "__annotations__", {}).get("return", ""))
+            if inspect.isfunction(fn) and re.sub(r"\W.*", "", returns) in CITED_TYPES:
+                found[f"{module.__name__}.{name}"] = fn
+    return found
+
+
+RESULT_FUNCTIONS = result_functions()
+# the former names kept for a deprecation period: they return what the new one returns
+DEPRECATED = {f"regtheory.{m}.dropout_penalty_mc" for m in ("fc", "conv", "network")}
+FORWARDS = {
+    "regtheory.fc._penalty.dropout_penalty_mc": fc.dropout_penalty,
+    "regtheory.conv._penalty.dropout_penalty_mc": conv.dropout_penalty,
+    "regtheory.network._penalty.dropout_penalty_mc": network.dropout_penalty,
+}
+
+
+def test_the_result_functions_are_found():
+    assert len(RESULT_FUNCTIONS) >= 30
+    assert DEPRECATED <= set(RESULT_FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(set(RESULT_FUNCTIONS) - DEPRECATED))
+def test_every_function_returning_a_result_declares_its_references(name):
+    check_references(references_of(RESULT_FUNCTIONS[name]), name)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_every_declared_reference_is_in_the_bibliography(name):
+    check_references(REFERENCES[name], name)
+
+
+def test_decorated_functions_keep_their_name_signature_and_docstring():
+    fn = fc.global_optimum
+    assert fn.__name__ == "global_optimum" and fn.__module__ == "regtheory.fc._optimum"
+    assert "formula (3)" in fn.__doc__
+    assert list(inspect.signature(fn).parameters) == ["T", "keep", "width", "cov"]
+    assert references_of(fn) == ("mianjy2018implicit, Thm 2.5", "cavazza2018dropout, Thm 3")
+
+
+def _valid_calls():
+    from test_api_walk import VALID
+
+    return {
+        f"{fn.__module__}.{fn.__qualname__}": (fn, kwargs)
+        for fn, kwargs in VALID.items()
+        if fn in RESULT_FUNCTIONS.values()
+    }
+
+
+VALID_CALLS = _valid_calls()
+
+
+@pytest.mark.parametrize("name", sorted(VALID_CALLS))
+def test_a_result_cites_what_its_function_declares(name):
+    fn, kwargs = VALID_CALLS[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the former names
+        result = fn(**kwargs)
+    assert isinstance(result, (Penalty, Cited))
+    # a former name returns what its new name computes, with the new name's references
+    expected = references_of(FORWARDS.get(name, fn))
+    assert result.references == expected and result.references
+
+
+def test_the_same_penalty_type_cites_the_function_that_made_it():
+    rng = np.random.default_rng(0)
+    U, V, X = rng.normal(size=(2, 3)), rng.normal(size=(4, 3)), rng.normal(size=(10, 4))
+    by_fc = fc.dropout_penalty(U, V, 0.5)
+    by_glm = glm.quadratic_penalty(V[:, 0], X, 0.5, family="logistic")
+    assert by_fc.references == ("mianjy2018implicit",)
+    assert by_glm.references == ("wager2013dropout, eq. (8)",)
+
+
+def test_references_change_neither_value_nor_equality_nor_pickling():
+    p = fc.dropout_penalty(np.eye(2), np.eye(2), 0.5)
+    bare = Penalty.exact(float(p))
+    assert bare.references == () and p.references
+    assert p == bare and hash(p) == hash(bare) and p.to_dict() == bare.to_dict()
+    again = pickle.loads(pickle.dumps(p))
+    assert again.references == p.references and again.replace(value=1.0).references
+    with pytest.raises(AttributeError, match="immutable"):
+        p.references = ()
+    # a frozen dataclass result: references is no field, so equality, hashing, repr and
+    # asdict are what they were; it pickles with them, and stays frozen
+    a = implied.deep_induced_regularizer(np.eye(2), 0.5, 2, 3, starts=1, rng=0)
+    assert a.references and "references" not in {f.name for f in dataclasses.fields(a)}
+    assert "references" not in repr(a)
+    assert pickle.loads(pickle.dumps(a)).references == a.references
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.references = ()

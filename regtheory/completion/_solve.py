@@ -62,6 +62,7 @@ import scipy.sparse as sparse
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, svds
 
 from .._linalg import numerical_rank
+from .._references import cites
 from .._validation import (
     InvalidParameterError,
     check_choice,
@@ -435,6 +436,7 @@ def _closed_form(data: _Data, certifier: _Certifier, label: str) -> tuple[np.nda
     return Z, Solved(label, "closed_form", cert.gap, (), iterations=0)
 
 
+@cites("arora2021dropout", "salakhutdinov2010collaborative")
 def solve_induced(
     obs: Observations,
     keep: float,
@@ -523,6 +525,7 @@ def solve_induced(
     return _solve(obs, c, p, q, method, tol, max_iter, solver, start, width=width)
 
 
+@cites("salakhutdinov2010collaborative", "foygel2011learning")
 def solve_weighted_trace_norm(
     obs: Observations,
     weight: float,
