@@ -39,7 +39,7 @@ extensions = [
 
 root_doc = "index"
 # figures.md is the gallery, included in the landing page
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "references.bib", "figures.md"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "figures.md"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 
 # -- the notebooks: stored without outputs, executed at build time -------------------------

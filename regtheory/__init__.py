@@ -31,6 +31,9 @@ Modules, in the one direction data flows (nothing imports a module below it):
 
 ``data`` (white inputs, teacher tasks) is used by the layers above ``conv``.
 
+:func:`cite` gives the BibTeX of the package and of the papers behind a figure, a result
+or a function (``regtheory cite`` on the command line).
+
 A refused argument raises :class:`InvalidParameterError` (a ``ValueError`` and a
 ``TypeError``) naming it; finite inputs whose penalty leaves float64 raise
 :class:`NumericalOverflowError` (also an ``OverflowError``) instead of returning inf or
@@ -79,6 +82,7 @@ _NAMES = {
     "InvalidParameterError": "_validation",
     "NumericalOverflowError": "_overflow",
     "Penalty": "_results",
+    "cite": "_cite",
     "dropout_lambda": "masks",
 }
 
@@ -88,6 +92,7 @@ __all__ = [
     "NumericalOverflowError",
     "Penalty",
     "__version__",
+    "cite",
     "compare",
     "completion",
     "conv",
@@ -122,6 +127,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         sweep,
         training,
     )
+    from ._cite import cite
     from ._overflow import NumericalOverflowError
     from ._results import Penalty
     from ._validation import InvalidParameterError

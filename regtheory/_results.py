@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._references import Cited
 from ._validation import InvalidParameterError, check_fraction, check_positive, check_real
 
 __all__ = ["Penalty", "freeze_arrays"]
@@ -30,6 +31,7 @@ _FIELDS = (
     "skewness",
     "variance_reduction",
     "reduction_factor",
+    "references",
 )
 
 
@@ -57,7 +59,7 @@ def _renamed(old: str, new: str) -> None:
     )
 
 
-class Penalty(float):
+class Penalty(float, Cited):
     r"""A dropout penalty: its value, and how it was computed.
 
     A ``Penalty`` is a float, so it enters arithmetic, NumPy and JSON as its value.
@@ -89,6 +91,12 @@ class Penalty(float):
     reduction_factor : float
         Variance of a plain draw over that of a controlled one, measured on the same
         draws (1 without variance reduction; inf when the controlled draws are constant).
+    references : tuple of str
+        The papers whose result the value is, set by the function that computed it
+        (``fc.dropout_penalty`` cites another paper than ``glm.dropout_penalty``):
+        bibliography keys with a theorem or equation where known
+        (:func:`regtheory.cite` prints their BibTeX). Not part of the value: two
+        penalties equal as floats are equal whatever they cite.
 
     Examples
     --------
@@ -108,6 +116,7 @@ class Penalty(float):
     skewness: float
     variance_reduction: str
     reduction_factor: float
+    references: tuple[str, ...]
 
     def __new__(  # noqa: PYI034
         cls,
@@ -119,6 +128,7 @@ class Penalty(float):
         method: str | None = None,
         variance_reduction: str = "none",
         reduction_factor: float = 1.0,
+        references: tuple[str, ...] = (),
         mean: float | None = None,
         n_samples: int | None = None,
     ) -> Penalty:
@@ -147,6 +157,7 @@ class Penalty(float):
         setter(self, "skewness", float(skewness))
         setter(self, "variance_reduction", variance_reduction)
         setter(self, "reduction_factor", float(reduction_factor))
+        setter(self, "references", tuple(references))
         return self
 
     @classmethod
@@ -374,4 +385,5 @@ def _rebuild(value: float, state: dict[str, Any]) -> Penalty:
         method=state["method"],
         variance_reduction=state["variance_reduction"],
         reduction_factor=state["reduction_factor"],
+        references=state.get("references", ()),
     )

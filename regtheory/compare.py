@@ -34,6 +34,7 @@ from numpy.typing import ArrayLike
 from . import fc, implied, training
 from ._grammar import RngLike, as_rng, transition_to_rng
 from ._linalg import numerical_rank
+from ._references import Cited, cites
 from ._results import freeze_arrays
 from ._validation import InvalidParameterError, check_array, check_int, check_keep
 from .conv import conv_matrix
@@ -130,7 +131,7 @@ class MethodResult:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(Cited):
     """Results of :func:`compare`, keyed by method, with the settings that made them.
 
     ``seed`` is the int ``rng`` of the call (method i trained with seed + i), or None
@@ -268,6 +269,14 @@ CONV_TRAINING: Mapping[str, float] = MappingProxyType(
 )
 
 
+@cites(
+    "mianjy2018implicit",
+    "cavazza2018dropout",
+    "gunasekar2018implicit",
+    "tompson2015efficient",
+    "pal2020regularization",
+    "mcdonald2014spectral",
+)
 @transition_to_rng
 def compare(
     task: ConvTask,

@@ -38,6 +38,7 @@ from numpy.typing import ArrayLike
 
 from . import conv, fc
 from ._grammar import RngLike, as_rng, transition_to_rng
+from ._references import Cited, cites
 from ._validation import InvalidParameterError, check_array, check_int
 from .layers import Conv, Dropout, Graph, Linear, Node, as_graph
 from .masks import Bernoulli, Channel, DropBlock, Gaussian, MaskDistribution
@@ -200,7 +201,7 @@ class ConvTaps:
 
 
 @dataclass(frozen=True)
-class Diagnosis:
+class Diagnosis(Cited):
     """Every dropout layer of a network, read through the theory that applies to it.
 
     ``str(diagnosis)`` is a compact table; :meth:`to_dict` gives JSON values.
@@ -417,6 +418,7 @@ def _conv_taps(layers, acts, j: int, n_masks: int, rng) -> ConvTaps | str:
     )
 
 
+@cites("mianjy2018implicit", "arora2021dropout")
 @transition_to_rng
 def diagnose(
     layers: Graph | Sequence[Node],

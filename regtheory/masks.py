@@ -30,6 +30,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ._bits import kept_bits
 from ._grammar import RngLike, as_rng, transition_to_rng
+from ._references import cites
 from ._validation import (
     InvalidParameterError,
     ShapeLike,
@@ -53,6 +54,7 @@ def __dir__() -> list[str]:  # the public names, not what the module imports
     return list(__all__)
 
 
+@cites("mianjy2018implicit", "srivastava2014dropout")
 def dropout_lambda(keep: float) -> float:
     r"""Dropout regularization strength :math:`\lambda = (1 - \theta)/\theta`.
 
@@ -153,6 +155,7 @@ class MaskDistribution:
         return (self.kept_probability(shape),)
 
 
+@cites("srivastava2014dropout")
 @transition_to_rng
 def kept_units(keep: float, shape: ShapeLike, rng: RngLike) -> np.ndarray:
     r"""Which units are kept, i.i.d. Bernoulli(keep), from 8 random bits per unit.

@@ -78,6 +78,7 @@ from ._convops import (
     unfold,
 )
 from ._grammar import RngLike, as_rng, transition_to_rng
+from ._references import Cited, cites
 from ._sgd import check_schedule
 from ._validation import (
     check_array,
@@ -177,7 +178,7 @@ def __dir__() -> list[str]:  # the public names, not what the module imports
 
 
 @dataclass(frozen=True, eq=False)
-class FCTrainingResult:
+class FCTrainingResult(Cited):
     r"""Outcome of :func:`train_fc` or :func:`train_explicit_fc`: factors, history, settings.
 
     Every array is read-only.
@@ -341,6 +342,7 @@ class _FCProblem:
         )
 
 
+@cites("srivastava2014dropout", "mianjy2018implicit, Thm 2.5", "cavazza2018dropout, Sec. 5")
 @_accepts_old_order(old=("width", "keep", "steps", "lr", "rng"), new=("keep", "width"))
 @transition_to_rng
 def train_fc(
@@ -461,7 +463,7 @@ def _settings(schedule: _sgd.Schedule) -> dict:
 
 
 @dataclass(frozen=True)
-class CompletionTrainingResult:
+class CompletionTrainingResult(Cited):
     r"""Outcome of :func:`train_completion`: factors, history, settings. Arrays are read-only.
 
     Attributes
@@ -575,6 +577,7 @@ class _CompletionProblem:
         )
 
 
+@cites("cavazza2018dropout", "arora2021dropout")
 def train_completion(
     obs: completion.Observations,
     keep: float,
@@ -797,6 +800,7 @@ def _explicit_fc_run(
     )
 
 
+@cites("mianjy2018implicit, Thm 2.5", "cavazza2018dropout, Thm 3")
 def train_explicit_fc(
     X: ArrayLike,
     Y: ArrayLike,
@@ -901,7 +905,7 @@ def train_explicit_fc(
 
 
 @dataclass(frozen=True, eq=False)
-class ConvTrainingResult:
+class ConvTrainingResult(Cited):
     r"""Outcome of :func:`train_conv`: final kernels, a history, and the settings used.
 
     Every array is read-only. Shapes are written for 2-D images; for 1-D signals
@@ -1133,6 +1137,7 @@ class _ConvProblem:
     old=("channels", "kernel_size", "keep", "steps", "lr", "rng"),
     new=("keep", "channels", "kernel_size"),
 )
+@cites("mianjy2018implicit", "arora2021dropout", "tompson2015efficient", "ghiasi2018dropblock")
 @transition_to_rng
 def train_conv(
     X: ArrayLike,

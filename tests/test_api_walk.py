@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from _public_api import HAS_TORCH, PUBLIC_MODULES
 
+import regtheory
 from regtheory import (
     InvalidParameterError,
     compare,
@@ -189,6 +190,8 @@ VALID = {
     ),
     montecarlo.min_draws: dict(event_probabilities=[0.02, 0.5]),
     montecarlo.default_n_masks: dict(event_probabilities=[0.001, 0.5]),
+    # every figure and result: the call that loads every module's references
+    regtheory.cite: dict(all=True),
     # DropBlock read by a conv: the Monte Carlo path that reads n_masks and seed
     diagnostics.diagnose: dict(
         layers=[
@@ -274,13 +277,14 @@ def public_functions():
     modules = [
         m for m in PUBLIC_MODULES if m.__name__ not in ("regtheory.figures", "regtheory.sweep")
     ]
-    # of regtheory.figures, the functions that validate their arguments so far
+    # of regtheory.figures, the functions that validate their arguments so far; of the
+    # package itself, cite
     return {
         getattr(m, name)
         for m in modules
         for name in m.__all__
         if inspect.isfunction(getattr(m, name))
-    } | {figures.check}
+    } | {figures.check, regtheory.cite}
 
 
 def test_every_public_function_is_walked():

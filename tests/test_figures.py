@@ -52,8 +52,10 @@ def test_record_names_its_environment(monkeypatch):
         "seed",
         "quick",
         "environment",
+        "references",
         "data",
     }
+    assert record["references"] == list(REGISTRY["conv_matrix_seed"].references)
     env = record["environment"]
     assert env["python"] == ".".join(map(str, sys.version_info[:3]))
     assert env["machine"] == os.uname().machine

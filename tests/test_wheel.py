@@ -1,7 +1,7 @@
 """The wheel installs and works on its own: built from this tree, installed into a fresh
 virtual environment that fetches the dependencies itself (no system site packages), it
-ships the LICENSE and runs ``regtheory figures --quick`` (the ``torch`` extra installed, as
-figure (m) needs it).
+ships the LICENSE and the bibliography, and runs ``regtheory cite --all`` and
+``regtheory figures --quick`` (the ``torch`` extra installed, as figure (m) needs it).
 
 Slow (about a minute: the dependencies are installed into a new venv), so it runs where
 ``REGTHEORY_PACKAGING_TESTS=1`` is set, as ``.ci/run`` does after the docs build.
@@ -48,6 +48,7 @@ def test_wheel_installs_in_a_fresh_venv_and_draws_the_quick_figures(tmp_path: Pa
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
     assert "regtheory/py.typed" in names
+    assert "regtheory/references.bib" in names  # what `regtheory cite` prints
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, system_site_packages=False).create(env_dir)
@@ -82,4 +83,8 @@ def test_wheel_installs_in_a_fresh_venv_and_draws_the_quick_figures(tmp_path: Pa
     listed = _run([str(env_dir / "bin" / "regtheory"), "figures", "--list"], env=env, cwd=tmp_path)
     listed = listed.stdout
     assert drawn == {line.split()[0] for line in listed.splitlines() if line.strip()}
+    # outside a git checkout the package's entry gives the version and no commit
+    cited = _run([str(env_dir / "bin" / "regtheory"), "cite", "--all"], env=env, cwd=tmp_path)
+    assert "@software{regtheory," in cited.stdout and "commit" not in cited.stdout
+    assert "@inproceedings{mianjy2018implicit," in cited.stdout
     print(f"wheel test: {time.perf_counter() - start:.0f} s")

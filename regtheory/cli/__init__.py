@@ -27,6 +27,10 @@ a value disagrees.
 [--solver NAME]`` solves one convolution task under FC, conv elementwise, channel
 and block dropout and prints what each learns (``--json`` for scripts).
 
+``regtheory cite [--figure NAME ...] [--all]`` prints the BibTeX of the package (its
+version, and the git commit when run from a git checkout) and of the papers whose results
+the named figures, or every figure and function, compute (:func:`regtheory.cite`).
+
 ``--solver NAME`` (``compare`` and ``figures``) picks the cvxpy solver of every
 implied problem, among ``cvxpy.installed_solvers()`` (default Clarabel).
 ``regtheory --version`` prints the version; ``python -m regtheory`` is the same

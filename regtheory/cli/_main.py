@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _check, _compare, _figures, _penalty
+from . import _check, _cite, _compare, _figures, _penalty
 from ._common import (
     EXIT_NUMERICAL_FAILURE,
     EXIT_STATUSES,
@@ -40,13 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``regtheory`` command: one subcommand per task."""
     parser = Parser(
         prog="regtheory",
-        description="Regularization theory of dropout: figures and checks.",
+        description="Regularization theory of dropout: figures, checks and citations.",
         epilog=EXIT_STATUSES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (_figures, _penalty, _check, _compare):
+    for command in (_figures, _penalty, _check, _compare, _cite):
         command.add_parser(sub)
     return parser
 

@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike
 
 from .._linalg import numerical_rank, rounding_rtol
 from .._overflow import finite_result
+from .._references import cites
 from .._validation import InvalidParameterError, check_array, check_int
 from ..fc import equalize as fc_equalize
 from ..masks import dropout_lambda
@@ -22,6 +23,7 @@ from ._objective import Observations, check_covered, check_model, check_obs
 __all__ = ["equalize", "induced_regularizer"]
 
 
+@cites("arora2021dropout", "salakhutdinov2010collaborative", "mianjy2018implicit")
 @finite_result("the induced regularizer of the product form")
 def induced_regularizer(M: ArrayLike, obs: Observations, keep: float, width: int) -> float:
     r"""Smallest product-form regularizer over the width-d factorizations of M.
@@ -105,6 +107,7 @@ def induced_regularizer(M: ArrayLike, obs: Observations, keep: float, width: int
     return lam / width * float(np.linalg.svd(weighted, compute_uv=False).sum()) ** 2
 
 
+@cites("mianjy2018implicit", "arora2021dropout")
 def equalize(U: ArrayLike, V: ArrayLike, obs: Observations) -> tuple[np.ndarray, np.ndarray]:
     r"""A factorization of the same product and width that minimises the product form.
 

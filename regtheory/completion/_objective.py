@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike
 
 from .._grammar import RngLike, check_method
 from .._overflow import finite_result
+from .._references import cites
 from .._results import Penalty, freeze_arrays
 from .._validation import (
     InvalidParameterError,
@@ -325,6 +326,7 @@ def _sampled(
     return estimate(draw, n_masks=n_masks, rng=rng, batch_size=max(1, _CHUNK // terms.size))
 
 
+@cites("cavazza2018dropout", "arora2021dropout")
 @finite_result("the dropout penalty of the factorization")
 def dropout_penalty(
     U: ArrayLike,
@@ -414,6 +416,7 @@ def dropout_penalty(
     return Penalty.exact(lam * np.mean(_rowwise(U * U, V * V, obs)))
 
 
+@cites("arora2021dropout")
 @finite_result("the explicit regularizer of the factorization")
 def explicit_regularizer(
     U: ArrayLike, V: ArrayLike, obs: Observations, keep: float, *, form: str = "observed"

@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sparse
 
 from .._grammar import RngLike, as_rng
+from .._references import Cited, cites
 from .._results import freeze_arrays
 from .._ties import argmin_tied
 from .._validation import check_int, check_positive
@@ -42,7 +43,7 @@ __all__ = ["ObservedSolution", "solve_observed"]
 
 
 @dataclass(frozen=True)
-class ObservedSolution:
+class ObservedSolution(Cited):
     r"""The best stationary point of :math:`J_\Omega` over several starts (:func:`solve_observed`).
 
     Attributes
@@ -113,6 +114,7 @@ def _objective(obs: Observations, y: np.ndarray, lam: float, width: int):
     return objective
 
 
+@cites("cavazza2018dropout", "arora2021dropout")
 def solve_observed(
     obs: Observations,
     keep: float,

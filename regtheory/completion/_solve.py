@@ -62,6 +62,7 @@ import scipy.sparse as sparse
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, svds
 
 from .._linalg import numerical_rank
+from .._references import cites
 from .._validation import (
     InvalidParameterError,
     check_choice,
@@ -433,6 +434,7 @@ def _closed_form(data: _Data, certifier: _Certifier, label: str) -> tuple[np.nda
     return Z, Solved(label, "closed_form", cert.gap, (), iterations=0)
 
 
+@cites("arora2021dropout", "salakhutdinov2010collaborative")
 def solve_induced(
     obs: Observations,
     keep: float,
@@ -542,6 +544,7 @@ def _check_least_rank(least_rank: object, shape: tuple[int, int], width: int) ->
     return width if least_rank else None
 
 
+@cites("salakhutdinov2010collaborative", "foygel2011learning")
 def solve_weighted_trace_norm(
     obs: Observations,
     weight: float,

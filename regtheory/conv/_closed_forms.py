@@ -19,6 +19,7 @@ from .._convops import (
 )
 from .._dropblock import dropblock_moments, shift_inside, shifted_map
 from .._overflow import finite_result
+from .._references import cites
 from .._validation import (
     InvalidParameterError,
     check_padding,
@@ -313,6 +314,7 @@ def exact_penalty(mode, masks, u4, v4, spatial, map_shape, circular, xc, yc, act
     return float(masks.lam * energy)
 
 
+@cites("mianjy2018implicit", "arora2021dropout")
 @finite_result("the per-position dropout penalty")
 def position_penalty(
     u: ArrayLike, v: ArrayLike, keep: float, image_shape: ImageShape, *, padding: Padding = "zeros"

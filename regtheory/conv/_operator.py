@@ -18,6 +18,7 @@ from .._convops import (
     Padding,
     same_conv,
 )
+from .._references import cites
 from .._validation import (
     InvalidParameterError,
     check_array,
@@ -109,6 +110,7 @@ def conv2d(x: ArrayLike, weight: ArrayLike, *, padding: Padding = "zeros") -> np
 # ----------------------------------------------------------------------------- the matrix (§2)
 
 
+@cites("tds2019dropout")
 def conv_matrix(
     weight: ArrayLike, image_shape: ImageShape, *, padding: Padding = "zeros"
 ) -> np.ndarray:
@@ -183,6 +185,7 @@ def _axis_counts(k: int, n: int, circular: bool) -> np.ndarray:
     return n - np.abs(np.arange(k) - k // 2)
 
 
+@cites("tds2019dropout")
 def tap_column_counts(
     kernel_size: KernelSize, image_shape: ImageShape, *, padding: Padding = "zeros"
 ) -> np.ndarray:
@@ -244,6 +247,7 @@ def tap_column_counts(
 _NO_GRADIENT_MODES = ("element", "channel")
 
 
+@cites("tds2019dropout")
 def no_gradient_probability(
     kernel_size: KernelSize,
     image_shape: ImageShape,
@@ -308,6 +312,7 @@ def no_gradient_probability(
     return (1.0 - keep) ** counts
 
 
+@cites("mianjy2018implicit", "srivastava2014dropout")
 def fc_no_gradient_probability(keep: float) -> float:
     r"""Probability that a weight of a fully connected layer after the mask gets no gradient.
 
@@ -371,6 +376,7 @@ def diag_gram(w: np.ndarray, spatial: tuple[int, int], circular: bool) -> np.nda
     return np.einsum("ia,cab,jb->cij", Ri, s, Rj)
 
 
+@cites("mianjy2018implicit")
 def column_sq_norms(
     weight: ArrayLike, image_shape: ImageShape, *, padding: Padding = "zeros"
 ) -> np.ndarray:

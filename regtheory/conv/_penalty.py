@@ -19,6 +19,7 @@ from .._convops import (
 )
 from .._grammar import RngLike, check_method, deprecated_alias, transition_to_rng
 from .._overflow import finite_result
+from .._references import cites
 from .._results import Penalty
 from .._validation import check_choice, check_padding
 from ._closed_forms import exact_penalty, has_closed_form
@@ -28,6 +29,7 @@ from ._twolayer import check_net, check_target
 __all__ = ["dropout_penalty", "dropout_penalty_mc"]
 
 
+@cites("mianjy2018implicit", "arora2021dropout", "tompson2015efficient", "ghiasi2018dropblock")
 @finite_result("the dropout penalty of the conv layer")
 @transition_to_rng
 def dropout_penalty(

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._linalg import numerical_rank, rounding_rtol, sqrtm_psd
+from .._references import cites
 from .._ties import TIE_RTOL, lowest_index
 from .._validation import check_cov, check_nonnegative
 from ._factors import check_factors, input_energy
@@ -20,6 +21,7 @@ from ._factors import check_factors, input_energy
 __all__ = ["equalize", "has_equal_products", "is_equalized", "unit_products"]
 
 
+@cites("mianjy2018implicit")
 def unit_products(U: ArrayLike, V: ArrayLike, *, cov: ArrayLike | None = None) -> np.ndarray:
     r"""Per-unit products :math:`\|u_i\|\,\|C^{1/2} v_i\|` of a factorization.
 
@@ -65,6 +67,7 @@ def unit_products(U: ArrayLike, V: ArrayLike, *, cov: ArrayLike | None = None) -
     return np.sqrt(np.einsum("ji,ji->i", U, U) * input_energy(V, cov))
 
 
+@cites("mianjy2018implicit, Def. 2.2")
 def has_equal_products(
     U: ArrayLike, V: ArrayLike, *, rtol: float = 1e-6, cov: ArrayLike | None = None
 ) -> bool:
@@ -121,6 +124,7 @@ def has_equal_products(
     return bool(p.max() - p.min() <= rtol * p.mean())
 
 
+@cites("mianjy2018implicit")
 def is_equalized(
     U: ArrayLike, V: ArrayLike, *, rtol: float = 1e-6, cov: ArrayLike | None = None
 ) -> bool:
@@ -274,6 +278,7 @@ def _canonical_basis(A: np.ndarray, runs: list[slice]) -> np.ndarray:
     return R
 
 
+@cites("mianjy2018implicit, Thm 2.4")
 def equalize(
     U: ArrayLike, V: ArrayLike, *, cov: ArrayLike | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

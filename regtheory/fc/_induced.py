@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._linalg import numerical_rank, rounding_rtol, sqrtm_psd
+from .._references import cites
 from .._validation import (
     InvalidParameterError,
     check_array,
@@ -22,6 +23,7 @@ from ..masks import dropout_lambda
 __all__ = ["block_induced_regularizer", "induced_regularizer", "spectral_k_support_norm"]
 
 
+@cites("argyriou2012sparse, Prop. 2.1", "mcdonald2014spectral")
 def spectral_k_support_norm(M: ArrayLike, k: int) -> float:
     r"""Spectral k-support norm :math:`\|M\|_{(k)}` of a matrix.
 
@@ -86,6 +88,7 @@ def spectral_k_support_norm(M: ArrayLike, k: int) -> float:
     raise AssertionError("no valid r in the k-support norm")  # pragma: no cover
 
 
+@cites("pal2020regularization", "mcdonald2014spectral", "mianjy2018implicit")
 def block_induced_regularizer(
     M: ArrayLike, keep: float, width: int, block_size: int, *, cov: ArrayLike | None = None
 ) -> float:
@@ -166,6 +169,7 @@ def _nuclear_norm(A: np.ndarray) -> float:
     return float(np.linalg.svd(A, compute_uv=False).sum())
 
 
+@cites("mianjy2018implicit, Thm 2.4")
 def induced_regularizer(
     M: ArrayLike, keep: float, width: int, *, cov: ArrayLike | None = None
 ) -> float:

@@ -6,6 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._linalg import sqrtm_psd
+from .._references import cites
 from .._validation import check_array, check_cov, check_int
 from ..masks import dropout_lambda
 
@@ -27,6 +28,7 @@ def _shrinkage(sigma: np.ndarray, lam: float, width: int) -> tuple[np.ndarray, i
     return m, rho, float(alpha)
 
 
+@cites("mianjy2018implicit, Thm 2.5", "cavazza2018dropout, Thm 3")
 def global_optimum(
     T: ArrayLike, keep: float, width: int, *, cov: ArrayLike | None = None
 ) -> np.ndarray:

@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike
 from .._grammar import RngLike, check_method, deprecated_alias, transition_to_rng
 from .._linalg import sqrtm_psd
 from .._overflow import finite_result
+from .._references import cites
 from .._results import Penalty
 from .._validation import (
     InvalidParameterError,
@@ -106,6 +107,7 @@ def _sampled(
     )
 
 
+@cites("mianjy2018implicit")
 @finite_result("the dropout penalty of the layer")
 @transition_to_rng
 def dropout_penalty(
@@ -210,6 +212,7 @@ def dropout_penalty(
     return Penalty.exact(lam * np.dot(np.einsum("ji,ji->i", U, U), energy))
 
 
+@cites("mianjy2018implicit", "pal2020regularization")
 @finite_result("the structured dropout penalty of the layer")
 def structured_penalty(
     U: ArrayLike,
@@ -282,6 +285,7 @@ def structured_penalty(
     return Penalty.exact(np.sum(Sigma * (U.T @ U) * VCV))
 
 
+@cites("pal2020regularization", "mianjy2018implicit")
 @finite_result("the block dropout penalty of the layer")
 @transition_to_rng
 def block_dropout_penalty(

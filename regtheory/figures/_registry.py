@@ -21,8 +21,9 @@ numbers do depend on the solver (in the digits beyond the solver's tolerance),
 so its record names it.
 
 :func:`render` writes ``NAME.png``, ``NAME.pdf`` and ``NAME.json`` (the data,
-the package version, the seed, the mode and the environment: versions of Python,
-the numerical packages and the solvers, the platform and the BLAS) atomically:
+the package version, the seed, the mode, the papers the figure's results come from and
+the environment: versions of Python, the numerical packages and the solvers, the
+platform and the BLAS) atomically:
 each file is written to a temporary name and renamed, so an interrupted run
 leaves no half file.
 """
@@ -72,7 +73,10 @@ class FigureSpec:
     one (:mod:`regtheory.figures._check`); every field must have one. ``requires``
     names the modules the figure needs beyond the package's own dependencies and
     ``extra`` the optional dependency set of ``pip install "regtheory[EXTRA]"`` that
-    brings them (:func:`missing_extras`).
+    brings them (:func:`missing_extras`). ``references`` names the papers whose results
+    the figure computes, as the ``references`` of a result do (bibliography keys of
+    ``regtheory/references.bib``, each with a theorem or equation where known); its
+    record lists them and ``regtheory cite --figure NAME`` prints their BibTeX.
     """
 
     name: str
@@ -84,6 +88,7 @@ class FigureSpec:
     checks: Mapping[str, object] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
     extra: str | None = None
+    references: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, FigureSpec] = {}
@@ -218,6 +223,7 @@ def compute(
         "seed": seed,
         "quick": quick,
         "environment": environment(),
+        "references": list(spec.references),
         "data": _jsonable(data),
     }
     if spec.solves:

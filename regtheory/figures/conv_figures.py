@@ -908,6 +908,10 @@ register(
             # (1 − keep)^n over the n ≤ 9 columns of a tap
             "no_gradient_probability fc_no_gradient_probability": closed_form(size=9),
         },
+        references=(
+            "tds2019dropout",
+            "srivastava2014dropout",
+        ),
     )
 )
 register(
@@ -922,6 +926,10 @@ register(
             # p^n = exp(n ln p) for n ≤ 1024 columns and |ln p| ≤ ln 50 ≈ 4
             "drop_rate fc images/*/probability": closed_form(size=1024, condition=4),
         },
+        references=(
+            "tds2019dropout",
+            "srivastava2014dropout",
+        ),
     )
 )
 register(
@@ -949,6 +957,12 @@ register(
             ),
             _series_fields("stderr", "fc"): spread(STDERR_RTOL, draws="n_samples"),
         },
+        references=(
+            "mianjy2018implicit, Thm 2.4",
+            "arora2021dropout",
+            "tompson2015efficient",
+            "ghiasi2018dropblock",
+        ),
     )
 )
 register(
@@ -965,6 +979,10 @@ register(
                 size=16 * 16 * 8 * 25
             ),
         },
+        references=(
+            "mianjy2018implicit",
+            "arora2021dropout",
+        ),
     )
 )
 register(
@@ -1002,5 +1020,10 @@ register(
             # independent ones agree within 4·√2·16 % ≈ 90 %: a weak check, as it can only be.
             "estimators/*/rows/*/rms_error": spread(1.0),
         },
+        references=(
+            "mianjy2018implicit, Thm 2.4",
+            "arora2021dropout",
+            "tompson2015efficient",
+        ),
     )
 )

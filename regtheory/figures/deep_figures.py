@@ -466,6 +466,10 @@ register(
                 STDERR_RTOL, draws="n_samples", same_draws=rounding(10_000 + _NET_TERMS, 10)
             ),
         },
+        references=(
+            "arora2021dropout",
+            "mianjy2019dropout",
+        ),
     )
 )
 register(
@@ -487,5 +491,9 @@ register(
             # 0 for masks of mean one, up to rounding (relative to 1)
             "panels/*/mean_shift": closed_form(size=16 * 64 * 4, scale=1.0),
         },
+        references=(
+            "arora2021dropout",
+            "tompson2015efficient",
+        ),
     )
 )

@@ -413,5 +413,10 @@ register(
             "settings/*/methods/*/to_dropout_relative_distance "
             "settings/*/methods/*/to_dropout_relative_distance_interval/*": trajectory(LOSS_RTOL),
         },
+        references=(
+            "srivastava2014dropout",
+            "wager2013dropout",
+            "wei2020implicit",
+        ),
     )
 )

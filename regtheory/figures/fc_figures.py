@@ -228,6 +228,12 @@ register(
             "equalized_product optimal_loss": closed_form(size=_SVD_TERMS),
             "products rel_error_to_optimum loss": trajectory(TRAINING_RTOL),
         },
+        references=(
+            "srivastava2014dropout",
+            "mianjy2018implicit, Thm 2.4",
+            "mianjy2018implicit, Thm 2.5",
+            "cavazza2018dropout, Sec. 5",
+        ),
     )
 )
 register(
@@ -251,5 +257,10 @@ register(
             "panels/*/trained": trajectory(TRAINING_RTOL, scale="field"),
             "panels/*/rel_gap_trained": trajectory(TRAINING_RTOL, scale=1.0),
         },
+        references=(
+            "srivastava2014dropout",
+            "mianjy2018implicit, Thm 2.5",
+            "cavazza2018dropout, Thm 3",
+        ),
     )
 )

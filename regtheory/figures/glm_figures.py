@@ -380,5 +380,9 @@ register(
                 1e-3, scale="field"
             ),
         },
+        references=(
+            "wager2013dropout, eq. (8)",
+            "wang2013fast",
+        ),
     )
 )

@@ -396,6 +396,14 @@ register(
             "methods/*/objective": solve("certified_gap", scale="value", size=200 * 81),
             "methods/*/certified_gap": CERTIFIED,
         },
+        references=(
+            "mianjy2018implicit",
+            "cavazza2018dropout",
+            "gunasekar2018implicit",
+            "tompson2015efficient",
+            "pal2020regularization",
+            "mcdonald2014spectral",
+        ),
     )
 )
 register(
@@ -415,6 +423,15 @@ register(
             # ‖trained − implied‖/‖implied‖: moved by the errors of both
             "methods/*/gap": trajectory(TRAINING_RTOL + SOLVE_RTOL, scale=1.0),
         },
+        references=(
+            "srivastava2014dropout",
+            "mianjy2018implicit",
+            "cavazza2018dropout",
+            "gunasekar2018implicit",
+            "tompson2015efficient",
+            "pal2020regularization",
+            "mcdonald2014spectral",
+        ),
     )
 )
 register(
@@ -434,5 +451,9 @@ register(
             # two machines that agree on the objectives to 2.5e-14).
             "rows/*/penalty_zeros rows/*/penalty_zeros_if_circular": solve(1e-5),
         },
+        references=(
+            "mianjy2018implicit",
+            "gunasekar2018implicit",
+        ),
     )
 )

@@ -506,5 +506,11 @@ register(
             "variants/*/taps/on_data/zero_fraction": trajectory(TAP_TOL, scale=1.0),
             "variants/*/taps/on_data/mean_reached": trajectory(PENALTY_RTOL),
         },
+        references=(
+            "srivastava2014dropout",
+            "arora2021dropout",
+            "tompson2015efficient",
+            "ghiasi2018dropblock",
+        ),
     )
 )

@@ -11,6 +11,7 @@ from scipy import special
 
 from .._grammar import RngLike, as_rng, check_method, transition_to_rng
 from .._overflow import finite_result
+from .._references import cites
 from .._results import Penalty
 from .._validation import InvalidParameterError, check_int, check_n_masks
 from ..montecarlo import default_n_masks, estimate, min_draws
@@ -130,6 +131,7 @@ def _active_features(beta: np.ndarray, X: np.ndarray) -> int:
     return int(np.count_nonzero(np.any(X * beta != 0.0, axis=0)))
 
 
+@cites("wager2013dropout")
 @finite_result("the dropout penalty of the GLM", _SCORES)
 @transition_to_rng
 def dropout_penalty(
@@ -224,6 +226,7 @@ def dropout_penalty(
     return _mc_penalty(beta, X, keep, offset, fam, n_masks, generator)
 
 
+@cites("wager2013dropout, eq. (8)")
 @finite_result("the quadratic (adaptive L2) penalty of the GLM", _SCORES)
 def quadratic_penalty(
     beta: ArrayLike,
@@ -294,6 +297,7 @@ def _quadratic(beta, X, keep, family, offset) -> Penalty:
     return Penalty(float(value), method="quadratic")
 
 
+@cites("wang2013fast")
 @finite_result("the Gaussian (fast dropout) penalty of the GLM", _SCORES)
 def gaussian_penalty(
     beta: ArrayLike,

@@ -14,6 +14,7 @@ from numpy.typing import ArrayLike
 from scipy import optimize
 
 from .._grammar import RngLike, as_rng, transition_to_rng
+from .._references import cites
 from .._results import freeze_arrays
 from .._validation import (
     check_array,
@@ -329,6 +330,7 @@ def _solve_method(X, y, keep, family, method, intercept, rungs, design) -> dict:
     return fields
 
 
+@cites("wager2013dropout")
 @transition_to_rng
 def solve_dropout(
     X: ArrayLike,

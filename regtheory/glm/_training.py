@@ -9,6 +9,7 @@ from numpy.typing import ArrayLike
 
 from .. import _sgd
 from .._grammar import RngLike, as_rng, keyword_only, transition_to_rng
+from .._references import Cited, cites
 from .._validation import check_array, check_choice, check_keep
 from ._design import plain_design
 from ._families import FAMILIES, Family, check_labels, cumulant, mean_function
@@ -19,7 +20,7 @@ _RECORDED_TERMS = 1 << 20  # dropout_sgd records the exact objective up to n·2^
 
 
 @dataclass(frozen=True, eq=False)
-class GLMTrainingResult:
+class GLMTrainingResult(Cited):
     r"""Outcome of :func:`dropout_sgd`: the final coefficients and a history.
 
     Attributes
@@ -81,6 +82,7 @@ def _recorded_objective(X, y, keep, family):
     return objective
 
 
+@cites("srivastava2014dropout", "wager2013dropout")
 @keyword_only(3)
 @transition_to_rng
 def dropout_sgd(

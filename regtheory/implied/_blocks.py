@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._linalg import sqrtm_psd
+from .._references import cites
 from .._validation import InvalidParameterError, check_block_size, check_fc_problem, check_int
 from ..fc import block_induced_regularizer, spectral_k_support_norm
 from ..masks import dropout_lambda
@@ -34,6 +35,7 @@ from ._solver import ImpliedResult, Solved, as_array, solve
 __all__ = ["k_support_norm_sq", "solve_fc_block"]
 
 
+@cites("argyriou2012sparse", "mcdonald2014spectral")
 def k_support_norm_sq(x: cp.Expression, k: int) -> tuple[cp.Expression, list]:
     r"""Cvxpy epigraph of the squared k-support norm :math:`\|x\|_{(k)}^2` of a vector expression.
 
@@ -95,6 +97,7 @@ def k_support_norm_sq(x: cp.Expression, k: int) -> tuple[cp.Expression, list]:
     return cp.sum(s), [cone, theta <= 1, cp.sum(theta) <= k]
 
 
+@cites("pal2020regularization", "mcdonald2014spectral", "argyriou2012sparse")
 def solve_fc_block(
     T: ArrayLike,
     keep: float,

@@ -55,6 +55,7 @@ from .._convops import axis_index as _axis_index
 from .._convops import axis_length as _axis_length
 from .._convops import centre_roll, lifted_matrix
 from .._linalg import balanced_factors, numerical_rank
+from .._references import Cited, cites
 from .._results import freeze_arrays
 from .._validation import InvalidParameterError, check_array, check_conv_data, check_int
 from .._validation import check_image_shape as _check_image_shape
@@ -80,7 +81,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class ConvRegularizerResult:
+class ConvRegularizerResult(Cited):
     """The induced regularizer (7) of one end-to-end kernel, with its minimiser.
 
     Attributes
@@ -162,6 +163,7 @@ def _check_pair(value: Sequence[int], name: str) -> tuple[int, int]:
     return height, width
 
 
+@cites("mianjy2018implicit")
 def lifted_operator(
     kernel_size: Sequence[int],
     image_shape: Sequence[int],
@@ -277,6 +279,7 @@ def _factor(Z: np.ndarray, channels: int, k, c_out: int, c_in: int, one_d: bool)
     return u, v
 
 
+@cites("mianjy2018implicit", "gunasekar2018implicit", "pataki1998rank", "burer2003nonlinear")
 def conv_induced_regularizer(
     w: ArrayLike,
     keep: float,
@@ -437,6 +440,7 @@ def _shift_features(X: np.ndarray, k, hw) -> np.ndarray:
 _MODES = ("element", "channel")
 
 
+@cites("mianjy2018implicit", "gunasekar2018implicit", "pataki1998rank", "burer2003nonlinear")
 def solve_conv(
     X: ArrayLike,
     Y: ArrayLike,

@@ -28,6 +28,7 @@ from numpy.typing import ArrayLike
 from scipy import optimize
 
 from .._grammar import RngLike, as_rng, transition_to_rng
+from .._references import Cited, cites
 from .._results import freeze_arrays
 from .._ties import argmin_tied
 from .._validation import InvalidParameterError, check_int, check_positive
@@ -39,7 +40,7 @@ __all__ = ["FactoredConvSolution", "solve_conv_factored"]
 
 
 @dataclass(frozen=True)
-class FactoredConvSolution:
+class FactoredConvSolution(Cited):
     """Best local minimum of the factored conv dropout objective over several starts.
 
     Attributes
@@ -99,6 +100,7 @@ def _tap_labels(
     return np.rint(conv_matrix(labels, image_shape, padding=padding)).astype(np.intp)
 
 
+@cites("mianjy2018implicit", "tompson2015efficient")
 @transition_to_rng
 def solve_conv_factored(
     X: ArrayLike,

@@ -107,6 +107,7 @@ from threadpoolctl import threadpool_limits
 
 from .._grammar import RngLike, as_rng, transition_to_rng
 from .._linalg import numerical_rank, rounding_rtol, sqrtm_psd
+from .._references import Cited, cites
 from .._results import freeze_arrays
 from .._ties import argmin_tied
 from .._validation import (
@@ -121,7 +122,7 @@ __all__ = ["DeepRegularizerResult", "deep_induced_regularizer"]
 
 
 @dataclass(frozen=True)
-class DeepRegularizerResult:
+class DeepRegularizerResult(Cited):
     r"""The smallest dropout penalty of a deep linear net over the factorizations of a map.
 
     Attributes
@@ -188,6 +189,7 @@ class DeepRegularizerResult:
         return self.gradient_norm
 
 
+@cites("mianjy2019dropout")
 @transition_to_rng
 def deep_induced_regularizer(
     M: ArrayLike,

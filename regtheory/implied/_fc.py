@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._linalg import numerical_rank, sqrtm_psd
+from .._references import cites
 from .._validation import InvalidParameterError, check_array, check_fc_problem
 from ..masks import dropout_lambda
 from ._certificate import l1_nonneg, linf_positive, nuclear, spectral, squared_norm_gap
@@ -39,6 +40,7 @@ from ._solver import ImpliedResult, Solved, as_array, solve
 __all__ = ["fc_objective", "solve_fc"]
 
 
+@cites("mianjy2018implicit", "cavazza2018dropout")
 def fc_objective(
     M: ArrayLike, T: ArrayLike, keep: float, width: int, *, cov: ArrayLike | None = None
 ) -> float:
@@ -179,6 +181,7 @@ def _solve_fc_spectral(T, lam, width, cov, solver, options):
 _FC_METHODS = MappingProxyType({"sdp": _solve_fc_sdp, "spectral": _solve_fc_spectral})
 
 
+@cites("mianjy2018implicit", "cavazza2018dropout")
 def solve_fc(
     T: ArrayLike,
     keep: float,

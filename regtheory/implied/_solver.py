@@ -50,6 +50,7 @@ from typing import Any
 import cvxpy as cp
 import numpy as np
 
+from .._references import Cited
 from .._results import freeze_arrays
 from .._validation import InvalidParameterError
 
@@ -241,7 +242,7 @@ class NoMinimiserError(ValueError, SolverFailedError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Solution:
+class Solution(Cited):
     r"""What every solve returns: the objective, how it ended, and what was certified.
 
     Subclasses add the solution itself (``M`` of an implied problem, ``beta`` of a GLM).

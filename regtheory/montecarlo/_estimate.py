@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._grammar import RngLike, as_rng, keyword_only, renamed_keywords, transition_to_rng
+from .._references import cites
 from .._results import Penalty
 from .._validation import (
     InvalidParameterError,
@@ -69,6 +70,7 @@ def default_n_masks(event_probabilities: ArrayLike | None) -> int:
     return max(DEFAULT_N_MASKS, min_draws(event_probabilities))
 
 
+@cites("hall1992removal")
 @keyword_only(1)
 @transition_to_rng
 @renamed_keywords(n_samples="n_masks", min_samples="min_masks")

@@ -110,6 +110,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .._dropblock import dropblock_moments
+from .._references import Cited
 from .._validation import InvalidParameterError, check_array
 from ..conv import conv2d
 from ..layers import (
@@ -252,7 +253,7 @@ def freeze_gates(graph: Graph, gates: Sequence[np.ndarray]) -> Graph:
 
 
 @dataclass(frozen=True)
-class PenaltyTerms:
+class PenaltyTerms(Cited):
     r"""The exact dropout penalty of a network and its split over the dropout layers.
 
     .. math:: P = \text{mean\_shift} + \sum_{T} \text{values}[T],

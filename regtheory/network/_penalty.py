@@ -20,6 +20,7 @@ from .._grammar import (
     transition_to_rng,
 )
 from .._overflow import finite_result
+from .._references import cites
 from .._results import Penalty
 from .._validation import (
     InvalidParameterError,
@@ -79,6 +80,7 @@ def _seed_of_forward(func: Callable) -> Callable:
     return wrapper
 
 
+@cites("srivastava2014dropout")
 @_seed_of_forward
 def forward(
     layers: Graph | Sequence[Node],
@@ -272,6 +274,7 @@ def _batches(total: int, size: int) -> list[int]:
     return [min(size, total - a) for a in range(0, total, size)]
 
 
+@cites("arora2021dropout")
 @finite_result("the dropout penalty of the network")
 def dropout_penalty_terms(
     layers: Graph | Sequence[Node], X: ArrayLike, *, Y: ArrayLike | None = None
@@ -334,6 +337,7 @@ def dropout_penalty_terms(
     return _moments.dropout_penalty_terms(graph, X, Y)
 
 
+@cites("arora2021dropout")
 @keyword_only(2)
 @transition_to_rng
 @finite_result("the dropout penalty of the network")

@@ -44,6 +44,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from .._grammar import RngLike, as_rng
+from .._references import Cited, cites
 from .._validation import InvalidParameterError
 from ._losses import Loss, as_loss, targets
 from ._modules import _as_array, _placement
@@ -53,7 +54,7 @@ HESSIANS = ("exact", "sampled")
 
 
 @dataclass(frozen=True)
-class ExplicitRegularizer:
+class ExplicitRegularizer(Cited):
     r"""The second-order dropout regularizer of a model on a batch, with its graph.
 
     Attributes
@@ -97,6 +98,7 @@ class ExplicitRegularizer:
         return float(self.value.detach())
 
 
+@cites("wager2013dropout", "wei2020implicit")
 def explicit_regularizer(
     model: nn.Module,
     X: ArrayLike | torch.Tensor,

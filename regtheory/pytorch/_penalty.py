@@ -22,6 +22,7 @@ from .. import network
 from .._events import mask_events
 from .._grammar import RngLike, as_rng, check_method, keyword_only, transition_to_rng
 from .._overflow import QUADRATIC, finite_result, overflow_error
+from .._references import Cited, cites
 from .._results import Penalty
 from .._validation import InvalidParameterError, check_int, check_n_masks
 from ..layers import Graph
@@ -37,7 +38,7 @@ from ._trace import Untraceable, modes, trace
 
 
 @dataclass(frozen=True)
-class PenaltyReport:
+class PenaltyReport(Cited):
     r"""The dropout penalty of a PyTorch model on data, and what each dropout site pays.
 
     Attributes
@@ -181,6 +182,7 @@ def _json(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
+@cites("arora2021dropout")
 @finite_result("the dropout penalty of the model", fields=("value", "stderr"))
 @keyword_only(2)
 @transition_to_rng
