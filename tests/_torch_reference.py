@@ -235,6 +235,44 @@ def _estimate(values: np.ndarray) -> Estimate:
     )
 
 
+def row_site_penalty(model: nn.Module, X, *, module: str, Y=None, loss="mse") -> Estimate:
+    r"""The penalty of one site alone whose mask is one Bernoulli per sample, exactly.
+
+    For the ``StochasticDepth(p, "row")`` module named ``module`` (its ``p`` and ``mode``
+    read from it): each sample's branch is kept and scaled by ``1/(1 - p)`` with
+    probability ``1 - p``, zeroed otherwise, independently of the other samples. With
+    every other module in evaluation mode each sample's output takes one of these two
+    values, so
+
+    .. math::
+
+        P = \frac1n \sum_k \big[(1-p)\,\ell(f_{1/(1-p)}(x_k), y_k)
+            + p\,\ell(f_0(x_k), y_k)\big] - L(\mathbf 1),
+
+    two forwards of a float64 copy, the branch scaled by a forward hook (the module in
+    evaluation mode passes it unchanged). The standard error is 0. The small model of
+    tests/test_pytorch_models.py checks this against the closed form that torch's own
+    masks are checked against.
+    """
+    model = copy.deepcopy(model).double().eval()
+    site = model.get_submodule(module)
+    assert site.mode == "row", "one mask per sample: StochasticDepth in row mode"
+    p = float(site.p)
+    keep = 1.0 - p
+    x = _as_tensor(X, torch.float64)
+    with torch.no_grad():
+        clean = model(x)
+        target = _target(loss, Y, clean)
+        value = -per_sample_loss(loss, clean, target).mean().item()
+        for scale, prob in ((1.0 / keep, keep), (0.0, p)):
+            hook = site.register_forward_hook(lambda _module, _args, out, scale=scale: out * scale)
+            try:
+                value += prob * per_sample_loss(loss, model(x), target).mean().item()
+            finally:
+                hook.remove()
+    return Estimate(value, 0.0, 0)
+
+
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield

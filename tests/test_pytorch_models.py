@@ -9,7 +9,9 @@ regtheory. The first tests check that reference against closed forms and enumera
 over every mask, so that the comparisons after it rest on something.
 
 Agreement is required within N_SE combined standard errors; the package's ``rng`` and
-the reference's seed both change with the seed.
+the reference's seed both change with the seed. One stochastic-depth site alone, a
+Bernoulli per sample, is compared with its exact expectation instead (two forwards;
+``row_site_penalty``, checked against torch's own masks first).
 """
 
 import itertools
@@ -26,6 +28,7 @@ from _torch_reference import (  # noqa: E402
     N_SE,
     brute_penalties,
     brute_penalty,
+    row_site_penalty,
     z_score,
 )
 
@@ -170,6 +173,15 @@ def test_reference_takes_stochastic_depth_per_sample():
     assert abs(ref.value - exact) < N_SE * ref.stderr, (ref, exact)
     # an elementwise mask would give a smaller variance of the pass value: not this one
     assert ref.stderr * np.sqrt(ref.n_passes) > 0.5 * exact
+    # the site's two outputs per sample, weighted: the same closed form to rounding, and
+    # torch's own masks for the site alone in the cross-entropy against labels
+    assert row_site_penalty(model, X, module="sd").value == pytest.approx(exact, rel=1e-12)
+    labels = torch.tensor([0, 1, 1, 0, 1, 0])
+    alone = models.Site("sd (", ("sd",))
+    ref = brute_penalty(model, X, Y=labels, loss="cross_entropy", n_passes=4000, seed=4, site=alone)
+    two = row_site_penalty(model, X, module="sd", Y=labels, loss="cross_entropy")
+    assert abs(z_score(two.value, 0.0, ref)) < N_SE, (ref, two)
+    assert 0 < ref.stderr < 0.2 * two.value  # and the comparison has power
 
 
 def test_reference_is_the_enumeration_of_a_dropout_called_twice():
@@ -438,17 +450,16 @@ def test_resnet18_penalty_agrees_with_the_brute_force(name):
 
 @pytest.mark.slow
 def test_resnet18_stochastic_depth_sites_alone():
-    """The first and the last block's stochastic depth, each alone."""
+    """The first and the last block's stochastic depth, each alone, against the exact
+    expectation over its mask: one Bernoulli per sample, so two forwards
+    (row_site_penalty; checked against torch's own masks on a small model above)."""
     case = _case("resnet18_stochastic_depth", 0)
     report = _pytorch().dropout_penalty(
         case.model, case.X, Y=case.Y, rng=0, by_layer=True, n_masks=600
     )
     for k in (0, len(case.sites) - 1):
-        ref = brute_penalty(
-            case.model, case.X, Y=case.Y, n_passes=N_PASSES_RESNET, seed=1020 + k, stack=25,
-            site=case.sites[k],
-        )  # fmt: skip
-        _assert_agrees(report.own[k], report.own_stderr[k], ref, report.dropouts[k])
+        exact = row_site_penalty(case.model, case.X, module=case.sites[k].train[0], Y=case.Y)
+        _assert_agrees(report.own[k], report.own_stderr[k], exact, report.dropouts[k])
 
 
 @pytest.mark.parametrize("name", ["residual", "functional_dropout", "data_dependent"])
