@@ -60,16 +60,6 @@ SLOW_CASES = frozenset(
             "tests/test_digits.py::"
             "test_last_layer_penalty_is_the_dense_formula_on_the_trained_model[Dropout-masks0]"
         ),
-        "tests/test_figures.py::test_figure_data_reproducible[digits_dropout]",
-        "tests/test_figures.py::test_figure_data_reproducible[explicit_vs_dropout]",
-        "tests/test_figures.py::test_figure_data_reproducible[fc_equalization]",
-        "tests/test_figures.py::test_figure_data_reproducible[fc_spectrum]",
-        "tests/test_figures.py::test_figure_data_reproducible[glm_adaptive_l2]",
-        "tests/test_figures.py::test_figure_data_reproducible[mc_error_vs_n]",
-        "tests/test_figures.py::test_figure_data_reproducible[padding_gap]",
-        "tests/test_figures.py::test_figure_data_reproducible[penalty_vs_depth]",
-        "tests/test_figures.py::test_figure_data_reproducible[penalty_vs_keep]",
-        "tests/test_figures.py::test_figure_data_reproducible[trained_vs_implied]",
         "tests/test_glm.py::test_lbfgs_path_solves_the_same_problem_as_cvxpy[quadratic]",
         "tests/test_glm.py::test_lbfgs_path_solves_the_same_problem_as_cvxpy[saa]",
         (

@@ -171,14 +171,41 @@ def brute_penalty(
         mode but the ``train`` modules' own flags; for a module called more than once,
         only its ``call``-th call acts. None: every site on.
     """
+    (estimate,) = brute_penalties(
+        model, X, [(loss, Y)], n_passes=n_passes, seed=seed, stack=stack, site=site
+    )
+    return estimate
+
+
+def brute_penalties(
+    model: nn.Module,
+    X,
+    losses,
+    *,
+    n_passes: int = 2000,
+    seed: int = 0,
+    stack: int = 100,
+    site=None,
+) -> list[Estimate]:
+    """:func:`brute_penalty` of several losses, read off the same passes.
+
+    ``losses`` lists ``(loss, Y)`` pairs; the estimates come in their order, each the one
+    ``brute_penalty(model, X, Y=Y, loss=loss)`` gives with the same ``n_passes``,
+    ``seed``, ``stack`` and ``site``: the masks depend on the seed and the forwards only,
+    and every loss is computed from the same outputs. A forward of a large model costs
+    far more than a loss, so one run serves every loss.
+    """
     model = copy.deepcopy(model).double()
     x = _as_tensor(X, torch.float64)
     n = x.shape[0]
     with torch.no_grad():
         model.eval()
         clean = model(x)
-        target = _target(loss, Y, clean)
-        base = per_sample_loss(loss, clean, target).mean().item()
+        targets, bases = [], []
+        for loss, Y in losses:
+            target = _target(loss, Y, clean)
+            targets.append(target.repeat(stack, *(1,) * (target.dim() - 1)))
+            bases.append(per_sample_loss(loss, clean, target).mean().item())
         if site is None:
             _train_except_norms(model)
         else:
@@ -186,8 +213,7 @@ def brute_penalty(
             _only(model, site.train)
         reps = (stack,) + (1,) * (x.dim() - 1)
         xs = x.repeat(*reps)
-        ts = target.repeat(stack, *(1,) * (target.dim() - 1))
-        values = []
+        values: list[list[torch.Tensor]] = [[] for _ in losses]
         calls = (
             _only_call(model, site.train[0], site.call)
             if site is not None and site.call is not None
@@ -196,12 +222,55 @@ def brute_penalty(
         with torch.random.fork_rng(devices=[]), calls:
             torch.manual_seed(seed)
             for _ in range(-(-n_passes // stack)):
-                losses = per_sample_loss(loss, model(xs), ts)
-                values.append(losses.reshape(stack, n).mean(dim=1) - base)
-    values = torch.cat(values).numpy()
+                out = model(xs)
+                for (loss, _), ts, base, kept in zip(losses, targets, bases, values):
+                    per_pass = per_sample_loss(loss, out, ts).reshape(stack, n).mean(dim=1)
+                    kept.append(per_pass - base)
+    return [_estimate(torch.cat(kept).numpy()) for kept in values]
+
+
+def _estimate(values: np.ndarray) -> Estimate:
     return Estimate(
         float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))), len(values)
     )
+
+
+def row_site_penalty(model: nn.Module, X, *, module: str, Y=None, loss="mse") -> Estimate:
+    r"""The penalty of one site alone whose mask is one Bernoulli per sample, exactly.
+
+    For the ``StochasticDepth(p, "row")`` module named ``module`` (its ``p`` and ``mode``
+    read from it): each sample's branch is kept and scaled by ``1/(1 - p)`` with
+    probability ``1 - p``, zeroed otherwise, independently of the other samples. With
+    every other module in evaluation mode each sample's output takes one of these two
+    values, so
+
+    .. math::
+
+        P = \frac1n \sum_k \big[(1-p)\,\ell(f_{1/(1-p)}(x_k), y_k)
+            + p\,\ell(f_0(x_k), y_k)\big] - L(\mathbf 1),
+
+    two forwards of a float64 copy, the branch scaled by a forward hook (the module in
+    evaluation mode passes it unchanged). The standard error is 0. The small model of
+    tests/test_pytorch_models.py checks this against the closed form that torch's own
+    masks are checked against.
+    """
+    model = copy.deepcopy(model).double().eval()
+    site = model.get_submodule(module)
+    assert site.mode == "row", "one mask per sample: StochasticDepth in row mode"
+    p = float(site.p)
+    keep = 1.0 - p
+    x = _as_tensor(X, torch.float64)
+    with torch.no_grad():
+        clean = model(x)
+        target = _target(loss, Y, clean)
+        value = -per_sample_loss(loss, clean, target).mean().item()
+        for scale, prob in ((1.0 / keep, keep), (0.0, p)):
+            hook = site.register_forward_hook(lambda _module, _args, out, scale=scale: out * scale)
+            try:
+                value += prob * per_sample_loss(loss, model(x), target).mean().item()
+            finally:
+                hook.remove()
+    return Estimate(value, 0.0, 0)
 
 
 @contextmanager

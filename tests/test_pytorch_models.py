@@ -9,7 +9,9 @@ regtheory. The first tests check that reference against closed forms and enumera
 over every mask, so that the comparisons after it rest on something.
 
 Agreement is required within N_SE combined standard errors; the package's ``rng`` and
-the reference's seed both change with the seed.
+the reference's seed both change with the seed. One stochastic-depth site alone, a
+Bernoulli per sample, is compared with its exact expectation instead (two forwards;
+``row_site_penalty``, checked against torch's own masks first).
 """
 
 import itertools
@@ -22,14 +24,20 @@ F = torch.nn.functional
 nn = torch.nn
 
 import _torch_models as models  # noqa: E402 (needs torch)
-from _torch_reference import N_SE, brute_penalty, z_score  # noqa: E402
+from _torch_reference import (  # noqa: E402
+    N_SE,
+    brute_penalties,
+    brute_penalty,
+    row_site_penalty,
+    z_score,
+)
 
 from regtheory import InvalidParameterError  # noqa: E402
 
 SEEDS = (0, 1, 2)
 SMALL = [name for name in models.TRACEABLE if name not in models.RESNETS]
 N_PASSES = 2000  # reference passes for the small models
-N_PASSES_RESNET = 200  # float64 resnet18: about 0.05 s a pass on one core
+N_PASSES_RESNET = 200  # float64 resnet18: about 0.05 s a pass on one core, 25 to a forward
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -59,15 +67,11 @@ def _target(case, loss):
     return case.labels if loss == "cross_entropy" else case.Y
 
 
-def _reference(case, *, loss, Y, seed, site=None, n_passes=None):
-    resnet = case.name in models.RESNETS
-    if n_passes is None:
-        n_passes = N_PASSES_RESNET if resnet else N_PASSES
-    stack = 25 if resnet else 100
+def _reference(case, *, loss, Y, seed, site=None, n_passes=N_PASSES):
+    """The brute force of a small model (the resnets' tests call it themselves)."""
     return brute_penalty(
-        case.model, case.X, Y=Y, loss=loss, n_passes=n_passes, seed=1000 + seed, stack=stack,
-        site=site,
-    )  # fmt: skip
+        case.model, case.X, Y=Y, loss=loss, n_passes=n_passes, seed=1000 + seed, site=site
+    )
 
 
 def _assert_agrees(value, stderr, ref, what):
@@ -169,6 +173,15 @@ def test_reference_takes_stochastic_depth_per_sample():
     assert abs(ref.value - exact) < N_SE * ref.stderr, (ref, exact)
     # an elementwise mask would give a smaller variance of the pass value: not this one
     assert ref.stderr * np.sqrt(ref.n_passes) > 0.5 * exact
+    # the site's two outputs per sample, weighted: the same closed form to rounding, and
+    # torch's own masks for the site alone in the cross-entropy against labels
+    assert row_site_penalty(model, X, module="sd").value == pytest.approx(exact, rel=1e-12)
+    labels = torch.tensor([0, 1, 1, 0, 1, 0])
+    alone = models.Site("sd (", ("sd",))
+    ref = brute_penalty(model, X, Y=labels, loss="cross_entropy", n_passes=4000, seed=4, site=alone)
+    two = row_site_penalty(model, X, module="sd", Y=labels, loss="cross_entropy")
+    assert abs(z_score(two.value, 0.0, ref)) < N_SE, (ref, two)
+    assert 0 < ref.stderr < 0.2 * two.value  # and the comparison has power
 
 
 def test_reference_is_the_enumeration_of_a_dropout_called_twice():
@@ -231,6 +244,20 @@ def test_reference_stacked_passes_are_single_passes():
     many = brute_penalty(case.model, case.X, n_passes=4000, stack=100, seed=2)
     assert abs(z_score(one.value, one.stderr, many)) < N_SE
     assert one.value != many.value  # different draws
+
+
+def test_reference_reads_several_losses_off_the_same_passes():
+    """brute_penalties gives, loss by loss, what brute_penalty gives for that loss alone
+    with the same seed: the same masks, so the same numbers to the last bit."""
+    case = models.make_residual(seed=0)
+    losses = [("mse", case.Y), ("cross_entropy", case.labels), ("mse", None)]
+    refs = brute_penalties(case.model, case.X, losses, n_passes=200, seed=4)
+    for (loss, Y), ref in zip(losses, refs, strict=True):
+        assert ref == brute_penalty(case.model, case.X, Y=Y, loss=loss, n_passes=200, seed=4)
+    site = case.sites[0]
+    (alone,) = brute_penalties(case.model, case.X, losses[:1], n_passes=200, seed=4, site=site)
+    assert alone == brute_penalty(case.model, case.X, Y=case.Y, n_passes=200, seed=4, site=site)
+    assert len({ref.value for ref in refs}) == 3  # three losses, three penalties
 
 
 @pytest.mark.parametrize("name", SMALL + ["data_dependent"])
@@ -399,30 +426,40 @@ def test_an_untraceable_model_over_seeds(seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss,seed", [("mse", 0), ("mse", 1), ("cross_entropy", 0)])
 @pytest.mark.parametrize("name", models.RESNETS)
-def test_resnet18_penalty_agrees_with_the_brute_force(name, loss, seed):
+def test_resnet18_penalty_agrees_with_the_brute_force(name):
+    """Both losses, each against its brute force; the two brute forces are read off the
+    same passes (brute_penalties): a float64 resnet18 forward is the cost, not the loss.
+    The squared loss takes the exact path on resnet18_dropout (only the fc after its
+    dropout) and Monte Carlo on stochastic depth; the cross-entropy Monte Carlo on both."""
+    seed = 0
     case = _case(name, seed)
-    Y = _target(case, loss)
-    report = _pytorch().dropout_penalty(
-        case.model, case.X, Y=Y, loss=loss, rng=seed, by_layer=False
+    losses = [(loss, _target(case, loss)) for loss in ("mse", "cross_entropy")]
+    refs = brute_penalties(
+        case.model, case.X, losses, n_passes=N_PASSES_RESNET, seed=1000 + seed, stack=25
     )
-    assert report.how == "traced" and report.loss == loss
-    assert len(report.dropouts) == len(case.sites)
-    assert all(n.startswith(s.prefix) for n, s in zip(report.dropouts, case.sites))
-    _assert_agrees(report.value, report.stderr, _reference(case, loss=loss, Y=Y, seed=seed), name)
+    for (loss, Y), ref in zip(losses, refs):
+        report = _pytorch().dropout_penalty(
+            case.model, case.X, Y=Y, loss=loss, rng=seed, by_layer=False
+        )
+        assert report.how == "traced" and report.loss == loss
+        assert len(report.dropouts) == len(case.sites)
+        assert all(n.startswith(s.prefix) for n, s in zip(report.dropouts, case.sites))
+        _assert_agrees(report.value, report.stderr, ref, f"{name}, {loss}")
 
 
 @pytest.mark.slow
 def test_resnet18_stochastic_depth_sites_alone():
-    """The first and the last block's stochastic depth, each alone."""
+    """The first and the last block's stochastic depth, each alone, against the exact
+    expectation over its mask: one Bernoulli per sample, so two forwards
+    (row_site_penalty; checked against torch's own masks on a small model above)."""
     case = _case("resnet18_stochastic_depth", 0)
     report = _pytorch().dropout_penalty(
         case.model, case.X, Y=case.Y, rng=0, by_layer=True, n_masks=600
     )
     for k in (0, len(case.sites) - 1):
-        ref = _reference(case, loss="mse", Y=case.Y, seed=20 + k, site=case.sites[k])
-        _assert_agrees(report.own[k], report.own_stderr[k], ref, report.dropouts[k])
+        exact = row_site_penalty(case.model, case.X, module=case.sites[k].train[0], Y=case.Y)
+        _assert_agrees(report.own[k], report.own_stderr[k], exact, report.dropouts[k])
 
 
 @pytest.mark.parametrize("name", ["residual", "functional_dropout", "data_dependent"])
