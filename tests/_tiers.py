@@ -60,6 +60,7 @@ SLOW_CASES = frozenset(
             "tests/test_digits.py::"
             "test_last_layer_penalty_is_the_dense_formula_on_the_trained_model[Dropout-masks0]"
         ),
+        "tests/test_figures.py::test_figure_data_reproducible[completion_study]",
         "tests/test_figures.py::test_figure_data_reproducible[digits_dropout]",
         "tests/test_figures.py::test_figure_data_reproducible[explicit_vs_dropout]",
         "tests/test_figures.py::test_figure_data_reproducible[fc_equalization]",
