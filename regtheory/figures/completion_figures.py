@@ -536,18 +536,34 @@ def plot_completion_study(data: dict) -> Figure:
 
 # --------------------------------------------------------------------------- checks
 
-# A solve certified to a relative gap of TOL = 1e-4 lies within 2e-4 (relative, measured)
-# of the exact minimiser's errors; two machines' solves stop at the same iteration unless
-# the gap estimate crosses TOL between them, so they agree within twice that: 1e-3.
-SOLVE_ERROR_RTOL = 1e-3
-# Dropout training with real masks: the same masks on every machine (the same seed), the
-# steps' rounding differs with the BLAS kernel.
+# The proximal solves: the same iterations on every machine, each rounded differently.
+# Under OpenBLAS's Haswell kernels the errors of the full record move by at most 2.4e-13
+# (relative); 1e-6 leaves that a wide margin and still flags a solve that stopped at
+# another iteration (its gap estimate within rounding of TOL), which moves them by up to
+# the 2e-4 a gap of TOL allows. The choice of weight is exact: a flip fails the check.
+SOLVE_ERROR_RTOL = 1e-6
+# Dropout training with real masks: the same masks on every machine (the same seed); under
+# the Haswell kernels the trained errors came out the same to the bit.
 TRAINING_ERROR_RTOL = 1e-6
-# L-BFGS on J_Ω (non-convex) and the induced problem to 1e-6.
-FINITE_RTOL = 1e-3
+# J_Ω by L-BFGS: at N ≥ 25 % every start converges and the results move by at most 1e-5
+# (relative) under the Haswell kernels. At 15 % the starts end at L-BFGS's iteration limit,
+# along directions where J_Ω hardly changes, and where they end depends on the rounding:
+# the objective moved by 2.1e-4 (relative), the gap to the product form by 2.0e-4 and the
+# spread of the starts by 2.4e-3 (both absolute: they are relative numbers themselves),
+# and the minimiser, with the distances and errors computed from it, by up to 31 %.
+OBSERVED_OBJECTIVE_RTOL = 1e-3
+FINITE_GAP_ATOL = 1e-3
+START_SPREAD_ATOL = 1e-2
+OBSERVED_MATRIX_RTOL = 1.0
 
 _SOLVED = "induced trace weighted smoothed"
 _FIELDS = "test_error all_error validation_error test_error_interval/* all_error_interval/*"
+
+
+def _finite_paths(fields: str) -> str:
+    return " ".join(
+        f"samplings/*/finite/*/{f} samplings/*/finite/*/{f}_interval/*" for f in fields.split()
+    )
 
 
 def _paths(methods: str, fields: str) -> str:
@@ -571,19 +587,15 @@ register(
             "samplings/*/methods/*/results/*/chosen samplings/*/finite/*/n": EXACT,
             _paths(_SOLVED, _FIELDS): solve(SOLVE_ERROR_RTOL, scale="value"),
             _paths("dropout", f"{_FIELDS} loss loss_change"): trajectory(TRAINING_ERROR_RTOL),
-            "samplings/*/finite/*/relative_difference "
-            "samplings/*/finite/*/relative_difference_interval/* "
-            "samplings/*/finite/*/matrix_difference "
-            "samplings/*/finite/*/matrix_difference_interval/* "
-            "samplings/*/finite/*/start_spread samplings/*/finite/*/start_spread_interval/* "
-            "samplings/*/finite/*/observed_objective "
-            "samplings/*/finite/*/observed_objective_interval/* "
-            "samplings/*/finite/*/induced_objective "
-            "samplings/*/finite/*/induced_objective_interval/* "
-            "samplings/*/finite/*/observed_test_error "
-            "samplings/*/finite/*/observed_test_error_interval/* "
-            "samplings/*/finite/*/induced_test_error "
-            "samplings/*/finite/*/induced_test_error_interval/*": trajectory(FINITE_RTOL),
+            _finite_paths("induced_objective induced_test_error"): solve(
+                SOLVE_ERROR_RTOL, scale="value"
+            ),
+            _finite_paths("observed_objective"): trajectory(OBSERVED_OBJECTIVE_RTOL),
+            _finite_paths("relative_difference"): trajectory(FINITE_GAP_ATOL, scale=1.0),
+            _finite_paths("start_spread"): trajectory(START_SPREAD_ATOL, scale=1.0),
+            _finite_paths("matrix_difference observed_test_error"): trajectory(
+                OBSERVED_MATRIX_RTOL
+            ),
             "samplings/*/finite/*/gradient_norm "
             "samplings/*/finite/*/gradient_norm_interval/*": RECORD,
         },
