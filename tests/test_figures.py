@@ -19,6 +19,7 @@ CURRENT_SPELLINGS = pytest.mark.filterwarnings(
 # Figures whose quick data take seconds: the render test below, which computes them
 # anyway, computes them a second time to check that they are reproducible.
 SLOW_TO_COMPUTE = {
+    "completion_study",
     "digits_dropout",
     "explicit_vs_dropout",
     "fc_equalization",

@@ -27,6 +27,9 @@ from . import torch_figures  # noqa: F401  (imports torch only when computed)
 
 # isort: split
 from . import explicit_figures  # noqa: F401  (imports torch only when computed)
+
+# isort: split
+from . import completion_figures  # noqa: F401
 from ._check import CheckReport, check
 from ._registry import REGISTRY, FigureSpec, compute, missing_extras, register, render
 
