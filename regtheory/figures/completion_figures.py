@@ -599,5 +599,11 @@ register(
             "samplings/*/finite/*/gradient_norm "
             "samplings/*/finite/*/gradient_norm_interval/*": RECORD,
         },
+        references=(
+            "cavazza2018dropout",
+            "arora2021dropout",
+            "salakhutdinov2010collaborative",
+            "foygel2011learning",
+        ),
     )
 )
