@@ -6,6 +6,7 @@ A run of the whole suite with a mark expression (the quick tier, ``-m "not slow"
 at collection if it leaves a public module without tests (tests/_tiers.py)."""
 
 import os
+import pickle
 
 import pytest
 from _tiers import SLOW_CASES, modules_without_quick_tests, stale_slow_cases
@@ -76,9 +77,11 @@ def pytest_make_collect_report(collector):
 _COLLECTED = pytest.StashKey[set]()  # the names of the test files collected
 
 
-# Test files whose module-scoped fixtures compute a figure, train or start a Dask cluster:
-# their tests run on one xdist worker (``--dist loadgroup``), so the fixture runs once, not
-# once per worker that happens to take one of their tests.
+# Test files whose module-scoped fixtures train or start a Dask cluster: their tests are
+# marked to run on one xdist worker (``--dist loadgroup``). With pytest 9.2 and xdist 3.8 the
+# group does not hold: the tests of a file marked with one group still run on several
+# workers (even with a module-level ``pytestmark``), so the figures' quick records are
+# shared through ``quick_record`` below instead.
 ONE_WORKER = {
     "test_check.py",
     "test_conv_figures.py",
@@ -120,3 +123,33 @@ def pytest_collection_finish(session):
             f"-m {session.config.getoption('markexpr')!r} leaves no test of {', '.join(bare)}: "
             "the quick tier must exercise every public module (QUICK_TIER in tests/_tiers.py)"
         )
+
+
+@pytest.fixture(scope="session")
+def quick_record(tmp_path_factory):
+    """``compute(name, quick=True, seed=seed)``, computed once per test session.
+
+    Every xdist worker of a session shares one temporary directory: the first worker to
+    ask for a record computes it under a lock and pickles it there, the others wait for
+    it and read it. A record is the same on every worker of one machine (same seed, same
+    code), so reading it is computing it; tests that must compute a figure twice (to prove
+    it reproducible) call ``compute`` themselves.
+    """
+    from filelock import FileLock
+
+    from regtheory.figures import compute
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's directory, above each worker's own
+
+    def get(name: str, seed: int) -> dict:
+        path = root / f"quick-record-{name}-{seed}.pickle"
+        with FileLock(f"{path}.lock"):
+            if not path.exists():
+                partial = path.with_suffix(".partial")
+                partial.write_bytes(pickle.dumps(compute(name, quick=True, seed=seed)))
+                partial.replace(path)
+            return pickle.loads(path.read_bytes())
+
+    return get

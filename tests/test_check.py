@@ -8,7 +8,6 @@ own earlier output. The committed full figures are checked only for the cheap on
 the whole committed set takes minutes (README).
 """
 
-import functools
 import json
 import math
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from regtheory.cli import main
-from regtheory.figures import REGISTRY, CheckReport, check, compute
+from regtheory.figures import REGISTRY, CheckReport, check
 from regtheory.figures._check import (
     EPS,
     EXACT,
@@ -53,19 +52,12 @@ def _write(directory: Path, record: dict) -> None:
     (directory / f"{record['figure']}.json").write_text(text + "\n")
 
 
-@functools.cache
-def _quick_records() -> tuple[dict, ...]:
-    """Every figure's quick record, computed once per process: a module fixture is set up
-    again each time its worker comes back to this file after another one."""
-    return tuple(compute(name, quick=True, seed=SEED) for name in REGISTRY)
-
-
 @pytest.fixture(scope="module")
-def quick_dir(tmp_path_factory):
+def quick_dir(tmp_path_factory, quick_record):
     """Every figure's record, quick mode, seed 2, as ``regtheory figures`` writes it."""
     directory = tmp_path_factory.mktemp("quick")
-    for record in _quick_records():
-        _write(directory, record)
+    for name in REGISTRY:
+        _write(directory, quick_record(name, SEED))
     return directory
 
 

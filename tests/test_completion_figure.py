@@ -14,7 +14,6 @@ import pytest
 from scipy import stats
 
 from regtheory import completion, training
-from regtheory.figures import compute
 from regtheory.figures.completion_figures import (
     METHODS,
     SAMPLINGS,
@@ -28,8 +27,8 @@ QUICK_SEED = 4
 
 
 @pytest.fixture(scope="module")
-def quick():
-    return compute("completion_study", quick=True, seed=QUICK_SEED)["data"]
+def quick(quick_record):
+    return quick_record("completion_study", QUICK_SEED)["data"]
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -23,13 +23,13 @@ def lam(keep):
 
 
 @pytest.fixture(scope="module")
-def penalty_data():
-    return compute("penalty_vs_keep", quick=True, seed=0)["data"]
+def penalty_data(quick_record):
+    return quick_record("penalty_vs_keep", 0)["data"]
 
 
 @pytest.fixture(scope="module")
-def mc_data():
-    return compute("mc_error_vs_n", quick=True, seed=0)["data"]
+def mc_data(quick_record):
+    return quick_record("mc_error_vs_n", 0)["data"]
 
 
 # ----------------------------------------------------------------------------- (c)

@@ -15,7 +15,6 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from regtheory import conv, network
-from regtheory.figures import compute
 from regtheory.masks import Bernoulli
 
 N_SE = 4  # Monte Carlo agreement within this many standard errors
@@ -26,13 +25,13 @@ def lam(keep):
 
 
 @pytest.fixture(scope="module")
-def depth_data():
-    return compute("penalty_vs_depth", quick=True, seed=0)["data"]
+def depth_data(quick_record):
+    return quick_record("penalty_vs_depth", 0)["data"]
 
 
 @pytest.fixture(scope="module")
-def attribution_data():
-    return compute("penalty_attribution", quick=True, seed=1)["data"]
+def attribution_data(quick_record):
+    return quick_record("penalty_attribution", 1)["data"]
 
 
 def propagate(matrices, X, masks):

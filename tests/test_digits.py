@@ -26,8 +26,8 @@ SEED = 0
 
 
 @pytest.fixture(scope="module")
-def data():
-    return compute("digits_dropout", quick=True, seed=SEED)["data"]
+def data(quick_record):
+    return quick_record("digits_dropout", SEED)["data"]
 
 
 def _variant(data, name):

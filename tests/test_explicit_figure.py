@@ -15,15 +15,14 @@ pytest.importorskip("sklearn")
 from scipy import stats  # noqa: E402
 
 from regtheory import network, pytorch  # noqa: E402
-from regtheory.figures import compute  # noqa: E402
 from regtheory.figures.explicit_figures import build, digits_three_way  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains the figure's quick record: seconds
 
 
 @pytest.fixture(scope="module")
-def quick():
-    return compute("explicit_vs_dropout", quick=True, seed=3)["data"]
+def quick(quick_record):
+    return quick_record("explicit_vs_dropout", 3)["data"]
 
 
 @pytest.mark.parametrize("method,dropout_as", [("dropout", "masks"), ("explicit", "explicit")])

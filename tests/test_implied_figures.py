@@ -7,8 +7,8 @@ from regtheory.figures import compute
 
 
 @pytest.fixture(scope="module")
-def spectra():
-    return compute("implied_spectra", quick=True, seed=0)["data"]
+def spectra(quick_record):
+    return quick_record("implied_spectra", 0)["data"]
 
 
 def test_h_channel_and_full_blocks_are_the_same_ridge(spectra):
