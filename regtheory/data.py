@@ -1,4 +1,4 @@
-"""Synthetic tasks for experiments: exactly white inputs and linear teachers.
+"""Tasks for experiments: exactly white inputs, linear teachers, and a real ratings matrix.
 
 With finite data the dropout objective is formula (1) with the *empirical*
 second moment C = XᵀX/n; whitening the sample makes C = I exactly, so the
@@ -8,13 +8,18 @@ isotropic closed forms apply to the sample itself, not only in expectation
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import completion
 from ._grammar import RngLike, as_rng, keyword_only, transition_to_rng
+from ._references import cites
 from ._validation import (
     InvalidParameterError,
     check_array,
@@ -28,9 +33,13 @@ __all__ = [
     "LinearTask",
     "conv_task",
     "linear_teacher",
+    "movielens_100k",
     "teacher_kernel",
     "white_inputs",
 ]
+
+# Where RecBole's wheel keeps MovieLens 100k, below its package directory.
+_RECBOLE_ML100K = ("dataset_example", "ml-100k", "ml-100k.inter")
 
 
 def __dir__() -> list[str]:  # the public names, not what the module imports
@@ -333,3 +342,82 @@ def teacher_kernel(kernel_size: int, *, rng: RngLike = 0) -> np.ndarray:
     """
     kernel_size = check_int(kernel_size, "kernel_size")
     return as_rng(rng).standard_normal(2 * kernel_size - 1) / np.sqrt(2 * kernel_size - 1)
+
+
+@cites("harper2015movielens")
+def movielens_100k(*, path: str | os.PathLike | None = None) -> completion.Observations:
+    r"""The MovieLens 100k ratings as observed entries of a 943 × 1682 users × movies matrix.
+
+    100,000 ratings in {1, ..., 5} by 943 users of 1,682 movies (Harper & Konstan [1]), each
+    user with at least 20, as :class:`regtheory.completion.Observations`: row i is the i-th
+    smallest user id, column j the j-th smallest movie id, the value the rating. regtheory
+    does not ship the data (GroupLens licenses it for research use and asks that it be
+    obtained from them); it reads it where it already is:
+
+    * with ``path=None``, from an installed RecBole, whose wheel carries it
+      (``pip install --no-deps recbole==1.2.1``: the data only, without RecBole's own
+      dependencies; RecBole is not imported);
+    * from ``path``: RecBole's ``ml-100k.inter`` or GroupLens's own ``u.data`` (tab-separated
+      user, item, rating, timestamp; a header line is skipped when there is one).
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        A ratings file in one of the two formats above.
+
+    Returns
+    -------
+    Observations
+        The ratings, every row and column observed.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is None and RecBole is not installed, or the file does not exist.
+    InvalidParameterError
+        If the file does not hold rows of four numbers, or a (user, movie) pair twice.
+
+    References
+    ----------
+    [1] F. M. Harper, J. A. Konstan, The MovieLens Datasets: History and Context, ACM
+        Transactions on Interactive Intelligent Systems 5(4), 2015.
+
+    Examples
+    --------
+    >>> obs = movielens_100k()  # doctest: +SKIP
+    >>> obs.shape, obs.n_observed  # doctest: +SKIP
+    ((943, 1682), 100000)
+    """
+    file = _recbole_ml100k() if path is None else Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no ratings file at {str(file)!r}")
+    with open(file, encoding="utf-8") as handle:
+        first = handle.readline()
+    header = any(c.isalpha() for c in first)
+    try:
+        table = np.loadtxt(file, delimiter="\t", skiprows=int(header), ndmin=2)
+    except ValueError as exc:
+        raise InvalidParameterError(
+            f"{str(file)!r} is not a ratings file of tab-separated user, item, rating, "
+            f"timestamp: {exc}"
+        ) from None
+    if table.shape[1] != 4:
+        raise InvalidParameterError(
+            f"{str(file)!r} has {table.shape[1]} columns per line; expected 4 (user, item, "
+            "rating, timestamp)"
+        )
+    users, rows = np.unique(table[:, 0].astype(np.int64), return_inverse=True)
+    items, cols = np.unique(table[:, 1].astype(np.int64), return_inverse=True)
+    return completion.observed(rows, cols, table[:, 2], (users.size, items.size))
+
+
+def _recbole_ml100k() -> Path:
+    """The ml-100k.inter file of an installed RecBole, located without importing it."""
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "MovieLens 100k is read from an installed RecBole wheel, which carries it: "
+            "`pip install --no-deps recbole==1.2.1` (the data only), or pass `path=` to "
+            "GroupLens's u.data"
+        )
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*_RECBOLE_ML100K)

@@ -137,6 +137,7 @@ VALID = {
     implied.deep_induced_regularizer: dict(
         M=T, keep=0.5, width=4, depth=3, cov=np.eye(5), starts=1, rng=0
     ),
+    data.movielens_100k: dict(path=None),
     training.train_fc: dict(X=X, Y=X[:, :3], keep=0.5, width=4, steps=3, lr=0.01, rng=0),
     training.train_completion: dict(
         obs=OBS, keep=0.5, width=4, steps=3, lr=0.01, rng=0, batch_size=2, record_every=1

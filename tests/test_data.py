@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from regtheory import data
+from regtheory import InvalidParameterError, data
 from regtheory.data import conv_task, linear_teacher, white_inputs
 
 
@@ -78,3 +78,57 @@ def test_old_seed_spellings_still_work_and_warn():
     # a Generator is used as it is: two tasks from one stream differ
     gen = np.random.default_rng(0)
     assert not np.array_equal(white_inputs(5, 2, rng=gen), white_inputs(5, 2, rng=gen))
+
+
+# ----------------------------------------------------------------------------- MovieLens 100k
+
+
+def test_movielens_100k_from_the_installed_recbole_wheel():
+    obs = data.movielens_100k()
+    assert obs.shape == (943, 1682) and obs.n_observed == 100_000
+    assert set(np.unique(obs.values)) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    # every user rated at least 20 movies (how GroupLens selected them); every movie is rated
+    assert np.bincount(obs.rows).min() >= 20 and np.bincount(obs.cols).min() >= 1
+    # the same numbers read apart, with the csv module, from the file the loader found
+    import csv
+
+    with open(data._recbole_ml100k(), newline="") as handle:
+        lines = list(csv.reader(handle, delimiter="\t"))[1:]
+    users = sorted({int(line[0]) for line in lines})
+    items = sorted({int(line[1]) for line in lines})
+    row, col = users.index(int(lines[7][0])), items.index(int(lines[7][1]))
+    at = np.flatnonzero((obs.rows == row) & (obs.cols == col))
+    assert at.size == 1 and obs.values[at[0]] == float(lines[7][2])
+    assert np.isclose(obs.values.mean(), np.mean([float(line[2]) for line in lines]), rtol=1e-12)
+
+
+def test_movielens_100k_reads_grouplens_u_data_and_recbole_inter(tmp_path):
+    u_data = tmp_path / "u.data"
+    u_data.write_text("7\t30\t4\t881250949\n3\t30\t1\t881250950\n7\t12\t5\t881250951\n")
+    obs = data.movielens_100k(path=u_data)
+    assert obs.shape == (2, 2)  # users 3, 7; items 12, 30
+    table = {(int(i), int(j)): v for i, j, v in zip(obs.rows, obs.cols, obs.values)}
+    assert table == {(1, 1): 4.0, (0, 1): 1.0, (1, 0): 5.0}
+    inter = tmp_path / "ml.inter"
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    inter.write_text(header + u_data.read_text())
+    same = data.movielens_100k(path=inter)
+    assert np.array_equal(same.rows, obs.rows) and np.array_equal(same.values, obs.values)
+
+
+def test_movielens_100k_refuses_what_is_not_a_ratings_file(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="no ratings file"):
+        data.movielens_100k(path=tmp_path / "absent")
+    three = tmp_path / "three"
+    three.write_text("1\t2\t3\n")
+    with pytest.raises(InvalidParameterError, match="expected 4"):
+        data.movielens_100k(path=three)
+    twice = tmp_path / "twice"
+    twice.write_text("1\t2\t3\t0\n1\t2\t4\t1\n")
+    with pytest.raises(InvalidParameterError, match="twice|repeat"):
+        data.movielens_100k(path=twice)
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps recbole"):
+        data.movielens_100k()
