@@ -347,9 +347,12 @@ def test_a_dask_worker_killed_mid_sweep_changes_no_number(own_cluster, tmp_path)
     def kill_the_victims_worker():
         started = tmp_path / f"started-{victim}"
         deadline = time.monotonic() + 120
-        while not started.exists() and time.monotonic() < deadline:
+        # the task creates the file, then writes its pid: wait for the pid, not the file
+        text = ""
+        while not text.split() and time.monotonic() < deadline:
             time.sleep(0.05)
-        pid = int(started.read_text().split()[0])
+            text = started.read_text() if started.exists() else ""
+        pid = int(text.split()[0])
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
