@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import implied
+from .._references import references_of
 from ..compare import METHODS, circulant_spectrum, compare
 from ..conv import conv2d
 from ..data import conv_task, white_inputs
@@ -396,14 +397,7 @@ register(
             "methods/*/objective": solve("certified_gap", scale="value", size=200 * 81),
             "methods/*/certified_gap": CERTIFIED,
         },
-        references=(
-            "mianjy2018implicit",
-            "cavazza2018dropout",
-            "gunasekar2018implicit",
-            "tompson2015efficient",
-            "pal2020regularization",
-            "mcdonald2014spectral",
-        ),
+        references=references_of(compare),  # the problems compared
     )
 )
 register(
@@ -423,15 +417,8 @@ register(
             # ‖trained − implied‖/‖implied‖: moved by the errors of both
             "methods/*/gap": trajectory(TRAINING_RTOL + SOLVE_RTOL, scale=1.0),
         },
-        references=(
-            "srivastava2014dropout",
-            "mianjy2018implicit",
-            "cavazza2018dropout",
-            "gunasekar2018implicit",
-            "tompson2015efficient",
-            "pal2020regularization",
-            "mcdonald2014spectral",
-        ),
+        # the papers of the problems compared, and the dropout training beside them
+        references=("srivastava2014dropout", *references_of(compare)),
     )
 )
 register(
