@@ -1,0 +1,14 @@
+"""Reproductions: published results of the dropout literature beside the package's numbers.
+
+Each module here registers one figure that recomputes a paper's result and records,
+claim by claim, the paper's number (or that it could not be read), ours, and a
+verdict (:mod:`._claims`). ``REPRODUCTIONS`` names them in the order of the
+documentation's table.
+"""
+
+from ._claims import NOT_READ, VERDICTS, claim, reproductions_table, verdict
+
+# The figures of this section, in the order of the table (each module registers one).
+REPRODUCTIONS: tuple[str, ...] = ()
+
+__all__ = ["NOT_READ", "REPRODUCTIONS", "VERDICTS", "claim", "reproductions_table", "verdict"]
