@@ -8,7 +8,13 @@ documentation's table.
 
 from ._claims import NOT_READ, VERDICTS, claim, reproductions_table, verdict
 
+# isort: split
+from . import srivastava_ridge  # noqa: F401  (registers its figure)
+
+# isort: split
+from . import dropblock_gamma  # noqa: F401
+
 # The figures of this section, in the order of the table (each module registers one).
-REPRODUCTIONS: tuple[str, ...] = ()
+REPRODUCTIONS: tuple[str, ...] = ("srivastava_ridge", "dropblock_gamma")
 
 __all__ = ["NOT_READ", "REPRODUCTIONS", "VERDICTS", "claim", "reproductions_table", "verdict"]

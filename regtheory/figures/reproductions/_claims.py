@@ -177,8 +177,5 @@ def reproductions_table(directory: str | Path, names: Iterable[str]) -> str:
         if "claims" not in record.get("data", {}):
             raise InvalidParameterError(f"{path} is not a reproduction: its data hold no claims")
         records.append(record)
-    header = (
-        "| figure | paper | claim | their number | ours | verdict |\n"
-        "|---|---|---|---|---|---|"
-    )
+    header = "| figure | paper | claim | their number | ours | verdict |\n|---|---|---|---|---|---|"
     return "\n".join([header, *_rows(records)]) + "\n"
