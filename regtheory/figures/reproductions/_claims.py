@@ -137,9 +137,9 @@ def _rows(records: Iterable[Mapping]) -> list[str]:
             ours = f"{c['ours']:.3g} ({c['measure']})"
             cells = (
                 f"`{record['figure']}`",
-                f"{{cite}}`{c['paper']}`",
+                f"[{c['paper']}]",
                 c["claim"],
-                c["theirs"] if c["where"] == NOT_READ else f"{c['theirs']} ({c['where']})",
+                c["theirs"] if c["where"] == NOT_READ else f"{c['theirs']}; *read in* {c['where']}",
                 ours,
                 f"**{c['verdict']}**: {c['reason']}",
             )

@@ -47,10 +47,7 @@ def __dir__() -> list[str]:  # the public names, not what the module imports
 
 
 PAPER = "ghiasi2018dropblock"
-WHERE = (
-    "the authors' code: tensorflow/tpu, models/official/resnet/resnet_model.py, "
-    "dropblock() (the paper's equation number not read)"
-)
+WHERE = "the authors' code (tensorflow/tpu, resnet_model.py, dropblock()); equation number not read"
 THEIRS = "γ = (1 − keep_prob)/b² · w²/(w − b + 1)²"
 # An identity of expectations holds to rounding; the realised rates differ by percents.
 EXACT_RTOL = 1e-9
@@ -140,7 +137,7 @@ def _claims(cells: list[dict]) -> list[dict]:
             "grid, 1 < b < w",
             verdict=verdict(abs(low - 1) <= EXACT_RTOL and abs(high - 1) <= EXACT_RTOL),
             reason=f"blocks overlap, so fewer units drop than counted: {low:.2f} to "
-            f"{high:.2f} of 1 − keep_prob on this grid (test: equal to {EXACT_RTOL:g}).",
+            f"{high:.2f} of 1 − keep_prob on this grid (test: within {EXACT_RTOL:g}).",
         ),
     ]
 
@@ -233,6 +230,6 @@ register(
                 0.3, same_draws=rounding(1e4)
             ),
         },
-        references=(f"{PAPER}, γ of the authors' code",),
+        references=(PAPER,),
     )
 )

@@ -58,7 +58,7 @@ MINIMISER_RTOL = 1e-5
 # Monte Carlo: |z| above this over a handful of keeps has probability below 1e-3.
 MAX_Z = 4.0
 # The section's formula was read in two secondary renderings that agree, not on its page.
-WHERE = "§9.1, as two secondary renderings of the section give it (its page not read here)"
+WHERE = "§9.1, as two secondary renderings that agree give it; its page not read"
 
 
 def design(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -284,6 +284,6 @@ register(
             # a z-score: the same draws give it to rounding; other draws, another N(0, 1)
             "per_keep/*/mc_z claims/2/ours": spread(10.0, same_draws=rounding(1e6)),
         },
-        references=("srivastava2014dropout, §9.1",),
+        references=("srivastava2014dropout, Sec. 9.1",),
     )
 )
