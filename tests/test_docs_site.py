@@ -129,11 +129,20 @@ def test_every_public_name_has_an_api_entry(build: Path) -> None:
     assert not missing, missing
 
 
-def test_every_committed_figure_is_in_the_gallery(build: Path) -> None:
-    index = _parse((build / "index.html").read_text(encoding="utf-8"))
-    shown = {Path(unquote(src)).stem for src in index.images}
+def _committed_figures() -> tuple[set[str], set[str]]:
+    """The committed figures of the gallery, and those of the Reproductions page."""
+    from regtheory.figures.reproductions import REPRODUCTIONS
+
     committed = {p.stem for p in (ROOT / "figures").glob("*.png")}
-    assert committed and committed <= shown, sorted(committed - shown)
+    return committed - set(REPRODUCTIONS), committed & set(REPRODUCTIONS)
+
+
+def test_every_committed_figure_is_in_the_gallery(build: Path) -> None:
+    gallery, reproductions = _committed_figures()
+    for page, committed in (("index.html", gallery), ("reproductions.html", reproductions)):
+        parsed = _parse((build / page).read_text(encoding="utf-8"))
+        shown = {Path(unquote(src)).stem for src in parsed.images}
+        assert committed and committed <= shown, (page, sorted(committed - shown))
 
 
 def test_formula_numbers_link_to_the_theory_page(build: Path) -> None:
@@ -179,7 +188,7 @@ def _chromium(url: Path, *extra: str) -> str:
     return done.stdout
 
 
-@pytest.mark.parametrize("page", ["index.html", "api/fc.html"])
+@pytest.mark.parametrize("page", ["index.html", "reproductions.html", "api/fc.html"])
 def test_browser_typesets_math_and_loads_images(build: Path, page: str) -> None:
     _require(CHROMIUM is not None, "chromium is not installed")
     path = build / page
@@ -198,6 +207,7 @@ def test_browser_typesets_math_and_loads_images(build: Path, page: str) -> None:
     images = _parse(dom).images
     for src in images:
         assert not _is_remote(src) and _local_target(path, src).is_file(), src
-    if page == "index.html":
-        assert len(images) >= len(list((ROOT / "figures").glob("*.png"))), images
+    gallery, reproductions = _committed_figures()
+    if page in ("index.html", "reproductions.html"):
+        assert len(images) >= len(gallery if page == "index.html" else reproductions), images
     assert (shots / (Path(page).stem + ".png")).stat().st_size > 10_000
