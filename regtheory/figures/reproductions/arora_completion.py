@@ -126,7 +126,22 @@ def _stand_in(seed: int, shape: tuple[int, int]) -> tuple[Any, np.ndarray, np.nd
 
 
 def _train(obs: Any, keep: float, seed: int) -> Any:
-    """Dropout SGD for ``EPOCHS`` epochs (:func:`regtheory.training.train_completion`)."""
+    """Dropout SGD for ``EPOCHS`` epochs (:func:`regtheory.training.train_completion`).
+
+    Parameters
+    ----------
+    obs : regtheory.completion.Observations
+        The training entries.
+    keep : float
+        Retain probability.
+    seed : int
+        Seed of the initialisation, the minibatches and the masks (the same at every keep).
+
+    Returns
+    -------
+    regtheory.training.CompletionTrainingResult
+        The trained factors.
+    """
     from ... import training
 
     batch = max(1, int(round(BATCH_FRACTION * obs.n_observed)))
@@ -180,8 +195,31 @@ def _sampled_penalty(U: np.ndarray, V: np.ndarray, obs: Any, keep: float, *, dra
     return estimate(draw, n_masks=n, rng=np.random.default_rng(seed), batch_size=4096)
 
 
-def _regularizers(obs: Any, runs: dict[float, Any], keeps: list[float], draws: int) -> dict:
-    """Claim 1's numbers at the trained and the equalized factors, for each keep < 1."""
+def _regularizers(
+    obs: Any, runs: dict[float, Any], keeps: list[float], draws: int, seed: int
+) -> dict:
+    """Claim 1's numbers at the trained and the equalized factors, for each keep < 1.
+
+    Parameters
+    ----------
+    obs : regtheory.completion.Observations
+        The training entries of the first seed.
+    runs : dict
+        Its trained runs by keep.
+    keeps : list of float
+        The keeps, in the order of the record.
+    draws : int
+        Monte Carlo draws per estimate.
+    seed : int
+        The first seed; the draws of keep number k use ``[seed, k, 0]`` (trained) and
+        ``[seed, k, 10]`` (equalized).
+
+    Returns
+    -------
+    dict
+        Per keep < 1: R_pq, R_Ω, Θ, the Monte Carlo means, standard errors, z-scores and
+        draw counts, at the trained and at the equalized factors.
+    """
     from ... import completion
 
     out: dict[str, list[float]] = {
@@ -202,7 +240,7 @@ def _regularizers(obs: Any, runs: dict[float, Any], keeps: list[float], draws: i
         out["observed"].append(float(completion.dropout_penalty(U, V, obs, keep)))
         for prefix, (A, B), target in (("", (U, V), None), ("equalized_", (U2, V2), theta)):
             closed = completion.explicit_regularizer(A, B, obs, keep, form="product")
-            est = _sampled_penalty(A, B, obs, keep, draws=draws, seed=[index, len(prefix)])
+            est = _sampled_penalty(A, B, obs, keep, draws=draws, seed=[seed, index, len(prefix)])
             reference = closed if target is None else target
             out[f"{prefix}product"].append(closed)
             out[f"{prefix}mc"].append(float(est))
@@ -213,7 +251,18 @@ def _regularizers(obs: Any, runs: dict[float, Any], keeps: list[float], draws: i
 
 
 def _claims(data: dict) -> list[dict]:
-    """The two claims, each with the test that decides its verdict."""
+    """The two claims, each with the test that decides its verdict.
+
+    Parameters
+    ----------
+    data : dict
+        The figure's data without its claims.
+
+    Returns
+    -------
+    list of dict
+        One :func:`~regtheory.figures.reproductions.claim` per published statement.
+    """
     reg = data["regularizer"]
     ratios = np.asarray(reg["product"]) / np.asarray(reg["induced"])
     equal = np.asarray(reg["equalized_product"]) / np.asarray(reg["induced"])
@@ -290,7 +339,7 @@ def compute_arora_completion(quick: bool, seed: int) -> dict:
             train[row, column] = np.sqrt(completion.fit_loss(runs[keep].U, runs[keep].V, obs))
             test[row, column] = np.sqrt(np.mean((M.ravel()[where] - Y.ravel()[where]) ** 2))
         if column == 0:
-            regularizer = _regularizers(obs, runs, keeps, s["mc_draws"])
+            regularizer = _regularizers(obs, runs, keeps, s["mc_draws"], sd)
     gap = test - train
     data = {
         "shape": s["shape"],
@@ -325,7 +374,19 @@ def compute_arora_completion(quick: bool, seed: int) -> dict:
 
 
 def _band(ax: Any, keeps: list[float], intervals: list[dict], **style: Any) -> None:
-    """Means with their 95 % intervals as error bars."""
+    """Means with their 95 % intervals as error bars.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
+    keeps : list of float
+        The abscissae.
+    intervals : list of dict
+        ``mean`` and ``half_width`` per keep.
+    **style : Any
+        Passed to ``errorbar``.
+    """
     ax.errorbar(
         keeps,
         [i["mean"] for i in intervals],
@@ -337,7 +398,15 @@ def _band(ax: Any, keeps: list[float], intervals: list[dict], **style: Any) -> N
 
 
 def _regularizer_panel(ax: Any, data: dict) -> None:
-    """Claim 1: the regularizers at the trained and equalized factors, over Θ."""
+    """Claim 1: the regularizers at the trained and equalized factors, over Θ.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
+    data : dict
+        The figure's data.
+    """
     reg = data["regularizer"]
     keeps, theta = np.asarray(reg["keeps"]), np.asarray(reg["induced"])
     ax.axhline(1.0, color="k", lw=0.8)
@@ -376,7 +445,18 @@ def _regularizer_panel(ax: Any, data: dict) -> None:
 
 
 def plot_arora_completion(data: dict) -> Figure:
-    """Draw reproduction (w) from the data of :func:`compute_arora_completion`."""
+    """Draw reproduction (w) from the data of :func:`compute_arora_completion`.
+
+    Parameters
+    ----------
+    data : dict
+        The data of :func:`compute_arora_completion`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Training and test RMSE, the gap, and the regularizers over Θ, against keep.
+    """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(17.0, 4.8), layout="constrained")
