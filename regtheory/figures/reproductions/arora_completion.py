@@ -11,11 +11,14 @@ r"""Reproduction (w): dropout in matrix completion induces the weighted trace no
 
 **What was read.** The paper's full text could not be read here. The statement (9.7),
 :math:`\Theta(M) = \frac1{d_1}\|\operatorname{diag}(\sqrt p)UV^\top\operatorname{diag}(\sqrt
-q)\|_*^2`, was read in the monograph "Theory of Deep Learning" (Arora et al., 2022), §9.1.2,
-p. 87, which states the result without naming its source; there p is a drop rate and the
-factor λ sits outside Θ. Of the experiment, a third party's quote gives MovieLens and "100
-epochs over the training data" with a fixed learning rate whose value was cut off; which
+q)\|_*^2` with entry (i, k) sampled with probability :math:`p(i)q(k)`, was read in the
+monograph "Theory of Deep Learning" (Arora et al., 2022), §9.1.2, p. 87, which states the
+result without naming its source; the Θ quoted there carries no dropout factor, the
+package's carries λ. Of the experiment, a third party's quote of the paper gives MovieLens,
+"100 epochs over the training data" with a fixed learning rate whose value was cut off, and
+that it checks the paper's capacity bound against the observed generalization gap; which
 MovieLens, the split, the width, the dropout rates and the reported errors were not read.
+We test only the trend of the gap with keep, not the bound.
 
 **Our stand-in (chosen here, not the paper's).** MovieLens is not available offline, so for
 each seed s: a rank-``RANK`` matrix :math:`T = AB^\top` (i.i.d. standard normal factors)
@@ -279,7 +282,8 @@ def _claims(data: dict) -> list[dict]:
             claim="With entries sampled with probability p_i q_j, dropout on the d hidden "
             "units adds in expectation λ Σ_k ‖u_k‖²_p ‖v_k‖²_q, which is at least "
             "Θ(UVᵀ) = (λ/d)‖diag(√p) UVᵀ diag(√q)‖_*² and equals it at equalized factors",
-            theirs="Θ(M) = (1/d1)‖diag(√p) UVᵀ diag(√q)‖_*² (p a drop rate there, λ outside Θ)",
+            theirs="Θ(M) = (1/d1)‖diag(√p) UVᵀ diag(√q)‖_*², entries sampled with probability "
+            "p(i)q(k) (no dropout factor in the quoted Θ)",
             where="monograph 'Theory of Deep Learning' (2022), §9.1.2, eq. (9.7), p. 87; "
             "the paper's theorem number not read",
             ours=float(ratios.min()),
