@@ -8,7 +8,10 @@ documentation's table.
 
 from ._claims import NOT_READ, VERDICTS, claim, reproductions_table, verdict
 
+# isort: split
+from . import wager_simulation  # noqa: F401
+
 # The figures of this section, in the order of the table (each module registers one).
-REPRODUCTIONS: tuple[str, ...] = ()
+REPRODUCTIONS: tuple[str, ...] = ("wager_simulation",)
 
 __all__ = ["NOT_READ", "REPRODUCTIONS", "VERDICTS", "claim", "reproductions_table", "verdict"]
