@@ -62,6 +62,8 @@ if TYPE_CHECKING:  # matplotlib is imported where the figure is drawn
 __all__ = ["compute_wager_simulation", "plot_wager_simulation"]
 
 PAPER = "wager2013dropout"
+#: Replicates the interval test of claim (1) needs (t-quantile 2.26 at ten; 12.7 at two).
+MIN_REPS = 8
 METHODS = ("dropout", "dropout_half", "quadratic", "l2")
 LABELS = {
     "dropout": "dropout, θ tuned",
@@ -88,7 +90,7 @@ def _settings(quick: bool) -> dict[str, Any]:
         # centred features: the masked copies are never separable, 30 draws have a minimiser
         "n_masks_saa": 30,
         "n_masks_mc": 2000 if quick else 4000,
-        # two replicates make no interval: quick mode cannot reproduce claim (1)
+        # two replicates make no interval: quick mode does not test claim (1) (MIN_REPS)
         "n_reps": 2 if quick else 12,
     }
 
@@ -178,6 +180,8 @@ def _replicate(s: dict, rng: np.random.Generator) -> dict[str, Any]:
         "val_log_loss": val,
         "test_log_loss": {m: test[m][0] for m in METHODS},
         "test_accuracy": {m: test[m][1] for m in METHODS},
+        "dropout_beta": np.asarray(beta).tolist(),
+        "dropout_intercept": b,
         "frequency": (X * X).mean(axis=0).tolist(),
         "weights": c.tolist(),
         "weight_ratio": float(c[rare].mean() / c[s["d_rare"] :].mean()),
@@ -218,18 +222,31 @@ def _summary(reps: list[dict]) -> dict[str, Any]:
     return out
 
 
-def _claims(summary: dict, n_reps: int) -> list[dict]:
+def _claims(summary: dict, reps: list[dict]) -> list[dict]:
     """The paper's three statements, each tested far from the value we get."""
+    n_reps = len(reps)
     diff = summary["test_log_loss_minus_l2"]["dropout"]
-    # (1) dropout better than tuned L2: the whole 95 % interval of the paired difference < 0
-    better = diff["hi"] < 0.0
-    ratio = summary["weight_ratio"]
-    # (2) rare features penalised less: the ratio's interval far below 1 (we get ~0.25)
-    less = ratio["hi"] < 0.6
+    # (1) dropout better than tuned L2: the whole 95 % interval of the paired difference < 0,
+    # over enough replicates for the interval to mean something (quick mode has two)
+    enough = n_reps >= MIN_REPS
+    better = enough and diff["hi"] < 0.0
+    # (2) rare features penalised less: in every replicate the ratio is below 0.6 (we get
+    # 0.16 to 0.35)
+    ratios = [r["weight_ratio"] for r in reps]
+    less = max(ratios) < 0.6
     rel = summary["penalty_relative"]
-    # (3) the quadratic approximation within 25 % of the dropout penalty (we get ~6 %)
+    # (3) the quadratic approximation within 25 % of the dropout penalty (we get 1 to 4 %)
     close = abs(rel) + 4.0 * summary["penalty_relative_stderr"] < 0.25
     stand_in = "on our stand-in design (the paper's simulation was not read)"
+    if better:
+        reason_1 = f"the 95 % interval of the paired difference lies below 0 {stand_in}"
+    elif enough:
+        reason_1 = f"the 95 % interval of the paired difference reaches 0 {stand_in}"
+    else:
+        reason_1 = (
+            f"{n_reps} replicates (quick mode) are too few for the interval test, which "
+            f"needs {MIN_REPS}: not tested here, see the full mode"
+        )
     return [
         claim(
             paper=PAPER,
@@ -240,11 +257,7 @@ def _claims(summary: dict, n_reps: int) -> list[dict]:
             ours=diff["mean"],
             measure=f"test log-loss, dropout − tuned L2, mean of {n_reps} paired replicates",
             verdict=verdict(better, in_shape=True),
-            reason=(
-                f"the 95 % interval of the paired difference lies below 0 {stand_in}"
-                if better
-                else f"the 95 % interval of the paired difference reaches 0 {stand_in}"
-            ),
+            reason=reason_1,
         ),
         claim(
             paper=PAPER,
@@ -252,14 +265,14 @@ def _claims(summary: dict, n_reps: int) -> list[dict]:
             "grows with how often feature j is active: rare features are penalised less.",
             theirs=NOT_READ,
             where=NOT_READ,
-            ours=ratio["mean"],
+            ours=summary["weight_ratio"]["mean"],
             measure="mean c_j of the rare features / mean c_j of the common ones, at the "
             "tuned dropout solution, mean over replicates",
             verdict=verdict(less, in_shape=True),
             reason=(
-                f"the ratio's 95 % interval is below 0.6 {stand_in}"
+                f"the ratio is below 0.6 in every replicate {stand_in}"
                 if less
-                else f"the ratio's 95 % interval reaches 0.6 {stand_in}"
+                else f"the ratio reaches 0.6 in some replicate {stand_in}"
             ),
         ),
         {
@@ -308,7 +321,7 @@ def compute_wager_simulation(quick: bool, seed: int) -> dict:
         "seed": seed,
         "replicates": reps,
         "summary": summary,
-        "claims": _claims(summary, s["n_reps"]),
+        "claims": _claims(summary, reps),
     }
 
 
@@ -451,6 +464,7 @@ register(
             # logspace: powers, one libm ulp apart at most
             f"alphas {_REP}alpha": closed_form(size=4),
             f"{_REP}frequency": closed_form(size=200),
+            f"{_REP}dropout_beta {_REP}dropout_intercept "
             f"{_REP}weights {_REP}weight_ratio {_REP}abs_beta_rare/* "
             f"{_REP}penalty/quadratic summary/weight_ratio/* claims/1/ours": _FIT,
             f"{_REP}val_log_loss/* {_REP}test_log_loss/* {_REP}test_accuracy/* "
