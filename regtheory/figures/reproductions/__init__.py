@@ -14,7 +14,10 @@ from . import srivastava_ridge  # noqa: F401  (registers its figure)
 # isort: split
 from . import dropblock_gamma  # noqa: F401
 
+# isort: split
+from . import deep_linear_dropout  # noqa: F401
+
 # The figures of this section, in the order of the table (each module registers one).
-REPRODUCTIONS: tuple[str, ...] = ("srivastava_ridge", "dropblock_gamma")
+REPRODUCTIONS: tuple[str, ...] = ("srivastava_ridge", "dropblock_gamma", "deep_linear_dropout")
 
 __all__ = ["NOT_READ", "REPRODUCTIONS", "VERDICTS", "claim", "reproductions_table", "verdict"]
