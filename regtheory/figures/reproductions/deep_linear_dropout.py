@@ -84,13 +84,14 @@ TARGET_SPECTRUM = (3.0, 1.5, 0.5)
 DEPTHS = (2, 3, 4)
 KEEPS = (0.5, 0.8)
 LR = 0.02
-STEPS = {True: 6_000, False: 60_000}  # quick, full
-LR_DECAY = {True: 300.0, False: 1_000.0}
+STEPS = {True: 10_000, False: 60_000}  # quick, full
+LR_DECAY = {True: 500.0, False: 1_000.0}
 N_RECORDS = 60
 TRUNCATE_RTOL = 1e-3
 STARTS = 3  # random starts of each Θ_L solve and of each implied problem
-# The claims' tests, far from what the runs give (seeds 0..5, quick and full): |penalty/Θ_L
-# - 1| ≤ 1.5e-3, map gaps ≤ 0.1, nuclear-norm drops ≥ 0.1 per added layer.
+# The claims' tests, far from what the runs give over seeds 0..5: |penalty/Θ_L - 1| ≤ 4e-3
+# (quick; full 5e-4), map gaps ≤ 0.085 (quick; full 0.031), nuclear-norm drops ≥ 0.087 per
+# added layer (quick; full 0.106).
 FIBRE_TOL = 0.05
 MAP_GAP_MAX = 0.3
 MIN_DROP = 0.02
@@ -406,7 +407,7 @@ def compute_deep_linear_dropout(quick: bool, seed: int) -> dict:
     Parameters
     ----------
     quick : bool
-        The quick mode: 6,000 SGD steps per net instead of 60,000.
+        The quick mode: 10,000 SGD steps per net instead of 60,000.
     seed : int
         Seed of the task and of every net's training and solves.
 
