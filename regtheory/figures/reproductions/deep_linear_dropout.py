@@ -57,9 +57,9 @@ from threadpoolctl import threadpool_limits
 from ... import _sgd, network
 from ...implied import deep_induced_regularizer
 from ...masks import Bernoulli, dropout_lambda
+from ...network import Dropout, Linear
 from .._check import EXACT, TRAINING_RTOL, closed_form, solve, trajectory
 from .._registry import FigureSpec, register
-from ..deep_figures import _deep_net, _rotation
 from ._claims import NOT_READ, claim, verdict
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
@@ -100,6 +100,12 @@ IMPLIED_RTOL = 1e-5
 PAPER = "mianjy2019dropout"
 
 
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    """A random DIM × DIM rotation: QR of a Gaussian matrix, signs fixed by R's diagonal."""
+    q, r = np.linalg.qr(rng.standard_normal((DIM, DIM)))
+    return q * np.sign(np.diag(r))
+
+
 def task(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The regression task of ``seed``: the map M* and the whitened inputs X, targets Y.
 
@@ -116,7 +122,7 @@ def task(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         Standard normal inputs made exactly white (XᵀX/n = I) and the targets X M*ᵀ.
     """
     rng = np.random.default_rng(seed)
-    P, Q = _rotation(rng, DIM), _rotation(rng, DIM)
+    P, Q = _rotation(rng), _rotation(rng)
     M_star = P @ np.diag(TARGET_SPECTRUM) @ Q.T
     X = rng.standard_normal((N_SAMPLES, DIM))
     chol = np.linalg.cholesky(X.T @ X / N_SAMPLES)
@@ -315,7 +321,9 @@ def _net(keep: float, depth: int, seed: int, k: int, data: tuple, *, quick: bool
         history = _train(keep, depth, data, moments, quick=quick, rng=rng)
         weights = [np.array(W) for W in history.params]
         M = end_to_end(weights)
-        layers = _deep_net(weights, keep, conv=False)
+        layers: list = [Linear(weights[0])]  # W_1, then a mask before each further layer
+        for W in weights[1:]:
+            layers += [Dropout(Bernoulli(keep)), Linear(W)]
         penalty = float(network.dropout_penalty(layers, X, method="exact"))
         Mt, dropped = _truncated(M)
         theta = deep_induced_regularizer(
