@@ -20,6 +20,7 @@ CURRENT_SPELLINGS = pytest.mark.filterwarnings(
 # anyway, computes them a second time to check that they are reproducible.
 SLOW_TO_COMPUTE = {
     "completion_study",
+    "deep_linear_dropout",
     "digits_dropout",
     "explicit_vs_dropout",
     "fc_equalization",

@@ -15,6 +15,9 @@ from . import srivastava_ridge  # noqa: F401  (registers its figure)
 from . import dropblock_gamma  # noqa: F401
 
 # isort: split
+from . import deep_linear_dropout  # noqa: F401
+
+# isort: split
 from . import wager_simulation  # noqa: F401
 
 # isort: split
@@ -24,6 +27,7 @@ from . import arora_completion  # noqa: F401
 REPRODUCTIONS: tuple[str, ...] = (
     "srivastava_ridge",
     "dropblock_gamma",
+    "deep_linear_dropout",
     "wager_simulation",
     "arora_completion",
 )
