@@ -58,6 +58,7 @@ import numpy as np
 from .._ties import argmin_tied
 from ..sweep import Sweep
 from ._check import EXACT, RECORD, solve, trajectory
+from ._intervals import student_t_interval
 from ._registry import FigureSpec, register
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
@@ -329,20 +330,11 @@ def _grid(method: str, s: dict) -> list[dict]:
     return [{"weight": w} for w in s["weights"]]
 
 
-def _interval(values: list[float]) -> dict[str, float]:
-    """Mean and 95 % Student-t half-width over seeds."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return {"mean": float(v.mean()), "half_width": half}
-
-
 def _with_intervals(fields: dict[str, list[float]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, values in fields.items():
         out[key] = values
-        out[f"{key}_interval"] = _interval(values)
+        out[f"{key}_interval"] = student_t_interval(values)
     return out
 
 

@@ -45,6 +45,7 @@ import numpy as np
 from .._validation import InvalidParameterError
 from ..sweep import Sweep
 from ._check import EXACT, RECORD, trajectory
+from ._intervals import student_t_interval
 from ._registry import FigureSpec, register
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
@@ -173,15 +174,6 @@ def _train_one(cell: dict) -> dict:
     return scores
 
 
-def _interval(values: list[float]) -> dict[str, float]:
-    """Mean and 95 % Student-t half-width over seeds."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return {"mean": float(v.mean()), "half_width": half}
-
-
 def _distance(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Prediction disagreement and relative output distance of a to b on the test set."""
     return {
@@ -234,7 +226,7 @@ def _setting_record(runs: dict, s: dict[str, Any]) -> dict:
         record: dict[str, Any] = {"name": method}
         for field in ("test_accuracy", "test_loss", "validation_accuracy", "validation_loss"):
             record[field] = [r[field] for r in rows]
-            record[f"{field}_interval"] = _interval(record[field])
+            record[f"{field}_interval"] = student_t_interval(record[field])
         dropout = [runs["dropout", 0.0, seed]["outputs"] for seed in range(seeds)]
         if method == "dropout":  # against the dropout run of the next seed
             others = [runs["dropout", 0.0, seed + 1]["outputs"] for seed in range(seeds)]
@@ -245,7 +237,7 @@ def _setting_record(runs: dict, s: dict[str, Any]) -> dict:
         for key in ("disagreement", "relative_distance"):
             values = [p[key] for p in pairs]
             record[f"to_dropout_{key}"] = values
-            record[f"to_dropout_{key}_interval"] = _interval(values)
+            record[f"to_dropout_{key}_interval"] = student_t_interval(values)
         methods.append(record)
     validation = {
         str(d): float(

@@ -48,6 +48,7 @@ __all__ = [
     "compute_glm_adaptive_l2",
     "load",
     "plot_glm_adaptive_l2",
+    "saa_fit",
     "standardise",
 ]
 
@@ -111,11 +112,29 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(a - mean) / std for a in (train, *others)]
 
 
-def _saa(X: np.ndarray, y: np.ndarray, keep: float, s: dict, seed: int) -> glm.GLMSolution:
+def saa_fit(X: np.ndarray, y: np.ndarray, keep: float, s: dict, seed: int) -> glm.GLMSolution:
     """The SAA solution, doubling the draws (up to 8 times) while it has no minimiser.
 
     With few draws the masked copies of the samples can be separable although the exact
     dropout problem has a minimiser.
+
+    Parameters
+    ----------
+    X : array (n, d)
+        Inputs.
+    y : array (n,)
+        0/1 labels.
+    keep : float
+        Retain probability θ.
+    s : dict
+        The figure's settings; ``s["n_masks_saa"]`` is the first number of draws.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    regtheory.glm.GLMSolution
+        The logistic dropout solution of :func:`regtheory.glm.solve_dropout` with ``"saa"``.
     """
     n_masks = s["n_masks_saa"]
     while True:
@@ -132,7 +151,7 @@ def _saa(X: np.ndarray, y: np.ndarray, keep: float, s: dict, seed: int) -> glm.G
 def _fits(X: np.ndarray, y: np.ndarray, keep: float, s: dict, seed: int) -> dict:
     """Dropout (SAA), quadratic and ridge fits: (beta, intercept, solution) each."""
     sk = _sklearn()
-    saa = _saa(X, y, keep, s, seed)
+    saa = saa_fit(X, y, keep, s, seed)
     quad = glm.solve_dropout(X, y, keep, method="quadratic", solver=SOLVER)
     # ridge λ/8 ‖β‖²; LogisticRegression minimises ‖w‖²/2 + C Σ log-loss, i.e. (divided by
     # Cn) mean log-loss + ‖w‖²/(2Cn): C = 1/(2nα) with α = λ/8

@@ -55,8 +55,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._check import EXACT, monte_carlo, spread, trajectory
+from .._intervals import student_t_interval
 from .._registry import FigureSpec, register
-from ..completion_figures import _interval, power_law_marginal, split_entries
+from ..completion_figures import power_law_marginal, split_entries
 from ._claims import NOT_READ, claim, verdict
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
@@ -364,10 +365,10 @@ def compute_arora_completion(quick: bool, seed: int) -> dict:
         "train_rmse": train.tolist(),
         "test_rmse": test.tolist(),
         "gap": gap.tolist(),
-        "train_interval": [_interval(r) for r in train],
-        "test_interval": [_interval(r) for r in test],
-        "gap_interval": [_interval(r) for r in gap],
-        "gap_drop": _interval(gap[0] - gap[-1]),
+        "train_interval": [student_t_interval(r) for r in train],
+        "test_interval": [student_t_interval(r) for r in test],
+        "gap_interval": [student_t_interval(r) for r in gap],
+        "gap_drop": student_t_interval(gap[0] - gap[-1]),
         "regularizer": regularizer,
     }
     data["claims"] = _claims(data)

@@ -57,8 +57,9 @@ from ..._validation import InvalidParameterError
 from ...glm._families import variance_function
 from ...montecarlo import Estimate
 from .._check import EXACT, closed_form, monte_carlo, solve, spread
+from .._intervals import student_t_interval
 from .._registry import FigureSpec, register
-from ..glm_figures import SOLVER, _saa
+from ..glm_figures import SOLVER, saa_fit
 from ._claims import NOT_READ, claim, verdict
 
 if TYPE_CHECKING:  # matplotlib is imported where the figure is drawn
@@ -145,7 +146,7 @@ def _fits(prob: dict, s: dict, rng: np.random.Generator) -> dict[str, list]:
     X, y = prob["X_train"], prob["y_train"]
     fits: dict[str, list] = {"dropout": [], "quadratic": [], "l2": []}
     for keep in s["keeps"]:
-        saa = _saa(X, y, keep, s, rng)
+        saa = saa_fit(X, y, keep, s, rng)
         quad = glm.solve_dropout(X, y, keep, method="quadratic", solver=SOLVER)
         fits["dropout"].append((saa.beta, saa.intercept, saa))
         fits["quadratic"].append((quad.beta, quad.intercept, quad))
@@ -206,12 +207,9 @@ def _replicate(s: dict, rng: np.random.Generator) -> dict[str, Any]:
 
 
 def _interval(values: np.ndarray) -> dict[str, float]:
-    """Mean and 95 % Student-t interval over the replicates."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    mean = float(v.mean())
+    """Mean and 95 % Student-t interval over the replicates, as its two ends."""
+    iv = student_t_interval(values)
+    mean, half = iv["mean"], iv["half_width"]
     return {"mean": mean, "lo": mean - half, "hi": mean + half}
 
 
