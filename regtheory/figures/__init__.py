@@ -30,6 +30,9 @@ from . import explicit_figures  # noqa: F401  (imports torch only when computed)
 
 # isort: split
 from . import completion_figures  # noqa: F401
+
+# isort: split
+from . import reproductions  # noqa: F401
 from ._check import CheckReport, check
 from ._registry import REGISTRY, FigureSpec, compute, missing_extras, register, render
 

@@ -8,7 +8,13 @@ documentation's table.
 
 from ._claims import NOT_READ, VERDICTS, claim, reproductions_table, verdict
 
+# isort: split
+from . import mianjy_equalization  # noqa: F401
+
+# isort: split
+from . import cavazza_factorization  # noqa: F401
+
 # The figures of this section, in the order of the table (each module registers one).
-REPRODUCTIONS: tuple[str, ...] = ()
+REPRODUCTIONS: tuple[str, ...] = ("mianjy_equalization", "cavazza_factorization")
 
 __all__ = ["NOT_READ", "REPRODUCTIONS", "VERDICTS", "claim", "reproductions_table", "verdict"]
