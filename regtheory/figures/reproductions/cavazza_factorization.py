@@ -24,7 +24,8 @@ N(0, 0.01²); 25,000 steps. Quick mode: 30 × 30, width 48, rank 15, 6,000 steps
 
 Measured: the relative gap of the objective (exact, from the factors) to its minimum;
 the numerical rank of the trained map (singular values above 1 % of the largest) against
-the closed form's and the matrix's (full, from the noise); the spread max/min − 1 of the units' products.
+the closed form's and the matrix's (full, from the noise); the spread max/min − 1 of
+the units' products.
 """
 
 from __future__ import annotations
@@ -142,9 +143,9 @@ def _claims(runs: list[dict], sizes: dict, rank_target: int) -> list[dict]:
             ours=float(rank),
             measure=f"numerical rank of the trained UVᵀ (σ > {RANK_THRESHOLD:g} σ₁), largest",
             verdict=verdict(same_rank, in_shape=True),
-            reason=f"trained rank {rank} = the closed form's (next singular value ≤ {tail:.1e} σ₁), "
-            f"the matrix's is {rank_target}; singular values within {sv_error:.1e} σ₁ of the "
-            "closed form's; the paper's numbers were not read",
+            reason=f"trained rank {rank} = the closed form's (next singular value ≤ "
+            f"{tail:.1e} σ₁), the matrix's is {rank_target}; singular values within "
+            f"{sv_error:.1e} σ₁ of the closed form's; the paper's numbers were not read",
         ),
         claim(
             paper=PAPER,
@@ -217,15 +218,39 @@ def plot_cavazza_factorization(data: dict) -> Figure:
         steps = np.asarray(run["record_steps"])[1:]
         ax1.loglog(steps, np.asarray(run["gap"])[1:], color=f"C{i}", label=label)
         closed = np.asarray(run["sv_optimum"])
-        ax2.semilogy(index[closed > 0], closed[closed > 0], color=f"C{i}", lw=1.5,
-                     label=f"closed form (3), {label}")
-        ax2.semilogy(index, run["sv_trained"], "o", mfc="none", ms=3, color=f"C{i}",
-                     label=f"trained, {label}")
+        ax2.semilogy(
+            index[closed > 0],
+            closed[closed > 0],
+            color=f"C{i}",
+            lw=1.5,
+            label=f"closed form (3), {label}",
+        )
+        ax2.semilogy(
+            index,
+            run["sv_trained"],
+            "o",
+            mfc="none",
+            ms=3,
+            color=f"C{i}",
+            label=f"trained, {label}",
+        )
         units = np.arange(1, len(run["products_end"]) + 1)
-        ax3.plot(units, np.sort(run["products_start"]) / run["equalized_product"], ".",
-                 color=f"C{i}", alpha=0.4, ms=3)
-        ax3.plot(units, np.sort(run["products_end"]) / run["equalized_product"], "o",
-                 color=f"C{i}", ms=3, label=label)
+        ax3.plot(
+            units,
+            np.sort(run["products_start"]) / run["equalized_product"],
+            ".",
+            color=f"C{i}",
+            alpha=0.4,
+            ms=3,
+        )
+        ax3.plot(
+            units,
+            np.sort(run["products_end"]) / run["equalized_product"],
+            "o",
+            color=f"C{i}",
+            ms=3,
+            label=label,
+        )
     ax1.set_xlabel("SGD step")
     ax1.set_ylabel("(objective − minimum) / minimum")
     ax1.set_title("gap to the closed-form minimum")

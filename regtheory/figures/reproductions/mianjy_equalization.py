@@ -60,7 +60,7 @@ def _schedule(quick: bool) -> dict:
 
 
 def _haar(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """k orthonormal columns in R^n, uniformly distributed (QR, signs fixed)."""
+    """Haar-random: k orthonormal columns in R^n (QR of a Gaussian, signs fixed)."""
     Q, R = np.linalg.qr(rng.standard_normal((n, k)))
     return Q * np.sign(np.diag(R))
 
@@ -182,10 +182,22 @@ def plot_mianjy_equalization(data: dict) -> Figure:
         steps = np.asarray(run["record_steps"])[1:]
         ax1.loglog(steps, np.asarray(run["gap"])[1:], color=f"C{i}", label=label)
         units = np.arange(1, run["width"] + 1) + 0.15 * (i - 1.5)
-        ax2.plot(units, np.sort(run["products_start"]) / run["equalized_product"], "o",
-                 mfc="none", color=f"C{i}", ms=4)
-        ax2.plot(units, np.sort(run["products_end"]) / run["equalized_product"], "o",
-                 color=f"C{i}", ms=4, label=label)
+        ax2.plot(
+            units,
+            np.sort(run["products_start"]) / run["equalized_product"],
+            "o",
+            mfc="none",
+            color=f"C{i}",
+            ms=4,
+        )
+        ax2.plot(
+            units,
+            np.sort(run["products_end"]) / run["equalized_product"],
+            "o",
+            color=f"C{i}",
+            ms=4,
+            label=label,
+        )
     ax1.set_xlabel("SGD step")
     ax1.set_ylabel("(objective − minimum) / minimum")
     ax1.set_title("gap to the closed-form optimum (3)")
