@@ -20,11 +20,13 @@ def test_quick_claims_are_reproduced_in_shape(data):
     assert all(c["theirs"] == "not read" for c in data["claims"])
     k, d = data["sizes"]["signal_rank"], data["sizes"]["rows"]
     assert data["rank_target"] == d  # the noise makes the matrix full rank
+    # inside the claims' tests with margin (checked on seeds 0..5)
     for run in data["runs"]:
-        assert run["final_gap"] < fig.GAP_BOUND / 2
+        assert run["final_gap"] < fig.GAP_BOUND / 3  # seeds 0..5: ≤ 1.2e-3
         assert run["rank_trained"] == run["rank_optimum"] == k
         assert run["sv_next_trained"] < fig.RANK_THRESHOLD / 10
         assert run["spread_start"] > 2 * fig.SPREAD_FACTOR * run["spread_end"]
+        assert run["spread_end"] < fig.SPREAD_BOUND / 2
 
 
 def test_matrix_is_the_stated_signal_plus_noise(data):

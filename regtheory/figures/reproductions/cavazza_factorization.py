@@ -20,7 +20,7 @@ Chosen here (nothing of the paper's experiments was read): Z is 100 × 100 and t
 noise, a rank-50 matrix with Haar-random singular vectors and singular values evenly from
 2 to 1, plus i.i.d. N(0, 0.001²) noise (so Z has full rank); keeps 0.9 and 0.5; step 0.1
 decaying as 0.1/(1 + t/τ) with τ = 100 (keep 0.9) and 30 (keep 0.5); initial weights
-N(0, 0.01²); 25,000 steps. Quick mode: 30 × 30, width 48, rank 15, 6,000 steps.
+N(0, 0.01²); 25,000 steps. Quick mode: 30 × 30, width 48, rank 15, 20,000 steps.
 
 Measured: the relative gap of the objective (exact, from the factors) to its minimum;
 the numerical rank of the trained map (singular values above 1 % of the largest) against
@@ -51,14 +51,15 @@ KEEPS = (0.9, 0.5)
 NOISE, LR, INIT_SCALE = 1e-3, 0.1, 0.01
 LR_DECAY = {0.9: 100.0, 0.5: 30.0}  # the smaller λ of keep 0.9 equalizes slower
 RANK_THRESHOLD = 1e-2  # numerical rank: singular values above this fraction of the largest
-# The claims' tests, far from what the runs give (gaps ≤ 1e-3, spreads ≤ 5 %).
+# The claims' tests, far from what the runs give (full mode: gaps ≤ 1e-3, spreads ≤ 2 %,
+# falling 45-fold; quick mode, seeds 0..5: see the report in the tests).
 GAP_BOUND = 1e-2
-SPREAD_FACTOR = 3.0
+SPREAD_FACTOR, SPREAD_BOUND = 2.0, 0.2  # fall 2-fold, end below 20 %
 
 
 def _sizes(quick: bool) -> dict:
     if quick:
-        return {"rows": 30, "width": 48, "signal_rank": 15, "steps": 6000}
+        return {"rows": 30, "width": 48, "signal_rank": 15, "steps": 20_000}
     return {"rows": 100, "width": 160, "signal_rank": 50, "steps": 25_000}
 
 
@@ -154,9 +155,10 @@ def _claims(runs: list[dict], sizes: dict, rank_target: int) -> list[dict]:
             where=NOT_READ,
             ours=end,
             measure="largest spread max/min − 1 of the products ‖u_i‖‖v_i‖ at the end",
-            verdict=verdict(ratio >= SPREAD_FACTOR, in_shape=True),
+            verdict=verdict(ratio >= SPREAD_FACTOR and end <= SPREAD_BOUND, in_shape=True),
             reason=f"the spread falls at least {ratio:.0f}-fold from initialisation, to at most "
-            f"{end:.1%} (test: {SPREAD_FACTOR:g}-fold); the paper's numbers were not read",
+            f"{end:.1%} (test: {SPREAD_FACTOR:g}-fold, to ≤ {SPREAD_BOUND:.0%}); the paper's "
+            "numbers were not read",
         ),
     ]
 
@@ -167,7 +169,7 @@ def compute_cavazza_factorization(quick: bool, seed: int) -> dict:
     Parameters
     ----------
     quick : bool
-        The quick mode: a 30 × 30 matrix, width 48, 6,000 steps.
+        The quick mode: a 30 × 30 matrix, width 48, 20,000 steps.
     seed : int
         Seed of the matrix; the runs use seed + 1 and seed + 2.
 
