@@ -20,7 +20,7 @@ Chosen here (nothing of the paper's experiments was read): Z is 100 × 100 and t
 noise, a rank-50 matrix with Haar-random singular vectors and singular values evenly from
 2 to 1, plus i.i.d. N(0, 0.001²) noise (so Z has full rank); keeps 0.9 and 0.5; step 0.1
 decaying as 0.1/(1 + t/τ) with τ = 100 (keep 0.9) and 30 (keep 0.5); initial weights
-N(0, 0.01²); 25,000 steps. Quick mode: 30 × 30, width 48, rank 15, 20,000 steps.
+N(0, 0.01²); 60,000 steps. Quick mode: 30 × 30, width 48, rank 15, 20,000 steps.
 
 Measured: the relative gap of the objective (exact, from the factors) to its minimum;
 the numerical rank of the trained map (singular values above 1 % of the largest) against
@@ -51,16 +51,17 @@ KEEPS = (0.9, 0.5)
 NOISE, LR, INIT_SCALE = 1e-3, 0.1, 0.01
 LR_DECAY = {0.9: 100.0, 0.5: 30.0}  # the smaller λ of keep 0.9 equalizes slower
 RANK_THRESHOLD = 1e-2  # numerical rank: singular values above this fraction of the largest
-# The claims' tests, far from what the runs give (full mode: gaps ≤ 1e-3, spreads ≤ 2 %,
-# falling 45-fold; quick mode, seeds 0..5: see the report in the tests).
+# The claims' tests, far from what the runs give (full mode: gaps ≤ 4e-4, spreads ≤ 2 %,
+# falling 45-fold; quick mode, seeds 0..5: gaps ≤ 1.2e-3, spreads ≤ 4 %, 25-fold).
 GAP_BOUND = 1e-2
+TARGET = 1e-4  # the precision asked of the training (not a test of the claim)
 SPREAD_FACTOR, SPREAD_BOUND = 2.0, 0.2  # fall 2-fold, end below 20 %
 
 
 def _sizes(quick: bool) -> dict:
     if quick:
         return {"rows": 30, "width": 48, "signal_rank": 15, "steps": 20_000}
-    return {"rows": 100, "width": 160, "signal_rank": 50, "steps": 25_000}
+    return {"rows": 100, "width": 160, "signal_rank": 50, "steps": 60_000}
 
 
 def _matrix(d: int, k: int, seed: int) -> np.ndarray:
@@ -134,7 +135,8 @@ def _claims(runs: list[dict], sizes: dict, rank_target: int) -> list[dict]:
             measure="largest relative gap of the dropout objective to the closed form's",
             verdict=verdict(gap <= GAP_BOUND, in_shape=True),
             reason=f"both keeps end within {gap:.1e} of the minimum (test: ≤ {GAP_BOUND:g}; "
-            f"1e-4 was not reached); the paper's numbers were not read; {chosen}",
+            f"{TARGET:g} {'reached' if gap <= TARGET else 'not reached'}); the paper's numbers "
+            f"were not read; {chosen}",
         ),
         claim(
             paper=PAPER,
@@ -219,10 +221,10 @@ def plot_cavazza_factorization(data: dict) -> Figure:
         label = f"keep {run['keep']}"
         steps = np.asarray(run["record_steps"])[1:]
         ax1.loglog(steps, np.asarray(run["gap"])[1:], color=f"C{i}", label=label)
-        closed = np.asarray(run["sv_optimum"])
+        rank = run["rank_optimum"]  # beyond it (3) is 0: the SVD's rounding noise
         ax2.semilogy(
-            index[closed > 0],
-            closed[closed > 0],
+            index[:rank],
+            run["sv_optimum"][:rank],
             color=f"C{i}",
             lw=1.5,
             label=f"closed form (3), {label}",
