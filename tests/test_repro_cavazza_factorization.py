@@ -55,12 +55,5 @@ def test_closed_form_spectrum_agrees_with_a_direct_minimization(data):
 
 
 def test_same_seed_same_data(data):
-    again = compute(NAME, quick=True, seed=SEED)["data"]
-    for a, b in zip(again["runs"], data["runs"]):
-        a, b = dict(a), dict(b)
-        a.pop("wall_time"), b.pop("wall_time")
-        assert a.keys() == b.keys()
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key])
-    assert again["claims"] == data["claims"]
-    np.testing.assert_array_equal(again["sv_target"], data["sv_target"])
+    # the whole record, to the last digit (it holds no timing)
+    assert compute(NAME, quick=True, seed=SEED)["data"] == data

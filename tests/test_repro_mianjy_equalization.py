@@ -58,11 +58,5 @@ def test_gap_history_ends_at_the_population_gap(data):
 
 
 def test_same_seed_same_data(data):
-    again = compute(NAME, quick=True, seed=SEED)["data"]
-    for a, b in zip(again["runs"], data["runs"]):
-        a, b = dict(a), dict(b)
-        a.pop("wall_time"), b.pop("wall_time")
-        assert a.keys() == b.keys()
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key])
-    assert again["claims"] == data["claims"]
+    # the whole record, to the last digit (it holds no timing)
+    assert compute(NAME, quick=True, seed=SEED)["data"] == data

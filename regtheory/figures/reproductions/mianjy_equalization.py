@@ -29,14 +29,13 @@ unit products is max/min − 1.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ... import training
 from ...data import white_inputs
-from .._check import EXACT, RECORD, TRAINING_RTOL, closed_form, trajectory
+from .._check import EXACT, TRAINING_RTOL, closed_form, trajectory
 from .._registry import FigureSpec, register
 from . import _fc_runs
 from ._claims import NOT_READ, claim, verdict
@@ -76,9 +75,7 @@ def _task(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _run(X, Y, M, keep: float, width: int, train_seed: int, quick: bool) -> dict:
     """Train one layer and measure it against the closed form."""
-    start = time.perf_counter()
     res = training.train_fc(X, Y, keep, width, rng=train_seed, **_schedule(quick))
-    wall = time.perf_counter() - start
     M_star, best = _fc_runs.optimum(M, keep, width)
     final = _fc_runs.population_objective(M, res.U, res.V, keep)
     return {
@@ -95,7 +92,6 @@ def _run(X, Y, M, keep: float, width: int, train_seed: int, quick: bool) -> dict
         "products_end": res.products[-1],
         "spread_start": float(_fc_runs.spread(res.products[0])),
         "spread_end": float(_fc_runs.spread(res.products[-1])),
-        "wall_time": wall,
     }
 
 
@@ -235,7 +231,6 @@ register(
             "runs/*/products_start": closed_form(size=D_OUT),
             "runs/*/products_end runs/*/spread_end": trajectory(TRAINING_RTOL),
             "runs/*/spread_start": closed_form(size=D_OUT),
-            "runs/*/wall_time": RECORD,
             "claims/*/paper claims/*/claim claims/*/theirs claims/*/where": EXACT,
             "claims/*/measure claims/*/verdict claims/*/reason": EXACT,
             "claims/0/ours": trajectory(TRAINING_RTOL, scale=1.0),
