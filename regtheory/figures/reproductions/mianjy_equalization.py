@@ -7,10 +7,11 @@ product :math:`\|u_k\|\,\|v_k\|`). This figure trains a linear layer of width w,
 (:func:`regtheory.training.train_fc`) and compares the result with the closed form
 (3) (:func:`regtheory.fc.global_optimum`).
 
-Setup read from the paper (through a third party's quotation of Section 6, see
-``/work/papers_read.md``): inputs :math:`x \in \mathbb{R}^{80}` standard normal, targets
-:math:`y = Mx` with :math:`M \in \mathbb{R}^{120\times 80}` whose left and right singular
-subspaces are uniformly random and whose spectrum decays exponentially.
+Setup read from the paper (only through a third party's quotation of its Section 6;
+no copy of the paper itself could be read, nor its Figure 3): inputs
+:math:`x \in \mathbb{R}^{80}` standard normal, targets :math:`y = Mx` with
+:math:`M \in \mathbb{R}^{120\times 80}` whose left and right singular subspaces are
+uniformly random and whose spectrum decays exponentially.
 
 Chosen here, because the paper's values were not read: the spectrum
 :math:`\sigma_i = 0.8^{\,i}` (i = 0, ..., 79); the singular vectors as Haar-random
@@ -19,7 +20,8 @@ orthogonal matrices (QR of a Gaussian, signs fixed by R's diagonal); the keeps 0
 exactly I (:func:`regtheory.data.white_inputs`: the objective depends on the inputs only
 through E[xxᵀ], so SGD on these rows is unbiased SGD on the population objective);
 full-batch steps (a fresh mask per sample per step), step 0.1 decaying as
-0.1/(1 + t/1000), initial weights N(0, 0.1²), 60,000 steps (quick mode: 8,000 steps, width 10 only).
+0.1/(1 + t/1000), initial weights N(0, 0.1²), 60,000 steps (quick mode: 8,000 steps,
+width 10 only). On one core the full figure takes about 30 s.
 
 The gap is measured on the population objective, exactly (no sampling):
 :math:`\|M - UV^\top\|_F^2 + \lambda\sum_k\|u_k\|^2\|v_k\|^2` (inputs white), relative to
