@@ -238,6 +238,6 @@ register(
             "claims/0/ours": trajectory(TRAINING_RTOL, scale=1.0),
             "claims/1/ours": trajectory(TRAINING_RTOL),
         },
-        references=(PAPER, "mianjy2018implicit, Thm 2.5"),
+        references=("mianjy2018implicit, Sec. 6",),  # its theorems' numbers were not read
     )
 )
