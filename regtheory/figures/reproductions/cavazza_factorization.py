@@ -60,13 +60,28 @@ SPREAD_FACTOR, SPREAD_BOUND = 2.0, 0.2  # fall 2-fold, end below 20 %
 
 
 def _sizes(quick: bool) -> dict:
+    """The matrix's size, the width, the signal's rank and the steps (``quick``: small)."""
     if quick:
         return {"rows": 30, "width": 48, "signal_rank": 15, "steps": 20_000}
     return {"rows": 100, "width": 160, "signal_rank": 50, "steps": 60_000}
 
 
 def _matrix(d: int, k: int, seed: int) -> np.ndarray:
-    """Rank-k signal (singular values 2 → 1, Haar singular vectors) plus N(0, NOISE²)."""
+    """Rank-k signal (singular values 2 → 1, Haar singular vectors) plus N(0, NOISE²).
+
+    Parameters
+    ----------
+    d : int
+        Rows and columns.
+    k : int
+        Rank of the signal.
+    seed : int
+        Seed of the singular vectors, then of the noise.
+
+    Returns
+    -------
+    ndarray (d, d)
+    """
     rng = np.random.default_rng(seed)
     A, Ra = np.linalg.qr(rng.standard_normal((d, k)))
     B, Rb = np.linalg.qr(rng.standard_normal((d, k)))
@@ -75,11 +90,29 @@ def _matrix(d: int, k: int, seed: int) -> np.ndarray:
 
 
 def _rank(sv: np.ndarray) -> int:
+    """Singular values ``sv`` (descending) above RANK_THRESHOLD times the largest."""
     return int(np.sum(sv > RANK_THRESHOLD * sv[0]))
 
 
 def _run(Z: np.ndarray, keep: float, sizes: dict, train_seed: int) -> dict:
-    """Factorize Z with dropout at one keep and measure the result against (3)."""
+    """Factorize Z with dropout at one keep and measure the result against (3).
+
+    Parameters
+    ----------
+    Z : ndarray (d, d)
+        The matrix.
+    keep : float
+        Retain probability.
+    sizes : dict
+        What :func:`_sizes` gives.
+    train_seed : int
+        Seed of the initialisation and the masks.
+
+    Returns
+    -------
+    dict
+        The run's gap history, spectra, ranks and products.
+    """
     d, width = len(Z), sizes["width"]
     X, Y = np.sqrt(d) * np.eye(d), np.sqrt(d) * Z.T
     res = training.train_fc(
@@ -113,6 +146,22 @@ def _run(Z: np.ndarray, keep: float, sizes: dict, train_seed: int) -> dict:
 
 
 def _claims(runs: list[dict], sizes: dict, rank_target: int) -> list[dict]:
+    """The three claims and their verdicts.
+
+    Parameters
+    ----------
+    runs : list of dict
+        One :func:`_run` per keep.
+    sizes : dict
+        What :func:`_sizes` gives.
+    rank_target : int
+        The rank of the matrix.
+
+    Returns
+    -------
+    list of dict
+        The records of :func:`._claims.claim`.
+    """
     gap = max(r["final_gap"] for r in runs)
     same_rank = all(r["rank_trained"] == r["rank_optimum"] < rank_target for r in runs)
     rank = max(r["rank_trained"] for r in runs)

@@ -58,17 +58,41 @@ SPREAD_FACTOR, SPREAD_BOUND = 2.0, 0.2
 
 
 def _schedule(quick: bool) -> dict:
+    """The SGD settings of every run (``quick``: fewer steps)."""
     return {"steps": 8000 if quick else 60_000, "lr": 0.1, "lr_decay": 1000.0, "init_scale": 0.1}
 
 
 def _haar(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """Haar-random: k orthonormal columns in R^n (QR of a Gaussian, signs fixed)."""
+    """Haar-random: k orthonormal columns in R^n (QR of a Gaussian, signs fixed).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the Gaussian matrix.
+    n, k : int
+        Rows and columns, k ≤ n.
+
+    Returns
+    -------
+    ndarray (n, k)
+        Orthonormal columns.
+    """
     Q, R = np.linalg.qr(rng.standard_normal((n, k)))
     return Q * np.sign(np.diag(R))
 
 
 def _task(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The inputs X (white), the targets Y = X Mᵀ and the map M."""
+    """The inputs X (white), the targets Y = X Mᵀ and the map M.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of M's singular vectors, then of the inputs.
+
+    Returns
+    -------
+    X, Y, M : ndarrays (N_SAMPLES, D_IN), (N_SAMPLES, D_OUT), (D_OUT, D_IN)
+    """
     rng = np.random.default_rng(seed)
     M = (_haar(rng, D_OUT, D_IN) * DECAY ** np.arange(D_IN)) @ _haar(rng, D_IN, D_IN).T
     X = white_inputs(N_SAMPLES, D_IN, rng=rng)
@@ -76,7 +100,26 @@ def _task(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _run(X, Y, M, keep: float, width: int, train_seed: int, quick: bool) -> dict:
-    """Train one layer and measure it against the closed form."""
+    """Train one layer and measure it against the closed form.
+
+    Parameters
+    ----------
+    X, Y, M : ndarray
+        The task of :func:`_task`.
+    keep : float
+        Retain probability.
+    width : int
+        Hidden units.
+    train_seed : int
+        Seed of the initialisation and the masks.
+    quick : bool
+        The quick mode's schedule.
+
+    Returns
+    -------
+    dict
+        The run's settings, its gap history and its units' products.
+    """
     res = training.train_fc(X, Y, keep, width, rng=train_seed, **_schedule(quick))
     M_star, best = _fc_runs.optimum(M, keep, width)
     final = _fc_runs.population_objective(M, res.U, res.V, keep)
@@ -98,6 +141,18 @@ def _run(X, Y, M, keep: float, width: int, train_seed: int, quick: bool) -> dict
 
 
 def _claims(runs: list[dict]) -> list[dict]:
+    """The two claims and their verdicts from the ``runs`` of :func:`_run`.
+
+    Parameters
+    ----------
+    runs : list of dict
+        One entry per (keep, width).
+
+    Returns
+    -------
+    list of dict
+        The records of :func:`._claims.claim`.
+    """
     gap = max(r["final_gap"] for r in runs)
     ratio = min(r["spread_start"] / r["spread_end"] for r in runs)
     end = max(r["spread_end"] for r in runs)
