@@ -14,7 +14,7 @@ import numpy as np
 
 from ... import fc
 
-__all__ = ["optimum", "population_objective", "spread"]
+__all__ = ["haar", "optimum", "population_objective", "spread"]
 
 
 def population_objective(T: np.ndarray, U: np.ndarray, V: np.ndarray, keep: float) -> float:
@@ -78,3 +78,22 @@ def spread(products: np.ndarray) -> np.ndarray:
     """
     products = np.asarray(products)
     return products.max(axis=-1) / products.min(axis=-1) - 1.0
+
+
+def haar(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """Haar-random: k orthonormal columns in R^n (QR of a Gaussian, signs fixed).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the Gaussian matrix.
+    n, k : int
+        Rows and columns, k ≤ n.
+
+    Returns
+    -------
+    ndarray (n, k)
+        Orthonormal columns.
+    """
+    Q, R = np.linalg.qr(rng.standard_normal((n, k)))
+    return Q * np.sign(np.diag(R))

@@ -83,9 +83,8 @@ def _matrix(d: int, k: int, seed: int) -> np.ndarray:
     ndarray (d, d)
     """
     rng = np.random.default_rng(seed)
-    A, Ra = np.linalg.qr(rng.standard_normal((d, k)))
-    B, Rb = np.linalg.qr(rng.standard_normal((d, k)))
-    signal = (A * np.sign(np.diag(Ra)) * np.linspace(2.0, 1.0, k)) @ (B * np.sign(np.diag(Rb))).T
+    A, B = _fc_runs.haar(rng, d, k), _fc_runs.haar(rng, d, k)
+    signal = (A * np.linspace(2.0, 1.0, k)) @ B.T
     return signal + NOISE * rng.standard_normal((d, d))
 
 

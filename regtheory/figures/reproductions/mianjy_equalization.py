@@ -62,25 +62,6 @@ def _schedule(quick: bool) -> dict:
     return {"steps": 8000 if quick else 60_000, "lr": 0.1, "lr_decay": 1000.0, "init_scale": 0.1}
 
 
-def _haar(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """Haar-random: k orthonormal columns in R^n (QR of a Gaussian, signs fixed).
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-        Source of the Gaussian matrix.
-    n, k : int
-        Rows and columns, k ≤ n.
-
-    Returns
-    -------
-    ndarray (n, k)
-        Orthonormal columns.
-    """
-    Q, R = np.linalg.qr(rng.standard_normal((n, k)))
-    return Q * np.sign(np.diag(R))
-
-
 def _task(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The inputs X (white), the targets Y = X Mᵀ and the map M.
 
@@ -94,7 +75,8 @@ def _task(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     X, Y, M : ndarrays (N_SAMPLES, D_IN), (N_SAMPLES, D_OUT), (D_OUT, D_IN)
     """
     rng = np.random.default_rng(seed)
-    M = (_haar(rng, D_OUT, D_IN) * DECAY ** np.arange(D_IN)) @ _haar(rng, D_IN, D_IN).T
+    left, right = _fc_runs.haar(rng, D_OUT, D_IN), _fc_runs.haar(rng, D_IN, D_IN)
+    M = (left * DECAY ** np.arange(D_IN)) @ right.T
     X = white_inputs(N_SAMPLES, D_IN, rng=rng)
     return X, X @ M.T, M
 
