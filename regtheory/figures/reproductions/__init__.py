@@ -15,6 +15,12 @@ from . import srivastava_ridge  # noqa: F401  (registers its figure)
 from . import dropblock_gamma  # noqa: F401
 
 # isort: split
+from . import mianjy_equalization  # noqa: F401
+
+# isort: split
+from . import cavazza_factorization  # noqa: F401
+
+# isort: split
 from . import deep_linear_dropout  # noqa: F401
 
 # isort: split
@@ -27,6 +33,8 @@ from . import arora_completion  # noqa: F401
 REPRODUCTIONS: tuple[str, ...] = (
     "srivastava_ridge",
     "dropblock_gamma",
+    "mianjy_equalization",
+    "cavazza_factorization",
     "deep_linear_dropout",
     "wager_simulation",
     "arora_completion",

@@ -1,0 +1,99 @@
+"""What the two FC reproductions share: the population objective and its gap to formula (3).
+
+With white inputs (E[xxᵀ] = I) and targets y = Tx, the dropout objective of a width-w
+layer is exact in the factors, no sampling:
+``‖T − UVᵀ‖_F² + λ Σ_i ‖u_i‖² ‖v_i‖²`` (:func:`regtheory.fc.dropout_penalty`); its
+global optimum is the map of :func:`regtheory.fc.global_optimum`, where the penalty is
+the induced regularizer (:func:`regtheory.fc.induced_regularizer`). Figures (s) and (t)
+train with :func:`regtheory.training.train_fc` and measure the trained factors with these.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ... import fc
+
+__all__ = ["haar", "optimum", "population_objective", "spread"]
+
+
+def population_objective(T: np.ndarray, U: np.ndarray, V: np.ndarray, keep: float) -> float:
+    """The dropout objective of the factors (U, V) for targets y = Tx, x white.
+
+    Parameters
+    ----------
+    T : ndarray (d_out, d_in)
+        The target map (for a matrix factorization: the matrix).
+    U : ndarray (d_out, w)
+        Output weights.
+    V : ndarray (d_in, w)
+        Input weights.
+    keep : float
+        Retain probability.
+
+    Returns
+    -------
+    float
+        ``‖T − UVᵀ‖_F² + λ Σ_i ‖u_i‖²‖v_i‖²``, λ = (1 − keep)/keep.
+    """
+    fit = float(np.sum((T - U @ V.T) ** 2))
+    return fit + float(fc.dropout_penalty(U, V, keep))
+
+
+def optimum(T: np.ndarray, keep: float, width: int) -> tuple[np.ndarray, float]:
+    """The closed-form optimal map (3) and the dropout objective's minimum.
+
+    Parameters
+    ----------
+    T : ndarray (d_out, d_in)
+        The target map.
+    keep : float
+        Retain probability.
+    width : int
+        Hidden units w.
+
+    Returns
+    -------
+    M : ndarray (d_out, d_in)
+        The optimal end-to-end map.
+    value : float
+        ``‖T − M‖_F² + (λ/w)‖M‖_*²``, the objective at an equalized factorization of M.
+    """
+    M = fc.global_optimum(T, keep, width)
+    return M, float(np.sum((T - M) ** 2)) + float(fc.induced_regularizer(M, keep, width))
+
+
+def spread(products: np.ndarray) -> np.ndarray:
+    """How far the units' products are from equal: max/min − 1 over the last axis.
+
+    Parameters
+    ----------
+    products : ndarray (..., w)
+        Per-unit products ‖u_i‖‖v_i‖ (positive).
+
+    Returns
+    -------
+    ndarray (...)
+        0 when all products are equal.
+    """
+    products = np.asarray(products)
+    return products.max(axis=-1) / products.min(axis=-1) - 1.0
+
+
+def haar(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """Haar-random: k orthonormal columns in R^n (QR of a Gaussian, signs fixed).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the Gaussian matrix.
+    n, k : int
+        Rows and columns, k ≤ n.
+
+    Returns
+    -------
+    ndarray (n, k)
+        Orthonormal columns.
+    """
+    Q, R = np.linalg.qr(rng.standard_normal((n, k)))
+    return Q * np.sign(np.diag(R))
