@@ -23,7 +23,7 @@ from regtheory.figures.completion_figures import (
     split_entries,
 )
 
-QUICK_SEED = 4
+QUICK_SEED = 2
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,9 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(a - mean) / std for a in (train, *others)]
 
 
-def saa_fit(X: np.ndarray, y: np.ndarray, keep: float, s: dict, seed: int) -> glm.GLMSolution:
+def saa_fit(
+    X: np.ndarray, y: np.ndarray, keep: float, s: dict, seed: int | np.random.Generator
+) -> glm.GLMSolution:
     """The SAA solution, doubling the draws (up to 8 times) while it has no minimiser.
 
     With few draws the masked copies of the samples can be separable although the exact
@@ -128,8 +130,8 @@ def saa_fit(X: np.ndarray, y: np.ndarray, keep: float, s: dict, seed: int) -> gl
         Retain probability θ.
     s : dict
         The figure's settings; ``s["n_masks_saa"]`` is the first number of draws.
-    seed : int
-        Seed of the draws.
+    seed : int or numpy.random.Generator
+        Source of the draws.
 
     Returns
     -------

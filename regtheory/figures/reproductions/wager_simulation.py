@@ -175,7 +175,7 @@ def _replicate(s: dict, rng: np.random.Generator) -> dict[str, Any]:
     chosen = {m: argmin_tied(v) for m, v in val.items()}
     picks = {m: fits[m][chosen[m]] for m in fits}
     picks["dropout_half"] = fits["dropout"][s["keeps"].index(0.5)]
-    test = {m: _scores(*picks[m][:2], prob["X_test"], prob["y_test"]) for m in METHODS}
+    test = {m: _scores(picks[m][0], picks[m][1], prob["X_test"], prob["y_test"]) for m in METHODS}
     keep = s["keeps"][chosen["dropout"]]
     beta, b, saa = picks["dropout"]
     X = prob["X_train"]
