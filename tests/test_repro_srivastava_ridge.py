@@ -113,3 +113,15 @@ def test_a_claim_refuses_what_a_table_cannot_show(change, message):
 def test_a_number_not_read_is_said_so_in_both_fields():
     c = _claim(theirs=NOT_READ, where=NOT_READ, verdict=verdict(True, in_shape=True))
     assert c["theirs"] == c["where"] == "not read"
+
+
+def test_the_footer_states_every_claim_beside_the_papers_number(quick):
+    from regtheory.figures.reproductions.srivastava_ridge import plot_srivastava_ridge
+
+    bare_height = 3.6  # the panels' height before the footer
+    fig = plot_srivastava_ridge(quick)
+    footer = fig.texts[-1].get_text()
+    assert fig.get_figheight() > bare_height
+    assert footer.count("REPRODUCED:") == len(quick["claims"])
+    assert footer.count("Paper: ||y - pXw||²") == 2
+    assert "Ours: " in footer and "Sec." not in footer

@@ -6,7 +6,7 @@ verdict (:mod:`._claims`). ``REPRODUCTIONS`` names them in the order of the
 documentation's table.
 """
 
-from ._claims import NOT_READ, VERDICTS, claim, reproductions_table, verdict
+from ._claims import NOT_READ, VERDICTS, claim, draw_claims, reproductions_table, verdict
 
 # isort: split
 from . import srivastava_ridge  # noqa: F401  (registers its figure)
@@ -40,4 +40,12 @@ REPRODUCTIONS: tuple[str, ...] = (
     "arora_completion",
 )
 
-__all__ = ["NOT_READ", "REPRODUCTIONS", "VERDICTS", "claim", "reproductions_table", "verdict"]
+__all__ = [
+    "NOT_READ",
+    "REPRODUCTIONS",
+    "VERDICTS",
+    "claim",
+    "draw_claims",
+    "reproductions_table",
+    "verdict",
+]

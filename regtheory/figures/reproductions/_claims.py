@@ -28,12 +28,17 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..._validation import InvalidParameterError
 
-__all__ = ["NOT_READ", "VERDICTS", "claim", "reproductions_table", "verdict"]
+if TYPE_CHECKING:  # matplotlib is imported by the plot functions, when they draw
+    from matplotlib.figure import Figure
+
+__all__ = ["NOT_READ", "VERDICTS", "claim", "draw_claims", "reproductions_table", "verdict"]
 
 #: What ``theirs`` and ``where`` say when the paper's number could not be read here.
 NOT_READ = "not read"
@@ -124,6 +129,48 @@ def claim(
         raise InvalidParameterError(f"`ours` must be finite, got {ours!r}")
     values = {**texts, "ours": ours, "verdict": verdict}
     return {name: values[name] for name in _FIELDS}
+
+
+# points of the footer's text, and the characters of that size a line holds per inch
+_FOOTER_POINTS = 7.0
+_CHARS_PER_INCH = 17
+
+
+def draw_claims(fig: Figure, claims: list[dict]) -> Figure:
+    """Add a footer to a reproduction's figure: each claim, the paper's number and ours.
+
+    The figure grows by the footer's height and its panels keep theirs (the constrained
+    layout is confined above the footer).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        A figure drawn with the constrained layout.
+    claims : list of dict
+        The ``claims`` of the figure's data (:func:`claim`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``fig``, with the footer.
+    """
+    width = int(fig.get_figwidth() * _CHARS_PER_INCH)
+    lines: list[str] = []
+    for c in claims:
+        theirs = "not read" if c["where"] == NOT_READ else f"{c['theirs']} [{c['where']}]"
+        text = (
+            f"{c['verdict'].upper()}: {c['claim'].rstrip('.')}.  Paper: {theirs}.  "
+            f"Ours: {c['ours']:.3g} ({c['measure']})."
+        )
+        lines += textwrap.wrap(text, width, subsequent_indent="    ")
+    height = fig.get_figheight()
+    footer = (len(lines) * 1.3 * _FOOTER_POINTS + 8) / 72  # inches
+    fig.set_figheight(height + footer)
+    share = footer / (height + footer)
+    fig.get_layout_engine().set(rect=(0, share, 1, 1 - share))
+    fig.text(0.005, share, "\n".join(lines), va="top", ha="left", fontsize=_FOOTER_POINTS,
+             linespacing=1.3)  # fmt: skip
+    return fig
 
 
 def _cell(text: str) -> str:

@@ -58,7 +58,7 @@ from .._check import EXACT, monte_carlo, spread, trajectory
 from .._intervals import student_t_interval
 from .._registry import FigureSpec, register
 from ..completion_figures import power_law_marginal, split_entries
-from ._claims import NOT_READ, claim, verdict
+from ._claims import NOT_READ, claim, draw_claims, verdict
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
@@ -490,7 +490,7 @@ def plot_arora_completion(data: dict) -> Figure:
         "(mean ± 95 % interval)",
         fontsize=11,
     )
-    return fig
+    return draw_claims(fig, data["claims"])
 
 
 # --------------------------------------------------------------------------- checks

@@ -37,10 +37,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ... import training
+from ...sweep import Sweep
 from .._check import EXACT, TRAINING_RTOL, closed_form, trajectory
 from .._registry import FigureSpec, register
 from . import _fc_runs
-from ._claims import NOT_READ, claim, verdict
+from ._claims import NOT_READ, claim, draw_claims, verdict
 
 if TYPE_CHECKING:  # matplotlib is imported where the figure is drawn
     from matplotlib.figure import Figure
@@ -211,7 +212,12 @@ def _claims(runs: list[dict], sizes: dict, rank_target: int) -> list[dict]:
     ]
 
 
-def compute_cavazza_factorization(quick: bool, seed: int) -> dict:
+def _cell(cell: dict) -> dict:
+    """One run of the figure's sweep: :func:`_run` on the cell's matrix, keep and seed."""
+    return _run(cell["Z"], cell["keep"], cell["sizes"], cell["train_seed"])
+
+
+def compute_cavazza_factorization(quick: bool, seed: int, sweep: Sweep | None = None) -> dict:
     """Data of figure (t) ``cavazza_factorization``: dropout factorization vs closed form.
 
     Parameters
@@ -220,6 +226,8 @@ def compute_cavazza_factorization(quick: bool, seed: int) -> dict:
         The quick mode: a 30 × 30 matrix, width 48, 20,000 steps.
     seed : int
         Seed of the matrix; the runs use seed + 1 and seed + 2.
+    sweep : regtheory.sweep.Sweep, optional
+        Runs the keeps' trainings (``None``: serially); the data do not depend on it.
 
     Returns
     -------
@@ -229,7 +237,11 @@ def compute_cavazza_factorization(quick: bool, seed: int) -> dict:
     sizes = _sizes(quick)
     Z = _matrix(sizes["rows"], sizes["signal_rank"], seed)
     sv_target = np.linalg.svd(Z, compute_uv=False)
-    runs = [_run(Z, keep, sizes, seed + 1 + i) for i, keep in enumerate(KEEPS)]
+    cells = [
+        {"Z": Z, "keep": keep, "sizes": sizes, "train_seed": seed + 1 + i}
+        for i, keep in enumerate(KEEPS)
+    ]
+    runs = (sweep or Sweep()).map(_cell, cells)
     return {
         "sizes": sizes,
         "noise": NOISE,
@@ -321,7 +333,7 @@ def plot_cavazza_factorization(data: dict) -> Figure:
         f"(rank {data['sizes']['signal_rank']} + noise), width {w}, "
         f"{data['sizes']['steps']:,} full-batch steps"
     )
-    return fig
+    return draw_claims(fig, data["claims"])
 
 
 # The closed form: an SVD of the 100×100 matrix and sums over its singular values.
@@ -333,6 +345,7 @@ register(
         "(t) Cavazza et al. 2018: dropout factorization reaches the low-rank closed form",
         compute_cavazza_factorization,
         plot_cavazza_factorization,
+        sweeps=True,
         checks={
             "sizes noise lr init_scale matrix_seed rank_target": EXACT,
             "runs/*/keep runs/*/train_seed runs/*/lr_decay runs/*/record_steps": EXACT,

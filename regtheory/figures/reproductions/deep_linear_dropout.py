@@ -63,7 +63,7 @@ from ...masks import Bernoulli, dropout_lambda
 from ...network import Dropout, Linear
 from .._check import EXACT, TRAINING_RTOL, closed_form, solve, trajectory
 from .._registry import FigureSpec, register
-from ._claims import NOT_READ, claim, verdict
+from ._claims import NOT_READ, claim, draw_claims, verdict
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
@@ -562,7 +562,7 @@ def plot_deep_linear_dropout(data: dict) -> Figure:
         "factorization of their map (Θ_L) and at the minimiser of E‖y − Mx‖² + Θ_L(M)",
         fontsize=11,
     )
-    return fig
+    return draw_claims(fig, data["claims"])
 
 
 # ----------------------------------------------------------------------------- registry

@@ -34,7 +34,7 @@ from ... import masks
 from ..._dropblock import block_starts
 from .._check import EXACT, closed_form, monte_carlo, rounding, spread
 from .._registry import FigureSpec, register
-from ._claims import claim, verdict
+from ._claims import claim, draw_claims, verdict
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
@@ -204,7 +204,7 @@ def plot_dropblock_gamma(data: dict) -> Figure:
     ax.set(xlabel="block size b", ylabel="γ with mean kept = keep_prob, over γ₀")
     ax.set_title(f"exact γ over γ₀, keep_prob {keeps[0]}", fontsize=10)
     fig.suptitle("(r) DropBlock: γ₀ of the authors' code drops fewer units than 1 − keep_prob")
-    return fig
+    return draw_claims(fig, data["claims"])
 
 
 register(

@@ -37,10 +37,11 @@ import numpy as np
 
 from ... import training
 from ...data import white_inputs
+from ...sweep import Sweep
 from .._check import EXACT, TRAINING_RTOL, closed_form, trajectory
 from .._registry import FigureSpec, register
 from . import _fc_runs
-from ._claims import NOT_READ, claim, verdict
+from ._claims import NOT_READ, claim, draw_claims, verdict
 
 if TYPE_CHECKING:  # matplotlib is imported where the figure is drawn
     from matplotlib.figure import Figure
@@ -166,7 +167,13 @@ def _claims(runs: list[dict]) -> list[dict]:
     ]
 
 
-def compute_mianjy_equalization(quick: bool, seed: int) -> dict:
+def _cell(cell: dict) -> dict:
+    """One run of the figure's sweep: :func:`_run` on the cell's task, keep, width and seed."""
+    X, Y, M = cell["task"]
+    return _run(X, Y, M, cell["keep"], cell["width"], cell["train_seed"], cell["quick"])
+
+
+def compute_mianjy_equalization(quick: bool, seed: int, sweep: Sweep | None = None) -> dict:
     """Data of figure (s) ``mianjy_equalization``: dropout SGD vs the closed-form optimum.
 
     Parameters
@@ -175,15 +182,21 @@ def compute_mianjy_equalization(quick: bool, seed: int) -> dict:
         The quick mode: 8,000 steps instead of 60,000, width 10 only.
     seed : int
         Seed of the task (map and inputs); the runs use seed + 1, seed + 2, ...
+    sweep : regtheory.sweep.Sweep, optional
+        Runs the trainings (``None``: serially); the data do not depend on it.
 
     Returns
     -------
     dict
         The settings, one entry per (keep, width) run and the claims.
     """
-    X, Y, M = _task(seed)
-    cells = [(keep, width) for keep in KEEPS for width in (WIDTHS[:1] if quick else WIDTHS)]
-    runs = [_run(X, Y, M, k, w, seed + 1 + i, quick) for i, (k, w) in enumerate(cells)]
+    task = _task(seed)
+    pairs = [(keep, width) for keep in KEEPS for width in (WIDTHS[:1] if quick else WIDTHS)]
+    cells = [
+        {"task": task, "keep": k, "width": w, "train_seed": seed + 1 + i, "quick": quick}
+        for i, (k, w) in enumerate(pairs)
+    ]
+    runs = (sweep or Sweep()).map(_cell, cells)
     return {
         "d_in": D_IN,
         "d_out": D_OUT,
@@ -249,7 +262,7 @@ def plot_mianjy_equalization(data: dict) -> Figure:
         f"(s) Mianjy et al. 2018 §6: y = Mx, M {data['d_out']}×{data['d_in']}, "
         f"σ_i = {data['spectrum_decay']}^i, dropout SGD"
     )
-    return fig
+    return draw_claims(fig, data["claims"])
 
 
 # The closed form: an SVD of the 120×80 map and sums over its 80 singular values.
@@ -261,6 +274,7 @@ register(
         "(s) Mianjy et al. 2018: dropout SGD reaches the closed-form optimum, units equalize",
         compute_mianjy_equalization,
         plot_mianjy_equalization,
+        sweeps=True,
         checks={
             "d_in d_out spectrum_decay n_samples task_seed schedule": EXACT,
             "runs/*/keep runs/*/width runs/*/train_seed runs/*/rank_optimum": EXACT,

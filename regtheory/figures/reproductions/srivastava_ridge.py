@@ -38,7 +38,7 @@ import numpy as np
 from ... import glm, masks
 from .._check import EXACT, closed_form, monte_carlo, rounding, solve, spread
 from .._registry import FigureSpec, register
-from ._claims import claim, verdict
+from ._claims import claim, draw_claims, verdict
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
@@ -255,7 +255,7 @@ def plot_srivastava_ridge(data: dict) -> Figure:
         "(q) Srivastava et al. §9.1: input dropout in linear regression is ridge with "
         r"$\Gamma = \mathrm{diag}(X^\top X)^{1/2}$"
     )
-    return fig
+    return draw_claims(fig, data["claims"])
 
 
 # the exact sum: 2^8 · 120 terms of a sum of squares of size ~ the objective

@@ -60,7 +60,7 @@ from .._check import EXACT, closed_form, monte_carlo, solve, spread
 from .._intervals import student_t_interval
 from .._registry import FigureSpec, register
 from ..glm_figures import SOLVER, saa_fit
-from ._claims import NOT_READ, claim, verdict
+from ._claims import NOT_READ, claim, draw_claims, verdict
 
 if TYPE_CHECKING:  # matplotlib is imported where the figure is drawn
     from matplotlib.figure import Figure
@@ -447,7 +447,7 @@ def plot_wager_simulation(data: dict) -> Figure:
         "(v) Wager, Wang & Liang 2013: dropout as adaptive L2 in logistic regression, "
         "against tuned L2 (a stand-in simulation)"
     )
-    return fig
+    return draw_claims(fig, data["claims"])
 
 
 # an L-BFGS-B solve stops at gradient norm ~1e-7: fitted values move far less than 1e-3
