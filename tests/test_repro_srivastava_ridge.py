@@ -125,3 +125,12 @@ def test_the_footer_states_every_claim_beside_the_papers_number(quick):
     assert footer.count("REPRODUCED:") == len(quick["claims"])
     assert footer.count("Paper: ||y - pXw||²") == 2
     assert "Ours: " in footer and "Sec." not in footer
+
+
+def test_the_footer_needs_the_constrained_layout(quick):
+    from matplotlib.figure import Figure
+
+    from regtheory.figures.reproductions import draw_claims
+
+    with pytest.raises(ValueError, match="constrained layout"):
+        draw_claims(Figure(), quick["claims"])

@@ -153,7 +153,17 @@ def draw_claims(fig: Figure, claims: list[dict]) -> Figure:
     -------
     matplotlib.figure.Figure
         ``fig``, with the footer.
+
+    Raises
+    ------
+    InvalidParameterError
+        If ``fig`` does not use the constrained layout.
     """
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    engine = fig.get_layout_engine()
+    if not isinstance(engine, ConstrainedLayoutEngine):
+        raise InvalidParameterError("draw_claims needs a figure with the constrained layout")
     width = int(fig.get_figwidth() * _CHARS_PER_INCH)
     lines: list[str] = []
     for c in claims:
@@ -167,7 +177,7 @@ def draw_claims(fig: Figure, claims: list[dict]) -> Figure:
     footer = (len(lines) * 1.3 * _FOOTER_POINTS + 8) / 72  # inches
     fig.set_figheight(height + footer)
     share = footer / (height + footer)
-    fig.get_layout_engine().set(rect=(0, share, 1, 1 - share))
+    engine.set(rect=(0, share, 1, 1 - share))
     fig.text(0.005, share, "\n".join(lines), va="top", ha="left", fontsize=_FOOTER_POINTS,
              linespacing=1.3)  # fmt: skip
     return fig
