@@ -5,6 +5,7 @@ import pytest
 from scipy.optimize import minimize
 
 from regtheory.figures import compute
+from regtheory.figures.reproductions import _fc_runs
 from regtheory.figures.reproductions import cavazza_factorization as fig
 
 NAME, SEED = "cavazza_factorization", 2
@@ -25,8 +26,8 @@ def test_quick_claims_are_reproduced_in_shape(data):
         assert run["final_gap"] < fig.GAP_BOUND / 3  # seeds 0..5: ≤ 1.2e-3
         assert run["rank_trained"] == run["rank_optimum"] == k
         assert run["sv_next_trained"] < fig.RANK_THRESHOLD / 10
-        assert run["spread_start"] > 2 * fig.SPREAD_FACTOR * run["spread_end"]
-        assert run["spread_end"] < fig.SPREAD_BOUND / 2
+        assert run["spread_start"] > 2 * _fc_runs.SPREAD_FACTOR * run["spread_end"]
+        assert run["spread_end"] < _fc_runs.SPREAD_BOUND / 2
 
 
 def test_matrix_is_the_stated_signal_plus_noise(data):

@@ -5,6 +5,7 @@ import pytest
 from scipy.optimize import minimize
 
 from regtheory.figures import compute
+from regtheory.figures.reproductions import _fc_runs
 from regtheory.figures.reproductions import mianjy_equalization as fig
 
 NAME, SEED = "mianjy_equalization", 2
@@ -22,8 +23,8 @@ def test_quick_claims_are_reproduced_in_shape(data):
     # spreads fall ≥ 6-fold against 2-fold and end ≤ 7 % against 20 %)
     for run in data["runs"]:
         assert run["final_gap"] < fig.GAP_BOUND / 5
-        assert run["spread_start"] > 1.5 * fig.SPREAD_FACTOR * run["spread_end"]
-        assert run["spread_end"] < fig.SPREAD_BOUND / 2
+        assert run["spread_start"] > 1.5 * _fc_runs.SPREAD_FACTOR * run["spread_end"]
+        assert run["spread_end"] < _fc_runs.SPREAD_BOUND / 2
 
 
 def _optimal_value_by_minimization(sigma: np.ndarray, keep: float, width: int) -> float:

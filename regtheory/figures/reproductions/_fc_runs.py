@@ -13,8 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from ... import fc
+from ._claims import NOT_READ, claim, verdict
 
-__all__ = ["haar", "optimum", "population_objective", "spread"]
+__all__ = ["equalization_claim", "haar", "optimum", "population_objective", "spread"]
+
+# The equalization test: the spread of the products falls 2-fold and ends below 20 %.
+SPREAD_FACTOR, SPREAD_BOUND = 2.0, 0.2
 
 
 def population_objective(T: np.ndarray, U: np.ndarray, V: np.ndarray, keep: float) -> float:
@@ -97,3 +101,38 @@ def haar(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     """
     Q, R = np.linalg.qr(rng.standard_normal((n, k)))
     return Q * np.sign(np.diag(R))
+
+
+def equalization_claim(paper: str, runs: list[dict], *, statement: str, measure: str) -> dict:
+    """The claim that training equalizes the units, from the runs' start and end spreads.
+
+    Parameters
+    ----------
+    paper : str
+        Bibliography key of the paper.
+    runs : list of dict
+        The runs, each with ``spread_start`` and ``spread_end`` (max/min − 1).
+    statement : str
+        The claim, in the figure's words.
+    measure : str
+        What the largest end spread is the spread of.
+
+    Returns
+    -------
+    dict
+        A :func:`claim`, in shape (the paper's numbers were not read).
+    """
+    ratio = min(r["spread_start"] / r["spread_end"] for r in runs)
+    end = max(r["spread_end"] for r in runs)
+    return claim(
+        paper=paper,
+        claim=statement,
+        theirs=NOT_READ,
+        where=NOT_READ,
+        ours=end,
+        measure=measure,
+        verdict=verdict(ratio >= SPREAD_FACTOR and end <= SPREAD_BOUND, in_shape=True),
+        reason=f"the spread falls at least {ratio:.0f}-fold from initialisation, to at most "
+        f"{end:.1%} (test: {SPREAD_FACTOR:g}-fold, to ≤ {SPREAD_BOUND:.0%}); the paper's "
+        "numbers were not read",
+    )
