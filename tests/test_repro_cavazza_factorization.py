@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from regtheory.figures import compute
 from regtheory.figures.reproductions import _fc_runs
 from regtheory.figures.reproductions import cavazza_factorization as fig
 
@@ -53,8 +52,3 @@ def test_closed_form_spectrum_agrees_with_a_direct_minimization(data):
                        method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-12})  # fmt: skip
         assert run["optimal_value"] == pytest.approx(res.fun, rel=1e-7)
         np.testing.assert_allclose(run["sv_optimum"], res.x, atol=1e-5)
-
-
-def test_same_seed_same_data(data):
-    # the whole record, to the last digit (it holds no timing)
-    assert compute(NAME, quick=True, seed=SEED)["data"] == data

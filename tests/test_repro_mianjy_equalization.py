@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from regtheory.figures import compute
 from regtheory.figures.reproductions import _fc_runs
 from regtheory.figures.reproductions import mianjy_equalization as fig
 
@@ -56,8 +55,3 @@ def test_gap_history_ends_at_the_population_gap(data):
     for run in data["runs"]:
         assert run["gap"][-1] == pytest.approx(run["final_gap"], rel=1e-6)
         assert run["gap"][0] > 100 * run["gap"][-1]
-
-
-def test_same_seed_same_data(data):
-    # the whole record, to the last digit (it holds no timing)
-    assert compute(NAME, quick=True, seed=SEED)["data"] == data
