@@ -10,12 +10,25 @@ train with :func:`regtheory.training.train_fc` and measure the trained factors w
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ... import fc
 from ._claims import NOT_READ, claim, verdict
 
-__all__ = ["equalization_claim", "haar", "optimum", "population_objective", "spread"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = [
+    "draw_gaps",
+    "draw_products",
+    "equalization_claim",
+    "haar",
+    "optimum",
+    "population_objective",
+    "spread",
+]
 
 # The equalization test: the spread of the products falls 2-fold and ends below 20 %.
 SPREAD_FACTOR, SPREAD_BOUND = 2.0, 0.2
@@ -136,3 +149,64 @@ def equalization_claim(paper: str, runs: list[dict], *, statement: str, measure:
         f"{end:.1%} (test: {SPREAD_FACTOR:g}-fold, to ≤ {SPREAD_BOUND:.0%}); the paper's "
         "numbers were not read",
     )
+
+
+def draw_gaps(ax: Axes, runs: list[dict], labels: list[str], *, title: str) -> None:
+    """Draw each run's relative gap to the minimum along training, on log-log axes.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
+    runs : list of dict
+        The runs, each with ``record_steps`` and ``gap`` (the first, step 0, is skipped).
+    labels : list of str
+        One legend label per run.
+    title : str
+        The panel's title.
+    """
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        steps = np.asarray(run["record_steps"])[1:]
+        ax.loglog(steps, np.asarray(run["gap"])[1:], color=f"C{i}", label=label)
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("(objective − minimum) / minimum")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+
+
+def draw_products(ax: Axes, runs: list[dict], labels: list[str], *, xlabel: str) -> None:
+    """Draw each run's unit products, sorted, at initialisation (open) and at the end (filled).
+
+    The products are over the equalized value ‖M*‖_*/w, so equal units sit on the
+    dashed line at 1. The runs are offset a little along x so that they stay apart.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
+    runs : list of dict
+        The runs, each with ``products_start``, ``products_end`` and ``equalized_product``.
+    labels : list of str
+        One legend label per run.
+    xlabel : str
+        What the units are (hidden units, or columns of the factors).
+    """
+    offset = 0.15 * (np.arange(len(runs)) - (len(runs) - 1) / 2)
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        units = np.arange(1, len(run["products_end"]) + 1) + offset[i]
+        for key, fill in (("products_start", "none"), ("products_end", f"C{i}")):
+            ax.plot(
+                units,
+                np.sort(run[key]) / run["equalized_product"],
+                "o",
+                mfc=fill,
+                color=f"C{i}",
+                ms=3,
+                label=label if key == "products_end" else None,
+            )
+    ax.set_yscale("log")
+    ax.axhline(1.0, color="k", ls="--", lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(r"$\|u_i\|\,\|v_i\|$ / $(\|M^*\|_*/w)$")
+    ax.set_title("unit products: initialisation (open) vs end (filled)")
+    ax.legend(fontsize=8)

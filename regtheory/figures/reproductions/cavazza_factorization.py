@@ -266,10 +266,9 @@ def plot_cavazza_factorization(data: dict) -> Figure:
     ax1, ax2, ax3 = fig.subplots(1, 3)
     index = np.arange(1, len(data["sv_target"]) + 1)
     ax2.semilogy(index, data["sv_target"], color="0.6", marker=".", ms=3, lw=0, label="matrix Z")
-    for i, run in enumerate(data["runs"]):
-        label = f"keep {run['keep']}"
-        steps = np.asarray(run["record_steps"])[1:]
-        ax1.loglog(steps, np.asarray(run["gap"])[1:], color=f"C{i}", label=label)
+    labels = [f"keep {run['keep']}" for run in data["runs"]]
+    _fc_runs.draw_gaps(ax1, data["runs"], labels, title="gap to the closed-form minimum")
+    for i, (run, label) in enumerate(zip(data["runs"], labels, strict=True)):
         rank = run["rank_optimum"]  # beyond it (3) is 0: the SVD's rounding noise
         ax2.semilogy(
             index[:rank],
@@ -287,37 +286,13 @@ def plot_cavazza_factorization(data: dict) -> Figure:
             color=f"C{i}",
             label=f"trained, {label}",
         )
-        units = np.arange(1, len(run["products_end"]) + 1)
-        ax3.plot(
-            units,
-            np.sort(run["products_start"]) / run["equalized_product"],
-            ".",
-            color=f"C{i}",
-            alpha=0.4,
-            ms=3,
-        )
-        ax3.plot(
-            units,
-            np.sort(run["products_end"]) / run["equalized_product"],
-            "o",
-            color=f"C{i}",
-            ms=3,
-            label=label,
-        )
-    ax1.set_xlabel("SGD step")
-    ax1.set_ylabel("(objective − minimum) / minimum")
-    ax1.set_title("gap to the closed-form minimum")
-    ax1.legend(fontsize=8)
     ax2.set_xlabel("index i")
     ax2.set_ylabel(r"singular value $\sigma_i$")
     ax2.set_title("dropout keeps the signal, drops the noise")
     ax2.legend(fontsize=7, loc="lower left")
-    ax3.set_yscale("log")
-    ax3.axhline(1.0, color="k", ls="--", lw=1)
-    ax3.set_xlabel("column i of the factors (sorted by product)")
-    ax3.set_ylabel(r"$\|u_i\|\,\|v_i\|$ / $(\|M^*\|_*/w)$")
-    ax3.set_title("products: initialisation (faint) vs end")
-    ax3.legend(fontsize=8)
+    _fc_runs.draw_products(
+        ax3, data["runs"], labels, xlabel="column i of the factors (sorted by product)"
+    )
     d, w = data["sizes"]["rows"], data["sizes"]["width"]
     fig.suptitle(
         f"(t) Cavazza et al. 2018: dropout factorization of a {d}×{d} matrix "

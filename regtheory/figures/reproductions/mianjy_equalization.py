@@ -218,37 +218,9 @@ def plot_mianjy_equalization(data: dict) -> Figure:
 
     fig = Figure(figsize=(11, 4), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
-    for i, run in enumerate(data["runs"]):
-        label = f"keep {run['keep']}, width {run['width']}"
-        steps = np.asarray(run["record_steps"])[1:]
-        ax1.loglog(steps, np.asarray(run["gap"])[1:], color=f"C{i}", label=label)
-        units = np.arange(1, run["width"] + 1) + 0.15 * (i - 1.5)
-        ax2.plot(
-            units,
-            np.sort(run["products_start"]) / run["equalized_product"],
-            "o",
-            mfc="none",
-            color=f"C{i}",
-            ms=4,
-        )
-        ax2.plot(
-            units,
-            np.sort(run["products_end"]) / run["equalized_product"],
-            "o",
-            color=f"C{i}",
-            ms=4,
-            label=label,
-        )
-    ax1.set_xlabel("SGD step")
-    ax1.set_ylabel("(objective − minimum) / minimum")
-    ax1.set_title("gap to the closed-form optimum (3)")
-    ax1.legend(fontsize=8)
-    ax2.set_yscale("log")
-    ax2.axhline(1.0, color="k", ls="--", lw=1)
-    ax2.set_xlabel("hidden unit (sorted by product)")
-    ax2.set_ylabel(r"$\|u_k\|\,\|v_k\|$ / $(\|M^*\|_*/w)$")
-    ax2.set_title("unit products: initialisation (open) vs end (filled)")
-    ax2.legend(fontsize=8)
+    labels = [f"keep {run['keep']}, width {run['width']}" for run in data["runs"]]
+    _fc_runs.draw_gaps(ax1, data["runs"], labels, title="gap to the closed-form optimum (3)")
+    _fc_runs.draw_products(ax2, data["runs"], labels, xlabel="hidden unit (sorted by product)")
     fig.suptitle(
         f"(s) Mianjy et al. 2018 §6: y = Mx, M {data['d_out']}×{data['d_in']}, "
         f"σ_i = {data['spectrum_decay']}^i, dropout SGD"
