@@ -233,8 +233,8 @@ def taps_on_data(maps: np.ndarray, masks: MaskDistribution, n_masks: int, seed: 
     of a digit is zero on about half of them), the probability, averaged over the
     (digit, channel) pairs with :math:`n_{ab} > 0`, is
 
-    .. math:: P_	ext{element}(ab) = \operatorname{mean}_{k,i}\,(1-	heta)^{n_{ab}(k,i)},
-              \qquad P_	ext{channel}(ab) = 1 - 	heta ,
+    .. math:: P_\text{element}(ab) = \operatorname{mean}_{k,i}\,(1-\theta)^{n_{ab}(k,i)},
+              \qquad P_\text{channel}(ab) = 1 - \theta ,
 
     and for DropBlock the share of starved pairs over ``n_masks`` sampled masks (one per
     digit and draw), with its standard error. The pairs with :math:`n_{ab} = 0` get no
