@@ -151,18 +151,3 @@ def test_no_line_is_copied_from_the_planning_note():
     copied = [line for line in note_lines if len(line) >= MIN_COPIED and line in doc_joined]
     copied += [line for line in doc_lines if len(line) >= MIN_COPIED and line in note_joined]
     assert not copied, "lines copied from the planning note:\n" + "\n".join(copied)
-
-
-def test_no_control_characters_in_the_documentation():
-    # a LaTeX command written in a non-raw Python string loses its backslash: "\frac" becomes
-    # a form feed and "ac", "\rVert" a carriage return; the page then renders garbage
-    root = Path(__file__).resolve().parents[1]
-    texts = [*root.glob("docs/*.md"), root / "README.md", *root.glob("regtheory/**/*.py")]
-    bad = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-    found = [
-        f"{p.relative_to(root)}:{i}"
-        for p in texts
-        for i, line in enumerate(p.read_text(encoding="utf-8").split("\n"), 1)
-        if bad.search(line)
-    ]
-    assert not found, f"control characters at {found}"
