@@ -14,6 +14,7 @@ import pickle
 import re
 import warnings
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -321,3 +322,39 @@ def test_references_change_neither_value_nor_equality_nor_pickling():
     assert pickle.loads(pickle.dumps(a)).references == a.references
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.references = ()
+
+
+def _cff_references() -> list[dict]:
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "CITATION.cff"
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["references"]
+
+
+def _plain(title: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", re.sub(r"\$k\$", "k", title).lower())
+
+
+@pytest.mark.parametrize("reference", _cff_references(), ids=lambda r: r["title"][:40])
+def test_citation_cff_holds_the_bibliographys_records(reference):
+    # the two files give a paper the same year, volume, pages and address
+    entries = [
+        e
+        for e in bibliography().values()
+        if _plain(e.fields["title"]) == _plain(reference["title"])
+    ]
+    assert len(entries) == 1, f"{reference['title']!r} is not in references.bib"
+    fields = entries[0].fields
+    assert fields["year"] == str(reference["year"])
+    assert fields.get("volume") == (str(reference["volume"]) if "volume" in reference else None)
+    pages = f"{reference['start']}--{reference['end']}" if "start" in reference else None
+    assert fields.get("pages") == pages
+    assert fields.get("url") == reference.get("url")
+
+
+@pytest.mark.parametrize("key", list(bibliography()))
+def test_a_volume_or_pages_come_with_the_page_they_were_read_on(key):
+    fields = bibliography()[key].fields
+    # a journal's volume and number are exempt (JMLR's, and TiiS's from the MovieLens README)
+    read = {"pages", "series"} | ({"volume", "number"} if "journal" not in fields else set())
+    assert not read & set(fields) or fields.get("url", "").startswith("http"), key
