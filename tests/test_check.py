@@ -609,13 +609,18 @@ def _runnable_kernels() -> list[str]:
     return [k for k, (feature, _) in KERNELS.items() if __cpu_features__.get(feature)]
 
 
+def _kernels_and_threads() -> list[tuple[str, int]]:
+    """Every runnable kernel once, the thread counts 1 and 2 alternating between them."""
+    return [(kernel, 1 + i % 2) for i, kernel in enumerate(_runnable_kernels())]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("kernel", _runnable_kernels())
+@pytest.mark.parametrize(("kernel", "threads"), _kernels_and_threads())
 def test_cheap_committed_figures_pass_under_every_openblas_kernel(kernel, threads):
     """Another processor, simulated: the committed figures regenerated in a process whose
     OpenBLAS runs another kernel (other FMA use, block sizes and summation orders) and
-    thread count, as NumPy's OpenBLAS picks on another CPU."""
+    thread count, as NumPy's OpenBLAS picks on another CPU. Each kernel runs once, with
+    one thread or two in turn, so that both thread counts are run."""
     env = dict(os.environ, OPENBLAS_CORETYPE=kernel, OPENBLAS_NUM_THREADS=str(threads))
     argv = ["--dir", str(COMMITTED), "--only", *CHEAP, "--jobs", "1", "--json"]
     done = subprocess.run(
@@ -633,6 +638,13 @@ def test_cheap_committed_figures_pass_under_every_openblas_kernel(kernel, thread
     assert blas, report["environment"]["blas"]
     for lib in blas:  # the kernel really ran
         assert lib["architecture"] == KERNELS[kernel][1] and lib["num_threads"] == threads
+
+
+def test_the_kernels_run_with_one_thread_and_with_two():
+    pairs = _kernels_and_threads()
+    assert [k for k, _ in pairs] == _runnable_kernels()
+    if len(pairs) >= 2:
+        assert {t for _, t in pairs} == {1, 2}
 
 
 def test_ci_checks_the_same_cheap_figures():

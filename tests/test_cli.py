@@ -354,40 +354,42 @@ def test_only_quick_writes_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_rerun_with_the_same_seed_writes_identical_json(tmp_path):
-    # figures whose data come from sampled masks, SGD with real masks, and cvxpy
+def test_rerun_with_the_same_seed_writes_identical_json(tmp_path, quick_record):
+    # figures whose data come from sampled masks, SGD with real masks, and cvxpy; the
+    # first run is the session's shared record (conftest), computed in another call
     names = ["fc_equalization", "conv_matrix_seed", "trained_vs_implied"]
-    for run in ("a", "b"):
-        argv = ["figures", "--only", *names, "--quick", "--seed", "3", "--out", str(tmp_path / run)]
-        assert main([*argv, "--no-progress"]) == 0
+    argv = ["figures", "--only", *names, "--quick", "--seed", "2", "--out", str(tmp_path)]
+    assert main([*argv, "--no-progress"]) == 0
     for name in names:
-        first = (tmp_path / "a" / f"{name}.json").read_bytes()
-        assert first == (tmp_path / "b" / f"{name}.json").read_bytes(), name
-        assert json.loads(first)["seed"] == 3
+        written = (tmp_path / f"{name}.json").read_text(encoding="utf-8")
+        assert written == json.dumps(quick_record(name, 2), indent=1, sort_keys=True) + "\n"
+        assert json.loads(written)["seed"] == 2
 
 
 @pytest.mark.slow
-def test_jobs_do_not_change_the_data(tmp_path):
-    """The sweeps of (e) on two processes write the JSON of the serial run, byte for byte."""
-    for jobs in ("1", "2"):
-        argv = ["figures", "--only", "penalty_vs_keep", "--quick", "--jobs", jobs]
-        assert main([*argv, "--out", str(tmp_path / jobs), "--no-progress"]) == 0
-    first = (tmp_path / "1" / "penalty_vs_keep.json").read_bytes()
-    assert first == (tmp_path / "2" / "penalty_vs_keep.json").read_bytes()
+def test_jobs_do_not_change_the_data(tmp_path, quick_record):
+    """The sweeps of (e) on two processes write the JSON of the serial run, byte for byte
+    (the serial run is the session's shared record, conftest)."""
+    argv = ["figures", "--only", "penalty_vs_keep", "--quick", "--seed", "2", "--jobs", "2"]
+    assert main([*argv, "--out", str(tmp_path), "--no-progress"]) == 0
+    written = (tmp_path / "penalty_vs_keep.json").read_text(encoding="utf-8")
+    assert (
+        written == json.dumps(quick_record("penalty_vs_keep", 2), indent=1, sort_keys=True) + "\n"
+    )
 
 
 @pytest.mark.slow
-def test_scheduler_runs_the_sweeps_on_a_dask_cluster(tmp_path):
+def test_scheduler_runs_the_sweeps_on_a_dask_cluster(tmp_path, quick_record):
     distributed = pytest.importorskip("dask.distributed")
-    argv = ["figures", "--only", "mc_error_vs_n", "--quick", "--no-progress"]
-    assert main([*argv, "--jobs", "1", "--out", str(tmp_path / "serial")]) == 0
+    argv = ["figures", "--only", "mc_error_vs_n", "--quick", "--seed", "2", "--no-progress"]
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
         address = cluster.scheduler_address
-        assert main([*argv, "--scheduler", address, "--out", str(tmp_path / "dask")]) == 0
-    serial = (tmp_path / "serial" / "mc_error_vs_n.json").read_bytes()
-    assert serial == (tmp_path / "dask" / "mc_error_vs_n.json").read_bytes()
+        assert main([*argv, "--scheduler", address, "--out", str(tmp_path)]) == 0
+    # the serial run is the session's shared record (conftest)
+    serial = json.dumps(quick_record("mc_error_vs_n", 2), indent=1, sort_keys=True) + "\n"
+    assert serial == (tmp_path / "mc_error_vs_n.json").read_text(encoding="utf-8")
 
 
 def _check_one_line_and_nothing_written(captured, out_dir, *words):
