@@ -8,6 +8,8 @@ from regtheory.figures.reproductions import _fc_runs
 from regtheory.figures.reproductions import cavazza_factorization as fig
 
 NAME, SEED = "cavazza_factorization", 2
+# every test reads the quick record, a training run of seconds: not in the quick tier
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ def _moments(X, Y):
     return X.T @ X / n, Y.T @ X / n, float(np.sum(Y * Y)) / n
 
 
+@pytest.mark.slow  # reads the quick record: training runs of seconds
 def test_every_claim_of_the_quick_record_is_reproduced_in_shape(quick):
     assert [c["verdict"] for c in quick["claims"]] == ["reproduced in shape"] * 4
     for c in quick["claims"]:
@@ -50,6 +51,7 @@ def test_every_claim_of_the_quick_record_is_reproduced_in_shape(quick):
     assert quick["claims"][3]["where"].startswith("abstract")
 
 
+@pytest.mark.slow  # reads the quick record: training runs of seconds
 def test_the_nuclear_norm_bound_by_its_formula(quick):
     """ν_L‖M‖*² from the record's maps, apart from deep_induced_regularizer."""
     rank_one = 0
@@ -120,6 +122,7 @@ def test_the_task_is_white_and_noiseless():
     np.testing.assert_allclose(Y, X @ M_star.T)
 
 
+@pytest.mark.slow  # reads the quick record: training runs of seconds
 def test_the_implied_minimiser_at_depth_two_is_formula_three(quick):
     """White inputs, T = M*: the optimum of Mianjy et al. / Cavazza et al. in closed form."""
     M_star = np.asarray(quick["target_map"])
@@ -134,6 +137,7 @@ def test_the_implied_minimiser_at_depth_two_is_formula_three(quick):
             assert n["implied_objective"] == pytest.approx(closed, rel=1e-9)
 
 
+@pytest.mark.slow  # reads the quick record: training runs of seconds
 def test_trained_penalties_against_monte_carlo_over_real_masks(quick):
     """2,000 independent mask sets on the 64 inputs: z within 4 (seeds 0-5 checked: |z| < 2.5)."""
     _, X, _ = task(QUICK_SEED)
@@ -151,6 +155,7 @@ def test_trained_penalties_against_monte_carlo_over_real_masks(quick):
         assert abs(z) < 4.0, (n["keep"], n["depth"], z)
 
 
+@pytest.mark.slow  # reads the quick record: training runs of seconds
 def test_theta_at_depth_two_is_the_squared_nuclear_norm(quick):
     for n in quick["nets"]:
         if n["depth"] == 2:
@@ -161,6 +166,7 @@ def test_theta_at_depth_two_is_the_squared_nuclear_norm(quick):
             assert n["penalty"] >= n["theta"] * (1 - 1e-9)
 
 
+@pytest.mark.slow  # reads the quick record: training runs of seconds
 def test_a_net_is_trained_again_to_the_same_bits(quick):
     _, X, Y = task(QUICK_SEED)
     first = quick["nets"][0]

@@ -8,6 +8,8 @@ from regtheory.figures.reproductions import _fc_runs
 from regtheory.figures.reproductions import mianjy_equalization as fig
 
 NAME, SEED = "mianjy_equalization", 2
+# every test reads the quick record, a training run of seconds: not in the quick tier
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
