@@ -76,7 +76,9 @@ intersphinx_mapping: dict = {}  # offline: no inventories are fetched
 # -- offline MathJax 3 (the es5 build shipped in the django-static-mathjax wheel) -------
 _mathjax = find_spec("mathjax")
 if _mathjax is None or _mathjax.origin is None:
-    raise RuntimeError('MathJax is missing: install the docs extra, pip install -e ".[docs,torch,vision]"')
+    raise RuntimeError(
+        'MathJax is missing: install the docs extra, pip install -e ".[docs,torch,vision]"'
+    )
 # regtheory_docs copies tex-chtml.js, its fonts and TeX extensions into _static/mathjax/
 regtheory_mathjax_es5 = str(Path(_mathjax.origin).parent / "static" / "mathjax" / "es5")
 mathjax_path = "mathjax/tex-chtml.js"
